@@ -1,0 +1,156 @@
+"""The plug-in points: the ``Store`` protocol every backend implements.
+
+Lease rules, written once here for every store:
+
+* A **task** (schedule) is due when ``next_run_time <= now``, it is not paused, not
+  orphaned, not quarantined, and nobody holds its *claim* (or the claim expired).
+  ``claim_due`` leases due tasks to one owner; the owner decides which fire times run
+  (misfire, coalesce) and calls ``fire``, which creates the runs, stores the next fire
+  time and drops the claim, all in one atomic step. An owner that dies between the two
+  leaves a claim that expires after ``lease``; the next claimer recomputes the same fire
+  times, so the same idempotency keys result.
+* A **run** is one execution of one fire time, id ``task_id@fire_time`` (the idempotency
+  key). It is leased to the owner that runs it until ``lease_until``; the owner pushes the
+  lease forward with ``extend`` while the run lives. A run whose lease expired is claimed
+  again by ``claim_due`` (``attempt + 1``, ``recovered=True``). A run with no owner is
+  *waiting* (a retry, a trigger-now, a released run): claimable once ``lease_until`` passed.
+* ``Task.running`` counts the runs of a task in the store; ``fire`` never makes it exceed
+  ``options.max_instances``, which makes that limit global across processes.
+* A task whose ``next_run_time`` is ``None`` leaves the store when its last run completes:
+  a one-shot task is never removed before its run finished.
+* Every method that takes ``now`` uses it instead of a clock, so contract tests are exact.
+* A record that cannot be decoded is quarantined (kept as it was, left out of claims and
+  listings, reported by ``quarantined``), never deleted, never raised out of a claim.
+* Driver errors are raised as :class:`backbeat.errors.StoreError` subclasses;
+  :class:`backbeat.errors.StoreUnavailableError` when the server cannot be reached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
+
+from backbeat.model import Claim, FireDecision, FireResult, QuarantinedRecord, Run, RunResult, Task, TaskFilter
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Persistence and lease contract shared by every backend."""
+
+    async def open(self) -> None:
+        """Connect and create what the store needs (tables, indexes, scripts). Idempotent.
+
+        Raises:
+            StoreUnavailableError: the server cannot be reached.
+        """
+
+    async def close(self) -> None:
+        """Release connections. The store may be opened again."""
+
+    async def add(self, tasks: Sequence[Task], *, replace: bool = False) -> None:
+        """Store new tasks, atomically as one batch.
+
+        With ``replace=True`` an existing task of the same id is overwritten (its ``running``
+        count and counters are kept); otherwise nothing is written if any id exists.
+
+        Raises:
+            TaskExistsError: an id is already stored and ``replace`` is false.
+        """
+
+    async def get(self, task_id: str) -> Task | None:
+        """The task with this id, or ``None`` (also for a quarantined record)."""
+
+    async def list(
+        self, filter: TaskFilter | None = None, *, cursor: str | None = None, limit: int | None = None
+    ) -> tuple[list[Task], str | None]:
+        """Tasks matching ``filter`` ordered by id, after ``cursor``; returns (page, next cursor)."""
+
+    async def update(self, task_id: str, **changes: Any) -> Task:
+        """Change fields of a task (``paused``, ``next_run_time``, ``trigger``, ``orphaned``,
+        ``name``, ``tags``, ``options``, ``args``, ``kwargs``, ``data``) and bump its version.
+
+        Raises:
+            TaskNotFoundError: no task has this id.
+        """
+
+    async def remove(self, task_ids: Collection[str]) -> list[str]:
+        """Remove tasks (their runs in flight finish; their completion is then a no-op).
+
+        Returns the ids that existed.
+        """
+
+    async def remove_by_tag(self, tag: str) -> list[str]:
+        """Remove every task carrying ``tag``; returns their ids."""
+
+    async def clear(self) -> None:
+        """Remove every task and run (and quarantined record) of this store."""
+
+    async def claim_due(self, owner: str, *, now: datetime, lease: timedelta, limit: int) -> Claim:
+        """Atomically lease up to ``limit`` due tasks and claimable runs to ``owner``.
+
+        Claimable runs are those with ``lease_until <= now``: waiting runs and runs whose
+        owner's lease expired (those get ``attempt + 1`` and ``recovered=True``). Each run
+        carries its task snapshot (``run.task``; ``None`` if the task was removed).
+        Two owners calling at once never receive the same task or run.
+        """
+
+    async def fire(
+        self, owner: str, decisions: Sequence[FireDecision], *, now: datetime, lease: timedelta
+    ) -> list[FireResult]:
+        """Apply the engine's decisions for tasks ``owner`` claimed, atomically per task.
+
+        For each decision whose task is still claimed by ``owner``: create a run leased to
+        ``owner`` for each fire time while ``running < max_instances`` (skipped ones are
+        reported), set ``next_run_time`` (unless a user changed the task since the claim:
+        ``version != claimed_version``), drop the claim. A task left with no next fire time
+        and no runs is removed. Decisions for tasks no longer claimed by ``owner`` are
+        ignored (absent from the result).
+        """
+
+    async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
+        """Finish runs: delete each run (or re-queue it when ``retry_at`` is set), update
+        its task's counters and ``running``, and remove a task with nothing left to run.
+
+        Only runs still leased to ``owner`` are completed; returns the ids that were not
+        (another owner took them over after a lease expiry).
+        """
+
+    async def extend(self, owner: str, run_ids: Collection[str], *, now: datetime, lease: timedelta) -> set[str]:
+        """Push the lease of runs still held by ``owner`` to ``now + lease``; return the ids it holds."""
+
+    async def release(
+        self, owner: str, *, run_ids: Collection[str], task_ids: Collection[str], now: datetime
+    ) -> None:
+        """Give up runs and task claims of ``owner`` so another owner may take them at once.
+
+        Released runs become waiting runs with ``attempt + 1`` and ``lease_until = now``.
+        """
+
+    async def enqueue_run(self, task_id: str, *, fire_time: datetime, now: datetime) -> Run | None:
+        """Add a waiting run of a task for ``fire_time`` (trigger-now).
+
+        Returns ``None`` if ``max_instances`` runs exist already or that run already exists.
+
+        Raises:
+            TaskNotFoundError: no task has this id.
+        """
+
+    async def list_runs(self, task_id: str | None = None) -> list[Run]:
+        """Runs now in the store (leased or waiting), optionally of one task."""
+
+    async def next_wakeup(self) -> datetime | None:
+        """Earliest time something may become claimable: a task's next run time, a claim's
+        or a run's lease end. ``None`` when nothing is scheduled."""
+
+    def wakeups(self) -> AsyncIterator[None]:
+        """Yield whenever another process may have added or changed something.
+
+        Best effort (pub/sub, NOTIFY, a data-version poll); the engine also polls.
+        """
+
+    async def quarantined(self) -> list[QuarantinedRecord]:
+        """Records that could not be decoded, kept as they were."""
+
+
+__all__ = ["Store"]

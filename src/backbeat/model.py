@@ -1,0 +1,338 @@
+"""What is stored: tasks (schedules) and runs (one execution of one fire time).
+
+Everything here is plain data. ``Task.args``, ``Task.kwargs`` and ``Task.data`` hold the
+*encoded* form made by :mod:`backbeat.codec` (JSON types only), so a store never sees a
+Python object of the user's and can save a task with one ``orjson.dumps``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from backbeat.errors import CorruptRecordError
+
+JSON = Any
+"""A value made only of dict, list, str, int, float, bool and None."""
+
+
+class RunOutcome(enum.StrEnum):
+    """How a run ended."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    MISSED = "missed"  # its fire time was later than misfire_grace_time allows
+    LOST = "lost"  # at-most-once task whose owner died mid-run: not re-run
+    CANCELLED = "cancelled"
+    ORPHANED = "orphaned"  # the job it names is not registered in the process that claimed it
+
+
+@dataclass(slots=True, kw_only=True)
+class TaskOptions:
+    """How the engine treats a task's fire times (APScheduler's vocabulary)."""
+
+    misfire_grace_time: float | None = 1.0
+    """Seconds a fire time may be late and still run; ``None`` runs it however late."""
+    coalesce: bool = True
+    """Run once for several fire times that are due together."""
+    max_instances: int = 1
+    """Runs of this task that may exist at once, counted across every process."""
+    timeout: float | None = None
+    """Seconds a run may take before it is cancelled (asyncio executor)."""
+    at_most_once: bool = False
+    """Do not re-run a fire time whose owner died mid-run (mark it lost instead)."""
+    executor: str = "default"
+    """Name of the executor that runs this task."""
+
+    def to_json(self) -> dict[str, JSON]:
+        return {
+            "misfire_grace_time": self.misfire_grace_time,
+            "coalesce": self.coalesce,
+            "max_instances": self.max_instances,
+            "timeout": self.timeout,
+            "at_most_once": self.at_most_once,
+            "executor": self.executor,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, JSON]) -> TaskOptions:
+        known = {k: doc[k] for k in cls.__dataclass_fields__ if k in doc}
+        return cls(**known)
+
+
+@dataclass(slots=True, kw_only=True)
+class Task:
+    """A persisted schedule: which job to run, with what data, and when."""
+
+    id: str
+    name: str
+    """Human name of the task (``"order_preparation_reminder"``)."""
+    job: str
+    """Registry reference of what runs (see :mod:`backbeat.registry`)."""
+    trigger: dict[str, JSON]
+    """JSON trigger spec (see :mod:`backbeat.triggers`)."""
+    next_run_time: datetime | None
+    args: list[JSON] = field(default_factory=list)
+    kwargs: dict[str, JSON] = field(default_factory=dict)
+    data: dict[str, JSON] | None = None
+    """Business data of a ``@backgroundjob`` class instance (its attributes)."""
+    tags: tuple[str, ...] = ()
+    options: TaskOptions = field(default_factory=TaskOptions)
+    paused: bool = False
+    orphaned: str | None = None
+    """Why this process cannot run the task (its job is not registered); kept, not deleted."""
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    version: int = 0
+    """Bumped by every change made through ``Store.update``; fire() keeps a user's newer change."""
+    running: int = 0
+    """Runs of this task now in the store (leased, waiting or retrying): what max_instances caps."""
+    runs: int = 0
+    failures: int = 0
+    last_outcome: str | None = None
+    last_run_at: datetime | None = None
+    trace_context: dict[str, str] | None = None
+
+    def to_document(self) -> dict[str, JSON]:
+        """This task as a JSON document (datetimes as ISO strings)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "job": self.job,
+            "trigger": self.trigger,
+            "next_run_time": _iso(self.next_run_time),
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "data": self.data,
+            "tags": list(self.tags),
+            "options": self.options.to_json(),
+            "paused": self.paused,
+            "orphaned": self.orphaned,
+            "created_at": _iso(self.created_at),
+            "version": self.version,
+            "running": self.running,
+            "runs": self.runs,
+            "failures": self.failures,
+            "last_outcome": self.last_outcome,
+            "last_run_at": _iso(self.last_run_at),
+            "trace_context": self.trace_context,
+        }
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.to_document())
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, JSON]) -> Task:
+        """Rebuild a task from :meth:`to_document`'s output.
+
+        Raises:
+            CorruptRecordError: the document is not a valid task (missing or mistyped field).
+        """
+        try:
+            return cls(
+                id=str(doc["id"]),
+                name=str(doc["name"]),
+                job=str(doc["job"]),
+                trigger=dict(doc["trigger"]),
+                next_run_time=_parse_iso(doc.get("next_run_time")),
+                args=list(doc.get("args") or []),
+                kwargs=dict(doc.get("kwargs") or {}),
+                data=dict(doc["data"]) if doc.get("data") is not None else None,
+                tags=tuple(doc.get("tags") or ()),
+                options=TaskOptions.from_json(doc.get("options") or {}),
+                paused=bool(doc.get("paused", False)),
+                orphaned=doc.get("orphaned"),
+                created_at=_parse_iso(doc.get("created_at")) or datetime.now(UTC),
+                version=int(doc.get("version", 0)),
+                running=int(doc.get("running", 0)),
+                runs=int(doc.get("runs", 0)),
+                failures=int(doc.get("failures", 0)),
+                last_outcome=doc.get("last_outcome"),
+                last_run_at=_parse_iso(doc.get("last_run_at")),
+                trace_context=doc.get("trace_context"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            task_id = doc.get("id", "?") if isinstance(doc, Mapping) else "?"
+            raise CorruptRecordError(f"task {task_id!r} is not a valid task document: {exc!r}") from exc
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | str) -> Task:
+        """Parse a stored task.
+
+        Raises:
+            CorruptRecordError: ``raw`` is not JSON or not a task document.
+        """
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise CorruptRecordError(f"stored task is not valid JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise CorruptRecordError(f"stored task is a {type(doc).__name__}, not a JSON object")
+        return cls.from_document(doc)
+
+    def copy(self, **changes: Any) -> Task:
+        return replace(self, **changes)
+
+
+def run_id_for(task_id: str, fire_time: datetime) -> str:
+    """The idempotency key of one fire time of one task: ``task_id@fire_time``."""
+    return f"{task_id}@{fire_time.astimezone(UTC).isoformat()}"
+
+
+@dataclass(slots=True, kw_only=True)
+class Run:
+    """One execution of one fire time of a task.
+
+    A run is *leased* while ``owner`` is set and ``lease_until`` is in the future. A run whose
+    owner is ``None`` is *waiting* (a retry, a trigger-now, a released run) and is claimable
+    once ``lease_until`` has passed. An owned run whose lease expired is claimable too: its
+    owner is presumed dead, and the next claim increments ``attempt``.
+    """
+
+    id: str
+    task_id: str
+    fire_time: datetime
+    attempt: int = 1
+    owner: str | None = None
+    lease_until: datetime
+    task: Task | None = None
+    """Snapshot of the task, filled in by claims so the engine needs no second read."""
+    recovered: bool = False
+    """This claim took the run over from an owner whose lease expired."""
+
+    def to_document(self) -> dict[str, JSON]:
+        return {
+            "id": self.id,
+            "task_id": self.task_id,
+            "fire_time": _iso(self.fire_time),
+            "attempt": self.attempt,
+            "owner": self.owner,
+            "lease_until": _iso(self.lease_until),
+        }
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, JSON], task: Task | None = None) -> Run:
+        """Rebuild a run from :meth:`to_document`'s output.
+
+        Raises:
+            CorruptRecordError: the document is not a valid run.
+        """
+        try:
+            fire_time = _parse_iso(doc["fire_time"])
+            lease_until = _parse_iso(doc["lease_until"])
+            if fire_time is None or lease_until is None:
+                raise ValueError("fire_time and lease_until are required")
+            return cls(
+                id=str(doc["id"]),
+                task_id=str(doc["task_id"]),
+                fire_time=fire_time,
+                attempt=int(doc.get("attempt", 1)),
+                owner=doc.get("owner"),
+                lease_until=lease_until,
+                task=task,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptRecordError(f"stored run is not valid: {exc!r}") from exc
+
+
+@dataclass(slots=True, kw_only=True)
+class FireDecision:
+    """What the engine decided for a claimed task: which fire times to run, and what comes next."""
+
+    task_id: str
+    claimed_version: int
+    fire_times: list[datetime]
+    next_run_time: datetime | None
+    missed: int = 0
+    """Fire times skipped for lateness (reported, not run)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class FireResult:
+    """What ``Store.fire`` did with one decision."""
+
+    task_id: str
+    runs: list[Run]
+    skipped: list[datetime] = field(default_factory=list)
+    """Fire times not run because max_instances runs already existed."""
+    removed: bool = False
+    """The task had nothing left to run and was removed (a one-shot whose time was missed)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class RunResult:
+    """How a run ended, handed to ``Store.complete``."""
+
+    run: Run
+    outcome: RunOutcome
+    finished_at: datetime
+    error: str | None = None
+    retry_at: datetime | None = None
+    """Keep the run and make it claimable again at this time (attempt + 1)."""
+
+
+@dataclass(slots=True)
+class Claim:
+    """What one ``Store.claim_due`` call took for its owner."""
+
+    tasks: list[Task] = field(default_factory=list)
+    """Due tasks, now leased to the owner until it calls ``fire``."""
+    runs: list[Run] = field(default_factory=list)
+    """Waiting runs and runs whose owner's lease expired, now leased to the owner."""
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks or self.runs)
+
+
+@dataclass(slots=True, frozen=True)
+class QuarantinedRecord:
+    """A stored record that could not be decoded: kept as it was, excluded from claims."""
+
+    key: str
+    raw: str
+    error: str
+
+
+@dataclass(slots=True, frozen=True)
+class TaskFilter:
+    """Which tasks ``Store.list`` returns; every given field must match."""
+
+    tag: str | None = None
+    name: str | None = None
+    job: str | None = None
+    paused: bool | None = None
+    orphaned: bool | None = None
+
+    def matches(self, task: Task) -> bool:
+        return (
+            (self.tag is None or self.tag in task.tags)
+            and (self.name is None or task.name == self.name)
+            and (self.job is None or task.job == self.job)
+            and (self.paused is None or task.paused == self.paused)
+            and (self.orphaned is None or (task.orphaned is not None) == self.orphaned)
+        )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def lease_end(now: datetime, lease: timedelta) -> datetime:
+    return now + lease
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def _parse_iso(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"expected an ISO datetime string, got {type(value).__name__}")
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
