@@ -1,0 +1,122 @@
+"""backbeat: a distributed, asyncio-first background task scheduler.
+
+Public names only; see the README for a tour.
+"""
+
+from __future__ import annotations
+
+from backbeat.abc import Store
+from backbeat.bus import BackgroundTasksBus, ScheduleRequest
+from backbeat.config import (
+    MongoJobStoreConfig,
+    RedisJobStoreConfig,
+    SchedulerConfig,
+    SQLiteJobStoreConfig,
+)
+from backbeat.context import RunContext, current_run, get_service
+from backbeat.declared import schedule_task
+from backbeat.di import (
+    ServiceCollection,
+    ServiceLifetime,
+    ServiceProvider,
+    ServiceProviderBase,
+    ServiceScope,
+)
+from backbeat.errors import (
+    BackbeatError,
+    ConfigurationError,
+    CorruptRecordError,
+    DecodingError,
+    EncodingError,
+    InvalidTriggerError,
+    NotPersistableError,
+    SchedulerNotRunningError,
+    StoreError,
+    StoreUnavailableError,
+    TaskExistsError,
+    TaskNotFoundError,
+    UnknownJobError,
+)
+from backbeat.events import EventKind, SchedulerEvent
+from backbeat.executors import (
+    AsyncIOExecutor,
+    CustomTaskExecutor,
+    Executor,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+)
+from backbeat.hosting import (
+    ApplicationSettings,
+    HostedService,
+    WebApplication,
+    WebApplicationBuilder,
+    hosted_lifespan,
+)
+from backbeat.jobs import (
+    BackgroundJob,
+    RecurrentBackgroundJob,
+    RecurrentTaskDescriptor,
+    ScheduledBackgroundJob,
+    ScheduledTaskDescriptor,
+    TaskDescriptor,
+    backgroundjob,
+    deserialize_task,
+)
+from backbeat.options import BackgroundTaskSchedulerOptions
+from backbeat.scheduler import BackgroundTaskScheduler
+from backbeat.tasklist import TaskInfo
+
+__all__ = [
+    "ApplicationSettings",
+    "AsyncIOExecutor",
+    "BackbeatError",
+    "BackgroundJob",
+    "BackgroundTaskScheduler",
+    "BackgroundTaskSchedulerOptions",
+    "BackgroundTasksBus",
+    "ConfigurationError",
+    "CorruptRecordError",
+    "CustomTaskExecutor",
+    "DecodingError",
+    "EncodingError",
+    "EventKind",
+    "Executor",
+    "HostedService",
+    "InvalidTriggerError",
+    "MongoJobStoreConfig",
+    "NotPersistableError",
+    "ProcessPoolExecutor",
+    "RecurrentBackgroundJob",
+    "RecurrentTaskDescriptor",
+    "RedisJobStoreConfig",
+    "RunContext",
+    "SQLiteJobStoreConfig",
+    "ScheduleRequest",
+    "ScheduledBackgroundJob",
+    "ScheduledTaskDescriptor",
+    "SchedulerConfig",
+    "SchedulerEvent",
+    "SchedulerNotRunningError",
+    "ServiceCollection",
+    "ServiceLifetime",
+    "ServiceProvider",
+    "ServiceProviderBase",
+    "ServiceScope",
+    "Store",
+    "StoreError",
+    "StoreUnavailableError",
+    "TaskDescriptor",
+    "TaskExistsError",
+    "TaskInfo",
+    "TaskNotFoundError",
+    "ThreadPoolExecutor",
+    "UnknownJobError",
+    "WebApplication",
+    "WebApplicationBuilder",
+    "backgroundjob",
+    "current_run",
+    "deserialize_task",
+    "get_service",
+    "hosted_lifespan",
+    "schedule_task",
+]

@@ -1,0 +1,219 @@
+"""Configuration objects (seed 003) and the settings dict (seed 000), turned into a store and options."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote
+
+from backbeat.abc import Store
+from backbeat.errors import ConfigurationError
+from backbeat.executors import Executor
+from backbeat.model import TaskOptions
+
+DEFAULT_STORE_URL = "sqlite:///backbeat.db"
+"""The embedded default; ``BACKBEAT_STORE_URL`` overrides it."""
+
+
+@dataclass(kw_only=True)
+class RedisJobStoreConfig:
+    """A Redis store. ``host`` may be a host name or a whole ``redis://`` URL."""
+
+    host: str = "localhost"
+    port: int = 6379
+    db: int = 0
+    password: str | None = None
+    username: str | None = None
+    ssl: bool = False
+    connection_pool_size: int = 10
+    health_check_interval: int = 30
+    job_defaults: dict[str, Any] = field(default_factory=dict)
+    distributed_lock_timeout: float | None = None
+    """Lease length in seconds: how long a dead process's runs wait before another takes them."""
+    lock_prefix: str | None = None
+    """Key prefix (and Redis Cluster hash tag) of everything the store writes; default ``backbeat``."""
+
+    def url(self) -> str:
+        if "://" in self.host:
+            return self.host if self.host.rstrip("/").count("/") > 2 else f"{self.host.rstrip('/')}/{self.db}"
+        scheme = "rediss" if self.ssl else "redis"
+        auth = ""
+        if self.password is not None:
+            auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
+        return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
+
+
+@dataclass(kw_only=True)
+class MongoJobStoreConfig:
+    """A MongoDB store (seed 000's ``mongo_uri``, ``mongo_db``, ``mongo_collection``)."""
+
+    uri: str = "mongodb://localhost:27017"
+    database: str = "backbeat"
+    collection: str = "background_jobs"
+    job_defaults: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class SQLiteJobStoreConfig:
+    """The embedded store: one SQLite file, shareable by several processes on one machine."""
+
+    path: str = "backbeat.db"
+    job_defaults: dict[str, Any] = field(default_factory=dict)
+
+
+StoreConfig = RedisJobStoreConfig | MongoJobStoreConfig | SQLiteJobStoreConfig
+
+
+@dataclass(kw_only=True)
+class SchedulerConfig:
+    """Everything a scheduler can be configured with, in APScheduler's vocabulary."""
+
+    job_stores: dict[str, StoreConfig | Store | str] = field(default_factory=dict)
+    executors: dict[str, Executor | dict[str, Any]] = field(default_factory=dict)
+    job_defaults: dict[str, Any] = field(default_factory=dict)
+    timezone: str = "UTC"
+    lease_seconds: float = 10.0
+    batch_size: int = 500
+    max_concurrency: int = 1000
+    poll_interval: float = 1.0
+    shutdown_timeout: float = 30.0
+    producer_only: bool = False
+
+
+def task_options(job_defaults: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> TaskOptions:
+    """Task options from ``job_defaults`` and per-task overrides.
+
+    Raises:
+        ConfigurationError: an unknown key or a value of the wrong kind.
+    """
+    merged = {**job_defaults, **(overrides or {})}
+    known = {f.name for f in fields(TaskOptions)}
+    unknown = sorted(set(merged) - known)
+    if unknown:
+        raise ConfigurationError(f"unknown job option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    options = TaskOptions(**merged)
+    if not isinstance(options.max_instances, int) or options.max_instances < 1:
+        raise ConfigurationError(f"max_instances must be an integer >= 1, got {options.max_instances!r}")
+    if options.misfire_grace_time is not None and options.misfire_grace_time < 0:
+        raise ConfigurationError(f"misfire_grace_time must be >= 0 or None, got {options.misfire_grace_time!r}")
+    if options.timeout is not None and options.timeout <= 0:
+        raise ConfigurationError(f"timeout must be > 0 or None, got {options.timeout!r}")
+    return options
+
+
+def store_config_from_settings(settings: Mapping[str, Any]) -> StoreConfig | str:
+    """Seed 000's ``background_job_store`` dict: ``redis_*`` keys, ``mongo_*`` keys, or ``url``.
+
+    Raises:
+        ConfigurationError: the dict mixes store kinds or names none.
+    """
+    redis_keys = {k for k in settings if k.startswith("redis_")}
+    mongo_keys = {k for k in settings if k.startswith("mongo_")}
+    if redis_keys and mongo_keys:
+        raise ConfigurationError("background_job_store has both redis_* and mongo_* keys; keep one store")
+    if redis_keys:
+        return RedisJobStoreConfig(
+            host=str(settings.get("redis_host", "localhost")),
+            port=int(settings.get("redis_port", 6379)),
+            db=int(settings.get("redis_db", 0)),
+            password=settings.get("redis_password"),
+            lock_prefix=settings.get("redis_prefix"),
+        )
+    if mongo_keys:
+        return MongoJobStoreConfig(
+            uri=str(settings.get("mongo_uri", "mongodb://localhost:27017")),
+            database=str(settings.get("mongo_db", "backbeat")),
+            collection=str(settings.get("mongo_collection", "background_jobs")),
+        )
+    if "url" in settings:
+        return str(settings["url"])
+    if "sqlite_path" in settings:
+        return SQLiteJobStoreConfig(path=str(settings["sqlite_path"]))
+    if settings:
+        raise ConfigurationError(
+            f"background_job_store keys {sorted(settings)} name no store: use redis_host/redis_port/redis_db, "
+            "mongo_uri/mongo_db/mongo_collection, url or sqlite_path"
+        )
+    return default_store_url()
+
+
+def default_store_url() -> str:
+    return os.environ.get("BACKBEAT_STORE_URL", DEFAULT_STORE_URL)
+
+
+def pick_store(job_stores: Mapping[str, StoreConfig | Store | str]) -> StoreConfig | Store | str:
+    """The one store of an APScheduler-style ``job_stores`` dict.
+
+    Raises:
+        ConfigurationError: more than one store (backbeat runs one durable store per scheduler).
+    """
+    if not job_stores:
+        return default_store_url()
+    if len(job_stores) > 1:
+        raise ConfigurationError(
+            f"job_stores has {len(job_stores)} stores ({', '.join(job_stores)}); a backbeat scheduler uses "
+            "one store — run one scheduler per store"
+        )
+    return next(iter(job_stores.values()))
+
+
+def build_store(spec: StoreConfig | Store | str) -> Store:
+    """A store from a config object, a URL, or a ready store.
+
+    Raises:
+        ConfigurationError: unknown URL scheme, or the store's driver or module is missing.
+    """
+    from backbeat.stores import store_from_url
+
+    if isinstance(spec, str):
+        return store_from_url(spec)
+    if isinstance(spec, SQLiteJobStoreConfig):
+        from backbeat.stores.sqlite import SQLiteStore
+
+        return SQLiteStore(spec.path)
+    if isinstance(spec, RedisJobStoreConfig):
+        return _redis_store(spec)
+    if isinstance(spec, MongoJobStoreConfig):
+        return _mongo_store(spec)
+    if isinstance(spec, Store):
+        return spec
+    raise ConfigurationError(f"cannot make a store from {spec!r}")
+
+
+def _redis_store(config: RedisJobStoreConfig) -> Store:
+    try:
+        from backbeat.stores.redis import RedisStore
+    except ImportError as exc:
+        raise ConfigurationError(f"the Redis store is not available: {exc}; pip install 'backbeat[redis]'") from exc
+    return RedisStore(  # type: ignore[no-any-return,unused-ignore]
+        config.url(),
+        prefix=config.lock_prefix or "backbeat",
+        max_connections=config.connection_pool_size,
+        health_check_interval=config.health_check_interval,
+    )
+
+
+def _mongo_store(config: MongoJobStoreConfig) -> Store:
+    try:
+        from backbeat.stores.mongodb import MongoStore  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"the MongoDB store is not available in this version of backbeat ({exc}); "
+            "use the SQLite default or a Redis store"
+        ) from exc
+    return MongoStore(config.uri, database=config.database, collection=config.collection)  # type: ignore[no-any-return,unused-ignore]
+
+
+def lease_of(spec: StoreConfig | Store | str, default: float) -> timedelta:
+    if isinstance(spec, RedisJobStoreConfig) and spec.distributed_lock_timeout:
+        return timedelta(seconds=spec.distributed_lock_timeout)
+    return timedelta(seconds=default)
+
+
+def job_defaults_of(spec: StoreConfig | Store | str, scheduler_defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Store-level job_defaults overlaid by scheduler-level ones (the scheduler's win)."""
+    store_defaults = getattr(spec, "job_defaults", None) or {}
+    return {**store_defaults, **scheduler_defaults}

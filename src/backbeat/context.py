@@ -1,0 +1,85 @@
+"""The run in progress, readable by the job that runs: idempotency key, attempt, services."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from backbeat.errors import SchedulerNotRunningError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunContext:
+    """What a job may know about the run executing it."""
+
+    task_id: str
+    task_name: str
+    run_id: str
+    """The idempotency key, ``task_id@fire_time``: the same for every attempt of a fire time."""
+    fire_time: datetime
+    attempt: int
+    tags: tuple[str, ...] = ()
+    owner: str = ""
+    service_provider: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def idempotency_key(self) -> str:
+        return self.run_id
+
+
+_current_run: ContextVar[RunContext | None] = ContextVar("backbeat_current_run", default=None)
+_default_provider: list[Any] = []
+
+
+def current_run() -> RunContext:
+    """The context of the run this code executes in.
+
+    Raises:
+        SchedulerNotRunningError: called outside a run.
+    """
+    run = _current_run.get()
+    if run is None:
+        raise SchedulerNotRunningError("current_run() was called outside a backbeat run")
+    return run
+
+
+def get_service(service_type: type[T]) -> T | None:
+    """Resolve a service from the provider of the run in progress (or of the started scheduler).
+
+    Raises:
+        SchedulerNotRunningError: no run is in progress and no scheduler has a provider.
+    """
+    run = _current_run.get()
+    provider = run.service_provider if run is not None and run.service_provider is not None else None
+    if provider is None and _default_provider:
+        provider = _default_provider[-1]
+    if provider is None:
+        raise SchedulerNotRunningError(
+            f"get_service({service_type.__name__}) needs a service provider: call it inside a run of a "
+            "scheduler that has one, or start a scheduler configured with service_provider=..."
+        )
+    if hasattr(provider, "get_service"):
+        return provider.get_service(service_type)  # type: ignore[no-any-return]
+    return provider.get_required_service(service_type)  # type: ignore[no-any-return]
+
+
+def push_default_provider(provider: Any) -> None:
+    _default_provider.append(provider)
+
+
+def pop_default_provider(provider: Any) -> None:
+    if provider in _default_provider:
+        _default_provider.remove(provider)
+
+
+def set_current_run(run: RunContext | None) -> Token[RunContext | None]:
+    return _current_run.set(run)
+
+
+def reset_current_run(token: Token[RunContext | None]) -> None:
+    _current_run.reset(token)

@@ -1,0 +1,374 @@
+"""The loop: claim due work from the store, decide fire times, run, renew leases, complete."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import os
+import socket
+import traceback
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from backbeat import triggers
+from backbeat.abc import Store
+from backbeat.context import RunContext, reset_current_run, set_current_run
+from backbeat.errors import BackbeatError, StoreError
+from backbeat.events import EventHub, EventKind, SchedulerEvent
+from backbeat.executors import Executor
+from backbeat.model import FireDecision, Run, RunOutcome, RunResult, Task, utcnow
+from backbeat.registry import JobRegistry
+from backbeat.runner import prepare
+
+log = logging.getLogger("backbeat.engine")
+
+
+def default_owner() -> str:
+    """A name unique to this engine: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(slots=True, kw_only=True)
+class EngineConfig:
+    """How the engine claims and runs work."""
+
+    owner: str = field(default_factory=default_owner)
+    lease: timedelta = timedelta(seconds=10)
+    batch_size: int = 500
+    max_concurrency: int = 1000
+    """Runs this process executes at once; claims never take more than it can start."""
+    poll_interval: float = 1.0
+    """Longest sleep without looking at the store (the fallback when a wake-up is lost)."""
+    shutdown_timeout: float = 30.0
+    store_retry_max: float = 5.0
+    claim_enabled: bool = True
+    """False for a producer-only process: it adds tasks but never runs them."""
+
+
+class Engine:
+    """Claims due tasks and runs for one owner and executes them with the configured executors."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: JobRegistry,
+        executors: Mapping[str, Executor],
+        events: EventHub,
+        config: EngineConfig | None = None,
+        *,
+        provider: Any = None,
+        clock: Callable[[], datetime] = utcnow,
+        on_result: Callable[[Task, Run, RunResult, Any], Any] | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.executors = dict(executors)
+        self.events = events
+        self.config = config or EngineConfig()
+        self.provider = provider
+        self.clock = clock
+        self.on_result = on_result
+        self._active: dict[str, tuple[Run, asyncio.Task[None]]] = {}
+        self._completing: dict[str, RunResult] = {}
+        self._released: set[str] = set()
+        self._wake = asyncio.Event()
+        self._flush = asyncio.Event()
+        self._capacity = asyncio.Event()
+        self._stopping = False
+        self._background: list[asyncio.Task[None]] = []
+
+    @property
+    def owner(self) -> str:
+        return self.config.owner
+
+    @property
+    def running(self) -> bool:
+        return bool(self._background) and not self._stopping
+
+    def active_runs(self) -> list[Run]:
+        """Runs this process is executing now."""
+        return [run for run, _ in self._active.values()]
+
+    def notify(self) -> None:
+        """Something changed locally (a task was added): look at the store now."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Start claiming (unless producer-only), renewing leases and completing runs."""
+        self._stopping = False
+        spawn = asyncio.get_running_loop().create_task
+        self._background = [spawn(self._complete_loop(), name="backbeat-complete")]
+        if self.config.claim_enabled:
+            self._background += [
+                spawn(self._claim_loop(), name="backbeat-claim"),
+                spawn(self._renew_loop(), name="backbeat-renew"),
+                spawn(self._listen_loop(), name="backbeat-wakeups"),
+            ]
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop claiming, let running jobs finish up to ``timeout``, then release what is left."""
+        if not self._background:
+            return
+        self._stopping = True
+        self._wake.set()
+        self._capacity.set()
+        claim_tasks = [t for t in self._background if t.get_name() in ("backbeat-claim", "backbeat-wakeups")]
+        for task in claim_tasks:
+            task.cancel()
+        await asyncio.gather(*claim_tasks, return_exceptions=True)
+        wait_for = self.config.shutdown_timeout if timeout is None else timeout
+        pending = [t for _, t in self._active.values()]
+        if pending:
+            _, still_running = await asyncio.wait(pending, timeout=wait_for)
+            if still_running:
+                await self._abandon(list(self._active.values()))
+        self._flush.set()
+        await self._drain_completions()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background = []
+
+    async def _abandon(self, entries: list[tuple[Run, asyncio.Task[None]]]) -> None:
+        # Cancel first, so this process stops working on a run before another may take it over.
+        for run, task in entries:
+            self._released.add(run.id)
+            task.cancel()
+        await asyncio.wait([t for _, t in entries], timeout=5)
+        run_ids = [run.id for run, _ in entries]
+        log.warning("shutdown timeout: releasing %d unfinished runs for other instances", len(run_ids))
+        with contextlib.suppress(StoreError):
+            await self.store.release(self.owner, run_ids=run_ids, task_ids=(), now=self.clock())
+
+    # -- claiming -------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        backoff = 0.05
+        while not self._stopping:
+            capacity = self.config.max_concurrency - len(self._active)
+            if capacity <= 0:
+                self._capacity.clear()
+                await self._capacity.wait()
+                continue
+            limit = min(self.config.batch_size, capacity)
+            try:
+                self._wake.clear()
+                taken = await self._claim_once(limit)
+                backoff = 0.05
+            except (StoreError, OSError) as exc:
+                self._store_error(exc, "claiming due work")
+                await asyncio.sleep(backoff * (1 + random.random()))
+                backoff = min(backoff * 2, self.config.store_retry_max)
+                continue
+            if taken < limit:
+                await self._sleep_until_due()
+
+    async def _claim_once(self, limit: int) -> int:
+        now = self.clock()
+        claim = await self.store.claim_due(self.owner, now=now, lease=self.config.lease, limit=limit)
+        for run in claim.runs:
+            self._dispatch(run)
+        if claim.tasks:
+            for run in await self._fire(claim.tasks, now):
+                self._dispatch(run)
+        return len(claim.tasks) + len(claim.runs)
+
+    async def _sleep_until_due(self) -> None:
+        if self._wake.is_set():
+            return
+        try:
+            next_time = await self.store.next_wakeup()
+        except (StoreError, OSError) as exc:
+            self._store_error(exc, "reading the next wake-up")
+            next_time = None
+        delay = self.config.poll_interval
+        if next_time is not None:
+            delay = min(delay, max((next_time - self.clock()).total_seconds(), 0.0005))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _listen_loop(self) -> None:
+        while not self._stopping:
+            try:
+                async for _ in self.store.wakeups():
+                    self._wake.set()
+            except (StoreError, OSError) as exc:
+                self._store_error(exc, "listening for wake-ups")
+            await asyncio.sleep(self.config.poll_interval)
+
+    async def _fire(self, tasks: list[Task], now: datetime) -> list[Run]:
+        decisions: list[FireDecision] = []
+        by_id = {task.id: task for task in tasks}
+        for task in tasks:
+            decision = await self._decide(task, now)
+            decisions.append(decision)
+        results = await self.store.fire(self.owner, decisions, now=now, lease=self.config.lease)
+        runs: list[Run] = []
+        for result in results:
+            task = by_id[result.task_id]
+            for fire_time in result.skipped:
+                log.warning("task %s (%s): max_instances=%d reached, fire time %s skipped",
+                            task.id, task.name, task.options.max_instances, fire_time)
+                self._emit(EventKind.MAX_INSTANCES, task, fire_time=fire_time)
+            for run in result.runs:
+                run.task = run.task or task
+                runs.append(run)
+        return runs
+
+    async def _decide(self, task: Task, now: datetime) -> FireDecision:
+        no_fire = FireDecision(task_id=task.id, claimed_version=task.version, fire_times=[],
+                               next_run_time=task.next_run_time)
+        if not self.registry.knows(task.job):
+            await self._orphan(task, f"job {task.job!r} is not registered in process {self.owner}")
+            return no_fire
+        assert task.next_run_time is not None
+        try:
+            due, following = triggers.due_fire_times(task.trigger, task.next_run_time, now)
+        except BackbeatError as exc:
+            await self._orphan(task, f"invalid trigger: {exc}")
+            return no_fire
+        if task.options.coalesce and len(due) > 1:
+            due = due[-1:]
+        grace = task.options.misfire_grace_time
+        runnable = [t for t in due if grace is None or (now - t).total_seconds() <= grace]
+        missed = [t for t in due if t not in runnable]
+        for fire_time in missed:
+            log.warning("task %s (%s): fire time %s missed by %s (misfire_grace_time=%ss)",
+                        task.id, task.name, fire_time, now - fire_time, grace)
+            self._emit(EventKind.RUN_MISSED, task, fire_time=fire_time)
+        return FireDecision(task_id=task.id, claimed_version=task.version, fire_times=runnable,
+                            next_run_time=following, missed=len(missed))
+
+    async def _orphan(self, task: Task, reason: str) -> None:
+        log.error("task %s (%s) kept but not run: %s", task.id, task.name, reason)
+        await self.store.update(task.id, orphaned=reason)
+        self._emit(EventKind.TASK_ORPHANED, task, error=BackbeatError(reason))
+
+    # -- running ----------------------------------------------------------------------------
+
+    def _dispatch(self, run: Run) -> None:
+        if run.id in self._active:
+            return
+        task = asyncio.get_running_loop().create_task(self._execute(run), name=f"backbeat-run:{run.id}")
+        self._active[run.id] = (run, task)
+
+    async def _execute(self, run: Run) -> None:
+        task = run.task
+        result: Any = None
+        try:
+            if task is None:
+                outcome, error = RunOutcome.CANCELLED, "its task was removed"
+            elif run.recovered and task.options.at_most_once:
+                outcome, error = RunOutcome.LOST, "owner died mid-run and the task is at-most-once"
+                log.warning("run %s lost: %s", run.id, error)
+                self._emit(EventKind.RUN_LOST, task, run=run)
+            else:
+                outcome, error, result = await self._invoke(task, run)
+        except asyncio.CancelledError:
+            if run.id in self._released:
+                self._active.pop(run.id, None)
+                return
+            outcome, error = RunOutcome.CANCELLED, "cancelled"
+        finished = RunResult(run=run, outcome=outcome, finished_at=self.clock(), error=error)
+        if self.on_result is not None and task is not None:
+            with contextlib.suppress(Exception):
+                maybe = self.on_result(task, run, finished, result)
+                if asyncio.iscoroutine(maybe):
+                    await maybe
+        self._completing[run.id] = finished
+        self._active.pop(run.id, None)
+        self._capacity.set()
+        self._flush.set()
+
+    async def _invoke(self, task: Task, run: Run) -> tuple[RunOutcome, str | None, Any]:
+        context = RunContext(task_id=task.id, task_name=task.name, run_id=run.id, fire_time=run.fire_time,
+                             attempt=run.attempt, tags=task.tags, owner=self.owner,
+                             service_provider=self.provider)
+        token = set_current_run(context)
+        started = self.clock()
+        self._emit(EventKind.RUN_SUBMITTED, task, run=run)
+        try:
+            invocation = await prepare(task, run, self.registry, self.provider)
+            executor = self.executors.get(task.options.executor)
+            if executor is None:
+                raise BackbeatError(f"task {task.id} names executor {task.options.executor!r}, "
+                                    f"which is not configured (known: {', '.join(self.executors)})")
+            call = executor.submit(invocation.func, invocation.args, invocation.kwargs)
+            timeout = task.options.timeout
+            result = await (asyncio.wait_for(call, timeout) if timeout else call)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            duration = (self.clock() - started).total_seconds()
+            if isinstance(exc, TimeoutError):
+                exc = TimeoutError(f"run {run.id} timed out after {task.options.timeout}s")
+            log.error("run %s of task %s (%s) failed: %r", run.id, task.id, task.name, exc)
+            self._emit(EventKind.RUN_FAILED, task, run=run, error=exc, duration=duration,
+                       traceback="".join(traceback.format_exception(exc)))
+            return RunOutcome.FAILURE, f"{type(exc).__name__}: {exc}", exc
+        finally:
+            reset_current_run(token)
+        duration = (self.clock() - started).total_seconds()
+        self._emit(EventKind.RUN_EXECUTED, task, run=run, result=result, duration=duration)
+        return RunOutcome.SUCCESS, None, result
+
+    # -- completing and renewing -----------------------------------------------------------
+
+    async def _complete_loop(self) -> None:
+        while True:
+            await self._flush.wait()
+            self._flush.clear()
+            await self._drain_completions()
+
+    async def _drain_completions(self) -> None:
+        backoff = 0.05
+        while self._completing:
+            batch = list(self._completing.values())
+            try:
+                lost = await self.store.complete(self.owner, batch)
+            except (StoreError, OSError) as exc:
+                self._store_error(exc, "completing runs")
+                await asyncio.sleep(backoff * (1 + random.random()))
+                backoff = min(backoff * 2, self.config.store_retry_max)
+                continue
+            for result in batch:
+                self._completing.pop(result.run.id, None)
+            if lost:
+                log.warning("runs %s finished after their lease passed to another instance", sorted(lost))
+        if self._completing == {} and not self._stopping:
+            self._wake.set()
+
+    async def _renew_loop(self) -> None:
+        interval = self.config.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            held_ids = set(self._active) | set(self._completing)
+            if not held_ids:
+                continue
+            try:
+                held = await self.store.extend(self.owner, held_ids, now=self.clock(), lease=self.config.lease)
+            except (StoreError, OSError) as exc:
+                self._store_error(exc, "renewing leases")
+                continue
+            lost = held_ids - held - set(self._completing)
+            if lost:
+                log.warning("lost the lease of runs %s: another instance may run them again", sorted(lost))
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def _emit(self, kind: EventKind, task: Task, *, run: Run | None = None, fire_time: datetime | None = None,
+              **fields: Any) -> None:
+        self.events.emit(SchedulerEvent(
+            kind=kind, task_id=task.id, task_name=task.name,
+            run_id=run.id if run else None, fire_time=run.fire_time if run else fire_time,
+            attempt=run.attempt if run else None, **fields,
+        ))
+
+    def _store_error(self, exc: BaseException, doing: str) -> None:
+        log.warning("store error while %s (will retry): %r", doing, exc)
+        self.events.emit(SchedulerEvent(kind=EventKind.STORE_ERROR, error=exc))

@@ -1,0 +1,84 @@
+"""Scheduler events, delivered to plain listeners and as a reactivex stream."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from reactivex import Observable
+from reactivex.subject import Subject
+
+log = logging.getLogger(__name__)
+
+
+class EventKind(enum.StrEnum):
+    """What happened."""
+
+    SCHEDULER_STARTED = "scheduler_started"
+    SCHEDULER_SHUTDOWN = "scheduler_shutdown"
+    TASK_ADDED = "task_added"
+    TASK_MODIFIED = "task_modified"
+    TASK_REMOVED = "task_removed"
+    TASK_ORPHANED = "task_orphaned"
+    RUN_SUBMITTED = "run_submitted"
+    RUN_EXECUTED = "run_executed"
+    RUN_FAILED = "run_failed"
+    RUN_MISSED = "run_missed"
+    RUN_LOST = "run_lost"
+    MAX_INSTANCES = "max_instances"
+    STORE_ERROR = "store_error"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulerEvent:
+    """One event; fields that do not apply to its kind are ``None``."""
+
+    kind: EventKind
+    task_id: str | None = None
+    task_name: str | None = None
+    run_id: str | None = None
+    fire_time: datetime | None = None
+    attempt: int | None = None
+    result: Any = None
+    error: BaseException | None = None
+    traceback: str | None = None
+    duration: float | None = None
+    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+Listener = Callable[[SchedulerEvent], object]
+
+
+class EventHub:
+    """Fans events out to listeners and to ``stream``; a failing listener never stops the others."""
+
+    def __init__(self) -> None:
+        self._listeners: list[tuple[Listener, frozenset[EventKind] | None]] = []
+        self._subject: Subject[SchedulerEvent] = Subject()
+
+    @property
+    def stream(self) -> Observable[SchedulerEvent]:
+        """All events as a reactivex observable (``scheduler.events.subscribe(...)``)."""
+        return self._subject
+
+    def add_listener(self, listener: Listener, kinds: Collection[EventKind] | None = None) -> Callable[[], None]:
+        """Call ``listener(event)`` for events of ``kinds`` (all when ``None``); returns an unsubscribe."""
+        entry = (listener, frozenset(kinds) if kinds is not None else None)
+        self._listeners.append(entry)
+        return lambda: self._listeners.remove(entry) if entry in self._listeners else None
+
+    def emit(self, event: SchedulerEvent) -> None:
+        for listener, kinds in tuple(self._listeners):
+            if kinds is None or event.kind in kinds:
+                try:
+                    listener(event)
+                except Exception:
+                    log.exception("event listener %r failed on %s", listener, event.kind)
+        try:
+            self._subject.on_next(event)
+        except Exception:
+            log.exception("event stream subscriber failed on %s", event.kind)

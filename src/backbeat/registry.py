@@ -1,0 +1,187 @@
+"""Stable names for what runs: job classes, module functions, service methods, local callables.
+
+A stored task refers to its job by a reference string, never by a pickled object:
+
+* ``job:<name>``                 a ``@backgroundjob`` class, by its registered name
+* ``func:<module>:<qualname>``   a module-level function (sync or async)
+* ``method:<module>:<Class>.<m>`` a method of a service class, resolved from the provider when it runs
+* ``local:<uuid>``               a lambda or closure: only this process can run it, never persisted
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from backbeat.codec import import_path, resolve_import_path
+from backbeat.errors import BackbeatError, UnknownJobError
+from backbeat.jobs import BackgroundJob
+
+
+@dataclass(frozen=True, slots=True)
+class JobRef:
+    """How a callable is stored: its reference and whether only this process can run it."""
+
+    ref: str
+    local: bool = False
+
+
+class JobRegistry:
+    """Maps job names and references to the classes and callables they stand for."""
+
+    def __init__(self) -> None:
+        self._classes: dict[str, type[BackgroundJob]] = {}
+        self._local: dict[str, Callable[..., Any]] = {}
+        self._local_refs: dict[int, str] = {}
+
+    def register_job_class(self, cls: type[BackgroundJob], name: str | None = None) -> str:
+        """Register a job class under its stable name; returns the reference ``job:<name>``."""
+        job_name = name or getattr(cls, "__background_task_class_name__", None) or cls.__name__
+        existing = self._classes.get(job_name)
+        if existing is not None and existing is not cls and import_path(existing) != import_path(cls):
+            raise BackbeatError(
+                f"two job classes claim the name {job_name!r}: {import_path(existing)} and {import_path(cls)}"
+            )
+        self._classes[job_name] = cls
+        return f"job:{job_name}"
+
+    def job_class(self, name: str) -> type[BackgroundJob]:
+        """The class registered as ``name``.
+
+        Raises:
+            UnknownJobError: no class has that name (renamed, removed, or not scanned).
+        """
+        try:
+            return self._classes[name]
+        except KeyError:
+            known = ", ".join(sorted(self._classes)) or "none"
+            raise UnknownJobError(
+                f"no @backgroundjob class is registered as {name!r} (registered: {known}); "
+                "was it renamed, removed, or is its module missing from configure(modules=[...])?"
+            ) from None
+
+    @property
+    def job_classes(self) -> dict[str, type[BackgroundJob]]:
+        return dict(self._classes)
+
+    def ref_for(self, func: Callable[..., Any]) -> JobRef:
+        """The reference to store for ``func``; lambdas and closures get a local reference."""
+        if isinstance(func, type) and issubclass(func, BackgroundJob):
+            return JobRef(self.register_job_class(func))
+        if inspect.ismethod(func) and not isinstance(func.__self__, type):
+            owner = type(func.__self__)
+            if _importable(owner) and _importable(func.__func__):
+                return JobRef(f"method:{import_path(owner)}.{func.__name__}")
+            return self._local_ref(func)
+        if _importable(func):
+            return JobRef(f"func:{import_path(func)}")
+        return self._local_ref(func)
+
+    def _local_ref(self, func: Callable[..., Any]) -> JobRef:
+        key = id(func)
+        ref = self._local_refs.get(key)
+        if ref is None or self._local.get(ref) is not func:
+            ref = f"local:{uuid.uuid4().hex}"
+            self._local_refs[key] = ref
+            self._local[ref] = func
+        return JobRef(ref, local=True)
+
+    def knows(self, ref: str) -> bool:
+        """Whether this process can run ``ref`` (without building anything)."""
+        try:
+            kind, _, rest = ref.partition(":")
+            if kind == "job":
+                return rest in self._classes
+            if kind == "local":
+                return ref in self._local
+            if kind == "func":
+                return callable(resolve_import_path(rest))
+            if kind == "method":
+                cls_path, _, method = rest.rpartition(".")
+                return callable(getattr(resolve_import_path(cls_path), method, None))
+        except BackbeatError:
+            return False
+        return False
+
+    def resolve_callable(self, ref: str, provider: Any) -> Callable[..., Any]:
+        """The callable behind a ``func:``, ``method:`` or ``local:`` reference.
+
+        Raises:
+            UnknownJobError: the reference cannot be resolved in this process.
+        """
+        kind, _, rest = ref.partition(":")
+        try:
+            if kind == "local":
+                return self._local[ref]
+            if kind == "func":
+                func = resolve_import_path(rest)
+                if callable(func):
+                    return typing.cast(Callable[..., Any], func)
+            if kind == "method":
+                cls_path, _, method = rest.rpartition(".")
+                cls = resolve_import_path(cls_path)
+                if isinstance(cls, type):
+                    return typing.cast(Callable[..., Any], getattr(service_instance(cls, provider), method))
+        except (BackbeatError, KeyError, AttributeError) as exc:
+            raise UnknownJobError(f"cannot resolve job {ref!r} in this process: {exc}") from exc
+        raise UnknownJobError(f"job reference {ref!r} is not a callable this process can run")
+
+
+def _importable(obj: Any) -> bool:
+    qualname = getattr(obj, "__qualname__", "")
+    if not getattr(obj, "__module__", None) or "<locals>" in qualname or "<lambda>" in qualname:
+        return False
+    try:
+        return resolve_import_path(import_path(obj)) is obj
+    except BackbeatError:
+        return False
+
+
+def service_instance(cls: type, provider: Any) -> Any:
+    """The service of type ``cls`` from the provider, or a new one built with its dependencies."""
+    if provider is not None:
+        getter = getattr(provider, "get_service", None)
+        found = getter(cls) if getter is not None else None
+        if found is not None:
+            return found
+    return construct(cls, provider)
+
+
+def construct(cls: type, provider: Any) -> Any:
+    """Build ``cls`` resolving each ``__init__`` parameter by its type hint from ``provider``."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:
+        hints = {}
+    kwargs: dict[str, Any] = {}
+    for name, param in inspect.signature(cls).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        hint = hints.get(name)
+        value = _resolve_parameter(hint, provider)
+        if value is not None:
+            kwargs[name] = value
+        elif param.default is param.empty:
+            raise UnknownJobError(
+                f"cannot build {cls.__qualname__}: no service for parameter {name!r} ({hint!r}); "
+                "register the service, or the class itself, in the service provider"
+            )
+    return cls(**kwargs)
+
+
+def _resolve_parameter(hint: Any, provider: Any) -> Any:
+    if provider is None or not isinstance(hint, type):
+        return None
+    if isinstance(provider, hint):
+        return provider
+    getter = getattr(provider, "get_service", None)
+    if getter is not None:
+        return getter(hint)
+    try:
+        return provider.get_required_service(hint)
+    except Exception:
+        return None
