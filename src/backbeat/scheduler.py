@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -204,6 +204,35 @@ class BackgroundTaskScheduler(HostedService):
                               task_id=id, name=name, args=args, kwargs=kwargs, tags=tags, durable=durable, now=now)
         await self._store_tasks([built.task], local=built.local, replace=replace_existing)
         return built.task.id
+
+    async def add_tasks(self, requests: Iterable[Mapping[str, Any]], *, replace_existing: bool = False) -> list[str]:
+        """Schedule many tasks in one store round trip; each request holds ``add_task``'s arguments
+        (``func``, ``trigger``, ``args``, ``tags``, trigger fields...). Returns their ids in order.
+
+        Raises:
+            Whatever ``add_task`` raises, for the first bad request; then nothing is stored.
+        """
+        now = self.clock()
+        durable: list[Task] = []
+        local: list[Task] = []
+        ids: list[str] = []
+        for request in requests:
+            fields = dict(request)
+            func = fields.pop("func")
+            settings = {k: fields.pop(k) for k in ("id", "name", "args", "kwargs", "tags", "durable") if k in fields}
+            overrides = fields.pop("options", None)
+            spec = triggers.make_trigger_spec(fields.pop("trigger", None), default_timezone=self.timezone, now=now,
+                                              **fields)
+            built = from_callable(self.registry, func, trigger=spec, options=self._options_for(spec, overrides),
+                                  task_id=settings.get("id"), name=settings.get("name"),
+                                  args=settings.get("args", ()), kwargs=settings.get("kwargs"),
+                                  tags=settings.get("tags", ()), durable=settings.get("durable"), now=now)
+            (local if built.local else durable).append(built.task)
+            ids.append(built.task.id)
+        for tasks, is_local in ((durable, False), (local, True)):
+            if tasks:
+                await self._store_tasks(tasks, local=is_local, replace=replace_existing)
+        return ids
 
     async def schedule_delayed_task(
         self, task_name: str, func: Callable[..., Any], delay_minutes: float = 0, *, delay_seconds: float = 0,

@@ -1,0 +1,104 @@
+"""The measurements: adds/s and fires/s of no-op async jobs, for APScheduler 3.11 and for backbeat."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlparse
+
+from backbeat import BackgroundTaskScheduler, SchedulerConfig
+
+FIRED = 0
+FAR = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+async def noop() -> None:
+    """The job: counts itself and does nothing else."""
+    global FIRED
+    FIRED += 1
+
+
+async def _until_fired(n: int, timeout: float = 600) -> None:
+    deadline = time.perf_counter() + timeout
+    while FIRED < n:
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"only {FIRED} of {n} jobs fired within {timeout}s")
+        await asyncio.sleep(0.001)
+
+
+def _clock() -> float:
+    gc.collect()
+    return time.perf_counter()
+
+
+async def apscheduler_figures(store: str, n: int, redis_url: str) -> dict[str, float]:
+    """APScheduler 3.11 ``AsyncIOScheduler`` with its memory or Redis job store."""
+    from apscheduler.jobstores.memory import MemoryJobStore
+    from apscheduler.jobstores.redis import RedisJobStore
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    global FIRED
+
+    def make_store() -> MemoryJobStore | RedisJobStore:
+        if store == "memory":
+            return MemoryJobStore()
+        url = urlparse(redis_url)
+        job_store = RedisJobStore(host=url.hostname, port=url.port or 6379, db=int(url.path.strip("/") or 0),
+                                  jobs_key="bench.jobs", run_times_key="bench.run_times")
+        job_store.remove_all_jobs()
+        return job_store
+
+    scheduler = AsyncIOScheduler(jobstores={"default": make_store()}, timezone="UTC")
+    scheduler.start(paused=True)
+    started = _clock()
+    for _ in range(n):
+        scheduler.add_job(noop, "date", run_date=FAR)
+    adds = n / (time.perf_counter() - started)
+    scheduler.remove_all_jobs()
+    now = datetime.now(UTC)
+    for _ in range(n):
+        scheduler.add_job(noop, "date", run_date=now, misfire_grace_time=None)
+    FIRED = 0
+    started = _clock()
+    scheduler.resume()
+    await _until_fired(n)
+    fires = n / (time.perf_counter() - started)
+    scheduler.shutdown(wait=False)
+    return {"adds/s (single)": adds, "fires/s": fires}
+
+
+async def backbeat_figures(url: str, n: int, batch: int = 1000) -> dict[str, float]:
+    """backbeat on the store at ``url``: single adds, batch adds, fires."""
+    global FIRED
+    config = SchedulerConfig(producer_only=True)
+    producer = BackgroundTaskScheduler(store=url, config=config)
+    await producer.start()
+    await producer.clear_all_jobs()
+    started = _clock()
+    for _ in range(n):
+        await producer.add_task(noop, "date", run_date=FAR)
+    single = n / (time.perf_counter() - started)
+    await producer.clear_all_jobs()
+    started = _clock()
+    for offset in range(0, n, batch):
+        await producer.add_tasks([{"func": noop, "trigger": "date", "run_date": FAR}
+                                  for _ in range(min(batch, n - offset))])
+    batched = n / (time.perf_counter() - started)
+    await producer.clear_all_jobs()
+    now = datetime.now(UTC) - timedelta(seconds=1)
+    for offset in range(0, n, batch):
+        await producer.add_tasks([{"func": noop, "trigger": "date", "run_date": now}
+                                  for _ in range(min(batch, n - offset))])
+    # A memory store lives in one process: the worker shares the producer's store object.
+    worker = BackgroundTaskScheduler(store=producer.store if url.startswith("memory://") else url)
+    FIRED = 0
+    started = _clock()
+    await worker.start()
+    await _until_fired(n)
+    fires = n / (time.perf_counter() - started)
+    await worker.shutdown()
+    await producer.clear_all_jobs()
+    await producer.shutdown()
+    return {"adds/s (single)": single, "adds/s (batch)": batched, "fires/s": fires}

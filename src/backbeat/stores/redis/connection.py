@@ -1,0 +1,102 @@
+"""The client of a Redis store: connecting, scripts, and translating driver errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio
+from backbeat.errors import ConfigurationError, StoreError, StoreUnavailableError
+from backbeat.stores.redis import wakeups
+from backbeat.stores.redis.keys import Keys
+from backbeat.stores.redis.scripts import Scripts
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "socket_connect_timeout": 3.0,
+    "socket_timeout": 10.0,
+    # One quick retry mends a pooled connection the server dropped (a restart); more would
+    # re-run scripts that may have run, and the engine retries with backoff anyway.
+    "retry": Retry(NoBackoff(), 1),
+}
+
+
+def redact(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Connection:
+    """One store's client (made from the URL, or given) and its registered scripts."""
+
+    def __init__(
+        self, url: str, keys: Keys, client: redis.asyncio.Redis | None, options: dict[str, Any]
+    ) -> None:
+        if options.get("decode_responses"):
+            raise ConfigurationError("the Redis store reads raw bytes: do not set decode_responses")
+        self.url = url
+        self.keys = keys
+        self._options = {**DEFAULT_OPTIONS, **options}
+        self._own_client = client is None
+        self._client = client
+        self._scripts: Scripts | None = None
+        self._closed = asyncio.Event()
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """Raise driver errors as :class:`StoreUnavailableError` or :class:`StoreError`."""
+        try:
+            yield
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailableError(f"Redis at {redact(self.url)} is unavailable: {exc}") from exc
+        except RedisError as exc:
+            raise StoreError(f"Redis at {redact(self.url)} failed: {exc}") from exc
+
+    @property
+    def client(self) -> redis.asyncio.Redis:
+        if self._client is None:
+            self._client = redis.asyncio.from_url(self.url, **self._options)
+        return self._client
+
+    async def open(self) -> None:
+        client = self.client
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ConfigurationError(
+                "the Redis store reads raw bytes: give it a client without decode_responses"
+            )
+        self._closed.clear()
+        with self.errors():
+            await client.ping()
+            scripts = Scripts(client, self.keys.base, self.keys.tasks)
+            await scripts.load()
+        self._scripts = scripts
+
+    async def close(self) -> None:
+        self._closed.set()
+        self._scripts = None
+        if self._own_client and self._client is not None:
+            client, self._client = self._client, None
+            with self.errors():
+                await client.aclose()
+
+    async def run(self, name: str, *args: Any) -> Any:
+        """Call one script (opening the store first if needed)."""
+        if self._scripts is None:
+            await self.open()
+            assert self._scripts is not None
+        with self.errors():
+            return await self._scripts(name, *args)
+
+    def wakeups(self) -> AsyncIterator[None]:
+        return wakeups.listen(lambda: self.client, self.keys.wakeup, self._closed)

@@ -1,0 +1,100 @@
+"""Key names of a Redis store and the time format its scripts use.
+
+Every key starts with ``{prefix}:``: the braces make the prefix the Redis Cluster hash tag,
+so all keys of one store live in one slot and every Lua script may touch any of them.
+Times are integer epoch microseconds (about 1.7e15, exact in a Lua double).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from backbeat.errors import ConfigurationError
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def to_us(value: datetime) -> int:
+    """Epoch microseconds of an aware datetime (a naive one is taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - EPOCH) // _MICROSECOND
+
+
+def from_us(value: bytes | str | int) -> datetime:
+    """The UTC datetime of epoch microseconds (as stored: a decimal string)."""
+    try:
+        micros = int(value)
+    except ValueError:  # a score Redis printed in exponent form
+        micros = round(float(value))
+    return EPOCH + timedelta(microseconds=micros)
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Names of the keys of one store."""
+
+    prefix: str
+
+    def __post_init__(self) -> None:
+        if not self.prefix or "{" in self.prefix or "}" in self.prefix:
+            raise ConfigurationError(f"Redis key prefix {self.prefix!r} must be non-empty, without braces")
+
+    @property
+    def base(self) -> str:
+        """What every key starts with: ``{prefix}:``."""
+        return f"{{{self.prefix}}}:"
+
+    @property
+    def tasks(self) -> str:
+        """Hash: task id -> task JSON document, as last written by Python."""
+        return f"{self.base}tasks"
+
+    @property
+    def live(self) -> str:
+        """Hash: task id -> live fields the scripts change, packed in one string."""
+        return f"{self.base}live"
+
+    @property
+    def ids(self) -> str:
+        """Sorted set, all scores 0: task ids in lexical order, for listing."""
+        return f"{self.base}ids"
+
+    @property
+    def tags(self) -> str:
+        """Hash: task id -> JSON list of its tags (to take it out of the tag sets)."""
+        return f"{self.base}tags"
+
+    @property
+    def schedule(self) -> str:
+        """Sorted set: unclaimed schedulable task id -> next run time; claimed -> claim end."""
+        return f"{self.base}schedule"
+
+    @property
+    def leases(self) -> str:
+        """Sorted set: run id -> lease end (a waiting run: when it becomes claimable)."""
+        return f"{self.base}leases"
+
+    @property
+    def quarantine(self) -> str:
+        """Hash: task id -> why its document could not be decoded."""
+        return f"{self.base}quarantine"
+
+    @property
+    def wakeup(self) -> str:
+        """Pub/sub channel announcing changes."""
+        return f"{self.base}wakeup"
+
+    def claim(self, task_id: str) -> str:
+        """String: the owner of a task's claim."""
+        return f"{self.base}c:{task_id}"
+
+    def run(self, run_id: str) -> str:
+        """String: a run, ``attempt|fire_time|owner`` (owner empty while it waits)."""
+        return f"{self.base}r:{run_id}"
+
+    def tag(self, tag: str) -> str:
+        """Sorted set, all scores 0: ids of the tasks carrying ``tag``."""
+        return f"{self.base}tag:{tag}"

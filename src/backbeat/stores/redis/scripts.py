@@ -1,0 +1,55 @@
+"""The Lua scripts of the Redis store, loaded from ``scripts/*.lua`` package data."""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+NAMES = (
+    "add",
+    "claim",
+    "fire",
+    "complete",
+    "extend",
+    "release",
+    "enqueue",
+    "remove",
+    "update",
+    "read",
+    "quarantine",
+    "next",
+    "clear",
+    "exists",
+)
+
+
+@functools.cache
+def source(name: str) -> str:
+    """The text of one script, with the shared helpers of ``_lib.lua`` in front."""
+    folder = resources.files("backbeat.stores.redis").joinpath("scripts")
+    lib = folder.joinpath("_lib.lua").read_text("utf-8")
+    return lib + "\n" + folder.joinpath(f"{name}.lua").read_text("utf-8")
+
+
+class Scripts:
+    """The scripts registered on one client; a call reloads a script flushed from the server."""
+
+    def __init__(self, client: Redis, base: str, routing_key: str) -> None:
+        self._client = client
+        self._base = base
+        self._keys = [routing_key]
+        self._scripts: dict[str, AsyncScript] = {name: client.register_script(source(name)) for name in NAMES}
+
+    async def load(self) -> None:
+        """Load every script into the server's script cache (EVALSHA then needs no retry)."""
+        for name in NAMES:
+            await self._client.script_load(source(name))
+
+    async def __call__(self, name: str, *args: Any) -> Any:
+        # KEYS[1] routes the call in Redis Cluster; the scripts build their key names from the
+        # prefix in ARGV[1], all with the same hash tag, so they stay in that key's slot.
+        return await self._scripts[name](keys=self._keys, args=[self._base, *args])

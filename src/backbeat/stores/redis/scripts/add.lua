@@ -1,0 +1,91 @@
+-- ARGV: prefix, replace ('1'|'0'), then one argument per task:
+-- "<live fields>|<id size>|<tags size>|<id><tags><doc>" (live fields as in _lib.lua, the
+-- outcome without '|'; tags a JSON list or empty). Returns the ids that exist already if
+-- replace is '0' (then nothing was written), else nothing.
+local replace = ARGV[2] == '1'
+local ids, new_lives, all_tags, docs_in = {}, {}, {}, {}
+local pattern = '^' .. string.rep('([^|]*)|', 9) .. '(%d+)|(%d+)|()'
+for i = 3, #ARGV do
+  local arg = ARGV[i]
+  local live = {string.match(arg, pattern)}
+  local id_end = live[12] + live[10]
+  local tags_end = id_end + live[11]
+  ids[#ids + 1] = string.sub(arg, live[12], id_end - 1)
+  all_tags[#all_tags + 1] = string.sub(arg, id_end, tags_end - 1)
+  docs_in[#docs_in + 1] = string.sub(arg, tags_end)
+  live[10], live[11], live[12] = nil, nil, nil
+  new_lives[#new_lives + 1] = live
+end
+local old_lives = get_many(K_LIVE, ids)
+local existing = {}
+for i, id in ipairs(ids) do
+  if old_lives[i] then
+    existing[#existing + 1] = id
+  end
+end
+if #existing > 0 and not replace then
+  return existing
+end
+
+local old_tags, owners = {}, {}
+if #existing > 0 then
+  old_tags = get_many(K_TAGS, ids)
+  owners = get_keys(keys_of(claim_key, ids))
+end
+local docs, lives, index, due, not_due, tag_writes, untagged, by_tag = {}, {}, {}, {}, {}, {}, {}, {}
+for i, id in ipairs(ids) do
+  local tags = all_tags[i]
+  local live = new_lives[i]
+  if old_lives[i] then
+    -- A replacement keeps the live state (running, counters, a claim) and counts as a change.
+    local old = parse_live(old_lives[i])
+    for _, tag in ipairs(decode_tags(old_tags[i])) do
+      redis.call('ZREM', tag_key(tag), id)
+    end
+    live[VER] = math.max(tonumber(old[VER]) + 1, tonumber(live[VER]))
+    live[RUNNING], live[RUNS], live[FAILURES] = old[RUNNING], old[RUNS], old[FAILURES]
+    live[LAST], live[OUTCOME] = old[LAST], old[OUTCOME]
+  else
+    index[#index + 1] = 0
+    index[#index + 1] = id
+  end
+  docs[#docs + 1], docs[#docs + 2] = id, docs_in[i]
+  lives[#lives + 1], lives[#lives + 2] = id, join_live(live)
+  -- a claimed task keeps its claim (scored by the claim's end) until fire() drops it
+  if not owners[i] then
+    if schedulable(live) then
+      due[#due + 1], due[#due + 2] = live[NRT], id
+    else
+      not_due[#not_due + 1] = id
+    end
+  end
+  if tags == '' then
+    untagged[#untagged + 1] = id
+  else
+    tag_writes[#tag_writes + 1], tag_writes[#tag_writes + 2] = id, tags
+    for _, tag in ipairs(decode_tags(tags)) do
+      by_tag[tag] = by_tag[tag] or {}
+      table.insert(by_tag[tag], 0)
+      table.insert(by_tag[tag], id)
+    end
+  end
+end
+
+call_many('HSET', K_TASKS, docs)
+call_many('HSET', K_LIVE, lives)
+call_many('ZADD', K_IDS, index)
+call_many('ZADD', K_SCHEDULE, due)
+call_many('HSET', K_TAGS, tag_writes)
+for tag, members in pairs(by_tag) do
+  call_many('ZADD', tag_key(tag), members)
+end
+if #existing > 0 then
+  call_many('ZREM', K_SCHEDULE, not_due)
+  call_many('HDEL', K_TAGS, untagged)
+  call_many('HDEL', K_QUARANTINE, existing)
+end
+wake()
+if replace then
+  return {}
+end
+return existing

@@ -1,0 +1,72 @@
+-- ARGV: prefix, owner, now, lease_until, limit.
+-- Returns {runs, run_task_sizes, run_task_parts, task_sizes, task_parts}: runs flat as
+-- run_id, fire_time, attempt (negative when recovered from an expired lease), then the
+-- runs' tasks and the claimed tasks (see snapshots in _lib.lua). Runs go first: they are
+-- overdue work already.
+local owner, now, lease_until = ARGV[2], ARGV[3], ARGV[4]
+local limit = tonumber(ARGV[5])
+
+local run_ids = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, limit)
+local stored = get_keys(keys_of(run_key, run_ids))
+local runs, run_tasks, writes, leases, gone = {}, {}, {}, {}, {}
+for i, rid in ipairs(run_ids) do
+  if not stored[i] then
+    gone[#gone + 1] = rid
+  else
+    local run = parse_run(stored[i])
+    local attempt, signed = run[1], run[1]
+    if run[3] ~= '' then
+      -- its owner let the lease expire: presumed dead, this is a new attempt
+      attempt = tonumber(attempt) + 1
+      signed = -attempt
+    end
+    writes[#writes + 1] = run_key(rid)
+    writes[#writes + 1] = attempt .. '|' .. run[2] .. '|' .. owner
+    leases[#leases + 1] = lease_until
+    leases[#leases + 1] = rid
+    runs[#runs + 1] = rid
+    runs[#runs + 1] = run[2]
+    runs[#runs + 1] = signed
+    run_tasks[#run_tasks + 1] = run_task(rid, run[2])
+  end
+end
+call_many('ZREM', K_LEASES, gone)
+call_keys('MSET', writes)
+call_many('ZADD', K_LEASES, leases)
+local run_snaps = snapshots(run_tasks, get_many(K_LIVE, run_tasks))
+
+local claimed, lives = {}, {}
+local room = limit - #run_tasks
+if room > 0 then
+  local ids = redis.call('ZRANGEBYSCORE', K_SCHEDULE, '-inf', now, 'LIMIT', 0, room)
+  local owners = get_keys(keys_of(claim_key, ids))
+  local found = get_many(K_LIVE, ids)
+  for i, id in ipairs(ids) do
+    local take = found[i] ~= false
+    if not take then
+      redis.call('ZREM', K_SCHEDULE, id)
+    elseif owners[i] then
+      -- a claim whose owner died between claim_due and fire
+      local live = parse_live(found[i])
+      take = schedulable(live) and tonumber(live[NRT]) <= tonumber(now)
+      if not take then
+        redis.call('DEL', claim_key(id))
+        reschedule(id, live)
+      end
+    end
+    if take then
+      lives[#claimed + 1] = found[i]
+      claimed[#claimed + 1] = id
+    end
+  end
+end
+
+local by, scores = {}, {}
+for i, id in ipairs(claimed) do
+  by[2 * i - 1], by[2 * i] = claim_key(id), owner
+  scores[2 * i - 1], scores[2 * i] = lease_until, id
+end
+call_keys('MSET', by)
+call_many('ZADD', K_SCHEDULE, scores)
+local snaps = snapshots(claimed, lives)
+return {runs, run_snaps[1], run_snaps[2], snaps[1], snaps[2]}

@@ -1,0 +1,103 @@
+-- ARGV: prefix, owner, lease_until, then per decision
+-- "n|claimed_version|next_run_time|fire_time x n|task_id" (next_run_time '' = none; a run's
+-- id is task_id .. '@' .. fire_time, as model.run_id_for makes it).
+-- Returns one string: per decision, comma-separated, '' if the task is no longer claimed
+-- by owner, else 'R' (task removed) or '-' then a letter per fire time: c created,
+-- s skipped (max_instances reached), x that run exists already.
+local owner, lease_until = ARGV[2], ARGV[3]
+local decisions, ids = {}, {}
+for i = 4, #ARGV do
+  local packed = ARGV[i]
+  local n, ver, nrt, rest = string.match(packed, '^(%d+)|([^|]*)|([^|]*)|(.*)$')
+  local fires = {}
+  local start = 1
+  for j = 1, tonumber(n) do
+    local stop = string.find(rest, '|', start, true)
+    fires[j] = string.sub(rest, start, stop - 1)
+    start = stop + 1
+  end
+  local id = string.sub(rest, start)
+  decisions[#decisions + 1] = {id, ver, nrt, fires}
+  ids[#ids + 1] = id
+end
+local owners = get_keys(keys_of(claim_key, ids))
+local lives = get_many(K_LIVE, ids)
+
+-- which of the runs to create exist already (one lookup for the whole batch)
+local run_ids = {}
+for i, decision in ipairs(decisions) do
+  if owners[i] == owner and lives[i] then
+    for _, fire in ipairs(decision[4]) do
+      run_ids[#run_ids + 1] = decision[1] .. '@' .. fire
+    end
+  end
+end
+local existing = {}
+for i, found in ipairs(get_keys(keys_of(run_key, run_ids))) do
+  if found then
+    existing[run_ids[i]] = true
+  end
+end
+
+local results, live_writes, run_writes, leases, unclaimed, scores, unscheduled, removed =
+  {}, {}, {}, {}, {}, {}, {}, {}
+for i, decision in ipairs(decisions) do
+  local id, ver, nrt, fires = decision[1], decision[2], decision[3], decision[4]
+  if owners[i] ~= owner or not lives[i] then
+    results[i] = ''
+  else
+    local live = parse_live(lives[i])
+    local running, max = tonumber(live[RUNNING]), tonumber(live[MAX])
+    local status = {'-'}
+    for j, fire in ipairs(fires) do
+      local rid = id .. '@' .. fire
+      if existing[rid] then
+        status[j + 1] = 'x'
+      elseif running < max then
+        existing[rid] = true
+        run_writes[#run_writes + 1] = run_key(rid)
+        run_writes[#run_writes + 1] = '1|' .. fire .. '|' .. owner
+        leases[#leases + 1] = lease_until
+        leases[#leases + 1] = rid
+        running = running + 1
+        status[j + 1] = 'c'
+      else
+        status[j + 1] = 's'
+      end
+    end
+    if #fires > 0 then
+      live[RUNNING] = running
+    end
+    -- a user's change since the claim wins over the trigger's next fire time
+    if live[VER] == ver then
+      live[NRT] = nrt
+    end
+    unclaimed[#unclaimed + 1] = id
+    if running == 0 and live[NRT] == '' and not string.find(live[FLAGS], 'q', 1, true) then
+      removed[#removed + 1] = id
+      status[1] = 'R'
+    else
+      live_writes[#live_writes + 1] = id
+      live_writes[#live_writes + 1] = join_live(live)
+      if schedulable(live) then
+        scores[#scores + 1] = live[NRT]
+        scores[#scores + 1] = id
+      else
+        unscheduled[#unscheduled + 1] = id
+      end
+    end
+    results[i] = table.concat(status)
+  end
+end
+
+call_keys('MSET', run_writes)
+call_many('ZADD', K_LEASES, leases)
+call_many('HSET', K_LIVE, live_writes)
+call_keys('DEL', keys_of(claim_key, unclaimed))
+call_many('ZADD', K_SCHEDULE, scores)
+call_many('ZREM', K_SCHEDULE, unscheduled)
+remove_tasks(removed)
+if #scores > 0 then
+  wake()
+end
+return table.concat(results, ',')

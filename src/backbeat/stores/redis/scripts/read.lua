@@ -1,0 +1,21 @@
+-- ARGV: prefix, then either 'ids', task_id... or 'scan', index key suffix, after (lex), count.
+-- Returns {sizes, parts, more}: the tasks (see snapshots in _lib.lua); more is 1 when the
+-- index holds ids after the last one returned.
+local ids
+local more = 0
+if ARGV[2] == 'scan' then
+  local start = '-'
+  if ARGV[4] ~= '' then
+    start = '(' .. ARGV[4]
+  end
+  local count = tonumber(ARGV[5])
+  ids = redis.call('ZRANGEBYLEX', P .. ARGV[3], start, '+', 'LIMIT', 0, count + 1)
+  if #ids > count then
+    ids[#ids] = nil
+    more = 1
+  end
+else
+  ids = args_from(3)
+end
+local snap = snapshots(ids, get_many(K_LIVE, ids))
+return {snap[1], snap[2], more}

@@ -1,0 +1,44 @@
+-- ARGV: prefix, owner, now, n_runs, run_id x n_runs, task_id...
+-- Released runs wait (attempt + 1) from now; released claims put their tasks back as due.
+local owner, now = ARGV[2], ARGV[3]
+local n_runs = tonumber(ARGV[4])
+local run_ids, task_ids = {}, {}
+for i = 5, #ARGV do
+  if i < 5 + n_runs then
+    run_ids[#run_ids + 1] = ARGV[i]
+  else
+    task_ids[#task_ids + 1] = ARGV[i]
+  end
+end
+
+local writes, leases = {}, {}
+for i, found in ipairs(get_keys(keys_of(run_key, run_ids))) do
+  local run = found and parse_run(found)
+  if run and run[3] == owner then
+    writes[#writes + 1] = run_key(run_ids[i])
+    writes[#writes + 1] = (tonumber(run[1]) + 1) .. '|' .. run[2] .. '|'
+    leases[#leases + 1] = now
+    leases[#leases + 1] = run_ids[i]
+  end
+end
+call_keys('MSET', writes)
+call_many('ZADD', K_LEASES, leases)
+
+local changed = #writes > 0
+local owners = get_keys(keys_of(claim_key, task_ids))
+for i, id in ipairs(task_ids) do
+  if owners[i] == owner then
+    redis.call('DEL', claim_key(id))
+    local live = redis.call('HGET', K_LIVE, id)
+    if live then
+      reschedule(id, parse_live(live))
+    else
+      redis.call('ZREM', K_SCHEDULE, id)
+    end
+    changed = true
+  end
+end
+if changed then
+  wake()
+end
+return 0

@@ -1,0 +1,22 @@
+-- ARGV: prefix, then either 'ids', task_id... or 'tag', tag. Returns the ids removed.
+-- Runs of removed tasks stay and finish; their completion then changes nothing.
+local ids
+if ARGV[2] == 'tag' then
+  ids = redis.call('ZRANGE', tag_key(ARGV[3]), 0, -1)
+else
+  ids = args_from(3)
+end
+local lives = get_many(K_LIVE, ids)
+local docs = get_many(K_TASKS, ids)
+local removed, seen = {}, {}
+for i, id in ipairs(ids) do
+  if (lives[i] or docs[i]) and not seen[id] then
+    seen[id] = true
+    removed[#removed + 1] = id
+  end
+end
+remove_tasks(removed)
+if #removed > 0 then
+  wake()
+end
+return removed

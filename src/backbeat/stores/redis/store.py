@@ -1,0 +1,334 @@
+"""The Redis store: every write is one Lua script call, batched over all items."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from collections.abc import AsyncIterator, Collection, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis.asyncio
+from backbeat.errors import CorruptRecordError, StoreError, TaskExistsError, TaskNotFoundError
+from backbeat.model import (
+    Claim,
+    FireDecision,
+    FireResult,
+    QuarantinedRecord,
+    Run,
+    RunOutcome,
+    RunResult,
+    Task,
+    TaskFilter,
+    TaskOptions,
+)
+from backbeat.stores.redis import codec
+from backbeat.stores.redis.codec import Arg, field, iso, opt_us, text
+from backbeat.stores.redis.connection import Connection, redact
+from backbeat.stores.redis.keys import Keys, from_us, to_us
+
+ADD_BATCH = 1000
+"""Tasks per ``add.lua`` call: bigger batches would stall the server for other clients."""
+READ_BATCH = 500
+UPDATABLE = frozenset(
+    {"paused", "next_run_time", "trigger", "orphaned", "name", "tags", "options", "args", "kwargs", "data"}
+    | {"job", "trace_context"}
+)
+
+
+class RedisStore:
+    """A store in Redis (or Redis Cluster: every key shares the hash tag ``{prefix}``).
+
+    ``client_options`` go to :func:`redis.asyncio.from_url` (``max_connections``,
+    ``health_check_interval``, ``socket_timeout``, ...). A ``client`` given is used as is
+    (it must not decode responses) and is not closed by :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        prefix: str = "backbeat",
+        client: redis.asyncio.Redis | None = None,
+        **client_options: Any,
+    ) -> None:
+        self.keys = Keys(prefix)
+        self._conn = Connection(url, self.keys, client, client_options)
+
+    @classmethod
+    def from_params(
+        cls,
+        host: str = "localhost",
+        port: int = 6379,
+        db: int = 0,
+        *,
+        password: str | None = None,
+        username: str | None = None,
+        ssl: bool = False,
+        connection_pool_size: int = 10,
+        health_check_interval: int = 30,
+        prefix: str = "backbeat",
+        **client_options: Any,
+    ) -> RedisStore:
+        """A store from connection settings instead of a URL."""
+        scheme = "rediss" if ssl else "redis"
+        return cls(
+            f"{scheme}://{host}:{port}/{db}",
+            prefix=prefix,
+            password=password,
+            username=username,
+            max_connections=connection_pool_size,
+            health_check_interval=health_check_interval,
+            **client_options,
+        )
+
+    @property
+    def url(self) -> str:
+        return self._conn.url
+
+    def __repr__(self) -> str:
+        return f"RedisStore({redact(self.url)!r}, prefix={self.keys.prefix!r})"
+
+    async def open(self) -> None:
+        await self._conn.open()
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    async def add(self, tasks: Sequence[Task], *, replace: bool = False) -> None:
+        if not tasks:
+            return
+        # Batches keep the server responsive; the next one is encoded while the server runs
+        # the previous one. Several batches are atomic only in checking every id first.
+        pending: asyncio.Future[Any] | None = None
+        if not replace and len(tasks) > ADD_BATCH:
+            pending = asyncio.ensure_future(self._conn.run("exists", *(task.id for task in tasks)))
+        try:
+            for start in range(0, len(tasks), ADD_BATCH):
+                args: list[Arg] = ["1" if replace else "0"]
+                args += [codec.task_arg(task) for task in tasks[start : start + ADD_BATCH]]
+                if pending is not None:
+                    self._check_added(await pending)
+                pending = asyncio.ensure_future(self._conn.run("add", *args))
+                await asyncio.sleep(0)  # let it send before the next batch is encoded
+            assert pending is not None
+            self._check_added(await pending)
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+
+    @staticmethod
+    def _check_added(reply: Any) -> None:
+        existing = [text(task_id) for task_id in reply]
+        if existing:
+            raise TaskExistsError(existing)
+
+    async def get(self, task_id: str) -> Task | None:
+        sizes, parts, _ = await self._conn.run("read", "ids", task_id)
+        tasks = await self._decode(sizes, parts)
+        return tasks[0][1] if tasks else None
+
+    async def list(
+        self, filter: TaskFilter | None = None, *, cursor: str | None = None, limit: int | None = None
+    ) -> tuple[builtins.list[Task], str | None]:
+        # the script takes the index key without the prefix it adds itself
+        index = "ids" if filter is None or filter.tag is None else f"tag:{filter.tag}"
+        page: list[Task] = []
+        after = cursor or ""
+        while True:
+            sizes, parts, more = await self._conn.run("read", "scan", index, after, READ_BATCH)
+            for task_id, task in await self._decode(sizes, parts):
+                after = task_id
+                if task is None or (filter is not None and not filter.matches(task)):
+                    continue
+                if limit is not None and len(page) >= limit:
+                    # another match exists: the page ends at its last task
+                    return page, page[-1].id if page else cursor
+                page.append(task)
+            if not more:
+                return page, None
+
+    async def update(self, task_id: str, **changes: Any) -> Task:
+        unknown = set(changes) - UPDATABLE
+        if unknown:
+            raise ValueError(f"cannot update task fields {sorted(unknown)}; updatable: {sorted(UPDATABLE)}")
+        if "tags" in changes:
+            changes["tags"] = tuple(changes["tags"])
+        if isinstance(changes.get("options"), dict):
+            changes["options"] = TaskOptions.from_json(changes["options"])
+        for _ in range(100):
+            current = await self.get(task_id)
+            if current is None:
+                raise TaskNotFoundError(task_id)
+            task = current.copy(**changes)
+            reply = await self._conn.run(
+                "update",
+                task_id,
+                current.version,
+                task.to_bytes(),
+                "1" if "next_run_time" in changes else "0",
+                opt_us(task.next_run_time),
+                codec.flags(task),
+                task.options.max_instances,
+                codec.tags_arg(task.tags),
+            )
+            status = text(reply[0])
+            if status == "missing":
+                raise TaskNotFoundError(task_id)
+            if status == "ok":
+                updated = (await self._decode(reply[1], reply[2]))[0][1]
+                assert updated is not None
+                return updated
+        raise StoreError(f"task {task_id!r} kept changing while it was updated")
+
+    async def remove(self, task_ids: Collection[str]) -> builtins.list[str]:
+        if not task_ids:
+            return []
+        return [text(task_id) for task_id in await self._conn.run("remove", "ids", *task_ids)]
+
+    async def remove_by_tag(self, tag: str) -> builtins.list[str]:
+        return [text(task_id) for task_id in await self._conn.run("remove", "tag", tag)]
+
+    async def clear(self) -> None:
+        while await self._conn.run("clear", READ_BATCH):
+            pass
+
+    # -- claims, runs and leases -----------------------------------------------------------
+
+    async def claim_due(self, owner: str, *, now: datetime, lease: timedelta, limit: int) -> Claim:
+        if limit <= 0:
+            return Claim()
+        until = now + lease
+        flat_runs, run_sizes, run_parts, sizes, parts = await self._conn.run(
+            "claim", owner, to_us(now), to_us(until), limit
+        )
+        runs = codec.claimed_runs(flat_runs, owner, until)
+        for run, (_, task) in zip(runs, await self._decode(run_sizes, run_parts), strict=True):
+            run.task = task
+        tasks = [task for _, task in await self._decode(sizes, parts) if task is not None]
+        return Claim(tasks=tasks, runs=runs)
+
+    async def fire(
+        self, owner: str, decisions: Sequence[FireDecision], *, now: datetime, lease: timedelta
+    ) -> builtins.list[FireResult]:
+        if not decisions:
+            return []
+        until = now + lease
+        args: list[Arg] = [owner, to_us(until)]
+        times: list[list[str]] = []
+        for decision in decisions:
+            fire_times = [iso(fire_time) for fire_time in decision.fire_times]
+            times.append(fire_times)
+            head = f"{len(fire_times)}|{decision.claimed_version}|{opt_us(decision.next_run_time)}|"
+            args.append(head + "".join(f"{fire_time}|" for fire_time in fire_times) + decision.task_id)
+        statuses = text(await self._conn.run("fire", *args)).split(",")
+        results: list[FireResult] = []
+        for decision, fire_times, status in zip(decisions, times, statuses, strict=True):
+            if not status:
+                continue  # no longer claimed by this owner
+            task_id = decision.task_id
+            result = FireResult(task_id=task_id, runs=[], removed=status[0] == "R")
+            for fire_time, letter in zip(fire_times, status[1:], strict=True):
+                if letter == "c":
+                    run = Run(
+                        id=f"{task_id}@{fire_time}",
+                        task_id=task_id,
+                        fire_time=datetime.fromisoformat(fire_time),
+                        owner=owner,
+                        lease_until=until,
+                    )
+                    result.runs.append(run)
+                elif letter == "s":
+                    result.skipped.append(datetime.fromisoformat(fire_time))
+            results.append(result)
+        return results
+
+    async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
+        if not results:
+            return set()
+        args: list[Arg] = [owner]
+        for result in results:
+            failed = "1" if result.outcome == RunOutcome.FAILURE else "0"
+            finished, retry_at = to_us(result.finished_at), opt_us(result.retry_at)
+            args.append(f"{failed}|{finished}|{retry_at}|{field(result.outcome.value)}|{result.run.id}")
+        return {text(run_id) for run_id in await self._conn.run("complete", *args)}
+
+    async def extend(
+        self, owner: str, run_ids: Collection[str], *, now: datetime, lease: timedelta
+    ) -> set[str]:
+        if not run_ids:
+            return set()
+        held = await self._conn.run("extend", owner, to_us(now + lease), *run_ids)
+        return {text(run_id) for run_id in held}
+
+    async def release(
+        self, owner: str, *, run_ids: Collection[str], task_ids: Collection[str], now: datetime
+    ) -> None:
+        if run_ids or task_ids:
+            await self._conn.run("release", owner, to_us(now), len(run_ids), *run_ids, *task_ids)
+
+    async def enqueue_run(self, task_id: str, *, fire_time: datetime, now: datetime) -> Run | None:
+        fire = iso(fire_time)
+        status = text(await self._conn.run("enqueue", task_id, fire, to_us(now)))
+        if status == "missing":
+            raise TaskNotFoundError(task_id)
+        if status != "ok":
+            return None
+        return Run(
+            id=f"{task_id}@{fire}",
+            task_id=task_id,
+            fire_time=datetime.fromisoformat(fire),
+            owner=None,
+            lease_until=now,
+        )
+
+    async def list_runs(self, task_id: str | None = None) -> builtins.list[Run]:
+        client = self._conn.client
+        with self._conn.errors():
+            members: Sequence[Any] = await client.zrange(self.keys.leases, 0, -1, withscores=True)
+            leases = {text(run_id): from_us(int(score)) for run_id, score in members}
+            stored = await client.mget([self.keys.run(run_id) for run_id in leases]) if leases else []
+        runs: list[Run] = []
+        for (run_id, lease_until), packed in zip(leases.items(), stored, strict=True):
+            if packed is not None:  # else completed between the two reads
+                run = codec.stored_run(run_id, packed, lease_until)
+                if task_id is None or run.task_id == task_id:
+                    runs.append(run)
+        return runs
+
+    async def next_wakeup(self) -> datetime | None:
+        earliest = await self._conn.run("next")
+        return None if earliest is None else from_us(earliest)
+
+    def wakeups(self) -> AsyncIterator[None]:
+        return self._conn.wakeups()
+
+    # -- quarantine ------------------------------------------------------------------------
+
+    async def quarantined(self) -> builtins.list[QuarantinedRecord]:
+        client = self._conn.client
+        with self._conn.errors():
+            errors: dict[Any, Any] = await client.hgetall(self.keys.quarantine)
+            ids = [text(task_id) for task_id in errors]
+            raws = await client.hmget(self.keys.tasks, ids) if ids else []
+        return [
+            QuarantinedRecord(key=task_id, raw=text(raw) if raw is not None else "", error=text(error))
+            for task_id, raw, error in zip(ids, raws, errors.values(), strict=True)
+        ]
+
+    async def _decode(self, sizes: bytes, parts: bytes) -> builtins.list[tuple[str, Task | None]]:
+        """(id, task) of packed snapshots; a record that cannot be decoded is quarantined (kept)."""
+        tasks: list[tuple[str, Task | None]] = []
+        corrupt: list[Arg] = []
+        for raw_id, live, doc in codec.snapshots(sizes, parts):
+            task_id = raw_id.decode()
+            try:
+                tasks.append((task_id, codec.task_from(raw_id, live, doc)))
+            except CorruptRecordError as exc:
+                tasks.append((task_id, None))
+                corrupt += [task_id, str(exc)]
+        if corrupt:
+            await self._conn.run("quarantine", *corrupt)
+        return tasks

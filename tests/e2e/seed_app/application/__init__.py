@@ -1,0 +1,1 @@
+"""Seed 000's application package, as a user would write it (imports point at backbeat)."""

@@ -1,0 +1,97 @@
+"""Fixtures for scheduler tests: SQLite files, schedulers that clean up, worker subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backbeat import BackgroundTaskScheduler, SchedulerConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'backbeat.db'}"
+
+
+@pytest.fixture
+def record_file(tmp_path: Path) -> Path:
+    return tmp_path / "record.jsonl"
+
+
+SchedulerFactory = Callable[..., BackgroundTaskScheduler]
+
+
+@pytest.fixture
+async def make_scheduler() -> AsyncIterator[SchedulerFactory]:
+    """Build schedulers (started by the test) that are stopped at the end of the test."""
+    made: list[BackgroundTaskScheduler] = []
+
+    def factory(store: Any, **kwargs: Any) -> BackgroundTaskScheduler:
+        config = kwargs.pop("config", None) or SchedulerConfig(
+            lease_seconds=kwargs.pop("lease_seconds", 2.0), poll_interval=0.2,
+            shutdown_timeout=kwargs.pop("shutdown_timeout", 5.0),
+        )
+        scheduler = BackgroundTaskScheduler(store=store, config=config, **kwargs)
+        made.append(scheduler)
+        return scheduler
+
+    yield factory
+    await asyncio.gather(*(s.stop_async(timeout=1.0) for s in made), return_exceptions=True)
+
+
+class Worker:
+    """A scheduler subprocess (``tests/integration/worker.py``)."""
+
+    def __init__(self, url: str, *args: str) -> None:
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.worker", url, *args],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if line.strip() != "ready":
+            self.process.kill()
+            raise RuntimeError(f"worker did not start: {line!r} {self.process.stderr.read() if self.process.stderr else ''}")
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self, timeout: float = 20) -> int:
+        self.process.terminate()
+        return self.process.wait(timeout)
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[..., Worker]]:
+    started: list[Worker] = []
+
+    def start(url: str, *args: str) -> Worker:
+        worker = Worker(url, *args)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.process.poll() is None:
+            worker.kill()
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> None:
+    """Poll ``predicate`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

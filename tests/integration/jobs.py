@@ -1,0 +1,68 @@
+"""Jobs that tests schedule and worker subprocesses run: each records its runs in a JSON-lines file.
+
+The record file is named by the ``BACKBEAT_TEST_RECORD`` environment variable (or the
+``record`` argument); appends of one short line are atomic, so several processes share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from backbeat import current_run
+
+
+def record(path: str | os.PathLike[str], event: str, **fields: Any) -> None:
+    run = current_run()
+    line = json.dumps({"event": event, "run_id": run.run_id, "task_id": run.task_id, "attempt": run.attempt,
+                       "pid": os.getpid(), "owner": run.owner, "t": time.time(), **fields})
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    file = Path(path)
+    if not file.exists():
+        return []
+    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+
+
+async def note(path: str, label: str = "") -> None:
+    """Record one run."""
+    record(path, "run", label=label)
+
+
+async def slow(path: str, seconds: float, label: str = "") -> None:
+    """Record a start, work for ``seconds``, record an end."""
+    record(path, "start", label=label)
+    await asyncio.sleep(seconds)
+    record(path, "end", label=label)
+
+
+def sync_note(path: str, label: str = "") -> str:
+    """A plain function: runs in a thread; returns the thread's name."""
+    import threading
+
+    record(path, "run", label=label, thread=threading.current_thread().name)
+    return threading.current_thread().name
+
+
+def child_pid(path: str) -> int:
+    """Runs in a process pool: returns and records its pid (no run context in a child)."""
+    pid = os.getpid()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(fd, (json.dumps({"event": "child", "pid": pid}) + "\n").encode())
+    os.close(fd)
+    return pid
+
+
+async def fail(path: str) -> None:
+    record(path, "fail")
+    raise RuntimeError("this job always fails")

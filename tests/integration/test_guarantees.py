@@ -1,0 +1,163 @@
+"""Misfire, coalesce, max_instances, restarts and shutdown, on a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from backbeat import EventKind, SchedulerEvent
+from backbeat.model import Task
+from tests.integration import jobs
+from tests.integration.conftest import SchedulerFactory, wait_for
+
+
+def _db_path(url: str) -> str:
+    return url.removeprefix("sqlite:///")
+
+
+async def test_misfired_fire_times_are_reported_not_run(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    producer = make_scheduler(sqlite_url)
+    start = datetime.now(UTC) - timedelta(seconds=30)
+    # Every 10 s since 30 s ago: the due fire times are long past a 1 s grace.
+    await producer.add_task(jobs.note, "interval", seconds=10, start_date=start, args=[str(record_file)],
+                            options={"misfire_grace_time": 1, "coalesce": False})
+    worker = make_scheduler(sqlite_url)
+    missed: list[SchedulerEvent] = []
+    worker.add_listener(missed.append, [EventKind.RUN_MISSED])
+    # The first fire time (start + 10 s) is already 20 s late when the worker starts.
+    await worker.start()
+    await wait_for(lambda: len(missed) >= 1)
+    await asyncio.sleep(0.3)
+    assert jobs.read_records(record_file) == []
+    [info] = await worker.list_tasks()
+    assert info.next_run_time is not None and info.next_run_time > datetime.now(UTC)
+
+
+async def test_coalesce_runs_once_for_many_late_fire_times(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    producer = make_scheduler(sqlite_url)
+    start = datetime.now(UTC) - timedelta(seconds=5.05)
+    await producer.add_task(jobs.note, "interval", seconds=1, start_date=start, args=[str(record_file)],
+                            options={"misfire_grace_time": None, "coalesce": True})
+    await producer.add_task(jobs.note, "interval", seconds=1, start_date=start, args=[str(record_file), "each"],
+                            options={"misfire_grace_time": None, "coalesce": False})
+    worker = make_scheduler(sqlite_url)
+    await worker.start()
+    await wait_for(lambda: sum(r["label"] == "each" for r in jobs.read_records(record_file)) >= 5)
+    await asyncio.sleep(0.2)
+    labels = Counter(r["label"] for r in jobs.read_records(record_file))
+    # Five late fire times: the coalescing task ran once for them (plus at most one new tick).
+    assert labels[""] <= 2
+    assert labels["each"] >= 5
+
+
+async def test_max_instances_is_global_across_schedulers(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    first, second = make_scheduler(sqlite_url), make_scheduler(sqlite_url)
+    skipped: list[SchedulerEvent] = []
+    for scheduler in (first, second):
+        scheduler.add_listener(skipped.append, [EventKind.MAX_INSTANCES])
+        await scheduler.start()
+    await first.add_task(jobs.slow, "interval", seconds=0.1, args=[str(record_file), 0.6],
+                         options={"max_instances": 1, "misfire_grace_time": None})
+    await wait_for(lambda: sum(r["event"] == "end" for r in jobs.read_records(record_file)) >= 2, timeout=15)
+    events = sorted((r["t"], r["event"]) for r in jobs.read_records(record_file) if r["event"] in ("start", "end"))
+    running = peak = 0
+    for _, event in events:
+        running += 1 if event == "start" else -1
+        peak = max(peak, running)
+    assert peak == 1
+    assert skipped, "fire times while a run was in progress are reported as skipped"
+
+
+async def test_restart_runs_due_one_shots_and_continues_recurring(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    first = make_scheduler(sqlite_url)
+    await first.start()
+    await first.schedule_delayed_task("later", jobs.note, delay_seconds=0.8, args=[str(record_file), "one-shot"])
+    await first.add_task(jobs.note, "interval", seconds=0.3, args=[str(record_file), "tick"])
+    await asyncio.sleep(0.5)
+    await first.stop_async()
+    ticks_before = sum(r["label"] == "tick" for r in jobs.read_records(record_file))
+    await asyncio.sleep(1.0)  # the one-shot falls due while nobody runs
+    second = make_scheduler(sqlite_url)
+    await second.start()
+    await wait_for(lambda: any(r["label"] == "one-shot" for r in jobs.read_records(record_file)))
+    await wait_for(lambda: sum(r["label"] == "tick" for r in jobs.read_records(record_file)) >= ticks_before + 2)
+
+
+async def test_graceful_shutdown_finishes_short_runs_and_releases_long_ones(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    first = make_scheduler(sqlite_url, lease_seconds=30.0)
+    await first.start()
+    await first.schedule_immediate_task("short", jobs.slow, args=[str(record_file), 0.3, "short"])
+    await first.schedule_immediate_task("long", jobs.slow, args=[str(record_file), 30, "long"])
+    await wait_for(lambda: sum(r["event"] == "start" for r in jobs.read_records(record_file)) == 2)
+    await first.stop_async(timeout=1.0)
+    records = jobs.read_records(record_file)
+    assert ("end", "short") in {(r["event"], r["label"]) for r in records}
+    # The long run was released: another scheduler takes it at once, not after the 30 s lease.
+    second = make_scheduler(sqlite_url, lease_seconds=30.0)
+    await second.start()
+    await wait_for(lambda: sum(r["label"] == "long" and r["event"] == "start"
+                               for r in jobs.read_records(record_file)) == 2, timeout=5)
+    restarted = [r for r in jobs.read_records(record_file) if r["label"] == "long" and r["event"] == "start"]
+    assert restarted[0]["run_id"] == restarted[1]["run_id"]
+    assert [r["attempt"] for r in restarted] == [1, 2]
+
+
+async def test_a_corrupt_record_is_quarantined_and_the_loop_goes_on(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    scheduler = make_scheduler(sqlite_url)
+    await scheduler.start()
+    await scheduler.add_task(jobs.note, "interval", seconds=0.2, args=[str(record_file)], id="healthy")
+    await scheduler.add_task(jobs.note, "interval", seconds=0.2, args=[str(record_file)], id="victim")
+    with sqlite3.connect(_db_path(sqlite_url)) as db:
+        db.execute("UPDATE tasks SET doc = '{not json' WHERE id = 'victim'")
+    count = len(jobs.read_records(record_file))
+    await wait_for(lambda: len(jobs.read_records(record_file)) >= count + 3)
+    quarantined = await scheduler.quarantined()
+    assert [q.key for q in quarantined] == ["victim"]
+    with sqlite3.connect(_db_path(sqlite_url)) as db:
+        assert db.execute("SELECT count(*) FROM tasks WHERE id = 'victim'").fetchone() == (1,)
+
+
+async def test_a_removed_job_class_leaves_its_tasks_orphaned_not_deleted(
+    make_scheduler: SchedulerFactory, sqlite_url: str
+) -> None:
+    scheduler = make_scheduler(sqlite_url)
+    task = Task(id="ghost", name="GhostJob", job="job:GhostJob", next_run_time=datetime.now(UTC),
+                trigger={"type": "date", "run_date": datetime.now(UTC).isoformat(), "timezone": "UTC"})
+    await scheduler.store.open()
+    await scheduler.store.add([task])
+    orphaned: list[SchedulerEvent] = []
+    scheduler.add_listener(orphaned.append, [EventKind.TASK_ORPHANED])
+    await scheduler.start()
+    await wait_for(lambda: bool(orphaned))
+    [info] = await scheduler.orphaned_tasks()
+    assert info.id == "ghost" and "GhostJob" in (info.orphaned or "")
+    await scheduler.stop_async()
+    # Registered again (the class came back): the task is adopted and runs.
+    from backbeat import ScheduledBackgroundJob, backgroundjob
+
+    ran = asyncio.Event()
+
+    @backgroundjob(task_type="scheduled", name="GhostJob")
+    class GhostJob(ScheduledBackgroundJob):
+        async def run_at(self, *args: object, **kwargs: object) -> None:
+            ran.set()
+
+    again = make_scheduler(sqlite_url)
+    again.options.register_task_type("GhostJob", GhostJob)
+    await again.start()
+    await asyncio.wait_for(ran.wait(), 5)

@@ -1,0 +1,321 @@
+"""What only the Redis store has to prove: key layout, scripts, pub/sub, outages, quarantine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio
+from redis.crc import key_slot
+from tests.redis_server import free_port, start_private_redis, usable_redis_url
+
+from backbeat.errors import StoreError, StoreUnavailableError
+from backbeat.model import FireDecision, RunOutcome, RunResult, Task, TaskOptions
+from backbeat.stores.redis import RedisStore
+
+pytestmark = pytest.mark.redis
+
+T0 = datetime(2024, 1, 1, 12, 0, 0, 123457, tzinfo=UTC)
+LEASE = timedelta(seconds=10)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return usable_redis_url()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def store(redis_url: str, prefix: str) -> AsyncIterator[RedisStore]:
+    store = RedisStore(redis_url, prefix=prefix)
+    await store.open()
+    yield store
+    await store.close()
+    await delete_keys(redis_url, prefix)
+
+
+async def delete_keys(url: str, prefix: str) -> None:
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{{{prefix}}}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+def task(task_id: str, *, at: datetime | None = T0, tags: tuple[str, ...] = (), **fields: object) -> Task:
+    return Task(
+        id=task_id,
+        name=f"name-{task_id}",
+        job="tests:job",
+        trigger={"type": "interval", "seconds": 60},
+        next_run_time=at,
+        tags=tags,
+        created_at=T0,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+async def claim_fire(store: RedisStore, owner: str, now: datetime) -> list[Task]:
+    claim = await store.claim_due(owner, now=now, lease=LEASE, limit=100)
+    decisions = [
+        FireDecision(
+            task_id=t.id,
+            claimed_version=t.version,
+            fire_times=[t.next_run_time] if t.next_run_time else [],
+            next_run_time=t.next_run_time + timedelta(minutes=1) if t.next_run_time else None,
+        )
+        for t in claim.tasks
+    ]
+    results = await store.fire(owner, decisions, now=now, lease=LEASE)
+    runs = [run for result in results for run in result.runs]
+    await store.complete(owner, [RunResult(run=r, outcome=RunOutcome.SUCCESS, finished_at=now) for r in runs])
+    return claim.tasks
+
+
+async def test_every_key_carries_the_prefix_hash_tag(store: RedisStore, redis_url: str, prefix: str) -> None:
+    await store.add([task("a", tags=("red", "blue")), task("b", tags=("red",)), task("c", at=None)])
+    claim = await store.claim_due("w1", now=T0, lease=LEASE, limit=1)  # a claim is left open
+    assert len(claim.tasks) == 1
+    await store.enqueue_run("c", fire_time=T0, now=T0)  # a waiting run
+    other = [d for d in ("a", "b") if d != claim.tasks[0].id]
+    claim2 = await store.claim_due("w2", now=T0, lease=LEASE, limit=10)
+    assert {t.id for t in claim2.tasks} == set(other)
+    decision = FireDecision(task_id=other[0], claimed_version=0, fire_times=[T0], next_run_time=T0 + LEASE)
+    assert (await store.fire("w2", [decision], now=T0, lease=LEASE))[0].runs  # a leased run
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = [key.decode() if isinstance(key, bytes) else key for key in client.keys(f"{{{prefix}}}*")]
+        assert len(keys) >= 8  # tasks, live, ids, tags, tag sets, schedule, claim, runs, leases
+        assert all(key.startswith(f"{{{prefix}}}:") for key in keys)
+        assert {key_slot(key.encode()) for key in keys} == {key_slot(prefix.encode())}
+    finally:
+        client.close()
+
+
+async def test_scripts_are_reloaded_after_script_flush(store: RedisStore, redis_url: str) -> None:
+    await store.add([task("a")])
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.script_flush()
+    finally:
+        client.close()
+    claim = await store.claim_due("w1", now=T0, lease=LEASE, limit=10)
+    assert [t.id for t in claim.tasks] == ["a"]
+
+
+async def test_a_task_round_trips_unchanged_through_the_scripts(store: RedisStore) -> None:
+    original = task(
+        "a/b|c@d é",
+        tags=("x|y", "ünï"),
+        args=[2**62 + 1, 1.5, [], {}, None, "é|\n"],
+        kwargs={"big": 12345678901234567890, "empty": {}, "list": []},
+        data={"nested": {"deep": [{}, []]}},
+        options=TaskOptions(max_instances=3, misfire_grace_time=None),
+        trace_context={"traceparent": "00-abc"},
+    )
+    await store.add([original])
+    assert await store.get(original.id) == original
+    (claimed,) = (await store.claim_due("w1", now=T0, lease=LEASE, limit=10)).tasks
+    assert claimed == original
+    decision = FireDecision(task_id=original.id, claimed_version=0, fire_times=[T0], next_run_time=T0 + LEASE)
+    (result,) = await store.fire("w1", [decision], now=T0, lease=LEASE)
+    await store.complete("w1", [RunResult(run=result.runs[0], outcome=RunOutcome.FAILURE, finished_at=T0)])
+    after = await store.get(original.id)
+    expected = original.copy(
+        next_run_time=T0 + LEASE, runs=1, failures=1, last_outcome="failure", last_run_at=T0
+    )
+    assert after == expected
+    assert await store.next_wakeup() == T0 + LEASE  # microseconds survive the Lua side exactly
+    updated = await store.update(original.id, paused=True, tags=["z"])
+    assert updated == expected.copy(paused=True, tags=("z",), version=1)
+    assert await store.list() == ([updated], None)
+
+
+async def test_two_owners_never_claim_the_same_task(store: RedisStore, redis_url: str, prefix: str) -> None:
+    await store.add([task(f"t{i:03d}") for i in range(300)])
+    other = RedisStore(redis_url, prefix=prefix)
+    try:
+        claims = await asyncio.gather(
+            *(s.claim_due(f"w{i}", now=T0, lease=LEASE, limit=40) for i, s in enumerate([store, other] * 5))
+        )
+    finally:
+        await other.close()
+    ids = [t.id for claim in claims for t in claim.tasks]
+    assert len(ids) == len(set(ids)) == 300
+
+
+async def test_wakeups_reach_another_instance(store: RedisStore, redis_url: str, prefix: str) -> None:
+    listener = RedisStore(redis_url, prefix=prefix)
+    received = asyncio.Event()
+
+    async def listen() -> None:
+        async for _ in listener.wakeups():
+            received.set()
+
+    listening = asyncio.create_task(listen())
+    try:
+        await wait_for_subscriber(redis_url, store.keys.wakeup)
+        started = time.monotonic()
+        await store.add([task("a")])
+        await asyncio.wait_for(received.wait(), timeout=5)
+        assert time.monotonic() - started < 5
+    finally:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+        await listener.close()
+
+
+async def wait_for_subscriber(url: str, channel: str) -> None:
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        for _ in range(200):
+            if dict(await client.pubsub_numsub(channel)).get(channel.encode(), 0) > 0:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"nobody subscribed to {channel}")
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.slow
+async def test_a_restarted_server_serves_its_data_again(tmp_path: Path) -> None:
+    server = start_private_redis(tmp_path, appendonly=True)
+    store = RedisStore(server.url, prefix="restart", socket_timeout=2.0)
+    woken = 0
+
+    async def listen() -> None:
+        nonlocal woken
+        async for _ in store.wakeups():
+            woken += 1
+
+    try:
+        await store.open()
+        await store.add([task("a")])
+        listening = asyncio.create_task(listen())
+        await wait_for_subscriber(server.url, store.keys.wakeup)
+        server.kill()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError):
+            await store.get("a")
+        with pytest.raises(StoreUnavailableError):
+            await store.claim_due("w1", now=T0, lease=LEASE, limit=10)
+        assert time.monotonic() - started < 10
+        woken_before = woken
+
+        server.restart()
+        assert await eventually_get(store, "a") == task("a")
+        assert [t.id for t in (await store.claim_due("w1", now=T0, lease=LEASE, limit=10)).tasks] == ["a"]
+        for _ in range(200):  # the listener reconnects and says something may have changed
+            if woken > woken_before:
+                break
+            await asyncio.sleep(0.05)
+        assert woken > woken_before
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+    finally:
+        await store.close()
+        server.stop()
+
+
+async def eventually_get(store: RedisStore, task_id: str) -> Task | None:
+    for _ in range(50):
+        try:
+            return await store.get(task_id)
+        except StoreUnavailableError:
+            await asyncio.sleep(0.1)
+    return await store.get(task_id)
+
+
+async def test_an_unreachable_server_fails_promptly_without_leaking_the_password() -> None:
+    store = RedisStore(f"redis://user:s3cret@127.0.0.1:{free_port()}/0", prefix="nowhere")
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailableError) as raised:
+        await store.open()
+    assert time.monotonic() - started < 5
+    assert "s3cret" not in str(raised.value)
+    assert "127.0.0.1" in str(raised.value)
+    assert "s3cret" not in repr(store)
+    await store.close()
+
+
+async def test_other_driver_errors_are_store_errors(store: RedisStore, redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.set(store.keys.live, "not a hash")
+    finally:
+        client.close()
+    with pytest.raises(StoreError) as raised:
+        await store.get("a")
+    assert not isinstance(raised.value, StoreUnavailableError)
+
+
+async def test_a_corrupt_record_is_quarantined_and_kept(store: RedisStore, redis_url: str) -> None:
+    await store.add([task("bad"), task("good")])
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.hset(store.keys.tasks, "bad", b"{not json")
+        claim = await store.claim_due("w1", now=T0, lease=LEASE, limit=10)
+        assert [t.id for t in claim.tasks] == ["good"]
+        (record,) = await store.quarantined()
+        assert (record.key, record.raw) == ("bad", "{not json")
+        assert "JSON" in record.error
+        assert client.hget(store.keys.tasks, "bad") == b"{not json"  # kept as it was
+        assert await store.next_wakeup() == T0 + LEASE  # the good task's claim, nothing of "bad"
+        later = await store.claim_due("w2", now=T0 + LEASE * 2, lease=LEASE, limit=10)
+        assert [t.id for t in later.tasks] == ["good"]  # its claim expired; "bad" stays out
+        assert await store.get("bad") is None
+        assert [t.id for t in (await store.list())[0]] == ["good"]
+        await store.add([task("bad")], replace=True)  # a fixed record leaves the quarantine
+        assert await store.quarantined() == []
+        assert (await store.get("bad")) is not None
+    finally:
+        client.close()
+
+
+async def test_a_given_client_is_used_and_left_open(redis_url: str, prefix: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    store = RedisStore(prefix=prefix, client=client)
+    try:
+        await store.add([task("a")])
+        await store.close()
+        assert await client.ping()
+        assert await store.get("a") == task("a")  # opens again
+    finally:
+        await store.clear()
+        await store.close()
+        await client.aclose()
+        await delete_keys(redis_url, prefix)
+
+
+def test_from_params_builds_the_url() -> None:
+    store = RedisStore.from_params("example.org", 6380, 2, password="pw", ssl=True, connection_pool_size=5)
+    assert store.url == "rediss://example.org:6380/2"
+    assert "pw" not in repr(store)
+
+
+async def test_clear_removes_every_key(store: RedisStore, redis_url: str, prefix: str) -> None:
+    await store.add([task(f"t{i}", tags=("t",)) for i in range(1200)])
+    await claim_fire(store, "w1", T0)
+    await store.enqueue_run("t1", fire_time=T0 - LEASE, now=T0)
+    await store.clear()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.keys(f"{{{prefix}}}*") == []
+    finally:
+        client.close()

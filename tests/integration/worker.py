@@ -1,0 +1,39 @@
+"""A scheduler process for multi-process tests: ``python -m tests.integration.worker STORE_URL``.
+
+It runs until killed or until ``--seconds`` pass, printing ``ready`` once started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+
+from backbeat import BackgroundTaskScheduler, SchedulerConfig
+
+
+async def main(url: str, lease: float, seconds: float, shutdown_timeout: float) -> None:
+    config = SchedulerConfig(lease_seconds=lease, poll_interval=0.2, shutdown_timeout=shutdown_timeout)
+    scheduler = BackgroundTaskScheduler(store=url, config=config)
+    await scheduler.start_async()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print("ready", flush=True)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+    finally:
+        await scheduler.stop_async()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("--lease", type=float, default=1.0)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--shutdown-timeout", type=float, default=5.0)
+    args = parser.parse_args()
+    asyncio.run(main(args.url, args.lease, args.seconds, args.shutdown_timeout))
+    sys.exit(0)
