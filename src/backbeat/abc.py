@@ -27,6 +27,7 @@ Lease rules, written once here for every store:
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -63,7 +64,7 @@ class Store(Protocol):
 
     async def list(
         self, filter: TaskFilter | None = None, *, cursor: str | None = None, limit: int | None = None
-    ) -> tuple[list[Task], str | None]:
+    ) -> tuple[builtins.list[Task], str | None]:
         """Tasks matching ``filter`` ordered by id, after ``cursor``; returns (page, next cursor)."""
 
     async def update(self, task_id: str, **changes: Any) -> Task:
@@ -74,13 +75,13 @@ class Store(Protocol):
             TaskNotFoundError: no task has this id.
         """
 
-    async def remove(self, task_ids: Collection[str]) -> list[str]:
+    async def remove(self, task_ids: Collection[str]) -> builtins.list[str]:
         """Remove tasks (their runs in flight finish; their completion is then a no-op).
 
         Returns the ids that existed.
         """
 
-    async def remove_by_tag(self, tag: str) -> list[str]:
+    async def remove_by_tag(self, tag: str) -> builtins.list[str]:
         """Remove every task carrying ``tag``; returns their ids."""
 
     async def clear(self) -> None:
@@ -97,7 +98,7 @@ class Store(Protocol):
 
     async def fire(
         self, owner: str, decisions: Sequence[FireDecision], *, now: datetime, lease: timedelta
-    ) -> list[FireResult]:
+    ) -> builtins.list[FireResult]:
         """Apply the engine's decisions for tasks ``owner`` claimed, atomically per task.
 
         For each decision whose task is still claimed by ``owner``: create a run leased to
@@ -136,7 +137,7 @@ class Store(Protocol):
             TaskNotFoundError: no task has this id.
         """
 
-    async def list_runs(self, task_id: str | None = None) -> list[Run]:
+    async def list_runs(self, task_id: str | None = None) -> builtins.list[Run]:
         """Runs now in the store (leased or waiting), optionally of one task."""
 
     async def next_wakeup(self) -> datetime | None:
@@ -149,7 +150,7 @@ class Store(Protocol):
         Best effort (pub/sub, NOTIFY, a data-version poll); the engine also polls.
         """
 
-    async def quarantined(self) -> list[QuarantinedRecord]:
+    async def quarantined(self) -> builtins.list[QuarantinedRecord]:
         """Records that could not be decoded, kept as they were."""
 
 

@@ -21,7 +21,7 @@ from backbeat.context import RunContext, reset_current_run, set_current_run
 from backbeat.errors import BackbeatError, StoreError
 from backbeat.events import EventHub, EventKind, SchedulerEvent
 from backbeat.executors import Executor
-from backbeat.model import FireDecision, Run, RunOutcome, RunResult, Task, utcnow
+from backbeat.model import FireDecision, FireResult, Run, RunOutcome, RunResult, Task, utcnow
 from backbeat.registry import JobRegistry
 from backbeat.runner import prepare
 
@@ -207,7 +207,7 @@ class Engine:
         for task in tasks:
             decision = await self._decide(task, now)
             decisions.append(decision)
-        results = await self.store.fire(self.owner, decisions, now=now, lease=self.config.lease)
+        results: list[FireResult] = await self.store.fire(self.owner, decisions, now=now, lease=self.config.lease)
         runs: list[Run] = []
         for result in results:
             task = by_id[result.task_id]
@@ -260,6 +260,7 @@ class Engine:
     async def _execute(self, run: Run) -> None:
         task = run.task
         result: Any = None
+        error: str | None
         try:
             if task is None:
                 outcome, error = RunOutcome.CANCELLED, "its task was removed"

@@ -34,7 +34,8 @@ def find_job_classes(modules: Sequence[str]) -> Iterator[type[BackgroundJob]]:
             raise ConfigurationError(f"cannot scan module {module_name!r} for @backgroundjob classes: {exc}") from exc
         for scanned in _with_submodules(module):
             for _, member in inspect.getmembers(scanned, inspect.isclass):
-                if getattr(member, "__background_task_class_name__", None) and member.__module__ == scanned.__name__:
+                if (issubclass(member, BackgroundJob) and getattr(member, "__background_task_class_name__", None)
+                        and member.__module__ == scanned.__name__):
                     yield member
 
 

@@ -22,8 +22,8 @@ def backgroundjob(task_type: TaskKind | None = None, *, name: str | None = None)
     def decorator(cls: JobType) -> JobType:
         if task_type not in (None, "scheduled", "recurrent"):
             raise ValueError(f"@backgroundjob task_type must be 'scheduled' or 'recurrent', not {task_type!r}")
-        cls.__background_task_class_name__ = name or cls.__name__
-        cls.__background_task_type__ = task_type or _infer_task_type(cls)
+        setattr(cls, "__background_task_class_name__", name or cls.__name__)  # noqa: B010
+        setattr(cls, "__background_task_type__", task_type or _infer_task_type(cls))  # noqa: B010
         return cls
 
     return decorator
@@ -50,8 +50,8 @@ class BackgroundJob(abc.ABC):  # noqa: B024 - configure has a default on purpose
     __task_name__: str | None = None
     __task_type__: str | None = None
 
-    def configure(self, *args: Any, **kwargs: Any) -> None:  # noqa: B027 - optional hook
-        """Resolve services after the job was loaded from the store."""
+    def configure(self, *args: Any, **kwargs: Any) -> Any:  # noqa: B027 - optional hook
+        """Resolve services after the job was loaded from the store (may be async)."""
 
 
 class ScheduledBackgroundJob(BackgroundJob):

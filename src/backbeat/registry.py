@@ -154,7 +154,7 @@ def service_instance(cls: type, provider: Any) -> Any:
 def construct(cls: type, provider: Any) -> Any:
     """Build ``cls`` resolving each ``__init__`` parameter by its type hint from ``provider``."""
     try:
-        hints = typing.get_type_hints(cls.__init__)
+        hints = typing.get_type_hints(cls.__init__)  # type: ignore[misc]
     except Exception:
         hints = {}
     kwargs: dict[str, Any] = {}

@@ -136,13 +136,13 @@ class BackgroundTaskScheduler(HostedService):
             push_default_provider(self.service_provider)
         await self._adopt_orphans()
         await self._add_declared_tasks()
-        engine_args = dict(registry=self.registry, executors=self.executors, events=self.events,
+        engine_args: dict[str, Any] = dict(registry=self.registry, executors=self.executors, events=self.events,
                            provider=self.service_provider, clock=self.clock)
-        self._engine = Engine(self.store, config=self.engine_config, **engine_args)  # type: ignore[arg-type]
+        self._engine = Engine(self.store, config=self.engine_config, **engine_args)
         local_config = EngineConfig(owner=self.engine_config.owner, lease=self.engine_config.lease,
                                     poll_interval=self.engine_config.poll_interval,
                                     shutdown_timeout=self.engine_config.shutdown_timeout)
-        self._local_engine = Engine(self._local_store, config=local_config, **engine_args)  # type: ignore[arg-type]
+        self._local_engine = Engine(self._local_store, config=local_config, **engine_args)
         await self._engine.start()
         await self._local_engine.start()
         self.bus.attach(self._schedule_descriptor, self._loop)
@@ -371,7 +371,7 @@ class BackgroundTaskScheduler(HostedService):
     async def cancel_tasks_by_tag(self, tag: str) -> list[str]:
         """Remove every task carrying ``tag``; returns their ids."""
         await self._ensure_open(self.store)
-        removed = await self.store.remove_by_tag(tag) + await self._local_store.remove_by_tag(tag)
+        removed: list[str] = [*await self.store.remove_by_tag(tag), *await self._local_store.remove_by_tag(tag)]
         for task_id in removed:
             self.events.emit(SchedulerEvent(kind=EventKind.TASK_REMOVED, task_id=task_id))
         return removed

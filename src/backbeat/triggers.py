@@ -99,9 +99,14 @@ def to_apscheduler(spec: TriggerSpec) -> BaseTrigger:
 def next_fire_time(spec: TriggerSpec, previous: datetime | None, now: datetime) -> datetime | None:
     """The first fire time at or after ``now`` (``previous`` None) or after ``previous``, in UTC.
 
-    Returns ``None`` when the trigger is exhausted. Answers as APScheduler, except: a calendar interval
-    without ``previous`` skips to ``now`` (APScheduler returns its start date, however old), and
-    interval fire times are exactly ``start_date + k * interval``, whatever jitter ``previous`` had.
+    ``now`` is only read when ``previous`` is None. Returns ``None`` when the trigger is exhausted.
+    Answers as APScheduler, except: a calendar interval without ``previous`` skips to ``now``
+    (APScheduler returns its start date, however old), and interval fire times are exactly
+    ``start_date + k * interval``, whatever jitter ``previous`` had.
+
+    Raises:
+        InvalidTriggerError: the spec is invalid.
+        ValueError: a datetime is naive.
     """
     compiled, now = _compile(spec), _aware(now, "now")
     if previous is None:
@@ -118,6 +123,10 @@ def due_fire_times(
     when more are due). The next time is jittered, ``None`` when the trigger is exhausted; if ``first``
     is after ``now`` the answer is ``([], first)``. Missed fires are skipped arithmetically (interval) or
     by bisection (cron), not walked one by one.
+
+    Raises:
+        InvalidTriggerError: the spec is invalid.
+        ValueError: a datetime is naive, or ``limit`` < 1.
     """
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")

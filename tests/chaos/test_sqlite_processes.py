@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration import jobs
-from tests.integration.conftest import SchedulerFactory, Worker, wait_for
+from tests.scheduling import SchedulerFactory, Worker, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from backbeat import (
     TaskNotFoundError,
 )
 from tests.integration import jobs
-from tests.integration.conftest import SchedulerFactory, wait_for
+from tests.scheduling import SchedulerFactory, wait_for
 
 
 async def test_delayed_at_and_immediate_tasks_run_once(

@@ -20,8 +20,8 @@ from backbeat.model import (
     RunResult,
     Task,
     TaskFilter,
-    TaskOptions,
 )
+from backbeat.stores.memory import check_changes
 from backbeat.stores.redis import codec
 from backbeat.stores.redis.codec import Arg, field, iso, opt_us, text
 from backbeat.stores.redis.connection import Connection, redact
@@ -30,10 +30,6 @@ from backbeat.stores.redis.keys import Keys, from_us, to_us
 ADD_BATCH = 1000
 """Tasks per ``add.lua`` call: bigger batches would stall the server for other clients."""
 READ_BATCH = 500
-UPDATABLE = frozenset(
-    {"paused", "next_run_time", "trigger", "orphaned", "name", "tags", "options", "args", "kwargs", "data"}
-    | {"job", "trace_context"}
-)
 
 
 class RedisStore:
@@ -151,13 +147,7 @@ class RedisStore:
                 return page, None
 
     async def update(self, task_id: str, **changes: Any) -> Task:
-        unknown = set(changes) - UPDATABLE
-        if unknown:
-            raise ValueError(f"cannot update task fields {sorted(unknown)}; updatable: {sorted(UPDATABLE)}")
-        if "tags" in changes:
-            changes["tags"] = tuple(changes["tags"])
-        if isinstance(changes.get("options"), dict):
-            changes["options"] = TaskOptions.from_json(changes["options"])
+        changes = check_changes(changes)
         for _ in range(100):
             current = await self.get(task_id)
             if current is None:

@@ -1,4 +1,4 @@
-"""Fixtures for scheduler tests: SQLite files, schedulers that clean up, worker subprocesses."""
+"""Scheduler test helpers and fixtures: SQLite files, schedulers that clean up, worker subprocesses."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from backbeat import BackgroundTaskScheduler, SchedulerConfig
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

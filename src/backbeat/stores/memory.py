@@ -1,0 +1,445 @@
+"""The in-process store: plain dicts and two heaps, for tests and local (non-durable) tasks.
+
+Due tasks and run leases live in heaps of ``(time, seq, id)`` with lazy invalidation: an
+entry is current only while its ``seq`` is the one recorded for its id, so rescheduling is
+one push and a claim of ``k`` items costs ``O(k log n)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import heapq
+from bisect import bisect_right
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from itertools import count
+from typing import Any
+
+from backbeat.errors import TaskExistsError, TaskNotFoundError
+from backbeat.model import (
+    Claim,
+    FireDecision,
+    FireResult,
+    QuarantinedRecord,
+    Run,
+    RunOutcome,
+    RunResult,
+    Task,
+    TaskFilter,
+    TaskOptions,
+    run_id_for,
+)
+
+UPDATABLE = frozenset(
+    {"paused", "next_run_time", "trigger", "orphaned", "name", "tags", "options", "args", "kwargs", "data"}
+    | {"job", "trace_context"}
+)
+"""Fields ``Store.update`` may change."""
+
+_HeapEntry = tuple[datetime, int, str]
+
+
+class Signal:
+    """Wakes every subscriber (one :class:`asyncio.Event` each) when something changed."""
+
+    def __init__(self) -> None:
+        self._events: set[asyncio.Event] = set()
+
+    def subscribe(self) -> asyncio.Event:
+        event = asyncio.Event()
+        self._events.add(event)
+        return event
+
+    def unsubscribe(self, event: asyncio.Event) -> None:
+        self._events.discard(event)
+
+    def notify(self) -> None:
+        for event in self._events:
+            event.set()
+
+
+def check_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """``Store.update``'s changes, normalized (tags as a tuple, options as ``TaskOptions``).
+
+    Raises:
+        ValueError: a field that cannot be updated.
+    """
+    unknown = set(changes) - UPDATABLE
+    if unknown:
+        raise ValueError(f"cannot update task fields {sorted(unknown)}; updatable: {sorted(UPDATABLE)}")
+    if "tags" in changes:
+        changes["tags"] = tuple(changes["tags"])
+    if isinstance(changes.get("options"), dict):
+        changes["options"] = TaskOptions.from_json(changes["options"])
+    return changes
+
+
+@dataclass(slots=True)
+class _Slot:
+    task: Task
+    claimed_by: str | None = None
+    claim_until: datetime | None = None
+    seq: int = -1
+    """The current heap entry of this task (-1: not in the heap)."""
+
+
+class MemoryStore:
+    """A store in this process's memory, shared by every engine that holds it (not durable).
+
+    Records are Python objects, never encoded, so nothing is ever quarantined here.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, _Slot] = {}
+        self._tags: dict[str, set[str]] = {}
+        self._sorted_ids: builtins.list[str] | None = None
+        self._due: builtins.list[_HeapEntry] = []
+        self._runs: dict[str, Run] = {}
+        self._run_seq: dict[str, int] = {}
+        self._leases: builtins.list[_HeapEntry] = []
+        self._seq = count()
+        self._signal = Signal()
+
+    def __repr__(self) -> str:
+        return f"MemoryStore({len(self._tasks)} tasks, {len(self._runs)} runs)"
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    async def add(self, tasks: Sequence[Task], *, replace: bool = False) -> None:
+        if not replace:
+            existing = [task.id for task in tasks if task.id in self._tasks]
+            if existing:
+                raise TaskExistsError(existing)
+        for given in tasks:
+            task = given.copy(tags=tuple(given.tags))
+            slot = self._tasks.get(task.id)
+            if slot is None:
+                slot = self._tasks[task.id] = _Slot(task)
+                self._sorted_ids = None
+            else:
+                # a replacement keeps the live state (running, counters, a claim): it is a change
+                old = slot.task
+                task.version = max(old.version + 1, task.version)
+                task.running, task.runs, task.failures = old.running, old.runs, old.failures
+                task.last_run_at, task.last_outcome = old.last_run_at, old.last_outcome
+                self._untag(old)
+                slot.task = task
+            for tag in task.tags:
+                self._tags.setdefault(tag, set()).add(task.id)
+            self._schedule(slot)
+        self._signal.notify()
+
+    async def get(self, task_id: str) -> Task | None:
+        slot = self._tasks.get(task_id)
+        return None if slot is None else slot.task.copy()
+
+    async def list(
+        self, filter: TaskFilter | None = None, *, cursor: str | None = None, limit: int | None = None
+    ) -> tuple[builtins.list[Task], str | None]:
+        if filter is not None and filter.tag is not None:
+            ids = sorted(self._tags.get(filter.tag, ()))
+        else:
+            if self._sorted_ids is None:
+                self._sorted_ids = sorted(self._tasks)
+            ids = self._sorted_ids
+        page: builtins.list[Task] = []
+        for task_id in ids[bisect_right(ids, cursor) if cursor is not None else 0 :]:
+            task = self._tasks[task_id].task
+            if filter is None or filter.matches(task):
+                if limit is not None and len(page) >= limit:
+                    return page, page[-1].id if page else cursor
+                page.append(task.copy())
+        return page, None
+
+    async def update(self, task_id: str, **changes: Any) -> Task:
+        changes = check_changes(changes)
+        slot = self._tasks.get(task_id)
+        if slot is None:
+            raise TaskNotFoundError(task_id)
+        task = slot.task.copy(**changes)
+        task.version += 1
+        self._untag(slot.task)
+        for tag in task.tags:
+            self._tags.setdefault(tag, set()).add(task_id)
+        slot.task = task
+        self._schedule(slot)
+        self._signal.notify()
+        return task.copy()
+
+    async def remove(self, task_ids: Collection[str]) -> builtins.list[str]:
+        removed = [task_id for task_id in dict.fromkeys(task_ids) if task_id in self._tasks]
+        self._remove(removed)
+        if removed:
+            self._signal.notify()
+        return removed
+
+    async def remove_by_tag(self, tag: str) -> builtins.list[str]:
+        return await self.remove(sorted(self._tags.get(tag, ())))
+
+    async def clear(self) -> None:
+        self._tasks.clear()
+        self._tags.clear()
+        self._sorted_ids = None
+        self._due.clear()
+        self._runs.clear()
+        self._run_seq.clear()
+        self._leases.clear()
+        self._signal.notify()
+
+    # -- claims, runs and leases -----------------------------------------------------------
+
+    async def claim_due(self, owner: str, *, now: datetime, lease: timedelta, limit: int) -> Claim:
+        until = now + lease
+        claim = Claim()
+        leased: builtins.list[str] = []
+        while self._leases and len(leased) < limit and self._leases[0][0] <= now:
+            _, seq, run_id = heapq.heappop(self._leases)
+            run = self._runs.get(run_id)
+            if run is None or self._run_seq[run_id] != seq:
+                continue
+            recovered = run.owner is not None
+            if recovered:  # its owner let the lease expire: presumed dead, this is a new attempt
+                run.attempt += 1
+            run.owner, run.lease_until = owner, until
+            leased.append(run_id)
+            slot = self._tasks.get(run.task_id)
+            snapshot = None if slot is None else slot.task.copy()
+            claim.runs.append(replace(run, task=snapshot, recovered=recovered))
+        # pushed once the loop is done, so a zero lease cannot make it take an item twice
+        self._lease_runs(leased)
+
+        taken: builtins.list[_Slot] = []
+        room = limit - len(leased)
+        while self._due and len(taken) < room and self._due[0][0] <= now:
+            _, seq, task_id = heapq.heappop(self._due)
+            slot = self._tasks.get(task_id)
+            if slot is None or slot.seq != seq:
+                continue
+            task = slot.task
+            if slot.claimed_by is not None:
+                # a claim whose owner died between claim_due and fire
+                slot.claimed_by = slot.claim_until = None
+                if task.next_run_time is None or task.next_run_time > now:
+                    self._schedule(slot)
+                    continue
+            slot.claimed_by, slot.claim_until = owner, until
+            taken.append(slot)
+            claim.tasks.append(task.copy())
+        for slot in taken:
+            self._schedule(slot)
+        return claim
+
+    async def fire(
+        self, owner: str, decisions: Sequence[FireDecision], *, now: datetime, lease: timedelta
+    ) -> builtins.list[FireResult]:
+        until = now + lease
+        results: builtins.list[FireResult] = []
+        created: builtins.list[str] = []
+        rescheduled = False
+        for decision in decisions:
+            slot = self._tasks.get(decision.task_id)
+            if slot is None or slot.claimed_by != owner:
+                continue
+            task = slot.task
+            result = FireResult(task_id=task.id, runs=[])
+            for fire_time in decision.fire_times:
+                run_id = run_id_for(task.id, fire_time)
+                if run_id in self._runs:
+                    continue
+                if task.running >= task.options.max_instances:
+                    result.skipped.append(fire_time)
+                    continue
+                run = Run(
+                    id=run_id,
+                    task_id=task.id,
+                    fire_time=fire_time.astimezone(UTC),
+                    owner=owner,
+                    lease_until=until,
+                )
+                self._runs[run_id] = run
+                created.append(run_id)
+                task.running += 1
+                result.runs.append(replace(run))
+            # a user's change since the claim wins over the trigger's next fire time
+            if task.version == decision.claimed_version:
+                task.next_run_time = decision.next_run_time
+            slot.claimed_by = slot.claim_until = None
+            if task.running == 0 and task.next_run_time is None:
+                self._remove([task.id])
+                result.removed = True
+            else:
+                rescheduled |= self._schedule(slot)
+            results.append(result)
+        self._lease_runs(created)
+        if rescheduled:
+            self._signal.notify()
+        return results
+
+    async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
+        lost: set[str] = set()
+        retried: builtins.list[str] = []
+        touched: dict[str, _Slot] = {}
+        for result in results:
+            run_id = result.run.id
+            run = self._runs.get(run_id)
+            if run is None or run.owner != owner:
+                lost.add(run_id)
+                continue
+            if result.retry_at is not None:
+                run.attempt += 1
+                run.owner, run.lease_until = None, result.retry_at
+                retried.append(run_id)
+            else:
+                del self._runs[run_id], self._run_seq[run_id]
+            slot = self._tasks.get(run.task_id)
+            if slot is None:
+                continue  # a removed task's runs finish, with nothing left to count
+            task = slot.task
+            if result.retry_at is None and task.running > 0:
+                task.running -= 1
+            task.runs += 1
+            if result.outcome == RunOutcome.FAILURE:
+                task.failures += 1
+            task.last_run_at, task.last_outcome = result.finished_at, result.outcome.value
+            touched[task.id] = slot
+        self._remove([i for i, s in touched.items() if self._finished(s)])
+        self._lease_runs(retried)
+        if retried:
+            self._signal.notify()
+        return lost
+
+    async def extend(
+        self, owner: str, run_ids: Collection[str], *, now: datetime, lease: timedelta
+    ) -> set[str]:
+        held: set[str] = set()
+        until = now + lease
+        for run_id in run_ids:
+            run = self._runs.get(run_id)
+            if run is not None and run.owner == owner:
+                run.lease_until = until
+                held.add(run_id)
+        self._lease_runs(held)
+        return held
+
+    async def release(
+        self, owner: str, *, run_ids: Collection[str], task_ids: Collection[str], now: datetime
+    ) -> None:
+        released: builtins.list[str] = []
+        for run_id in run_ids:
+            run = self._runs.get(run_id)
+            if run is not None and run.owner == owner:
+                run.attempt += 1
+                run.owner, run.lease_until = None, now
+                released.append(run_id)
+        self._lease_runs(released)
+        changed = bool(released)
+        for task_id in task_ids:
+            slot = self._tasks.get(task_id)
+            if slot is not None and slot.claimed_by == owner:
+                slot.claimed_by = slot.claim_until = None
+                self._schedule(slot)
+                changed = True
+        if changed:
+            self._signal.notify()
+
+    async def enqueue_run(self, task_id: str, *, fire_time: datetime, now: datetime) -> Run | None:
+        slot = self._tasks.get(task_id)
+        if slot is None:
+            raise TaskNotFoundError(task_id)
+        task = slot.task
+        run_id = run_id_for(task_id, fire_time)
+        if run_id in self._runs or task.running >= task.options.max_instances:
+            return None
+        run = Run(id=run_id, task_id=task_id, fire_time=fire_time.astimezone(UTC), lease_until=now)
+        self._runs[run_id] = run
+        task.running += 1
+        self._lease_runs([run_id])
+        self._signal.notify()
+        return replace(run)
+
+    async def list_runs(self, task_id: str | None = None) -> builtins.list[Run]:
+        return [replace(run) for run in self._runs.values() if task_id is None or run.task_id == task_id]
+
+    async def next_wakeup(self) -> datetime | None:
+        due = self._top(self._due, lambda i: self._tasks[i].seq if i in self._tasks else None)
+        leased = self._top(self._leases, self._run_seq.get)
+        if due is None or leased is None:
+            return due or leased
+        return min(due, leased)
+
+    async def wakeups(self) -> AsyncIterator[None]:
+        event = self._signal.subscribe()
+        try:
+            while True:
+                await event.wait()
+                event.clear()
+                yield
+        finally:
+            self._signal.unsubscribe(event)
+
+    async def quarantined(self) -> builtins.list[QuarantinedRecord]:
+        return []
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _schedule(self, slot: _Slot) -> bool:
+        """Put a task in the due heap at its claim end or next run time; whether it is there."""
+        task = slot.task
+        slot.seq = -1
+        if task.paused or task.orphaned is not None or task.next_run_time is None:
+            return False
+        slot.seq = seq = next(self._seq)
+        key = slot.claim_until if slot.claimed_by is not None else task.next_run_time
+        assert key is not None
+        heapq.heappush(self._due, (key, seq, task.id))
+        if len(self._due) > 2 * len(self._tasks) + 1024:
+            self._due = [e for e in self._due if e[2] in self._tasks and self._tasks[e[2]].seq == e[1]]
+            heapq.heapify(self._due)
+        return True
+
+    def _lease_runs(self, run_ids: Iterable[str]) -> None:
+        for run_id in run_ids:
+            self._run_seq[run_id] = seq = next(self._seq)
+            heapq.heappush(self._leases, (self._runs[run_id].lease_until, seq, run_id))
+        if len(self._leases) > 2 * len(self._runs) + 1024:
+            self._leases = [e for e in self._leases if self._run_seq.get(e[2]) == e[1]]
+            heapq.heapify(self._leases)
+
+    @staticmethod
+    def _top(heap: builtins.list[_HeapEntry], current: Callable[[str], int | None]) -> datetime | None:
+        while heap:
+            key, seq, item_id = heap[0]
+            if current(item_id) == seq:
+                return key
+            heapq.heappop(heap)
+        return None
+
+    @staticmethod
+    def _finished(slot: _Slot) -> bool:
+        task = slot.task
+        return task.running == 0 and task.next_run_time is None and slot.claimed_by is None
+
+    def _untag(self, task: Task) -> None:
+        for tag in task.tags:
+            ids = self._tags.get(tag)
+            if ids is not None:
+                ids.discard(task.id)
+                if not ids:
+                    del self._tags[tag]
+
+    def _remove(self, task_ids: Iterable[str]) -> None:
+        for task_id in task_ids:
+            slot = self._tasks.pop(task_id)
+            self._untag(slot.task)
+            self._sorted_ids = None
+
+
+__all__ = ["MemoryStore", "Signal", "check_changes"]

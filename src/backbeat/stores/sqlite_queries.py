@@ -1,0 +1,188 @@
+"""The SQL of the SQLite store, as named statements.
+
+Times are INTEGER microseconds since the epoch (UTC). A list of ids is passed as one JSON
+array parameter and read with ``json_each``, so no statement is built at run time.
+``tasks.due_at`` is a generated column: when the task next becomes claimable (its claim's
+end while claimed, else its next run time), NULL while it cannot be claimed at all; its
+partial index makes a claim an index range scan.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    job TEXT NOT NULL,
+    next_run_time INTEGER,
+    paused INTEGER NOT NULL DEFAULT 0,
+    orphaned INTEGER NOT NULL DEFAULT 0,
+    quarantined TEXT,
+    claimed_by TEXT,
+    claim_until INTEGER,
+    version INTEGER NOT NULL DEFAULT 0,
+    running INTEGER NOT NULL DEFAULT 0,
+    max_instances INTEGER NOT NULL DEFAULT 1,
+    runs INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    last_outcome TEXT,
+    last_run_at INTEGER,
+    doc TEXT NOT NULL,
+    due_at INTEGER GENERATED ALWAYS AS (
+        CASE WHEN paused = 0 AND orphaned = 0 AND quarantined IS NULL
+        THEN coalesce(claim_until, next_run_time) END
+    ) VIRTUAL
+);
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at) WHERE due_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS task_tags (
+    task_id TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (task_id, tag)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS task_tags_tag ON task_tags (tag);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    fire_time INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    owner TEXT,
+    lease_until INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_task ON runs (task_id);
+CREATE INDEX IF NOT EXISTS runs_lease ON runs (lease_until);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
+"""
+
+GET_SCHEMA_VERSION = "SELECT value FROM meta WHERE key = 'schema_version'"
+DATA_VERSION = "PRAGMA data_version"
+
+# -- tasks ------------------------------------------------------------------------------------
+
+TASK_COLUMNS = "id, doc, next_run_time, version, running, runs, failures, last_outcome, last_run_at"
+"""What a Task is read from (see ``sqlite._decode``)."""
+
+INSERT_TASK = """
+INSERT INTO tasks (id, name, job, next_run_time, paused, orphaned, version, running, max_instances,
+                   runs, failures, last_outcome, last_run_at, doc)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+# A replacement keeps the live state (running, counters, a claim) and counts as a change.
+UPSERT_TASK = (
+    INSERT_TASK
+    + """
+ON CONFLICT (id) DO UPDATE SET
+    name = excluded.name, job = excluded.job, next_run_time = excluded.next_run_time,
+    paused = excluded.paused, orphaned = excluded.orphaned, quarantined = NULL,
+    version = max(tasks.version + 1, excluded.version), max_instances = excluded.max_instances,
+    doc = excluded.doc
+"""
+)
+EXISTING_TASKS = "SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?))"
+DELETE_TAGS = "DELETE FROM task_tags WHERE task_id IN (SELECT value FROM json_each(?))"
+INSERT_TAG = "INSERT OR IGNORE INTO task_tags (task_id, tag) VALUES (?, ?)"
+
+GET_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ? AND quarantined IS NULL"
+GET_TASKS = f"""
+SELECT {TASK_COLUMNS} FROM tasks WHERE id IN (SELECT value FROM json_each(?)) AND quarantined IS NULL
+"""
+UPDATE_TASK = """
+UPDATE tasks SET name = ?, job = ?, next_run_time = ?, paused = ?, orphaned = ?, version = ?,
+                 max_instances = ?, doc = ?
+WHERE id = ?
+"""
+
+_LIST = f"""
+SELECT {TASK_COLUMNS} FROM tasks
+WHERE quarantined IS NULL {{after}}
+  AND (:tag IS NULL OR id IN (SELECT task_id FROM task_tags WHERE tag = :tag))
+  AND (:name IS NULL OR name = :name)
+  AND (:job IS NULL OR job = :job)
+  AND (:paused IS NULL OR paused = :paused)
+  AND (:orphaned IS NULL OR orphaned = :orphaned)
+ORDER BY id
+LIMIT :limit
+"""
+LIST_TASKS = _LIST.format(after="")
+LIST_TASKS_AFTER = _LIST.format(after="AND id > :after")
+
+REMOVE_TASKS = "DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?)) RETURNING id"
+REMOVE_TAGGED = "DELETE FROM tasks WHERE id IN (SELECT task_id FROM task_tags WHERE tag = ?) RETURNING id"
+CLEAR = ("DELETE FROM task_tags", "DELETE FROM tasks", "DELETE FROM runs")
+
+# A corrupt record is only marked, and only if nobody rewrote it since it was read.
+QUARANTINE = "UPDATE tasks SET quarantined = ? WHERE id = ? AND doc IS ?"
+QUARANTINED = "SELECT id, doc, quarantined FROM tasks WHERE quarantined IS NOT NULL ORDER BY id"
+
+# -- claims -----------------------------------------------------------------------------------
+
+CLAIMABLE_RUNS = """
+SELECT id, task_id, fire_time, attempt, owner FROM runs
+WHERE lease_until <= ? ORDER BY lease_until LIMIT ?
+"""
+LEASE_RUN = "UPDATE runs SET owner = ?, lease_until = ?, attempt = ? WHERE id = ?"
+DUE_TASKS = f"""
+SELECT {TASK_COLUMNS}, claimed_by FROM tasks
+WHERE due_at <= ? ORDER BY due_at LIMIT ?
+"""
+CLAIM_TASK = "UPDATE tasks SET claimed_by = ?, claim_until = ? WHERE id = ?"
+DROP_CLAIM = "UPDATE tasks SET claimed_by = NULL, claim_until = NULL WHERE id = ?"
+
+# -- fire and complete ------------------------------------------------------------------------
+
+FIRE_STATE = """
+SELECT id, version, running, max_instances, claimed_by, next_run_time, quarantined FROM tasks
+WHERE id IN (SELECT value FROM json_each(?))
+"""
+EXISTING_RUNS = "SELECT id FROM runs WHERE id IN (SELECT value FROM json_each(?))"
+INSERT_RUN = """
+INSERT INTO runs (id, task_id, fire_time, attempt, owner, lease_until) VALUES (?, ?, ?, ?, ?, ?)
+"""
+FIRED = """
+UPDATE tasks SET running = ?, next_run_time = ?, claimed_by = NULL, claim_until = NULL WHERE id = ?
+"""
+DELETE_TASK = "DELETE FROM tasks WHERE id = ?"
+
+RUN_OWNERS = "SELECT id, task_id, owner FROM runs WHERE id IN (SELECT value FROM json_each(?))"
+RETRY_RUN = "UPDATE runs SET attempt = attempt + 1, owner = NULL, lease_until = ? WHERE id = ?"
+DELETE_RUN = "DELETE FROM runs WHERE id = ?"
+COUNT_RUNS = """
+UPDATE tasks SET running = max(running - ?, 0), runs = runs + ?, failures = failures + ?,
+                 last_run_at = ?, last_outcome = ?
+WHERE id = ?
+"""
+# a task with nothing left to run (and no claim whose owner may still fire it) leaves the store
+REMOVE_FINISHED = """
+DELETE FROM tasks
+WHERE id IN (SELECT value FROM json_each(?)) AND running = 0 AND next_run_time IS NULL
+  AND quarantined IS NULL AND claimed_by IS NULL
+"""
+
+# -- leases -----------------------------------------------------------------------------------
+
+EXTEND_RUNS = """
+UPDATE runs SET lease_until = ? WHERE owner = ? AND id IN (SELECT value FROM json_each(?)) RETURNING id
+"""
+RELEASE_RUNS = """
+UPDATE runs SET attempt = attempt + 1, owner = NULL, lease_until = ?
+WHERE owner = ? AND id IN (SELECT value FROM json_each(?))
+"""
+RELEASE_TASKS = """
+UPDATE tasks SET claimed_by = NULL, claim_until = NULL
+WHERE claimed_by = ? AND id IN (SELECT value FROM json_each(?))
+"""
+ENQUEUE_STATE = "SELECT running, max_instances FROM tasks WHERE id = ? AND quarantined IS NULL"
+RUN_EXISTS = "SELECT 1 FROM runs WHERE id = ?"
+ADD_RUNNING = "UPDATE tasks SET running = running + 1 WHERE id = ?"
+
+_RUN_COLUMNS = "id, task_id, fire_time, attempt, owner, lease_until"
+LIST_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id"
+LIST_TASK_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs WHERE task_id = ? ORDER BY id"
+
+NEXT_DUE = "SELECT due_at FROM tasks WHERE due_at IS NOT NULL ORDER BY due_at LIMIT 1"
+NEXT_LEASE = "SELECT lease_until FROM runs ORDER BY lease_until LIMIT 1"

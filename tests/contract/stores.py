@@ -1,0 +1,168 @@
+"""One backend per store kind: how the contract suite opens stores and tampers with records.
+
+To plug in a store, fill in its class below (``open_store``, ``corrupt``, ``raw``,
+``close``); nothing else in the suite knows which store it runs on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backbeat.abc import Store
+from backbeat.stores import MemoryStore, SQLiteStore
+
+KINDS = ("memory", "sqlite", "redis", "postgres", "mongodb")
+
+
+def _store_class(module: str, name: str) -> Any:
+    """A store class, or skip the test while the store is not written yet."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        pytest.skip(f"{name} not implemented yet")
+
+
+class Backend:
+    """Opens stores of one kind on one isolated data set, and writes behind their back."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.stores: list[Store] = []
+
+    async def open_store(self) -> Store:
+        """An opened store on this backend's data; each call is another instance (another
+        process's view), except for the memory store, which only one process can see."""
+        raise NotImplementedError
+
+    async def corrupt(self, task_id: str, raw: str) -> None:
+        """Replace a stored task's record by ``raw``, as a bug or a disk error would."""
+        raise NotImplementedError
+
+    async def raw(self, task_id: str) -> str | None:
+        """A task's record as stored, or ``None`` when it is gone."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        for store in self.stores:
+            await store.close()
+
+
+class MemoryBackend(Backend):
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
+        self.shared = MemoryStore()
+
+    async def open_store(self) -> Store:
+        return self.shared
+
+    async def corrupt(self, task_id: str, raw: str) -> None:
+        pytest.skip("the memory store keeps Task objects, never encoded records: none can be corrupt")
+
+    async def raw(self, task_id: str) -> str | None:
+        task = await self.shared.get(task_id)
+        return None if task is None else task.to_bytes().decode()
+
+
+class SQLiteBackend(Backend):
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
+        self.path = tmp_path / "contract.db"
+
+    async def open_store(self) -> Store:
+        store = SQLiteStore(self.path)
+        await store.open()
+        self.stores.append(store)
+        return store
+
+    async def corrupt(self, task_id: str, raw: str) -> None:
+        with contextlib.closing(sqlite3.connect(self.path)) as db, db:
+            db.execute("UPDATE tasks SET doc = ? WHERE id = ?", (raw, task_id))
+
+    async def raw(self, task_id: str) -> str | None:
+        with contextlib.closing(sqlite3.connect(self.path)) as db:
+            row = db.execute("SELECT doc FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+
+class RedisBackend(Backend):
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
+        self.store_class = _store_class("backbeat.stores.redis", "RedisStore")
+        import redis
+        from tests.redis_server import usable_redis_url
+
+        self.url = usable_redis_url()
+        self.prefix = f"contract-{uuid.uuid4().hex[:12]}"
+        self.client = redis.Redis.from_url(self.url)
+
+    async def open_store(self) -> Store:
+        store: Store = self.store_class(self.url, prefix=self.prefix)
+        await store.open()
+        self.stores.append(store)
+        return store
+
+    async def corrupt(self, task_id: str, raw: str) -> None:
+        self.client.hset(f"{{{self.prefix}}}:tasks", task_id, raw)
+
+    async def raw(self, task_id: str) -> str | None:
+        found: bytes | None = self.client.hget(f"{{{self.prefix}}}:tasks", task_id)  # type: ignore[assignment]
+        return None if found is None else found.decode()
+
+    async def close(self) -> None:
+        await super().close()
+        keys = list(self.client.scan_iter(match=f"{{{self.prefix}}}*", count=1000))
+        if keys:
+            self.client.delete(*keys)
+        self.client.close()
+
+
+class PostgresBackend(Backend):
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
+        self.store_class = _store_class("backbeat.stores.postgres", "PostgresStore")
+        pytest.fail("PostgresStore exists: fill in PostgresBackend in tests/contract/stores.py")
+
+
+class MongoBackend(Backend):
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
+        self.store_class = _store_class("backbeat.stores.mongodb", "MongoStore")
+        self.url = os.environ.get("BACKBEAT_MONGODB_URL")
+        if not self.url:
+            pytest.skip("BACKBEAT_MONGODB_URL is not set: no MongoDB server on this machine")
+        pytest.fail("MongoStore exists: fill in MongoBackend in tests/contract/stores.py")
+
+
+BACKENDS: dict[str, type[Backend]] = {
+    "memory": MemoryBackend,
+    "sqlite": SQLiteBackend,
+    "redis": RedisBackend,
+    "postgres": PostgresBackend,
+    "mongodb": MongoBackend,
+}
+
+
+@contextlib.asynccontextmanager
+async def make_backend(kind: str, tmp_path: Path) -> AsyncIterator[Backend]:
+    """A backend of ``kind`` on fresh data (skips the test when the store is not available)."""
+    backend = BACKENDS[kind](tmp_path)
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+@contextlib.asynccontextmanager
+async def make_store(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
+    """One opened store of ``kind`` on fresh data."""
+    async with make_backend(kind, tmp_path) as backend:
+        yield await backend.open_store()

@@ -1,0 +1,56 @@
+"""Contract: a record that cannot be decoded is quarantined, reported and kept, never deleted."""
+
+from __future__ import annotations
+
+from backbeat.abc import Store
+from backbeat.model import TaskFilter
+from tests.contract.helpers import LEASE, T0, task
+from tests.contract.stores import Backend
+
+BAD = "{not json"
+
+
+async def test_a_corrupt_record_is_left_out_of_claims_and_kept(store: Store, backend: Backend) -> None:
+    await store.add([task("bad"), task("good")])
+    await backend.corrupt("bad", BAD)
+    claim = await store.claim_due("w1", now=T0, lease=LEASE, limit=10)
+    assert [t.id for t in claim.tasks] == ["good"]
+    [record] = await store.quarantined()
+    assert (record.key, record.raw) == ("bad", BAD) and record.error
+    assert await backend.raw("bad") == BAD
+    # the good task's claim ends at T0 + LEASE; nothing of "bad" is due any more
+    assert await store.next_wakeup() == T0 + LEASE
+    later = await store.claim_due("w2", now=T0 + 2 * LEASE, lease=LEASE, limit=10)
+    assert [t.id for t in later.tasks] == ["good"]
+    assert await store.get("bad") is None
+    assert [t.id for t in (await store.list())[0]] == ["good"]
+    assert await backend.raw("bad") == BAD, "a quarantined record is never deleted"
+
+
+async def test_a_corrupt_record_met_by_a_listing_is_quarantined(store: Store, backend: Backend) -> None:
+    await store.add([task(f"t{i}", tags=("x",)) for i in range(5)])
+    await backend.corrupt("t1", BAD)
+    await backend.corrupt("t2", '{"id": "t2"}')  # JSON, but not a task
+    page, cursor = await store.list(TaskFilter(tag="x"), limit=2)
+    assert [t.id for t in page] == ["t0", "t3"] and cursor == "t3"
+    assert [q.key for q in await store.quarantined()] == ["t1", "t2"]
+    assert await store.get("t1") is None
+    claim = await store.claim_due("w1", now=T0, lease=LEASE, limit=10)
+    assert sorted(t.id for t in claim.tasks) == ["t0", "t3", "t4"]
+    assert await backend.raw("t2") == '{"id": "t2"}'
+
+
+async def test_get_quarantines_a_corrupt_record(store: Store, backend: Backend) -> None:
+    await store.add([task("bad")])
+    await backend.corrupt("bad", BAD)
+    assert await store.get("bad") is None
+    assert [q.key for q in await store.quarantined()] == ["bad"]
+
+
+async def test_clear_removes_quarantined_records_too(store: Store, backend: Backend) -> None:
+    await store.add([task("bad")])
+    await backend.corrupt("bad", BAD)
+    assert not await store.claim_due("w1", now=T0, lease=LEASE, limit=10)
+    await store.clear()
+    assert await store.quarantined() == []
+    assert await backend.raw("bad") is None
