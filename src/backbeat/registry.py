@@ -11,6 +11,7 @@ A stored task refers to its job by a reference string, never by a pickled object
 from __future__ import annotations
 
 import inspect
+import sys
 import typing
 import uuid
 from collections.abc import Callable
@@ -75,10 +76,12 @@ class JobRegistry:
         if inspect.ismethod(func) and not isinstance(func.__self__, type):
             owner = type(func.__self__)
             if _importable(owner) and _importable(func.__func__):
-                return JobRef(f"method:{import_path(owner)}.{func.__name__}")
+                ref = f"method:{import_path(owner)}.{func.__name__}"
+                return JobRef(ref) if self.knows(ref) else self._local_ref(func)
             return self._local_ref(func)
         if _importable(func):
-            return JobRef(f"func:{import_path(func)}")
+            ref = f"func:{import_path(func)}"
+            return JobRef(ref) if self.knows(ref) else self._local_ref(func)
         return self._local_ref(func)
 
     def _local_ref(self, func: Callable[..., Any]) -> JobRef:
@@ -99,10 +102,11 @@ class JobRegistry:
             if kind == "local":
                 return ref in self._local
             if kind == "func":
-                return callable(resolve_import_path(rest))
+                return _runnable_function(resolve_import_path(rest), rest)
             if kind == "method":
                 cls_path, _, method = rest.rpartition(".")
-                return callable(getattr(resolve_import_path(cls_path), method, None))
+                cls = resolve_import_path(cls_path)
+                return isinstance(cls, type) and _runnable_function(getattr(cls, method, None), cls_path)
         except BackbeatError:
             return False
         return False
@@ -119,16 +123,23 @@ class JobRegistry:
                 return self._local[ref]
             if kind == "func":
                 func = resolve_import_path(rest)
-                if callable(func):
+                if _runnable_function(func, rest):
                     return typing.cast(Callable[..., Any], func)
             if kind == "method":
                 cls_path, _, method = rest.rpartition(".")
                 cls = resolve_import_path(cls_path)
-                if isinstance(cls, type):
+                if isinstance(cls, type) and _runnable_function(getattr(cls, method, None), cls_path):
                     return typing.cast(Callable[..., Any], getattr(service_instance(cls, provider), method))
         except (BackbeatError, KeyError, AttributeError) as exc:
             raise UnknownJobError(f"cannot resolve job {ref!r} in this process: {exc}") from exc
         raise UnknownJobError(f"job reference {ref!r} is not a callable this process can run")
+
+
+def _runnable_function(obj: Any, path: str) -> bool:
+    """Stored references may only name Python functions outside the standard library, so a
+    tampered record cannot make the scheduler call ``os.system`` or ``subprocess.run``."""
+    module = path.partition(":")[0].split(".")[0]
+    return inspect.isfunction(obj) and module not in sys.stdlib_module_names
 
 
 def _importable(obj: Any) -> bool:

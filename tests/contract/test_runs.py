@@ -64,7 +64,7 @@ async def test_fire_keeps_a_change_made_since_the_claim(store: Store) -> None:
     moved, paused = await store.get("moved"), await store.get("paused")
     assert moved is not None and moved.next_run_time == T0 + timedelta(hours=1)
     assert paused is not None and paused.paused
-    assert not await store.claim_due("w2", now=T0 + 2 * MINUTE, lease=LEASE, limit=10)
+    assert not (await store.claim_due("w2", now=T0 + 2 * MINUTE, lease=LEASE, limit=10)).tasks
 
 
 async def test_fire_ignores_decisions_for_tasks_the_owner_does_not_hold(store: Store) -> None:
