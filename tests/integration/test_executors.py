@@ -1,0 +1,100 @@
+"""Executors: the event loop, a thread pool, a process pool and a user-defined one, via a real store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backbeat import ConfigurationError, CustomTaskExecutor, EventKind, SchedulerConfig, SchedulerEvent
+from backbeat.executors import make_executor
+from tests.integration import jobs
+from tests.scheduling import SchedulerFactory, wait_for
+
+
+class CountingExecutor(CustomTaskExecutor):
+    """The seed's shape: ``execute_task`` wraps every run of the tasks that name it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def execute_task(self, task_func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(args)
+        return {"status": "completed", "result": await task_func(*args, **kwargs)}
+
+
+async def test_threadpool_runs_plain_functions_in_its_threads(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    config = SchedulerConfig(executors={"default": {"type": "threadpool", "max_workers": 2}}, poll_interval=0.2)
+    scheduler = make_scheduler(sqlite_url, config=config)
+    await scheduler.start()
+    await scheduler.schedule_immediate_task("sync", jobs.sync_note, args=[str(record_file)])
+    await wait_for(lambda: len(jobs.read_records(record_file)) == 1)
+    assert jobs.read_records(record_file)[0]["thread"].startswith("backbeat")
+
+
+async def test_processpool_runs_module_functions_in_child_processes(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    config = SchedulerConfig(executors={"processpool": {"type": "processpool", "max_workers": 1}}, poll_interval=0.2)
+    scheduler = make_scheduler(sqlite_url, config=config)
+    results: list[SchedulerEvent] = []
+    scheduler.add_listener(results.append, [EventKind.RUN_EXECUTED, EventKind.RUN_FAILED])
+    await scheduler.start()
+    await scheduler.schedule_immediate_task("child", jobs.child_pid, args=[str(record_file)],
+                                            executor="processpool")
+    await wait_for(lambda: bool(results), timeout=30)
+    assert results[0].kind is EventKind.RUN_EXECUTED
+    assert isinstance(results[0].result, int) and results[0].result != os.getpid()
+
+
+async def test_a_custom_executor_wraps_the_runs_that_name_it(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    orders = CountingExecutor()
+    scheduler = make_scheduler(sqlite_url, executors={"orders": orders})
+    results: list[SchedulerEvent] = []
+    scheduler.add_listener(results.append, [EventKind.RUN_EXECUTED])
+    await scheduler.start()
+    await scheduler.schedule_immediate_task("order", jobs.note, args=[str(record_file), "A-1"], executor="orders")
+    await scheduler.schedule_immediate_task("plain", jobs.note, args=[str(record_file), "B-2"])
+    await wait_for(lambda: len(results) == 2)
+    assert orders.calls == [(str(record_file), "A-1")]
+    wrapped = next(e for e in results if e.task_name == "order")
+    assert wrapped.result == {"status": "completed", "result": None}
+
+
+async def test_a_task_naming_an_unknown_executor_fails_clearly(
+    make_scheduler: SchedulerFactory, sqlite_url: str
+) -> None:
+    scheduler = make_scheduler(sqlite_url)
+    failures: list[SchedulerEvent] = []
+    scheduler.add_listener(failures.append, [EventKind.RUN_FAILED])
+    await scheduler.start()
+    await scheduler.schedule_immediate_task("x", jobs.note, args=["unused"], executor="nowhere")
+    await wait_for(lambda: bool(failures))
+    assert "executor 'nowhere'" in str(failures[0].error)
+
+
+def test_executor_specs_are_validated() -> None:
+    with pytest.raises(ConfigurationError, match="unknown executor type 'gpu'"):
+        make_executor({"type": "gpu"})
+    with pytest.raises(ConfigurationError, match="max_workers"):
+        make_executor({"type": "threadpool", "max_workers": 0})
+    with pytest.raises(ConfigurationError, match="invalid options"):
+        make_executor({"type": "threadpool", "workers": 3})
+
+
+async def test_a_timeout_fails_the_run(make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path) -> None:
+    scheduler = make_scheduler(sqlite_url)
+    failures: list[SchedulerEvent] = []
+    scheduler.add_listener(failures.append, [EventKind.RUN_FAILED])
+    await scheduler.start()
+    await scheduler.schedule_immediate_task("slow", jobs.slow, args=[str(record_file), 5], timeout=0.2)
+    await wait_for(lambda: bool(failures))
+    assert isinstance(failures[0].error, TimeoutError) and "timed out after 0.2s" in str(failures[0].error)
