@@ -41,11 +41,16 @@ async def run(n: int, stores: list[str], redis_url: str) -> list[Figure]:
                 baselines[(store, metric)] = value
                 figures.append(Figure("APScheduler 3.11", store, metric, value, "/s"))
         for store in stores:
-            url = {"memory": "memory://", "sqlite": f"sqlite:///{Path(tmp) / 'bench.db'}",
-                   "redis": redis_url}[store]
+            url = {
+                "memory": "memory://",
+                "sqlite": f"sqlite:///{Path(tmp) / 'bench.db'}",
+                "redis": redis_url,
+            }[store]
             compare_to = "redis" if store == "redis" else "memory"
             for metric, value in (await targets.backbeat_figures(url, n)).items():
-                figures.append(Figure("backbeat", store, metric, value, "/s", baselines.get((compare_to, metric))))
+                figures.append(
+                    Figure("backbeat", store, metric, value, "/s", baselines.get((compare_to, metric)))
+                )
     return figures
 
 
@@ -59,7 +64,9 @@ def print_table(figures: list[Figure]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=10_000, help="tasks per measurement")
-    parser.add_argument("--stores", nargs="+", default=["memory", "sqlite"], choices=["memory", "sqlite", "redis"])
+    parser.add_argument(
+        "--stores", nargs="+", default=["memory", "sqlite"], choices=["memory", "sqlite", "redis"]
+    )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
@@ -69,4 +76,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-

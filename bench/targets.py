@@ -22,7 +22,7 @@ async def noop() -> None:
 
 async def _until_fired(n: int, timeout: float = 600) -> None:
     deadline = time.perf_counter() + timeout
-    while FIRED < n:
+    while n > FIRED:
         if time.perf_counter() > deadline:
             raise TimeoutError(f"only {FIRED} of {n} jobs fired within {timeout}s")
         await asyncio.sleep(0.001)
@@ -45,8 +45,13 @@ async def apscheduler_figures(store: str, n: int, redis_url: str) -> dict[str, f
         if store == "memory":
             return MemoryJobStore()
         url = urlparse(redis_url)
-        job_store = RedisJobStore(host=url.hostname, port=url.port or 6379, db=int(url.path.strip("/") or 0),
-                                  jobs_key="bench.jobs", run_times_key="bench.run_times")
+        job_store = RedisJobStore(
+            host=url.hostname,
+            port=url.port or 6379,
+            db=int(url.path.strip("/") or 0),
+            jobs_key="bench.jobs",
+            run_times_key="bench.run_times",
+        )
         job_store.remove_all_jobs()
         return job_store
 
@@ -83,14 +88,16 @@ async def backbeat_figures(url: str, n: int, batch: int = 1000) -> dict[str, flo
     await producer.clear_all_jobs()
     started = _clock()
     for offset in range(0, n, batch):
-        await producer.add_tasks([{"func": noop, "trigger": "date", "run_date": FAR}
-                                  for _ in range(min(batch, n - offset))])
+        await producer.add_tasks(
+            [{"func": noop, "trigger": "date", "run_date": FAR} for _ in range(min(batch, n - offset))]
+        )
     batched = n / (time.perf_counter() - started)
     await producer.clear_all_jobs()
     now = datetime.now(UTC) - timedelta(seconds=1)
     for offset in range(0, n, batch):
-        await producer.add_tasks([{"func": noop, "trigger": "date", "run_date": now}
-                                  for _ in range(min(batch, n - offset))])
+        await producer.add_tasks(
+            [{"func": noop, "trigger": "date", "run_date": now} for _ in range(min(batch, n - offset))]
+        )
     # A memory store lives in one process: the worker shares the producer's store object.
     worker = BackgroundTaskScheduler(store=producer.store if url.startswith("memory://") else url)
     FIRED = 0

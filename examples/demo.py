@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from backbeat import (
-    BackgroundTaskScheduler,
     BackgroundTasksBus,
+    BackgroundTaskScheduler,
     RecurrentBackgroundJob,
     RecurrentTaskDescriptor,
     ScheduledBackgroundJob,
@@ -56,15 +56,24 @@ class PizzaOrderService:
 
     async def schedule_order_reminders(self, order_id: str) -> None:
         await self.scheduler.schedule_delayed_task(
-            "order_preparation_reminder", self.send_preparation_reminder, delay_seconds=2,
-            args=[order_id], tags=["order", "reminder", order_id],
+            "order_preparation_reminder",
+            self.send_preparation_reminder,
+            delay_seconds=2,
+            args=[order_id],
+            tags=["order", "reminder", order_id],
         )
         await self.scheduler.schedule_at(
-            "delivery_dispatch", self.dispatch_delivery,
-            scheduled_time=datetime.now(UTC) + timedelta(seconds=4), args=[order_id], tags=[order_id],
+            "delivery_dispatch",
+            self.dispatch_delivery,
+            scheduled_time=datetime.now(UTC) + timedelta(seconds=4),
+            args=[order_id],
+            tags=[order_id],
         )
         await self.scheduler.schedule_immediate_task(
-            "order_confirmation", self.confirm_order, args=[order_id], tags=[order_id],
+            "order_confirmation",
+            self.confirm_order,
+            args=[order_id],
+            tags=[order_id],
         )
 
     async def confirm_order(self, order_id: str) -> None:
@@ -112,7 +121,9 @@ async def main(db_path: Path) -> None:
     services.add_singleton(
         BackgroundTaskScheduler,
         implementation_factory=lambda provider: BackgroundTaskScheduler(
-            background_task_bus=bus, store=f"sqlite:///{db_path}", service_provider=provider,
+            background_task_bus=bus,
+            store=f"sqlite:///{db_path}",
+            service_provider=provider,
         ),
     )
     provider = services.build()
@@ -121,8 +132,9 @@ async def main(db_path: Path) -> None:
     scheduler.options.register_task_type("ClosingTimeJob", ClosingTimeJob)
 
     # Sent before the scheduler starts: kept until it does, never lost.
-    bus.schedule_task(RecurrentTaskDescriptor(id="oven-1", name="OvenCheckJob", data={"oven_id": "north"},
-                                              interval=3))
+    bus.schedule_task(
+        RecurrentTaskDescriptor(id="oven-1", name="OvenCheckJob", data={"oven_id": "north"}, interval=3)
+    )
     await scheduler.start()
     say(f"scheduler started on {db_path}")
 
@@ -132,10 +144,14 @@ async def main(db_path: Path) -> None:
         say(f"order {order_id} placed")
     cancelled = await scheduler.cancel_tasks_by_tag("B-200")
     say(f"order B-200 cancelled: {len(cancelled)} of its tasks removed")
-    closing = await bus.schedule_task(ScheduledTaskDescriptor(
-        id="closing", name="ClosingTimeJob", data={"shop": "Mario's"},
-        scheduled_at=datetime.now(UTC) + timedelta(seconds=9),
-    ))
+    closing = await bus.schedule_task(
+        ScheduledTaskDescriptor(
+            id="closing",
+            name="ClosingTimeJob",
+            data={"shop": "Mario's"},
+            scheduled_at=datetime.now(UTC) + timedelta(seconds=9),
+        )
+    )
     say(f"closing time scheduled as task {closing}")
 
     await asyncio.sleep(10)

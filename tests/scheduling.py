@@ -38,7 +38,8 @@ async def make_scheduler() -> AsyncIterator[SchedulerFactory]:
 
     def factory(store: Any, **kwargs: Any) -> BackgroundTaskScheduler:
         config = kwargs.pop("config", None) or SchedulerConfig(
-            lease_seconds=kwargs.pop("lease_seconds", 2.0), poll_interval=0.2,
+            lease_seconds=kwargs.pop("lease_seconds", 2.0),
+            poll_interval=0.2,
             shutdown_timeout=kwargs.pop("shutdown_timeout", 5.0),
         )
         scheduler = BackgroundTaskScheduler(store=store, config=config, **kwargs)
@@ -56,13 +57,19 @@ class Worker:
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.integration.worker", url, *args],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if line.strip() != "ready":
             self.process.kill()
-            raise RuntimeError(f"worker did not start: {line!r} {self.process.stderr.read() if self.process.stderr else ''}")
+            raise RuntimeError(
+                f"worker did not start: {line!r} {self.process.stderr.read() if self.process.stderr else ''}"
+            )
 
     def kill(self) -> None:
         self.process.kill()

@@ -32,7 +32,16 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from backbeat.model import Claim, FireDecision, FireResult, QuarantinedRecord, Run, RunResult, Task, TaskFilter
+from backbeat.model import (
+    Claim,
+    FireDecision,
+    FireResult,
+    QuarantinedRecord,
+    Run,
+    RunResult,
+    Task,
+    TaskFilter,
+)
 
 
 @runtime_checkable
@@ -117,7 +126,9 @@ class Store(Protocol):
         (another owner took them over after a lease expiry).
         """
 
-    async def extend(self, owner: str, run_ids: Collection[str], *, now: datetime, lease: timedelta) -> set[str]:
+    async def extend(
+        self, owner: str, run_ids: Collection[str], *, now: datetime, lease: timedelta
+    ) -> set[str]:
         """Push the lease of runs still held by ``owner`` to ``now + lease``; return the ids it holds."""
 
     async def release(

@@ -9,17 +9,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from backbeat.config import build_store, default_store_url
+from backbeat.config import DEFAULT_STORE_URL, build_store
 from backbeat.errors import BackbeatError
 from backbeat.tasklist import TaskInfo
 
-app = typer.Typer(help="backbeat: a distributed, asyncio-first background task scheduler.", no_args_is_help=True)
+app = typer.Typer(
+    help="backbeat: a distributed, asyncio-first background task scheduler.", no_args_is_help=True
+)
 tasks_app = typer.Typer(help="Stored tasks.", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
 console = Console()
 
 StoreOption = Annotated[
-    str, typer.Option("--store", "-s", envvar="BACKBEAT_STORE_URL", help="Store URL (sqlite:///..., redis://...)")
+    str,
+    typer.Option("--store", "-s", envvar="BACKBEAT_STORE_URL", help="Store URL (sqlite:///..., redis://...)"),
 ]
 
 
@@ -33,7 +36,7 @@ def version() -> None:
 
 @tasks_app.command("list")
 def list_tasks(
-    store: StoreOption = default_store_url(),
+    store: StoreOption = DEFAULT_STORE_URL,
     tag: Annotated[str | None, typer.Option(help="Only tasks with this tag")] = None,
 ) -> None:
     """List stored tasks with their next run time."""
@@ -42,8 +45,16 @@ def list_tasks(
     for info in infos:
         state = "orphaned" if info.orphaned else "paused" if info.paused else "scheduled"
         next_run = info.next_run_time.strftime("%Y-%m-%d %H:%M:%S") if info.next_run_time else "-"
-        table.add_row(info.id, info.name, info.trigger, next_run, ",".join(info.tags), state, str(info.runs),
-                      info.last_outcome or "-")
+        table.add_row(
+            info.id,
+            info.name,
+            info.trigger,
+            next_run,
+            ",".join(info.tags),
+            state,
+            str(info.runs),
+            info.last_outcome or "-",
+        )
     console.print(table)
 
 

@@ -93,12 +93,16 @@ def task_options(job_defaults: Mapping[str, Any], overrides: Mapping[str, Any] |
     known = {f.name for f in fields(TaskOptions)}
     unknown = sorted(set(merged) - known)
     if unknown:
-        raise ConfigurationError(f"unknown job option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ConfigurationError(
+            f"unknown job option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     options = TaskOptions(**merged)
     if not isinstance(options.max_instances, int) or options.max_instances < 1:
         raise ConfigurationError(f"max_instances must be an integer >= 1, got {options.max_instances!r}")
     if options.misfire_grace_time is not None and options.misfire_grace_time < 0:
-        raise ConfigurationError(f"misfire_grace_time must be >= 0 or None, got {options.misfire_grace_time!r}")
+        raise ConfigurationError(
+            f"misfire_grace_time must be >= 0 or None, got {options.misfire_grace_time!r}"
+        )
     if options.timeout is not None and options.timeout <= 0:
         raise ConfigurationError(f"timeout must be > 0 or None, got {options.timeout!r}")
     return options
@@ -134,7 +138,8 @@ def store_config_from_settings(settings: Mapping[str, Any]) -> StoreConfig | str
         return SQLiteJobStoreConfig(path=str(settings["sqlite_path"]))
     if settings:
         raise ConfigurationError(
-            f"background_job_store keys {sorted(settings)} name no store: use redis_host/redis_port/redis_db, "
+            f"background_job_store keys {sorted(settings)} name no store: "
+            "use redis_host/redis_port/redis_db, "
             "mongo_uri/mongo_db/mongo_collection, url or sqlite_path"
         )
     return default_store_url()
@@ -187,7 +192,9 @@ def _redis_store(config: RedisJobStoreConfig) -> Store:
     try:
         from backbeat.stores.redis import RedisStore
     except ImportError as exc:
-        raise ConfigurationError(f"the Redis store is not available: {exc}; pip install 'backbeat[redis]'") from exc
+        raise ConfigurationError(
+            f"the Redis store is not available: {exc}; pip install 'backbeat[redis]'"
+        ) from exc
     return RedisStore(  # type: ignore[no-any-return,unused-ignore]
         config.url(),
         prefix=config.lock_prefix or "backbeat",

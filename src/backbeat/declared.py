@@ -58,7 +58,9 @@ def schedule_task(
         if timezone is not None:
             trigger_args["timezone"] = timezone
         task_id = id or f"schedule_task:{path}"
-        DECLARED[task_id] = DeclaredTask(func, task_id, name or func.__name__, trigger_args, dict(options), tags)
+        DECLARED[task_id] = DeclaredTask(
+            func, task_id, name or func.__name__, trigger_args, dict(options), tags
+        )
         return func
 
     return decorator

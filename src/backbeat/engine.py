@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import os
+import random
 import socket
 import traceback
 import uuid
@@ -207,13 +207,20 @@ class Engine:
         for task in tasks:
             decision = await self._decide(task, now)
             decisions.append(decision)
-        results: list[FireResult] = await self.store.fire(self.owner, decisions, now=now, lease=self.config.lease)
+        results: list[FireResult] = await self.store.fire(
+            self.owner, decisions, now=now, lease=self.config.lease
+        )
         runs: list[Run] = []
         for result in results:
             task = by_id[result.task_id]
             for fire_time in result.skipped:
-                log.warning("task %s (%s): max_instances=%d reached, fire time %s skipped",
-                            task.id, task.name, task.options.max_instances, fire_time)
+                log.warning(
+                    "task %s (%s): max_instances=%d reached, fire time %s skipped",
+                    task.id,
+                    task.name,
+                    task.options.max_instances,
+                    fire_time,
+                )
                 self._emit(EventKind.MAX_INSTANCES, task, fire_time=fire_time)
             for run in result.runs:
                 run.task = run.task or task
@@ -221,8 +228,9 @@ class Engine:
         return runs
 
     async def _decide(self, task: Task, now: datetime) -> FireDecision:
-        no_fire = FireDecision(task_id=task.id, claimed_version=task.version, fire_times=[],
-                               next_run_time=task.next_run_time)
+        no_fire = FireDecision(
+            task_id=task.id, claimed_version=task.version, fire_times=[], next_run_time=task.next_run_time
+        )
         if not self.registry.knows(task.job):
             await self._orphan(task, f"job {task.job!r} is not registered in process {self.owner}")
             return no_fire
@@ -238,11 +246,22 @@ class Engine:
         runnable = [t for t in due if grace is None or (now - t).total_seconds() <= grace]
         missed = [t for t in due if t not in runnable]
         for fire_time in missed:
-            log.warning("task %s (%s): fire time %s missed by %s (misfire_grace_time=%ss)",
-                        task.id, task.name, fire_time, now - fire_time, grace)
+            log.warning(
+                "task %s (%s): fire time %s missed by %s (misfire_grace_time=%ss)",
+                task.id,
+                task.name,
+                fire_time,
+                now - fire_time,
+                grace,
+            )
             self._emit(EventKind.RUN_MISSED, task, fire_time=fire_time)
-        return FireDecision(task_id=task.id, claimed_version=task.version, fire_times=runnable,
-                            next_run_time=following, missed=len(missed))
+        return FireDecision(
+            task_id=task.id,
+            claimed_version=task.version,
+            fire_times=runnable,
+            next_run_time=following,
+            missed=len(missed),
+        )
 
     async def _orphan(self, task: Task, reason: str) -> None:
         log.error("task %s (%s) kept but not run: %s", task.id, task.name, reason)
@@ -287,9 +306,16 @@ class Engine:
         self._flush.set()
 
     async def _invoke(self, task: Task, run: Run) -> tuple[RunOutcome, str | None, Any]:
-        context = RunContext(task_id=task.id, task_name=task.name, run_id=run.id, fire_time=run.fire_time,
-                             attempt=run.attempt, tags=task.tags, owner=self.owner,
-                             service_provider=self.provider)
+        context = RunContext(
+            task_id=task.id,
+            task_name=task.name,
+            run_id=run.id,
+            fire_time=run.fire_time,
+            attempt=run.attempt,
+            tags=task.tags,
+            owner=self.owner,
+            service_provider=self.provider,
+        )
         token = set_current_run(context)
         started = self.clock()
         self._emit(EventKind.RUN_SUBMITTED, task, run=run)
@@ -297,8 +323,10 @@ class Engine:
             invocation = await prepare(task, run, self.registry, self.provider)
             executor = self.executors.get(task.options.executor)
             if executor is None:
-                raise BackbeatError(f"task {task.id} names executor {task.options.executor!r}, "
-                                    f"which is not configured (known: {', '.join(self.executors)})")
+                raise BackbeatError(
+                    f"task {task.id} names executor {task.options.executor!r}, "
+                    f"which is not configured (known: {', '.join(self.executors)})"
+                )
             call = executor.submit(invocation.func, invocation.args, invocation.kwargs)
             timeout = task.options.timeout
             result = await (asyncio.wait_for(call, timeout) if timeout else call)
@@ -309,8 +337,14 @@ class Engine:
             if isinstance(exc, TimeoutError):
                 exc = TimeoutError(f"run {run.id} timed out after {task.options.timeout}s")
             log.error("run %s of task %s (%s) failed: %r", run.id, task.id, task.name, exc)
-            self._emit(EventKind.RUN_FAILED, task, run=run, error=exc, duration=duration,
-                       traceback="".join(traceback.format_exception(exc)))
+            self._emit(
+                EventKind.RUN_FAILED,
+                task,
+                run=run,
+                error=exc,
+                duration=duration,
+                traceback="".join(traceback.format_exception(exc)),
+            )
             return RunOutcome.FAILURE, f"{type(exc).__name__}: {exc}", exc
         finally:
             reset_current_run(token)
@@ -352,7 +386,9 @@ class Engine:
             if not held_ids:
                 continue
             try:
-                held = await self.store.extend(self.owner, held_ids, now=self.clock(), lease=self.config.lease)
+                held = await self.store.extend(
+                    self.owner, held_ids, now=self.clock(), lease=self.config.lease
+                )
             except (StoreError, OSError) as exc:
                 self._store_error(exc, "renewing leases")
                 continue
@@ -362,13 +398,26 @@ class Engine:
 
     # -- events ---------------------------------------------------------------------------------
 
-    def _emit(self, kind: EventKind, task: Task, *, run: Run | None = None, fire_time: datetime | None = None,
-              **fields: Any) -> None:
-        self.events.emit(SchedulerEvent(
-            kind=kind, task_id=task.id, task_name=task.name,
-            run_id=run.id if run else None, fire_time=run.fire_time if run else fire_time,
-            attempt=run.attempt if run else None, **fields,
-        ))
+    def _emit(
+        self,
+        kind: EventKind,
+        task: Task,
+        *,
+        run: Run | None = None,
+        fire_time: datetime | None = None,
+        **fields: Any,
+    ) -> None:
+        self.events.emit(
+            SchedulerEvent(
+                kind=kind,
+                task_id=task.id,
+                task_name=task.name,
+                run_id=run.id if run else None,
+                fire_time=run.fire_time if run else fire_time,
+                attempt=run.attempt if run else None,
+                **fields,
+            )
+        )
 
     def _store_error(self, exc: BaseException, doing: str) -> None:
         log.warning("store error while %s (will retry): %r", doing, exc)

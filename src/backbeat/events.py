@@ -65,7 +65,9 @@ class EventHub:
         """All events as a reactivex observable (``scheduler.events.subscribe(...)``)."""
         return self._subject
 
-    def add_listener(self, listener: Listener, kinds: Collection[EventKind] | None = None) -> Callable[[], None]:
+    def add_listener(
+        self, listener: Listener, kinds: Collection[EventKind] | None = None
+    ) -> Callable[[], None]:
         """Call ``listener(event)`` for events of ``kinds`` (all when ``None``); returns an unsubscribe."""
         entry = (listener, frozenset(kinds) if kinds is not None else None)
         self._listeners.append(entry)

@@ -37,7 +37,8 @@ async def _call_maybe_async(func: Callable[..., Any], args: tuple[Any, ...], kwa
 
 def _is_async(func: Callable[..., Any]) -> bool:
     target = func.func if isinstance(func, functools.partial) else func
-    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None))  # noqa: B004
+    call = getattr(target, "__call__", None)  # noqa: B004 - an async __call__ makes an object async
+    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(call)
 
 
 class AsyncIOExecutor:
@@ -73,12 +74,16 @@ class ThreadPoolExecutor:
 
     async def start(self) -> None:
         if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(self.max_workers, thread_name_prefix="backbeat")
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                self.max_workers, thread_name_prefix="backbeat"
+            )
 
     async def shutdown(self, wait: bool = True) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            await asyncio.get_running_loop().run_in_executor(None, functools.partial(pool.shutdown, wait=wait))
+            await asyncio.get_running_loop().run_in_executor(
+                None, functools.partial(pool.shutdown, wait=wait)
+            )
 
     async def submit(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         async with self._slots:
@@ -126,7 +131,9 @@ class ProcessPoolExecutor:
     async def shutdown(self, wait: bool = True) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            await asyncio.get_running_loop().run_in_executor(None, functools.partial(pool.shutdown, wait=wait))
+            await asyncio.get_running_loop().run_in_executor(
+                None, functools.partial(pool.shutdown, wait=wait)
+            )
 
     async def submit(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         from backbeat.codec import import_path
@@ -177,7 +184,9 @@ _EXECUTOR_TYPES: dict[str, Callable[..., Executor]] = {
 
 
 def make_executor(spec: Executor | Mapping[str, Any]) -> Executor:
-    """An executor from an instance or an APScheduler-style dict ``{'type': 'threadpool', 'max_workers': 20}``.
+    """An executor from an instance or an APScheduler-style dict.
+
+    The dict form is ``{'type': 'threadpool', 'max_workers': 20}``.
 
     Raises:
         ConfigurationError: unknown ``type`` or invalid options.
@@ -190,7 +199,9 @@ def make_executor(spec: Executor | Mapping[str, Any]) -> Executor:
     kind = options.pop("type", options.pop("class", "asyncio"))
     factory = _EXECUTOR_TYPES.get(str(kind))
     if factory is None:
-        raise ConfigurationError(f"unknown executor type {kind!r}; known: {', '.join(sorted(_EXECUTOR_TYPES))}")
+        raise ConfigurationError(
+            f"unknown executor type {kind!r}; known: {', '.join(sorted(_EXECUTOR_TYPES))}"
+        )
     try:
         return factory(**options)
     except TypeError as exc:

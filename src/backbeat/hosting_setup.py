@@ -31,11 +31,16 @@ def find_job_classes(modules: Sequence[str]) -> Iterator[type[BackgroundJob]]:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise ConfigurationError(f"cannot scan module {module_name!r} for @backgroundjob classes: {exc}") from exc
+            raise ConfigurationError(
+                f"cannot scan module {module_name!r} for @backgroundjob classes: {exc}"
+            ) from exc
         for scanned in _with_submodules(module):
             for _, member in inspect.getmembers(scanned, inspect.isclass):
-                if (issubclass(member, BackgroundJob) and getattr(member, "__background_task_class_name__", None)
-                        and member.__module__ == scanned.__name__):
+                if (
+                    issubclass(member, BackgroundJob)
+                    and getattr(member, "__background_task_class_name__", None)
+                    and member.__module__ == scanned.__name__
+                ):
                     yield member
 
 
@@ -74,7 +79,10 @@ def register_scheduler(services: ServiceCollection, modules: Sequence[str], **sc
 
     def make_scheduler(provider: Any) -> BackgroundTaskScheduler:
         return BackgroundTaskScheduler(
-            options, provider.get_required_service(BackgroundTasksBus), service_provider=provider, **scheduler_args
+            options,
+            provider.get_required_service(BackgroundTasksBus),
+            service_provider=provider,
+            **scheduler_args,
         )
 
     services.add_singleton(BackgroundTaskScheduler, implementation_factory=make_scheduler)

@@ -21,7 +21,9 @@ def backgroundjob(task_type: TaskKind | None = None, *, name: str | None = None)
 
     def decorator(cls: JobType) -> JobType:
         if task_type not in (None, "scheduled", "recurrent"):
-            raise ValueError(f"@backgroundjob task_type must be 'scheduled' or 'recurrent', not {task_type!r}")
+            raise ValueError(
+                f"@backgroundjob task_type must be 'scheduled' or 'recurrent', not {task_type!r}"
+            )
         setattr(cls, "__background_task_class_name__", name or cls.__name__)  # noqa: B010
         setattr(cls, "__background_task_type__", task_type or _infer_task_type(cls))  # noqa: B010
         return cls
@@ -119,7 +121,9 @@ def deserialize_task(task_type: type[BackgroundJob], descriptor: TaskDescriptor)
     return job
 
 
-def restore_job(task_type: type[BackgroundJob], data: dict[str, Any], task_id: str, name: str) -> BackgroundJob:
+def restore_job(
+    task_type: type[BackgroundJob], data: dict[str, Any], task_id: str, name: str
+) -> BackgroundJob:
     """Build a stored job instance from its data (no ``__init__``), ready for ``configure``."""
     return deserialize_task(task_type, TaskDescriptor(id=task_id, name=name, data=data))
 

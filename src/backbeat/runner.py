@@ -50,7 +50,9 @@ async def prepare(task: Task, run: Run, registry: JobRegistry, provider: Any) ->
         job.__interval__ = task.trigger.get("seconds")
         method = job.run_every
     else:
-        raise UnknownJobError(f"job class {cls.__qualname__} is neither a Scheduled nor a RecurrentBackgroundJob")
+        raise UnknownJobError(
+            f"job class {cls.__qualname__} is neither a Scheduled nor a RecurrentBackgroundJob"
+        )
     public = {k: v for k, v in data.items() if not k.startswith("_")}
     return Invocation(method, (), public if _takes_var_kwargs(method) else {})
 

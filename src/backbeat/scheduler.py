@@ -72,7 +72,10 @@ class BackgroundTaskScheduler(HostedService):
         if store is None and redis_url is not None:
             store = RedisJobStoreConfig(host=redis_url, lock_prefix=job_store_prefix)
         self._store_spec: Store | StoreConfig | str = (
-            store if store is not None else pick_store(self.config.job_stores) if self.config.job_stores
+            store
+            if store is not None
+            else pick_store(self.config.job_stores)
+            if self.config.job_stores
             else default_store_url()
         )
         self.store: Store = build_store(self._store_spec)
@@ -81,7 +84,9 @@ class BackgroundTaskScheduler(HostedService):
         self.bus: BackgroundTasksBus = background_task_bus or BackgroundTasksBus()
         self.service_provider = service_provider
         self.timezone = timezone or self.config.timezone
-        self.job_defaults = job_defaults_of(self._store_spec, {**self.config.job_defaults, **(job_defaults or {})})
+        self.job_defaults = job_defaults_of(
+            self._store_spec, {**self.config.job_defaults, **(job_defaults or {})}
+        )
         task_options(self.job_defaults)  # fail now on a bad key, not at the first add
         specs: dict[str, Executor | dict[str, Any]] = {**self.config.executors, **(executors or {})}
         self.executors: dict[str, Executor] = {name: make_executor(spec) for name, spec in specs.items()}
@@ -90,9 +95,12 @@ class BackgroundTaskScheduler(HostedService):
         self.events = EventHub()
         producer = self.config.producer_only if producer_only is None else producer_only
         self.engine_config = EngineConfig(
-            owner=owner or default_owner(), lease=lease_of(self._store_spec, self.config.lease_seconds),
-            batch_size=self.config.batch_size, max_concurrency=self.config.max_concurrency,
-            poll_interval=self.config.poll_interval, shutdown_timeout=self.config.shutdown_timeout,
+            owner=owner or default_owner(),
+            lease=lease_of(self._store_spec, self.config.lease_seconds),
+            batch_size=self.config.batch_size,
+            max_concurrency=self.config.max_concurrency,
+            poll_interval=self.config.poll_interval,
+            shutdown_timeout=self.config.shutdown_timeout,
             claim_enabled=not producer,
         )
         self._local_store = MemoryStore()
@@ -136,18 +144,28 @@ class BackgroundTaskScheduler(HostedService):
             push_default_provider(self.service_provider)
         await self._adopt_orphans()
         await self._add_declared_tasks()
-        engine_args: dict[str, Any] = dict(registry=self.registry, executors=self.executors, events=self.events,
-                           provider=self.service_provider, clock=self.clock)
+        engine_args: dict[str, Any] = dict(
+            registry=self.registry,
+            executors=self.executors,
+            events=self.events,
+            provider=self.service_provider,
+            clock=self.clock,
+        )
         self._engine = Engine(self.store, config=self.engine_config, **engine_args)
-        local_config = EngineConfig(owner=self.engine_config.owner, lease=self.engine_config.lease,
-                                    poll_interval=self.engine_config.poll_interval,
-                                    shutdown_timeout=self.engine_config.shutdown_timeout)
+        local_config = EngineConfig(
+            owner=self.engine_config.owner,
+            lease=self.engine_config.lease,
+            poll_interval=self.engine_config.poll_interval,
+            shutdown_timeout=self.engine_config.shutdown_timeout,
+        )
         self._local_engine = Engine(self._local_store, config=local_config, **engine_args)
         await self._engine.start()
         await self._local_engine.start()
         self.bus.attach(self._schedule_descriptor, self._loop)
         self.events.emit(SchedulerEvent(kind=EventKind.SCHEDULER_STARTED))
-        log.info("background task scheduler %s started on %s", self.engine_config.owner, type(self.store).__name__)
+        log.info(
+            "background task scheduler %s started on %s", self.engine_config.owner, type(self.store).__name__
+        )
 
     async def stop_async(self, timeout: float | None = None) -> None:
         """Stop claiming, let running jobs finish up to ``timeout``, release the rest, disconnect."""
@@ -200,12 +218,25 @@ class BackgroundTaskScheduler(HostedService):
         """
         now = self.clock()
         spec = triggers.make_trigger_spec(trigger, default_timezone=self.timezone, now=now, **trigger_args)
-        built = from_callable(self.registry, func, trigger=spec, options=self._options_for(spec, options),
-                              task_id=id, name=name, args=args, kwargs=kwargs, tags=tags, durable=durable, now=now)
+        built = from_callable(
+            self.registry,
+            func,
+            trigger=spec,
+            options=self._options_for(spec, options),
+            task_id=id,
+            name=name,
+            args=args,
+            kwargs=kwargs,
+            tags=tags,
+            durable=durable,
+            now=now,
+        )
         await self._store_tasks([built.task], local=built.local, replace=replace_existing)
         return built.task.id
 
-    async def add_tasks(self, requests: Iterable[Mapping[str, Any]], *, replace_existing: bool = False) -> list[str]:
+    async def add_tasks(
+        self, requests: Iterable[Mapping[str, Any]], *, replace_existing: bool = False
+    ) -> list[str]:
         """Schedule many tasks in one store round trip; each request holds ``add_task``'s arguments
         (``func``, ``trigger``, ``args``, ``tags``, trigger fields...). Returns their ids in order.
 
@@ -219,14 +250,26 @@ class BackgroundTaskScheduler(HostedService):
         for request in requests:
             fields = dict(request)
             func = fields.pop("func")
-            settings = {k: fields.pop(k) for k in ("id", "name", "args", "kwargs", "tags", "durable") if k in fields}
+            settings = {
+                k: fields.pop(k) for k in ("id", "name", "args", "kwargs", "tags", "durable") if k in fields
+            }
             overrides = fields.pop("options", None)
-            spec = triggers.make_trigger_spec(fields.pop("trigger", None), default_timezone=self.timezone, now=now,
-                                              **fields)
-            built = from_callable(self.registry, func, trigger=spec, options=self._options_for(spec, overrides),
-                                  task_id=settings.get("id"), name=settings.get("name"),
-                                  args=settings.get("args", ()), kwargs=settings.get("kwargs"),
-                                  tags=settings.get("tags", ()), durable=settings.get("durable"), now=now)
+            spec = triggers.make_trigger_spec(
+                fields.pop("trigger", None), default_timezone=self.timezone, now=now, **fields
+            )
+            built = from_callable(
+                self.registry,
+                func,
+                trigger=spec,
+                options=self._options_for(spec, overrides),
+                task_id=settings.get("id"),
+                name=settings.get("name"),
+                args=settings.get("args", ()),
+                kwargs=settings.get("kwargs"),
+                tags=settings.get("tags", ()),
+                durable=settings.get("durable"),
+                now=now,
+            )
             (local if built.local else durable).append(built.task)
             ids.append(built.task.id)
         for tasks, is_local in ((durable, False), (local, True)):
@@ -235,54 +278,109 @@ class BackgroundTaskScheduler(HostedService):
         return ids
 
     async def schedule_delayed_task(
-        self, task_name: str, func: Callable[..., Any], delay_minutes: float = 0, *, delay_seconds: float = 0,
-        args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, tags: Sequence[str] = (),
+        self,
+        task_name: str,
+        func: Callable[..., Any],
+        delay_minutes: float = 0,
+        *,
+        delay_seconds: float = 0,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        tags: Sequence[str] = (),
         **options: Any,
     ) -> str:
-        """Run ``func(*args)`` once, ``delay_minutes`` (plus ``delay_seconds``) from now; returns the task id."""
+        """Run ``func(*args)`` once, ``delay_minutes`` (plus ``delay_seconds``) from now; returns its id."""
         when = self.clock() + timedelta(minutes=delay_minutes, seconds=delay_seconds)
-        return await self.schedule_at(task_name, func, scheduled_time=when, args=args, kwargs=kwargs, tags=tags,
-                                      **options)
+        return await self.schedule_at(
+            task_name, func, scheduled_time=when, args=args, kwargs=kwargs, tags=tags, **options
+        )
 
     async def schedule_at(
-        self, task_name: str, func: Callable[..., Any], scheduled_time: datetime, *, args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None, tags: Sequence[str] = (), **options: Any,
+        self,
+        task_name: str,
+        func: Callable[..., Any],
+        scheduled_time: datetime,
+        *,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        tags: Sequence[str] = (),
+        **options: Any,
     ) -> str:
         """Run ``func(*args)`` once at ``scheduled_time`` (naive times are in the scheduler's timezone)."""
-        return await self._add_with_options(func, "date", task_name, args, kwargs, tags, options,
-                                            run_date=scheduled_time)
+        return await self._add_with_options(
+            func, "date", task_name, args, kwargs, tags, options, run_date=scheduled_time
+        )
 
     async def schedule_immediate_task(
-        self, task_name: str, func: Callable[..., Any], *, args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None, tags: Sequence[str] = (), **options: Any,
+        self,
+        task_name: str,
+        func: Callable[..., Any],
+        *,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        tags: Sequence[str] = (),
+        **options: Any,
     ) -> str:
         """Run ``func(*args)`` once, as soon as an instance is free."""
-        return await self.schedule_at(task_name, func, scheduled_time=self.clock(), args=args, kwargs=kwargs,
-                                      tags=tags, **options)
+        return await self.schedule_at(
+            task_name, func, scheduled_time=self.clock(), args=args, kwargs=kwargs, tags=tags, **options
+        )
 
     async def schedule_recurring_task(
-        self, task_name: str, func: Callable[..., Any], *, cron: str | None = None, interval: float | None = None,
-        args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, tags: Sequence[str] = (),
+        self,
+        task_name: str,
+        func: Callable[..., Any],
+        *,
+        cron: str | None = None,
+        interval: float | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        tags: Sequence[str] = (),
         **options: Any,
     ) -> str:
         """Run ``func(*args)`` on a crontab string or every ``interval`` seconds."""
         trigger_args: dict[str, Any] = {"cron": cron} if cron is not None else {"interval": interval}
-        return await self._add_with_options(func, None, task_name, args, kwargs, tags, options, **trigger_args)
+        return await self._add_with_options(
+            func, None, task_name, args, kwargs, tags, options, **trigger_args
+        )
 
     async def _add_with_options(
-        self, func: Callable[..., Any], trigger: Any, name: str, args: Sequence[Any],
-        kwargs: Mapping[str, Any] | None, tags: Sequence[str], options: dict[str, Any], **trigger_args: Any,
+        self,
+        func: Callable[..., Any],
+        trigger: Any,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
+        tags: Sequence[str],
+        options: dict[str, Any],
+        **trigger_args: Any,
     ) -> str:
         ids = {k: options.pop(k) for k in ("id", "replace_existing", "durable") if k in options}
-        return await self.add_task(func, trigger, name=name, args=args, kwargs=kwargs, tags=tags,
-                                   options=options, **ids, **trigger_args)
+        return await self.add_task(
+            func,
+            trigger,
+            name=name,
+            args=args,
+            kwargs=kwargs,
+            tags=tags,
+            options=options,
+            **ids,
+            **trigger_args,
+        )
 
-    async def enqueue_task_async(self, task: BackgroundJob, *, tags: Sequence[str] = (),
-                                 replace_existing: bool = True) -> str:
+    async def enqueue_task_async(
+        self, task: BackgroundJob, *, tags: Sequence[str] = (), replace_existing: bool = True
+    ) -> str:
         """Schedule a job instance (``__scheduled_at__`` or ``__interval__`` set); returns its task id."""
         spec_defaults = task_options(self.job_defaults)
-        stored = from_job(self.registry, task, options=spec_defaults, default_timezone=self.timezone, tags=tags,
-                          now=self.clock())
+        stored = from_job(
+            self.registry,
+            task,
+            options=spec_defaults,
+            default_timezone=self.timezone,
+            tags=tags,
+            now=self.clock(),
+        )
         stored.options = self._options_for(stored.trigger, None)
         await self._store_tasks([stored], local=False, replace=replace_existing)
         return stored.id
@@ -293,8 +391,13 @@ class BackgroundTaskScheduler(HostedService):
 
     async def _schedule_descriptor(self, descriptor: TaskDescriptor) -> str:
         extra = getattr(descriptor, "options", None) or {}
-        task = from_descriptor(self.registry, descriptor, options=task_options(self.job_defaults),
-                               default_timezone=self.timezone, now=self.clock())
+        task = from_descriptor(
+            self.registry,
+            descriptor,
+            options=task_options(self.job_defaults),
+            default_timezone=self.timezone,
+            now=self.clock(),
+        )
         task.options = self._options_for(task.trigger, extra)
         await self._store_tasks([task], local=False, replace=True)
         return task.id
@@ -326,8 +429,10 @@ class BackgroundTaskScheduler(HostedService):
     def list_tasks(self, *, tag: str | None = None, name: str | None = None) -> TaskList:
         """All tasks (durable and local): ``await`` it, or iterate it directly from sync code."""
         task_filter = TaskFilter(tag=tag, name=name)
-        return TaskList(lambda: self._list(task_filter, self.store),
-                        lambda: run_blocking(lambda: self._list_fresh(task_filter), self._loop))
+        return TaskList(
+            lambda: self._list(task_filter, self.store),
+            lambda: run_blocking(lambda: self._list_fresh(task_filter), self._loop),
+        )
 
     async def _list(self, task_filter: TaskFilter, store: Store) -> list[TaskInfo]:
         infos = [TaskInfo.of(t) for t in await _all_tasks(store, task_filter)]
@@ -338,8 +443,9 @@ class BackgroundTaskScheduler(HostedService):
         if isinstance(self._store_spec, Store):
             if isinstance(self._store_spec, MemoryStore):
                 return await self._list(task_filter, self._store_spec)
-            raise SchedulerNotRunningError("list_tasks() from sync code needs a store URL or config; "
-                                           "use `await scheduler.list_tasks()`")
+            raise SchedulerNotRunningError(
+                "list_tasks() from sync code needs a store URL or config; use `await scheduler.list_tasks()`"
+            )
         store = build_store(self._store_spec)
         await store.open()
         try:
@@ -371,7 +477,10 @@ class BackgroundTaskScheduler(HostedService):
     async def cancel_tasks_by_tag(self, tag: str) -> list[str]:
         """Remove every task carrying ``tag``; returns their ids."""
         await self._ensure_open(self.store)
-        removed: list[str] = [*await self.store.remove_by_tag(tag), *await self._local_store.remove_by_tag(tag)]
+        removed: list[str] = [
+            *await self.store.remove_by_tag(tag),
+            *await self._local_store.remove_by_tag(tag),
+        ]
         for task_id in removed:
             self.events.emit(SchedulerEvent(kind=EventKind.TASK_REMOVED, task_id=task_id))
         return removed
@@ -388,7 +497,7 @@ class BackgroundTaskScheduler(HostedService):
 
     async def resume_task(self, task_id: str) -> TaskInfo:
         """Let a paused task fire again, from its next fire time after now."""
-        store, task = await self._find(task_id)
+        _, task = await self._find(task_id)
         if task is None:
             raise TaskNotFoundError(task_id)
         following = task.next_run_time
@@ -411,7 +520,9 @@ class BackgroundTaskScheduler(HostedService):
     reschedule_task = reschedule
 
     async def trigger_job_now(self, task_id: str) -> str | None:
-        """Run a task once now, besides its schedule; returns the run id, ``None`` if max_instances runs exist.
+        """Run a task once now, besides its schedule; returns the run id.
+
+        Returns ``None`` when ``max_instances`` runs of the task exist already.
 
         Raises:
             TaskNotFoundError: no task has this id.
@@ -429,7 +540,9 @@ class BackgroundTaskScheduler(HostedService):
             raise TaskNotFoundError(task_id)
         updated = await store.update(task_id, **changes)
         self._notify(store)
-        self.events.emit(SchedulerEvent(kind=EventKind.TASK_MODIFIED, task_id=task_id, task_name=updated.name))
+        self.events.emit(
+            SchedulerEvent(kind=EventKind.TASK_MODIFIED, task_id=task_id, task_name=updated.name)
+        )
         return TaskInfo.of(updated, local=store is self._local_store)
 
     def _notify(self, store: Store) -> None:
@@ -460,7 +573,9 @@ class BackgroundTaskScheduler(HostedService):
     async def _adopt_orphans(self) -> None:
         for task in await _all_tasks(self.store, TaskFilter(orphaned=True)):
             if self.registry.knows(task.job):
-                log.info("task %s (%s): its job %s is registered again; resuming it", task.id, task.name, task.job)
+                log.info(
+                    "task %s (%s): its job %s is registered again; resuming it", task.id, task.name, task.job
+                )
                 await self.store.update(task.id, orphaned=None)
 
     async def _add_declared_tasks(self) -> None:
@@ -471,14 +586,26 @@ class BackgroundTaskScheduler(HostedService):
         now = self.clock()
         trigger_args = dict(declared.trigger_args)
         spec = triggers.make_trigger_spec(None, default_timezone=self.timezone, now=now, **trigger_args)
-        built = from_callable(self.registry, declared.func, trigger=spec, task_id=declared.task_id,
-                              options=self._options_for(spec, declared.options), name=declared.name,
-                              tags=declared.tags, durable=True, now=now)
+        built = from_callable(
+            self.registry,
+            declared.func,
+            trigger=spec,
+            task_id=declared.task_id,
+            options=self._options_for(spec, declared.options),
+            name=declared.name,
+            tags=declared.tags,
+            durable=True,
+            now=now,
+        )
         try:
             await self.store.add([built.task])
         except TaskExistsError:
             existing = await self.store.get(declared.task_id)
-            if existing is None or _schedule_key(existing.trigger) != _schedule_key(spec) or existing.job != built.task.job:
+            if (
+                existing is None
+                or _schedule_key(existing.trigger) != _schedule_key(spec)
+                or existing.job != built.task.job
+            ):
                 await self.store.add([built.task], replace=True)
 
     # -- events -------------------------------------------------------------------------------------
@@ -488,8 +615,10 @@ class BackgroundTaskScheduler(HostedService):
         """Every event as a reactivex observable."""
         return self.events.stream
 
-    def add_listener(self, listener: Listener, kinds: Sequence[EventKind] | None = None) -> Callable[[], None]:
-        """Call ``listener(event)`` for each event of ``kinds`` (all when ``None``); returns an unsubscribe."""
+    def add_listener(
+        self, listener: Listener, kinds: Sequence[EventKind] | None = None
+    ) -> Callable[[], None]:
+        """Call ``listener(event)`` for each event of ``kinds`` (all when ``None``); returns an undo."""
         return self.events.add_listener(listener, kinds)
 
     def active_runs(self) -> list[str]:
@@ -534,4 +663,4 @@ def _ensure_future(coro: Any, what: str) -> asyncio.Future[None]:
     return loop.create_task(coro)
 
 
-__all__ = ["BackgroundTaskScheduler", "UTC"]
+__all__ = ["UTC", "BackgroundTaskScheduler"]

@@ -60,22 +60,39 @@ def from_callable(
     if ref.local:
         if durable:
             raise NotPersistableError(
-                f"{label}: {getattr(func, '__qualname__', func)!r} is a lambda, closure or local function and "
+                f"{label}: {getattr(func, '__qualname__', func)!r} is a lambda, closure or local function "
+                "and "
                 "cannot be stored by reference; make it a module-level function or a method of a service, "
                 "or drop durable=True to run it as a local task of this process"
             )
-        log.warning("task %r runs %r, which has no import path: it is a local task of this process, "
-                    "not persisted, lost if the process stops", label, func)
+        log.warning(
+            "task %r runs %r, which has no import path: it is a local task of this process, "
+            "not persisted, lost if the process stops",
+            label,
+            func,
+        )
     task = _new_task(
-        task_id=task_id, name=label, job=ref.ref, trigger=trigger, options=options, tags=tags, now=now,
-        args=codec.encode(list(args), path="args"), kwargs=codec.encode(dict(kwargs or {}), path="kwargs"),
+        task_id=task_id,
+        name=label,
+        job=ref.ref,
+        trigger=trigger,
+        options=options,
+        tags=tags,
+        now=now,
+        args=codec.encode(list(args), path="args"),
+        kwargs=codec.encode(dict(kwargs or {}), path="kwargs"),
     )
     return BuiltTask(task, ref.local)
 
 
 def from_job(
-    registry: JobRegistry, job: BackgroundJob, *, options: TaskOptions, default_timezone: str,
-    tags: Sequence[str] = (), now: datetime | None = None,
+    registry: JobRegistry,
+    job: BackgroundJob,
+    *,
+    options: TaskOptions,
+    default_timezone: str,
+    tags: Sequence[str] = (),
+    now: datetime | None = None,
 ) -> Task:
     """A task for a job instance: its ``__scheduled_at__`` or ``__interval__`` and its data.
 
@@ -86,22 +103,40 @@ def from_job(
     ref = registry.register_job_class(type(job))
     when = now or datetime.now(UTC)
     if isinstance(job, ScheduledBackgroundJob):
-        spec = triggers.make_trigger_spec("date", run_date=job.__scheduled_at__ or when,
-                                          default_timezone=default_timezone, now=when)
+        spec = triggers.make_trigger_spec(
+            "date", run_date=job.__scheduled_at__ or when, default_timezone=default_timezone, now=when
+        )
     elif isinstance(job, RecurrentBackgroundJob):
         if not job.__interval__:
-            raise UnknownJobError(f"{type(job).__name__}.__interval__ is not set: a recurrent job needs an interval")
-        spec = triggers.make_trigger_spec("interval", seconds=job.__interval__, default_timezone=default_timezone,
-                                          now=when)
+            raise UnknownJobError(
+                f"{type(job).__name__}.__interval__ is not set: a recurrent job needs an interval"
+            )
+        spec = triggers.make_trigger_spec(
+            "interval", seconds=job.__interval__, default_timezone=default_timezone, now=when
+        )
     else:
-        raise UnknownJobError(f"{type(job).__name__} is neither a ScheduledBackgroundJob nor a RecurrentBackgroundJob")
+        raise UnknownJobError(
+            f"{type(job).__name__} is neither a ScheduledBackgroundJob nor a RecurrentBackgroundJob"
+        )
     data = codec.encode(job_data(job), path=f"{type(job).__name__}.data")
-    return _new_task(task_id=job.__task_id__, name=job.__task_name__ or type(job).__name__, job=ref,
-                     trigger=spec, options=options, tags=tags, data=data, now=when)
+    return _new_task(
+        task_id=job.__task_id__,
+        name=job.__task_name__ or type(job).__name__,
+        job=ref,
+        trigger=spec,
+        options=options,
+        tags=tags,
+        data=data,
+        now=when,
+    )
 
 
 def from_descriptor(
-    registry: JobRegistry, descriptor: TaskDescriptor, *, options: TaskOptions, default_timezone: str,
+    registry: JobRegistry,
+    descriptor: TaskDescriptor,
+    *,
+    options: TaskOptions,
+    default_timezone: str,
     now: datetime | None = None,
 ) -> Task:
     """A task for a bus descriptor; ``descriptor.name`` names a registered ``@backgroundjob`` class.
@@ -115,26 +150,54 @@ def from_descriptor(
     when = now or datetime.now(UTC)
     if isinstance(descriptor, ScheduledTaskDescriptor):
         if not issubclass(cls, ScheduledBackgroundJob):
-            raise UnknownJobError(f"{descriptor.name} is not a scheduled job, but got a ScheduledTaskDescriptor")
-        spec = triggers.make_trigger_spec("date", run_date=descriptor.scheduled_at, default_timezone=default_timezone,
-                                          now=when)
+            raise UnknownJobError(
+                f"{descriptor.name} is not a scheduled job, but got a ScheduledTaskDescriptor"
+            )
+        spec = triggers.make_trigger_spec(
+            "date", run_date=descriptor.scheduled_at, default_timezone=default_timezone, now=when
+        )
     elif isinstance(descriptor, RecurrentTaskDescriptor):
         if not issubclass(cls, RecurrentBackgroundJob):
-            raise UnknownJobError(f"{descriptor.name} is not a recurrent job, but got a RecurrentTaskDescriptor")
+            raise UnknownJobError(
+                f"{descriptor.name} is not a recurrent job, but got a RecurrentTaskDescriptor"
+            )
         first = descriptor.started_at
-        spec = triggers.make_trigger_spec("interval", seconds=descriptor.interval, start_date=first,
-                                          default_timezone=default_timezone, now=when)
+        spec = triggers.make_trigger_spec(
+            "interval",
+            seconds=descriptor.interval,
+            start_date=first,
+            default_timezone=default_timezone,
+            now=when,
+        )
     else:
-        raise UnknownJobError(f"a plain TaskDescriptor has no time: send a Scheduled- or RecurrentTaskDescriptor "
-                              f"for {descriptor.name}")
+        raise UnknownJobError(
+            f"a plain TaskDescriptor has no time: send a Scheduled- or RecurrentTaskDescriptor "
+            f"for {descriptor.name}"
+        )
     data = codec.encode(dict(descriptor.data), path=f"{descriptor.name}.data")
-    return _new_task(task_id=descriptor.id, name=descriptor.name, job=f"job:{descriptor.name}", trigger=spec,
-                     options=options, data=data, now=when)
+    return _new_task(
+        task_id=descriptor.id,
+        name=descriptor.name,
+        job=f"job:{descriptor.name}",
+        trigger=spec,
+        options=options,
+        data=data,
+        now=when,
+    )
 
 
 def _new_task(
-    *, task_id: str | None, name: str, job: str, trigger: triggers.TriggerSpec, options: TaskOptions,
-    tags: Sequence[str] = (), args: Any = None, kwargs: Any = None, data: Any = None, now: datetime | None,
+    *,
+    task_id: str | None,
+    name: str,
+    job: str,
+    trigger: triggers.TriggerSpec,
+    options: TaskOptions,
+    tags: Sequence[str] = (),
+    args: Any = None,
+    kwargs: Any = None,
+    data: Any = None,
+    now: datetime | None,
 ) -> Task:
     when = now or datetime.now(UTC)
     first = triggers.next_fire_time(trigger, None, when)
@@ -143,7 +206,15 @@ def _new_task(
 
         raise InvalidTriggerError(f"task {name!r}: trigger {triggers.describe(trigger)} never fires")
     return Task(
-        id=task_id or new_task_id(), name=name, job=job, trigger=trigger, next_run_time=first,
-        args=args if args is not None else [], kwargs=kwargs if kwargs is not None else {}, data=data,
-        tags=tuple(dict.fromkeys(str(t) for t in tags)), options=options, created_at=when,
+        id=task_id or new_task_id(),
+        name=name,
+        job=job,
+        trigger=trigger,
+        next_run_time=first,
+        args=args if args is not None else [],
+        kwargs=kwargs if kwargs is not None else {},
+        data=data,
+        tags=tuple(dict.fromkeys(str(t) for t in tags)),
+        options=options,
+        created_at=when,
     )

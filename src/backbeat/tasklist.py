@@ -43,13 +43,26 @@ class TaskInfo:
     @classmethod
     def of(cls, task: Task, *, local: bool = False) -> TaskInfo:
         return cls(
-            id=task.id, name=task.name, job=task.job, trigger=_describe(task.trigger),
-            trigger_spec=task.trigger, next_run_time=task.next_run_time,
-            args=_decoded(task.args), kwargs=_decoded(task.kwargs),
+            id=task.id,
+            name=task.name,
+            job=task.job,
+            trigger=_describe(task.trigger),
+            trigger_spec=task.trigger,
+            next_run_time=task.next_run_time,
+            args=_decoded(task.args),
+            kwargs=_decoded(task.kwargs),
             data=_decoded(task.data) if task.data is not None else None,
-            tags=task.tags, paused=task.paused, orphaned=task.orphaned, local=local, running=task.running,
-            runs=task.runs, failures=task.failures, last_outcome=task.last_outcome, last_run_at=task.last_run_at,
-            misfire_grace_time=task.options.misfire_grace_time, coalesce=task.options.coalesce,
+            tags=task.tags,
+            paused=task.paused,
+            orphaned=task.orphaned,
+            local=local,
+            running=task.running,
+            runs=task.runs,
+            failures=task.failures,
+            last_outcome=task.last_outcome,
+            last_run_at=task.last_run_at,
+            misfire_grace_time=task.options.misfire_grace_time,
+            coalesce=task.options.coalesce,
             max_instances=task.options.max_instances,
         )
 
@@ -78,8 +91,11 @@ class TaskList(Sequence[TaskInfo]):
     """The result of ``list_tasks()``: ``await`` it in async code; iterating it directly blocks
     the calling thread for one store query (seed 000 uses it that way)."""
 
-    def __init__(self, fetch: Callable[[], Coroutine[Any, Any, list[TaskInfo]]],
-                 fetch_blocking: Callable[[], list[TaskInfo]]) -> None:
+    def __init__(
+        self,
+        fetch: Callable[[], Coroutine[Any, Any, list[TaskInfo]]],
+        fetch_blocking: Callable[[], list[TaskInfo]],
+    ) -> None:
         self._fetch = fetch
         self._fetch_blocking = fetch_blocking
         self._items: list[TaskInfo] | None = None

@@ -63,11 +63,16 @@ async def test_three_processes_run_every_fire_time_once(
     await producer.start()
     when = datetime.now(UTC) + timedelta(seconds=0.5)
     for i in range(300):
-        await producer.schedule_at(f"one-{i}", jobs.note, scheduled_time=when + timedelta(milliseconds=i * 3),
-                                   args=[str(record_file), f"one-{i}"])
+        await producer.schedule_at(
+            f"one-{i}",
+            jobs.note,
+            scheduled_time=when + timedelta(milliseconds=i * 3),
+            args=[str(record_file), f"one-{i}"],
+        )
     await producer.add_task(jobs.note, "interval", seconds=0.25, args=[str(record_file), "tick"], id="ticker")
-    await wait_for(lambda: sum(r["label"].startswith("one-") for r in jobs.read_records(record_file)) == 300,
-                   timeout=30)
+    await wait_for(
+        lambda: sum(r["label"].startswith("one-") for r in jobs.read_records(record_file)) == 300, timeout=30
+    )
     await wait_for(lambda: sum(r["label"] == "tick" for r in jobs.read_records(record_file)) >= 6, timeout=15)
     records = jobs.read_records(record_file)
     per_key = Counter(r["run_id"] for r in records)

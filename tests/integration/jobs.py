@@ -18,8 +18,18 @@ from backbeat import current_run
 
 def record(path: str | os.PathLike[str], event: str, **fields: Any) -> None:
     run = current_run()
-    line = json.dumps({"event": event, "run_id": run.run_id, "task_id": run.task_id, "attempt": run.attempt,
-                       "pid": os.getpid(), "owner": run.owner, "t": time.time(), **fields})
+    line = json.dumps(
+        {
+            "event": event,
+            "run_id": run.run_id,
+            "task_id": run.task_id,
+            "attempt": run.attempt,
+            "pid": os.getpid(),
+            "owner": run.owner,
+            "t": time.time(),
+            **fields,
+        }
+    )
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, (line + "\n").encode())

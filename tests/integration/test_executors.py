@@ -30,7 +30,9 @@ class CountingExecutor(CustomTaskExecutor):
 async def test_threadpool_runs_plain_functions_in_its_threads(
     make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
 ) -> None:
-    config = SchedulerConfig(executors={"default": {"type": "threadpool", "max_workers": 2}}, poll_interval=0.2)
+    config = SchedulerConfig(
+        executors={"default": {"type": "threadpool", "max_workers": 2}}, poll_interval=0.2
+    )
     scheduler = make_scheduler(sqlite_url, config=config)
     await scheduler.start()
     await scheduler.schedule_immediate_task("sync", jobs.sync_note, args=[str(record_file)])
@@ -41,13 +43,16 @@ async def test_threadpool_runs_plain_functions_in_its_threads(
 async def test_processpool_runs_module_functions_in_child_processes(
     make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
 ) -> None:
-    config = SchedulerConfig(executors={"processpool": {"type": "processpool", "max_workers": 1}}, poll_interval=0.2)
+    config = SchedulerConfig(
+        executors={"processpool": {"type": "processpool", "max_workers": 1}}, poll_interval=0.2
+    )
     scheduler = make_scheduler(sqlite_url, config=config)
     results: list[SchedulerEvent] = []
     scheduler.add_listener(results.append, [EventKind.RUN_EXECUTED, EventKind.RUN_FAILED])
     await scheduler.start()
-    await scheduler.schedule_immediate_task("child", jobs.child_pid, args=[str(record_file)],
-                                            executor="processpool")
+    await scheduler.schedule_immediate_task(
+        "child", jobs.child_pid, args=[str(record_file)], executor="processpool"
+    )
     await wait_for(lambda: bool(results), timeout=30)
     assert results[0].kind is EventKind.RUN_EXECUTED
     assert isinstance(results[0].result, int) and results[0].result != os.getpid()
@@ -61,7 +66,9 @@ async def test_a_custom_executor_wraps_the_runs_that_name_it(
     results: list[SchedulerEvent] = []
     scheduler.add_listener(results.append, [EventKind.RUN_EXECUTED])
     await scheduler.start()
-    await scheduler.schedule_immediate_task("order", jobs.note, args=[str(record_file), "A-1"], executor="orders")
+    await scheduler.schedule_immediate_task(
+        "order", jobs.note, args=[str(record_file), "A-1"], executor="orders"
+    )
     await scheduler.schedule_immediate_task("plain", jobs.note, args=[str(record_file), "B-2"])
     await wait_for(lambda: len(results) == 2)
     assert orders.calls == [(str(record_file), "A-1")]
@@ -90,7 +97,9 @@ def test_executor_specs_are_validated() -> None:
         make_executor({"type": "threadpool", "workers": 3})
 
 
-async def test_a_timeout_fails_the_run(make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path) -> None:
+async def test_a_timeout_fails_the_run(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
     scheduler = make_scheduler(sqlite_url)
     failures: list[SchedulerEvent] = []
     scheduler.add_listener(failures.append, [EventKind.RUN_FAILED])

@@ -23,12 +23,22 @@ async def test_misfired_fire_times_are_reported_not_run(
 ) -> None:
     producer = make_scheduler(sqlite_url)
     now = datetime.now(UTC)
-    await producer.schedule_at("late", jobs.note, scheduled_time=now - timedelta(seconds=30),
-                               args=[str(record_file), "one-shot"], misfire_grace_time=1)
+    await producer.schedule_at(
+        "late",
+        jobs.note,
+        scheduled_time=now - timedelta(seconds=30),
+        args=[str(record_file), "one-shot"],
+        misfire_grace_time=1,
+    )
     start = now - timedelta(seconds=25)
-    recurring = await producer.add_task(jobs.note, "interval", seconds=10, start_date=start,
-                                        args=[str(record_file), "every"],
-                                        options={"misfire_grace_time": 1, "coalesce": False})
+    recurring = await producer.add_task(
+        jobs.note,
+        "interval",
+        seconds=10,
+        start_date=start,
+        args=[str(record_file), "every"],
+        options={"misfire_grace_time": 1, "coalesce": False},
+    )
     # As if every instance had been down for 25 s: three fire times passed, all far past the grace.
     await producer.store.update(recurring, next_run_time=start)
     worker = make_scheduler(sqlite_url)
@@ -49,10 +59,14 @@ async def test_coalesce_runs_once_for_many_late_fire_times(
     producer = make_scheduler(sqlite_url)
     late = datetime.now(UTC) - timedelta(seconds=5.5)
     for label, coalesce in (("once", True), ("each", False)):
-        task_id = await producer.add_task(jobs.note, "interval", seconds=1, start_date=late,
-                                          args=[str(record_file), label],
-                                          options={"misfire_grace_time": None, "coalesce": coalesce,
-                                                   "max_instances": 10})
+        task_id = await producer.add_task(
+            jobs.note,
+            "interval",
+            seconds=1,
+            start_date=late,
+            args=[str(record_file), label],
+            options={"misfire_grace_time": None, "coalesce": coalesce, "max_instances": 10},
+        )
         await producer.store.update(task_id, next_run_time=late)
     worker = make_scheduler(sqlite_url)
     await worker.start()
@@ -71,10 +85,17 @@ async def test_max_instances_is_global_across_schedulers(
     for scheduler in (first, second):
         scheduler.add_listener(skipped.append, [EventKind.MAX_INSTANCES])
         await scheduler.start()
-    await first.add_task(jobs.slow, "interval", seconds=0.1, args=[str(record_file), 0.6],
-                         options={"max_instances": 1, "misfire_grace_time": None})
+    await first.add_task(
+        jobs.slow,
+        "interval",
+        seconds=0.1,
+        args=[str(record_file), 0.6],
+        options={"max_instances": 1, "misfire_grace_time": None},
+    )
     await wait_for(lambda: sum(r["event"] == "end" for r in jobs.read_records(record_file)) >= 2, timeout=15)
-    events = sorted((r["t"], r["event"]) for r in jobs.read_records(record_file) if r["event"] in ("start", "end"))
+    events = sorted(
+        (r["t"], r["event"]) for r in jobs.read_records(record_file) if r["event"] in ("start", "end")
+    )
     running = peak = 0
     for _, event in events:
         running += 1 if event == "start" else -1
@@ -88,7 +109,9 @@ async def test_restart_runs_due_one_shots_and_continues_recurring(
 ) -> None:
     first = make_scheduler(sqlite_url)
     await first.start()
-    await first.schedule_delayed_task("later", jobs.note, delay_seconds=0.8, args=[str(record_file), "one-shot"])
+    await first.schedule_delayed_task(
+        "later", jobs.note, delay_seconds=0.8, args=[str(record_file), "one-shot"]
+    )
     await first.add_task(jobs.note, "interval", seconds=0.3, args=[str(record_file), "tick"])
     await asyncio.sleep(0.5)
     await first.stop_async()
@@ -97,7 +120,9 @@ async def test_restart_runs_due_one_shots_and_continues_recurring(
     second = make_scheduler(sqlite_url)
     await second.start()
     await wait_for(lambda: any(r["label"] == "one-shot" for r in jobs.read_records(record_file)))
-    await wait_for(lambda: sum(r["label"] == "tick" for r in jobs.read_records(record_file)) >= ticks_before + 2)
+    await wait_for(
+        lambda: sum(r["label"] == "tick" for r in jobs.read_records(record_file)) >= ticks_before + 2
+    )
 
 
 async def test_graceful_shutdown_finishes_short_runs_and_releases_long_ones(
@@ -114,8 +139,12 @@ async def test_graceful_shutdown_finishes_short_runs_and_releases_long_ones(
     # The long run was released: another scheduler takes it at once, not after the 30 s lease.
     second = make_scheduler(sqlite_url, lease_seconds=30.0)
     await second.start()
-    await wait_for(lambda: sum(r["label"] == "long" and r["event"] == "start"
-                               for r in jobs.read_records(record_file)) == 2, timeout=5)
+    await wait_for(
+        lambda: (
+            sum(r["label"] == "long" and r["event"] == "start" for r in jobs.read_records(record_file)) == 2
+        ),
+        timeout=5,
+    )
     restarted = [r for r in jobs.read_records(record_file) if r["label"] == "long" and r["event"] == "start"]
     assert restarted[0]["run_id"] == restarted[1]["run_id"]
     assert [r["attempt"] for r in restarted] == [1, 2]
@@ -142,8 +171,13 @@ async def test_a_removed_job_class_leaves_its_tasks_orphaned_not_deleted(
     make_scheduler: SchedulerFactory, sqlite_url: str
 ) -> None:
     scheduler = make_scheduler(sqlite_url)
-    task = Task(id="ghost", name="GhostJob", job="job:GhostJob", next_run_time=datetime.now(UTC),
-                trigger={"type": "date", "run_date": datetime.now(UTC).isoformat(), "timezone": "UTC"})
+    task = Task(
+        id="ghost",
+        name="GhostJob",
+        job="job:GhostJob",
+        next_run_time=datetime.now(UTC),
+        trigger={"type": "date", "run_date": datetime.now(UTC).isoformat(), "timezone": "UTC"},
+    )
     await scheduler.store.open()
     await scheduler.store.add([task])
     orphaned: list[SchedulerEvent] = []

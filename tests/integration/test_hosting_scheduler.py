@@ -20,7 +20,9 @@ async def test_a_fastapi_endpoint_schedules_into_the_hosted_scheduler(
 
     @app.post("/orders/{order_id}")
     async def place(order_id: str) -> dict[str, str]:
-        task_id = await scheduler.schedule_immediate_task("confirm", jobs.note, args=[str(record_file), order_id])
+        task_id = await scheduler.schedule_immediate_task(
+            "confirm", jobs.note, args=[str(record_file), order_id]
+        )
         return {"task": task_id}
 
     async with served(app) as client:
@@ -32,7 +34,9 @@ async def test_a_fastapi_endpoint_schedules_into_the_hosted_scheduler(
     assert not scheduler.running
 
 
-async def test_add_background_task_scheduler_registers_a_hosted_scheduler(sqlite_url: str, record_file: Path) -> None:
+async def test_add_background_task_scheduler_registers_a_hosted_scheduler(
+    sqlite_url: str, record_file: Path
+) -> None:
     builder = WebApplicationBuilder()
     builder.services.add_background_task_scheduler(store=sqlite_url)
     app = builder.build()

@@ -27,9 +27,16 @@ async def test_delayed_at_and_immediate_tasks_run_once(
     await scheduler.start()
     now = datetime.now(UTC)
     await scheduler.schedule_immediate_task("now", jobs.note, args=[str(record_file), "now"])
-    await scheduler.schedule_delayed_task("soon", jobs.note, delay_seconds=0.3, args=[str(record_file), "soon"])
-    await scheduler.schedule_at("at", jobs.note, scheduled_time=now + timedelta(seconds=0.5),
-                                args=[str(record_file), "at"], tags=["x"])
+    await scheduler.schedule_delayed_task(
+        "soon", jobs.note, delay_seconds=0.3, args=[str(record_file), "soon"]
+    )
+    await scheduler.schedule_at(
+        "at",
+        jobs.note,
+        scheduled_time=now + timedelta(seconds=0.5),
+        args=[str(record_file), "at"],
+        tags=["x"],
+    )
     await wait_for(lambda: len(jobs.read_records(record_file)) == 3)
     labels = sorted(r["label"] for r in jobs.read_records(record_file))
     assert labels == ["at", "now", "soon"]
@@ -43,8 +50,9 @@ async def test_recurring_interval_and_tag_cancel(
 ) -> None:
     scheduler = make_scheduler(sqlite_url)
     await scheduler.start()
-    task_id = await scheduler.add_task(jobs.note, "interval", seconds=0.2, args=[str(record_file), "tick"],
-                                       tags=["ticker"])
+    task_id = await scheduler.add_task(
+        jobs.note, "interval", seconds=0.2, args=[str(record_file), "tick"], tags=["ticker"]
+    )
     await wait_for(lambda: len(jobs.read_records(record_file)) >= 3)
     info = await scheduler.get_task_info(task_id)
     assert info is not None and info.runs >= 2 and info.tags == ("ticker",)
@@ -81,7 +89,9 @@ async def test_pause_resume_reschedule_trigger_now(
     assert await scheduler.stop_task(task_id) is False
 
 
-async def test_bad_input_is_refused_and_names_the_problem(make_scheduler: SchedulerFactory, sqlite_url: str) -> None:
+async def test_bad_input_is_refused_and_names_the_problem(
+    make_scheduler: SchedulerFactory, sqlite_url: str
+) -> None:
     scheduler = make_scheduler(sqlite_url)
     await scheduler.start()
     with pytest.raises(InvalidTriggerError, match="61"):
@@ -93,8 +103,9 @@ async def test_bad_input_is_refused_and_names_the_problem(make_scheduler: Schedu
     assert await scheduler.list_tasks() == []
 
 
-async def test_a_lambda_is_a_local_task(make_scheduler: SchedulerFactory, sqlite_url: str,
-                                        caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_lambda_is_a_local_task(
+    make_scheduler: SchedulerFactory, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     scheduler = make_scheduler(sqlite_url)
     await scheduler.start()
     ran = asyncio.Event()
@@ -129,7 +140,9 @@ async def test_sync_list_tasks_from_a_thread(make_scheduler: SchedulerFactory, s
     scheduler = make_scheduler(sqlite_url)
     await scheduler.start()
     task_id = await scheduler.add_task(jobs.note, "interval", minutes=5, args=["x"])
-    from_thread = await asyncio.to_thread(lambda: [(t.id, t.next_run_time is not None) for t in scheduler.list_tasks()])
+    from_thread = await asyncio.to_thread(
+        lambda: [(t.id, t.next_run_time is not None) for t in scheduler.list_tasks()]
+    )
     assert from_thread == [(task_id, True)]
     in_loop = [t.id for t in scheduler.list_tasks()]  # seed 000 iterates it directly
     assert in_loop == [task_id]

@@ -45,12 +45,20 @@ def test_lambdas_closures_and_builtins_are_local() -> None:
         assert registry.resolve_callable(ref.ref, None) is func
 
 
-@pytest.mark.parametrize("ref", ["func:os:system", "func:subprocess:run", "func:builtins:eval",
-                                 f"func:{__name__}:Greeter", "method:os:PathLike.__fspath__"])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "func:os:system",
+        "func:subprocess:run",
+        "func:builtins:eval",
+        f"func:{__name__}:Greeter",
+        "method:os:PathLike.__fspath__",
+    ],
+)
 def test_a_stored_reference_cannot_name_arbitrary_callables(ref: str) -> None:
     registry = JobRegistry()
     assert not registry.knows(ref)
-    with pytest.raises(UnknownJobError, match="can run|cannot resolve"):
+    with pytest.raises(UnknownJobError, match=r"can run|cannot resolve"):
         registry.resolve_callable(ref, None)
 
 
