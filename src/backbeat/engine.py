@@ -407,6 +407,8 @@ class Engine:
         fire_time: datetime | None = None,
         **fields: Any,
     ) -> None:
+        if not self.events.wanted:
+            return
         self.events.emit(
             SchedulerEvent(
                 kind=kind,

@@ -73,6 +73,11 @@ class EventHub:
         self._listeners.append(entry)
         return lambda: self._listeners.remove(entry) if entry in self._listeners else None
 
+    @property
+    def wanted(self) -> bool:
+        """Whether anyone listens (so the engine can skip building events nobody reads)."""
+        return bool(self._listeners) or bool(self._subject.observers)
+
     def emit(self, event: SchedulerEvent) -> None:
         for listener, kinds in tuple(self._listeners):
             if kinds is None or event.kind in kinds:

@@ -38,6 +38,7 @@ class JobRegistry:
         self._classes: dict[str, type[BackgroundJob]] = {}
         self._local: dict[str, Callable[..., Any]] = {}
         self._local_refs: dict[int, str] = {}
+        self._targets: dict[str, tuple[type | None, Callable[..., Any]]] = {}
 
     def register_job_class(self, cls: type[BackgroundJob], name: str | None = None) -> str:
         """Register a job class under its stable name; returns the reference ``job:<name>``."""
@@ -95,21 +96,16 @@ class JobRegistry:
 
     def knows(self, ref: str) -> bool:
         """Whether this process can run ``ref`` (without building anything)."""
+        kind, _, rest = ref.partition(":")
+        if kind == "job":
+            return rest in self._classes
+        if kind == "local":
+            return ref in self._local
         try:
-            kind, _, rest = ref.partition(":")
-            if kind == "job":
-                return rest in self._classes
-            if kind == "local":
-                return ref in self._local
-            if kind == "func":
-                return _runnable_function(resolve_import_path(rest), rest)
-            if kind == "method":
-                cls_path, _, method = rest.rpartition(".")
-                cls = resolve_import_path(cls_path)
-                return isinstance(cls, type) and _runnable_function(getattr(cls, method, None), cls_path)
-        except BackbeatError:
+            self._target(ref)
+        except UnknownJobError:
             return False
-        return False
+        return True
 
     def resolve_callable(self, ref: str, provider: Any) -> Callable[..., Any]:
         """The callable behind a ``func:``, ``method:`` or ``local:`` reference.
@@ -117,20 +113,38 @@ class JobRegistry:
         Raises:
             UnknownJobError: the reference cannot be resolved in this process.
         """
+        if ref.startswith("local:"):
+            try:
+                return self._local[ref]
+            except KeyError:
+                raise UnknownJobError(
+                    f"local task {ref!r} belongs to a process that no longer runs"
+                ) from None
+        owner, func = self._target(ref)
+        if owner is None:
+            return func
+        return typing.cast(Callable[..., Any], getattr(service_instance(owner, provider), func.__name__))
+
+    def _target(self, ref: str) -> tuple[type | None, Callable[..., Any]]:
+        """The function a ``func:``/``method:`` reference names (and its class), checked and cached."""
+        cached = self._targets.get(ref)
+        if cached is not None:
+            return cached
         kind, _, rest = ref.partition(":")
         try:
-            if kind == "local":
-                return self._local[ref]
             if kind == "func":
                 func = resolve_import_path(rest)
                 if _runnable_function(func, rest):
-                    return typing.cast(Callable[..., Any], func)
-            if kind == "method":
+                    self._targets[ref] = (None, func)
+                    return None, func
+            elif kind == "method":
                 cls_path, _, method = rest.rpartition(".")
                 cls = resolve_import_path(cls_path)
-                if isinstance(cls, type) and _runnable_function(getattr(cls, method, None), cls_path):
-                    return typing.cast(Callable[..., Any], getattr(service_instance(cls, provider), method))
-        except (BackbeatError, KeyError, AttributeError) as exc:
+                func = getattr(cls, method, None)
+                if isinstance(cls, type) and _runnable_function(func, cls_path):
+                    self._targets[ref] = (cls, func)
+                    return cls, func
+        except BackbeatError as exc:
             raise UnknownJobError(f"cannot resolve job {ref!r} in this process: {exc}") from exc
         raise UnknownJobError(f"job reference {ref!r} is not a callable this process can run")
 

@@ -14,11 +14,11 @@ import pytest
 import redis
 import redis.asyncio
 from redis.crc import key_slot
-from tests.redis_server import free_port, start_private_redis, usable_redis_url
 
 from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.model import FireDecision, RunOutcome, RunResult, Task, TaskOptions
 from backbeat.stores.redis import RedisStore
+from tests.redis_server import free_port, start_private_redis, usable_redis_url
 
 pytestmark = pytest.mark.redis
 

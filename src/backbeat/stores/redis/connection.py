@@ -9,15 +9,16 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio
-from backbeat.errors import ConfigurationError, StoreError, StoreUnavailableError
-from backbeat.stores.redis import wakeups
-from backbeat.stores.redis.keys import Keys
-from backbeat.stores.redis.scripts import Scripts
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+
+from backbeat.errors import ConfigurationError, StoreError, StoreUnavailableError
+from backbeat.stores.redis import wakeups
+from backbeat.stores.redis.keys import Keys
+from backbeat.stores.redis.scripts import Scripts
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     "socket_connect_timeout": 3.0,

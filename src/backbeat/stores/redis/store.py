@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import redis.asyncio
+
 from backbeat.errors import CorruptRecordError, StoreError, TaskExistsError, TaskNotFoundError
 from backbeat.model import (
     Claim,
@@ -303,10 +304,11 @@ class RedisStore:
             errors: dict[Any, Any] = await client.hgetall(self.keys.quarantine)
             ids = [text(task_id) for task_id in errors]
             raws = await client.hmget(self.keys.tasks, ids) if ids else []
-        return [
+        records = [
             QuarantinedRecord(key=task_id, raw=text(raw) if raw is not None else "", error=text(error))
             for task_id, raw, error in zip(ids, raws, errors.values(), strict=True)
         ]
+        return sorted(records, key=lambda record: record.key)
 
     async def _decode(self, sizes: bytes, parts: bytes) -> builtins.list[tuple[str, Task | None]]:
         """(id, task) of packed snapshots; a record that cannot be decoded is quarantined (kept)."""
