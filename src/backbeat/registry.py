@@ -141,9 +141,9 @@ class JobRegistry:
                 cls_path, _, method = rest.rpartition(".")
                 cls = resolve_import_path(cls_path)
                 func = getattr(cls, method, None)
-                if isinstance(cls, type) and _runnable_function(func, cls_path):
+                if isinstance(cls, type) and func is not None and _runnable_function(func, cls_path):
                     self._targets[ref] = (cls, func)
-                    return cls, func
+                    return cls, typing.cast(Callable[..., Any], func)
         except BackbeatError as exc:
             raise UnknownJobError(f"cannot resolve job {ref!r} in this process: {exc}") from exc
         raise UnknownJobError(f"job reference {ref!r} is not a callable this process can run")
