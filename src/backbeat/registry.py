@@ -39,6 +39,7 @@ class JobRegistry:
         self._local: dict[str, Callable[..., Any]] = {}
         self._local_refs: dict[int, str] = {}
         self._targets: dict[str, tuple[type | None, Callable[..., Any]]] = {}
+        self._function_refs: dict[Callable[..., Any], JobRef] = {}
 
     def register_job_class(self, cls: type[BackgroundJob], name: str | None = None) -> str:
         """Register a job class under its stable name; returns the reference ``job:<name>``."""
@@ -80,9 +81,14 @@ class JobRegistry:
                 ref = f"method:{import_path(owner)}.{func.__name__}"
                 return JobRef(ref) if self.knows(ref) else self._local_ref(func)
             return self._local_ref(func)
+        cached = self._function_refs.get(func)
+        if cached is not None:
+            return cached
         if _importable(func):
             ref = f"func:{import_path(func)}"
-            return JobRef(ref) if self.knows(ref) else self._local_ref(func)
+            if self.knows(ref):
+                self._function_refs[func] = JobRef(ref)
+                return self._function_refs[func]
         return self._local_ref(func)
 
     def _local_ref(self, func: Callable[..., Any]) -> JobRef:

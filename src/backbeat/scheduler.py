@@ -247,6 +247,8 @@ class BackgroundTaskScheduler(HostedService):
         durable: list[Task] = []
         local: list[Task] = []
         ids: list[str] = []
+        specs: dict[Any, triggers.TriggerSpec] = {}
+        option_sets: dict[Any, TaskOptions] = {}
         for request in requests:
             fields = dict(request)
             func = fields.pop("func")
@@ -254,14 +256,25 @@ class BackgroundTaskScheduler(HostedService):
                 k: fields.pop(k) for k in ("id", "name", "args", "kwargs", "tags", "durable") if k in fields
             }
             overrides = fields.pop("options", None)
-            spec = triggers.make_trigger_spec(
-                fields.pop("trigger", None), default_timezone=self.timezone, now=now, **fields
-            )
+            trigger = fields.pop("trigger", None)
+            # A batch usually repeats one trigger and one set of options: build each once.
+            spec_key = _memo_key(trigger, fields)
+            spec = specs.get(spec_key) if spec_key is not None else None
+            if spec is None:
+                spec = triggers.make_trigger_spec(trigger, default_timezone=self.timezone, now=now, **fields)
+                if spec_key is not None:
+                    specs[spec_key] = spec
+            options_key = _memo_key(id(spec), overrides or {})
+            options = option_sets.get(options_key) if options_key is not None else None
+            if options is None:
+                options = self._options_for(spec, overrides)
+                if options_key is not None:
+                    option_sets[options_key] = options
             built = from_callable(
                 self.registry,
                 func,
                 trigger=spec,
-                options=self._options_for(spec, overrides),
+                options=options,
                 task_id=settings.get("id"),
                 name=settings.get("name"),
                 args=settings.get("args", ()),
@@ -645,6 +658,16 @@ async def _all_tasks(store: Store, task_filter: TaskFilter) -> list[Task]:
         tasks += page
         if cursor is None:
             return tasks
+
+
+def _memo_key(head: Any, fields: Mapping[str, Any]) -> Any:
+    """A hashable key for (head, fields), or ``None`` when a value is not hashable."""
+    key = (head if isinstance(head, str | None | int) else id(head), tuple(sorted(fields.items())))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def _schedule_key(spec: triggers.TriggerSpec) -> dict[str, Any]:

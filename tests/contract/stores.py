@@ -98,6 +98,7 @@ class RedisBackend(Backend):
         super().__init__(tmp_path)
         self.store_class = _store_class("backbeat.stores.redis", "RedisStore")
         import redis
+
         from tests.redis_server import usable_redis_url
 
         self.url = usable_redis_url()

@@ -89,7 +89,9 @@ async def test_two_owners_claiming_at_once_never_share_a_task_or_a_run(store: St
     assert {r.owner for r in a.runs} <= {"w1"} and {r.owner for r in b.runs} <= {"w2"}
 
 
-async def test_concurrent_claims_from_many_owners_take_everything_exactly_once(store: Store, peer: Store) -> None:
+async def test_concurrent_claims_from_many_owners_take_everything_exactly_once(
+    store: Store, peer: Store
+) -> None:
     await store.add([task(f"t{i:03}", at=T0) for i in range(200)])
     claims = await asyncio.gather(
         *(s.claim_due(f"w{i}", now=T0, lease=LEASE, limit=30) for i, s in enumerate([store, peer] * 5))

@@ -178,12 +178,19 @@ async def test_release_lets_another_owner_take_runs_and_claims_at_once(store: St
     assert await store.complete("w1", [finished(run)]) == {run.id}
 
 
-async def test_an_expired_run_is_recovered_with_its_task_and_the_next_attempt(store: Store, peer: Store) -> None:
+async def test_an_expired_run_is_recovered_with_its_task_and_the_next_attempt(
+    store: Store, peer: Store
+) -> None:
     await store.add([task("a", at=T0)])
     [run] = await start_run(store, "w1", then=T0 + timedelta(hours=1))
     assert not (await peer.claim_due("w2", now=T0 + LEASE - SECOND, lease=LEASE, limit=10)).runs
     [recovered] = (await peer.claim_due("w2", now=T0 + LEASE, lease=LEASE, limit=10)).runs
-    assert (recovered.id, recovered.fire_time, recovered.attempt, recovered.recovered) == (run.id, T0, 2, True)
+    assert (recovered.id, recovered.fire_time, recovered.attempt, recovered.recovered) == (
+        run.id,
+        T0,
+        2,
+        True,
+    )
     assert recovered.task is not None and recovered.task.next_run_time == T0 + timedelta(hours=1)
     [again] = (await store.claim_due("w1", now=T0 + 2 * LEASE, lease=LEASE, limit=10)).runs
     assert (again.attempt, again.owner) == (3, "w1")

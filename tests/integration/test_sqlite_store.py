@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from backbeat.errors import StoreError, StoreUnavailableError
-from backbeat.model import Task, TaskOptions, run_id_for
+from backbeat.model import Task, run_id_for
 from backbeat.stores import sqlite_queries
 from backbeat.stores.sqlite import SQLiteStore
 
@@ -50,8 +50,8 @@ async def main() -> None:
                          next_run_time=t.next_run_time + STEP if t.next_run_time + STEP <= last else None)
             for t in claim.tasks
         ]
-        runs = [run for result in await store.fire(owner, decisions, now=NOW, lease=LEASE) for run in result.runs]
-        runs += claim.runs
+        fired = await store.fire(owner, decisions, now=NOW, lease=LEASE)
+        runs = claim.runs + [run for result in fired for run in result.runs]
         results = [RunResult(run=run, outcome=RunOutcome.SUCCESS, finished_at=NOW) for run in runs]
         lost = await store.complete(owner, results)
         done += [run.id for run in runs if run.id not in lost]
@@ -85,8 +85,7 @@ asyncio.run(main())
 
 
 def task(task_id: str, at: datetime | None = T0) -> Task:
-    return Task(id=task_id, name=task_id, job="tests:job", trigger={}, next_run_time=at, created_at=T0,
-                options=TaskOptions(max_instances=1))  # fmt: skip
+    return Task(id=task_id, name=task_id, job="tests:job", trigger={}, next_run_time=at, created_at=T0)
 
 
 async def spawn(script: str, *args: str) -> asyncio.subprocess.Process:
@@ -103,6 +102,16 @@ async def spawn(script: str, *args: str) -> asyncio.subprocess.Process:
 def go(process: asyncio.subprocess.Process) -> None:
     assert process.stdin is not None
     process.stdin.write(b"go\n")
+
+
+async def finish(process: asyncio.subprocess.Process, timeout: float = 10) -> int:
+    """The exit code of ``process``, killed if it is not done within ``timeout``."""
+    try:
+        return await asyncio.wait_for(process.wait(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
 
 
 @pytest.fixture
@@ -123,12 +132,10 @@ async def test_two_processes_run_every_fire_time_exactly_once(store: SQLiteStore
     await store.add([task(task_id) for task_id in ids])
     last = T0 + (FIRES_PER_TASK - 1) * STEP
     outputs = [tmp_path / f"done-{owner}.json" for owner in ("p1", "p2")]
-    processes = [
-        await spawn(HAMMER, str(store.path), out.stem, str(out), last.isoformat()) for out in outputs
-    ]
+    processes = [await spawn(HAMMER, store.path, out.stem, str(out), last.isoformat()) for out in outputs]
     for process in processes:
         go(process)  # both start together, so their claims interleave
-    codes = await asyncio.wait_for(asyncio.gather(*(p.wait() for p in processes)), timeout=120)
+    codes = await asyncio.gather(*(finish(process, timeout=60) for process in processes))
     assert codes == [0, 0]
 
     per_process = [json.loads(out.read_text()) for out in outputs]
@@ -156,7 +163,8 @@ async def test_wakeups_reach_another_process(store: SQLiteStore) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await pending
         await iterator.aclose()  # type: ignore[attr-defined]
-        await adder.wait()
+        go(adder)
+        assert await finish(adder) == 0
 
 
 async def test_the_schema_has_a_version_row_wal_and_a_claim_index(store: SQLiteStore) -> None:
@@ -164,9 +172,13 @@ async def test_the_schema_has_a_version_row_wal_and_a_claim_index(store: SQLiteS
     with contextlib.closing(sqlite3.connect(store.path)) as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("1",)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.DUE_TASKS}", (0, 1)))
+        plan = " ".join(
+            row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.DUE_TASKS}", (0, 1))
+        )
         assert "USING INDEX tasks_due" in plan
-        plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.CLAIMABLE_RUNS}", (0, 1)))
+        plan = " ".join(
+            row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.CLAIMABLE_RUNS}", (0, 1))
+        )
         assert "USING INDEX runs_lease" in plan
 
 
@@ -180,7 +192,9 @@ async def test_a_file_of_a_newer_schema_is_refused(db_path: Path) -> None:
     await store.close()
 
 
-async def test_a_lock_held_past_busy_timeout_is_unavailable_and_the_loop_runs_meanwhile(db_path: Path) -> None:
+async def test_a_lock_held_past_busy_timeout_is_unavailable_and_the_loop_runs_meanwhile(
+    db_path: Path,
+) -> None:
     store = SQLiteStore(db_path, busy_timeout=0.3)
     await store.open()
     ticks = 0
