@@ -189,13 +189,17 @@ class Engine:
         delay = self.config.poll_interval
         if next_time is not None:
             delay = min(delay, max((next_time - self.clock()).total_seconds(), 0.0005))
+        # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that races the event.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
 
     async def _listen_loop(self) -> None:
         while not self._stopping:
             try:
                 async for _ in self.store.wakeups():
+                    if self._stopping:
+                        return
                     self._wake.set()
             except (StoreError, OSError) as exc:
                 self._store_error(exc, "listening for wake-ups")
@@ -329,12 +333,16 @@ class Engine:
                 )
             call = executor.submit(invocation.func, invocation.args, invocation.kwargs)
             timeout = task.options.timeout
-            result = await (asyncio.wait_for(call, timeout) if timeout else call)
+            if timeout:
+                async with asyncio.timeout(timeout):
+                    result = await call
+            else:
+                result = await call
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             duration = (self.clock() - started).total_seconds()
-            if isinstance(exc, TimeoutError):
+            if isinstance(exc, TimeoutError) and task.options.timeout:
                 exc = TimeoutError(f"run {run.id} timed out after {task.options.timeout}s")
             log.error("run %s of task %s (%s) failed: %r", run.id, task.id, task.name, exc)
             self._emit(

@@ -7,12 +7,11 @@ one push and a claim of ``k`` items costs ``O(k log n)``.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import heapq
 from bisect import bisect_right
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
@@ -28,52 +27,11 @@ from backbeat.model import (
     RunResult,
     Task,
     TaskFilter,
-    TaskOptions,
     run_id_for,
 )
-
-UPDATABLE = frozenset(
-    {"paused", "next_run_time", "trigger", "orphaned", "name", "tags", "options", "args", "kwargs", "data"}
-    | {"job", "trace_context"}
-)
-"""Fields ``Store.update`` may change."""
+from backbeat.stores._common import Signal, check_changes, copy_run, copy_task
 
 _HeapEntry = tuple[datetime, int, str]
-
-
-class Signal:
-    """Wakes every subscriber (one :class:`asyncio.Event` each) when something changed."""
-
-    def __init__(self) -> None:
-        self._events: set[asyncio.Event] = set()
-
-    def subscribe(self) -> asyncio.Event:
-        event = asyncio.Event()
-        self._events.add(event)
-        return event
-
-    def unsubscribe(self, event: asyncio.Event) -> None:
-        self._events.discard(event)
-
-    def notify(self) -> None:
-        for event in self._events:
-            event.set()
-
-
-def check_changes(changes: dict[str, Any]) -> dict[str, Any]:
-    """``Store.update``'s changes, normalized (tags as a tuple, options as ``TaskOptions``).
-
-    Raises:
-        ValueError: a field that cannot be updated.
-    """
-    unknown = set(changes) - UPDATABLE
-    if unknown:
-        raise ValueError(f"cannot update task fields {sorted(unknown)}; updatable: {sorted(UPDATABLE)}")
-    if "tags" in changes:
-        changes["tags"] = tuple(changes["tags"])
-    if isinstance(changes.get("options"), dict):
-        changes["options"] = TaskOptions.from_json(changes["options"])
-    return changes
 
 
 @dataclass(slots=True)
@@ -119,7 +77,8 @@ class MemoryStore:
             if existing:
                 raise TaskExistsError(existing)
         for given in tasks:
-            task = given.copy(tags=tuple(given.tags))
+            task = copy_task(given)
+            task.tags = tuple(task.tags)
             slot = self._tasks.get(task.id)
             if slot is None:
                 slot = self._tasks[task.id] = _Slot(task)
@@ -139,7 +98,7 @@ class MemoryStore:
 
     async def get(self, task_id: str) -> Task | None:
         slot = self._tasks.get(task_id)
-        return None if slot is None else slot.task.copy()
+        return None if slot is None else copy_task(slot.task)
 
     async def list(
         self, filter: TaskFilter | None = None, *, cursor: str | None = None, limit: int | None = None
@@ -156,7 +115,7 @@ class MemoryStore:
             if filter is None or filter.matches(task):
                 if limit is not None and len(page) >= limit:
                     return page, page[-1].id if page else cursor
-                page.append(task.copy())
+                page.append(copy_task(task))
         return page, None
 
     async def update(self, task_id: str, **changes: Any) -> Task:
@@ -172,7 +131,7 @@ class MemoryStore:
         slot.task = task
         self._schedule(slot)
         self._signal.notify()
-        return task.copy()
+        return copy_task(task)
 
     async def remove(self, task_ids: Collection[str]) -> builtins.list[str]:
         removed = [task_id for task_id in dict.fromkeys(task_ids) if task_id in self._tasks]
@@ -211,8 +170,10 @@ class MemoryStore:
             run.owner, run.lease_until = owner, until
             leased.append(run_id)
             slot = self._tasks.get(run.task_id)
-            snapshot = None if slot is None else slot.task.copy()
-            claim.runs.append(replace(run, task=snapshot, recovered=recovered))
+            leased_run = copy_run(run)
+            leased_run.task = None if slot is None else copy_task(slot.task)
+            leased_run.recovered = recovered
+            claim.runs.append(leased_run)
         # pushed once the loop is done, so a zero lease cannot make it take an item twice
         self._lease_runs(leased)
 
@@ -232,7 +193,7 @@ class MemoryStore:
                     continue
             slot.claimed_by, slot.claim_until = owner, until
             taken.append(slot)
-            claim.tasks.append(task.copy())
+            claim.tasks.append(copy_task(task))
         for slot in taken:
             self._schedule(slot)
         return claim
@@ -267,7 +228,7 @@ class MemoryStore:
                 self._runs[run_id] = run
                 created.append(run_id)
                 task.running += 1
-                result.runs.append(replace(run))
+                result.runs.append(copy_run(run))
             # a user's change since the claim wins over the trigger's next fire time
             if task.version == decision.claimed_version:
                 task.next_run_time = decision.next_run_time
@@ -363,10 +324,10 @@ class MemoryStore:
         task.running += 1
         self._lease_runs([run_id])
         self._signal.notify()
-        return replace(run)
+        return copy_run(run)
 
     async def list_runs(self, task_id: str | None = None) -> builtins.list[Run]:
-        return [replace(run) for run in self._runs.values() if task_id is None or run.task_id == task_id]
+        return [copy_run(run) for run in self._runs.values() if task_id is None or run.task_id == task_id]
 
     async def next_wakeup(self) -> datetime | None:
         due = self._top(self._due, lambda i: self._tasks[i].seq if i in self._tasks else None)
@@ -442,4 +403,4 @@ class MemoryStore:
             self._sorted_ids = None
 
 
-__all__ = ["MemoryStore", "Signal", "check_changes"]
+__all__ = ["MemoryStore"]

@@ -37,7 +37,7 @@ from backbeat.model import (
 )
 from backbeat.stores import sqlite_queries as q
 from backbeat.stores import sqlite_transactions as tx
-from backbeat.stores.memory import Signal, check_changes
+from backbeat.stores._common import Signal, check_changes
 
 T = TypeVar("T")
 _UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o")
@@ -175,6 +175,8 @@ class SQLiteStore:
         return await self._call(tx.next_wakeup)
 
     async def wakeups(self) -> AsyncIterator[None]:
+        if self._executor is None:
+            return  # not open: nothing to listen to (and listening must not reopen a closed store)
         closes = self._closes
         event = self._signal.subscribe()
         try:
