@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import heapq
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -73,7 +74,8 @@ class MemoryStore:
 
     async def add(self, tasks: Sequence[Task], *, replace: bool = False) -> None:
         if not replace:
-            existing = [task.id for task in tasks if task.id in self._tasks]
+            ids = Counter(task.id for task in tasks)
+            existing = [i for i in ids if i in self._tasks] or [i for i, n in ids.items() if n > 1]
             if existing:
                 raise TaskExistsError(existing)
         for given in tasks:
@@ -403,4 +405,4 @@ class MemoryStore:
             self._sorted_ids = None
 
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryStore", "check_changes"]  # check_changes: re-exported for the Redis store

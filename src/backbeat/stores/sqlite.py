@@ -126,7 +126,15 @@ class SQLiteStore:
     async def claim_due(self, owner: str, *, now: datetime, lease: timedelta, limit: int) -> Claim:
         if limit <= 0:
             return Claim()
-        return await self._write(tx.claim, owner, now, now + lease, limit)
+
+        def claim(db: tx.Db) -> Claim:
+            # a read first: idle pollers in many processes then never queue for the write lock
+            earliest = tx.next_wakeup(db)
+            if earliest is None or earliest > now:
+                return Claim()
+            return self._transaction(db, tx.claim, owner, now, now + lease, limit)
+
+        return await self._call(claim)
 
     async def fire(
         self, owner: str, decisions: Sequence[FireDecision], *, now: datetime, lease: timedelta

@@ -6,6 +6,7 @@ the connection and the transactions; the SQL is in :mod:`backbeat.stores.sqlite_
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -114,8 +115,8 @@ def add(db: Db, tasks: list[Task], replace: bool) -> None:
         db.execute(q.DELETE_TAGS, (ids_param(ids),))
     else:
         existing = [row[0] for row in db.execute(q.EXISTING_TASKS, (ids_param(ids),))]
-        if not existing and len(set(ids)) < len(ids):
-            existing = sorted({task_id for task_id in ids if ids.count(task_id) > 1})
+        if not existing:
+            existing = [task_id for task_id, n in Counter(ids).items() if n > 1]
         if existing:
             raise TaskExistsError(existing)
         db.executemany(q.INSERT_TASK, rows)
