@@ -131,6 +131,7 @@ async def _next_wakeup_while(wakeups: Store, change: Store, name: str) -> None:
             await change.add([task(f"{name}-{i}", at=T0 + MINUTE)])
             done, _ = await asyncio.wait([pending], timeout=0.05)
             if done:
+                pending.result()  # a yield, not the end of the iteration
                 return
         raise AssertionError("wakeups() did not yield within 5 s of an add")
     finally:

@@ -113,11 +113,18 @@ async def test_complete_deletes_runs_and_counts_outcomes(store: Store) -> None:
 
 
 async def test_a_one_shot_task_leaves_only_after_its_last_run(store: Store) -> None:
-    await store.add([task("once")])
-    [run] = await start_run(store, "w1", then=None)
+    await store.add([task("once"), task("twice", max_instances=2)])
+    claimed = {t.id: t for t in (await store.claim_due("w1", now=T0, lease=LEASE, limit=10)).tasks}
+    decisions = [decide(claimed["once"], then=None), decide(claimed["twice"], [T0 - MINUTE, T0], then=None)]
+    results = await store.fire("w1", decisions, now=T0, lease=LEASE)
+    assert not any(result.removed for result in results)
+    [once], [first, last] = (result.runs for result in results)
     assert await store.get("once") is not None, "removed before its run finished"
-    await store.complete("w1", [finished(run)])
+    await store.complete("w1", [finished(once), finished(first)])
     assert await store.get("once") is None
+    assert await store.get("twice") is not None, "removed before its last run finished"
+    await store.complete("w1", [finished(last)])
+    assert await store.get("twice") is None
     assert await store.list_runs() == []
 
 

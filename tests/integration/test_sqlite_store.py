@@ -9,6 +9,7 @@ import sqlite3
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -120,10 +121,11 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def store(db_path: Path) -> SQLiteStore:
+async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
     store = SQLiteStore(db_path)
     await store.open()
-    return store
+    yield store
+    await store.close()
 
 
 @pytest.mark.slow
@@ -183,7 +185,9 @@ async def test_the_schema_has_a_version_row_wal_and_a_claim_index(store: SQLiteS
 
 
 async def test_a_file_of_a_newer_schema_is_refused(db_path: Path) -> None:
-    await SQLiteStore(db_path).open()
+    first = SQLiteStore(db_path)
+    await first.open()
+    await first.close()
     with contextlib.closing(sqlite3.connect(db_path)) as db, db:
         db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     store = SQLiteStore(db_path)

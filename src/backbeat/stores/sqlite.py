@@ -20,11 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from backbeat.errors import (
-    StoreError,
-    StoreUnavailableError,
-    TaskNotFoundError,
-)
+from backbeat.errors import StoreError, StoreUnavailableError, TaskNotFoundError
 from backbeat.model import (
     Claim,
     FireDecision,
@@ -55,7 +51,7 @@ class SQLiteStore:
 
     def __init__(
         self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0, poll_interval: float = 0.02
-    ):
+    ) -> None:
         self.path = os.fspath(path)
         self.busy_timeout = busy_timeout
         self.poll_interval = poll_interval
