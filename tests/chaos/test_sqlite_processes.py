@@ -78,3 +78,23 @@ async def test_three_processes_run_every_fire_time_once(
     per_key = Counter(r["run_id"] for r in records)
     assert max(per_key.values()) == 1, "no fire time ran twice"
     assert len({r["pid"] for r in records}) >= 2, "the work was shared between processes"
+
+
+async def test_an_at_most_once_task_is_not_rerun_after_its_owner_died(
+    sqlite_url: str, record_file: Path, workers: Callable[..., Worker], make_scheduler: SchedulerFactory
+) -> None:
+    victim = workers(sqlite_url, "--lease", "1")
+    producer = make_scheduler(sqlite_url, producer_only=True)
+    await producer.start()
+    await producer.schedule_immediate_task(
+        "charge", jobs.slow, args=[str(record_file), 1.5, "charge"], at_most_once=True
+    )
+    await wait_for(lambda: any(r["event"] == "start" for r in jobs.read_records(record_file)))
+    victim.kill()
+    workers(sqlite_url, "--lease", "1")
+    for _ in range(200):  # the rescuer marks the run lost and the one-shot task leaves the store
+        if not await producer.list_tasks():
+            break
+        await asyncio.sleep(0.05)
+    assert await producer.list_tasks() == []
+    assert [r["event"] for r in jobs.read_records(record_file)] == ["start"]
