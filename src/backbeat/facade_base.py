@@ -47,11 +47,10 @@ class SchedulerState:
         store = self._local_store if local else self.store
         await self._ensure_open(store)
         await store.add(tasks, replace=replace)
-        engine = self._local_engine if local else self._engine
-        if engine is not None:
-            engine.notify()
-        for task in tasks:
-            self.events.emit(SchedulerEvent(kind=EventKind.TASK_ADDED, task_id=task.id, task_name=task.name))
+        self._notify(store)
+        if self.events.wanted:
+            for task in tasks:
+                self.events.emit(SchedulerEvent(kind=EventKind.TASK_ADDED, task_id=task.id, task_name=task.name))
 
     async def _ensure_open(self, store: Store) -> None:
         if self._engine is None:
