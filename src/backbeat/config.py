@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from backbeat.abc import Store
 from backbeat.errors import ConfigurationError
@@ -37,13 +37,18 @@ class RedisJobStoreConfig:
     """Key prefix (and Redis Cluster hash tag) of everything the store writes; default ``backbeat``."""
 
     def url(self) -> str:
-        if "://" in self.host:
-            return self.host if self.host.rstrip("/").count("/") > 2 else f"{self.host.rstrip('/')}/{self.db}"
-        scheme = "rediss" if self.ssl else "redis"
+        """The Redis URL; ``password``, ``username``, ``ssl`` and ``db`` fill what a URL ``host`` lacks."""
         auth = ""
         if self.password is not None:
             auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
-        return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
+        if "://" not in self.host:
+            scheme = "rediss" if self.ssl else "redis"
+            return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
+        url = urlsplit(self.host)
+        scheme = "rediss" if self.ssl else url.scheme
+        netloc = url.netloc if "@" in url.netloc else f"{auth}{url.netloc}"
+        path = url.path if url.path.strip("/") else f"/{self.db}"
+        return urlunsplit((scheme, netloc, path, url.query, url.fragment))
 
 
 @dataclass(kw_only=True)

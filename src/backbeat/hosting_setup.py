@@ -58,7 +58,9 @@ def configure_builder(builder: Any, modules: Sequence[str], **scheduler_args: An
     """
     settings = getattr(builder, "settings", None)
     store_settings = getattr(settings, "background_job_store", None)
-    if store_settings and not {"store", "redis_url", "config"} & set(scheduler_args):
+    config = scheduler_args.get("config")
+    chosen = {"store", "redis_url"} & set(scheduler_args) or (config is not None and config.job_stores)
+    if store_settings and not chosen:
         scheduler_args["store"] = store_config_from_settings(store_settings)
     register_scheduler(builder.services, modules, **scheduler_args)
     return builder

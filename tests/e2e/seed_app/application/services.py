@@ -59,6 +59,9 @@ class WorkerMetricsCollectionJob(RecurrentBackgroundJob):
 
     worker_id: str
 
+    def __init__(self, worker_id: str):
+        self.worker_id = worker_id
+
     def configure(self, service_provider=None, **kwargs):  # type: ignore[no-untyped-def]
         if service_provider:
             self.worker_repository = service_provider.get_required_service(WorkerRepository)

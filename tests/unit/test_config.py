@@ -1,0 +1,53 @@
+"""Store configuration: the seed 003 config objects and the seed 000 settings dict."""
+
+from __future__ import annotations
+
+import pytest
+
+from backbeat import ConfigurationError, RedisJobStoreConfig, SQLiteJobStoreConfig
+from backbeat.config import pick_store, store_config_from_settings, task_options
+
+
+@pytest.mark.parametrize(
+    ("config", "url"),
+    [
+        (RedisJobStoreConfig(host="redis", port=6380, db=2), "redis://redis:6380/2"),
+        (
+            RedisJobStoreConfig(host="redis://localhost:6379", db=1, password="p@ss"),
+            "redis://:p%40ss@localhost:6379/1",
+        ),
+        (
+            RedisJobStoreConfig(host="redis://u:pw@localhost:6379/3", password="other"),
+            "redis://u:pw@localhost:6379/3",
+        ),
+        (
+            RedisJobStoreConfig(host="localhost", ssl=True, username="me", password="pw"),
+            "rediss://me:pw@localhost:6379/0",
+        ),
+    ],
+)
+def test_redis_config_urls(config: RedisJobStoreConfig, url: str) -> None:
+    assert config.url() == url
+
+
+def test_settings_dict_selects_the_store() -> None:
+    redis = store_config_from_settings({"redis_host": "redis", "redis_port": 6379, "redis_db": 1})
+    assert isinstance(redis, RedisJobStoreConfig) and redis.url() == "redis://redis:6379/1"
+    assert store_config_from_settings({"sqlite_path": "x.db"}) == SQLiteJobStoreConfig(path="x.db")
+    with pytest.raises(ConfigurationError, match="both redis_\\* and mongo_\\*"):
+        store_config_from_settings({"redis_host": "a", "mongo_uri": "b"})
+    with pytest.raises(ConfigurationError, match="name no store"):
+        store_config_from_settings({"host": "a"})
+
+
+def test_one_store_per_scheduler() -> None:
+    with pytest.raises(ConfigurationError, match="one store"):
+        pick_store({"a": "memory://", "b": "memory://"})
+
+
+def test_job_options_are_validated() -> None:
+    assert task_options({"coalesce": False}, {"max_instances": 3}).max_instances == 3
+    with pytest.raises(ConfigurationError, match="unknown job option"):
+        task_options({"misfire": 3})
+    with pytest.raises(ConfigurationError, match="max_instances"):
+        task_options({"max_instances": 0})
