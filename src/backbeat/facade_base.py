@@ -50,7 +50,8 @@ class SchedulerState:
         self._notify(store)
         if self.events.wanted:
             for task in tasks:
-                self.events.emit(SchedulerEvent(kind=EventKind.TASK_ADDED, task_id=task.id, task_name=task.name))
+                added = SchedulerEvent(kind=EventKind.TASK_ADDED, task_id=task.id, task_name=task.name)
+                self.events.emit(added)
 
     async def _ensure_open(self, store: Store) -> None:
         if self._engine is None:
