@@ -78,10 +78,12 @@ class Store(Protocol):
 
     async def update(self, task_id: str, **changes: Any) -> Task:
         """Change fields of a task (``paused``, ``next_run_time``, ``trigger``, ``orphaned``,
-        ``name``, ``tags``, ``options``, ``args``, ``kwargs``, ``data``) and bump its version.
+        ``name``, ``job``, ``tags``, ``options``, ``args``, ``kwargs``, ``data``,
+        ``trace_context``) and bump its version.
 
         Raises:
             TaskNotFoundError: no task has this id.
+            ValueError: a field that cannot be updated.
         """
 
     async def remove(self, task_ids: Collection[str]) -> builtins.list[str]:
@@ -120,7 +122,9 @@ class Store(Protocol):
 
     async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
         """Finish runs: delete each run (or re-queue it when ``retry_at`` is set), update
-        its task's counters and ``running``, and remove a task with nothing left to run.
+        its task's counters (``runs``, ``failures``, ``last_outcome``, ``last_run_at``, also
+        for a re-queued run) and ``running`` (unchanged for a re-queued run), and remove a
+        task with nothing left to run.
 
         Only runs still leased to ``owner`` are completed; returns the ids that were not
         (another owner took them over after a lease expiry).
