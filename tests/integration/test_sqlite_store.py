@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from backbeat.errors import StoreError, StoreUnavailableError
-from backbeat.model import Task, run_id_for
+from backbeat.model import Task, TaskOptions, run_id_for
 from backbeat.stores import sqlite_queries
 from backbeat.stores.sqlite import SQLiteStore
 
@@ -86,7 +86,18 @@ asyncio.run(main())
 
 
 def task(task_id: str, at: datetime | None = T0) -> Task:
-    return Task(id=task_id, name=task_id, job="tests:job", trigger={}, next_run_time=at, created_at=T0)
+    # Several fire times of one task may be in flight in the two processes at once; with the
+    # default max_instances=1 the later ones would be skipped (correctly) and look lost.
+    options = TaskOptions(max_instances=FIRES_PER_TASK)
+    return Task(
+        id=task_id,
+        name=task_id,
+        job="tests:job",
+        trigger={},
+        next_run_time=at,
+        created_at=T0,
+        options=options,
+    )
 
 
 async def spawn(script: str, *args: str) -> asyncio.subprocess.Process:
