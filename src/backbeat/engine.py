@@ -63,7 +63,6 @@ class Engine:
         *,
         provider: Any = None,
         clock: Callable[[], datetime] = utcnow,
-        on_result: Callable[[Task, Run, RunResult, Any], Any] | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -72,7 +71,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.provider = provider
         self.clock = clock
-        self.on_result = on_result
+        self._drain_lock = asyncio.Lock()
         self._active: dict[str, tuple[Run, asyncio.Task[None]]] = {}
         self._completing: dict[str, RunResult] = {}
         self._released: set[str] = set()
@@ -282,7 +281,6 @@ class Engine:
 
     async def _execute(self, run: Run) -> None:
         task = run.task
-        result: Any = None
         error: str | None
         try:
             if task is None:
@@ -292,24 +290,19 @@ class Engine:
                 log.warning("run %s lost: %s", run.id, error)
                 self._emit(EventKind.RUN_LOST, task, run=run)
             else:
-                outcome, error, result = await self._invoke(task, run)
+                outcome, error = await self._invoke(task, run)
         except asyncio.CancelledError:
             if run.id in self._released:
                 self._active.pop(run.id, None)
                 return
             outcome, error = RunOutcome.CANCELLED, "cancelled"
         finished = RunResult(run=run, outcome=outcome, finished_at=self.clock(), error=error)
-        if self.on_result is not None and task is not None:
-            with contextlib.suppress(Exception):
-                maybe = self.on_result(task, run, finished, result)
-                if asyncio.iscoroutine(maybe):
-                    await maybe
         self._completing[run.id] = finished
         self._active.pop(run.id, None)
         self._capacity.set()
         self._flush.set()
 
-    async def _invoke(self, task: Task, run: Run) -> tuple[RunOutcome, str | None, Any]:
+    async def _invoke(self, task: Task, run: Run) -> tuple[RunOutcome, str | None]:
         context = RunContext(
             task_id=task.id,
             task_name=task.name,
@@ -353,12 +346,12 @@ class Engine:
                 duration=duration,
                 traceback="".join(traceback.format_exception(exc)),
             )
-            return RunOutcome.FAILURE, f"{type(exc).__name__}: {exc}", exc
+            return RunOutcome.FAILURE, f"{type(exc).__name__}: {exc}"
         finally:
             reset_current_run(token)
         duration = (self.clock() - started).total_seconds()
         self._emit(EventKind.RUN_EXECUTED, task, run=run, result=result, duration=duration)
-        return RunOutcome.SUCCESS, None, result
+        return RunOutcome.SUCCESS, None
 
     # -- completing and renewing -----------------------------------------------------------
 
@@ -369,6 +362,12 @@ class Engine:
             await self._drain_completions()
 
     async def _drain_completions(self) -> None:
+        # stop() drains too, while the complete loop may be draining: one batch at a time,
+        # or a run would be completed twice (and reported as taken over).
+        async with self._drain_lock:
+            await self._drain()
+
+    async def _drain(self) -> None:
         backoff = 0.05
         while self._completing:
             batch = list(self._completing.values())
