@@ -43,23 +43,20 @@ class SchedulingCalls(SchedulerState):
             NotPersistableError: ``func`` is a lambda/closure and ``durable=True``.
             TaskExistsError: ``id`` exists and ``replace_existing`` is false.
         """
-        now = self.clock()
-        spec = triggers.make_trigger_spec(trigger, default_timezone=self.timezone, now=now, **trigger_args)
-        built = from_callable(
-            self.registry,
-            func,
-            trigger=spec,
-            options=self._options_for(spec, options),
-            task_id=id,
+        request = dict(
+            trigger_args,
+            func=func,
+            trigger=trigger,
+            id=id,
             name=name,
             args=args,
             kwargs=kwargs,
             tags=tags,
             durable=durable,
-            now=now,
+            options=options,
         )
-        await self._store_tasks([built.task], local=built.local, replace=replace_existing)
-        return built.task.id
+        [task_id] = await self.add_tasks([request], replace_existing=replace_existing)
+        return task_id
 
     async def add_tasks(
         self, requests: Iterable[Mapping[str, Any]], *, replace_existing: bool = False
