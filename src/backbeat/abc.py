@@ -34,11 +34,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from backbeat.model import (
     Claim,
+    DeadLetter,
     FireDecision,
     FireResult,
     QuarantinedRecord,
     Run,
     RunResult,
+    StateRecord,
     Task,
     TaskFilter,
 )
@@ -96,7 +98,7 @@ class Store(Protocol):
         """Remove every task carrying ``tag``; returns their ids."""
 
     async def clear(self) -> None:
-        """Remove every task and run (and quarantined record) of this store."""
+        """Remove every task, run, dead letter, state document and quarantined record of this store."""
 
     async def claim_due(self, owner: str, *, now: datetime, lease: timedelta, limit: int) -> Claim:
         """Atomically lease up to ``limit`` due tasks and claimable runs to ``owner``.
@@ -125,6 +127,11 @@ class Store(Protocol):
         its task's counters (``runs``, ``failures``, ``last_outcome``, ``last_run_at``, also
         for a re-queued run) and ``running`` (unchanged for a re-queued run), and remove a
         task with nothing left to run.
+
+        A re-queued run gets ``attempt + 1``, owner ``None`` and ``lease_until = retry_at``;
+        a ``DEFERRED`` result keeps its attempt and leaves the task's counters alone. A
+        result with ``dead_letter`` set also stores a :class:`DeadLetter` (with the task's
+        snapshot) under the run's id, replacing an older one of the same id.
 
         Only runs still leased to ``owner`` are completed; returns the ids that were not
         (another owner took them over after a lease expiry).
@@ -167,6 +174,31 @@ class Store(Protocol):
 
     async def quarantined(self) -> builtins.list[QuarantinedRecord]:
         """Records that could not be decoded, kept as they were."""
+
+    async def dead_letters(self, task_id: str | None = None) -> builtins.list[DeadLetter]:
+        """Dead letters ordered by ``failed_at`` (oldest first), optionally of one task.
+
+        Removing a task keeps its dead letters; ``clear`` removes them.
+        """
+
+    async def remove_dead_letters(self, ids: Collection[str]) -> builtins.list[str]:
+        """Forget dead letters; returns the ids that existed."""
+
+    async def requeue_dead_letter(self, dead_letter_id: str, *, now: datetime) -> Run | None:
+        """Run a dead letter's fire time again, atomically: drop the dead letter and add a
+        waiting run (attempt 1, claimable at ``now``), re-adding the task from the dead
+        letter's snapshot (with ``next_run_time`` ``None``) when it is no longer stored.
+
+        Returns ``None`` and changes nothing when the dead letter does not exist, a run of
+        that id exists, or the task already has ``max_instances`` runs.
+        """
+
+    async def get_state(self, key: str) -> StateRecord | None:
+        """A shared state document (e.g. ``breaker:<name>``), or ``None`` if never written."""
+
+    async def put_state(self, key: str, value: dict[str, Any], *, version: int) -> bool:
+        """Compare-and-set: store ``value`` with version ``version + 1`` if the stored version
+        is ``version`` (``0``: not stored yet). Returns whether it was written."""
 
 
 __all__ = ["Store"]

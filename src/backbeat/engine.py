@@ -10,7 +10,7 @@ import random
 import socket
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +26,10 @@ from backbeat.registry import JobRegistry
 from backbeat.runner import prepare
 
 log = logging.getLogger("backbeat.engine")
+
+RunHook = Callable[[Task, Run], contextlib.AbstractContextManager[object]]
+"""Called as a run starts; the context manager it returns is entered around the job's call (in
+the run's context, so a span it makes current is the job's parent) and sees its exception."""
 
 
 def default_owner() -> str:
@@ -63,8 +67,10 @@ class Engine:
         *,
         provider: Any = None,
         clock: Callable[[], datetime] = utcnow,
+        run_hooks: Sequence[RunHook] = (),
     ) -> None:
         self.store = store
+        self.run_hooks = run_hooks
         self.registry = registry
         self.executors = dict(executors)
         self.events = events
@@ -324,13 +330,16 @@ class Engine:
                     f"task {task.id} names executor {task.options.executor!r}, "
                     f"which is not configured (known: {', '.join(self.executors)})"
                 )
-            call = executor.submit(invocation.func, invocation.args, invocation.kwargs)
-            timeout = task.options.timeout
-            if timeout:
-                async with asyncio.timeout(timeout):
+            with contextlib.ExitStack() as hooks:
+                for hook in self.run_hooks:
+                    hooks.enter_context(hook(task, run))
+                call = executor.submit(invocation.func, invocation.args, invocation.kwargs)
+                timeout = task.options.timeout
+                if timeout:
+                    async with asyncio.timeout(timeout):
+                        result = await call
+                else:
                     result = await call
-            else:
-                result = await call
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -30,6 +30,7 @@ class RunOutcome(enum.StrEnum):
     LOST = "lost"  # at-most-once task whose owner died mid-run: not re-run
     CANCELLED = "cancelled"
     ORPHANED = "orphaned"  # the job it names is not registered in the process that claimed it
+    DEFERRED = "deferred"  # not run now (its circuit breaker is open): re-queued, same attempt
 
 
 @dataclass(slots=True, kw_only=True)
@@ -48,6 +49,10 @@ class TaskOptions:
     """Do not re-run a fire time whose owner died mid-run (mark it lost instead)."""
     executor: str = "default"
     """Name of the executor that runs this task."""
+    retry: dict[str, JSON] | None = None
+    """A ``RetryPolicy`` as JSON: failed runs are re-queued in the store, then dead-lettered."""
+    circuit_breaker: dict[str, JSON] | None = None
+    """A ``CircuitBreakerPolicy`` as JSON; its state is shared through the store."""
 
     def to_json(self) -> dict[str, JSON]:
         return {
@@ -57,6 +62,8 @@ class TaskOptions:
             "timeout": self.timeout,
             "at_most_once": self.at_most_once,
             "executor": self.executor,
+            "retry": self.retry,
+            "circuit_breaker": self.circuit_breaker,
         }
 
     @classmethod
@@ -271,8 +278,15 @@ class RunResult:
     outcome: RunOutcome
     finished_at: datetime
     error: str | None = None
+    """``"ExceptionType: message"`` of a failed run."""
+    error_type: str | None = None
+    """Qualified name of the exception class of a failed run."""
+    traceback: str | None = None
     retry_at: datetime | None = None
-    """Keep the run and make it claimable again at this time (attempt + 1)."""
+    """Keep the run and make it claimable again at this time (attempt + 1; same attempt when
+    the outcome is ``DEFERRED``)."""
+    dead_letter: bool = False
+    """Keep the failed run as a :class:`DeadLetter` instead of forgetting it."""
 
 
 @dataclass(slots=True)
@@ -286,6 +300,86 @@ class Claim:
 
     def __bool__(self) -> bool:
         return bool(self.tasks or self.runs)
+
+
+@dataclass(slots=True, kw_only=True)
+class DeadLetter:
+    """A run that failed its last attempt, kept for inspection, re-running or removal."""
+
+    id: str
+    """The run's id (its idempotency key)."""
+    task_id: str
+    fire_time: datetime
+    attempt: int
+    failed_at: datetime
+    error: str | None = None
+    error_type: str | None = None
+    traceback: str | None = None
+    task: Task | None = None
+    """The task as it was when the run failed (a one-shot task is gone from the store)."""
+
+    @classmethod
+    def of(cls, result: RunResult, task: Task | None) -> DeadLetter:
+        run = result.run
+        return cls(
+            id=run.id,
+            task_id=run.task_id,
+            fire_time=run.fire_time,
+            attempt=run.attempt,
+            failed_at=result.finished_at,
+            error=result.error,
+            error_type=result.error_type,
+            traceback=result.traceback,
+            task=task,
+        )
+
+    def to_document(self) -> dict[str, JSON]:
+        return {
+            "id": self.id,
+            "task_id": self.task_id,
+            "fire_time": _iso(self.fire_time),
+            "attempt": self.attempt,
+            "failed_at": _iso(self.failed_at),
+            "error": self.error,
+            "error_type": self.error_type,
+            "traceback": self.traceback,
+            "task": self.task.to_document() if self.task is not None else None,
+        }
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, JSON]) -> DeadLetter:
+        """Rebuild a dead letter from :meth:`to_document`'s output.
+
+        Raises:
+            CorruptRecordError: the document is not a valid dead letter.
+        """
+        try:
+            fire_time = _parse_iso(doc["fire_time"])
+            failed_at = _parse_iso(doc["failed_at"])
+            if fire_time is None or failed_at is None:
+                raise ValueError("fire_time and failed_at are required")
+            task_doc = doc.get("task")
+            return cls(
+                id=str(doc["id"]),
+                task_id=str(doc["task_id"]),
+                fire_time=fire_time,
+                attempt=int(doc["attempt"]),
+                failed_at=failed_at,
+                error=doc.get("error"),
+                error_type=doc.get("error_type"),
+                traceback=doc.get("traceback"),
+                task=Task.from_document(task_doc) if isinstance(task_doc, Mapping) else None,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptRecordError(f"stored dead letter is not valid: {exc!r}") from exc
+
+
+@dataclass(slots=True, frozen=True)
+class StateRecord:
+    """A small shared JSON document (a circuit breaker's state) and its version for compare-and-set."""
+
+    value: dict[str, JSON]
+    version: int
 
 
 @dataclass(slots=True, frozen=True)

@@ -22,7 +22,7 @@ from backbeat.config import (
     task_options,
 )
 from backbeat.context import pop_default_provider, push_default_provider
-from backbeat.engine import Engine, EngineConfig, default_owner
+from backbeat.engine import Engine, EngineConfig, RunHook, default_owner
 from backbeat.errors import SchedulerNotRunningError
 from backbeat.events import EventHub, EventKind, Listener, SchedulerEvent
 from backbeat.executors import AsyncIOExecutor, Executor, make_executor
@@ -90,6 +90,8 @@ class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, HostedService):
         self.executors.setdefault("default", AsyncIOExecutor())
         self.clock = clock
         self.events = EventHub()
+        self.run_hooks: list[RunHook] = []
+        """Context managers entered around every run (metrics, traces); see :data:`RunHook`."""
         producer = self.config.producer_only if producer_only is None else producer_only
         self.engine_config = EngineConfig(
             owner=owner or default_owner(),
@@ -147,6 +149,7 @@ class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, HostedService):
             events=self.events,
             provider=self.service_provider,
             clock=self.clock,
+            run_hooks=self.run_hooks,
         )
         self._engine = Engine(self.store, config=self.engine_config, **engine_args)
         local_config = EngineConfig(
@@ -199,6 +202,10 @@ class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, HostedService):
     ) -> Callable[[], None]:
         """Call ``listener(event)`` for each event of ``kinds`` (all when ``None``); returns an undo."""
         return self.events.add_listener(listener, kinds)
+
+    def add_run_hook(self, hook: RunHook) -> None:
+        """Enter ``hook(task, run)`` around every run this process executes (before ``start``)."""
+        self.run_hooks.append(hook)
 
     def active_runs(self) -> list[str]:
         """Ids of the runs this process executes now."""

@@ -183,7 +183,7 @@ async def test_wakeups_reach_another_process(store: SQLiteStore) -> None:
 async def test_the_schema_has_a_version_row_wal_and_a_claim_index(store: SQLiteStore) -> None:
     await store.close()
     with contextlib.closing(sqlite3.connect(store.path)) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("1",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         plan = " ".join(
             row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.DUE_TASKS}", (0, 1))
@@ -193,6 +193,28 @@ async def test_the_schema_has_a_version_row_wal_and_a_claim_index(store: SQLiteS
             row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.CLAIMABLE_RUNS}", (0, 1))
         )
         assert "USING INDEX runs_lease" in plan
+
+
+async def test_a_version_1_file_is_migrated_and_keeps_its_tasks(db_path: Path) -> None:
+    first = SQLiteStore(db_path)
+    await first.add(
+        [Task(id="kept", name="kept", job="tests:job", trigger={"type": "date"}, next_run_time=None)]
+    )
+    await first.close()
+    with contextlib.closing(sqlite3.connect(db_path)) as db:  # what version 1 of the schema was
+        db.executescript(
+            "DROP TABLE dead_letters; DROP TABLE state;"
+            "UPDATE meta SET value = '1' WHERE key = 'schema_version';"
+        )
+    again = SQLiteStore(db_path)
+    try:
+        assert await again.get("kept") is not None
+        assert await again.dead_letters() == []
+        assert await again.put_state("breaker:x", {"state": "open"}, version=0)
+    finally:
+        await again.close()
+    with contextlib.closing(sqlite3.connect(db_path)) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
 
 
 async def test_a_file_of_a_newer_schema_is_refused(db_path: Path) -> None:

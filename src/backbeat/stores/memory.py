@@ -8,6 +8,7 @@ one push and a claim of ``k`` items costs ``O(k log n)``.
 from __future__ import annotations
 
 import builtins
+import copy
 import heapq
 from bisect import bisect_right
 from collections import Counter
@@ -20,12 +21,14 @@ from typing import Any
 from backbeat.errors import TaskExistsError, TaskNotFoundError
 from backbeat.model import (
     Claim,
+    DeadLetter,
     FireDecision,
     FireResult,
     QuarantinedRecord,
     Run,
     RunOutcome,
     RunResult,
+    StateRecord,
     Task,
     TaskFilter,
     run_id_for,
@@ -60,6 +63,8 @@ class MemoryStore:
         self._leases: builtins.list[_HeapEntry] = []
         self._seq = count()
         self._signal = Signal()
+        self._dead_letters: dict[str, DeadLetter] = {}
+        self._state: dict[str, StateRecord] = {}
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._tasks)} tasks, {len(self._runs)} runs)"
@@ -153,6 +158,8 @@ class MemoryStore:
         self._runs.clear()
         self._run_seq.clear()
         self._leases.clear()
+        self._dead_letters.clear()
+        self._state.clear()
         self._signal.notify()
 
     # -- claims, runs and leases -----------------------------------------------------------
@@ -256,15 +263,19 @@ class MemoryStore:
             if run is None or run.owner != owner:
                 lost.add(run_id)
                 continue
+            deferred = result.outcome == RunOutcome.DEFERRED
             if result.retry_at is not None:
-                run.attempt += 1
+                run.attempt += 0 if deferred else 1
                 run.owner, run.lease_until = None, result.retry_at
                 retried.append(run_id)
             else:
                 del self._runs[run_id], self._run_seq[run_id]
             slot = self._tasks.get(run.task_id)
-            if slot is None:
-                continue  # a removed task's runs finish, with nothing left to count
+            if result.dead_letter:
+                snapshot = None if slot is None else copy_task(slot.task)
+                self._dead_letters[run_id] = DeadLetter.of(result, snapshot)
+            if slot is None or (deferred and result.retry_at is not None):
+                continue  # a removed task's runs finish with nothing to count; a deferral counts nothing
             task = slot.task
             if result.retry_at is None and task.running > 0:
                 task.running -= 1
@@ -350,6 +361,48 @@ class MemoryStore:
 
     async def quarantined(self) -> builtins.list[QuarantinedRecord]:
         return []
+
+    # -- dead letters and shared state -----------------------------------------------------
+
+    async def dead_letters(self, task_id: str | None = None) -> builtins.list[DeadLetter]:
+        letters = [d for d in self._dead_letters.values() if task_id is None or d.task_id == task_id]
+        return [copy.deepcopy(d) for d in sorted(letters, key=lambda d: (d.failed_at, d.id))]
+
+    async def remove_dead_letters(self, ids: Collection[str]) -> builtins.list[str]:
+        return [i for i in dict.fromkeys(ids) if self._dead_letters.pop(i, None) is not None]
+
+    async def requeue_dead_letter(self, dead_letter_id: str, *, now: datetime) -> Run | None:
+        letter = self._dead_letters.get(dead_letter_id)
+        if letter is None or letter.id in self._runs:
+            return None
+        slot = self._tasks.get(letter.task_id)
+        if slot is None:
+            if letter.task is None:
+                return None
+            task = copy_task(letter.task)
+            task.next_run_time, task.running = None, 0
+            await self.add([task])
+            slot = self._tasks[task.id]
+        if slot.task.running >= slot.task.options.max_instances:
+            return None
+        del self._dead_letters[dead_letter_id]
+        run = Run(id=letter.id, task_id=letter.task_id, fire_time=letter.fire_time, lease_until=now)
+        self._runs[run.id] = run
+        slot.task.running += 1
+        self._lease_runs([run.id])
+        self._signal.notify()
+        return copy_run(run)
+
+    async def get_state(self, key: str) -> StateRecord | None:
+        record = self._state.get(key)
+        return None if record is None else StateRecord(copy.deepcopy(record.value), record.version)
+
+    async def put_state(self, key: str, value: dict[str, Any], *, version: int) -> bool:
+        record = self._state.get(key)
+        if (record.version if record is not None else 0) != version:
+            return False
+        self._state[key] = StateRecord(copy.deepcopy(value), version + 1)
+        return True
 
     # -- internals -------------------------------------------------------------------------
 

@@ -23,14 +23,17 @@ from typing import Any, TypeVar
 from backbeat.errors import StoreError, StoreUnavailableError, TaskNotFoundError
 from backbeat.model import (
     Claim,
+    DeadLetter,
     FireDecision,
     FireResult,
     QuarantinedRecord,
     Run,
     RunResult,
+    StateRecord,
     Task,
     TaskFilter,
 )
+from backbeat.stores import sqlite_dead_letters as dl
 from backbeat.stores import sqlite_queries as q
 from backbeat.stores import sqlite_transactions as tx
 from backbeat.stores._common import Signal, check_changes
@@ -204,6 +207,29 @@ class SQLiteStore:
 
     async def quarantined(self) -> builtins.list[QuarantinedRecord]:
         return await self._call(tx.quarantined)
+
+    # -- dead letters and shared state -----------------------------------------------------
+
+    async def dead_letters(self, task_id: str | None = None) -> builtins.list[DeadLetter]:
+        return await self._call(dl.dead_letters, task_id)
+
+    async def remove_dead_letters(self, ids: Collection[str]) -> builtins.list[str]:
+        if not ids:
+            return []
+        gone = set(await self._write(dl.remove_dead_letters, tx.ids_param(ids)))
+        return [i for i in dict.fromkeys(ids) if i in gone]
+
+    async def requeue_dead_letter(self, dead_letter_id: str, *, now: datetime) -> Run | None:
+        run = await self._write(tx.requeue_dead_letter, dead_letter_id, now)
+        if run is not None:
+            self._signal.notify()
+        return run
+
+    async def get_state(self, key: str) -> StateRecord | None:
+        return await self._call(dl.get_state, key)
+
+    async def put_state(self, key: str, value: dict[str, Any], *, version: int) -> bool:
+        return await self._write(dl.put_state, key, value, version)
 
     # -- plumbing: one thread, one connection, one transaction per operation ---------------
 

@@ -9,7 +9,8 @@ partial index makes a claim an index range scan.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Version 2 added ``dead_letters`` and ``state`` (created by the same script on a version 1 file)."""
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (
@@ -56,7 +57,21 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_task ON runs (task_id);
 CREATE INDEX IF NOT EXISTS runs_lease ON runs (lease_until);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    failed_at INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_failed ON dead_letters (failed_at, id);
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    value TEXT NOT NULL
+);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
+UPDATE meta SET value = '{SCHEMA_VERSION}'
+WHERE key = 'schema_version' AND CAST(value AS INTEGER) < {SCHEMA_VERSION};
 """
 
 GET_SCHEMA_VERSION = "SELECT value FROM meta WHERE key = 'schema_version'"
@@ -113,7 +128,13 @@ LIST_TASKS_AFTER = _LIST.format(after="AND id > :after")
 
 REMOVE_TASKS = "DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?)) RETURNING id"
 REMOVE_TAGGED = "DELETE FROM tasks WHERE id IN (SELECT task_id FROM task_tags WHERE tag = ?) RETURNING id"
-CLEAR = ("DELETE FROM task_tags", "DELETE FROM tasks", "DELETE FROM runs")
+CLEAR = (
+    "DELETE FROM task_tags",
+    "DELETE FROM tasks",
+    "DELETE FROM runs",
+    "DELETE FROM dead_letters",
+    "DELETE FROM state",
+)
 
 # A corrupt record is only marked, and only if nobody rewrote it since it was read.
 QUARANTINE = "UPDATE tasks SET quarantined = ? WHERE id = ? AND doc IS ?"
@@ -149,7 +170,7 @@ UPDATE tasks SET running = ?, next_run_time = ?, claimed_by = NULL, claim_until 
 DELETE_TASK = "DELETE FROM tasks WHERE id = ?"
 
 RUN_OWNERS = "SELECT id, task_id, owner FROM runs WHERE id IN (SELECT value FROM json_each(?))"
-RETRY_RUN = "UPDATE runs SET attempt = attempt + 1, owner = NULL, lease_until = ? WHERE id = ?"
+RETRY_RUN = "UPDATE runs SET attempt = attempt + ?, owner = NULL, lease_until = ? WHERE id = ?"
 DELETE_RUN = "DELETE FROM runs WHERE id = ?"
 COUNT_RUNS = """
 UPDATE tasks SET running = max(running - ?, 0), runs = runs + ?, failures = failures + ?,
@@ -186,3 +207,15 @@ LIST_TASK_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs WHERE task_id = ? ORDER BY id
 
 NEXT_DUE = "SELECT due_at FROM tasks WHERE due_at IS NOT NULL ORDER BY due_at LIMIT 1"
 NEXT_LEASE = "SELECT lease_until FROM runs ORDER BY lease_until LIMIT 1"
+
+# -- dead letters and shared state --------------------------------------------------------------
+
+TASK_DOC = "SELECT doc FROM tasks WHERE id = ? AND quarantined IS NULL"
+SAVE_DEAD_LETTER = "INSERT OR REPLACE INTO dead_letters (id, task_id, failed_at, doc) VALUES (?, ?, ?, ?)"
+DEAD_LETTERS = "SELECT id, doc FROM dead_letters ORDER BY failed_at, id"
+TASK_DEAD_LETTERS = "SELECT id, doc FROM dead_letters WHERE task_id = ? ORDER BY failed_at, id"
+DEAD_LETTER = "SELECT doc FROM dead_letters WHERE id = ?"
+REMOVE_DEAD_LETTERS = "DELETE FROM dead_letters WHERE id IN (SELECT value FROM json_each(?)) RETURNING id"
+GET_STATE = "SELECT value, version FROM state WHERE key = ?"
+INSERT_STATE = "INSERT OR IGNORE INTO state (key, version, value) VALUES (?, 1, ?)"
+UPDATE_STATE = "UPDATE state SET value = ?, version = version + 1 WHERE key = ? AND version = ?"

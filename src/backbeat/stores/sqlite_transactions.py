@@ -26,7 +26,9 @@ from backbeat.model import (
     TaskFilter,
     run_id_for,
 )
+from backbeat.stores import sqlite_dead_letters as dead_letters
 from backbeat.stores import sqlite_queries as q
+from backbeat.stores.sqlite_dead_letters import save_dead_letter
 
 Db = sqlite3.Connection
 Corrupt = list[tuple[str, str, Any]]
@@ -295,7 +297,7 @@ def complete(db: Db, owner: str, results: list[RunResult]) -> tuple[set[str], bo
     """The run ids not held by ``owner``, and whether a run was re-queued."""
     runs = {row[0]: row for row in db.execute(q.RUN_OWNERS, (ids_param(r.run.id for r in results),))}
     lost: set[str] = set()
-    retries: list[tuple[int, str]] = []
+    retries: list[tuple[int, int, str]] = []
     done: list[tuple[str]] = []
     counts: dict[str, list[Any]] = {}  # task id -> [finished, runs, failures, last_run_at, outcome]
     for result in results:
@@ -303,8 +305,13 @@ def complete(db: Db, owner: str, results: list[RunResult]) -> tuple[set[str], bo
         if row is None or row[2] != owner:
             lost.add(result.run.id)
             continue
+        if result.dead_letter:
+            save_dead_letter(db, result, get(db, [], row[1]))
+        deferred = result.outcome == RunOutcome.DEFERRED
         if result.retry_at is not None:
-            retries.append((to_us(result.retry_at), row[0]))
+            retries.append((0 if deferred else 1, to_us(result.retry_at), row[0]))
+            if deferred:
+                continue  # a deferral counts nothing
         else:
             done.append((row[0],))
         count = counts.setdefault(row[1], [0, 0, 0, None, None])
@@ -335,6 +342,21 @@ def enqueue(db: Db, task_id: str, fire_time: datetime, now: datetime) -> Run | N
     db.execute(q.INSERT_RUN, (run_id, task_id, fire_us, 1, None, to_us(now)))
     db.execute(q.ADD_RUNNING, (task_id,))
     return Run(id=run_id, task_id=task_id, fire_time=from_us(fire_us), lease_until=now)
+
+
+def requeue_dead_letter(db: Db, letter_id: str, now: datetime) -> Run | None:
+    """Turn a dead letter back into a waiting run (see ``Store.requeue_dead_letter``)."""
+    letter = dead_letters.dead_letter(db, letter_id)
+    if letter is None or db.execute(q.RUN_EXISTS, (letter.id,)).fetchone():
+        return None
+    if db.execute(q.ENQUEUE_STATE, (letter.task_id,)).fetchone() is None:
+        if letter.task is None:
+            return None
+        add(db, [letter.task.copy(next_run_time=None, running=0)], replace=False)
+    run = enqueue(db, letter.task_id, letter.fire_time, now)
+    if run is not None:
+        dead_letters.remove_dead_letters(db, ids_param([letter_id]))
+    return run
 
 
 def list_runs(db: Db, task_id: str | None) -> list[Run]:

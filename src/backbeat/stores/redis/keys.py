@@ -83,6 +83,21 @@ class Keys:
         return f"{self.base}quarantine"
 
     @property
+    def dead(self) -> str:
+        """Hash: run id -> dead letter JSON (without its task)."""
+        return f"{self.base}dead"
+
+    @property
+    def dead_tasks(self) -> str:
+        """Hash: run id -> its task when it failed, ``<live size>:<live fields><document>``."""
+        return f"{self.base}dead_tasks"
+
+    @property
+    def state(self) -> str:
+        """Hash: state key -> ``version|value JSON``."""
+        return f"{self.base}state"
+
+    @property
     def wakeup(self) -> str:
         """Pub/sub channel announcing changes."""
         return f"{self.base}wakeup"

@@ -24,6 +24,8 @@ NAMES = (
     "next",
     "clear",
     "exists",
+    "requeue",
+    "put_state",
 )
 
 

@@ -13,12 +13,14 @@ import redis.asyncio
 from backbeat.errors import CorruptRecordError, StoreError, TaskExistsError, TaskNotFoundError
 from backbeat.model import (
     Claim,
+    DeadLetter,
     FireDecision,
     FireResult,
     QuarantinedRecord,
     Run,
     RunOutcome,
     RunResult,
+    StateRecord,
     Task,
     TaskFilter,
 )
@@ -26,6 +28,7 @@ from backbeat.stores.memory import check_changes
 from backbeat.stores.redis import codec
 from backbeat.stores.redis.codec import Arg, field, iso, opt_us, text
 from backbeat.stores.redis.connection import Connection, redact
+from backbeat.stores.redis.dead_letters import DeadLetters, letter_arg
 from backbeat.stores.redis.keys import Keys, from_us, to_us
 
 ADD_BATCH = 1000
@@ -51,6 +54,7 @@ class RedisStore:
     ) -> None:
         self.keys = Keys(prefix)
         self._conn = Connection(url, self.keys, client, client_options)
+        self._dead = DeadLetters(self._conn, self.keys)
 
     @classmethod
     def from_params(
@@ -239,12 +243,18 @@ class RedisStore:
     async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
         if not results:
             return set()
-        args: list[Arg] = [owner]
+        args: list[Arg] = [owner, len(results)]
+        letters: list[Arg] = []
         for result in results:
             failed = "1" if result.outcome == RunOutcome.FAILURE else "0"
             finished, retry_at = to_us(result.finished_at), opt_us(result.retry_at)
-            args.append(f"{failed}|{finished}|{retry_at}|{field(result.outcome.value)}|{result.run.id}")
-        return {text(run_id) for run_id in await self._conn.run("complete", *args)}
+            dead = "1" if result.dead_letter else "0"
+            args.append(
+                f"{failed}|{finished}|{retry_at}|{field(result.outcome.value)}|{dead}|{result.run.id}"
+            )
+            if result.dead_letter:
+                letters.append(letter_arg(DeadLetter.of(result, None)))
+        return {text(run_id) for run_id in await self._conn.run("complete", *args, *letters)}
 
     async def extend(
         self, owner: str, run_ids: Collection[str], *, now: datetime, lease: timedelta
@@ -309,6 +319,24 @@ class RedisStore:
             for task_id, raw, error in zip(ids, raws, errors.values(), strict=True)
         ]
         return sorted(records, key=lambda record: record.key)
+
+    # -- dead letters and shared state -----------------------------------------------------
+
+    async def dead_letters(self, task_id: str | None = None) -> builtins.list[DeadLetter]:
+        letters = await self._dead.read()
+        return [letter for letter in letters if task_id is None or letter.task_id == task_id]
+
+    async def remove_dead_letters(self, ids: Collection[str]) -> builtins.list[str]:
+        return await self._dead.remove(ids)
+
+    async def requeue_dead_letter(self, dead_letter_id: str, *, now: datetime) -> Run | None:
+        return await self._dead.requeue(dead_letter_id, now, self.add)
+
+    async def get_state(self, key: str) -> StateRecord | None:
+        return await self._dead.get_state(key)
+
+    async def put_state(self, key: str, value: dict[str, Any], *, version: int) -> bool:
+        return await self._dead.put_state(key, value, version)
 
     async def _decode(self, sizes: bytes, parts: bytes) -> builtins.list[tuple[str, Task | None]]:
         """(id, task) of packed snapshots; a record that cannot be decoded is quarantined (kept)."""

@@ -6,6 +6,6 @@ call_keys('DEL', keys_of(run_key, runs))
 call_many('ZREM', K_LEASES, runs)
 local left = redis.call('ZCARD', K_IDS) + redis.call('ZCARD', K_LEASES)
 if left == 0 then
-  redis.call('DEL', K_TASKS, K_LIVE, K_TAGS, K_QUARANTINE, K_SCHEDULE)
+  redis.call('DEL', K_TASKS, K_LIVE, K_TAGS, K_QUARANTINE, K_SCHEDULE, K_DEAD, K_DEAD_TASKS, K_STATE)
 end
 return left

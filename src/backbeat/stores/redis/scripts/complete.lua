@@ -1,12 +1,20 @@
--- ARGV: prefix, owner, then per result "failed|finished_at|retry_at|outcome|run_id"
--- (failed '1'|'0'; retry_at '' = none). Returns the run ids not completed (no longer
--- leased to owner).
-local owner = ARGV[2]
-local run_ids, results = {}, {}
-for i = 3, #ARGV do
-  local result = {string.match(ARGV[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')}
+-- ARGV: prefix, owner, count n, then n results "failed|finished_at|retry_at|outcome|dead|run_id"
+-- (failed and dead '1'|'0'; retry_at '' = none), then one dead letter JSON per result with
+-- dead '1', in order. A 'deferred' outcome keeps the attempt and counts nothing. Returns the
+-- run ids not completed (no longer leased to owner).
+local owner, n = ARGV[2], tonumber(ARGV[3])
+local run_ids, results, letters = {}, {}, {}
+for i = 4, 3 + n do
+  local result = {string.match(ARGV[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')}
   results[#results + 1] = result
-  run_ids[#run_ids + 1] = result[5]
+  run_ids[#run_ids + 1] = result[6]
+end
+local next_letter = 4 + n
+for i, result in ipairs(results) do
+  if result[5] == '1' then
+    letters[i] = ARGV[next_letter]
+    next_letter = next_letter + 1
+  end
 end
 local stored = get_keys(keys_of(run_key, run_ids))
 
@@ -16,7 +24,7 @@ for i, rid in ipairs(run_ids) do
   if not run or run[3] ~= owner then
     lost[#lost + 1] = rid
   else
-    finished[#finished + 1] = {rid, run, results[i]}
+    finished[#finished + 1] = {rid, run, results[i], i}
     task_ids[#task_ids + 1] = run_task(rid, run[2])
   end
 end
@@ -30,21 +38,29 @@ for i, found in ipairs(get_many(K_LIVE, task_ids)) do
   end
 end
 
-local done, retries, retry_runs = {}, {}, {}
+local done, retries, retry_runs, dead = {}, {}, {}, {}
 for i, item in ipairs(finished) do
   local rid, run, result = item[1], item[2], item[3]
   local failed, finished_at, retry_at, outcome = result[1], result[2], result[3], result[4]
+  local deferred = outcome == 'deferred' and retry_at ~= ''
   if retry_at ~= '' then
+    local attempt = tonumber(run[1])
+    if not deferred then
+      attempt = attempt + 1
+    end
     retry_runs[#retry_runs + 1] = run_key(rid)
-    retry_runs[#retry_runs + 1] = (tonumber(run[1]) + 1) .. '|' .. run[2] .. '|'
+    retry_runs[#retry_runs + 1] = attempt .. '|' .. run[2] .. '|'
     retries[#retries + 1] = retry_at
     retries[#retries + 1] = rid
   else
     done[#done + 1] = rid
   end
-  -- a removed task's runs finish, but there is nothing left to count
+  if result[5] == '1' then
+    dead[#dead + 1] = {rid, task_ids[i], letters[item[4]]}
+  end
+  -- a removed task's runs finish, but there is nothing left to count; a deferral counts nothing
   local live = lives[task_ids[i]]
-  if live then
+  if live and not deferred then
     if retry_at == '' and tonumber(live[RUNNING]) > 0 then
       live[RUNNING] = tonumber(live[RUNNING]) - 1
     end
@@ -55,6 +71,21 @@ for i, item in ipairs(finished) do
     live[LAST], live[OUTCOME] = finished_at, outcome
   end
 end
+
+-- a dead letter keeps the task as it is now (a one-shot task leaves the store below)
+local letter_writes, snapshot_writes = {}, {}
+for _, letter in ipairs(dead) do
+  local rid, id = letter[1], letter[2]
+  letter_writes[#letter_writes + 1], letter_writes[#letter_writes + 2] = rid, letter[3]
+  local doc, live = redis.call('HGET', K_TASKS, id), lives[id]
+  if doc and live then
+    local packed = join_live(live)
+    snapshot_writes[#snapshot_writes + 1] = rid
+    snapshot_writes[#snapshot_writes + 1] = #packed .. ':' .. packed .. doc
+  end
+end
+call_many('HSET', K_DEAD, letter_writes)
+call_many('HSET', K_DEAD_TASKS, snapshot_writes)
 
 local writes, removed = {}, {}
 for _, id in ipairs(order) do
