@@ -45,6 +45,7 @@ from backbeat.executors import (
     ProcessPoolExecutor,
     ThreadPoolExecutor,
 )
+from backbeat.handlers import TaskExecutionResult, TaskFailureHandler
 from backbeat.hosting import (
     ApplicationSettings,
     HostedService,
@@ -62,7 +63,15 @@ from backbeat.jobs import (
     backgroundjob,
     deserialize_task,
 )
+from backbeat.model import DeadLetter
 from backbeat.options import BackgroundTaskSchedulerOptions
+from backbeat.policies import (
+    CircuitBreakerPolicy,
+    CircuitOpenError,
+    RetryPolicy,
+    circuit_breaker,
+    retry_policy,
+)
 from backbeat.scheduler import BackgroundTaskScheduler
 from backbeat.tasklist import TaskInfo
 
@@ -74,9 +83,12 @@ __all__ = [
     "BackgroundTaskScheduler",
     "BackgroundTaskSchedulerOptions",
     "BackgroundTasksBus",
+    "CircuitBreakerPolicy",
+    "CircuitOpenError",
     "ConfigurationError",
     "CorruptRecordError",
     "CustomTaskExecutor",
+    "DeadLetter",
     "DecodingError",
     "EncodingError",
     "EventKind",
@@ -89,6 +101,7 @@ __all__ = [
     "RecurrentBackgroundJob",
     "RecurrentTaskDescriptor",
     "RedisJobStoreConfig",
+    "RetryPolicy",
     "RunContext",
     "SQLiteJobStoreConfig",
     "ScheduleRequest",
@@ -106,7 +119,9 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "TaskDescriptor",
+    "TaskExecutionResult",
     "TaskExistsError",
+    "TaskFailureHandler",
     "TaskInfo",
     "TaskNotFoundError",
     "ThreadPoolExecutor",
@@ -114,9 +129,11 @@ __all__ = [
     "WebApplication",
     "WebApplicationBuilder",
     "backgroundjob",
+    "circuit_breaker",
     "current_run",
     "deserialize_task",
     "get_service",
     "hosted_lifespan",
+    "retry_policy",
     "schedule_task",
 ]

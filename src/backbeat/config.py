@@ -13,6 +13,7 @@ from backbeat.abc import Store
 from backbeat.errors import ConfigurationError
 from backbeat.executors import Executor
 from backbeat.model import TaskOptions
+from backbeat.policies import option_json
 
 DEFAULT_STORE_URL = "sqlite:///backbeat.db"
 """The embedded default; ``BACKBEAT_STORE_URL`` overrides it."""
@@ -95,6 +96,9 @@ def task_options(job_defaults: Mapping[str, Any], overrides: Mapping[str, Any] |
         ConfigurationError: an unknown key or a value of the wrong kind.
     """
     merged = {**job_defaults, **(overrides or {})}
+    for kind in ("retry", "circuit_breaker"):
+        if kind in merged:
+            merged[kind] = option_json(kind, merged[kind])
     known = {f.name for f in fields(TaskOptions)}
     unknown = sorted(set(merged) - known)
     if unknown:

@@ -15,14 +15,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from backbeat import triggers
+from backbeat import cancellations, triggers
 from backbeat.abc import Store
 from backbeat.context import RunContext, reset_current_run, set_current_run
 from backbeat.errors import BackbeatError, StoreError
 from backbeat.events import EventHub, EventKind, SchedulerEvent
 from backbeat.executors import Executor
+from backbeat.handlers import TaskFailureHandler
 from backbeat.model import FireDecision, FireResult, Run, RunOutcome, RunResult, Task, utcnow
+from backbeat.policies import engine_applies_policies
 from backbeat.registry import JobRegistry
+from backbeat.run_policies import Attempt, RunPolicies
 from backbeat.runner import prepare
 
 log = logging.getLogger("backbeat.engine")
@@ -68,9 +71,11 @@ class Engine:
         provider: Any = None,
         clock: Callable[[], datetime] = utcnow,
         run_hooks: Sequence[RunHook] = (),
+        failure_handlers: Sequence[TaskFailureHandler] = (),
     ) -> None:
         self.store = store
         self.run_hooks = run_hooks
+        self.policies = RunPolicies(store, clock, failure_handlers)
         self.registry = registry
         self.executors = dict(executors)
         self.events = events
@@ -287,28 +292,35 @@ class Engine:
 
     async def _execute(self, run: Run) -> None:
         task = run.task
-        error: str | None
         try:
             if task is None:
-                outcome, error = RunOutcome.CANCELLED, "its task was removed"
+                finished = self._result(run, RunOutcome.CANCELLED, "its task was removed")
             elif run.recovered and task.options.at_most_once:
-                outcome, error = RunOutcome.LOST, "owner died mid-run and the task is at-most-once"
-                log.warning("run %s lost: %s", run.id, error)
+                finished = self._result(
+                    run, RunOutcome.LOST, "owner died mid-run and the task is at-most-once"
+                )
+                log.warning("run %s lost: %s", run.id, finished.error)
                 self._emit(EventKind.RUN_LOST, task, run=run)
+            elif (defer_until := await self.policies.admit(task)) is not None:
+                finished = self._result(run, RunOutcome.DEFERRED, "its circuit breaker is open")
+                finished.retry_at = defer_until
+                self._emit(EventKind.RUN_DEFERRED, task, run=run)
             else:
-                outcome, error = await self._invoke(task, run)
+                finished = await self.policies.settle(task, run, await self._invoke(task, run))
         except asyncio.CancelledError:
             if run.id in self._released:
                 self._active.pop(run.id, None)
                 return
-            outcome, error = RunOutcome.CANCELLED, "cancelled"
-        finished = RunResult(run=run, outcome=outcome, finished_at=self.clock(), error=error)
+            finished = self._result(run, RunOutcome.CANCELLED, "cancelled")
         self._completing[run.id] = finished
         self._active.pop(run.id, None)
         self._capacity.set()
         self._flush.set()
 
-    async def _invoke(self, task: Task, run: Run) -> tuple[RunOutcome, str | None]:
+    def _result(self, run: Run, outcome: RunOutcome, error: str | None = None) -> RunResult:
+        return RunResult(run=run, outcome=outcome, finished_at=self.clock(), error=error)
+
+    async def _invoke(self, task: Task, run: Run) -> Attempt:
         context = RunContext(
             task_id=task.id,
             task_name=task.name,
@@ -320,10 +332,12 @@ class Engine:
             service_provider=self.provider,
         )
         token = set_current_run(context)
-        started = self.clock()
+        policies_token = engine_applies_policies.set(True)
+        attempt = Attempt(outcome=RunOutcome.SUCCESS, started=self.clock())
         self._emit(EventKind.RUN_SUBMITTED, task, run=run)
         try:
             invocation = await prepare(task, run, self.registry, self.provider)
+            attempt.func, attempt.args, attempt.kwargs = invocation.func, invocation.args, invocation.kwargs
             executor = self.executors.get(task.options.executor)
             if executor is None:
                 raise BackbeatError(
@@ -337,30 +351,32 @@ class Engine:
                 timeout = task.options.timeout
                 if timeout:
                     async with asyncio.timeout(timeout):
-                        result = await call
+                        attempt.result = await call
                 else:
-                    result = await call
+                    attempt.result = await call
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            duration = (self.clock() - started).total_seconds()
+            attempt.duration = (self.clock() - attempt.started).total_seconds()
             if isinstance(exc, TimeoutError) and task.options.timeout:
                 exc = TimeoutError(f"run {run.id} timed out after {task.options.timeout}s")
+            attempt.outcome, attempt.error = RunOutcome.FAILURE, exc
             log.error("run %s of task %s (%s) failed: %r", run.id, task.id, task.name, exc)
             self._emit(
                 EventKind.RUN_FAILED,
                 task,
                 run=run,
                 error=exc,
-                duration=duration,
+                duration=attempt.duration,
                 traceback="".join(traceback.format_exception(exc)),
             )
-            return RunOutcome.FAILURE, f"{type(exc).__name__}: {exc}"
+            return attempt
         finally:
+            engine_applies_policies.reset(policies_token)
             reset_current_run(token)
-        duration = (self.clock() - started).total_seconds()
-        self._emit(EventKind.RUN_EXECUTED, task, run=run, result=result, duration=duration)
-        return RunOutcome.SUCCESS, None
+        attempt.duration = (self.clock() - attempt.started).total_seconds()
+        self._emit(EventKind.RUN_EXECUTED, task, run=run, result=attempt.result, duration=attempt.duration)
+        return attempt
 
     # -- completing and renewing -----------------------------------------------------------
 
@@ -411,6 +427,26 @@ class Engine:
             lost = held_ids - held - set(self._completing)
             if lost:
                 log.warning("lost the lease of runs %s: another instance may run them again", sorted(lost))
+            await self._apply_cancel_requests()
+
+    async def _apply_cancel_requests(self) -> None:
+        try:
+            wanted = await cancellations.pending(self.store, list(self._active))
+            if wanted:
+                for run_id in wanted:
+                    self.cancel(run_id)
+                await cancellations.done(self.store, wanted, self.clock())
+        except (StoreError, OSError) as exc:
+            self._store_error(exc, "reading cancel requests")
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run this process is executing (it completes as cancelled); whether it was here."""
+        entry = self._active.get(run_id)
+        if entry is None:
+            return False
+        log.warning("cancelling run %s on request", run_id)
+        entry[1].cancel()
+        return True
 
     # -- events ---------------------------------------------------------------------------------
 

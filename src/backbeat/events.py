@@ -29,6 +29,7 @@ class EventKind(enum.StrEnum):
     RUN_FAILED = "run_failed"
     RUN_MISSED = "run_missed"
     RUN_LOST = "run_lost"
+    RUN_DEFERRED = "run_deferred"
     MAX_INSTANCES = "max_instances"
     STORE_ERROR = "store_error"
 

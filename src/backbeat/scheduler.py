@@ -26,10 +26,12 @@ from backbeat.engine import Engine, EngineConfig, RunHook, default_owner
 from backbeat.errors import SchedulerNotRunningError
 from backbeat.events import EventHub, EventKind, Listener, SchedulerEvent
 from backbeat.executors import AsyncIOExecutor, Executor, make_executor
+from backbeat.handlers import TaskFailureHandler
 from backbeat.hosting import HostedService
 from backbeat.management import TaskManagement
 from backbeat.model import utcnow
 from backbeat.options import BackgroundTaskSchedulerOptions
+from backbeat.recovery import RecoveryCalls
 from backbeat.registry import JobRegistry
 from backbeat.scheduling import SchedulingCalls
 from backbeat.stores.memory import MemoryStore
@@ -37,7 +39,7 @@ from backbeat.stores.memory import MemoryStore
 log = logging.getLogger("backbeat")
 
 
-class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, HostedService):
+class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, RecoveryCalls, HostedService):
     """Schedules tasks into a durable store and runs them, safely shared by many processes.
 
     Built with no arguments it uses the embedded SQLite store (``backbeat.db``, or
@@ -60,6 +62,7 @@ class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, HostedService):
         timezone: str | None = None,
         producer_only: bool | None = None,
         owner: str | None = None,
+        failure_handlers: Sequence[TaskFailureHandler] = (),
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         from backbeat.bus import BackgroundTasksBus
@@ -90,6 +93,7 @@ class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, HostedService):
         self.executors.setdefault("default", AsyncIOExecutor())
         self.clock = clock
         self.events = EventHub()
+        self.failure_handlers: list[TaskFailureHandler] = list(failure_handlers)
         self.run_hooks: list[RunHook] = []
         """Context managers entered around every run (metrics, traces); see :data:`RunHook`."""
         producer = self.config.producer_only if producer_only is None else producer_only
@@ -141,6 +145,7 @@ class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, HostedService):
             await executor.start()
         if self.service_provider is not None:
             push_default_provider(self.service_provider)
+            self._add_provided_failure_handler()
         await self._adopt_orphans()
         await self._add_declared_tasks()
         engine_args: dict[str, Any] = dict(
@@ -150,6 +155,7 @@ class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, HostedService):
             provider=self.service_provider,
             clock=self.clock,
             run_hooks=self.run_hooks,
+            failure_handlers=self.failure_handlers,
         )
         self._engine = Engine(self.store, config=self.engine_config, **engine_args)
         local_config = EngineConfig(
@@ -202,6 +208,12 @@ class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, HostedService):
     ) -> Callable[[], None]:
         """Call ``listener(event)`` for each event of ``kinds`` (all when ``None``); returns an undo."""
         return self.events.add_listener(listener, kinds)
+
+    def _add_provided_failure_handler(self) -> None:
+        get_all = getattr(self.service_provider, "get_services", None)
+        for handler in get_all(TaskFailureHandler) if get_all is not None else ():
+            if isinstance(handler, TaskFailureHandler) and handler not in self.failure_handlers:
+                self.failure_handlers.append(handler)
 
     def add_run_hook(self, hook: RunHook) -> None:
         """Enter ``hook(task, run)`` around every run this process executes (before ``start``)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from backbeat.jobs import (
     new_task_id,
 )
 from backbeat.model import Task, TaskOptions
+from backbeat.policies import policies_of
 from backbeat.registry import JobRegistry
 
 log = logging.getLogger("backbeat")
@@ -76,13 +77,27 @@ def from_callable(
         name=label,
         job=ref.ref,
         trigger=trigger,
-        options=options,
+        options=with_policies(options, func),
         tags=tags,
         now=now,
         args=codec.encode(list(args), path="args"),
         kwargs=codec.encode(dict(kwargs or {}), path="kwargs"),
     )
     return BuiltTask(task, ref.local)
+
+
+def with_policies(options: TaskOptions, func: Callable[..., Any]) -> TaskOptions:
+    """``options`` plus the retry / circuit-breaker policies decorating ``func`` (options given
+    explicitly win).
+
+    Raises:
+        ConfigurationError: a decorator names an instance attribute holding no such policy.
+    """
+    found = policies_of(func)
+    changes: dict[str, Any] = {
+        kind: policy.to_json() for kind, policy in found.items() if getattr(options, kind) is None
+    }
+    return replace(options, **changes) if changes else options
 
 
 def from_job(
@@ -119,12 +134,13 @@ def from_job(
             f"{type(job).__name__} is neither a ScheduledBackgroundJob nor a RecurrentBackgroundJob"
         )
     data = codec.encode(job_data(job), path=f"{type(job).__name__}.data")
+    method = job.run_at if isinstance(job, ScheduledBackgroundJob) else job.run_every
     return _new_task(
         task_id=job.__task_id__,
         name=job.__task_name__ or type(job).__name__,
         job=ref,
         trigger=spec,
-        options=options,
+        options=with_policies(options, method),
         tags=tags,
         data=data,
         now=when,

@@ -6,10 +6,9 @@ StreamProcessor, Observable) are not scheduler features: minimal stand-ins, name
 take their place. Where a snippet calls methods it does not show (``self.dispatch_delivery``,
 ``self.check_inventory``...), they are added after the verbatim part, marked "not in the seed".
 
-Skipped, for a later issue: ``ResilientOrderProcessor`` (CircuitBreakerPolicy/RetryPolicy),
-``OrderTaskMonitor`` (TaskExecutionResult/TaskFailureHandler) and ``PizzaOrderMetrics``
-(TaskMetrics/MetricsCollector) need APIs backbeat does not have yet. The mermaid diagram is
-not Python.
+``ResilientOrderProcessor`` and ``OrderTaskMonitor`` run in ``test_seed_003_resilience.py``;
+``PizzaOrderMetrics`` (TaskMetrics/MetricsCollector) with the metrics tests. The mermaid diagram
+is not Python.
 """
 
 from __future__ import annotations

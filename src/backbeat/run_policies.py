@@ -1,0 +1,128 @@
+"""What the engine does around one run: admit it through its circuit breaker, then turn how it
+went into the ``RunResult`` stored (retry, dead letter) and tell the failure handlers."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from backbeat import triggers
+from backbeat.abc import Store
+from backbeat.breakers import SharedBreakers
+from backbeat.errors import ConfigurationError, StoreError
+from backbeat.handlers import TaskFailureHandler, handler_context
+from backbeat.model import Run, RunOutcome, RunResult, Task
+from backbeat.policies import CircuitBreakerPolicy, RetryPolicy
+
+log = logging.getLogger("backbeat.engine")
+
+
+@dataclass(slots=True, kw_only=True)
+class Attempt:
+    """How one call of a job went."""
+
+    outcome: RunOutcome
+    started: datetime
+    duration: float = 0.0
+    result: Any = None
+    error: BaseException | None = None
+    func: Callable[..., Any] | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] | None = None
+
+
+class RunPolicies:
+    """Circuit breakers, retries, dead letters and failure handlers for the runs of one engine."""
+
+    def __init__(
+        self, store: Store, clock: Callable[[], datetime], handlers: Sequence[TaskFailureHandler] = ()
+    ) -> None:
+        self.clock = clock
+        self.handlers = handlers
+        self.breakers = SharedBreakers(store, clock)
+
+    async def admit(self, task: Task) -> datetime | None:
+        """``None`` when the run may go now, else when to try it again (its breaker is open)."""
+        policy = _breaker_of(task)
+        if policy is None:
+            return None
+        try:
+            return await self.breakers.admit(policy, task.name)
+        except StoreError as exc:
+            log.warning("task %s: circuit breaker unreadable (%s); running anyway", task.id, exc)
+            return None
+
+    async def settle(self, task: Task, run: Run, attempt: Attempt) -> RunResult:
+        """The result to store for ``attempt``: re-queued while the retry policy allows, else a
+        dead letter when it failed for good (a task with a retry policy, or a one-shot)."""
+        finished = self.clock()
+        result = RunResult(run=run, outcome=attempt.outcome, finished_at=finished)
+        error = attempt.error
+        if attempt.outcome == RunOutcome.FAILURE and error is not None:
+            result.error = f"{type(error).__name__}: {error}"
+            result.error_type = f"{type(error).__module__}.{type(error).__qualname__}"
+            result.traceback = "".join(traceback.format_exception(error))
+            retry = _retry_of(task)
+            if retry is not None and retry.allows_another(run.attempt):
+                result.retry_at = finished + timedelta(seconds=retry.delay(run.attempt))
+                log.info("run %s failed attempt %d; retrying at %s", run.id, run.attempt, result.retry_at)
+            else:
+                result.dead_letter = retry is not None or triggers.is_one_shot(task.trigger)
+        breaker = _breaker_of(task)
+        if breaker is not None and attempt.outcome in (RunOutcome.SUCCESS, RunOutcome.FAILURE):
+            await self.breakers.record_safely(
+                breaker, task.name, success=attempt.outcome == RunOutcome.SUCCESS
+            )
+        if self.handlers and attempt.outcome in (RunOutcome.SUCCESS, RunOutcome.FAILURE):
+            await self._tell_handlers(task, run, attempt, result)
+        return result
+
+    async def _tell_handlers(self, task: Task, run: Run, attempt: Attempt, result: RunResult) -> None:
+        context = handler_context(
+            task_id=task.id,
+            task_name=task.name,
+            run_id=run.id,
+            fire_time=run.fire_time,
+            attempt=run.attempt,
+            execution_time=attempt.duration,
+            tags=task.tags,
+            data=task.data,
+            args=attempt.args,
+            kwargs=attempt.kwargs or {},
+            func=attempt.func,
+            will_retry=result.retry_at is not None,
+            dead_letter=result.dead_letter,
+        )
+        for handler in self.handlers:
+            try:
+                if attempt.outcome == RunOutcome.SUCCESS:
+                    await handler.handle_task_success(task.name, attempt.result, dict(context))
+                else:
+                    assert isinstance(attempt.error, Exception)
+                    await handler.handle_task_failure(task.name, attempt.error, dict(context))
+            except Exception:
+                log.exception("failure handler %r raised on run %s", handler, run.id)
+
+
+def _retry_of(task: Task) -> RetryPolicy | None:
+    if not task.options.retry:
+        return None
+    try:
+        return RetryPolicy.from_json(dict(task.options.retry))
+    except ConfigurationError as exc:
+        log.error("task %s: stored retry policy ignored: %s", task.id, exc)
+        return None
+
+
+def _breaker_of(task: Task) -> CircuitBreakerPolicy | None:
+    if not task.options.circuit_breaker:
+        return None
+    try:
+        return CircuitBreakerPolicy.from_json(dict(task.options.circuit_breaker))
+    except ConfigurationError as exc:
+        log.error("task %s: stored circuit breaker ignored: %s", task.id, exc)
+        return None

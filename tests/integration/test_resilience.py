@@ -1,0 +1,370 @@
+"""Retries, dead letters, circuit breakers, failure handlers, timeouts and cancelling runs,
+on a real SQLite file (and across real processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backbeat import (
+    BackgroundTaskScheduler,
+    CircuitBreakerPolicy,
+    CircuitOpenError,
+    EventKind,
+    RetryPolicy,
+    SchedulerEvent,
+)
+from backbeat.errors import ConfigurationError
+from tests.integration import resilience_jobs as jobs
+from tests.integration.jobs import read_records
+from tests.scheduling import SchedulerFactory, Worker, wait_for
+
+FAST_RETRY = RetryPolicy(max_attempts=3, initial_delay=0.1, backoff_factor=2.0, jitter=0)
+
+
+def attempts(path: Path) -> list[dict[str, Any]]:
+    return [r for r in read_records(path) if r["event"] == "attempt"]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Await ``check()`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+async def gone(scheduler: BackgroundTaskScheduler, task_id: str) -> None:
+    async def check() -> bool:
+        return await scheduler.get_task_info(task_id) is None
+
+    await eventually(check)
+
+
+# -- retries and dead letters -------------------------------------------------------------------
+
+
+async def test_a_failed_run_is_retried_with_backoff_under_the_same_key(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    scheduler = make_scheduler(sqlite_url)
+    await scheduler.start_async()
+    task_id = await scheduler.schedule_immediate_task(
+        "pay", jobs.flaky, args=[str(record_file), 2], retry=FAST_RETRY
+    )
+    await wait_for(lambda: len(attempts(record_file)) == 3)
+    runs = attempts(record_file)
+    assert [r["attempt"] for r in runs] == [1, 2, 3]
+    assert len({r["run_id"] for r in runs}) == 1
+    gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(runs)]
+    assert gaps[0] >= 0.09 and gaps[1] >= 0.19, f"backoff 0.1 s then 0.2 s, got {gaps}"
+    await gone(scheduler, task_id)
+    assert await scheduler.list_dead_letters() == []
+
+
+async def test_the_last_failure_is_a_dead_letter_that_can_be_rerun_and_removed(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    scheduler = make_scheduler(sqlite_url)
+    await scheduler.start_async()
+    policy = RetryPolicy(max_attempts=2, initial_delay=0.05, jitter=0)
+    task_id = await scheduler.schedule_immediate_task(
+        "charge", jobs.always_fails, args=[str(record_file)], retry=policy, tags=["order:9"]
+    )
+
+    async def one_dead_letter() -> bool:
+        return len(await scheduler.list_dead_letters()) == 1
+
+    await eventually(one_dead_letter)
+    [letter] = await scheduler.list_dead_letters()
+    assert [r["attempt"] for r in attempts(record_file)] == [1, 2]
+    assert (letter.task_id, letter.attempt) == (task_id, 2)
+    assert letter.error_type == "tests.integration.resilience_jobs.PaymentDeclinedError"
+    assert letter.error == "PaymentDeclinedError: card declined"
+    assert letter.traceback is not None and "always_fails" in letter.traceback
+    assert letter.task is not None and letter.task.tags == ("order:9",)
+    await gone(scheduler, task_id)
+    assert await scheduler.get_dead_letter(letter.id) == letter
+
+    # re-run it: the task comes back from the dead letter's snapshot, fails twice more, dead again
+    assert await scheduler.retry_dead_letter(letter.id) == letter.id
+    await wait_for(lambda: len(attempts(record_file)) == 4)
+    assert [r["attempt"] for r in attempts(record_file)] == [1, 2, 1, 2]
+    await eventually(one_dead_letter)
+    assert await scheduler.remove_dead_letters([letter.id]) == [letter.id]
+    assert await scheduler.list_dead_letters() == []
+
+
+async def test_a_recurring_task_without_a_retry_policy_leaves_no_dead_letters(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    scheduler = make_scheduler(sqlite_url)
+    await scheduler.start_async()
+    await scheduler.schedule_recurring_task("tick", jobs.always_fails, interval=0.1, args=[str(record_file)])
+    await wait_for(lambda: len(attempts(record_file)) >= 3)
+    assert await scheduler.list_dead_letters() == []
+
+
+async def test_a_retry_survives_the_death_of_the_process_that_failed(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path, workers: Callable[..., Worker]
+) -> None:
+    first = workers(sqlite_url, "--lease", "1")
+    producer = make_scheduler(sqlite_url, producer_only=True)
+    slow_retry = RetryPolicy(max_attempts=3, initial_delay=1.5, jitter=0)
+    await producer.schedule_immediate_task("pay", jobs.flaky, args=[str(record_file), 1], retry=slow_retry)
+    await wait_for(lambda: len(attempts(record_file)) == 1)
+    first.kill()  # the retry is a waiting run in the store, not a timer in the dead process
+    second = workers(sqlite_url, "--lease", "1")
+    await wait_for(lambda: len(attempts(record_file)) == 2, timeout=15)
+    failed, retried = attempts(record_file)
+    assert (failed["pid"], retried["pid"]) == (first.process.pid, second.process.pid)
+    assert (failed["run_id"], failed["attempt"], retried["attempt"]) == (retried["run_id"], 1, 2)
+    assert retried["t"] - failed["t"] >= 1.4
+
+
+async def test_a_timeout_fails_the_run_and_a_one_shot_is_dead_lettered(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    scheduler = make_scheduler(sqlite_url)
+    await scheduler.start_async()
+    await scheduler.schedule_immediate_task("slow", jobs.slow, args=[str(record_file), 5], timeout=0.2)
+
+    async def dead() -> bool:
+        return bool(await scheduler.list_dead_letters())
+
+    await eventually(dead)
+    [letter] = await scheduler.list_dead_letters()
+    assert letter.error_type == "builtins.TimeoutError" and "timed out after 0.2s" in (letter.error or "")
+    assert [r["event"] for r in read_records(record_file)] == ["start"]
+
+
+# -- policies from decorators -------------------------------------------------------------------
+
+
+async def test_a_decorated_function_carries_its_retry_policy_into_the_store(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    scheduler = make_scheduler(sqlite_url)
+    await scheduler.start_async()
+    task_id = await scheduler.schedule_immediate_task(
+        "charge", jobs.decorated_charge, args=[str(record_file), "o-1"], kwargs={"fail_times": 2}
+    )
+    await wait_for(lambda: len(attempts(record_file)) == 3)
+    # the engine applied the stored policy: one attempt per run attempt, not retries in process
+    assert [r["attempt"] for r in attempts(record_file)] == [1, 2, 3]
+    await gone(scheduler, task_id)
+
+
+async def test_decorated_functions_called_directly_apply_their_policies_in_process() -> None:
+    calls = jobs.DirectCalls()
+    assert await calls.flaky(2) == 3, "two failures retried, the third call succeeds"
+    calls = jobs.DirectCalls()
+    with pytest.raises(jobs.PaymentDeclinedError):
+        await calls.flaky(5)
+    assert calls.calls == 3, "max_attempts=3 in all"
+
+    calls = jobs.DirectCalls()
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            await calls.guarded(True)
+    with pytest.raises(CircuitOpenError):
+        await calls.guarded(False)
+    assert calls.calls == 2, "an open breaker does not call through"
+    await asyncio.sleep(0.25)
+    assert await calls.guarded(False) == "ok", "half-open after recovery_timeout; a success closes it"
+
+
+async def test_seed_style_instance_policies_are_stored_with_the_task(
+    make_scheduler: SchedulerFactory, sqlite_url: str
+) -> None:
+    scheduler = make_scheduler(sqlite_url, producer_only=True)
+    processor = jobs.ResilientOrderProcessor(scheduler)
+    task_id = await scheduler.schedule_delayed_task(
+        "payment", processor.process_payment_task, delay_minutes=5, args=["o-7", 12.5]
+    )
+    stored = await scheduler.store.get(task_id)
+    assert stored is not None
+    assert stored.options.retry == RetryPolicy(max_attempts=3, backoff_factor=2.0, max_delay=300).to_json()
+    assert (
+        stored.options.circuit_breaker
+        == CircuitBreakerPolicy(failure_threshold=5, recovery_timeout=60, success_threshold=3).to_json()
+    )
+
+
+async def test_a_policy_option_of_the_wrong_kind_is_refused_by_name(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    scheduler = make_scheduler(sqlite_url, producer_only=True)
+    with pytest.raises(ConfigurationError, match="retry"):
+        await scheduler.schedule_immediate_task("x", jobs.always_fails, args=[str(record_file)], retry=3)
+    with pytest.raises(ConfigurationError, match="max_attempts"):
+        RetryPolicy(max_attempts=0)
+    with pytest.raises(ConfigurationError, match="unknown CircuitBreakerPolicy field"):
+        CircuitBreakerPolicy.from_json({"failure_treshold": 3})
+
+
+# -- circuit breakers ---------------------------------------------------------------------------
+
+
+async def test_an_open_breaker_defers_runs_until_it_half_opens_then_closes(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path, tmp_path: Path
+) -> None:
+    outage = jobs.outage(tmp_path)
+    outage.touch()
+    breaker = CircuitBreakerPolicy(name="kitchen", failure_threshold=2, recovery_timeout=1.0)
+    scheduler = make_scheduler(sqlite_url)
+    deferred: list[SchedulerEvent] = []
+    scheduler.add_listener(deferred.append, [EventKind.RUN_DEFERRED])
+    await scheduler.start_async()
+    args = [str(record_file), str(outage)]
+    for n in range(2):
+        await scheduler.schedule_immediate_task(
+            f"call-{n}", jobs.outside_service, args=args, circuit_breaker=breaker
+        )
+    await wait_for(lambda: len(attempts(record_file)) == 2)
+
+    async def opened() -> bool:
+        return (await scheduler.circuit_breaker_state("kitchen"))["state"] == "open"
+
+    await eventually(opened)
+    later = await scheduler.schedule_immediate_task(
+        "call-late", jobs.outside_service, args=args, circuit_breaker=breaker
+    )
+    await wait_for(lambda: bool(deferred))
+    assert deferred[0].task_id == later
+    assert len(attempts(record_file)) == 2, "a deferred run does not call the service"
+    outage.unlink()
+    await wait_for(lambda: len(attempts(record_file)) == 3, timeout=10)
+    assert attempts(record_file)[-1]["task_id"] == later
+    assert attempts(record_file)[-1]["attempt"] == 1, "a deferral is not a failed attempt"
+    await gone(scheduler, later)
+    assert (await scheduler.circuit_breaker_state("kitchen"))["state"] == "closed"
+
+
+async def test_a_breaker_opened_in_one_process_defers_runs_in_another(
+    make_scheduler: SchedulerFactory,
+    sqlite_url: str,
+    record_file: Path,
+    tmp_path: Path,
+    workers: Callable[..., Worker],
+) -> None:
+    outage = jobs.outage(tmp_path)
+    outage.touch()
+    breaker = CircuitBreakerPolicy(name="payments", failure_threshold=2, recovery_timeout=3.0)
+    opener = make_scheduler(sqlite_url)
+    await opener.start_async()
+    args = [str(record_file), str(outage)]
+    for n in range(2):
+        await opener.schedule_immediate_task(
+            f"pay-{n}", jobs.outside_service, args=args, circuit_breaker=breaker
+        )
+    await wait_for(lambda: len(attempts(record_file)) == 2)
+    await eventually(lambda: _state_is(opener, "payments", "open"))
+    await opener.stop_async()
+    opened_at = time.time()
+
+    worker = workers(sqlite_url, "--lease", "1")
+    producer = make_scheduler(sqlite_url, producer_only=True)
+    outage.unlink()  # the service is back, but the other process only learns it after recovery_timeout
+    await producer.schedule_immediate_task(
+        "pay-late", jobs.outside_service, args=args, circuit_breaker=breaker
+    )
+    await asyncio.sleep(1.0)
+    assert len(attempts(record_file)) == 2, "the worker deferred the run: the breaker is open there too"
+    [waiting] = await producer.store.list_runs()
+    assert waiting.owner is None and waiting.lease_until.timestamp() >= opened_at + 1.5
+    await wait_for(lambda: len(attempts(record_file)) == 3, timeout=10)
+    assert attempts(record_file)[-1]["pid"] == worker.process.pid
+    assert attempts(record_file)[-1]["t"] >= opened_at + 2.5
+    await eventually(lambda: _state_is(producer, "payments", "closed"))
+
+
+async def _state_is(scheduler: BackgroundTaskScheduler, name: str, state: str) -> bool:
+    return (await scheduler.circuit_breaker_state(name))["state"] == state
+
+
+# -- failure handlers ---------------------------------------------------------------------------
+
+
+async def test_failure_handlers_hear_each_outcome_with_its_context(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    handler = jobs.RecordingHandler()
+    scheduler = make_scheduler(sqlite_url, failure_handlers=[handler])
+    await scheduler.start_async()
+    task_id = await scheduler.schedule_immediate_task(
+        "order_payment",
+        jobs.flaky,
+        args=[str(record_file)],
+        kwargs={"fail_times": 1},
+        retry=FAST_RETRY,
+        tags=["o-3"],
+    )
+    await wait_for(lambda: len(handler.successes) == 1)
+    [(name, error, failed)] = handler.failures
+    assert name == "order_payment" and isinstance(error, jobs.PaymentDeclinedError)
+    assert (failed["task_id"], failed["retry_count"], failed["will_retry"]) == (task_id, 0, True)
+    assert failed["tags"] == ["o-3"] and failed["fail_times"] == 1 and failed["path"] == str(record_file)
+    assert failed["execution_time"] >= 0
+    [(name, result, succeeded)] = handler.successes
+    assert (name, result, succeeded["retry_count"], succeeded["attempt"]) == (
+        "order_payment",
+        "paid on attempt 2",
+        1,
+        2,
+    )
+
+
+async def test_a_raising_handler_does_not_stop_the_scheduler(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    class Broken(jobs.RecordingHandler):
+        async def handle_task_success(self, task_name: str, result: Any, context: dict[str, Any]) -> None:
+            raise RuntimeError("handler bug")
+
+    scheduler = make_scheduler(sqlite_url)
+    scheduler.add_failure_handler(Broken())
+    await scheduler.start_async()
+    first = await scheduler.schedule_immediate_task("a", jobs.flaky, args=[str(record_file), 0])
+    second = await scheduler.schedule_immediate_task("b", jobs.flaky, args=[str(record_file), 0])
+    await gone(scheduler, first)
+    await gone(scheduler, second)
+    assert len(attempts(record_file)) == 2
+
+
+# -- cancelling a running run -------------------------------------------------------------------
+
+
+async def test_a_running_run_is_cancelled_in_this_process(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    scheduler = make_scheduler(sqlite_url)
+    await scheduler.start_async()
+    task_id = await scheduler.schedule_immediate_task("slow", jobs.slow, args=[str(record_file), 30])
+    await wait_for(lambda: bool(scheduler.active_runs()))
+    [run_id] = scheduler.active_runs()
+    assert await scheduler.cancel_run(run_id) is True
+    await gone(scheduler, task_id)
+    assert [r["event"] for r in read_records(record_file)] == ["start"]
+
+
+async def test_a_run_in_another_process_is_cancelled_on_request(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path, workers: Callable[..., Worker]
+) -> None:
+    workers(sqlite_url, "--lease", "1")
+    producer = make_scheduler(sqlite_url, producer_only=True)
+    task_id = await producer.schedule_immediate_task("slow", jobs.slow, args=[str(record_file), 30])
+    await wait_for(lambda: bool(read_records(record_file)))
+    [started] = read_records(record_file)
+    requested = time.monotonic()
+    assert await producer.cancel_run(started["run_id"]) is False, "it runs in the worker, not here"
+    await gone(producer, task_id)
+    assert time.monotonic() - requested < 5, "cancelled at the worker's next lease renewal"
+    assert [r["event"] for r in read_records(record_file)] == ["start"]
