@@ -10,7 +10,7 @@ import random
 import socket
 import traceback
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -301,12 +301,16 @@ class Engine:
                 )
                 log.warning("run %s lost: %s", run.id, finished.error)
                 self._emit(EventKind.RUN_LOST, task, run=run)
-            elif (defer_until := await self.policies.admit(task)) is not None:
+            elif task.options.circuit_breaker and (defer_until := await self.policies.admit(task)):
                 finished = self._result(run, RunOutcome.DEFERRED, "its circuit breaker is open")
                 finished.retry_at = defer_until
                 self._emit(EventKind.RUN_DEFERRED, task, run=run)
             else:
-                finished = await self.policies.settle(task, run, await self._invoke(task, run))
+                attempt = await self._invoke(task, run)
+                if self.policies.needed(task, attempt):
+                    finished = await self.policies.settle(task, run, attempt)
+                else:
+                    finished = RunResult(run=run, outcome=attempt.outcome, finished_at=self.clock())
         except asyncio.CancelledError:
             if run.id in self._released:
                 self._active.pop(run.id, None)
@@ -334,7 +338,8 @@ class Engine:
         token = set_current_run(context)
         policies_token = engine_applies_policies.set(True)
         attempt = Attempt(outcome=RunOutcome.SUCCESS, started=self.clock())
-        self._emit(EventKind.RUN_SUBMITTED, task, run=run)
+        if self.events.wanted:
+            self._emit(EventKind.RUN_SUBMITTED, task, run=run)
         try:
             invocation = await prepare(task, run, self.registry, self.provider)
             attempt.func, attempt.args, attempt.kwargs = invocation.func, invocation.args, invocation.kwargs
@@ -344,16 +349,14 @@ class Engine:
                     f"task {task.id} names executor {task.options.executor!r}, "
                     f"which is not configured (known: {', '.join(self.executors)})"
                 )
-            with contextlib.ExitStack() as hooks:
-                for hook in self.run_hooks:
-                    hooks.enter_context(hook(task, run))
-                call = executor.submit(invocation.func, invocation.args, invocation.kwargs)
-                timeout = task.options.timeout
-                if timeout:
-                    async with asyncio.timeout(timeout):
-                        attempt.result = await call
-                else:
-                    attempt.result = await call
+            call = executor.submit(invocation.func, invocation.args, invocation.kwargs)
+            if self.run_hooks:
+                with contextlib.ExitStack() as hooks:
+                    for hook in self.run_hooks:
+                        hooks.enter_context(hook(task, run))
+                    attempt.result = await self._await_call(call, task.options.timeout)
+            else:
+                attempt.result = await self._await_call(call, task.options.timeout)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -374,9 +377,19 @@ class Engine:
         finally:
             engine_applies_policies.reset(policies_token)
             reset_current_run(token)
-        attempt.duration = (self.clock() - attempt.started).total_seconds()
-        self._emit(EventKind.RUN_EXECUTED, task, run=run, result=attempt.result, duration=attempt.duration)
+        if self.events.wanted or self.policies.handlers:
+            attempt.duration = (self.clock() - attempt.started).total_seconds()
+            self._emit(
+                EventKind.RUN_EXECUTED, task, run=run, result=attempt.result, duration=attempt.duration
+            )
         return attempt
+
+    @staticmethod
+    async def _await_call(call: Awaitable[Any], timeout: float | None) -> Any:
+        if timeout:
+            async with asyncio.timeout(timeout):
+                return await call
+        return await call
 
     # -- completing and renewing -----------------------------------------------------------
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import inspect
 import multiprocessing
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -37,8 +39,18 @@ async def _call_maybe_async(func: Callable[..., Any], args: tuple[Any, ...], kwa
 
 def _is_async(func: Callable[..., Any]) -> bool:
     target = func.func if isinstance(func, functools.partial) else func
-    call = getattr(target, "__call__", None)  # noqa: B004 - an async __call__ makes an object async
-    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(call)
+    # a bound method is made anew for every run: ask about its function, once
+    plain = getattr(target, "__func__", target)
+    known = _ASYNC.get(plain)
+    if known is None:
+        call = getattr(target, "__call__", None)  # noqa: B004 - an async __call__ makes an object async
+        known = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(call)
+        with contextlib.suppress(TypeError):  # not weak-referenceable: not cached
+            _ASYNC[plain] = known
+    return known
+
+
+_ASYNC: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 class AsyncIOExecutor:

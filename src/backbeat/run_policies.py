@@ -45,6 +45,12 @@ class RunPolicies:
         self.handlers = handlers
         self.breakers = SharedBreakers(store, clock)
 
+    def needed(self, task: Task, attempt: Attempt) -> bool:
+        """Whether :meth:`settle` has anything to do (the fast path of a plain success skips it)."""
+        return (
+            attempt.outcome != RunOutcome.SUCCESS or bool(self.handlers) or bool(task.options.circuit_breaker)
+        )
+
     async def admit(self, task: Task) -> datetime | None:
         """``None`` when the run may go now, else when to try it again (its breaker is open)."""
         policy = _breaker_of(task)

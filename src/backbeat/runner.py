@@ -33,8 +33,8 @@ async def prepare(task: Task, run: Run, registry: JobRegistry, provider: Any) ->
     kind, _, name = task.job.partition(":")
     if kind != "job":
         func = registry.resolve_callable(task.job, provider)
-        args = codec.decode(task.args, path="args")
-        kwargs = codec.decode(task.kwargs, path="kwargs")
+        args = codec.decode(task.args, path="args") if task.args else ()
+        kwargs = codec.decode(task.kwargs, path="kwargs") if task.kwargs else {}
         return Invocation(func, tuple(args), dict(kwargs))
 
     cls = registry.job_class(name)

@@ -83,6 +83,16 @@ class Keys:
         return f"{self.base}quarantine"
 
     @property
+    def orphaned(self) -> str:
+        """Sorted set, all scores 0: ids of orphaned tasks."""
+        return f"{self.base}orphaned"
+
+    @property
+    def orphans_indexed(self) -> str:
+        """String: set once ``orphaned`` holds every orphaned task (stores older than the index)."""
+        return f"{self.base}orphans_indexed"
+
+    @property
     def dead(self) -> str:
         """Hash: run id -> dead letter JSON (without its task)."""
         return f"{self.base}dead"

@@ -92,6 +92,26 @@ class RedisStore:
 
     async def open(self) -> None:
         await self._conn.open()
+        await self._index_orphans()
+
+    async def _index_orphans(self) -> None:
+        """Build the orphaned index of a store written before it existed (once per store)."""
+        client = self._conn.client
+        with self._conn.errors():
+            if await client.exists(self.keys.orphans_indexed):
+                return
+            cursor = 0
+            while True:
+                cursor, lives = await client.hscan(self.keys.live, cursor, count=1000)
+                assert isinstance(lives, dict)
+                orphans = [
+                    text(task_id) for task_id, live in lives.items() if "o" in text(live).split("|")[7]
+                ]
+                if orphans:
+                    await client.zadd(self.keys.orphaned, dict.fromkeys(orphans, 0))
+                if not cursor:
+                    break
+            await client.set(self.keys.orphans_indexed, b"1")
 
     async def close(self) -> None:
         await self._conn.close()
@@ -135,7 +155,12 @@ class RedisStore:
         self, filter: TaskFilter | None = None, *, cursor: str | None = None, limit: int | None = None
     ) -> tuple[builtins.list[Task], str | None]:
         # the script takes the index key without the prefix it adds itself
-        index = "ids" if filter is None or filter.tag is None else f"tag:{filter.tag}"
+        if filter is not None and filter.tag is not None:
+            index = f"tag:{filter.tag}"
+        elif filter is not None and filter.orphaned:
+            index = "orphaned"
+        else:
+            index = "ids"
         page: list[Task] = []
         after = cursor or ""
         while True:

@@ -21,6 +21,8 @@ local K_SCHEDULE = P .. 'schedule'
 local K_LEASES = P .. 'leases'
 local K_QUARANTINE = P .. 'quarantine'
 local K_DEAD = P .. 'dead'
+-- ids of orphaned tasks (flag 'o'), scores 0: listing them reads no other task
+local K_ORPHANED = P .. 'orphaned'
 local K_DEAD_TASKS = P .. 'dead_tasks'
 local K_STATE = P .. 'state'
 local K_WAKEUP = P .. 'wakeup'
@@ -159,6 +161,16 @@ local function remove_tasks(ids)
   call_keys('DEL', keys_of(claim_key, ids))
   call_many('ZREM', K_IDS, ids)
   call_many('ZREM', K_SCHEDULE, ids)
+  call_many('ZREM', K_ORPHANED, ids)
+end
+
+-- Keep the orphaned index in step with a task's flags.
+local function index_orphaned(id, flags)
+  if string.find(flags, 'o', 1, true) then
+    redis.call('ZADD', K_ORPHANED, 0, id)
+  else
+    redis.call('ZREM', K_ORPHANED, id)
+  end
 end
 
 -- Tasks as two reply elements (the client pays per element, not per byte): the sizes of

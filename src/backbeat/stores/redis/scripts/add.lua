@@ -49,6 +49,9 @@ for i, id in ipairs(ids) do
     index[#index + 1] = 0
     index[#index + 1] = id
   end
+  if old_lives[i] or string.find(live[FLAGS], 'o', 1, true) then
+    index_orphaned(id, live[FLAGS])
+  end
   docs[#docs + 1], docs[#docs + 2] = id, docs_in[i]
   lives[#lives + 1], lives[#lives + 2] = id, join_live(live)
   -- a claimed task keeps its claim (scored by the claim's end) until fire() drops it

@@ -6,6 +6,8 @@ call_keys('DEL', keys_of(run_key, runs))
 call_many('ZREM', K_LEASES, runs)
 local left = redis.call('ZCARD', K_IDS) + redis.call('ZCARD', K_LEASES)
 if left == 0 then
-  redis.call('DEL', K_TASKS, K_LIVE, K_TAGS, K_QUARANTINE, K_SCHEDULE, K_DEAD, K_DEAD_TASKS, K_STATE)
+  redis.call('DEL', K_TASKS, K_LIVE, K_TAGS, K_QUARANTINE, K_SCHEDULE, K_DEAD, K_DEAD_TASKS, K_STATE, K_ORPHANED)
+  -- the (empty) orphaned index is complete: no scan of the tasks when the store is next opened
+  redis.call('SET', P .. 'orphans_indexed', '1')
 end
 return left

@@ -20,6 +20,7 @@ if ARGV[5] == '1' then
 end
 live[VER] = tonumber(live[VER]) + 1
 live[FLAGS], live[MAX] = ARGV[7], ARGV[8]
+index_orphaned(id, live[FLAGS])
 local packed = join_live(live)
 redis.call('HSET', K_LIVE, id, packed)
 redis.call('HSET', K_TASKS, id, doc)
