@@ -13,7 +13,14 @@ from backbeat.config import (
 from backbeat.facade_base import SchedulerState
 from backbeat.jobs import BackgroundJob, TaskDescriptor
 from backbeat.model import Task, TaskOptions
-from backbeat.taskbuild import from_callable, from_descriptor, from_job
+from backbeat.taskbuild import (
+    BuiltTask,
+    callable_template,
+    from_descriptor,
+    from_job,
+    shareable,
+    stamp,
+)
 
 
 class SchedulingCalls(SchedulerState):
@@ -73,6 +80,7 @@ class SchedulingCalls(SchedulerState):
         ids: list[str] = []
         specs: dict[Any, triggers.TriggerSpec] = {}
         option_sets: dict[Any, TaskOptions] = {}
+        templates: dict[Any, tuple[triggers.TriggerSpec, TaskOptions, BuiltTask]] = {}
         for request in requests:
             fields = dict(request)
             func = fields.pop("func")
@@ -94,18 +102,29 @@ class SchedulingCalls(SchedulerState):
                 options = self._options_for(spec, overrides)
                 if options_key is not None:
                     option_sets[options_key] = options
-            built = from_callable(
-                self.registry,
-                func,
-                trigger=spec,
-                options=options,
+            # ... and each function's job reference, policies and first fire time once per trigger
+            template_key = (func, id(spec), id(options), settings.get("durable"))
+            share = shareable(spec) and _hashable(func)
+            template = templates.get(template_key) if share else None
+            if template is None or template[0] is not spec or template[1] is not options:
+                built_template = callable_template(
+                    self.registry,
+                    func,
+                    trigger=spec,
+                    options=options,
+                    durable=settings.get("durable"),
+                    now=now,
+                )
+                template = (spec, options, built_template)
+                if share:
+                    templates[template_key] = template
+            built = stamp(
+                template[2],
                 task_id=settings.get("id"),
                 name=settings.get("name"),
                 args=settings.get("args", ()),
                 kwargs=settings.get("kwargs"),
                 tags=settings.get("tags", ()),
-                durable=settings.get("durable"),
-                now=now,
             )
             (local if built.local else durable).append(built.task)
             ids.append(built.task.id)
@@ -238,6 +257,14 @@ class SchedulingCalls(SchedulerState):
         task.options = self._options_for(task.trigger, extra)
         await self._store_tasks([task], local=False, replace=True)
         return task.id
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _memo_key(head: Any, fields: Mapping[str, Any]) -> Any:
