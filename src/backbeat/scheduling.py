@@ -10,6 +10,7 @@ from backbeat import triggers
 from backbeat.config import (
     task_options,
 )
+from backbeat.errors import InvalidTriggerError
 from backbeat.facade_base import SchedulerState
 from backbeat.jobs import BackgroundJob, TaskDescriptor
 from backbeat.model import Task, TaskOptions
@@ -194,7 +195,16 @@ class SchedulingCalls(SchedulerState):
         tags: Sequence[str] = (),
         **options: Any,
     ) -> str:
-        """Run ``func(*args)`` on a crontab string or every ``interval`` seconds."""
+        """Run ``func(*args)`` on a crontab string or every ``interval`` seconds.
+
+        Raises:
+            InvalidTriggerError: neither ``cron`` nor ``interval`` is given.
+        """
+        if cron is None and interval is None:
+            extra = f" (unexpected arguments: {', '.join(sorted(options))})" if options else ""
+            raise InvalidTriggerError(
+                f"schedule_recurring_task({task_name!r}) needs cron= or interval={extra}"
+            )
         trigger_args: dict[str, Any] = {"cron": cron} if cron is not None else {"interval": interval}
         return await self._add_with_options(
             func, None, task_name, args, kwargs, tags, options, **trigger_args

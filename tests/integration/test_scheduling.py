@@ -100,6 +100,8 @@ async def test_bad_input_is_refused_and_names_the_problem(
         await scheduler.schedule_immediate_task("bad", jobs.note, args=["x", asyncio.Lock()])
     with pytest.raises(NotPersistableError, match="lambda"):
         await scheduler.schedule_immediate_task("bad", lambda: None, durable=True)
+    with pytest.raises(InvalidTriggerError, match=r"interval= \(unexpected arguments: every\)"):
+        await scheduler.schedule_recurring_task("bad", jobs.note, every=5, args=["x"])
     assert await scheduler.list_tasks() == []
 
 
