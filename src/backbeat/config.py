@@ -217,8 +217,7 @@ def _mongo_store(config: MongoJobStoreConfig) -> Store:
         from backbeat.stores.mongodb import MongoStore  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         raise ConfigurationError(
-            f"the MongoDB store is not available in this version of backbeat ({exc}); "
-            "use the SQLite default or a Redis store"
+            f"the MongoDB store is not available: {exc}; pip install 'backbeat[mongodb]'"
         ) from exc
     return MongoStore(config.uri, database=config.database, collection=config.collection)  # type: ignore[no-any-return,unused-ignore]
 

@@ -134,13 +134,40 @@ class PostgresBackend(Backend):
 
 
 class MongoBackend(Backend):
+    """A fresh database per test on the server named by ``BACKBEAT_MONGODB_URL``, dropped after."""
+
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path)
         self.store_class = _store_class("backbeat.stores.mongodb", "MongoStore")
-        self.url = os.environ.get("BACKBEAT_MONGODB_URL")
-        if not self.url:
-            pytest.skip("BACKBEAT_MONGODB_URL is not set: no MongoDB server on this machine")
-        pytest.fail("MongoStore exists: fill in MongoBackend in tests/contract/stores.py")
+        url = os.environ.get("BACKBEAT_MONGODB_URL")
+        if not url:
+            pytest.skip("BACKBEAT_MONGODB_URL is not set: no MongoDB server to test against")
+        import pymongo
+
+        self.url = url
+        suffix = uuid.uuid4().hex[:12]
+        self.database = f"backbeat_contract_{suffix}"
+        self.collection = f"jobs_{suffix}"
+        self.client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(url)
+
+    async def open_store(self) -> Store:
+        store: Store = self.store_class(self.url, database=self.database, collection=self.collection)
+        await store.open()
+        self.stores.append(store)
+        return store
+
+    async def corrupt(self, task_id: str, raw: str) -> None:
+        tasks = self.client[self.database][self.collection]
+        tasks.update_one({"_id": task_id}, {"$set": {"doc": raw}})
+
+    async def raw(self, task_id: str) -> str | None:
+        found = self.client[self.database][self.collection].find_one({"_id": task_id})
+        return None if found is None else str(found["doc"])
+
+    async def close(self) -> None:
+        await super().close()
+        self.client.drop_database(self.database)
+        self.client.close()
 
 
 BACKENDS: dict[str, type[Backend]] = {

@@ -44,9 +44,11 @@ KNOWN_SCHEMES = ("memory", "sqlite", *_SCHEMES)
 
 def store_from_url(url: str) -> Store:
     """A store for ``url``: ``memory://``, ``sqlite:///relative.db``, ``sqlite:////abs/path.db``,
-    ``redis://``, ``rediss://``, ``postgresql://`` or ``mongodb://``.
+    ``redis://``, ``rediss://``, ``postgresql://``, ``mongodb://`` or ``mongodb+srv://``.
 
-    SQLite URLs take ``?busy_timeout=<seconds>&poll_interval=<seconds>``.
+    SQLite URLs take ``?busy_timeout=<seconds>&poll_interval=<seconds>``. MongoDB URLs name
+    the database in their path and the tasks collection with ``?collection=<name>``
+    (defaults ``backbeat`` and ``background_jobs``).
 
     Raises:
         ConfigurationError: unknown scheme, or the store's module or driver is missing.

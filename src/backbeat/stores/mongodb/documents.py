@@ -1,0 +1,485 @@
+"""The MongoDB store's documents, filters, updates and pipelines, as pure functions.
+
+Nothing here talks to a server, so every query the store sends can be unit-tested.
+
+A task document keeps the task's JSON (``Task.to_bytes``) as one *string* field ``doc``,
+written only by Python, so user data never has to be valid BSON (keys with ``$`` or ``.``,
+integers beyond a signed 64-bit one) and a corrupt record can be kept byte for byte. Beside it are the
+fields queries filter on and the *live* fields single-document updates change, which win
+over the copy inside ``doc`` when a task is read::
+
+    _id            task id
+    doc            JSON string of Task.to_document()
+    next           next run time, epoch microseconds (null: none)
+    version running max_instances runs failures last_outcome last_run_at   (live fields)
+    paused orphaned tags name job                                             (for filters)
+    claimed_by claim_until token                                              (a task claim)
+    quarantine     null, or {"error": ...}: kept as it was, left out of everything but
+                   ``quarantined()``, ``remove`` and ``clear``
+
+A run document is ``{_id: run id, task_id, fire_time (ISO string), attempt, owner,
+lease_until (epoch microseconds), token}``. Times are integer microseconds rather than BSON
+dates, whose millisecond precision would change stored fire times.
+
+Values spliced into an aggregation pipeline are wrapped in ``$literal``, so a task name or
+an owner id starting with ``$`` is never read as a field path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from backbeat.errors import CorruptRecordError
+from backbeat.model import DeadLetter, Run, RunOutcome, RunResult, Task, TaskFilter
+
+Doc = dict[str, Any]
+"""A MongoDB document, filter or update."""
+Pipeline = list[Doc]
+"""An update given as an aggregation pipeline."""
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+NOT_QUARANTINED: Doc = {"quarantine": None}
+"""Matches documents that are not quarantined (``null`` or missing)."""
+
+
+def to_us(value: datetime) -> int:
+    """Epoch microseconds of an aware datetime (a naive one is taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - EPOCH) // _MICROSECOND
+
+
+def opt_us(value: datetime | None) -> int | None:
+    """Epoch microseconds, or ``None``."""
+    return None if value is None else to_us(value)
+
+
+def from_us(value: int) -> datetime:
+    """The UTC datetime of epoch microseconds."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected epoch microseconds, got {type(value).__name__}")
+    return EPOCH + timedelta(microseconds=value)
+
+
+def lit(value: Any) -> Doc:
+    """``value`` as a constant inside a pipeline expression."""
+    return {"$literal": value}
+
+
+# -- tasks ---------------------------------------------------------------------------------
+
+
+def definition_fields(task: Task) -> Doc:
+    """The fields of a task a user sets (``add``, ``update``), without the live counters."""
+    return {
+        "doc": task.to_bytes().decode(),
+        "max_instances": task.options.max_instances,
+        "paused": task.paused,
+        "orphaned": task.orphaned is not None,
+        "tags": list(task.tags),
+        "name": task.name,
+        "job": task.job,
+    }
+
+
+def task_document(task: Task) -> Doc:
+    """A new task's whole document."""
+    return {
+        "_id": task.id,
+        **definition_fields(task),
+        "next": opt_us(task.next_run_time),
+        "version": task.version,
+        "running": task.running,
+        "runs": task.runs,
+        "failures": task.failures,
+        "last_outcome": task.last_outcome,
+        "last_run_at": opt_us(task.last_run_at),
+        "claimed_by": None,
+        "claim_until": None,
+        "token": None,
+        "quarantine": None,
+    }
+
+
+def replace_pipeline(task: Task) -> Pipeline:
+    """Upsert ``task``: a stored one keeps its live counters and claim, bumps its version and
+    leaves quarantine (its document is new and valid); a new one is written whole."""
+
+    def kept(name: str, value: Any) -> Doc:
+        return {"$ifNull": [f"${name}", lit(value)]}
+
+    fields = {name: lit(value) for name, value in definition_fields(task).items()}
+    return [
+        {
+            "$set": {
+                **fields,
+                "next": lit(opt_us(task.next_run_time)),
+                "version": {"$max": [{"$add": [{"$ifNull": ["$version", -1]}, 1]}, lit(task.version)]},
+                "running": kept("running", task.running),
+                "runs": kept("runs", task.runs),
+                "failures": kept("failures", task.failures),
+                "last_outcome": kept("last_outcome", task.last_outcome),
+                "last_run_at": kept("last_run_at", opt_us(task.last_run_at)),
+                "claimed_by": kept("claimed_by", None),
+                "claim_until": kept("claim_until", None),
+                "token": kept("token", None),
+                "quarantine": lit(None),
+            }
+        }
+    ]
+
+
+def raw_of(doc: Mapping[str, Any]) -> str:
+    """A task document's ``doc`` field as stored (JSON of it when it is not a string)."""
+    raw = doc.get("doc")
+    if isinstance(raw, str):
+        return raw
+    return orjson.dumps(raw, default=str).decode() if raw is not None else ""
+
+
+def task_from_document(doc: Mapping[str, Any]) -> Task:
+    """A task from its stored document (live fields win over the copy in ``doc``).
+
+    Raises:
+        CorruptRecordError: ``doc`` is not a task's JSON or a live field has the wrong type.
+    """
+    raw = doc.get("doc")
+    if not isinstance(raw, str):
+        raise CorruptRecordError(
+            f"task {doc.get('_id')!r} has no JSON document (doc is {type(raw).__name__})"
+        )
+    task = Task.from_bytes(raw)
+    try:
+        if task.id != doc["_id"]:
+            raise ValueError(f"document of task {task.id!r} stored under id {doc['_id']!r}")
+        nrt, last = doc.get("next"), doc.get("last_run_at")
+        task.next_run_time = None if nrt is None else from_us(nrt)
+        task.last_run_at = None if last is None else from_us(last)
+        task.version = _int(doc, "version")
+        task.running = _int(doc, "running")
+        task.runs = _int(doc, "runs")
+        task.failures = _int(doc, "failures")
+        outcome = doc.get("last_outcome")
+        if outcome is not None and not isinstance(outcome, str):
+            raise TypeError(f"last_outcome is a {type(outcome).__name__}")
+        task.last_outcome = outcome
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptRecordError(f"task {doc.get('_id')!r} has invalid live fields: {exc!r}") from exc
+    return task
+
+
+def _int(doc: Mapping[str, Any], name: str) -> int:
+    value = doc[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} is a {type(value).__name__}, not an integer")
+    return value
+
+
+def update_set(task: Task, *, next_changed: bool) -> Doc:
+    """The ``$set`` of ``Store.update``: the changed task's definition, its next run time only
+    when the user changed it (a concurrent ``fire`` may be moving it), and its version."""
+    changes = {**definition_fields(task), "version": task.version}
+    if next_changed:
+        changes["next"] = opt_us(task.next_run_time)
+    return changes
+
+
+def list_filter(filter: TaskFilter | None, after: str | None) -> Doc:
+    """Tasks a listing reads (``filter.matches`` is still applied to the decoded tasks)."""
+    query: Doc = dict(NOT_QUARANTINED)
+    if after is not None:
+        query["_id"] = {"$gt": after}
+    if filter is not None:
+        if filter.tag is not None:
+            query["tags"] = filter.tag
+        if filter.name is not None:
+            query["name"] = filter.name
+        if filter.job is not None:
+            query["job"] = filter.job
+        if filter.paused is not None:
+            query["paused"] = filter.paused
+        if filter.orphaned is not None:
+            query["orphaned"] = filter.orphaned
+    return query
+
+
+def due_filter(now_us: int) -> Doc:
+    """Tasks ``claim_due`` may lease: due, schedulable, and not held by a live claim."""
+    return {
+        "next": {"$lte": now_us},
+        "paused": False,
+        "orphaned": False,
+        **NOT_QUARANTINED,
+        "$or": [{"claimed_by": None}, {"claim_until": {"$lte": now_us}}],
+    }
+
+
+def claim_task_filter(task_id: str, seen_token: str | None, now_us: int) -> Doc:
+    """Compare-and-set of one candidate: still due, and nobody claimed it since it was read."""
+    return {"_id": task_id, "token": seen_token, **due_filter(now_us)}
+
+
+def claim_task_update(owner: str, until_us: int, token: str) -> Doc:
+    """Lease a task to ``owner``; ``token`` names this claim call's batch."""
+    return {"$set": {"claimed_by": owner, "claim_until": until_us, "token": token}}
+
+
+DROP_CLAIM: Doc = {"$set": {"claimed_by": None, "claim_until": None, "token": None}}
+
+
+def held_filter(task_ids: list[str], owner: str) -> Doc:
+    """Tasks of ``task_ids`` claimed by ``owner``."""
+    return {"_id": {"$in": task_ids}, "claimed_by": owner}
+
+
+def granted(before: Mapping[str, Any], created: int) -> int:
+    """How many new runs :func:`fire_pipeline` admitted, from the task as it was before."""
+    return max(0, min(created, int(before["max_instances"]) - int(before["running"])))
+
+
+def fire_pipeline(owner: str, created: int, claimed_version: int, next_us: int | None) -> Pipeline:
+    """Admit up to ``created`` new runs while ``running < max_instances``; when ``owner``
+    still holds the claim, also store the next fire time (unless a user changed the task
+    since the claim) and drop the claim. One atomic single-document update."""
+    mine = {"$eq": ["$claimed_by", lit(owner)]}
+    room = {"$max": [0, {"$min": [lit(created), {"$subtract": ["$max_instances", "$running"]}]}]}
+    unchanged = {"$and": [mine, {"$eq": ["$version", lit(claimed_version)]}]}
+    return [
+        {
+            "$set": {
+                "running": {"$add": ["$running", room]},
+                "next": {"$cond": [unchanged, lit(next_us), "$next"]},
+                "claimed_by": {"$cond": [mine, None, "$claimed_by"]},
+                "claim_until": {"$cond": [mine, None, "$claim_until"]},
+                "token": {"$cond": [mine, None, "$token"]},
+            }
+        }
+    ]
+
+
+def finished_filter(task_id: str) -> Doc:
+    """A task with nothing left to run: no runs, no next fire time, no claim (and readable)."""
+    return {"_id": task_id, "running": {"$lte": 0}, "next": None, "claimed_by": None, **NOT_QUARANTINED}
+
+
+def is_finished(doc: Mapping[str, Any]) -> bool:
+    """Whether a task document read back matches :func:`finished_filter`."""
+    return (
+        doc.get("running", 0) <= 0
+        and doc.get("next") is None
+        and doc.get("claimed_by") is None
+        and doc.get("quarantine") is None
+    )
+
+
+def reserve_filter(task_id: str) -> Doc:
+    """A task with room for one more run (``running < max_instances``)."""
+    return {"_id": task_id, **NOT_QUARANTINED, "$expr": {"$lt": ["$running", "$max_instances"]}}
+
+
+RESERVE: Doc = {"$inc": {"running": 1}}
+
+
+def complete_pipeline(result: RunResult) -> Pipeline:
+    """Count a finished run on its task: ``running - 1`` (never below 0) unless the run was
+    re-queued, ``runs + 1``, ``failures + 1`` for a failure, its outcome and time."""
+    failed = 1 if result.outcome == RunOutcome.FAILURE else 0
+    running: Any = (
+        "$running" if result.retry_at is not None else {"$max": [0, {"$subtract": ["$running", 1]}]}
+    )
+    return [
+        {
+            "$set": {
+                "running": running,
+                "runs": {"$add": ["$runs", 1]},
+                "failures": {"$add": ["$failures", failed]},
+                "last_outcome": lit(result.outcome.value),
+                "last_run_at": lit(to_us(result.finished_at)),
+            }
+        }
+    ]
+
+
+def quarantine_filter(doc: Mapping[str, Any]) -> Doc:
+    """The record exactly as it was read (a rewrite since then is not quarantined)."""
+    if "doc" in doc:
+        return {"_id": doc["_id"], "doc": doc["doc"]}
+    return {"_id": doc["_id"], "doc": {"$exists": False}}
+
+
+def quarantine_update(error: str) -> Doc:
+    """Mark a record quarantined and drop any claim on it; nothing else changes."""
+    return {"$set": {"quarantine": {"error": error}, "claimed_by": None, "claim_until": None, "token": None}}
+
+
+def next_task_filter(*, claimed: bool) -> Doc:
+    """Schedulable tasks, unclaimed (sorted by ``next``) or claimed (sorted by ``claim_until``)."""
+    query: Doc = {"next": {"$ne": None}, "paused": False, "orphaned": False, **NOT_QUARANTINED}
+    query["claimed_by"] = {"$ne": None} if claimed else None
+    return query
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+
+def run_document(run: Run, token: str | None) -> Doc:
+    """A new run's document."""
+    return {
+        "_id": run.id,
+        "task_id": run.task_id,
+        "fire_time": run.fire_time.astimezone(UTC).isoformat(),
+        "attempt": run.attempt,
+        "owner": run.owner,
+        "lease_until": to_us(run.lease_until),
+        "token": token,
+    }
+
+
+def run_from_document(doc: Mapping[str, Any]) -> Run:
+    """A run from its stored document.
+
+    Raises:
+        CorruptRecordError: a field is missing or has the wrong type.
+    """
+    try:
+        owner = doc.get("owner")
+        if owner is not None and not isinstance(owner, str):
+            raise TypeError(f"owner is a {type(owner).__name__}")
+        fire_time = datetime.fromisoformat(doc["fire_time"])
+        return Run(
+            id=str(doc["_id"]),
+            task_id=str(doc["task_id"]),
+            fire_time=fire_time if fire_time.tzinfo else fire_time.replace(tzinfo=UTC),
+            attempt=_int(doc, "attempt"),
+            owner=owner,
+            lease_until=from_us(doc["lease_until"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptRecordError(f"run {doc.get('_id')!r} is not a valid run: {exc!r}") from exc
+
+
+def claimable_runs_filter(now_us: int) -> Doc:
+    """Runs ``claim_due`` may lease: waiting or leased runs whose lease has ended."""
+    return {"lease_until": {"$lte": now_us}, **NOT_QUARANTINED}
+
+
+def claim_run_filter(run_id: str, seen: Mapping[str, Any], now_us: int) -> Doc:
+    """Compare-and-set of one candidate run: same owner and token as read, lease still over."""
+    return {
+        "_id": run_id,
+        "owner": seen.get("owner"),
+        "token": seen.get("token"),
+        **claimable_runs_filter(now_us),
+    }
+
+
+def claim_run_update(owner: str, until_us: int, token: str, *, recovered: bool) -> Doc:
+    """Lease a run to ``owner``; taking it over from an expired owner is a new attempt."""
+    return {
+        "$set": {"owner": owner, "lease_until": until_us, "token": token},
+        "$inc": {"attempt": 1 if recovered else 0},
+    }
+
+
+def owned_runs_filter(run_ids: list[str], owner: str) -> Doc:
+    """Runs of ``run_ids`` leased to ``owner``."""
+    return {"_id": {"$in": run_ids}, "owner": owner}
+
+
+def requeue_update(result: RunResult) -> Doc:
+    """A finished run kept as a waiting run until ``retry_at`` (same attempt if deferred)."""
+    assert result.retry_at is not None
+    deferred = result.outcome == RunOutcome.DEFERRED
+    return {
+        "$set": {"owner": None, "lease_until": to_us(result.retry_at), "token": None},
+        "$inc": {"attempt": 0 if deferred else 1},
+    }
+
+
+def release_runs_update(now_us: int) -> Doc:
+    """Released runs: waiting, claimable at once, next attempt."""
+    return {"$set": {"owner": None, "lease_until": now_us, "token": None}, "$inc": {"attempt": 1}}
+
+
+# -- dead letters and state ----------------------------------------------------------------
+
+
+def dead_letter_document(letter: DeadLetter) -> Doc:
+    """A dead letter: its JSON (a string, like a task's) and the fields queries use."""
+    return {
+        "_id": letter.id,
+        "task_id": letter.task_id,
+        "failed_at": to_us(letter.failed_at),
+        "doc": orjson.dumps(letter.to_document()).decode(),
+    }
+
+
+def dead_letter_from_document(doc: Mapping[str, Any]) -> DeadLetter:
+    """A dead letter from its stored document.
+
+    Raises:
+        CorruptRecordError: the document cannot be read.
+    """
+    raw = doc.get("doc")
+    try:
+        parsed = orjson.loads(raw) if isinstance(raw, str) else None
+    except orjson.JSONDecodeError as exc:
+        raise CorruptRecordError(f"dead letter {doc.get('_id')!r} is not valid JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise CorruptRecordError(f"dead letter {doc.get('_id')!r} is not a JSON object")
+    return DeadLetter.from_document(parsed)
+
+
+def state_document(key: str, value: Mapping[str, Any], version: int) -> Doc:
+    """A shared state document (its value as a JSON string, like a task's)."""
+    return {"_id": key, "value": orjson.dumps(value).decode(), "version": version}
+
+
+__all__ = [
+    "DROP_CLAIM",
+    "NOT_QUARANTINED",
+    "RESERVE",
+    "Doc",
+    "Pipeline",
+    "claim_run_filter",
+    "claim_run_update",
+    "claim_task_filter",
+    "claim_task_update",
+    "claimable_runs_filter",
+    "complete_pipeline",
+    "dead_letter_document",
+    "dead_letter_from_document",
+    "definition_fields",
+    "due_filter",
+    "finished_filter",
+    "fire_pipeline",
+    "from_us",
+    "granted",
+    "held_filter",
+    "is_finished",
+    "list_filter",
+    "lit",
+    "next_task_filter",
+    "opt_us",
+    "owned_runs_filter",
+    "quarantine_filter",
+    "quarantine_update",
+    "raw_of",
+    "release_runs_update",
+    "replace_pipeline",
+    "requeue_update",
+    "reserve_filter",
+    "run_document",
+    "run_from_document",
+    "state_document",
+    "task_document",
+    "task_from_document",
+    "to_us",
+    "update_set",
+]
