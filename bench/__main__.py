@@ -1,8 +1,9 @@
-"""backbeat vs APScheduler 3.11, side by side in one run: ``python -m bench [--tasks N] [--stores ...]``.
+"""backbeat vs APScheduler 3.11, side by side in one run: ``python -m bench [--stores ...] [--million]``.
 
-Each figure is measured on no-op async jobs on this machine and printed with its ratio to
-APScheduler's figure on the comparable store (its in-memory store for backbeat's memory and
-SQLite stores, its ``RedisJobStore`` for backbeat's Redis store).
+No-op async jobs on this machine: adds/s and fires/s, lateness at a steady 1,000 fires/s,
+wake-up of another process, and a scheduler's RSS and claim cost with many tasks stored.
+Ratios compare with APScheduler's figure on the comparable job store (its memory store for
+backbeat's memory and SQLite stores, its ``RedisJobStore`` for backbeat's Redis store).
 """
 
 from __future__ import annotations
@@ -10,68 +11,166 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import tempfile
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import targets
+from bench import aps, lateness, memory, report, targets, wakeup
+from bench.report import Figure, Row
+from bench.stores import KNOWN, StoreTarget, drop_redis_keys
+
+SECTIONS = ("throughput", "lateness", "wakeup", "memory")
 
 
-@dataclass
-class Figure:
-    system: str
-    store: str
-    metric: str
-    value: float
-    unit: str
-    baseline: float | None = None
+class Bench:
+    def __init__(self, args: argparse.Namespace, stores: list[StoreTarget]) -> None:
+        self.args = args
+        self.stores = stores
+        self.notes: list[str] = []
+        baselines = [s for s in aps.STORES if any(t.baseline == s for t in stores)]
+        self.aps_rows = {store: Row(aps.SYSTEM, store) for store in baselines}
+        self.rows = {t.name: Row("backbeat", t.name, t.baseline) for t in stores}
+
+    async def throughput(self) -> None:
+        for store, row in self.aps_rows.items():
+            for metric, value in (
+                await targets.apscheduler_figures(store, self.args.tasks, self.redis)
+            ).items():
+                row.figures[metric] = report.rate(value)
+        for target in self.stores:
+            for metric, value in (await targets.backbeat_figures(target, self.args.tasks)).items():
+                self.rows[target.name].figures[metric] = report.rate(value)
+
+    async def lateness(self) -> None:
+        column, n = "lateness p50 / p99 ms", self.args.lateness_tasks
+        for store, row in self.aps_rows.items():
+            row.figures[column] = report.spread(await lateness.apscheduler_lateness(store, n, self.redis))
+        for target in self.stores:
+            self.rows[target.name].figures[column] = report.spread(
+                await lateness.backbeat_lateness(target, n)
+            )
+
+    async def wakeup(self) -> None:
+        column = "wake-up p50 / p99 ms"
+        for row in self.aps_rows.values():
+            row.figures[column] = report.na("not shared")
+        if self.aps_rows:
+            self.notes.append(
+                "APScheduler wake-up n/a: a job store may not be shared by schedulers in several "
+                "processes (its FAQ), and nothing wakes a scheduler when another process adds a job"
+            )
+        if any(not t.shared for t in self.stores):
+            self.notes.append("memory store wake-up n/a: the store lives in one process")
+        for target in self.stores:
+            self.rows[target.name].figures[column] = (
+                report.spread(await wakeup.backbeat_wakeup(target, self.args.wakeups))
+                if target.shared
+                else report.na("not shared")
+            )
+
+    async def memory(self) -> None:
+        n = self.args.stored
+        for store, row in self.aps_rows.items():
+            aps_n = n if store == "memory" else min(n, self.args.aps_redis_stored)
+            small = await memory.subprocess("aps", store, self.redis, memory.SMALL)
+            large = await memory.subprocess("aps", store, self.redis, aps_n)
+            self._stored(row, small, large, n, aps_n)
+            self.notes.append(f"APScheduler {store}: {aps_n:,} jobs added in {large['seconds']:.0f}s")
+        for target in self.stores:
+            small, large = await memory.backbeat_stored(target, n)
+            self._stored(self.rows[target.name], small, large, n, n)
+            self.notes.append(
+                f"backbeat {target.name}: {n:,} tasks added with add_tasks (batches of {memory.BATCH:,}) "
+                f"in {large['seconds']:.0f}s"
+            )
+            if "redis_mb" in large:
+                self.notes.append(
+                    f"backbeat {target.name}: Redis server used_memory grew by "
+                    f"{large['redis_mb']:,.0f} MB for {n:,} tasks"
+                )
+
+    @staticmethod
+    def _stored(row: Row, small: dict[str, float], large: dict[str, float], n: int, measured: int) -> None:
+        at = "" if measured == n else f" at {measured:,}"
+        comparable = measured == n
+        row.figures["RSS MB, N stored"] = Figure(
+            f"{large['rss_mb']:,.0f}{at}", large["rss_mb"] if comparable else None
+        )
+        for key, column in (
+            ("claim_due", "claim_due µs, 1k → N"),
+            ("next_wakeup", "next_wakeup µs, 1k → N"),
+            ("add_run", "add→run µs, 1k → N"),
+        ):
+            row.figures[column] = Figure(report.flat(small[key], large[key]).text + at)
 
     @property
-    def ratio(self) -> str:
-        return f"{self.value / self.baseline:.1f}x" if self.baseline else "-"
+    def redis(self) -> str:
+        url: str = self.args.redis_url
+        return url
+
+    async def run(self) -> list[Row]:
+        try:
+            for section in SECTIONS:
+                if section in self.args.sections:
+                    await getattr(self, section)()
+        finally:
+            for target in self.stores:
+                if target.prefix:
+                    await drop_redis_keys(target.url, target.prefix)
+        return [*self.aps_rows.values(), *self.rows.values()]
 
 
-async def run(n: int, stores: list[str], redis_url: str) -> list[Figure]:
-    figures: list[Figure] = []
-    with tempfile.TemporaryDirectory(prefix="backbeat-bench-") as tmp:
-        baselines: dict[tuple[str, str], float] = {}
-        for store in ["memory", *(["redis"] if "redis" in stores else [])]:
-            for metric, value in (await targets.apscheduler_figures(store, n, redis_url)).items():
-                baselines[(store, metric)] = value
-                figures.append(Figure("APScheduler 3.11", store, metric, value, "/s"))
-        for store in stores:
-            url = {
-                "memory": "memory://",
-                "sqlite": f"sqlite:///{Path(tmp) / 'bench.db'}",
-                "redis": redis_url,
-            }[store]
-            compare_to = "redis" if store == "redis" else "memory"
-            for metric, value in (await targets.backbeat_figures(url, n)).items():
-                figures.append(
-                    Figure("backbeat", store, metric, value, "/s", baselines.get((compare_to, metric)))
-                )
-    return figures
-
-
-def print_table(figures: list[Figure]) -> None:
-    print(f"| {'system':<17} | {'store':<7} | {'figure':<18} | {'value':>10} | vs APScheduler |")
-    print(f"|{'-' * 19}|{'-' * 9}|{'-' * 20}|{'-' * 12}|{'-' * 16}|")
-    for f in figures:
-        print(f"| {f.system:<17} | {f.store:<7} | {f.metric:<18} | {f.value:>10,.0f} | {f.ratio:>14} |")
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", type=int, default=10_000, help="tasks per adds/s and fires/s figure")
+    parser.add_argument(
+        "--stores",
+        nargs="+",
+        default=["memory", "sqlite"],
+        metavar="STORE",
+        help=f"backbeat stores: {', '.join(KNOWN)} or a store URL (postgresql://...)",
+    )
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--lateness-tasks", type=int, default=3000, help="fires at 1,000/s (default 3s)")
+    parser.add_argument("--wakeups", type=int, default=200, help="sequential add → run in a worker process")
+    parser.add_argument("--stored", type=int, default=100_000, help="tasks stored for RSS and claim cost")
+    parser.add_argument(
+        "--million", action="store_const", const=1_000_000, dest="stored", help="--stored 1e6"
+    )
+    parser.add_argument(
+        "--aps-redis-stored",
+        type=int,
+        default=100_000,
+        help="most jobs APScheduler's RedisJobStore gets (it adds ~3,000/s: 1e6 would take 6 min)",
+    )
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    return parser.parse_args()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tasks", type=int, default=10_000, help="tasks per measurement")
-    parser.add_argument(
-        "--stores", nargs="+", default=["memory", "sqlite"], choices=["memory", "sqlite", "redis"]
-    )
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
-    args = parser.parse_args()
+    args = parse_args()
     logging.basicConfig(level=logging.ERROR)
-    print(f"{args.tasks:,} no-op async tasks per figure, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
-    print_table(asyncio.run(run(args.tasks, args.stores, args.redis_url)))
+    load = os.getloadavg()[0]
+    print(
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, load {load:.2f}; "
+        f"{args.tasks:,} tasks per adds/s and fires/s, {args.lateness_tasks:,} lateness fires, "
+        f"{args.wakeups} wake-ups, N = {args.stored:,} stored\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="backbeat-bench-") as tmp:
+        stores = [StoreTarget.parse(token, Path(tmp), args.redis_url) for token in args.stores]
+        bench = Bench(args, stores)
+        rows = asyncio.run(bench.run())
+    print(report.table(rows))
+    print(
+        "\n(x): backbeat ÷ APScheduler on the compared job store (memory for backbeat's memory and "
+        "SQLite stores, RedisJobStore for Redis); higher is better for rates, lower for lateness p99 "
+        "and RSS. µs figures are medians in the scheduler's process; add→run is an immediate task "
+        "added and run in that process.\n"
+    )
+    for note in bench.notes:
+        print(f"* {note}")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

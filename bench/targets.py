@@ -1,4 +1,4 @@
-"""The measurements: adds/s and fires/s of no-op async jobs, for APScheduler 3.11 and for backbeat."""
+"""Throughput: adds/s and fires/s of no-op async jobs, for APScheduler 3.11 and for backbeat."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import asyncio
 import gc
 import time
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlparse
 
-from backbeat import BackgroundTaskScheduler, SchedulerConfig
+from bench import aps
+from bench.stores import StoreTarget
 
 FIRED = 0
 FAR = datetime(2100, 1, 1, tzinfo=UTC)
@@ -35,27 +35,8 @@ def _clock() -> float:
 
 async def apscheduler_figures(store: str, n: int, redis_url: str) -> dict[str, float]:
     """APScheduler 3.11 ``AsyncIOScheduler`` with its memory or Redis job store."""
-    from apscheduler.jobstores.memory import MemoryJobStore
-    from apscheduler.jobstores.redis import RedisJobStore
-    from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
     global FIRED
-
-    def make_store() -> MemoryJobStore | RedisJobStore:
-        if store == "memory":
-            return MemoryJobStore()
-        url = urlparse(redis_url)
-        job_store = RedisJobStore(
-            host=url.hostname,
-            port=url.port or 6379,
-            db=int(url.path.strip("/") or 0),
-            jobs_key="bench.jobs",
-            run_times_key="bench.run_times",
-        )
-        job_store.remove_all_jobs()
-        return job_store
-
-    scheduler = AsyncIOScheduler(jobstores={"default": make_store()}, timezone="UTC")
+    scheduler = aps.scheduler(store, redis_url)
     scheduler.start(paused=True)
     started = _clock()
     for _ in range(n):
@@ -70,15 +51,14 @@ async def apscheduler_figures(store: str, n: int, redis_url: str) -> dict[str, f
     scheduler.resume()
     await _until_fired(n)
     fires = n / (time.perf_counter() - started)
-    scheduler.shutdown(wait=False)
+    aps.drop(scheduler)
     return {"adds/s (single)": adds, "fires/s": fires}
 
 
-async def backbeat_figures(url: str, n: int, batch: int = 1000) -> dict[str, float]:
-    """backbeat on the store at ``url``: single adds, batch adds, fires."""
+async def backbeat_figures(target: StoreTarget, n: int, batch: int = 1000) -> dict[str, float]:
+    """backbeat on ``target``: single adds, batch adds, fires."""
     global FIRED
-    config = SchedulerConfig(producer_only=True)
-    producer = BackgroundTaskScheduler(store=url, config=config)
+    producer = target.producer()
     await producer.start()
     await producer.clear_all_jobs()
     started = _clock()
@@ -98,8 +78,7 @@ async def backbeat_figures(url: str, n: int, batch: int = 1000) -> dict[str, flo
         await producer.add_tasks(
             [{"func": noop, "trigger": "date", "run_date": now} for _ in range(min(batch, n - offset))]
         )
-    # A memory store lives in one process: the worker shares the producer's store object.
-    worker = BackgroundTaskScheduler(store=producer.store if url.startswith("memory://") else url)
+    worker = target.worker(producer)
     FIRED = 0
     started = _clock()
     await worker.start()

@@ -30,6 +30,9 @@ from backbeat.runner import prepare
 
 log = logging.getLogger("backbeat.engine")
 
+QUARANTINE_RECHECK = timedelta(seconds=30)
+"""How long a run whose task record cannot be read waits before it is looked at again."""
+
 RunHook = Callable[[Task, Run], contextlib.AbstractContextManager[object]]
 """Called as a run starts; the context manager it returns is entered around the job's call (in
 the run's context, so a span it makes current is the job's parent) and sees its exception."""
@@ -293,7 +296,12 @@ class Engine:
     async def _execute(self, run: Run) -> None:
         task = run.task
         try:
-            if task is None:
+            if task is None and await self._task_quarantined(run.task_id):
+                # keep the fire time until someone repairs (re-adds) the record; look again later
+                finished = self._result(run, RunOutcome.DEFERRED, "its task record cannot be read")
+                finished.retry_at = finished.finished_at + QUARANTINE_RECHECK
+                log.error("run %s kept, not run: the record of task %s is quarantined", run.id, run.task_id)
+            elif task is None:
                 finished = self._result(run, RunOutcome.CANCELLED, "its task was removed")
             elif run.recovered and task.options.at_most_once:
                 finished = self._result(
@@ -320,6 +328,13 @@ class Engine:
         self._active.pop(run.id, None)
         self._capacity.set()
         self._flush.set()
+
+    async def _task_quarantined(self, task_id: str) -> bool:
+        try:
+            return any(record.key == task_id for record in await self.store.quarantined())
+        except (StoreError, OSError) as exc:
+            self._store_error(exc, "reading quarantined records")
+            return True  # unsure: keep the run rather than drop its fire time
 
     def _result(self, run: Run, outcome: RunOutcome, error: str | None = None) -> RunResult:
         return RunResult(run=run, outcome=outcome, finished_at=self.clock(), error=error)

@@ -201,3 +201,43 @@ async def test_a_removed_job_class_leaves_its_tasks_orphaned_not_deleted(
     again.options.register_task_type("GhostJob", GhostJob)
     await again.start()
     await asyncio.wait_for(ran.wait(), 5)
+
+
+async def test_a_run_whose_task_record_is_corrupt_is_kept_not_dropped(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    from backbeat.model import FireDecision
+    from backbeat.stores.sqlite import SQLiteStore
+
+    producer = make_scheduler(sqlite_url, producer_only=True)
+    task_id = await producer.schedule_immediate_task("soon", jobs.note, args=[str(record_file)])
+    store = producer.store
+    assert isinstance(store, SQLiteStore)
+    # a process that fired the task and died: its run's lease is over at once
+    now = datetime.now(UTC)
+    [claimed] = (await store.claim_due("dead", now=now, lease=timedelta(seconds=10), limit=10)).tasks
+    decision = FireDecision(
+        task_id=task_id,
+        claimed_version=claimed.version,
+        fire_times=[claimed.next_run_time],
+        next_run_time=None,
+    )
+    await store.fire("dead", [decision], now=now, lease=timedelta(milliseconds=1))
+    with sqlite3.connect(store.path) as db:
+        db.execute("UPDATE tasks SET doc = '{not json' WHERE id = ?", (task_id,))
+
+    worker = make_scheduler(sqlite_url)
+    await worker.start()
+
+    async def quarantined() -> bool:
+        return any(r.key == task_id for r in await worker.quarantined())
+
+    for _ in range(100):
+        if await quarantined() and (await store.list_runs())[0].attempt == 2:
+            break
+        await asyncio.sleep(0.05)
+    [run] = await store.list_runs()
+    assert (run.task_id, run.owner, run.attempt) == (task_id, None, 2), "kept, waiting, not dropped"
+    assert run.lease_until > datetime.now(UTC) + timedelta(seconds=20), "looked at again later"
+    assert await quarantined()
+    assert jobs.read_records(record_file) == []

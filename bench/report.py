@@ -1,0 +1,97 @@
+"""Figures, their ratios to APScheduler, and the one markdown table a run prints."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+COLUMNS = [
+    "adds/s (single)",
+    "adds/s (batch)",
+    "fires/s",
+    "lateness p50 / p99 ms",
+    "wake-up p50 / p99 ms",
+    "RSS MB, N stored",
+    "claim_due µs, 1k → N",
+    "next_wakeup µs, 1k → N",
+    "add→run µs, 1k → N",
+]
+
+
+@dataclass(slots=True)
+class Figure:
+    text: str
+    """What the table shows."""
+    value: float | None = None
+    """The number a ratio uses (None: no ratio)."""
+
+
+@dataclass(slots=True)
+class Row:
+    system: str
+    store: str
+    baseline: str | None = None
+    """The APScheduler store this row is compared with."""
+    figures: dict[str, Figure] = field(default_factory=dict)
+
+
+def rate(value: float) -> Figure:
+    return Figure(f"{value:,.0f}", value)
+
+
+def ms(seconds: float) -> str:
+    value = seconds * 1000
+    return f"{value:.2f}" if value < 10 else f"{value:,.1f}"
+
+
+def us(seconds: float) -> str:
+    value = seconds * 1e6
+    return f"{value:.1f}" if value < 10 else f"{value:,.0f}"
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    """p50 and p99 of ``samples`` (seconds)."""
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return cuts[49], cuts[98]
+
+
+def spread(samples: list[float]) -> Figure:
+    """``p50 / p99`` in ms; the ratio uses p99."""
+    p50, p99 = percentiles(samples)
+    return Figure(f"{ms(p50)} / {ms(p99)}", p99)
+
+
+def flat(small: float, large: float) -> Figure:
+    """A cost with 1k stored → with N stored (seconds, shown in µs); no ratio: the calls differ."""
+    return Figure(f"{us(small)} → {us(large)}")
+
+
+def na(reason: str) -> Figure:
+    return Figure(f"n/a ({reason})")
+
+
+def ratio(figure: Figure, base: Figure | None) -> str:
+    if figure.value is None or base is None or not base.value:
+        return ""
+    return f" ({figure.value / base.value:.2g}x)"
+
+
+def table(rows: list[Row]) -> str:
+    """One markdown table: a row per (system, store), a column per figure, ratios vs APScheduler."""
+    by_store = {row.store: row for row in rows if row.baseline is None}
+    columns = [c for c in COLUMNS if any(c in row.figures for row in rows)]
+    lines = [
+        "| system | store | " + " | ".join(columns) + " |",
+        "|---|---|" + "---:|" * len(columns),
+    ]
+    for row in rows:
+        base = by_store.get(row.baseline) if row.baseline else None
+        cells = []
+        for column in columns:
+            figure = row.figures.get(column)
+            if figure is None:
+                cells.append("-")
+            else:
+                cells.append(figure.text + ratio(figure, base.figures.get(column) if base else None))
+        lines.append(f"| {row.system} | {row.store} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
