@@ -53,7 +53,7 @@ class SQLiteStore:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0, poll_interval: float = 0.02
+        self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0, poll_interval: float = 0.005
     ) -> None:
         self.path = os.fspath(path)
         self.busy_timeout = busy_timeout
