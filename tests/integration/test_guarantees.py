@@ -232,8 +232,9 @@ async def test_a_run_whose_task_record_is_corrupt_is_kept_not_dropped(
     async def quarantined() -> bool:
         return any(r.key == task_id for r in await worker.quarantined())
 
-    for _ in range(100):
-        if await quarantined() and (await store.list_runs())[0].attempt == 2:
+    for _ in range(200):
+        [waiting] = await store.list_runs()
+        if await quarantined() and waiting.attempt == 2 and waiting.owner is None:
             break
         await asyncio.sleep(0.05)
     [run] = await store.list_runs()
