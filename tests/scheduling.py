@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -51,29 +52,47 @@ async def make_scheduler() -> AsyncIterator[SchedulerFactory]:
 
 
 class Worker:
-    """A scheduler subprocess (``tests/integration/worker.py``)."""
+    """A scheduler subprocess (``tests/integration/worker.py``).
 
-    def __init__(self, url: str, *args: str) -> None:
+    Its stderr (log warnings, tracebacks) goes to ``log`` if given, else to a pipe.
+    """
+
+    def __init__(self, url: str, *args: str, log: Path | None = None) -> None:
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.worker", url, *args],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        self.log = log
+        with contextlib.ExitStack() as files:
+            stderr = files.enter_context(log.open("a")) if log is not None else subprocess.PIPE
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tests.integration.worker", url, *args],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if line.strip() != "ready":
             self.process.kill()
-            raise RuntimeError(
-                f"worker did not start: {line!r} {self.process.stderr.read() if self.process.stderr else ''}"
-            )
+            self.process.wait(10)
+            raise RuntimeError(f"worker did not start: {line!r} {self.errors()}")
+
+    def errors(self) -> str:
+        """What it wrote on stderr so far (with a log file), or after it ended (with a pipe)."""
+        if self.log is not None:
+            return self.log.read_text(errors="replace") if self.log.exists() else ""
+        stderr = self.process.stderr
+        if stderr is not None and not stderr.closed and self.process.poll() is not None:
+            return stderr.read()
+        return ""
 
     def kill(self) -> None:
+        """SIGKILL it (unless it ended), wait for it, close its pipes."""
         self.process.kill()
         self.process.wait(10)
+        for pipe in (self.process.stdout, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
 
     def stop(self, timeout: float = 20) -> int:
         self.process.terminate()
@@ -84,15 +103,14 @@ class Worker:
 def workers() -> Iterator[Callable[..., Worker]]:
     started: list[Worker] = []
 
-    def start(url: str, *args: str) -> Worker:
-        worker = Worker(url, *args)
+    def start(url: str, *args: str, log: Path | None = None) -> Worker:
+        worker = Worker(url, *args, log=log)
         started.append(worker)
         return worker
 
     yield start
     for worker in started:
-        if worker.process.poll() is None:
-            worker.kill()
+        worker.kill()  # if still running; closes its pipes either way
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 
@@ -35,5 +36,7 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--shutdown-timeout", type=float, default=5.0)
     args = parser.parse_args()
+    # warnings (store errors, lost leases) on stderr with the time, for tests that read them
+    logging.basicConfig(format="%(created).3f %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     asyncio.run(main(args.url, args.lease, args.seconds, args.shutdown_timeout))
     sys.exit(0)

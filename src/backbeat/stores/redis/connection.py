@@ -9,11 +9,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio
+from redis.asyncio.retry import Retry  # the asyncio client awaits its retry: the sync one never retries
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from backbeat.errors import ConfigurationError, StoreError, StoreUnavailableError
 from backbeat.stores.redis import wakeups

@@ -1,0 +1,63 @@
+"""Reading the runs that worker processes recorded (``tests/integration/jobs.py``) back as intervals."""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Execution:
+    """One attempt of one fire time (idempotency key ``run_id``) in one process."""
+
+    run_id: str
+    attempt: int
+    pid: int
+    label: str
+    start: float
+    end: float | None = None
+
+
+def executions(records: Iterable[dict[str, Any]]) -> dict[str, list[Execution]]:
+    """The executions recorded by ``jobs.slow`` (start/end events), per key, in order of start."""
+    found: dict[tuple[str, int, int], Execution] = {}
+    for record in records:
+        ident = (record["run_id"], record["attempt"], record["pid"])
+        if record["event"] == "start":
+            assert ident not in found, f"attempt {ident} started twice"
+            found[ident] = Execution(
+                record["run_id"], record["attempt"], record["pid"], record["label"], record["t"]
+            )
+        elif record["event"] == "end":
+            found[ident].end = record["t"]
+    per_key: dict[str, list[Execution]] = defaultdict(list)
+    for execution in found.values():
+        per_key[execution.run_id].append(execution)
+    for runs in per_key.values():
+        runs.sort(key=lambda e: e.start)
+    return dict(per_key)
+
+
+def overlaps(per_key: Mapping[str, list[Execution]], killed: Mapping[int, float]) -> list[str]:
+    """Where two executions of one key overlapped in time; an execution without an end lasted
+    until its process was killed (``killed``: pid -> time of death), or is still running."""
+    problems: list[str] = []
+    for key, runs in per_key.items():
+        for before, after in itertools.pairwise(runs):
+            finished = before.end if before.end is not None else killed.get(before.pid)
+            if finished is None:
+                problems.append(
+                    f"{key}: attempt {before.attempt} in live pid {before.pid} never ended "
+                    f"but attempt {after.attempt} started in pid {after.pid}"
+                )
+            elif after.start < finished:
+                problems.append(
+                    f"{key}: attempt {after.attempt} (pid {after.pid}) started at {after.start:.3f}, "
+                    f"before attempt {before.attempt} (pid {before.pid}) ended at {finished:.3f}"
+                )
+            if after.attempt <= before.attempt:
+                problems.append(f"{key}: attempt {after.attempt} after attempt {before.attempt}")
+    return problems
