@@ -5,6 +5,7 @@ the connection and the transactions; the SQL is in :mod:`backbeat.stores.sqlite_
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -31,6 +32,7 @@ from backbeat.stores import sqlite_queries as q
 from backbeat.stores.sqlite_dead_letters import save_dead_letter
 
 Db = sqlite3.Connection
+log = logging.getLogger("backbeat.stores.sqlite")
 Corrupt = list[tuple[str, str, Any]]
 """Records found corrupt: (error, id, raw doc), the parameters of ``q.QUARANTINE``."""
 
@@ -76,6 +78,8 @@ def decode(row: Sequence[Any], corrupt: Corrupt) -> Task | None:
 
 def quarantine(db: Db, corrupt: Corrupt) -> None:
     """Mark records found corrupt (left as they are otherwise)."""
+    for error, task_id, _ in corrupt:
+        log.error("task %r quarantined, kept as stored: %s", task_id, error)
     db.executemany(q.QUARANTINE, corrupt)
     corrupt.clear()
 

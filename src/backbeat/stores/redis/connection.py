@@ -29,6 +29,10 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 }
 
 
+OPEN_TIMEOUT = 5.0
+"""Seconds ``open`` waits for the server's first answer."""
+
+
 def redact(url: str) -> str:
     """``url`` without its password."""
     parts = urlsplit(url)
@@ -78,7 +82,15 @@ class Connection:
             )
         self._closed.clear()
         with self.errors():
-            await client.ping()
+            try:
+                # a server that accepts but never answers must not hold start() for two socket timeouts
+                async with asyncio.timeout(OPEN_TIMEOUT):
+                    await client.ping()
+            except TimeoutError:
+                raise StoreUnavailableError(
+                    f"Redis at {redact(self.url)} accepted a connection but did not answer PING "
+                    f"within {OPEN_TIMEOUT:g} s"
+                ) from None
             scripts = Scripts(client, self.keys.base, self.keys.tasks)
             await scripts.load()
         self._scripts = scripts

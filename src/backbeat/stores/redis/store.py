@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import logging
 from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +31,8 @@ from backbeat.stores.redis.codec import Arg, field, iso, opt_us, text
 from backbeat.stores.redis.connection import Connection, redact
 from backbeat.stores.redis.dead_letters import DeadLetters, letter_arg
 from backbeat.stores.redis.keys import Keys, from_us, to_us
+
+log = logging.getLogger("backbeat.stores.redis")
 
 ADD_BATCH = 1000
 """Tasks per ``add.lua`` call: bigger batches would stall the server for other clients."""
@@ -375,5 +378,7 @@ class RedisStore:
                 tasks.append((task_id, None))
                 corrupt += [task_id, str(exc)]
         if corrupt:
+            for bad_id, error in zip(corrupt[::2], corrupt[1::2], strict=True):
+                log.error("task %r quarantined, kept as stored: %s", bad_id, error)
             await self._conn.run("quarantine", *corrupt)
         return tasks
