@@ -200,3 +200,28 @@ end
 local function wake()
   redis.call('PUBLISH', K_WAKEUP, '1')
 end
+
+-- Add a waiting run ``rid`` of task ``id`` for ``fire``, claimable at ``now``. Returns 'ok',
+-- 'missing' (no such task, or quarantined), 'exists' (that run exists) or 'full' (max_instances).
+local function add_waiting_run(id, rid, fire, now)
+  local raw = redis.call('HGET', K_LIVE, id)
+  if not raw then
+    return 'missing'
+  end
+  local live = parse_live(raw)
+  if string.find(live[FLAGS], 'q', 1, true) then
+    return 'missing'
+  end
+  if redis.call('EXISTS', run_key(rid)) == 1 then
+    return 'exists'
+  end
+  if tonumber(live[RUNNING]) >= tonumber(live[MAX]) then
+    return 'full'
+  end
+  redis.call('SET', run_key(rid), '1|' .. fire .. '|')
+  redis.call('ZADD', K_LEASES, now, rid)
+  live[RUNNING] = tonumber(live[RUNNING]) + 1
+  redis.call('HSET', K_LIVE, id, join_live(live))
+  wake()
+  return 'ok'
+end
