@@ -63,6 +63,7 @@ from backbeat.jobs import (
     backgroundjob,
     deserialize_task,
 )
+from backbeat.metrics import instrument_scheduler
 from backbeat.model import DeadLetter
 from backbeat.options import BackgroundTaskSchedulerOptions
 from backbeat.policies import (
@@ -72,8 +73,10 @@ from backbeat.policies import (
     circuit_breaker,
     retry_policy,
 )
+from backbeat.prometheus import PrometheusMetrics, metrics_app
 from backbeat.scheduler import BackgroundTaskScheduler
 from backbeat.tasklist import TaskInfo
+from backbeat.taskmetrics import MetricsCollector, TaskMetrics
 
 __all__ = [
     "ApplicationSettings",
@@ -95,9 +98,11 @@ __all__ = [
     "Executor",
     "HostedService",
     "InvalidTriggerError",
+    "MetricsCollector",
     "MongoJobStoreConfig",
     "NotPersistableError",
     "ProcessPoolExecutor",
+    "PrometheusMetrics",
     "RecurrentBackgroundJob",
     "RecurrentTaskDescriptor",
     "RedisJobStoreConfig",
@@ -123,6 +128,7 @@ __all__ = [
     "TaskExistsError",
     "TaskFailureHandler",
     "TaskInfo",
+    "TaskMetrics",
     "TaskNotFoundError",
     "ThreadPoolExecutor",
     "UnknownJobError",
@@ -134,6 +140,8 @@ __all__ = [
     "deserialize_task",
     "get_service",
     "hosted_lifespan",
+    "instrument_scheduler",
+    "metrics_app",
     "retry_policy",
     "schedule_task",
 ]

@@ -23,6 +23,7 @@ from backbeat.jobs import (
 from backbeat.model import Task, TaskOptions
 from backbeat.policies import policies_of
 from backbeat.registry import JobRegistry
+from backbeat.tracing import capture_trace_context
 
 log = logging.getLogger("backbeat")
 
@@ -290,6 +291,7 @@ def _new_task(
         tags=_tags(tags),
         options=options,
         created_at=when,
+        trace_context=capture_trace_context(),  # the run's span joins the trace that scheduled it
     )
 
 
