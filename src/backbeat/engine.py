@@ -94,6 +94,9 @@ class Engine:
         self._capacity = asyncio.Event()
         self._stopping = False
         self._background: list[asyncio.Task[None]] = []
+        self.due_lag = 0.0
+        """Seconds the oldest due, unclaimed item has waited (sampled every lease/3): a backlog
+        shows as a lag that grows."""
 
     @property
     def owner(self) -> str:
@@ -442,6 +445,7 @@ class Engine:
         interval = self.config.lease.total_seconds() / 3
         while True:
             await asyncio.sleep(interval)
+            await self._sample_due_lag()
             held_ids = set(self._active) | set(self._completing)
             if not held_ids:
                 continue
@@ -456,6 +460,15 @@ class Engine:
             if lost:
                 log.warning("lost the lease of runs %s: another instance may run them again", sorted(lost))
             await self._apply_cancel_requests()
+
+    async def _sample_due_lag(self) -> None:
+        try:
+            earliest = await self.store.next_wakeup()
+        except (StoreError, OSError) as exc:
+            self._store_error(exc, "reading the next wake-up")
+            return
+        lag = 0.0 if earliest is None else (self.clock() - earliest).total_seconds()
+        self.due_lag = max(lag, 0.0)
 
     async def _apply_cancel_requests(self) -> None:
         try:

@@ -60,6 +60,7 @@ class RunMetrics:
         from opentelemetry import metrics
 
         meter = metrics.get_meter("backbeat", _version(), meter_provider=meter_provider)
+        self.meter = meter
         self.clock = clock
         self.duration = meter.create_histogram(
             "backbeat.run.duration",
@@ -78,6 +79,21 @@ class RunMetrics:
             unit="s",
             description="Time between a run's fire time and the start of its first attempt.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+
+    def observe_due_lag(self, read: Callable[[], float]) -> None:
+        """Report ``read()`` as ``backbeat.due.lag``: how long the oldest due work has waited to be
+        claimed (the backlog gauge)."""
+        from opentelemetry.metrics import CallbackOptions, Observation
+
+        def observe(_: CallbackOptions) -> list[Observation]:
+            return [Observation(read())]
+
+        self.meter.create_observable_gauge(
+            "backbeat.due.lag",
+            callbacks=[observe],
+            unit="s",
+            description="How long the oldest due task or run has waited to be claimed.",
         )
 
     def __call__(self, task: Task, run: Run) -> _MeasuredRun:
@@ -155,6 +171,8 @@ def instrument_scheduler(
     require_otel("instrument_scheduler")
     tracer = RunTracer(tracer_provider, parent=parent) if traces else None
     run_metrics = RunMetrics(meter_provider, clock=getattr(scheduler, "clock", utcnow)) if metrics else None
+    if run_metrics is not None and hasattr(scheduler, "due_lag"):
+        run_metrics.observe_due_lag(scheduler.due_lag)
     done = Instrumentation(run_metrics, tracer)
     for hook in done.hooks:
         scheduler.add_run_hook(hook)

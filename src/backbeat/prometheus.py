@@ -99,6 +99,12 @@ class PrometheusMetrics:
             namespace=namespace,
             registry=self.registry,
         )
+        self.due_lag = Gauge(
+            "due_lag_seconds",
+            "How long the oldest due task or run has waited to be claimed.",
+            namespace=namespace,
+            registry=self.registry,
+        )
         if task_metrics is not None:
             self.registry.register(_TaskMetricsCollector(task_metrics, f"{namespace}_task_metric"))
 
@@ -109,6 +115,8 @@ class PrometheusMetrics:
         """Count every run ``scheduler`` executes (call before it starts); uses its clock."""
         self.clock = getattr(scheduler, "clock", self.clock)
         scheduler.add_run_hook(self)
+        if hasattr(scheduler, "due_lag"):
+            self.due_lag.set_function(scheduler.due_lag)
         return self
 
     def exposition(self) -> bytes:

@@ -219,6 +219,11 @@ class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, RecoveryCalls, Ho
         """Enter ``hook(task, run)`` around every run this process executes (before ``start``)."""
         self.run_hooks.append(hook)
 
+    def due_lag(self) -> float:
+        """Seconds the oldest due work in the store has waited to be claimed (0 when none is
+        late, or when this process does not claim); sampled every lease/3."""
+        return self._engine.due_lag if self._engine is not None else 0.0
+
     def active_runs(self) -> list[str]:
         """Ids of the runs this process executes now."""
         engines = [e for e in (self._engine, self._local_engine) if e is not None]

@@ -232,6 +232,26 @@ async def test_prometheus_exposition_and_endpoint(
         assert line in response.text
 
 
+async def test_a_backlog_shows_as_a_growing_due_lag(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path, telemetry: Telemetry
+) -> None:
+    config = SchedulerConfig(lease_seconds=0.6, poll_interval=0.1, max_concurrency=1)
+    scheduler = make_scheduler(sqlite_url, config=config)
+    instrument_scheduler(scheduler, telemetry.meter_provider, telemetry.tracer_provider)
+    prom = PrometheusMetrics().attach(scheduler)
+    await scheduler.start()
+    for n in range(3):  # one runs at a time: the others wait, due, unclaimed
+        await scheduler.schedule_immediate_task(f"slow-{n}", jobs.slow, args=[str(record_file), 1.0])
+    await wait_for(lambda: scheduler.due_lag() > 0.4, timeout=5)
+    [point] = telemetry.points("backbeat.due.lag")
+    assert point.value > 0.4
+    assert "backbeat_due_lag_seconds" in prom.exposition().decode()
+    await wait_for(
+        lambda: len([r for r in jobs.read_records(record_file) if r["event"] == "end"]) == 3, timeout=10
+    )
+    await wait_for(lambda: scheduler.due_lag() == 0.0, timeout=5)
+
+
 async def test_the_seed_collector_is_fed_by_runs(
     make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
 ) -> None:
