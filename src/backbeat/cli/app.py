@@ -1,0 +1,50 @@
+"""The typer application behind the ``backbeat`` command."""
+
+from __future__ import annotations
+
+import typer
+
+from backbeat.cli import render
+from backbeat.cli.common import (
+    DEFAULT_STORE,
+    JsonOption,
+    PrefixOption,
+    StoreOption,
+    console,
+    print_json,
+    with_admin,
+)
+from backbeat.cli.dashboard import dashboard
+from backbeat.cli.dead_letters import dead_letters_app
+from backbeat.cli.tasks import tasks_app
+from backbeat.cli.worker import worker
+
+app = typer.Typer(
+    help="backbeat: a distributed, asyncio-first background task scheduler.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(tasks_app, name="tasks")
+app.add_typer(dead_letters_app, name="dead-letters")
+app.command()(worker)
+app.command()(dashboard)
+
+
+@app.command()
+def version() -> None:
+    """Print backbeat's version."""
+    from importlib.metadata import version as dist_version
+
+    console.print(dist_version("backbeat"))
+
+
+@app.command()
+def stats(
+    store: StoreOption = DEFAULT_STORE, prefix: PrefixOption = None, as_json: JsonOption = False
+) -> None:
+    """Counts: tasks, paused, orphaned, quarantined, runs in flight, dead letters, next wake-up."""
+    counts = with_admin(store, prefix, lambda admin: admin.stats())
+    if as_json:
+        print_json(counts.to_dict())
+    else:
+        console.print(render.stats_table(counts))

@@ -1,0 +1,13 @@
+"""The web dashboard and REST API of a backbeat store (``pip install 'backbeat[web]'``).
+
+``create_app(scheduler_or_store_url, token=None)`` returns a FastAPI application to mount in
+an application (``app.mount("/backbeat", create_app(scheduler))``) or to serve
+(``backbeat dashboard --store URL``).
+"""
+
+from __future__ import annotations
+
+from backbeat.web.app import create_app
+from backbeat.web.history import HistoryEntry, RunHistory
+
+__all__ = ["HistoryEntry", "RunHistory", "create_app"]

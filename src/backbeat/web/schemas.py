@@ -1,0 +1,169 @@
+"""The REST API's response bodies (pydantic models, so the OpenAPI schema describes them)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi.encoders import jsonable_encoder
+from pydantic import BaseModel
+
+from backbeat.cli.admin import RunView, Stats, state_of
+from backbeat.model import DeadLetter
+from backbeat.tasklist import TaskInfo
+from backbeat.web.history import HistoryEntry
+
+
+class TaskOut(BaseModel):
+    """A stored task."""
+
+    id: str
+    name: str
+    job: str
+    trigger: str
+    trigger_spec: dict[str, Any]
+    next_run_time: datetime | None
+    tags: list[str]
+    state: Literal["active", "paused", "orphaned"]
+    paused: bool
+    orphaned: str | None
+    local: bool
+    running: int
+    runs: int
+    failures: int
+    last_outcome: str | None
+    last_run_at: datetime | None
+    args: Any
+    kwargs: Any
+    data: Any
+    misfire_grace_time: float | None
+    coalesce: bool
+    max_instances: int
+
+    @classmethod
+    def of(cls, info: TaskInfo) -> TaskOut:
+        doc = info.to_dict()
+        for name in ("args", "kwargs", "data", "trigger_spec"):
+            doc[name] = _jsonable(doc[name])
+        return cls(**{**doc, "tags": list(info.tags), "state": state_of(info).value})
+
+
+class RunOut(BaseModel):
+    """A run now in the store: ``running`` (leased to ``owner``, ``host:pid:suffix``), ``waiting``
+    (a retry, trigger-now or released run) or ``expired`` (its owner stopped renewing it)."""
+
+    id: str
+    task_id: str
+    task_name: str | None
+    fire_time: datetime
+    attempt: int
+    owner: str | None
+    lease_until: datetime
+    state: Literal["running", "waiting", "expired"]
+
+    @classmethod
+    def of(cls, run: RunView) -> RunOut:
+        return cls(
+            id=run.id,
+            task_id=run.task_id,
+            task_name=run.task_name,
+            fire_time=run.fire_time,
+            attempt=run.attempt,
+            owner=run.owner,
+            lease_until=run.lease_until,
+            state=run.state,
+        )
+
+
+class HistoryEntryOut(BaseModel):
+    """One finished run seen by the scheduler the dashboard is mounted in."""
+
+    outcome: str
+    task_id: str | None
+    task_name: str | None
+    run_id: str | None
+    fire_time: datetime | None
+    attempt: int | None
+    finished_at: datetime
+    duration: float | None
+    error: str | None
+
+    @classmethod
+    def of(cls, entry: HistoryEntry) -> HistoryEntryOut:
+        return cls(**{name: getattr(entry, name) for name in HistoryEntry.__dataclass_fields__})
+
+
+class HistoryOut(BaseModel):
+    """Recent run outcomes. ``available`` is false when the dashboard serves a store URL (no
+    scheduler runs here to report them: stores keep no run history)."""
+
+    available: bool
+    source: Literal["memory", "none"]
+    capacity: int
+    note: str
+    runs: list[HistoryEntryOut]
+
+
+class DeadLetterOut(BaseModel):
+    """A run that failed its last attempt."""
+
+    id: str
+    task_id: str
+    task_name: str | None
+    fire_time: datetime
+    attempt: int
+    failed_at: datetime
+    error: str | None
+    error_type: str | None
+    traceback: str | None
+
+    @classmethod
+    def of(cls, letter: DeadLetter) -> DeadLetterOut:
+        return cls(
+            id=letter.id,
+            task_id=letter.task_id,
+            task_name=letter.task.name if letter.task is not None else None,
+            fire_time=letter.fire_time,
+            attempt=letter.attempt,
+            failed_at=letter.failed_at,
+            error=letter.error,
+            error_type=letter.error_type,
+            traceback=letter.traceback,
+        )
+
+
+class StatsOut(BaseModel):
+    """Counts over the store."""
+
+    tasks: int
+    paused: int
+    orphaned: int
+    quarantined: int
+    running: int
+    waiting: int
+    dead_letters: int
+    next_wakeup: datetime | None
+
+    @classmethod
+    def of(cls, stats: Stats) -> StatsOut:
+        return cls(**stats.to_dict())
+
+
+class RunStarted(BaseModel):
+    """The run a trigger or a retry added."""
+
+    run_id: str
+    detail: str
+
+
+class ErrorOut(BaseModel):
+    """An error: what went wrong, in one line."""
+
+    detail: str
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        return jsonable_encoder(value)
+    except (TypeError, ValueError):
+        return repr(value)
