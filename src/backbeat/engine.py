@@ -8,34 +8,27 @@ import logging
 import os
 import random
 import socket
-import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from backbeat import cancellations, triggers
 from backbeat.abc import Store
-from backbeat.context import RunContext, reset_current_run, set_current_run
 from backbeat.errors import BackbeatError, StoreError
 from backbeat.events import EventHub, EventKind, SchedulerEvent
 from backbeat.executors import Executor
 from backbeat.handlers import TaskFailureHandler
+from backbeat.invocation import Invoker, RunHook
 from backbeat.model import FireDecision, FireResult, Run, RunOutcome, RunResult, Task, utcnow
-from backbeat.policies import engine_applies_policies
 from backbeat.registry import JobRegistry
-from backbeat.run_policies import Attempt, RunPolicies
-from backbeat.runner import prepare
+from backbeat.run_policies import RunPolicies
 
 log = logging.getLogger("backbeat.engine")
 
 QUARANTINE_RECHECK = timedelta(seconds=30)
 """How long a run whose task record cannot be read waits before it is looked at again."""
-
-RunHook = Callable[[Task, Run], contextlib.AbstractContextManager[object]]
-"""Called as a run starts; the context manager it returns is entered around the job's call (in
-the run's context, so a span it makes current is the job's parent) and sees its exception."""
 
 
 def default_owner() -> str:
@@ -97,6 +90,17 @@ class Engine:
         self.due_lag = 0.0
         """Seconds the oldest due, unclaimed item has waited (sampled every lease/3): a backlog
         shows as a lag that grows."""
+        self.invoke = Invoker(
+            registry=registry,
+            executors=self.executors,
+            provider=provider,
+            clock=clock,
+            owner=self.config.owner,
+            run_hooks=run_hooks,
+            events=events,
+            handlers=failure_handlers,
+            emit=self._emit,
+        )
 
     @property
     def owner(self) -> str:
@@ -317,7 +321,7 @@ class Engine:
                 finished.retry_at = defer_until
                 self._emit(EventKind.RUN_DEFERRED, task, run=run)
             else:
-                attempt = await self._invoke(task, run)
+                attempt = await self.invoke(task, run)
                 if self.policies.needed(task, attempt):
                     finished = await self.policies.settle(task, run, attempt)
                 else:
@@ -341,73 +345,6 @@ class Engine:
 
     def _result(self, run: Run, outcome: RunOutcome, error: str | None = None) -> RunResult:
         return RunResult(run=run, outcome=outcome, finished_at=self.clock(), error=error)
-
-    async def _invoke(self, task: Task, run: Run) -> Attempt:
-        context = RunContext(
-            task_id=task.id,
-            task_name=task.name,
-            run_id=run.id,
-            fire_time=run.fire_time,
-            attempt=run.attempt,
-            tags=task.tags,
-            owner=self.owner,
-            service_provider=self.provider,
-        )
-        token = set_current_run(context)
-        policies_token = engine_applies_policies.set(True)
-        attempt = Attempt(outcome=RunOutcome.SUCCESS, started=self.clock())
-        if self.events.wanted:
-            self._emit(EventKind.RUN_SUBMITTED, task, run=run)
-        try:
-            invocation = await prepare(task, run, self.registry, self.provider)
-            attempt.func, attempt.args, attempt.kwargs = invocation.func, invocation.args, invocation.kwargs
-            executor = self.executors.get(task.options.executor)
-            if executor is None:
-                raise BackbeatError(
-                    f"task {task.id} names executor {task.options.executor!r}, "
-                    f"which is not configured (known: {', '.join(self.executors)})"
-                )
-            call = executor.submit(invocation.func, invocation.args, invocation.kwargs)
-            if self.run_hooks:
-                with contextlib.ExitStack() as hooks:
-                    for hook in self.run_hooks:
-                        hooks.enter_context(hook(task, run))
-                    attempt.result = await self._await_call(call, task.options.timeout)
-            else:
-                attempt.result = await self._await_call(call, task.options.timeout)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            attempt.duration = (self.clock() - attempt.started).total_seconds()
-            if isinstance(exc, TimeoutError) and task.options.timeout:
-                exc = TimeoutError(f"run {run.id} timed out after {task.options.timeout}s")
-            attempt.outcome, attempt.error = RunOutcome.FAILURE, exc
-            log.error("run %s of task %s (%s) failed: %r", run.id, task.id, task.name, exc)
-            self._emit(
-                EventKind.RUN_FAILED,
-                task,
-                run=run,
-                error=exc,
-                duration=attempt.duration,
-                traceback="".join(traceback.format_exception(exc)),
-            )
-            return attempt
-        finally:
-            engine_applies_policies.reset(policies_token)
-            reset_current_run(token)
-        if self.events.wanted or self.policies.handlers:
-            attempt.duration = (self.clock() - attempt.started).total_seconds()
-            self._emit(
-                EventKind.RUN_EXECUTED, task, run=run, result=attempt.result, duration=attempt.duration
-            )
-        return attempt
-
-    @staticmethod
-    async def _await_call(call: Awaitable[Any], timeout: float | None) -> Any:
-        if timeout:
-            async with asyncio.timeout(timeout):
-                return await call
-        return await call
 
     # -- completing and renewing -----------------------------------------------------------
 

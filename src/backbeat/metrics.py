@@ -34,7 +34,7 @@ from backbeat.tracing import ParentMode, RunTracer, _qualname, _version, require
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
 
-    from backbeat.engine import RunHook
+    from backbeat.invocation import RunHook
 
 TASK_NAME = "backbeat.task.name"
 OUTCOME = "backbeat.outcome"

@@ -6,33 +6,18 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from backbeat import triggers
 from backbeat.abc import Store
 from backbeat.breakers import SharedBreakers
 from backbeat.errors import ConfigurationError, StoreError
 from backbeat.handlers import TaskFailureHandler, handler_context
+from backbeat.invocation import Attempt
 from backbeat.model import Run, RunOutcome, RunResult, Task
 from backbeat.policies import CircuitBreakerPolicy, RetryPolicy
 
 log = logging.getLogger("backbeat.engine")
-
-
-@dataclass(slots=True, kw_only=True)
-class Attempt:
-    """How one call of a job went."""
-
-    outcome: RunOutcome
-    started: datetime
-    duration: float = 0.0
-    result: Any = None
-    error: BaseException | None = None
-    func: Callable[..., Any] | None = None
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] | None = None
 
 
 class RunPolicies:

@@ -22,12 +22,13 @@ from backbeat.config import (
     task_options,
 )
 from backbeat.context import pop_default_provider, push_default_provider
-from backbeat.engine import Engine, EngineConfig, RunHook, default_owner
+from backbeat.engine import Engine, EngineConfig, default_owner
 from backbeat.errors import SchedulerNotRunningError
 from backbeat.events import EventHub, EventKind, Listener, SchedulerEvent
 from backbeat.executors import AsyncIOExecutor, Executor, make_executor
 from backbeat.handlers import TaskFailureHandler
 from backbeat.hosting import HostedService
+from backbeat.invocation import RunHook
 from backbeat.management import TaskManagement
 from backbeat.model import utcnow
 from backbeat.options import BackgroundTaskSchedulerOptions
