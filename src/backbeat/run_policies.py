@@ -100,20 +100,22 @@ class RunPolicies:
 
 
 def _retry_of(task: Task) -> RetryPolicy | None:
-    if not task.options.retry:
-        return None
-    try:
-        return RetryPolicy.from_json(dict(task.options.retry))
-    except ConfigurationError as exc:
-        log.error("task %s: stored retry policy ignored: %s", task.id, exc)
-        return None
+    policy = _stored_policy(task, "retry")
+    return policy if isinstance(policy, RetryPolicy) else None
 
 
 def _breaker_of(task: Task) -> CircuitBreakerPolicy | None:
-    if not task.options.circuit_breaker:
+    policy = _stored_policy(task, "circuit_breaker")
+    return policy if isinstance(policy, CircuitBreakerPolicy) else None
+
+
+def _stored_policy(task: Task, kind: str) -> RetryPolicy | CircuitBreakerPolicy | None:
+    spec = getattr(task.options, kind)
+    if not spec:
         return None
+    cls = RetryPolicy if kind == "retry" else CircuitBreakerPolicy
     try:
-        return CircuitBreakerPolicy.from_json(dict(task.options.circuit_breaker))
+        return cls.from_json(dict(spec))
     except ConfigurationError as exc:
-        log.error("task %s: stored circuit breaker ignored: %s", task.id, exc)
+        log.error("task %s: stored %s policy ignored: %s", task.id, kind, exc)
         return None
