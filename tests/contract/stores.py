@@ -127,10 +127,44 @@ class RedisBackend(Backend):
 
 
 class PostgresBackend(Backend):
+    """Tables of a fresh prefix per test on ``BACKBEAT_POSTGRES_URL`` (default: the local
+    server), dropped after."""
+
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path)
-        self.store_class = _store_class("backbeat.stores.postgres", "PostgresStore")
-        pytest.fail("PostgresStore exists: fill in PostgresBackend in tests/contract/stores.py")
+        self.store_class = _store_class("backbeat.stores.postgresql", "PostgresStore")
+        self.url = os.environ.get("BACKBEAT_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+        self.prefix = f"bb_{uuid.uuid4().hex[:10]}"
+
+    async def open_store(self) -> Store:
+        store: Store = self.store_class(self.url, table_prefix=self.prefix)
+        await store.open()
+        self.stores.append(store)
+        return store
+
+    async def _sql(self, sql: str, *args: Any) -> Any:
+        import asyncpg
+
+        conn = await asyncpg.connect(self.url)
+        try:
+            return await conn.fetchval(sql, *args)
+        finally:
+            await conn.close()
+
+    async def corrupt(self, task_id: str, raw: str) -> None:
+        await self._sql(f"UPDATE {self.prefix}_tasks SET doc = $1 WHERE id = $2", raw, task_id)
+
+    async def raw(self, task_id: str) -> str | None:
+        found = await self._sql(f"SELECT doc FROM {self.prefix}_tasks WHERE id = $1", task_id)
+        return None if found is None else str(found)
+
+    async def close(self) -> None:
+        await super().close()
+        if self.stores:
+            tables = ", ".join(
+                f"{self.prefix}_{t}" for t in ("task_tags", "tasks", "runs", "dead_letters", "state", "meta")
+            )
+            await self._sql(f"DROP TABLE IF EXISTS {tables} CASCADE")
 
 
 class MongoBackend(Backend):

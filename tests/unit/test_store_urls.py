@@ -51,7 +51,7 @@ def test_an_unknown_scheme_lists_the_known_ones() -> None:
 
 
 def test_a_store_missing_from_this_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "backbeat.stores.postgres", None)
+    monkeypatch.setitem(sys.modules, "backbeat.stores.postgresql", None)
     with pytest.raises(ConfigurationError, match="PostgreSQL store is not available in this version"):
         store_from_url("postgresql://localhost/db")
 

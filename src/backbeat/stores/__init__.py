@@ -27,7 +27,7 @@ class _Backend(NamedTuple):
 
 _SERVERS = {
     "redis": _Backend("redis", "backbeat.stores.redis", "RedisStore", "redis"),
-    "postgresql": _Backend("PostgreSQL", "backbeat.stores.postgres", "PostgresStore", "postgres"),
+    "postgresql": _Backend("PostgreSQL", "backbeat.stores.postgresql", "PostgresStore", "postgres"),
     "mongodb": _Backend("MongoDB", "backbeat.stores.mongodb", "MongoStore", "mongodb"),
 }
 _SCHEMES = {
@@ -46,7 +46,8 @@ def store_from_url(url: str) -> Store:
     """A store for ``url``: ``memory://``, ``sqlite:///relative.db``, ``sqlite:////abs/path.db``,
     ``redis://``, ``rediss://``, ``postgresql://``, ``mongodb://`` or ``mongodb+srv://``.
 
-    SQLite URLs take ``?busy_timeout=<seconds>&poll_interval=<seconds>``. MongoDB URLs name
+    SQLite URLs take ``?busy_timeout=<seconds>&poll_interval=<seconds>``. PostgreSQL URLs take
+    ``?prefix=<table prefix>`` (default ``backbeat``); their other options go to asyncpg. MongoDB URLs name
     the database in their path and the tasks collection with ``?collection=<name>``
     (defaults ``backbeat`` and ``background_jobs``).
 

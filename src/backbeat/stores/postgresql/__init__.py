@@ -1,0 +1,7 @@
+"""The PostgreSQL store (``pip install 'backbeat[postgres]'``, driver asyncpg)."""
+
+from __future__ import annotations
+
+from backbeat.stores.postgresql.store import PostgresStore
+
+__all__ = ["PostgresStore"]

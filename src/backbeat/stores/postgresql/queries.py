@@ -1,0 +1,233 @@
+"""The SQL of the PostgreSQL store, as named statement templates.
+
+Every table name is ``{p}_<table>``, ``{p}`` being the store's table prefix (see
+:func:`backbeat.stores.postgresql.connection.render`). Times are BIGINT microseconds since
+the epoch (UTC). A list of ids is one ``text[]`` parameter read with ``= ANY($n)``.
+``tasks.due_at`` is a generated column: when the task next becomes claimable (its claim's
+end while claimed, else its next run time), NULL while it cannot be claimed at all; its
+partial index makes a claim an index range scan. Claims lock what they take with
+``FOR UPDATE SKIP LOCKED``: two owners claiming at once pass each other by.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS {p}_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS {p}_tasks (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    job TEXT NOT NULL,
+    next_run_time BIGINT,
+    paused BOOLEAN NOT NULL DEFAULT FALSE,
+    orphaned BOOLEAN NOT NULL DEFAULT FALSE,
+    quarantined TEXT,
+    claimed_by TEXT,
+    claim_until BIGINT,
+    version BIGINT NOT NULL DEFAULT 0,
+    running INTEGER NOT NULL DEFAULT 0,
+    max_instances INTEGER NOT NULL DEFAULT 1,
+    runs BIGINT NOT NULL DEFAULT 0,
+    failures BIGINT NOT NULL DEFAULT 0,
+    last_outcome TEXT,
+    last_run_at BIGINT,
+    doc TEXT NOT NULL,
+    due_at BIGINT GENERATED ALWAYS AS (
+        CASE WHEN NOT paused AND NOT orphaned AND quarantined IS NULL
+        THEN coalesce(claim_until, next_run_time) END
+    ) STORED
+)""",
+    "CREATE INDEX IF NOT EXISTS {p}_tasks_due ON {p}_tasks (due_at) WHERE due_at IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS {p}_task_tags (
+    task_id TEXT NOT NULL REFERENCES {p}_tasks (id) ON DELETE CASCADE,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (task_id, tag)
+)""",
+    "CREATE INDEX IF NOT EXISTS {p}_task_tags_tag ON {p}_task_tags (tag)",
+    """CREATE TABLE IF NOT EXISTS {p}_runs (
+    id TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    fire_time BIGINT NOT NULL,
+    attempt INTEGER NOT NULL,
+    owner TEXT,
+    lease_until BIGINT NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS {p}_runs_task ON {p}_runs (task_id)",
+    "CREATE INDEX IF NOT EXISTS {p}_runs_lease ON {p}_runs (lease_until)",
+    """CREATE TABLE IF NOT EXISTS {p}_dead_letters (
+    id TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    failed_at BIGINT NOT NULL,
+    doc TEXT NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS {p}_dead_letters_failed ON {p}_dead_letters (failed_at, id)",
+    """CREATE TABLE IF NOT EXISTS {p}_state (
+    key TEXT PRIMARY KEY,
+    version BIGINT NOT NULL,
+    value TEXT NOT NULL
+)""",
+    "INSERT INTO {p}_meta (key, value) VALUES ('schema_version', $1) ON CONFLICT (key) DO NOTHING",
+)
+SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('backbeat-schema:{p}'))"
+TABLES = ("task_tags", "tasks", "runs", "dead_letters", "state", "meta")
+GET_SCHEMA_VERSION = "SELECT value FROM {p}_meta WHERE key = 'schema_version'"
+NOTIFY = "SELECT pg_notify('{p}_wakeup', '')"
+
+# -- tasks ------------------------------------------------------------------------------------
+
+TASK_COLUMNS = "id, doc, next_run_time, version, running, runs, failures, last_outcome, last_run_at"
+"""What a Task is read from (see ``transactions.decode``)."""
+
+INSERT_TASK = """
+INSERT INTO {p}_tasks (id, name, job, next_run_time, paused, orphaned, version, running, max_instances,
+                       runs, failures, last_outcome, last_run_at, doc)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+"""
+# A replacement keeps the live state (running, counters, a claim) and counts as a change.
+UPSERT_TASK = (
+    INSERT_TASK
+    + """
+ON CONFLICT (id) DO UPDATE SET
+    name = excluded.name, job = excluded.job, next_run_time = excluded.next_run_time,
+    paused = excluded.paused, orphaned = excluded.orphaned, quarantined = NULL,
+    version = greatest({p}_tasks.version + 1, excluded.version), max_instances = excluded.max_instances,
+    doc = excluded.doc
+"""
+)
+EXISTING_TASKS = "SELECT id FROM {p}_tasks WHERE id = ANY($1::text[]) ORDER BY id"
+DELETE_TAGS = "DELETE FROM {p}_task_tags WHERE task_id = ANY($1::text[])"
+INSERT_TAGS = """
+INSERT INTO {p}_task_tags (task_id, tag) SELECT * FROM unnest($1::text[], $2::text[])
+ON CONFLICT DO NOTHING
+"""
+
+GET_TASK = "SELECT " + TASK_COLUMNS + " FROM {p}_tasks WHERE id = $1 AND quarantined IS NULL"
+LOCK_TASK = GET_TASK + " FOR UPDATE"
+GET_TASKS = "SELECT " + TASK_COLUMNS + " FROM {p}_tasks WHERE id = ANY($1::text[]) AND quarantined IS NULL"
+UPDATE_TASK = """
+UPDATE {p}_tasks SET name = $1, job = $2, next_run_time = $3, paused = $4, orphaned = $5, version = $6,
+                     max_instances = $7, doc = $8
+WHERE id = $9
+"""
+
+LIST_TASKS = (
+    "SELECT "
+    + TASK_COLUMNS
+    + """ FROM {p}_tasks
+WHERE quarantined IS NULL AND ($1::text IS NULL OR id > $1)
+  AND ($2::text IS NULL OR id IN (SELECT task_id FROM {p}_task_tags WHERE tag = $2))
+  AND ($3::text IS NULL OR name = $3)
+  AND ($4::text IS NULL OR job = $4)
+  AND ($5::boolean IS NULL OR paused = $5)
+  AND ($6::boolean IS NULL OR orphaned = $6)
+ORDER BY id
+LIMIT $7
+"""
+)
+
+REMOVE_TASKS = "DELETE FROM {p}_tasks WHERE id = ANY($1::text[]) RETURNING id"
+REMOVE_TAGGED = (
+    "DELETE FROM {p}_tasks WHERE id IN (SELECT task_id FROM {p}_task_tags WHERE tag = $1) RETURNING id"
+)
+CLEAR = "TRUNCATE {p}_task_tags, {p}_tasks, {p}_runs, {p}_dead_letters, {p}_state"
+
+# A corrupt record is only marked, and only if nobody rewrote it since it was read.
+QUARANTINE = "UPDATE {p}_tasks SET quarantined = $1 WHERE id = $2 AND doc IS NOT DISTINCT FROM $3"
+QUARANTINED = "SELECT id, doc, quarantined FROM {p}_tasks WHERE quarantined IS NOT NULL ORDER BY id"
+
+# -- claims -----------------------------------------------------------------------------------
+
+CLAIMABLE_RUNS = """
+SELECT id, task_id, fire_time, attempt, owner FROM {p}_runs
+WHERE lease_until <= $1 ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED
+"""
+LEASE_RUN = "UPDATE {p}_runs SET owner = $1, lease_until = $2, attempt = $3 WHERE id = $4"
+DUE_TASKS = (
+    "SELECT "
+    + TASK_COLUMNS
+    + """, claimed_by FROM {p}_tasks
+WHERE due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED
+"""
+)
+CLAIM_TASKS = "UPDATE {p}_tasks SET claimed_by = $1, claim_until = $2 WHERE id = ANY($3::text[])"
+DROP_CLAIM = "UPDATE {p}_tasks SET claimed_by = NULL, claim_until = NULL WHERE id = $1"
+
+# -- fire and complete ------------------------------------------------------------------------
+
+FIRE_STATE = """
+SELECT id, version, running, max_instances, claimed_by, next_run_time, quarantined FROM {p}_tasks
+WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+"""
+EXISTING_RUNS = "SELECT id FROM {p}_runs WHERE id = ANY($1::text[])"
+INSERT_RUN = """
+INSERT INTO {p}_runs (id, task_id, fire_time, attempt, owner, lease_until) VALUES ($1, $2, $3, $4, $5, $6)
+"""
+FIRED = """
+UPDATE {p}_tasks SET running = $1, next_run_time = $2, claimed_by = NULL, claim_until = NULL
+WHERE id = $3
+"""
+DELETE_TASK = "DELETE FROM {p}_tasks WHERE id = $1"
+
+RUN_OWNERS = "SELECT id, task_id, owner FROM {p}_runs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
+RETRY_RUN = "UPDATE {p}_runs SET attempt = attempt + $1, owner = NULL, lease_until = $2 WHERE id = $3"
+DELETE_RUNS = "DELETE FROM {p}_runs WHERE id = ANY($1::text[])"
+COUNT_RUNS = """
+UPDATE {p}_tasks SET running = greatest(running - $1, 0), runs = runs + $2, failures = failures + $3,
+                     last_run_at = $4, last_outcome = $5
+WHERE id = $6
+"""
+# a task with nothing left to run (and no claim whose owner may still fire it) leaves the store
+REMOVE_FINISHED = """
+DELETE FROM {p}_tasks
+WHERE id = ANY($1::text[]) AND running = 0 AND next_run_time IS NULL
+  AND quarantined IS NULL AND claimed_by IS NULL
+"""
+
+# -- leases -----------------------------------------------------------------------------------
+
+EXTEND_RUNS = """
+UPDATE {p}_runs SET lease_until = $1 WHERE owner = $2 AND id = ANY($3::text[]) RETURNING id
+"""
+RELEASE_RUNS = """
+UPDATE {p}_runs SET attempt = attempt + 1, owner = NULL, lease_until = $1
+WHERE owner = $2 AND id = ANY($3::text[])
+"""
+RELEASE_TASKS = """
+UPDATE {p}_tasks SET claimed_by = NULL, claim_until = NULL
+WHERE claimed_by = $1 AND id = ANY($2::text[])
+"""
+ENQUEUE_STATE = (
+    "SELECT running, max_instances FROM {p}_tasks WHERE id = $1 AND quarantined IS NULL FOR UPDATE"
+)
+RUN_EXISTS = "SELECT 1 FROM {p}_runs WHERE id = $1"
+ADD_RUNNING = "UPDATE {p}_tasks SET running = running + 1 WHERE id = $1"
+
+_RUN_COLUMNS = "id, task_id, fire_time, attempt, owner, lease_until"
+LIST_RUNS = "SELECT " + _RUN_COLUMNS + " FROM {p}_runs ORDER BY id"
+LIST_TASK_RUNS = "SELECT " + _RUN_COLUMNS + " FROM {p}_runs WHERE task_id = $1 ORDER BY id"
+
+NEXT_WAKEUP = """
+SELECT least(
+    (SELECT due_at FROM {p}_tasks WHERE due_at IS NOT NULL ORDER BY due_at LIMIT 1),
+    (SELECT lease_until FROM {p}_runs ORDER BY lease_until LIMIT 1)
+)
+"""
+
+# -- dead letters and shared state --------------------------------------------------------------
+
+SAVE_DEAD_LETTER = """
+INSERT INTO {p}_dead_letters (id, task_id, failed_at, doc) VALUES ($1, $2, $3, $4)
+ON CONFLICT (id) DO UPDATE SET task_id = excluded.task_id, failed_at = excluded.failed_at,
+                               doc = excluded.doc
+"""
+DEAD_LETTERS = "SELECT id, doc FROM {p}_dead_letters ORDER BY failed_at, id"
+TASK_DEAD_LETTERS = "SELECT id, doc FROM {p}_dead_letters WHERE task_id = $1 ORDER BY failed_at, id"
+DEAD_LETTER = "SELECT doc FROM {p}_dead_letters WHERE id = $1 FOR UPDATE"
+REMOVE_DEAD_LETTERS = "DELETE FROM {p}_dead_letters WHERE id = ANY($1::text[]) RETURNING id"
+GET_STATE = "SELECT value, version FROM {p}_state WHERE key = $1"
+INSERT_STATE = "INSERT INTO {p}_state (key, version, value) VALUES ($1, 1, $2) ON CONFLICT DO NOTHING"
+UPDATE_STATE = "UPDATE {p}_state SET value = $1, version = version + 1 WHERE key = $2 AND version = $3"

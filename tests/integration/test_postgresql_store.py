@@ -1,0 +1,169 @@
+"""What only the PostgreSQL store has to prove: concurrent claimers, NOTIFY, errors, schema."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from backbeat.errors import StoreError, StoreUnavailableError
+from backbeat.model import Task
+from backbeat.stores import store_from_url
+from backbeat.stores.postgresql import PostgresStore, queries
+
+pytestmark = pytest.mark.postgres
+
+URL = os.environ.get("BACKBEAT_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+T0 = datetime(2024, 1, 1, 12, tzinfo=UTC)
+LEASE = timedelta(minutes=5)
+
+
+def _task(task_id: str) -> Task:
+    return Task(
+        id=task_id, trigger={"type": "interval", "seconds": 60}, next_run_time=T0, name=task_id, job="m:f"
+    )
+
+
+async def _sql(sql: str, *args: Any) -> Any:
+    conn = await asyncpg.connect(URL)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    try:
+        await _sql("SELECT 1")
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"no PostgreSQL server at {URL}: {exc}")
+    name = f"bb_{uuid.uuid4().hex[:10]}"
+    yield name
+    tables = ", ".join(f"{name}_{table}" for table in queries.TABLES)
+    await _sql(f"DROP TABLE IF EXISTS {tables} CASCADE")
+
+
+@pytest.fixture
+async def stores(prefix: str) -> AsyncIterator[Callable[[], Any]]:
+    opened: list[PostgresStore] = []
+
+    async def open_store() -> PostgresStore:
+        store = PostgresStore(URL, table_prefix=prefix)
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        await store.close()
+
+
+async def test_concurrent_claimers_never_get_the_same_task(stores: Callable[[], Any]) -> None:
+    first, second = await stores(), await stores()
+    await first.add([_task(f"t{i:04}") for i in range(300)])
+    taken: list[str] = []
+    for _ in range(20):
+        claims = await asyncio.gather(
+            *(s.claim_due(f"w{i}", now=T0, lease=LEASE, limit=7) for i, s in enumerate([first, second] * 4))
+        )
+        taken += [t.id for claim in claims for t in claim.tasks]
+    assert len(taken) == len(set(taken)) == 300
+
+
+async def test_a_notify_wakes_the_other_instance(stores: Callable[[], Any]) -> None:
+    listening, writing = await stores(), await stores()
+    iterator = listening.wakeups()
+    pending = asyncio.ensure_future(anext(iterator))
+    try:
+        for i in range(100):
+            # only the other instance writes: the wake-up can only come through NOTIFY
+            await writing.add([_task(f"n{i}")])
+            done, _ = await asyncio.wait([pending], timeout=0.05)
+            if done:
+                break
+        assert pending.done() and pending.exception() is None
+        # closing the store ends its iterators
+        later = asyncio.ensure_future(anext(iterator))
+        await listening.close()
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(later, 5)
+    finally:
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+            await pending
+        await iterator.aclose()
+
+
+async def test_the_listener_reconnects_after_losing_its_connection(stores: Callable[[], Any]) -> None:
+    listening, writing = await stores(), await stores()
+    channel = f"{listening.prefix}_wakeup"
+    iterator = listening.wakeups()
+    try:
+        first = asyncio.ensure_future(anext(iterator))
+        for i in range(100):
+            await writing.add([_task(f"a{i}")])
+            if (await asyncio.wait([first], timeout=0.05))[0]:
+                break
+        assert first.done()
+        killed = await _sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE query ILIKE $1 AND pid <> pg_backend_pid()",
+            f"%LISTEN%{channel}%",
+        )
+        assert [row[0] for row in killed] == [True]
+        await asyncio.sleep(0.3)  # the reconnect yields once; drain it, then prove NOTIFY again
+        second = asyncio.ensure_future(anext(iterator))
+        for i in range(100):
+            await writing.add([_task(f"b{i}")])
+            if (await asyncio.wait([second], timeout=0.05))[0]:
+                break
+        assert second.done() and second.exception() is None
+    finally:
+        await iterator.aclose()
+
+
+async def test_an_unreachable_server_raises_store_unavailable_promptly_without_the_password() -> None:
+    store = PostgresStore("postgresql://postgres:s3cret-pw@127.0.0.1:1/test", connect_timeout=3)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailableError) as raised:
+        await store.open()
+    assert time.monotonic() - started < 5
+    assert "127.0.0.1:1" in str(raised.value) and "s3cret-pw" not in str(raised.value)
+    with pytest.raises(StoreUnavailableError):
+        await store.get("x")
+    await store.close()
+
+
+async def test_the_schema_records_its_version_and_a_newer_one_is_refused(
+    stores: Callable[[], Any], prefix: str
+) -> None:
+    await stores()
+    rows = await _sql(f"SELECT value FROM {prefix}_meta WHERE key = 'schema_version'")
+    assert [row[0] for row in rows] == [str(queries.SCHEMA_VERSION)]
+    await _sql(f"UPDATE {prefix}_meta SET value = '99' WHERE key = 'schema_version'")
+    newer = PostgresStore(URL, table_prefix=prefix)
+    with pytest.raises(StoreError, match="schema version 99"):
+        await newer.open()
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+async def test_store_from_url_takes_the_prefix_from_the_query(scheme: str, prefix: str) -> None:
+    url = URL.replace("postgresql://", f"{scheme}://", 1) + f"?prefix={prefix}"
+    store = store_from_url(url)
+    assert isinstance(store, PostgresStore) and store.prefix == prefix
+    await store.open()
+    try:
+        await store.add([_task("a")])
+        rows = await _sql(f"SELECT id FROM {prefix}_tasks")
+        assert [row[0] for row in rows] == ["a"]
+    finally:
+        await store.close()
