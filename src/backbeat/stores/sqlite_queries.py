@@ -100,9 +100,13 @@ ON CONFLICT (id) DO UPDATE SET
 )
 EXISTING_TASKS = "SELECT id FROM tasks WHERE id IN (SELECT value FROM json_each(?))"
 DELETE_TAGS = "DELETE FROM task_tags WHERE task_id IN (SELECT value FROM json_each(?))"
-INSERT_TAG = "INSERT OR IGNORE INTO task_tags (task_id, tag) VALUES (?, ?)"
+INSERT_TAGS = """
+INSERT OR IGNORE INTO task_tags (task_id, tag)
+SELECT t.value, g.value FROM json_each(?1) AS t JOIN json_each(?2) AS g ON g.key = t.key
+"""
 
 GET_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ? AND quarantined IS NULL"
+LOCK_TASK = GET_TASK  # the transaction holds the file's write lock already
 GET_TASKS = f"""
 SELECT {TASK_COLUMNS} FROM tasks WHERE id IN (SELECT value FROM json_each(?)) AND quarantined IS NULL
 """
@@ -112,23 +116,22 @@ UPDATE tasks SET name = ?, job = ?, next_run_time = ?, paused = ?, orphaned = ?,
 WHERE id = ?
 """
 
-_LIST = f"""
+LIST_TASKS = f"""
 SELECT {TASK_COLUMNS} FROM tasks
-WHERE quarantined IS NULL {{after}}
-  AND (:tag IS NULL OR id IN (SELECT task_id FROM task_tags WHERE tag = :tag))
-  AND (:name IS NULL OR name = :name)
-  AND (:job IS NULL OR job = :job)
-  AND (:paused IS NULL OR paused = :paused)
-  AND (:orphaned IS NULL OR orphaned = :orphaned)
+WHERE quarantined IS NULL AND id > coalesce(?1, '')
+  AND (?2 IS NULL OR id IN (SELECT task_id FROM task_tags WHERE tag = ?2))
+  AND (?3 IS NULL OR name = ?3)
+  AND (?4 IS NULL OR job = ?4)
+  AND (?5 IS NULL OR paused = ?5)
+  AND (?6 IS NULL OR orphaned = ?6)
 ORDER BY id
-LIMIT :limit
+LIMIT coalesce(?7, -1)
 """
-LIST_TASKS = _LIST.format(after="")
-LIST_TASKS_AFTER = _LIST.format(after="AND id > :after")
+"""Parameters: after (a cursor), tag, name, job, paused, orphaned, limit."""
 
 REMOVE_TASKS = "DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?)) RETURNING id"
 REMOVE_TAGGED = "DELETE FROM tasks WHERE id IN (SELECT task_id FROM task_tags WHERE tag = ?) RETURNING id"
-CLEAR = (
+CLEAR: tuple[str, ...] = (
     "DELETE FROM task_tags",
     "DELETE FROM tasks",
     "DELETE FROM runs",
@@ -151,7 +154,9 @@ DUE_TASKS = f"""
 SELECT {TASK_COLUMNS}, claimed_by FROM tasks
 WHERE due_at <= ? ORDER BY due_at LIMIT ?
 """
-CLAIM_TASK = "UPDATE tasks SET claimed_by = ?, claim_until = ? WHERE id = ?"
+CLAIM_TASKS = """
+UPDATE tasks SET claimed_by = ?, claim_until = ? WHERE id IN (SELECT value FROM json_each(?))
+"""
 DROP_CLAIM = "UPDATE tasks SET claimed_by = NULL, claim_until = NULL WHERE id = ?"
 
 # -- fire and complete ------------------------------------------------------------------------
@@ -171,7 +176,7 @@ DELETE_TASK = "DELETE FROM tasks WHERE id = ?"
 
 RUN_OWNERS = "SELECT id, task_id, owner FROM runs WHERE id IN (SELECT value FROM json_each(?))"
 RETRY_RUN = "UPDATE runs SET attempt = attempt + ?, owner = NULL, lease_until = ? WHERE id = ?"
-DELETE_RUN = "DELETE FROM runs WHERE id = ?"
+DELETE_RUNS = "DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))"
 COUNT_RUNS = """
 UPDATE tasks SET running = max(running - ?, 0), runs = runs + ?, failures = failures + ?,
                  last_run_at = ?, last_outcome = ?
@@ -205,12 +210,16 @@ _RUN_COLUMNS = "id, task_id, fire_time, attempt, owner, lease_until"
 LIST_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id"
 LIST_TASK_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs WHERE task_id = ? ORDER BY id"
 
-NEXT_DUE = "SELECT due_at FROM tasks WHERE due_at IS NOT NULL ORDER BY due_at LIMIT 1"
-NEXT_LEASE = "SELECT lease_until FROM runs ORDER BY lease_until LIMIT 1"
+NEXT_WAKEUP = """
+SELECT min(t) FROM (
+    SELECT (SELECT due_at FROM tasks WHERE due_at IS NOT NULL ORDER BY due_at LIMIT 1) AS t
+    UNION ALL
+    SELECT (SELECT lease_until FROM runs ORDER BY lease_until LIMIT 1)
+)
+"""
 
 # -- dead letters and shared state --------------------------------------------------------------
 
-TASK_DOC = "SELECT doc FROM tasks WHERE id = ? AND quarantined IS NULL"
 SAVE_DEAD_LETTER = "INSERT OR REPLACE INTO dead_letters (id, task_id, failed_at, doc) VALUES (?, ?, ?, ?)"
 DEAD_LETTERS = "SELECT id, doc FROM dead_letters ORDER BY failed_at, id"
 TASK_DEAD_LETTERS = "SELECT id, doc FROM dead_letters WHERE task_id = ? ORDER BY failed_at, id"

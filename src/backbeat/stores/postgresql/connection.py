@@ -9,19 +9,21 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]
 
 from backbeat.errors import ConfigurationError, StoreError, StoreUnavailableError
 from backbeat.stores.postgresql import queries as q
+from backbeat.stores.sql.steps import Execute, ExecuteMany, Fetch, Txn
 
 log = logging.getLogger("backbeat.stores.postgresql")
 DEFAULT_PREFIX = "backbeat"
 _PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,39}")
 
 Record = Sequence[Any]
+T = TypeVar("T")
 
 
 class Target(NamedTuple):
@@ -86,10 +88,6 @@ class Db:
         rows: list[Record] = await self.conn.fetch(self.sql(template), *args)
         return rows
 
-    async def fetchrow(self, template: str, *args: Any) -> Record | None:
-        row: Record | None = await self.conn.fetchrow(self.sql(template), *args)
-        return row
-
     async def fetchval(self, template: str, *args: Any) -> Any:
         return await self.conn.fetchval(self.sql(template), *args)
 
@@ -103,13 +101,33 @@ class Db:
         if rows:
             await self.conn.executemany(self.sql(template), rows)
 
-    async def ids(self, template: str, *args: Any) -> list[str]:
-        """The first column of every row (the ids of a ``RETURNING id``)."""
-        return [str(row[0]) for row in await self.fetch(template, *args)]
-
     async def notify(self) -> None:
         """Wake the listeners of this prefix when the transaction commits."""
         await self.conn.execute(self.sql(q.NOTIFY))
+
+
+async def drive(db: Db, txn: Txn[T]) -> tuple[T, bool]:
+    """Run an operation's statements on ``db``; its result, and whether it notified."""
+    notified, failed = False, False
+    value: Any = None
+    while True:
+        try:
+            step = txn.throw(value) if failed else txn.send(value)
+        except StopIteration as stop:
+            return stop.value, notified
+        failed, value = False, None
+        try:
+            if isinstance(step, Fetch):
+                value = await db.fetch(step.sql, *step.params)
+            elif isinstance(step, Execute):
+                value = await db.execute(step.sql, *step.params)
+            elif isinstance(step, ExecuteMany):
+                await db.executemany(step.sql, step.rows)
+            else:
+                await db.notify()
+                notified = True
+        except asyncpg.exceptions.PostgresError as exc:
+            failed, value = True, exc  # thrown into the operation, which may handle it (a duplicate key)
 
 
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)

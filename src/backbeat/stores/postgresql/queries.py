@@ -133,7 +133,7 @@ REMOVE_TASKS = "DELETE FROM {p}_tasks WHERE id = ANY($1::text[]) RETURNING id"
 REMOVE_TAGGED = (
     "DELETE FROM {p}_tasks WHERE id IN (SELECT task_id FROM {p}_task_tags WHERE tag = $1) RETURNING id"
 )
-CLEAR = "TRUNCATE {p}_task_tags, {p}_tasks, {p}_runs, {p}_dead_letters, {p}_state"
+CLEAR: tuple[str, ...] = ("TRUNCATE {p}_task_tags, {p}_tasks, {p}_runs, {p}_dead_letters, {p}_state",)
 
 # A corrupt record is only marked, and only if nobody rewrote it since it was read.
 QUARANTINE = "UPDATE {p}_tasks SET quarantined = $1 WHERE id = $2 AND doc IS NOT DISTINCT FROM $3"

@@ -11,39 +11,24 @@ is named ``<prefix>_<table>`` (``table_prefix``, or ``?prefix=`` in the URL; def
 from __future__ import annotations
 
 import asyncio
-import builtins
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
-from datetime import datetime, timedelta
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
-from backbeat.errors import StoreError, TaskNotFoundError
-from backbeat.model import (
-    Claim,
-    DeadLetter,
-    FireDecision,
-    FireResult,
-    QuarantinedRecord,
-    Run,
-    RunResult,
-    StateRecord,
-    Task,
-    TaskFilter,
-)
-from backbeat.stores._common import Signal, check_changes
-from backbeat.stores.postgresql import dead_letters as dl
+from backbeat.errors import StoreError
 from backbeat.stores.postgresql import queries as q
-from backbeat.stores.postgresql import transactions as tx
-from backbeat.stores.postgresql.connection import Db, Listener, is_retryable, parse_url, translate
-from backbeat.stores.postgresql.records import to_us
+from backbeat.stores.postgresql.connection import Db, Listener, drive, is_retryable, parse_url, translate
+from backbeat.stores.sql.steps import Dialect, Txn
+from backbeat.stores.sql.store import SqlStore
 
 T = TypeVar("T")
 _ATTEMPTS = 5
 """Tries of an operation that lost a deadlock or a serialization conflict."""
+DIALECT = Dialect(sql=q, array=list, duplicate=(asyncpg.exceptions.UniqueViolationError,))
 
 
-class PostgresStore:
+class PostgresStore(SqlStore):
     """A store in a PostgreSQL database (tables created on first use).
 
     Args:
@@ -56,6 +41,8 @@ class PostgresStore:
             :class:`~backbeat.errors.StoreUnavailableError` is raised.
     """
 
+    dialect = DIALECT
+
     def __init__(
         self,
         url: str,
@@ -65,6 +52,7 @@ class PostgresStore:
         max_size: int = 10,
         connect_timeout: float = 10.0,
     ) -> None:
+        super().__init__()
         self._target = parse_url(url, table_prefix)
         self.prefix = self._target.prefix
         self.min_size, self.max_size = min_size, max_size
@@ -72,7 +60,6 @@ class PostgresStore:
         self._pool: Any = None
         self._opening: asyncio.Lock | None = None
         self._listener: Listener | None = None
-        self._signal = Signal()
         self._closes = 0
 
     def __repr__(self) -> str:
@@ -94,91 +81,6 @@ class PostgresStore:
             except (TimeoutError, OSError, asyncpg.exceptions.InterfaceError):
                 pool.terminate()
 
-    # -- tasks -----------------------------------------------------------------------------
-
-    async def add(self, tasks: Sequence[Task], *, replace: bool = False) -> None:
-        if tasks:
-            await self._run(tx.add, list(tasks), replace)
-            self._signal.notify()
-
-    async def get(self, task_id: str) -> Task | None:
-        return await self._run(tx.get, task_id)
-
-    async def list(
-        self, filter: TaskFilter | None = None, *, cursor: str | None = None, limit: int | None = None
-    ) -> tuple[builtins.list[Task], str | None]:
-        return await self._run(tx.list_tasks, filter or TaskFilter(), cursor, limit)
-
-    async def update(self, task_id: str, **changes: Any) -> Task:
-        task = await self._run(tx.update, task_id, check_changes(changes))
-        if task is None:
-            raise TaskNotFoundError(task_id)
-        self._signal.notify()
-        return task
-
-    async def remove(self, task_ids: Collection[str]) -> builtins.list[str]:
-        if not task_ids:
-            return []
-        gone = set(await self._run(_ids, q.REMOVE_TASKS, sorted(set(task_ids))))
-        return [task_id for task_id in dict.fromkeys(task_ids) if task_id in gone]
-
-    async def remove_by_tag(self, tag: str) -> builtins.list[str]:
-        return sorted(await self._run(_ids, q.REMOVE_TAGGED, tag))
-
-    async def clear(self) -> None:
-        await self._run(_clear)
-        self._signal.notify()
-
-    # -- claims, runs and leases -----------------------------------------------------------
-
-    async def claim_due(self, owner: str, *, now: datetime, lease: timedelta, limit: int) -> Claim:
-        if limit <= 0:
-            return Claim()
-        return await self._run(tx.claim, owner, now, now + lease, limit)
-
-    async def fire(
-        self, owner: str, decisions: Sequence[FireDecision], *, now: datetime, lease: timedelta
-    ) -> builtins.list[FireResult]:
-        if not decisions:
-            return []
-        results, rescheduled = await self._run(tx.fire, owner, list(decisions), now + lease)
-        if rescheduled:
-            self._signal.notify()
-        return results
-
-    async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
-        if not results:
-            return set()
-        return await self._run(tx.complete, owner, list(results))
-
-    async def extend(
-        self, owner: str, run_ids: Collection[str], *, now: datetime, lease: timedelta
-    ) -> set[str]:
-        if not run_ids:
-            return set()
-        until = to_us(now + lease)
-        return set(await self._run(_ids, q.EXTEND_RUNS, until, owner, sorted(set(run_ids))))
-
-    async def release(
-        self, owner: str, *, run_ids: Collection[str], task_ids: Collection[str], now: datetime
-    ) -> None:
-        if not run_ids and not task_ids:
-            return
-        await self._run(tx.release, owner, sorted(set(run_ids)), sorted(set(task_ids)), now)
-        self._signal.notify()
-
-    async def enqueue_run(self, task_id: str, *, fire_time: datetime, now: datetime) -> Run | None:
-        run = await self._run(tx.enqueue, task_id, fire_time, now)
-        if run is not None:
-            self._signal.notify()
-        return run
-
-    async def list_runs(self, task_id: str | None = None) -> builtins.list[Run]:
-        return await self._run(tx.list_runs, task_id)
-
-    async def next_wakeup(self) -> datetime | None:
-        return await self._run(tx.next_wakeup)
-
     async def wakeups(self) -> AsyncIterator[None]:
         if self._pool is None:
             return  # not open: nothing to listen to (and listening must not reopen a closed store)
@@ -198,41 +100,21 @@ class PostgresStore:
         finally:
             self._signal.unsubscribe(event)
 
-    async def quarantined(self) -> builtins.list[QuarantinedRecord]:
-        return await self._run(tx.quarantined)
-
-    # -- dead letters and shared state -----------------------------------------------------
-
-    async def dead_letters(self, task_id: str | None = None) -> builtins.list[DeadLetter]:
-        return await self._run(dl.dead_letters, task_id)
-
-    async def remove_dead_letters(self, ids: Collection[str]) -> builtins.list[str]:
-        if not ids:
-            return []
-        gone = set(await self._run(_ids, q.REMOVE_DEAD_LETTERS, sorted(set(ids))))
-        return [i for i in dict.fromkeys(ids) if i in gone]
-
-    async def requeue_dead_letter(self, dead_letter_id: str, *, now: datetime) -> Run | None:
-        run = await self._run(tx.requeue_dead_letter, dead_letter_id, now)
-        if run is not None:
-            self._signal.notify()
-        return run
-
-    async def get_state(self, key: str) -> StateRecord | None:
-        return await self._run(dl.get_state, key)
-
-    async def put_state(self, key: str, value: dict[str, Any], *, version: int) -> bool:
-        return await self._run(dl.put_state, key, value, version)
-
     # -- plumbing: a pool, one transaction per operation -----------------------------------
 
-    async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """``fn(db, *args)`` in one transaction, retried when it lost a deadlock."""
+    async def _run(
+        self, operation: Callable[..., Txn[T]], args: tuple[Any, ...], *, write: bool
+    ) -> tuple[T, bool]:
+        """A write in one transaction, retried when it lost a deadlock; a read in autocommit."""
         for attempt in range(1, _ATTEMPTS + 1):
             pool = await self._ensure_pool()
             try:
-                async with pool.acquire(timeout=self.connect_timeout) as conn, conn.transaction():
-                    return await fn(Db(conn, self.prefix), *args)
+                async with pool.acquire(timeout=self.connect_timeout) as conn:
+                    db = Db(conn, self.prefix)
+                    if not write:
+                        return await drive(db, operation(DIALECT, *args))
+                    async with conn.transaction():
+                        return await drive(db, operation(DIALECT, *args))
             except StoreError:
                 raise
             except Exception as exc:
@@ -294,15 +176,6 @@ class PostgresStore:
 
     async def _connect(self) -> Any:
         return await asyncpg.connect(self._target.dsn, timeout=self.connect_timeout)
-
-
-async def _ids(db: Db, template: str, *args: Any) -> builtins.list[str]:
-    return await db.ids(template, *args)
-
-
-async def _clear(db: Db) -> None:
-    await db.execute(q.CLEAR)
-    await db.notify()
 
 
 __all__ = ["PostgresStore"]

@@ -1,0 +1,233 @@
+"""Store operations on runs and leases: claim, fire, complete, extend, release, enqueue."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from backbeat.errors import TaskNotFoundError
+from backbeat.model import Claim, FireDecision, FireResult, Run, RunOutcome, RunResult, run_id_for
+from backbeat.stores.sql import dead_letters, tasks
+from backbeat.stores.sql.records import Corrupt, decode, first, quarantine
+from backbeat.stores.sql.steps import (
+    Dialect,
+    Txn,
+    execute,
+    execute_many,
+    fetch,
+    fetch_ids,
+    fetch_one,
+    from_us,
+    notify,
+    opt_us,
+    to_us,
+)
+
+
+def claim(d: Dialect, owner: str, now: datetime, until: datetime, limit: int) -> Txn[Claim]:
+    claimed = Claim()
+    yield from _claim_runs(d, claimed, owner, now, until, limit)
+    room, taken = limit - len(claimed.runs), set[str]()
+    now_us, until_us, corrupt = to_us(now), to_us(until), Corrupt()
+    while len(taken) < room:
+        want = room - len(taken)
+        rows = yield from fetch(d.sql.DUE_TASKS, now_us, want)
+        skipped = False
+        mine: list[str] = []
+        for row in rows:
+            task_id, nrt, claimed_by = row[0], row[2], row[9]
+            if task_id in taken:
+                continue
+            if claimed_by is not None and (nrt is None or nrt > now_us):
+                # an expired claim on a task changed since: it is simply due later
+                yield from execute(d.sql.DROP_CLAIM, task_id)
+                skipped = True
+            elif (task := decode(row, corrupt)) is None:
+                yield from quarantine(d, corrupt)
+                skipped = True
+            else:
+                mine.append(task_id)
+                taken.add(task_id)
+                claimed.tasks.append(task)
+        if mine:
+            yield from execute(d.sql.CLAIM_TASKS, owner, until_us, d.array(mine))
+        # skipped rows left the due range for good, so another look may find more
+        if not skipped or len(rows) < want:
+            break
+    return claimed
+
+
+def _claim_runs(
+    d: Dialect, claimed: Claim, owner: str, now: datetime, until: datetime, limit: int
+) -> Txn[None]:
+    """Lease the runs that are waiting or whose owner let the lease expire."""
+    until_us = to_us(until)
+    leases: list[tuple[str, int, int, str]] = []
+    for run_id, task_id, fire, attempt, old_owner in (
+        yield from fetch(d.sql.CLAIMABLE_RUNS, to_us(now), limit)
+    ):
+        # an owner that let its lease expire is presumed dead: this is a new attempt
+        recovered = old_owner is not None
+        run = Run(
+            id=run_id,
+            task_id=task_id,
+            fire_time=from_us(fire),
+            attempt=attempt + recovered,
+            owner=owner,
+            lease_until=until,
+            recovered=recovered,
+        )
+        leases.append((owner, until_us, run.attempt, run_id))
+        claimed.runs.append(run)
+    if claimed.runs:
+        yield from execute_many(d.sql.LEASE_RUN, leases)
+        corrupt = Corrupt()
+        found = yield from fetch(d.sql.GET_TASKS, d.array({run.task_id for run in claimed.runs}))
+        snapshots = {row[0]: decode(row, corrupt) for row in found}
+        for run in claimed.runs:
+            run.task = snapshots.get(run.task_id)
+        yield from quarantine(d, corrupt)
+
+
+def fire(d: Dialect, owner: str, decisions: list[FireDecision], until: datetime) -> Txn[list[FireResult]]:
+    until_us = to_us(until)
+    rows = yield from fetch(d.sql.FIRE_STATE, d.array(sorted({dec.task_id for dec in decisions})))
+    state = {row[0]: row for row in rows}
+    wanted = [run_id_for(dec.task_id, t) for dec in decisions for t in dec.fire_times]
+    existing = set((yield from fetch_ids(d.sql.EXISTING_RUNS, d.array(wanted)))) if wanted else set()
+    results: list[FireResult] = []
+    inserts: list[tuple[str, str, int, int, str, int]] = []
+    updates: list[tuple[int, int | None, str]] = []
+    deletes: list[tuple[str]] = []
+    for decision in decisions:
+        task_id = decision.task_id
+        row = state.pop(task_id, None)  # popped: a second decision for it finds no claim
+        if row is None or row[4] != owner:
+            continue
+        _, version, running, max_instances, _, nrt, quarantined = row
+        result = FireResult(task_id=task_id, runs=[])
+        for fire_time in decision.fire_times:
+            run_id = run_id_for(task_id, fire_time)
+            if run_id in existing:
+                continue
+            if running >= max_instances:
+                result.skipped.append(fire_time)
+                continue
+            existing.add(run_id)
+            running += 1
+            fire_us = to_us(fire_time)
+            inserts.append((run_id, task_id, fire_us, 1, owner, until_us))
+            result.runs.append(
+                Run(id=run_id, task_id=task_id, fire_time=from_us(fire_us), owner=owner, lease_until=until)
+            )
+        # a user's change since the claim wins over the trigger's next fire time
+        if version == decision.claimed_version:
+            nrt = opt_us(decision.next_run_time)
+        if running == 0 and nrt is None and quarantined is None:
+            deletes.append((task_id,))
+            result.removed = True
+        else:
+            updates.append((running, nrt, task_id))
+        results.append(result)
+    yield from execute_many(d.sql.INSERT_RUN, inserts)
+    yield from execute_many(d.sql.FIRED, updates)
+    yield from execute_many(d.sql.DELETE_TASK, deletes)
+    if any(nrt is not None for _, nrt, _ in updates):
+        yield from notify()  # a task got its next run time: others may want to know
+    return results
+
+
+def complete(d: Dialect, owner: str, results: list[RunResult]) -> Txn[set[str]]:
+    """The run ids not held by ``owner``."""
+    rows = yield from fetch(d.sql.RUN_OWNERS, d.array(sorted({r.run.id for r in results})))
+    runs = {row[0]: row for row in rows}
+    lost: set[str] = set()
+    retries: list[tuple[int, int, str]] = []
+    done: list[str] = []
+    counts: dict[str, list[Any]] = {}  # task id -> [finished, runs, failures, last_run_at, outcome]
+    for result in results:
+        row = runs.pop(result.run.id, None)
+        if row is None or row[2] != owner:
+            lost.add(result.run.id)
+            continue
+        if result.dead_letter:
+            task = yield from first(d, d.sql.GET_TASK, row[1])
+            yield from dead_letters.save(d, result, task)
+        deferred = result.outcome == RunOutcome.DEFERRED
+        if result.retry_at is not None:
+            retries.append((0 if deferred else 1, to_us(result.retry_at), row[0]))
+            if deferred:
+                continue  # a deferral counts nothing
+        else:
+            done.append(row[0])
+        count = counts.setdefault(row[1], [0, 0, 0, None, None])
+        count[0] += result.retry_at is None
+        count[1] += 1
+        count[2] += result.outcome == RunOutcome.FAILURE
+        count[3:] = to_us(result.finished_at), result.outcome.value
+    yield from execute_many(d.sql.RETRY_RUN, retries)
+    if done:
+        yield from execute(d.sql.DELETE_RUNS, d.array(done))
+    yield from execute_many(d.sql.COUNT_RUNS, [(*counts[task_id], task_id) for task_id in sorted(counts)])
+    if counts:
+        yield from execute(d.sql.REMOVE_FINISHED, d.array(counts))
+    if retries:
+        yield from notify()
+    return lost
+
+
+def extend(d: Dialect, owner: str, run_ids: list[str], until: datetime) -> Txn[set[str]]:
+    """The ids of the runs ``owner`` still holds (their leases now end at ``until``)."""
+    held = yield from fetch_ids(d.sql.EXTEND_RUNS, to_us(until), owner, d.array(sorted(set(run_ids))))
+    return set(held)
+
+
+def release(d: Dialect, owner: str, run_ids: list[str], task_ids: list[str], now: datetime) -> Txn[None]:
+    runs = yield from execute(d.sql.RELEASE_RUNS, to_us(now), owner, d.array(sorted(set(run_ids))))
+    tasks = yield from execute(d.sql.RELEASE_TASKS, owner, d.array(sorted(set(task_ids))))
+    if runs + tasks > 0:
+        yield from notify()
+
+
+def enqueue(d: Dialect, task_id: str, fire_time: datetime, now: datetime) -> Txn[Run | None]:
+    state = yield from fetch_one(d.sql.ENQUEUE_STATE, task_id)
+    if state is None:
+        raise TaskNotFoundError(task_id)
+    run_id, fire_us = run_id_for(task_id, fire_time), to_us(fire_time)
+    if state[0] >= state[1] or (yield from fetch_one(d.sql.RUN_EXISTS, run_id)) is not None:
+        return None
+    yield from execute(d.sql.INSERT_RUN, run_id, task_id, fire_us, 1, None, to_us(now))
+    yield from execute(d.sql.ADD_RUNNING, task_id)
+    yield from notify()
+    return Run(id=run_id, task_id=task_id, fire_time=from_us(fire_us), lease_until=now)
+
+
+def list_runs(d: Dialect, task_id: str | None) -> Txn[list[Run]]:
+    if task_id is None:
+        rows = yield from fetch(d.sql.LIST_RUNS)
+    else:
+        rows = yield from fetch(d.sql.LIST_TASK_RUNS, task_id)
+    return [
+        Run(id=i, task_id=t, fire_time=from_us(f), attempt=a, owner=o, lease_until=from_us(u))
+        for i, t, f, a, o, u in rows
+    ]
+
+
+def next_wakeup(d: Dialect) -> Txn[datetime | None]:
+    row = yield from fetch_one(d.sql.NEXT_WAKEUP)
+    return None if row is None or row[0] is None else from_us(int(row[0]))
+
+
+def requeue_dead_letter(d: Dialect, letter_id: str, now: datetime) -> Txn[Run | None]:
+    """Turn a dead letter back into a waiting run (see ``Store.requeue_dead_letter``)."""
+    letter = yield from dead_letters.dead_letter(d, letter_id)
+    if letter is None or (yield from fetch_one(d.sql.RUN_EXISTS, letter.id)) is not None:
+        return None
+    if (yield from fetch_one(d.sql.ENQUEUE_STATE, letter.task_id)) is None:
+        if letter.task is None:
+            return None
+        yield from tasks.add(d, [letter.task.copy(next_run_time=None, running=0)], replace=False)
+    run = yield from enqueue(d, letter.task_id, letter.fire_time, now)
+    if run is not None:
+        yield from dead_letters.remove(d, [letter_id])
+    return run
