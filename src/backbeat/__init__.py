@@ -9,6 +9,7 @@ from backbeat.abc import Store
 from backbeat.bus import BackgroundTasksBus, ScheduleRequest
 from backbeat.config import (
     MongoJobStoreConfig,
+    PostgresJobStoreConfig,
     RedisJobStoreConfig,
     SchedulerConfig,
     SQLiteJobStoreConfig,
@@ -101,6 +102,7 @@ __all__ = [
     "MetricsCollector",
     "MongoJobStoreConfig",
     "NotPersistableError",
+    "PostgresJobStoreConfig",
     "ProcessPoolExecutor",
     "PrometheusMetrics",
     "RecurrentBackgroundJob",

@@ -63,6 +63,21 @@ class MongoJobStoreConfig:
 
 
 @dataclass(kw_only=True)
+class PostgresJobStoreConfig:
+    """A PostgreSQL store: tables ``<table_prefix>_*`` in the database of ``url``, created on first use."""
+
+    url: str = "postgresql://postgres@localhost:5432/postgres"
+    table_prefix: str | None = None
+    """Default: the URL's ``?prefix=``, else ``backbeat``."""
+    min_connections: int = 1
+    max_connections: int = 10
+    connect_timeout: float = 10.0
+    lease_seconds: float | None = None
+    """How long a dead process's runs wait before another takes them (the scheduler's default if unset)."""
+    job_defaults: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
 class SQLiteJobStoreConfig:
     """The embedded store: one SQLite file, shareable by several processes on one machine."""
 
@@ -70,7 +85,7 @@ class SQLiteJobStoreConfig:
     job_defaults: dict[str, Any] = field(default_factory=dict)
 
 
-StoreConfig = RedisJobStoreConfig | MongoJobStoreConfig | SQLiteJobStoreConfig
+StoreConfig = RedisJobStoreConfig | MongoJobStoreConfig | PostgresJobStoreConfig | SQLiteJobStoreConfig
 
 
 @dataclass(kw_only=True)
@@ -118,15 +133,21 @@ def task_options(job_defaults: Mapping[str, Any], overrides: Mapping[str, Any] |
 
 
 def store_config_from_settings(settings: Mapping[str, Any]) -> StoreConfig | str:
-    """Seed 000's ``background_job_store`` dict: ``redis_*`` keys, ``mongo_*`` keys, or ``url``.
+    """Seed 000's ``background_job_store`` dict: ``redis_*``, ``mongo_*`` or ``postgres_*`` keys, or ``url``.
 
     Raises:
         ConfigurationError: the dict mixes store kinds or names none.
     """
     redis_keys = {k for k in settings if k.startswith("redis_")}
     mongo_keys = {k for k in settings if k.startswith("mongo_")}
-    if redis_keys and mongo_keys:
-        raise ConfigurationError("background_job_store has both redis_* and mongo_* keys; keep one store")
+    postgres_keys = {k for k in settings if k.startswith("postgres_")}
+    kinds = [
+        kind
+        for kind, keys in (("redis_*", redis_keys), ("mongo_*", mongo_keys), ("postgres_*", postgres_keys))
+        if keys
+    ]
+    if len(kinds) > 1:
+        raise ConfigurationError(f"background_job_store has {' and '.join(kinds)} keys; keep one store")
     if redis_keys:
         return RedisJobStoreConfig(
             host=str(settings.get("redis_host", "localhost")),
@@ -141,6 +162,11 @@ def store_config_from_settings(settings: Mapping[str, Any]) -> StoreConfig | str
             database=str(settings.get("mongo_db", "backbeat")),
             collection=str(settings.get("mongo_collection", "background_jobs")),
         )
+    if postgres_keys:
+        return PostgresJobStoreConfig(
+            url=str(settings.get("postgres_url", PostgresJobStoreConfig.url)),
+            table_prefix=settings.get("postgres_table_prefix"),
+        )
     if "url" in settings:
         return str(settings["url"])
     if "sqlite_path" in settings:
@@ -149,7 +175,7 @@ def store_config_from_settings(settings: Mapping[str, Any]) -> StoreConfig | str
         raise ConfigurationError(
             f"background_job_store keys {sorted(settings)} name no store: "
             "use redis_host/redis_port/redis_db, "
-            "mongo_uri/mongo_db/mongo_collection, url or sqlite_path"
+            "mongo_uri/mongo_db/mongo_collection, postgres_url/postgres_table_prefix, url or sqlite_path"
         )
     return default_store_url()
 
@@ -192,6 +218,8 @@ def build_store(spec: StoreConfig | Store | str) -> Store:
         return _redis_store(spec)
     if isinstance(spec, MongoJobStoreConfig):
         return _mongo_store(spec)
+    if isinstance(spec, PostgresJobStoreConfig):
+        return _postgres_store(spec)
     if isinstance(spec, Store):
         return spec
     raise ConfigurationError(f"cannot make a store from {spec!r}")
@@ -222,9 +250,27 @@ def _mongo_store(config: MongoJobStoreConfig) -> Store:
     return MongoStore(config.uri, database=config.database, collection=config.collection)  # type: ignore[no-any-return,unused-ignore]
 
 
+def _postgres_store(config: PostgresJobStoreConfig) -> Store:
+    try:
+        from backbeat.stores.postgresql import PostgresStore
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"the PostgreSQL store is not available: {exc}; pip install 'backbeat[postgres]'"
+        ) from exc
+    return PostgresStore(
+        config.url,
+        table_prefix=config.table_prefix,
+        min_size=config.min_connections,
+        max_size=config.max_connections,
+        connect_timeout=config.connect_timeout,
+    )
+
+
 def lease_of(spec: StoreConfig | Store | str, default: float) -> timedelta:
     if isinstance(spec, RedisJobStoreConfig) and spec.distributed_lock_timeout:
         return timedelta(seconds=spec.distributed_lock_timeout)
+    if isinstance(spec, PostgresJobStoreConfig) and spec.lease_seconds:
+        return timedelta(seconds=spec.lease_seconds)
     return timedelta(seconds=default)
 
 

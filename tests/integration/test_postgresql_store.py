@@ -9,15 +9,19 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from backbeat import PostgresJobStoreConfig
 from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.model import Task
 from backbeat.stores import store_from_url
 from backbeat.stores.postgresql import PostgresStore, queries
+from tests.integration import jobs
+from tests.scheduling import SchedulerFactory, wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -167,3 +171,15 @@ async def test_store_from_url_takes_the_prefix_from_the_query(scheme: str, prefi
         assert [row[0] for row in rows] == ["a"]
     finally:
         await store.close()
+
+
+async def test_a_scheduler_configured_by_postgres_job_store_config_runs_tasks(
+    prefix: str, make_scheduler: SchedulerFactory, record_file: Path
+) -> None:
+    config = PostgresJobStoreConfig(url=URL, table_prefix=prefix, max_connections=4, lease_seconds=3)
+    scheduler = make_scheduler(config)
+    await scheduler.start()
+    await scheduler.schedule_delayed_task("soon", jobs.note, delay_seconds=0.2, args=[str(record_file), "pg"])
+    await wait_for(lambda: [r["label"] for r in jobs.read_records(record_file)] == ["pg"])
+    tables = await _sql("SELECT tablename FROM pg_tables WHERE tablename LIKE $1", f"{prefix}\\_%")
+    assert {row[0] for row in tables} == {f"{prefix}_{table}" for table in queries.TABLES}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
-from backbeat import ConfigurationError, RedisJobStoreConfig, SQLiteJobStoreConfig
-from backbeat.config import pick_store, store_config_from_settings, task_options
+from backbeat import ConfigurationError, PostgresJobStoreConfig, RedisJobStoreConfig, SQLiteJobStoreConfig
+from backbeat.config import build_store, lease_of, pick_store, store_config_from_settings, task_options
 
 
 @pytest.mark.parametrize(
@@ -34,8 +36,12 @@ def test_settings_dict_selects_the_store() -> None:
     redis = store_config_from_settings({"redis_host": "redis", "redis_port": 6379, "redis_db": 1})
     assert isinstance(redis, RedisJobStoreConfig) and redis.url() == "redis://redis:6379/1"
     assert store_config_from_settings({"sqlite_path": "x.db"}) == SQLiteJobStoreConfig(path="x.db")
-    with pytest.raises(ConfigurationError, match="both redis_\\* and mongo_\\*"):
+    with pytest.raises(ConfigurationError, match="redis_\\* and mongo_\\* keys; keep one store"):
         store_config_from_settings({"redis_host": "a", "mongo_uri": "b"})
+    postgres = store_config_from_settings(
+        {"postgres_url": "postgresql://u@db:5433/jobs", "postgres_table_prefix": "svc"}
+    )
+    assert postgres == PostgresJobStoreConfig(url="postgresql://u@db:5433/jobs", table_prefix="svc")
     with pytest.raises(ConfigurationError, match="name no store"):
         store_config_from_settings({"host": "a"})
 
@@ -51,3 +57,15 @@ def test_job_options_are_validated() -> None:
         task_options({"misfire": 3})
     with pytest.raises(ConfigurationError, match="max_instances"):
         task_options({"max_instances": 0})
+
+
+def test_a_postgres_config_builds_the_store_it_describes() -> None:
+    config = PostgresJobStoreConfig(
+        url="postgresql://u:secret@db:5433/jobs?prefix=ignored", table_prefix="svc", lease_seconds=7
+    )
+    store = build_store(config)
+    assert type(store).__name__ == "PostgresStore"
+    assert "secret" not in repr(store) and "svc" in repr(store) and "db:5433/jobs" in repr(store)
+    assert lease_of(config, 30.0) == timedelta(seconds=7)
+    with pytest.raises(ConfigurationError, match="table prefix 'Bad-Prefix'"):
+        build_store(PostgresJobStoreConfig(table_prefix="Bad-Prefix"))
