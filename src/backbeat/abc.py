@@ -100,13 +100,18 @@ class Store(Protocol):
     async def clear(self) -> None:
         """Remove every task, run, dead letter, state document and quarantined record of this store."""
 
-    async def claim_due(self, owner: str, *, now: datetime, lease: timedelta, limit: int) -> Claim:
+    async def claim_due(
+        self, owner: str, *, now: datetime, lease: timedelta, limit: int, horizon: datetime | None = None
+    ) -> Claim:
         """Atomically lease up to ``limit`` due tasks and claimable runs to ``owner``.
 
-        Claimable runs are those with ``lease_until <= now``: waiting runs and runs whose
-        owner's lease expired (those get ``attempt + 1`` and ``recovered=True``). Each run
-        carries its task snapshot (``run.task``; ``None`` if the task was removed).
-        Two owners calling at once never receive the same task or run.
+        Due tasks are those whose next run time (or, while claimed, whose claim's end) is at
+        or before ``horizon`` (default ``now``): a later ``horizon`` lets the engine claim a
+        little ahead and start runs on time. Claimable runs are those with ``lease_until <=
+        now``, never ``horizon``: waiting runs and runs whose owner's lease expired (those get
+        ``attempt + 1`` and ``recovered=True``). Each run carries its task snapshot
+        (``run.task``; ``None`` if the task was removed). Two owners calling at once never
+        receive the same task or run.
         """
 
     async def fire(

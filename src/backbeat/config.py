@@ -100,6 +100,8 @@ class SchedulerConfig:
     batch_size: int = 500
     max_concurrency: int = 1000
     poll_interval: float = 1.0
+    claim_ahead: float = 0.05
+    """Seconds ahead of their fire time that tasks are claimed (their runs still start on time)."""
     shutdown_timeout: float = 30.0
     producer_only: bool = False
 

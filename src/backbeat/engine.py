@@ -11,7 +11,7 @@ import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from backbeat import cancellations, triggers
@@ -47,6 +47,9 @@ class EngineConfig:
     """Runs this process executes at once; claims never take more than it can start."""
     poll_interval: float = 1.0
     """Longest sleep without looking at the store (the fallback when a wake-up is lost)."""
+    claim_ahead: timedelta = timedelta(milliseconds=50)
+    """Tasks due this soon are claimed and fired early, their runs started at their fire time:
+    a run then starts on time however long a claim takes (at most a quarter of the lease)."""
     shutdown_timeout: float = 30.0
     store_retry_max: float = 5.0
     claim_enabled: bool = True
@@ -82,6 +85,9 @@ class Engine:
         self._active: dict[str, tuple[Run, asyncio.Task[None]]] = {}
         self._completing: dict[str, RunResult] = {}
         self._released: set[str] = set()
+        self._ahead = max(min(self.config.claim_ahead, self.config.lease / 4), timedelta(0))
+        self._claimed_to = datetime.min.replace(tzinfo=UTC)
+        """The horizon of the last claim: what is due by it was claimable then."""
         self._wake = asyncio.Event()
         self._flush = asyncio.Event()
         self._capacity = asyncio.Event()
@@ -190,11 +196,14 @@ class Engine:
 
     async def _claim_once(self, limit: int) -> int:
         now = self.clock()
-        claim = await self.store.claim_due(self.owner, now=now, lease=self.config.lease, limit=limit)
+        horizon = self._claimed_to = now + self._ahead
+        claim = await self.store.claim_due(
+            self.owner, now=now, lease=self.config.lease, limit=limit, horizon=horizon
+        )
         for run in claim.runs:
             self._dispatch(run)
         if claim.tasks:
-            for run in await self._fire(claim.tasks, now):
+            for run in await self._fire(claim.tasks, now, horizon):
                 self._dispatch(run)
         return len(claim.tasks) + len(claim.runs)
 
@@ -208,7 +217,10 @@ class Engine:
             next_time = None
         delay = self.config.poll_interval
         if next_time is not None:
-            delay = min(delay, max((next_time - self.clock()).total_seconds(), 0.0005))
+            due_in = (next_time - self.clock()).total_seconds()
+            if next_time > self._claimed_to:
+                due_in -= self._ahead.total_seconds()  # else it is not claimable ahead (a run's lease)
+            delay = min(delay, max(due_in, 0.0005))
         # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that races the event.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
@@ -225,11 +237,11 @@ class Engine:
                 self._store_error(exc, "listening for wake-ups")
             await asyncio.sleep(self.config.poll_interval)
 
-    async def _fire(self, tasks: list[Task], now: datetime) -> list[Run]:
+    async def _fire(self, tasks: list[Task], now: datetime, horizon: datetime) -> list[Run]:
         decisions: list[FireDecision] = []
         by_id = {task.id: task for task in tasks}
         for task in tasks:
-            decision = await self._decide(task, now)
+            decision = await self._decide(task, now, horizon)
             decisions.append(decision)
         results: list[FireResult] = await self.store.fire(
             self.owner, decisions, now=now, lease=self.config.lease
@@ -251,7 +263,7 @@ class Engine:
                 runs.append(run)
         return runs
 
-    async def _decide(self, task: Task, now: datetime) -> FireDecision:
+    async def _decide(self, task: Task, now: datetime, horizon: datetime) -> FireDecision:
         no_fire = FireDecision(
             task_id=task.id, claimed_version=task.version, fire_times=[], next_run_time=task.next_run_time
         )
@@ -260,7 +272,7 @@ class Engine:
             return no_fire
         assert task.next_run_time is not None
         try:
-            due, following = triggers.due_fire_times(task.trigger, task.next_run_time, now)
+            due, following = triggers.due_fire_times(task.trigger, task.next_run_time, horizon)
         except BackbeatError as exc:
             await self._orphan(task, f"invalid trigger: {exc}")
             return no_fire
@@ -303,6 +315,8 @@ class Engine:
     async def _execute(self, run: Run) -> None:
         task = run.task
         try:
+            if (early := (run.fire_time - self.clock()).total_seconds()) > 0:
+                await asyncio.sleep(early)  # claimed ahead (``claim_ahead``): start on time
             if task is None and await self._task_quarantined(run.task_id):
                 # keep the fire time until someone repairs (re-adds) the record; look again later
                 finished = self._result(run, RunOutcome.DEFERRED, "its task record cannot be read")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reactivex import Observable
@@ -104,6 +104,7 @@ class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, RecoveryCalls, Ho
             batch_size=self.config.batch_size,
             max_concurrency=self.config.max_concurrency,
             poll_interval=self.config.poll_interval,
+            claim_ahead=timedelta(seconds=self.config.claim_ahead),
             shutdown_timeout=self.config.shutdown_timeout,
             claim_enabled=not producer,
         )

@@ -27,6 +27,19 @@ async def test_only_due_tasks_are_claimed_in_next_run_time_order(store: Store) -
     assert claim.runs == []
 
 
+async def test_a_horizon_claims_tasks_due_soon_but_never_a_run_before_its_lease_ends(
+    store: Store, peer: Store
+) -> None:
+    await store.add([task("soon", at=T0 + SECOND), task("later", at=T0 + MINUTE), task("held", at=T0)])
+    [run] = await start_run(store, "w1", now=T0)  # "held" runs, leased to w1 until T0 + LEASE
+    horizon = T0 + LEASE + SECOND
+    claim = await peer.claim_due("w2", now=T0 + LEASE - SECOND, lease=LEASE, limit=10, horizon=horizon)
+    assert [t.id for t in claim.tasks] == ["soon"]
+    assert claim.runs == [], "a run is claimable when its lease ends at `now`, not at the horizon"
+    [recovered] = (await peer.claim_due("w2", now=T0 + LEASE, lease=LEASE, limit=10)).runs
+    assert (recovered.id, recovered.attempt) == (run.id, 2)
+
+
 async def test_paused_and_orphaned_tasks_are_not_claimed(store: Store) -> None:
     await store.add([task("paused", paused=True), task("orphaned", orphaned="no such job"), task("ok")])
     claim = await store.claim_due("w1", now=T0, lease=LEASE, limit=10)

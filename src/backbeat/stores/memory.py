@@ -164,8 +164,10 @@ class MemoryStore:
 
     # -- claims, runs and leases -----------------------------------------------------------
 
-    async def claim_due(self, owner: str, *, now: datetime, lease: timedelta, limit: int) -> Claim:
-        until = now + lease
+    async def claim_due(
+        self, owner: str, *, now: datetime, lease: timedelta, limit: int, horizon: datetime | None = None
+    ) -> Claim:
+        until, horizon = now + lease, horizon or now
         claim = Claim()
         leased: builtins.list[str] = []
         while self._leases and len(leased) < limit and self._leases[0][0] <= now:
@@ -188,7 +190,7 @@ class MemoryStore:
 
         taken: builtins.list[_Slot] = []
         room = limit - len(leased)
-        while self._due and len(taken) < room and self._due[0][0] <= now:
+        while self._due and len(taken) < room and self._due[0][0] <= horizon:
             _, seq, task_id = heapq.heappop(self._due)
             slot = self._tasks.get(task_id)
             if slot is None or slot.seq != seq:
@@ -197,7 +199,7 @@ class MemoryStore:
             if slot.claimed_by is not None:
                 # a claim whose owner died between claim_due and fire
                 slot.claimed_by = slot.claim_until = None
-                if task.next_run_time is None or task.next_run_time > now:
+                if task.next_run_time is None or task.next_run_time > horizon:
                     self._schedule(slot)
                     continue
             slot.claimed_by, slot.claim_until = owner, until

@@ -80,16 +80,20 @@ class SQLiteStore(SqlStore):
         finally:
             executor.shutdown(wait=False)
 
-    async def claim_due(self, owner: str, *, now: datetime, lease: timedelta, limit: int) -> Claim:
+    async def claim_due(
+        self, owner: str, *, now: datetime, lease: timedelta, limit: int, horizon: datetime | None = None
+    ) -> Claim:
         if limit <= 0:
             return Claim()
 
         def claim(db: sqlite3.Connection) -> Claim:
             # a read first: idle pollers in many processes then never queue for the write lock
             earliest, _ = _drive(db, runs.next_wakeup(DIALECT))
-            if earliest is None or earliest > now:
+            if earliest is None or earliest > (horizon or now):
                 return Claim()
-            claimed, _ = self._transaction(db, runs.claim(DIALECT, owner, now, now + lease, limit))
+            claimed, _ = self._transaction(
+                db, runs.claim(DIALECT, owner, now, horizon or now, now + lease, limit)
+            )
             return claimed
 
         return await self._call(claim)

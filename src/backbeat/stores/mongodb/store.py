@@ -203,13 +203,16 @@ class MongoStore:
 
     # -- claims, runs and leases -----------------------------------------------------------
 
-    async def claim_due(self, owner: str, *, now: datetime, lease: timedelta, limit: int) -> Claim:
+    async def claim_due(
+        self, owner: str, *, now: datetime, lease: timedelta, limit: int, horizon: datetime | None = None
+    ) -> Claim:
         if limit <= 0:
             return Claim()
         c = await self._conn.collections()
         now_us, until_us, token = d.to_us(now), d.to_us(now + lease), uuid4().hex
         runs = await self._claim_runs(c, owner, now_us, until_us, token, limit)
-        tasks = await self._claim_tasks(c, owner, now_us, until_us, token, limit - len(runs))
+        horizon_us = d.to_us(horizon or now)
+        tasks = await self._claim_tasks(c, owner, horizon_us, until_us, token, limit - len(runs))
         return Claim(tasks=tasks, runs=runs)
 
     async def _claim_runs(
@@ -255,20 +258,20 @@ class MongoStore:
         return runs
 
     async def _claim_tasks(
-        self, c: Collections, owner: str, now_us: int, until_us: int, token: str, room: int
+        self, c: Collections, owner: str, horizon_us: int, until_us: int, token: str, room: int
     ) -> builtins.list[Task]:
         if room <= 0:
             return []
         taken = 0
         with self._conn.errors():
             for _ in range(_CLAIM_ROUNDS):  # another round when rival claimers won candidates
-                query = c.tasks.find({**d.due_filter(now_us), "token": {"$ne": token}}, {"token": 1})
+                query = c.tasks.find({**d.due_filter(horizon_us), "token": {"$ne": token}}, {"token": 1})
                 seen = await query.sort([("next", 1), ("_id", 1)]).limit(room - taken).to_list()
                 if not seen:
                     break
                 ops = [
                     UpdateOne(
-                        d.claim_task_filter(doc["_id"], doc.get("token"), now_us),
+                        d.claim_task_filter(doc["_id"], doc.get("token"), horizon_us),
                         d.claim_task_update(owner, until_us, token),
                     )
                     for doc in seen

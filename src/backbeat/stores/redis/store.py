@@ -220,12 +220,14 @@ class RedisStore:
 
     # -- claims, runs and leases -----------------------------------------------------------
 
-    async def claim_due(self, owner: str, *, now: datetime, lease: timedelta, limit: int) -> Claim:
+    async def claim_due(
+        self, owner: str, *, now: datetime, lease: timedelta, limit: int, horizon: datetime | None = None
+    ) -> Claim:
         if limit <= 0:
             return Claim()
         until = now + lease
         flat_runs, run_sizes, run_parts, sizes, parts = await self._conn.run(
-            "claim", owner, to_us(now), to_us(until), limit
+            "claim", owner, to_us(now), to_us(until), limit, to_us(horizon or now)
         )
         runs = codec.claimed_runs(flat_runs, owner, until)
         for run, (_, task) in zip(runs, await self._decode(run_sizes, run_parts), strict=True):

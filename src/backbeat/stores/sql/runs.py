@@ -24,21 +24,24 @@ from backbeat.stores.sql.steps import (
 )
 
 
-def claim(d: Dialect, owner: str, now: datetime, until: datetime, limit: int) -> Txn[Claim]:
+def claim(
+    d: Dialect, owner: str, now: datetime, horizon: datetime, until: datetime, limit: int
+) -> Txn[Claim]:
+    """Runs claimable at ``now``, then tasks due by ``horizon``."""
     claimed = Claim()
     yield from _claim_runs(d, claimed, owner, now, until, limit)
     room, taken = limit - len(claimed.runs), set[str]()
-    now_us, until_us, corrupt = to_us(now), to_us(until), Corrupt()
+    horizon_us, until_us, corrupt = to_us(horizon), to_us(until), Corrupt()
     while len(taken) < room:
         want = room - len(taken)
-        rows = yield from fetch(d.sql.DUE_TASKS, now_us, want)
+        rows = yield from fetch(d.sql.DUE_TASKS, horizon_us, want)
         skipped = False
         mine: list[str] = []
         for row in rows:
             task_id, nrt, claimed_by = row[0], row[2], row[9]
             if task_id in taken:
                 continue
-            if claimed_by is not None and (nrt is None or nrt > now_us):
+            if claimed_by is not None and (nrt is None or nrt > horizon_us):
                 # an expired claim on a task changed since: it is simply due later
                 yield from execute(d.sql.DROP_CLAIM, task_id)
                 skipped = True

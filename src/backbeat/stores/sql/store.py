@@ -106,10 +106,12 @@ class SqlStore(ABC):
 
     # -- claims, runs and leases -----------------------------------------------------------
 
-    async def claim_due(self, owner: str, *, now: datetime, lease: timedelta, limit: int) -> Claim:
+    async def claim_due(
+        self, owner: str, *, now: datetime, lease: timedelta, limit: int, horizon: datetime | None = None
+    ) -> Claim:
         if limit <= 0:
             return Claim()
-        return await self._write(runs.claim, owner, now, now + lease, limit)
+        return await self._write(runs.claim, owner, now, horizon or now, now + lease, limit)
 
     async def fire(
         self, owner: str, decisions: Sequence[FireDecision], *, now: datetime, lease: timedelta

@@ -1,10 +1,10 @@
--- ARGV: prefix, owner, now, lease_until, limit.
+-- ARGV: prefix, owner, now, lease_until, limit, horizon (tasks due by it are claimed; runs by now).
 -- Returns {runs, run_task_sizes, run_task_parts, task_sizes, task_parts}: runs flat as
 -- run_id, fire_time, attempt (negative when recovered from an expired lease), then the
 -- runs' tasks and the claimed tasks (see snapshots in _lib.lua). Runs go first: they are
 -- overdue work already.
 local owner, now, lease_until = ARGV[2], ARGV[3], ARGV[4]
-local limit = tonumber(ARGV[5])
+local limit, horizon = tonumber(ARGV[5]), ARGV[6]
 
 local run_ids = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, limit)
 local stored = get_keys(keys_of(run_key, run_ids))
@@ -38,7 +38,7 @@ local run_snaps = snapshots(run_tasks, get_many(K_LIVE, run_tasks))
 local claimed, lives = {}, {}
 local room = limit - #run_tasks
 if room > 0 then
-  local ids = redis.call('ZRANGEBYSCORE', K_SCHEDULE, '-inf', now, 'LIMIT', 0, room)
+  local ids = redis.call('ZRANGEBYSCORE', K_SCHEDULE, '-inf', horizon, 'LIMIT', 0, room)
   local owners = get_keys(keys_of(claim_key, ids))
   local found = get_many(K_LIVE, ids)
   for i, id in ipairs(ids) do
@@ -48,7 +48,7 @@ if room > 0 then
     elseif owners[i] then
       -- a claim whose owner died between claim_due and fire
       local live = parse_live(found[i])
-      take = schedulable(live) and tonumber(live[NRT]) <= tonumber(now)
+      take = schedulable(live) and tonumber(live[NRT]) <= tonumber(horizon)
       if not take then
         redis.call('DEL', claim_key(id))
         reschedule(id, live)
