@@ -88,6 +88,9 @@ class Engine:
         self._ahead = max(min(self.config.claim_ahead, self.config.lease / 4), timedelta(0))
         self._claimed_to = datetime.min.replace(tzinfo=UTC)
         """The horizon of the last claim: what is due by it was claimable then."""
+        self._held: datetime | None = None
+        """The earliest fire time claimed ahead but held back (``max_instances``): claims look
+        no further ahead until it comes, else they would take and release it again and again."""
         self._wake = asyncio.Event()
         self._flush = asyncio.Event()
         self._capacity = asyncio.Event()
@@ -196,14 +199,19 @@ class Engine:
 
     async def _claim_once(self, limit: int) -> int:
         now = self.clock()
-        horizon = self._claimed_to = now + self._ahead
+        horizon = now + self._ahead
+        if self._held is not None and self._held > now:
+            horizon = min(horizon, self._held - timedelta(microseconds=1))
+        else:
+            self._held = None
+        self._claimed_to = horizon
         claim = await self.store.claim_due(
             self.owner, now=now, lease=self.config.lease, limit=limit, horizon=horizon
         )
         for run in claim.runs:
             self._dispatch(run)
         if claim.tasks:
-            for run in await self._fire(claim.tasks, now, horizon):
+            for run in await self._fire(claim.tasks, now):
                 self._dispatch(run)
         return len(claim.tasks) + len(claim.runs)
 
@@ -217,10 +225,10 @@ class Engine:
             next_time = None
         delay = self.config.poll_interval
         if next_time is not None:
-            due_in = (next_time - self.clock()).total_seconds()
-            if next_time > self._claimed_to:
-                due_in -= self._ahead.total_seconds()  # else it is not claimable ahead (a run's lease)
-            delay = min(delay, max(due_in, 0.0005))
+            claim_at = next_time
+            if next_time > self._claimed_to:  # else it is not claimable ahead (a run's lease)
+                claim_at = max(next_time - self._ahead, self._held or claim_at - self._ahead)
+            delay = min(delay, max((claim_at - self.clock()).total_seconds(), 0.0005))
         # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that races the event.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
@@ -237,11 +245,11 @@ class Engine:
                 self._store_error(exc, "listening for wake-ups")
             await asyncio.sleep(self.config.poll_interval)
 
-    async def _fire(self, tasks: list[Task], now: datetime, horizon: datetime) -> list[Run]:
+    async def _fire(self, tasks: list[Task], now: datetime) -> list[Run]:
         decisions: list[FireDecision] = []
         by_id = {task.id: task for task in tasks}
         for task in tasks:
-            decision = await self._decide(task, now, horizon)
+            decision = await self._decide(task, now)
             decisions.append(decision)
         results: list[FireResult] = await self.store.fire(
             self.owner, decisions, now=now, lease=self.config.lease
@@ -263,7 +271,7 @@ class Engine:
                 runs.append(run)
         return runs
 
-    async def _decide(self, task: Task, now: datetime, horizon: datetime) -> FireDecision:
+    async def _decide(self, task: Task, now: datetime) -> FireDecision:
         no_fire = FireDecision(
             task_id=task.id, claimed_version=task.version, fire_times=[], next_run_time=task.next_run_time
         )
@@ -271,8 +279,14 @@ class Engine:
             await self._orphan(task, f"job {task.job!r} is not registered in process {self.owner}")
             return no_fire
         assert task.next_run_time is not None
+        ahead = task.next_run_time > now  # claimed ahead: only its next fire time, when it comes
+        if ahead and task.running >= task.options.max_instances:
+            # its previous run may yet end in time: decide when the fire time comes
+            self._held = min(self._held or task.next_run_time, task.next_run_time)
+            return no_fire
         try:
-            due, following = triggers.due_fire_times(task.trigger, task.next_run_time, horizon)
+            until = task.next_run_time if ahead else now
+            due, following = triggers.due_fire_times(task.trigger, task.next_run_time, until)
         except BackbeatError as exc:
             await self._orphan(task, f"invalid trigger: {exc}")
             return no_fire

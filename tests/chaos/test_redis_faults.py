@@ -62,8 +62,8 @@ async def test_a_worker_survives_a_redis_restart_and_resumes(
     await asyncio.sleep(2.0)
     assert worker.process.poll() is None, worker.errors()
     assert labels(record_file, "tick", after=down + 0.5) == [], "nothing runs without the store"
+    up = time.time()  # before the restart: a worker may reconnect before start() returns
     await asyncio.to_thread(private_redis.start)  # same port and directory: append-only data back
-    up = time.time()
     # the producer's first call after the restart goes through on a dropped pooled connection
     # (the client's one quick retry reconnects it; it failed when that retry was redis-py's sync one)
     await producer.schedule_immediate_task("after", jobs.note, args=[path, "after"])

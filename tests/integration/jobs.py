@@ -44,6 +44,11 @@ def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
 
 
+async def note_fire_time(path: str) -> None:
+    """Record one run with its fire time (``t`` is when it started)."""
+    record(path, "run", fire_time=current_run().fire_time.timestamp())
+
+
 async def note(path: str, label: str = "") -> None:
     """Record one run."""
     record(path, "run", label=label)

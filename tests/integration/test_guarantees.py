@@ -7,9 +7,10 @@ import sqlite3
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from backbeat import EventKind, SchedulerEvent
-from backbeat.model import Task
+from backbeat import EventKind, SchedulerConfig, SchedulerEvent
+from backbeat.model import Claim, Task
 from tests.integration import jobs
 from tests.scheduling import SchedulerFactory, wait_for
 
@@ -242,3 +243,36 @@ async def test_a_run_whose_task_record_is_corrupt_is_kept_not_dropped(
     assert run.lease_until > datetime.now(UTC) + timedelta(seconds=20), "looked at again later"
     assert await quarantined()
     assert jobs.read_records(record_file) == []
+
+
+async def test_runs_claimed_ahead_start_at_their_fire_time_never_before(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    scheduler = make_scheduler(sqlite_url, config=SchedulerConfig(claim_ahead=0.5, poll_interval=0.2))
+    claims: list[datetime] = []
+    calls = 0
+    await scheduler.start()
+    store_claim = scheduler.store.claim_due
+
+    async def claim_due(*args: Any, **kwargs: Any) -> Claim:
+        nonlocal calls
+        calls += 1
+        claim = await store_claim(*args, **kwargs)
+        claims.extend(datetime.now(UTC) for _ in claim.tasks)
+        return claim
+
+    scheduler.store.claim_due = claim_due  # type: ignore[method-assign]
+    start = datetime.now(UTC) + timedelta(seconds=1)
+    await scheduler.add_task(
+        jobs.note_fire_time, "interval", seconds=0.25, start_date=start, args=[str(record_file)]
+    )
+    await wait_for(lambda: len(jobs.read_records(record_file)) >= 4)
+    records = jobs.read_records(record_file)[:4]
+    assert [r["fire_time"] for r in records] == [
+        (start + i * timedelta(seconds=0.25)).timestamp() for i in range(4)
+    ]
+    assert all(r["t"] >= r["fire_time"] for r in records), "a run claimed ahead never starts early"
+    # claimed ahead: each fire time was claimed before it came (the lease of 2 s caps the 0.5 s at 0.5 s)
+    assert claims and claims[0] < start
+    # a fire time claimed ahead but held back (max_instances) is not polled for until it comes
+    assert calls < 60, f"{calls} claims in about 2 s"
