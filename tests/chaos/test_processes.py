@@ -1,5 +1,5 @@
-"""Several scheduler processes on one store (a SQLite file, a private Redis): hand-over,
-kill -9, thousands of runs, no concurrent duplicates, nothing lost."""
+"""Several scheduler processes on one store (a SQLite file, a private Redis, PostgreSQL tables):
+hand-over, kill -9, thousands of runs, no concurrent duplicates, nothing lost."""
 
 from __future__ import annotations
 

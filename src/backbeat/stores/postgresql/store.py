@@ -155,20 +155,31 @@ class PostgresStore(SqlStore):
         return self._pool
 
     async def _create_schema(self, pool: Any) -> None:
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                db = Db(conn, self.prefix)
-                await db.execute(q.SCHEMA_LOCK)
-                for statement in q.SCHEMA[:-1]:
-                    await db.execute(statement)
-                await db.execute(q.SCHEMA[-1], str(q.SCHEMA_VERSION))
-                version = await db.fetchval(q.GET_SCHEMA_VERSION)
-        except Exception as exc:
-            error = translate(exc, self._target.where)
-            if error is None:
-                raise
-            raise error from exc
-        if int(version) > q.SCHEMA_VERSION:
+        """Create the tables unless they are there at this version: DDL such as ``CREATE INDEX
+        IF NOT EXISTS`` locks tables even when it does nothing, which would stall (and can
+        deadlock with) the other processes' work at every start."""
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                async with pool.acquire() as conn:
+                    db = Db(conn, self.prefix)
+                    version = await _schema_version(db)
+                    if version is None or version < q.SCHEMA_VERSION:
+                        async with conn.transaction():
+                            await db.execute(q.SCHEMA_LOCK)
+                            for statement in q.SCHEMA[:-1]:
+                                await db.execute(statement)
+                            await db.execute(q.SCHEMA[-1], str(q.SCHEMA_VERSION))
+                            version = await _schema_version(db)
+                break
+            except Exception as exc:
+                if is_retryable(exc) and attempt < _ATTEMPTS:
+                    await asyncio.sleep(0.005 * attempt)
+                    continue
+                error = translate(exc, self._target.where)
+                if error is None:
+                    raise
+                raise error from exc
+        if version is not None and version > q.SCHEMA_VERSION:
             raise StoreError(
                 f"PostgreSQL store at {self._target.where} (prefix {self.prefix!r}) has schema version "
                 f"{version}, made by a newer backbeat (this one knows version {q.SCHEMA_VERSION})"
@@ -176,6 +187,15 @@ class PostgresStore(SqlStore):
 
     async def _connect(self) -> Any:
         return await asyncpg.connect(self._target.dsn, timeout=self.connect_timeout)
+
+
+async def _schema_version(db: Db) -> int | None:
+    """The stored schema version; ``None`` before the tables exist."""
+    try:
+        version = await db.fetchval(q.GET_SCHEMA_VERSION)
+    except asyncpg.exceptions.UndefinedTableError:
+        return None
+    return None if version is None else int(version)
 
 
 __all__ = ["PostgresStore"]
