@@ -11,7 +11,7 @@ is named ``<prefix>_<table>`` (``table_prefix``, or ``?prefix=`` in the URL; def
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
@@ -105,21 +105,29 @@ class PostgresStore(SqlStore):
     async def _run(
         self, operation: Callable[..., Txn[T]], args: tuple[Any, ...], *, write: bool
     ) -> tuple[T, bool]:
-        """A write in one transaction, retried when it lost a deadlock; a read in autocommit."""
-        for attempt in range(1, _ATTEMPTS + 1):
+        """A write in one transaction, a read in autocommit."""
+
+        async def attempt() -> tuple[T, bool]:
             pool = await self._ensure_pool()
+            async with pool.acquire(timeout=self.connect_timeout) as conn:
+                db = Db(conn, self.prefix)
+                if not write:
+                    return await drive(db, operation(DIALECT, *args))
+                async with conn.transaction():
+                    return await drive(db, operation(DIALECT, *args))
+
+        return await self._retrying(attempt)
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()``, again when it lost a deadlock; driver errors as store errors."""
+        for tries in range(1, _ATTEMPTS + 1):
             try:
-                async with pool.acquire(timeout=self.connect_timeout) as conn:
-                    db = Db(conn, self.prefix)
-                    if not write:
-                        return await drive(db, operation(DIALECT, *args))
-                    async with conn.transaction():
-                        return await drive(db, operation(DIALECT, *args))
+                return await attempt()
             except StoreError:
                 raise
             except Exception as exc:
-                if is_retryable(exc) and attempt < _ATTEMPTS:
-                    await asyncio.sleep(0.005 * attempt)
+                if is_retryable(exc) and tries < _ATTEMPTS:
+                    await asyncio.sleep(0.005 * tries)
                     continue
                 error = translate(exc, self._target.where)
                 if error is None:
@@ -158,27 +166,21 @@ class PostgresStore(SqlStore):
         """Create the tables unless they are there at this version: DDL such as ``CREATE INDEX
         IF NOT EXISTS`` locks tables even when it does nothing, which would stall (and can
         deadlock with) the other processes' work at every start."""
-        for attempt in range(1, _ATTEMPTS + 1):
-            try:
-                async with pool.acquire() as conn:
-                    db = Db(conn, self.prefix)
-                    version = await _schema_version(db)
-                    if version is None or version < q.SCHEMA_VERSION:
-                        async with conn.transaction():
-                            await db.execute(q.SCHEMA_LOCK)
-                            for statement in q.SCHEMA[:-1]:
-                                await db.execute(statement)
-                            await db.execute(q.SCHEMA[-1], str(q.SCHEMA_VERSION))
-                            version = await _schema_version(db)
-                break
-            except Exception as exc:
-                if is_retryable(exc) and attempt < _ATTEMPTS:
-                    await asyncio.sleep(0.005 * attempt)
-                    continue
-                error = translate(exc, self._target.where)
-                if error is None:
-                    raise
-                raise error from exc
+
+        async def attempt() -> int | None:
+            async with pool.acquire() as conn:
+                db = Db(conn, self.prefix)
+                version = await _schema_version(db)
+                if version is None or version < q.SCHEMA_VERSION:
+                    async with conn.transaction():
+                        await db.execute(q.SCHEMA_LOCK)
+                        for statement in q.SCHEMA[:-1]:
+                            await db.execute(statement)
+                        await db.execute(q.SCHEMA[-1], str(q.SCHEMA_VERSION))
+                        version = await _schema_version(db)
+                return version
+
+        version = await self._retrying(attempt)
         if version is not None and version > q.SCHEMA_VERSION:
             raise StoreError(
                 f"PostgreSQL store at {self._target.where} (prefix {self.prefix!r}) has schema version "
