@@ -239,9 +239,11 @@ class Engine:
             next_time = None
         delay = self.config.poll_interval
         if next_time is not None:
-            claim_at = next_time
-            if next_time > self._claimed_to:  # else it is not claimable ahead (a run's lease)
-                claim_at = max(next_time - self._ahead, self._held or claim_at - self._ahead)
+            claim_at = next_time  # when next_time <= _claimed_to it is not claimable ahead (a run's lease)
+            if next_time > self._claimed_to:
+                claim_at = next_time - self._ahead
+                if self._held is not None:
+                    claim_at = max(claim_at, self._held)
             delay = min(delay, max((claim_at - self.clock()).total_seconds(), 0.0005))
         # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that races the event.
         with contextlib.suppress(TimeoutError):
