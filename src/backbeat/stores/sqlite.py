@@ -25,7 +25,7 @@ from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.model import Claim
 from backbeat.stores import sqlite_queries as q
 from backbeat.stores.sql import runs
-from backbeat.stores.sql.steps import Dialect, Execute, ExecuteMany, Fetch, Txn
+from backbeat.stores.sql.steps import Dialect, Execute, ExecuteMany, Fetch, Stepper, Txn
 from backbeat.stores.sql.store import SqlStore
 
 T = TypeVar("T")
@@ -199,25 +199,19 @@ class SQLiteStore(SqlStore):
 
 def _drive(db: sqlite3.Connection, txn: Txn[T]) -> tuple[T, bool]:
     """Run an operation's statements on ``db``; its result, and whether it asked to notify."""
-    notified, failed = False, False
-    value: Any = None
-    while True:
-        try:
-            step = txn.throw(value) if failed else txn.send(value)
-        except StopIteration as stop:
-            return stop.value, notified
-        failed, value = False, None
+    stepper = Stepper(txn)
+    for step in stepper:
         try:
             if isinstance(step, Fetch):
-                value = db.execute(step.sql, step.params).fetchall()
+                stepper.answer(db.execute(step.sql, step.params).fetchall())
             elif isinstance(step, Execute):
-                value = db.execute(step.sql, step.params).rowcount
+                stepper.answer(db.execute(step.sql, step.params).rowcount)
             elif isinstance(step, ExecuteMany):
                 db.executemany(step.sql, step.rows)
-            else:
-                notified = True
+            # NOTIFY: the store wakes its own listeners after the commit; others poll data_version
         except sqlite3.Error as exc:
-            failed, value = True, exc  # thrown into the operation, which may handle it (a duplicate key)
+            stepper.fail(exc)
+    return stepper.result, stepper.notified
 
 
 def _data_version(db: sqlite3.Connection) -> int:

@@ -16,7 +16,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from backbeat.errors import ConfigurationError, StoreError, StoreUnavailableError
 from backbeat.stores.postgresql import queries as q
-from backbeat.stores.sql.steps import Execute, ExecuteMany, Fetch, Txn
+from backbeat.stores.sql.steps import Execute, ExecuteMany, Fetch, Stepper, Txn
 
 log = logging.getLogger("backbeat.stores.postgresql")
 DEFAULT_PREFIX = "backbeat"
@@ -108,26 +108,20 @@ class Db:
 
 async def drive(db: Db, txn: Txn[T]) -> tuple[T, bool]:
     """Run an operation's statements on ``db``; its result, and whether it notified."""
-    notified, failed = False, False
-    value: Any = None
-    while True:
-        try:
-            step = txn.throw(value) if failed else txn.send(value)
-        except StopIteration as stop:
-            return stop.value, notified
-        failed, value = False, None
+    stepper = Stepper(txn)
+    for step in stepper:
         try:
             if isinstance(step, Fetch):
-                value = await db.fetch(step.sql, *step.params)
+                stepper.answer(await db.fetch(step.sql, *step.params))
             elif isinstance(step, Execute):
-                value = await db.execute(step.sql, *step.params)
+                stepper.answer(await db.execute(step.sql, *step.params))
             elif isinstance(step, ExecuteMany):
                 await db.executemany(step.sql, step.rows)
             else:
                 await db.notify()
-                notified = True
         except asyncpg.exceptions.PostgresError as exc:
-            failed, value = True, exc  # thrown into the operation, which may handle it (a duplicate key)
+            stepper.fail(exc)
+    return stepper.result, stepper.notified
 
 
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)

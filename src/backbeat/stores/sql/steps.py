@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeAlias, TypeVar
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
 T = TypeVar("T")
 Row: TypeAlias = Sequence[Any]
@@ -50,6 +50,47 @@ NOTIFY = Notify()
 Step: TypeAlias = Fetch | Execute | ExecuteMany | Notify
 Txn: TypeAlias = Generator[Step, Any, T]
 """A store operation: yields steps, is sent their results, returns its own result."""
+
+
+class Stepper(Generic[T]):
+    """Walks a driver through one operation, the generator protocol written once::
+
+    stepper = Stepper(txn)
+    for step in stepper:  # the same loop in a sync and in an async driver
+        try:
+            stepper.answer(run(step))  # or await
+        except DriverError as exc:
+            stepper.fail(exc)  # thrown into the operation, which may handle it
+    return stepper.result, stepper.notified
+    """
+
+    def __init__(self, txn: Txn[T]) -> None:
+        self._txn = txn
+        self._answer: Any = None
+        self._error: BaseException | None = None
+        self.notified = False
+        """Whether the operation asked to notify (after its commit)."""
+        self.result: T
+
+    def __iter__(self) -> Stepper[T]:
+        return self
+
+    def __next__(self) -> Step:
+        error, self._error = self._error, None
+        answer, self._answer = self._answer, None
+        try:
+            step = self._txn.send(answer) if error is None else self._txn.throw(error)
+        except StopIteration as stop:
+            self.result = stop.value
+            raise
+        self.notified = self.notified or isinstance(step, Notify)
+        return step
+
+    def answer(self, value: Any) -> None:
+        self._answer = value
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
 
 
 class Statements(Protocol):
