@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import redis
 
 from backbeat import StoreUnavailableError
 from backbeat.stores.redis.keys import Keys
+from tests.chaos.scenarios import labels, worker_survives_a_restart
 from tests.integration import jobs
 from tests.redis_server import RedisServerHandle, free_port
 from tests.scheduling import ROOT, SchedulerFactory, Worker, wait_for
@@ -25,15 +25,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis]
 KEYS = Keys("backbeat")  # the default prefix, which the worker's redis:// URL uses
 
 
-def labels(record_file: Path, label: str, after: float = 0.0) -> list[float]:
-    """Start times (or run times) of the runs with ``label`` recorded after ``after``."""
-    return [
-        r["t"]
-        for r in jobs.read_records(record_file)
-        if r["label"] == label and r["event"] in ("run", "start") and r["t"] > after
-    ]
-
-
 async def test_a_worker_survives_a_redis_restart_and_resumes(
     private_redis: RedisServerHandle,
     make_scheduler: SchedulerFactory,
@@ -41,47 +32,15 @@ async def test_a_worker_survives_a_redis_restart_and_resumes(
     workers: Callable[..., Worker],
     tmp_path: Path,
 ) -> None:
-    url = private_redis.url
-    worker = workers(url, "--lease", "1", log=tmp_path / "worker.log")
-    producer = make_scheduler(url, producer_only=True)
-    await producer.start()
-    path = str(record_file)
-    await producer.add_task(jobs.note, "interval", seconds=0.3, args=[path, "tick"], id="ticker")
-    await wait_for(lambda: len(labels(record_file, "tick")) >= 3)
-    # due while the server is down, and soon after it is back
-    due = datetime.now(UTC)
-    for i, delay in enumerate((0.5, 1.0, 3.5, 4.0)):
-        await producer.schedule_at(
-            f"before-{i}",
-            jobs.note,
-            scheduled_time=due + timedelta(seconds=delay),
-            args=[path, f"before-{i}"],
-        )
-    private_redis.kill()
-    down = time.time()
-    await asyncio.sleep(2.0)
-    assert worker.process.poll() is None, worker.errors()
-    assert labels(record_file, "tick", after=down + 0.5) == [], "nothing runs without the store"
-    up = time.time()  # before the restart: a worker may reconnect before start() returns
-    await asyncio.to_thread(private_redis.start)  # same port and directory: append-only data back
-    # the producer's first call after the restart goes through on a dropped pooled connection
-    # (the client's one quick retry reconnects it; it failed when that retry was redis-py's sync one)
-    await producer.schedule_immediate_task("after", jobs.note, args=[path, "after"])
-    for i in range(4):
-        await wait_for(lambda i=i: labels(record_file, f"before-{i}") != [], timeout=15)  # type: ignore[misc]
-    await wait_for(lambda: labels(record_file, "after") != [], timeout=15)
-    await wait_for(lambda: len(labels(record_file, "tick", after=up)) >= 3, timeout=15)
-    assert worker.process.poll() is None, worker.errors()
-    for i in range(4):
-        assert len(labels(record_file, f"before-{i}")) == 1
-        assert labels(record_file, f"before-{i}")[0] > up, "a task due during the outage ran once it ended"
-    assert await producer.list_tasks() != []  # the ticker is still there
-    assert [t.id for t in await producer.list_tasks()] == ["ticker"]
-    assert worker.stop() == 0, worker.errors()  # a graceful stop after the outage
-    log = worker.errors()
-    claim_errors = log.count("store error while claiming due work (will retry)")
-    # retried with backoff (0.05 s doubling, up to 5 s): a handful of tries in 2 s, not a busy loop
-    assert 1 <= claim_errors <= 10, log
+    await worker_survives_a_restart(
+        private_redis.url,
+        crash=private_redis.kill,
+        restart=private_redis.start,  # append-only data back
+        make_scheduler=make_scheduler,
+        record_file=record_file,
+        workers=workers,
+        log=tmp_path / "worker.log",
+    )
 
 
 async def test_a_scheduler_on_an_unreachable_redis_fails_promptly_with_a_clear_error(
