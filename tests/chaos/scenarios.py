@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -10,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests.integration import jobs
-from tests.scheduling import SchedulerFactory, Worker, wait_for
+from tests.scheduling import ROOT, SchedulerFactory, Worker, wait_for
 
 
 def labels(record_file: Path, label: str, after: float = 0.0) -> list[float]:
@@ -84,3 +86,21 @@ async def worker_survives_a_restart(
     # retried with backoff (0.05 s doubling, up to 5 s): a handful of tries in 2 s, not a busy loop
     assert 1 <= claim_errors <= 10, worker_log
     return worker_log
+
+
+async def worker_fails_to_start(url: str) -> str:
+    """Start a worker process on ``url``, where no store answers: it must exit at once (< 15 s),
+    non-zero, without saying it is ready. Returns its stderr, which should say why."""
+    started = time.monotonic()
+    process = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "tests.integration.worker", url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert process.returncode != 0
+    assert "ready" not in process.stdout
+    assert time.monotonic() - started < 15
+    return process.stderr
