@@ -116,7 +116,11 @@ async def drive(db: Db, txn: Txn[T]) -> tuple[T, bool]:
             elif isinstance(step, Execute):
                 stepper.answer(await db.execute(step.sql, *step.params))
             elif isinstance(step, ExecuteMany):
-                await db.executemany(step.sql, step.rows)
+                bulk = q.BULK.get(step.sql)
+                if bulk is not None and len(step.rows) > 1:
+                    await db.execute(bulk, *map(list, zip(*step.rows, strict=True)))
+                else:
+                    await db.executemany(step.sql, step.rows)
             else:
                 await db.notify()
         except asyncpg.exceptions.PostgresError as exc:

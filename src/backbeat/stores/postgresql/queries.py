@@ -231,3 +231,44 @@ REMOVE_DEAD_LETTERS = "DELETE FROM {p}_dead_letters WHERE id = ANY($1::text[]) R
 GET_STATE = "SELECT value, version FROM {p}_state WHERE key = $1"
 INSERT_STATE = "INSERT INTO {p}_state (key, version, value) VALUES ($1, 1, $2) ON CONFLICT DO NOTHING"
 UPDATE_STATE = "UPDATE {p}_state SET value = $1, version = version + 1 WHERE key = $2 AND version = $3"
+
+# -- bulk forms ---------------------------------------------------------------------------------
+# One statement over column arrays instead of one execution per row: the driver uses these for
+# the ``ExecuteMany`` of the statement each replaces (same parameters, transposed to columns).
+
+INSERT_TASKS_BULK = """
+INSERT INTO {p}_tasks (id, name, job, next_run_time, paused, orphaned, version, running, max_instances,
+                       runs, failures, last_outcome, last_run_at, doc)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::boolean[], $6::boolean[],
+                     $7::bigint[], $8::integer[], $9::integer[], $10::bigint[], $11::bigint[], $12::text[],
+                     $13::bigint[], $14::text[])
+"""
+INSERT_RUNS_BULK = """
+INSERT INTO {p}_runs (id, task_id, fire_time, attempt, owner, lease_until)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::integer[], $5::text[], $6::bigint[])
+"""
+FIRED_BULK = """
+UPDATE {p}_tasks AS t SET running = u.running, next_run_time = u.nrt, claimed_by = NULL, claim_until = NULL
+FROM unnest($1::integer[], $2::bigint[], $3::text[]) AS u(running, nrt, id)
+WHERE t.id = u.id
+"""
+COUNT_RUNS_BULK = """
+UPDATE {p}_tasks AS t SET running = greatest(t.running - u.finished, 0), runs = t.runs + u.n,
+                          failures = t.failures + u.failed, last_run_at = u.last, last_outcome = u.outcome
+FROM unnest($1::integer[], $2::integer[], $3::integer[], $4::bigint[], $5::text[], $6::text[])
+     AS u(finished, n, failed, last, outcome, id)
+WHERE t.id = u.id
+"""
+LEASE_RUNS_BULK = """
+UPDATE {p}_runs AS r SET owner = u.owner, lease_until = u.until, attempt = u.attempt
+FROM unnest($1::text[], $2::bigint[], $3::integer[], $4::text[]) AS u(owner, until, attempt, id)
+WHERE r.id = u.id
+"""
+BULK = {
+    INSERT_TASK: INSERT_TASKS_BULK,
+    INSERT_RUN: INSERT_RUNS_BULK,
+    FIRED: FIRED_BULK,
+    COUNT_RUNS: COUNT_RUNS_BULK,
+    LEASE_RUN: LEASE_RUNS_BULK,
+}
+"""The bulk form of a statement run once per row (``INSERT_TASK``... → ``..._BULK``)."""
