@@ -439,7 +439,9 @@ class Engine:
             except (StoreError, OSError) as exc:
                 self._store_error(exc, "renewing leases")
                 continue
-            lost = held_ids - held - set(self._completing)
+            # only runs still executing: one completed during the extend is gone, not lost, and a
+            # finished one truly lost is reported when its completion is refused
+            lost = (held_ids - held) & set(self._active)
             if lost:
                 log.warning("lost the lease of runs %s: another instance may run them again", sorted(lost))
             await self._apply_cancel_requests()
