@@ -83,8 +83,13 @@ async def worker_survives_a_restart(
     assert worker.stop() == 0, worker.errors()  # a graceful stop after the outage
     worker_log = worker.errors()
     claim_errors = worker_log.count("store error while claiming due work (will retry)")
-    # retried with backoff (0.05 s doubling, up to 5 s): a handful of tries in 2 s, not a busy loop
-    assert 1 <= claim_errors <= 10, worker_log
+    # retried with backoff (0.05 s doubling, up to 5 s): about 6 tries in the first 2 s and at
+    # most one a second after (a slow restart on a loaded machine lengthens the outage), never
+    # a busy loop (which would be tens a second)
+    outage = up - down
+    assert 1 <= claim_errors <= 8 + outage, (
+        f"{claim_errors} claim errors in a {outage:.1f} s outage:\n{worker_log}"
+    )
     return worker_log
 
 
