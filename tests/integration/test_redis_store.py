@@ -17,6 +17,7 @@ from redis.crc import key_slot
 
 from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.model import FireDecision, RunOutcome, RunResult, Task, TaskOptions
+from backbeat.stores import store_from_url
 from backbeat.stores.redis import RedisStore
 from tests.redis_server import free_port, start_private_redis, usable_redis_url
 
@@ -320,3 +321,29 @@ async def test_clear_removes_every_key(store: RedisStore, redis_url: str, prefix
         assert client.keys(f"{{{prefix}}}*") == [store.keys.orphans_indexed.encode()]
     finally:
         client.close()
+
+
+async def test_stores_under_different_url_prefixes_share_one_redis_without_seeing_each_other(
+    redis_url: str, prefix: str
+) -> None:
+    other = f"{prefix}-other"
+    join = "&" if "?" in redis_url else "?"
+    first = store_from_url(f"{redis_url}{join}prefix={prefix}")
+    second = store_from_url(f"{redis_url}{join}prefix={other}")
+    try:
+        await first.add([task("a")])
+        await second.add([task("b")])
+        assert [t.id for t in (await first.list())[0]] == ["a"]
+        assert [t.id for t in (await second.list())[0]] == ["b"]
+        client = redis.Redis.from_url(redis_url)
+        try:  # each store's keys are under its own prefix (its Redis Cluster hash tag)
+            assert any(client.scan_iter(match=f"{{{prefix}}}:*")) and any(
+                client.scan_iter(match=f"{{{other}}}:*")
+            )
+        finally:
+            client.close()
+    finally:
+        await first.close()
+        await second.close()
+        await delete_keys(redis_url, prefix)
+        await delete_keys(redis_url, other)

@@ -68,3 +68,19 @@ def test_redis_urls_make_redis_stores() -> None:
     pytest.importorskip("backbeat.stores.redis")
     for url in ("redis://localhost:6379/0", "rediss://localhost:6380/1"):
         assert type(store_from_url(url)).__name__ == "RedisStore"
+
+
+def test_a_redis_url_carries_the_key_prefix() -> None:
+    pytest.importorskip("backbeat.stores.redis")
+    from backbeat.stores.redis import RedisStore
+    from backbeat.stores.redis.connection import split_prefix
+
+    assert split_prefix("redis://h:6379/2?prefix=svc&socket_timeout=3") == (
+        "redis://h:6379/2?socket_timeout=3",
+        "svc",
+    )
+    assert split_prefix("redis://h:6379/2") == ("redis://h:6379/2", None)
+    store = store_from_url("redis://localhost:6379/0?prefix=svc")
+    assert isinstance(store, RedisStore) and store.keys.prefix == "svc"
+    assert RedisStore("redis://localhost:6379/0?prefix=svc", prefix="explicit").keys.prefix == "explicit"
+    assert RedisStore("redis://localhost:6379/0").keys.prefix == "backbeat"

@@ -46,7 +46,8 @@ def store_from_url(url: str) -> Store:
     """A store for ``url``: ``memory://``, ``sqlite:///relative.db``, ``sqlite:////abs/path.db``,
     ``redis://``, ``rediss://``, ``postgresql://``, ``mongodb://`` or ``mongodb+srv://``.
 
-    SQLite URLs take ``?busy_timeout=<seconds>&poll_interval=<seconds>``. PostgreSQL URLs take
+    SQLite URLs take ``?busy_timeout=<seconds>&poll_interval=<seconds>``. Redis URLs take
+    ``?prefix=<key prefix>`` (default ``backbeat``); their other options go to redis-py. PostgreSQL URLs take
     ``?prefix=<table prefix>`` (default ``backbeat``); their other options go to asyncpg. MongoDB URLs name
     the database in their path and the tasks collection with ``?collection=<name>``
     (defaults ``backbeat`` and ``background_jobs``).

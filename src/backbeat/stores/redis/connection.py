@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio
 from redis.asyncio.retry import Retry  # the asyncio client awaits its retry: the sync one never retries
@@ -31,6 +31,17 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 
 OPEN_TIMEOUT = 5.0
 """Seconds ``open`` waits for the server's first answer."""
+
+
+def split_prefix(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``?prefix=`` (backbeat's, not redis-py's), and that prefix."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefixes = [value for key, value in query if key == "prefix"]
+    if not prefixes:
+        return url, None
+    rest = urlencode([(key, value) for key, value in query if key != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefixes[-1]
 
 
 def redact(url: str) -> str:

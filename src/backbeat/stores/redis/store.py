@@ -28,7 +28,7 @@ from backbeat.model import (
 from backbeat.stores.memory import check_changes
 from backbeat.stores.redis import codec
 from backbeat.stores.redis.codec import Arg, field, iso, opt_us, text
-from backbeat.stores.redis.connection import Connection, redact
+from backbeat.stores.redis.connection import Connection, redact, split_prefix
 from backbeat.stores.redis.dead_letters import DeadLetters, letter_arg
 from backbeat.stores.redis.keys import Keys, from_us, to_us
 
@@ -42,6 +42,7 @@ READ_BATCH = 500
 class RedisStore:
     """A store in Redis (or Redis Cluster: every key shares the hash tag ``{prefix}``).
 
+    Every key starts with the ``prefix`` (else the URL's ``?prefix=``, else ``backbeat``).
     ``client_options`` go to :func:`redis.asyncio.from_url` (``max_connections``,
     ``health_check_interval``, ``socket_timeout``, ...). A ``client`` given is used as is
     (it must not decode responses) and is not closed by :meth:`close`.
@@ -51,11 +52,12 @@ class RedisStore:
         self,
         url: str = "redis://localhost:6379/0",
         *,
-        prefix: str = "backbeat",
+        prefix: str | None = None,
         client: redis.asyncio.Redis | None = None,
         **client_options: Any,
     ) -> None:
-        self.keys = Keys(prefix)
+        url, url_prefix = split_prefix(url)
+        self.keys = Keys(prefix or url_prefix or "backbeat")
         self._conn = Connection(url, self.keys, client, client_options)
         self._dead = DeadLetters(self._conn, self.keys)
 
