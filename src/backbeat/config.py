@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -227,45 +228,46 @@ def build_store(spec: StoreConfig | Store | str) -> Store:
     raise ConfigurationError(f"cannot make a store from {spec!r}")
 
 
-def _redis_store(config: RedisJobStoreConfig) -> Store:
+def _store_class(module: str, name: str, title: str, extra: str) -> Any:
+    """A store class, imported when first needed (its driver is an optional extra).
+
+    Raises:
+        ConfigurationError: the store's module or driver is missing, naming the extra to install.
+    """
     try:
-        from backbeat.stores.redis import RedisStore
+        return getattr(importlib.import_module(module), name)
     except ImportError as exc:
         raise ConfigurationError(
-            f"the Redis store is not available: {exc}; pip install 'backbeat[redis]'"
+            f"the {title} store is not available: {exc}; pip install 'backbeat[{extra}]'"
         ) from exc
-    return RedisStore(  # type: ignore[no-any-return,unused-ignore]
+
+
+def _redis_store(config: RedisJobStoreConfig) -> Store:
+    store: Store = _store_class("backbeat.stores.redis", "RedisStore", "Redis", "redis")(
         config.url(),
-        prefix=config.lock_prefix or "backbeat",
+        prefix=config.lock_prefix,  # None: the URL's ?prefix=, else backbeat
         max_connections=config.connection_pool_size,
         health_check_interval=config.health_check_interval,
     )
+    return store
 
 
 def _mongo_store(config: MongoJobStoreConfig) -> Store:
-    try:
-        from backbeat.stores.mongodb import MongoStore  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"the MongoDB store is not available: {exc}; pip install 'backbeat[mongodb]'"
-        ) from exc
-    return MongoStore(config.uri, database=config.database, collection=config.collection)  # type: ignore[no-any-return,unused-ignore]
+    store: Store = _store_class("backbeat.stores.mongodb", "MongoStore", "MongoDB", "mongodb")(
+        config.uri, database=config.database, collection=config.collection
+    )
+    return store
 
 
 def _postgres_store(config: PostgresJobStoreConfig) -> Store:
-    try:
-        from backbeat.stores.postgresql import PostgresStore
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"the PostgreSQL store is not available: {exc}; pip install 'backbeat[postgres]'"
-        ) from exc
-    return PostgresStore(
+    store: Store = _store_class("backbeat.stores.postgresql", "PostgresStore", "PostgreSQL", "postgres")(
         config.url,
         table_prefix=config.table_prefix,
         min_size=config.min_connections,
         max_size=config.max_connections,
         connect_timeout=config.connect_timeout,
     )
+    return store
 
 
 def lease_of(spec: StoreConfig | Store | str, default: float) -> timedelta:
