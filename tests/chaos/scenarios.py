@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 import time
@@ -10,7 +11,11 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from backbeat import StoreUnavailableError
 from tests.integration import jobs
 from tests.scheduling import ROOT, SchedulerFactory, Worker, wait_for
 
@@ -109,3 +114,20 @@ async def worker_fails_to_start(url: str) -> str:
     assert "ready" not in process.stdout
     assert time.monotonic() - started < 15
     return process.stderr
+
+
+async def start_fails_on_a_silent_server(
+    make_scheduler: SchedulerFactory, store_at: Callable[[int], Any]
+) -> None:
+    """A scheduler whose server accepts connections but never answers (``store_at(port)``,
+    with a short client timeout) fails its start within 8 s, naming where, instead of hanging."""
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        scheduler = make_scheduler(store_at(port))
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match=rf"127\.0\.0\.1:{port}"):
+            await scheduler.start()
+        assert time.monotonic() - started < 8
+        assert not scheduler.running

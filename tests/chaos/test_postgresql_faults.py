@@ -4,7 +4,6 @@ a server that never answers, and the NOTIFY listener coming back after a restart
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -20,6 +19,7 @@ from tests.chaos.records import executions, overlaps
 from tests.chaos.scenarios import (
     labels,
     run_keys_seen_twice,
+    start_fails_on_a_silent_server,
     worker_fails_to_start,
     worker_survives_a_restart,
 )
@@ -74,17 +74,10 @@ async def test_a_scheduler_on_an_unreachable_postgresql_fails_promptly_with_a_cl
 async def test_a_postgresql_that_accepts_but_never_answers_fails_the_start_instead_of_hanging(
     make_scheduler: SchedulerFactory,
 ) -> None:
-    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never replies
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(16)
-        port = silent.getsockname()[1]
-        store = PostgresStore(f"postgresql://postgres@127.0.0.1:{port}/test", connect_timeout=1)
-        scheduler = make_scheduler(store)
-        started = time.monotonic()
-        with pytest.raises(StoreUnavailableError, match=rf"127\.0\.0\.1:{port}"):
-            await scheduler.start()
-        assert time.monotonic() - started < 8
-        assert not scheduler.running
+    def store_at(port: int) -> PostgresStore:
+        return PostgresStore(f"postgresql://postgres@127.0.0.1:{port}/test", connect_timeout=1)
+
+    await start_fails_on_a_silent_server(make_scheduler, store_at)
 
 
 async def listening(url: str, channel: str) -> bool:

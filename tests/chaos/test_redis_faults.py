@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,12 @@ import redis
 
 from backbeat import StoreUnavailableError
 from backbeat.stores.redis.keys import Keys
-from tests.chaos.scenarios import labels, worker_fails_to_start, worker_survives_a_restart
+from tests.chaos.scenarios import (
+    labels,
+    start_fails_on_a_silent_server,
+    worker_fails_to_start,
+    worker_survives_a_restart,
+)
 from tests.integration import jobs
 from tests.redis_server import RedisServerHandle, free_port
 from tests.scheduling import SchedulerFactory, Worker, wait_for
@@ -62,15 +66,9 @@ async def test_a_scheduler_on_an_unreachable_redis_fails_promptly_with_a_clear_e
 async def test_a_redis_that_accepts_but_never_answers_fails_the_start_instead_of_hanging(
     make_scheduler: SchedulerFactory,
 ) -> None:
-    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never replies
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(16)
-        port = silent.getsockname()[1]
-        scheduler = make_scheduler(f"redis://127.0.0.1:{port}/0?socket_timeout=1")
-        started = time.monotonic()
-        with pytest.raises(StoreUnavailableError, match=rf"127\.0\.0\.1:{port}"):
-            await scheduler.start()
-        assert time.monotonic() - started < 8
+    await start_fails_on_a_silent_server(
+        make_scheduler, lambda port: f"redis://127.0.0.1:{port}/0?socket_timeout=1"
+    )
 
 
 async def test_a_corrupt_record_is_quarantined_while_the_worker_goes_on(
