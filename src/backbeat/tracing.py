@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import importlib.util
 from collections.abc import Callable
+from contextvars import Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -146,7 +147,7 @@ class _RunSpan:
     def __init__(self, tracer: RunTracer, task: Task, run: Run) -> None:
         self._tracer, self._task, self._run = tracer, task, run
         self._span: Span | None = None
-        self._token: object = None
+        self._token: Token[Context] | None = None
 
     def __enter__(self) -> Span:
         from opentelemetry import context, trace
@@ -175,7 +176,8 @@ class _RunSpan:
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
         finally:
             span.end()
-            context.detach(self._token)  # type: ignore[arg-type]
+            if self._token is not None:
+                context.detach(self._token)
 
 
 def trace_runs(

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 
 from backbeat.errors import ConfigurationError, StoreError, StoreUnavailableError
 from backbeat.stores.postgresql import queries as q

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -18,6 +19,12 @@ log = logging.getLogger("backbeat.stores.redis")
 _POLL = 1.0
 """Seconds one read waits, so a closed store ends the iterator promptly."""
 _BACKOFF_MIN, _BACKOFF_MAX = 0.1, 5.0
+
+
+async def _close(pubsub: PubSub) -> None:
+    # Called through a typed name: redis-py's `aclose` is unannotated in some releases, typed in others.
+    close: Callable[[], Awaitable[None]] = pubsub.aclose
+    await close()
 
 
 class _Reconnects:
@@ -68,4 +75,4 @@ async def listen(client: Callable[[], Redis], channel: str, closed: asyncio.Even
                 if pubsub.connection is not None:
                     pubsub.connection.deregister_connect_callback(reconnects.on_connect)
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await _close(pubsub)
