@@ -15,7 +15,7 @@ from pathlib import Path
 
 from backbeat import BackgroundTaskScheduler, SchedulerConfig
 from backbeat.abc import Store
-from backbeat.config import RedisJobStoreConfig, StoreConfig
+from backbeat.api.config import RedisJobStoreConfig, StoreConfig
 
 KNOWN: dict[str, Callable[[Path, str], str]] = {
     "memory": lambda tmp, redis_url: "memory://",

@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 MAIN = (
     "apscheduler", "orjson", "reactivex", "typer", "rich", "redis", "asyncpg", "pymongo",
     "starlette", "fastapi", "uvicorn", "opentelemetry-api", "prometheus-client",
-    "pytest", "pytest-asyncio", "hypothesis", "schemathesis", "playwright", "mypy", "ruff",
+    "pytest", "pytest-asyncio", "hypothesis", "schemathesis", "playwright", "mypy", "ruff", "import-linter",
 )
 
 for name in MAIN:

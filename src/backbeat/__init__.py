@@ -5,24 +5,19 @@ Public names only; see the README for a tour.
 
 from __future__ import annotations
 
-from backbeat.abc import Store
-from backbeat.bus import BackgroundTasksBus, ScheduleRequest
-from backbeat.config import (
+from backbeat.abc import Executor, HostedService, Store
+from backbeat.api.bus import BackgroundTasksBus, ScheduleRequest
+from backbeat.api.config import (
     MongoJobStoreConfig,
     PostgresJobStoreConfig,
     RedisJobStoreConfig,
     SchedulerConfig,
     SQLiteJobStoreConfig,
 )
-from backbeat.context import RunContext, current_run, get_service
-from backbeat.declared import schedule_task
-from backbeat.di import (
-    ServiceCollection,
-    ServiceLifetime,
-    ServiceProvider,
-    ServiceProviderBase,
-    ServiceScope,
-)
+from backbeat.api.options import BackgroundTaskSchedulerOptions
+from backbeat.api.scheduler import BackgroundTaskScheduler
+from backbeat.api.tasklist import TaskInfo
+from backbeat.engine.context import RunContext, current_run, get_service
 from backbeat.errors import (
     BackbeatError,
     ConfigurationError,
@@ -38,23 +33,28 @@ from backbeat.errors import (
     TaskNotFoundError,
     UnknownJobError,
 )
-from backbeat.events import EventKind, SchedulerEvent
 from backbeat.executors import (
     AsyncIOExecutor,
     CustomTaskExecutor,
-    Executor,
     ProcessPoolExecutor,
     ThreadPoolExecutor,
 )
-from backbeat.handlers import TaskExecutionResult, TaskFailureHandler
-from backbeat.hosting import (
+from backbeat.hosting.application import (
     ApplicationSettings,
-    HostedService,
     WebApplication,
     WebApplicationBuilder,
     hosted_lifespan,
 )
-from backbeat.jobs import (
+from backbeat.hosting.di import (
+    ServiceCollection,
+    ServiceLifetime,
+    ServiceProvider,
+    ServiceProviderBase,
+    ServiceScope,
+)
+from backbeat.model.declared import schedule_task
+from backbeat.model.events import EventKind, SchedulerEvent
+from backbeat.model.jobs import (
     BackgroundJob,
     RecurrentBackgroundJob,
     RecurrentTaskDescriptor,
@@ -64,20 +64,18 @@ from backbeat.jobs import (
     backgroundjob,
     deserialize_task,
 )
-from backbeat.metrics import instrument_scheduler
-from backbeat.model import DeadLetter
-from backbeat.options import BackgroundTaskSchedulerOptions
-from backbeat.policies import (
+from backbeat.model.records import DeadLetter
+from backbeat.observability.metrics import instrument_scheduler
+from backbeat.observability.prometheus import PrometheusMetrics, metrics_app
+from backbeat.observability.taskmetrics import MetricsCollector, TaskMetrics
+from backbeat.policies.definitions import (
     CircuitBreakerPolicy,
     CircuitOpenError,
     RetryPolicy,
     circuit_breaker,
     retry_policy,
 )
-from backbeat.prometheus import PrometheusMetrics, metrics_app
-from backbeat.scheduler import BackgroundTaskScheduler
-from backbeat.tasklist import TaskInfo
-from backbeat.taskmetrics import MetricsCollector, TaskMetrics
+from backbeat.policies.handlers import TaskExecutionResult, TaskFailureHandler
 
 __all__ = [
     "ApplicationSettings",

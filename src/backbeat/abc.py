@@ -1,4 +1,5 @@
-"""The plug-in points: the ``Store`` protocol every backend implements.
+"""The plug-in points: ``Store`` (every backend), ``Executor`` (where a call runs), ``RunHook``
+(around every run) and ``HostedService`` (what a host starts and stops).
 
 Lease rules, written once here for every store:
 
@@ -28,11 +29,13 @@ Lease rules, written once here for every store:
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Collection, Sequence
+import contextlib
+from abc import ABC
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from backbeat.model import (
+from backbeat.model.records import (
     Claim,
     DeadLetter,
     FireDecision,
@@ -206,4 +209,37 @@ class Store(Protocol):
         is ``version`` (``0``: not stored yet). Returns whether it was written."""
 
 
-__all__ = ["Store"]
+@runtime_checkable
+class Executor(Protocol):
+    """Runs one call of a job; ``submit`` returns its result or raises its exception."""
+
+    async def start(self) -> None:
+        """Prepare resources (pools)."""
+
+    async def shutdown(self, wait: bool = True) -> None:
+        """Release resources; with ``wait`` let submitted calls finish first."""
+
+    async def submit(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run ``func(*args, **kwargs)`` and return what it returns (awaiting it if it is async)."""
+
+
+RunHook = Callable[[Task, Run], contextlib.AbstractContextManager[object]]
+"""Called as a run starts; the context manager it returns is entered around the job's call (in
+the run's context, so a span it makes current is the job's parent) and sees its exception."""
+
+
+class HostedService(ABC):  # noqa: B024 - see the docstring
+    """A service the host starts when the application starts and stops when it stops.
+
+    Both methods do nothing by default, as in Neuroglia, so a subclass overrides only what it
+    needs; not being abstract also lets type checkers accept ``get_services(HostedService)``.
+    """
+
+    async def start_async(self) -> None:  # noqa: B027 - an optional hook, like Neuroglia's
+        """Start the service."""
+
+    async def stop_async(self) -> None:  # noqa: B027 - an optional hook, like Neuroglia's
+        """Stop the service gracefully."""
+
+
+__all__ = ["Executor", "HostedService", "RunHook", "Store"]

@@ -11,23 +11,10 @@ import inspect
 import multiprocessing
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
+from backbeat.abc import Executor
 from backbeat.errors import ConfigurationError
-
-
-@runtime_checkable
-class Executor(Protocol):
-    """Runs one call of a job; ``submit`` returns its result or raises its exception."""
-
-    async def start(self) -> None:
-        """Prepare resources (pools)."""
-
-    async def shutdown(self, wait: bool = True) -> None:
-        """Release resources; with ``wait`` let submitted calls finish first."""
-
-    async def submit(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run ``func(*args, **kwargs)`` and return what it returns (awaiting it if it is async)."""
 
 
 async def _call_maybe_async(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -109,7 +96,7 @@ class ThreadPoolExecutor:
 
 
 def _run_in_child(job_ref: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    from backbeat.codec import resolve_import_path
+    from backbeat.model.codec import resolve_import_path
 
     func = resolve_import_path(job_ref)
     result = func(*args, **kwargs)
@@ -148,7 +135,7 @@ class ProcessPoolExecutor:
             )
 
     async def submit(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        from backbeat.codec import import_path
+        from backbeat.model.codec import import_path
 
         if inspect.ismethod(func) or "<locals>" in func.__qualname__ or "<lambda>" in func.__qualname__:
             raise ConfigurationError(

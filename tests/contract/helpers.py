@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from backbeat.abc import Store
-from backbeat.model import FireDecision, Run, RunOutcome, RunResult, Task, TaskOptions
+from backbeat.model.records import FireDecision, Run, RunOutcome, RunResult, Task, TaskOptions
 
 T0 = datetime(2024, 1, 1, 12, 0, 0, 123457, tzinfo=UTC)
 LEASE = timedelta(seconds=10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from backbeat.abc import Store
-from backbeat.model import Run, RunOutcome, RunResult
+from backbeat.model.records import Run, RunOutcome, RunResult
 from tests.contract.helpers import LEASE, MINUTE, T0, finished, start_run, task
 
 SECOND = timedelta(seconds=1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backbeat.abc import Store
-from backbeat.model import TaskFilter
+from backbeat.model.records import TaskFilter
 from tests.contract.helpers import LEASE, T0, task
 from tests.contract.stores import Backend
 

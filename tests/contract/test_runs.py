@@ -8,7 +8,7 @@ import pytest
 
 from backbeat.abc import Store
 from backbeat.errors import TaskNotFoundError
-from backbeat.model import RunOutcome, run_id_for
+from backbeat.model.records import RunOutcome, run_id_for
 from tests.contract.helpers import LEASE, MINUTE, T0, decide, finished, start_run, task
 
 SECOND = timedelta(seconds=1)

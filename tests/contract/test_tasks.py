@@ -8,7 +8,7 @@ import pytest
 
 from backbeat.abc import Store
 from backbeat.errors import TaskExistsError, TaskNotFoundError
-from backbeat.model import RunOutcome, Task, TaskFilter, TaskOptions
+from backbeat.model.records import RunOutcome, Task, TaskFilter, TaskOptions
 from tests.contract.helpers import LEASE, MINUTE, T0, finished, start_run, task
 
 

@@ -37,7 +37,7 @@ from backbeat import (
     WebApplicationBuilder,
     schedule_task,  # noqa: F401 - imported by the seed's snippet; used in seed003_tasks
 )
-from backbeat.declared import DECLARED
+from backbeat.model.declared import DECLARED
 from tests.e2e import seed003_jobs
 from tests.e2e.redis_store import needs_redis_store
 from tests.scheduling import wait_for

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from backbeat import EventKind, SchedulerConfig, SchedulerEvent
-from backbeat.model import Claim, Task
+from backbeat.model.records import Claim, Task
 from tests.integration import jobs
 from tests.scheduling import SchedulerFactory, wait_for
 
@@ -207,8 +207,8 @@ async def test_a_removed_job_class_leaves_its_tasks_orphaned_not_deleted(
 async def test_a_run_whose_task_record_is_corrupt_is_kept_not_dropped(
     make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
 ) -> None:
-    from backbeat.model import FireDecision
-    from backbeat.stores.sqlite import SQLiteStore
+    from backbeat.model.records import FireDecision
+    from backbeat.stores.sqlite.store import SQLiteStore
 
     producer = make_scheduler(sqlite_url, producer_only=True)
     task_id = await producer.schedule_immediate_task("soon", jobs.note, args=[str(record_file)])

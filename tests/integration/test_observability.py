@@ -32,7 +32,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from backbeat import BackgroundTaskScheduler, SchedulerConfig, instrument_scheduler, metrics_app
-from backbeat.prometheus import PrometheusMetrics
+from backbeat.observability.prometheus import PrometheusMetrics
 from tests.integration import jobs
 from tests.scheduling import ROOT, SchedulerFactory, wait_for
 

@@ -17,7 +17,7 @@ import pytest
 
 from backbeat import PostgresJobStoreConfig
 from backbeat.errors import StoreError, StoreUnavailableError
-from backbeat.model import Task
+from backbeat.model.records import Task
 from backbeat.stores import store_from_url
 from backbeat.stores.postgresql import PostgresStore, queries
 from tests.integration import jobs

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio
 
-from backbeat.model import Task, TaskFilter
+from backbeat.model.records import Task, TaskFilter
 from backbeat.stores.redis import RedisStore
 from tests.integration.test_redis_store import delete_keys
 from tests.redis_server import usable_redis_url

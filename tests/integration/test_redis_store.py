@@ -16,7 +16,7 @@ import redis.asyncio
 from redis.crc import key_slot
 
 from backbeat.errors import StoreError, StoreUnavailableError
-from backbeat.model import FireDecision, RunOutcome, RunResult, Task, TaskOptions
+from backbeat.model.records import FireDecision, RunOutcome, RunResult, Task, TaskOptions
 from backbeat.stores import store_from_url
 from backbeat.stores.redis import RedisStore
 from tests.redis_server import free_port, start_private_redis, usable_redis_url

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from backbeat.errors import StoreError, StoreUnavailableError
-from backbeat.model import Task, TaskOptions, run_id_for
-from backbeat.stores import sqlite_queries
-from backbeat.stores.sqlite import SQLiteStore
+from backbeat.model.records import Task, TaskOptions, run_id_for
+from backbeat.stores.sqlite import queries as sqlite_queries
+from backbeat.stores.sqlite.store import SQLiteStore
 
 pytestmark = pytest.mark.sqlite
 
@@ -32,8 +32,8 @@ FIRES_PER_TASK = 3
 HAMMER = """
 import asyncio, json, sys
 from datetime import UTC, datetime, timedelta
-from backbeat.model import FireDecision, RunOutcome, RunResult
-from backbeat.stores.sqlite import SQLiteStore
+from backbeat.model.records import FireDecision, RunOutcome, RunResult
+from backbeat.stores.sqlite.store import SQLiteStore
 
 path, owner, out, last = sys.argv[1], sys.argv[2], sys.argv[3], datetime.fromisoformat(sys.argv[4])
 NOW, LEASE, STEP = last + timedelta(hours=1), timedelta(hours=1), timedelta(minutes=1)
@@ -69,8 +69,8 @@ asyncio.run(main())
 ADDER = """
 import asyncio, sys
 from datetime import UTC, datetime
-from backbeat.model import Task
-from backbeat.stores.sqlite import SQLiteStore
+from backbeat.model.records import Task
+from backbeat.stores.sqlite.store import SQLiteStore
 
 async def main() -> None:
     store = SQLiteStore(sys.argv[1])

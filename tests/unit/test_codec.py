@@ -21,8 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field
 
-from backbeat import codec
 from backbeat.errors import DecodingError, EncodingError
+from backbeat.model import codec
 
 # --- types stored by import path (module level, so they can be imported back) ---
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from backbeat import ConfigurationError, PostgresJobStoreConfig, RedisJobStoreConfig, SQLiteJobStoreConfig
-from backbeat.config import build_store, lease_of, pick_store, store_config_from_settings, task_options
+from backbeat.api.config import build_store, lease_of, pick_store, store_config_from_settings, task_options
 
 
 @pytest.mark.parametrize(

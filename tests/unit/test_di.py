@@ -10,7 +10,8 @@ from typing import Generic, TypeVar
 
 import pytest
 
-from backbeat.di import (
+from backbeat.errors import BackbeatError, ConfigurationError
+from backbeat.hosting.di import (
     ServiceCollection,
     ServiceDescriptor,
     ServiceLifetime,
@@ -20,7 +21,6 @@ from backbeat.di import (
     ServiceScope,
     SupportsGetRequiredService,
 )
-from backbeat.errors import BackbeatError, ConfigurationError
 
 T = TypeVar("T")
 

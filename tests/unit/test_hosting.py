@@ -16,15 +16,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from backbeat.di import ServiceCollection, ServiceProviderBase
 from backbeat.errors import ConfigurationError
-from backbeat.hosting import (
+from backbeat.hosting.application import (
     ApplicationSettings,
     HostedService,
     WebApplication,
     WebApplicationBuilder,
     hosted_lifespan,
 )
+from backbeat.hosting.di import ServiceCollection, ServiceProviderBase
 
 EVENTS: list[str] = []
 

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-import backbeat.tracing
+import backbeat.observability.tracing
 from backbeat import ConfigurationError, MetricsCollector, TaskMetrics, instrument_scheduler
-from backbeat.model import Run, Task
-from backbeat.prometheus import PrometheusMetrics
-from backbeat.tracing import capture_trace_context, extract_trace_context
+from backbeat.model.records import Run, Task
+from backbeat.observability.prometheus import PrometheusMetrics
+from backbeat.observability.tracing import capture_trace_context, extract_trace_context
 
 # -- seed 003, "Task Execution Metrics", verbatim but for the import (and mypy's ignores) ---------
 
@@ -127,7 +127,7 @@ def test_trace_context_is_captured_only_inside_a_span() -> None:
 
 
 def test_without_opentelemetry_instrumenting_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backbeat.tracing, "_HAS_OTEL", False)
+    monkeypatch.setattr(backbeat.observability.tracing, "_HAS_OTEL", False)
     assert capture_trace_context() is None
     with pytest.raises(ConfigurationError, match=r"pip install 'backbeat\[otel\]'"):
         instrument_scheduler(object())

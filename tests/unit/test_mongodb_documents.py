@@ -27,9 +27,9 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from backbeat.config import MongoJobStoreConfig, build_store, store_config_from_settings
+from backbeat.api.config import MongoJobStoreConfig, build_store, store_config_from_settings
 from backbeat.errors import ConfigurationError, CorruptRecordError, StoreError, StoreUnavailableError
-from backbeat.model import DeadLetter, Run, RunOutcome, RunResult, Task, TaskFilter, TaskOptions
+from backbeat.model.records import DeadLetter, Run, RunOutcome, RunResult, Task, TaskFilter, TaskOptions
 from backbeat.stores import store_from_url
 from backbeat.stores.mongodb import MongoStore
 from backbeat.stores.mongodb import documents as d

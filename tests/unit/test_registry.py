@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backbeat import ScheduledBackgroundJob, UnknownJobError, backgroundjob
-from backbeat.registry import JobRegistry
+from backbeat.model.registry import JobRegistry
 
 
 async def module_function(x: int) -> int:

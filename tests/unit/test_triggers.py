@@ -15,7 +15,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from backbeat.errors import InvalidTriggerError
-from backbeat.triggers import (
+from backbeat.model.triggers import (
     describe,
     due_fire_times,
     is_one_shot,

@@ -10,8 +10,8 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
-from backbeat.cli.admin import Admin, DeadLetterNotFoundError, RetryRefusedError
-from backbeat.config import DEFAULT_STORE_URL
+from backbeat.api.admin import Admin, DeadLetterNotFoundError, RetryRefusedError
+from backbeat.api.config import DEFAULT_STORE_URL
 from backbeat.errors import BackbeatError, ConfigurationError, StoreUnavailableError, TaskNotFoundError
 
 T = TypeVar("T")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from backbeat.cli.admin import Admin
+from backbeat.api.admin import Admin
 from backbeat.cli.common import DEFAULT_STORE, USAGE_ERROR, PrefixOption, StoreOption, fail, with_admin
 
 
@@ -33,7 +33,7 @@ def dashboard(
         await admin.store.next_wakeup()
 
     with_admin(store, prefix, reachable)  # a wrong URL or a store that is down: one line, before serving
-    from backbeat.cli.admin import store_spec
+    from backbeat.api.admin import store_spec
 
     app = create_app(store_spec(store, prefix), token=token)
     typer.echo(f"backbeat dashboard on http://{host}:{port}/ (API /api, schema /openapi.json)")

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from backbeat.config import SchedulerConfig
+from backbeat.api.config import SchedulerConfig
+from backbeat.api.discovery import find_job_classes
+from backbeat.api.options import BackgroundTaskSchedulerOptions
+from backbeat.api.scheduler import BackgroundTaskScheduler
 from backbeat.errors import ConfigurationError
-from backbeat.hosting_setup import find_job_classes
-from backbeat.options import BackgroundTaskSchedulerOptions
-from backbeat.scheduler import BackgroundTaskScheduler
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,8 +83,8 @@ async def load_scheduler(spec: str, settings: WorkerSettings) -> Loaded:
 
 
 def _made(module_name: str, settings: WorkerSettings) -> BackgroundTaskScheduler:
-    from backbeat.cli.admin import store_spec
-    from backbeat.config import default_store_url
+    from backbeat.api.admin import store_spec
+    from backbeat.api.config import default_store_url
 
     options = BackgroundTaskSchedulerOptions()
     for job_class in find_job_classes([module_name]):

@@ -8,9 +8,9 @@ from typing import Any
 
 from rich.table import Table
 
-from backbeat.cli.admin import RunView, Stats, state_of
-from backbeat.model import DeadLetter
-from backbeat.tasklist import TaskInfo
+from backbeat.api.admin import RunView, Stats, state_of
+from backbeat.api.tasklist import TaskInfo
+from backbeat.model.records import DeadLetter
 
 
 def when(value: datetime | None) -> str:

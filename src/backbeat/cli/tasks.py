@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
+from backbeat.api.admin import Admin, RunView, TaskState, state_of
+from backbeat.api.tasklist import TaskInfo
 from backbeat.cli import render
-from backbeat.cli.admin import Admin, RunView, TaskState, state_of
 from backbeat.cli.common import (
     DEFAULT_STORE,
     USAGE_ERROR,
@@ -20,8 +21,7 @@ from backbeat.cli.common import (
     print_json,
     with_admin,
 )
-from backbeat.model import DeadLetter
-from backbeat.tasklist import TaskInfo
+from backbeat.model.records import DeadLetter
 
 tasks_app = typer.Typer(
     help="Stored tasks: list, show, pause, resume, trigger, remove.", no_args_is_help=True

@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
+from backbeat.api.scheduler import BackgroundTaskScheduler
 from backbeat.cli.common import FAILED, PrefixOption, fail, run_cleanly
 from backbeat.cli.loader import WorkerSettings, load_scheduler
-from backbeat.scheduler import BackgroundTaskScheduler
 
 log = logging.getLogger("backbeat.worker")
 

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 from backbeat.abc import Store
 from backbeat.errors import ConfigurationError
 from backbeat.stores.memory import MemoryStore
-from backbeat.stores.sqlite import SQLiteStore
+from backbeat.stores.sqlite.store import SQLiteStore
 
 
 class _Backend(NamedTuple):

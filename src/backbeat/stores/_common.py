@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any, TypeVar, cast
 
-from backbeat.model import Run, Task, TaskOptions
+from backbeat.model.records import Run, Task, TaskOptions
 
 UPDATABLE = frozenset(
     {"paused", "next_run_time", "trigger", "orphaned", "name", "tags", "options", "args", "kwargs", "data"}

@@ -19,7 +19,7 @@ from itertools import count
 from typing import Any
 
 from backbeat.errors import TaskExistsError, TaskNotFoundError
-from backbeat.model import (
+from backbeat.model.records import (
     Claim,
     DeadLetter,
     FireDecision,

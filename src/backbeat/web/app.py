@@ -14,10 +14,10 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from backbeat.abc import Store
-from backbeat.cli.admin import Admin, DeadLetterNotFoundError, RetryRefusedError
-from backbeat.config import StoreConfig
+from backbeat.api.admin import Admin, DeadLetterNotFoundError, RetryRefusedError
+from backbeat.api.config import StoreConfig
+from backbeat.api.scheduler import BackgroundTaskScheduler
 from backbeat.errors import BackbeatError, StoreError, TaskNotFoundError
-from backbeat.scheduler import BackgroundTaskScheduler
 from backbeat.web.history import RunHistory
 from backbeat.web.page import PAGE
 from backbeat.web.routes import api_router

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from backbeat.events import EventHub, EventKind, SchedulerEvent
+from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 
 OUTCOMES = {
     EventKind.RUN_EXECUTED: "success",

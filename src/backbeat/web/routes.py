@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from backbeat.cli.admin import Admin, RetryRefusedError, TaskState
+from backbeat.api.admin import Admin, RetryRefusedError, TaskState
 from backbeat.web.history import RunHistory
 from backbeat.web.schemas import (
     DeadLetterOut,

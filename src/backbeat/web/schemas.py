@@ -8,9 +8,9 @@ from typing import Any, Literal
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel
 
-from backbeat.cli.admin import RunView, Stats, state_of
-from backbeat.model import DeadLetter
-from backbeat.tasklist import TaskInfo
+from backbeat.api.admin import RunView, Stats, state_of
+from backbeat.api.tasklist import TaskInfo
+from backbeat.model.records import DeadLetter
 from backbeat.web.history import HistoryEntry
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from backbeat.errors import CorruptRecordError
-from backbeat.model import DeadLetter, Run, RunOutcome, RunResult, Task, TaskFilter
+from backbeat.model.records import DeadLetter, Run, RunOutcome, RunResult, Task, TaskFilter
 
 Doc = dict[str, Any]
 """A MongoDB document, filter or update."""

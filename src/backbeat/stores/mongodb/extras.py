@@ -13,7 +13,7 @@ import orjson
 from pymongo.errors import DuplicateKeyError
 
 from backbeat.errors import CorruptRecordError
-from backbeat.model import DeadLetter, QuarantinedRecord, Run, StateRecord, Task
+from backbeat.model.records import DeadLetter, QuarantinedRecord, Run, StateRecord, Task
 from backbeat.stores.mongodb import documents as d
 from backbeat.stores.mongodb.connection import Connection
 

@@ -32,7 +32,7 @@ from pymongo import AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from backbeat.errors import CorruptRecordError, StoreError, TaskExistsError, TaskNotFoundError
-from backbeat.model import (
+from backbeat.model.records import (
     Claim,
     DeadLetter,
     FireDecision,

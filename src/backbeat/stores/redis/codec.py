@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from backbeat.errors import CorruptRecordError
-from backbeat.model import Run, Task
+from backbeat.model.records import Run, Task
 from backbeat.stores.redis.keys import from_us, to_us
 
 Arg = str | bytes | int

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from backbeat.errors import CorruptRecordError, TaskExistsError
-from backbeat.model import DeadLetter, Run, StateRecord, Task
+from backbeat.model.records import DeadLetter, Run, StateRecord, Task
 from backbeat.stores.redis import codec
 from backbeat.stores.redis.codec import iso, text
 from backbeat.stores.redis.connection import Connection

@@ -12,7 +12,7 @@ from typing import Any
 import redis.asyncio
 
 from backbeat.errors import CorruptRecordError, StoreError, TaskExistsError, TaskNotFoundError
-from backbeat.model import (
+from backbeat.model.records import (
     Claim,
     DeadLetter,
     FireDecision,

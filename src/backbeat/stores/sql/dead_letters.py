@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from backbeat.errors import CorruptRecordError
-from backbeat.model import DeadLetter, RunResult, StateRecord, Task
+from backbeat.model.records import DeadLetter, RunResult, StateRecord, Task
 from backbeat.stores.sql.steps import Dialect, Txn, execute, fetch, fetch_ids, fetch_one
 
 log = logging.getLogger("backbeat.stores.sql")

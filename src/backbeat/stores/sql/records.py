@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from backbeat.errors import CorruptRecordError
-from backbeat.model import Task
+from backbeat.model.records import Task
 from backbeat.stores.sql.steps import Dialect, Row, Txn, execute_many, fetch, from_us, opt_us
 
 log = logging.getLogger("backbeat.stores.sql")

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from backbeat.errors import TaskNotFoundError
-from backbeat.model import Claim, FireDecision, FireResult, Run, RunOutcome, RunResult, run_id_for
+from backbeat.model.records import Claim, FireDecision, FireResult, Run, RunOutcome, RunResult, run_id_for
 from backbeat.stores.sql import dead_letters, tasks
 from backbeat.stores.sql.records import Corrupt, decode, first, quarantine
 from backbeat.stores.sql.steps import (

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from backbeat.errors import TaskNotFoundError
-from backbeat.model import (
+from backbeat.model.records import (
     Claim,
     DeadLetter,
     FireDecision,

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from backbeat.errors import TaskExistsError
-from backbeat.model import QuarantinedRecord, Task, TaskFilter
+from backbeat.model.records import QuarantinedRecord, Task, TaskFilter
 from backbeat.stores.sql.records import Corrupt, decode, first, quarantine, task_row
 from backbeat.stores.sql.steps import Dialect, Txn, execute, execute_many, fetch, fetch_ids, notify
 

@@ -1,0 +1,299 @@
+"""Build ``Task`` records from what users hand the facade: callables, job instances, descriptors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from backbeat.errors import NotPersistableError, UnknownJobError
+from backbeat.model import codec, triggers
+from backbeat.model.jobs import (
+    BackgroundJob,
+    RecurrentBackgroundJob,
+    RecurrentTaskDescriptor,
+    ScheduledBackgroundJob,
+    ScheduledTaskDescriptor,
+    TaskDescriptor,
+    job_data,
+    new_task_id,
+)
+from backbeat.model.records import Task, TaskOptions
+from backbeat.model.registry import JobRegistry
+from backbeat.observability.tracing import capture_trace_context
+from backbeat.policies.definitions import policies_of
+
+log = logging.getLogger("backbeat")
+
+
+@dataclass(slots=True)
+class BuiltTask:
+    """A task ready to store, and whether only this process can run it."""
+
+    task: Task
+    local: bool
+
+
+def from_callable(
+    registry: JobRegistry,
+    func: Callable[..., Any],
+    *,
+    trigger: triggers.TriggerSpec,
+    options: TaskOptions,
+    task_id: str | None = None,
+    name: str | None = None,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    tags: Sequence[str] = (),
+    durable: bool | None = None,
+    now: datetime | None = None,
+) -> BuiltTask:
+    """A task that calls ``func(*args, **kwargs)`` on ``trigger``.
+
+    Raises:
+        NotPersistableError: ``func`` has no import path and ``durable=True``.
+        EncodingError: an argument cannot be stored (the message names it).
+        InvalidTriggerError: the trigger has no fire time at all.
+    """
+    template = callable_template(
+        registry, func, trigger=trigger, options=options, name=name, durable=durable, now=now
+    )
+    return stamp(template, task_id=task_id, name=name, args=args, kwargs=kwargs, tags=tags)
+
+
+def callable_template(
+    registry: JobRegistry,
+    func: Callable[..., Any],
+    *,
+    trigger: triggers.TriggerSpec,
+    options: TaskOptions,
+    name: str | None = None,
+    durable: bool | None = None,
+    now: datetime | None = None,
+) -> BuiltTask:
+    """What every task calling ``func`` on ``trigger`` with ``options`` shares: the job reference,
+    the policies, the first fire time. :func:`stamp` makes tasks of it (a batch builds it once).
+
+    Raises:
+        NotPersistableError: ``func`` has no import path and ``durable=True``.
+        InvalidTriggerError: the trigger has no fire time at all.
+    """
+    ref = registry.ref_for(func)
+    label = name or getattr(func, "__qualname__", None) or repr(func)
+    if ref.local:
+        if durable:
+            raise NotPersistableError(
+                f"{label}: {getattr(func, '__qualname__', func)!r} is a lambda, closure or local function "
+                "and "
+                "cannot be stored by reference; make it a module-level function or a method of a service, "
+                "or drop durable=True to run it as a local task of this process"
+            )
+        log.warning(
+            "task %r runs %r, which has no import path: it is a local task of this process, "
+            "not persisted, lost if the process stops",
+            label,
+            func,
+        )
+    task = _new_task(
+        task_id="",
+        name=label,
+        job=ref.ref,
+        trigger=trigger,
+        options=with_policies(options, func),
+        now=now,
+    )
+    return BuiltTask(task, ref.local)
+
+
+def stamp(
+    template: BuiltTask,
+    *,
+    task_id: str | None = None,
+    name: str | None = None,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    tags: Sequence[str] = (),
+) -> BuiltTask:
+    """A new task from a :func:`callable_template`, with its own id, name, arguments and tags.
+
+    Raises:
+        EncodingError: an argument cannot be stored (the message names it).
+    """
+    shared = template.task
+    # built field by field: dataclasses.replace costs more than all the rest of a batch add
+    task = Task(
+        id=task_id or new_task_id(),
+        name=name or shared.name,
+        job=shared.job,
+        trigger=shared.trigger,
+        next_run_time=shared.next_run_time,
+        args=codec.encode(list(args), path="args") if args else [],
+        kwargs=codec.encode(dict(kwargs), path="kwargs") if kwargs else {},
+        tags=_tags(tags),
+        options=shared.options,
+        created_at=shared.created_at,
+        trace_context=shared.trace_context,
+    )
+    return BuiltTask(task, template.local)
+
+
+def shareable(trigger: triggers.TriggerSpec) -> bool:
+    """Whether tasks on ``trigger`` may share a template (a jittered first fire time may not)."""
+    return "jitter" not in trigger
+
+
+def with_policies(options: TaskOptions, func: Callable[..., Any]) -> TaskOptions:
+    """``options`` plus the retry / circuit-breaker policies decorating ``func`` (options given
+    explicitly win).
+
+    Raises:
+        ConfigurationError: a decorator names an instance attribute holding no such policy.
+    """
+    found = policies_of(func)
+    changes: dict[str, Any] = {
+        kind: policy.to_json() for kind, policy in found.items() if getattr(options, kind) is None
+    }
+    return replace(options, **changes) if changes else options
+
+
+def from_job(
+    registry: JobRegistry,
+    job: BackgroundJob,
+    *,
+    options: TaskOptions,
+    default_timezone: str,
+    tags: Sequence[str] = (),
+    now: datetime | None = None,
+) -> Task:
+    """A task for a job instance: its ``__scheduled_at__`` or ``__interval__`` and its data.
+
+    Raises:
+        UnknownJobError: the job's class is not a Scheduled/RecurrentBackgroundJob.
+        EncodingError: an attribute cannot be stored (the message names it).
+    """
+    ref = registry.register_job_class(type(job))
+    when = now or datetime.now(UTC)
+    if isinstance(job, ScheduledBackgroundJob):
+        spec = triggers.make_trigger_spec(
+            "date", run_date=job.__scheduled_at__ or when, default_timezone=default_timezone, now=when
+        )
+    elif isinstance(job, RecurrentBackgroundJob):
+        if not job.__interval__:
+            raise UnknownJobError(
+                f"{type(job).__name__}.__interval__ is not set: a recurrent job needs an interval"
+            )
+        spec = triggers.make_trigger_spec(
+            "interval", seconds=job.__interval__, default_timezone=default_timezone, now=when
+        )
+    else:
+        raise UnknownJobError(
+            f"{type(job).__name__} is neither a ScheduledBackgroundJob nor a RecurrentBackgroundJob"
+        )
+    data = codec.encode(job_data(job), path=f"{type(job).__name__}.data")
+    method = job.run_at if isinstance(job, ScheduledBackgroundJob) else job.run_every
+    return _new_task(
+        task_id=job.__task_id__,
+        name=job.__task_name__ or type(job).__name__,
+        job=ref,
+        trigger=spec,
+        options=with_policies(options, method),
+        tags=tags,
+        data=data,
+        now=when,
+    )
+
+
+def from_descriptor(
+    registry: JobRegistry,
+    descriptor: TaskDescriptor,
+    *,
+    options: TaskOptions,
+    default_timezone: str,
+    now: datetime | None = None,
+) -> Task:
+    """A task for a bus descriptor; ``descriptor.name`` names a registered ``@backgroundjob`` class.
+
+    Raises:
+        UnknownJobError: no job class is registered under ``descriptor.name``.
+        EncodingError: a value of ``descriptor.data`` cannot be stored.
+        InvalidTriggerError: the descriptor's time or interval is invalid.
+    """
+    cls = registry.job_class(descriptor.name)
+    when = now or datetime.now(UTC)
+    if isinstance(descriptor, ScheduledTaskDescriptor):
+        if not issubclass(cls, ScheduledBackgroundJob):
+            raise UnknownJobError(
+                f"{descriptor.name} is not a scheduled job, but got a ScheduledTaskDescriptor"
+            )
+        spec = triggers.make_trigger_spec(
+            "date", run_date=descriptor.scheduled_at, default_timezone=default_timezone, now=when
+        )
+    elif isinstance(descriptor, RecurrentTaskDescriptor):
+        if not issubclass(cls, RecurrentBackgroundJob):
+            raise UnknownJobError(
+                f"{descriptor.name} is not a recurrent job, but got a RecurrentTaskDescriptor"
+            )
+        first = descriptor.started_at
+        spec = triggers.make_trigger_spec(
+            "interval",
+            seconds=descriptor.interval,
+            start_date=first,
+            default_timezone=default_timezone,
+            now=when,
+        )
+    else:
+        raise UnknownJobError(
+            f"a plain TaskDescriptor has no time: send a Scheduled- or RecurrentTaskDescriptor "
+            f"for {descriptor.name}"
+        )
+    data = codec.encode(dict(descriptor.data), path=f"{descriptor.name}.data")
+    return _new_task(
+        task_id=descriptor.id,
+        name=descriptor.name,
+        job=f"job:{descriptor.name}",
+        trigger=spec,
+        options=options,
+        data=data,
+        now=when,
+    )
+
+
+def _new_task(
+    *,
+    task_id: str | None,
+    name: str,
+    job: str,
+    trigger: triggers.TriggerSpec,
+    options: TaskOptions,
+    tags: Sequence[str] = (),
+    args: Any = None,
+    kwargs: Any = None,
+    data: Any = None,
+    now: datetime | None,
+) -> Task:
+    when = now or datetime.now(UTC)
+    first = triggers.next_fire_time(trigger, None, when)
+    if first is None:
+        from backbeat.errors import InvalidTriggerError
+
+        raise InvalidTriggerError(f"task {name!r}: trigger {triggers.describe(trigger)} never fires")
+    return Task(
+        id=task_id or new_task_id(),
+        name=name,
+        job=job,
+        trigger=trigger,
+        next_run_time=first,
+        args=args if args is not None else [],
+        kwargs=kwargs if kwargs is not None else {},
+        data=data,
+        tags=_tags(tags),
+        options=options,
+        created_at=when,
+        trace_context=capture_trace_context(),  # the run's span joins the trace that scheduled it
+    )
+
+
+def _tags(tags: Sequence[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(str(t) for t in tags)) if tags else ()

@@ -1,0 +1,171 @@
+"""Calling one run's job: the call built from the stored task (job class or callable, data decoded,
+``configure`` given the services), its run context, executor, timeout and run hooks, and how it went."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from backbeat.abc import Executor, RunHook
+from backbeat.engine.context import RunContext, reset_current_run, set_current_run
+from backbeat.errors import BackbeatError, UnknownJobError
+from backbeat.model import codec
+from backbeat.model.attempt import Attempt
+from backbeat.model.events import EventHub, EventKind
+from backbeat.model.jobs import RecurrentBackgroundJob, ScheduledBackgroundJob, restore_job
+from backbeat.model.records import Run, RunOutcome, Task
+from backbeat.model.registry import JobRegistry
+from backbeat.policies.definitions import engine_applies_policies
+
+log = logging.getLogger("backbeat.engine")
+
+
+class Invoker:
+    """Calls jobs for one engine."""
+
+    def __init__(
+        self,
+        *,
+        registry: JobRegistry,
+        executors: Mapping[str, Executor],
+        provider: Any,
+        clock: Callable[[], datetime],
+        owner: str,
+        run_hooks: Sequence[RunHook],
+        events: EventHub,
+        handlers: Sequence[object],
+        emit: Callable[..., None],
+    ) -> None:
+        self.registry = registry
+        self.executors = executors
+        self.provider = provider
+        self.clock = clock
+        self.owner = owner
+        self.run_hooks = run_hooks
+        self.events = events
+        self.handlers = handlers
+        self.emit = emit
+
+    async def __call__(self, task: Task, run: Run) -> Attempt:
+        """Run ``run`` of ``task`` and say how it went (exceptions become a failed attempt)."""
+        context = RunContext(
+            task_id=task.id,
+            task_name=task.name,
+            run_id=run.id,
+            fire_time=run.fire_time,
+            attempt=run.attempt,
+            tags=task.tags,
+            owner=self.owner,
+            service_provider=self.provider,
+        )
+        token = set_current_run(context)
+        policies_token = engine_applies_policies.set(True)
+        attempt = Attempt(outcome=RunOutcome.SUCCESS, started=self.clock())
+        if self.events.wanted:
+            self.emit(EventKind.RUN_SUBMITTED, task, run=run)
+        try:
+            invocation = await prepare(task, run, self.registry, self.provider)
+            attempt.func, attempt.args, attempt.kwargs = invocation.func, invocation.args, invocation.kwargs
+            executor = self.executors.get(task.options.executor)
+            if executor is None:
+                raise BackbeatError(
+                    f"task {task.id} names executor {task.options.executor!r}, "
+                    f"which is not configured (known: {', '.join(self.executors)})"
+                )
+            call = executor.submit(invocation.func, invocation.args, invocation.kwargs)
+            if self.run_hooks:
+                with contextlib.ExitStack() as hooks:
+                    for hook in self.run_hooks:
+                        hooks.enter_context(hook(task, run))
+                    attempt.result = await _await_call(call, task.options.timeout)
+            else:
+                attempt.result = await _await_call(call, task.options.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            attempt.duration = (self.clock() - attempt.started).total_seconds()
+            if isinstance(exc, TimeoutError) and task.options.timeout:
+                exc = TimeoutError(f"run {run.id} timed out after {task.options.timeout}s")
+            attempt.outcome, attempt.error = RunOutcome.FAILURE, exc
+            log.error("run %s of task %s (%s) failed: %r", run.id, task.id, task.name, exc)
+            self.emit(
+                EventKind.RUN_FAILED,
+                task,
+                run=run,
+                error=exc,
+                duration=attempt.duration,
+                traceback="".join(traceback.format_exception(exc)),
+            )
+            return attempt
+        finally:
+            engine_applies_policies.reset(policies_token)
+            reset_current_run(token)
+        if self.events.wanted or self.handlers:
+            attempt.duration = (self.clock() - attempt.started).total_seconds()
+            self.emit(EventKind.RUN_EXECUTED, task, run=run, result=attempt.result, duration=attempt.duration)
+        return attempt
+
+
+async def _await_call(call: Awaitable[Any], timeout: float | None) -> Any:
+    if timeout:
+        async with asyncio.timeout(timeout):
+            return await call
+    return await call
+
+
+@dataclass(slots=True)
+class Invocation:
+    """A ready call: ``func(*args, **kwargs)``."""
+
+    func: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+async def prepare(task: Task, run: Run, registry: JobRegistry, provider: Any) -> Invocation:
+    """Build the call for ``run`` of ``task``.
+
+    Raises:
+        UnknownJobError: the job is not registered or cannot be resolved in this process.
+        DecodingError: the stored data cannot be decoded.
+    """
+    kind, _, name = task.job.partition(":")
+    if kind != "job":
+        func = registry.resolve_callable(task.job, provider)
+        args = codec.decode(task.args, path="args") if task.args else ()
+        kwargs = codec.decode(task.kwargs, path="kwargs") if task.kwargs else {}
+        return Invocation(func, tuple(args), dict(kwargs))
+
+    cls = registry.job_class(name)
+    data: dict[str, Any] = codec.decode(task.data or {}, path="data")
+    job = restore_job(cls, dict(data), task.id, task.name)
+    configured = job.configure(service_provider=provider)
+    if inspect.isawaitable(configured):
+        await configured
+    if isinstance(job, ScheduledBackgroundJob):
+        job.__scheduled_at__ = run.fire_time
+        method: Callable[..., Any] = job.run_at
+    elif isinstance(job, RecurrentBackgroundJob):
+        job.__interval__ = task.trigger.get("seconds")
+        method = job.run_every
+    else:
+        raise UnknownJobError(
+            f"job class {cls.__qualname__} is neither a Scheduled nor a RecurrentBackgroundJob"
+        )
+    public = {k: v for k, v in data.items() if not k.startswith("_")}
+    return Invocation(method, (), public if _takes_var_kwargs(method) else {})
+
+
+def _takes_var_kwargs(func: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)

@@ -1,0 +1,504 @@
+"""The loop: claim due work from the store, decide fire times, run, renew leases, complete."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from backbeat.abc import Executor, RunHook, Store
+from backbeat.engine import cancellations
+from backbeat.engine.invoke import Invoker
+from backbeat.errors import BackbeatError, StoreError
+from backbeat.model import triggers
+from backbeat.model.events import EventHub, EventKind, SchedulerEvent
+from backbeat.model.records import FireDecision, FireResult, Run, RunOutcome, RunResult, Task, utcnow
+from backbeat.model.registry import JobRegistry
+from backbeat.policies.enforcement import RunPolicies
+from backbeat.policies.handlers import TaskFailureHandler
+
+log = logging.getLogger("backbeat.engine")
+
+QUARANTINE_RECHECK = timedelta(seconds=30)
+"""How long a run whose task record cannot be read waits before it is looked at again."""
+
+
+def default_owner() -> str:
+    """A name unique to this engine: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(slots=True, kw_only=True)
+class EngineConfig:
+    """How the engine claims and runs work."""
+
+    owner: str = field(default_factory=default_owner)
+    lease: timedelta = timedelta(seconds=10)
+    batch_size: int = 500
+    max_concurrency: int = 1000
+    """Runs this process executes at once; claims never take more than it can start."""
+    poll_interval: float = 1.0
+    """Longest sleep without looking at the store (the fallback when a wake-up is lost)."""
+    claim_ahead: timedelta = timedelta(milliseconds=50)
+    """Tasks due this soon are claimed and fired early, their runs started at their fire time:
+    a run then starts on time however long a claim takes (at most a quarter of the lease)."""
+    shutdown_timeout: float = 30.0
+    store_retry_max: float = 5.0
+    claim_enabled: bool = True
+    """False for a producer-only process: it adds tasks but never runs them."""
+
+
+class Engine:
+    """Claims due tasks and runs for one owner and executes them with the configured executors."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: JobRegistry,
+        executors: Mapping[str, Executor],
+        events: EventHub,
+        config: EngineConfig | None = None,
+        *,
+        provider: Any = None,
+        clock: Callable[[], datetime] = utcnow,
+        run_hooks: Sequence[RunHook] = (),
+        failure_handlers: Sequence[TaskFailureHandler] = (),
+    ) -> None:
+        self.store = store
+        self.run_hooks = run_hooks
+        self.policies = RunPolicies(store, clock, failure_handlers)
+        self.registry = registry
+        self.executors = dict(executors)
+        self.events = events
+        self.config = config or EngineConfig()
+        self.provider = provider
+        self.clock = clock
+        self._drain_lock = asyncio.Lock()
+        self._active: dict[str, tuple[Run, asyncio.Task[None]]] = {}
+        self._completing: dict[str, RunResult] = {}
+        self._released: set[str] = set()
+        self._ahead = max(min(self.config.claim_ahead, self.config.lease / 4), timedelta(0))
+        self._claimed_to = datetime.min.replace(tzinfo=UTC)
+        """The horizon of the last claim: what is due by it was claimable then."""
+        self._held: datetime | None = None
+        """The earliest fire time claimed ahead but held back (``max_instances``): claims look
+        no further ahead until it comes, else they would take and release it again and again."""
+        self._wake = asyncio.Event()
+        self._flush = asyncio.Event()
+        self._capacity = asyncio.Event()
+        self._stopping = False
+        self._background: list[asyncio.Task[None]] = []
+        self.due_lag = 0.0
+        """Seconds the oldest due, unclaimed item has waited (sampled every lease/3): a backlog
+        shows as a lag that grows."""
+        self.invoke = Invoker(
+            registry=registry,
+            executors=self.executors,
+            provider=provider,
+            clock=clock,
+            owner=self.config.owner,
+            run_hooks=run_hooks,
+            events=events,
+            handlers=failure_handlers,
+            emit=self._emit,
+        )
+
+    @property
+    def owner(self) -> str:
+        return self.config.owner
+
+    @property
+    def running(self) -> bool:
+        return bool(self._background) and not self._stopping
+
+    def active_runs(self) -> list[Run]:
+        """Runs this process is executing now."""
+        return [run for run, _ in self._active.values()]
+
+    def notify(self) -> None:
+        """Something changed locally (a task was added): look at the store now."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Start claiming (unless producer-only), renewing leases and completing runs."""
+        self._stopping = False
+        spawn = asyncio.get_running_loop().create_task
+        self._background = [spawn(self._complete_loop(), name="backbeat-complete")]
+        if self.config.claim_enabled:
+            self._background += [
+                spawn(self._claim_loop(), name="backbeat-claim"),
+                spawn(self._renew_loop(), name="backbeat-renew"),
+                spawn(self._listen_loop(), name="backbeat-wakeups"),
+            ]
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop claiming, let running jobs finish up to ``timeout``, then release what is left."""
+        if not self._background:
+            return
+        self._stopping = True
+        self._wake.set()
+        self._capacity.set()
+        claim_tasks = [t for t in self._background if t.get_name() in ("backbeat-claim", "backbeat-wakeups")]
+        for task in claim_tasks:
+            task.cancel()
+        await asyncio.gather(*claim_tasks, return_exceptions=True)
+        wait_for = self.config.shutdown_timeout if timeout is None else timeout
+        pending = [t for _, t in self._active.values()]
+        if pending:
+            _, still_running = await asyncio.wait(pending, timeout=wait_for)
+            if still_running:
+                await self._abandon(list(self._active.values()))
+        self._flush.set()
+        await self._drain_completions()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background = []
+
+    async def _abandon(self, entries: list[tuple[Run, asyncio.Task[None]]]) -> None:
+        # Cancel first, so this process stops working on a run before another may take it over.
+        for run, task in entries:
+            self._released.add(run.id)
+            task.cancel()
+        await asyncio.wait([t for _, t in entries], timeout=5)
+        run_ids = [run.id for run, _ in entries]
+        log.warning("shutdown timeout: releasing %d unfinished runs for other instances", len(run_ids))
+        with contextlib.suppress(StoreError):
+            await self.store.release(self.owner, run_ids=run_ids, task_ids=(), now=self.clock())
+
+    # -- claiming -------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        backoff = 0.05
+        while not self._stopping:
+            capacity = self.config.max_concurrency - len(self._active)
+            if capacity <= 0:
+                self._capacity.clear()
+                await self._capacity.wait()
+                continue
+            limit = min(self.config.batch_size, capacity)
+            try:
+                self._wake.clear()
+                taken = await self._claim_once(limit)
+                backoff = 0.05
+            except (StoreError, OSError) as exc:
+                self._store_error(exc, "claiming due work")
+                await asyncio.sleep(backoff * (1 + random.random()))
+                backoff = min(backoff * 2, self.config.store_retry_max)
+                continue
+            if taken < limit:
+                await self._sleep_until_due()
+
+    async def _claim_once(self, limit: int) -> int:
+        now = self.clock()
+        horizon = now + self._ahead
+        if self._held is not None and self._held > now:
+            horizon = min(horizon, self._held - timedelta(microseconds=1))
+        else:
+            self._held = None
+        self._claimed_to = horizon
+        claim = await self.store.claim_due(
+            self.owner, now=now, lease=self.config.lease, limit=limit, horizon=horizon
+        )
+        runs = claim.runs + (await self._fire(claim.tasks, now) if claim.tasks else [])
+        for run in await self._still_held(runs, since=now):
+            self._dispatch(run)
+        return len(claim.tasks) + len(claim.runs)
+
+    async def _still_held(self, runs: list[Run], *, since: datetime) -> list[Run]:
+        """The runs whose leases (taken at ``since``) this owner still holds, pushed further.
+
+        Only looked at when the store was slow: if claiming and firing took a third of the
+        lease or more, a lease may have ended meanwhile and another owner taken the run over.
+        """
+        if not runs or self.clock() - since < self.config.lease / 3:
+            return runs
+        held = await self.store.extend(
+            self.owner, [run.id for run in runs], now=self.clock(), lease=self.config.lease
+        )
+        for run in runs:
+            if run.id not in held:
+                log.warning("run %s not started: its lease ended while the store was slow", run.id)
+        return [run for run in runs if run.id in held]
+
+    async def _sleep_until_due(self) -> None:
+        if self._wake.is_set():
+            return
+        try:
+            next_time = await self.store.next_wakeup()
+        except (StoreError, OSError) as exc:
+            self._store_error(exc, "reading the next wake-up")
+            next_time = None
+        delay = self.config.poll_interval
+        if next_time is not None:
+            claim_at = next_time  # when next_time <= _claimed_to it is not claimable ahead (a run's lease)
+            if next_time > self._claimed_to:
+                claim_at = next_time - self._ahead
+                if self._held is not None:
+                    claim_at = max(claim_at, self._held)
+            delay = min(delay, max((claim_at - self.clock()).total_seconds(), 0.0005))
+        # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that races the event.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+
+    async def _listen_loop(self) -> None:
+        while not self._stopping:
+            try:
+                async for _ in self.store.wakeups():
+                    if self._stopping:
+                        return
+                    self._wake.set()
+            except (StoreError, OSError) as exc:
+                self._store_error(exc, "listening for wake-ups")
+            await asyncio.sleep(self.config.poll_interval)
+
+    async def _fire(self, tasks: list[Task], now: datetime) -> list[Run]:
+        decisions: list[FireDecision] = []
+        by_id = {task.id: task for task in tasks}
+        for task in tasks:
+            decision = await self._decide(task, now)
+            decisions.append(decision)
+        # the runs' leases count from now, not from the claim: a fire held up (by a lock, a
+        # slow store) must not create runs whose lease already ended, for another owner to take
+        results: list[FireResult] = await self.store.fire(
+            self.owner, decisions, now=self.clock(), lease=self.config.lease
+        )
+        runs: list[Run] = []
+        for result in results:
+            task = by_id[result.task_id]
+            for fire_time in result.skipped:
+                log.warning(
+                    "task %s (%s): max_instances=%d reached, fire time %s skipped",
+                    task.id,
+                    task.name,
+                    task.options.max_instances,
+                    fire_time,
+                )
+                self._emit(EventKind.MAX_INSTANCES, task, fire_time=fire_time)
+            for run in result.runs:
+                run.task = run.task or task
+                runs.append(run)
+        return runs
+
+    async def _decide(self, task: Task, now: datetime) -> FireDecision:
+        no_fire = FireDecision(
+            task_id=task.id, claimed_version=task.version, fire_times=[], next_run_time=task.next_run_time
+        )
+        if not self.registry.knows(task.job):
+            await self._orphan(task, f"job {task.job!r} is not registered in process {self.owner}")
+            return no_fire
+        assert task.next_run_time is not None
+        ahead = task.next_run_time > now  # claimed ahead: only its next fire time, when it comes
+        if ahead and task.running >= task.options.max_instances:
+            # its previous run may yet end in time: decide when the fire time comes
+            self._held = min(self._held or task.next_run_time, task.next_run_time)
+            return no_fire
+        try:
+            until = task.next_run_time if ahead else now
+            due, following = triggers.due_fire_times(task.trigger, task.next_run_time, until)
+        except BackbeatError as exc:
+            await self._orphan(task, f"invalid trigger: {exc}")
+            return no_fire
+        if task.options.coalesce and len(due) > 1:
+            due = due[-1:]
+        grace = task.options.misfire_grace_time
+        runnable = [t for t in due if grace is None or (now - t).total_seconds() <= grace]
+        missed = [t for t in due if t not in runnable]
+        for fire_time in missed:
+            log.warning(
+                "task %s (%s): fire time %s missed by %s (misfire_grace_time=%ss)",
+                task.id,
+                task.name,
+                fire_time,
+                now - fire_time,
+                grace,
+            )
+            self._emit(EventKind.RUN_MISSED, task, fire_time=fire_time)
+        return FireDecision(
+            task_id=task.id,
+            claimed_version=task.version,
+            fire_times=runnable,
+            next_run_time=following,
+            missed=len(missed),
+        )
+
+    async def _orphan(self, task: Task, reason: str) -> None:
+        log.error("task %s (%s) kept but not run: %s", task.id, task.name, reason)
+        await self.store.update(task.id, orphaned=reason)
+        self._emit(EventKind.TASK_ORPHANED, task, error=BackbeatError(reason))
+
+    # -- running ----------------------------------------------------------------------------
+
+    def _dispatch(self, run: Run) -> None:
+        if run.id in self._active:
+            return
+        task = asyncio.get_running_loop().create_task(self._execute(run), name=f"backbeat-run:{run.id}")
+        self._active[run.id] = (run, task)
+
+    async def _execute(self, run: Run) -> None:
+        task = run.task
+        try:
+            if (early := (run.fire_time - self.clock()).total_seconds()) > 0:
+                await asyncio.sleep(early)  # claimed ahead (``claim_ahead``): start on time
+            if task is None and await self._task_quarantined(run.task_id):
+                # keep the fire time until someone repairs (re-adds) the record; look again later
+                finished = self._result(run, RunOutcome.DEFERRED, "its task record cannot be read")
+                finished.retry_at = finished.finished_at + QUARANTINE_RECHECK
+                log.error("run %s kept, not run: the record of task %s is quarantined", run.id, run.task_id)
+            elif task is None:
+                finished = self._result(run, RunOutcome.CANCELLED, "its task was removed")
+            elif run.recovered and task.options.at_most_once:
+                finished = self._result(
+                    run, RunOutcome.LOST, "owner died mid-run and the task is at-most-once"
+                )
+                log.warning("run %s lost: %s", run.id, finished.error)
+                self._emit(EventKind.RUN_LOST, task, run=run)
+            elif task.options.circuit_breaker and (defer_until := await self.policies.admit(task)):
+                finished = self._result(run, RunOutcome.DEFERRED, "its circuit breaker is open")
+                finished.retry_at = defer_until
+                self._emit(EventKind.RUN_DEFERRED, task, run=run)
+            else:
+                attempt = await self.invoke(task, run)
+                if self.policies.needed(task, attempt):
+                    finished = await self.policies.settle(task, run, attempt)
+                else:
+                    finished = RunResult(run=run, outcome=attempt.outcome, finished_at=self.clock())
+        except asyncio.CancelledError:
+            if run.id in self._released:
+                self._active.pop(run.id, None)
+                return
+            finished = self._result(run, RunOutcome.CANCELLED, "cancelled")
+        self._completing[run.id] = finished
+        self._active.pop(run.id, None)
+        self._capacity.set()
+        self._flush.set()
+
+    async def _task_quarantined(self, task_id: str) -> bool:
+        try:
+            return any(record.key == task_id for record in await self.store.quarantined())
+        except (StoreError, OSError) as exc:
+            self._store_error(exc, "reading quarantined records")
+            return True  # unsure: keep the run rather than drop its fire time
+
+    def _result(self, run: Run, outcome: RunOutcome, error: str | None = None) -> RunResult:
+        return RunResult(run=run, outcome=outcome, finished_at=self.clock(), error=error)
+
+    # -- completing and renewing -----------------------------------------------------------
+
+    async def _complete_loop(self) -> None:
+        while True:
+            await self._flush.wait()
+            self._flush.clear()
+            await self._drain_completions()
+
+    async def _drain_completions(self) -> None:
+        # stop() drains too, while the complete loop may be draining: one batch at a time,
+        # or a run would be completed twice (and reported as taken over).
+        async with self._drain_lock:
+            await self._drain()
+
+    async def _drain(self) -> None:
+        backoff = 0.05
+        while self._completing:
+            batch = list(self._completing.values())
+            try:
+                lost = await self.store.complete(self.owner, batch)
+            except (StoreError, OSError) as exc:
+                self._store_error(exc, "completing runs")
+                await asyncio.sleep(backoff * (1 + random.random()))
+                backoff = min(backoff * 2, self.config.store_retry_max)
+                continue
+            for result in batch:
+                self._completing.pop(result.run.id, None)
+            if lost:
+                log.warning("runs %s finished after their lease passed to another instance", sorted(lost))
+        if self._completing == {} and not self._stopping:
+            self._wake.set()
+
+    async def _renew_loop(self) -> None:
+        interval = self.config.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            await self._sample_due_lag()
+            held_ids = set(self._active) | set(self._completing)
+            if not held_ids:
+                continue
+            try:
+                held = await self.store.extend(
+                    self.owner, held_ids, now=self.clock(), lease=self.config.lease
+                )
+            except (StoreError, OSError) as exc:
+                self._store_error(exc, "renewing leases")
+                continue
+            # only runs still executing: one completed during the extend is gone, not lost, and a
+            # finished one truly lost is reported when its completion is refused
+            lost = (held_ids - held) & set(self._active)
+            if lost:
+                log.warning("lost the lease of runs %s: another instance may run them again", sorted(lost))
+            await self._apply_cancel_requests()
+
+    async def _sample_due_lag(self) -> None:
+        try:
+            earliest = await self.store.next_wakeup()
+        except (StoreError, OSError) as exc:
+            self._store_error(exc, "reading the next wake-up")
+            return
+        lag = 0.0 if earliest is None else (self.clock() - earliest).total_seconds()
+        self.due_lag = max(lag, 0.0)
+
+    async def _apply_cancel_requests(self) -> None:
+        try:
+            wanted = await cancellations.pending(self.store, list(self._active))
+            if wanted:
+                for run_id in wanted:
+                    self.cancel(run_id)
+                await cancellations.done(self.store, wanted, self.clock())
+        except (StoreError, OSError) as exc:
+            self._store_error(exc, "reading cancel requests")
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a run this process is executing (it completes as cancelled); whether it was here."""
+        entry = self._active.get(run_id)
+        if entry is None:
+            return False
+        log.warning("cancelling run %s on request", run_id)
+        entry[1].cancel()
+        return True
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def _emit(
+        self,
+        kind: EventKind,
+        task: Task,
+        *,
+        run: Run | None = None,
+        fire_time: datetime | None = None,
+        **fields: Any,
+    ) -> None:
+        if not self.events.wanted:
+            return
+        self.events.emit(
+            SchedulerEvent(
+                kind=kind,
+                task_id=task.id,
+                task_name=task.name,
+                run_id=run.id if run else None,
+                fire_time=run.fire_time if run else fire_time,
+                attempt=run.attempt if run else None,
+                **fields,
+            )
+        )
+
+    def _store_error(self, exc: BaseException, doing: str) -> None:
+        log.warning("store error while %s (will retry): %r", doing, exc)
+        self.events.emit(SchedulerEvent(kind=EventKind.STORE_ERROR, error=exc))
