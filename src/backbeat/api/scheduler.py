@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from reactivex import Observable
 
 from backbeat.abc import Executor, HostedService, RunHook, Store
+from backbeat.api.bus import BackgroundTasksBus
 from backbeat.api.config import (
+    RedisJobStoreConfig,
     SchedulerConfig,
     StoreConfig,
     build_store,
@@ -22,24 +26,38 @@ from backbeat.api.config import (
     store_config_from_settings,
     task_options,
 )
-from backbeat.api.management import TaskManagement
 from backbeat.api.options import BackgroundTaskSchedulerOptions
-from backbeat.api.recovery import RecoveryCalls
-from backbeat.api.scheduling import SchedulingCalls
+from backbeat.api.routing import StoreRouter, all_tasks
+from backbeat.api.task_writer import TaskWriter
+from backbeat.api.tasklist import TaskInfo, TaskList, run_blocking
+from backbeat.engine import cancellations
 from backbeat.engine.context import pop_default_provider, push_default_provider
 from backbeat.engine.loop import Engine, EngineConfig, default_owner
-from backbeat.errors import SchedulerNotRunningError
+from backbeat.errors import InvalidTriggerError, SchedulerNotRunningError, TaskNotFoundError
 from backbeat.executors import AsyncIOExecutor, make_executor
+from backbeat.model import triggers
 from backbeat.model.events import EventHub, EventKind, Listener, SchedulerEvent
-from backbeat.model.records import utcnow
+from backbeat.model.jobs import BackgroundJob, TaskDescriptor
+from backbeat.model.records import DeadLetter, QuarantinedRecord, TaskFilter, utcnow
 from backbeat.model.registry import JobRegistry
+from backbeat.policies.breakers import SharedBreakers
+from backbeat.policies.definitions import CircuitBreakerPolicy
 from backbeat.policies.handlers import TaskFailureHandler
 from backbeat.stores.memory import MemoryStore
 
 log = logging.getLogger("backbeat")
 
 
-class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, RecoveryCalls, HostedService):
+class SchedulerState(enum.Enum):
+    """Where a scheduler is in its life; it may be started again once stopped."""
+
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+
+
+class BackgroundTaskScheduler(HostedService):
     """Schedules tasks into a durable store and runs them, safely shared by many processes.
 
     Built with no arguments it uses the embedded SQLite store (``backbeat.db``, or
@@ -50,7 +68,7 @@ class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, RecoveryCalls, Ho
     def __init__(
         self,
         options: BackgroundTaskSchedulerOptions | None = None,
-        background_task_bus: Any = None,
+        background_task_bus: BackgroundTasksBus | None = None,
         *,
         config: SchedulerConfig | None = None,
         store: Store | StoreConfig | str | None = None,
@@ -65,9 +83,6 @@ class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, RecoveryCalls, Ho
         failure_handlers: Sequence[TaskFailureHandler] = (),
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        from backbeat.api.bus import BackgroundTasksBus
-        from backbeat.api.config import RedisJobStoreConfig
-
         self.config = config or SchedulerConfig()
         if store is None and redis_url is not None:
             store = RedisJobStoreConfig(host=redis_url, lock_prefix=job_store_prefix)
@@ -81,7 +96,7 @@ class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, RecoveryCalls, Ho
         self.store: Store = build_store(self._store_spec)
         self.options = options or BackgroundTaskSchedulerOptions()
         self.registry: JobRegistry = self.options.registry
-        self.bus: BackgroundTasksBus = background_task_bus or BackgroundTasksBus()
+        self.bus = background_task_bus or BackgroundTasksBus()
         self.service_provider = service_provider
         self.timezone = timezone or self.config.timezone
         self.job_defaults = job_defaults_of(
@@ -107,16 +122,21 @@ class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, RecoveryCalls, Ho
             shutdown_timeout=self.config.shutdown_timeout,
             claim_enabled=not producer,
         )
-        self._local_store = MemoryStore()
-        self._engine: Engine | None = None
-        self._local_engine: Engine | None = None
+        self.state = SchedulerState.STOPPED
+        self._router = StoreRouter(self.store, self.events)
+        self._writer = TaskWriter(
+            self._router, self.registry, clock=clock, timezone=self.timezone, job_defaults=self.job_defaults
+        )
+        self._running: AsyncExitStack | None = None
+        """What ``start_async`` opened, closed in reverse order by ``stop_async``."""
+        self._stop_timeout: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     @property
     def running(self) -> bool:
-        return self._engine is not None
+        return self.state is SchedulerState.RUNNING
 
     def start(self) -> asyncio.Future[None]:
         """Start on the running event loop; returns a future you may await (``await scheduler.start()``).
@@ -133,23 +153,63 @@ class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, RecoveryCalls, Ho
     async def start_async(self) -> None:
         """Connect to the store, add declared tasks, take in waiting bus descriptors, start the engine.
 
+        A step that fails undoes the ones before it (stores closed, executors shut down, the
+        service provider withdrawn) and the scheduler stays stopped.
+
         Raises:
             StoreUnavailableError: the store cannot be reached.
         """
-        if self._engine is not None:
-            log.warning("the background task scheduler is already started")
+        if self.state is not SchedulerState.STOPPED:
+            log.warning("the background task scheduler is already %s", self.state.value)
             return
+        self.state = SchedulerState.STARTING
         self._loop = asyncio.get_running_loop()
-        await self.store.open()
-        await self._local_store.open()
+        self._stop_timeout = None
+        try:
+            async with AsyncExitStack() as stack:
+                await self._start_steps(stack)
+                self._running = stack.pop_all()
+        finally:
+            self.state = SchedulerState.RUNNING if self._running is not None else SchedulerState.STOPPED
+        self.events.emit(SchedulerEvent(kind=EventKind.SCHEDULER_STARTED))
+        log.info(
+            "background task scheduler %s started on %s", self.engine_config.owner, type(self.store).__name__
+        )
+
+    async def _start_steps(self, stack: AsyncExitStack) -> None:
+        router = self._router
+        for store in (router.durable, router.local):
+            await store.open()
+            stack.push_async_callback(store.close)
         for executor in self.executors.values():
             await executor.start()
+            stack.push_async_callback(self._shutdown_executor, executor)
         if self.service_provider is not None:
             push_default_provider(self.service_provider)
-            self._add_provided_failure_handler()
-        await self._adopt_orphans()
-        await self._add_declared_tasks()
-        engine_args: dict[str, Any] = dict(
+            stack.callback(pop_default_provider, self.service_provider)
+            self._add_provided_failure_handlers()
+        await self._writer.adopt_orphans()
+        await self._writer.add_declared_tasks()
+        router.engine = self._engine(router.durable, self.engine_config)
+        router.local_engine = self._engine(
+            router.local,
+            EngineConfig(
+                owner=self.engine_config.owner,
+                lease=self.engine_config.lease,
+                poll_interval=self.engine_config.poll_interval,
+                shutdown_timeout=self.engine_config.shutdown_timeout,
+            ),
+        )
+        stack.push_async_callback(self._stop_engines)
+        await router.engine.start()
+        await router.local_engine.start()
+        self.bus.attach(self._writer.add_descriptor, asyncio.get_running_loop())
+        stack.callback(self.bus.detach)
+
+    def _engine(self, store: Store, config: EngineConfig) -> Engine:
+        return Engine(
+            store,
+            config=config,
             registry=self.registry,
             executors=self.executors,
             events=self.events,
@@ -158,35 +218,26 @@ class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, RecoveryCalls, Ho
             run_hooks=self.run_hooks,
             failure_handlers=self.failure_handlers,
         )
-        self._engine = Engine(self.store, config=self.engine_config, **engine_args)
-        local_config = EngineConfig(
-            owner=self.engine_config.owner,
-            lease=self.engine_config.lease,
-            poll_interval=self.engine_config.poll_interval,
-            shutdown_timeout=self.engine_config.shutdown_timeout,
-        )
-        self._local_engine = Engine(self._local_store, config=local_config, **engine_args)
-        await self._engine.start()
-        await self._local_engine.start()
-        self.bus.attach(self._schedule_descriptor, self._loop)
-        self.events.emit(SchedulerEvent(kind=EventKind.SCHEDULER_STARTED))
-        log.info(
-            "background task scheduler %s started on %s", self.engine_config.owner, type(self.store).__name__
-        )
+
+    async def _stop_engines(self) -> None:
+        engines = self._router.engines
+        self._router.engine = self._router.local_engine = None
+        await asyncio.gather(*(engine.stop(self._stop_timeout) for engine in engines if engine.running))
+
+    async def _shutdown_executor(self, executor: Executor) -> None:
+        await executor.shutdown(wait=self._stop_timeout != 0)
 
     async def stop_async(self, timeout: float | None = None) -> None:
         """Stop claiming, let running jobs finish up to ``timeout``, release the rest, disconnect."""
-        if self._engine is None or self._local_engine is None:
+        if self.state is not SchedulerState.RUNNING or self._running is None:
             return
-        self.bus.detach()
-        engine, local_engine = self._engine, self._local_engine
-        self._engine = self._local_engine = None
-        await asyncio.gather(engine.stop(timeout), local_engine.stop(timeout))
-        for executor in self.executors.values():
-            await executor.shutdown(wait=timeout != 0)
-        if self.service_provider is not None:
-            pop_default_provider(self.service_provider)
-        await self.store.close()
+        self.state = SchedulerState.STOPPING
+        running, self._running = self._running, None
+        self._stop_timeout = timeout
+        try:
+            await running.aclose()
+        finally:
+            self.state = SchedulerState.STOPPED
         self.events.emit(SchedulerEvent(kind=EventKind.SCHEDULER_SHUTDOWN))
         log.info("background task scheduler %s stopped", self.engine_config.owner)
 
@@ -197,7 +248,360 @@ class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, RecoveryCalls, Ho
     async def __aexit__(self, *exc: object) -> None:
         await self.stop_async()
 
-    # -- events -------------------------------------------------------------------------------------
+    # -- scheduling -----------------------------------------------------------------------------
+
+    async def add_task(
+        self,
+        func: Callable[..., Any],
+        trigger: Any = None,
+        *,
+        id: str | None = None,
+        name: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        tags: Sequence[str] = (),
+        replace_existing: bool = False,
+        durable: bool | None = None,
+        options: Mapping[str, Any] | None = None,
+        **trigger_args: Any,
+    ) -> str:
+        """Schedule ``func(*args, **kwargs)`` on a trigger (an APScheduler trigger, a crontab string,
+        ``"cron"``/``"interval"``/``"date"`` with keyword fields, or a spec); returns the task id.
+
+        Raises:
+            InvalidTriggerError: the trigger arguments are invalid or never fire.
+            EncodingError: an argument cannot be stored (the message names it).
+            NotPersistableError: ``func`` is a lambda/closure and ``durable=True``.
+            TaskExistsError: ``id`` exists and ``replace_existing`` is false.
+        """
+        request = dict(
+            trigger_args,
+            func=func,
+            trigger=trigger,
+            id=id,
+            name=name,
+            args=args,
+            kwargs=kwargs,
+            tags=tags,
+            durable=durable,
+            options=options,
+        )
+        [task_id] = await self._writer.add([request], replace=replace_existing)
+        return task_id
+
+    async def add_tasks(
+        self, requests: Iterable[Mapping[str, Any]], *, replace_existing: bool = False
+    ) -> list[str]:
+        """Schedule many tasks in one store round trip; each request holds ``add_task``'s arguments
+        (``func``, ``trigger``, ``args``, ``tags``, trigger fields...). Returns their ids in order.
+
+        Raises:
+            Whatever ``add_task`` raises, for the first bad request; then nothing is stored.
+        """
+        return await self._writer.add(requests, replace=replace_existing)
+
+    async def schedule_delayed_task(
+        self,
+        task_name: str,
+        func: Callable[..., Any],
+        delay_minutes: float = 0,
+        *,
+        delay_seconds: float = 0,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        tags: Sequence[str] = (),
+        **options: Any,
+    ) -> str:
+        """Run ``func(*args)`` once, ``delay_minutes`` (plus ``delay_seconds``) from now; returns its id."""
+        when = self.clock() + timedelta(minutes=delay_minutes, seconds=delay_seconds)
+        return await self.schedule_at(
+            task_name, func, scheduled_time=when, args=args, kwargs=kwargs, tags=tags, **options
+        )
+
+    async def schedule_at(
+        self,
+        task_name: str,
+        func: Callable[..., Any],
+        scheduled_time: datetime,
+        *,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        tags: Sequence[str] = (),
+        **options: Any,
+    ) -> str:
+        """Run ``func(*args)`` once at ``scheduled_time`` (naive times are in the scheduler's timezone)."""
+        return await self._add_with_options(
+            func, "date", task_name, args, kwargs, tags, options, run_date=scheduled_time
+        )
+
+    async def schedule_immediate_task(
+        self,
+        task_name: str,
+        func: Callable[..., Any],
+        *,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        tags: Sequence[str] = (),
+        **options: Any,
+    ) -> str:
+        """Run ``func(*args)`` once, as soon as an instance is free."""
+        return await self.schedule_at(
+            task_name, func, scheduled_time=self.clock(), args=args, kwargs=kwargs, tags=tags, **options
+        )
+
+    async def schedule_recurring_task(
+        self,
+        task_name: str,
+        func: Callable[..., Any],
+        *,
+        cron: str | None = None,
+        interval: float | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        tags: Sequence[str] = (),
+        **options: Any,
+    ) -> str:
+        """Run ``func(*args)`` on a crontab string or every ``interval`` seconds.
+
+        Raises:
+            InvalidTriggerError: neither ``cron`` nor ``interval`` is given.
+        """
+        if cron is None and interval is None:
+            extra = f" (unexpected arguments: {', '.join(sorted(options))})" if options else ""
+            raise InvalidTriggerError(
+                f"schedule_recurring_task({task_name!r}) needs cron= or interval={extra}"
+            )
+        trigger_args: dict[str, Any] = {"cron": cron} if cron is not None else {"interval": interval}
+        return await self._add_with_options(
+            func, None, task_name, args, kwargs, tags, options, **trigger_args
+        )
+
+    async def _add_with_options(
+        self,
+        func: Callable[..., Any],
+        trigger: Any,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
+        tags: Sequence[str],
+        options: dict[str, Any],
+        **trigger_args: Any,
+    ) -> str:
+        ids = {k: options.pop(k) for k in ("id", "replace_existing", "durable") if k in options}
+        return await self.add_task(
+            func,
+            trigger,
+            name=name,
+            args=args,
+            kwargs=kwargs,
+            tags=tags,
+            options=options,
+            **ids,
+            **trigger_args,
+        )
+
+    async def enqueue_task_async(
+        self, task: BackgroundJob, *, tags: Sequence[str] = (), replace_existing: bool = True
+    ) -> str:
+        """Schedule a job instance (``__scheduled_at__`` or ``__interval__`` set); returns its task id."""
+        return await self._writer.add_job(task, tags=tags, replace=replace_existing)
+
+    async def schedule_descriptor(self, descriptor: TaskDescriptor) -> str:
+        """Schedule a bus descriptor (what ``BackgroundTasksBus.schedule_task`` does); returns its id."""
+        return await self._writer.add_descriptor(descriptor)
+
+    # -- managing tasks -------------------------------------------------------------------------
+
+    def list_tasks(self, *, tag: str | None = None, name: str | None = None) -> TaskList:
+        """All tasks (durable and local): ``await`` it, or iterate it directly from sync code."""
+        task_filter = TaskFilter(tag=tag, name=name)
+        return TaskList(
+            lambda: self._list(task_filter, self.store),
+            lambda: run_blocking(lambda: self._list_fresh(task_filter), self._loop),
+        )
+
+    async def _list(self, task_filter: TaskFilter, store: Store) -> list[TaskInfo]:
+        infos = [TaskInfo.of(t) for t in await all_tasks(store, task_filter)]
+        infos += [TaskInfo.of(t, local=True) for t in await all_tasks(self._router.local, task_filter)]
+        return infos
+
+    async def _list_fresh(self, task_filter: TaskFilter) -> list[TaskInfo]:
+        """The listing on a connection of its own: sync code may call it from any thread or loop."""
+        if isinstance(self._store_spec, Store):
+            if isinstance(self._store_spec, MemoryStore):
+                return await self._list(task_filter, self._store_spec)
+            raise SchedulerNotRunningError(
+                "list_tasks() from sync code needs a store URL or config; use `await scheduler.list_tasks()`"
+            )
+        store = build_store(self._store_spec)
+        await store.open()
+        try:
+            return await self._list(task_filter, store)
+        finally:
+            await store.close()
+
+    async def get_task_info(self, task_id: str) -> TaskInfo | None:
+        """The task with this id, or ``None``."""
+        store, task = await self._router.find(task_id)
+        return None if task is None else TaskInfo.of(task, local=self._router.is_local(store))
+
+    async def stop_task(self, task_id: str) -> bool:
+        """Remove a task (its run in flight finishes); ``False`` if there was none."""
+        removed = await self._router.local.remove([task_id]) or await self.store.remove([task_id])
+        self._removed(removed)
+        return bool(removed)
+
+    remove_task = stop_task
+
+    async def cancel_tasks_by_tag(self, tag: str) -> list[str]:
+        """Remove every task carrying ``tag``; returns their ids."""
+        durable = await self._router.ready()
+        removed = [*await durable.remove_by_tag(tag), *await self._router.local.remove_by_tag(tag)]
+        self._removed(removed)
+        return removed
+
+    remove_tasks_by_tag = cancel_tasks_by_tag
+
+    def _removed(self, task_ids: Iterable[str]) -> None:
+        for task_id in task_ids:
+            self.events.emit(SchedulerEvent(kind=EventKind.TASK_REMOVED, task_id=task_id))
+
+    async def pause_task(self, task_id: str) -> TaskInfo:
+        """Stop a task from firing until ``resume_task`` (runs in flight finish).
+
+        Raises:
+            TaskNotFoundError: no task has this id.
+        """
+        return await self._update(task_id, paused=True)
+
+    async def resume_task(self, task_id: str) -> TaskInfo:
+        """Let a paused task fire again, from its next fire time after now.
+
+        Raises:
+            TaskNotFoundError: no task has this id.
+        """
+        _, task = await self._router.find(task_id)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        following = task.next_run_time
+        if following is not None and following < self.clock() and not triggers.is_one_shot(task.trigger):
+            following = triggers.next_fire_time(task.trigger, None, self.clock())
+        return await self._update(task_id, paused=False, next_run_time=following)
+
+    async def reschedule(self, task_id: str, trigger: Any = None, **trigger_args: Any) -> TaskInfo:
+        """Give a task a new trigger; its next fire time is recomputed from now.
+
+        Raises:
+            TaskNotFoundError: no task has this id.
+            InvalidTriggerError: the new trigger is invalid or never fires.
+        """
+        now = self.clock()
+        spec = triggers.make_trigger_spec(trigger, default_timezone=self.timezone, now=now, **trigger_args)
+        first = triggers.next_fire_time(spec, None, now)
+        return await self._update(task_id, trigger=spec, next_run_time=first)
+
+    reschedule_task = reschedule
+
+    async def trigger_job_now(self, task_id: str) -> str | None:
+        """Run a task once now, besides its schedule; returns the run id.
+
+        Returns ``None`` when ``max_instances`` runs of the task exist already.
+
+        Raises:
+            TaskNotFoundError: no task has this id.
+        """
+        store, task = await self._router.find(task_id)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        run = await store.enqueue_run(task_id, fire_time=self.clock(), now=self.clock())
+        self._router.notify(store)
+        return None if run is None else run.id
+
+    async def _update(self, task_id: str, **changes: Any) -> TaskInfo:
+        store, task = await self._router.find(task_id)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        updated = await store.update(task_id, **changes)
+        self._router.notify(store)
+        self.events.emit(
+            SchedulerEvent(kind=EventKind.TASK_MODIFIED, task_id=task_id, task_name=updated.name)
+        )
+        return TaskInfo.of(updated, local=self._router.is_local(store))
+
+    async def clear_all_jobs(self) -> None:
+        """Remove every task and run of this scheduler's store (and its local tasks)."""
+        durable = await self._router.ready()
+        await durable.clear()
+        await self._router.local.clear()
+        if self.state is SchedulerState.STOPPED:
+            await durable.close()
+
+    async def quarantined(self) -> list[QuarantinedRecord]:
+        """Stored records that could not be decoded (kept, never deleted)."""
+        return await (await self._router.ready()).quarantined()
+
+    async def orphaned_tasks(self) -> list[TaskInfo]:
+        """Tasks kept but not run because their job is not registered (renamed or removed)."""
+        return [TaskInfo.of(t) for t in await all_tasks(self.store, TaskFilter(orphaned=True))]
+
+    # -- runs that went wrong -------------------------------------------------------------------
+
+    def add_failure_handler(self, handler: TaskFailureHandler) -> None:
+        """Call ``handler`` after every run this process executes."""
+        self.failure_handlers.append(handler)
+
+    def _add_provided_failure_handlers(self) -> None:
+        get_all = getattr(self.service_provider, "get_services", None)
+        for handler in get_all(TaskFailureHandler) if get_all is not None else ():
+            if isinstance(handler, TaskFailureHandler) and handler not in self.failure_handlers:
+                self.failure_handlers.append(handler)
+
+    async def list_dead_letters(self, task_id: str | None = None) -> list[DeadLetter]:
+        """Runs that failed their last attempt, oldest first (with exception type, message, traceback)."""
+        return await (await self._router.ready()).dead_letters(task_id)
+
+    async def get_dead_letter(self, dead_letter_id: str) -> DeadLetter | None:
+        """One dead letter by its id (the failed run's id), or ``None``."""
+        letters = await self.list_dead_letters(dead_letter_id.rpartition("@")[0] or None)
+        return next((letter for letter in letters if letter.id == dead_letter_id), None)
+
+    async def retry_dead_letter(self, dead_letter_id: str) -> str | None:
+        """Run a dead letter's fire time again (attempt 1, now); returns the run id, or ``None``
+        if there is no such dead letter or its task already has ``max_instances`` runs."""
+        durable = await self._router.ready()
+        run = await durable.requeue_dead_letter(dead_letter_id, now=self.clock())
+        if run is None:
+            return None
+        self._router.notify(durable)
+        return run.id
+
+    async def remove_dead_letters(self, dead_letter_ids: Collection[str]) -> list[str]:
+        """Forget dead letters; returns the ids that existed."""
+        return await (await self._router.ready()).remove_dead_letters(dead_letter_ids)
+
+    async def circuit_breaker_state(self, name: str) -> dict[str, Any]:
+        """The shared state of the breaker ``name`` (a policy's ``name``, else the task name)."""
+        durable = await self._router.ready()
+        return await SharedBreakers(durable, self.clock).state(CircuitBreakerPolicy(name=name), name)
+
+    async def reset_circuit_breaker(self, name: str) -> None:
+        """Close the breaker ``name`` in every process."""
+        durable = await self._router.ready()
+        key = CircuitBreakerPolicy(name=name).key(name)
+        record = await durable.get_state(key)
+        closed = {"state": "closed", "failures": 0, "successes": 0, "probes": 0}
+        while not await durable.put_state(key, closed, version=record.version if record else 0):
+            record = await durable.get_state(key)
+
+    async def cancel_run(self, run_id: str) -> bool:
+        """Cancel a running run: at once if this process runs it, else within a lease renewal
+        period in whichever process does. Returns whether it ran here."""
+        if any(engine.cancel(run_id) for engine in self._router.engines):
+            return True
+        await cancellations.request(await self._router.ready(), run_id, self.clock())
+        return False
+
+    # -- events and what this process runs ------------------------------------------------------
 
     @property
     def event_stream(self) -> Observable[SchedulerEvent]:
@@ -210,12 +614,6 @@ class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, RecoveryCalls, Ho
         """Call ``listener(event)`` for each event of ``kinds`` (all when ``None``); returns an undo."""
         return self.events.add_listener(listener, kinds)
 
-    def _add_provided_failure_handler(self) -> None:
-        get_all = getattr(self.service_provider, "get_services", None)
-        for handler in get_all(TaskFailureHandler) if get_all is not None else ():
-            if isinstance(handler, TaskFailureHandler) and handler not in self.failure_handlers:
-                self.failure_handlers.append(handler)
-
     def add_run_hook(self, hook: RunHook) -> None:
         """Enter ``hook(task, run)`` around every run this process executes (before ``start``)."""
         self.run_hooks.append(hook)
@@ -223,14 +621,14 @@ class BackgroundTaskScheduler(SchedulingCalls, TaskManagement, RecoveryCalls, Ho
     def due_lag(self) -> float:
         """Seconds the oldest due work in the store has waited to be claimed (0 when none is
         late, or when this process does not claim); sampled every lease/3."""
-        return self._engine.due_lag if self._engine is not None else 0.0
+        engine = self._router.engine
+        return engine.due_lag if engine is not None else 0.0
 
     def active_runs(self) -> list[str]:
         """Ids of the runs this process executes now."""
-        engines = [e for e in (self._engine, self._local_engine) if e is not None]
-        return [run.id for engine in engines for run in engine.active_runs()]
+        return [run.id for engine in self._router.engines for run in engine.active_runs()]
 
-    # -- hosting ------------------------------------------------------------------------------------
+    # -- hosting --------------------------------------------------------------------------------
 
     @staticmethod
     def configure(builder: Any, modules: Sequence[str] = (), **scheduler_args: Any) -> Any:
@@ -261,4 +659,4 @@ def _ensure_future(coro: Any, what: str) -> asyncio.Future[None]:
     return loop.create_task(coro)
 
 
-__all__ = ["UTC", "BackgroundTaskScheduler"]
+__all__ = ["UTC", "BackgroundTaskScheduler", "SchedulerState"]

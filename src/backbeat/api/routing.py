@@ -1,0 +1,81 @@
+"""Where a task lives: the durable store, or this process's memory for the tasks that cannot be
+stored (lambdas, closures, bound methods of live objects), each run by its own engine."""
+
+from __future__ import annotations
+
+from backbeat.abc import Store
+from backbeat.engine.loop import Engine
+from backbeat.model.events import EventHub, EventKind, SchedulerEvent
+from backbeat.model.records import Task, TaskFilter
+from backbeat.stores.memory import MemoryStore
+
+
+class StoreRouter:
+    """The durable store and the local (in-memory) store of one scheduler, and their engines.
+
+    Every call that touches a task goes through it, so "is this task local?" is answered in one
+    place: a task id is looked up locally first (the local store is in memory), then durably.
+    """
+
+    def __init__(self, durable: Store, events: EventHub) -> None:
+        self.durable = durable
+        self.local = MemoryStore()
+        self._events = events
+        self.engine: Engine | None = None
+        """The durable store's engine while the scheduler runs."""
+        self.local_engine: Engine | None = None
+
+    def of(self, *, local: bool) -> Store:
+        """The store that keeps local or durable tasks."""
+        return self.local if local else self.durable
+
+    def is_local(self, store: Store) -> bool:
+        return store is self.local
+
+    @property
+    def engines(self) -> list[Engine]:
+        """The engines that run now (none before start and after shutdown)."""
+        return [engine for engine in (self.engine, self.local_engine) if engine is not None]
+
+    async def ready(self) -> Store:
+        """The durable store, opened if the engine does not hold it open: producers may add (and
+        inspect) before starting the scheduler, or without ever starting it."""
+        if self.engine is None:
+            await self.durable.open()
+        return self.durable
+
+    async def add(self, tasks: list[Task], *, local: bool, replace: bool) -> None:
+        """Store ``tasks`` in one call, wake the engine that runs them, emit ``TASK_ADDED``."""
+        store = self.local if local else await self.ready()
+        await store.add(tasks, replace=replace)
+        self.notify(store)
+        if self._events.wanted:
+            for task in tasks:
+                self._events.emit(
+                    SchedulerEvent(kind=EventKind.TASK_ADDED, task_id=task.id, task_name=task.name)
+                )
+
+    async def find(self, task_id: str) -> tuple[Store, Task | None]:
+        """The store holding ``task_id`` and the task (``None`` and the durable store if none does)."""
+        task = await self.local.get(task_id)
+        if task is not None:
+            return self.local, task
+        durable = await self.ready()
+        return durable, await durable.get(task_id)
+
+    def notify(self, store: Store) -> None:
+        """Wake the engine of ``store``: it has new or changed work."""
+        engine = self.local_engine if store is self.local else self.engine
+        if engine is not None:
+            engine.notify()
+
+
+async def all_tasks(store: Store, task_filter: TaskFilter) -> list[Task]:
+    """Every task of ``store`` matching ``task_filter``, read page by page."""
+    tasks: list[Task] = []
+    cursor: str | None = None
+    while True:
+        page, cursor = await store.list(task_filter, cursor=cursor, limit=1000)
+        tasks += page
+        if cursor is None:
+            return tasks

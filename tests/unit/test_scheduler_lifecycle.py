@@ -1,0 +1,134 @@
+"""The facade's life: a start that fails part-way undoes what it did; shutdown closes every store."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from backbeat import BackgroundTaskScheduler, get_service
+from backbeat.api.scheduler import SchedulerState
+from backbeat.errors import SchedulerNotRunningError, StoreError
+from backbeat.model.records import Task, TaskFilter
+from backbeat.stores.memory import MemoryStore
+
+
+class RecordingStore(MemoryStore):
+    """A memory store that counts opens and closes (into ``log``) and can be told to fail listing."""
+
+    def __init__(self, name: str = "durable", log: builtins.list[str] | None = None) -> None:
+        super().__init__()
+        self.name = name
+        self.log = log if log is not None else []
+        self.opened = 0
+        self.closed = 0
+        self.fail_listing = False
+
+    async def open(self) -> None:
+        self.opened += 1
+        self.log.append(f"open {self.name}")
+
+    async def close(self) -> None:
+        self.closed += 1
+        self.log.append(f"close {self.name}")
+
+    async def list(
+        self, filter: TaskFilter | None = None, *, cursor: str | None = None, limit: int | None = None
+    ) -> tuple[builtins.list[Task], str | None]:
+        if self.fail_listing:
+            raise StoreError("listing failed")
+        return await super().list(filter, cursor=cursor, limit=limit)
+
+
+class RecordingExecutor:
+    """An executor that records its lifecycle and runs calls inline."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    async def start(self) -> None:
+        self.events.append("start")
+
+    async def shutdown(self, wait: bool = True) -> None:
+        self.events.append(f"shutdown(wait={wait})")
+
+    async def submit(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return func(*args, **kwargs)
+
+
+class Provider:
+    def get_service(self, service_type: type[Any]) -> Any:
+        return f"provided {service_type.__name__}"
+
+
+def state_of(scheduler: BackgroundTaskScheduler) -> SchedulerState:
+    return scheduler.state
+
+
+def scheduler_on(store: RecordingStore, executor: RecordingExecutor) -> BackgroundTaskScheduler:
+    return BackgroundTaskScheduler(
+        store=store, executors={"default": executor}, service_provider=Provider(), owner="lifecycle"
+    )
+
+
+async def test_a_failed_start_closes_what_it_opened_and_stays_stopped() -> None:
+    store, executor = RecordingStore(), RecordingExecutor()
+    scheduler = scheduler_on(store, executor)
+    store.fail_listing = True  # the start fails after the stores, executors and provider are set up
+
+    with pytest.raises(StoreError, match="listing failed"):
+        await scheduler.start_async()
+
+    assert scheduler.state is SchedulerState.STOPPED
+    assert not scheduler.running
+    assert (store.opened, store.closed) == (1, 1)
+    assert executor.events == ["start", "shutdown(wait=True)"]
+    with pytest.raises(SchedulerNotRunningError):
+        get_service(str)  # the provider pushed by the failed start was withdrawn
+    assert scheduler.active_runs() == []
+
+
+async def test_a_scheduler_starts_after_a_failed_start_once_the_fault_is_gone() -> None:
+    store, executor = RecordingStore(), RecordingExecutor()
+    scheduler = scheduler_on(store, executor)
+    store.fail_listing = True
+    with pytest.raises(StoreError):
+        await scheduler.start_async()
+
+    store.fail_listing = False
+    await scheduler.start_async()
+    try:
+        assert state_of(scheduler) is SchedulerState.RUNNING
+        assert get_service(str) == "provided str"
+    finally:
+        await scheduler.stop_async()
+    assert state_of(scheduler) is SchedulerState.STOPPED
+
+
+async def test_shutdown_closes_the_durable_and_the_local_store_in_reverse_order_of_opening() -> None:
+    log: list[str] = []
+    store, executor = RecordingStore("durable", log), RecordingExecutor()
+    scheduler = scheduler_on(store, executor)
+    scheduler._router.local = RecordingStore("local", log)  # to see the local store closed too
+
+    await scheduler.start_async()
+    await scheduler.stop_async(timeout=0)
+
+    assert log == ["open durable", "open local", "close local", "close durable"]
+    assert executor.events == ["start", "shutdown(wait=False)"]
+    with pytest.raises(SchedulerNotRunningError):
+        get_service(str)
+
+
+async def test_start_twice_and_stop_twice_are_harmless() -> None:
+    store, executor = RecordingStore(), RecordingExecutor()
+    scheduler = scheduler_on(store, executor)
+    await scheduler.start_async()
+    await scheduler.start_async()
+    assert store.opened == 1
+    await scheduler.stop_async()
+    await scheduler.stop_async()
+    assert store.closed == 1
+    assert scheduler.state is SchedulerState.STOPPED
