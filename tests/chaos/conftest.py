@@ -21,7 +21,7 @@ from tests.redis_server import RedisServerHandle, start_private_redis
 STORES = [
     pytest.param("sqlite", marks=pytest.mark.sqlite),
     pytest.param("redis", marks=pytest.mark.redis),
-    pytest.param("postgresql", marks=pytest.mark.postgres),
+    pytest.param("postgresql", marks=pytest.mark.postgresql),
 ]
 
 

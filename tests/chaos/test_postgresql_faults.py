@@ -28,7 +28,7 @@ from tests.postgres_server import PostgresServerHandle, fresh_prefix, usable_pos
 from tests.redis_server import free_port
 from tests.scheduling import SchedulerFactory, Worker, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.postgresql]
 
 
 async def test_a_worker_survives_a_postgresql_restart_and_resumes(

@@ -20,7 +20,7 @@ import pytest
 from backbeat.abc import Store
 from backbeat.stores import MemoryStore, SQLiteStore
 
-KINDS = ("memory", "sqlite", "redis", "postgres", "mongodb")
+KINDS = ("memory", "sqlite", "redis", "postgresql", "mongodb")
 
 
 def _store_class(module: str, name: str) -> Any:
@@ -208,7 +208,7 @@ BACKENDS: dict[str, type[Backend]] = {
     "memory": MemoryBackend,
     "sqlite": SQLiteBackend,
     "redis": RedisBackend,
-    "postgres": PostgresBackend,
+    "postgresql": PostgresBackend,
     "mongodb": MongoBackend,
 }
 

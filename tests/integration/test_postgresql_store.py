@@ -23,7 +23,7 @@ from backbeat.stores.postgresql import PostgresStore, queries
 from tests.integration import jobs
 from tests.scheduling import SchedulerFactory, wait_for
 
-pytestmark = pytest.mark.postgres
+pytestmark = pytest.mark.postgresql
 
 URL = os.environ.get("BACKBEAT_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 T0 = datetime(2024, 1, 1, 12, tzinfo=UTC)

@@ -66,7 +66,7 @@ class BackgroundTasksBus:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def schedule_task(self, task_descriptor: TaskDescriptor) -> ScheduleRequest:
-        """Schedule a task (seed 000). Returns a request you may ``await`` for the id or the error."""
+        """Schedule the task a descriptor describes; returns a request to ``await`` for its id or error."""
         request = ScheduleRequest(task_descriptor)
         self.input_stream.on_next(task_descriptor)
         if self._handler is None:

@@ -1,8 +1,7 @@
-"""Configuration objects (seed 003) and the settings dict (seed 000), turned into a store and options."""
+"""Configuration objects and the application settings dict, turned into a store and options."""
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -14,6 +13,13 @@ from backbeat.abc import Executor, Store
 from backbeat.errors import ConfigurationError
 from backbeat.model.records import TaskOptions
 from backbeat.policies.definitions import option_json
+from backbeat.stores import (
+    SQLiteStore,
+    mongodb_store_class,
+    postgresql_store_class,
+    redis_store_class,
+    store_from_url,
+)
 
 DEFAULT_STORE_URL = "sqlite:///backbeat.db"
 """The embedded default; ``BACKBEAT_STORE_URL`` overrides it."""
@@ -54,7 +60,7 @@ class RedisJobStoreConfig:
 
 @dataclass(kw_only=True)
 class MongoJobStoreConfig:
-    """A MongoDB store (seed 000's ``mongo_uri``, ``mongo_db``, ``mongo_collection``)."""
+    """A MongoDB store (settings keys ``mongo_uri``, ``mongo_db``, ``mongo_collection``)."""
 
     uri: str = "mongodb://localhost:27017"
     database: str = "backbeat"
@@ -135,7 +141,8 @@ def task_options(job_defaults: Mapping[str, Any], overrides: Mapping[str, Any] |
 
 
 def store_config_from_settings(settings: Mapping[str, Any]) -> StoreConfig | str:
-    """Seed 000's ``background_job_store`` dict: ``redis_*``, ``mongo_*`` or ``postgres_*`` keys, or ``url``.
+    """A store from an application's ``background_job_store`` settings: ``redis_*``, ``mongo_*`` or
+    ``postgres_*`` keys, or a ``url``.
 
     Raises:
         ConfigurationError: the dict mixes store kinds or names none.
@@ -208,13 +215,9 @@ def build_store(spec: StoreConfig | Store | str) -> Store:
     Raises:
         ConfigurationError: unknown URL scheme, or the store's driver or module is missing.
     """
-    from backbeat.stores import store_from_url
-
     if isinstance(spec, str):
         return store_from_url(spec)
     if isinstance(spec, SQLiteJobStoreConfig):
-        from backbeat.stores.sqlite.store import SQLiteStore
-
         return SQLiteStore(spec.path)
     if isinstance(spec, RedisJobStoreConfig):
         return _redis_store(spec)
@@ -227,46 +230,27 @@ def build_store(spec: StoreConfig | Store | str) -> Store:
     raise ConfigurationError(f"cannot make a store from {spec!r}")
 
 
-def _store_class(module: str, name: str, title: str, extra: str) -> Any:
-    """A store class, imported when first needed (its driver is an optional extra).
-
-    Raises:
-        ConfigurationError: the store's module or driver is missing, naming the extra to install.
-    """
-    try:
-        return getattr(importlib.import_module(module), name)
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"the {title} store is not available: {exc}; pip install 'backbeat[{extra}]'"
-        ) from exc
-
-
 def _redis_store(config: RedisJobStoreConfig) -> Store:
-    store: Store = _store_class("backbeat.stores.redis", "RedisStore", "Redis", "redis")(
+    return redis_store_class()(
         config.url(),
         prefix=config.lock_prefix,  # None: the URL's ?prefix=, else backbeat
         max_connections=config.connection_pool_size,
         health_check_interval=config.health_check_interval,
     )
-    return store
 
 
 def _mongo_store(config: MongoJobStoreConfig) -> Store:
-    store: Store = _store_class("backbeat.stores.mongodb", "MongoStore", "MongoDB", "mongodb")(
-        config.uri, database=config.database, collection=config.collection
-    )
-    return store
+    return mongodb_store_class()(config.uri, database=config.database, collection=config.collection)
 
 
 def _postgres_store(config: PostgresJobStoreConfig) -> Store:
-    store: Store = _store_class("backbeat.stores.postgresql", "PostgresStore", "PostgreSQL", "postgres")(
+    return postgresql_store_class()(
         config.url,
         table_prefix=config.table_prefix,
         min_size=config.min_connections,
         max_size=config.max_connections,
         connect_timeout=config.connect_timeout,
     )
-    return store
 
 
 def lease_of(spec: StoreConfig | Store | str, default: float) -> timedelta:

@@ -89,7 +89,7 @@ def _describe(spec: dict[str, Any]) -> str:
 
 class TaskList(Sequence[TaskInfo]):
     """The result of ``list_tasks()``: ``await`` it in async code; iterating it directly blocks
-    the calling thread for one store query (seed 000 uses it that way)."""
+    the calling thread for one store query, so sync code can loop over it as a list."""
 
     def __init__(
         self,

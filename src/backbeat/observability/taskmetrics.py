@@ -1,4 +1,4 @@
-"""Seed 003's ``TaskMetrics`` and ``MetricsCollector``: named counters and gauges in process.
+"""``TaskMetrics`` and ``MetricsCollector``: named counters and gauges kept in this process.
 
 No dependency: the numbers live in this process. Attached to a scheduler
 (:meth:`TaskMetrics.attach`, :meth:`MetricsCollector.attach`), runs feed them:
@@ -157,7 +157,7 @@ class _CountedRun:
 
 
 class MetricsCollector:
-    """Base of an application's metrics collector (seed 003's ``PizzaOrderMetrics``).
+    """Base of an application's metrics collector (e.g. a ``PizzaOrderMetrics`` with its own counters).
 
     A subclass sets ``self.metrics = TaskMetrics()`` in its ``__init__`` (calling
     ``super().__init__()`` is optional) and adds its own ``collect_*`` methods.

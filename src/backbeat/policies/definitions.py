@@ -1,4 +1,4 @@
-"""Retry and circuit-breaker policies, as the seed's decorators and as per-task options.
+"""Retry and circuit-breaker policies, as decorators (``@retry_policy``, ``@circuit_breaker``) or options.
 
 A policy given to a task (``retry=RetryPolicy(...)`` or by decorating the function it runs)
 is stored with the task as JSON; the engine then applies it durably: a retry is a waiting
@@ -27,7 +27,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 POLICIES_ATTR = "__backbeat_policies__"
 """Attribute of a decorated function: ``{"retry": RetryPolicy | str, "circuit_breaker": ...}``;
-a string names the attribute of the instance that holds the policy (seed style)."""
+a string names the attribute of the instance that holds the policy."""
 
 engine_applies_policies: ContextVar[bool] = ContextVar("backbeat_engine_applies_policies", default=False)
 """True while the engine runs a job: it applies the stored policies, the decorators step aside."""
@@ -151,8 +151,7 @@ class CircuitBreakerPolicy:
 class _InstancePolicy:
     """The module-level ``retry_policy`` / ``circuit_breaker``: as a decorator inside a class
     it names the instance attribute of that name, read when the method is scheduled or called
-    (the seed's ``@retry_policy.apply`` on methods of a class whose ``__init__`` sets
-    ``self.retry_policy``)."""
+    (``@retry_policy.apply`` on methods of a class whose ``__init__`` sets ``self.retry_policy``)."""
 
     def __init__(self, kind: str, attribute: str) -> None:
         self.kind = kind

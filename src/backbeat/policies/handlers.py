@@ -1,4 +1,4 @@
-"""Failure and success handlers (seed 003's ``TaskFailureHandler``) and the context they get."""
+"""Failure and success handlers (``TaskFailureHandler``) and the context they are called with."""
 
 from __future__ import annotations
 

@@ -6,8 +6,9 @@ their drivers are optional extras.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, NamedTuple
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 from backbeat.abc import Store
@@ -15,20 +16,24 @@ from backbeat.errors import ConfigurationError
 from backbeat.stores.memory import MemoryStore
 from backbeat.stores.sqlite.store import SQLiteStore
 
+if TYPE_CHECKING:
+    from backbeat.stores.mongodb import MongoStore
+    from backbeat.stores.postgresql import PostgresStore
+    from backbeat.stores.redis import RedisStore
+
 
 class _Backend(NamedTuple):
     title: str
-    module: str
-    store: str
-    """Class name in ``module``, called with the URL."""
     extra: str
-    """The ``pip install 'backbeat[extra]'`` extra, which is also its driver's package name."""
+    """The ``pip install 'backbeat[extra]'`` extra."""
+    driver: str
+    """The package the extra installs."""
 
 
-_SERVERS = {
-    "redis": _Backend("redis", "backbeat.stores.redis", "RedisStore", "redis"),
-    "postgresql": _Backend("PostgreSQL", "backbeat.stores.postgresql", "PostgresStore", "postgres"),
-    "mongodb": _Backend("MongoDB", "backbeat.stores.mongodb", "MongoStore", "mongodb"),
+_BACKENDS = {
+    "redis": _Backend("Redis", "redis", "redis"),
+    "postgresql": _Backend("PostgreSQL", "postgresql", "asyncpg"),
+    "mongodb": _Backend("MongoDB", "mongodb", "pymongo"),
 }
 _SCHEMES = {
     "redis": "redis",
@@ -38,7 +43,64 @@ _SCHEMES = {
     "mongodb": "mongodb",
     "mongodb+srv": "mongodb",
 }
-_DRIVERS = {"redis": "redis", "postgres": "asyncpg", "mongodb": "pymongo"}
+
+
+@contextlib.contextmanager
+def _driver_of(kind: str) -> Iterator[None]:
+    """Turns the ImportError of a server store whose driver is missing into a clear error."""
+    backend = _BACKENDS[kind]
+    try:
+        yield
+    except ImportError as exc:
+        missing = exc.name or ""
+        if missing == "backbeat" or missing.startswith("backbeat."):
+            raise ConfigurationError(
+                f"the {backend.title} store is not available in this version of backbeat"
+            ) from exc
+        raise ConfigurationError(
+            f"the {backend.title} store needs the {backend.driver} package ({exc}): "
+            f"pip install 'backbeat[{backend.extra}]'"
+        ) from exc
+
+
+def redis_store_class() -> type[RedisStore]:
+    """``RedisStore``, imported on first use (its driver is an optional extra).
+
+    Raises:
+        ConfigurationError: redis-py is not installed.
+    """
+    with _driver_of("redis"):
+        from backbeat.stores.redis import RedisStore
+    return RedisStore
+
+
+def postgresql_store_class() -> type[PostgresStore]:
+    """``PostgresStore``, imported on first use.
+
+    Raises:
+        ConfigurationError: asyncpg is not installed.
+    """
+    with _driver_of("postgresql"):
+        from backbeat.stores.postgresql import PostgresStore
+    return PostgresStore
+
+
+def mongodb_store_class() -> type[MongoStore]:
+    """``MongoStore``, imported on first use.
+
+    Raises:
+        ConfigurationError: PyMongo is not installed.
+    """
+    with _driver_of("mongodb"):
+        from backbeat.stores.mongodb import MongoStore
+    return MongoStore
+
+
+_SERVER_STORES: dict[str, Callable[[], Callable[[str], Store]]] = {
+    "redis": redis_store_class,
+    "postgresql": postgresql_store_class,
+    "mongodb": mongodb_store_class,
+}
 KNOWN_SCHEMES = ("memory", "sqlite", *_SCHEMES)
 
 
@@ -61,7 +123,7 @@ def store_from_url(url: str) -> Store:
     if scheme == "sqlite":
         return _sqlite(url)
     if scheme in _SCHEMES:
-        return _server(_SERVERS[_SCHEMES[scheme]], url)
+        return _SERVER_STORES[_SCHEMES[scheme]]()(url)
     raise ConfigurationError(
         f"unknown store URL {_scheme_only(url)!r}: the known schemes are {', '.join(KNOWN_SCHEMES)}"
     )
@@ -90,29 +152,17 @@ def _sqlite(url: str) -> SQLiteStore:
     return SQLiteStore(path, **options)
 
 
-def _server(backend: _Backend, url: str) -> Store:
-    try:
-        module = importlib.import_module(backend.module)
-    except ImportError as exc:
-        missing = exc.name or ""
-        if missing == "backbeat" or missing.startswith("backbeat."):
-            raise ConfigurationError(
-                f"the {backend.title} store is not available in this version of backbeat"
-            ) from exc
-        raise ConfigurationError(
-            f"the {backend.title} store needs the {_DRIVERS[backend.extra]} package ({exc}): "
-            f"pip install 'backbeat[{backend.extra}]'"
-        ) from exc
-    store_class: Any = getattr(module, backend.store, None)
-    if store_class is None:
-        raise ConfigurationError(f"the {backend.title} store is not available in this version of backbeat")
-    store: Store = store_class(url)
-    return store
-
-
 def _scheme_only(url: str) -> str:
     """The URL without what may be a password."""
     return url.partition("://")[0] + "://..." if "://" in url else url
 
 
-__all__ = ["KNOWN_SCHEMES", "MemoryStore", "SQLiteStore", "store_from_url"]
+__all__ = [
+    "KNOWN_SCHEMES",
+    "MemoryStore",
+    "SQLiteStore",
+    "mongodb_store_class",
+    "postgresql_store_class",
+    "redis_store_class",
+    "store_from_url",
+]

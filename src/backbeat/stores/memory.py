@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
 
+from backbeat.abc import Store
 from backbeat.errors import TaskExistsError, TaskNotFoundError
 from backbeat.model.records import (
     Claim,
@@ -458,6 +459,10 @@ class MemoryStore:
             slot = self._tasks.pop(task_id)
             self._untag(slot.task)
             self._sorted_ids = None
+
+
+_: type[Store] = MemoryStore
+"""mypy checks here that ``MemoryStore`` satisfies the ``Store`` protocol."""
 
 
 __all__ = ["MemoryStore", "check_changes"]  # check_changes: re-exported for the Redis store

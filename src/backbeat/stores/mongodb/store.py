@@ -31,6 +31,7 @@ from uuid import uuid4
 from pymongo import AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError
 
+from backbeat.abc import Store
 from backbeat.errors import CorruptRecordError, StoreError, TaskExistsError, TaskNotFoundError
 from backbeat.model.records import (
     Claim,
@@ -531,6 +532,10 @@ class MongoStore:
                 with self._conn.errors():
                     await c.tasks.update_one(d.quarantine_filter(doc), d.quarantine_update(str(exc)))
         return tasks
+
+
+_: type[Store] = MongoStore
+"""mypy checks here that ``MongoStore`` satisfies the ``Store`` protocol."""
 
 
 __all__ = ["MongoStore"]

@@ -1,4 +1,4 @@
-"""The PostgreSQL store (``pip install 'backbeat[postgres]'``, driver asyncpg)."""
+"""The PostgreSQL store (``pip install 'backbeat[postgresql]'``, driver asyncpg)."""
 
 from __future__ import annotations
 

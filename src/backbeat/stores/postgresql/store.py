@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from backbeat.abc import Store
 from backbeat.errors import StoreError
 from backbeat.stores.postgresql import queries as q
 from backbeat.stores.postgresql.connection import Db, Listener, drive, is_retryable, parse_url, translate
@@ -198,6 +199,10 @@ async def _schema_version(db: Db) -> int | None:
     except asyncpg.exceptions.UndefinedTableError:
         return None
     return None if version is None else int(version)
+
+
+_: type[Store] = PostgresStore
+"""mypy checks here that ``PostgresStore`` satisfies the ``Store`` protocol."""
 
 
 __all__ = ["PostgresStore"]

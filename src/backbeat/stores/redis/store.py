@@ -11,6 +11,7 @@ from typing import Any
 
 import redis.asyncio
 
+from backbeat.abc import Store
 from backbeat.errors import CorruptRecordError, StoreError, TaskExistsError, TaskNotFoundError
 from backbeat.model.records import (
     Claim,
@@ -386,3 +387,7 @@ class RedisStore:
                 log.error("task %r quarantined, kept as stored: %s", bad_id, error)
             await self._conn.run("quarantine", *corrupt)
         return tasks
+
+
+_: type[Store] = RedisStore
+"""mypy checks here that ``RedisStore`` satisfies the ``Store`` protocol."""

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from backbeat.abc import Store
 from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.model.records import Claim
 from backbeat.stores.sql import runs
@@ -218,6 +219,10 @@ def _data_version(db: sqlite3.Connection) -> int:
     """Changes whenever *another* connection committed to the file."""
     version: int = db.execute(q.DATA_VERSION).fetchone()[0]
     return version
+
+
+_: type[Store] = SQLiteStore
+"""mypy checks here that ``SQLiteStore`` satisfies the ``Store`` protocol."""
 
 
 __all__ = ["SQLiteStore"]
