@@ -20,6 +20,7 @@ from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 from backbeat.model.records import Task, TaskOptions, run_id_for
 from backbeat.model.registry import JobRegistry
 from backbeat.model.triggers import make_trigger_spec
+from backbeat.policies.definitions import RetryPolicy
 from backbeat.stores.memory import MemoryStore
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -32,16 +33,20 @@ def at(seconds: float) -> datetime:
 
 @dataclass
 class Job:
-    """A job that records the fake time it started at, and waits for ``gate`` when one is set."""
+    """A job that records the fake time it started at, waits for ``gate`` when one is set and
+    raises ``error`` when one is set."""
 
     clock: FakeClock
     started: list[datetime] = field(default_factory=list)
     gate: asyncio.Event | None = None
+    error: Exception | None = None
 
     async def __call__(self) -> None:
         self.started.append(self.clock.now)
         if self.gate is not None:
             await self.gate.wait()
+        if self.error is not None:
+            raise self.error
 
 
 @dataclass
@@ -69,8 +74,8 @@ class World:
         self.engines.append(engine)
         return engine
 
-    def job(self, *, gated: bool = False) -> Job:
-        return Job(self.clock, gate=asyncio.Event() if gated else None)
+    def job(self, *, gated: bool = False, error: Exception | None = None) -> Job:
+        return Job(self.clock, gate=asyncio.Event() if gated else None, error=error)
 
     async def add(self, job: Job, *, first: datetime = T0, every: float | None = 10, **options: Any) -> Task:
         """Store a task running ``job`` every ``every`` seconds (once at ``first`` when None)."""
@@ -336,3 +341,33 @@ async def test_a_run_whose_lease_another_owner_took_is_reported_lost(
     assert "finished after their lease passed to another instance" in caplog.text
     [run] = await world.store.list_runs()
     assert (run.id, run.owner, run.attempt) == (run_id, "thief", 2)  # the completion was refused
+
+
+# -- retries -------------------------------------------------------------------------------------
+
+
+async def test_a_failing_run_is_retried_after_its_policy_delay_then_dead_lettered(world: World) -> None:
+    engine, job = world.engine(), world.job(error=ValueError("bad input"))
+    retry = RetryPolicy(max_attempts=2, initial_delay=5, jitter=0).to_json()
+    task = await world.add(job, every=None, retry=retry)
+
+    await engine._claim_once(100)
+    await finish(engine)
+    [waiting] = await world.store.list_runs()
+    assert (waiting.attempt, waiting.owner, waiting.lease_until) == (2, None, at(5))
+
+    world.clock.advance(4.9)
+    assert await engine._claim_once(100) == 0
+    world.clock.advance(0.1)
+    assert await engine._claim_once(100) == 1
+    await finish(engine)
+
+    assert job.started == [at(0), at(5)]
+    [letter] = await world.store.dead_letters()
+    assert (letter.id, letter.attempt, letter.error) == (
+        run_id_for(task.id, at(0)),
+        2,
+        "ValueError: bad input",
+    )
+    assert await world.store.list_runs() == []
+    assert await world.store.get(task.id) is None  # a one-shot task leaves with its last run
