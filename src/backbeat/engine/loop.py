@@ -9,7 +9,7 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -69,6 +69,7 @@ class Engine:
         *,
         provider: Any = None,
         clock: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         run_hooks: Sequence[RunHook] = (),
         failure_handlers: Sequence[TaskFailureHandler] = (),
     ) -> None:
@@ -81,6 +82,9 @@ class Engine:
         self.config = config or EngineConfig()
         self.provider = provider
         self.clock = clock
+        self.sleep = sleep
+        """How a run claimed ahead waits for its fire time (by ``clock``): a test's fake clock
+        passes a sleep that waits for it to be advanced."""
         self._drain_lock = asyncio.Lock()
         self._active: dict[str, tuple[Run, asyncio.Task[None]]] = {}
         self._completing: dict[str, RunResult] = {}
@@ -348,7 +352,7 @@ class Engine:
         task = run.task
         try:
             if (early := (run.fire_time - self.clock()).total_seconds()) > 0:
-                await asyncio.sleep(early)  # claimed ahead (``claim_ahead``): start on time
+                await self.sleep(early)  # claimed ahead (``claim_ahead``): start on time
             if task is None and await self._task_quarantined(run.task_id):
                 # keep the fire time until someone repairs (re-adds) the record; look again later
                 finished = self._result(run, RunOutcome.DEFERRED, "its task record cannot be read")
@@ -428,23 +432,28 @@ class Engine:
         interval = self.config.lease.total_seconds() / 3
         while True:
             await asyncio.sleep(interval)
-            await self._sample_due_lag()
-            held_ids = set(self._active) | set(self._completing)
-            if not held_ids:
-                continue
-            try:
-                held = await self.store.extend(
-                    self.owner, held_ids, now=self.clock(), lease=self.config.lease
-                )
-            except (StoreError, OSError) as exc:
-                self._store_error(exc, "renewing leases")
-                continue
-            # only runs still executing: one completed during the extend is gone, not lost, and a
-            # finished one truly lost is reported when its completion is refused
-            lost = (held_ids - held) & set(self._active)
-            if lost:
-                log.warning("lost the lease of runs %s: another instance may run them again", sorted(lost))
-            await self._apply_cancel_requests()
+            await self.renew_leases()
+
+    async def renew_leases(self) -> set[str]:
+        """One step of the renew loop (run every lease/3): sample the due lag, push the leases of
+        the runs held here to ``clock() + lease``, report running runs whose lease another owner
+        took, apply cancel requests. Returns the ids of those lost runs."""
+        await self._sample_due_lag()
+        held_ids = set(self._active) | set(self._completing)
+        if not held_ids:
+            return set()
+        try:
+            held = await self.store.extend(self.owner, held_ids, now=self.clock(), lease=self.config.lease)
+        except (StoreError, OSError) as exc:
+            self._store_error(exc, "renewing leases")
+            return set()
+        # only runs still executing: one completed during the extend is gone, not lost, and a
+        # finished one truly lost is reported when its completion is refused
+        lost = (held_ids - held) & set(self._active)
+        if lost:
+            log.warning("lost the lease of runs %s: another instance may run them again", sorted(lost))
+        await self._apply_cancel_requests()
+        return lost
 
     async def _sample_due_lag(self) -> None:
         try:

@@ -63,7 +63,10 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        base = min(self.initial_delay * self.backoff_factor ** max(attempt - 1, 0), self.max_delay)
+        try:
+            base = min(self.initial_delay * self.backoff_factor ** max(attempt - 1, 0), self.max_delay)
+        except OverflowError:  # the factor's power is beyond any float: far past max_delay
+            base = self.max_delay if self.initial_delay else 0.0
         if self.jitter:
             base *= 1 + random.uniform(-self.jitter, self.jitter)
         return max(0.0, min(base, self.max_delay))

@@ -1,0 +1,373 @@
+"""The engine's steps on the memory store, by a fake clock: misfire, coalesce, max_instances,
+claim-ahead, lease renewal. No test waits for real time to pass."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from tests.fakes import FakeClock, settle
+
+from backbeat.api.taskbuild import from_callable
+from backbeat.engine.loop import Engine, EngineConfig
+from backbeat.executors import AsyncIOExecutor
+from backbeat.model.events import EventHub, EventKind, SchedulerEvent
+from backbeat.model.records import Task, TaskOptions, run_id_for
+from backbeat.model.registry import JobRegistry
+from backbeat.model.triggers import make_trigger_spec
+from backbeat.policies.definitions import RetryPolicy
+from backbeat.stores.memory import MemoryStore
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=10)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+@dataclass
+class Job:
+    """A job that records the fake time it started at, waits for ``gate`` when one is set and
+    raises ``error`` when one is set."""
+
+    clock: FakeClock
+    started: list[datetime] = field(default_factory=list)
+    gate: asyncio.Event | None = None
+    error: Exception | None = None
+
+    async def __call__(self) -> None:
+        self.started.append(self.clock.now)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+
+
+@dataclass
+class World:
+    """One memory store, registry, event log and fake clock, shared by the engines of a test."""
+
+    clock: FakeClock = field(default_factory=lambda: FakeClock(T0))
+    store: MemoryStore = field(default_factory=MemoryStore)
+    registry: JobRegistry = field(default_factory=JobRegistry)
+    events: list[SchedulerEvent] = field(default_factory=list)
+    engines: list[Engine] = field(default_factory=list)
+
+    def engine(self, owner: str = "a", **config: Any) -> Engine:
+        hub = EventHub()
+        hub.add_listener(self.events.append)
+        engine = Engine(
+            self.store,
+            self.registry,
+            {"default": AsyncIOExecutor()},
+            hub,
+            EngineConfig(owner=owner, lease=LEASE, **config),
+            clock=self.clock,
+            sleep=self.clock.sleep,
+        )
+        self.engines.append(engine)
+        return engine
+
+    def job(self, *, gated: bool = False, error: Exception | None = None) -> Job:
+        return Job(self.clock, gate=asyncio.Event() if gated else None, error=error)
+
+    async def add(self, job: Job, *, first: datetime = T0, every: float | None = 10, **options: Any) -> Task:
+        """Store a task running ``job`` every ``every`` seconds (once at ``first`` when None)."""
+        trigger = (
+            make_trigger_spec("date", run_date=first, now=T0)
+            if every is None
+            else make_trigger_spec("interval", seconds=every, start_date=first, now=T0)
+        )
+        task = from_callable(
+            self.registry, self._wrap(job), trigger=trigger, options=TaskOptions(**options), now=T0
+        ).task
+        task.next_run_time = first
+        await self.store.add([task])
+        return task
+
+    def fired(self, kind: EventKind) -> list[datetime | None]:
+        return [event.fire_time for event in self.events if event.kind == kind]
+
+    @staticmethod
+    def _wrap(job: Job) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:  # a closure: a local job of this registry
+            await job()
+
+        return run
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    world = World()
+    yield world
+    for engine in world.engines:
+        for _, task in list(engine._active.values()):
+            task.cancel()
+        await asyncio.gather(*(task for _, task in engine._active.values()), return_exceptions=True)
+
+
+async def finish(engine: Engine) -> None:
+    """Wait for the runs the engine executes (their jobs must not be blocked) and complete them."""
+    async with asyncio.timeout(5):
+        await asyncio.gather(*(task for _, task in engine._active.values()))
+    await engine._drain_completions()
+
+
+# -- misfire -------------------------------------------------------------------------------------
+
+
+async def test_fire_times_later_than_the_grace_time_are_reported_missed_and_not_run(world: World) -> None:
+    engine, job = world.engine(), world.job()
+    task = await world.add(job, misfire_grace_time=1, coalesce=False)
+    world.clock.advance(35.5)
+
+    assert await engine._claim_once(100) == 1
+    await settle()
+
+    assert world.fired(EventKind.RUN_MISSED) == [at(0), at(10), at(20), at(30)]
+    assert await world.store.list_runs() == []
+    assert job.started == []
+    stored = await world.store.get(task.id)
+    assert stored is not None and stored.next_run_time == at(40)
+
+
+async def test_only_the_fire_times_within_the_grace_time_run(world: World) -> None:
+    engine, job = world.engine(), world.job()
+    task = await world.add(job, misfire_grace_time=6, coalesce=False)
+    world.clock.advance(35.5)
+
+    decision = await engine._decide(task, world.clock.now)
+
+    assert decision.fire_times == [at(30)]
+    assert decision.missed == 3
+    assert decision.next_run_time == at(40)
+    assert world.fired(EventKind.RUN_MISSED) == [at(0), at(10), at(20)]
+
+
+async def test_a_missed_one_shot_task_is_removed_without_running(world: World) -> None:
+    engine, job = world.engine(), world.job()
+    task = await world.add(job, every=None, misfire_grace_time=1)
+    world.clock.advance(5)
+
+    await engine._claim_once(100)
+    await settle()
+
+    assert world.fired(EventKind.RUN_MISSED) == [at(0)]
+    assert await world.store.get(task.id) is None
+    assert job.started == []
+
+
+# -- coalesce ------------------------------------------------------------------------------------
+
+
+async def test_coalesce_runs_once_for_several_missed_fire_times(world: World) -> None:
+    engine, job = world.engine(), world.job()
+    task = await world.add(job, misfire_grace_time=None, coalesce=True)
+    world.clock.advance(35)
+
+    await engine._claim_once(100)
+
+    assert [run.id for run in await world.store.list_runs(task.id)] == [run_id_for(task.id, at(30))]
+    await finish(engine)
+    assert job.started == [at(35)]
+    stored = await world.store.get(task.id)
+    assert stored is not None and stored.runs == 1 and stored.running == 0
+    assert stored.next_run_time == at(40)
+
+
+async def test_without_coalesce_each_missed_fire_time_is_its_own_run(world: World) -> None:
+    engine, job = world.engine(), world.job()
+    task = await world.add(job, misfire_grace_time=None, coalesce=False, max_instances=10)
+    world.clock.advance(35)
+
+    await engine._claim_once(100)
+
+    assert sorted(run.fire_time for run in await world.store.list_runs(task.id)) == [
+        at(0),
+        at(10),
+        at(20),
+        at(30),
+    ]
+    await finish(engine)
+    assert len(job.started) == 4
+    stored = await world.store.get(task.id)
+    assert stored is not None and stored.runs == 4
+    assert await world.store.list_runs() == []
+
+
+# -- max_instances -------------------------------------------------------------------------------
+
+
+async def test_fire_creates_no_more_runs_than_max_instances_and_reports_the_rest(world: World) -> None:
+    engine, job = world.engine(), world.job(gated=True)
+    task = await world.add(job, misfire_grace_time=None, coalesce=False, max_instances=2)
+    world.clock.advance(45)
+
+    await engine._claim_once(100)
+
+    runs = await world.store.list_runs(task.id)
+    assert sorted(run.fire_time for run in runs) == [at(0), at(10)]
+    assert world.fired(EventKind.MAX_INSTANCES) == [at(20), at(30), at(40)]
+
+
+async def test_max_instances_holds_across_two_engines_sharing_a_store(world: World) -> None:
+    first, second = world.engine("first"), world.engine("second")
+    job = world.job(gated=True)
+    task = await world.add(job, every=4, misfire_grace_time=None, max_instances=1)
+
+    await first._claim_once(100)
+    await settle()
+    world.clock.advance(4)  # within the first run's lease (10 s)
+    await second._claim_once(100)
+    await settle()
+
+    runs = await world.store.list_runs(task.id)
+    assert [(run.fire_time, run.owner) for run in runs] == [(at(0), "first")]
+    assert world.fired(EventKind.MAX_INSTANCES) == [at(4)]
+    assert job.started == [at(0)]
+
+    assert job.gate is not None
+    job.gate.set()
+    await finish(first)
+    world.clock.advance(4)
+    await second._claim_once(100)
+    await settle()
+    runs = await world.store.list_runs(task.id)
+    assert [(run.fire_time, run.owner) for run in runs] == [(at(8), "second")]
+    assert job.started == [at(0), at(8)]
+
+
+# -- claim-ahead ---------------------------------------------------------------------------------
+
+
+async def test_a_task_due_within_claim_ahead_is_claimed_early_and_starts_at_its_fire_time(
+    world: World,
+) -> None:
+    engine = world.engine(claim_ahead=timedelta(seconds=2))
+    soon, later = world.job(), world.job()
+    task = await world.add(soon, first=at(1.5))
+    await world.add(later, first=at(3))
+
+    assert await engine._claim_once(100) == 1  # only the task due within 2 s
+    await settle()
+
+    [run] = await world.store.list_runs()
+    assert (run.task_id, run.fire_time, run.owner) == (task.id, at(1.5), "a")
+    assert soon.started == []
+    assert world.clock.sleeps == [1.5]
+    world.clock.advance(1.0)
+    await settle()
+    assert soon.started == []
+    world.clock.advance(0.5)
+    await settle()
+    assert soon.started == [at(1.5)]
+    assert later.started == []
+
+
+async def test_claim_ahead_is_capped_at_a_quarter_of_the_lease(world: World) -> None:
+    engine = world.engine(claim_ahead=timedelta(seconds=8))  # lease 10 s: at most 2.5 s ahead
+    await world.add(world.job(), first=at(3))
+
+    assert await engine._claim_once(100) == 0
+    world.clock.advance(0.5)
+    assert await engine._claim_once(100) == 1
+
+
+async def test_a_task_claimed_ahead_while_its_last_run_still_runs_waits_for_its_fire_time(
+    world: World,
+) -> None:
+    engine = world.engine(claim_ahead=timedelta(seconds=1))
+    job = world.job(gated=True)
+    task = await world.add(job, every=2, misfire_grace_time=None, max_instances=1)
+    await engine._claim_once(100)  # the run of 0 s starts, and blocks
+    await settle()
+
+    world.clock.advance(1.5)  # the fire time of 2 s is within claim_ahead
+    assert await engine._claim_once(100) == 1
+    assert [run.fire_time for run in await world.store.list_runs(task.id)] == [at(0)]
+    assert world.fired(EventKind.MAX_INSTANCES) == []  # not decided yet: the run may end in time
+    world.clock.advance(0.25)
+    assert await engine._claim_once(100) == 0  # held back: not claimed again before 2 s
+
+    world.clock.advance(0.25)
+    assert await engine._claim_once(100) == 1
+    assert world.fired(EventKind.MAX_INSTANCES) == [at(2)]
+
+
+# -- lease renewal -------------------------------------------------------------------------------
+
+
+async def test_the_renew_step_extends_the_leases_of_runs_held(world: World) -> None:
+    engine, job = world.engine(), world.job(gated=True)
+    await world.add(job)
+    await engine._claim_once(100)
+    await settle()
+    [run] = await world.store.list_runs()
+    assert run.lease_until == at(10)
+
+    world.clock.advance(5)
+    assert await engine.renew_leases() == set()
+
+    [run] = await world.store.list_runs()
+    assert (run.owner, run.lease_until) == ("a", at(15))
+
+
+async def test_a_run_whose_lease_another_owner_took_is_reported_lost(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine, job = world.engine(), world.job(gated=True)
+    task = await world.add(job)
+    await engine._claim_once(100)
+    await settle()
+    world.clock.advance(11)  # the lease ended without a renewal
+    taken = await world.store.claim_due("thief", now=world.clock.now, lease=LEASE, limit=10)
+    assert [run.recovered for run in taken.runs] == [True]
+
+    with caplog.at_level(logging.WARNING, logger="backbeat.engine"):
+        lost = await engine.renew_leases()
+        assert job.gate is not None
+        job.gate.set()
+        await finish(engine)
+
+    run_id = run_id_for(task.id, at(0))
+    assert lost == {run_id}
+    assert "lost the lease of runs" in caplog.text
+    assert "finished after their lease passed to another instance" in caplog.text
+    [run] = await world.store.list_runs()
+    assert (run.id, run.owner, run.attempt) == (run_id, "thief", 2)  # the completion was refused
+
+
+# -- retries -------------------------------------------------------------------------------------
+
+
+async def test_a_failing_run_is_retried_after_its_policy_delay_then_dead_lettered(world: World) -> None:
+    engine, job = world.engine(), world.job(error=ValueError("bad input"))
+    retry = RetryPolicy(max_attempts=2, initial_delay=5, jitter=0).to_json()
+    task = await world.add(job, every=None, retry=retry)
+
+    await engine._claim_once(100)
+    await finish(engine)
+    [waiting] = await world.store.list_runs()
+    assert (waiting.attempt, waiting.owner, waiting.lease_until) == (2, None, at(5))
+
+    world.clock.advance(4.9)
+    assert await engine._claim_once(100) == 0
+    world.clock.advance(0.1)
+    assert await engine._claim_once(100) == 1
+    await finish(engine)
+
+    assert job.started == [at(0), at(5)]
+    [letter] = await world.store.dead_letters()
+    assert (letter.id, letter.attempt, letter.error) == (
+        run_id_for(task.id, at(0)),
+        2,
+        "ValueError: bad input",
+    )
+    assert await world.store.list_runs() == []
+    assert await world.store.get(task.id) is None  # a one-shot task leaves with its last run
