@@ -181,7 +181,7 @@ class OrderTaskMonitor(TaskFailureHandler):
 
         # Track task performance metrics
         execution_time = context.get("execution_time")
-        if execution_time > 30:  # Tasks taking longer than 30 seconds
+        if execution_time > 30:  # type: ignore[operator]  # Tasks taking longer than 30 seconds
             logger.warning(f"Slow task execution: {task_name} took {execution_time}s")
 
         # Update order status based on completed tasks

@@ -217,6 +217,7 @@ async def test_a_run_whose_task_record_is_corrupt_is_kept_not_dropped(
     # a process that fired the task and died: its run's lease is over at once
     now = datetime.now(UTC)
     [claimed] = (await store.claim_due("dead", now=now, lease=timedelta(seconds=10), limit=10)).tasks
+    assert claimed.next_run_time is not None
     decision = FireDecision(
         task_id=task_id,
         claimed_version=claimed.version,

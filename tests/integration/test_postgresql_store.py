@@ -7,7 +7,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -56,8 +56,11 @@ async def prefix() -> AsyncIterator[str]:
     await _sql(f"DROP TABLE IF EXISTS {tables} CASCADE")
 
 
+OpenStore = Callable[[], Awaitable[PostgresStore]]
+
+
 @pytest.fixture
-async def stores(prefix: str) -> AsyncIterator[Callable[[], Any]]:
+async def stores(prefix: str) -> AsyncIterator[OpenStore]:
     opened: list[PostgresStore] = []
 
     async def open_store() -> PostgresStore:
@@ -71,7 +74,7 @@ async def stores(prefix: str) -> AsyncIterator[Callable[[], Any]]:
         await store.close()
 
 
-async def test_concurrent_claimers_never_get_the_same_task(stores: Callable[[], Any]) -> None:
+async def test_concurrent_claimers_never_get_the_same_task(stores: OpenStore) -> None:
     first, second = await stores(), await stores()
     await first.add([_task(f"t{i:04}") for i in range(300)])
     taken: list[str] = []
@@ -83,7 +86,7 @@ async def test_concurrent_claimers_never_get_the_same_task(stores: Callable[[], 
     assert len(taken) == len(set(taken)) == 300
 
 
-async def test_a_notify_wakes_the_other_instance(stores: Callable[[], Any]) -> None:
+async def test_a_notify_wakes_the_other_instance(stores: OpenStore) -> None:
     listening, writing = await stores(), await stores()
     iterator = listening.wakeups()
     pending = asyncio.ensure_future(anext(iterator))
@@ -107,7 +110,7 @@ async def test_a_notify_wakes_the_other_instance(stores: Callable[[], Any]) -> N
         await iterator.aclose()
 
 
-async def test_the_listener_reconnects_after_losing_its_connection(stores: Callable[[], Any]) -> None:
+async def test_the_listener_reconnects_after_losing_its_connection(stores: OpenStore) -> None:
     listening, writing = await stores(), await stores()
     channel = f"{listening.prefix}_wakeup"
     iterator = listening.wakeups()
@@ -148,7 +151,7 @@ async def test_an_unreachable_server_raises_store_unavailable_promptly_without_t
 
 
 async def test_the_schema_records_its_version_and_a_newer_one_is_refused(
-    stores: Callable[[], Any], prefix: str
+    stores: OpenStore, prefix: str
 ) -> None:
     await stores()
     rows = await _sql(f"SELECT value FROM {prefix}_meta WHERE key = 'schema_version'")

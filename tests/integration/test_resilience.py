@@ -231,7 +231,7 @@ async def test_an_open_breaker_defers_runs_until_it_half_opens_then_closes(
     await wait_for(lambda: len(attempts(record_file)) == 2)
 
     async def opened() -> bool:
-        return (await scheduler.circuit_breaker_state("kitchen"))["state"] == "open"
+        return bool((await scheduler.circuit_breaker_state("kitchen"))["state"] == "open")
 
     await eventually(opened)
     later = await scheduler.schedule_immediate_task(
@@ -287,7 +287,7 @@ async def test_a_breaker_opened_in_one_process_defers_runs_in_another(
 
 
 async def _state_is(scheduler: BackgroundTaskScheduler, name: str, state: str) -> bool:
-    return (await scheduler.circuit_breaker_state(name))["state"] == state
+    return bool((await scheduler.circuit_breaker_state(name))["state"] == state)
 
 
 # -- failure handlers ---------------------------------------------------------------------------

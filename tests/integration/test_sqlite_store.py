@@ -175,7 +175,7 @@ async def test_wakeups_reach_another_process(store: SQLiteStore) -> None:
         pending.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pending
-        await iterator.aclose()  # type: ignore[attr-defined]
+        await iterator.aclose()
         go(adder)
         assert await finish(adder) == 0
 

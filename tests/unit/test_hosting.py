@@ -16,10 +16,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from backbeat.abc import HostedService
 from backbeat.errors import ConfigurationError
 from backbeat.hosting.application import (
     ApplicationSettings,
-    HostedService,
     WebApplication,
     WebApplicationBuilder,
     hosted_lifespan,

@@ -11,7 +11,7 @@ is named ``<prefix>_<table>`` (``table_prefix``, or ``?prefix=`` in the URL; def
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
@@ -82,7 +82,7 @@ class PostgresStore(SqlStore):
             except (TimeoutError, OSError, asyncpg.exceptions.InterfaceError):
                 pool.terminate()
 
-    async def wakeups(self) -> AsyncIterator[None]:
+    async def wakeups(self) -> AsyncGenerator[None, None]:
         if self._pool is None:
             return  # not open: nothing to listen to (and listening must not reopen a closed store)
         closes = self._closes

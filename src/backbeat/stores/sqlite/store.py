@@ -14,7 +14,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -99,7 +99,7 @@ class SQLiteStore(SqlStore):
 
         return await self._call(claim)
 
-    async def wakeups(self) -> AsyncIterator[None]:
+    async def wakeups(self) -> AsyncGenerator[None, None]:
         if self._executor is None:
             return  # not open: nothing to listen to (and listening must not reopen a closed store)
         closes = self._closes
