@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 
 class BackbeatError(Exception):
     """Base class of every error raised by backbeat."""
@@ -61,3 +63,10 @@ class CorruptRecordError(StoreError):
 
 class SchedulerNotRunningError(BackbeatError, RuntimeError):
     """An operation needs a started scheduler (or an event loop) and there is none."""
+
+
+class LeaseLostError(asyncio.CancelledError):
+    """Raised into a job whose run this process may no longer hold: its lease could not be
+    renewed in time (the store was unreachable, or the process was paused), so another owner
+    may run the same fire time. A cancellation, so ``except Exception`` in a job does not
+    swallow it; the run ends without completing here and is taken over elsewhere."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,10 +27,16 @@ class RunContext:
     owner: str = ""
     service_provider: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    lease_check: Callable[[], bool] = field(default=lambda: True, repr=False, compare=False)
 
     @property
     def idempotency_key(self) -> str:
         return self.run_id
+
+    def lease_valid(self) -> bool:
+        """Whether this process surely still holds the run's lease. A job in a thread pool (which
+        cannot be stopped) should check it before a side effect that must not happen twice."""
+        return self.lease_check()
 
 
 _current_run: ContextVar[RunContext | None] = ContextVar("backbeat_current_run", default=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import traceback
@@ -15,6 +16,7 @@ from typing import Any
 
 from backbeat.abc import Executor, RunHook
 from backbeat.engine.context import RunContext, reset_current_run, set_current_run
+from backbeat.engine.fencing import fenced
 from backbeat.errors import BackbeatError, UnknownJobError
 from backbeat.model import codec
 from backbeat.model.attempt import Attempt
@@ -42,6 +44,7 @@ class Invoker:
         events: EventHub,
         handlers: Sequence[object],
         emit: Callable[..., None],
+        holds: Callable[[str], bool] = lambda run_id: True,
     ) -> None:
         self.registry = registry
         self.executors = executors
@@ -52,6 +55,8 @@ class Invoker:
         self.events = events
         self.handlers = handlers
         self.emit = emit
+        self.holds = holds
+        """Whether this process still holds a run's lease (see :mod:`backbeat.engine.fencing`)."""
 
     async def __call__(self, task: Task, run: Run) -> Attempt:
         """Run ``run`` of ``task`` and say how it went (exceptions become a failed attempt)."""
@@ -64,6 +69,7 @@ class Invoker:
             tags=task.tags,
             owner=self.owner,
             service_provider=self.provider,
+            lease_check=functools.partial(self.holds, run.id),
         )
         token = set_current_run(context)
         policies_token = engine_applies_policies.set(True)
@@ -79,7 +85,11 @@ class Invoker:
                     f"task {task.id} names executor {task.options.executor!r}, "
                     f"which is not configured (known: {', '.join(self.executors)})"
                 )
-            call = executor.submit(invocation.func, invocation.args, invocation.kwargs)
+            call = fenced(
+                executor.submit(invocation.func, invocation.args, invocation.kwargs),
+                context.lease_check,
+                run.id,
+            )
             if self.run_hooks:
                 with contextlib.ExitStack() as hooks:
                     for hook in self.run_hooks:

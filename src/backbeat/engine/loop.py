@@ -16,8 +16,9 @@ from typing import Any
 
 from backbeat.abc import Executor, RunHook, Store
 from backbeat.engine import cancellations
+from backbeat.engine.fencing import LeaseDeadlines
 from backbeat.engine.invoke import Invoker
-from backbeat.errors import BackbeatError, StoreError
+from backbeat.errors import BackbeatError, LeaseLostError, StoreError
 from backbeat.model import triggers
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 from backbeat.model.records import FireDecision, FireResult, Run, RunOutcome, RunResult, Task, utcnow
@@ -70,6 +71,7 @@ class Engine:
         provider: Any = None,
         clock: Callable[[], datetime] = utcnow,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        monotonic: Callable[[], float] | None = None,
         run_hooks: Sequence[RunHook] = (),
         failure_handlers: Sequence[TaskFailureHandler] = (),
     ) -> None:
@@ -89,6 +91,11 @@ class Engine:
         self._active: dict[str, tuple[Run, asyncio.Task[None]]] = {}
         self._completing: dict[str, RunResult] = {}
         self._released: set[str] = set()
+        self._fenced: set[str] = set()
+        """Runs stopped here because their lease could not be renewed in time."""
+        self.deadlines = LeaseDeadlines(self.config.lease, self._fence, now=monotonic)
+        """Until when this process surely holds each run, by ``monotonic`` (default: the event
+        loop's clock); a run not renewed by then is stopped (see :mod:`backbeat.engine.fencing`)."""
         self._ahead = max(min(self.config.claim_ahead, self.config.lease / 4), timedelta(0))
         self._claimed_to = datetime.min.replace(tzinfo=UTC)
         """The horizon of the last claim: what is due by it was claimable then."""
@@ -113,6 +120,7 @@ class Engine:
             events=events,
             handlers=failure_handlers,
             emit=self._emit,
+            holds=self.deadlines.holds,
         )
 
     @property
@@ -166,6 +174,7 @@ class Engine:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._background = []
+        self.deadlines.close()
 
     async def _abandon(self, entries: list[tuple[Run, asyncio.Task[None]]]) -> None:
         # Cancel first, so this process stops working on a run before another may take it over.
@@ -209,9 +218,11 @@ class Engine:
         else:
             self._held = None
         self._claimed_to = horizon
+        sent = self.deadlines.now()
         claim = await self.store.claim_due(
             self.owner, now=now, lease=self.config.lease, limit=limit, horizon=horizon
         )
+        self.deadlines.granted([run.id for run in claim.runs], sent)
         runs = claim.runs + (await self._fire(claim.tasks, now) if claim.tasks else [])
         for run in await self._still_held(runs, since=now):
             self._dispatch(run)
@@ -225,9 +236,11 @@ class Engine:
         """
         if not runs or self.clock() - since < self.config.lease / 3:
             return runs
+        sent = self.deadlines.now()
         held = await self.store.extend(
             self.owner, [run.id for run in runs], now=self.clock(), lease=self.config.lease
         )
+        self.deadlines.granted(held, sent)
         for run in runs:
             if run.id not in held:
                 log.warning("run %s not started: its lease ended while the store was slow", run.id)
@@ -273,6 +286,7 @@ class Engine:
             decisions.append(decision)
         # the runs' leases count from now, not from the claim: a fire held up (by a lock, a
         # slow store) must not create runs whose lease already ended, for another owner to take
+        sent = self.deadlines.now()
         results: list[FireResult] = await self.store.fire(
             self.owner, decisions, now=self.clock(), lease=self.config.lease
         )
@@ -291,6 +305,7 @@ class Engine:
             for run in result.runs:
                 run.task = run.task or task
                 runs.append(run)
+        self.deadlines.granted([run.id for run in runs], sent)
         return runs
 
     async def _decide(self, task: Task, now: datetime) -> FireDecision:
@@ -372,13 +387,18 @@ class Engine:
                 self._emit(EventKind.RUN_DEFERRED, task, run=run)
             else:
                 attempt = await self.invoke(task, run)
+                if not self.deadlines.holds(run.id):
+                    raise LeaseLostError(f"run {run.id} ended after its lease may have passed on")
                 if self.policies.needed(task, attempt):
                     finished = await self.policies.settle(task, run, attempt)
                 else:
                     finished = RunResult(run=run, outcome=attempt.outcome, finished_at=self.clock())
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             if run.id in self._released:
                 self._active.pop(run.id, None)
+                return
+            if isinstance(exc, LeaseLostError) or run.id in self._fenced:
+                self._lease_lost(run, task)
                 return
             finished = self._result(run, RunOutcome.CANCELLED, "cancelled")
         self._completing[run.id] = finished
@@ -423,6 +443,7 @@ class Engine:
                 continue
             for result in batch:
                 self._completing.pop(result.run.id, None)
+            self.deadlines.forget([result.run.id for result in batch])
             if lost:
                 log.warning("runs %s finished after their lease passed to another instance", sorted(lost))
         if self._completing == {} and not self._stopping:
@@ -442,11 +463,13 @@ class Engine:
         held_ids = set(self._active) | set(self._completing)
         if not held_ids:
             return set()
+        sent = self.deadlines.now()
         try:
             held = await self.store.extend(self.owner, held_ids, now=self.clock(), lease=self.config.lease)
         except (StoreError, OSError) as exc:
             self._store_error(exc, "renewing leases")
             return set()
+        self.deadlines.granted(held, sent)
         # only runs still executing: one completed during the extend is gone, not lost, and a
         # finished one truly lost is reported when its completion is refused
         lost = (held_ids - held) & set(self._active)
@@ -473,6 +496,24 @@ class Engine:
                 await cancellations.done(self.store, wanted, self.clock())
         except (StoreError, OSError) as exc:
             self._store_error(exc, "reading cancel requests")
+
+    def _fence(self, run_ids: list[str]) -> None:
+        """Stop the runs whose lease could not be renewed in time (called by ``deadlines``)."""
+        for run_id in run_ids:
+            entry = self._active.get(run_id)
+            if entry is not None and run_id not in self._fenced:
+                log.warning("run %s stopped: its lease was not renewed in time (another may take it)", run_id)
+                self._fenced.add(run_id)
+                entry[1].cancel()
+
+    def _lease_lost(self, run: Run, task: Task | None) -> None:
+        """A run fenced here: it is not completed (its lease may be another owner's now)."""
+        self._fenced.discard(run.id)
+        self._active.pop(run.id, None)
+        self._capacity.set()
+        log.warning("run %s ended here without completing: its lease was lost", run.id)
+        if task is not None:
+            self._emit(EventKind.RUN_LEASE_LOST, task, run=run)
 
     def cancel(self, run_id: str) -> bool:
         """Cancel a run this process is executing (it completes as cancelled); whether it was here."""

@@ -29,6 +29,8 @@ class EventKind(enum.StrEnum):
     RUN_FAILED = "run_failed"
     RUN_MISSED = "run_missed"
     RUN_LOST = "run_lost"
+    RUN_LEASE_LOST = "run_lease_lost"
+    """A run stopped here because its lease could not be renewed in time (another owner may run it)."""
     RUN_DEFERRED = "run_deferred"
     MAX_INSTANCES = "max_instances"
     STORE_ERROR = "store_error"

@@ -28,6 +28,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from backbeat.errors import LeaseLostError
 from backbeat.model.records import Run, Task, utcnow
 from backbeat.observability.tracing import ParentMode, RunTracer, _qualname, _version, require_otel
 
@@ -130,9 +131,11 @@ class _MeasuredRun:
 
 
 def outcome_of(exc: BaseException | None) -> str:
-    """``success``, ``failure`` or ``cancelled``: how the job's call ended."""
+    """``success``, ``failure``, ``cancelled`` or ``lease_lost``: how the job's call ended."""
     if exc is None:
         return "success"
+    if isinstance(exc, LeaseLostError):
+        return "lease_lost"
     return "cancelled" if isinstance(exc, asyncio.CancelledError) else "failure"
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from backbeat.errors import LeaseLostError
 from backbeat.model.records import Run, Task
 
 
@@ -148,6 +149,8 @@ class _CountedRun:
         metrics.increment("task_runs")
         if exc is None:
             metrics.increment("task_successes")
+        elif isinstance(exc, LeaseLostError):
+            metrics.increment("task_lease_losses")
         elif isinstance(exc, asyncio.CancelledError):
             metrics.increment("task_cancellations")
         else:
