@@ -52,9 +52,10 @@ async def observe(store: Store) -> list[object]:
         RunResult(run=failed, outcome=RunOutcome.FAILURE, finished_at=LATER, error="E: x", dead_letter=True),
         *(finished(run, at=LATER) for run in succeeded),
     ]
-    seen += [
-        claim,
-        fired,
+    seen += [  # ties in due time may come in any order
+        sorted(claim.tasks, key=lambda t: t.id),
+        sorted(claim.runs, key=lambda run: run.id),
+        sorted(fired, key=lambda result: result.task_id),
         await store.complete("new", results),
         await store.list(),
         await store.list_runs(),

@@ -17,8 +17,14 @@ from backbeat.stores.sql.migrations import VersionStatements
 SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('backbeat-schema:{p}'))"
 """Serialises the migrations of one table prefix (held until the migrating transaction ends)."""
 VERSION = VersionStatements(
-    # to_regclass: a missing table must not abort the migrating transaction
-    table_exists="SELECT 1 WHERE to_regclass('{p}_meta') IS NOT NULL",
+    # Not a read of the missing table, which would abort the migrating transaction, nor
+    # to_regclass(), which after the wait for the lock may still miss a table created meanwhile
+    # (it takes no lock, so the session has not taken in the catalog change): a scan of pg_class
+    # sees what was committed before the statement.
+    table_exists="""
+SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relname = '{p}_meta' AND n.nspname = ANY(current_schemas(false))
+""",
     get="SELECT value FROM {p}_meta WHERE key = 'schema_version'",
     put="""
 INSERT INTO {p}_meta (key, value) VALUES ('schema_version', $1)
