@@ -15,6 +15,7 @@ import pytest
 from backbeat import SchedulerConfig, StoreUnavailableError
 from backbeat.stores.postgresql import PostgresStore, queries
 from backbeat.stores.postgresql.connection import render
+from backbeat.stores.postgresql.migrations import MIGRATIONS
 from tests.chaos.records import executions, overlaps
 from tests.chaos.scenarios import (
     labels,
@@ -168,7 +169,7 @@ async def test_a_fire_held_up_longer_than_the_lease_never_lets_two_processes_run
     try:
         async with conn.transaction():
             await conn.execute(render(queries.SCHEMA_LOCK, prefix))
-            for statement in queries.SCHEMA:
+            for statement in MIGRATIONS[0].statements:
                 if "_runs" in statement:
                     await conn.execute(render(statement, prefix))
             held = await conn.fetchval(

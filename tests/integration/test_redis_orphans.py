@@ -64,8 +64,8 @@ async def test_a_store_written_before_the_index_gets_it_on_open(names: tuple[str
     await first.add([task("a"), task("b", orphaned="gone")])
     await first.close()
     client = redis.asyncio.Redis.from_url(url)
-    try:  # what an older release left behind: no index, no marker
-        await client.delete(first.keys.orphaned, first.keys.orphans_indexed)
+    try:  # what an older release left behind: no index, no marker, no key layout version
+        await client.delete(first.keys.orphaned, first.keys.orphans_indexed, first.keys.layout)
     finally:
         await client.aclose()
     again = RedisStore(url, prefix=prefix)

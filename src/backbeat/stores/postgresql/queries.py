@@ -11,70 +11,28 @@ partial index makes a claim an index range scan. Claims lock what they take with
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+from backbeat.stores.sql.migrations import VersionStatements
 
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS {p}_meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-)""",
-    """CREATE TABLE IF NOT EXISTS {p}_tasks (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    job TEXT NOT NULL,
-    next_run_time BIGINT,
-    paused BOOLEAN NOT NULL DEFAULT FALSE,
-    orphaned BOOLEAN NOT NULL DEFAULT FALSE,
-    quarantined TEXT,
-    claimed_by TEXT,
-    claim_until BIGINT,
-    version BIGINT NOT NULL DEFAULT 0,
-    running INTEGER NOT NULL DEFAULT 0,
-    max_instances INTEGER NOT NULL DEFAULT 1,
-    runs BIGINT NOT NULL DEFAULT 0,
-    failures BIGINT NOT NULL DEFAULT 0,
-    last_outcome TEXT,
-    last_run_at BIGINT,
-    doc TEXT NOT NULL,
-    due_at BIGINT GENERATED ALWAYS AS (
-        CASE WHEN NOT paused AND NOT orphaned AND quarantined IS NULL
-        THEN coalesce(claim_until, next_run_time) END
-    ) STORED
-)""",
-    "CREATE INDEX IF NOT EXISTS {p}_tasks_due ON {p}_tasks (due_at) WHERE due_at IS NOT NULL",
-    """CREATE TABLE IF NOT EXISTS {p}_task_tags (
-    task_id TEXT NOT NULL REFERENCES {p}_tasks (id) ON DELETE CASCADE,
-    tag TEXT NOT NULL,
-    PRIMARY KEY (task_id, tag)
-)""",
-    "CREATE INDEX IF NOT EXISTS {p}_task_tags_tag ON {p}_task_tags (tag)",
-    """CREATE TABLE IF NOT EXISTS {p}_runs (
-    id TEXT PRIMARY KEY,
-    task_id TEXT NOT NULL,
-    fire_time BIGINT NOT NULL,
-    attempt INTEGER NOT NULL,
-    owner TEXT,
-    lease_until BIGINT NOT NULL
-)""",
-    "CREATE INDEX IF NOT EXISTS {p}_runs_task ON {p}_runs (task_id)",
-    "CREATE INDEX IF NOT EXISTS {p}_runs_lease ON {p}_runs (lease_until)",
-    """CREATE TABLE IF NOT EXISTS {p}_dead_letters (
-    id TEXT PRIMARY KEY,
-    task_id TEXT NOT NULL,
-    failed_at BIGINT NOT NULL,
-    doc TEXT NOT NULL
-)""",
-    "CREATE INDEX IF NOT EXISTS {p}_dead_letters_failed ON {p}_dead_letters (failed_at, id)",
-    """CREATE TABLE IF NOT EXISTS {p}_state (
-    key TEXT PRIMARY KEY,
-    version BIGINT NOT NULL,
-    value TEXT NOT NULL
-)""",
-    "INSERT INTO {p}_meta (key, value) VALUES ('schema_version', $1) ON CONFLICT (key) DO NOTHING",
-)
+# The schema itself is in :mod:`backbeat.stores.postgresql.migrations`.
 SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('backbeat-schema:{p}'))"
+"""Serialises the migrations of one table prefix (held until the migrating transaction ends)."""
+VERSION = VersionStatements(
+    # Not a read of the missing table, which would abort the migrating transaction, nor
+    # to_regclass(), which after the wait for the lock may still miss a table created meanwhile
+    # (it takes no lock, so the session has not taken in the catalog change): a scan of pg_class
+    # sees what was committed before the statement.
+    table_exists="""
+SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relname = '{p}_meta' AND n.nspname = ANY(current_schemas(false))
+""",
+    get="SELECT value FROM {p}_meta WHERE key = 'schema_version'",
+    put="""
+INSERT INTO {p}_meta (key, value) VALUES ('schema_version', $1)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value
+""",
+    lock=SCHEMA_LOCK,
+)
 TABLES = ("task_tags", "tasks", "runs", "dead_letters", "state", "meta")
-GET_SCHEMA_VERSION = "SELECT value FROM {p}_meta WHERE key = 'schema_version'"
 NOTIFY = "SELECT pg_notify('{p}_wakeup', '')"
 
 # -- tasks ------------------------------------------------------------------------------------

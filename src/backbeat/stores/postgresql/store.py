@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import asyncpg
 
@@ -20,6 +20,9 @@ from backbeat.abc import Store
 from backbeat.errors import StoreError
 from backbeat.stores.postgresql import queries as q
 from backbeat.stores.postgresql.connection import Db, Listener, drive, is_retryable, parse_url, translate
+from backbeat.stores.postgresql.migrations import MIGRATIONS
+from backbeat.stores.sql import migrations
+from backbeat.stores.sql.migrations import Migrations
 from backbeat.stores.sql.steps import Dialect, Txn
 from backbeat.stores.sql.store import SqlStore
 
@@ -30,7 +33,7 @@ DIALECT = Dialect(sql=q, array=list, duplicate=(asyncpg.exceptions.UniqueViolati
 
 
 class PostgresStore(SqlStore):
-    """A store in a PostgreSQL database (tables created on first use).
+    """A store in a PostgreSQL database (tables created, or migrated, on first use).
 
     Args:
         url: ``postgresql://user:password@host:port/database`` (or ``postgres://``), with an
@@ -43,6 +46,8 @@ class PostgresStore(SqlStore):
     """
 
     dialect = DIALECT
+    migrations: ClassVar[Migrations] = MIGRATIONS
+    """The schema this store knows, oldest first: the tables are brought up to the last one at open."""
 
     def __init__(
         self,
@@ -156,49 +161,32 @@ class PostgresStore(SqlStore):
                         raise
                     raise error from None
                 try:
-                    await self._create_schema(pool)
+                    await self._migrate(pool)
                 except BaseException:
                     pool.terminate()
                     raise
                 self._pool = pool
         return self._pool
 
-    async def _create_schema(self, pool: Any) -> None:
-        """Create the tables unless they are there at this version: DDL such as ``CREATE INDEX
-        IF NOT EXISTS`` locks tables even when it does nothing, which would stall (and can
-        deadlock with) the other processes' work at every start."""
+    async def _migrate(self, pool: Any) -> None:
+        """Bring the schema up to :attr:`migrations`. A current one is only read: DDL such as
+        ``CREATE INDEX IF NOT EXISTS`` locks tables even when it does nothing, which would stall
+        (and can deadlock with) the other processes' work at every start."""
+        where = f"PostgreSQL store at {self._target.where} (prefix {self.prefix!r})"
 
-        async def attempt() -> int | None:
+        async def attempt() -> None:
             async with pool.acquire() as conn:
                 db = Db(conn, self.prefix)
-                version = await _schema_version(db)
-                if version is None or version < q.SCHEMA_VERSION:
+                version, _ = await drive(db, migrations.read_version(q.VERSION))
+                migrations.refuse_newer(version, self.migrations, where)
+                if version < migrations.latest(self.migrations):
                     async with conn.transaction():
-                        await db.execute(q.SCHEMA_LOCK)
-                        for statement in q.SCHEMA[:-1]:
-                            await db.execute(statement)
-                        await db.execute(q.SCHEMA[-1], str(q.SCHEMA_VERSION))
-                        version = await _schema_version(db)
-                return version
+                        await drive(db, migrations.migrate(self.migrations, q.VERSION, where))
 
-        version = await self._retrying(attempt)
-        if version is not None and version > q.SCHEMA_VERSION:
-            raise StoreError(
-                f"PostgreSQL store at {self._target.where} (prefix {self.prefix!r}) has schema version "
-                f"{version}, made by a newer backbeat (this one knows version {q.SCHEMA_VERSION})"
-            )
+        await self._retrying(attempt)
 
     async def _connect(self) -> Any:
         return await asyncpg.connect(self._target.dsn, timeout=self.connect_timeout)
-
-
-async def _schema_version(db: Db) -> int | None:
-    """The stored schema version; ``None`` before the tables exist."""
-    try:
-        version = await db.fetchval(q.GET_SCHEMA_VERSION)
-    except asyncpg.exceptions.UndefinedTableError:
-        return None
-    return None if version is None else int(version)
 
 
 _: type[Store] = PostgresStore

@@ -93,6 +93,16 @@ class Keys:
         return f"{self.base}orphans_indexed"
 
     @property
+    def layout(self) -> str:
+        """String: the key layout version the store's keys follow (see :mod:`.layout`)."""
+        return f"{self.base}layout"
+
+    @property
+    def layout_lock(self) -> str:
+        """String: held (with an expiry) by the one process migrating the key layout."""
+        return f"{self.base}layout_lock"
+
+    @property
     def dead(self) -> str:
         """Hash: run id -> dead letter JSON (without its task)."""
         return f"{self.base}dead"

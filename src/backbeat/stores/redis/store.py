@@ -7,7 +7,7 @@ import builtins
 import logging
 from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import redis.asyncio
 
@@ -27,11 +27,12 @@ from backbeat.model.records import (
     TaskFilter,
 )
 from backbeat.stores.memory import check_changes
-from backbeat.stores.redis import codec
+from backbeat.stores.redis import codec, layout
 from backbeat.stores.redis.codec import Arg, field, iso, opt_us, text
 from backbeat.stores.redis.connection import Connection, redact, split_prefix
 from backbeat.stores.redis.dead_letters import DeadLetters, letter_arg
 from backbeat.stores.redis.keys import Keys, from_us, to_us
+from backbeat.stores.redis.layout import LayoutMigration
 
 log = logging.getLogger("backbeat.stores.redis")
 
@@ -44,10 +45,14 @@ class RedisStore:
     """A store in Redis (or Redis Cluster: every key shares the hash tag ``{prefix}``).
 
     Every key starts with the ``prefix`` (else the URL's ``?prefix=``, else ``backbeat``).
+    :meth:`open` checks the key layout version, and migrates an older layout (:mod:`.layout`).
     ``client_options`` go to :func:`redis.asyncio.from_url` (``max_connections``,
     ``health_check_interval``, ``socket_timeout``, ...). A ``client`` given is used as is
     (it must not decode responses) and is not closed by :meth:`close`.
     """
+
+    layout_migrations: ClassVar[tuple[LayoutMigration, ...]] = layout.MIGRATIONS
+    """The key layouts this store knows, oldest first: a store is brought up to the last one at open."""
 
     def __init__(
         self,
@@ -98,26 +103,9 @@ class RedisStore:
 
     async def open(self) -> None:
         await self._conn.open()
-        await self._index_orphans()
-
-    async def _index_orphans(self) -> None:
-        """Build the orphaned index of a store written before it existed (once per store)."""
-        client = self._conn.client
+        where = f"Redis store at {redact(self.url)} (prefix {self.keys.prefix!r})"
         with self._conn.errors():
-            if await client.exists(self.keys.orphans_indexed):
-                return
-            cursor = 0
-            while True:
-                cursor, lives = await client.hscan(self.keys.live, cursor, count=1000)
-                assert isinstance(lives, dict)
-                orphans = [
-                    text(task_id) for task_id, live in lives.items() if "o" in text(live).split("|")[7]
-                ]
-                if orphans:
-                    await client.zadd(self.keys.orphaned, dict.fromkeys(orphans, 0))
-                if not cursor:
-                    break
-            await client.set(self.keys.orphans_indexed, b"1")
+            await layout.migrate(self._conn.client, self.keys, self.layout_migrations, where)
 
     async def close(self) -> None:
         await self._conn.close()

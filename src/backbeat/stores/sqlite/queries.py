@@ -9,72 +9,18 @@ partial index makes a claim an index range scan.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
-"""Version 2 added ``dead_letters`` and ``state`` (created by the same script on a version 1 file)."""
+from backbeat.stores.sql.migrations import VersionStatements
 
-SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tasks (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    job TEXT NOT NULL,
-    next_run_time INTEGER,
-    paused INTEGER NOT NULL DEFAULT 0,
-    orphaned INTEGER NOT NULL DEFAULT 0,
-    quarantined TEXT,
-    claimed_by TEXT,
-    claim_until INTEGER,
-    version INTEGER NOT NULL DEFAULT 0,
-    running INTEGER NOT NULL DEFAULT 0,
-    max_instances INTEGER NOT NULL DEFAULT 1,
-    runs INTEGER NOT NULL DEFAULT 0,
-    failures INTEGER NOT NULL DEFAULT 0,
-    last_outcome TEXT,
-    last_run_at INTEGER,
-    doc TEXT NOT NULL,
-    due_at INTEGER GENERATED ALWAYS AS (
-        CASE WHEN paused = 0 AND orphaned = 0 AND quarantined IS NULL
-        THEN coalesce(claim_until, next_run_time) END
-    ) VIRTUAL
-);
-CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at) WHERE due_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS task_tags (
-    task_id TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
-    tag TEXT NOT NULL,
-    PRIMARY KEY (task_id, tag)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS task_tags_tag ON task_tags (tag);
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    task_id TEXT NOT NULL,
-    fire_time INTEGER NOT NULL,
-    attempt INTEGER NOT NULL,
-    owner TEXT,
-    lease_until INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS runs_task ON runs (task_id);
-CREATE INDEX IF NOT EXISTS runs_lease ON runs (lease_until);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id TEXT PRIMARY KEY,
-    task_id TEXT NOT NULL,
-    failed_at INTEGER NOT NULL,
-    doc TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS dead_letters_failed ON dead_letters (failed_at, id);
-CREATE TABLE IF NOT EXISTS state (
-    key TEXT PRIMARY KEY,
-    version INTEGER NOT NULL,
-    value TEXT NOT NULL
-);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
-UPDATE meta SET value = '{SCHEMA_VERSION}'
-WHERE key = 'schema_version' AND CAST(value AS INTEGER) < {SCHEMA_VERSION};
-"""
-
-GET_SCHEMA_VERSION = "SELECT value FROM meta WHERE key = 'schema_version'"
+# The schema itself is in :mod:`backbeat.stores.sqlite.migrations`; a migration runs inside
+# ``BEGIN IMMEDIATE``, which already keeps every other writer out.
+VERSION = VersionStatements(
+    table_exists="SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+    get="SELECT value FROM meta WHERE key = 'schema_version'",
+    put="""
+INSERT INTO meta (key, value) VALUES ('schema_version', ?)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value
+""",
+)
 DATA_VERSION = "PRAGMA data_version"
 
 # -- tasks ------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 One ``sqlite3`` connection lives in one worker thread; every store operation is one
 function (one transaction) run there, so the event loop never waits on the database and
 pays one thread hop per operation. Writes take the write lock up front (``BEGIN
-IMMEDIATE``): two processes never deadlock upgrading a read lock. The SQL is in
-:mod:`backbeat.stores.sqlite_queries`.
+IMMEDIATE``): two processes never deadlock upgrading a read lock. Opening reads the schema
+version; only an older file is migrated, inside one such transaction. The SQL is in
+:mod:`backbeat.stores.sqlite.queries`, its schema in :mod:`backbeat.stores.sqlite.migrations`.
 """
 
 from __future__ import annotations
@@ -17,17 +18,19 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import orjson
 
 from backbeat.abc import Store
 from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.model.records import Claim
-from backbeat.stores.sql import runs
+from backbeat.stores.sql import migrations, runs
+from backbeat.stores.sql.migrations import Migrations
 from backbeat.stores.sql.steps import Dialect, Execute, ExecuteMany, Fetch, Stepper, Txn
 from backbeat.stores.sql.store import SqlStore
 from backbeat.stores.sqlite import queries as q
+from backbeat.stores.sqlite.migrations import MIGRATIONS
 
 T = TypeVar("T")
 _UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o")
@@ -52,6 +55,8 @@ class SQLiteStore(SqlStore):
     """
 
     dialect = DIALECT
+    migrations: ClassVar[Migrations] = MIGRATIONS
+    """The schema this store knows, oldest first: a file is brought up to the last one at open."""
 
     def __init__(
         self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0, poll_interval: float = 0.005
@@ -180,17 +185,19 @@ class SQLiteStore(SqlStore):
                     time.sleep(0.01)
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("PRAGMA foreign_keys = ON")
-            db.executescript(f"BEGIN IMMEDIATE; {q.SCHEMA} COMMIT;")
-            (version,) = db.execute(q.GET_SCHEMA_VERSION).fetchone()
-            if int(version) > q.SCHEMA_VERSION:
-                raise StoreError(
-                    f"SQLite store {self.path} has schema version {version}, made by a newer backbeat "
-                    f"(this one knows version {q.SCHEMA_VERSION})"
-                )
+            self._migrate(db)
         except BaseException:
             db.close()
             raise
         return db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Bring the file's schema up to :attr:`migrations`; a current one costs one read and no lock."""
+        where = f"SQLite store {self.path}"
+        version, _ = _drive(db, migrations.read_version(q.VERSION))
+        migrations.refuse_newer(version, self.migrations, where)
+        if version < migrations.latest(self.migrations):
+            self._transaction(db, migrations.migrate(self.migrations, q.VERSION, where))
 
     def _disconnect(self) -> None:
         if self._db is not None:

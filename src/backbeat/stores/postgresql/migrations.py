@@ -1,0 +1,77 @@
+"""The PostgreSQL store's schema, as its ordered migrations (see :mod:`backbeat.stores.sql.migrations`).
+
+Every table name is ``{p}_<table>`` (the table prefix). Version 1 is the schema of the first
+release, dead letters and shared state included. A new schema change is one more
+:class:`Migration` at the end of :data:`MIGRATIONS`.
+"""
+
+from __future__ import annotations
+
+from backbeat.stores.sql.migrations import Migration, ordered
+
+MIGRATIONS = ordered(
+    Migration(
+        1,
+        "tasks, their tags, runs, dead letters and shared state documents",
+        (
+            """CREATE TABLE IF NOT EXISTS {p}_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+)""",
+            """CREATE TABLE IF NOT EXISTS {p}_tasks (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    job TEXT NOT NULL,
+    next_run_time BIGINT,
+    paused BOOLEAN NOT NULL DEFAULT FALSE,
+    orphaned BOOLEAN NOT NULL DEFAULT FALSE,
+    quarantined TEXT,
+    claimed_by TEXT,
+    claim_until BIGINT,
+    version BIGINT NOT NULL DEFAULT 0,
+    running INTEGER NOT NULL DEFAULT 0,
+    max_instances INTEGER NOT NULL DEFAULT 1,
+    runs BIGINT NOT NULL DEFAULT 0,
+    failures BIGINT NOT NULL DEFAULT 0,
+    last_outcome TEXT,
+    last_run_at BIGINT,
+    doc TEXT NOT NULL,
+    due_at BIGINT GENERATED ALWAYS AS (
+        CASE WHEN NOT paused AND NOT orphaned AND quarantined IS NULL
+        THEN coalesce(claim_until, next_run_time) END
+    ) STORED
+)""",
+            "CREATE INDEX IF NOT EXISTS {p}_tasks_due ON {p}_tasks (due_at) WHERE due_at IS NOT NULL",
+            """CREATE TABLE IF NOT EXISTS {p}_task_tags (
+    task_id TEXT NOT NULL REFERENCES {p}_tasks (id) ON DELETE CASCADE,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (task_id, tag)
+)""",
+            "CREATE INDEX IF NOT EXISTS {p}_task_tags_tag ON {p}_task_tags (tag)",
+            """CREATE TABLE IF NOT EXISTS {p}_runs (
+    id TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    fire_time BIGINT NOT NULL,
+    attempt INTEGER NOT NULL,
+    owner TEXT,
+    lease_until BIGINT NOT NULL
+)""",
+            "CREATE INDEX IF NOT EXISTS {p}_runs_task ON {p}_runs (task_id)",
+            "CREATE INDEX IF NOT EXISTS {p}_runs_lease ON {p}_runs (lease_until)",
+            """CREATE TABLE IF NOT EXISTS {p}_dead_letters (
+    id TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    failed_at BIGINT NOT NULL,
+    doc TEXT NOT NULL
+)""",
+            "CREATE INDEX IF NOT EXISTS {p}_dead_letters_failed ON {p}_dead_letters (failed_at, id)",
+            """CREATE TABLE IF NOT EXISTS {p}_state (
+    key TEXT PRIMARY KEY,
+    version BIGINT NOT NULL,
+    value TEXT NOT NULL
+)""",
+        ),
+    ),
+)
+
+__all__ = ["MIGRATIONS"]

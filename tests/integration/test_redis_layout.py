@@ -1,0 +1,165 @@
+"""The Redis store's key layout version: written on first open, an older layout migrated once
+(under the layout lock) and then behaving as a fresh store, a newer one refused untouched."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis.asyncio
+
+from backbeat.errors import StoreError
+from backbeat.stores.redis import RedisStore
+from backbeat.stores.redis.keys import Keys
+from backbeat.stores.redis.layout import MIGRATIONS, LayoutMigration, latest
+from tests.integration.test_redis_store import delete_keys
+from tests.integration.upgrades import observe, write_history
+from tests.redis_server import usable_redis_url
+
+pytestmark = pytest.mark.redis
+
+NEXT = latest(MIGRATIONS) + 1
+
+
+async def count_migration(client: redis.asyncio.Redis, keys: Keys) -> None:
+    """A later release's migration, which counts how often it ran."""
+    await asyncio.sleep(0.05)  # long enough for a second opener to run it too, were it not locked out
+    await client.incr(f"{keys.base}migrated")
+
+
+class NextStore(RedisStore):
+    """A store of a later release, with one more layout migration."""
+
+    layout_migrations = (*MIGRATIONS, LayoutMigration(NEXT, "counted", count_migration))
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(usable_redis_url())
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def prefixes() -> AsyncIterator[Callable[[], str]]:
+    """Fresh key prefixes; their keys are deleted after the test."""
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(f"test-{uuid.uuid4().hex[:12]}")
+        return made[-1]
+
+    yield make
+    for prefix in made:
+        await delete_keys(usable_redis_url(), prefix)
+
+
+async def written(store: RedisStore) -> None:
+    await store.open()
+    try:
+        await write_history(store)
+    finally:
+        await store.close()
+
+
+async def observed(store: RedisStore) -> list[object]:
+    await store.open()
+    try:
+        return await observe(store)
+    finally:
+        await store.close()
+
+
+async def snapshot(client: redis.asyncio.Redis, prefix: str) -> dict[bytes, bytes | None]:
+    """Every key of the prefix with its serialized value."""
+    keys = sorted([key async for key in client.scan_iter(match=f"{{{prefix}}}*", count=1000)])
+    return {key: await client.dump(key) for key in keys}
+
+
+async def test_a_new_store_records_the_current_layout(
+    client: redis.asyncio.Redis, prefixes: Callable[[], str]
+) -> None:
+    store = RedisStore(usable_redis_url(), prefix=prefixes())
+    await store.open()
+    await store.close()
+    assert await client.get(store.keys.layout) == str(latest(MIGRATIONS)).encode() == b"1"
+
+
+async def test_a_store_written_before_the_layout_version_is_migrated_and_then_behaves_as_a_fresh_one(
+    client: redis.asyncio.Redis, prefixes: Callable[[], str]
+) -> None:
+    old, fresh = (
+        RedisStore(usable_redis_url(), prefix=prefixes()),
+        RedisStore(usable_redis_url(), prefix=prefixes()),
+    )
+    await written(old)
+    await written(fresh)
+    # what the first release left behind: no layout version, no orphaned index nor its marker
+    await client.delete(old.keys.layout, old.keys.orphans_indexed, old.keys.orphaned)
+
+    migrated = await observed(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
+
+    assert await client.get(old.keys.layout) == b"1"
+    assert await client.exists(old.keys.orphans_indexed)
+    assert migrated == await observed(RedisStore(usable_redis_url(), prefix=fresh.keys.prefix))
+    assert migrated[0] != ([], None)  # the history's tasks were there to compare
+
+
+async def test_an_older_layout_is_migrated_once_by_concurrent_opens(
+    client: redis.asyncio.Redis, prefixes: Callable[[], str]
+) -> None:
+    prefix = prefixes()
+    await written(RedisStore(usable_redis_url(), prefix=prefix))
+    stores = [NextStore(usable_redis_url(), prefix=prefix) for _ in range(4)]
+    keys = stores[0].keys
+    try:
+        # another process is migrating: every opener reads version 1 and waits for the lock
+        await client.set(keys.layout_lock, "another", px=60_000)
+        opening = asyncio.gather(*(store.open() for store in stores))
+        await asyncio.sleep(0.3)
+        await client.delete(keys.layout_lock)
+        await asyncio.wait_for(opening, 10)
+        assert await client.get(keys.layout) == str(NEXT).encode()
+        assert await client.get(f"{keys.base}migrated") == b"1"
+        assert not await client.exists(keys.layout_lock)
+        assert [len((await store.list())[0]) for store in stores] == [4] * len(stores)
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_opening_a_current_layout_takes_no_lock(
+    client: redis.asyncio.Redis, prefixes: Callable[[], str]
+) -> None:
+    prefix = prefixes()
+    await written(RedisStore(usable_redis_url(), prefix=prefix))
+    current = RedisStore(usable_redis_url(), prefix=prefix)
+    migrating = NextStore(usable_redis_url(), prefix=prefix)
+    await client.set(current.keys.layout_lock, "another", px=60_000)
+    try:
+        await asyncio.wait_for(current.open(), 2)
+        with pytest.raises(TimeoutError):  # the check can fail: a migrating open waits for the lock
+            await asyncio.wait_for(migrating.open(), 1)
+    finally:
+        await current.close()
+        await migrating.close()
+    assert await client.get(current.keys.layout) == b"1"
+
+
+async def test_a_newer_layout_is_refused_naming_both_versions_and_left_as_it_was(
+    client: redis.asyncio.Redis, prefixes: Callable[[], str]
+) -> None:
+    prefix = prefixes()
+    store = RedisStore(usable_redis_url(), prefix=prefix)
+    await written(store)
+    await client.set(store.keys.layout, str(NEXT))
+    before = await snapshot(client, prefix)
+
+    known = rf"key layout version {NEXT}, made by a newer backbeat \(this one knows version {NEXT - 1}\)"
+    with pytest.raises(StoreError, match=known):
+        await store.open()
+    await store.close()
+
+    assert await snapshot(client, prefix) == before

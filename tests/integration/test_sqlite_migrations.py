@@ -1,0 +1,149 @@
+"""The SQLite store's schema migrations: an older file is brought up to date once, under the
+write lock, and then behaves as a fresh one; a newer one is refused untouched; a current one
+is opened without the write lock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backbeat.errors import StoreError, StoreUnavailableError
+from backbeat.stores.sql.migrations import Migration, latest
+from backbeat.stores.sqlite.migrations import MIGRATIONS
+from backbeat.stores.sqlite.store import SQLiteStore
+from tests.integration.upgrades import observe, write_history
+
+pytestmark = pytest.mark.sqlite
+
+
+class Version1Store(SQLiteStore):
+    """The store as the first release made it: only migration 1."""
+
+    migrations = MIGRATIONS[:1]
+
+
+class NextStore(SQLiteStore):
+    """A store of a later release, with one more migration; it fails if run twice."""
+
+    migrations = (
+        *MIGRATIONS,
+        Migration(latest(MIGRATIONS) + 1, "a note on tasks", ("ALTER TABLE tasks ADD COLUMN note TEXT",)),
+    )
+
+
+def schema_version(path: Path) -> str:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        (version,) = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return str(version)
+
+
+def schema(path: Path) -> list[tuple[str, str]]:
+    """Every table and index of the file, with the SQL that created it."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        rows = db.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+        return [(str(name), str(sql)) for name, sql in rows]
+
+
+def dump(path: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return list(db.iterdump())
+
+
+@contextlib.contextmanager
+def write_locked(path: Path) -> Iterator[None]:
+    """Another process's write transaction on the file, held inside the block."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            db.execute("ROLLBACK")
+
+
+async def written(store: SQLiteStore) -> None:
+    await store.open()
+    try:
+        await write_history(store)
+    finally:
+        await store.close()
+
+
+async def observed(store: SQLiteStore) -> list[object]:
+    await store.open()
+    try:
+        return await observe(store)
+    finally:
+        await store.close()
+
+
+async def test_a_version_1_file_is_migrated_and_then_behaves_as_a_fresh_one(tmp_path: Path) -> None:
+    old, fresh = tmp_path / "old.db", tmp_path / "fresh.db"
+    await written(Version1Store(old))
+    assert schema_version(old) == "1"
+    assert "dead_letters" not in dict(schema(old))
+    await written(SQLiteStore(fresh))
+
+    migrated = await observed(SQLiteStore(old))
+
+    assert schema_version(old) == str(latest(MIGRATIONS)) == "2"
+    assert schema(old) == schema(fresh)
+    assert migrated == await observed(SQLiteStore(fresh))
+    assert migrated[0] != ([], None)  # the history's tasks were there to compare
+
+
+async def test_a_newer_schema_is_refused_naming_both_versions_and_left_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    await written(SQLiteStore(path))
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    before = dump(path)
+
+    store = SQLiteStore(path)
+    with pytest.raises(
+        StoreError, match=r"schema version 3, made by a newer backbeat \(this one knows version 2\)"
+    ):
+        await store.open()
+    await store.close()
+
+    assert dump(path) == before
+
+
+async def test_opening_a_current_file_takes_no_write_lock(tmp_path: Path) -> None:
+    path = tmp_path / "current.db"
+    await written(SQLiteStore(path))
+    with write_locked(path):
+        current = SQLiteStore(path, busy_timeout=0.3)
+        await current.open()  # while another process writes
+        assert len((await current.list())[0]) == 4
+        await current.close()
+        # what the check would see if opening took the lock: a file to migrate waits for it
+        migrating = NextStore(path, busy_timeout=0.3)
+        with pytest.raises(StoreUnavailableError):
+            await migrating.open()
+        await migrating.close()
+    assert schema_version(path) == "2"
+
+
+async def test_concurrent_opens_of_an_old_file_migrate_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    await written(SQLiteStore(path))
+    stores = [NextStore(path) for _ in range(4)]
+    try:
+        with write_locked(path):
+            # each reads version 2, then waits for the write lock held here
+            opening = asyncio.gather(*(store.open() for store in stores))
+            await asyncio.sleep(0.5)
+        await asyncio.wait_for(opening, 10)  # a second ALTER TABLE would fail one of them
+        assert schema_version(path) == "3"
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            columns = [row[1] for row in db.execute("PRAGMA table_info(tasks)")]
+        assert columns.count("note") == 1
+        assert [len((await store.list())[0]) for store in stores] == [4] * 4
+    finally:
+        for store in stores:
+            await store.close()
