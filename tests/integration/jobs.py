@@ -69,6 +69,17 @@ def sync_note(path: str, label: str = "") -> str:
     return threading.current_thread().name
 
 
+def child_pid_then_sleep(path: str, seconds: float) -> None:
+    """Runs in a process pool: records its pid, then sleeps (to be cancelled)."""
+    child_pid(path)
+    time.sleep(seconds)
+
+
+def child_fails(message: str) -> None:
+    """Runs in a process pool: raises ``ValueError(message)``."""
+    raise ValueError(message)
+
+
 def child_pid(path: str) -> int:
     """Runs in a process pool: returns and records its pid (no run context in a child)."""
     pid = os.getpid()

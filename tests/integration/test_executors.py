@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from backbeat import ConfigurationError, CustomTaskExecutor, EventKind, SchedulerConfig, SchedulerEvent
-from backbeat.executors import make_executor
+from backbeat.executors import ProcessPoolExecutor, make_executor
 from tests.integration import jobs
 from tests.scheduling import SchedulerFactory, wait_for
 
@@ -38,6 +39,40 @@ async def test_threadpool_runs_plain_functions_in_its_threads(
     await scheduler.schedule_immediate_task("sync", jobs.sync_note, args=[str(record_file)])
     await wait_for(lambda: len(jobs.read_records(record_file)) == 1)
     assert jobs.read_records(record_file)[0]["thread"].startswith("backbeat")
+
+
+async def test_a_cancelled_processpool_call_kills_its_child_and_the_next_call_gets_a_new_one(
+    record_file: Path,
+) -> None:
+    pool = ProcessPoolExecutor(max_workers=1)
+    await pool.start()
+    try:
+        call = asyncio.ensure_future(pool.submit(jobs.child_pid_then_sleep, (str(record_file), 60.0), {}))
+        await wait_for(lambda: record_file.exists() and bool(jobs.read_records(record_file)), timeout=30)
+        [record] = jobs.read_records(record_file)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        with pytest.raises(ProcessLookupError):
+            os.kill(record["pid"], 0)  # the child was killed, not left working on the call
+        second = await pool.submit(jobs.child_pid, (str(record_file),), {})
+        assert second != record["pid"]
+    finally:
+        await pool.shutdown()
+
+
+async def test_a_processpool_job_error_is_raised_and_its_child_is_reused(record_file: Path) -> None:
+    pool = ProcessPoolExecutor(max_workers=1)
+    await pool.start()
+    try:
+        first = await pool.submit(jobs.child_pid, (str(record_file),), {})
+        with pytest.raises(ValueError, match="bad input"):
+            await pool.submit(jobs.child_fails, ("bad input",), {})
+        assert await pool.submit(jobs.child_pid, (str(record_file),), {}) == first
+    finally:
+        await pool.shutdown()
+    with pytest.raises(ProcessLookupError):
+        os.kill(first, 0)  # shutdown ended (and reaped) the idle child
 
 
 async def test_processpool_runs_module_functions_in_child_processes(

@@ -20,7 +20,7 @@ from backbeat.stores.postgresql.migrations import MIGRATIONS
 from backbeat.stores.sql.migrations import Migration, latest
 from tests.integration.upgrades import observe, write_history
 
-pytestmark = pytest.mark.postgres
+pytestmark = pytest.mark.postgresql
 
 URL = os.environ.get("BACKBEAT_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 NEXT = latest(MIGRATIONS) + 1

@@ -1,4 +1,4 @@
-"""Where a run's callable executes: the event loop, a thread pool, a process pool, or your own."""
+"""Executors in this process: the event loop, a thread pool, or your own."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ import contextlib
 import contextvars
 import functools
 import inspect
-import multiprocessing
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-from backbeat.abc import Executor
 from backbeat.errors import ConfigurationError
 
 
@@ -95,58 +93,6 @@ class ThreadPoolExecutor:
             return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
 
-def _run_in_child(job_ref: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    from backbeat.model.codec import resolve_import_path
-
-    func = resolve_import_path(job_ref)
-    result = func(*args, **kwargs)
-    if inspect.isawaitable(result):
-        result = asyncio.run(_await(result))
-    return result
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
-
-
-class ProcessPoolExecutor:
-    """Runs module-level functions in ``max_workers`` child processes (spawned, so no forked locks).
-
-    Only functions with an import path can cross a process boundary; their arguments are the
-    decoded task arguments. A job that needs the service provider should not use this executor.
-    """
-
-    def __init__(self, max_workers: int = 2) -> None:
-        if max_workers < 1:
-            raise ConfigurationError(f"processpool max_workers must be >= 1, got {max_workers}")
-        self.max_workers = max_workers
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
-
-    async def start(self) -> None:
-        if self._pool is None:
-            ctx = multiprocessing.get_context("spawn")
-            self._pool = concurrent.futures.ProcessPoolExecutor(self.max_workers, mp_context=ctx)
-
-    async def shutdown(self, wait: bool = True) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await asyncio.get_running_loop().run_in_executor(
-                None, functools.partial(pool.shutdown, wait=wait)
-            )
-
-    async def submit(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        from backbeat.model.codec import import_path
-
-        if inspect.ismethod(func) or "<locals>" in func.__qualname__ or "<lambda>" in func.__qualname__:
-            raise ConfigurationError(
-                f"{func.__qualname__} cannot run in a process pool: only module-level functions can"
-            )
-        await self.start()
-        assert self._pool is not None
-        call = functools.partial(_run_in_child, import_path(func), args, kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
-
-
 class CustomTaskExecutor:
     """Base for your own executor: override ``execute_task(task_func, *args, **kwargs)``.
 
@@ -173,35 +119,3 @@ class CustomTaskExecutor:
             return await AsyncIOExecutor().submit(func, a, kw)
 
         return await self.execute_task(as_coroutine, *args, **kwargs)
-
-
-_EXECUTOR_TYPES: dict[str, Callable[..., Executor]] = {
-    "asyncio": AsyncIOExecutor,
-    "threadpool": ThreadPoolExecutor,
-    "processpool": ProcessPoolExecutor,
-}
-
-
-def make_executor(spec: Executor | Mapping[str, Any]) -> Executor:
-    """An executor from an instance or an APScheduler-style dict.
-
-    The dict form is ``{'type': 'threadpool', 'max_workers': 20}``.
-
-    Raises:
-        ConfigurationError: unknown ``type`` or invalid options.
-    """
-    if isinstance(spec, Executor):
-        return spec
-    if not isinstance(spec, Mapping):
-        raise ConfigurationError(f"an executor must be an Executor or a dict with 'type', got {spec!r}")
-    options = dict(spec)
-    kind = options.pop("type", options.pop("class", "asyncio"))
-    factory = _EXECUTOR_TYPES.get(str(kind))
-    if factory is None:
-        raise ConfigurationError(
-            f"unknown executor type {kind!r}; known: {', '.join(sorted(_EXECUTOR_TYPES))}"
-        )
-    try:
-        return factory(**options)
-    except TypeError as exc:
-        raise ConfigurationError(f"invalid options for executor type {kind!r}: {exc}") from exc
