@@ -43,3 +43,7 @@ async def settle(rounds: int = 20) -> None:
     """Let every task that can make progress without time passing do so."""
     for _ in range(rounds):
         await asyncio.sleep(0)
+
+
+async def noop() -> None:
+    """A job with an import path (``tests.fakes:noop``) that does nothing."""

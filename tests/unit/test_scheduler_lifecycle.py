@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from tests.fakes import noop, settle
 
 from backbeat import BackgroundTaskScheduler, get_service
 from backbeat.api.scheduler import SchedulerState
-from backbeat.errors import SchedulerNotRunningError, StoreError
-from backbeat.model.records import Task, TaskFilter
+from backbeat.errors import ConfigurationError, SchedulerNotRunningError, StoreError
+from backbeat.model.records import Claim, Task, TaskFilter
 from backbeat.stores.memory import MemoryStore
 
 
@@ -25,6 +27,11 @@ class RecordingStore(MemoryStore):
         self.opened = 0
         self.closed = 0
         self.fail_listing = False
+        self.claims = 0
+
+    async def claim_due(self, owner: str, **kwargs: Any) -> Claim:
+        self.claims += 1
+        return await super().claim_due(owner, **kwargs)
 
     async def open(self) -> None:
         self.opened += 1
@@ -132,3 +139,41 @@ async def test_start_twice_and_stop_twice_are_harmless() -> None:
     await scheduler.stop_async()
     assert store.closed == 1
     assert scheduler.state is SchedulerState.STOPPED
+
+
+async def test_a_producer_that_never_starts_opens_its_store_once_and_shutdown_closes_it() -> None:
+    store = RecordingStore()
+    producer = BackgroundTaskScheduler(store=store, role="producer")
+
+    await asyncio.gather(*(producer.schedule_delayed_task(f"t{i}", noop, delay_minutes=5) for i in range(50)))
+    await producer.schedule_immediate_task("one more", noop)
+
+    assert (store.opened, store.closed) == (1, 0)
+    tasks, _ = await store.list()
+    assert len(tasks) == 51
+    await producer.shutdown()
+    assert (store.opened, store.closed) == (1, 1)
+
+
+async def test_a_started_producer_runs_no_engine_and_claims_nothing() -> None:
+    store = RecordingStore()
+    producer = BackgroundTaskScheduler(store=store, role="producer")
+    await producer.start_async()
+    try:
+        await producer.schedule_immediate_task("due now", noop)
+        await settle()  # a worker would have claimed the due task by now
+        assert producer._router.engine is None
+        assert store.claims == 0
+        assert await store.list_runs() == []  # nobody fired the due task
+    finally:
+        await producer.shutdown()
+    assert (store.opened, store.closed) == (1, 1)
+
+
+def test_producer_only_is_the_producer_role_and_a_contradiction_is_an_error() -> None:
+    assert BackgroundTaskScheduler(store="memory://", producer_only=True).role == "producer"
+    assert BackgroundTaskScheduler(store="memory://").role == "worker"
+    with pytest.raises(ConfigurationError, match="contradicts"):
+        BackgroundTaskScheduler(store="memory://", producer_only=True, role="worker")
+    with pytest.raises(ConfigurationError, match="role must be"):
+        BackgroundTaskScheduler(store="memory://", role="consumer")  # type: ignore[arg-type]  # wrong on purpose

@@ -3,6 +3,8 @@ stored (lambdas, closures, bound methods of live objects), each run by its own e
 
 from __future__ import annotations
 
+import asyncio
+
 from backbeat.abc import Store
 from backbeat.engine.loop import Engine
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
@@ -21,6 +23,8 @@ class StoreRouter:
         self.durable = durable
         self.local = MemoryStore()
         self._events = events
+        self._open = False
+        self._opening = asyncio.Lock()
         self.engine: Engine | None = None
         """The durable store's engine while the scheduler runs."""
         self.local_engine: Engine | None = None
@@ -38,11 +42,21 @@ class StoreRouter:
         return [engine for engine in (self.engine, self.local_engine) if engine is not None]
 
     async def ready(self) -> Store:
-        """The durable store, opened if the engine does not hold it open: producers may add (and
-        inspect) before starting the scheduler, or without ever starting it."""
-        if self.engine is None:
-            await self.durable.open()
+        """The durable store, opened on first use (once, however many callers ask at once) and
+        kept open until :meth:`close`: producers may add and inspect before starting the
+        scheduler, or without ever starting it, at the cost of one open."""
+        if not self._open:
+            async with self._opening:
+                if not self._open:
+                    await self.durable.open()
+                    self._open = True
         return self.durable
+
+    async def close(self) -> None:
+        """Close the durable store if it is open."""
+        if self._open:
+            self._open = False
+            await self.durable.close()
 
     async def add(self, tasks: list[Task], *, local: bool, replace: bool) -> None:
         """Store ``tasks`` in one call, wake the engine that runs them, emit ``TASK_ADDED``."""

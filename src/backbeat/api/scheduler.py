@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from reactivex import Observable
 
@@ -33,7 +33,12 @@ from backbeat.api.tasklist import TaskInfo, TaskList, run_blocking
 from backbeat.engine import cancellations
 from backbeat.engine.context import pop_default_provider, push_default_provider
 from backbeat.engine.loop import Engine, EngineConfig, default_owner
-from backbeat.errors import InvalidTriggerError, SchedulerNotRunningError, TaskNotFoundError
+from backbeat.errors import (
+    ConfigurationError,
+    InvalidTriggerError,
+    SchedulerNotRunningError,
+    TaskNotFoundError,
+)
 from backbeat.executors import AsyncIOExecutor, make_executor
 from backbeat.model import triggers
 from backbeat.model.events import EventHub, EventKind, Listener, SchedulerEvent
@@ -46,6 +51,20 @@ from backbeat.policies.handlers import TaskFailureHandler
 from backbeat.stores.memory import MemoryStore
 
 log = logging.getLogger("backbeat")
+
+
+Role = Literal["worker", "producer"]
+"""A worker runs the tasks of its store; a producer only stores tasks (it claims nothing)."""
+
+
+def _role_of(role: Role | None, producer_only: bool) -> Role:
+    if role is None:
+        return "producer" if producer_only else "worker"
+    if role not in ("worker", "producer"):
+        raise ConfigurationError(f"role must be 'worker' or 'producer', not {role!r}")
+    if producer_only and role == "worker":
+        raise ConfigurationError("producer_only=True contradicts role='worker'")
+    return role
 
 
 class SchedulerState(enum.Enum):
@@ -63,6 +82,10 @@ class BackgroundTaskScheduler(HostedService):
     Built with no arguments it uses the embedded SQLite store (``backbeat.db``, or
     ``BACKBEAT_STORE_URL``). ``redis_url``/``job_store_prefix``, ``store`` (a URL, a config
     object or a ``Store``) or ``config`` (a ``SchedulerConfig``) choose another.
+
+    ``role="producer"`` (or ``producer_only=True``) makes a scheduler that only stores tasks:
+    a web process that schedules work for workers elsewhere. It need not be started; its store
+    opens at the first call and stays open until ``shutdown()``.
     """
 
     def __init__(
@@ -79,6 +102,7 @@ class BackgroundTaskScheduler(HostedService):
         job_defaults: Mapping[str, Any] | None = None,
         timezone: str | None = None,
         producer_only: bool | None = None,
+        role: Role | None = None,
         owner: str | None = None,
         failure_handlers: Sequence[TaskFailureHandler] = (),
         clock: Callable[[], datetime] = utcnow,
@@ -111,7 +135,10 @@ class BackgroundTaskScheduler(HostedService):
         self.failure_handlers: list[TaskFailureHandler] = list(failure_handlers)
         self.run_hooks: list[RunHook] = []
         """Context managers entered around every run (metrics, traces); see :data:`RunHook`."""
-        producer = self.config.producer_only if producer_only is None else producer_only
+        self.role: Role = _role_of(
+            role, self.config.producer_only if producer_only is None else producer_only
+        )
+        """``"worker"`` runs tasks; ``"producer"`` only stores them (no engine, no leases)."""
         self.engine_config = EngineConfig(
             owner=owner or default_owner(),
             lease=lease_of(self._store_spec, self.config.lease_seconds),
@@ -120,7 +147,7 @@ class BackgroundTaskScheduler(HostedService):
             poll_interval=self.config.poll_interval,
             claim_ahead=timedelta(seconds=self.config.claim_ahead),
             shutdown_timeout=self.config.shutdown_timeout,
-            claim_enabled=not producer,
+            claim_enabled=self.role == "worker",
         )
         self.state = SchedulerState.STOPPED
         self._router = StoreRouter(self.store, self.events)
@@ -178,9 +205,10 @@ class BackgroundTaskScheduler(HostedService):
 
     async def _start_steps(self, stack: AsyncExitStack) -> None:
         router = self._router
-        for store in (router.durable, router.local):
-            await store.open()
-            stack.push_async_callback(store.close)
+        await router.ready()
+        stack.push_async_callback(router.close)
+        await router.local.open()
+        stack.push_async_callback(router.local.close)
         for executor in self.executors.values():
             await executor.start()
             stack.push_async_callback(self._shutdown_executor, executor)
@@ -188,9 +216,11 @@ class BackgroundTaskScheduler(HostedService):
             push_default_provider(self.service_provider)
             stack.callback(pop_default_provider, self.service_provider)
             self._add_provided_failure_handlers()
-        await self._writer.adopt_orphans()
+        if self.role == "worker":
+            await self._writer.adopt_orphans()
         await self._writer.add_declared_tasks()
-        router.engine = self._engine(router.durable, self.engine_config)
+        if self.role == "worker":
+            router.engine = self._engine(router.durable, self.engine_config)
         router.local_engine = self._engine(
             router.local,
             EngineConfig(
@@ -201,8 +231,8 @@ class BackgroundTaskScheduler(HostedService):
             ),
         )
         stack.push_async_callback(self._stop_engines)
-        await router.engine.start()
-        await router.local_engine.start()
+        for engine in router.engines:
+            await engine.start()
         self.bus.attach(self._writer.add_descriptor, asyncio.get_running_loop())
         stack.callback(self.bus.detach)
 
@@ -228,7 +258,14 @@ class BackgroundTaskScheduler(HostedService):
         await executor.shutdown(wait=self._stop_timeout != 0)
 
     async def stop_async(self, timeout: float | None = None) -> None:
-        """Stop claiming, let running jobs finish up to ``timeout``, release the rest, disconnect."""
+        """Stop claiming, let running jobs finish up to ``timeout``, release the rest, disconnect.
+
+        A scheduler that was never started (a producer that only added tasks) just closes the
+        store it opened.
+        """
+        if self.state is SchedulerState.STOPPED:
+            await self._router.close()
+            return
         if self.state is not SchedulerState.RUNNING or self._running is None:
             return
         self.state = SchedulerState.STOPPING
@@ -534,7 +571,7 @@ class BackgroundTaskScheduler(HostedService):
         await durable.clear()
         await self._router.local.clear()
         if self.state is SchedulerState.STOPPED:
-            await durable.close()
+            await self._router.close()  # a cleanup call: leave nothing open behind it
 
     async def quarantined(self) -> list[QuarantinedRecord]:
         """Stored records that could not be decoded (kept, never deleted)."""
