@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 import redis.asyncio
 
+from backbeat import TaskExistsError
+from backbeat.model.records import Task
 from tests.integration import jobs
+from tests.postgres_server import drop_prefixes, fresh_prefix, usable_postgres_url
 from tests.redis_server import usable_redis_url
 from tests.scheduling import SchedulerFactory, wait_for
 
@@ -22,6 +25,11 @@ from tests.scheduling import SchedulerFactory, wait_for
 async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'producer.db'}"
+        return
+    if request.param == "postgresql":
+        base, table_prefix = usable_postgres_url(), fresh_prefix()
+        yield f"{base}?prefix={table_prefix}"
+        drop_prefixes([(base, table_prefix)])
         return
     base, prefix = usable_redis_url(), f"producer-{uuid.uuid4().hex[:10]}"
     yield f"{base}?prefix={prefix}"
@@ -58,3 +66,34 @@ async def test_a_producer_stores_concurrent_adds_that_a_worker_runs(
 
     await producer.shutdown()
     assert not producer.running
+
+
+async def test_concurrent_adds_are_coalesced_and_a_taken_id_fails_only_its_caller(
+    make_scheduler: SchedulerFactory, store_url: str, record_file: Path
+) -> None:
+    producer = make_scheduler(store_url, role="producer")
+    await producer.schedule_delayed_task(
+        "first", jobs.note, delay_minutes=5, args=[str(record_file)], id="taken"
+    )
+    calls = 0
+    store_add = producer.store.add
+
+    async def counting_add(tasks: Sequence[Task], *, replace: bool = False) -> None:
+        nonlocal calls
+        calls += 1
+        await store_add(tasks, replace=replace)
+
+    producer.store.add = counting_add  # type: ignore[method-assign]  # count the store calls
+    ids = [f"t{i}" for i in range(199)] + ["taken"]
+    adds = (
+        producer.schedule_delayed_task(i, jobs.note, delay_minutes=5, args=[str(record_file)], id=i)
+        for i in ids
+    )
+    results = await asyncio.gather(*adds, return_exceptions=True)
+
+    assert results[:-1] == ids[:-1]
+    assert isinstance(results[-1], TaskExistsError) and results[-1].task_ids == ["taken"]
+    stored = {info.id: info.name for info in await producer.list_tasks()}
+    assert len(stored) == 200 and stored["taken"] == "first"  # the stored one is untouched
+    assert calls <= 1 + 200 // 100, f"{calls} store calls for 200 concurrent adds"
+    await producer.shutdown()

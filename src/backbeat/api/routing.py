@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from backbeat.abc import Store
+from backbeat.api.coalescing import AddCoalescer
 from backbeat.engine.loop import Engine
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 from backbeat.model.records import Task, TaskFilter
@@ -25,6 +26,7 @@ class StoreRouter:
         self._events = events
         self._open = False
         self._opening = asyncio.Lock()
+        self._coalescer = AddCoalescer(self._add_durable)
         self.engine: Engine | None = None
         """The durable store's engine while the scheduler runs."""
         self.local_engine: Engine | None = None
@@ -59,8 +61,22 @@ class StoreRouter:
             await self.durable.close()
 
     async def add(self, tasks: list[Task], *, local: bool, replace: bool) -> None:
-        """Store ``tasks`` in one call, wake the engine that runs them, emit ``TASK_ADDED``."""
-        store = self.local if local else await self.ready()
+        """Store ``tasks`` in one call, wake the engine that runs them, emit ``TASK_ADDED``.
+
+        A single durable task joins the other single adds of this turn of the event loop in
+        one store call (:class:`~backbeat.api.coalescing.AddCoalescer`).
+        """
+        if local:
+            await self._add(self.local, tasks, replace)
+        elif len(tasks) == 1:
+            await self._coalescer.add(tasks[0], replace=replace)
+        else:
+            await self._add_durable(tasks, replace)
+
+    async def _add_durable(self, tasks: list[Task], replace: bool) -> None:
+        await self._add(await self.ready(), tasks, replace)
+
+    async def _add(self, store: Store, tasks: list[Task], replace: bool) -> None:
         await store.add(tasks, replace=replace)
         self.notify(store)
         if self._events.wanted:
