@@ -12,6 +12,7 @@ import pytest
 
 from backbeat import ConfigurationError, CustomTaskExecutor, EventKind, SchedulerConfig, SchedulerEvent
 from backbeat.executors import ProcessPoolExecutor, make_executor
+from backbeat.executors.processes import ProcessPoolChildError
 from tests.integration import jobs
 from tests.scheduling import SchedulerFactory, wait_for
 
@@ -73,6 +74,38 @@ async def test_a_processpool_job_error_is_raised_and_its_child_is_reused(record_
         await pool.shutdown()
     with pytest.raises(ProcessLookupError):
         os.kill(first, 0)  # shutdown ended (and reaped) the idle child
+
+
+async def test_a_pool_shut_down_without_waiting_fails_its_busy_call_at_once_and_starts_again(
+    record_file: Path,
+) -> None:
+    pool = ProcessPoolExecutor(max_workers=1)
+    await pool.start()
+    call = asyncio.ensure_future(pool.submit(jobs.child_pid_then_sleep, (str(record_file), 60.0), {}))
+    await wait_for(lambda: record_file.exists() and bool(jobs.read_records(record_file)), timeout=30)
+    await pool.shutdown(wait=False)
+    async with asyncio.timeout(10):
+        with pytest.raises(ProcessPoolChildError, match="ended"):
+            await call
+    await pool.start()
+    try:
+        assert isinstance(await pool.submit(jobs.child_pid, (str(record_file),), {}), int)
+    finally:
+        await pool.shutdown()
+
+
+def test_a_pool_serves_one_event_loop_after_another(record_file: Path) -> None:
+    pool = ProcessPoolExecutor(max_workers=1)
+
+    async def one_call() -> int:
+        await pool.start()
+        try:
+            pid: int = await pool.submit(jobs.child_pid, (str(record_file),), {})
+            return pid
+        finally:
+            await pool.shutdown()
+
+    assert asyncio.run(one_call()) != asyncio.run(one_call())
 
 
 async def test_processpool_runs_module_functions_in_child_processes(

@@ -11,17 +11,21 @@ from pathlib import Path
 import pytest
 import redis.asyncio
 
-from backbeat import TaskExistsError
+from backbeat import BackgroundTaskScheduler, TaskExistsError
 from backbeat.model.records import Task
 from tests.integration import jobs
 from tests.postgres_server import drop_prefixes, fresh_prefix, usable_postgres_url
 from tests.redis_server import usable_redis_url
 from tests.scheduling import SchedulerFactory, wait_for
 
+STORES = [
+    pytest.param("sqlite", marks=pytest.mark.sqlite),
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("postgresql", marks=pytest.mark.postgresql),
+]
 
-@pytest.fixture(
-    params=[pytest.param("sqlite", marks=pytest.mark.sqlite), pytest.param("redis", marks=pytest.mark.redis)]
-)
+
+@pytest.fixture(params=STORES)
 async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'producer.db'}"
@@ -97,3 +101,18 @@ async def test_concurrent_adds_are_coalesced_and_a_taken_id_fails_only_its_calle
     assert len(stored) == 200 and stored["taken"] == "first"  # the stored one is untouched
     assert calls <= 1 + 200 // 100, f"{calls} store calls for 200 concurrent adds"
     await producer.shutdown()
+
+
+def test_a_producer_serves_one_event_loop_after_another(tmp_path: Path, record_file: Path) -> None:
+    producer = BackgroundTaskScheduler(store=f"sqlite:///{tmp_path / 'loops.db'}", role="producer")
+
+    async def three_adds() -> list[str]:
+        adds = (
+            producer.schedule_delayed_task("t", jobs.note, delay_minutes=5, args=[str(record_file)])
+            for _ in range(3)
+        )
+        ids = await asyncio.gather(*adds)
+        await producer.shutdown()
+        return list(ids)
+
+    assert len(asyncio.run(three_adds()) + asyncio.run(three_adds())) == 6

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from backbeat.api.coalescing import AddCoalescer
+from backbeat.api.coalescing import MAX_BATCH, AddCoalescer
 from backbeat.errors import StoreUnavailableError, TaskExistsError
 from backbeat.model.records import Task
 
@@ -104,3 +104,21 @@ async def test_a_cancelled_caller_does_not_stop_the_others() -> None:
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert isinstance(results[0], asyncio.CancelledError) and results[1:] == [None, None]
     assert {"t1", "t2"} <= set(store.tasks)  # the cancelled caller's task may be stored or not
+
+
+async def test_a_repeated_id_gets_the_first_adds_error_when_the_first_fails() -> None:
+    store = Store(fail=StoreUnavailableError("down"))
+    coalescer = AddCoalescer(store.add_many)
+    results = await asyncio.gather(
+        coalescer.add(task("same"), replace=False),
+        coalescer.add(task("same"), replace=False),
+        return_exceptions=True,
+    )
+    assert [type(r) for r in results] == [StoreUnavailableError, StoreUnavailableError]  # not "exists"
+
+
+async def test_more_adds_than_a_batch_holds_are_several_store_calls() -> None:
+    store = Store()
+    coalescer = AddCoalescer(store.add_many)
+    await asyncio.gather(*(coalescer.add(task(f"t{i}"), replace=False) for i in range(MAX_BATCH + 5)))
+    assert [len(batch) for batch in store.batches] == [MAX_BATCH, 5]

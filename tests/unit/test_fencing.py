@@ -4,6 +4,7 @@ may have passed on, and the engine ending such a run without completing it."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -12,10 +13,11 @@ import pytest
 from tests.fakes import FakeClock, settle
 
 from backbeat.api.taskbuild import from_callable
+from backbeat.engine.context import current_run
 from backbeat.engine.fencing import LeaseDeadlines, fenced
 from backbeat.engine.loop import Engine, EngineConfig
 from backbeat.errors import LeaseLostError
-from backbeat.executors import AsyncIOExecutor
+from backbeat.executors import AsyncIOExecutor, ThreadPoolExecutor
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 from backbeat.model.records import TaskOptions
 from backbeat.model.registry import JobRegistry
@@ -176,3 +178,48 @@ async def test_the_engine_stops_a_run_it_could_not_renew_and_does_not_complete_i
     [run] = await store.list_runs()
     assert (run.id, run.owner) == (run_id, "a")  # not completed: taken over when the lease ends
     assert engine._completing == {}
+
+
+async def test_a_thread_pool_job_sees_its_lease_gone_and_its_result_is_refused() -> None:
+    clock, mono, store, registry = FakeClock(T0), Monotonic(), MemoryStore(), JobRegistry()
+    events: list[SchedulerEvent] = []
+    hub = EventHub()
+    hub.add_listener(events.append)
+    engine = Engine(
+        store,
+        registry,
+        {"default": ThreadPoolExecutor(max_workers=1)},
+        hub,
+        EngineConfig(owner="a", lease=LEASE),
+        clock=clock,
+        sleep=clock.sleep,
+        monotonic=mono,
+    )
+    started, release, ended, seen = threading.Event(), threading.Event(), threading.Event(), list[bool]()
+
+    def job() -> str:  # runs in a thread: it cannot be interrupted
+        seen.append(current_run().lease_valid())
+        started.set()
+        release.wait(10)
+        seen.append(current_run().lease_valid())
+        ended.set()
+        return "too late"
+
+    spec = make_trigger_spec("date", run_date=T0, now=T0)
+    task = from_callable(registry, job, trigger=spec, options=TaskOptions(), now=T0).task
+    await store.add([task])
+    await engine._claim_once(100)
+    assert await asyncio.to_thread(started.wait, 5)
+
+    mono.now += 9.5  # the deadline passes while the thread works
+    [run_id] = engine.deadlines.check()
+    await settle()
+    release.set()
+    assert await asyncio.to_thread(ended.wait, 5)
+    await settle()
+
+    assert seen == [True, False]
+    assert [e.run_id for e in events if e.kind is EventKind.RUN_LEASE_LOST] == [run_id]
+    assert [e for e in events if e.kind is EventKind.RUN_EXECUTED] == []  # its result was not taken
+    [run] = await store.list_runs()
+    assert run.owner == "a" and engine._completing == {}

@@ -177,3 +177,27 @@ def test_producer_only_is_the_producer_role_and_a_contradiction_is_an_error() ->
         BackgroundTaskScheduler(store="memory://", producer_only=True, role="worker")
     with pytest.raises(ConfigurationError, match="role must be"):
         BackgroundTaskScheduler(store="memory://", role="consumer")  # type: ignore[arg-type]  # wrong on purpose
+
+
+class SlowOpeningStore(RecordingStore):
+    """Its ``open`` takes a while (as a server's does), so concurrent first calls overlap."""
+
+    async def open(self) -> None:
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        await super().open()
+
+
+async def test_concurrent_first_calls_of_every_kind_open_the_store_once() -> None:
+    store = SlowOpeningStore()
+    producer = BackgroundTaskScheduler(store=store, role="producer")
+    await asyncio.gather(
+        producer.get_task_info("none"),
+        producer.list_dead_letters(),
+        producer.list_tasks(),
+        producer.orphaned_tasks(),
+        producer.schedule_delayed_task("t", noop, delay_minutes=5),
+    )
+    assert store.opened == 1
+    await producer.shutdown()
+    assert store.closed == 1

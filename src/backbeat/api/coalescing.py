@@ -15,12 +15,16 @@ AddMany = Callable[[list[Task], bool], Awaitable[None]]
 
 _Entry = tuple[Task, asyncio.Future[None]]
 
+MAX_BATCH = 1000
+"""Tasks per store call: a Redis add of more is several script calls, atomic only in its check."""
+
 
 class AddCoalescer:
     """Collects the tasks added during one turn of the event loop and stores them together.
 
-    A task whose id is already stored (or added twice in one turn) fails only its own caller,
-    with ``TaskExistsError``; any other error fails every caller of the batch.
+    A task whose id is already stored fails only its own caller, with ``TaskExistsError``; so
+    does a second add of one id in the same turn, once the first is stored (if the first fails,
+    the second gets the same error). Any other error fails every caller of the store call.
     """
 
     def __init__(self, add_many: AddMany) -> None:
@@ -45,8 +49,16 @@ class AddCoalescer:
             flushing.add_done_callback(self._flushing.discard)
 
     async def _store(self, entries: list[_Entry], replace: bool) -> None:
+        repeats: list[tuple[_Entry, _Entry]] = []
         if not replace:
-            entries = _first_of_each_id(entries)
+            entries, repeats = _split_repeats(entries)
+        for start in range(0, len(entries), MAX_BATCH):
+            await self._store_batch(entries[start : start + MAX_BATCH], replace)
+        for repeat, (_, first) in repeats:
+            error = None if first.cancelled() else first.exception()
+            raise_into([repeat], error if error is not None else TaskExistsError([repeat[0].id]))
+
+    async def _store_batch(self, entries: list[_Entry], replace: bool) -> None:
         while entries:
             try:
                 await self._add_many([task for task, _ in entries], replace)
@@ -55,7 +67,7 @@ class AddCoalescer:
                 if len(entries) > 1 and taken >= {task.id for task, _ in entries}:
                     # the store cannot say which (another process added ids meanwhile): ask one by one
                     for entry in entries:
-                        await self._store([entry], replace)
+                        await self._store_batch([entry], replace)
                     return
                 failed = [entry for entry in entries if entry[0].id in taken]
                 if not failed:  # ids not of this batch: nothing to learn from a retry
@@ -76,17 +88,16 @@ class AddCoalescer:
             return
 
 
-def _first_of_each_id(entries: list[_Entry]) -> list[_Entry]:
-    """The entries whose id comes first in the batch; a later one with the same id fails."""
-    seen: set[str] = set()
-    first: list[_Entry] = []
-    for task, done in entries:
-        if task.id in seen:
-            raise_into([(task, done)], TaskExistsError([task.id]))
+def _split_repeats(entries: list[_Entry]) -> tuple[list[_Entry], list[tuple[_Entry, _Entry]]]:
+    """The entries whose id comes first in the batch, and each later one with its first."""
+    first: dict[str, _Entry] = {}
+    repeats: list[tuple[_Entry, _Entry]] = []
+    for entry in entries:
+        if entry[0].id in first:
+            repeats.append((entry, first[entry[0].id]))
         else:
-            seen.add(task.id)
-            first.append((task, done))
-    return first
+            first[entry[0].id] = entry
+    return list(first.values()), repeats
 
 
 def raise_into(entries: list[_Entry], exc: BaseException) -> None:

@@ -25,7 +25,7 @@ class StoreRouter:
         self.local = MemoryStore()
         self._events = events
         self._open = False
-        self._opening = asyncio.Lock()
+        self._locks: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._coalescer = AddCoalescer(self._add_durable)
         self.engine: Engine | None = None
         """The durable store's engine while the scheduler runs."""
@@ -48,17 +48,25 @@ class StoreRouter:
         kept open until :meth:`close`: producers may add and inspect before starting the
         scheduler, or without ever starting it, at the cost of one open."""
         if not self._open:
-            async with self._opening:
+            async with self._lock():
                 if not self._open:
                     await self.durable.open()
                     self._open = True
         return self.durable
 
     async def close(self) -> None:
-        """Close the durable store if it is open."""
-        if self._open:
-            self._open = False
-            await self.durable.close()
+        """Close the durable store if it is open (after an open in progress, if any)."""
+        async with self._lock():
+            if self._open:
+                self._open = False
+                await self.durable.close()
+
+    def _lock(self) -> asyncio.Lock:
+        # one lock per event loop: an asyncio.Lock belongs to the loop that first waits on it
+        loop = asyncio.get_running_loop()
+        if self._locks is None or self._locks[0] is not loop:
+            self._locks = (loop, asyncio.Lock())
+        return self._locks[1]
 
     async def add(self, tasks: list[Task], *, local: bool, replace: bool) -> None:
         """Store ``tasks`` in one call, wake the engine that runs them, emit ``TASK_ADDED``.

@@ -228,6 +228,7 @@ class BackgroundTaskScheduler(HostedService):
                 lease=self.engine_config.lease,
                 poll_interval=self.engine_config.poll_interval,
                 shutdown_timeout=self.engine_config.shutdown_timeout,
+                fencing=False,  # local tasks live in this process's memory: nobody else can take one
             ),
         )
         stack.push_async_callback(self._stop_engines)
@@ -453,9 +454,12 @@ class BackgroundTaskScheduler(HostedService):
         """All tasks (durable and local): ``await`` it, or iterate it directly from sync code."""
         task_filter = TaskFilter(tag=tag, name=name)
         return TaskList(
-            lambda: self._list(task_filter, self.store),
+            lambda: self._list_ready(task_filter),
             lambda: run_blocking(lambda: self._list_fresh(task_filter), self._loop),
         )
+
+    async def _list_ready(self, task_filter: TaskFilter) -> list[TaskInfo]:
+        return await self._list(task_filter, await self._router.ready())
 
     async def _list(self, task_filter: TaskFilter, store: Store) -> list[TaskInfo]:
         infos = [TaskInfo.of(t) for t in await all_tasks(store, task_filter)]
@@ -484,7 +488,9 @@ class BackgroundTaskScheduler(HostedService):
 
     async def stop_task(self, task_id: str) -> bool:
         """Remove a task (its run in flight finishes); ``False`` if there was none."""
-        removed = await self._router.local.remove([task_id]) or await self.store.remove([task_id])
+        removed = await self._router.local.remove([task_id]) or await (await self._router.ready()).remove(
+            [task_id]
+        )
         self._removed(removed)
         return bool(removed)
 
@@ -579,7 +585,8 @@ class BackgroundTaskScheduler(HostedService):
 
     async def orphaned_tasks(self) -> list[TaskInfo]:
         """Tasks kept but not run because their job is not registered (renamed or removed)."""
-        return [TaskInfo.of(t) for t in await all_tasks(self.store, TaskFilter(orphaned=True))]
+        durable = await self._router.ready()
+        return [TaskInfo.of(t) for t in await all_tasks(durable, TaskFilter(orphaned=True))]
 
     # -- runs that went wrong -------------------------------------------------------------------
 

@@ -68,11 +68,12 @@ class _Child:
         self.conn.send(request)
         loop = asyncio.get_running_loop()
         readable = loop.create_future()
-        loop.add_reader(self.conn.fileno(), _set_once, readable)
+        fd = self.conn.fileno()
+        loop.add_reader(fd, _set_once, readable)
         try:
-            await readable
+            await readable  # an answer, or EOF once the child has ended
         finally:
-            loop.remove_reader(self.conn.fileno())
+            loop.remove_reader(fd)
         try:
             answer: tuple[str, Any] = self.conn.recv()
         except (EOFError, OSError):
@@ -88,10 +89,13 @@ class _Child:
         self.conn.close()
 
     def kill(self) -> None:
-        """End the child now, whatever it is doing."""
+        """End the child now, whatever it is doing; a call waiting on it sees the pipe end."""
         self.process.kill()
+
+    async def reap(self) -> None:
+        """Wait for the killed child to end (off the event loop) and close the pipe."""
+        await asyncio.to_thread(self.process.join, 5)
         self.conn.close()
-        self.process.join(5)
 
 
 def _set_once(future: asyncio.Future[None]) -> None:
@@ -113,7 +117,7 @@ class ProcessPoolExecutor:
         if max_workers < 1:
             raise ConfigurationError(f"processpool max_workers must be >= 1, got {max_workers}")
         self.max_workers = max_workers
-        self._slots = asyncio.Semaphore(max_workers)
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._idle: list[_Child] = []
         self._busy: set[_Child] = set()
         self._context: SpawnContext | None = None
@@ -130,8 +134,14 @@ class ProcessPoolExecutor:
             child.stop()
         if not wait:
             for child in list(self._busy):
-                child.kill()
+                child.kill()  # its call sees the pipe end, fails, and reaps it
         await asyncio.gather(*(asyncio.to_thread(child.process.join, 5) for child in idle))
+
+    def _slots_of(self, loop: asyncio.AbstractEventLoop) -> asyncio.Semaphore:
+        # a semaphore belongs to the loop that first waits on it: one per loop
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, asyncio.Semaphore(self.max_workers))
+        return self._slots[1]
 
     async def submit(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         from backbeat.model.codec import import_path
@@ -141,7 +151,7 @@ class ProcessPoolExecutor:
                 f"{func.__qualname__} cannot run in a process pool: only module-level functions can"
             )
         request = (import_path(func), args, kwargs)
-        async with self._slots:
+        async with self._slots_of(asyncio.get_running_loop()):
             await self.start()
             assert self._context is not None
             child = self._idle.pop() if self._idle else _Child(self._context)
@@ -152,6 +162,7 @@ class ProcessPoolExecutor:
                 # cancelled, fenced or broken: the child may still be working on the call
                 self._busy.discard(child)
                 child.kill()
+                await asyncio.shield(child.reap())
                 raise
             self._busy.discard(child)
             if self._context is not None:

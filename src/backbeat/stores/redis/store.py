@@ -104,8 +104,12 @@ class RedisStore:
     async def open(self) -> None:
         await self._conn.open()
         where = f"Redis store at {redact(self.url)} (prefix {self.keys.prefix!r})"
-        with self._conn.errors():
-            await layout.migrate(self._conn.client, self.keys, self.layout_migrations, where)
+        try:
+            with self._conn.errors():
+                await layout.migrate(self._conn.client, self.keys, self.layout_migrations, where)
+        except BaseException:
+            await self._conn.close()  # a refused or unmigrated store is not left half open
+            raise
 
     async def close(self) -> None:
         await self._conn.close()
