@@ -286,6 +286,37 @@ class HostNetwork:
             raise RuntimeError(f"nft failed: {done.stderr.strip()}")
         return f"tbf {' '.join(tbf[1:])} (no netem in this kernel) + nft random drop {loss_percent}%"
 
+    def round_trips(self, host: Host, port: int, count: int = 10) -> list[float]:
+        """Seconds each of ``count`` TCP connects from ``host`` to the server's ``port`` took
+        (a failed or 3 s connect counts as 3 s): how degraded the host's link is."""
+        probe = (
+            "import socket,sys,time\n"
+            "for _ in range(int(sys.argv[3])):\n"
+            "    t=time.monotonic()\n"
+            "    try: socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()\n"
+            "    except OSError: pass\n"
+            "    print(min(time.monotonic()-t, 3.0), flush=True)\n"
+        )
+        done = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                host.netns,
+                sys.executable,
+                "-c",
+                probe,
+                self.server_address,
+                str(port),
+                str(count),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10 + 3 * count,
+            check=True,
+        )
+        return [float(line) for line in done.stdout.split()]
+
     def restore(self, host: Host) -> None:
         """Undo :meth:`degrade`."""
         if host.degraded:

@@ -10,7 +10,10 @@ the heal. The measurements are printed (``-s``) and make up every failure's mess
 
 from __future__ import annotations
 
+import errno
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,10 +23,19 @@ from typing import Any
 import pytest
 
 from tests.chaos.hostchecks import Measurement, Outage, measure
-from tests.chaos.hosts import HostNetwork, HostProcess, HostsUnavailableError, remove_leftovers, require_hosts
+from tests.chaos.hosts import (
+    PREFIX,
+    HostNetwork,
+    HostProcess,
+    HostsUnavailableError,
+    ip,
+    remove_leftovers,
+    require_hosts,
+)
 from tests.integration import jobs
 from tests.postgres_server import PostgresNotInstalledError, start_private_postgres
 from tests.redis_server import start_private_redis
+from tests.scheduling import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -217,9 +229,14 @@ def test_a_host_whose_link_is_cut_stops_what_another_host_takes_over(cluster: Cl
 def test_a_degraded_link_neither_duplicates_nor_loses_runs(cluster: Cluster) -> None:
     ids, victim = start_and_fault(cluster)
     start = time.time()
-    how = cluster.network.degrade(victim.host, delay_ms=200, jitter_ms=100, loss_percent=5)
-    print(f"degraded {victim.host.name}: {how}")
-    time.sleep(3 * LEASE)
+    try:
+        how = cluster.network.degrade(victim.host, delay_ms=200, jitter_ms=100, loss_percent=5)
+    except HostsUnavailableError as exc:
+        pytest.skip(str(exc))
+    port = int(cluster.url.rsplit(":", 1)[1].split("/")[0])
+    trips = sorted(cluster.network.round_trips(victim.host, port, count=10))  # about 1 s of the degradation
+    print(f"degraded {victim.host.name}: {how}; TCP connects median {trips[5]:.3f}s, max {trips[-1]:.3f}s")
+    time.sleep(max(3 * LEASE - (time.time() - start), 0))
     cluster.network.restore(victim.host)
     healed = time.time()
     outage = Outage(victim.pid, victim.host.name, start, healed, healed, must_take_over=False)
@@ -257,3 +274,54 @@ def test_a_frozen_process_does_not_resume_runs_another_host_took_over(cluster: C
         paused={victim.pid: (start, thawed)},
     )
     check(cluster.finish(ids, outage))
+
+
+def test_hosts_reach_only_the_bridge_and_a_crashed_runs_network_is_removed(network: HostNetwork) -> None:
+    """A host reaches the server address, not the outside (no route); a cut link reaches
+    nothing; a network whose maker was killed is removed by the next run's clean-up."""
+    host = network.hosts[0]
+
+    def connects(address: str) -> str:
+        probe = (
+            "import socket,sys\n"
+            "s=socket.socket(); s.settimeout(1)\n"
+            "try: s.connect((sys.argv[1], 9)); print('connected')\n"
+            "except ConnectionRefusedError: print('refused')\n"
+            "except OSError as e: print(type(e).__name__, e.errno)\n"
+        )
+        done = subprocess.run(
+            ["ip", "netns", "exec", host.netns, sys.executable, "-c", probe, address],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    assert connects(network.server_address) == "refused"  # reached: nothing listens on port 9
+    assert connects("8.8.8.8") == f"OSError {errno.ENETUNREACH}"
+    network.cut(host)
+    assert connects(network.server_address) != "refused"
+    network.heal(host)
+
+    # a run killed with its network in place (and a process in one of its namespaces)
+    maker = (
+        "import os,subprocess\n"
+        "from tests.chaos.hosts import HostNetwork\n"
+        "net = HostNetwork(2).create()\n"
+        "quiet = {'stdout': subprocess.DEVNULL, 'stderr': subprocess.DEVNULL}\n"
+        "subprocess.Popen(['ip', 'netns', 'exec', net.hosts[1].netns, 'sleep', '60'], **quiet)\n"
+        "print(net.bridge, flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    crashed = subprocess.run(
+        [sys.executable, "-c", maker], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    bridge = crashed.stdout.strip()
+    assert bridge.startswith(PREFIX), crashed.stderr
+    assert any(name.startswith(bridge) for name in ip("netns", "list").split())
+    removed = remove_leftovers()
+    assert bridge.removeprefix(PREFIX) in removed
+    assert network.net_id not in removed, "a live run's network is kept"
+    assert bridge not in ip("netns", "list") + ip("-o", "link", "show")
+    assert all(h.netns in ip("netns", "list") for h in network.hosts), "a live run's network is kept"
