@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -119,12 +119,16 @@ def find_binary(name: str) -> str:
 
 
 class PostgresServerHandle:
-    """A PostgreSQL cluster in a temporary directory, listening on 127.0.0.1:``port`` only."""
+    """A PostgreSQL cluster in a temporary directory, listening on ``host``:``port`` only
+    (127.0.0.1 unless told), trusting local connections and those from the ``trust`` networks."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, host: str = "127.0.0.1", trust: Sequence[str] = ()
+    ) -> None:
         self.initdb, self.pg_ctl = find_binary("initdb"), find_binary("pg_ctl")
         self.port = port or free_port()
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.host = host
+        self.url = f"postgresql://postgres@{host}:{self.port}/postgres"
         # not under pytest's tmp_path: the postgres user cannot enter root's 0700 directories
         self.directory = Path(tempfile.mkdtemp(prefix="backbeat-pg-"))
         self.data = self.directory / "data"
@@ -137,6 +141,9 @@ class PostgresServerHandle:
         self._command(
             [self.initdb, "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]
         )
+        if trust:
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.writelines(f"host all all {network} trust\n" for network in trust)
 
     def _command(self, args: list[str], timeout: float = 60) -> None:
         done = subprocess.run(
@@ -148,7 +155,7 @@ class PostgresServerHandle:
     def start(self, timeout: float = 30.0) -> None:
         """Start the server (again) on the same port and data directory; wait until it answers."""
         options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.directory} "
+            f"-p {self.port} -c listen_addresses={self.host} -c unix_socket_directories={self.directory} "
             "-c fsync=off -c full_page_writes=off -c max_connections=200"
         )
         args = [self.pg_ctl, "-D", str(self.data), "-l", str(self.logfile), "-o", options]
@@ -191,13 +198,14 @@ class PostgresServerHandle:
                 _started.remove(self)
 
 
-def start_private_postgres() -> PostgresServerHandle:
-    """A started cluster of the caller's own (removed at interpreter exit if the caller does not).
+def start_private_postgres(host: str = "127.0.0.1", trust: Sequence[str] = ()) -> PostgresServerHandle:
+    """A started cluster of the caller's own on ``host``, also trusting clients from the ``trust``
+    networks (removed at interpreter exit if the caller does not).
 
     Raises:
         PostgresNotInstalledError: no initdb or pg_ctl.
     """
-    handle = PostgresServerHandle()
+    handle = PostgresServerHandle(host=host, trust=trust)
     _started.append(handle)
     try:
         handle.start()

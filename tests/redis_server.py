@@ -44,25 +44,34 @@ def free_port() -> int:
 
 
 class RedisServerHandle:
-    """A ``redis-server`` subprocess on 127.0.0.1 with its own directory."""
+    """A ``redis-server`` subprocess with its own directory, listening on ``host`` (127.0.0.1)."""
 
     def __init__(
-        self, directory: Path, *, appendonly: bool, port: int | None = None, remove_directory: bool = False
+        self,
+        directory: Path,
+        *,
+        appendonly: bool,
+        port: int | None = None,
+        remove_directory: bool = False,
+        host: str = "127.0.0.1",
     ) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.directory = directory
         self.port = port or free_port()
+        self.host = host
         self.appendonly = appendonly
         self.remove_directory = remove_directory
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"redis://{host}:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
     def start(self, timeout: float = 10.0) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
+        args = ["redis-server", "--port", str(self.port), "--bind", self.host, "--dir", str(self.directory)]
         args += ["--save", "", "--daemonize", "no", "--logfile", str(self.directory / "redis.log")]
+        if self.host != "127.0.0.1":  # no password: protected mode would refuse other addresses
+            args += ["--protected-mode", "no"]
         if self.appendonly:
             # every write on disk before the reply, so data survives a SIGKILL
             args += ["--appendonly", "yes", "--appendfsync", "always"]
@@ -98,9 +107,11 @@ class RedisServerHandle:
                 self.process.wait(10)
 
 
-def start_private_redis(tmp_path: Path, appendonly: bool = True) -> RedisServerHandle:
-    """A server of the caller's own (stopped at interpreter exit if the caller does not)."""
-    handle = RedisServerHandle(tmp_path / "redis", appendonly=appendonly)
+def start_private_redis(
+    tmp_path: Path, appendonly: bool = True, host: str = "127.0.0.1"
+) -> RedisServerHandle:
+    """A server of the caller's own on ``host`` (stopped at interpreter exit if the caller does not)."""
+    handle = RedisServerHandle(tmp_path / "redis", appendonly=appendonly, host=host)
     _started.append(handle)
     return handle
 
