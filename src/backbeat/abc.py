@@ -19,7 +19,23 @@ Lease rules, written once here for every store:
   ``options.max_instances``, which makes that limit global across processes.
 * A task whose ``next_run_time`` is ``None`` leaves the store when its last run completes:
   a one-shot task is never removed before its run finished.
-* Every method that takes ``now`` uses it instead of a clock, so contract tests are exact.
+* **Two clocks.** Leases are judged by the *store's* clock, schedules by the caller's
+  ``now``, so a host whose clock runs ahead cannot steal a live lease, nor one running
+  behind keep a dead one:
+
+  - the store's clock: a task claim's end and a run's lease end (``claim_until``, the
+    ``lease_until`` of a run with an owner) are set to store-now + ``lease`` by
+    ``claim_due``, ``fire`` and ``extend``, and have expired when ``<= store-now``. The
+    store's clock is Redis ``TIME``, PostgreSQL ``clock_timestamp()``, MongoDB ``$$NOW``;
+    the memory and SQLite stores, used on one host, read that host's clock (their
+    ``lease_clock``);
+  - the caller's ``now``: what is due (``next_run_time <= horizon``, ``horizon``
+    defaulting to ``now``), misfires (the engine's decisions), and when a *waiting* run
+    becomes claimable: its ``lease_until`` (a retry time, a trigger-now, a release) is a
+    not-before time the caller gave, claimable once ``<= now``.
+
+  ``extend``/``complete`` keep the owner rule: they act on runs still leased to the owner,
+  whether or not the lease ended, until another owner took the run over.
 * A record that cannot be decoded is quarantined (kept as it was, left out of claims and
   listings, reported by ``quarantined``), never deleted, never raised out of a claim.
 * Driver errors are raised as :class:`backbeat.errors.StoreError` subclasses;
@@ -108,13 +124,14 @@ class Store(Protocol):
     ) -> Claim:
         """Atomically lease up to ``limit`` due tasks and claimable runs to ``owner``.
 
-        Due tasks are those whose next run time (or, while claimed, whose claim's end) is at
-        or before ``horizon`` (default ``now``): a later ``horizon`` lets the engine claim a
-        little ahead and start runs on time. Claimable runs are those with ``lease_until <=
-        now``, never ``horizon``: waiting runs and runs whose owner's lease expired (those get
-        ``attempt + 1`` and ``recovered=True``). Each run carries its task snapshot
-        (``run.task``; ``None`` if the task was removed). Two owners calling at once never
-        receive the same task or run.
+        Due tasks are those whose next run time is at or before ``horizon`` (default ``now``,
+        the caller's clock) and that nobody holds a live claim on (a claim ends by the
+        store's clock): a later ``horizon`` lets the engine claim a little ahead and start
+        runs on time. Claimable runs are waiting runs whose ``lease_until <= now`` (never
+        ``horizon``) and runs whose lease ended by the store's clock (those get ``attempt +
+        1`` and ``recovered=True``). Claims and runs are leased until store-now + ``lease``.
+        Each run carries its task snapshot (``run.task``; ``None`` if the task was removed).
+        Two owners calling at once never receive the same task or run.
         """
 
     async def fire(
@@ -123,11 +140,12 @@ class Store(Protocol):
         """Apply the engine's decisions for tasks ``owner`` claimed, atomically per task.
 
         For each decision whose task is still claimed by ``owner``: create a run leased to
-        ``owner`` for each fire time while ``running < max_instances`` (skipped ones are
-        reported), set ``next_run_time`` (unless a user changed the task since the claim:
-        ``version != claimed_version``), drop the claim. A task left with no next fire time
-        and no runs is removed. Decisions for tasks no longer claimed by ``owner`` are
-        ignored (absent from the result).
+        ``owner`` until store-now + ``lease`` for each fire time while ``running <
+        max_instances`` (skipped ones are reported), set ``next_run_time`` (unless a user
+        changed the task since the claim: ``version != claimed_version``), drop the claim. A
+        task left with no next fire time and no runs is removed. Decisions for tasks no
+        longer claimed by ``owner`` are ignored (absent from the result). ``now`` is the
+        caller's clock, for what it schedules (leases count by the store's).
         """
 
     async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
@@ -141,25 +159,28 @@ class Store(Protocol):
         result with ``dead_letter`` set also stores a :class:`DeadLetter` (with the task's
         snapshot) under the run's id, replacing an older one of the same id.
 
-        Only runs still leased to ``owner`` are completed; returns the ids that were not
-        (another owner took them over after a lease expiry).
+        Only runs still leased to ``owner`` are completed (also after their lease ended, until
+        another owner took them over); returns the ids that were not.
         """
 
     async def extend(
-        self, owner: str, run_ids: Collection[str], *, now: datetime, lease: timedelta
+        self, owner: str, run_ids: Collection[str], *, now: datetime | None = None, lease: timedelta
     ) -> set[str]:
-        """Push the lease of runs still held by ``owner`` to ``now + lease``; return the ids it holds."""
+        """Push the lease of runs still leased to ``owner`` to store-now + ``lease``; return
+        their ids. ``now`` is not used (a lease counts by the store's clock)."""
 
     async def release(
         self, owner: str, *, run_ids: Collection[str], task_ids: Collection[str], now: datetime
     ) -> None:
         """Give up runs and task claims of ``owner`` so another owner may take them at once.
 
-        Released runs become waiting runs with ``attempt + 1`` and ``lease_until = now``.
+        Released runs become waiting runs with ``attempt + 1`` and ``lease_until = now`` (the
+        caller's clock).
         """
 
     async def enqueue_run(self, task_id: str, *, fire_time: datetime, now: datetime) -> Run | None:
-        """Add a waiting run of a task for ``fire_time`` (trigger-now).
+        """Add a waiting run of a task for ``fire_time`` (trigger-now), claimable from ``now``
+        (the caller's clock).
 
         Returns ``None`` if ``max_instances`` runs exist already or that run already exists.
 
@@ -170,9 +191,12 @@ class Store(Protocol):
     async def list_runs(self, task_id: str | None = None) -> builtins.list[Run]:
         """Runs now in the store (leased or waiting), optionally of one task."""
 
-    async def next_wakeup(self) -> datetime | None:
-        """Earliest time something may become claimable: a task's next run time, a claim's
-        or a run's lease end. ``None`` when nothing is scheduled."""
+    async def next_wakeup(self, *, now: datetime | None = None) -> datetime | None:
+        """Earliest time, in the caller's clock, something may become claimable: a task's
+        next run time, a waiting run's ``lease_until``, or a claim's or a run's lease end,
+        moved from the store's clock to the caller's (``now + (end - store-now)``). ``now``
+        defaults to this host's clock (for the memory and SQLite stores: their lease clock,
+        so their lease ends are returned as they are). ``None`` when nothing is scheduled."""
 
     def wakeups(self) -> AsyncIterator[None]:
         """Yield whenever another process may have added or changed something.

@@ -10,7 +10,13 @@ from backbeat.abc import Store
 from backbeat.model.records import FireDecision, Run, RunOutcome, RunResult, Task, TaskOptions
 
 T0 = datetime(2024, 1, 1, 12, 0, 0, 123457, tzinfo=UTC)
+"""The callers' clock (``now``): schedules are judged by it."""
+STORE_T0 = datetime(2025, 6, 1, 8, 30, 0, 654321, tzinfo=UTC)
+"""Where the fake lease clock of the memory and SQLite stores starts: leases are judged by
+the store's clock, never the callers' (a server store's is the real time)."""
 LEASE = timedelta(seconds=10)
+SHORT = timedelta(seconds=0.4)
+"""A lease the tests let end (a server store's tests wait for it: keep it short)."""
 MINUTE = timedelta(minutes=1)
 
 
@@ -55,9 +61,14 @@ def finished(
 
 
 async def start_run(
-    store: Store, owner: str, *, now: datetime = T0, then: datetime | None = None
+    store: Store,
+    owner: str,
+    *,
+    now: datetime = T0,
+    then: datetime | None = None,
+    lease: timedelta = LEASE,
 ) -> list[Run]:
     """Claim what is due for ``owner`` and fire each claimed task once; the runs created."""
-    claim = await store.claim_due(owner, now=now, lease=LEASE, limit=100)
-    results = await store.fire(owner, [decide(t, then=then) for t in claim.tasks], now=now, lease=LEASE)
+    claim = await store.claim_due(owner, now=now, lease=lease, limit=100)
+    results = await store.fire(owner, [decide(t, then=then) for t in claim.tasks], now=now, lease=lease)
     return [run for result in results for run in result.runs]

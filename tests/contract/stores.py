@@ -2,16 +2,22 @@
 
 To plug in a store, fill in its class below (``open_store``, ``corrupt``, ``raw``,
 ``close``); nothing else in the suite knows which store it runs on.
+
+Leases count by the store's clock (see :mod:`backbeat.abc`): the memory and SQLite stores get a
+fake lease clock that :meth:`Backend.pass_time` moves; server stores use their real clock, so
+tests wait (keep their leases short: :data:`~tests.contract.helpers.SHORT`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import os
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,6 +25,8 @@ import pytest
 
 from backbeat.abc import Store
 from backbeat.stores import MemoryStore, SQLiteStore
+from tests.contract.helpers import STORE_T0
+from tests.fakes import FakeClock
 
 KINDS = ("memory", "sqlite", "redis", "postgresql", "mongodb")
 
@@ -34,9 +42,30 @@ def _store_class(module: str, name: str) -> Any:
 class Backend:
     """Opens stores of one kind on one isolated data set, and writes behind their back."""
 
+    lease_clock: FakeClock | None = None
+    """The stores' lease clock when it is injectable (memory, SQLite); else the server's own."""
+    tolerance = timedelta(0)
+    """How far the store's clock may be from :meth:`store_time` (rounding, another host)."""
+
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
         self.stores: list[Store] = []
+
+    def store_time(self) -> datetime:
+        """The store's clock now: its fake lease clock, or this host's clock for a server."""
+        return self.lease_clock.now if self.lease_clock is not None else datetime.now(UTC)
+
+    async def pass_time(self, delta: timedelta) -> None:
+        """Let ``delta`` pass by the store's clock (a fake one moves, a server's is waited for)."""
+        if self.lease_clock is not None:
+            self.lease_clock.advance(delta.total_seconds())
+        else:
+            await asyncio.sleep(delta.total_seconds() + 0.05)
+
+    def assert_between(self, value: datetime | None, low: datetime, high: datetime) -> None:
+        """``low <= value <= high`` within :attr:`tolerance` (bounds read around a store call)."""
+        assert value is not None
+        assert low - self.tolerance <= value <= high + self.tolerance, (value, low, high)
 
     async def open_store(self) -> Store:
         """An opened store on this backend's data; each call is another instance (another
@@ -59,7 +88,8 @@ class Backend:
 class MemoryBackend(Backend):
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path)
-        self.shared = MemoryStore()
+        self.lease_clock = FakeClock(STORE_T0)
+        self.shared = MemoryStore(lease_clock=self.lease_clock)
 
     async def open_store(self) -> Store:
         return self.shared
@@ -76,9 +106,10 @@ class SQLiteBackend(Backend):
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path)
         self.path = tmp_path / "contract.db"
+        self.lease_clock = self.clock = FakeClock(STORE_T0)
 
     async def open_store(self) -> Store:
-        store = SQLiteStore(self.path)
+        store = SQLiteStore(self.path, lease_clock=self.clock)
         await store.open()
         self.stores.append(store)
         return store
@@ -94,6 +125,8 @@ class SQLiteBackend(Backend):
 
 
 class RedisBackend(Backend):
+    tolerance = timedelta(milliseconds=1)
+
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path)
         self.store_class = _store_class("backbeat.stores.redis", "RedisStore")
@@ -130,6 +163,8 @@ class RedisBackend(Backend):
 class PostgresBackend(Backend):
     """Tables of a fresh prefix per test on ``BACKBEAT_POSTGRES_URL`` (default: the local
     server), dropped after."""
+
+    tolerance = timedelta(milliseconds=1)
 
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path)
@@ -170,6 +205,9 @@ class PostgresBackend(Backend):
 
 class MongoBackend(Backend):
     """A fresh database per test on the server named by ``BACKBEAT_MONGODB_URL``, dropped after."""
+
+    tolerance = timedelta(milliseconds=50)
+    """``$$NOW`` has millisecond precision, and the server may be another host."""
 
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path)

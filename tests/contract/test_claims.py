@@ -7,7 +7,8 @@ import contextlib
 from datetime import timedelta
 
 from backbeat.abc import Store
-from tests.contract.helpers import LEASE, MINUTE, T0, decide, start_run, task
+from tests.contract.helpers import LEASE, MINUTE, SHORT, T0, decide, start_run, task
+from tests.contract.stores import Backend
 
 SECOND = timedelta(seconds=1)
 
@@ -28,15 +29,16 @@ async def test_only_due_tasks_are_claimed_in_next_run_time_order(store: Store) -
 
 
 async def test_a_horizon_claims_tasks_due_soon_but_never_a_run_before_its_lease_ends(
-    store: Store, peer: Store
+    backend: Backend, store: Store, peer: Store
 ) -> None:
     await store.add([task("soon", at=T0 + SECOND), task("later", at=T0 + MINUTE), task("held", at=T0)])
-    [run] = await start_run(store, "w1", now=T0)  # "held" runs, leased to w1 until T0 + LEASE
+    [run] = await start_run(store, "w1", now=T0, lease=SHORT)  # "held" runs, leased to w1
     horizon = T0 + LEASE + SECOND
-    claim = await peer.claim_due("w2", now=T0 + LEASE - SECOND, lease=LEASE, limit=10, horizon=horizon)
+    claim = await peer.claim_due("w2", now=T0 + LEASE, lease=LEASE, limit=10, horizon=horizon)
     assert [t.id for t in claim.tasks] == ["soon"]
-    assert claim.runs == [], "a run is claimable when its lease ends at `now`, not at the horizon"
-    [recovered] = (await peer.claim_due("w2", now=T0 + LEASE, lease=LEASE, limit=10)).runs
+    assert claim.runs == [], "a run is claimable when its lease ends by the store's clock"
+    await backend.pass_time(SHORT)
+    [recovered] = (await peer.claim_due("w2", now=T0, lease=LEASE, limit=10)).runs
     assert (recovered.id, recovered.attempt) == (run.id, 2)
 
 
@@ -75,11 +77,13 @@ async def test_a_claimed_task_is_not_claimed_again_while_its_lease_lasts(store: 
     assert not await store.claim_due("w1", now=T0 + LEASE - SECOND, lease=LEASE, limit=10)
 
 
-async def test_an_expired_claim_goes_to_another_owner(store: Store, peer: Store) -> None:
+async def test_an_expired_claim_goes_to_another_owner(backend: Backend, store: Store, peer: Store) -> None:
     await store.add([task("a")])
-    [mine] = (await store.claim_due("w1", now=T0, lease=LEASE, limit=10)).tasks
+    [mine] = (await store.claim_due("w1", now=T0, lease=SHORT, limit=10)).tasks
+    assert not await peer.claim_due("w2", now=T0, lease=LEASE, limit=10)
     # w1 died between claim_due and fire: after the lease, w2 takes the task over
-    [theirs] = (await peer.claim_due("w2", now=T0 + LEASE, lease=LEASE, limit=10)).tasks
+    await backend.pass_time(SHORT)
+    [theirs] = (await peer.claim_due("w2", now=T0, lease=LEASE, limit=10)).tasks
     assert theirs.id == "a" and theirs.next_run_time == T0
     assert await store.fire("w1", [decide(mine, then=T0 + MINUTE)], now=T0 + LEASE, lease=LEASE) == []
     [result] = await peer.fire("w2", [decide(theirs, then=T0 + MINUTE)], now=T0 + LEASE, lease=LEASE)
@@ -113,25 +117,42 @@ async def test_concurrent_claims_from_many_owners_take_everything_exactly_once(
     assert sorted(taken) == sorted(f"t{i:03}" for i in range(200)) and len(taken) == 200
 
 
-async def test_next_wakeup_is_the_earliest_of_next_run_times_claims_and_leases(store: Store) -> None:
-    assert await store.next_wakeup() is None
+async def test_next_wakeup_is_the_earliest_of_next_run_times_claims_and_leases(
+    backend: Backend, store: Store
+) -> None:
+    assert await store.next_wakeup(now=T0) is None
     await store.add([task("paused", at=T0, paused=True), task("later", at=T0 + MINUTE)])
-    assert await store.next_wakeup() == T0 + MINUTE
+    assert await store.next_wakeup(now=T0) == T0 + MINUTE
     await store.add([task("due", at=T0)])
-    assert await store.next_wakeup() == T0
-    await store.claim_due("w1", now=T0, lease=LEASE, limit=1)  # takes "due": its claim ends at T0 + LEASE
-    assert await store.next_wakeup() == T0 + LEASE
+    assert await store.next_wakeup(now=T0) == T0
+    before = backend.store_time()
+    await store.claim_due("w1", now=T0, lease=LEASE, limit=1)  # takes "due": its claim ends in LEASE
+    # a claim's end by the store's clock, told in the caller's: LEASE from now (less the time spent)
+    woken = await store.next_wakeup(now=T0)
+    backend.assert_between(woken, T0 + LEASE - (backend.store_time() - before), T0 + LEASE)
     await store.add([task("one-shot", at=None, max_instances=2)])
-    await store.enqueue_run("one-shot", fire_time=T0, now=T0 + SECOND)  # a waiting run
-    assert await store.next_wakeup() == T0 + SECOND
+    await store.enqueue_run("one-shot", fire_time=T0, now=T0 + SECOND)  # a waiting run, the caller's clock
+    assert await store.next_wakeup(now=T0) == T0 + SECOND
 
 
-async def test_next_wakeup_follows_a_run_lease(store: Store) -> None:
+async def test_next_wakeup_follows_a_run_lease(backend: Backend, store: Store) -> None:
     await store.add([task("a")])
+    before = backend.store_time()
     [run] = await start_run(store, "w1")  # fired with no next run time: only the run is left
-    assert await store.next_wakeup() == run.lease_until == T0 + LEASE
-    await store.extend("w1", [run.id], now=T0 + SECOND, lease=LEASE)
-    assert await store.next_wakeup() == T0 + SECOND + LEASE
+    after = backend.store_time()
+    backend.assert_between(run.lease_until, before + LEASE, after + LEASE)
+    woken = await store.next_wakeup(now=T0)
+    backend.assert_between(
+        woken, T0 + (run.lease_until - backend.store_time()), T0 + (run.lease_until - after)
+    )
+    await backend.pass_time(SHORT)
+    before = backend.store_time()
+    await store.extend("w1", [run.id], lease=LEASE)
+    [extended] = await store.list_runs()
+    backend.assert_between(extended.lease_until, before + LEASE, backend.store_time() + LEASE)
+    assert extended.lease_until >= run.lease_until + SHORT
+    woken = await store.next_wakeup(now=T0 + MINUTE)
+    backend.assert_between(woken, T0 + MINUTE + LEASE - (backend.store_time() - before), T0 + MINUTE + LEASE)
 
 
 async def _next_wakeup_while(wakeups: Store, change: Store, name: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from backbeat.abc import Store
 from backbeat.model.records import TaskFilter
-from tests.contract.helpers import LEASE, T0, task
+from tests.contract.helpers import LEASE, SHORT, T0, task
 from tests.contract.stores import Backend
 
 BAD = "{not json"
@@ -13,14 +13,17 @@ BAD = "{not json"
 async def test_a_corrupt_record_is_left_out_of_claims_and_kept(store: Store, backend: Backend) -> None:
     await store.add([task("bad"), task("good")])
     await backend.corrupt("bad", BAD)
-    claim = await store.claim_due("w1", now=T0, lease=LEASE, limit=10)
+    before = backend.store_time()
+    claim = await store.claim_due("w1", now=T0, lease=SHORT, limit=10)
     assert [t.id for t in claim.tasks] == ["good"]
     [record] = await store.quarantined()
     assert (record.key, record.raw) == ("bad", BAD) and record.error
     assert await backend.raw("bad") == BAD
-    # the good task's claim ends at T0 + LEASE; nothing of "bad" is due any more
-    assert await store.next_wakeup() == T0 + LEASE
-    later = await store.claim_due("w2", now=T0 + 2 * LEASE, lease=LEASE, limit=10)
+    # the good task's claim ends SHORT after the claim; nothing of "bad" is due any more
+    woken = await store.next_wakeup(now=T0)
+    backend.assert_between(woken, T0 + SHORT - (backend.store_time() - before), T0 + SHORT)
+    await backend.pass_time(SHORT)
+    later = await store.claim_due("w2", now=T0, lease=LEASE, limit=10)
     assert [t.id for t in later.tasks] == ["good"]
     assert await store.get("bad") is None
     assert [t.id for t in (await store.list())[0]] == ["good"]

@@ -9,19 +9,26 @@ import pytest
 from backbeat.abc import Store
 from backbeat.errors import TaskNotFoundError
 from backbeat.model.records import RunOutcome, run_id_for
-from tests.contract.helpers import LEASE, MINUTE, T0, decide, finished, start_run, task
+from tests.contract.helpers import LEASE, MINUTE, SHORT, T0, decide, finished, start_run, task
+from tests.contract.stores import Backend
 
 SECOND = timedelta(seconds=1)
 
 
-async def test_fire_creates_leased_runs_and_moves_the_schedule(store: Store) -> None:
+async def test_fire_creates_leased_runs_and_moves_the_schedule(backend: Backend, store: Store) -> None:
     await store.add([task("a")])
     [claimed] = (await store.claim_due("w1", now=T0, lease=LEASE, limit=10)).tasks
+    await backend.pass_time(SHORT)
+    before = backend.store_time()
     [result] = await store.fire("w1", [decide(claimed, then=T0 + MINUTE)], now=T0 + SECOND, lease=LEASE)
     [run] = result.runs
     assert (result.task_id, result.skipped, result.removed) == ("a", [], False)
     assert run.id == run_id_for("a", T0) and (run.task_id, run.fire_time) == ("a", T0)
-    assert (run.owner, run.attempt, run.lease_until) == ("w1", 1, T0 + SECOND + LEASE)
+    assert (run.owner, run.attempt) == ("w1", 1)
+    # the lease counts from the fire, by the store's clock
+    backend.assert_between(run.lease_until, before + LEASE, backend.store_time() + LEASE)
+    [listed] = await store.list_runs("a")
+    assert listed.lease_until == run.lease_until
     stored = await store.get("a")
     assert stored is not None and (stored.next_run_time, stored.running) == (T0 + MINUTE, 1)
     # the claim was dropped: the task is claimable again as soon as it is due, by anyone
@@ -128,14 +135,18 @@ async def test_a_one_shot_task_leaves_only_after_its_last_run(store: Store) -> N
     assert await store.list_runs() == []
 
 
-async def test_complete_returns_the_runs_another_owner_took_over(store: Store, peer: Store) -> None:
+async def test_complete_returns_the_runs_another_owner_took_over(
+    backend: Backend, store: Store, peer: Store
+) -> None:
     await store.add([task("a")])
-    [run] = await start_run(store, "w1", then=None)
+    [run] = await start_run(store, "w1", then=None, lease=SHORT)
     # w1 stalled past its lease: w2 recovers the run
-    [recovered] = (await peer.claim_due("w2", now=T0 + LEASE, lease=LEASE, limit=10)).runs
+    await backend.pass_time(SHORT)
+    before = backend.store_time()
+    [recovered] = (await peer.claim_due("w2", now=T0, lease=LEASE, limit=10)).runs
     assert (recovered.id, recovered.owner, recovered.attempt, recovered.recovered) == (run.id, "w2", 2, True)
     assert recovered.task is not None and recovered.task.id == "a"
-    assert recovered.lease_until == T0 + 2 * LEASE
+    backend.assert_between(recovered.lease_until, before + LEASE, backend.store_time() + LEASE)
     assert await store.complete("w1", [finished(run)]) == {run.id}
     assert await store.get("a") is not None, "a completion that was refused removes nothing"
     assert await peer.complete("w2", [finished(recovered)]) == set()
@@ -156,16 +167,18 @@ async def test_retry_at_requeues_the_run_as_waiting(store: Store, peer: Store) -
     assert (again.id, again.owner, again.attempt, again.recovered) == (run.id, "w2", 2, False)
 
 
-async def test_extend_pushes_the_leases_still_held(store: Store, peer: Store) -> None:
+async def test_extend_pushes_the_leases_still_held(backend: Backend, store: Store, peer: Store) -> None:
     await store.add([task("a"), task("b")])
-    first, second = await start_run(store, "w1", then=None)
+    first, second = await start_run(store, "w1", then=None, lease=SHORT)
     await store.complete("w1", [finished(second)])
+    before = backend.store_time()
     held = await store.extend("w1", [first.id, second.id, "nope"], now=T0 + 5 * SECOND, lease=LEASE)
     assert held == {first.id}
     [run] = await store.list_runs()
-    assert run.lease_until == T0 + 5 * SECOND + LEASE
+    backend.assert_between(run.lease_until, before + LEASE, backend.store_time() + LEASE)
+    await backend.pass_time(SHORT)  # past the first lease, not the extended one
     assert not await peer.claim_due("w2", now=T0 + LEASE, lease=LEASE, limit=10)
-    assert await peer.extend("w2", [first.id], now=T0 + LEASE, lease=LEASE) == set()
+    assert await peer.extend("w2", [first.id], lease=LEASE) == set()
     assert await store.extend("w1", [], now=T0, lease=LEASE) == set()
 
 
@@ -186,12 +199,13 @@ async def test_release_lets_another_owner_take_runs_and_claims_at_once(store: St
 
 
 async def test_an_expired_run_is_recovered_with_its_task_and_the_next_attempt(
-    store: Store, peer: Store
+    backend: Backend, store: Store, peer: Store
 ) -> None:
     await store.add([task("a", at=T0)])
-    [run] = await start_run(store, "w1", then=T0 + timedelta(hours=1))
-    assert not (await peer.claim_due("w2", now=T0 + LEASE - SECOND, lease=LEASE, limit=10)).runs
-    [recovered] = (await peer.claim_due("w2", now=T0 + LEASE, lease=LEASE, limit=10)).runs
+    [run] = await start_run(store, "w1", then=T0 + timedelta(hours=1), lease=SHORT)
+    assert not (await peer.claim_due("w2", now=T0, lease=SHORT, limit=10)).runs
+    await backend.pass_time(SHORT)
+    [recovered] = (await peer.claim_due("w2", now=T0, lease=SHORT, limit=10)).runs
     assert (recovered.id, recovered.fire_time, recovered.attempt, recovered.recovered) == (
         run.id,
         T0,
@@ -199,15 +213,18 @@ async def test_an_expired_run_is_recovered_with_its_task_and_the_next_attempt(
         True,
     )
     assert recovered.task is not None and recovered.task.next_run_time == T0 + timedelta(hours=1)
-    [again] = (await store.claim_due("w1", now=T0 + 2 * LEASE, lease=LEASE, limit=10)).runs
+    assert not (await store.claim_due("w1", now=T0, lease=LEASE, limit=10)).runs
+    await backend.pass_time(SHORT)
+    [again] = (await store.claim_due("w1", now=T0, lease=LEASE, limit=10)).runs
     assert (again.attempt, again.owner) == (3, "w1")
 
 
-async def test_a_run_of_a_removed_task_is_claimed_without_its_task(store: Store) -> None:
+async def test_a_run_of_a_removed_task_is_claimed_without_its_task(backend: Backend, store: Store) -> None:
     await store.add([task("a")])
-    [run] = await start_run(store, "w1", then=None)
+    [run] = await start_run(store, "w1", then=None, lease=SHORT)
     await store.remove(["a"])
-    [orphan] = (await store.claim_due("w2", now=T0 + LEASE, lease=LEASE, limit=10)).runs
+    await backend.pass_time(SHORT)
+    [orphan] = (await store.claim_due("w2", now=T0, lease=LEASE, limit=10)).runs
     assert orphan.id == run.id and orphan.task is None
 
 

@@ -26,6 +26,12 @@ URL = os.environ.get("BACKBEAT_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5
 NEXT = latest(MIGRATIONS) + 1
 
 
+class Version1Store(PostgresStore):
+    """The store as the first release made it: only migration 1."""
+
+    migrations = MIGRATIONS[:1]
+
+
 class NextStore(PostgresStore):
     """A store of a later release, with one more migration; it fails if run twice."""
 
@@ -129,7 +135,7 @@ async def test_a_version_1_schema_is_migrated_and_then_behaves_as_a_fresh_one(
     prefixes: Callable[[], str],
 ) -> None:
     old, fresh = prefixes(), prefixes()
-    await written(PostgresStore(URL, table_prefix=old))
+    await written(Version1Store(URL, table_prefix=old))
     assert await schema_version(old) == "1"
     await written(NextStore(URL, table_prefix=fresh))
 
@@ -147,7 +153,7 @@ async def test_concurrent_opens_of_an_old_schema_migrate_it_once(
 ) -> None:
     prefix = prefixes()
     if start:
-        await written(PostgresStore(URL, table_prefix=prefix))
+        await written(Version1Store(URL, table_prefix=prefix))
     stores = [NextStore(URL, table_prefix=prefix) for _ in range(4)]
     holder = await asyncpg.connect(URL)
     try:
@@ -215,7 +221,7 @@ async def test_opening_a_current_schema_takes_no_lock_but_its_version_read(
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(migrating.open(), 1)
         assert len((await current.list())[0]) == 4
-        assert await schema_version(prefix) == "1"
+        assert await schema_version(prefix) == str(NEXT - 1)
     finally:
         await holder.close()
         await current.close()

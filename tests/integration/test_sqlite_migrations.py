@@ -36,6 +36,10 @@ class NextStore(SQLiteStore):
     )
 
 
+CURRENT = latest(MIGRATIONS)
+NEWER = CURRENT + 1
+
+
 def schema_version(path: Path) -> str:
     with contextlib.closing(sqlite3.connect(path)) as db:
         (version,) = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -90,7 +94,7 @@ async def test_a_version_1_file_is_migrated_and_then_behaves_as_a_fresh_one(tmp_
 
     migrated = await observed(SQLiteStore(old))
 
-    assert schema_version(old) == str(latest(MIGRATIONS)) == "2"
+    assert schema_version(old) == str(latest(MIGRATIONS)) == "3"
     assert schema(old) == schema(fresh)
     assert migrated == await observed(SQLiteStore(fresh))
     assert migrated[0] != ([], None)  # the history's tasks were there to compare
@@ -100,12 +104,13 @@ async def test_a_newer_schema_is_refused_naming_both_versions_and_left_as_it_was
     path = tmp_path / "newer.db"
     await written(SQLiteStore(path))
     with contextlib.closing(sqlite3.connect(path)) as db, db:
-        db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(NEWER),))
     before = dump(path)
 
     store = SQLiteStore(path)
     with pytest.raises(
-        StoreError, match=r"schema version 3, made by a newer backbeat \(this one knows version 2\)"
+        StoreError,
+        match=rf"schema version {NEWER}, made by a newer backbeat \(this one knows version {CURRENT}\)",
     ):
         await store.open()
     await store.close()
@@ -126,7 +131,7 @@ async def test_opening_a_current_file_takes_no_write_lock(tmp_path: Path) -> Non
         with pytest.raises(StoreUnavailableError):
             await migrating.open()
         await migrating.close()
-    assert schema_version(path) == "2"
+    assert schema_version(path) == str(CURRENT)
 
 
 async def test_concurrent_opens_of_an_old_file_migrate_it_once(tmp_path: Path) -> None:
@@ -135,11 +140,11 @@ async def test_concurrent_opens_of_an_old_file_migrate_it_once(tmp_path: Path) -
     stores = [NextStore(path) for _ in range(4)]
     try:
         with write_locked(path):
-            # each reads version 2, then waits for the write lock held here
+            # each reads the current version, then waits for the write lock held here
             opening = asyncio.gather(*(store.open() for store in stores))
             await asyncio.sleep(0.5)
         await asyncio.wait_for(opening, 10)  # a second ALTER TABLE would fail one of them
-        assert schema_version(path) == "3"
+        assert schema_version(path) == str(NEWER)
         with contextlib.closing(sqlite3.connect(path)) as db:
             columns = [row[1] for row in db.execute("PRAGMA table_info(tasks)")]
         assert columns.count("note") == 1

@@ -1,6 +1,10 @@
 """What an upgraded store must show: the data an older release wrote, then the same answers as a
 store that never was upgraded.
 
+Leases count by the store's clock, which differs between the two runs: the old owner's are
+taken with a zero lease (lapsed at once), and ``observe`` shows the lease end of a leased run
+only as :data:`LEASED`.
+
 ``write_history`` leaves tasks in the states a running scheduler leaves behind; ``observe``
 lists, claims, fires and completes them and returns everything the store answered. A test
 writes the history into an old store and into a fresh one, opens both with the current code
@@ -9,14 +13,25 @@ and compares what ``observe`` saw.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 from backbeat.abc import Store
-from backbeat.model.records import RunOutcome, RunResult, TaskFilter
+from backbeat.model.records import Run, RunOutcome, RunResult, TaskFilter
 from tests.contract.helpers import LEASE, MINUTE, T0, decide, finished, task
 
 LATER = T0 + LEASE + MINUTE
-"""When ``observe`` works: the old owner's lease has lapsed and the rescheduled tasks are due."""
+"""When ``observe`` works (the callers' clock): the rescheduled tasks are due."""
+LAPSED = timedelta(0)
+"""The old owner's leases: over as soon as they are taken, by any store's clock."""
+LEASED = datetime(1970, 1, 1, tzinfo=UTC)
+"""What ``observe`` shows as the lease end of a run with an owner (a time of the store's clock)."""
+
+
+def _leased(runs: list[Run]) -> list[Run]:
+    for run in runs:
+        assert run.lease_until is not None
+    return [run if run.owner is None else replace(run, lease_until=LEASED) for run in runs]
 
 
 async def write_history(store: Store) -> None:
@@ -29,8 +44,8 @@ async def write_history(store: Store) -> None:
             task("paused", paused=True),
         ]
     )
-    claim = await store.claim_due("old", now=T0, lease=LEASE, limit=10)
-    fired = await store.fire("old", [decide(t, then=T0 + MINUTE) for t in claim.tasks], now=T0, lease=LEASE)
+    claim = await store.claim_due("old", now=T0, lease=LAPSED, limit=10)
+    fired = await store.fire("old", [decide(t, then=T0 + MINUTE) for t in claim.tasks], now=T0, lease=LAPSED)
     runs = {run.task_id: run for result in fired for run in result.runs}
     await store.complete("old", [finished(runs["due-1"])])
 
@@ -41,8 +56,8 @@ async def observe(store: Store) -> list[object]:
     seen: list[object] = [
         await store.list(),
         await store.list(TaskFilter(tag="nightly")),
-        await store.list_runs(),
-        await store.next_wakeup(),
+        _leased(await store.list_runs()),
+        await store.next_wakeup(now=LATER),
     ]
     claim = await store.claim_due("new", now=LATER, lease=LEASE, limit=10)
     fired = await store.fire("new", [decide(t) for t in claim.tasks], now=LATER, lease=LEASE)
@@ -54,14 +69,14 @@ async def observe(store: Store) -> list[object]:
     ]
     seen += [  # ties in due time may come in any order
         sorted(claim.tasks, key=lambda t: t.id),
-        sorted(claim.runs, key=lambda run: run.id),
-        sorted(fired, key=lambda result: result.task_id),
+        _leased(sorted(claim.runs, key=lambda run: run.id)),
+        sorted((replace(r, runs=_leased(r.runs)) for r in fired), key=lambda result: result.task_id),
         await store.complete("new", results),
         await store.list(),
-        await store.list_runs(),
+        _leased(await store.list_runs()),
         await store.dead_letters(),
         await store.put_state("breaker:x", {"state": "open"}, version=0),
         await store.get_state("breaker:x"),
-        await store.next_wakeup(),
+        await store.next_wakeup(now=LATER),
     ]
     return seen

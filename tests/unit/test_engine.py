@@ -54,10 +54,14 @@ class World:
     """One memory store, registry, event log and fake clock, shared by the engines of a test."""
 
     clock: FakeClock = field(default_factory=lambda: FakeClock(T0))
-    store: MemoryStore = field(default_factory=MemoryStore)
+    store: MemoryStore = field(init=False)
+    """Leases by the same fake clock, so advancing it ends them."""
     registry: JobRegistry = field(default_factory=JobRegistry)
     events: list[SchedulerEvent] = field(default_factory=list)
     engines: list[Engine] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.store = MemoryStore(lease_clock=self.clock)
 
     def engine(self, owner: str = "a", **config: Any) -> Engine:
         hub = EventHub()

@@ -138,7 +138,8 @@ async def _await(call: Awaitable[T]) -> T:
 
 
 async def test_the_engine_stops_a_run_it_could_not_renew_and_does_not_complete_it() -> None:
-    clock, mono, store, registry = FakeClock(T0), Monotonic(), MemoryStore(), JobRegistry()
+    clock, mono, registry = FakeClock(T0), Monotonic(), JobRegistry()
+    store = MemoryStore(lease_clock=clock)  # leases end by the same fake clock
     events: list[SchedulerEvent] = []
     hub = EventHub()
     hub.add_listener(events.append)

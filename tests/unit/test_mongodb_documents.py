@@ -176,20 +176,32 @@ def test_list_filter_pushes_the_task_filter_into_the_query() -> None:
 
 def test_the_claim_filter_takes_only_due_schedulable_unclaimed_tasks() -> None:
     query = d.due_filter(NOW)
-    assert query["next"] == {"$lte": NOW}, "due (a null next run time never compares <=)"
+    assert query["next"] == {"$lte": NOW}, "due by the caller's clock (a null next run time never is)"
     assert (query["paused"], query["orphaned"], query["quarantine"]) == (False, False, None)
-    assert query["$or"] == [{"claimed_by": None}, {"claim_until": {"$lte": NOW}}], (
-        "unclaimed or claim expired"
-    )
+    assert query["$or"] == [
+        {"claimed_by": None},
+        {"$expr": {"$lte": ["$claim_until", d.SERVER_NOW]}},
+    ], "unclaimed or claim ended by the server's clock"
+
+
+def test_the_server_clock_is_now_in_microseconds() -> None:
+    assert d.SERVER_NOW == {"$multiply": [{"$toLong": "$$NOW"}, 1000]}
+    assert d.server_until(10) == {"$add": [d.SERVER_NOW, {"$literal": 10}]}
 
 
 def test_a_task_claim_is_a_compare_and_set_on_what_was_read() -> None:
     query = d.claim_task_filter("t1", "old-token", NOW)
     assert (query["_id"], query["token"]) == ("t1", "old-token")
     assert {k: v for k, v in query.items() if k not in ("_id", "token")} == d.due_filter(NOW)
-    assert d.claim_task_update("w1", NOW + 10, "new") == {
-        "$set": {"claimed_by": "w1", "claim_until": NOW + 10, "token": "new"}
-    }
+    assert d.claim_task_update("w1", 10, "new") == [
+        {
+            "$set": {
+                "claimed_by": {"$literal": "w1"},
+                "claim_until": d.server_until(10),
+                "token": {"$literal": "new"},
+            }
+        }
+    ]
 
 
 def test_a_run_claim_matches_owner_token_and_an_ended_lease() -> None:
@@ -198,15 +210,47 @@ def test_a_run_claim_matches_owner_token_and_an_ended_lease() -> None:
         "_id": "r",
         "owner": "dead",
         "token": "t0",
-        "lease_until": {"$lte": NOW},
+        "$expr": {"$lte": ["$lease_until", d.SERVER_NOW]},  # a lease ends by the server's clock
         "quarantine": None,
     }
-    recovered = d.claim_run_update("w2", NOW + 10, "t1", recovered=True)
-    assert recovered == {
-        "$set": {"owner": "w2", "lease_until": NOW + 10, "token": "t1"},
-        "$inc": {"attempt": 1},
+    waiting = {"_id": "r", "owner": None, "token": None}
+    assert d.claim_run_filter("r", waiting, NOW) == {
+        "_id": "r",
+        "owner": None,
+        "token": None,
+        "lease_until": {"$lte": NOW},  # a waiting run by the caller's
+        "quarantine": None,
     }
-    assert d.claim_run_update("w2", NOW, "t1", recovered=False)["$inc"] == {"attempt": 0}
+    [recovered] = d.claim_run_update("w2", 10, "t1", recovered=True)
+    assert recovered == {
+        "$set": {
+            "owner": {"$literal": "w2"},
+            "lease_until": d.server_until(10),
+            "token": {"$literal": "t1"},
+            "attempt": {"$add": ["$attempt", 1]},
+        }
+    }
+    [fresh] = d.claim_run_update("w2", 10, "t1", recovered=False)
+    assert fresh["$set"]["attempt"] == {"$add": ["$attempt", 0]}
+
+
+def test_claimable_runs_are_waiting_ones_due_by_now_or_leased_ones_ended_by_the_server() -> None:
+    assert d.claimable_runs_filter(NOW) == {
+        "$or": [
+            {"owner": None, "lease_until": {"$lte": NOW}},
+            {"owner": {"$ne": None}, "$expr": {"$lte": ["$lease_until", d.SERVER_NOW]}},
+        ],
+        "quarantine": None,
+    }
+
+
+def test_a_fired_run_is_upserted_with_a_lease_by_the_server_clock_and_extended_so() -> None:
+    run = Run(id="t1@x", task_id="t1", fire_time=T0, owner="w1", lease_until=T0)
+    [stage] = d.leased_run_upsert(run, "tok", 10)
+    assert stage["$set"]["lease_until"] == d.server_until(10)
+    assert stage["$set"]["owner"] == {"$literal": "w1"} and "_id" not in stage["$set"]
+    assert stage["$set"]["fire_time"] == {"$literal": T0.isoformat()}
+    assert d.extend_update(10) == [{"$set": {"lease_until": d.server_until(10)}}]
 
 
 # -- fire ------------------------------------------------------------------------------------

@@ -39,6 +39,9 @@ from backbeat.stores.sql.steps import (
 T = TypeVar("T")
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 US0 = to_us(T0)
+STORE0 = T0 + timedelta(hours=1, microseconds=7)
+"""The store's clock, which leases are judged by (the callers' ``now`` is about T0)."""
+STORE_US = to_us(STORE0)
 
 
 class DuplicateKey(Exception):
@@ -56,7 +59,12 @@ def _statements() -> Statements:
     return cast(Statements, types.SimpleNamespace(**names))
 
 
-DIALECT = Dialect(sql=_statements(), array=list, duplicate=(DuplicateKey,))
+def _store_clock() -> Txn[int]:
+    yield from ()
+    return STORE_US
+
+
+DIALECT = Dialect(sql=_statements(), array=list, duplicate=(DuplicateKey,), clock=_store_clock)
 
 
 @dataclass
@@ -291,11 +299,13 @@ def decide(task_id: str, *fire_times: datetime, following: datetime | None, vers
 def test_fire_creates_runs_up_to_max_instances_and_stores_the_next_fire_time() -> None:
     times = [T0 + timedelta(seconds=s) for s in (0, 10, 20)]
     driver = FakeDriver(rows={"FIRE_STATE": [[fire_state("a", running=0, max_instances=2)]]})
-    until = T0 + timedelta(seconds=30)
-    [result], notified = driver.run(runs.fire, "me", [decide("a", *times, following=times[2])], until)
+    lease = timedelta(seconds=30)
+    until = STORE0 + lease  # by the store's clock
+    [result], notified = driver.run(runs.fire, "me", [decide("a", *times, following=times[2])], lease)
 
     assert driver.names() == ["FIRE_STATE", "EXISTING_RUNS", "INSERT_RUN", "FIRED", "NOTIFY"]
     assert [run.fire_time for run in result.runs] == times[:2]
+    assert [run.lease_until for run in result.runs] == [until, until]
     assert result.skipped == [times[2]]
     assert driver.params("INSERT_RUN") == [
         (run_id_for("a", t), "a", to_us(t), 1, "me", to_us(until)) for t in times[:2]
@@ -314,7 +324,7 @@ def test_fire_skips_runs_that_exist_ignores_tasks_claimed_by_another_and_keeps_a
     )
     later = T0 + timedelta(seconds=60)
     decisions = [decide("a", T0, following=later, version=2), decide("b", T0, following=later)]
-    results, _ = driver.run(runs.fire, "me", decisions, later)
+    results, _ = driver.run(runs.fire, "me", decisions, timedelta(seconds=10))
 
     assert [(r.task_id, r.runs, r.skipped) for r in results] == [("a", [], [])]
     assert driver.params("FIRED") == [(0, US0, "a")]  # the version changed since the claim: nrt kept
@@ -323,7 +333,7 @@ def test_fire_skips_runs_that_exist_ignores_tasks_claimed_by_another_and_keeps_a
 
 def test_fire_removes_a_one_shot_task_left_with_nothing_to_run() -> None:
     driver = FakeDriver(rows={"FIRE_STATE": [[fire_state("a")]]})
-    [result], notified = driver.run(runs.fire, "me", [decide("a", following=None)], T0)
+    [result], notified = driver.run(runs.fire, "me", [decide("a", following=None)], timedelta(seconds=10))
     assert result.removed
     assert driver.names() == ["FIRE_STATE", "DELETE_TASK"]
     assert driver.params("DELETE_TASK") == [("a",)]
@@ -341,8 +351,9 @@ def test_claim_leases_expired_runs_as_new_attempts_then_claims_due_tasks() -> No
             "DUE_TASKS": [[task_columns(make_task("b"))]],
         }
     )
-    until = T0 + timedelta(seconds=10)
-    claim, _ = driver.run(runs.claim, "me", T0, T0, until, 10)
+    lease = timedelta(seconds=10)
+    until = STORE0 + lease  # by the store's clock
+    claim, _ = driver.run(runs.claim, "me", T0, T0 + timedelta(seconds=1), lease, 10)
 
     assert driver.names() == ["CLAIMABLE_RUNS", "LEASE_RUN", "GET_TASKS", "DUE_TASKS", "CLAIM_TASKS"]
     assert [(run.attempt, run.recovered, run.owner) for run in claim.runs] == [
@@ -350,19 +361,22 @@ def test_claim_leases_expired_runs_as_new_attempts_then_claims_due_tasks() -> No
         (3, True, "me"),
     ]
     assert all(run.task is not None and run.task.id == "a" for run in claim.runs)
+    assert [run.lease_until for run in claim.runs] == [until, until]
+    assert driver.params("CLAIMABLE_RUNS") == (US0, 10, STORE_US)  # waiting by now, leases by the store
     assert driver.params("LEASE_RUN") == [
         ("me", to_us(until), 1, waiting[0]),
         ("me", to_us(until), 3, expired[0]),
     ]
     assert [t.id for t in claim.tasks] == ["b"]
-    assert driver.params("DUE_TASKS") == (US0, 8)  # the room left after the runs
+    # due by the horizon, claims ended by the store's clock; the room left after the runs
+    assert driver.params("DUE_TASKS") == (US0 + 1_000_000, 8, STORE_US)
     assert driver.params("CLAIM_TASKS") == ("me", to_us(until), ["b"])
 
 
 def test_claim_drops_an_expired_claim_on_a_task_due_later_and_looks_again() -> None:
     moved = make_task("a").copy(next_run_time=T0 + timedelta(hours=1))
     driver = FakeDriver(rows={"DUE_TASKS": [[task_columns(moved, claimed_by="dead")], []]})
-    claim, _ = driver.run(runs.claim, "me", T0, T0, T0 + timedelta(seconds=10), 1)
+    claim, _ = driver.run(runs.claim, "me", T0, T0, timedelta(seconds=10), 1)
     assert claim.tasks == []
     assert driver.names() == ["CLAIMABLE_RUNS", "DUE_TASKS", "DROP_CLAIM", "DUE_TASKS"]
 
@@ -423,9 +437,21 @@ def test_a_deferred_run_is_requeued_at_the_same_attempt_and_counts_nothing() -> 
 
 def test_extend_returns_the_ids_the_store_still_leases_to_the_owner() -> None:
     driver = FakeDriver(rows={"EXTEND_RUNS": [[("r1",)]]})
-    held, _ = driver.run(runs.extend, "me", ["r2", "r1", "r1"], T0)
+    held, _ = driver.run(runs.extend, "me", ["r2", "r1", "r1"], timedelta(seconds=10))
     assert held == {"r1"}
-    assert driver.params("EXTEND_RUNS") == (US0, "me", ["r1", "r2"])
+    assert driver.params("EXTEND_RUNS") == (STORE_US + 10_000_000, "me", ["r1", "r2"])  # the store's clock
+
+
+def test_next_wakeup_tells_lease_ends_in_the_callers_clock() -> None:
+    # unclaimed due_at, waiting run, claim end, lease end (the last two by the store's clock)
+    driver = FakeDriver(rows={"NEXT_WAKEUP": [[(US0 + 9_000_000, None, STORE_US + 5_000_000, None)]]})
+    assert driver.run(runs.next_wakeup, T0)[0] == T0 + timedelta(seconds=5)
+    driver = FakeDriver(rows={"NEXT_WAKEUP": [[(None, US0 + 3_000_000, None, STORE_US + 5_000_000)]]})
+    assert driver.run(runs.next_wakeup, T0)[0] == T0 + timedelta(seconds=3)
+    driver = FakeDriver(rows={"NEXT_WAKEUP": [[(None, None, None, STORE_US)]]})
+    assert driver.run(runs.next_wakeup, None)[0] == STORE0  # no caller's clock: as the store has it
+    driver = FakeDriver(rows={"NEXT_WAKEUP": [[(None, None, None, None)]]})
+    assert driver.run(runs.next_wakeup, T0)[0] is None
 
 
 @pytest.mark.parametrize(("changed", "notifies"), [((0, 0), False), ((1, 0), True), ((0, 1), True)])

@@ -149,7 +149,11 @@ def _sqlite(url: str) -> SQLiteStore:
             raise ConfigurationError(
                 f"SQLite store option {key}={value!r} is not a number of seconds"
             ) from None
-    return SQLiteStore(path, **options)
+    return SQLiteStore(
+        path,
+        busy_timeout=options.get("busy_timeout", 10.0),
+        poll_interval=options.get("poll_interval", 0.005),
+    )
 
 
 def _scheme_only(url: str) -> str:

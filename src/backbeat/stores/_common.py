@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import fields
-from typing import Any, TypeVar, cast
+from datetime import UTC, datetime
+from typing import Any, TypeAlias, TypeVar, cast
 
 from backbeat.model.records import Run, Task, TaskOptions
 
@@ -16,6 +18,13 @@ UPDATABLE = frozenset(
 """Fields ``Store.update`` may change."""
 
 T = TypeVar("T")
+LeaseClock: TypeAlias = Callable[[], datetime]
+"""The clock a store judges leases by (an aware UTC datetime)."""
+
+
+def host_clock() -> datetime:
+    """This host's wall clock, the lease clock of the stores that live on one host."""
+    return datetime.fromtimestamp(time.time(), UTC)
 
 
 def _copier(cls: type[T]) -> Callable[[T], T]:
@@ -66,4 +75,4 @@ def check_changes(changes: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
-__all__ = ["UPDATABLE", "Signal", "check_changes", "copy_run", "copy_task"]
+__all__ = ["UPDATABLE", "LeaseClock", "Signal", "check_changes", "copy_run", "copy_task", "host_clock"]

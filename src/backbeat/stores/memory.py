@@ -1,8 +1,10 @@
 """The in-process store: plain dicts and two heaps, for tests and local (non-durable) tasks.
 
-Due tasks and run leases live in heaps of ``(time, seq, id)`` with lazy invalidation: an
-entry is current only while its ``seq`` is the one recorded for its id, so rescheduling is
-one push and a claim of ``k`` items costs ``O(k log n)``.
+Due tasks, claims, run leases and waiting runs live in heaps of ``(time, seq, id)`` with lazy
+invalidation: an entry is current only while its ``seq`` is the one recorded for its id, so
+rescheduling is one push and a claim of ``k`` items costs ``O(k log n)``. Claims and leases
+(store clock) and next run times and waiting runs (caller's clock) are in separate heaps, as
+their times come from different clocks.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from backbeat.model.records import (
     TaskFilter,
     run_id_for,
 )
-from backbeat.stores._common import Signal, check_changes, copy_run, copy_task
+from backbeat.stores._common import LeaseClock, Signal, check_changes, copy_run, copy_task, host_clock
 
 _HeapEntry = tuple[datetime, int, str]
 
@@ -52,16 +54,28 @@ class MemoryStore:
     """A store in this process's memory, shared by every engine that holds it (not durable).
 
     Records are Python objects, never encoded, so nothing is ever quarantined here.
+
+    Args:
+        lease_clock: the clock claims and run leases are judged by (default: this host's
+            clock; every engine sharing this store runs in this process, so on this host).
+            Tests pass a fake clock to move leases without waiting.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, lease_clock: LeaseClock = host_clock) -> None:
+        self.lease_clock = lease_clock
         self._tasks: dict[str, _Slot] = {}
         self._tags: dict[str, set[str]] = {}
         self._sorted_ids: builtins.list[str] | None = None
         self._due: builtins.list[_HeapEntry] = []
+        """Unclaimed schedulable tasks by next run time (the caller's clock)."""
+        self._claims: builtins.list[_HeapEntry] = []
+        """Claimed schedulable tasks by claim end (the lease clock)."""
         self._runs: dict[str, Run] = {}
         self._run_seq: dict[str, int] = {}
         self._leases: builtins.list[_HeapEntry] = []
+        """Runs with an owner by lease end (the lease clock)."""
+        self._waiting: builtins.list[_HeapEntry] = []
+        """Runs without an owner by the time they become claimable (the caller's clock)."""
         self._seq = count()
         self._signal = Signal()
         self._dead_letters: dict[str, DeadLetter] = {}
@@ -156,9 +170,11 @@ class MemoryStore:
         self._tags.clear()
         self._sorted_ids = None
         self._due.clear()
+        self._claims.clear()
         self._runs.clear()
         self._run_seq.clear()
         self._leases.clear()
+        self._waiting.clear()
         self._dead_letters.clear()
         self._state.clear()
         self._signal.notify()
@@ -168,14 +184,13 @@ class MemoryStore:
     async def claim_due(
         self, owner: str, *, now: datetime, lease: timedelta, limit: int, horizon: datetime | None = None
     ) -> Claim:
-        until, horizon = now + lease, horizon or now
+        store_now = self.lease_clock()
+        until, horizon = store_now + lease, horizon or now
         claim = Claim()
         leased: builtins.list[str] = []
-        while self._leases and len(leased) < limit and self._leases[0][0] <= now:
-            _, seq, run_id = heapq.heappop(self._leases)
-            run = self._runs.get(run_id)
-            if run is None or self._run_seq[run_id] != seq:
-                continue
+        runs = ((self._leases, store_now), (self._waiting, now))
+        while len(leased) < limit and (run_id := self._pop_first(runs, self._run_seq.get)) is not None:
+            run = self._runs[run_id]
             recovered = run.owner is not None
             if recovered:  # its owner let the lease expire: presumed dead, this is a new attempt
                 run.attempt += 1
@@ -191,11 +206,9 @@ class MemoryStore:
 
         taken: builtins.list[_Slot] = []
         room = limit - len(leased)
-        while self._due and len(taken) < room and self._due[0][0] <= horizon:
-            _, seq, task_id = heapq.heappop(self._due)
-            slot = self._tasks.get(task_id)
-            if slot is None or slot.seq != seq:
-                continue
+        tasks = ((self._claims, store_now), (self._due, horizon))
+        while len(taken) < room and (task_id := self._pop_first(tasks, self._task_seq)) is not None:
+            slot = self._tasks[task_id]
             task = slot.task
             if slot.claimed_by is not None:
                 # a claim whose owner died between claim_due and fire
@@ -213,7 +226,7 @@ class MemoryStore:
     async def fire(
         self, owner: str, decisions: Sequence[FireDecision], *, now: datetime, lease: timedelta
     ) -> builtins.list[FireResult]:
-        until = now + lease
+        until = self.lease_clock() + lease
         results: builtins.list[FireResult] = []
         created: builtins.list[str] = []
         rescheduled = False
@@ -294,10 +307,10 @@ class MemoryStore:
         return lost
 
     async def extend(
-        self, owner: str, run_ids: Collection[str], *, now: datetime, lease: timedelta
+        self, owner: str, run_ids: Collection[str], *, now: datetime | None = None, lease: timedelta
     ) -> set[str]:
         held: set[str] = set()
-        until = now + lease
+        until = self.lease_clock() + lease
         for run_id in run_ids:
             run = self._runs.get(run_id)
             if run is not None and run.owner == owner:
@@ -345,12 +358,18 @@ class MemoryStore:
     async def list_runs(self, task_id: str | None = None) -> builtins.list[Run]:
         return [copy_run(run) for run in self._runs.values() if task_id is None or run.task_id == task_id]
 
-    async def next_wakeup(self) -> datetime | None:
-        due = self._top(self._due, lambda i: self._tasks[i].seq if i in self._tasks else None)
-        leased = self._top(self._leases, self._run_seq.get)
-        if due is None or leased is None:
-            return due or leased
-        return min(due, leased)
+    async def next_wakeup(self, *, now: datetime | None = None) -> datetime | None:
+        leased = [self._top(self._claims, self._task_seq), self._top(self._leases, self._run_seq.get)]
+        ends = [end for end in leased if end is not None]
+        times = [
+            t
+            for t in (self._top(self._due, self._task_seq), self._top(self._waiting, self._run_seq.get))
+            if t
+        ]
+        if ends:
+            # a lease end by the lease clock, told in the caller's
+            times.append(min(ends) if now is None else now + (min(ends) - self.lease_clock()))
+        return min(times) if times else None
 
     async def wakeups(self) -> AsyncIterator[None]:
         event = self._signal.subscribe()
@@ -410,27 +429,57 @@ class MemoryStore:
     # -- internals -------------------------------------------------------------------------
 
     def _schedule(self, slot: _Slot) -> bool:
-        """Put a task in the due heap at its claim end or next run time; whether it is there."""
+        """Put a task in the claims heap at its claim end, or in the due heap at its next run
+        time; whether it is in one."""
         task = slot.task
         slot.seq = -1
         if task.paused or task.orphaned is not None or task.next_run_time is None:
             return False
         slot.seq = seq = next(self._seq)
-        key = slot.claim_until if slot.claimed_by is not None else task.next_run_time
-        assert key is not None
-        heapq.heappush(self._due, (key, seq, task.id))
-        if len(self._due) > 2 * len(self._tasks) + 1024:
-            self._due = [e for e in self._due if e[2] in self._tasks and self._tasks[e[2]].seq == e[1]]
-            heapq.heapify(self._due)
+        if slot.claimed_by is not None:
+            assert slot.claim_until is not None
+            heapq.heappush(self._claims, (slot.claim_until, seq, task.id))
+        else:
+            heapq.heappush(self._due, (task.next_run_time, seq, task.id))
+        if len(self._due) + len(self._claims) > 2 * len(self._tasks) + 1024:
+            self._due = self._compact(self._due, self._task_seq)
+            self._claims = self._compact(self._claims, self._task_seq)
         return True
 
     def _lease_runs(self, run_ids: Iterable[str]) -> None:
         for run_id in run_ids:
             self._run_seq[run_id] = seq = next(self._seq)
-            heapq.heappush(self._leases, (self._runs[run_id].lease_until, seq, run_id))
-        if len(self._leases) > 2 * len(self._runs) + 1024:
-            self._leases = [e for e in self._leases if self._run_seq.get(e[2]) == e[1]]
-            heapq.heapify(self._leases)
+            run = self._runs[run_id]
+            heap = self._leases if run.owner is not None else self._waiting
+            heapq.heappush(heap, (run.lease_until, seq, run_id))
+        if len(self._leases) + len(self._waiting) > 2 * len(self._runs) + 1024:
+            self._leases = self._compact(self._leases, self._run_seq.get)
+            self._waiting = self._compact(self._waiting, self._run_seq.get)
+
+    def _task_seq(self, task_id: str) -> int | None:
+        slot = self._tasks.get(task_id)
+        return None if slot is None else slot.seq
+
+    @staticmethod
+    def _compact(
+        heap: builtins.list[_HeapEntry], current: Callable[[str], int | None]
+    ) -> builtins.list[_HeapEntry]:
+        kept = [entry for entry in heap if current(entry[2]) == entry[1]]
+        heapq.heapify(kept)
+        return kept
+
+    def _pop_first(
+        self,
+        heaps: Iterable[tuple[builtins.list[_HeapEntry], datetime]],
+        current: Callable[[str], int | None],
+    ) -> str | None:
+        """Pop the earliest current entry that is at or before its heap's bound; its id."""
+        best: builtins.list[_HeapEntry] | None = None
+        for heap, bound in heaps:
+            key = self._top(heap, current)
+            if key is not None and key <= bound and (best is None or heap[0] < best[0]):
+                best = heap
+        return None if best is None else heapq.heappop(best)[2]
 
     @staticmethod
     def _top(heap: builtins.list[_HeapEntry], current: Callable[[str], int | None]) -> datetime | None:

@@ -23,6 +23,10 @@ dates, whose millisecond precision would change stored fire times.
 
 Values spliced into an aggregation pipeline are wrapped in ``$literal``, so a task name or
 an owner id starting with ``$`` is never read as a field path.
+
+Leases are judged by the server's clock, :data:`SERVER_NOW` (``$$NOW``, in ``$expr`` filters
+and update pipelines): a claim's ``claim_until`` and the ``lease_until`` of a run with an
+owner are server times. Next run times and a waiting run's ``lease_until`` are the callers'.
 """
 
 from __future__ import annotations
@@ -46,6 +50,19 @@ _MICROSECOND = timedelta(microseconds=1)
 
 NOT_QUARANTINED: Doc = {"quarantine": None}
 """Matches documents that are not quarantined (``null`` or missing)."""
+
+SERVER_NOW: Doc = {"$multiply": [{"$toLong": "$$NOW"}, 1000]}
+"""The server's clock in epoch microseconds (``$$NOW`` has milliseconds), which leases are judged by."""
+
+
+def server_until(lease_us: int) -> Doc:
+    """The server's now + ``lease_us``: when a lease taken now ends."""
+    return {"$add": [SERVER_NOW, lit(lease_us)]}
+
+
+def ended(field: str) -> Doc:
+    """A filter: the server time in ``field`` is at or before the server's now."""
+    return {"$expr": {"$lte": [f"${field}", SERVER_NOW]}}
 
 
 def to_us(value: datetime) -> int:
@@ -209,25 +226,27 @@ def list_filter(filter: TaskFilter | None, after: str | None) -> Doc:
     return query
 
 
-def due_filter(now_us: int) -> Doc:
-    """Tasks ``claim_due`` may lease: due, schedulable, and not held by a live claim."""
+def due_filter(horizon_us: int) -> Doc:
+    """Tasks ``claim_due`` may lease: due by ``horizon_us`` (the caller's clock), schedulable,
+    and not held by a claim that is live by the server's clock."""
     return {
-        "next": {"$lte": now_us},
+        "next": {"$lte": horizon_us},
         "paused": False,
         "orphaned": False,
         **NOT_QUARANTINED,
-        "$or": [{"claimed_by": None}, {"claim_until": {"$lte": now_us}}],
+        "$or": [{"claimed_by": None}, ended("claim_until")],
     }
 
 
-def claim_task_filter(task_id: str, seen_token: str | None, now_us: int) -> Doc:
+def claim_task_filter(task_id: str, seen_token: str | None, horizon_us: int) -> Doc:
     """Compare-and-set of one candidate: still due, and nobody claimed it since it was read."""
-    return {"_id": task_id, "token": seen_token, **due_filter(now_us)}
+    return {"_id": task_id, "token": seen_token, **due_filter(horizon_us)}
 
 
-def claim_task_update(owner: str, until_us: int, token: str) -> Doc:
-    """Lease a task to ``owner``; ``token`` names this claim call's batch."""
-    return {"$set": {"claimed_by": owner, "claim_until": until_us, "token": token}}
+def claim_task_update(owner: str, lease_us: int, token: str) -> Pipeline:
+    """Lease a task to ``owner`` until the server's now + ``lease_us``; ``token`` names this
+    claim call's batch."""
+    return [{"$set": {"claimed_by": lit(owner), "claim_until": server_until(lease_us), "token": lit(token)}}]
 
 
 DROP_CLAIM: Doc = {"$set": {"claimed_by": None, "claim_until": None, "token": None}}
@@ -365,26 +384,49 @@ def run_from_document(doc: Mapping[str, Any]) -> Run:
 
 
 def claimable_runs_filter(now_us: int) -> Doc:
-    """Runs ``claim_due`` may lease: waiting or leased runs whose lease has ended."""
-    return {"lease_until": {"$lte": now_us}, **NOT_QUARANTINED}
+    """Runs ``claim_due`` may lease: waiting runs claimable at ``now_us`` (the caller's
+    clock), leased runs whose lease ended by the server's clock."""
+    return {
+        "$or": [
+            {"owner": None, "lease_until": {"$lte": now_us}},
+            {"owner": {"$ne": None}, **ended("lease_until")},
+        ],
+        **NOT_QUARANTINED,
+    }
 
 
 def claim_run_filter(run_id: str, seen: Mapping[str, Any], now_us: int) -> Doc:
-    """Compare-and-set of one candidate run: same owner and token as read, lease still over."""
-    return {
-        "_id": run_id,
-        "owner": seen.get("owner"),
-        "token": seen.get("token"),
-        **claimable_runs_filter(now_us),
-    }
+    """Compare-and-set of one candidate run: same owner and token as read, still claimable."""
+    owner = seen.get("owner")
+    claimable = {"lease_until": {"$lte": now_us}} if owner is None else ended("lease_until")
+    return {"_id": run_id, "owner": owner, "token": seen.get("token"), **claimable, **NOT_QUARANTINED}
 
 
-def claim_run_update(owner: str, until_us: int, token: str, *, recovered: bool) -> Doc:
-    """Lease a run to ``owner``; taking it over from an expired owner is a new attempt."""
-    return {
-        "$set": {"owner": owner, "lease_until": until_us, "token": token},
-        "$inc": {"attempt": 1 if recovered else 0},
-    }
+def claim_run_update(owner: str, lease_us: int, token: str, *, recovered: bool) -> Pipeline:
+    """Lease a run to ``owner`` until the server's now + ``lease_us``; taking it over from an
+    expired owner is a new attempt."""
+    return [
+        {
+            "$set": {
+                "owner": lit(owner),
+                "lease_until": server_until(lease_us),
+                "token": lit(token),
+                "attempt": {"$add": ["$attempt", 1 if recovered else 0]},
+            }
+        }
+    ]
+
+
+def leased_run_upsert(run: Run, token: str, lease_us: int) -> Pipeline:
+    """A new run leased until the server's now + ``lease_us`` (an upsert matching
+    ``{_id, token}``: a run of that id stored already fails it with a duplicate key)."""
+    doc = {k: lit(v) for k, v in run_document(run, token).items() if k not in ("_id", "token")}
+    return [{"$set": {**doc, "lease_until": server_until(lease_us)}}]
+
+
+def extend_update(lease_us: int) -> Pipeline:
+    """Push a lease to the server's now + ``lease_us``."""
+    return [{"$set": {"lease_until": server_until(lease_us)}}]
 
 
 def owned_runs_filter(run_ids: list[str], owner: str) -> Doc:
@@ -445,6 +487,7 @@ __all__ = [
     "DROP_CLAIM",
     "NOT_QUARANTINED",
     "RESERVE",
+    "SERVER_NOW",
     "Doc",
     "Pipeline",
     "claim_run_filter",
@@ -457,12 +500,15 @@ __all__ = [
     "dead_letter_from_document",
     "definition_fields",
     "due_filter",
+    "ended",
+    "extend_update",
     "finished_filter",
     "fire_pipeline",
     "from_us",
     "granted",
     "held_filter",
     "is_finished",
+    "leased_run_upsert",
     "list_filter",
     "lit",
     "next_task_filter",
@@ -477,6 +523,7 @@ __all__ = [
     "reserve_filter",
     "run_document",
     "run_from_document",
+    "server_until",
     "state_document",
     "task_document",
     "task_from_document",

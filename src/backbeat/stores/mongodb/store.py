@@ -7,6 +7,8 @@ replica set). Every lease is a conditional single-document write:
   (one ``bulk_write``), each write stamped with a token unique to the call, and reads back
   what carries its token: two owners never both win a task or a run.
 * ``fire``, ``complete``, ``extend`` and ``release`` match ``claimed_by``/``owner``.
+* Leases are set and judged by the server's clock (``$$NOW`` in update pipelines and
+  ``$expr`` filters, see :mod:`.documents`), never by a client's.
 * ``max_instances`` is enforced by the task document's own update (``running`` raised only
   while ``running < max_instances``), so it holds across processes.
 
@@ -47,7 +49,7 @@ from backbeat.model.records import (
     TaskFilter,
     run_id_for,
 )
-from backbeat.stores._common import check_changes
+from backbeat.stores._common import check_changes, host_clock
 from backbeat.stores.mongodb import documents as d
 from backbeat.stores.mongodb.connection import Connection
 from backbeat.stores.mongodb.errors import duplicate_indexes, is_duplicate_key
@@ -57,6 +59,7 @@ from backbeat.stores.mongodb.indexes import Collections
 READ_BATCH = 500
 _CLAIM_ROUNDS = 8
 """Candidate reads per claim: rivals claiming at once take some candidates of each round."""
+_US = timedelta(microseconds=1)
 _COUNTERS = {"running": 1, "max_instances": 1, "claimed_by": 1, "version": 1, "next": 1, "quarantine": 1}
 
 
@@ -210,14 +213,14 @@ class MongoStore:
         if limit <= 0:
             return Claim()
         c = await self._conn.collections()
-        now_us, until_us, token = d.to_us(now), d.to_us(now + lease), uuid4().hex
-        runs = await self._claim_runs(c, owner, now_us, until_us, token, limit)
+        now_us, lease_us, token = d.to_us(now), lease // _US, uuid4().hex
+        runs = await self._claim_runs(c, owner, now_us, lease_us, token, limit)
         horizon_us = d.to_us(horizon or now)
-        tasks = await self._claim_tasks(c, owner, horizon_us, until_us, token, limit - len(runs))
+        tasks = await self._claim_tasks(c, owner, horizon_us, lease_us, token, limit - len(runs))
         return Claim(tasks=tasks, runs=runs)
 
     async def _claim_runs(
-        self, c: Collections, owner: str, now_us: int, until_us: int, token: str, limit: int
+        self, c: Collections, owner: str, now_us: int, lease_us: int, token: str, limit: int
     ) -> builtins.list[Run]:
         recovered: dict[str, bool] = {}
         order: dict[str, int] = {}
@@ -234,7 +237,7 @@ class MongoStore:
                     was_owned = doc.get("owner") is not None
                     recovered[doc["_id"]] = was_owned
                     order.setdefault(doc["_id"], len(order))
-                    update = d.claim_run_update(owner, until_us, token, recovered=was_owned)
+                    update = d.claim_run_update(owner, lease_us, token, recovered=was_owned)
                     ops.append(UpdateOne(d.claim_run_filter(doc["_id"], doc, now_us), update))
                 won = (await c.runs.bulk_write(ops, ordered=False)).modified_count
                 taken += won
@@ -259,7 +262,7 @@ class MongoStore:
         return runs
 
     async def _claim_tasks(
-        self, c: Collections, owner: str, horizon_us: int, until_us: int, token: str, room: int
+        self, c: Collections, owner: str, horizon_us: int, lease_us: int, token: str, room: int
     ) -> builtins.list[Task]:
         if room <= 0:
             return []
@@ -273,7 +276,7 @@ class MongoStore:
                 ops = [
                     UpdateOne(
                         d.claim_task_filter(doc["_id"], doc.get("token"), horizon_us),
-                        d.claim_task_update(owner, until_us, token),
+                        d.claim_task_update(owner, lease_us, token),
                     )
                     for doc in seen
                 ]
@@ -291,7 +294,7 @@ class MongoStore:
         if not decisions:
             return []
         c = await self._conn.collections()
-        until, token = now + lease, uuid4().hex
+        token = uuid4().hex
         with self._conn.errors():
             query = c.tasks.find(d.held_filter([x.task_id for x in decisions], owner), {"_id": 1})
             held = {doc["_id"] for doc in await query.to_list()}
@@ -306,10 +309,11 @@ class MongoStore:
                             task_id=decision.task_id,
                             fire_time=fire_time.astimezone(UTC),
                             owner=owner,
-                            lease_until=until,
+                            lease_until=now,  # set to the server's lease end once stored
                         )
                     planned[decision.task_id] = list(runs.values())
-            existing = await self._insert_runs(c, [r for runs in planned.values() for r in runs], token)
+            new = [r for runs in planned.values() for r in runs]
+            existing = await self._insert_runs(c, new, token, lease // _US)
             results: list[FireResult] = []
             for decision in decisions:
                 if decision.task_id in planned:
@@ -319,18 +323,31 @@ class MongoStore:
                         results.append(result)
         return results
 
-    async def _insert_runs(self, c: Collections, runs: builtins.list[Run], token: str) -> set[str]:
-        """Insert new runs; the ids that already existed (those fire times are not run again)."""
+    async def _insert_runs(
+        self, c: Collections, runs: builtins.list[Run], token: str, lease_us: int
+    ) -> set[str]:
+        """Insert new runs leased until the server's now + ``lease_us`` (their ``lease_until``
+        is set to what was stored); the ids that already existed (those fire times are not run
+        again)."""
         if not runs:
             return set()
-        docs = [d.run_document(run, token) for run in runs]
+        ops = [
+            UpdateOne({"_id": run.id, "token": token}, d.leased_run_upsert(run, token, lease_us), upsert=True)
+            for run in runs
+        ]
+        existing: set[str] = set()
         try:
-            await c.runs.insert_many(docs, ordered=False)
+            await c.runs.bulk_write(ops, ordered=False)
         except BulkWriteError as exc:
             if not is_duplicate_key(exc):
                 raise
-            return {docs[i]["_id"] for i in duplicate_indexes(exc)}
-        return set()
+            existing = {runs[i].id for i in duplicate_indexes(exc)}
+        stored = c.runs.find({"_id": {"$in": [r.id for r in runs if r.id not in existing]}, "token": token})
+        leases = {doc["_id"]: doc["lease_until"] for doc in await stored.to_list()}
+        for run in runs:
+            if run.id in leases:
+                run.lease_until = d.from_us(leases[run.id])
+        return existing
 
     async def _fire_one(
         self,
@@ -417,16 +434,14 @@ class MongoStore:
         return True
 
     async def extend(
-        self, owner: str, run_ids: Collection[str], *, now: datetime, lease: timedelta
+        self, owner: str, run_ids: Collection[str], *, now: datetime | None = None, lease: timedelta
     ) -> set[str]:
         ids = list(run_ids)
         if not ids:
             return set()
         c = await self._conn.collections()
         with self._conn.errors():
-            await c.runs.update_many(
-                d.owned_runs_filter(ids, owner), {"$set": {"lease_until": d.to_us(now + lease)}}
-            )
+            await c.runs.update_many(d.owned_runs_filter(ids, owner), d.extend_update(lease // _US))
             docs = await c.runs.find(d.owned_runs_filter(ids, owner), {"_id": 1}).to_list()
         return {doc["_id"] for doc in docs}
 
@@ -471,22 +486,36 @@ class MongoStore:
                 continue  # quarantined by the next claim that meets it
         return runs
 
-    async def next_wakeup(self) -> datetime | None:
+    async def next_wakeup(self, *, now: datetime | None = None) -> datetime | None:
         c = await self._conn.collections()
+        server = {"server_now": d.SERVER_NOW}  # a lease end is moved from the server's clock to now
         with self._conn.errors():
-            due, held, leased = await asyncio.gather(
+            due, waiting, held, leased = await asyncio.gather(
                 c.tasks.find_one(d.next_task_filter(claimed=False), {"next": 1}, sort=[("next", 1)]),
-                c.tasks.find_one(
-                    d.next_task_filter(claimed=True), {"claim_until": 1}, sort=[("claim_until", 1)]
+                c.runs.find_one(
+                    {"owner": None, **d.NOT_QUARANTINED}, {"lease_until": 1}, sort=[("lease_until", 1)]
                 ),
-                c.runs.find_one(d.NOT_QUARANTINED, {"lease_until": 1}, sort=[("lease_until", 1)]),
+                c.tasks.find_one(
+                    d.next_task_filter(claimed=True), {"claim_until": 1, **server}, sort=[("claim_until", 1)]
+                ),
+                c.runs.find_one(
+                    {"owner": {"$ne": None}, **d.NOT_QUARANTINED},
+                    {"lease_until": 1, **server},
+                    sort=[("lease_until", 1)],
+                ),
             )
+        caller = now if now is not None else host_clock()
         times = [
-            doc[key]
-            for doc, key in ((due, "next"), (held, "claim_until"), (leased, "lease_until"))
+            d.from_us(doc[key])
+            for doc, key in ((due, "next"), (waiting, "lease_until"))
             if doc is not None and isinstance(doc.get(key), int)
         ]
-        return d.from_us(min(times)) if times else None
+        times += [
+            caller + (d.from_us(doc[key]) - d.from_us(int(doc["server_now"])))
+            for doc, key in ((held, "claim_until"), (leased, "lease_until"))
+            if doc is not None and isinstance(doc.get(key), int)
+        ]
+        return min(times) if times else None
 
     def wakeups(self) -> AsyncIterator[None]:
         return self._conn.wakeups()

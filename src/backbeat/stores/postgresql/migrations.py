@@ -1,7 +1,8 @@
 """The PostgreSQL store's schema, as its ordered migrations (see :mod:`backbeat.stores.sql.migrations`).
 
 Every table name is ``{p}_<table>`` (the table prefix). Version 1 is the schema of the first
-release, dead letters and shared state included. A new schema change is one more
+release, dead letters and shared state included; version 2 indexes claim ends (leases are
+judged by the server's clock, apart from next run times). A new schema change is one more
 :class:`Migration` at the end of :data:`MIGRATIONS`.
 """
 
@@ -71,6 +72,11 @@ MIGRATIONS = ordered(
     value TEXT NOT NULL
 )""",
         ),
+    ),
+    Migration(
+        2,
+        "an index of claim ends, for the next wake-up by the server's clock",
+        ("CREATE INDEX {p}_tasks_claims ON {p}_tasks (claim_until) WHERE claimed_by IS NOT NULL",),
     ),
 )
 

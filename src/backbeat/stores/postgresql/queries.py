@@ -99,16 +99,22 @@ QUARANTINED = "SELECT id, doc, quarantined FROM {p}_tasks WHERE quarantined IS N
 
 # -- claims -----------------------------------------------------------------------------------
 
+# Parameters: the caller's now (waiting runs), a limit, the store's now (leases).
 CLAIMABLE_RUNS = """
 SELECT id, task_id, fire_time, attempt, owner FROM {p}_runs
-WHERE lease_until <= $1 ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED
+WHERE lease_until <= greatest($1::bigint, $3::bigint)
+  AND (owner IS NULL AND lease_until <= $1 OR owner IS NOT NULL AND lease_until <= $3)
+ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED
 """
 LEASE_RUN = "UPDATE {p}_runs SET owner = $1, lease_until = $2, attempt = $3 WHERE id = $4"
+# Parameters: the horizon (next run times), a limit, the store's now (claim ends).
 DUE_TASKS = (
     "SELECT "
     + TASK_COLUMNS
     + """, claimed_by FROM {p}_tasks
-WHERE due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED
+WHERE due_at <= greatest($1::bigint, $3::bigint)
+  AND (claimed_by IS NULL AND due_at <= $1 OR claimed_by IS NOT NULL AND due_at <= $3)
+ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED
 """
 )
 CLAIM_TASKS = "UPDATE {p}_tasks SET claimed_by = $1, claim_until = $2 WHERE id = ANY($3::text[])"
@@ -168,12 +174,18 @@ _RUN_COLUMNS = "id, task_id, fire_time, attempt, owner, lease_until"
 LIST_RUNS = "SELECT " + _RUN_COLUMNS + " FROM {p}_runs ORDER BY id"
 LIST_TASK_RUNS = "SELECT " + _RUN_COLUMNS + " FROM {p}_runs WHERE task_id = $1 ORDER BY id"
 
+# the earliest next run time and waiting run (the callers' clock), claim end and lease end (the store's)
 NEXT_WAKEUP = """
-SELECT least(
-    (SELECT due_at FROM {p}_tasks WHERE due_at IS NOT NULL ORDER BY due_at LIMIT 1),
-    (SELECT lease_until FROM {p}_runs ORDER BY lease_until LIMIT 1)
-)
+SELECT
+    (SELECT due_at FROM {p}_tasks WHERE due_at IS NOT NULL AND claimed_by IS NULL ORDER BY due_at LIMIT 1),
+    (SELECT lease_until FROM {p}_runs WHERE owner IS NULL ORDER BY lease_until LIMIT 1),
+    (SELECT claim_until FROM {p}_tasks WHERE claimed_by IS NOT NULL AND due_at IS NOT NULL
+     ORDER BY claim_until LIMIT 1),
+    (SELECT lease_until FROM {p}_runs WHERE owner IS NOT NULL ORDER BY lease_until LIMIT 1)
 """
+STORE_NOW = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+"""The server's clock, which leases are judged by: ``clock_timestamp()`` is the time of the
+statement, where ``now()`` would be the transaction's start."""
 
 # -- dead letters and shared state --------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The PostgreSQL store: many processes on many machines sharing one database.
 
-An asyncpg pool; every store operation is one transaction on one connection. Claims lock
+An asyncpg pool; every store operation is one transaction on one connection. Leases are
+judged by the server's ``clock_timestamp()``, read once per operation. Claims lock
 what they take with ``FOR UPDATE SKIP LOCKED``, so concurrent claimers never wait on each
 other nor share a task or a run. Writing transactions that add or move due work send
 ``NOTIFY <prefix>_wakeup``, which ``wakeups`` hears on a dedicated connection. Every table
@@ -23,13 +24,24 @@ from backbeat.stores.postgresql.connection import Db, Listener, drive, is_retrya
 from backbeat.stores.postgresql.migrations import MIGRATIONS
 from backbeat.stores.sql import migrations
 from backbeat.stores.sql.migrations import Migrations
-from backbeat.stores.sql.steps import Dialect, Txn
+from backbeat.stores.sql.steps import Dialect, Txn, fetch_one
 from backbeat.stores.sql.store import SqlStore
 
 T = TypeVar("T")
 _ATTEMPTS = 5
 """Tries of an operation that lost a deadlock or a serialization conflict."""
-DIALECT = Dialect(sql=q, array=list, duplicate=(asyncpg.exceptions.UniqueViolationError,))
+
+
+def _server_clock() -> Txn[int]:
+    """The server's clock, read in the operation's transaction (see ``queries.STORE_NOW``)."""
+    row = yield from fetch_one(q.STORE_NOW)
+    assert row is not None
+    return int(row[0])
+
+
+DIALECT = Dialect(
+    sql=q, array=list, duplicate=(asyncpg.exceptions.UniqueViolationError,), clock=_server_clock
+)
 
 
 class PostgresStore(SqlStore):

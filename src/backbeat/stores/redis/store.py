@@ -1,4 +1,7 @@
-"""The Redis store: every write is one Lua script call, batched over all items."""
+"""The Redis store: every write is one Lua script call, batched over all items.
+
+Leases are judged by the server's clock (``TIME`` inside the scripts), never a client's.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from backbeat.model.records import (
     Task,
     TaskFilter,
 )
+from backbeat.stores._common import host_clock
 from backbeat.stores.memory import check_changes
 from backbeat.stores.redis import codec, layout
 from backbeat.stores.redis.codec import Arg, field, iso, opt_us, text
@@ -39,6 +43,7 @@ log = logging.getLogger("backbeat.stores.redis")
 ADD_BATCH = 1000
 """Tasks per ``add.lua`` call: bigger batches would stall the server for other clients."""
 READ_BATCH = 500
+_US = timedelta(microseconds=1)
 
 
 class RedisStore:
@@ -220,11 +225,10 @@ class RedisStore:
     ) -> Claim:
         if limit <= 0:
             return Claim()
-        until = now + lease
-        flat_runs, run_sizes, run_parts, sizes, parts = await self._conn.run(
-            "claim", owner, to_us(now), to_us(until), limit, to_us(horizon or now)
+        flat_runs, run_sizes, run_parts, sizes, parts, until = await self._conn.run(
+            "claim", owner, to_us(now), lease // _US, limit, to_us(horizon or now)
         )
-        runs = codec.claimed_runs(flat_runs, owner, until)
+        runs = codec.claimed_runs(flat_runs, owner, from_us(until))
         for run, (_, task) in zip(runs, await self._decode(run_sizes, run_parts), strict=True):
             run.task = task
         tasks = [task for _, task in await self._decode(sizes, parts) if task is not None]
@@ -235,15 +239,15 @@ class RedisStore:
     ) -> builtins.list[FireResult]:
         if not decisions:
             return []
-        until = now + lease
-        args: list[Arg] = [owner, to_us(until)]
+        args: list[Arg] = [owner, lease // _US]
         times: list[list[str]] = []
         for decision in decisions:
             fire_times = [iso(fire_time) for fire_time in decision.fire_times]
             times.append(fire_times)
             head = f"{len(fire_times)}|{decision.claimed_version}|{opt_us(decision.next_run_time)}|"
             args.append(head + "".join(f"{fire_time}|" for fire_time in fire_times) + decision.task_id)
-        statuses = text(await self._conn.run("fire", *args)).split(",")
+        until_us, reply = await self._conn.run("fire", *args)
+        until, statuses = from_us(until_us), text(reply).split(",")
         results: list[FireResult] = []
         for decision, fire_times, status in zip(decisions, times, statuses, strict=True):
             if not status:
@@ -282,11 +286,11 @@ class RedisStore:
         return {text(run_id) for run_id in await self._conn.run("complete", *args, *letters)}
 
     async def extend(
-        self, owner: str, run_ids: Collection[str], *, now: datetime, lease: timedelta
+        self, owner: str, run_ids: Collection[str], *, now: datetime | None = None, lease: timedelta
     ) -> set[str]:
         if not run_ids:
             return set()
-        held = await self._conn.run("extend", owner, to_us(now + lease), *run_ids)
+        held = await self._conn.run("extend", owner, lease // _US, *run_ids)
         return {text(run_id) for run_id in held}
 
     async def release(
@@ -324,8 +328,8 @@ class RedisStore:
                     runs.append(run)
         return runs
 
-    async def next_wakeup(self) -> datetime | None:
-        earliest = await self._conn.run("next")
+    async def next_wakeup(self, *, now: datetime | None = None) -> datetime | None:
+        earliest = await self._conn.run("next", to_us(now if now is not None else host_clock()))
         return None if earliest is None else from_us(earliest)
 
     def wakeups(self) -> AsyncIterator[None]:

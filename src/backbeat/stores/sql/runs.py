@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from backbeat.errors import TaskNotFoundError
@@ -23,18 +23,23 @@ from backbeat.stores.sql.steps import (
     to_us,
 )
 
+_US = timedelta(microseconds=1)
+
 
 def claim(
-    d: Dialect, owner: str, now: datetime, horizon: datetime, until: datetime, limit: int
+    d: Dialect, owner: str, now: datetime, horizon: datetime, lease: timedelta, limit: int
 ) -> Txn[Claim]:
-    """Runs claimable at ``now``, then tasks due by ``horizon``."""
+    """Runs claimable at ``now`` (waiting) or by the store's clock (lease ended), then tasks
+    due by ``horizon`` that hold no live claim; leased until the store's now + ``lease``."""
     claimed = Claim()
-    yield from _claim_runs(d, claimed, owner, now, until, limit)
+    store_us = yield from d.clock()
+    until_us = store_us + lease // _US
+    yield from _claim_runs(d, claimed, owner, to_us(now), store_us, until_us, limit)
     room, taken = limit - len(claimed.runs), set[str]()
-    horizon_us, until_us, corrupt = to_us(horizon), to_us(until), Corrupt()
+    horizon_us, corrupt = to_us(horizon), Corrupt()
     while len(taken) < room:
         want = room - len(taken)
-        rows = yield from fetch(d.sql.DUE_TASKS, horizon_us, want)
+        rows = yield from fetch(d.sql.DUE_TASKS, horizon_us, want, store_us)
         skipped = False
         mine: list[str] = []
         for row in rows:
@@ -61,13 +66,13 @@ def claim(
 
 
 def _claim_runs(
-    d: Dialect, claimed: Claim, owner: str, now: datetime, until: datetime, limit: int
+    d: Dialect, claimed: Claim, owner: str, now_us: int, store_us: int, until_us: int, limit: int
 ) -> Txn[None]:
     """Lease the runs that are waiting or whose owner let the lease expire."""
-    until_us = to_us(until)
+    until = from_us(until_us)
     leases: list[tuple[str, int, int, str]] = []
     for run_id, task_id, fire, attempt, old_owner in (
-        yield from fetch(d.sql.CLAIMABLE_RUNS, to_us(now), limit)
+        yield from fetch(d.sql.CLAIMABLE_RUNS, now_us, limit, store_us)
     ):
         # an owner that let its lease expire is presumed dead: this is a new attempt
         recovered = old_owner is not None
@@ -92,8 +97,10 @@ def _claim_runs(
         yield from quarantine(d, corrupt)
 
 
-def fire(d: Dialect, owner: str, decisions: list[FireDecision], until: datetime) -> Txn[list[FireResult]]:
-    until_us = to_us(until)
+def fire(d: Dialect, owner: str, decisions: list[FireDecision], lease: timedelta) -> Txn[list[FireResult]]:
+    """Runs leased until the store's now + ``lease`` (see ``Store.fire``)."""
+    until_us = (yield from d.clock()) + lease // _US
+    until = from_us(until_us)
     rows = yield from fetch(d.sql.FIRE_STATE, d.array(sorted({dec.task_id for dec in decisions})))
     state = {row[0]: row for row in rows}
     wanted = [run_id_for(dec.task_id, t) for dec in decisions for t in dec.fire_times]
@@ -179,9 +186,10 @@ def complete(d: Dialect, owner: str, results: list[RunResult]) -> Txn[set[str]]:
     return lost
 
 
-def extend(d: Dialect, owner: str, run_ids: list[str], until: datetime) -> Txn[set[str]]:
-    """The ids of the runs ``owner`` still holds (their leases now end at ``until``)."""
-    held = yield from fetch_ids(d.sql.EXTEND_RUNS, to_us(until), owner, d.array(sorted(set(run_ids))))
+def extend(d: Dialect, owner: str, run_ids: list[str], lease: timedelta) -> Txn[set[str]]:
+    """The ids of the runs ``owner`` still holds (their leases now end at the store's now + ``lease``)."""
+    until_us = (yield from d.clock()) + lease // _US
+    held = yield from fetch_ids(d.sql.EXTEND_RUNS, until_us, owner, d.array(sorted(set(run_ids))))
     return set(held)
 
 
@@ -216,9 +224,27 @@ def list_runs(d: Dialect, task_id: str | None) -> Txn[list[Run]]:
     ]
 
 
-def next_wakeup(d: Dialect) -> Txn[datetime | None]:
+def next_wakeup(d: Dialect, now: datetime | None) -> Txn[datetime | None]:
+    """See ``Store.next_wakeup``; lease ends are moved to ``now``'s clock unless it is ``None``."""
+    scheduled, leased = yield from earliest(d)
+    times = [] if scheduled is None else [scheduled]
+    if leased is not None:
+        times.append(leased if now is None else now + (leased - from_us((yield from d.clock()))))
+    return min(times) if times else None
+
+
+def earliest(d: Dialect) -> Txn[tuple[datetime | None, datetime | None]]:
+    """The earliest next run time or waiting run (the callers' clock), and the earliest
+    claim's or run's lease end (the store's clock)."""
     row = yield from fetch_one(d.sql.NEXT_WAKEUP)
-    return None if row is None or row[0] is None else from_us(int(row[0]))
+    assert row is not None
+    due, waiting, claimed, leased = (None if value is None else int(value) for value in row)
+    scheduled = min((t for t in (due, waiting) if t is not None), default=None)
+    ends = min((t for t in (claimed, leased) if t is not None), default=None)
+    return (
+        None if scheduled is None else from_us(scheduled),
+        None if ends is None else from_us(ends),
+    )
 
 
 def requeue_dead_letter(d: Dialect, letter_id: str, now: datetime) -> Txn[Run | None]:

@@ -159,6 +159,9 @@ class Dialect:
     """A list of strings as one statement parameter."""
     duplicate: tuple[type[Exception], ...]
     """What the driver raises when an insert meets an existing key."""
+    clock: Callable[[], Txn[int]]
+    """The store's clock (epoch microseconds), which leases are judged by: a statement for
+    a server, the host's clock for an embedded database."""
 
 
 # -- typed shorthands for ``yield`` ------------------------------------------------------------

@@ -27,7 +27,7 @@ from backbeat.model.records import (
     Task,
     TaskFilter,
 )
-from backbeat.stores._common import Signal, check_changes
+from backbeat.stores._common import Signal, check_changes, host_clock
 from backbeat.stores.sql import dead_letters, runs
 from backbeat.stores.sql import tasks as task_ops  # ``add(tasks=...)`` would shadow ``tasks``
 from backbeat.stores.sql.steps import Dialect, Txn
@@ -111,14 +111,14 @@ class SqlStore(ABC):
     ) -> Claim:
         if limit <= 0:
             return Claim()
-        return await self._write(runs.claim, owner, now, horizon or now, now + lease, limit)
+        return await self._write(runs.claim, owner, now, horizon or now, lease, limit)
 
     async def fire(
         self, owner: str, decisions: Sequence[FireDecision], *, now: datetime, lease: timedelta
     ) -> builtins.list[FireResult]:
         if not decisions:
             return []
-        return await self._write(runs.fire, owner, builtins.list(decisions), now + lease)
+        return await self._write(runs.fire, owner, builtins.list(decisions), lease)
 
     async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
         if not results:
@@ -126,11 +126,11 @@ class SqlStore(ABC):
         return await self._write(runs.complete, owner, builtins.list(results))
 
     async def extend(
-        self, owner: str, run_ids: Collection[str], *, now: datetime, lease: timedelta
+        self, owner: str, run_ids: Collection[str], *, now: datetime | None = None, lease: timedelta
     ) -> set[str]:
         if not run_ids:
             return set()
-        return await self._write(runs.extend, owner, builtins.list(run_ids), now + lease)
+        return await self._write(runs.extend, owner, builtins.list(run_ids), lease)
 
     async def release(
         self, owner: str, *, run_ids: Collection[str], task_ids: Collection[str], now: datetime
@@ -144,8 +144,12 @@ class SqlStore(ABC):
     async def list_runs(self, task_id: str | None = None) -> builtins.list[Run]:
         return await self._read(runs.list_runs, task_id)
 
-    async def next_wakeup(self) -> datetime | None:
-        return await self._read(runs.next_wakeup)
+    async def next_wakeup(self, *, now: datetime | None = None) -> datetime | None:
+        return await self._read(runs.next_wakeup, self._caller_now(now))
+
+    def _caller_now(self, now: datetime | None) -> datetime | None:
+        """The clock lease ends are told in: the caller's ``now``, else this host's."""
+        return now if now is not None else host_clock()
 
     # -- dead letters and shared state -----------------------------------------------------
 

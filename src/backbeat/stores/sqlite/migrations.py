@@ -1,7 +1,8 @@
 """The SQLite store's schema, as its ordered migrations (see :mod:`backbeat.stores.sql.migrations`).
 
-Version 1 is the first release's file; version 2 added dead letters and shared state. A new
-schema change is one more :class:`Migration` at the end of :data:`MIGRATIONS`.
+Version 1 is the first release's file; version 2 added dead letters and shared state; version
+3 indexes claim ends (leases are judged by the store's clock, apart from next run times). A
+new schema change is one more :class:`Migration` at the end of :data:`MIGRATIONS`.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ MIGRATIONS = ordered(
     value TEXT NOT NULL
 )""",
         ),
+    ),
+    Migration(
+        3,
+        "an index of claim ends, for the next wake-up by the store's clock",
+        ("CREATE INDEX tasks_claims ON tasks (claim_until) WHERE claimed_by IS NOT NULL",),
     ),
 )
 

@@ -91,14 +91,20 @@ QUARANTINED = "SELECT id, doc, quarantined FROM tasks WHERE quarantined IS NOT N
 
 # -- claims -----------------------------------------------------------------------------------
 
+# Parameters: the caller's now (waiting runs), a limit, the store's now (leases).
 CLAIMABLE_RUNS = """
 SELECT id, task_id, fire_time, attempt, owner FROM runs
-WHERE lease_until <= ? ORDER BY lease_until LIMIT ?
+WHERE lease_until <= max(?1, ?3)
+  AND (owner IS NULL AND lease_until <= ?1 OR owner IS NOT NULL AND lease_until <= ?3)
+ORDER BY lease_until LIMIT ?2
 """
 LEASE_RUN = "UPDATE runs SET owner = ?, lease_until = ?, attempt = ? WHERE id = ?"
+# Parameters: the horizon (next run times), a limit, the store's now (claim ends).
 DUE_TASKS = f"""
 SELECT {TASK_COLUMNS}, claimed_by FROM tasks
-WHERE due_at <= ? ORDER BY due_at LIMIT ?
+WHERE due_at <= max(?1, ?3)
+  AND (claimed_by IS NULL AND due_at <= ?1 OR claimed_by IS NOT NULL AND due_at <= ?3)
+ORDER BY due_at LIMIT ?2
 """
 CLAIM_TASKS = """
 UPDATE tasks SET claimed_by = ?, claim_until = ? WHERE id IN (SELECT value FROM json_each(?))
@@ -156,12 +162,14 @@ _RUN_COLUMNS = "id, task_id, fire_time, attempt, owner, lease_until"
 LIST_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id"
 LIST_TASK_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs WHERE task_id = ? ORDER BY id"
 
+# the earliest next run time and waiting run (the callers' clock), claim end and lease end (the store's)
 NEXT_WAKEUP = """
-SELECT min(t) FROM (
-    SELECT (SELECT due_at FROM tasks WHERE due_at IS NOT NULL ORDER BY due_at LIMIT 1) AS t
-    UNION ALL
-    SELECT (SELECT lease_until FROM runs ORDER BY lease_until LIMIT 1)
-)
+SELECT
+    (SELECT due_at FROM tasks WHERE due_at IS NOT NULL AND claimed_by IS NULL ORDER BY due_at LIMIT 1),
+    (SELECT lease_until FROM runs WHERE owner IS NULL ORDER BY lease_until LIMIT 1),
+    (SELECT claim_until FROM tasks WHERE claimed_by IS NOT NULL AND due_at IS NOT NULL
+     ORDER BY claim_until LIMIT 1),
+    (SELECT lease_until FROM runs WHERE owner IS NOT NULL ORDER BY lease_until LIMIT 1)
 """
 
 # -- dead letters and shared state --------------------------------------------------------------

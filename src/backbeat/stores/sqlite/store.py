@@ -17,6 +17,7 @@ import sqlite3
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
@@ -25,9 +26,10 @@ import orjson
 from backbeat.abc import Store
 from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.model.records import Claim
+from backbeat.stores._common import LeaseClock, host_clock
 from backbeat.stores.sql import migrations, runs
 from backbeat.stores.sql.migrations import Migrations
-from backbeat.stores.sql.steps import Dialect, Execute, ExecuteMany, Fetch, Stepper, Txn
+from backbeat.stores.sql.steps import Dialect, Execute, ExecuteMany, Fetch, Stepper, Txn, to_us
 from backbeat.stores.sql.store import SqlStore
 from backbeat.stores.sqlite import queries as q
 from backbeat.stores.sqlite.migrations import MIGRATIONS
@@ -41,7 +43,17 @@ def _json_array(values: Iterable[str]) -> str:
     return orjson.dumps(list(values)).decode()
 
 
-DIALECT = Dialect(sql=q, array=_json_array, duplicate=(sqlite3.IntegrityError,))
+def _lease_clock(clock: LeaseClock) -> Callable[[], Txn[int]]:
+    def now() -> Txn[int]:
+        yield from ()
+        return to_us(clock())
+
+    return now
+
+
+DIALECT = Dialect(
+    sql=q, array=_json_array, duplicate=(sqlite3.IntegrityError,), clock=_lease_clock(host_clock)
+)
 
 
 class SQLiteStore(SqlStore):
@@ -52,6 +64,9 @@ class SQLiteStore(SqlStore):
         busy_timeout: seconds to wait for another process's write lock before
             :class:`~backbeat.errors.StoreUnavailableError` is raised.
         poll_interval: seconds between checks for other processes' commits (``wakeups``).
+        lease_clock: the clock claims and run leases are judged by (default: this host's).
+            Every process sharing the file runs on one host (SQLite needs a local file
+            system's locks), so all read the same OS clock; tests pass a fake one.
     """
 
     dialect = DIALECT
@@ -59,9 +74,16 @@ class SQLiteStore(SqlStore):
     """The schema this store knows, oldest first: a file is brought up to the last one at open."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0, poll_interval: float = 0.005
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 10.0,
+        poll_interval: float = 0.005,
+        lease_clock: LeaseClock = host_clock,
     ) -> None:
         super().__init__()
+        self.lease_clock = lease_clock
+        self.dialect = replace(DIALECT, clock=_lease_clock(lease_clock))
         self.path = os.fspath(path)
         self.busy_timeout = busy_timeout
         self.poll_interval = poll_interval
@@ -94,11 +116,13 @@ class SQLiteStore(SqlStore):
 
         def claim(db: sqlite3.Connection) -> Claim:
             # a read first: idle pollers in many processes then never queue for the write lock
-            earliest, _ = _drive(db, runs.next_wakeup(DIALECT))
-            if earliest is None or earliest > (horizon or now):
+            (scheduled, ended), _ = _drive(db, runs.earliest(self.dialect))
+            if (scheduled is None or scheduled > (horizon or now)) and (
+                ended is None or ended > self.lease_clock()
+            ):
                 return Claim()
             claimed, _ = self._transaction(
-                db, runs.claim(DIALECT, owner, now, horizon or now, now + lease, limit)
+                db, runs.claim(self.dialect, owner, now, horizon or now, lease, limit)
             )
             return claimed
 
@@ -128,13 +152,16 @@ class SQLiteStore(SqlStore):
         finally:
             self._signal.unsubscribe(event)
 
+    def _caller_now(self, now: datetime | None) -> datetime | None:
+        return now  # lease ends by this host's clock are already in the callers' (unless given)
+
     # -- plumbing: one thread, one connection, one transaction per operation ---------------
 
     async def _run(
         self, operation: Callable[..., Txn[T]], args: tuple[Any, ...], *, write: bool
     ) -> tuple[T, bool]:
         def run(db: sqlite3.Connection) -> tuple[T, bool]:
-            txn = operation(DIALECT, *args)
+            txn = operation(self.dialect, *args)
             # a read runs in autocommit mode: the quarantine of a corrupt row it found commits alone
             return self._transaction(db, txn) if write else _drive(db, txn)
 

@@ -29,6 +29,19 @@ local K_WAKEUP = P .. 'wakeup'
 local NRT, VER, RUNNING, RUNS, FAILURES, LAST, MAX, FLAGS, OUTCOME = 1, 2, 3, 4, 5, 6, 7, 8, 9
 local CHUNK = 2000 -- arguments per variadic call: unpack() is bounded by the Lua C stack
 
+-- The server's clock in epoch microseconds: leases are judged by it, never by a client's.
+-- TIME is not deterministic, so a script that calls it and then writes relies on script
+-- effects replication (the default since Redis 5, the only mode since Redis 7).
+local function server_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- An integer time as exact decimal text (tostring would keep 14 digits only).
+local function us_text(n)
+  return string.format('%.0f', n)
+end
+
 local function tag_key(tag)
   return P .. 'tag:' .. tag
 end

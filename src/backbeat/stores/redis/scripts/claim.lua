@@ -1,12 +1,45 @@
--- ARGV: prefix, owner, now, lease_until, limit, horizon (tasks due by it are claimed; runs by now).
--- Returns {runs, run_task_sizes, run_task_parts, task_sizes, task_parts}: runs flat as
--- run_id, fire_time, attempt (negative when recovered from an expired lease), then the
--- runs' tasks and the claimed tasks (see snapshots in _lib.lua). Runs go first: they are
--- overdue work already.
-local owner, now, lease_until = ARGV[2], ARGV[3], ARGV[4]
-local limit, horizon = tonumber(ARGV[5]), ARGV[6]
+-- ARGV: prefix, owner, now, lease (microseconds), limit, horizon. Waiting runs are claimable
+-- at now and tasks due by horizon (the caller's clock); leases and claims end by the
+-- server's clock, and are taken until its now + lease.
+-- Returns {runs, run_task_sizes, run_task_parts, task_sizes, task_parts, lease_until}: runs
+-- flat as run_id, fire_time, attempt (negative when recovered from an expired lease), then
+-- the runs' tasks and the claimed tasks (see snapshots in _lib.lua). Runs go first: they
+-- are overdue work already.
+local owner, now, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local limit, horizon = tonumber(ARGV[5]), tonumber(ARGV[6])
+local store_now = server_now()
+local lease_until = us_text(store_now + lease)
 
-local run_ids = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', now, 'LIMIT', 0, limit)
+-- Up to count members of a sorted set scored by two clocks: every member scored at or
+-- before both bounds, then those between them that keep() accepts (for a batch of ids,
+-- a table of booleans).
+local function candidates(key, lo, hi, count, keep)
+  local ids = redis.call('ZRANGEBYSCORE', key, '-inf', us_text(lo), 'LIMIT', 0, count)
+  local offset = 0
+  while #ids < count and hi > lo do
+    local batch = redis.call('ZRANGEBYSCORE', key, '(' .. us_text(lo), us_text(hi), 'LIMIT', offset, count)
+    if #batch == 0 then
+      break
+    end
+    offset = offset + #batch
+    local kept = keep(batch)
+    for i, id in ipairs(batch) do
+      if kept[i] and #ids < count then
+        ids[#ids + 1] = id
+      end
+    end
+  end
+  return ids
+end
+
+-- between the two clocks: waiting runs when the caller's now is the later, else leased runs
+local run_ids = candidates(K_LEASES, math.min(now, store_now), math.max(now, store_now), limit, function(batch)
+  local kept = {}
+  for i, found in ipairs(get_keys(keys_of(run_key, batch))) do
+    kept[i] = not found or ((parse_run(found)[3] == '') == (now > store_now))
+  end
+  return kept
+end)
 local stored = get_keys(keys_of(run_key, run_ids))
 local runs, run_tasks, writes, leases, gone = {}, {}, {}, {}, {}
 for i, rid in ipairs(run_ids) do
@@ -38,7 +71,15 @@ local run_snaps = snapshots(run_tasks, get_many(K_LIVE, run_tasks))
 local claimed, lives = {}, {}
 local room = limit - #run_tasks
 if room > 0 then
-  local ids = redis.call('ZRANGEBYSCORE', K_SCHEDULE, '-inf', horizon, 'LIMIT', 0, room)
+  -- between the two clocks: unclaimed tasks when the horizon is the later, else claimed ones
+  local lo, hi = math.min(horizon, store_now), math.max(horizon, store_now)
+  local ids = candidates(K_SCHEDULE, lo, hi, room, function(batch)
+    local kept = {}
+    for i, found in ipairs(get_keys(keys_of(claim_key, batch))) do
+      kept[i] = (found == false) == (horizon > store_now)
+    end
+    return kept
+  end)
   local owners = get_keys(keys_of(claim_key, ids))
   local found = get_many(K_LIVE, ids)
   for i, id in ipairs(ids) do
@@ -48,7 +89,7 @@ if room > 0 then
     elseif owners[i] then
       -- a claim whose owner died between claim_due and fire
       local live = parse_live(found[i])
-      take = schedulable(live) and tonumber(live[NRT]) <= tonumber(horizon)
+      take = schedulable(live) and tonumber(live[NRT]) <= horizon
       if not take then
         redis.call('DEL', claim_key(id))
         reschedule(id, live)
@@ -69,4 +110,4 @@ end
 call_keys('MSET', by)
 call_many('ZADD', K_SCHEDULE, scores)
 local snaps = snapshots(claimed, lives)
-return {runs, run_snaps[1], run_snaps[2], snaps[1], snaps[2]}
+return {runs, run_snaps[1], run_snaps[2], snaps[1], snaps[2], lease_until}

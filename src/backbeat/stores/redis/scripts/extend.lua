@@ -1,5 +1,6 @@
--- ARGV: prefix, owner, lease_until, run_id... Returns the run ids still held by owner.
-local owner, lease_until = ARGV[2], ARGV[3]
+-- ARGV: prefix, owner, lease (microseconds), run_id... Pushes the leases still held by owner
+-- to the server's now + lease; returns their run ids.
+local owner, lease_until = ARGV[2], us_text(server_now() + tonumber(ARGV[3]))
 local run_ids = args_from(4)
 local held, leases = {}, {}
 for i, found in ipairs(get_keys(keys_of(run_key, run_ids))) do

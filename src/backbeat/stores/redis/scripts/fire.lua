@@ -1,10 +1,10 @@
--- ARGV: prefix, owner, lease_until, then per decision
+-- ARGV: prefix, owner, lease (microseconds: runs are leased until the server's now + lease), then per decision
 -- "n|claimed_version|next_run_time|fire_time x n|task_id" (next_run_time '' = none; a run's
 -- id is task_id .. '@' .. fire_time, as model.run_id_for makes it).
--- Returns one string: per decision, comma-separated, '' if the task is no longer claimed
+-- Returns {lease_until, statuses}: statuses is one string: per decision, comma-separated, '' if the task is no longer claimed
 -- by owner, else 'R' (task removed) or '-' then a letter per fire time: c created,
 -- s skipped (max_instances reached), x that run exists already.
-local owner, lease_until = ARGV[2], ARGV[3]
+local owner, lease_until = ARGV[2], us_text(server_now() + tonumber(ARGV[3]))
 local decisions, ids = {}, {}
 for i = 4, #ARGV do
   local packed = ARGV[i]
@@ -100,4 +100,4 @@ remove_tasks(removed)
 if #scores > 0 then
   wake()
 end
-return table.concat(results, ',')
+return {lease_until, table.concat(results, ',')}
