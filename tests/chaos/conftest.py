@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.postgres_server import (
+from tests.postgresql_server import (
     PostgresNotInstalledError,
     PostgresServerHandle,
     drop_prefixes,
@@ -60,7 +60,7 @@ def store_url(
     request: pytest.FixtureRequest, tmp_path: Path, postgres_prefixes: list[tuple[str, str]]
 ) -> str:
     """The URL of a fresh store that worker subprocesses share: a SQLite file, a private Redis,
-    or tables of a fresh prefix on the PostgreSQL server (``BACKBEAT_POSTGRES_URL``)."""
+    or tables of a fresh prefix on the PostgreSQL server (``BACKBEAT_POSTGRESQL_URL``)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'backbeat.db'}"
     if request.param == "postgresql":

@@ -33,7 +33,7 @@ from tests.chaos.hosts import (
     require_hosts,
 )
 from tests.integration import jobs
-from tests.postgres_server import PostgresNotInstalledError, start_private_postgres
+from tests.postgresql_server import PostgresNotInstalledError, start_private_postgres
 from tests.redis_server import start_private_redis
 from tests.scheduling import ROOT
 

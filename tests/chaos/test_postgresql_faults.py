@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from backbeat import SchedulerConfig, StoreUnavailableError
-from backbeat.stores.postgresql import PostgresStore, queries
+from backbeat.stores.postgresql import PostgreSQLStore, queries
 from backbeat.stores.postgresql.connection import render
 from backbeat.stores.postgresql.migrations import MIGRATIONS
 from tests.chaos.records import executions, overlaps
@@ -25,7 +25,7 @@ from tests.chaos.scenarios import (
     worker_survives_a_restart,
 )
 from tests.integration import jobs
-from tests.postgres_server import PostgresServerHandle, fresh_prefix, usable_postgres_url
+from tests.postgresql_server import PostgresServerHandle, fresh_prefix, usable_postgres_url
 from tests.redis_server import free_port
 from tests.scheduling import SchedulerFactory, Worker, wait_for
 
@@ -75,8 +75,8 @@ async def test_a_scheduler_on_an_unreachable_postgresql_fails_promptly_with_a_cl
 async def test_a_postgresql_that_accepts_but_never_answers_fails_the_start_instead_of_hanging(
     make_scheduler: SchedulerFactory,
 ) -> None:
-    def store_at(port: int) -> PostgresStore:
-        return PostgresStore(f"postgresql://postgres@127.0.0.1:{port}/test", connect_timeout=1)
+    def store_at(port: int) -> PostgreSQLStore:
+        return PostgreSQLStore(f"postgresql://postgres@127.0.0.1:{port}/test", connect_timeout=1)
 
     await start_fails_on_a_silent_server(make_scheduler, store_at)
 
@@ -200,9 +200,9 @@ async def test_a_store_opens_next_to_busy_instances_without_waiting_for_their_tr
     base = usable_postgres_url()
     prefix = fresh_prefix()
     postgres_prefixes.append((base, prefix))
-    first = PostgresStore(base, table_prefix=prefix)
+    first = PostgreSQLStore(base, table_prefix=prefix)
     await first.open()  # the schema exists from now on
-    second = PostgresStore(base, table_prefix=prefix)
+    second = PostgreSQLStore(base, table_prefix=prefix)
     completing = await asyncpg.connect(base, timeout=5)
     try:
         # another instance's complete(), midway: it wrote <prefix>_runs and <prefix>_tasks

@@ -160,16 +160,16 @@ class RedisBackend(Backend):
         self.client.close()
 
 
-class PostgresBackend(Backend):
-    """Tables of a fresh prefix per test on ``BACKBEAT_POSTGRES_URL`` (default: the local
+class PostgreSQLBackend(Backend):
+    """Tables of a fresh prefix per test on ``BACKBEAT_POSTGRESQL_URL`` (default: the local
     server), dropped after."""
 
     tolerance = timedelta(milliseconds=1)
 
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path)
-        self.store_class = _store_class("backbeat.stores.postgresql", "PostgresStore")
-        self.url = os.environ.get("BACKBEAT_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+        self.store_class = _store_class("backbeat.stores.postgresql", "PostgreSQLStore")
+        self.url = os.environ.get("BACKBEAT_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/test")
         self.prefix = f"bb_{uuid.uuid4().hex[:10]}"
 
     async def open_store(self) -> Store:
@@ -247,7 +247,7 @@ BACKENDS: dict[str, type[Backend]] = {
     "memory": MemoryBackend,
     "sqlite": SQLiteBackend,
     "redis": RedisBackend,
-    "postgresql": PostgresBackend,
+    "postgresql": PostgreSQLBackend,
     "mongodb": MongoBackend,
 }
 

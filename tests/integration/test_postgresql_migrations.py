@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from backbeat.errors import StoreError
-from backbeat.stores.postgresql import PostgresStore, queries
+from backbeat.stores.postgresql import PostgreSQLStore, queries
 from backbeat.stores.postgresql.connection import render
 from backbeat.stores.postgresql.migrations import MIGRATIONS
 from backbeat.stores.sql.migrations import Migration, latest
@@ -22,17 +22,17 @@ from tests.integration.upgrades import observe, write_history
 
 pytestmark = pytest.mark.postgresql
 
-URL = os.environ.get("BACKBEAT_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+URL = os.environ.get("BACKBEAT_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/test")
 NEXT = latest(MIGRATIONS) + 1
 
 
-class Version1Store(PostgresStore):
+class Version1Store(PostgreSQLStore):
     """The store as the first release made it: only migration 1."""
 
     migrations = MIGRATIONS[:1]
 
 
-class NextStore(PostgresStore):
+class NextStore(PostgreSQLStore):
     """A store of a later release, with one more migration; it fails if run twice."""
 
     migrations = (
@@ -73,7 +73,7 @@ async def prefixes() -> AsyncIterator[Callable[[], str]]:
         await _sql(f"DROP TABLE IF EXISTS {tables} CASCADE")
 
 
-async def written(store: PostgresStore) -> None:
+async def written(store: PostgreSQLStore) -> None:
     await store.open()
     try:
         await write_history(store)
@@ -81,7 +81,7 @@ async def written(store: PostgresStore) -> None:
         await store.close()
 
 
-async def observed(store: PostgresStore) -> list[object]:
+async def observed(store: PostgreSQLStore) -> list[object]:
     await store.open()
     try:
         return await observe(store)
@@ -185,11 +185,11 @@ async def test_a_newer_schema_is_refused_naming_both_versions_and_left_as_it_was
     prefixes: Callable[[], str],
 ) -> None:
     prefix = prefixes()
-    await written(PostgresStore(URL, table_prefix=prefix))
+    await written(PostgreSQLStore(URL, table_prefix=prefix))
     await _sql(f"UPDATE {prefix}_meta SET value = $1 WHERE key = 'schema_version'", str(NEXT))
     before = (await schema(prefix), await contents(prefix))
 
-    store = PostgresStore(URL, table_prefix=prefix)
+    store = PostgreSQLStore(URL, table_prefix=prefix)
     holder = await asyncpg.connect(URL)
     try:
         async with holder.transaction():
@@ -208,9 +208,9 @@ async def test_opening_a_current_schema_takes_no_lock_but_its_version_read(
     prefixes: Callable[[], str],
 ) -> None:
     prefix = prefixes()
-    await written(PostgresStore(URL, table_prefix=prefix))
+    await written(PostgreSQLStore(URL, table_prefix=prefix))
     holder = await asyncpg.connect(URL)
-    current = PostgresStore(URL, table_prefix=prefix)
+    current = PostgreSQLStore(URL, table_prefix=prefix)
     migrating = NextStore(URL, table_prefix=prefix)
     try:
         async with holder.transaction():

@@ -19,7 +19,7 @@ from backbeat import PostgresJobStoreConfig
 from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.model.records import Task
 from backbeat.stores import store_from_url
-from backbeat.stores.postgresql import PostgresStore, queries
+from backbeat.stores.postgresql import PostgreSQLStore, queries
 from backbeat.stores.postgresql.migrations import MIGRATIONS
 from backbeat.stores.sql.migrations import latest
 from tests.integration import jobs
@@ -27,7 +27,7 @@ from tests.scheduling import SchedulerFactory, wait_for
 
 pytestmark = pytest.mark.postgresql
 
-URL = os.environ.get("BACKBEAT_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+URL = os.environ.get("BACKBEAT_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/test")
 T0 = datetime(2024, 1, 1, 12, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
 
@@ -58,15 +58,15 @@ async def prefix() -> AsyncIterator[str]:
     await _sql(f"DROP TABLE IF EXISTS {tables} CASCADE")
 
 
-OpenStore = Callable[[], Awaitable[PostgresStore]]
+OpenStore = Callable[[], Awaitable[PostgreSQLStore]]
 
 
 @pytest.fixture
 async def stores(prefix: str) -> AsyncIterator[OpenStore]:
-    opened: list[PostgresStore] = []
+    opened: list[PostgreSQLStore] = []
 
-    async def open_store() -> PostgresStore:
-        store = PostgresStore(URL, table_prefix=prefix)
+    async def open_store() -> PostgreSQLStore:
+        store = PostgreSQLStore(URL, table_prefix=prefix)
         await store.open()
         opened.append(store)
         return store
@@ -141,7 +141,7 @@ async def test_the_listener_reconnects_after_losing_its_connection(stores: OpenS
 
 
 async def test_an_unreachable_server_raises_store_unavailable_promptly_without_the_password() -> None:
-    store = PostgresStore("postgresql://postgres:s3cret-pw@127.0.0.1:1/test", connect_timeout=3)
+    store = PostgreSQLStore("postgresql://postgres:s3cret-pw@127.0.0.1:1/test", connect_timeout=3)
     started = time.monotonic()
     with pytest.raises(StoreUnavailableError) as raised:
         await store.open()
@@ -159,7 +159,7 @@ async def test_the_schema_records_its_version_and_a_newer_one_is_refused(
     rows = await _sql(f"SELECT value FROM {prefix}_meta WHERE key = 'schema_version'")
     assert [row[0] for row in rows] == [str(latest(MIGRATIONS))]
     await _sql(f"UPDATE {prefix}_meta SET value = '99' WHERE key = 'schema_version'")
-    newer = PostgresStore(URL, table_prefix=prefix)
+    newer = PostgreSQLStore(URL, table_prefix=prefix)
     with pytest.raises(StoreError, match="schema version 99"):
         await newer.open()
 
@@ -168,7 +168,7 @@ async def test_the_schema_records_its_version_and_a_newer_one_is_refused(
 async def test_store_from_url_takes_the_prefix_from_the_query(scheme: str, prefix: str) -> None:
     url = URL.replace("postgresql://", f"{scheme}://", 1) + f"?prefix={prefix}"
     store = store_from_url(url)
-    assert isinstance(store, PostgresStore) and store.prefix == prefix
+    assert isinstance(store, PostgreSQLStore) and store.prefix == prefix
     await store.open()
     try:
         await store.add([_task("a")])

@@ -14,7 +14,7 @@ import redis.asyncio
 from backbeat import BackgroundTaskScheduler, TaskExistsError
 from backbeat.model.records import Task
 from tests.integration import jobs
-from tests.postgres_server import drop_prefixes, fresh_prefix, usable_postgres_url
+from tests.postgresql_server import drop_prefixes, fresh_prefix, usable_postgres_url
 from tests.redis_server import usable_redis_url
 from tests.scheduling import SchedulerFactory, wait_for
 

@@ -64,7 +64,7 @@ def test_a_postgres_config_builds_the_store_it_describes() -> None:
         url="postgresql://u:secret@db:5433/jobs?prefix=ignored", table_prefix="svc", lease_seconds=7
     )
     store = build_store(config)
-    assert type(store).__name__ == "PostgresStore"
+    assert type(store).__name__ == "PostgreSQLStore"
     assert "secret" not in repr(store) and "svc" in repr(store) and "db:5433/jobs" in repr(store)
     assert lease_of(config, 30.0) == timedelta(seconds=7)
     with pytest.raises(ConfigurationError, match="table prefix 'Bad-Prefix'"):

@@ -37,7 +37,7 @@ MODULE_NAMES = (
     ("backbeat.stores", "store_from_url"),
     ("backbeat.stores.sqlite", "SQLiteStore"),
     ("backbeat.stores.redis", "RedisStore"),
-    ("backbeat.stores.postgresql", "PostgresStore"),
+    ("backbeat.stores.postgresql", "PostgreSQLStore"),
 )
 
 

@@ -18,7 +18,7 @@ from backbeat.stores.sqlite.store import SQLiteStore
 
 if TYPE_CHECKING:
     from backbeat.stores.mongodb import MongoStore
-    from backbeat.stores.postgresql import PostgresStore
+    from backbeat.stores.postgresql import PostgreSQLStore
     from backbeat.stores.redis import RedisStore
 
 
@@ -74,15 +74,15 @@ def redis_store_class() -> type[RedisStore]:
     return RedisStore
 
 
-def postgresql_store_class() -> type[PostgresStore]:
-    """``PostgresStore``, imported on first use.
+def postgresql_store_class() -> type[PostgreSQLStore]:
+    """``PostgreSQLStore``, imported on first use.
 
     Raises:
         ConfigurationError: asyncpg is not installed.
     """
     with _driver_of("postgresql"):
-        from backbeat.stores.postgresql import PostgresStore
-    return PostgresStore
+        from backbeat.stores.postgresql import PostgreSQLStore
+    return PostgreSQLStore
 
 
 def mongodb_store_class() -> type[MongoStore]:

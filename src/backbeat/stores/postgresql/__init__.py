@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from backbeat.stores.postgresql.store import PostgresStore
+from backbeat.stores.postgresql.store import PostgreSQLStore
 
-__all__ = ["PostgresStore"]
+__all__ = ["PostgreSQLStore"]

@@ -44,7 +44,7 @@ DIALECT = Dialect(
 )
 
 
-class PostgresStore(SqlStore):
+class PostgreSQLStore(SqlStore):
     """A store in a PostgreSQL database (tables created, or migrated, on first use).
 
     Args:
@@ -81,7 +81,7 @@ class PostgresStore(SqlStore):
         self._closes = 0
 
     def __repr__(self) -> str:
-        return f"PostgresStore({self._target.where!r}, prefix={self.prefix!r})"
+        return f"PostgreSQLStore({self._target.where!r}, prefix={self.prefix!r})"
 
     async def open(self) -> None:
         await self._ensure_pool()
@@ -201,8 +201,8 @@ class PostgresStore(SqlStore):
         return await asyncpg.connect(self._target.dsn, timeout=self.connect_timeout)
 
 
-_: type[Store] = PostgresStore
-"""mypy checks here that ``PostgresStore`` satisfies the ``Store`` protocol."""
+_: type[Store] = PostgreSQLStore
+"""mypy checks here that ``PostgreSQLStore`` satisfies the ``Store`` protocol."""
 
 
-__all__ = ["PostgresStore"]
+__all__ = ["PostgreSQLStore"]

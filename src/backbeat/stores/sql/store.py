@@ -1,7 +1,7 @@
 """The Store protocol for SQL databases, written once over the shared operations.
 
 A concrete store (:class:`~backbeat.stores.sqlite.SQLiteStore`,
-:class:`~backbeat.stores.postgresql.PostgresStore`) owns its connections and supplies
+:class:`~backbeat.stores.postgresql.PostgreSQLStore`) owns its connections and supplies
 :meth:`SqlStore._run`, which drives one operation on one connection; it also opens, closes
 and listens for other processes' changes (``wakeups``) in its own way.
 """

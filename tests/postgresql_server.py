@@ -1,4 +1,4 @@
-"""Real PostgreSQL servers for tests: the shared one at ``BACKBEAT_POSTGRES_URL`` (or
+"""Real PostgreSQL servers for tests: the shared one at ``BACKBEAT_POSTGRESQL_URL`` (or
 127.0.0.1:5432/test), with a fresh table prefix per test, and private clusters a test may crash.
 
 ``usable_postgres_url()`` is the shared server's URL (it skips the test when nothing answers);
@@ -81,10 +81,10 @@ def answers(url: str, timeout: float = 2.0) -> str | None:
 
 
 def usable_postgres_url() -> str:
-    """``BACKBEAT_POSTGRES_URL`` (or the local server), or skip the test if it does not answer."""
+    """``BACKBEAT_POSTGRESQL_URL`` (or the local server), or skip the test if it does not answer."""
     global _session_url, _skip_reason
     if _session_url is None and _skip_reason is None:
-        candidate = os.environ.get("BACKBEAT_POSTGRES_URL", DEFAULT_URL)
+        candidate = os.environ.get("BACKBEAT_POSTGRESQL_URL", DEFAULT_URL)
         problem = answers(candidate)
         if problem is None:
             _session_url = candidate
