@@ -253,7 +253,7 @@ class Engine:
         if self._wake.is_set():
             return
         try:
-            next_time = await self.store.next_wakeup()
+            next_time = await self.store.next_wakeup(now=self.clock())
         except (StoreError, OSError) as exc:
             self._store_error(exc, "reading the next wake-up")
             next_time = None
@@ -481,7 +481,7 @@ class Engine:
 
     async def _sample_due_lag(self) -> None:
         try:
-            earliest = await self.store.next_wakeup()
+            earliest = await self.store.next_wakeup(now=self.clock())
         except (StoreError, OSError) as exc:
             self._store_error(exc, "reading the next wake-up")
             return
