@@ -4,37 +4,20 @@ ended) as JSON lines in a shared file, naming the host (``BACKBEAT_TEST_HOST``) 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import time
 from typing import Any
 
 from backbeat import current_run
+from tests.integration import jobs
 
 
 def record(path: str, event: str, label: str, **fields: Any) -> None:
-    """Append one record of the run in progress; ``t`` is the OS wall clock (never skewed)."""
+    """Append one record of the run in progress, naming its host and fencing token; ``t`` is the
+    OS wall clock (never skewed)."""
     run = current_run()
-    line = json.dumps(
-        {
-            "event": event,
-            "run_id": run.run_id,
-            "task_id": run.task_id,
-            "attempt": run.attempt,
-            "pid": os.getpid(),
-            "host": os.environ.get("BACKBEAT_TEST_HOST", ""),
-            "owner": run.owner,
-            "fencing_token": getattr(run, "fencing_token", None),
-            "label": label,
-            "t": time.time(),
-            **fields,
-        }
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
+    host = os.environ.get("BACKBEAT_TEST_HOST", "")
+    token = getattr(run, "fencing_token", None)
+    jobs.record(path, event, host=host, fencing_token=token, label=label, **fields)
 
 
 async def work(path: str, seconds: float, label: str) -> None:

@@ -108,8 +108,8 @@ class Cluster:
 
     def start_worker(self, index: int, offset: float = 0.0) -> HostProcess:
         host = self.network.hosts[index]
-        args = [self.url, "--lease", str(LEASE), "--clock-offset", str(offset)]
-        worker = HostProcess(host, "tests.chaos.hostworker", args, self.directory / f"{host.name}.log")
+        args = [self.url, "--lease", str(LEASE), "--clock-offset", str(offset), "--seconds", "120"]
+        worker = HostProcess(host, "tests.integration.worker", args, self.directory / f"{host.name}.log")
         self.workers.append(worker)
         if (line := worker.read_line(timeout=30)).strip() != "ready":
             raise RuntimeError(f"worker on {host.name} did not start: {line!r}\n{worker.errors()}")

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
-import redis.asyncio
 
 from backbeat import BackgroundTaskScheduler, TaskExistsError
 from backbeat.model.records import Task
 from tests.integration import jobs
+from tests.integration.test_redis_store import delete_keys
 from tests.postgresql_server import drop_prefixes, fresh_prefix, usable_postgres_url
 from tests.redis_server import usable_redis_url
 from tests.scheduling import SchedulerFactory, wait_for
@@ -37,13 +37,7 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         return
     base, prefix = usable_redis_url(), f"producer-{uuid.uuid4().hex[:10]}"
     yield f"{base}?prefix={prefix}"
-    client = redis.asyncio.Redis.from_url(base)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{{{prefix}}}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await delete_keys(base, prefix)
 
 
 @pytest.mark.parametrize("started", [False, True], ids=["never-started", "started"])

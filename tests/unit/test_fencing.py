@@ -12,6 +12,7 @@ from typing import TypeVar
 import pytest
 from tests.fakes import FakeClock, settle
 
+from backbeat.abc import Executor
 from backbeat.api.taskbuild import from_callable
 from backbeat.engine.context import current_run
 from backbeat.engine.fencing import LeaseDeadlines, fenced
@@ -137,7 +138,11 @@ async def _await(call: Awaitable[T]) -> T:
     return await call
 
 
-async def test_the_engine_stops_a_run_it_could_not_renew_and_does_not_complete_it() -> None:
+def fenced_engine(
+    executor: Executor,
+) -> tuple[Engine, MemoryStore, JobRegistry, Monotonic, list[SchedulerEvent]]:
+    """An engine on a memory store, its leases and schedules by one fake clock, its deadlines by
+    a fake monotonic clock, its events collected."""
     clock, mono, registry = FakeClock(T0), Monotonic(), JobRegistry()
     store = MemoryStore(lease_clock=clock)  # leases end by the same fake clock
     events: list[SchedulerEvent] = []
@@ -146,13 +151,18 @@ async def test_the_engine_stops_a_run_it_could_not_renew_and_does_not_complete_i
     engine = Engine(
         store,
         registry,
-        {"default": AsyncIOExecutor()},
+        {"default": executor},
         hub,
         EngineConfig(owner="a", lease=LEASE),
         clock=clock,
         sleep=clock.sleep,
         monotonic=mono,
     )
+    return engine, store, registry, mono, events
+
+
+async def test_the_engine_stops_a_run_it_could_not_renew_and_does_not_complete_it() -> None:
+    engine, store, registry, mono, events = fenced_engine(AsyncIOExecutor())
     ended: list[BaseException] = []
 
     async def job() -> None:
@@ -182,20 +192,7 @@ async def test_the_engine_stops_a_run_it_could_not_renew_and_does_not_complete_i
 
 
 async def test_a_thread_pool_job_sees_its_lease_gone_and_its_result_is_refused() -> None:
-    clock, mono, store, registry = FakeClock(T0), Monotonic(), MemoryStore(), JobRegistry()
-    events: list[SchedulerEvent] = []
-    hub = EventHub()
-    hub.add_listener(events.append)
-    engine = Engine(
-        store,
-        registry,
-        {"default": ThreadPoolExecutor(max_workers=1)},
-        hub,
-        EngineConfig(owner="a", lease=LEASE),
-        clock=clock,
-        sleep=clock.sleep,
-        monotonic=mono,
-    )
+    engine, store, registry, mono, events = fenced_engine(ThreadPoolExecutor(max_workers=1))
     started, release, ended, seen = threading.Event(), threading.Event(), threading.Event(), list[bool]()
 
     def job() -> str:  # runs in a thread: it cannot be interrupted
