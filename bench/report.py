@@ -6,6 +6,8 @@ import statistics
 from dataclasses import dataclass, field
 
 COLUMNS = [
+    "adds/s (not started)",
+    "adds/s (100 at once)",
     "adds/s (single)",
     "adds/s (batch)",
     "fires/s",

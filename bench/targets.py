@@ -7,6 +7,7 @@ import gc
 import time
 from datetime import UTC, datetime, timedelta
 
+from backbeat import BackgroundTaskScheduler
 from bench import aps
 from bench.stores import StoreTarget
 
@@ -55,17 +56,44 @@ async def apscheduler_figures(store: str, n: int, redis_url: str) -> dict[str, f
     return {"adds/s (single)": adds, "fires/s": fires}
 
 
-async def backbeat_figures(target: StoreTarget, n: int, batch: int = 1000) -> dict[str, float]:
-    """backbeat on ``target``: single adds, batch adds, fires."""
-    global FIRED
-    producer = target.producer()
-    await producer.start()
-    await producer.clear_all_jobs()
+async def _single_adds(producer: BackgroundTaskScheduler, n: int) -> float:
+    """Sequential awaited adds per second (the tasks are cleared after)."""
     started = _clock()
     for _ in range(n):
         await producer.add_task(noop, "date", run_date=FAR)
-    single = n / (time.perf_counter() - started)
+    rate = n / (time.perf_counter() - started)
     await producer.clear_all_jobs()
+    return rate
+
+
+async def backbeat_producer_figures(target: StoreTarget, n: int) -> dict[str, float]:
+    """backbeat on ``target`` from a producer never started (a web process's): single awaited
+    adds, and 100 producers adding at once (coalesced into shared store calls)."""
+    concurrency = 100
+    producer = target.producer()
+    await producer.clear_all_jobs()
+    single = await _single_adds(producer, n)
+
+    async def one_producer(count: int) -> None:
+        for _ in range(count):
+            await producer.add_task(noop, "date", run_date=FAR)
+
+    started = _clock()
+    await asyncio.gather(*(one_producer(n // concurrency) for _ in range(concurrency)))
+    coalesced = (n // concurrency * concurrency) / (time.perf_counter() - started)
+    await producer.clear_all_jobs()
+    await producer.shutdown()
+    return {"adds/s (not started)": single, "adds/s (100 at once)": coalesced}
+
+
+async def backbeat_figures(target: StoreTarget, n: int, batch: int = 1000) -> dict[str, float]:
+    """backbeat on ``target``: single adds, batch adds, fires (the producer started)."""
+    global FIRED
+    figures = await backbeat_producer_figures(target, n)
+    producer = target.producer()
+    await producer.start()
+    await producer.clear_all_jobs()
+    single = await _single_adds(producer, n)
     started = _clock()
     for offset in range(0, n, batch):
         await producer.add_tasks(
@@ -87,4 +115,4 @@ async def backbeat_figures(target: StoreTarget, n: int, batch: int = 1000) -> di
     await worker.shutdown()
     await producer.clear_all_jobs()
     await producer.shutdown()
-    return {"adds/s (single)": single, "adds/s (batch)": batched, "fires/s": fires}
+    return {**figures, "adds/s (single)": single, "adds/s (batch)": batched, "fires/s": fires}
