@@ -34,8 +34,15 @@ Lease rules, written once here for every store:
     becomes claimable: its ``lease_until`` (a retry time, a trigger-now, a release) is a
     not-before time the caller gave, claimable once ``<= now``.
 
-  ``extend``/``complete`` keep the owner rule: they act on runs still leased to the owner,
-  whether or not the lease ended, until another owner took the run over.
+  ``extend``/``complete``/``release`` keep the holder rule: they act on runs still leased to
+  the owner *under the fencing token it holds*, whether or not the lease ended, until the
+  store leased the run again (to another owner, or to the same one in a later claim).
+* **Fencing tokens.** Each time the store leases a run to a holder (``fire``, ``claim_due``
+  of a waiting run or a takeover), it sets ``run.fencing_token`` to the next value of a
+  counter of its own that never goes back (not even by ``clear``): a later holder of a fire
+  time always holds a greater token than every earlier one. A holder passes its token back
+  with every ``complete``, ``extend`` and ``release``, and the store refuses an older one;
+  a job passes it to its own downstream writes, which can refuse an older holder the same way.
 * A record that cannot be decoded is quarantined (kept as it was, left out of claims and
   listings, reported by ``quarantined``), never deleted, never raised out of a claim.
 * Driver errors are raised as :class:`backbeat.errors.StoreError` subclasses;
@@ -47,7 +54,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 from abc import ABC
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
@@ -129,9 +136,10 @@ class Store(Protocol):
         store's clock): a later ``horizon`` lets the engine claim a little ahead and start
         runs on time. Claimable runs are waiting runs whose ``lease_until <= now`` (never
         ``horizon``) and runs whose lease ended by the store's clock (those get ``attempt +
-        1`` and ``recovered=True``). Claims and runs are leased until store-now + ``lease``.
-        Each run carries its task snapshot (``run.task``; ``None`` if the task was removed).
-        Two owners calling at once never receive the same task or run.
+        1`` and ``recovered=True``). Claims and runs are leased until store-now + ``lease``;
+        each run leased gets a new ``fencing_token``. Each run carries its task snapshot
+        (``run.task``; ``None`` if the task was removed). Two owners calling at once never
+        receive the same task or run.
         """
 
     async def fire(
@@ -140,12 +148,13 @@ class Store(Protocol):
         """Apply the engine's decisions for tasks ``owner`` claimed, atomically per task.
 
         For each decision whose task is still claimed by ``owner``: create a run leased to
-        ``owner`` until store-now + ``lease`` for each fire time while ``running <
-        max_instances`` (skipped ones are reported), set ``next_run_time`` (unless a user
-        changed the task since the claim: ``version != claimed_version``), drop the claim. A
-        task left with no next fire time and no runs is removed. Decisions for tasks no
-        longer claimed by ``owner`` are ignored (absent from the result). ``now`` is the
-        caller's clock, for what it schedules (leases count by the store's).
+        ``owner`` until store-now + ``lease``, with a new ``fencing_token``, for each fire
+        time while ``running < max_instances`` (skipped ones are reported), set
+        ``next_run_time`` (unless a user changed the task since the claim: ``version !=
+        claimed_version``), drop the claim. A task left with no next fire time and no runs is
+        removed. Decisions for tasks no longer claimed by ``owner`` are ignored (absent from
+        the result). ``now`` is the caller's clock, for what it schedules (leases count by the
+        store's).
         """
 
     async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
@@ -159,20 +168,23 @@ class Store(Protocol):
         result with ``dead_letter`` set also stores a :class:`DeadLetter` (with the task's
         snapshot) under the run's id, replacing an older one of the same id.
 
-        Only runs still leased to ``owner`` are completed (also after their lease ended, until
-        another owner took them over); returns the ids that were not.
+        Only runs still leased to ``owner`` under the result's ``run.fencing_token`` are
+        completed (also after their lease ended, until another lease was granted); returns the
+        ids that were not.
         """
 
     async def extend(
-        self, owner: str, run_ids: Collection[str], *, now: datetime | None = None, lease: timedelta
+        self, owner: str, leases: Mapping[str, int], *, now: datetime | None = None, lease: timedelta
     ) -> set[str]:
-        """Push the lease of runs still leased to ``owner`` to store-now + ``lease``; return
-        their ids. ``now`` is not used (a lease counts by the store's clock)."""
+        """Push the lease of runs still leased to ``owner`` under the given fencing tokens
+        (``leases``: run id -> token) to store-now + ``lease``; return their ids. ``now`` is
+        not used (a lease counts by the store's clock)."""
 
     async def release(
-        self, owner: str, *, run_ids: Collection[str], task_ids: Collection[str], now: datetime
+        self, owner: str, *, leases: Mapping[str, int], task_ids: Collection[str], now: datetime
     ) -> None:
-        """Give up runs and task claims of ``owner`` so another owner may take them at once.
+        """Give up runs (``leases``: run id -> fencing token, as for ``extend``) and task
+        claims of ``owner`` so another owner may take them at once.
 
         Released runs become waiting runs with ``attempt + 1`` and ``lease_until = now`` (the
         caller's clock).

@@ -60,6 +60,11 @@ def finished(
     return RunResult(run=run, outcome=outcome, finished_at=at, retry_at=retry_at)
 
 
+def held(*runs: Run) -> dict[str, int]:
+    """The leases of ``runs`` as ``extend`` and ``release`` take them: run id -> fencing token."""
+    return {run.id: run.fencing_token for run in runs}
+
+
 async def start_run(
     store: Store,
     owner: str,

@@ -7,7 +7,7 @@ import contextlib
 from datetime import timedelta
 
 from backbeat.abc import Store
-from tests.contract.helpers import LEASE, MINUTE, SHORT, T0, decide, start_run, task
+from tests.contract.helpers import LEASE, MINUTE, SHORT, T0, decide, held, start_run, task
 from tests.contract.stores import Backend
 
 SECOND = timedelta(seconds=1)
@@ -147,7 +147,7 @@ async def test_next_wakeup_follows_a_run_lease(backend: Backend, store: Store) -
     )
     await backend.pass_time(SHORT)
     before = backend.store_time()
-    await store.extend("w1", [run.id], lease=LEASE)
+    await store.extend("w1", held(run), lease=LEASE)
     [extended] = await store.list_runs()
     backend.assert_between(extended.lease_until, before + LEASE, backend.store_time() + LEASE)
     assert extended.lease_until >= run.lease_until + SHORT

@@ -13,28 +13,29 @@ from tests.contract.helpers import LEASE, MINUTE, SHORT, T0, decide, finished, t
 from tests.contract.stores import Backend
 
 
-async def _claim_and_fire_one(store: Store) -> str:
-    """A claims "claimed" and "running" at T0 for SHORT and fires "running" only; its run id."""
+async def _claim_and_fire_one(store: Store) -> tuple[str, int]:
+    """A claims "claimed" and "running" at T0 for SHORT and fires "running" only; its run id
+    and fencing token."""
     await store.add([task("claimed", at=T0), task("running", at=T0)])
     claim = await store.claim_due("A", now=T0, lease=SHORT, limit=10)
     assert sorted(t.id for t in claim.tasks) == ["claimed", "running"]
     [running] = [t for t in claim.tasks if t.id == "running"]
     [result] = await store.fire("A", [decide(running, then=None)], now=T0, lease=SHORT)
     [run] = result.runs
-    return run.id
+    return run.id, run.fencing_token
 
 
 async def test_an_owner_whose_clock_runs_ahead_takes_no_live_claim_or_lease(
     backend: Backend, store: Store, peer: Store
 ) -> None:
-    run_id = await _claim_and_fire_one(store)
+    run_id, token = await _claim_and_fire_one(store)
     for ahead in (2 * SHORT, 1000 * SHORT, timedelta(days=30)):
         stolen = await peer.claim_due("B", now=T0 + ahead, lease=LEASE, limit=10, horizon=T0 + ahead)
         assert (stolen.tasks, stolen.runs) == ([], []), f"B {ahead} ahead took a live lease"
 
     # A renews its run; its claim of "claimed" (never fired) runs out
     await backend.pass_time(SHORT * 0.6)
-    assert await store.extend("A", [run_id], now=T0, lease=SHORT) == {run_id}
+    assert await store.extend("A", {run_id: token}, now=T0, lease=SHORT) == {run_id}
     await backend.pass_time(SHORT * 0.6)
     taken = await peer.claim_due("B", now=T0 + 2 * SHORT, lease=LEASE, limit=10)
     assert ([t.id for t in taken.tasks], taken.runs) == (["claimed"], []), "B took a renewed run"
@@ -43,7 +44,7 @@ async def test_an_owner_whose_clock_runs_ahead_takes_no_live_claim_or_lease(
     await backend.pass_time(SHORT)
     [recovered] = (await peer.claim_due("B", now=T0 + 1000 * SHORT, lease=LEASE, limit=10)).runs
     assert (recovered.id, recovered.owner, recovered.attempt, recovered.recovered) == (run_id, "B", 2, True)
-    assert await store.extend("A", [run_id], now=T0, lease=SHORT) == set()
+    assert await store.extend("A", {run_id: token}, now=T0, lease=SHORT) == set()
     assert await store.complete("A", [finished(recovered)]) == {run_id}
     assert await peer.complete("B", [finished(recovered)]) == set()
 
@@ -51,7 +52,7 @@ async def test_an_owner_whose_clock_runs_ahead_takes_no_live_claim_or_lease(
 async def test_an_owner_whose_clock_runs_behind_sees_an_ended_lease_as_ended(
     backend: Backend, store: Store, peer: Store
 ) -> None:
-    run_id = await _claim_and_fire_one(store)
+    run_id, _ = await _claim_and_fire_one(store)
     await backend.pass_time(SHORT)
     behind = T0 - 1000 * SHORT
     claim = await peer.claim_due("B", now=behind, lease=LEASE, limit=10)

@@ -9,7 +9,7 @@ import pytest
 from backbeat.abc import Store
 from backbeat.errors import TaskNotFoundError
 from backbeat.model.records import RunOutcome, run_id_for
-from tests.contract.helpers import LEASE, MINUTE, SHORT, T0, decide, finished, start_run, task
+from tests.contract.helpers import LEASE, MINUTE, SHORT, T0, decide, finished, held, start_run, task
 from tests.contract.stores import Backend
 
 SECOND = timedelta(seconds=1)
@@ -41,7 +41,7 @@ async def test_fire_creates_leased_runs_and_moves_the_schedule(backend: Backend,
 async def test_fire_respects_max_instances_across_owners(store: Store, peer: Store) -> None:
     await store.add([task("a", max_instances=1)])
     [first] = await start_run(store, "w1", then=T0 + MINUTE)
-    assert await store.extend("w1", [first.id], now=T0 + MINUTE, lease=LEASE) == {first.id}  # still running
+    assert await store.extend("w1", held(first), now=T0 + MINUTE, lease=LEASE) == {first.id}  # still running
     [claimed] = (await peer.claim_due("w2", now=T0 + MINUTE, lease=LEASE, limit=10)).tasks
     [result] = await peer.fire("w2", [decide(claimed, then=T0 + 2 * MINUTE)], now=T0 + MINUTE, lease=LEASE)
     assert (result.runs, result.skipped) == ([], [T0 + MINUTE])
@@ -172,24 +172,24 @@ async def test_extend_pushes_the_leases_still_held(backend: Backend, store: Stor
     first, second = await start_run(store, "w1", then=None, lease=SHORT)
     await store.complete("w1", [finished(second)])
     before = backend.store_time()
-    held = await store.extend("w1", [first.id, second.id, "nope"], now=T0 + 5 * SECOND, lease=LEASE)
-    assert held == {first.id}
+    extended = await store.extend("w1", held(first, second) | {"nope": 0}, now=T0 + 5 * SECOND, lease=LEASE)
+    assert extended == {first.id}
     [run] = await store.list_runs()
     backend.assert_between(run.lease_until, before + LEASE, backend.store_time() + LEASE)
     await backend.pass_time(SHORT)  # past the first lease, not the extended one
     assert not await peer.claim_due("w2", now=T0 + LEASE, lease=LEASE, limit=10)
-    assert await peer.extend("w2", [first.id], lease=LEASE) == set()
-    assert await store.extend("w1", [], now=T0, lease=LEASE) == set()
+    assert await peer.extend("w2", held(first), lease=LEASE) == set()
+    assert await store.extend("w1", {}, now=T0, lease=LEASE) == set()
 
 
 async def test_release_lets_another_owner_take_runs_and_claims_at_once(store: Store, peer: Store) -> None:
     await store.add([task("running"), task("claimed", at=T0 + SECOND)])
     [run] = await start_run(store, "w1", then=None)
     [claimed] = (await store.claim_due("w1", now=T0 + SECOND, lease=LEASE, limit=10)).tasks
-    await peer.release("w2", run_ids=[run.id], task_ids=[claimed.id], now=T0 + SECOND)  # not w2's: no-op
+    await peer.release("w2", leases=held(run), task_ids=[claimed.id], now=T0 + SECOND)  # not w2's: no-op
     assert not await peer.claim_due("w2", now=T0 + 2 * SECOND, lease=LEASE, limit=10)
 
-    await store.release("w1", run_ids=[run.id], task_ids=[claimed.id], now=T0 + 2 * SECOND)
+    await store.release("w1", leases=held(run), task_ids=[claimed.id], now=T0 + 2 * SECOND)
     [waiting] = await store.list_runs()
     assert (waiting.owner, waiting.attempt, waiting.lease_until) == (None, 2, T0 + 2 * SECOND)
     claim = await peer.claim_due("w2", now=T0 + 2 * SECOND, lease=LEASE, limit=10)

@@ -18,18 +18,17 @@ from backbeat.stores.postgresql import PostgreSQLStore, queries
 from backbeat.stores.postgresql.connection import render
 from backbeat.stores.postgresql.migrations import MIGRATIONS
 from backbeat.stores.sql.migrations import Migration, latest
-from tests.integration.upgrades import observe, write_history
+from tests.integration.upgrades import check_downgrades, observe, write_history
 
 pytestmark = pytest.mark.postgresql
 
 URL = os.environ.get("BACKBEAT_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/test")
 NEXT = latest(MIGRATIONS) + 1
-
-
-class Version1Store(PostgreSQLStore):
-    """The store as the first release made it: only migration 1."""
-
-    migrations = MIGRATIONS[:1]
+DOWNGRADES = {
+    3: ("ALTER TABLE {p}_runs DROP COLUMN fencing_token",),  # and its sequence, owned by the column
+    2: ("DROP INDEX {p}_tasks_claims",),
+}
+"""What undoes each migration after version 1 (see ``tests.integration.upgrades``)."""
 
 
 class NextStore(PostgreSQLStore):
@@ -79,6 +78,15 @@ async def written(store: PostgreSQLStore) -> None:
         await write_history(store)
     finally:
         await store.close()
+
+
+async def written_as_version_1(prefix: str) -> None:
+    """The history in tables as the first release left them."""
+    await written(PostgreSQLStore(URL, table_prefix=prefix))
+    for statements in check_downgrades(DOWNGRADES, NEXT - 1):
+        for sql in statements:
+            await _sql(render(sql, prefix))
+    await _sql(f"UPDATE {prefix}_meta SET value = '1' WHERE key = 'schema_version'")
 
 
 async def observed(store: PostgreSQLStore) -> list[object]:
@@ -135,7 +143,7 @@ async def test_a_version_1_schema_is_migrated_and_then_behaves_as_a_fresh_one(
     prefixes: Callable[[], str],
 ) -> None:
     old, fresh = prefixes(), prefixes()
-    await written(Version1Store(URL, table_prefix=old))
+    await written_as_version_1(old)
     assert await schema_version(old) == "1"
     await written(NextStore(URL, table_prefix=fresh))
 
@@ -153,7 +161,7 @@ async def test_concurrent_opens_of_an_old_schema_migrate_it_once(
 ) -> None:
     prefix = prefixes()
     if start:
-        await written(Version1Store(URL, table_prefix=prefix))
+        await written_as_version_1(prefix)
     stores = [NextStore(URL, table_prefix=prefix) for _ in range(4)]
     holder = await asyncpg.connect(URL)
     try:

@@ -16,7 +16,7 @@ import redis.asyncio
 from redis.crc import key_slot
 
 from backbeat.errors import StoreError, StoreUnavailableError
-from backbeat.model.records import FireDecision, RunOutcome, RunResult, Task, TaskOptions
+from backbeat.model.records import FireDecision, Run, RunOutcome, RunResult, Task, TaskOptions
 from backbeat.stores import store_from_url
 from backbeat.stores.redis import RedisStore
 from tests.redis_server import free_port, start_private_redis, usable_redis_url
@@ -321,10 +321,10 @@ async def test_clear_removes_every_key(store: RedisStore, redis_url: str, prefix
     await store.clear()
     client = redis.Redis.from_url(redis_url)
     try:
-        # only the key layout version and the marker saying the (empty) orphaned index is complete
-        assert sorted(client.keys(f"{{{prefix}}}*")) == sorted(
-            [store.keys.layout.encode(), store.keys.orphans_indexed.encode()]
-        )
+        # only the key layout version, the marker saying the (empty) orphaned index is complete
+        # and the fencing token counter (tokens never go back)
+        kept = [store.keys.layout, store.keys.orphans_indexed, store.keys.fencing]
+        assert sorted(client.keys(f"{{{prefix}}}*")) == sorted(key.encode() for key in kept)
     finally:
         client.close()
 
@@ -353,3 +353,32 @@ async def test_stores_under_different_url_prefixes_share_one_redis_without_seein
         await second.close()
         await delete_keys(redis_url, prefix)
         await delete_keys(redis_url, other)
+
+
+async def test_a_run_stored_before_fencing_tokens_is_held_under_token_0(
+    store: RedisStore, redis_url: str
+) -> None:
+    await store.add([task("a", at=T0)])
+    [run] = await store_runs_fired(store)
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:  # the record as a release before fencing tokens wrote it: "attempt|fire_time|owner"
+        await client.set(store.keys.run(run.id), f"1|{run.id.partition('@')[2]}|w1")
+    finally:
+        await client.aclose()
+    [old] = await store.list_runs()
+    assert (old.owner, old.attempt, old.fencing_token) == ("w1", 1, 0)
+    assert await store.extend("w1", {run.id: run.fencing_token}, lease=LEASE) == set()
+    assert await store.extend("w1", {run.id: 0}, lease=LEASE) == {run.id}
+    done = RunResult(run=old, outcome=RunOutcome.SUCCESS, finished_at=T0)
+    assert await store.complete("w1", [done]) == set()
+    assert await store.list_runs() == []
+
+
+async def store_runs_fired(store: RedisStore) -> list[Run]:
+    """Claim and fire what is due at T0 for "w1"; the runs made."""
+    claim = await store.claim_due("w1", now=T0, lease=LEASE, limit=10)
+    decisions = [
+        FireDecision(task_id=t.id, claimed_version=t.version, fire_times=[T0], next_run_time=None)
+        for t in claim.tasks
+    ]
+    return [run for result in await store.fire("w1", decisions, now=T0, lease=LEASE) for run in result.runs]

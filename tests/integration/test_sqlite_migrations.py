@@ -16,15 +16,9 @@ from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.stores.sql.migrations import Migration, latest
 from backbeat.stores.sqlite.migrations import MIGRATIONS
 from backbeat.stores.sqlite.store import SQLiteStore
-from tests.integration.upgrades import observe, write_history
+from tests.integration.upgrades import check_downgrades, observe, write_history
 
 pytestmark = pytest.mark.sqlite
-
-
-class Version1Store(SQLiteStore):
-    """The store as the first release made it: only migration 1."""
-
-    migrations = MIGRATIONS[:1]
 
 
 class NextStore(SQLiteStore):
@@ -38,6 +32,12 @@ class NextStore(SQLiteStore):
 
 CURRENT = latest(MIGRATIONS)
 NEWER = CURRENT + 1
+DOWNGRADES = {
+    4: ("ALTER TABLE runs DROP COLUMN fencing_token", "DROP TABLE counters"),
+    3: ("DROP INDEX tasks_claims",),
+    2: ("DROP TABLE dead_letters", "DROP TABLE state"),
+}
+"""What undoes each migration after version 1 (see ``tests.integration.upgrades``)."""
 
 
 def schema_version(path: Path) -> str:
@@ -77,6 +77,16 @@ async def written(store: SQLiteStore) -> None:
         await store.close()
 
 
+async def written_as_version_1(path: Path) -> None:
+    """The history in a file as the first release left it."""
+    await written(SQLiteStore(path))
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        for statements in check_downgrades(DOWNGRADES, CURRENT):
+            for sql in statements:
+                db.execute(sql)
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+
+
 async def observed(store: SQLiteStore) -> list[object]:
     await store.open()
     try:
@@ -87,14 +97,14 @@ async def observed(store: SQLiteStore) -> list[object]:
 
 async def test_a_version_1_file_is_migrated_and_then_behaves_as_a_fresh_one(tmp_path: Path) -> None:
     old, fresh = tmp_path / "old.db", tmp_path / "fresh.db"
-    await written(Version1Store(old))
+    await written_as_version_1(old)
     assert schema_version(old) == "1"
     assert "dead_letters" not in dict(schema(old))
     await written(SQLiteStore(fresh))
 
     migrated = await observed(SQLiteStore(old))
 
-    assert schema_version(old) == str(latest(MIGRATIONS)) == "3"
+    assert schema_version(old) == str(latest(MIGRATIONS)) == "4"
     assert schema(old) == schema(fresh)
     assert migrated == await observed(SQLiteStore(fresh))
     assert migrated[0] != ([], None)  # the history's tasks were there to compare

@@ -19,6 +19,8 @@ from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.model.records import Task, TaskOptions, run_id_for
 from backbeat.stores.sqlite import queries as sqlite_queries
 from backbeat.stores.sqlite.store import SQLiteStore
+from tests.integration.test_sqlite_migrations import CURRENT, DOWNGRADES
+from tests.integration.upgrades import check_downgrades
 
 pytestmark = pytest.mark.sqlite
 
@@ -183,7 +185,7 @@ async def test_wakeups_reach_another_process(store: SQLiteStore) -> None:
 async def test_the_schema_has_a_version_row_wal_and_a_claim_index(store: SQLiteStore) -> None:
     await store.close()
     with contextlib.closing(sqlite3.connect(store.path)) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(CURRENT),)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         plan = " ".join(
             row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.DUE_TASKS}", (0, 1, 0))
@@ -203,11 +205,11 @@ async def test_a_version_1_file_is_migrated_and_keeps_its_tasks(db_path: Path) -
         [Task(id="kept", name="kept", job="tests:job", trigger={"type": "date"}, next_run_time=None)]
     )
     await first.close()
-    with contextlib.closing(sqlite3.connect(db_path)) as db:  # what version 1 of the schema was
-        db.executescript(
-            "DROP TABLE dead_letters; DROP TABLE state; DROP INDEX tasks_claims;"
-            "UPDATE meta SET value = '1' WHERE key = 'schema_version';"
-        )
+    with contextlib.closing(sqlite3.connect(db_path)) as db, db:  # what version 1 of the schema was
+        for statements in check_downgrades(DOWNGRADES, CURRENT):
+            for sql in statements:
+                db.execute(sql)
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     again = SQLiteStore(db_path)
     try:
         assert await again.get("kept") is not None
@@ -216,7 +218,7 @@ async def test_a_version_1_file_is_migrated_and_keeps_its_tasks(db_path: Path) -
     finally:
         await again.close()
     with contextlib.closing(sqlite3.connect(db_path)) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(CURRENT),)
 
 
 async def test_a_file_of_a_newer_schema_is_refused(db_path: Path) -> None:

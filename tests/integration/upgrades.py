@@ -3,7 +3,13 @@ store that never was upgraded.
 
 Leases count by the store's clock, which differs between the two runs: the old owner's are
 taken with a zero lease (lapsed at once), and ``observe`` shows the lease end of a leased run
-only as :data:`LEASED`.
+only as :data:`LEASED`. Fencing tokens come from each store's own counter (an old store has
+handed out none), so ``observe`` checks that the runs it leases get new, distinct ones and
+then shows every token as 0.
+
+An old store is made as this release writes one and then has its schema taken back by the
+test's *downgrades*: SQL that undoes each migration after version 1 (the statements an older
+release ran no longer fit the current schema).
 
 ``write_history`` leaves tasks in the states a running scheduler leaves behind; ``observe``
 lists, claims, fires and completes them and returns everything the store answered. A test
@@ -13,6 +19,7 @@ and compares what ``observe`` saw.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -31,7 +38,14 @@ LEASED = datetime(1970, 1, 1, tzinfo=UTC)
 def _leased(runs: list[Run]) -> list[Run]:
     for run in runs:
         assert run.lease_until is not None
-    return [run if run.owner is None else replace(run, lease_until=LEASED) for run in runs]
+    shown = [replace(run, fencing_token=0) for run in runs]
+    return [run if run.owner is None else replace(run, lease_until=LEASED) for run in shown]
+
+
+def check_downgrades(downgrades: Mapping[int, Sequence[str]], latest: int) -> list[Sequence[str]]:
+    """The downgrades to apply, newest first; every migration after version 1 must have one."""
+    assert sorted(downgrades) == list(range(2, latest + 1)), "a new migration needs its downgrade in the test"
+    return [downgrades[version] for version in sorted(downgrades, reverse=True)]
 
 
 async def write_history(store: Store) -> None:
@@ -62,6 +76,8 @@ async def observe(store: Store) -> list[object]:
     claim = await store.claim_due("new", now=LATER, lease=LEASE, limit=10)
     fired = await store.fire("new", [decide(t) for t in claim.tasks], now=LATER, lease=LEASE)
     runs = sorted(claim.runs + [run for result in fired for run in result.runs], key=lambda run: run.id)
+    tokens = [run.fencing_token for run in runs]
+    assert 0 not in tokens and len(set(tokens)) == len(tokens), tokens
     failed, *succeeded = runs
     results = [
         RunResult(run=failed, outcome=RunOutcome.FAILURE, finished_at=LATER, error="E: x", dead_letter=True),

@@ -221,3 +221,45 @@ async def test_a_thread_pool_job_sees_its_lease_gone_and_its_result_is_refused()
     assert [e for e in events if e.kind is EventKind.RUN_EXECUTED] == []  # its result was not taken
     [run] = await store.list_runs()
     assert run.owner == "a" and engine._completing == {}
+
+
+async def test_a_job_sees_its_fencing_token_and_the_one_taking_it_over_a_greater_one() -> None:
+    engine, store, registry, mono, _ = fenced_engine(AsyncIOExecutor())
+    clock = engine.clock
+    assert isinstance(clock, FakeClock)
+    tokens: list[int] = []
+
+    async def job() -> None:
+        tokens.append(current_run().fencing_token)
+        await asyncio.Event().wait()
+
+    spec = make_trigger_spec("date", run_date=T0, now=T0)
+    task = from_callable(registry, job, trigger=spec, options=TaskOptions(), now=T0).task
+    await store.add([task])
+    await engine._claim_once(100)
+    await settle()
+    [run] = await store.list_runs()
+    assert tokens == [run.fencing_token] and run.fencing_token > 0
+
+    mono.now += 9.5  # fenced here; the lease then ends by the store's clock and "b" takes over
+    engine.deadlines.check()
+    await settle()
+    clock.advance(LEASE.total_seconds())
+    other = Engine(
+        store,
+        registry,
+        {"default": AsyncIOExecutor()},
+        EventHub(),
+        EngineConfig(owner="b", lease=LEASE),
+        clock=clock,
+        sleep=clock.sleep,
+        monotonic=mono,
+    )
+    await other._claim_once(100)
+    await settle()
+    [taken] = await store.list_runs()
+    assert (taken.owner, taken.attempt) == ("b", 2)
+    assert tokens == [run.fencing_token, taken.fencing_token] and taken.fencing_token > run.fencing_token
+    for active in other.active_runs():
+        other.cancel(active.id)
+    await settle()

@@ -221,16 +221,17 @@ def test_a_run_claim_matches_owner_token_and_an_ended_lease() -> None:
         "lease_until": {"$lte": NOW},  # a waiting run by the caller's
         "quarantine": None,
     }
-    [recovered] = d.claim_run_update("w2", 10, "t1", recovered=True)
+    [recovered] = d.claim_run_update("w2", 10, "t1", 7, recovered=True)
     assert recovered == {
         "$set": {
             "owner": {"$literal": "w2"},
             "lease_until": d.server_until(10),
             "token": {"$literal": "t1"},
             "attempt": {"$add": ["$attempt", 1]},
+            "fencing": {"$max": [{"$add": [{"$ifNull": ["$fencing", 0]}, 1]}, {"$literal": 7}]},
         }
     }
-    [fresh] = d.claim_run_update("w2", 10, "t1", recovered=False)
+    [fresh] = d.claim_run_update("w2", 10, "t1", 7, recovered=False)
     assert fresh["$set"]["attempt"] == {"$add": ["$attempt", 0]}
 
 

@@ -32,6 +32,7 @@ from backbeat.stores.sql.steps import (
     Statements,
     Stepper,
     Txn,
+    fetch,
     from_us,
     to_us,
 )
@@ -64,7 +65,14 @@ def _store_clock() -> Txn[int]:
     return STORE_US
 
 
-DIALECT = Dialect(sql=_statements(), array=list, duplicate=(DuplicateKey,), clock=_store_clock)
+def _tokens(n: int) -> Txn[list[int]]:
+    rows = yield from fetch("NEXT_TOKENS", n)
+    return [int(row[0]) for row in rows]
+
+
+DIALECT = Dialect(
+    sql=_statements(), array=list, duplicate=(DuplicateKey,), clock=_store_clock, tokens=_tokens
+)
 
 
 @dataclass
@@ -298,17 +306,25 @@ def decide(task_id: str, *fire_times: datetime, following: datetime | None, vers
 
 def test_fire_creates_runs_up_to_max_instances_and_stores_the_next_fire_time() -> None:
     times = [T0 + timedelta(seconds=s) for s in (0, 10, 20)]
-    driver = FakeDriver(rows={"FIRE_STATE": [[fire_state("a", running=0, max_instances=2)]]})
+    driver = FakeDriver(
+        rows={
+            "FIRE_STATE": [[fire_state("a", running=0, max_instances=2)]],
+            "NEXT_TOKENS": [[(41,), (42,)]],
+        }
+    )
     lease = timedelta(seconds=30)
     until = STORE0 + lease  # by the store's clock
     [result], notified = driver.run(runs.fire, "me", [decide("a", *times, following=times[2])], lease)
 
-    assert driver.names() == ["FIRE_STATE", "EXISTING_RUNS", "INSERT_RUN", "FIRED", "NOTIFY"]
+    assert driver.names() == ["FIRE_STATE", "EXISTING_RUNS", "NEXT_TOKENS", "INSERT_RUN", "FIRED", "NOTIFY"]
     assert [run.fire_time for run in result.runs] == times[:2]
     assert [run.lease_until for run in result.runs] == [until, until]
+    assert [run.fencing_token for run in result.runs] == [41, 42]
     assert result.skipped == [times[2]]
+    assert driver.params("NEXT_TOKENS") == (2,)
     assert driver.params("INSERT_RUN") == [
-        (run_id_for("a", t), "a", to_us(t), 1, "me", to_us(until)) for t in times[:2]
+        (run_id_for("a", t), "a", to_us(t), 1, "me", to_us(until), token)
+        for t, token in zip(times[:2], (41, 42), strict=True)
     ]
     assert driver.params("FIRED") == [(2, to_us(times[2]), "a")]
     assert notified
@@ -347,6 +363,7 @@ def test_claim_leases_expired_runs_as_new_attempts_then_claims_due_tasks() -> No
     driver = FakeDriver(
         rows={
             "CLAIMABLE_RUNS": [[waiting, expired]],
+            "NEXT_TOKENS": [[(7,), (8,)]],
             "GET_TASKS": [[task_columns(task)]],
             "DUE_TASKS": [[task_columns(make_task("b"))]],
         }
@@ -355,17 +372,24 @@ def test_claim_leases_expired_runs_as_new_attempts_then_claims_due_tasks() -> No
     until = STORE0 + lease  # by the store's clock
     claim, _ = driver.run(runs.claim, "me", T0, T0 + timedelta(seconds=1), lease, 10)
 
-    assert driver.names() == ["CLAIMABLE_RUNS", "LEASE_RUN", "GET_TASKS", "DUE_TASKS", "CLAIM_TASKS"]
-    assert [(run.attempt, run.recovered, run.owner) for run in claim.runs] == [
-        (1, False, "me"),
-        (3, True, "me"),
+    assert driver.names() == [
+        "CLAIMABLE_RUNS",
+        "NEXT_TOKENS",
+        "LEASE_RUN",
+        "GET_TASKS",
+        "DUE_TASKS",
+        "CLAIM_TASKS",
+    ]
+    assert [(run.attempt, run.recovered, run.owner, run.fencing_token) for run in claim.runs] == [
+        (1, False, "me", 7),
+        (3, True, "me", 8),
     ]
     assert all(run.task is not None and run.task.id == "a" for run in claim.runs)
     assert [run.lease_until for run in claim.runs] == [until, until]
     assert driver.params("CLAIMABLE_RUNS") == (US0, 10, STORE_US)  # waiting by now, leases by the store
     assert driver.params("LEASE_RUN") == [
-        ("me", to_us(until), 1, waiting[0]),
-        ("me", to_us(until), 3, expired[0]),
+        ("me", to_us(until), 1, 7, waiting[0]),
+        ("me", to_us(until), 3, 8, expired[0]),
     ]
     assert [t.id for t in claim.tasks] == ["b"]
     # due by the horizon, claims ended by the store's clock; the room left after the runs
@@ -381,23 +405,25 @@ def test_claim_drops_an_expired_claim_on_a_task_due_later_and_looks_again() -> N
     assert driver.names() == ["CLAIMABLE_RUNS", "DUE_TASKS", "DROP_CLAIM", "DUE_TASKS"]
 
 
-def result(run_id: str, outcome: RunOutcome, **fields: Any) -> RunResult:
-    run = Run(id=run_id, task_id="a", fire_time=T0, lease_until=T0)
+def result(run_id: str, outcome: RunOutcome, *, token: int = 5, **fields: Any) -> RunResult:
+    run = Run(id=run_id, task_id="a", fire_time=T0, lease_until=T0, fencing_token=token)
     return RunResult(run=run, outcome=outcome, finished_at=T0 + timedelta(seconds=1), **fields)
 
 
 def test_complete_reports_runs_held_by_another_deletes_done_runs_and_requeues_retries() -> None:
-    driver = FakeDriver(rows={"RUN_OWNERS": [[("r1", "a", "me"), ("r2", "a", "me"), ("r3", "a", "other")]]})
+    owners = [("r1", "a", "me", 5), ("r2", "a", "me", 5), ("r3", "a", "other", 5), ("r5", "a", "me", 6)]
+    driver = FakeDriver(rows={"RUN_OWNERS": [owners]})
     retry_at = T0 + timedelta(seconds=30)
     results = [
         result("r1", RunOutcome.SUCCESS),
         result("r2", RunOutcome.FAILURE, retry_at=retry_at),
         result("r3", RunOutcome.SUCCESS),
         result("r4", RunOutcome.SUCCESS),
+        result("r5", RunOutcome.FAILURE, retry_at=retry_at),  # leased again since: token 6
     ]
     lost, notified = driver.run(runs.complete, "me", results)
 
-    assert lost == {"r3", "r4"}
+    assert lost == {"r3", "r4", "r5"}
     assert driver.names() == [
         "RUN_OWNERS",
         "RETRY_RUN",
@@ -415,7 +441,7 @@ def test_complete_reports_runs_held_by_another_deletes_done_runs_and_requeues_re
 
 def test_complete_of_a_dead_letter_saves_it_with_the_tasks_snapshot() -> None:
     driver = FakeDriver(
-        rows={"RUN_OWNERS": [[("r1", "a", "me")]], "GET_TASK": [[task_columns(make_task("a"))]]}
+        rows={"RUN_OWNERS": [[("r1", "a", "me", 5)]], "GET_TASK": [[task_columns(make_task("a"))]]}
     )
     failed = result("r1", RunOutcome.FAILURE, dead_letter=True, error="ValueError: bad")
     driver.run(runs.complete, "me", [failed])
@@ -428,7 +454,7 @@ def test_complete_of_a_dead_letter_saves_it_with_the_tasks_snapshot() -> None:
 
 
 def test_a_deferred_run_is_requeued_at_the_same_attempt_and_counts_nothing() -> None:
-    driver = FakeDriver(rows={"RUN_OWNERS": [[("r1", "a", "me")]]})
+    driver = FakeDriver(rows={"RUN_OWNERS": [[("r1", "a", "me", 5)]]})
     retry_at = T0 + timedelta(seconds=5)
     driver.run(runs.complete, "me", [result("r1", RunOutcome.DEFERRED, retry_at=retry_at)])
     assert driver.params("RETRY_RUN") == [(0, to_us(retry_at), "r1")]
@@ -437,9 +463,10 @@ def test_a_deferred_run_is_requeued_at_the_same_attempt_and_counts_nothing() -> 
 
 def test_extend_returns_the_ids_the_store_still_leases_to_the_owner() -> None:
     driver = FakeDriver(rows={"EXTEND_RUNS": [[("r1",)]]})
-    held, _ = driver.run(runs.extend, "me", ["r2", "r1", "r1"], timedelta(seconds=10))
+    held, _ = driver.run(runs.extend, "me", {"r2": 4, "r1": 3}, timedelta(seconds=10))
     assert held == {"r1"}
-    assert driver.params("EXTEND_RUNS") == (STORE_US + 10_000_000, "me", ["r1", "r2"])  # the store's clock
+    # the store's clock; run ids and their tokens paired by position
+    assert driver.params("EXTEND_RUNS") == (STORE_US + 10_000_000, "me", ["r2", "r1"], [4, 3])
 
 
 def test_next_wakeup_tells_lease_ends_in_the_callers_clock() -> None:
@@ -457,7 +484,8 @@ def test_next_wakeup_tells_lease_ends_in_the_callers_clock() -> None:
 @pytest.mark.parametrize(("changed", "notifies"), [((0, 0), False), ((1, 0), True), ((0, 1), True)])
 def test_release_notifies_only_when_it_gave_something_up(changed: tuple[int, int], notifies: bool) -> None:
     driver = FakeDriver(rows={"RELEASE_RUNS": [changed[0]], "RELEASE_TASKS": [changed[1]]})
-    assert driver.run(runs.release, "me", ["r1"], ["a"], T0) == (None, notifies)
+    assert driver.run(runs.release, "me", {"r1": 2}, ["a"], T0) == (None, notifies)
+    assert driver.params("RELEASE_RUNS") == (US0, "me", ["r1"], [2])
 
 
 def test_enqueue_of_a_missing_task_raises_and_at_max_instances_adds_nothing() -> None:
@@ -474,7 +502,7 @@ def test_enqueue_adds_a_waiting_run_claimable_now() -> None:
     run, notified = driver.run(runs.enqueue, "a", T0, now)
     assert run is not None and (run.id, run.owner, run.lease_until) == (run_id_for("a", T0), None, now)
     assert driver.names() == ["ENQUEUE_STATE", "RUN_EXISTS", "INSERT_RUN", "ADD_RUNNING", "NOTIFY"]
-    assert driver.params("INSERT_RUN") == (run_id_for("a", T0), "a", US0, 1, None, to_us(now))
+    assert driver.params("INSERT_RUN") == (run_id_for("a", T0), "a", US0, 1, None, to_us(now), 0)
     assert notified
 
 

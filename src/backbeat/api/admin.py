@@ -62,6 +62,8 @@ class RunView:
     """``host:pid:suffix`` of the process that runs it; ``None`` for a waiting run."""
     lease_until: datetime
     state: RunState
+    fencing_token: int
+    """The token of its current (or, for a waiting run, last) holder."""
 
     @classmethod
     def of(cls, run: Run, now: datetime, names: dict[str, str]) -> RunView:
@@ -78,6 +80,7 @@ class RunView:
             owner=run.owner,
             lease_until=run.lease_until,
             state=state,
+            fencing_token=run.fencing_token,
         )
 
 

@@ -23,6 +23,9 @@ class RunContext:
     """The idempotency key, ``task_id@fire_time``: the same for every attempt of a fire time."""
     fire_time: datetime
     attempt: int
+    fencing_token: int = 0
+    """Grows with every lease of this fire time to a holder (see ``Run.fencing_token``): pass
+    it to a downstream write that must refuse an older holder (``... WHERE token < $1``)."""
     tags: tuple[str, ...] = ()
     owner: str = ""
     service_provider: Any = None

@@ -66,6 +66,7 @@ class Invoker:
             run_id=run.id,
             fire_time=run.fire_time,
             attempt=run.attempt,
+            fencing_token=run.fencing_token,
             tags=task.tags,
             owner=self.owner,
             service_provider=self.provider,

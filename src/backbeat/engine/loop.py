@@ -185,10 +185,10 @@ class Engine:
             self._released.add(run.id)
             task.cancel()
         await asyncio.wait([t for _, t in entries], timeout=5)
-        run_ids = [run.id for run, _ in entries]
-        log.warning("shutdown timeout: releasing %d unfinished runs for other instances", len(run_ids))
+        leases = {run.id: run.fencing_token for run, _ in entries}
+        log.warning("shutdown timeout: releasing %d unfinished runs for other instances", len(leases))
         with contextlib.suppress(StoreError):
-            await self.store.release(self.owner, run_ids=run_ids, task_ids=(), now=self.clock())
+            await self.store.release(self.owner, leases=leases, task_ids=(), now=self.clock())
 
     # -- claiming -------------------------------------------------------------------------
 
@@ -241,7 +241,7 @@ class Engine:
             return runs
         sent = self.deadlines.now()
         held = await self.store.extend(
-            self.owner, [run.id for run in runs], now=self.clock(), lease=self.config.lease
+            self.owner, {run.id: run.fencing_token for run in runs}, now=self.clock(), lease=self.config.lease
         )
         self.deadlines.granted(held, sent)
         for run in runs:
@@ -461,12 +461,14 @@ class Engine:
         the runs held here to ``clock() + lease``, report running runs whose lease another owner
         took, apply cancel requests. Returns the ids of those lost runs."""
         await self._sample_due_lag()
-        held_ids = set(self._active) | set(self._completing)
+        leases = {run_id: run.fencing_token for run_id, (run, _) in self._active.items()}
+        leases.update((run_id, result.run.fencing_token) for run_id, result in self._completing.items())
+        held_ids = set(leases)
         if not held_ids:
             return set()
         sent = self.deadlines.now()
         try:
-            held = await self.store.extend(self.owner, held_ids, now=self.clock(), lease=self.config.lease)
+            held = await self.store.extend(self.owner, leases, now=self.clock(), lease=self.config.lease)
         except (StoreError, OSError) as exc:
             self._store_error(exc, "renewing leases")
             return set()

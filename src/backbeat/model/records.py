@@ -210,6 +210,12 @@ class Run:
     """Snapshot of the task, filled in by claims so the engine needs no second read."""
     recovered: bool = False
     """This claim took the run over from an owner whose lease expired."""
+    fencing_token: int = 0
+    """Set by the store each time it leases the run to a holder (a fire, a claim of a waiting
+    run, a takeover): greater than every token it handed out before, for any run. The store
+    completes, extends and releases a run only for the holder of its current token; a job
+    passes it to downstream writes so they can refuse an older holder's. A waiting run keeps
+    its last holder's token; 0 if it never had one."""
 
     def to_document(self) -> dict[str, JSON]:
         return {
@@ -219,6 +225,7 @@ class Run:
             "attempt": self.attempt,
             "owner": self.owner,
             "lease_until": _iso(self.lease_until),
+            "fencing_token": self.fencing_token,
         }
 
     @classmethod
@@ -241,6 +248,7 @@ class Run:
                 owner=doc.get("owner"),
                 lease_until=lease_until,
                 task=task,
+                fencing_token=int(doc.get("fencing_token", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptRecordError(f"stored run is not valid: {exc!r}") from exc

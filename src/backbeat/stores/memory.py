@@ -14,7 +14,7 @@ import copy
 import heapq
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import count
@@ -77,6 +77,8 @@ class MemoryStore:
         self._waiting: builtins.list[_HeapEntry] = []
         """Runs without an owner by the time they become claimable (the caller's clock)."""
         self._seq = count()
+        self._fencing = count(1)
+        """The fencing tokens handed out with leases: never reset, not even by ``clear``."""
         self._signal = Signal()
         self._dead_letters: dict[str, DeadLetter] = {}
         self._state: dict[str, StateRecord] = {}
@@ -195,6 +197,7 @@ class MemoryStore:
             if recovered:  # its owner let the lease expire: presumed dead, this is a new attempt
                 run.attempt += 1
             run.owner, run.lease_until = owner, until
+            run.fencing_token = next(self._fencing)
             leased.append(run_id)
             slot = self._tasks.get(run.task_id)
             leased_run = copy_run(run)
@@ -249,6 +252,7 @@ class MemoryStore:
                     fire_time=fire_time.astimezone(UTC),
                     owner=owner,
                     lease_until=until,
+                    fencing_token=next(self._fencing),
                 )
                 self._runs[run_id] = run
                 created.append(run_id)
@@ -276,7 +280,7 @@ class MemoryStore:
         for result in results:
             run_id = result.run.id
             run = self._runs.get(run_id)
-            if run is None or run.owner != owner:
+            if run is None or not _holds(run, owner, result.run.fencing_token):
                 lost.add(run_id)
                 continue
             deferred = result.outcome == RunOutcome.DEFERRED
@@ -307,25 +311,25 @@ class MemoryStore:
         return lost
 
     async def extend(
-        self, owner: str, run_ids: Collection[str], *, now: datetime | None = None, lease: timedelta
+        self, owner: str, leases: Mapping[str, int], *, now: datetime | None = None, lease: timedelta
     ) -> set[str]:
         held: set[str] = set()
         until = self.lease_clock() + lease
-        for run_id in run_ids:
+        for run_id, token in leases.items():
             run = self._runs.get(run_id)
-            if run is not None and run.owner == owner:
+            if run is not None and _holds(run, owner, token):
                 run.lease_until = until
                 held.add(run_id)
         self._lease_runs(held)
         return held
 
     async def release(
-        self, owner: str, *, run_ids: Collection[str], task_ids: Collection[str], now: datetime
+        self, owner: str, *, leases: Mapping[str, int], task_ids: Collection[str], now: datetime
     ) -> None:
         released: builtins.list[str] = []
-        for run_id in run_ids:
+        for run_id, token in leases.items():
             run = self._runs.get(run_id)
-            if run is not None and run.owner == owner:
+            if run is not None and _holds(run, owner, token):
                 run.attempt += 1
                 run.owner, run.lease_until = None, now
                 released.append(run_id)
@@ -508,6 +512,11 @@ class MemoryStore:
             slot = self._tasks.pop(task_id)
             self._untag(slot.task)
             self._sorted_ids = None
+
+
+def _holds(run: Run, owner: str, token: int) -> bool:
+    """Whether ``owner`` holds ``run`` under the fencing token ``token``."""
+    return run.owner == owner and run.fencing_token == token
 
 
 _: type[Store] = MemoryStore

@@ -60,6 +60,7 @@ class RunOut(BaseModel):
     owner: str | None
     lease_until: datetime
     state: Literal["running", "waiting", "expired"]
+    fencing_token: int
 
     @classmethod
     def of(cls, run: RunView) -> RunOut:
@@ -72,6 +73,7 @@ class RunOut(BaseModel):
             owner=run.owner,
             lease_until=run.lease_until,
             state=run.state,
+            fencing_token=run.fencing_token,
         )
 
 

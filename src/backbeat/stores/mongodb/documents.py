@@ -18,8 +18,11 @@ over the copy inside ``doc`` when a task is read::
                    ``quarantined()``, ``remove`` and ``clear``
 
 A run document is ``{_id: run id, task_id, fire_time (ISO string), attempt, owner,
-lease_until (epoch microseconds), token}``. Times are integer microseconds rather than BSON
-dates, whose millisecond precision would change stored fire times.
+lease_until (epoch microseconds), token, fencing}``. Times are integer microseconds rather than
+BSON dates, whose millisecond precision would change stored fire times. ``token`` names the
+claim call that won the run; ``fencing`` is its fencing token, from the counter document
+:data:`FENCING_COUNTER` of the state collection (absent in runs stored before fencing tokens:
+read as 0).
 
 Values spliced into an aggregation pipeline are wrapped in ``$literal``, so a task name or
 an owner id starting with ``$`` is never read as a field path.
@@ -357,6 +360,7 @@ def run_document(run: Run, token: str | None) -> Doc:
         "owner": run.owner,
         "lease_until": to_us(run.lease_until),
         "token": token,
+        "fencing": run.fencing_token,
     }
 
 
@@ -378,6 +382,7 @@ def run_from_document(doc: Mapping[str, Any]) -> Run:
             attempt=_int(doc, "attempt"),
             owner=owner,
             lease_until=from_us(doc["lease_until"]),
+            fencing_token=_int(doc, "fencing") if doc.get("fencing") is not None else 0,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptRecordError(f"run {doc.get('_id')!r} is not a valid run: {exc!r}") from exc
@@ -402,9 +407,11 @@ def claim_run_filter(run_id: str, seen: Mapping[str, Any], now_us: int) -> Doc:
     return {"_id": run_id, "owner": owner, "token": seen.get("token"), **claimable, **NOT_QUARANTINED}
 
 
-def claim_run_update(owner: str, lease_us: int, token: str, *, recovered: bool) -> Pipeline:
+def claim_run_update(owner: str, lease_us: int, token: str, fencing: int, *, recovered: bool) -> Pipeline:
     """Lease a run to ``owner`` until the server's now + ``lease_us``; taking it over from an
-    expired owner is a new attempt."""
+    expired owner is a new attempt. Its fencing token becomes ``fencing`` (reserved from the
+    counter before this claim), or one more than its own if that is greater: a claimer that
+    reserved early and won late still holds a token greater than the run's last holder's."""
     return [
         {
             "$set": {
@@ -412,6 +419,7 @@ def claim_run_update(owner: str, lease_us: int, token: str, *, recovered: bool) 
                 "lease_until": server_until(lease_us),
                 "token": lit(token),
                 "attempt": {"$add": ["$attempt", 1 if recovered else 0]},
+                "fencing": {"$max": [{"$add": [{"$ifNull": ["$fencing", 0]}, 1]}, lit(fencing)]},
             }
         }
     ]
@@ -432,6 +440,30 @@ def extend_update(lease_us: int) -> Pipeline:
 def owned_runs_filter(run_ids: list[str], owner: str) -> Doc:
     """Runs of ``run_ids`` leased to ``owner``."""
     return {"_id": {"$in": run_ids}, "owner": owner}
+
+
+def fencing_match(token: int) -> Doc:
+    """A run's fencing token is ``token`` (0 also matches a run stored before fencing tokens)."""
+    return {"fencing": {"$in": [0, None]}} if token == 0 else {"fencing": token}
+
+
+def held_run_filter(run_id: str, owner: str, token: int) -> Doc:
+    """The run ``run_id`` if it is leased to ``owner`` under the fencing token ``token``."""
+    return {"_id": run_id, "owner": owner, **fencing_match(token)}
+
+
+def held_runs_filter(leases: Mapping[str, int], owner: str) -> Doc:
+    """Runs of ``leases`` (run id -> fencing token) leased to ``owner`` under those tokens."""
+    return {"owner": owner, "$or": [{"_id": run_id, **fencing_match(t)} for run_id, t in leases.items()]}
+
+
+FENCING_COUNTER = "~fencing"
+"""The ``_id`` of the state collection's document counting fencing tokens (kept by ``clear``)."""
+
+
+def reserve_tokens(n: int) -> Doc:
+    """The update that takes ``n`` fencing tokens from the counter document (upserted)."""
+    return {"$inc": {"value": n}}
 
 
 def requeue_update(result: RunResult) -> Doc:

@@ -202,7 +202,8 @@ class MongoStore:
         c = await self._conn.collections()
         with self._conn.errors():
             for collection in c.all():
-                await collection.delete_many({})
+                # the fencing counter stays: tokens never go back
+                await collection.delete_many({"_id": {"$ne": d.FENCING_COUNTER}})
         self._conn.notify()
 
     # -- claims, runs and leases -----------------------------------------------------------
@@ -233,11 +234,13 @@ class MongoStore:
                 if not seen:
                     break
                 ops = []
+                fencing = await self._reserve_tokens(c, len(seen))
                 for doc in seen:
                     was_owned = doc.get("owner") is not None
                     recovered[doc["_id"]] = was_owned
                     order.setdefault(doc["_id"], len(order))
-                    update = d.claim_run_update(owner, lease_us, token, recovered=was_owned)
+                    update = d.claim_run_update(owner, lease_us, token, fencing, recovered=was_owned)
+                    fencing += 1
                     ops.append(UpdateOne(d.claim_run_filter(doc["_id"], doc, now_us), update))
                 won = (await c.runs.bulk_write(ops, ordered=False)).modified_count
                 taken += won
@@ -331,6 +334,9 @@ class MongoStore:
         again)."""
         if not runs:
             return set()
+        first = await self._reserve_tokens(c, len(runs))
+        for i, run in enumerate(runs):
+            run.fencing_token = first + i
         ops = [
             UpdateOne({"_id": run.id, "token": token}, d.leased_run_upsert(run, token, lease_us), upsert=True)
             for run in runs
@@ -409,12 +415,11 @@ class MongoStore:
 
     async def _complete_one(self, c: Collections, owner: str, result: RunResult) -> bool:
         run = result.run
+        mine = d.held_run_filter(run.id, owner, run.fencing_token)
         if result.retry_at is not None:
-            held = (
-                await c.runs.update_one({"_id": run.id, "owner": owner}, d.requeue_update(result))
-            ).matched_count
+            held = (await c.runs.update_one(mine, d.requeue_update(result))).matched_count
         else:
-            held = (await c.runs.delete_one({"_id": run.id, "owner": owner})).deleted_count
+            held = (await c.runs.delete_one(mine)).deleted_count
         if not held:
             return False
         if result.dead_letter:
@@ -434,29 +439,38 @@ class MongoStore:
         return True
 
     async def extend(
-        self, owner: str, run_ids: Collection[str], *, now: datetime | None = None, lease: timedelta
+        self, owner: str, leases: Mapping[str, int], *, now: datetime | None = None, lease: timedelta
     ) -> set[str]:
-        ids = list(run_ids)
-        if not ids:
+        if not leases:
             return set()
         c = await self._conn.collections()
+        mine = d.held_runs_filter(leases, owner)
         with self._conn.errors():
-            await c.runs.update_many(d.owned_runs_filter(ids, owner), d.extend_update(lease // _US))
-            docs = await c.runs.find(d.owned_runs_filter(ids, owner), {"_id": 1}).to_list()
+            await c.runs.update_many(mine, d.extend_update(lease // _US))
+            docs = await c.runs.find(mine, {"_id": 1}).to_list()
         return {doc["_id"] for doc in docs}
 
     async def release(
-        self, owner: str, *, run_ids: Collection[str], task_ids: Collection[str], now: datetime
+        self, owner: str, *, leases: Mapping[str, int], task_ids: Collection[str], now: datetime
     ) -> None:
         c = await self._conn.collections()
         with self._conn.errors():
-            if run_ids:
-                filter = d.owned_runs_filter(list(run_ids), owner)
-                await c.runs.update_many(filter, d.release_runs_update(d.to_us(now)))
+            if leases:
+                mine = d.held_runs_filter(leases, owner)
+                await c.runs.update_many(mine, d.release_runs_update(d.to_us(now)))
             if task_ids:
                 await c.tasks.update_many(d.held_filter(list(task_ids), owner), d.DROP_CLAIM)
-        if run_ids or task_ids:
+        if leases or task_ids:
             self._conn.notify()
+
+    @staticmethod
+    async def _reserve_tokens(c: Collections, n: int) -> int:
+        """Take ``n`` fencing tokens from the counter; the first of them (the rest follow it)."""
+        counter = await c.state.find_one_and_update(
+            {"_id": d.FENCING_COUNTER}, d.reserve_tokens(n), upsert=True, return_document=ReturnDocument.AFTER
+        )
+        assert counter is not None  # upserted
+        return int(counter["value"]) - n + 1
 
     async def enqueue_run(self, task_id: str, *, fire_time: datetime, now: datetime) -> Run | None:
         c = await self._conn.collections()

@@ -2,7 +2,8 @@
 
 Every table name is ``{p}_<table>`` (the table prefix). Version 1 is the schema of the first
 release, dead letters and shared state included; version 2 indexes claim ends (leases are
-judged by the server's clock, apart from next run times). A new schema change is one more
+judged by the server's clock, apart from next run times); version 3 gives runs their fencing
+tokens. A new schema change is one more
 :class:`Migration` at the end of :data:`MIGRATIONS`.
 """
 
@@ -77,6 +78,14 @@ MIGRATIONS = ordered(
         2,
         "an index of claim ends, for the next wake-up by the server's clock",
         ("CREATE INDEX {p}_tasks_claims ON {p}_tasks (claim_until) WHERE claimed_by IS NOT NULL",),
+    ),
+    Migration(
+        3,
+        "fencing tokens: one per run, from a sequence (dropped with the runs table, not by clear)",
+        (
+            "ALTER TABLE {p}_runs ADD COLUMN fencing_token BIGINT NOT NULL DEFAULT 0",
+            "CREATE SEQUENCE {p}_fencing OWNED BY {p}_runs.fencing_token",
+        ),
     ),
 )
 

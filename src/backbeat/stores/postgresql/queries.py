@@ -106,7 +106,9 @@ WHERE lease_until <= greatest($1::bigint, $3::bigint)
   AND (owner IS NULL AND lease_until <= $1 OR owner IS NOT NULL AND lease_until <= $3)
 ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED
 """
-LEASE_RUN = "UPDATE {p}_runs SET owner = $1, lease_until = $2, attempt = $3 WHERE id = $4"
+LEASE_RUN = "UPDATE {p}_runs SET owner = $1, lease_until = $2, attempt = $3, fencing_token = $4 WHERE id = $5"
+# $1 new fencing tokens (a sequence: concurrent claims do not wait for each other's commit)
+NEXT_TOKENS = "SELECT nextval('{p}_fencing') FROM generate_series(1, $1::integer)"
 # Parameters: the horizon (next run times), a limit, the store's now (claim ends).
 DUE_TASKS = (
     "SELECT "
@@ -128,7 +130,8 @@ WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
 """
 EXISTING_RUNS = "SELECT id FROM {p}_runs WHERE id = ANY($1::text[])"
 INSERT_RUN = """
-INSERT INTO {p}_runs (id, task_id, fire_time, attempt, owner, lease_until) VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO {p}_runs (id, task_id, fire_time, attempt, owner, lease_until, fencing_token)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 """
 FIRED = """
 UPDATE {p}_tasks SET running = $1, next_run_time = $2, claimed_by = NULL, claim_until = NULL
@@ -136,7 +139,9 @@ WHERE id = $3
 """
 DELETE_TASK = "DELETE FROM {p}_tasks WHERE id = $1"
 
-RUN_OWNERS = "SELECT id, task_id, owner FROM {p}_runs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
+RUN_OWNERS = """
+SELECT id, task_id, owner, fencing_token FROM {p}_runs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+"""
 RETRY_RUN = "UPDATE {p}_runs SET attempt = attempt + $1, owner = NULL, lease_until = $2 WHERE id = $3"
 DELETE_RUNS = "DELETE FROM {p}_runs WHERE id = ANY($1::text[])"
 COUNT_RUNS = """
@@ -153,13 +158,14 @@ WHERE id = ANY($1::text[]) AND running = 0 AND next_run_time IS NULL
 
 # -- leases -----------------------------------------------------------------------------------
 
-EXTEND_RUNS = """
-UPDATE {p}_runs SET lease_until = $1 WHERE owner = $2 AND id = ANY($3::text[]) RETURNING id
+# Parameters: the new lease end (or release time), the owner, run ids and their fencing tokens
+# (two arrays, paired by position): only runs held under those tokens.
+_HELD = """
+FROM unnest($3::text[], $4::bigint[]) AS held(id, token)
+WHERE r.owner = $2 AND r.id = held.id AND r.fencing_token = held.token
 """
-RELEASE_RUNS = """
-UPDATE {p}_runs SET attempt = attempt + 1, owner = NULL, lease_until = $1
-WHERE owner = $2 AND id = ANY($3::text[])
-"""
+EXTEND_RUNS = "UPDATE {p}_runs AS r SET lease_until = $1" + _HELD + "RETURNING r.id"
+RELEASE_RUNS = "UPDATE {p}_runs AS r SET attempt = r.attempt + 1, owner = NULL, lease_until = $1" + _HELD
 RELEASE_TASKS = """
 UPDATE {p}_tasks SET claimed_by = NULL, claim_until = NULL
 WHERE claimed_by = $1 AND id = ANY($2::text[])
@@ -170,7 +176,7 @@ ENQUEUE_STATE = (
 RUN_EXISTS = "SELECT 1 FROM {p}_runs WHERE id = $1"
 ADD_RUNNING = "UPDATE {p}_tasks SET running = running + 1 WHERE id = $1"
 
-_RUN_COLUMNS = "id, task_id, fire_time, attempt, owner, lease_until"
+_RUN_COLUMNS = "id, task_id, fire_time, attempt, owner, lease_until, fencing_token"
 LIST_RUNS = "SELECT " + _RUN_COLUMNS + " FROM {p}_runs ORDER BY id"
 LIST_TASK_RUNS = "SELECT " + _RUN_COLUMNS + " FROM {p}_runs WHERE task_id = $1 ORDER BY id"
 
@@ -214,8 +220,9 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::boole
                      $13::bigint[], $14::text[])
 """
 INSERT_RUNS_BULK = """
-INSERT INTO {p}_runs (id, task_id, fire_time, attempt, owner, lease_until)
-SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::integer[], $5::text[], $6::bigint[])
+INSERT INTO {p}_runs (id, task_id, fire_time, attempt, owner, lease_until, fencing_token)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::integer[], $5::text[], $6::bigint[],
+                     $7::bigint[])
 """
 FIRED_BULK = """
 UPDATE {p}_tasks AS t SET running = u.running, next_run_time = u.nrt, claimed_by = NULL, claim_until = NULL
@@ -230,8 +237,9 @@ FROM unnest($1::integer[], $2::integer[], $3::integer[], $4::bigint[], $5::text[
 WHERE t.id = u.id
 """
 LEASE_RUNS_BULK = """
-UPDATE {p}_runs AS r SET owner = u.owner, lease_until = u.until, attempt = u.attempt
-FROM unnest($1::text[], $2::bigint[], $3::integer[], $4::text[]) AS u(owner, until, attempt, id)
+UPDATE {p}_runs AS r SET owner = u.owner, lease_until = u.until, attempt = u.attempt, fencing_token = u.token
+FROM unnest($1::text[], $2::bigint[], $3::integer[], $4::bigint[], $5::text[])
+     AS u(owner, until, attempt, token, id)
 WHERE r.id = u.id
 """
 BULK = {

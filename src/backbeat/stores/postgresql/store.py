@@ -24,7 +24,7 @@ from backbeat.stores.postgresql.connection import Db, Listener, drive, is_retrya
 from backbeat.stores.postgresql.migrations import MIGRATIONS
 from backbeat.stores.sql import migrations
 from backbeat.stores.sql.migrations import Migrations
-from backbeat.stores.sql.steps import Dialect, Txn, fetch_one
+from backbeat.stores.sql.steps import Dialect, Txn, fetch, fetch_one
 from backbeat.stores.sql.store import SqlStore
 
 T = TypeVar("T")
@@ -39,8 +39,18 @@ def _server_clock() -> Txn[int]:
     return int(row[0])
 
 
+def _sequence_tokens(n: int) -> Txn[list[int]]:
+    """``n`` values of the store's fencing sequence (see ``queries.NEXT_TOKENS``)."""
+    rows = yield from fetch(q.NEXT_TOKENS, n)
+    return [int(row[0]) for row in rows]
+
+
 DIALECT = Dialect(
-    sql=q, array=list, duplicate=(asyncpg.exceptions.UniqueViolationError,), clock=_server_clock
+    sql=q,
+    array=list,
+    duplicate=(asyncpg.exceptions.UniqueViolationError,),
+    clock=_server_clock,
+    tokens=_sequence_tokens,
 )
 
 

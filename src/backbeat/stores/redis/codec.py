@@ -8,7 +8,7 @@ few strings: the client's cost is per element, not per byte.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,9 +101,10 @@ def task_from(task_id: bytes, live: bytes, doc: bytes | None) -> Task | None:
 
 
 def claimed_runs(flat: list[Any], owner: str, lease_until: datetime) -> list[Run]:
-    """Runs of ``claim.lua``'s reply: run id, fire time, attempt (< 0: recovered from a dead owner)."""
+    """Runs of ``claim.lua``'s reply: run id, fire time, attempt (< 0: recovered from a dead
+    owner), fencing token."""
     runs = []
-    for i in range(0, len(flat), 3):
+    for i in range(0, len(flat), 4):
         run_id, fire = text(flat[i]), text(flat[i + 1])
         attempt = int(flat[i + 2])
         runs.append(
@@ -115,14 +116,19 @@ def claimed_runs(flat: list[Any], owner: str, lease_until: datetime) -> list[Run
                 owner=owner,
                 lease_until=lease_until,
                 recovered=attempt < 0,
+                fencing_token=int(flat[i + 3]),
             )
         )
     return runs
 
 
 def stored_run(run_id: str, packed: bytes | str, lease_until: datetime) -> Run:
-    """A run from its record ``attempt|fire_time|owner`` and its lease end."""
-    attempt, fire, owner = text(packed).split("|", 2)
+    """A run from its record ``attempt|fire_time|fencing_token|owner`` (or, written before
+    fencing tokens, ``attempt|fire_time|owner``) and its lease end."""
+    attempt, fire, rest = text(packed).split("|", 2)
+    token, bar, owner = rest.partition("|")
+    if not (bar and token.isdigit()):
+        token, owner = "0", rest
     return Run(
         id=run_id,
         task_id=run_id[: -len(fire) - 1],
@@ -130,4 +136,10 @@ def stored_run(run_id: str, packed: bytes | str, lease_until: datetime) -> Run:
         attempt=int(attempt),
         owner=owner or None,
         lease_until=lease_until,
+        fencing_token=int(token),
     )
+
+
+def token_pairs(leases: Mapping[str, int]) -> list[str]:
+    """Leases (run id -> fencing token) as the scripts read them: token, run id, token, ..."""
+    return [part for run_id, token in leases.items() for part in (str(token), run_id)]

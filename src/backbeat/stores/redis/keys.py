@@ -93,6 +93,11 @@ class Keys:
         return f"{self.base}orphans_indexed"
 
     @property
+    def fencing(self) -> str:
+        """String: the last fencing token handed out with a run's lease (only ever incremented)."""
+        return f"{self.base}fencing"
+
+    @property
     def layout(self) -> str:
         """String: the key layout version the store's keys follow (see :mod:`.layout`)."""
         return f"{self.base}layout"

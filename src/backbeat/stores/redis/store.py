@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -246,7 +246,7 @@ class RedisStore:
             times.append(fire_times)
             head = f"{len(fire_times)}|{decision.claimed_version}|{opt_us(decision.next_run_time)}|"
             args.append(head + "".join(f"{fire_time}|" for fire_time in fire_times) + decision.task_id)
-        until_us, reply = await self._conn.run("fire", *args)
+        until_us, reply, token = await self._conn.run("fire", *args)
         until, statuses = from_us(until_us), text(reply).split(",")
         results: list[FireResult] = []
         for decision, fire_times, status in zip(decisions, times, statuses, strict=True):
@@ -262,7 +262,9 @@ class RedisStore:
                         fire_time=datetime.fromisoformat(fire_time),
                         owner=owner,
                         lease_until=until,
+                        fencing_token=token,
                     )
+                    token += 1
                     result.runs.append(run)
                 elif letter == "s":
                     result.skipped.append(datetime.fromisoformat(fire_time))
@@ -278,26 +280,28 @@ class RedisStore:
             failed = "1" if result.outcome == RunOutcome.FAILURE else "0"
             finished, retry_at = to_us(result.finished_at), opt_us(result.retry_at)
             dead = "1" if result.dead_letter else "0"
+            token = result.run.fencing_token
             args.append(
-                f"{failed}|{finished}|{retry_at}|{field(result.outcome.value)}|{dead}|{result.run.id}"
+                f"{failed}|{finished}|{retry_at}|{field(result.outcome.value)}|{dead}|{token}|{result.run.id}"
             )
             if result.dead_letter:
                 letters.append(letter_arg(DeadLetter.of(result, None)))
         return {text(run_id) for run_id in await self._conn.run("complete", *args, *letters)}
 
     async def extend(
-        self, owner: str, run_ids: Collection[str], *, now: datetime | None = None, lease: timedelta
+        self, owner: str, leases: Mapping[str, int], *, now: datetime | None = None, lease: timedelta
     ) -> set[str]:
-        if not run_ids:
+        if not leases:
             return set()
-        held = await self._conn.run("extend", owner, lease // _US, *run_ids)
+        held = await self._conn.run("extend", owner, lease // _US, *codec.token_pairs(leases))
         return {text(run_id) for run_id in held}
 
     async def release(
-        self, owner: str, *, run_ids: Collection[str], task_ids: Collection[str], now: datetime
+        self, owner: str, *, leases: Mapping[str, int], task_ids: Collection[str], now: datetime
     ) -> None:
-        if run_ids or task_ids:
-            await self._conn.run("release", owner, to_us(now), len(run_ids), *run_ids, *task_ids)
+        if leases or task_ids:
+            pairs = codec.token_pairs(leases)
+            await self._conn.run("release", owner, to_us(now), len(leases), *pairs, *task_ids)
 
     async def enqueue_run(self, task_id: str, *, fire_time: datetime, now: datetime) -> Run | None:
         fire = iso(fire_time)

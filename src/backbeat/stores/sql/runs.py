@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -70,10 +71,10 @@ def _claim_runs(
 ) -> Txn[None]:
     """Lease the runs that are waiting or whose owner let the lease expire."""
     until = from_us(until_us)
-    leases: list[tuple[str, int, int, str]] = []
-    for run_id, task_id, fire, attempt, old_owner in (
-        yield from fetch(d.sql.CLAIMABLE_RUNS, now_us, limit, store_us)
-    ):
+    rows = yield from fetch(d.sql.CLAIMABLE_RUNS, now_us, limit, store_us)
+    tokens = (yield from d.tokens(len(rows))) if rows else []
+    leases: list[tuple[str, int, int, int, str]] = []
+    for (run_id, task_id, fire, attempt, old_owner), token in zip(rows, tokens, strict=True):
         # an owner that let its lease expire is presumed dead: this is a new attempt
         recovered = old_owner is not None
         run = Run(
@@ -84,8 +85,9 @@ def _claim_runs(
             owner=owner,
             lease_until=until,
             recovered=recovered,
+            fencing_token=token,
         )
-        leases.append((owner, until_us, run.attempt, run_id))
+        leases.append((owner, until_us, run.attempt, token, run_id))
         claimed.runs.append(run)
     if claimed.runs:
         yield from execute_many(d.sql.LEASE_RUN, leases)
@@ -106,7 +108,7 @@ def fire(d: Dialect, owner: str, decisions: list[FireDecision], lease: timedelta
     wanted = [run_id_for(dec.task_id, t) for dec in decisions for t in dec.fire_times]
     existing = set((yield from fetch_ids(d.sql.EXISTING_RUNS, d.array(wanted)))) if wanted else set()
     results: list[FireResult] = []
-    inserts: list[tuple[str, str, int, int, str, int]] = []
+    created: list[Run] = []
     updates: list[tuple[int, int | None, str]] = []
     deletes: list[tuple[str]] = []
     for decision in decisions:
@@ -125,11 +127,10 @@ def fire(d: Dialect, owner: str, decisions: list[FireDecision], lease: timedelta
                 continue
             existing.add(run_id)
             running += 1
-            fire_us = to_us(fire_time)
-            inserts.append((run_id, task_id, fire_us, 1, owner, until_us))
-            result.runs.append(
-                Run(id=run_id, task_id=task_id, fire_time=from_us(fire_us), owner=owner, lease_until=until)
-            )
+            fire = from_us(to_us(fire_time))
+            run = Run(id=run_id, task_id=task_id, fire_time=fire, owner=owner, lease_until=until)
+            created.append(run)
+            result.runs.append(run)
         # a user's change since the claim wins over the trigger's next fire time
         if version == decision.claimed_version:
             nrt = opt_us(decision.next_run_time)
@@ -139,6 +140,11 @@ def fire(d: Dialect, owner: str, decisions: list[FireDecision], lease: timedelta
         else:
             updates.append((running, nrt, task_id))
         results.append(result)
+    tokens = (yield from d.tokens(len(created))) if created else []
+    inserts: list[tuple[str, str, int, int, str, int, int]] = []
+    for run, token in zip(created, tokens, strict=True):
+        run.fencing_token = token
+        inserts.append((run.id, run.task_id, to_us(run.fire_time), 1, owner, until_us, token))
     yield from execute_many(d.sql.INSERT_RUN, inserts)
     yield from execute_many(d.sql.FIRED, updates)
     yield from execute_many(d.sql.DELETE_TASK, deletes)
@@ -148,7 +154,7 @@ def fire(d: Dialect, owner: str, decisions: list[FireDecision], lease: timedelta
 
 
 def complete(d: Dialect, owner: str, results: list[RunResult]) -> Txn[set[str]]:
-    """The run ids not held by ``owner``."""
+    """The run ids not held by ``owner`` under the results' fencing tokens."""
     rows = yield from fetch(d.sql.RUN_OWNERS, d.array(sorted({r.run.id for r in results})))
     runs = {row[0]: row for row in rows}
     lost: set[str] = set()
@@ -157,7 +163,7 @@ def complete(d: Dialect, owner: str, results: list[RunResult]) -> Txn[set[str]]:
     counts: dict[str, list[Any]] = {}  # task id -> [finished, runs, failures, last_run_at, outcome]
     for result in results:
         row = runs.pop(result.run.id, None)
-        if row is None or row[2] != owner:
+        if row is None or row[2] != owner or row[3] != result.run.fencing_token:
             lost.add(result.run.id)
             continue
         if result.dead_letter:
@@ -186,15 +192,20 @@ def complete(d: Dialect, owner: str, results: list[RunResult]) -> Txn[set[str]]:
     return lost
 
 
-def extend(d: Dialect, owner: str, run_ids: list[str], lease: timedelta) -> Txn[set[str]]:
-    """The ids of the runs ``owner`` still holds (their leases now end at the store's now + ``lease``)."""
+def extend(d: Dialect, owner: str, leases: Mapping[str, int], lease: timedelta) -> Txn[set[str]]:
+    """The ids of the runs ``owner`` still holds under the given fencing tokens (their leases
+    now end at the store's now + ``lease``)."""
     until_us = (yield from d.clock()) + lease // _US
-    held = yield from fetch_ids(d.sql.EXTEND_RUNS, until_us, owner, d.array(sorted(set(run_ids))))
+    ids, tokens = d.array(leases), d.array(leases.values())
+    held = yield from fetch_ids(d.sql.EXTEND_RUNS, until_us, owner, ids, tokens)
     return set(held)
 
 
-def release(d: Dialect, owner: str, run_ids: list[str], task_ids: list[str], now: datetime) -> Txn[None]:
-    runs = yield from execute(d.sql.RELEASE_RUNS, to_us(now), owner, d.array(sorted(set(run_ids))))
+def release(
+    d: Dialect, owner: str, leases: Mapping[str, int], task_ids: list[str], now: datetime
+) -> Txn[None]:
+    ids, tokens = d.array(leases), d.array(leases.values())
+    runs = yield from execute(d.sql.RELEASE_RUNS, to_us(now), owner, ids, tokens)
     tasks = yield from execute(d.sql.RELEASE_TASKS, owner, d.array(sorted(set(task_ids))))
     if runs + tasks > 0:
         yield from notify()
@@ -207,7 +218,7 @@ def enqueue(d: Dialect, task_id: str, fire_time: datetime, now: datetime) -> Txn
     run_id, fire_us = run_id_for(task_id, fire_time), to_us(fire_time)
     if state[0] >= state[1] or (yield from fetch_one(d.sql.RUN_EXISTS, run_id)) is not None:
         return None
-    yield from execute(d.sql.INSERT_RUN, run_id, task_id, fire_us, 1, None, to_us(now))
+    yield from execute(d.sql.INSERT_RUN, run_id, task_id, fire_us, 1, None, to_us(now), 0)
     yield from execute(d.sql.ADD_RUNNING, task_id)
     yield from notify()
     return Run(id=run_id, task_id=task_id, fire_time=from_us(fire_us), lease_until=now)
@@ -219,8 +230,10 @@ def list_runs(d: Dialect, task_id: str | None) -> Txn[list[Run]]:
     else:
         rows = yield from fetch(d.sql.LIST_TASK_RUNS, task_id)
     return [
-        Run(id=i, task_id=t, fire_time=from_us(f), attempt=a, owner=o, lease_until=from_us(u))
-        for i, t, f, a, o, u in rows
+        Run(
+            id=i, task_id=t, fire_time=from_us(f), attempt=a, owner=o, lease_until=from_us(u), fencing_token=k
+        )
+        for i, t, f, a, o, u, k in rows
     ]
 
 

@@ -127,6 +127,7 @@ class Statements(Protocol):
     FIRED: str
     DELETE_TASK: str
     RUN_OWNERS: str
+    NEXT_TOKENS: str
     RETRY_RUN: str
     DELETE_RUNS: str
     COUNT_RUNS: str
@@ -155,13 +156,15 @@ class Dialect:
     """What differs between SQL databases, as the shared operations see it."""
 
     sql: Statements
-    array: Callable[[Iterable[str]], Any]
-    """A list of strings as one statement parameter."""
+    array: Callable[[Iterable[Any]], Any]
+    """A list of strings (or of integers) as one statement parameter."""
     duplicate: tuple[type[Exception], ...]
     """What the driver raises when an insert meets an existing key."""
     clock: Callable[[], Txn[int]]
     """The store's clock (epoch microseconds), which leases are judged by: a statement for
     a server, the host's clock for an embedded database."""
+    tokens: Callable[[int], Txn[list[int]]]
+    """``n`` new fencing tokens, each greater than every one handed out before."""
 
 
 # -- typed shorthands for ``yield`` ------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -126,17 +126,17 @@ class SqlStore(ABC):
         return await self._write(runs.complete, owner, builtins.list(results))
 
     async def extend(
-        self, owner: str, run_ids: Collection[str], *, now: datetime | None = None, lease: timedelta
+        self, owner: str, leases: Mapping[str, int], *, now: datetime | None = None, lease: timedelta
     ) -> set[str]:
-        if not run_ids:
+        if not leases:
             return set()
-        return await self._write(runs.extend, owner, builtins.list(run_ids), lease)
+        return await self._write(runs.extend, owner, dict(leases), lease)
 
     async def release(
-        self, owner: str, *, run_ids: Collection[str], task_ids: Collection[str], now: datetime
+        self, owner: str, *, leases: Mapping[str, int], task_ids: Collection[str], now: datetime
     ) -> None:
-        if run_ids or task_ids:
-            await self._write(runs.release, owner, builtins.list(run_ids), builtins.list(task_ids), now)
+        if leases or task_ids:
+            await self._write(runs.release, owner, dict(leases), builtins.list(task_ids), now)
 
     async def enqueue_run(self, task_id: str, *, fire_time: datetime, now: datetime) -> Run | None:
         return await self._write(runs.enqueue, task_id, fire_time, now)

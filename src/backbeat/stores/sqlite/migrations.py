@@ -1,7 +1,8 @@
 """The SQLite store's schema, as its ordered migrations (see :mod:`backbeat.stores.sql.migrations`).
 
 Version 1 is the first release's file; version 2 added dead letters and shared state; version
-3 indexes claim ends (leases are judged by the store's clock, apart from next run times). A
+3 indexes claim ends (leases are judged by the store's clock, apart from next run times); version
+4 gives runs their fencing tokens. A
 new schema change is one more :class:`Migration` at the end of :data:`MIGRATIONS`.
 """
 
@@ -82,6 +83,15 @@ MIGRATIONS = ordered(
         3,
         "an index of claim ends, for the next wake-up by the store's clock",
         ("CREATE INDEX tasks_claims ON tasks (claim_until) WHERE claimed_by IS NOT NULL",),
+    ),
+    Migration(
+        4,
+        "fencing tokens: one per run, from a counter that only grows",
+        (
+            "ALTER TABLE runs ADD COLUMN fencing_token INTEGER NOT NULL DEFAULT 0",
+            "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+            "INSERT INTO counters (name, value) VALUES ('fencing', 0)",
+        ),
     ),
 )
 

@@ -98,7 +98,9 @@ WHERE lease_until <= max(?1, ?3)
   AND (owner IS NULL AND lease_until <= ?1 OR owner IS NOT NULL AND lease_until <= ?3)
 ORDER BY lease_until LIMIT ?2
 """
-LEASE_RUN = "UPDATE runs SET owner = ?, lease_until = ?, attempt = ? WHERE id = ?"
+LEASE_RUN = "UPDATE runs SET owner = ?, lease_until = ?, attempt = ?, fencing_token = ? WHERE id = ?"
+# the last of ?1 new fencing tokens (the transaction holds the file's write lock: no other writer)
+NEXT_TOKENS = "UPDATE counters SET value = value + ?1 WHERE name = 'fencing' RETURNING value"
 # Parameters: the horizon (next run times), a limit, the store's now (claim ends).
 DUE_TASKS = f"""
 SELECT {TASK_COLUMNS}, claimed_by FROM tasks
@@ -119,14 +121,17 @@ WHERE id IN (SELECT value FROM json_each(?))
 """
 EXISTING_RUNS = "SELECT id FROM runs WHERE id IN (SELECT value FROM json_each(?))"
 INSERT_RUN = """
-INSERT INTO runs (id, task_id, fire_time, attempt, owner, lease_until) VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO runs (id, task_id, fire_time, attempt, owner, lease_until, fencing_token)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 """
 FIRED = """
 UPDATE tasks SET running = ?, next_run_time = ?, claimed_by = NULL, claim_until = NULL WHERE id = ?
 """
 DELETE_TASK = "DELETE FROM tasks WHERE id = ?"
 
-RUN_OWNERS = "SELECT id, task_id, owner FROM runs WHERE id IN (SELECT value FROM json_each(?))"
+RUN_OWNERS = """
+SELECT id, task_id, owner, fencing_token FROM runs WHERE id IN (SELECT value FROM json_each(?))
+"""
 RETRY_RUN = "UPDATE runs SET attempt = attempt + ?, owner = NULL, lease_until = ? WHERE id = ?"
 DELETE_RUNS = "DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))"
 COUNT_RUNS = """
@@ -143,13 +148,15 @@ WHERE id IN (SELECT value FROM json_each(?)) AND running = 0 AND next_run_time I
 
 # -- leases -----------------------------------------------------------------------------------
 
-EXTEND_RUNS = """
-UPDATE runs SET lease_until = ? WHERE owner = ? AND id IN (SELECT value FROM json_each(?)) RETURNING id
+# Parameters: the new lease end (or release time), the owner, run ids and their fencing tokens
+# (two arrays, paired by position): only runs held under those tokens.
+_HELD = """
+FROM (SELECT i.value AS id, t.value AS token FROM json_each(?3) AS i JOIN json_each(?4) AS t ON t.key = i.key)
+     AS held
+WHERE runs.owner = ?2 AND runs.id = held.id AND runs.fencing_token = held.token
 """
-RELEASE_RUNS = """
-UPDATE runs SET attempt = attempt + 1, owner = NULL, lease_until = ?
-WHERE owner = ? AND id IN (SELECT value FROM json_each(?))
-"""
+EXTEND_RUNS = "UPDATE runs SET lease_until = ?1" + _HELD + "RETURNING runs.id"
+RELEASE_RUNS = "UPDATE runs SET attempt = attempt + 1, owner = NULL, lease_until = ?1" + _HELD
 RELEASE_TASKS = """
 UPDATE tasks SET claimed_by = NULL, claim_until = NULL
 WHERE claimed_by = ? AND id IN (SELECT value FROM json_each(?))
@@ -158,7 +165,7 @@ ENQUEUE_STATE = "SELECT running, max_instances FROM tasks WHERE id = ? AND quara
 RUN_EXISTS = "SELECT 1 FROM runs WHERE id = ?"
 ADD_RUNNING = "UPDATE tasks SET running = running + 1 WHERE id = ?"
 
-_RUN_COLUMNS = "id, task_id, fire_time, attempt, owner, lease_until"
+_RUN_COLUMNS = "id, task_id, fire_time, attempt, owner, lease_until, fencing_token"
 LIST_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id"
 LIST_TASK_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs WHERE task_id = ? ORDER BY id"
 

@@ -29,7 +29,7 @@ from backbeat.model.records import Claim
 from backbeat.stores._common import LeaseClock, host_clock
 from backbeat.stores.sql import migrations, runs
 from backbeat.stores.sql.migrations import Migrations
-from backbeat.stores.sql.steps import Dialect, Execute, ExecuteMany, Fetch, Stepper, Txn, to_us
+from backbeat.stores.sql.steps import Dialect, Execute, ExecuteMany, Fetch, Stepper, Txn, fetch_one, to_us
 from backbeat.stores.sql.store import SqlStore
 from backbeat.stores.sqlite import queries as q
 from backbeat.stores.sqlite.migrations import MIGRATIONS
@@ -38,7 +38,7 @@ T = TypeVar("T")
 _UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o")
 
 
-def _json_array(values: Iterable[str]) -> str:
+def _json_array(values: Iterable[Any]) -> str:
     """A list as the JSON array that ``json_each(?)`` reads."""
     return orjson.dumps(list(values)).decode()
 
@@ -51,8 +51,20 @@ def _lease_clock(clock: LeaseClock) -> Callable[[], Txn[int]]:
     return now
 
 
+def _counter_tokens(n: int) -> Txn[list[int]]:
+    """``n`` new fencing tokens from the ``counters`` row (see ``queries.NEXT_TOKENS``)."""
+    row = yield from fetch_one(q.NEXT_TOKENS, n)
+    assert row is not None
+    last = int(row[0])
+    return list(range(last - n + 1, last + 1))
+
+
 DIALECT = Dialect(
-    sql=q, array=_json_array, duplicate=(sqlite3.IntegrityError,), clock=_lease_clock(host_clock)
+    sql=q,
+    array=_json_array,
+    duplicate=(sqlite3.IntegrityError,),
+    clock=_lease_clock(host_clock),
+    tokens=_counter_tokens,
 )
 
 

@@ -7,7 +7,7 @@
 -- a small hash is a listpack that HMGET scans once per field. A task's live fields are:
 --   "nrt|ver|running|runs|failures|last_run|max_instances|flags|last_outcome"
 -- (flags: p paused, o orphaned, q quarantined; the last field may hold any text) and a
--- run is "attempt|fire_time|owner"
+-- run is "attempt|fire_time|fencing_token|owner"
 -- (owner '' while waiting; its task id is the run id without '@' .. fire_time).
 -- Times are epoch microseconds as decimal strings: exact in a double, and never passed
 -- through Lua's tostring, which keeps only 14 digits.
@@ -26,6 +26,8 @@ local K_ORPHANED = P .. 'orphaned'
 local K_DEAD_TASKS = P .. 'dead_tasks'
 local K_STATE = P .. 'state'
 local K_WAKEUP = P .. 'wakeup'
+-- the last fencing token handed out: only ever incremented (clear keeps it)
+local K_FENCING = P .. 'fencing'
 local NRT, VER, RUNNING, RUNS, FAILURES, LAST, MAX, FLAGS, OUTCOME = 1, 2, 3, 4, 5, 6, 7, 8, 9
 local CHUNK = 2000 -- arguments per variadic call: unpack() is bounded by the Lua C stack
 
@@ -51,7 +53,7 @@ local function claim_key(id)
   return P .. 'c:' .. id
 end
 
--- a run: "attempt|fire_time|owner"
+-- a run: "attempt|fire_time|fencing_token|owner"
 local function run_key(id)
   return P .. 'r:' .. id
 end
@@ -123,8 +125,30 @@ local function join_live(f)
     .. '|' .. f[8] .. '|' .. f[9]
 end
 
+-- {attempt, fire_time, owner, fencing_token}
 local function parse_run(raw)
-  return {string.match(raw, '^([^|]*)|([^|]*)|(.*)$')}
+  local attempt, fire, token, owner = string.match(raw, '^([^|]*)|([^|]*)|(%d*)|(.*)$')
+  if attempt then
+    return {attempt, fire, owner, token}
+  end
+  -- written before fencing tokens: "attempt|fire_time|owner"
+  local old = {string.match(raw, '^([^|]*)|([^|]*)|(.*)$')}
+  old[4] = '0'
+  return old
+end
+
+local function pack_run(attempt, fire, token, owner)
+  return attempt .. '|' .. fire .. '|' .. token .. '|' .. owner
+end
+
+-- n new fencing tokens: the first of them (the others follow it, one apart)
+local function new_tokens(n)
+  return redis.call('INCRBY', K_FENCING, n) - n + 1
+end
+
+-- Whether run (parsed) is held by owner under token (text, as the client sent it).
+local function holds(run, owner, token)
+  return run[3] == owner and run[4] == token
 end
 
 local function run_task(run_id, fire)
@@ -231,7 +255,7 @@ local function add_waiting_run(id, rid, fire, now)
   if tonumber(live[RUNNING]) >= tonumber(live[MAX]) then
     return 'full'
   end
-  redis.call('SET', run_key(rid), '1|' .. fire .. '|')
+  redis.call('SET', run_key(rid), pack_run('1', fire, '0', ''))
   redis.call('ZADD', K_LEASES, now, rid)
   live[RUNNING] = tonumber(live[RUNNING]) + 1
   redis.call('HSET', K_LIVE, id, join_live(live))

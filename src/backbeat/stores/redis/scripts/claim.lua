@@ -2,7 +2,8 @@
 -- at now and tasks due by horizon (the caller's clock); leases and claims end by the
 -- server's clock, and are taken until its now + lease.
 -- Returns {runs, run_task_sizes, run_task_parts, task_sizes, task_parts, lease_until}: runs
--- flat as run_id, fire_time, attempt (negative when recovered from an expired lease), then
+-- flat as run_id, fire_time, attempt (negative when recovered from an expired lease),
+-- fencing token (a new one each), then
 -- the runs' tasks and the claimed tasks (see snapshots in _lib.lua). Runs go first: they
 -- are overdue work already.
 local owner, now, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -41,6 +42,13 @@ local run_ids = candidates(K_LEASES, math.min(now, store_now), math.max(now, sto
   return kept
 end)
 local stored = get_keys(keys_of(run_key, run_ids))
+local found = 0
+for i = 1, #run_ids do
+  if stored[i] then
+    found = found + 1
+  end
+end
+local token = found > 0 and new_tokens(found) or 0
 local runs, run_tasks, writes, leases, gone = {}, {}, {}, {}, {}
 for i, rid in ipairs(run_ids) do
   if not stored[i] then
@@ -54,12 +62,14 @@ for i, rid in ipairs(run_ids) do
       signed = -attempt
     end
     writes[#writes + 1] = run_key(rid)
-    writes[#writes + 1] = attempt .. '|' .. run[2] .. '|' .. owner
+    writes[#writes + 1] = pack_run(attempt, run[2], token, owner)
     leases[#leases + 1] = lease_until
     leases[#leases + 1] = rid
     runs[#runs + 1] = rid
     runs[#runs + 1] = run[2]
     runs[#runs + 1] = signed
+    runs[#runs + 1] = token
+    token = token + 1
     run_tasks[#run_tasks + 1] = run_task(rid, run[2])
   end
 end

@@ -1,13 +1,13 @@
--- ARGV: prefix, owner, count n, then n results "failed|finished_at|retry_at|outcome|dead|run_id"
--- (failed and dead '1'|'0'; retry_at '' = none), then one dead letter JSON per result with
--- dead '1', in order. A 'deferred' outcome keeps the attempt and counts nothing. Returns the
--- run ids not completed (no longer leased to owner).
+-- ARGV: prefix, owner, count n, then n results "failed|finished_at|retry_at|outcome|dead|token|run_id"
+-- (failed and dead '1'|'0'; retry_at '' = none; token the fencing token held), then one
+-- dead letter JSON per result with dead '1', in order. A 'deferred' outcome keeps the attempt
+-- and counts nothing. Returns the run ids not completed (no longer leased to owner under token).
 local owner, n = ARGV[2], tonumber(ARGV[3])
 local run_ids, results, letters = {}, {}, {}
 for i = 4, 3 + n do
-  local result = {string.match(ARGV[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')}
+  local result = {string.match(ARGV[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')}
   results[#results + 1] = result
-  run_ids[#run_ids + 1] = result[6]
+  run_ids[#run_ids + 1] = result[7]
 end
 local next_letter = 4 + n
 for i, result in ipairs(results) do
@@ -21,7 +21,7 @@ local stored = get_keys(keys_of(run_key, run_ids))
 local lost, finished, task_ids = {}, {}, {}
 for i, rid in ipairs(run_ids) do
   local run = stored[i] and parse_run(stored[i])
-  if not run or run[3] ~= owner then
+  if not run or not holds(run, owner, results[i][6]) then
     lost[#lost + 1] = rid
   else
     finished[#finished + 1] = {rid, run, results[i], i}
@@ -49,7 +49,7 @@ for i, item in ipairs(finished) do
       attempt = attempt + 1
     end
     retry_runs[#retry_runs + 1] = run_key(rid)
-    retry_runs[#retry_runs + 1] = attempt .. '|' .. run[2] .. '|'
+    retry_runs[#retry_runs + 1] = pack_run(attempt, run[2], run[4], '')
     retries[#retries + 1] = retry_at
     retries[#retries + 1] = rid
   else

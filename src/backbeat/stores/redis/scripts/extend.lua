@@ -1,10 +1,14 @@
--- ARGV: prefix, owner, lease (microseconds), run_id... Pushes the leases still held by owner
--- to the server's now + lease; returns their run ids.
+-- ARGV: prefix, owner, lease (microseconds), then (fencing token, run_id) pairs. Pushes the
+-- leases still held by owner under those tokens to the server's now + lease; returns their run ids.
 local owner, lease_until = ARGV[2], us_text(server_now() + tonumber(ARGV[3]))
-local run_ids = args_from(4)
+local run_ids, tokens = {}, {}
+for i = 4, #ARGV, 2 do
+  tokens[#tokens + 1] = ARGV[i]
+  run_ids[#run_ids + 1] = ARGV[i + 1]
+end
 local held, leases = {}, {}
 for i, found in ipairs(get_keys(keys_of(run_key, run_ids))) do
-  if found and parse_run(found)[3] == owner then
+  if found and holds(parse_run(found), owner, tokens[i]) then
     held[#held + 1] = run_ids[i]
     leases[#leases + 1] = lease_until
     leases[#leases + 1] = run_ids[i]

@@ -1,9 +1,10 @@
 -- ARGV: prefix, owner, lease (microseconds: runs are leased until the server's now + lease), then per decision
 -- "n|claimed_version|next_run_time|fire_time x n|task_id" (next_run_time '' = none; a run's
 -- id is task_id .. '@' .. fire_time, as model.run_id_for makes it).
--- Returns {lease_until, statuses}: statuses is one string: per decision, comma-separated, '' if the task is no longer claimed
--- by owner, else 'R' (task removed) or '-' then a letter per fire time: c created,
--- s skipped (max_instances reached), x that run exists already.
+-- Returns {lease_until, statuses, first_token}: statuses is one string: per decision, comma-separated, '' if the task is
+-- no longer claimed by owner, else 'R' (task removed) or '-' then a letter per fire time: c created,
+-- s skipped (max_instances reached), x that run exists already. The created runs' fencing
+-- tokens are first_token, first_token + 1, ... in the order of their 'c's.
 local owner, lease_until = ARGV[2], us_text(server_now() + tonumber(ARGV[3]))
 local decisions, ids = {}, {}
 for i = 4, #ARGV do
@@ -56,7 +57,7 @@ for i, decision in ipairs(decisions) do
       elseif running < max then
         existing[rid] = true
         run_writes[#run_writes + 1] = run_key(rid)
-        run_writes[#run_writes + 1] = '1|' .. fire .. '|' .. owner
+        run_writes[#run_writes + 1] = fire
         leases[#leases + 1] = lease_until
         leases[#leases + 1] = rid
         running = running + 1
@@ -90,6 +91,11 @@ for i, decision in ipairs(decisions) do
   end
 end
 
+-- the runs' records, now that their number (and so their fencing tokens) is known
+local first_token = #run_writes > 0 and new_tokens(#run_writes / 2) or 0
+for i = 2, #run_writes, 2 do
+  run_writes[i] = pack_run('1', run_writes[i], first_token + i / 2 - 1, owner)
+end
 call_keys('MSET', run_writes)
 call_many('ZADD', K_LEASES, leases)
 call_many('HSET', K_LIVE, live_writes)
@@ -100,4 +106,4 @@ remove_tasks(removed)
 if #scores > 0 then
   wake()
 end
-return {lease_until, table.concat(results, ',')}
+return {lease_until, table.concat(results, ','), first_token}

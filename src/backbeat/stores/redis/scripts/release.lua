@@ -1,22 +1,23 @@
--- ARGV: prefix, owner, now, n_runs, run_id x n_runs, task_id...
--- Released runs wait (attempt + 1) from now; released claims put their tasks back as due.
+-- ARGV: prefix, owner, now, n_runs, (fencing token, run_id) x n_runs, task_id...
+-- Released runs (held by owner under those tokens) wait (attempt + 1) from now; released
+-- claims put their tasks back as due.
 local owner, now = ARGV[2], ARGV[3]
 local n_runs = tonumber(ARGV[4])
-local run_ids, task_ids = {}, {}
-for i = 5, #ARGV do
-  if i < 5 + n_runs then
-    run_ids[#run_ids + 1] = ARGV[i]
-  else
-    task_ids[#task_ids + 1] = ARGV[i]
-  end
+local run_ids, tokens, task_ids = {}, {}, {}
+for i = 5, 4 + 2 * n_runs, 2 do
+  tokens[#tokens + 1] = ARGV[i]
+  run_ids[#run_ids + 1] = ARGV[i + 1]
+end
+for i = 5 + 2 * n_runs, #ARGV do
+  task_ids[#task_ids + 1] = ARGV[i]
 end
 
 local writes, leases = {}, {}
 for i, found in ipairs(get_keys(keys_of(run_key, run_ids))) do
   local run = found and parse_run(found)
-  if run and run[3] == owner then
+  if run and holds(run, owner, tokens[i]) then
     writes[#writes + 1] = run_key(run_ids[i])
-    writes[#writes + 1] = (tonumber(run[1]) + 1) .. '|' .. run[2] .. '|'
+    writes[#writes + 1] = pack_run(tonumber(run[1]) + 1, run[2], run[4], '')
     leases[#leases + 1] = now
     leases[#leases + 1] = run_ids[i]
   end
