@@ -1,6 +1,7 @@
 """What multi-host scenarios check in the records of ``tests/chaos/hostjobs.py``: runs of one
-key on two hosts at once, one-shots that never succeeded, how soon a faulted host's runs were
-taken over, and the longest silence of the recurring task."""
+key on two hosts at once, fencing tokens that did not grow with each execution of a key,
+one-shots that never succeeded, how soon a faulted host's runs were taken over, and the
+longest silence of the recurring task."""
 
 from __future__ import annotations
 
@@ -127,6 +128,21 @@ def concurrent_runs(
     return problems
 
 
+def tokens_not_growing(per_key: Mapping[str, list[Execution]], hosts: Mapping[int, str]) -> list[str]:
+    """Every execution of a key whose fencing token is not greater than the one before it."""
+    problems: list[str] = []
+    for key, runs in per_key.items():
+        for before, after in itertools.pairwise(runs):
+            if before.fencing_token is None or after.fencing_token is None:
+                problems.append(f"{key}: an execution recorded no fencing token")
+            elif after.fencing_token <= before.fencing_token:
+                problems.append(
+                    f"{key}: attempt {after.attempt} on {hosts.get(after.pid)} holds token "
+                    f"{after.fencing_token}, not above attempt {before.attempt}'s {before.fencing_token}"
+                )
+    return problems
+
+
 def _describe(e: Execution, ended: Mapping[Ident, str], hosts: Mapping[int, str], outage: Outage) -> str:
     outcome = ended.get((e.run_id, e.attempt, e.pid))
     return (
@@ -163,6 +179,7 @@ def measure(
     problems: list[str] = []
     overlaps = concurrent_runs(per_key, ended, hosts, outage, thaw_grace)
     problems += overlaps
+    problems += tokens_not_growing(per_key, hosts)
 
     succeeded = {r["label"] for r in records if r["event"] == "end" and r.get("outcome") == "success"}
     lost = [task_id for task_id in one_shots if task_id not in succeeded]

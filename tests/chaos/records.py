@@ -19,6 +19,8 @@ class Execution:
     label: str
     start: float
     end: float | None = None
+    fencing_token: int | None = None
+    """The run's fencing token in this execution (recorded by the multi-host jobs)."""
 
 
 def executions(records: Iterable[dict[str, Any]]) -> dict[str, list[Execution]]:
@@ -29,7 +31,12 @@ def executions(records: Iterable[dict[str, Any]]) -> dict[str, list[Execution]]:
         if record["event"] == "start":
             assert ident not in found, f"attempt {ident} started twice"
             found[ident] = Execution(
-                record["run_id"], record["attempt"], record["pid"], record["label"], record["t"]
+                record["run_id"],
+                record["attempt"],
+                record["pid"],
+                record["label"],
+                record["t"],
+                fencing_token=record.get("fencing_token"),
             )
         elif record["event"] == "end":
             found[ident].end = record["t"]
