@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from apscheduler.job import Job
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -211,3 +212,50 @@ async def test_runs_again_skip_replace_and_finish_a_move(aps_store: ApsStore) ->
     assert code == 0 and "skipped 6" in out and "removed 6 from the source" in " ".join(out.split())
     assert aps_store.raw.states() == {}
     assert set(await stored_tasks(aps_store.target)) == {job.id for job in jobs}
+
+
+async def test_with_move_nothing_leaves_the_source_when_the_target_cannot_be_reached(
+    aps_store: ApsStore,
+) -> None:
+    from tests.redis_server import free_port
+
+    aps_store.fill(add_jobs)
+    before = aps_store.raw.states()
+
+    code, _, err = await migrate_cli(aps_store, "--to", f"redis://127.0.0.1:{free_port()}/0", "--move")
+
+    assert code == 1 and err.startswith("error: store unavailable")
+    assert aps_store.raw.states() == before
+
+
+@pytest.mark.sqlite
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["sqlite:///{tmp}/aps.sqlite"], 2, "give the target store with --to"),
+        (["sqlite:///{tmp}/aps.sqlite", "--dry-run", "--move"], 2, "--move and --dry-run exclude each other"),
+        (
+            ["sqlite:///{tmp}/aps.sqlite", "--dry-run", "--jobs-key", "k"],
+            2,
+            "--jobs-key does not apply to a sqlite",
+        ),
+        (["redis://127.0.0.1:6379/0", "--dry-run", "--table", "t"], 2, "--table does not apply to a redis"),
+        (["jobs.sqlite", "--dry-run"], 2, "'jobs.sqlite' is not a job store URL"),
+        (
+            ["sqlite:///{tmp}/aps.sqlite", "--dry-run", "--map-func", "a:f"],
+            2,
+            "--map-func 'a:f' is not OLD=NEW",
+        ),
+        (["sqlite:///{tmp}/none.sqlite", "--dry-run"], 1, "store unavailable: sqlite:///"),
+    ],
+    ids=["no target", "move dry run", "jobs key on sql", "table on redis", "no url", "map-func", "no table"],
+)
+async def test_wrong_arguments_exit_with_one_line_naming_the_problem(
+    tmp_path: Path, args: list[str], code: int, message: str
+) -> None:
+    command = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
+    result = await asyncio.to_thread(backbeat, "migrate", "apscheduler", *command)
+
+    assert result.returncode == code
+    assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
