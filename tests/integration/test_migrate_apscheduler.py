@@ -259,3 +259,20 @@ async def test_wrong_arguments_exit_with_one_line_naming_the_problem(
     assert result.returncode == code
     assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_a_store_larger_than_a_page_is_moved_whole(aps_store: ApsStore) -> None:
+    (template,) = aps_store.fill(lambda s: s.add_job(REF, "interval", minutes=5, id="job-000", args=[0]))
+    state = template.__getstate__()
+    for n in range(1, 450):  # pages of 200, with the moved jobs deleted between them
+        aps_store.raw.put(f"job-{n:03d}", pickle.dumps({**state, "id": f"job-{n:03d}", "args": (n,)}))
+
+    code, out, err = await migrate_cli(aps_store, "--to", aps_store.target, "--move")
+
+    assert code == 0, err
+    assert "migrated 450, skipped 0, refused 0 of 450 job(s)" in " ".join(out.split())
+    assert aps_store.raw.states() == {}
+    tasks = await stored_tasks(aps_store.target)
+    assert {task_id: codec.decode(task.args) for task_id, task in tasks.items()} == {
+        f"job-{n:03d}": [n] for n in range(450)
+    }

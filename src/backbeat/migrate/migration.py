@@ -116,18 +116,17 @@ async def _migrate_page(
     converted = [r for r in reports if r.task is not None]
     if target is None:
         return reports
-    existing = await asyncio.gather(*(target.get(r.job_id) for r in converted))
-    stored_before: list[JobReport] = []  # skipped, and the target holds this very conversion
-    for report, found in zip(converted, existing, strict=True):
-        if found is not None and not options.replace:
-            same = report.task is not None and _same_schedule(found, report.task)
-            report.outcome = Outcome.SKIPPED
-            report.detail = "already in the target" + ("" if same else " as a different task")
-            stored_before += [report] if same else []
+    tasks = [r.task for r in converted if r.task is not None]
+    stored_before: list[JobReport] = []
     if options.dry_run:
-        return reports
-    await _store(target, [r for r in converted if r.outcome is Outcome.MIGRATED], options.replace)
-    if options.move:
+        stored_before = await _skip_existing(target, converted)
+    elif tasks:
+        try:  # the common case, a first run: the whole page in one atomic add
+            await target.add(tasks, replace=options.replace)
+        except TaskExistsError:
+            stored_before = await _skip_existing(target, converted)
+            await _add_one_by_one(target, [r for r in converted if r.outcome is Outcome.MIGRATED])
+    if options.move and not options.dry_run:
         # an earlier run may have stored a job and stopped before removing it: finish that move
         moved = [r for r in converted if r.outcome is Outcome.MIGRATED] + stored_before
         await asyncio.to_thread(source.delete, [r.job_id for r in moved])
@@ -136,20 +135,27 @@ async def _migrate_page(
     return reports
 
 
-async def _store(target: Store, reports: list[JobReport], replace: bool) -> None:
-    tasks = [r.task for r in reports if r.task is not None]
-    if not tasks:
-        return
-    try:
-        await target.add(tasks, replace=replace)
-    except TaskExistsError:
-        # another process added one of these ids since we looked: add them one by one
-        for report in reports:
-            assert report.task is not None
-            try:
-                await target.add([report.task])
-            except TaskExistsError:
-                report.outcome, report.detail = Outcome.SKIPPED, "already in the target"
+async def _skip_existing(target: Store, converted: list[JobReport]) -> list[JobReport]:
+    """Mark the jobs whose id the target holds as skipped; returns those it holds as this very
+    conversion (stored by an earlier run)."""
+    same_ones: list[JobReport] = []
+    for report in converted:  # one by one: a page of concurrent reads would exhaust a connection pool
+        found = await target.get(report.job_id)
+        if found is not None and report.task is not None:
+            same = _same_schedule(found, report.task)
+            report.outcome = Outcome.SKIPPED
+            report.detail = "already in the target" + ("" if same else " as a different task")
+            same_ones += [report] if same else []
+    return same_ones
+
+
+async def _add_one_by_one(target: Store, reports: list[JobReport]) -> None:
+    for report in reports:
+        assert report.task is not None
+        try:
+            await target.add([report.task])
+        except TaskExistsError:  # another process added this id since we looked
+            report.outcome, report.detail = Outcome.SKIPPED, "already in the target"
 
 
 def _same_schedule(stored: Task, converted: Task) -> bool:
