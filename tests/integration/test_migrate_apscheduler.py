@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import pickle
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -246,17 +248,35 @@ async def test_with_move_nothing_leaves_the_source_when_the_target_cannot_be_rea
             2,
             "--map-func 'a:f' is not OLD=NEW",
         ),
-        (["sqlite:///{tmp}/none.sqlite", "--dry-run"], 1, "store unavailable: sqlite:///"),
+        (["sqlite:///{tmp}/none.sqlite", "--dry-run"], 1, "no SQLite file"),
+        (["sqlite:///{tmp}", "--dry-run"], 1, "no SQLite file"),
+        (
+            ["sqlite:///{tmp}/aps.sqlite", "--dry-run", "--table", "nothing"],
+            1,
+            "store unavailable: sqlite:///",
+        ),
     ],
-    ids=["no target", "move dry run", "jobs key on sql", "table on redis", "no url", "map-func", "no table"],
+    ids=[
+        "no target",
+        "move dry run",
+        "jobs key on sql",
+        "table on redis",
+        "no url",
+        "map-func",
+        "no file",
+        "a directory",
+        "no table",
+    ],
 )
 async def test_wrong_arguments_exit_with_one_line_naming_the_problem(
     tmp_path: Path, args: list[str], code: int, message: str
 ) -> None:
+    sqlite3.connect(tmp_path / "aps.sqlite").close()  # a SQLite file without APScheduler's table
     command = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
     result = await asyncio.to_thread(backbeat, "migrate", "apscheduler", *command)
 
     assert result.returncode == code
+    assert os.listdir(tmp_path) == ["aps.sqlite"]  # reading made no file
     assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import sqlalchemy as sa
 
+from backbeat.errors import ConfigurationError, StoreUnavailableError
 from backbeat.migrate.sources.base import StoredJob, redacted, unavailable
 
 
@@ -20,7 +22,15 @@ class SQLSource:
     def __init__(self, url: str, table: str | None = None) -> None:
         schema, _, name = (table or "apscheduler_jobs").rpartition(".")
         self.description = f"{redacted(url)} {table or 'apscheduler_jobs'}"
-        self._engine = sa.create_engine(_with_driver(url))
+        try:
+            parsed = sa.engine.make_url(_with_driver(url))
+        except sa.exc.ArgumentError as exc:
+            raise ConfigurationError(f"{redacted(url)!r} is not a SQLAlchemy URL: {exc}") from exc
+        path = parsed.database
+        if parsed.get_backend_name() == "sqlite" and path and path != ":memory:" and not Path(path).is_file():
+            # SQLite would create an empty file: a mistyped path would read as an empty store
+            raise StoreUnavailableError(f"{self.description}: no SQLite file {path!r}")
+        self._engine = sa.create_engine(parsed)
         self._table = sa.table(name, sa.column("id"), sa.column("job_state"), schema=schema or None)
 
     def count(self) -> int:
