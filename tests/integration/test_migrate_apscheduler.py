@@ -201,6 +201,10 @@ async def test_runs_again_skip_replace_and_finish_a_move(aps_store: ApsStore) ->
     async with opened(aps_store.target) as store:
         await store.update("daily-paris", paused=True)
 
+    code, out, _ = await migrate_cli(aps_store, "--to", aps_store.target, "--dry-run")
+    assert code == 0 and "would migrate 0, skipped 6, refused 0" in " ".join(out.split())
+    code, out, _ = await migrate_cli(aps_store, "--to", aps_store.target, "--dry-run", "--replace")
+    assert code == 0 and "would migrate 6, skipped 0, refused 0" in " ".join(out.split())
     code, out, _ = await migrate_cli(aps_store, "--to", aps_store.target)
     assert code == 0 and "migrated 0, skipped 6, refused 0" in " ".join(out.split())
     assert (await stored_tasks(aps_store.target))["daily-paris"].paused  # skipped: left as it was

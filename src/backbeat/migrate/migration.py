@@ -119,7 +119,8 @@ async def _migrate_page(
     tasks = [r.task for r in converted if r.task is not None]
     stored_before: list[JobReport] = []
     if options.dry_run:
-        stored_before = await _skip_existing(target, converted)
+        if not options.replace:
+            await _skip_existing(target, converted)
     elif tasks:
         try:  # the common case, a first run: the whole page in one atomic add
             await target.add(tasks, replace=options.replace)
