@@ -182,6 +182,7 @@ async def test_a_dry_run_shows_the_tasks_and_changes_nothing(aps_store: ApsStore
     )
     assert code == 0, err
     assert all(job.id in out for job in jobs) and "would migrate 6" in " ".join(out.split())
+    assert "hour='8'" in out and "interval[1:30:00]" in out  # the triggers, as rich text, not markup
 
     code, out, err = await migrate_cli(aps_store, "--dry-run", "--json", "--map-func", f"{REF}={mapped}")
     assert code == 0, err

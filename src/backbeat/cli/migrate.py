@@ -6,6 +6,7 @@ import asyncio
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -67,7 +68,8 @@ def apscheduler(
         str | None, typer.Option(help="RedisJobStore run_times_key (default apscheduler.run_times)")
     ] = None,
     table: Annotated[
-        str | None, typer.Option(help="SQLAlchemyJobStore table, [schema.]name (default apscheduler_jobs)")
+        str | None,
+        typer.Option(help="SQLAlchemyJobStore table: name or schema.name (default apscheduler_jobs)"),
     ] = None,
     collection: Annotated[str | None, typer.Option(help="MongoDBJobStore collection (default jobs)")] = None,
     map_func: Annotated[
@@ -138,22 +140,24 @@ def summary(report: MigrationReport) -> str:
 
 def plan_table(report: MigrationReport) -> Table:
     """One row per job: what it would become, or why it is skipped or refused."""
-    table = Table("id", "outcome", "job", "trigger", "next run (UTC)", "options", "detail", title="migration")
+    table = Table(title="migration")
+    for column in ("id", "outcome", "job", "trigger", "next run (UTC)", "options", "detail"):
+        table.add_column(column, overflow="fold")
     for job in report.jobs:
         task = job.task
         if task is None:
-            table.add_row(job.job_id, job.outcome.value, "-", "-", "-", "-", job.detail)
+            table.add_row(escape(job.job_id), job.outcome.value, "-", "-", "-", "-", escape(job.detail))
             continue
         opts = task.options
         flags = f"grace={opts.misfire_grace_time} coalesce={opts.coalesce} max={opts.max_instances}"
         table.add_row(
-            job.job_id,
+            escape(job.job_id),
             job.outcome.value + (" (paused)" if task.paused else ""),
             task.job,
-            triggers.describe(task.trigger),
+            escape(triggers.describe(task.trigger)),  # "cron[hour='8']" is not markup
             render.when(task.next_run_time),
             flags,
-            job.detail or "-",
+            escape(job.detail) or "-",
         )
     return table
 

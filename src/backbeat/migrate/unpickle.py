@@ -82,8 +82,8 @@ class _Unpickler(pickle.Unpickler):
             return guarded
         if name not in ALLOWED.get(module, frozenset()):
             raise RefusedPickleError(
-                f"it names {module}.{name}, which is not a class an APScheduler job state holds "
-                "(only its triggers, datetime and time zone types, and builtins are admitted)"
+                f"it names {module}.{name}, which no APScheduler job state holds (only its triggers, "
+                "datetime and time zone types, and builtins are admitted)"
             )
         if module == "__builtin__":
             module = "builtins"
