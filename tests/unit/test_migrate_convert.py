@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+import pytz
 from apscheduler.job import Job
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.combining import OrTrigger
@@ -83,12 +84,25 @@ def backbeat_fire_times(spec: triggers.TriggerSpec, first: datetime, count: int)
             },
         ),
         ("cron", {"day_of_week": "mon-fri", "hour": 9, "timezone": "America/New_York"}),
+        (
+            "cron",
+            {"day": "1,15", "hour": 23, "timezone": pytz.timezone("Asia/Kolkata")},
+        ),  # older releases' zones
         ("interval", {"hours": 7, "start_date": datetime(2026, 3, 1, 0, 30), "timezone": "Asia/Tokyo"}),
         ("interval", {"minutes": 90, "start_date": datetime(2030, 3, 20), "end_date": datetime(2030, 3, 22)}),
         ("date", {"run_date": datetime(2030, 6, 1, 10, 30), "timezone": "Australia/Sydney"}),
         ("calendarinterval", {"months": 1, "hour": 2, "minute": 30, "start_date": date(2026, 1, 31)}),
     ],
-    ids=["cron-dst", "cron-start-end", "cron-weekdays-tz", "interval-tz", "interval-end", "date", "calendar"],
+    ids=[
+        "cron-dst",
+        "cron-start-end",
+        "cron-weekdays-tz",
+        "cron-pytz",
+        "interval-tz",
+        "interval-end",
+        "date",
+        "calendar",
+    ],
 )
 def test_each_trigger_fires_when_apschedulers_does(
     scheduler: BackgroundScheduler, trigger: str, args: dict[str, Any]
