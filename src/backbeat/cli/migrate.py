@@ -53,7 +53,7 @@ def apscheduler(
     ] = None,
     prefix: PrefixOption = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show what would be created; change nothing")
+        bool, typer.Option("--dry-run", help="Show what would be created; store and remove nothing")
     ] = False,
     move: Annotated[
         bool, typer.Option("--move", help="Remove each job from the source once its task is stored")
