@@ -54,6 +54,7 @@ class RedisServerHandle:
         port: int | None = None,
         remove_directory: bool = False,
         host: str = "127.0.0.1",
+        extra_args: list[str] | None = None,
     ) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
@@ -62,6 +63,7 @@ class RedisServerHandle:
         self.host = host
         self.appendonly = appendonly
         self.remove_directory = remove_directory
+        self.extra_args = extra_args or []
         self.url = f"redis://{host}:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
@@ -77,6 +79,7 @@ class RedisServerHandle:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
+        args += self.extra_args
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while not answers(self.url, timeout=0.2):

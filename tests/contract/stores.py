@@ -15,6 +15,7 @@ import contextlib
 import importlib
 import os
 import sqlite3
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ from backbeat.stores import MemoryStore, SQLiteStore
 from tests.contract.helpers import STORE_T0
 from tests.fakes import FakeClock
 
-KINDS = ("memory", "sqlite", "redis", "postgresql", "mongodb")
+KINDS = ("memory", "sqlite", "redis", "rediscluster", "postgresql", "mongodb")
 
 
 def _store_class(module: str, name: str) -> Any:
@@ -46,6 +47,9 @@ class Backend:
     """The stores' lease clock when it is injectable (memory, SQLite); else the server's own."""
     tolerance = timedelta(0)
     """How far the store's clock may be from :meth:`store_time` (rounding, another host)."""
+    claims_in_due_order = True
+    """A claim takes the earliest due items of the whole store first (not so for a sharded
+    store: the earliest of each shard, shards by turns)."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
@@ -160,6 +164,59 @@ class RedisBackend(Backend):
         self.client.close()
 
 
+class RedisClusterBackend(Backend):
+    """A fresh prefix per test, sharded over 6 shards, on the session's 3-master Redis Cluster."""
+
+    tolerance = timedelta(milliseconds=5)  # three masters' clocks: the same host's here
+    claims_in_due_order = False
+    shards = 6
+
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
+        self.store_class = _store_class("backbeat.stores.redis.cluster", "ShardedRedisStore")
+        import redis.cluster
+
+        from tests.redis_cluster import session_cluster
+
+        try:
+            self.cluster = session_cluster()
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            pytest.skip(f"no Redis Cluster could be started: {exc}")
+        self.prefix = f"contract-{uuid.uuid4().hex[:12]}"
+        host, port = self.cluster.startup_nodes[0]
+        self.client = redis.cluster.RedisCluster(host=host, port=port)
+
+    async def open_store(self) -> Store:
+        store: Store = self.store_class(self.cluster.url(self.prefix, shards=self.shards))
+        await store.open()
+        self.stores.append(store)
+        return store
+
+    def _tasks_key(self, task_id: str) -> str:
+        from backbeat.stores.redis.sharding import shard_of, shard_prefix
+
+        return f"{{{shard_prefix(self.prefix, shard_of(task_id, self.shards))}}}:tasks"
+
+    async def corrupt(self, task_id: str, raw: str) -> None:
+        self.client.hset(self._tasks_key(task_id), task_id, raw)
+
+    async def raw(self, task_id: str) -> str | None:
+        found = cast("bytes | None", self.client.hget(self._tasks_key(task_id), task_id))
+        return None if found is None else found.decode()
+
+    async def close(self) -> None:
+        await super().close()
+        for shard in range(self.shards):
+            self.client.delete(*[key.decode() for key in self._keys(shard)] or ["-"])
+        self.client.close()
+
+    def _keys(self, shard: int) -> list[bytes]:
+        from backbeat.stores.redis.sharding import shard_prefix
+
+        pattern = f"{{{shard_prefix(self.prefix, shard)}}}*"
+        return list(self.client.scan_iter(match=pattern, count=1000, target_nodes=self.client.PRIMARIES))
+
+
 class PostgreSQLBackend(Backend):
     """Tables of a fresh prefix per test on ``BACKBEAT_POSTGRESQL_URL`` (default: the local
     server), dropped after."""
@@ -247,6 +304,7 @@ BACKENDS: dict[str, type[Backend]] = {
     "memory": MemoryBackend,
     "sqlite": SQLiteBackend,
     "redis": RedisBackend,
+    "rediscluster": RedisClusterBackend,
     "postgresql": PostgreSQLBackend,
     "mongodb": MongoBackend,
 }

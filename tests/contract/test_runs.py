@@ -75,9 +75,10 @@ async def test_fire_keeps_a_change_made_since_the_claim(store: Store) -> None:
 
 
 async def test_fire_ignores_decisions_for_tasks_the_owner_does_not_hold(store: Store) -> None:
-    await store.add([task("a"), task("unclaimed")])
+    await store.add([task("a"), task("b")])
     [claimed] = (await store.claim_due("w1", now=T0, lease=LEASE, limit=1)).tasks
-    decisions = [decide(claimed, then=T0 + MINUTE), decide(task("unclaimed"), then=T0 + MINUTE)]
+    unclaimed = task("b" if claimed.id == "a" else "a")
+    decisions = [decide(claimed, then=T0 + MINUTE), decide(unclaimed, then=T0 + MINUTE)]
     assert await store.fire("w2", decisions, now=T0, lease=LEASE) == []
     results = await store.fire("w1", decisions, now=T0, lease=LEASE)
     assert [r.task_id for r in results] == [claimed.id]

@@ -12,6 +12,7 @@ import redis.asyncio
 
 from backbeat.errors import StoreError
 from backbeat.stores.redis import RedisStore
+from backbeat.stores.redis.connection import Client
 from backbeat.stores.redis.keys import Keys
 from backbeat.stores.redis.layout import MIGRATIONS, LayoutMigration, latest
 from tests.integration.test_redis_store import delete_keys
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.redis
 NEXT = latest(MIGRATIONS) + 1
 
 
-async def count_migration(client: redis.asyncio.Redis, keys: Keys) -> None:
+async def count_migration(client: Client, keys: Keys) -> None:
     """A later release's migration, which counts how often it ran."""
     await asyncio.sleep(0.05)  # long enough for a second opener to run it too, were it not locked out
     await client.incr(f"{keys.base}migrated")

@@ -43,7 +43,9 @@ def test_sqlite_urls_without_a_path_are_refused(url: str) -> None:
 
 
 def test_an_unknown_scheme_lists_the_known_ones() -> None:
-    with pytest.raises(ConfigurationError, match="memory, sqlite, redis, rediss, postgresql") as raised:
+    with pytest.raises(
+        ConfigurationError, match=r"memory, sqlite, redis, rediss, redis\+cluster, postgresql"
+    ) as raised:
         store_from_url("cassandra://user:secret@host/db")
     assert "secret" not in str(raised.value)
     with pytest.raises(ConfigurationError, match="known schemes"):

@@ -212,10 +212,12 @@ class Run:
     """This claim took the run over from an owner whose lease expired."""
     fencing_token: int = 0
     """Set by the store each time it leases the run to a holder (a fire, a claim of a waiting
-    run, a takeover): greater than every token it handed out before, for any run. The store
-    completes, extends and releases a run only for the holder of its current token; a job
-    passes it to downstream writes so they can refuse an older holder's. A waiting run keeps
-    its last holder's token; 0 if it never had one."""
+    run, a takeover): greater than every token the run had before, and than every token the
+    store handed out before for any run it keeps in the same place (a shard of a sharded
+    store, else the whole store); never the token of another run. The store completes,
+    extends and releases a run only for the holder of its current token; a job passes it to
+    downstream writes so they can refuse an older holder's. A waiting run keeps its last
+    holder's token; 0 if it never had one."""
 
     def to_document(self) -> dict[str, JSON]:
         return {

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from backbeat.stores.mongodb import MongoStore
     from backbeat.stores.postgresql import PostgreSQLStore
     from backbeat.stores.redis import RedisStore
+    from backbeat.stores.redis.cluster import ShardedRedisStore
 
 
 class _Backend(NamedTuple):
@@ -32,12 +33,14 @@ class _Backend(NamedTuple):
 
 _BACKENDS = {
     "redis": _Backend("Redis", "redis", "redis"),
+    "rediscluster": _Backend("Redis Cluster", "redis", "redis"),
     "postgresql": _Backend("PostgreSQL", "postgresql", "asyncpg"),
     "mongodb": _Backend("MongoDB", "mongodb", "pymongo"),
 }
 _SCHEMES = {
     "redis": "redis",
     "rediss": "redis",
+    "redis+cluster": "rediscluster",
     "postgresql": "postgresql",
     "postgres": "postgresql",
     "mongodb": "mongodb",
@@ -74,6 +77,17 @@ def redis_store_class() -> type[RedisStore]:
     return RedisStore
 
 
+def redis_cluster_store_class() -> type[ShardedRedisStore]:
+    """``ShardedRedisStore`` (the sharded store on Redis Cluster), imported on first use.
+
+    Raises:
+        ConfigurationError: redis-py is not installed.
+    """
+    with _driver_of("redis"):
+        from backbeat.stores.redis.cluster import ShardedRedisStore
+    return ShardedRedisStore
+
+
 def postgresql_store_class() -> type[PostgreSQLStore]:
     """``PostgreSQLStore``, imported on first use.
 
@@ -98,6 +112,7 @@ def mongodb_store_class() -> type[MongoStore]:
 
 _SERVER_STORES: dict[str, Callable[[], Callable[[str], Store]]] = {
     "redis": redis_store_class,
+    "rediscluster": redis_cluster_store_class,
     "postgresql": postgresql_store_class,
     "mongodb": mongodb_store_class,
 }
@@ -106,10 +121,13 @@ KNOWN_SCHEMES = ("memory", "sqlite", *_SCHEMES)
 
 def store_from_url(url: str) -> Store:
     """A store for ``url``: ``memory://``, ``sqlite:///relative.db``, ``sqlite:////abs/path.db``,
-    ``redis://``, ``rediss://``, ``postgresql://``, ``mongodb://`` or ``mongodb+srv://``.
+    ``redis://``, ``rediss://``, ``redis+cluster://``, ``postgresql://``, ``mongodb://`` or
+    ``mongodb+srv://``.
 
     SQLite URLs take ``?busy_timeout=<seconds>&poll_interval=<seconds>``. Redis URLs take
-    ``?prefix=<key prefix>`` (default ``backbeat``); their other options go to redis-py. PostgreSQL URLs take
+    ``?prefix=<key prefix>`` (default ``backbeat``); their other options go to redis-py. Redis Cluster
+    URLs name several ``host:port`` and take ``?prefix=``, ``&shards=`` and ``&durability=replica``
+    (see :class:`~backbeat.stores.redis.cluster.ShardedRedisStore`). PostgreSQL URLs take
     ``?prefix=<table prefix>`` (default ``backbeat``); their other options go to asyncpg. MongoDB URLs name
     the database in their path and the tasks collection with ``?collection=<name>``
     (defaults ``backbeat`` and ``background_jobs``).

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry  # the asyncio client awaits its retry: the sync one never retries
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -53,16 +54,30 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+Client = redis.asyncio.Redis | RedisCluster
+"""A client of one Redis server, or of a Redis Cluster (a shard of a sharded store)."""
+
+
 class Connection:
-    """One store's client (made from the URL, or given) and its registered scripts."""
+    """One store's client (made from the URL, or given) and its registered scripts.
+
+    With ``acknowledged``, scripts that write wait for a replica (``durability="replica"``).
+    """
 
     def __init__(
-        self, url: str, keys: Keys, client: redis.asyncio.Redis | None, options: dict[str, Any]
+        self,
+        url: str,
+        keys: Keys,
+        client: Client | None,
+        options: dict[str, Any],
+        *,
+        acknowledged: bool = False,
     ) -> None:
         if options.get("decode_responses"):
             raise ConfigurationError("the Redis store reads raw bytes: do not set decode_responses")
         self.url = url
         self.keys = keys
+        self.acknowledged = acknowledged
         self._options = {**DEFAULT_OPTIONS, **options}
         self._own_client = client is None
         self._client = client
@@ -80,14 +95,18 @@ class Connection:
             raise StoreError(f"Redis at {redact(self.url)} failed: {exc}") from exc
 
     @property
-    def client(self) -> redis.asyncio.Redis:
+    def client(self) -> Client:
         if self._client is None:
             self._client = redis.asyncio.from_url(self.url, **self._options)
         return self._client
 
     async def open(self) -> None:
         client = self.client
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
+        if isinstance(client, RedisCluster):
+            settings = client.get_connection_kwargs()
+        else:
+            settings = client.connection_pool.connection_kwargs
+        if settings.get("decode_responses"):
             raise ConfigurationError(
                 "the Redis store reads raw bytes: give it a client without decode_responses"
             )
@@ -102,7 +121,7 @@ class Connection:
                     f"Redis at {redact(self.url)} accepted a connection but did not answer PING "
                     f"within {OPEN_TIMEOUT:g} s"
                 ) from None
-            scripts = Scripts(client, self.keys.base, self.keys.tasks)
+            scripts = Scripts(client, self.keys.base, self.keys.tasks, acknowledged=self.acknowledged)
             await scripts.load()
         self._scripts = scripts
 
@@ -123,4 +142,10 @@ class Connection:
             return await self._scripts(name, *args)
 
     def wakeups(self) -> AsyncIterator[None]:
-        return wakeups.listen(lambda: self.client, self.keys.wakeup, self._closed)
+        return wakeups.listen(self._server_client, [self.keys.wakeup], self._closed)
+
+    def _server_client(self) -> redis.asyncio.Redis:
+        client = self.client
+        if isinstance(client, RedisCluster):
+            raise TypeError("a shard on Redis Cluster has no wake-ups of its own: its sharded store listens")
+        return client

@@ -17,10 +17,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.stores.redis.codec import text
+from backbeat.stores.redis.connection import Client
 from backbeat.stores.redis.keys import Keys
 
 LOCK_TTL = 60.0
@@ -42,10 +41,10 @@ class LayoutMigration:
 
     version: int
     description: str
-    apply: Callable[[Redis, Keys], Awaitable[None]]
+    apply: Callable[[Client, Keys], Awaitable[None]]
 
 
-async def _index_orphans(client: Redis, keys: Keys) -> None:
+async def _index_orphans(client: Client, keys: Keys) -> None:
     """Build the orphaned index of a store written before it existed (once per store)."""
     if await client.exists(keys.orphans_indexed):
         return
@@ -71,7 +70,7 @@ def latest(migrations: Sequence[LayoutMigration]) -> int:
     return migrations[-1].version if migrations else 0
 
 
-async def read_version(client: Redis, keys: Keys) -> int:
+async def read_version(client: Client, keys: Keys) -> int:
     """The recorded layout version; 0 when the store has none yet."""
     stored = await client.get(keys.layout)
     return 0 if stored is None else int(stored)
@@ -85,7 +84,7 @@ def _refuse_newer(version: int, migrations: Sequence[LayoutMigration], where: st
         )
 
 
-async def migrate(client: Redis, keys: Keys, migrations: Sequence[LayoutMigration], where: str) -> int:
+async def migrate(client: Client, keys: Keys, migrations: Sequence[LayoutMigration], where: str) -> int:
     """Bring the store's keys up to the last of ``migrations``; the version they then follow.
 
     Raises:
@@ -112,7 +111,7 @@ async def migrate(client: Redis, keys: Keys, migrations: Sequence[LayoutMigratio
         await client.register_script(_RELEASE)(keys=[keys.layout_lock], args=[token])
 
 
-async def _lock(client: Redis, keys: Keys, token: str, where: str) -> None:
+async def _lock(client: Client, keys: Keys, token: str, where: str) -> None:
     deadline = time.monotonic() + LOCK_WAIT
     while not await client.set(keys.layout_lock, token, nx=True, px=int(LOCK_TTL * 1000)):
         if time.monotonic() > deadline:

@@ -7,7 +7,10 @@ from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
+
+from backbeat.stores.redis.durability import run_acknowledged
 
 NAMES = (
     "add",
@@ -27,6 +30,8 @@ NAMES = (
     "requeue",
     "put_state",
 )
+READS = frozenset({"read", "next", "exists"})
+"""The scripts that write nothing (a replica's acknowledgement is never waited for)."""
 
 
 @functools.cache
@@ -38,12 +43,19 @@ def source(name: str) -> str:
 
 
 class Scripts:
-    """The scripts registered on one client; a call reloads a script flushed from the server."""
+    """The scripts registered on one client; a call reloads a script flushed from the server.
 
-    def __init__(self, client: Redis, base: str, routing_key: str) -> None:
+    With ``acknowledged``, a script that writes returns only once one replica has its writes
+    (see :mod:`backbeat.stores.redis.durability`).
+    """
+
+    def __init__(
+        self, client: Redis | RedisCluster, base: str, routing_key: str, *, acknowledged: bool = False
+    ) -> None:
         self._client = client
         self._base = base
         self._keys = [routing_key]
+        self._acknowledged = acknowledged
         self._scripts: dict[str, AsyncScript] = {name: client.register_script(source(name)) for name in NAMES}
 
     async def load(self) -> None:
@@ -54,4 +66,9 @@ class Scripts:
     async def __call__(self, name: str, *args: Any) -> Any:
         # KEYS[1] routes the call in Redis Cluster; the scripts build their key names from the
         # prefix in ARGV[1], all with the same hash tag, so they stay in that key's slot.
+        if self._acknowledged and name not in READS:
+            script = self._scripts[name]
+            return await run_acknowledged(
+                self._client, script.sha, source(name), self._keys, [self._base, *args]
+            )
         return await self._scripts[name](keys=self._keys, args=[self._base, *args])

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
-
-import redis.asyncio
 
 from backbeat.abc import Store
 from backbeat.errors import CorruptRecordError, StoreError, TaskExistsError, TaskNotFoundError
@@ -33,10 +32,11 @@ from backbeat.stores._common import host_clock
 from backbeat.stores.memory import check_changes
 from backbeat.stores.redis import codec, layout
 from backbeat.stores.redis.codec import Arg, field, iso, opt_us, text
-from backbeat.stores.redis.connection import Connection, redact, split_prefix
+from backbeat.stores.redis.connection import Client, Connection, redact, split_prefix
 from backbeat.stores.redis.dead_letters import DeadLetters, letter_arg
 from backbeat.stores.redis.keys import Keys, from_us, to_us
 from backbeat.stores.redis.layout import LayoutMigration
+from backbeat.stores.redis.sharding import Durability, check_durability
 
 log = logging.getLogger("backbeat.stores.redis")
 
@@ -64,12 +64,14 @@ class RedisStore:
         url: str = "redis://localhost:6379/0",
         *,
         prefix: str | None = None,
-        client: redis.asyncio.Redis | None = None,
+        client: Client | None = None,
+        durability: Durability = "leader",
         **client_options: Any,
     ) -> None:
         url, url_prefix = split_prefix(url)
         self.keys = Keys(prefix or url_prefix or "backbeat")
-        self._conn = Connection(url, self.keys, client, client_options)
+        acknowledged = check_durability(durability) == "replica"
+        self._conn = Connection(url, self.keys, client, client_options, acknowledged=acknowledged)
         self._dead = DeadLetters(self._conn, self.keys)
 
     @classmethod
@@ -148,6 +150,16 @@ class RedisStore:
         existing = [text(task_id) for task_id in reply]
         if existing:
             raise TaskExistsError(existing)
+
+    async def existing(self, task_ids: Collection[str]) -> builtins.list[str]:
+        """Which of ``task_ids`` are stored (quarantined records too)."""
+        if not task_ids:
+            return []
+        return [text(task_id) for task_id in await self._conn.run("exists", *task_ids)]
+
+    def errors(self) -> contextlib.AbstractContextManager[None]:
+        """Raise the driver errors of a call on this store's client as backbeat's store errors."""
+        return self._conn.errors()
 
     async def get(self, task_id: str) -> Task | None:
         sizes, parts, _ = await self._conn.run("read", "ids", task_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -37,8 +37,10 @@ class _Reconnects:
         self.seen = True
 
 
-async def listen(client: Callable[[], Redis], channel: str, closed: asyncio.Event) -> AsyncIterator[None]:
-    """Yield on each message of ``channel``, and once after every reconnection.
+async def listen(
+    client: Callable[[], Redis], channels: Sequence[str], closed: asyncio.Event
+) -> AsyncIterator[None]:
+    """Yield on each message of ``channels``, and once after every reconnection.
 
     Connection errors are retried with backoff, never raised; the iterator ends when
     ``closed`` is set.
@@ -50,7 +52,7 @@ async def listen(client: Callable[[], Redis], channel: str, closed: asyncio.Even
         pubsub = None
         try:
             pubsub = client().pubsub()
-            await pubsub.subscribe(channel)
+            await pubsub.subscribe(*channels)
             assert pubsub.connection is not None
             pubsub.connection.register_connect_callback(reconnects.on_connect)
             backoff = _BACKOFF_MIN
