@@ -34,6 +34,7 @@ class RedisCluster:
         if shutil.which("redis-cli") is None:
             raise RuntimeError("redis-cli is not installed (apt-get install redis-server)")
         self.directory = directory
+        self.replicas = replicas
         self.nodes: list[RedisServerHandle] = []
         try:
             for _ in range(masters * (1 + replicas)):
@@ -65,6 +66,7 @@ class RedisCluster:
                     timeout=60,
                 )
             self.wait_ok()
+            self.wait_replicated()
         except BaseException:
             self.stop()
             raise
@@ -122,6 +124,25 @@ class RedisCluster:
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the Redis Cluster in {self.directory} did not become ok")
+            time.sleep(0.1)
+
+    def wait_replicated(self, timeout: float = 30.0) -> None:
+        """Until every master has its replicas online (a write can then be acknowledged)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            online = []
+            for node in self.masters():
+                with contextlib.closing(self.client(node)) as client:
+                    info = client.info("replication")
+                # redis-py parses "slave0:ip=...,state=online,..." into a dict
+                states = [value.get("state") for key, value in info.items() if key.startswith("slave")]
+                online.append(states.count("online") >= self.replicas)
+            if online and all(online):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the replicas of the Redis Cluster in {self.directory} did not come online"
+                )
             time.sleep(0.1)
 
     def stop(self) -> None:

@@ -1,8 +1,9 @@
-"""Chaos fixtures: one store shared by several processes, on a SQLite file, a private Redis, or
-fresh tables on a PostgreSQL server."""
+"""Chaos fixtures: one store shared by several processes, on a SQLite file, a private Redis, a
+fresh prefix on the session's Redis Cluster, or fresh tables on a PostgreSQL server."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,11 +17,13 @@ from tests.postgresql_server import (
     start_private_postgres,
     usable_postgres_url,
 )
+from tests.redis_cluster import session_cluster
 from tests.redis_server import RedisServerHandle, start_private_redis
 
 STORES = [
     pytest.param("sqlite", marks=pytest.mark.sqlite),
     pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("rediscluster", marks=pytest.mark.rediscluster),
     pytest.param("postgresql", marks=pytest.mark.postgresql),
 ]
 
@@ -60,9 +63,12 @@ def store_url(
     request: pytest.FixtureRequest, tmp_path: Path, postgres_prefixes: list[tuple[str, str]]
 ) -> str:
     """The URL of a fresh store that worker subprocesses share: a SQLite file, a private Redis,
-    or tables of a fresh prefix on the PostgreSQL server (``BACKBEAT_POSTGRESQL_URL``)."""
+    a fresh prefix (6 shards) on the session's Redis Cluster, or tables of a fresh prefix on the
+    PostgreSQL server (``BACKBEAT_POSTGRESQL_URL``)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'backbeat.db'}"
+    if request.param == "rediscluster":
+        return session_cluster().url(f"chaos-{uuid.uuid4().hex[:10]}", shards=6)
     if request.param == "postgresql":
         base = usable_postgres_url()  # skips the test when no server answers
         prefix = fresh_prefix()
