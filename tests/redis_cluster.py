@@ -54,8 +54,8 @@ class RedisCluster:
                         ],
                     )
                 )
-            if masters == 1 and replicas == 0:
-                self._single_master()
+            if replicas == 0:
+                self._masters_only()
             else:
                 addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
                 create = ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", str(replicas)]
@@ -71,13 +71,16 @@ class RedisCluster:
             self.stop()
             raise
 
-    def _single_master(self) -> None:
-        """A cluster of one master owns every slot (``redis-cli --cluster create`` wants three)."""
-        client = redis.Redis(port=self.nodes[0].port)
-        try:
-            client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)  # type: ignore[no-untyped-call]
-        finally:
-            client.close()
+    def _masters_only(self) -> None:
+        """Masters without replicas, the slots split evenly (``redis-cli --cluster create`` wants
+        three masters at least): each takes its range, then meets the first."""
+        first = self.nodes[0]
+        for i, node in enumerate(self.nodes):
+            low, high = 16384 * i // len(self.nodes), 16384 * (i + 1) // len(self.nodes) - 1
+            with contextlib.closing(self.client(node)) as client:
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", low, high)  # type: ignore[no-untyped-call]
+                if node is not first:
+                    client.execute_command("CLUSTER", "MEET", "127.0.0.1", first.port)  # type: ignore[no-untyped-call]
 
     @property
     def startup_nodes(self) -> list[tuple[str, int]]:

@@ -195,7 +195,7 @@ class RedisClusterBackend(Backend):
     def _tasks_key(self, task_id: str) -> str:
         from backbeat.stores.redis.sharding import shard_of, shard_prefix
 
-        return f"{{{shard_prefix(self.prefix, shard_of(task_id, self.shards))}}}:tasks"
+        return f"{{{shard_prefix(self.prefix, shard_of(task_id, self.shards), self.shards)}}}:tasks"
 
     async def corrupt(self, task_id: str, raw: str) -> None:
         self.client.hset(self._tasks_key(task_id), task_id, raw)
@@ -213,7 +213,7 @@ class RedisClusterBackend(Backend):
     def _keys(self, shard: int) -> list[bytes]:
         from backbeat.stores.redis.sharding import shard_prefix
 
-        pattern = f"{{{shard_prefix(self.prefix, shard)}}}*"
+        pattern = f"{{{shard_prefix(self.prefix, shard, self.shards)}}}*"
         return list(self.client.scan_iter(match=pattern, count=1000, target_nodes=self.client.PRIMARIES))
 
 

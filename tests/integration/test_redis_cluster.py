@@ -137,7 +137,7 @@ def shards_on(cluster: RedisCluster, name: str, shards: int, port: int) -> set[i
     return {
         i
         for i in range(shards)
-        if any(lo <= key_slot(f"{{{shard_prefix(name, i)}}}".encode()) <= hi for lo, hi in owned)
+        if any(lo <= key_slot(f"{{{shard_prefix(name, i, shards)}}}".encode()) <= hi for lo, hi in owned)
     }
 
 

@@ -69,3 +69,21 @@ def test_a_postgres_config_builds_the_store_it_describes() -> None:
     assert lease_of(config, 30.0) == timedelta(seconds=7)
     with pytest.raises(ConfigurationError, match="table prefix 'Bad-Prefix'"):
         build_store(PostgresJobStoreConfig(table_prefix="Bad-Prefix"))
+
+
+def test_a_redis_cluster_config_builds_a_sharded_store() -> None:
+    from backbeat.stores.redis.cluster import ShardedRedisStore
+
+    config = RedisJobStoreConfig(
+        cluster=True, startup_nodes=[("10.0.0.1", 7000)], shards=24, durability="replica", lock_prefix="jobs"
+    )
+    store = build_store(config)
+    assert isinstance(store, ShardedRedisStore)
+    assert (store.startup_nodes, store.prefix, store.wanted_shards, store.durability) == (
+        (("10.0.0.1", 7000),),
+        "jobs",
+        24,
+        "replica",
+    )
+    plain = build_store(RedisJobStoreConfig(cluster=True, host="10.0.0.2", port=7001))
+    assert isinstance(plain, ShardedRedisStore) and plain.startup_nodes == (("10.0.0.2", 7001),)

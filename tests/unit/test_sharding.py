@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from redis.crc import key_slot
 
 from backbeat.errors import ConfigurationError
 from backbeat.stores import store_from_url
@@ -12,6 +13,7 @@ from backbeat.stores.redis.sharding import (
     ShardTokens,
     parse_cluster_url,
     shard_of,
+    shard_prefix,
     shards_key,
     task_of_run,
 )
@@ -61,7 +63,7 @@ def test_a_task_and_its_runs_live_in_one_shard_that_never_changes() -> None:
     # a fixed value: a release that hashed differently would not find the tasks stored before it
     assert shard_of("a", 12) == 3904355907 % 12 == 3
     assert task_of_run("user@example.com@2026-01-01T00:00:00+00:00") == "user@example.com"
-    assert shards_key("p") == "{p:0}:shards"
+    assert shards_key("p") == "{p}:shards"
     spread = {shard_of(f"task-{i}", 6) for i in range(100)}
     assert spread == set(range(6))
 
@@ -76,3 +78,18 @@ def test_shard_tokens_grow_with_their_shard_and_never_meet_another_shards() -> N
         assert all(tokens.inward(token, shard) == t for (t, s), token in out.items() if s == shard)
     assert tokens.outward(0, 3) == 0 and tokens.inward(0, 3) == 0
     assert tokens.inward(tokens.outward(5, 1), 2) == -1  # another shard's token is nobody's here
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3, 6, 12, 64])
+def test_shard_i_lies_in_the_ith_equal_part_of_the_slots(shards: int) -> None:
+    for shard in range(shards):
+        tag = shard_prefix("jobs", shard, shards)
+        assert tag.startswith(f"jobs:{shard}")
+        assert shard * 16384 // shards <= key_slot(tag.encode()) < (shard + 1) * 16384 // shards
+    # masters holding even runs of slots (as redis-cli makes them) get as many shards each
+    for masters in (1, 2, 3):
+        if shards % masters == 0:
+            owner = [
+                key_slot(shard_prefix("jobs", i, shards).encode()) * masters // 16384 for i in range(shards)
+            ]
+            assert [owner.count(m) for m in range(masters)] == [shards // masters] * masters

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from backbeat.abc import Executor, Store
@@ -17,6 +17,7 @@ from backbeat.stores import (
     SQLiteStore,
     mongodb_store_class,
     postgresql_store_class,
+    redis_cluster_store_class,
     redis_store_class,
     store_from_url,
 )
@@ -42,6 +43,14 @@ class RedisJobStoreConfig:
     """Lease length in seconds: how long a dead process's runs wait before another takes them."""
     lock_prefix: str | None = None
     """Key prefix (and Redis Cluster hash tag) of everything the store writes; default ``backbeat``."""
+    cluster: bool = False
+    """A sharded store on Redis Cluster (see ``ShardedRedisStore``): ``startup_nodes`` (else
+    ``host``/``port``) name some of its nodes."""
+    startup_nodes: list[tuple[str, int]] = field(default_factory=list)
+    shards: int | None = None
+    """Shards of a new cluster store (default 12); an existing store keeps its own."""
+    durability: Literal["leader", "replica"] = "leader"
+    """``replica``: a cluster store's writes wait for one replica's acknowledgement."""
 
     def url(self) -> str:
         """The Redis URL; ``password``, ``username``, ``ssl`` and ``db`` fill what a URL ``host`` lacks."""
@@ -231,6 +240,17 @@ def build_store(spec: StoreConfig | Store | str) -> Store:
 
 
 def _redis_store(config: RedisJobStoreConfig) -> Store:
+    if config.cluster:
+        return redis_cluster_store_class()(
+            startup_nodes=config.startup_nodes or [(config.host, config.port)],
+            prefix=config.lock_prefix,
+            shards=config.shards,
+            durability=config.durability,
+            username=config.username,
+            password=config.password,
+            ssl=config.ssl,
+            max_connections=config.connection_pool_size,
+        )
     return redis_store_class()(
         config.url(),
         prefix=config.lock_prefix,  # None: the URL's ?prefix=, else backbeat

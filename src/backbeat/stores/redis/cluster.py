@@ -136,7 +136,10 @@ class ShardedRedisStore:
         count = await self._shard_count(client)
         shards = [
             RedisStore(
-                self.url, prefix=shard_prefix(self.prefix, i), client=client, durability=self.durability
+                self.url,
+                prefix=shard_prefix(self.prefix, i, count),
+                client=client,
+                durability=self.durability,
             )
             for i in range(count)
         ]
@@ -146,7 +149,7 @@ class ShardedRedisStore:
     async def _shard_count(self, client: RedisCluster) -> int:
         """The stored shard count; a new store records the wanted one (or the default)."""
         key = shards_key(self.prefix)
-        probe = RedisStore(self.url, prefix=shard_prefix(self.prefix, 0), client=client)
+        probe = RedisStore(self.url, prefix=self.prefix, client=client)
         with probe.errors():
             await client.set(key, str(self.wanted_shards or DEFAULT_SHARDS), nx=True)
             raw = await client.get(key)
@@ -370,7 +373,7 @@ class ShardedRedisStore:
 
     def _channels(self) -> builtins.list[str]:
         count = len(self._shards) or self.wanted_shards or DEFAULT_SHARDS
-        return [Keys(shard_prefix(self.prefix, i)).wakeup for i in range(count)]
+        return [Keys(shard_prefix(self.prefix, i, count)).wakeup for i in range(count)]
 
     def _any_node(self) -> redis.asyncio.Redis:
         """A client of one node, another at each reconnection: a PUBLISH on any node of a

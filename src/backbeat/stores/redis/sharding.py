@@ -1,17 +1,25 @@
 """How a sharded store on Redis Cluster is addressed and how it spreads tasks over shards.
 
 A task lives in shard ``crc32(task id) % shards``; its runs, dead letters and claim live with it
-(a run id is ``task_id@fire_time``). Shard ``i`` is a whole single-slot store of prefix
-``P:i``, so its keys share the hash tag ``{P:i}`` and every Lua script stays in one slot. The
-shard count is fixed when the store is first opened (recorded under :func:`shards_key`).
+(a run id is ``task_id@fire_time``). Shard ``i`` is a whole single-slot store whose prefix
+(:func:`shard_prefix`) is its hash tag, so every Lua script stays in one slot; the tags are
+picked so that shard ``i`` falls in the ``i``-th equal part of the 16,384 slots, which spreads
+shards evenly over masters that hold even runs of slots (as ``redis-cli --cluster create`` and
+``rebalance`` lay them out). The shard count is fixed when the store is first opened (recorded
+under :func:`shards_key`).
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import zlib
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS as SLOTS
+from redis.crc import key_slot
 
 from backbeat.errors import ConfigurationError
 
@@ -128,14 +136,23 @@ def task_of_run(run_id: str) -> str:
     return run_id.rpartition("@")[0]
 
 
-def shard_prefix(prefix: str, shard: int) -> str:
-    """The key prefix (and hash tag) of one shard."""
-    return f"{prefix}:{shard}"
+@functools.cache
+def shard_prefix(prefix: str, shard: int, shards: int) -> str:
+    """The key prefix (and hash tag) of one shard: ``P:i``, or ``P:i.n`` for the first ``n``
+    that puts it in the ``i``-th of ``shards`` equal parts of the slots, a few slots clear of
+    its ends (layouts round a master's first and last slot either way)."""
+    low, high = shard * SLOTS // shards, (shard + 1) * SLOTS // shards
+    margin = 2 if high - low > 8 else 0
+    for n in itertools.count():
+        candidate = f"{prefix}:{shard}" if n == 0 else f"{prefix}:{shard}.{n}"
+        if low + margin <= key_slot(candidate.encode()) < high - margin:
+            return candidate
+    raise AssertionError("unreachable")
 
 
 def shards_key(prefix: str) -> str:
-    """The key that records the store's shard count (in shard 0's slot)."""
-    return f"{{{shard_prefix(prefix, 0)}}}:shards"
+    """The key that records the store's shard count."""
+    return f"{{{prefix}}}:shards"
 
 
 def _node(text: str, url: str) -> tuple[str, int]:
