@@ -108,13 +108,29 @@ def single_node(n: int, workers: int) -> dict[str, object]:
             server.stop()
 
 
-def on_cluster(masters: int, shards: int, n: int, workers: int) -> dict[str, object]:
-    cluster: RedisCluster = start_cluster(masters=masters, replicas=0)
+def on_cluster(
+    masters: int, shards: int, n: int, workers: int, *, replicas: int = 0, durability: str = "leader"
+) -> dict[str, object]:
+    cluster: RedisCluster = start_cluster(masters=masters, replicas=replicas)
     try:
-        url = cluster.url(f"bench-{uuid.uuid4().hex[:8]}", shards=shards)
-        return fire(url, [node.port for node in cluster.nodes], n, workers)
+        url = cluster.url(f"bench-{uuid.uuid4().hex[:8]}", shards=shards, durability=durability)
+        masters_now = [node.port for node in cluster.masters()]
+        started = time.perf_counter()
+        row = fire(url, masters_now, n, workers)
+        row["adds+fires s"] = time.perf_counter() - started
+        return row
     finally:
         cluster.stop()
+
+
+def durability_cost(n: int, workers: int, shards: int) -> None:
+    """Fires/s on 3 masters with a replica each, writes acknowledged by the master or by a replica."""
+    print(f"\n{n} no-op one-shots on 3 masters + 3 replicas, {shards} shards")
+    print("| durability | fires/s | adding and firing them, s |")
+    print("|---|---:|---:|")
+    for durability in ("leader", "replica"):
+        row = on_cluster(3, shards, n, workers, replicas=1, durability=durability)
+        print(f"| {durability} | {row['fires/s']:,.0f} | {row['adds+fires s']:.2f} |")
 
 
 def main() -> None:
@@ -123,6 +139,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--masters", type=int, nargs="*", default=[1, 2, 3])
     parser.add_argument("--shards", type=int, default=12)
+    parser.add_argument("--durability", action="store_true", help="also the cost of durability=replica")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -144,6 +161,8 @@ def main() -> None:
         total = row["cpu us/fire"]
         assert isinstance(total, float)
         print(f"| {name} | {row['fires/s']:,.0f} | {shares} | {total:.1f} ({per}) | {total / base:.2f}x |")
+    if args.durability:
+        durability_cost(args.tasks, args.workers, args.shards)
 
 
 if __name__ == "__main__":
