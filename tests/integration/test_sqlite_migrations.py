@@ -94,7 +94,7 @@ async def test_a_version_1_file_is_migrated_and_then_behaves_as_a_fresh_one(tmp_
 
     migrated = await observed(SQLiteStore(old))
 
-    assert schema_version(old) == str(latest(MIGRATIONS)) == "3"
+    assert schema_version(old) == str(latest(MIGRATIONS)) == "5"
     assert schema(old) == schema(fresh)
     assert migrated == await observed(SQLiteStore(fresh))
     assert migrated[0] != ([], None)  # the history's tasks were there to compare

@@ -180,10 +180,10 @@ async def test_wakeups_reach_another_process(store: SQLiteStore) -> None:
         assert await finish(adder) == 0
 
 
-async def test_the_schema_has_a_version_row_wal_and_a_claim_index(store: SQLiteStore) -> None:
+async def test_the_schema_has_a_version_row_wal_a_claim_index_and_history_indexes(store: SQLiteStore) -> None:
     await store.close()
     with contextlib.closing(sqlite3.connect(store.path)) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         plan = " ".join(
             row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.DUE_TASKS}", (0, 1, 0))
@@ -195,6 +195,15 @@ async def test_the_schema_has_a_version_row_wal_and_a_claim_index(store: SQLiteS
         assert "USING INDEX runs_lease" in plan
         plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.NEXT_WAKEUP}"))
         assert "USING INDEX tasks_claims" in plan  # the earliest claim end reads one entry
+        params = (None, None, None, None, 10, "t")
+        plan = " ".join(
+            row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.TASK_HISTORY}", params)
+        )
+        assert "USING INDEX history_task_end" in plan and "TEMP B-TREE" not in plan
+        plan = " ".join(
+            row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.HISTORY}", params[:5])
+        )
+        assert "history_end" in plan and "TEMP B-TREE" not in plan  # a page reads the end index backwards
 
 
 async def test_a_version_1_file_is_migrated_and_keeps_its_tasks(db_path: Path) -> None:
@@ -205,7 +214,7 @@ async def test_a_version_1_file_is_migrated_and_keeps_its_tasks(db_path: Path) -
     await first.close()
     with contextlib.closing(sqlite3.connect(db_path)) as db:  # what version 1 of the schema was
         db.executescript(
-            "DROP TABLE dead_letters; DROP TABLE state; DROP INDEX tasks_claims;"
+            "DROP TABLE dead_letters; DROP TABLE state; DROP INDEX tasks_claims; DROP TABLE history;"
             "UPDATE meta SET value = '1' WHERE key = 'schema_version';"
         )
     again = SQLiteStore(db_path)
@@ -216,7 +225,7 @@ async def test_a_version_1_file_is_migrated_and_keeps_its_tasks(db_path: Path) -
     finally:
         await again.close()
     with contextlib.closing(sqlite3.connect(db_path)) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
 
 
 async def test_a_file_of_a_newer_schema_is_refused(db_path: Path) -> None:

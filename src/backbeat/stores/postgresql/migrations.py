@@ -2,8 +2,8 @@
 
 Every table name is ``{p}_<table>`` (the table prefix). Version 1 is the schema of the first
 release, dead letters and shared state included; version 2 indexes claim ends (leases are
-judged by the server's clock, apart from next run times). A new schema change is one more
-:class:`Migration` at the end of :data:`MIGRATIONS`.
+judged by the server's clock, apart from next run times); version 4 keeps run history. A new
+schema change is one more :class:`Migration` at the end of :data:`MIGRATIONS`.
 """
 
 from __future__ import annotations
@@ -77,6 +77,24 @@ MIGRATIONS = ordered(
         2,
         "an index of claim ends, for the next wake-up by the server's clock",
         ("CREATE INDEX {p}_tasks_claims ON {p}_tasks (claim_until) WHERE claimed_by IS NOT NULL",),
+    ),
+    # Version 3 is the fencing tokens' (another branch); this placeholder keeps the order valid
+    # until that branch is merged and replaces it.
+    Migration(3, "reserved: fencing tokens", ()),
+    Migration(
+        4,
+        "run history, indexed by task and end time, and by end time alone (age pruning)",
+        (
+            """CREATE TABLE {p}_history (
+    id TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    ended_at BIGINT NOT NULL,
+    outcome TEXT NOT NULL,
+    doc TEXT NOT NULL
+)""",
+            "CREATE INDEX {p}_history_task_end ON {p}_history (task_id, ended_at, id)",
+            "CREATE INDEX {p}_history_end ON {p}_history (ended_at, id)",
+        ),
     ),
 )
 

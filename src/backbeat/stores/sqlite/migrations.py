@@ -1,7 +1,8 @@
 """The SQLite store's schema, as its ordered migrations (see :mod:`backbeat.stores.sql.migrations`).
 
 Version 1 is the first release's file; version 2 added dead letters and shared state; version
-3 indexes claim ends (leases are judged by the store's clock, apart from next run times). A
+3 indexes claim ends (leases are judged by the store's clock, apart from next run times); 5
+keeps run history. A
 new schema change is one more :class:`Migration` at the end of :data:`MIGRATIONS`.
 """
 
@@ -82,6 +83,24 @@ MIGRATIONS = ordered(
         3,
         "an index of claim ends, for the next wake-up by the store's clock",
         ("CREATE INDEX tasks_claims ON tasks (claim_until) WHERE claimed_by IS NOT NULL",),
+    ),
+    # Version 4 is the fencing tokens' (another branch); this placeholder keeps the order valid
+    # until that branch is merged and replaces it.
+    Migration(4, "reserved: fencing tokens", ()),
+    Migration(
+        5,
+        "run history, indexed by task and end time, and by end time alone (age pruning)",
+        (
+            """CREATE TABLE history (
+    id TEXT PRIMARY KEY,
+    task_id TEXT NOT NULL,
+    ended_at INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    doc TEXT NOT NULL
+)""",
+            "CREATE INDEX history_task_end ON history (task_id, ended_at, id)",
+            "CREATE INDEX history_end ON history (ended_at, id)",
+        ),
     ),
 )
 
