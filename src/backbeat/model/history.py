@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -184,24 +184,31 @@ class HistoryQuery:
 
 
 @dataclass(slots=True, frozen=True)
-class HistoryRetention:
-    """How long history is kept: entries older than ``age`` go, and a task keeps its newest
-    ``per_task``. Pruned a task at a time as the engine records, never by scanning everything."""
+class HistorySettings:
+    """What the engine records and how long the store keeps it: entries older than
+    ``retention`` go, and a task keeps its newest ``per_task``. Pruned a task at a time as the
+    engine records (every ``per_task // 10`` entries of a task), plus a bounded batch of old
+    entries of any task now and then, never by reading everything."""
 
-    age: timedelta = timedelta(days=7)
+    retention: timedelta = timedelta(days=7)
     per_task: int = 1000
-    prune_every: int = field(default=0)
-    """Records of a task between two prunings of it (0: a tenth of ``per_task``)."""
+    record_args: bool = False
+    """Also keep the task's stored (encoded) ``args``, ``kwargs`` and ``data`` in each entry."""
+    message_limit: int = 500
+    """Characters of an error message kept."""
 
     def __post_init__(self) -> None:
-        if self.age <= timedelta(0):
-            raise ValueError(f"history_retention must be positive, not {self.age}")
-        if self.per_task < 1:
-            raise ValueError(f"history_per_task must be at least 1, not {self.per_task}")
+        if not isinstance(self.retention, timedelta) or self.retention <= timedelta(0):
+            raise ValueError(f"history_retention must be a positive timedelta, not {self.retention!r}")
+        if not isinstance(self.per_task, int) or self.per_task < 1:
+            raise ValueError(f"history_per_task must be an integer >= 1, not {self.per_task!r}")
+        if self.message_limit < 0:
+            raise ValueError(f"message_limit must be >= 0, not {self.message_limit!r}")
 
     @property
-    def every(self) -> int:
-        return self.prune_every or max(self.per_task // 10, 1)
+    def prune_every(self) -> int:
+        """Entries of one task recorded between two prunings of it."""
+        return max(self.per_task // 10, 1)
 
 
 def encode_cursor(entry: HistoryEntry) -> str:
@@ -236,12 +243,21 @@ def _parse(value: object) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+@dataclass(slots=True, frozen=True)
+class HistoryPage:
+    """One page of run history, newest first, and the cursor of the next (``None``: last page)."""
+
+    entries: list[HistoryEntry]
+    next_cursor: str | None
+
+
 __all__ = [
     "FAILED",
     "HistoryEntry",
     "HistoryOutcome",
+    "HistoryPage",
     "HistoryQuery",
-    "HistoryRetention",
+    "HistorySettings",
     "decode_cursor",
     "encode_cursor",
     "entry_id",
