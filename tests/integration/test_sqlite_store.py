@@ -199,7 +199,7 @@ async def test_the_schema_has_a_version_row_wal_a_claim_index_and_history_indexe
         plan = " ".join(
             row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.TASK_HISTORY}", params)
         )
-        assert "USING INDEX history_task_end" in plan and "TEMP B-TREE" not in plan
+        assert "USING PRIMARY KEY (task_id=?)" in plan and "TEMP B-TREE" not in plan
         plan = " ".join(
             row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.HISTORY}", params[:5])
         )

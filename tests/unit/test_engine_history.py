@@ -90,6 +90,7 @@ async def step(world: World, engine: Engine) -> None:
     async with asyncio.timeout(5):
         await asyncio.gather(*(task for _, task in engine._active.values()))
     await engine._drain_completions()
+    await engine.history.flush(force=True)
 
 
 async def test_a_success_is_recorded_with_its_times_and_owner(world: World) -> None:
@@ -141,6 +142,7 @@ async def test_missed_fire_times_are_recorded_without_a_start(world: World) -> N
     await engine._claim_once(100)
     await settle()
     await engine._drain_completions()
+    await engine.history.flush(force=True)
 
     entries = await world.history(task_id=task.id)
     assert [(e.fire_time, e.outcome, e.started_at) for e in entries] == [
@@ -206,6 +208,7 @@ async def test_a_run_whose_lease_was_lost_is_recorded_as_lost_lease(world: World
     engine._fence([run.id])  # as the lease deadline would, had renewals failed
     await settle()
     await engine._drain_completions()
+    await engine.history.flush(force=True)
 
     [entry] = await world.history(task_id=task.id)
     assert (entry.outcome, entry.started_at) == (HistoryOutcome.LOST_LEASE, T0)

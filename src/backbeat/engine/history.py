@@ -1,10 +1,13 @@
 """Recording run history: the engine hands each finished run (or missed fire time) to a
 :class:`HistoryRecorder`, which writes them to the store in batches after each completion
-batch and prunes a task's history every ``per_task // 10`` of its entries."""
+batch (at most half a second later) and prunes a task's history every ``per_task // 10`` of its
+entries."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -18,6 +21,10 @@ log = logging.getLogger("backbeat.engine")
 
 AGE_PRUNE_INTERVAL = timedelta(minutes=1)
 """How often old entries of any task (tasks that stopped running) are looked for."""
+FLUSH_BATCH = 1000
+"""Entries collected that are written at once, without waiting for :data:`FLUSH_DELAY`."""
+FLUSH_DELAY = 0.5
+"""Seconds an entry may wait to be written: fewer, larger writes cost a fire far less."""
 
 _OUTCOMES = {
     RunOutcome.SUCCESS: HistoryOutcome.SUCCESS,
@@ -40,7 +47,9 @@ def outcome_of(result: RunResult) -> HistoryOutcome | None:
 
 class HistoryRecorder:
     """Collects one engine's history entries and writes them to ``store`` when flushed
-    (nothing at all with ``settings=None``: history turned off).
+    (nothing at all with ``settings=None``: history turned off): at most :data:`FLUSH_DELAY`
+    after the first entry waiting (``wake`` is called then, and the engine flushes), at once
+    when :data:`FLUSH_BATCH` are waiting, and when the engine stops.
 
     Recording is best effort: a store error is logged and the batch dropped, so history can
     never hold up or fail a run's completion.
@@ -65,6 +74,8 @@ class HistoryRecorder:
         self._pending: list[HistoryEntry] = []
         self._since_prune: Counter[str] = Counter()
         self._next_age_prune: datetime | None = None
+        self._due: float | None = None
+        """When (``time.monotonic``) the oldest waiting entry should be written."""
 
     def started(self, run: Run) -> None:
         """``run``'s job is about to start (its start time is taken now)."""
@@ -93,7 +104,6 @@ class HistoryRecorder:
         if not self.enabled:
             return
         self._add(run.task_id, task, run, HistoryOutcome.LOST_LEASE, ended=self.clock(), started=started)
-        self._wake()
 
     def missed(self, task: Task, fire_time: datetime, *, late_by: timedelta) -> None:
         if not self.enabled:
@@ -102,7 +112,6 @@ class HistoryRecorder:
             id=run_id_for(task.id, fire_time), task_id=task.id, fire_time=fire_time, lease_until=fire_time
         )
         self._add(task.id, task, run, HistoryOutcome.MISSED, ended=self.clock(), error=f"late by {late_by}")
-        self._wake()
 
     def _add(
         self,
@@ -116,6 +125,9 @@ class HistoryRecorder:
         error_type: str | None = None,
         error: str | None = None,
     ) -> None:
+        if self._due is None:
+            self._due = time.monotonic() + FLUSH_DELAY
+            asyncio.get_running_loop().call_later(FLUSH_DELAY, self._wake)
         args = None
         if self.settings.record_args and task is not None:
             args = {"args": task.args, "kwargs": task.kwargs, "data": task.data}
@@ -137,11 +149,14 @@ class HistoryRecorder:
             )
         )
 
-    async def flush(self) -> None:
-        """Write what was collected, then prune the tasks that are due for it."""
-        if not self.enabled:
+    async def flush(self, *, force: bool = False) -> None:
+        """Write what was collected if it is time (``force``: now), then prune the tasks that
+        are due for it."""
+        if not self.enabled or not self._pending:
             return
-        entries, self._pending = self._pending, []
+        if not force and len(self._pending) < FLUSH_BATCH and time.monotonic() < (self._due or 0):
+            return
+        entries, self._pending, self._due = self._pending, [], None
         if entries:
             try:
                 await self.store.record_history(entries)

@@ -186,6 +186,7 @@ class Engine:
                 await self._abandon(list(self._active.values()))
         self._flush.set()
         await self._drain_completions()
+        await self.history.flush(force=True)
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

@@ -104,7 +104,25 @@ class HistoryEntry:
         }
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(self.to_document())
+        """:meth:`to_document` as JSON, made faster by letting orjson write the datetimes
+        (UTC, ``+00:00``: the same text ``isoformat`` gives)."""
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "task_id": self.task_id,
+                "task_name": self.task_name,
+                "run_id": self.run_id,
+                "fire_time": self.fire_time.astimezone(UTC),
+                "started_at": self.started_at.astimezone(UTC) if self.started_at else None,
+                "ended_at": self.ended_at.astimezone(UTC),
+                "outcome": self.outcome.value,
+                "attempt": self.attempt,
+                "error_type": self.error_type,
+                "error": self.error,
+                "owner": self.owner,
+                "args": self.args,
+            }
+        )
 
     @classmethod
     def from_document(cls, doc: Mapping[str, JSON]) -> HistoryEntry:

@@ -85,14 +85,15 @@ MIGRATIONS = ordered(
         4,
         "run history, indexed by task and end time, and by end time alone (age pruning)",
         (
+            # the key is the (task, end) index itself; an entry's id, task and end never change
             """CREATE TABLE {p}_history (
-    id TEXT PRIMARY KEY,
     task_id TEXT NOT NULL,
     ended_at BIGINT NOT NULL,
+    id TEXT NOT NULL,
     outcome TEXT NOT NULL,
-    doc TEXT NOT NULL
+    doc TEXT NOT NULL,
+    PRIMARY KEY (task_id, ended_at, id)
 )""",
-            "CREATE INDEX {p}_history_task_end ON {p}_history (task_id, ended_at, id)",
             "CREATE INDEX {p}_history_end ON {p}_history (ended_at, id)",
         ),
     ),

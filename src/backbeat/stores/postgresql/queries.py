@@ -211,14 +211,15 @@ INSERT INTO {p}_history (id, task_id, ended_at, outcome, doc) VALUES ($1, $2, $3
 ON CONFLICT DO NOTHING
 """
 PRUNE_TASK_OLD = "DELETE FROM {p}_history WHERE task_id = $1 AND ended_at < $2"
+# everything at or before the task's (keep + 1)-th newest entry (none when it has no more)
 PRUNE_TASK_EXCESS = """
-DELETE FROM {p}_history WHERE id IN (
-    SELECT id FROM {p}_history WHERE task_id = $1 ORDER BY ended_at DESC, id DESC OFFSET $2
+DELETE FROM {p}_history WHERE task_id = $1 AND (ended_at, id) <= (
+    SELECT ended_at, id FROM {p}_history WHERE task_id = $1 ORDER BY ended_at DESC, id DESC LIMIT 1 OFFSET $2
 )
 """
 PRUNE_OLD = """
-DELETE FROM {p}_history WHERE id IN (
-    SELECT id FROM {p}_history WHERE ended_at < $1 ORDER BY ended_at, id LIMIT $2
+DELETE FROM {p}_history WHERE (task_id, ended_at, id) IN (
+    SELECT task_id, ended_at, id FROM {p}_history WHERE ended_at < $1 ORDER BY ended_at, id LIMIT $2
 )
 """
 # Parameters: outcomes (text[] or NULL), since, cursor end, cursor id, limit[, task id].

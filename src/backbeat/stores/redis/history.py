@@ -30,17 +30,10 @@ class History:
     async def record(self, entries: Sequence[HistoryEntry]) -> None:
         if not entries:
             return
-        keys = self._keys
-        client = await self._conn.ready()
-        with self._conn.errors():
-            async with client.pipeline(transaction=True) as pipe:
-                for entry in entries:
-                    score = to_us(entry.ended_at)
-                    pipe.hsetnx(keys.history_docs, entry.id, entry.to_bytes())
-                    pipe.zadd(keys.history, {entry.id: score}, nx=True)
-                    pipe.zadd(keys.task_history(entry.task_id), {entry.id: score}, nx=True)
-                pipe.sadd(keys.history_tasks, *{entry.task_id for entry in entries})
-                await pipe.execute()
+        args: list[Any] = []
+        for entry in entries:
+            args += [entry.id, entry.task_id, to_us(entry.ended_at), entry.to_bytes()]
+        await self._conn.run("history", *args)
 
     async def prune(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:
         keys = self._keys

@@ -26,6 +26,7 @@ NAMES = (
     "exists",
     "requeue",
     "put_state",
+    "history",
 )
 
 

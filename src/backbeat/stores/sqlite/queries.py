@@ -188,13 +188,16 @@ UPDATE_STATE = "UPDATE state SET value = ?, version = version + 1 WHERE key = ? 
 
 INSERT_HISTORY = "INSERT OR IGNORE INTO history (id, task_id, ended_at, outcome, doc) VALUES (?, ?, ?, ?, ?)"
 PRUNE_TASK_OLD = "DELETE FROM history WHERE task_id = ? AND ended_at < ?"
+# everything at or before the task's (keep + 1)-th newest entry (none when it has no more)
 PRUNE_TASK_EXCESS = """
-DELETE FROM history WHERE id IN (
-    SELECT id FROM history WHERE task_id = ?1 ORDER BY ended_at DESC, id DESC LIMIT -1 OFFSET ?2
+DELETE FROM history WHERE task_id = ?1 AND (ended_at, id) <= (
+    SELECT ended_at, id FROM history WHERE task_id = ?1 ORDER BY ended_at DESC, id DESC LIMIT 1 OFFSET ?2
 )
 """
 PRUNE_OLD = """
-DELETE FROM history WHERE id IN (SELECT id FROM history WHERE ended_at < ? ORDER BY ended_at, id LIMIT ?)
+DELETE FROM history WHERE (task_id, ended_at, id) IN (
+    SELECT task_id, ended_at, id FROM history WHERE ended_at < ? ORDER BY ended_at, id LIMIT ?
+)
 """
 # Parameters: outcomes (JSON array or NULL), since, cursor end, cursor id, limit[, task id].
 _HISTORY_WHERE = """
