@@ -10,6 +10,7 @@ import pytest
 
 from backbeat import ConfigurationError, HistoryOutcome, RetryPolicy
 from tests.integration import jobs
+from tests.integration.test_cli import cli, cli_json
 from tests.scheduling import SchedulerFactory, wait_for
 
 
@@ -82,3 +83,30 @@ async def test_history_off_records_nothing(
     await wait_for(lambda: scheduler.active_runs() == [])
     await scheduler.shutdown()
     assert (await scheduler.run_history()).entries == []
+
+
+async def test_runs_list_filters_pages_and_refuses_a_bad_since(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    scheduler = make_scheduler(sqlite_url)
+    await scheduler.start()
+    await scheduler.schedule_immediate_task("good", jobs.note, args=[str(record_file)])
+    await scheduler.schedule_immediate_task("bad", jobs.fail, args=[str(record_file)])
+    await wait_for(lambda: len(jobs.read_records(record_file)) == 2)
+    await wait_for(lambda: scheduler.active_runs() == [])
+    await scheduler.shutdown()
+
+    failed = await cli_json("runs", "list", "--store", sqlite_url, "--failed", "--since", "1h")
+    assert [(run["task_name"], run["outcome"]) for run in failed["runs"]] == [("bad", "dead_lettered")]
+    assert failed["runs"][0]["error"] == "this job always fails"
+    first = await cli_json("runs", "list", "--store", sqlite_url, "--limit", "1")
+    second = await cli_json(
+        "runs", "list", "--store", sqlite_url, "--limit", "1", "--cursor", first["next_cursor"]
+    )
+    assert {first["runs"][0]["task_name"], second["runs"][0]["task_name"]} == {"good", "bad"}
+    assert second["next_cursor"] is None
+
+    code, out, _ = await cli("runs", "list", "--store", sqlite_url, "--task", failed["runs"][0]["task_id"])
+    assert code == 0 and "dead_lettered" in out and "good" not in out
+    code, _, err = await cli("runs", "list", "--store", sqlite_url, "--since", "yesterday")
+    assert code == 2 and "since 'yesterday' is neither a duration" in err

@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 import enum
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from backbeat.abc import Store
 from backbeat.api.config import RedisJobStoreConfig, StoreConfig
+from backbeat.api.history import OutcomeFilter
 from backbeat.api.scheduler import BackgroundTaskScheduler
 from backbeat.api.tasklist import TaskInfo
 from backbeat.errors import BackbeatError, ConfigurationError, TaskNotFoundError
+from backbeat.model.history import HistoryPage
 from backbeat.model.records import DeadLetter, Run, utcnow
 
 
@@ -216,6 +218,22 @@ class Admin:
         names = {info.id: info.name for info in await self.scheduler.list_tasks()} if runs else {}
         now = utcnow()
         return sorted((RunView.of(run, now, names) for run in runs), key=lambda r: (r.fire_time, r.id))
+
+    async def run_history(
+        self,
+        task_id: str | None = None,
+        outcome: OutcomeFilter = None,
+        since: datetime | timedelta | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> HistoryPage:
+        """Finished runs, newest first (see :meth:`BackgroundTaskScheduler.run_history`).
+
+        Raises:
+            ValueError: a bad filter, limit or cursor.
+        """
+        await self.open()
+        return await self.scheduler.run_history(task_id, outcome, since, limit, cursor)
 
     async def dead_letters(self, task_id: str | None = None) -> list[DeadLetter]:
         """Dead letters, oldest first."""

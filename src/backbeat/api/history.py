@@ -3,6 +3,7 @@ store query from ``run_history``'s arguments, checked at call time."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -49,6 +50,36 @@ def outcomes_of(outcome: OutcomeFilter) -> frozenset[HistoryOutcome] | None:
             known = ", ".join(["failed", *(o.value for o in HistoryOutcome)])
             raise ValueError(f"unknown run outcome {name!r}; known: {known}") from None
     return frozenset(found)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SPAN = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+def parse_since(text: str) -> datetime | timedelta:
+    """``since`` as a user writes it: how long ago (``90s``, ``30m``, ``1h30m``, ``7d``, ``2w``)
+    or an ISO time with a time zone (``2026-03-29T01:00:00+00:00``, ``...Z``).
+
+    Raises:
+        ValueError: neither (the message shows both forms).
+    """
+    text = text.strip()
+    if _spans(text):
+        return timedelta(seconds=sum(float(n) * _UNITS[unit] for n, unit in _SPAN.findall(text)))
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise ValueError(
+            f"since {text!r} is neither a duration (90s, 30m, 1h30m, 7d) "
+            "nor an ISO time with a time zone (2026-03-29T01:00:00+00:00)"
+        )
+    return when
+
+
+def _spans(text: str) -> bool:
+    return bool(text) and _SPAN.sub("", text) == ""
 
 
 def history_query(

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from rich.table import Table
+from rich.table import Column, Table
 
 from backbeat.api.admin import RunView, Stats, state_of
 from backbeat.api.tasklist import TaskInfo
+from backbeat.model.history import HistoryEntry
 from backbeat.model.records import DeadLetter
 
 
@@ -81,6 +82,32 @@ def dead_letter_table(letter: DeadLetter) -> Table:
     table.add_row("error type", letter.error_type or "-")
     table.add_row("error", letter.error or "-")
     table.add_row("traceback", (letter.traceback or "-").rstrip())
+    return table
+
+
+def history_table(entries: Sequence[HistoryEntry]) -> Table:
+    """Finished runs, newest first (``--json`` has every field)."""
+    table = Table(
+        "ended (UTC)",
+        "task",
+        Column("outcome", no_wrap=True),
+        "attempt",
+        "took",
+        "host:pid",
+        "error",
+        title="runs",
+    )
+    for entry in entries:
+        took = "-" if entry.duration is None else f"{entry.duration:.3f}s"
+        table.add_row(
+            when(entry.ended_at),
+            entry.task_name,
+            entry.outcome.value,
+            str(entry.attempt),
+            took,
+            f"{entry.host}:{entry.pid}" if entry.host else "-",
+            entry.error or "-",
+        )
     return table
 
 
