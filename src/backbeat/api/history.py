@@ -53,6 +53,8 @@ def outcomes_of(outcome: OutcomeFilter) -> frozenset[HistoryOutcome] | None:
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+DURATION_PATTERN = r"^([0-9]{1,6}(\.[0-9]{1,6})?[smhdw]){1,5}$"
+"""What a duration looks like (``90s``, ``1h30m``, ``7d``), for the REST API's schema."""
 _SPAN = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
 
@@ -65,7 +67,10 @@ def parse_since(text: str) -> datetime | timedelta:
     """
     text = text.strip()
     if _spans(text):
-        return timedelta(seconds=sum(float(n) * _UNITS[unit] for n, unit in _SPAN.findall(text)))
+        try:
+            return timedelta(seconds=sum(float(n) * _UNITS[unit] for n, unit in _SPAN.findall(text)))
+        except OverflowError:
+            raise ValueError(f"since {text!r} is too long ago") from None
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
@@ -98,7 +103,8 @@ def history_query(
             not returned by ``run_history``.
     """
     if isinstance(since, timedelta):
-        since = now - since
+        # further back than any time there is: everything
+        since = now - since if since < now - datetime.min.replace(tzinfo=now.tzinfo) else None
     elif since is not None and since.tzinfo is None:
         raise ValueError(f"since must be an aware datetime (with a time zone), not {since!r}")
     if not isinstance(limit, int) or not 1 <= limit <= 1000:

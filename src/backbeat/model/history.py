@@ -229,6 +229,10 @@ class HistorySettings:
         return max(self.per_task // 10, 1)
 
 
+CURSOR_PATTERN = r"^[0-9]{1,18}:[^\x00]+$"
+"""What a cursor looks like (end time in epoch microseconds, ``:``, the last entry's id)."""
+
+
 def encode_cursor(entry: HistoryEntry) -> str:
     """The cursor of the page that ends with ``entry``."""
     return f"{to_us(entry.ended_at)}:{entry.id}"
@@ -237,7 +241,14 @@ def encode_cursor(entry: HistoryEntry) -> str:
 def decode_cursor(cursor: str) -> tuple[int, str]:
     """Raises ``ValueError`` when ``cursor`` was not made by :func:`encode_cursor`."""
     micros, sep, last_id = cursor.partition(":")
-    if not sep or not micros.isdigit() or not last_id:
+    if (
+        not sep
+        or not micros.isascii()
+        or not micros.isdigit()
+        or len(micros) > 18
+        or not last_id
+        or "\0" in last_id
+    ):
         raise ValueError(f"cursor {cursor!r} is not a cursor returned by run_history")
     return int(micros), last_id
 
