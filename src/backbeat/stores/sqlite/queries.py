@@ -186,7 +186,10 @@ UPDATE_STATE = "UPDATE state SET value = ?, version = version + 1 WHERE key = ? 
 
 # -- run history ------------------------------------------------------------------------------
 
-INSERT_HISTORY = "INSERT OR IGNORE INTO history (id, task_id, ended_at, outcome, doc) VALUES (?, ?, ?, ?, ?)"
+INSERT_HISTORY = """
+INSERT INTO history (id, task_id, ended_at, outcome, doc) SELECT ?1, ?2, ?3, ?4, ?5
+WHERE NOT EXISTS (SELECT 1 FROM history WHERE task_id = ?2 AND ended_at = ?3 AND id = ?1)
+"""
 PRUNE_TASK_OLD = "DELETE FROM history WHERE task_id = ? AND ended_at < ?"
 # everything at or before the task's (keep + 1)-th newest entry (none when it has no more)
 PRUNE_TASK_EXCESS = """
@@ -195,9 +198,7 @@ DELETE FROM history WHERE task_id = ?1 AND (ended_at, id) <= (
 )
 """
 PRUNE_OLD = """
-DELETE FROM history WHERE (task_id, ended_at, id) IN (
-    SELECT task_id, ended_at, id FROM history WHERE ended_at < ? ORDER BY ended_at, id LIMIT ?
-)
+DELETE FROM history WHERE rowid IN (SELECT rowid FROM history WHERE ended_at < ? ORDER BY ended_at LIMIT ?)
 """
 # Parameters: outcomes (JSON array or NULL), since, cursor end, cursor id, limit[, task id].
 _HISTORY_WHERE = """
