@@ -58,6 +58,8 @@ async def everything(store: Store, query: HistoryQuery) -> list[HistoryEntry]:
 
 async def test_entries_are_listed_newest_first_as_recorded(store: Store) -> None:
     failed = entry("pay", T0 + 2 * SECOND, HistoryOutcome.DEAD_LETTERED, attempt=3)
+    failed.error = 'card "declined"\n\\ é ✓ \u0000'  # kept as it was, whatever the store's encoding
+    failed.args = {"amount": 20.000000000000004, "ids": [1, 2**53 + 1]}
     ok = entry("pay", T0 + SECOND)
     missed = entry("report", T0 + 3 * SECOND, HistoryOutcome.MISSED)
     await store.record_history([ok, failed])

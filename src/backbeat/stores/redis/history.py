@@ -11,6 +11,8 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from backbeat.model.history import HistoryEntry, HistoryQuery, to_us
 from backbeat.stores._history import PRUNE_BATCH, decode, page
 from backbeat.stores.redis.codec import text
@@ -30,10 +32,10 @@ class History:
     async def record(self, entries: Sequence[HistoryEntry]) -> None:
         if not entries:
             return
-        args: list[Any] = []
-        for entry in entries:
-            args += [entry.id, entry.task_id, to_us(entry.ended_at), entry.to_bytes()]
-        await self._conn.run("history", *args)
+        packed = orjson.dumps(
+            [[e.id, e.task_id, str(to_us(e.ended_at)), e.to_bytes().decode()] for e in entries]
+        )
+        await self._conn.run("history", packed)
 
     async def prune(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:
         keys = self._keys

@@ -1,9 +1,10 @@
--- ARGV: prefix, then per entry: id, task id, end (epoch microseconds), JSON document.
--- Records history entries; an id recorded already is left as it was.
+-- ARGV: prefix, then a JSON array of entries, each [id, task id, end (epoch microseconds as
+-- text), JSON document as a string]: one argument, which the client packs far faster than four
+-- per entry. Records history entries; an id recorded already is left as it was.
 local tasks = {}
-for i = 2, #ARGV, 4 do
-  local id, task_id, score = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  if redis.call('HSETNX', P .. 'history_docs', id, ARGV[i + 3]) == 1 then
+for _, entry in ipairs(cjson.decode(ARGV[2])) do
+  local id, task_id, score = entry[1], entry[2], entry[3]
+  if redis.call('HSETNX', P .. 'history_docs', id, entry[4]) == 1 then
     redis.call('ZADD', P .. 'history', score, id)
     redis.call('ZADD', P .. 'history:' .. task_id, score, id)
     tasks[task_id] = true
