@@ -219,6 +219,16 @@ class Admin:
         now = utcnow()
         return sorted((RunView.of(run, now, names) for run in runs), key=lambda r: (r.fire_time, r.id))
 
+    async def next_fire_times(self, task_id: str, count: int = 10) -> tuple[TaskInfo, list[datetime]]:
+        """A task and its next ``count`` fire times (see :meth:`BackgroundTaskScheduler.next_fire_times`).
+
+        Raises:
+            TaskNotFoundError: no task has this id.
+            ValueError: ``count`` is not from 1 to 1000.
+        """
+        info = await self.task(task_id)
+        return info, await self.scheduler.next_fire_times(task_id, count)
+
     async def run_history(
         self,
         task_id: str | None = None,

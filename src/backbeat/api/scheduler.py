@@ -502,6 +502,24 @@ class BackgroundTaskScheduler(HostedService):
         store, task = await self._router.find(task_id)
         return None if task is None else TaskInfo.of(task, local=self._router.is_local(store))
 
+    async def next_fire_times(self, task_id: str, count: int = 10) -> list[datetime]:
+        """The task's next ``count`` fire times (UTC), from its stored next run time, without
+        jitter and whether or not it is paused; fewer when its trigger ends, none when it has
+        nothing left to fire.
+
+        Raises:
+            TaskNotFoundError: no task has this id.
+            ValueError: ``count`` is not from 1 to 1000.
+        """
+        if not isinstance(count, int) or not 1 <= count <= 1000:
+            raise ValueError(f"count must be an integer from 1 to 1000, not {count!r}")
+        _, task = await self._router.find(task_id)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        if task.next_run_time is None:
+            return []
+        return triggers.upcoming(task.trigger, task.next_run_time, count)
+
     async def stop_task(self, task_id: str) -> bool:
         """Remove a task (its run in flight finishes); ``False`` if there was none."""
         removed = await self._router.local.remove([task_id]) or await (await self._router.ready()).remove(

@@ -133,6 +133,26 @@ def due_fire_times(
     return due[-limit:], _jittered(compiled, following)
 
 
+def upcoming(spec: TriggerSpec, first: datetime, count: int) -> list[datetime]:
+    """``first`` (a stored next run time) and the fire times after it, ``count`` in all (fewer
+    when the trigger ends), without jitter: a preview.
+
+    Raises:
+        InvalidTriggerError: the spec is invalid.
+        ValueError: ``first`` is naive, or ``count`` < 1.
+    """
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    compiled = _compile(spec)
+    times = [aware(first, "first")]
+    while len(times) < count and compiled.kind != "date":
+        found = _after(compiled, times[-1])
+        if found is None:
+            break
+        times.append(found)
+    return times
+
+
 def describe(spec: TriggerSpec) -> str:
     """Human text: ``"cron[hour='8', minute='0'] (UTC)"``, ``"interval[0:05:00]"``, ``"date[...]"``.
 
