@@ -9,11 +9,13 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
 
 from backbeat.errors import ConfigurationError
 
 Collection = AsyncCollection[dict[str, Any]]
 
+_INDEX_OPTIONS_CONFLICT = 85
 HISTORY_TTL = timedelta(days=7)
 """How long after its end MongoDB itself deletes a history entry (its TTL index), by default."""
 
@@ -108,10 +110,16 @@ async def ensure_indexes(collections: Collections, history_ttl: timedelta = HIST
     for role, models in INDEXES.items():
         if models:
             await getattr(collections, role).create_indexes(models)
-    ttl = IndexModel(
-        [("ended", ASCENDING)], name="backbeat_ttl", expireAfterSeconds=int(history_ttl.total_seconds())
-    )
-    await collections.history.create_indexes([ttl])
+    seconds = int(history_ttl.total_seconds())
+    ttl = IndexModel([("ended", ASCENDING)], name="backbeat_ttl", expireAfterSeconds=seconds)
+    try:
+        await collections.history.create_indexes([ttl])
+    except OperationFailure as exc:
+        if exc.code != _INDEX_OPTIONS_CONFLICT:
+            raise
+        # made with another history_ttl: change it in place (creating it again is refused)
+        change = {"name": "backbeat_ttl", "expireAfterSeconds": seconds}
+        await collections.history.database.command({"collMod": collections.history.name, "index": change})
 
 
 __all__ = ["HISTORY_TTL", "INDEXES", "Collection", "Collections", "Names", "ensure_indexes"]
