@@ -32,7 +32,7 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value
 """,
     lock=SCHEMA_LOCK,
 )
-TABLES = ("task_tags", "tasks", "runs", "dead_letters", "state", "meta")
+TABLES = ("task_tags", "tasks", "runs", "dead_letters", "state", "history", "meta")
 NOTIFY = "SELECT pg_notify('{p}_wakeup', '')"
 
 # -- tasks ------------------------------------------------------------------------------------
