@@ -16,11 +16,11 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import aps, lateness, memory, report, targets, wakeup
+from bench import aps, history, lateness, memory, report, targets, wakeup
 from bench.report import Figure, Row
 from bench.stores import KNOWN, StoreTarget, drop_redis_keys
 
-SECTIONS = ("throughput", "lateness", "wakeup", "memory")
+SECTIONS = ("throughput", "lateness", "wakeup", "memory", "history")
 
 
 class Bench:
@@ -68,6 +68,20 @@ class Bench:
                 if target.shared
                 else report.na("not shared")
             )
+
+    async def history(self) -> None:
+        n = self.args.tasks
+        for row in self.aps_rows.values():
+            row.figures["fires/s history off → on"] = report.na("no history")
+        for target in self.stores:
+            off, on = await history.history_cost(target, n)
+            self.rows[target.name].figures["fires/s history off → on"] = Figure(
+                f"{off:,.0f} → {on:,.0f} ({on / off - 1:+.1%})"
+            )
+        self.notes.append(
+            f"history: {n:,} one-shot runs from worker start until its shutdown completed and recorded "
+            f"them all, median of {history.ROUNDS} alternating rounds off and on"
+        )
 
     async def memory(self) -> None:
         n = self.args.stored

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from backbeat import BackgroundTaskScheduler, SchedulerConfig
 from backbeat.abc import Store
@@ -68,10 +69,10 @@ class StoreTarget:
         """A scheduler that adds but never runs (its store is opened by the first add)."""
         return BackgroundTaskScheduler(store=self.spec(), config=SchedulerConfig(producer_only=True))
 
-    def worker(self, producer: BackgroundTaskScheduler) -> BackgroundTaskScheduler:
+    def worker(self, producer: BackgroundTaskScheduler, **options: Any) -> BackgroundTaskScheduler:
         """A scheduler that runs the producer's tasks; a memory store is shared as an object."""
         store: Store | StoreConfig | str = self.spec() if self.shared else producer.store
-        return BackgroundTaskScheduler(store=store)
+        return BackgroundTaskScheduler(store=store, **options)
 
 
 async def drop_redis_keys(url: str, prefix: str) -> None:

@@ -55,6 +55,7 @@ from backbeat.hosting.di import (
 )
 from backbeat.model.declared import schedule_task
 from backbeat.model.events import EventKind, SchedulerEvent
+from backbeat.model.history import HistoryEntry, HistoryOutcome, HistoryPage
 from backbeat.model.jobs import (
     BackgroundJob,
     RecurrentBackgroundJob,
@@ -96,6 +97,9 @@ __all__ = [
     "EncodingError",
     "EventKind",
     "Executor",
+    "HistoryEntry",
+    "HistoryOutcome",
+    "HistoryPage",
     "HostedService",
     "InvalidTriggerError",
     "LeaseLostError",

@@ -58,6 +58,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequen
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
+from backbeat.model.history import HistoryEntry, HistoryQuery
 from backbeat.model.records import (
     Claim,
     DeadLetter,
@@ -243,6 +244,25 @@ class Store(Protocol):
     async def put_state(self, key: str, value: dict[str, Any], *, version: int) -> bool:
         """Compare-and-set: store ``value`` with version ``version + 1`` if the stored version
         is ``version`` (``0``: not stored yet). Returns whether it was written."""
+
+    async def record_history(self, entries: Sequence[HistoryEntry]) -> None:
+        """Keep finished runs' history entries. An entry whose id is stored already is left as
+        it was, so recording a batch again (after a timeout) adds nothing twice."""
+
+    async def prune_history(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:
+        """Forget old history, incrementally: of each task in ``task_ids``, the entries that
+        ended before ``before`` and all but its newest ``keep``; and of any task, a bounded
+        batch of entries that ended before ``before`` (found through an index of end times,
+        never by reading everything). Returns how many entries were removed (a store that
+        expires entries itself, MongoDB's TTL index, may return 0 for those)."""
+
+    async def run_history(self, query: HistoryQuery) -> tuple[builtins.list[HistoryEntry], str | None]:
+        """History entries matching ``query``, newest first (end time, then id, descending),
+        and the cursor of the next page (``None`` after the last). An entry that cannot be
+        decoded is logged and left out, never deleted.
+
+        ``clear`` removes the history too; removing a task keeps it.
+        """
 
 
 @runtime_checkable

@@ -182,7 +182,7 @@ async def test_wakeups_reach_another_process(store: SQLiteStore) -> None:
         assert await finish(adder) == 0
 
 
-async def test_the_schema_has_a_version_row_wal_and_a_claim_index(store: SQLiteStore) -> None:
+async def test_the_schema_has_a_version_row_wal_a_claim_index_and_history_indexes(store: SQLiteStore) -> None:
     await store.close()
     with contextlib.closing(sqlite3.connect(store.path)) as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(CURRENT),)
@@ -197,6 +197,16 @@ async def test_the_schema_has_a_version_row_wal_and_a_claim_index(store: SQLiteS
         assert "USING INDEX runs_lease" in plan
         plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.NEXT_WAKEUP}"))
         assert "USING INDEX tasks_claims" in plan  # the earliest claim end reads one entry
+        params = (None, None, None, None, 10, "t")
+        plan = " ".join(
+            row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.TASK_HISTORY}", params)
+        )
+        # the index gives the order by end; only ties of one end time are sorted (by id)
+        assert "USING INDEX history_task_end (task_id=?" in plan and "TEMP B-TREE FOR ORDER BY" not in plan
+        plan = " ".join(
+            row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.HISTORY}", params[:5])
+        )
+        assert "history_end" in plan and "TEMP B-TREE FOR ORDER BY" not in plan  # the end index, backwards
 
 
 async def test_a_version_1_file_is_migrated_and_keeps_its_tasks(db_path: Path) -> None:

@@ -29,7 +29,7 @@ PUBLIC_NAMES = (
 # Other import paths the README and the examples use.
 MODULE_NAMES = (
     ("backbeat.web", "create_app"),
-    ("backbeat.web", "RunHistory"),
+    ("backbeat.web", "TaskSummary"),
     ("backbeat.web", "HistoryEntry"),
     ("backbeat.prometheus", "PrometheusMetrics"),
     ("backbeat.prometheus", "metrics_app"),

@@ -84,9 +84,13 @@ async def test_pause_resume_trigger_and_remove(client: httpx.AsyncClient, runnin
     history = await eventually(
         client, "/api/history", lambda h: any(r["task_id"] == ids.daily for r in h["runs"])
     )
-    assert history["available"] and history["source"] == "memory"
+    assert history["source"] == "store"
     [entry] = [r for r in history["runs"] if r["task_id"] == ids.daily]
     assert entry["outcome"] == "success" and entry["duration"] >= 0 and entry["error"] is None
+    assert entry["pid"] == os.getpid()
+    [summary] = [t for t in history["tasks"] if t["task_id"] == ids.daily]
+    assert (summary["runs"], summary["success_rate"], summary["last_failure"]) == (1, 1.0, None)
+    assert summary["duration_p50"] == summary["duration_max"] == entry["duration"]
     shown = await eventually(client, f"/api/tasks/{ids.daily}", lambda t: t["runs"] == 1)
     assert shown["last_outcome"] == "success"
 
@@ -109,10 +113,13 @@ async def test_dead_letters_are_shown_retried_and_removed(
     retried = await client.post(f"/api/dead-letters/{ids.dead_letter}/retry", headers=AUTH)
     assert retried.status_code == 200 and retried.json()["run_id"] == ids.dead_letter
     history = await eventually(
-        client, "/api/history", lambda h: any(r["outcome"] == "failure" for r in h["runs"])
+        client, "/api/history", lambda h: any(r["outcome"] == "dead_lettered" for r in h["runs"])
     )
-    failure = next(r for r in history["runs"] if r["outcome"] == "failure")
-    assert failure["error"] == "PaymentDeclinedError: card declined" and failure["task_name"] == "charge_card"
+    failure = next(r for r in history["runs"] if r["outcome"] == "dead_lettered")
+    assert failure["error"] == "card declined" and failure["task_name"] == "charge_card"
+    assert failure["error_type"].endswith("PaymentDeclinedError")
+    [summary] = [t for t in history["tasks"] if t["task_name"] == "charge_card"]
+    assert summary["success_rate"] == 0.0 and summary["last_failure"] == "PaymentDeclinedError: card declined"
     await eventually(client, "/api/dead-letters", lambda letters: len(letters) == 1)
 
     assert (await client.delete(f"/api/dead-letters/{ids.dead_letter}", headers=AUTH)).status_code == 204
@@ -134,19 +141,35 @@ async def test_runs_show_the_process_that_holds_them(
     assert stats["running"] == 1 and stats["tasks"] == 6 and stats["dead_letters"] == 1
 
 
-async def test_a_store_url_app_has_no_history_and_no_token(populated_url: tuple[str, Populated]) -> None:
+async def test_a_store_url_app_pages_the_stores_history_and_needs_no_token(
+    populated_url: tuple[str, Populated],
+) -> None:
     url, ids = populated_url
     app = create_app(url)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-        history = (await client.get("/api/history")).json()
-        assert history == {
-            "available": False,
-            "source": "none",
-            "capacity": 0,
-            "note": history["note"],
-            "runs": [],
-        }
-        assert "keep no run history" in history["note"]
+        every = (await client.get("/api/runs/history", params={"limit": 1000})).json()
+        assert every["next_cursor"] is None and every["runs"]  # the populating scheduler's runs
+        ends = [run["ended_at"] for run in every["runs"]]
+        assert ends == sorted(ends, reverse=True)
+        paged: list[str] = []
+        cursor = None
+        while True:
+            params: dict[str, str | int] = {"limit": 1, **({"cursor": cursor} if cursor else {})}
+            page = (await client.get("/api/runs/history", params=params)).json()
+            paged += [run["id"] for run in page["runs"]]
+            if (cursor := page["next_cursor"]) is None:
+                break
+        assert paged == [run["id"] for run in every["runs"]]
+        failed = (await client.get("/api/runs/history", params={"failed": "true", "since": "1h"})).json()
+        assert {run["task_id"] for run in failed["runs"]} == {ids.dead_letter.partition("@")[0]}
+        assert all(run["outcome"] == "dead_lettered" for run in failed["runs"])
+        bad = await client.get("/api/runs/history", params={"outcome": "broken"})
+        assert (
+            bad.status_code == 422 and "Input should be 'failed', 'success'" in bad.json()["detail"][0]["msg"]
+        )
+        assert (await client.get("/api/runs/history", params={"cursor": "x"})).status_code == 422
+        assert (await client.get("/api/runs/history", params={"since": "soon"})).status_code == 422
+        assert (await client.get("/api/history")).json()["source"] == "store"
         assert (await client.post(f"/api/tasks/{ids.daily}/pause")).status_code == 200
     await app.state.admin.close()
 

@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 import enum
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from backbeat.abc import Store
 from backbeat.api.config import RedisJobStoreConfig, StoreConfig
+from backbeat.api.history import OutcomeFilter
 from backbeat.api.scheduler import BackgroundTaskScheduler
 from backbeat.api.tasklist import TaskInfo
 from backbeat.errors import BackbeatError, ConfigurationError, TaskNotFoundError
+from backbeat.model.history import HistoryPage
 from backbeat.model.records import DeadLetter, Run, utcnow
 
 
@@ -219,6 +221,32 @@ class Admin:
         names = {info.id: info.name for info in await self.scheduler.list_tasks()} if runs else {}
         now = utcnow()
         return sorted((RunView.of(run, now, names) for run in runs), key=lambda r: (r.fire_time, r.id))
+
+    async def next_fire_times(self, task_id: str, count: int = 10) -> tuple[TaskInfo, list[datetime]]:
+        """A task and its next ``count`` fire times (see :meth:`BackgroundTaskScheduler.next_fire_times`).
+
+        Raises:
+            TaskNotFoundError: no task has this id.
+            ValueError: ``count`` is not from 1 to 1000.
+        """
+        info = await self.task(task_id)
+        return info, await self.scheduler.next_fire_times(task_id, count)
+
+    async def run_history(
+        self,
+        task_id: str | None = None,
+        outcome: OutcomeFilter = None,
+        since: datetime | timedelta | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> HistoryPage:
+        """Finished runs, newest first (see :meth:`BackgroundTaskScheduler.run_history`).
+
+        Raises:
+            ValueError: a bad filter, limit or cursor.
+        """
+        await self.open()
+        return await self.scheduler.run_history(task_id, outcome, since, limit, cursor)
 
     async def dead_letters(self, task_id: str | None = None) -> list[DeadLetter]:
         """Dead letters, oldest first."""

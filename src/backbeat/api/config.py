@@ -119,6 +119,14 @@ class SchedulerConfig:
     """Seconds ahead of their fire time that tasks are claimed (their runs still start on time)."""
     shutdown_timeout: float = 30.0
     producer_only: bool = False
+    history: bool = True
+    """Record every finished run in the store (``run_history``, ``backbeat runs list``)."""
+    history_retention: timedelta = timedelta(days=7)
+    """Run history older than this is pruned."""
+    history_per_task: int = 1000
+    """Each task keeps about its newest this many history entries."""
+    history_args: bool = False
+    """Keep the task's (encoded) arguments in its history entries."""
 
 
 def task_options(job_defaults: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> TaskOptions:

@@ -26,6 +26,7 @@ from backbeat.api.config import (
     store_config_from_settings,
     task_options,
 )
+from backbeat.api.history import OutcomeFilter, history_query, history_settings
 from backbeat.api.options import BackgroundTaskSchedulerOptions
 from backbeat.api.routing import StoreRouter, all_tasks
 from backbeat.api.task_writer import TaskWriter
@@ -42,6 +43,7 @@ from backbeat.errors import (
 from backbeat.executors import AsyncIOExecutor, make_executor
 from backbeat.model import triggers
 from backbeat.model.events import EventHub, EventKind, Listener, SchedulerEvent
+from backbeat.model.history import HistoryPage
 from backbeat.model.jobs import BackgroundJob, TaskDescriptor
 from backbeat.model.records import DeadLetter, QuarantinedRecord, TaskFilter, utcnow
 from backbeat.model.registry import JobRegistry
@@ -106,8 +108,18 @@ class BackgroundTaskScheduler(HostedService):
         owner: str | None = None,
         failure_handlers: Sequence[TaskFailureHandler] = (),
         clock: Callable[[], datetime] = utcnow,
+        history: bool | None = None,
+        history_retention: timedelta | None = None,
+        history_per_task: int | None = None,
+        history_args: bool | None = None,
     ) -> None:
         self.config = config or SchedulerConfig()
+        history_of = history_settings(
+            self.config.history if history is None else history,
+            self.config.history_retention if history_retention is None else history_retention,
+            self.config.history_per_task if history_per_task is None else history_per_task,
+            self.config.history_args if history_args is None else history_args,
+        )
         if store is None and redis_url is not None:
             store = RedisJobStoreConfig(host=redis_url, lock_prefix=job_store_prefix)
         self._store_spec: Store | StoreConfig | str = (
@@ -148,6 +160,7 @@ class BackgroundTaskScheduler(HostedService):
             claim_ahead=timedelta(seconds=self.config.claim_ahead),
             shutdown_timeout=self.config.shutdown_timeout,
             claim_enabled=self.role == "worker",
+            history=history_of,
         )
         self.state = SchedulerState.STOPPED
         self._router = StoreRouter(self.store, self.events)
@@ -229,7 +242,9 @@ class BackgroundTaskScheduler(HostedService):
                 poll_interval=self.engine_config.poll_interval,
                 shutdown_timeout=self.engine_config.shutdown_timeout,
                 fencing=False,  # local tasks live in this process's memory: nobody else can take one
+                history=self.engine_config.history,
             ),
+            history_store=router.durable,  # one history for all: local tasks' runs too
         )
         stack.push_async_callback(self._stop_engines)
         for engine in router.engines:
@@ -237,7 +252,7 @@ class BackgroundTaskScheduler(HostedService):
         self.bus.attach(self._writer.add_descriptor, asyncio.get_running_loop())
         stack.callback(self.bus.detach)
 
-    def _engine(self, store: Store, config: EngineConfig) -> Engine:
+    def _engine(self, store: Store, config: EngineConfig, history_store: Store | None = None) -> Engine:
         return Engine(
             store,
             config=config,
@@ -248,6 +263,7 @@ class BackgroundTaskScheduler(HostedService):
             clock=self.clock,
             run_hooks=self.run_hooks,
             failure_handlers=self.failure_handlers,
+            history_store=history_store,
         )
 
     async def _stop_engines(self) -> None:
@@ -486,6 +502,24 @@ class BackgroundTaskScheduler(HostedService):
         store, task = await self._router.find(task_id)
         return None if task is None else TaskInfo.of(task, local=self._router.is_local(store))
 
+    async def next_fire_times(self, task_id: str, count: int = 10) -> list[datetime]:
+        """The task's next ``count`` fire times (UTC), from its stored next run time, without
+        jitter and whether or not it is paused; fewer when its trigger ends, none when it has
+        nothing left to fire.
+
+        Raises:
+            TaskNotFoundError: no task has this id.
+            ValueError: ``count`` is not from 1 to 1000.
+        """
+        if not isinstance(count, int) or not 1 <= count <= 1000:
+            raise ValueError(f"count must be an integer from 1 to 1000, not {count!r}")
+        _, task = await self._router.find(task_id)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        if task.next_run_time is None:
+            return []
+        return triggers.upcoming(task.trigger, task.next_run_time, count)
+
     async def stop_task(self, task_id: str) -> bool:
         """Remove a task (its run in flight finishes); ``False`` if there was none."""
         removed = await self._router.local.remove([task_id]) or await (await self._router.ready()).remove(
@@ -603,6 +637,32 @@ class BackgroundTaskScheduler(HostedService):
     async def list_dead_letters(self, task_id: str | None = None) -> list[DeadLetter]:
         """Runs that failed their last attempt, oldest first (with exception type, message, traceback)."""
         return await (await self._router.ready()).dead_letters(task_id)
+
+    async def run_history(
+        self,
+        task_id: str | None = None,
+        outcome: OutcomeFilter = None,
+        since: datetime | timedelta | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> HistoryPage:
+        """Finished runs of every process on this store, newest first: one page of at most
+        ``limit``, after ``cursor`` (the ``next_cursor`` of the page before).
+
+        ``outcome`` is one outcome (``"success"``, ``"failure"``, ``"retry_scheduled"``,
+        ``"dead_lettered"``, ``"missed"``, ``"cancelled"``, ``"lost_lease"``, ``"lost"``,
+        ``"orphaned"``), several, or ``"failed"`` for the first three failures; ``since`` a time
+        or how long ago.
+
+        Raises:
+            ValueError: an unknown outcome, a naive ``since``, a limit outside 1..1000, or a
+                cursor that ``run_history`` did not return.
+        """
+        query = history_query(
+            task_id=task_id, outcome=outcome, since=since, limit=limit, cursor=cursor, now=self.clock()
+        )
+        entries, next_cursor = await (await self._router.ready()).run_history(query)
+        return HistoryPage(entries, next_cursor)
 
     async def get_dead_letter(self, dead_letter_id: str) -> DeadLetter | None:
         """One dead letter by its id (the failed run's id), or ``None``."""

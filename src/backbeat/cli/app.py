@@ -17,6 +17,7 @@ from backbeat.cli.common import (
 from backbeat.cli.dashboard import dashboard
 from backbeat.cli.dead_letters import dead_letters_app
 from backbeat.cli.migrate import migrate_app
+from backbeat.cli.runs import runs_app
 from backbeat.cli.tasks import tasks_app
 from backbeat.cli.worker import worker
 
@@ -28,6 +29,7 @@ app = typer.Typer(
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(migrate_app, name="migrate")
+app.add_typer(runs_app, name="runs")
 app.command()(worker)
 app.command()(dashboard)
 

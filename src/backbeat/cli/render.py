@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from rich.table import Table
+from rich.table import Column, Table
 
 from backbeat.api.admin import RunView, Stats, state_of
 from backbeat.api.tasklist import TaskInfo
+from backbeat.errors import BackbeatError
+from backbeat.model.history import HistoryEntry
 from backbeat.model.records import DeadLetter
+from backbeat.model.trigger_specs import zone_of
 
 
 def when(value: datetime | None) -> str:
@@ -81,6 +84,50 @@ def dead_letter_table(letter: DeadLetter) -> Table:
     table.add_row("error type", letter.error_type or "-")
     table.add_row("error", letter.error or "-")
     table.add_row("traceback", (letter.traceback or "-").rstrip())
+    return table
+
+
+def fire_times_table(info: TaskInfo, times: Sequence[datetime]) -> Table:
+    """A task's next fire times, in UTC and in its trigger's time zone."""
+    zone_name = str(info.trigger_spec.get("timezone") or "UTC")
+    try:
+        zone = zone_of(zone_name)
+    except BackbeatError:
+        zone, zone_name = UTC, "UTC"
+    paused = " (paused)" if info.paused else ""
+    table = Table(
+        "#", "UTC", zone_name, title=f"next fire times of {info.name} ({info.id}){paused}: {info.trigger}"
+    )
+    for number, moment in enumerate(times, 1):
+        table.add_row(str(number), when(moment), moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z%z"))
+    if not times:
+        table.add_row("-", "nothing left to fire", "")
+    return table
+
+
+def history_table(entries: Sequence[HistoryEntry]) -> Table:
+    """Finished runs, newest first (``--json`` has every field)."""
+    table = Table(
+        "ended (UTC)",
+        "task",
+        Column("outcome", no_wrap=True),
+        "attempt",
+        "took",
+        "host:pid",
+        "error",
+        title="runs",
+    )
+    for entry in entries:
+        took = "-" if entry.duration is None else f"{entry.duration:.3f}s"
+        table.add_row(
+            when(entry.ended_at),
+            entry.task_name,
+            entry.outcome.value,
+            str(entry.attempt),
+            took,
+            f"{entry.host}:{entry.pid}" if entry.host else "-",
+            entry.error or "-",
+        )
     return table
 
 

@@ -124,3 +124,21 @@ def task_dict(info: TaskInfo) -> dict[str, object]:
     doc["tags"] = list(info.tags)
     doc["state"] = state_of(info).value
     return doc
+
+
+@tasks_app.command("next")
+def next_fire_times(
+    task_id: TaskId,
+    store: StoreOption = DEFAULT_STORE,
+    prefix: PrefixOption = None,
+    count: Annotated[int, typer.Option(help="How many fire times (1 to 1000)")] = 10,
+    as_json: JsonOption = False,
+) -> None:
+    """Preview a task's next fire times (UTC and its trigger's time zone), without jitter."""
+    if not 1 <= count <= 1000:
+        fail(f"--count must be from 1 to 1000, not {count}", USAGE_ERROR)
+    info, times = with_admin(store, prefix, lambda admin: admin.next_fire_times(task_id, count))
+    if as_json:
+        print_json({"task_id": info.id, "trigger": info.trigger, "next_fire_times": times})
+    else:
+        console.print(render.fire_times_table(info, times))

@@ -17,10 +17,12 @@ from typing import Any
 from backbeat.abc import Executor, RunHook, Store
 from backbeat.engine import cancellations
 from backbeat.engine.fencing import LeaseDeadlines
+from backbeat.engine.history import HistoryRecorder
 from backbeat.engine.invoke import Invoker
 from backbeat.errors import BackbeatError, LeaseLostError, StoreError
 from backbeat.model import triggers
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
+from backbeat.model.history import HistorySettings
 from backbeat.model.records import FireDecision, FireResult, Run, RunOutcome, RunResult, Task, utcnow
 from backbeat.model.registry import JobRegistry
 from backbeat.policies.enforcement import RunPolicies
@@ -58,6 +60,8 @@ class EngineConfig:
     fencing: bool = True
     """Stop a run whose lease was not renewed in time (see :mod:`backbeat.engine.fencing`); off
     for a store no other process shares, where nobody can take a run over."""
+    history: HistorySettings | None = field(default_factory=HistorySettings)
+    """What run history is recorded and kept (see :mod:`backbeat.engine.history`); ``None``: none."""
 
 
 class Engine:
@@ -77,6 +81,7 @@ class Engine:
         monotonic: Callable[[], float] | None = None,
         run_hooks: Sequence[RunHook] = (),
         failure_handlers: Sequence[TaskFailureHandler] = (),
+        history_store: Store | None = None,
     ) -> None:
         self.store = store
         self.run_hooks = run_hooks
@@ -107,6 +112,14 @@ class Engine:
         no further ahead until it comes, else they would take and release it again and again."""
         self._wake = asyncio.Event()
         self._flush = asyncio.Event()
+        self.history = HistoryRecorder(
+            history_store or store,
+            self.config.history,
+            owner=self.config.owner,
+            clock=clock,
+            wake=self._flush.set,
+        )
+        """Records finished runs in ``history_store`` (default: ``store``)."""
         self._capacity = asyncio.Event()
         self._stopping = False
         self._background: list[asyncio.Task[None]] = []
@@ -173,6 +186,7 @@ class Engine:
                 await self._abandon(list(self._active.values()))
         self._flush.set()
         await self._drain_completions()
+        await self.history.flush(force=True)
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -345,6 +359,7 @@ class Engine:
                 grace,
             )
             self._emit(EventKind.RUN_MISSED, task, fire_time=fire_time)
+            self.history.missed(task, fire_time, late_by=now - fire_time)
         return FireDecision(
             task_id=task.id,
             claimed_version=task.version,
@@ -371,6 +386,7 @@ class Engine:
         try:
             if (early := (run.fire_time - self.clock()).total_seconds()) > 0:
                 await self.sleep(early)  # claimed ahead (``claim_ahead``): start on time
+            self.history.started(run)
             if task is None and await self._task_quarantined(run.task_id):
                 # keep the fire time until someone repairs (re-adds) the record; look again later
                 finished = self._result(run, RunOutcome.DEFERRED, "its task record cannot be read")
@@ -403,6 +419,7 @@ class Engine:
                 return
             finished = self._result(run, RunOutcome.CANCELLED, "cancelled")
         self._completing[run.id] = finished
+        self.history.finished(finished, task)
         self._active.pop(run.id, None)
         self._capacity.set()
         self._flush.set()
@@ -449,6 +466,7 @@ class Engine:
                 log.warning("runs %s finished after their lease passed to another instance", sorted(lost))
         if self._completing == {} and not self._stopping:
             self._wake.set()
+        await self.history.flush()  # after the wake-up: recording never delays the next claim
 
     async def _renew_loop(self) -> None:
         interval = self.config.lease.total_seconds() / 3
@@ -517,6 +535,7 @@ class Engine:
         self._active.pop(run.id, None)
         self._capacity.set()
         log.warning("run %s ended here without completing: its lease was lost", run.id)
+        self.history.lost_lease(run, task)
         if task is not None:
             self._emit(EventKind.RUN_LEASE_LOST, task, run=run)
 

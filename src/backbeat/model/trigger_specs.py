@@ -18,6 +18,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from backbeat.errors import InvalidTriggerError
+from backbeat.model.dst import normalize_dst
 
 TriggerSpec = dict[str, Any]
 
@@ -26,7 +27,7 @@ _INTERVAL_UNITS = ("weeks", "days", "hours", "minutes", "seconds")
 CALENDAR_FIELDS = ("years", "months", "weeks", "days", "hour", "minute", "second")
 EXTRAS = ("start_date", "end_date", "jitter")
 _ARGS: dict[str, frozenset[str]] = {
-    "cron": frozenset({*CRON_FIELDS, "cron", *EXTRAS}),
+    "cron": frozenset({*CRON_FIELDS, "cron", "dst", *EXTRAS}),
     "interval": frozenset({*_INTERVAL_UNITS, "interval", *EXTRAS}),
     "date": frozenset({"run_date"}),
     "calendarinterval": frozenset({*CALENDAR_FIELDS, *EXTRAS}),
@@ -110,6 +111,7 @@ def _cron(args: dict[str, Any], zone: tzinfo, now: datetime | None) -> dict[str,
     return {
         **{f.name: str(f) for f in built.fields if str(f) != "*" or f.name == "second"},
         **_extras(args, zone),
+        **({"dst": normalize_dst(args["dst"])} if "dst" in args else {}),
     }
 
 

@@ -1,6 +1,7 @@
 """Trigger specs: JSON dicts saying when a task fires, computed with APScheduler 3's triggers.
 
-``{"type": "cron", "hour": "8", "minute": "0", "second": "0", "timezone": "Europe/Paris"}``,
+``{"type": "cron", "hour": "8", "minute": "0", "second": "0", "timezone": "Europe/Paris"}`` (with an
+optional ``"dst": {"repeated": ..., "skipped": ...}``, see :mod:`backbeat.model.dst`),
 ``{"type": "interval", "seconds": 300, "start_date": "2026-01-01T08:05:00+00:00", "timezone": "UTC"}``,
 ``{"type": "date", "run_date": ...}``, ``{"type": "calendarinterval", "months": 1, ...}``. Datetimes are
 ISO-8601 strings with an offset (naive strings are refused), dates ISO dates, timezones IANA names or
@@ -25,6 +26,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from backbeat.errors import InvalidTriggerError
+from backbeat.model.dst import DEFAULT, Policy, WallCron
 from backbeat.model.trigger_specs import (
     CALENDAR_FIELDS,
     CRON_FIELDS,
@@ -131,6 +133,26 @@ def due_fire_times(
     return due[-limit:], _jittered(compiled, following)
 
 
+def upcoming(spec: TriggerSpec, first: datetime, count: int) -> list[datetime]:
+    """``first`` (a stored next run time) and the fire times after it, ``count`` in all (fewer
+    when the trigger ends), without jitter: a preview.
+
+    Raises:
+        InvalidTriggerError: the spec is invalid.
+        ValueError: ``first`` is naive, or ``count`` < 1.
+    """
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    compiled = _compile(spec)
+    times = [aware(first, "first")]
+    while len(times) < count and compiled.kind != "date":
+        found = _after(compiled, times[-1])
+        if found is None:
+            break
+        times.append(found)
+    return times
+
+
 def describe(spec: TriggerSpec) -> str:
     """Human text: ``"cron[hour='8', minute='0'] (UTC)"``, ``"interval[0:05:00]"``, ``"date[...]"``.
 
@@ -144,6 +166,8 @@ def describe(spec: TriggerSpec) -> str:
         if canon["second"] != "0" or not shown:
             shown.append(f"second='{canon['second']}'")
         text = f"cron[{', '.join(shown)}] ({zone})"
+        if "dst" in canon:
+            text += f" dst[repeated={canon['dst']['repeated']}, skipped={canon['dst']['skipped']}]"
     elif kind == "interval":
         text = f"interval[{timedelta(seconds=canon['seconds'])}]"
     elif kind == "date":
@@ -169,6 +193,7 @@ class _Compiled(NamedTuple):
     trigger: Any
     plain: Any  # the trigger without jitter, for the arithmetic
     jitter: float
+    wall: WallCron | None = None  # a cron trigger with a DST policy other than APScheduler's
 
 
 def _compile(spec: TriggerSpec) -> _Compiled:
@@ -185,7 +210,17 @@ def _compile_key(key: bytes) -> _Compiled:
     spec = normalize(orjson.loads(key), "UTC", None)
     plain = _instantiate(spec, jitter=None)
     jitter = spec.get("jitter", 0)
-    return _Compiled(spec, spec["type"], _instantiate(spec, jitter) if jitter else plain, plain, jitter)
+    trigger = _instantiate(spec, jitter) if jitter else plain
+    return _Compiled(spec, spec["type"], trigger, plain, jitter, _wall_cron(spec, plain))
+
+
+def _wall_cron(spec: TriggerSpec, plain: Any) -> WallCron | None:
+    if spec["type"] != "cron" or spec.get("dst", DEFAULT) == DEFAULT:
+        return None
+    walls = CronTrigger(**{k: spec[k] for k in CRON_FIELDS if k in spec}, timezone=UTC)
+    start, end = (datetime.fromisoformat(spec[k]).astimezone(UTC) if k in spec else None for k in EXTRAS[:2])
+    policy = Policy(spec["dst"]["repeated"], spec["dst"]["skipped"])
+    return WallCron(walls, plain, zone_of(spec["timezone"]), policy, start, end)
 
 
 def _instantiate(spec: TriggerSpec, jitter: float | None) -> Any:
@@ -220,6 +255,8 @@ def _utc(found: datetime | None) -> datetime | None:
 
 
 def _first_at_or_after(compiled: _Compiled, moment: datetime) -> datetime | None:
+    if compiled.wall is not None:
+        return compiled.wall.after(moment - _TICK)
     if compiled.kind == "interval":
         return _grid(compiled.plain, moment)
     found = _utc(compiled.plain.get_next_fire_time(None, moment))
@@ -231,6 +268,8 @@ def _first_at_or_after(compiled: _Compiled, moment: datetime) -> datetime | None
 def _after(compiled: _Compiled, previous: datetime) -> datetime | None:
     if compiled.kind == "interval":
         return _grid(compiled.plain, previous + _TICK)
+    if compiled.wall is not None:
+        return compiled.wall.after(previous)
     if compiled.kind == "cron":
         # Not get_next_fire_time(previous, now): it tests `start == previous`, and in a DST fold datetimes
         # of different zones never compare equal (PEP 495), so it would return `previous` again.

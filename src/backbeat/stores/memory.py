@@ -22,6 +22,7 @@ from typing import Any
 
 from backbeat.abc import Store
 from backbeat.errors import TaskExistsError, TaskNotFoundError
+from backbeat.model.history import HistoryEntry, HistoryQuery
 from backbeat.model.records import (
     Claim,
     DeadLetter,
@@ -37,6 +38,7 @@ from backbeat.model.records import (
     run_id_for,
 )
 from backbeat.stores._common import LeaseClock, Signal, check_changes, copy_run, copy_task, host_clock
+from backbeat.stores._history import MemoryHistory
 
 _HeapEntry = tuple[datetime, int, str]
 
@@ -82,6 +84,7 @@ class MemoryStore:
         self._signal = Signal()
         self._dead_letters: dict[str, DeadLetter] = {}
         self._state: dict[str, StateRecord] = {}
+        self._history = MemoryHistory()
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._tasks)} tasks, {len(self._runs)} runs)"
@@ -179,6 +182,7 @@ class MemoryStore:
         self._waiting.clear()
         self._dead_letters.clear()
         self._state.clear()
+        self._history.clear()
         self._signal.notify()
 
     # -- claims, runs and leases -----------------------------------------------------------
@@ -429,6 +433,18 @@ class MemoryStore:
             return False
         self._state[key] = StateRecord(copy.deepcopy(value), version + 1)
         return True
+
+    # -- history ---------------------------------------------------------------------------
+
+    async def record_history(self, entries: Sequence[HistoryEntry]) -> None:
+        self._history.record([copy.copy(entry) for entry in entries])
+
+    async def prune_history(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:
+        return self._history.prune(task_ids, before=before, keep=keep)
+
+    async def run_history(self, query: HistoryQuery) -> tuple[builtins.list[HistoryEntry], str | None]:
+        entries, cursor = self._history.query(query)
+        return [copy.copy(entry) for entry in entries], cursor
 
     # -- internals -------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ an application (``app.mount("/backbeat", create_app(scheduler))``) or to serve
 
 from __future__ import annotations
 
+from backbeat.model.history import HistoryEntry
 from backbeat.web.app import create_app
-from backbeat.web.history import HistoryEntry, RunHistory
+from backbeat.web.history import TaskSummary, summarize
 
-__all__ = ["HistoryEntry", "RunHistory", "create_app"]
+__all__ = ["HistoryEntry", "TaskSummary", "create_app", "summarize"]

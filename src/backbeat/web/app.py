@@ -17,8 +17,7 @@ from backbeat.abc import Store
 from backbeat.api.admin import Admin, DeadLetterNotFoundError, RetryRefusedError
 from backbeat.api.config import StoreConfig
 from backbeat.api.scheduler import BackgroundTaskScheduler
-from backbeat.errors import BackbeatError, StoreError, TaskNotFoundError
-from backbeat.web.history import RunHistory
+from backbeat.errors import BackbeatError, ConfigurationError, StoreError, TaskNotFoundError
 from backbeat.web.page import PAGE
 from backbeat.web.routes import api_router
 
@@ -39,20 +38,20 @@ def create_app(
 ) -> FastAPI:
     """The dashboard (``/``), the REST API (``/api/...``) and its schema (``/openapi.json``).
 
-    Given a scheduler (started or not), the app uses it and keeps the last ``history_size`` run
-    outcomes it sees in memory (``/api/history``). Given a store URL (or config, or store), it
-    opens the store on the first request, closes it at shutdown, and has no run history.
+    Given a scheduler (started or not), the app uses it; given a store URL (or config, or
+    store), it opens the store on the first request and closes it at shutdown. Either way
+    ``/api/history`` summarizes the newest ``history_size`` runs of the store's run history
+    (every process's), and ``/api/runs/history`` pages through all of it.
     Mount it in an application (``app.mount("/backbeat", create_app(scheduler))``) or serve it
     (``backbeat dashboard``). With ``token``, mutating calls need ``Authorization: Bearer <token>``.
 
     Raises:
         ConfigurationError: unknown store URL scheme, or the store's driver is missing.
     """
-    history: RunHistory | None = None
+    if not 1 <= history_size <= 1000:
+        raise ConfigurationError(f"history_size must be from 1 to 1000, not {history_size!r}")
     if isinstance(scheduler_or_store_url, BackgroundTaskScheduler):
         admin = Admin(scheduler_or_store_url)
-        history = RunHistory(history_size)
-        history.attach(scheduler_or_store_url.events)
     else:
         admin = Admin.for_store(scheduler_or_store_url)
 
@@ -68,8 +67,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.admin = admin
-    app.state.history = history
-    api = api_router(admin, history, token)
+    api = api_router(admin, history_size, token)
     app.include_router(api, prefix=API_PREFIX)
 
     @app.get("/", include_in_schema=False)

@@ -1,84 +1,75 @@
-"""A bounded in-memory ring of recent run outcomes, fed by a scheduler's events.
-
-backbeat's stores keep no run history (a run row is deleted when it completes; a task keeps
-only counters and its last outcome), so the dashboard's history is what the scheduler it is
-mounted in executed since it started, in this process only.
-"""
+"""The dashboard's run history, read from the store (every process's runs, kept across
+restarts): the newest runs and, per task over them, success rate, last failure and duration
+percentiles."""
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from backbeat.model.events import EventHub, EventKind, SchedulerEvent
-
-OUTCOMES = {
-    EventKind.RUN_EXECUTED: "success",
-    EventKind.RUN_FAILED: "failure",
-    EventKind.RUN_MISSED: "missed",
-    EventKind.RUN_LOST: "lost",
-    EventKind.RUN_DEFERRED: "deferred",
-}
+from backbeat.model.history import FAILED, HistoryEntry, HistoryOutcome
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class HistoryEntry:
-    """One run outcome this process saw."""
+class TaskSummary:
+    """How one task's recent runs went."""
 
-    outcome: str
-    task_id: str | None
-    task_name: str | None
-    run_id: str | None
-    fire_time: datetime | None
-    attempt: int | None
-    finished_at: datetime
-    duration: float | None
-    """Seconds the run took (``None`` for a run that did not execute: missed, lost, deferred)."""
-    error: str | None
+    task_id: str
+    task_name: str
+    runs: int
+    successes: int
+    failures: int
+    """Runs whose job raised (failure, retry scheduled, dead-lettered)."""
+    success_rate: float | None
+    """Successes among runs that succeeded or failed (``None`` when none did)."""
+    last_ended_at: datetime
+    last_failure_at: datetime | None
+    last_failure: str | None
+    duration_p50: float | None
+    duration_p95: float | None
+    duration_max: float | None
 
-    @classmethod
-    def of(cls, event: SchedulerEvent) -> HistoryEntry:
-        error = None if event.error is None else f"{type(event.error).__name__}: {event.error}"
-        return cls(
-            outcome=OUTCOMES[event.kind],
-            task_id=event.task_id,
-            task_name=event.task_name,
-            run_id=event.run_id,
-            fire_time=event.fire_time,
-            attempt=event.attempt,
-            finished_at=event.timestamp,
-            duration=event.duration,
-            error=error,
+
+def percentile(ordered: Sequence[float], fraction: float) -> float | None:
+    """The nearest-rank percentile of sorted values (``None`` for none)."""
+    if not ordered:
+        return None
+    rank = max(int(fraction * len(ordered) + 0.999999) - 1, 0)
+    return ordered[min(rank, len(ordered) - 1)]
+
+
+def summarize(entries: Sequence[HistoryEntry]) -> list[TaskSummary]:
+    """One summary per task of ``entries`` (newest first), most recently ended first."""
+    by_task: dict[str, list[HistoryEntry]] = {}
+    for entry in entries:
+        by_task.setdefault(entry.task_id, []).append(entry)
+    summaries = []
+    for task_id, runs in by_task.items():
+        successes = sum(entry.outcome == HistoryOutcome.SUCCESS for entry in runs)
+        failed = [entry for entry in runs if entry.outcome in FAILED]
+        durations = sorted(entry.duration for entry in runs if entry.duration is not None)
+        decided = successes + len(failed)
+        last_failure = failed[0] if failed else None
+        summaries.append(
+            TaskSummary(
+                task_id=task_id,
+                task_name=runs[0].task_name,
+                runs=len(runs),
+                successes=successes,
+                failures=len(failed),
+                success_rate=successes / decided if decided else None,
+                last_ended_at=runs[0].ended_at,
+                last_failure_at=last_failure.ended_at if last_failure else None,
+                last_failure=_describe(last_failure) if last_failure else None,
+                duration_p50=percentile(durations, 0.5),
+                duration_p95=percentile(durations, 0.95),
+                duration_max=durations[-1] if durations else None,
+            )
         )
+    return summaries
 
 
-class RunHistory:
-    """The last ``capacity`` run outcomes of one scheduler, newest first."""
-
-    def __init__(self, capacity: int = 500) -> None:
-        self.capacity = capacity
-        self._entries: deque[HistoryEntry] = deque(maxlen=capacity)
-        self._detach: Callable[[], None] | None = None
-
-    def attach(self, events: EventHub) -> None:
-        """Listen to ``events`` (a scheduler's ``events``) until :meth:`detach`."""
-        self.detach()
-        self._detach = events.add_listener(self.record, list(OUTCOMES))
-
-    def detach(self) -> None:
-        """Stop listening."""
-        if self._detach is not None:
-            self._detach()
-            self._detach = None
-
-    def record(self, event: SchedulerEvent) -> None:
-        """Keep one run event (other kinds are ignored)."""
-        if event.kind in OUTCOMES:
-            self._entries.append(HistoryEntry.of(event))
-
-    def entries(self, limit: int | None = None) -> list[HistoryEntry]:
-        """Newest first, at most ``limit``."""
-        newest = list(reversed(self._entries))
-        return newest if limit is None else newest[:limit]
+def _describe(entry: HistoryEntry) -> str:
+    kind = (entry.error_type or "").rpartition(".")[2]
+    return ": ".join(part for part in (kind, entry.error) if part) or entry.outcome.value

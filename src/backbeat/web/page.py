@@ -40,7 +40,7 @@ PAGE = """<!doctype html>
   .tag { background: #eef1fb; color: var(--accent); border-radius: 10px; padding: 1px 8px; margin-right: 4px;
          font-size: 12px; }
   .state-paused { color: #a05a00; font-weight: 600; }
-  .state-orphaned, .outcome-failure, .outcome-lost { color: var(--bad); font-weight: 600; }
+  .state-orphaned, .outcome-failure, .outcome-lost, .outcome-dead_lettered, .outcome-lost_lease { color: var(--bad); font-weight: 600; }
   .outcome-success { color: var(--ok); }
   button { font: inherit; font-size: 12px; padding: 3px 10px; border-radius: 4px; border: 1px solid #c5cad6;
            background: #fff; cursor: pointer; margin-right: 4px; }
@@ -70,7 +70,8 @@ PAGE = """<!doctype html>
     <div id="tasks"></div>
   </section>
   <section><h2>Runs in the store</h2><div id="runs"></div></section>
-  <section><h2>Recent runs <span class="note" id="history-note"></span></h2><div id="history"></div></section>
+  <section><h2>Schedules <span class="note" id="history-note"></span></h2><div id="task-history"></div></section>
+  <section><h2>Recent runs</h2><div id="history"></div></section>
   <section><h2>Dead letters</h2><div id="dead-letters"></div></section>
 </main>
 <script>
@@ -171,15 +172,28 @@ function renderRuns(runs) {
     table(["run", "task", "state", "attempt", "owner (host:pid:id)", "lease until"], rows, "no runs in flight"));
 }
 
+function percent(rate) {
+  return rate === null || rate === undefined ? "-" : (100 * rate).toFixed(rate === 1 ? 0 : 1) + " %";
+}
+
 function renderHistory(history) {
   document.getElementById("history-note").textContent = history.note;
-  const rows = history.runs.map((run) => el("tr", {},
-    el("td", {}, when(run.finished_at)), el("td", {}, run.task_name || run.task_id || "-"),
+  const summaries = history.tasks.map((task) => el("tr", {"data-history-task": task.task_id},
+    el("td", {}, task.task_name), el("td", {}, task.runs), el("td", {}, percent(task.success_rate)),
+    el("td", {}, when(task.last_ended_at)),
+    el("td", {class: "mono"}, task.last_failure ? when(task.last_failure_at) + " " + task.last_failure : "-"),
+    el("td", {}, seconds(task.duration_p50)), el("td", {}, seconds(task.duration_p95)),
+    el("td", {}, seconds(task.duration_max))));
+  document.getElementById("task-history").replaceChildren(
+    table(["task", "runs", "success", "last ended", "last failure", "p50", "p95", "max"], summaries,
+      "no run finished yet"));
+  const rows = history.runs.slice(0, 100).map((run) => el("tr", {"data-history-run": run.id},
+    el("td", {}, when(run.ended_at)), el("td", {}, run.task_name || run.task_id),
     el("td", {class: "outcome-" + run.outcome}, run.outcome), el("td", {}, run.attempt ?? "-"),
-    el("td", {}, seconds(run.duration)), el("td", {class: "mono"}, run.error || "")));
+    el("td", {}, seconds(run.duration)), el("td", {class: "mono"}, run.host ? run.host + ":" + run.pid : "-"),
+    el("td", {class: "mono"}, run.error || "")));
   document.getElementById("history").replaceChildren(
-    table(["finished", "task", "outcome", "attempt", "duration", "error"], rows,
-      history.available ? "no run finished yet" : "no history here"));
+    table(["ended", "task", "outcome", "attempt", "duration", "host:pid", "error"], rows, "no run finished yet"));
 }
 
 function renderDeadLetters(letters) {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import secrets
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -10,33 +11,35 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from backbeat.api.admin import Admin, RetryRefusedError, TaskState
-from backbeat.web.history import RunHistory
+from backbeat.api.history import DURATION_PATTERN, parse_since
+from backbeat.model.history import CURSOR_PATTERN, HistoryOutcome
+from backbeat.web.history import summarize
 from backbeat.web.schemas import (
     DeadLetterOut,
     ErrorOut,
     HistoryEntryOut,
     HistoryOut,
+    HistoryPageOut,
     RunOut,
     RunStarted,
     StatsOut,
     TaskOut,
+    TaskSummaryOut,
 )
 
 Responses = dict[int | str, dict[str, Any]]
+OutcomeName = enum.StrEnum("OutcomeName", {name: name for name in ["failed", *HistoryOutcome]})  # type: ignore[misc]
+"""An outcome filter: a run outcome, or ``failed``."""
 TaskId = Annotated[str, Path(description="The task's id")]
 LetterId = Annotated[str, Path(description="The dead letter's id (the failed run's id)")]
 
 NOT_FOUND: Responses = {404: {"model": ErrorOut, "description": "No such id"}}
 CONFLICT: Responses = {409: {"model": ErrorOut, "description": "Refused now"}}
 UNAVAILABLE: Responses = {503: {"model": ErrorOut, "description": "The store is unreachable"}}
-NO_HISTORY = (
-    "backbeat's stores keep no run history; this dashboard serves a store URL, not a running "
-    "scheduler, so it has none. Mount backbeat.web.create_app(scheduler) in a scheduler's process "
-    "to see what that process ran (kept in memory)."
-)
-MEMORY_HISTORY = (
-    "the last {capacity} runs executed by the scheduler this dashboard is mounted in, since it "
-    "started, kept in memory (not shared by other processes; stores keep no run history)"
+INVALID: Responses = {400: {"model": ErrorOut, "description": "A filter or cursor that is not valid"}}
+STORE_HISTORY = (
+    "the newest {window} finished runs of every process on this store (its run history), and per "
+    "task over them: success rate, last failure, duration p50 / p95 / max"
 )
 
 
@@ -57,14 +60,14 @@ def token_guard(token: str | None) -> Sequence[Any]:
     return [Depends(require_token)]
 
 
-def api_router(admin: Admin, history: RunHistory | None, token: str | None) -> APIRouter:
+def api_router(admin: Admin, history_window: int, token: str | None) -> APIRouter:
     """The ``/api`` routes over ``admin``; mutating ones need ``token`` when it is set."""
     router = APIRouter(responses=UNAVAILABLE)
     guard = token_guard(token)
     auth: Responses = {401: {"model": ErrorOut, "description": "Missing or wrong token"}}
     mutating = {**NOT_FOUND, **(auth if token else {})}
     _task_routes(router, admin, guard, mutating)
-    _run_routes(router, admin, history)
+    _run_routes(router, admin, history_window)
     _dead_letter_routes(router, admin, guard, mutating)
     return router
 
@@ -117,7 +120,7 @@ def _task_routes(router: APIRouter, admin: Admin, guard: Sequence[Any], mutating
         return Response(status_code=204)
 
 
-def _run_routes(router: APIRouter, admin: Admin, history: RunHistory | None) -> None:
+def _run_routes(router: APIRouter, admin: Admin, history_window: int) -> None:
     @router.get("/runs", tags=["runs"])
     async def list_runs(
         task_id: Annotated[str | None, Query(description="Only runs of this task")] = None,
@@ -125,17 +128,49 @@ def _run_routes(router: APIRouter, admin: Admin, history: RunHistory | None) -> 
         """Runs now in the store, with the process (``owner``) that holds each."""
         return [RunOut.of(run) for run in await admin.runs(task_id)]
 
+    @router.get("/runs/history", tags=["runs"], responses=INVALID)
+    async def runs_history(
+        task_id: Annotated[str | None, Query(description="Only runs of this task")] = None,
+        outcome: Annotated[
+            list[OutcomeName] | None,
+            Query(description="Only runs that ended so (repeatable); 'failed': any failure"),
+        ] = None,
+        failed: Annotated[bool, Query(description="Only failed runs (failure, retry, dead letter)")] = False,
+        since: Annotated[
+            str | None,
+            Query(
+                pattern=DURATION_PATTERN,
+                description="Only runs that ended this long ago or later: 30m, 1h, 7d",
+            ),
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1000, description="Runs per page")] = 100,
+        cursor: Annotated[
+            str | None, Query(pattern=CURSOR_PATTERN, description="The previous page's next_cursor")
+        ] = None,
+    ) -> HistoryPageOut:
+        """Finished runs of every process, newest first, a page at a time."""
+        wanted: list[str] | None = [*(outcome or []), *(["failed"] if failed else [])] or None
+        try:
+            after = None if since is None else parse_since(since)
+            page = await admin.run_history(task_id, wanted, after, limit, cursor)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return HistoryPageOut(
+            runs=[HistoryEntryOut.of(e) for e in page.entries], next_cursor=page.next_cursor
+        )
+
     @router.get("/history", tags=["runs"])
-    async def run_history(limit: Annotated[int, Query(ge=1, le=10_000)] = 200) -> HistoryOut:
-        """Recent run outcomes with durations and errors (see ``note`` for where they come from)."""
-        if history is None:
-            return HistoryOut(available=False, source="none", capacity=0, note=NO_HISTORY, runs=[])
+    async def run_history(
+        limit: Annotated[int, Query(ge=1, le=1000, description="Runs summarized (newest)")] = history_window,
+    ) -> HistoryOut:
+        """The dashboard's history: the newest runs from the store and a summary per task."""
+        page = await admin.run_history(limit=limit)
         return HistoryOut(
-            available=True,
-            source="memory",
-            capacity=history.capacity,
-            note=MEMORY_HISTORY.format(capacity=history.capacity),
-            runs=[HistoryEntryOut.of(entry) for entry in history.entries(limit)],
+            source="store",
+            window=limit,
+            note=STORE_HISTORY.format(window=limit),
+            runs=[HistoryEntryOut.of(entry) for entry in page.entries],
+            tasks=[TaskSummaryOut.of(summary) for summary in summarize(page.entries)],
         )
 
     @router.get("/stats", tags=["stats"])

@@ -10,8 +10,9 @@ from pydantic import BaseModel
 
 from backbeat.api.admin import RunView, Stats, state_of
 from backbeat.api.tasklist import TaskInfo
+from backbeat.model.history import HistoryEntry, HistoryOutcome
 from backbeat.model.records import DeadLetter
-from backbeat.web.history import HistoryEntry
+from backbeat.web.history import TaskSummary
 
 
 class TaskOut(BaseModel):
@@ -78,32 +79,67 @@ class RunOut(BaseModel):
 
 
 class HistoryEntryOut(BaseModel):
-    """One finished run seen by the scheduler the dashboard is mounted in."""
+    """One finished run (or missed fire time), as the store recorded it."""
 
-    outcome: str
-    task_id: str | None
-    task_name: str | None
-    run_id: str | None
-    fire_time: datetime | None
-    attempt: int | None
-    finished_at: datetime
+    id: str
+    task_id: str
+    task_name: str
+    run_id: str
+    fire_time: datetime
+    started_at: datetime | None
+    ended_at: datetime
     duration: float | None
+    outcome: HistoryOutcome
+    attempt: int
+    error_type: str | None
     error: str | None
+    owner: str | None
+    host: str | None
+    pid: int | None
+    args: Any = None
 
     @classmethod
     def of(cls, entry: HistoryEntry) -> HistoryEntryOut:
-        return cls(**{name: getattr(entry, name) for name in HistoryEntry.__dataclass_fields__})
+        return cls.model_validate(entry.to_document())
+
+
+class HistoryPageOut(BaseModel):
+    """One page of run history, newest first; ``next_cursor`` asks for the next (``None``: last)."""
+
+    runs: list[HistoryEntryOut]
+    next_cursor: str | None
+
+
+class TaskSummaryOut(BaseModel):
+    """How one task's recent runs went: success rate, last failure, duration percentiles (s)."""
+
+    task_id: str
+    task_name: str
+    runs: int
+    successes: int
+    failures: int
+    success_rate: float | None
+    last_ended_at: datetime
+    last_failure_at: datetime | None
+    last_failure: str | None
+    duration_p50: float | None
+    duration_p95: float | None
+    duration_max: float | None
+
+    @classmethod
+    def of(cls, summary: TaskSummary) -> TaskSummaryOut:
+        return cls(**{name: getattr(summary, name) for name in TaskSummary.__dataclass_fields__})
 
 
 class HistoryOut(BaseModel):
-    """Recent run outcomes. ``available`` is false when the dashboard serves a store URL (no
-    scheduler runs here to report them: stores keep no run history)."""
+    """The dashboard's history: the newest ``window`` runs of every process, from the store, and
+    a summary per task over them."""
 
-    available: bool
-    source: Literal["memory", "none"]
-    capacity: int
+    source: Literal["store"]
+    window: int
     note: str
     runs: list[HistoryEntryOut]
+    tasks: list[TaskSummaryOut]
 
 
 class DeadLetterOut(BaseModel):

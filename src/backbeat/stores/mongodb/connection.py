@@ -17,7 +17,7 @@ from backbeat.errors import ConfigurationError
 from backbeat.stores._common import Signal
 from backbeat.stores.mongodb import wakeups
 from backbeat.stores.mongodb.errors import map_error, redact, translated
-from backbeat.stores.mongodb.indexes import Collections, Names, ensure_indexes
+from backbeat.stores.mongodb.indexes import HISTORY_TTL, Collections, Names, ensure_indexes
 
 DEFAULT_DATABASE = "backbeat"
 DEFAULT_COLLECTION = "background_jobs"
@@ -99,6 +99,7 @@ class Connection:
         self._opening = asyncio.Lock()
         self._closed = asyncio.Event()
         self._signal = Signal()
+        self.history_ttl = HISTORY_TTL
 
     @contextmanager
     def errors(self) -> Iterator[None]:
@@ -126,7 +127,7 @@ class Connection:
             collections = Collections.of(database, self.names)
             with self.errors():
                 await database.command("ping")
-                await ensure_indexes(collections)
+                await ensure_indexes(collections, self.history_ttl)
             self._collections = collections
 
     async def collections(self) -> Collections:

@@ -35,6 +35,7 @@ from pymongo.errors import BulkWriteError
 
 from backbeat.abc import Store
 from backbeat.errors import CorruptRecordError, StoreError, TaskExistsError, TaskNotFoundError
+from backbeat.model.history import HistoryEntry, HistoryQuery
 from backbeat.model.records import (
     Claim,
     DeadLetter,
@@ -51,10 +52,11 @@ from backbeat.model.records import (
 )
 from backbeat.stores._common import check_changes, host_clock
 from backbeat.stores.mongodb import documents as d
+from backbeat.stores.mongodb import history
 from backbeat.stores.mongodb.connection import Connection
 from backbeat.stores.mongodb.errors import duplicate_indexes, is_duplicate_key
 from backbeat.stores.mongodb.extras import Extras
-from backbeat.stores.mongodb.indexes import Collections
+from backbeat.stores.mongodb.indexes import HISTORY_TTL, Collections
 
 READ_BATCH = 500
 _CLAIM_ROUNDS = 8
@@ -65,7 +67,8 @@ _COUNTERS = {"running": 1, "max_instances": 1, "claimed_by": 1, "version": 1, "n
 
 class MongoStore:
     """A store in one MongoDB database: tasks in ``collection``, runs, dead letters and
-    shared state in ``<collection>.runs``, ``.dead_letters`` and ``.state``.
+    shared state in ``<collection>.runs``, ``.dead_letters`` and ``.state``, run history in
+    ``.history`` (expired by a TTL index ``history_ttl`` after its end, besides the pruning).
 
     ``url`` is ``mongodb://`` or ``mongodb+srv://``; its path names the database and
     ``?collection=`` the collection unless ``database``/``collection`` are given (defaults
@@ -80,11 +83,13 @@ class MongoStore:
         database: str | None = None,
         collection: str | None = None,
         client: AsyncMongoClient[dict[str, Any]] | None = None,
+        history_ttl: timedelta = HISTORY_TTL,
         **client_options: Any,
     ) -> None:
         self._conn = Connection(
             url, database=database, collection=collection, client=client, options=client_options
         )
+        self._conn.history_ttl = history_ttl
         self._extras = Extras(self._conn, self._decode)
 
     @property
@@ -553,6 +558,17 @@ class MongoStore:
 
     async def put_state(self, key: str, value: dict[str, Any], *, version: int) -> bool:
         return await self._extras.put_state(key, value, version)
+
+    # -- run history -----------------------------------------------------------------------
+
+    async def record_history(self, entries: Sequence[HistoryEntry]) -> None:
+        await history.record(self._conn, entries)
+
+    async def prune_history(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:
+        return await history.prune(self._conn, task_ids, before=before, keep=keep)
+
+    async def run_history(self, query: HistoryQuery) -> tuple[builtins.list[HistoryEntry], str | None]:
+        return await history.query(self._conn, query)
 
     # -- decoding --------------------------------------------------------------------------
 

@@ -3,8 +3,8 @@
 Every table name is ``{p}_<table>`` (the table prefix). Version 1 is the schema of the first
 release, dead letters and shared state included; version 2 indexes claim ends (leases are
 judged by the server's clock, apart from next run times); version 3 gives runs their fencing
-tokens. A new schema change is one more
-:class:`Migration` at the end of :data:`MIGRATIONS`.
+tokens; version 4 keeps run history. A new schema change is one more :class:`Migration` at the
+end of :data:`MIGRATIONS`.
 """
 
 from __future__ import annotations
@@ -85,6 +85,22 @@ MIGRATIONS = ordered(
         (
             "ALTER TABLE {p}_runs ADD COLUMN fencing_token BIGINT NOT NULL DEFAULT 0",
             "CREATE SEQUENCE {p}_fencing OWNED BY {p}_runs.fencing_token",
+        ),
+    ),
+    Migration(
+        4,
+        "run history, indexed by task and end time, and by end time alone (age pruning)",
+        (
+            # the key is the (task, end) index itself; an entry's id, task and end never change
+            """CREATE TABLE {p}_history (
+    task_id TEXT NOT NULL,
+    ended_at BIGINT NOT NULL,
+    id TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (task_id, ended_at, id)
+)""",
+            "CREATE INDEX {p}_history_end ON {p}_history (ended_at, id)",
         ),
     ),
 )

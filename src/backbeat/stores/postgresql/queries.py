@@ -32,7 +32,7 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value
 """,
     lock=SCHEMA_LOCK,
 )
-TABLES = ("task_tags", "tasks", "runs", "dead_letters", "state", "meta")
+TABLES = ("task_tags", "tasks", "runs", "dead_letters", "state", "history", "meta")
 NOTIFY = "SELECT pg_notify('{p}_wakeup', '')"
 
 # -- tasks ------------------------------------------------------------------------------------
@@ -91,7 +91,9 @@ REMOVE_TASKS = "DELETE FROM {p}_tasks WHERE id = ANY($1::text[]) RETURNING id"
 REMOVE_TAGGED = (
     "DELETE FROM {p}_tasks WHERE id IN (SELECT task_id FROM {p}_task_tags WHERE tag = $1) RETURNING id"
 )
-CLEAR: tuple[str, ...] = ("TRUNCATE {p}_task_tags, {p}_tasks, {p}_runs, {p}_dead_letters, {p}_state",)
+CLEAR: tuple[str, ...] = (
+    "TRUNCATE {p}_task_tags, {p}_tasks, {p}_runs, {p}_dead_letters, {p}_state, {p}_history",
+)
 
 # A corrupt record is only marked, and only if nobody rewrote it since it was read.
 QUARANTINE = "UPDATE {p}_tasks SET quarantined = $1 WHERE id = $2 AND doc IS NOT DISTINCT FROM $3"
@@ -208,6 +210,38 @@ GET_STATE = "SELECT value, version FROM {p}_state WHERE key = $1"
 INSERT_STATE = "INSERT INTO {p}_state (key, version, value) VALUES ($1, 1, $2) ON CONFLICT DO NOTHING"
 UPDATE_STATE = "UPDATE {p}_state SET value = $1, version = version + 1 WHERE key = $2 AND version = $3"
 
+# -- run history ------------------------------------------------------------------------------
+
+INSERT_HISTORY = """
+INSERT INTO {p}_history (id, task_id, ended_at, outcome, doc) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT DO NOTHING
+"""
+PRUNE_TASK_OLD = "DELETE FROM {p}_history WHERE task_id = $1 AND ended_at < $2"
+# everything at or before the task's (keep + 1)-th newest entry (none when it has no more)
+PRUNE_TASK_EXCESS = """
+DELETE FROM {p}_history WHERE task_id = $1 AND (ended_at, id) <= (
+    SELECT ended_at, id FROM {p}_history WHERE task_id = $1 ORDER BY ended_at DESC, id DESC LIMIT 1 OFFSET $2
+)
+"""
+PRUNE_OLD = """
+DELETE FROM {p}_history WHERE (task_id, ended_at, id) IN (
+    SELECT task_id, ended_at, id FROM {p}_history WHERE ended_at < $1 ORDER BY ended_at, id LIMIT $2
+)
+"""
+# Parameters: outcomes (text[] or NULL), since, cursor end, cursor id, limit[, task id].
+_HISTORY_WHERE = """
+  ($1::text[] IS NULL OR outcome = ANY($1::text[]))
+  AND ($2::bigint IS NULL OR ended_at >= $2)
+  AND ($3::bigint IS NULL OR (ended_at, id) < ($3, $4::text))
+"""
+HISTORY = f"""
+SELECT id, doc FROM {{p}}_history WHERE {_HISTORY_WHERE} ORDER BY ended_at DESC, id DESC LIMIT $5
+"""
+TASK_HISTORY = f"""
+SELECT id, doc FROM {{p}}_history WHERE task_id = $6 AND {_HISTORY_WHERE}
+ORDER BY ended_at DESC, id DESC LIMIT $5
+"""
+
 # -- bulk forms ---------------------------------------------------------------------------------
 # One statement over column arrays instead of one execution per row: the driver uses these for
 # the ``ExecuteMany`` of the statement each replaces (same parameters, transposed to columns).
@@ -242,7 +276,13 @@ FROM unnest($1::text[], $2::bigint[], $3::integer[], $4::bigint[], $5::text[])
      AS u(owner, until, attempt, token, id)
 WHERE r.id = u.id
 """
+INSERT_HISTORY_BULK = """
+INSERT INTO {p}_history (id, task_id, ended_at, outcome, doc)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[])
+ON CONFLICT DO NOTHING
+"""
 BULK = {
+    INSERT_HISTORY: INSERT_HISTORY_BULK,
     INSERT_TASK: INSERT_TASKS_BULK,
     INSERT_RUN: INSERT_RUNS_BULK,
     FIRED: FIRED_BULK,

@@ -25,6 +25,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from backbeat.abc import Store
 from backbeat.errors import ConfigurationError, TaskExistsError
+from backbeat.model.history import HistoryEntry, HistoryQuery, encode_cursor
 from backbeat.model.records import (
     Claim,
     DeadLetter,
@@ -413,6 +414,39 @@ class ShardedRedisStore:
 
     async def put_state(self, key: str, value: dict[str, Any], *, version: int) -> bool:
         return await (await self._shard(key)).put_state(key, value, version=version)
+
+    # -- run history ------------------------------------------------------------------------
+
+    async def record_history(self, entries: Sequence[HistoryEntry]) -> None:
+        shards = await self._ready()
+        groups = await self._grouped(entries, lambda entry: entry.task_id)
+        await asyncio.gather(*(shards[i].record_history(part) for i, part in groups.items()))
+
+    async def prune_history(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:
+        shards = await self._ready()
+        groups = await self._grouped(task_ids, lambda task_id: task_id)
+        # every shard also trims a bounded batch of old entries of any of its tasks
+        pruned = await asyncio.gather(
+            *(
+                shard.prune_history(groups.get(i, []), before=before, keep=keep)
+                for i, shard in enumerate(shards)
+            )
+        )
+        return sum(pruned)
+
+    async def run_history(self, query: HistoryQuery) -> tuple[builtins.list[HistoryEntry], str | None]:
+        if query.task_id is not None:
+            return await (await self._shard(query.task_id)).run_history(query)
+        pages = await self._each(lambda shard: shard.run_history(query))
+        newest = sorted(
+            (entry for page, _ in pages for entry in page),
+            key=lambda entry: (entry.ended_at, entry.id),
+            reverse=True,
+        )
+        if len(newest) <= query.limit and all(more is None for _, more in pages):
+            return newest, None
+        page = newest[: query.limit]
+        return page, encode_cursor(page[-1])
 
 
 def _counts(ids: Iterable[str]) -> dict[str, int]:

@@ -133,6 +133,12 @@ class Connection:
             with self.errors():
                 await client.aclose()
 
+    async def ready(self) -> Client:
+        """The client of an open store (opening it first if needed)."""
+        if self._scripts is None:
+            await self.open()
+        return self.client
+
     async def run(self, name: str, *args: Any) -> Any:
         """Call one script (opening the store first if needed)."""
         if self._scripts is None:

@@ -123,6 +123,25 @@ class Keys:
         return f"{self.base}state"
 
     @property
+    def history(self) -> str:
+        """Sorted set: history entry id -> end time; every task's entries."""
+        return f"{self.base}history"
+
+    @property
+    def history_docs(self) -> str:
+        """Hash: history entry id -> its JSON document."""
+        return f"{self.base}history_docs"
+
+    @property
+    def history_tasks(self) -> str:
+        """Set: ids of the tasks that have a :meth:`task_history` key."""
+        return f"{self.base}history_tasks"
+
+    def task_history(self, task_id: str) -> str:
+        """Sorted set: history entry id -> end time, of one task."""
+        return f"{self.base}history:{task_id}"
+
+    @property
     def wakeup(self) -> str:
         """Pub/sub channel announcing changes."""
         return f"{self.base}wakeup"

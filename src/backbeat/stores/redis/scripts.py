@@ -29,6 +29,7 @@ NAMES = (
     "exists",
     "requeue",
     "put_state",
+    "history",
 )
 READS = frozenset({"read", "next", "exists"})
 """The scripts that write nothing (a replica's acknowledgement is never waited for)."""

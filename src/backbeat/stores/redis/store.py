@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from backbeat.abc import Store
 from backbeat.errors import CorruptRecordError, StoreError, TaskExistsError, TaskNotFoundError
+from backbeat.model.history import HistoryEntry, HistoryQuery
 from backbeat.model.records import (
     Claim,
     DeadLetter,
@@ -34,6 +35,7 @@ from backbeat.stores.redis import codec, layout
 from backbeat.stores.redis.codec import Arg, field, iso, opt_us, text
 from backbeat.stores.redis.connection import Client, Connection, redact, split_prefix
 from backbeat.stores.redis.dead_letters import DeadLetters, letter_arg
+from backbeat.stores.redis.history import History
 from backbeat.stores.redis.keys import Keys, from_us, to_us
 from backbeat.stores.redis.layout import LayoutMigration
 from backbeat.stores.redis.sharding import Durability, check_durability
@@ -73,6 +75,7 @@ class RedisStore:
         acknowledged = check_durability(durability) == "replica"
         self._conn = Connection(url, self.keys, client, client_options, acknowledged=acknowledged)
         self._dead = DeadLetters(self._conn, self.keys)
+        self._history = History(self._conn, self.keys)
 
     @classmethod
     def from_params(
@@ -229,6 +232,7 @@ class RedisStore:
     async def clear(self) -> None:
         while await self._conn.run("clear", READ_BATCH):
             pass
+        await self._history.clear()
 
     # -- claims, runs and leases -----------------------------------------------------------
 
@@ -399,6 +403,17 @@ class RedisStore:
                 log.error("task %r quarantined, kept as stored: %s", bad_id, error)
             await self._conn.run("quarantine", *corrupt)
         return tasks
+
+    # -- run history -----------------------------------------------------------------------
+
+    async def record_history(self, entries: Sequence[HistoryEntry]) -> None:
+        await self._history.record(entries)
+
+    async def prune_history(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:
+        return await self._history.prune(task_ids, before=before, keep=keep)
+
+    async def run_history(self, query: HistoryQuery) -> tuple[builtins.list[HistoryEntry], str | None]:
+        return await self._history.query(query)
 
 
 _: type[Store] = RedisStore

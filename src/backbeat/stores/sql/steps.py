@@ -149,6 +149,12 @@ class Statements(Protocol):
     GET_STATE: str
     INSERT_STATE: str
     UPDATE_STATE: str
+    INSERT_HISTORY: str
+    PRUNE_TASK_OLD: str
+    PRUNE_TASK_EXCESS: str
+    PRUNE_OLD: str
+    HISTORY: str
+    TASK_HISTORY: str
 
 
 @dataclass(frozen=True, slots=True)

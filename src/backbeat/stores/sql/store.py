@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from backbeat.errors import TaskNotFoundError
+from backbeat.model.history import HistoryEntry, HistoryQuery
 from backbeat.model.records import (
     Claim,
     DeadLetter,
@@ -28,7 +29,7 @@ from backbeat.model.records import (
     TaskFilter,
 )
 from backbeat.stores._common import Signal, check_changes, host_clock
-from backbeat.stores.sql import dead_letters, runs
+from backbeat.stores.sql import dead_letters, history, runs
 from backbeat.stores.sql import tasks as task_ops  # ``add(tasks=...)`` would shadow ``tasks``
 from backbeat.stores.sql.steps import Dialect, Txn
 
@@ -170,6 +171,18 @@ class SqlStore(ABC):
 
     async def put_state(self, key: str, value: dict[str, Any], *, version: int) -> bool:
         return await self._write(dead_letters.put_state, key, value, version)
+
+    # -- run history -----------------------------------------------------------------------
+
+    async def record_history(self, entries: Sequence[HistoryEntry]) -> None:
+        if entries:
+            await self._write(history.record, builtins.list(entries))
+
+    async def prune_history(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:
+        return await self._write(history.prune, builtins.list(task_ids), before, keep)
+
+    async def run_history(self, query: HistoryQuery) -> tuple[builtins.list[HistoryEntry], str | None]:
+        return await self._read(history.query, query)
 
 
 __all__ = ["SqlStore"]

@@ -83,6 +83,7 @@ CLEAR: tuple[str, ...] = (
     "DELETE FROM runs",
     "DELETE FROM dead_letters",
     "DELETE FROM state",
+    "DELETE FROM history",
 )
 
 # A corrupt record is only marked, and only if nobody rewrote it since it was read.
@@ -189,3 +190,30 @@ REMOVE_DEAD_LETTERS = "DELETE FROM dead_letters WHERE id IN (SELECT value FROM j
 GET_STATE = "SELECT value, version FROM state WHERE key = ?"
 INSERT_STATE = "INSERT OR IGNORE INTO state (key, version, value) VALUES (?, 1, ?)"
 UPDATE_STATE = "UPDATE state SET value = ?, version = version + 1 WHERE key = ? AND version = ?"
+
+# -- run history ------------------------------------------------------------------------------
+
+INSERT_HISTORY = """
+INSERT INTO history (id, task_id, ended_at, outcome, doc) SELECT ?1, ?2, ?3, ?4, ?5
+WHERE NOT EXISTS (SELECT 1 FROM history WHERE task_id = ?2 AND ended_at = ?3 AND id = ?1)
+"""
+PRUNE_TASK_OLD = "DELETE FROM history WHERE task_id = ? AND ended_at < ?"
+# everything at or before the task's (keep + 1)-th newest entry (none when it has no more)
+PRUNE_TASK_EXCESS = """
+DELETE FROM history WHERE task_id = ?1 AND (ended_at, id) <= (
+    SELECT ended_at, id FROM history WHERE task_id = ?1 ORDER BY ended_at DESC, id DESC LIMIT 1 OFFSET ?2
+)
+"""
+PRUNE_OLD = """
+DELETE FROM history WHERE rowid IN (SELECT rowid FROM history WHERE ended_at < ? ORDER BY ended_at LIMIT ?)
+"""
+# Parameters: outcomes (JSON array or NULL), since, cursor end, cursor id, limit[, task id].
+_HISTORY_WHERE = """
+  (?1 IS NULL OR outcome IN (SELECT value FROM json_each(?1)))
+  AND (?2 IS NULL OR ended_at >= ?2)
+  AND (?3 IS NULL OR ended_at < ?3 OR (ended_at = ?3 AND id < ?4))
+"""
+HISTORY = f"SELECT id, doc FROM history WHERE {_HISTORY_WHERE} ORDER BY ended_at DESC, id DESC LIMIT ?5"
+TASK_HISTORY = f"""
+SELECT id, doc FROM history WHERE task_id = ?6 AND {_HISTORY_WHERE} ORDER BY ended_at DESC, id DESC LIMIT ?5
+"""

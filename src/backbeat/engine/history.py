@@ -1,0 +1,199 @@
+"""Recording run history: the engine hands each finished run (or missed fire time) to a
+:class:`HistoryRecorder`, which writes them to the store in batches after each completion
+batch (at most half a second later) and prunes a task's history every ``per_task // 10`` of its
+entries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from backbeat.abc import Store
+from backbeat.errors import StoreError
+from backbeat.model.history import HistoryEntry, HistoryOutcome, HistorySettings, entry_id
+from backbeat.model.records import Run, RunOutcome, RunResult, Task, run_id_for
+
+log = logging.getLogger("backbeat.engine")
+
+AGE_PRUNE_INTERVAL = timedelta(minutes=1)
+"""How often old entries of any task (tasks that stopped running) are looked for."""
+FLUSH_BATCH = 1000
+"""Entries collected that are written at once, without waiting for :data:`FLUSH_DELAY`."""
+FLUSH_DELAY = 0.5
+"""Seconds an entry may wait to be written: fewer, larger writes cost a fire far less."""
+
+_OUTCOMES = {
+    RunOutcome.SUCCESS: HistoryOutcome.SUCCESS,
+    RunOutcome.FAILURE: HistoryOutcome.FAILURE,
+    RunOutcome.MISSED: HistoryOutcome.MISSED,
+    RunOutcome.LOST: HistoryOutcome.LOST,
+    RunOutcome.CANCELLED: HistoryOutcome.CANCELLED,
+    RunOutcome.ORPHANED: HistoryOutcome.ORPHANED,
+}
+
+
+def outcome_of(result: RunResult) -> HistoryOutcome | None:
+    """The recorded outcome of a result; ``None`` for a deferred run (it has not finished)."""
+    if result.outcome == RunOutcome.FAILURE and result.retry_at is not None:
+        return HistoryOutcome.RETRY_SCHEDULED
+    if result.outcome == RunOutcome.FAILURE and result.dead_letter:
+        return HistoryOutcome.DEAD_LETTERED
+    return _OUTCOMES.get(result.outcome)
+
+
+class HistoryRecorder:
+    """Collects one engine's history entries and writes them to ``store`` when flushed
+    (nothing at all with ``settings=None``: history turned off): at most :data:`FLUSH_DELAY`
+    after the first entry waiting (``wake`` is called then, and the engine flushes), at once
+    when :data:`FLUSH_BATCH` are waiting, and when the engine stops.
+
+    Recording is best effort: a store error is logged and the batch dropped, so history can
+    never hold up or fail a run's completion.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        settings: HistorySettings | None,
+        *,
+        owner: str,
+        clock: Callable[[], datetime],
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.enabled = settings is not None
+        self.settings = settings or HistorySettings()
+        self.owner = owner
+        self.clock = clock
+        self._wake = wake
+        self._started: dict[str, datetime] = {}
+        self._pending: list[HistoryEntry] = []
+        self._since_prune: Counter[str] = Counter()
+        self._next_age_prune: datetime | None = None
+        self._due: float | None = None
+        """When (``time.monotonic``) the oldest waiting entry should be written."""
+
+    def started(self, run: Run) -> None:
+        """``run``'s job is about to start (its start time is taken now)."""
+        if self.enabled:
+            self._started[run.id] = self.clock()
+
+    def finished(self, result: RunResult, task: Task | None) -> None:
+        outcome = outcome_of(result)
+        started = self._started.pop(result.run.id, None)
+        if outcome is None or not self.enabled:
+            return
+        error_type, error = _error_of(result, self.settings.message_limit)
+        self._add(
+            result.run.task_id,
+            task,
+            result.run,
+            outcome,
+            ended=result.finished_at,
+            started=started,
+            error_type=error_type,
+            error=error,
+        )
+
+    def lost_lease(self, run: Run, task: Task | None) -> None:
+        started = self._started.pop(run.id, None)
+        if not self.enabled:
+            return
+        self._add(run.task_id, task, run, HistoryOutcome.LOST_LEASE, ended=self.clock(), started=started)
+
+    def missed(self, task: Task, fire_time: datetime, *, late_by: timedelta) -> None:
+        if not self.enabled:
+            return
+        run = Run(
+            id=run_id_for(task.id, fire_time), task_id=task.id, fire_time=fire_time, lease_until=fire_time
+        )
+        self._add(task.id, task, run, HistoryOutcome.MISSED, ended=self.clock(), error=f"late by {late_by}")
+
+    def _add(
+        self,
+        task_id: str,
+        task: Task | None,
+        run: Run,
+        outcome: HistoryOutcome,
+        *,
+        ended: datetime,
+        started: datetime | None = None,
+        error_type: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        if self._due is None:
+            self._due = time.monotonic() + FLUSH_DELAY
+            asyncio.get_running_loop().call_later(FLUSH_DELAY, self._wake)
+        args = None
+        if self.settings.record_args and task is not None:
+            args = {"args": task.args, "kwargs": task.kwargs, "data": task.data}
+        self._pending.append(
+            HistoryEntry(
+                id=entry_id(run.id, run.attempt, outcome),
+                task_id=task_id,
+                task_name=task.name if task is not None else task_id,
+                run_id=run.id,
+                fire_time=run.fire_time,
+                started_at=started,
+                ended_at=ended,
+                outcome=outcome,
+                attempt=run.attempt,
+                error_type=error_type,
+                error=error,
+                owner=self.owner,
+                args=args,
+            )
+        )
+
+    async def flush(self, *, force: bool = False) -> None:
+        """Write what was collected if it is time (``force``: now), then prune the tasks that
+        are due for it."""
+        if not self.enabled or not self._pending:
+            return
+        if not force and len(self._pending) < FLUSH_BATCH and time.monotonic() < (self._due or 0):
+            return
+        entries, self._pending, self._due = self._pending, [], None
+        if entries:
+            try:
+                await self.store.record_history(entries)
+            except (StoreError, OSError) as exc:
+                log.warning("run history of %d runs not recorded: %r", len(entries), exc)
+                return
+            self._since_prune.update(entry.task_id for entry in entries)
+        await self._prune()
+
+    async def _prune(self) -> None:
+        now = self.clock()
+        every = self.settings.prune_every
+        due = [task_id for task_id, count in self._since_prune.items() if count >= every]
+        age_due = self._next_age_prune is None or now >= self._next_age_prune
+        if not due and not age_due:
+            return
+        try:
+            removed = await self.store.prune_history(
+                due if due else (), before=now - self.settings.retention, keep=self.settings.per_task
+            )
+        except (StoreError, OSError) as exc:
+            log.warning("run history not pruned (will try again): %r", exc)
+            return
+        for task_id in due:
+            del self._since_prune[task_id]
+        self._next_age_prune = now + AGE_PRUNE_INTERVAL
+        log.debug("pruned %d run history entries", removed)
+
+
+def _error_of(result: RunResult, limit: int) -> tuple[str | None, str | None]:
+    if result.error is None:
+        return result.error_type, None
+    message = result.error
+    if result.error_type is not None:
+        # "ValueError: card declined" is stored as type + message
+        name = result.error_type.rpartition(".")[2]
+        message = message.removeprefix(f"{name}: ")
+    if len(message) > limit:
+        message = message[: max(limit - 1, 0)] + "…"
+    return result.error_type, message

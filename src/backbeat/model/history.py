@@ -1,0 +1,293 @@
+"""Run history: one record per finished run (or missed fire time), kept in the store for a while.
+
+A :class:`HistoryEntry` is plain JSON-able data; :class:`HistoryQuery` says which entries a
+store returns, newest first, and :func:`encode_cursor` / :func:`decode_cursor` spell the
+position a page ends at (its last entry's end time and id), the same for every store.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from backbeat.errors import CorruptRecordError
+
+JSON = Any
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+class HistoryOutcome(enum.StrEnum):
+    """How a recorded run ended."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    """Failed for good, not dead-lettered (a recurring task without a retry policy)."""
+    RETRY_SCHEDULED = "retry_scheduled"
+    """Failed; the retry policy re-queued it (the next attempt is another entry)."""
+    DEAD_LETTERED = "dead_lettered"
+    MISSED = "missed"
+    """Its fire time was later than ``misfire_grace_time`` allows: it never ran."""
+    CANCELLED = "cancelled"
+    LOST_LEASE = "lost_lease"
+    """Stopped here because its lease could not be renewed in time (another owner may run it)."""
+    LOST = "lost"
+    """An at-most-once run whose owner died mid-run: not run again."""
+    ORPHANED = "orphaned"
+
+
+FAILED = frozenset({HistoryOutcome.FAILURE, HistoryOutcome.RETRY_SCHEDULED, HistoryOutcome.DEAD_LETTERED})
+"""The outcomes ``--failed`` means: the job raised (or timed out)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class HistoryEntry:
+    """One finished run (or a missed fire time) of one task."""
+
+    id: str
+    """Unique and deterministic (``<run id>#<attempt>#<outcome>``): recording it twice keeps one."""
+    task_id: str
+    task_name: str
+    run_id: str
+    fire_time: datetime
+    ended_at: datetime
+    outcome: HistoryOutcome
+    attempt: int = 1
+    started_at: datetime | None = None
+    """``None`` when the job never started (missed, cancelled before it ran)."""
+    error_type: str | None = None
+    error: str | None = None
+    """The error's message, truncated."""
+    owner: str | None = None
+    """The engine that ran it (``host:pid:suffix``)."""
+    args: JSON = None
+    """The task's stored (encoded) arguments, only when the user opted in."""
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, ``None`` if it never started."""
+        return None if self.started_at is None else (self.ended_at - self.started_at).total_seconds()
+
+    @property
+    def host(self) -> str | None:
+        return None if self.owner is None else self.owner.split(":", 1)[0]
+
+    @property
+    def pid(self) -> int | None:
+        parts = (self.owner or "").split(":")
+        return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None
+
+    def to_document(self) -> dict[str, JSON]:
+        return {
+            "id": self.id,
+            "task_id": self.task_id,
+            "task_name": self.task_name,
+            "run_id": self.run_id,
+            "fire_time": _iso(self.fire_time),
+            "started_at": _iso(self.started_at) if self.started_at else None,
+            "ended_at": _iso(self.ended_at),
+            "duration": self.duration,
+            "outcome": str(self.outcome),
+            "attempt": self.attempt,
+            "error_type": self.error_type,
+            "error": self.error,
+            "owner": self.owner,
+            "host": self.host,
+            "pid": self.pid,
+            "args": self.args,
+        }
+
+    def to_bytes(self) -> bytes:
+        """:meth:`to_document` as JSON, made faster by letting orjson write the datetimes
+        (UTC, ``+00:00``: the same text ``isoformat`` gives)."""
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "task_id": self.task_id,
+                "task_name": self.task_name,
+                "run_id": self.run_id,
+                "fire_time": self.fire_time.astimezone(UTC),
+                "started_at": self.started_at.astimezone(UTC) if self.started_at else None,
+                "ended_at": self.ended_at.astimezone(UTC),
+                "outcome": self.outcome.value,
+                "attempt": self.attempt,
+                "error_type": self.error_type,
+                "error": self.error,
+                "owner": self.owner,
+                "args": self.args,
+            }
+        )
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, JSON]) -> HistoryEntry:
+        """Rebuild an entry from :meth:`to_document`'s output.
+
+        Raises:
+            CorruptRecordError: the document is not a valid history entry.
+        """
+        try:
+            started = doc.get("started_at")
+            return cls(
+                id=str(doc["id"]),
+                task_id=str(doc["task_id"]),
+                task_name=str(doc["task_name"]),
+                run_id=str(doc["run_id"]),
+                fire_time=_parse(doc["fire_time"]),
+                started_at=_parse(started) if started is not None else None,
+                ended_at=_parse(doc["ended_at"]),
+                outcome=HistoryOutcome(doc["outcome"]),
+                attempt=int(doc.get("attempt", 1)),
+                error_type=doc.get("error_type"),
+                error=doc.get("error"),
+                owner=doc.get("owner"),
+                args=doc.get("args"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptRecordError(f"stored history entry is not valid: {exc!r}") from exc
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | str) -> HistoryEntry:
+        """Raises ``CorruptRecordError`` when ``raw`` is not an entry's JSON."""
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise CorruptRecordError(f"stored history entry is not valid JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise CorruptRecordError("stored history entry is not a JSON object")
+        return cls.from_document(doc)
+
+
+def entry_id(run_id: str, attempt: int, outcome: HistoryOutcome) -> str:
+    return f"{run_id}#{attempt}#{outcome}"
+
+
+@dataclass(slots=True, frozen=True)
+class HistoryQuery:
+    """Which entries ``Store.run_history`` returns: newest first (by end time, then id), every
+    given field matching, at most ``limit``, after ``cursor`` (a previous page's next cursor)."""
+
+    task_id: str | None = None
+    outcomes: frozenset[HistoryOutcome] | None = None
+    since: datetime | None = None
+    """Only entries that ended at or after this time."""
+    limit: int = 100
+    cursor: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise ValueError(f"limit must be at least 1, not {self.limit}")
+        if self.cursor is not None:
+            decode_cursor(self.cursor)
+
+    def after(self) -> tuple[int, str] | None:
+        """The cursor as (end time in epoch microseconds, entry id)."""
+        return None if self.cursor is None else decode_cursor(self.cursor)
+
+    def matches(self, entry: HistoryEntry) -> bool:
+        """Whether ``entry`` passes the filters and lies after the cursor."""
+        if self.task_id is not None and entry.task_id != self.task_id:
+            return False
+        if self.outcomes is not None and entry.outcome not in self.outcomes:
+            return False
+        if self.since is not None and entry.ended_at < self.since:
+            return False
+        after = self.after()
+        return after is None or (to_us(entry.ended_at), entry.id) < after
+
+
+@dataclass(slots=True, frozen=True)
+class HistorySettings:
+    """What the engine records and how long the store keeps it: entries older than
+    ``retention`` go, and a task keeps its newest ``per_task``. Pruned a task at a time as the
+    engine records (every ``per_task // 10`` entries of a task), plus a bounded batch of old
+    entries of any task now and then, never by reading everything."""
+
+    retention: timedelta = timedelta(days=7)
+    per_task: int = 1000
+    record_args: bool = False
+    """Also keep the task's stored (encoded) ``args``, ``kwargs`` and ``data`` in each entry."""
+    message_limit: int = 500
+    """Characters of an error message kept."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.retention, timedelta) or self.retention <= timedelta(0):
+            raise ValueError(f"history_retention must be a positive timedelta, not {self.retention!r}")
+        if not isinstance(self.per_task, int) or self.per_task < 1:
+            raise ValueError(f"history_per_task must be an integer >= 1, not {self.per_task!r}")
+        if self.message_limit < 0:
+            raise ValueError(f"message_limit must be >= 0, not {self.message_limit!r}")
+
+    @property
+    def prune_every(self) -> int:
+        """Entries of one task recorded between two prunings of it."""
+        return max(self.per_task // 10, 1)
+
+
+CURSOR_PATTERN = r"^[0-9]{1,18}:[^\x00]+$"
+"""What a cursor looks like (end time in epoch microseconds, ``:``, the last entry's id)."""
+
+
+def encode_cursor(entry: HistoryEntry) -> str:
+    """The cursor of the page that ends with ``entry``."""
+    return f"{to_us(entry.ended_at)}:{entry.id}"
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    """Raises ``ValueError`` when ``cursor`` was not made by :func:`encode_cursor`."""
+    micros, sep, last_id = cursor.partition(":")
+    if (
+        not sep
+        or not micros.isascii()
+        or not micros.isdigit()
+        or len(micros) > 18
+        or not last_id
+        or "\0" in last_id
+    ):
+        raise ValueError(f"cursor {cursor!r} is not a cursor returned by run_history")
+    return int(micros), last_id
+
+
+def to_us(value: datetime) -> int:
+    return (value - EPOCH) // _US
+
+
+def from_us(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=value)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+def _parse(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise TypeError(f"expected an ISO datetime string, got {type(value).__name__}")
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(slots=True, frozen=True)
+class HistoryPage:
+    """One page of run history, newest first, and the cursor of the next (``None``: last page)."""
+
+    entries: list[HistoryEntry]
+    next_cursor: str | None
+
+
+__all__ = [
+    "FAILED",
+    "HistoryEntry",
+    "HistoryOutcome",
+    "HistoryPage",
+    "HistoryQuery",
+    "HistorySettings",
+    "decode_cursor",
+    "encode_cursor",
+    "entry_id",
+]

@@ -1,0 +1,150 @@
+"""Contract: run history, recorded, paged newest first, filtered and pruned a task at a time."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from backbeat.abc import Store
+from backbeat.model.history import FAILED, HistoryEntry, HistoryOutcome, HistoryQuery, entry_id
+from tests.contract.helpers import T0, task
+
+SECOND = timedelta(seconds=1)
+
+
+def entry(
+    task_id: str,
+    ended: datetime,
+    outcome: HistoryOutcome = HistoryOutcome.SUCCESS,
+    *,
+    attempt: int = 1,
+    fire: datetime | None = None,
+) -> HistoryEntry:
+    fire_time = fire or ended - SECOND
+    run_id = f"{task_id}@{fire_time.isoformat()}"
+    return HistoryEntry(
+        id=entry_id(run_id, attempt, outcome),
+        task_id=task_id,
+        task_name=f"name-{task_id}",
+        run_id=run_id,
+        fire_time=fire_time,
+        started_at=None if outcome == HistoryOutcome.MISSED else fire_time,
+        ended_at=ended,
+        outcome=outcome,
+        attempt=attempt,
+        error_type="builtins.ValueError" if outcome in FAILED else None,
+        error="card declined" if outcome in FAILED else None,
+        owner="host-a:4242:abcd1234",
+    )
+
+
+async def everything(store: Store, query: HistoryQuery) -> list[HistoryEntry]:
+    """Every page of ``query``, followed by its cursors."""
+    found: list[HistoryEntry] = []
+    cursor = None
+    while True:
+        page, cursor = await store.run_history(
+            HistoryQuery(
+                task_id=query.task_id,
+                outcomes=query.outcomes,
+                since=query.since,
+                limit=query.limit,
+                cursor=cursor,
+            )
+        )
+        found += page
+        if cursor is None:
+            return found
+
+
+async def test_entries_are_listed_newest_first_as_recorded(store: Store) -> None:
+    failed = entry("pay", T0 + 2 * SECOND, HistoryOutcome.DEAD_LETTERED, attempt=3)
+    failed.error = 'card "declined"\n\\ é ✓ \u0000'  # kept as it was, whatever the store's encoding
+    failed.args = {"amount": 20.000000000000004, "ids": [1, 2**53 + 1]}
+    ok = entry("pay", T0 + SECOND)
+    missed = entry("report", T0 + 3 * SECOND, HistoryOutcome.MISSED)
+    await store.record_history([ok, failed])
+    await store.record_history([missed])
+
+    page, cursor = await store.run_history(HistoryQuery())
+
+    assert [e.id for e in page] == [missed.id, failed.id, ok.id]
+    assert cursor is None
+    assert page[1] == failed
+    assert (page[1].duration, page[1].host, page[1].pid) == (1.0, "host-a", 4242)
+    assert page[0].started_at is None and page[0].duration is None
+
+
+async def test_filters_by_task_outcome_and_end_time(store: Store) -> None:
+    entries = [
+        entry("pay", T0 + SECOND),
+        entry("pay", T0 + 2 * SECOND, HistoryOutcome.RETRY_SCHEDULED),
+        entry("mail", T0 + 3 * SECOND, HistoryOutcome.FAILURE),
+        entry("pay", T0 + 4 * SECOND, HistoryOutcome.CANCELLED),
+    ]
+    await store.record_history(entries)
+
+    def ids(page: tuple[list[HistoryEntry], str | None]) -> list[str]:
+        return [e.id for e in page[0]]
+
+    assert ids(await store.run_history(HistoryQuery(task_id="pay"))) == [
+        entries[3].id,
+        entries[1].id,
+        entries[0].id,
+    ]
+    assert ids(await store.run_history(HistoryQuery(outcomes=FAILED))) == [entries[2].id, entries[1].id]
+    assert ids(await store.run_history(HistoryQuery(task_id="pay", outcomes=FAILED))) == [entries[1].id]
+    assert ids(await store.run_history(HistoryQuery(since=T0 + 3 * SECOND))) == [entries[3].id, entries[2].id]
+    assert ids(await store.run_history(HistoryQuery(task_id="nobody"))) == []
+
+
+async def test_pages_follow_each_other_without_gaps_or_repeats_across_equal_end_times(store: Store) -> None:
+    same_end = [entry(f"t{i}", T0, fire=T0 - i * SECOND) for i in range(5)]
+    others = [entry("t0", T0 + i * SECOND, fire=T0 + i * SECOND - SECOND / 2) for i in range(1, 4)]
+    await store.record_history(same_end + others)
+
+    first, cursor = await store.run_history(HistoryQuery(limit=2))
+    assert len(first) == 2 and cursor is not None
+    found = await everything(store, HistoryQuery(limit=2))
+
+    expected = sorted(same_end + others, key=lambda e: (e.ended_at, e.id), reverse=True)
+    assert [e.id for e in found] == [e.id for e in expected]
+    per_task = await everything(store, HistoryQuery(task_id="t0", limit=1))
+    assert [e.id for e in per_task] == [e.id for e in expected if e.task_id == "t0"]
+
+
+async def test_recording_an_entry_again_keeps_one(store: Store, peer: Store) -> None:
+    done = entry("pay", T0)
+    await store.record_history([done])
+    await peer.record_history([done])
+    page, _ = await peer.run_history(HistoryQuery())
+    assert [e.id for e in page] == [done.id]
+
+
+async def test_pruning_keeps_each_named_tasks_newest_and_drops_old_entries_of_any_task(store: Store) -> None:
+    pay = [entry("pay", T0 + i * SECOND) for i in range(6)]
+    quiet = [entry("quiet", T0 - timedelta(days=9) + i * SECOND) for i in range(3)]
+    recent = entry("quiet", T0)
+    await store.record_history([*pay, *quiet, recent])
+
+    removed = await store.prune_history(["pay"], before=T0 - timedelta(days=7), keep=4)
+
+    assert removed == 5  # two of pay's beyond its newest four, and quiet's three old ones
+    left = await everything(store, HistoryQuery())
+    assert [e.id for e in left] == [e.id for e in [pay[5], pay[4], pay[3], pay[2], recent]]
+    assert await store.prune_history(["pay"], before=T0 - timedelta(days=7), keep=4) == 0
+
+
+async def test_age_pruning_of_a_named_task_uses_the_cutoff(store: Store) -> None:
+    old, new = entry("pay", T0 - 10 * SECOND), entry("pay", T0)
+    await store.record_history([old, new])
+    assert await store.prune_history(["pay"], before=T0 - SECOND, keep=100) == 1
+    assert [e.id for e in (await store.run_history(HistoryQuery()))[0]] == [new.id]
+
+
+async def test_removing_a_task_keeps_its_history_and_clear_forgets_it(store: Store) -> None:
+    await store.add([task("pay")])
+    await store.record_history([entry("pay", T0)])
+    await store.remove(["pay"])
+    assert len((await store.run_history(HistoryQuery(task_id="pay")))[0]) == 1
+    await store.clear()
+    assert (await store.run_history(HistoryQuery())) == ([], None)

@@ -1,0 +1,215 @@
+"""The engine records run history in its store, by a fake clock: outcomes, times, errors,
+opt-in arguments, pruning a task at a time, and nothing at all when history is off."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from tests.fakes import FakeClock, settle
+
+from backbeat.api.taskbuild import from_callable
+from backbeat.engine.loop import Engine, EngineConfig
+from backbeat.executors import AsyncIOExecutor
+from backbeat.model.events import EventHub
+from backbeat.model.history import HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings
+from backbeat.model.records import Task, TaskOptions
+from backbeat.model.registry import JobRegistry
+from backbeat.model.triggers import make_trigger_spec
+from backbeat.policies.definitions import RetryPolicy
+from backbeat.stores.memory import MemoryStore
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = FakeClock(T0)
+        self.store = MemoryStore(lease_clock=self.clock)
+        self.registry = JobRegistry()
+        self.engines: list[Engine] = []
+        self.calls = 0
+        self.error: Exception | None = None
+        self.takes = 0.0
+        self.gate: asyncio.Event | None = None
+
+    def engine(self, **config: Any) -> Engine:
+        engine = Engine(
+            self.store,
+            self.registry,
+            {"default": AsyncIOExecutor()},
+            EventHub(),
+            EngineConfig(owner="host-a:4242:abcd", lease=timedelta(seconds=10), **config),
+            clock=self.clock,
+            sleep=self.clock.sleep,
+        )
+        self.engines.append(engine)
+        return engine
+
+    async def add(self, *, every: float | None = 10, args: list[Any] | None = None, **options: Any) -> Task:
+        async def job(*_: Any) -> None:
+            self.calls += 1
+            self.clock.advance(self.takes)
+            if self.gate is not None:
+                await self.gate.wait()
+            if self.error is not None:
+                raise self.error
+
+        trigger = (
+            make_trigger_spec("date", run_date=T0, now=T0)
+            if every is None
+            else make_trigger_spec("interval", seconds=every, start_date=T0, now=T0)
+        )
+        task = from_callable(
+            self.registry, job, trigger=trigger, options=TaskOptions(**options), now=T0, args=args or []
+        ).task
+        task.next_run_time = T0
+        await self.store.add([task])
+        return task
+
+    async def history(self, **query: Any) -> list[HistoryEntry]:
+        entries, _ = await self.store.run_history(HistoryQuery(limit=1000, **query))
+        return entries
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    world = World()
+    yield world
+    for engine in world.engines:
+        for _, task in list(engine._active.values()):
+            task.cancel()
+
+
+async def step(world: World, engine: Engine) -> None:
+    """Claim what is due, run it to the end and complete it (recording its history)."""
+    await engine._claim_once(100)
+    async with asyncio.timeout(5):
+        await asyncio.gather(*(task for _, task in engine._active.values()))
+    await engine._drain_completions()
+    await engine.history.flush(force=True)
+
+
+async def test_a_success_is_recorded_with_its_times_and_owner(world: World) -> None:
+    engine = world.engine()
+    task = await world.add(every=10)
+    world.takes = 2.5
+    await step(world, engine)
+
+    [entry] = await world.history()
+    assert (entry.task_id, entry.task_name, entry.outcome, entry.attempt) == (
+        task.id,
+        task.name,
+        HistoryOutcome.SUCCESS,
+        1,
+    )
+    assert (entry.fire_time, entry.started_at, entry.ended_at, entry.duration) == (
+        T0,
+        T0,
+        T0 + timedelta(seconds=2.5),
+        2.5,
+    )
+    assert (entry.host, entry.pid, entry.error, entry.args) == ("host-a", 4242, None, None)
+
+
+async def test_failures_are_recorded_as_retry_scheduled_then_dead_lettered_with_a_truncated_message(
+    world: World,
+) -> None:
+    engine = world.engine(history=HistorySettings(message_limit=20))
+    retry = RetryPolicy(max_attempts=2, initial_delay=1, backoff_factor=1, jitter=0).to_json()
+    task = await world.add(every=None, retry=retry)
+    world.error = ValueError("card declined by the issuing bank")
+    await step(world, engine)
+    world.clock.advance(1)
+    await step(world, engine)
+
+    second, first = await world.history(task_id=task.id)
+    assert (first.outcome, first.attempt) == (HistoryOutcome.RETRY_SCHEDULED, 1)
+    assert (second.outcome, second.attempt) == (HistoryOutcome.DEAD_LETTERED, 2)
+    assert second.error_type == "builtins.ValueError"
+    assert second.error == "card declined by th…"
+    failed = await world.history(outcomes=frozenset({HistoryOutcome.DEAD_LETTERED}))
+    assert [e.id for e in failed] == [second.id]
+
+
+async def test_missed_fire_times_are_recorded_without_a_start(world: World) -> None:
+    engine = world.engine()
+    task = await world.add(every=10, misfire_grace_time=1, coalesce=False)
+    world.clock.advance(25.5)
+    await engine._claim_once(100)
+    await settle()
+    await engine._drain_completions()
+    await engine.history.flush(force=True)
+
+    entries = await world.history(task_id=task.id)
+    assert [(e.fire_time, e.outcome, e.started_at) for e in entries] == [
+        (T0 + timedelta(seconds=20), HistoryOutcome.MISSED, None),
+        (T0 + timedelta(seconds=10), HistoryOutcome.MISSED, None),
+        (T0, HistoryOutcome.MISSED, None),
+    ]
+    assert world.calls == 0
+
+
+async def test_arguments_are_kept_only_when_asked_for(world: World) -> None:
+    plain, opted = world.engine(), world.engine(history=HistorySettings(record_args=True))
+    await world.add(every=None, args=["A-1"])
+    await step(world, plain)
+    world.clock.advance(1)
+    await world.add(every=None, args=["A-2"])
+    await step(world, opted)
+
+    newest, oldest = await world.history()
+    assert oldest.args is None
+    assert newest.args == {"args": ["A-2"], "kwargs": {}, "data": None}
+
+
+async def test_a_task_keeps_about_its_newest_per_task_entries(world: World) -> None:
+    engine = world.engine(history=HistorySettings(per_task=10))  # pruned every 1 entry
+    task = await world.add(every=1)
+    for _ in range(25):
+        await step(world, engine)
+        world.clock.advance(1)
+
+    entries = await world.history(task_id=task.id)
+    assert world.calls == 25
+    assert len(entries) == 10
+    assert entries[0].fire_time == T0 + timedelta(seconds=24)
+
+
+async def test_entries_older_than_the_retention_are_pruned(world: World) -> None:
+    engine = world.engine(history=HistorySettings(retention=timedelta(minutes=5)))
+    await world.add(every=None)
+    await step(world, engine)
+    world.clock.advance(600)
+    new = await world.add(every=None)
+    await step(world, engine)
+
+    assert [e.task_id for e in await world.history()] == [new.id]
+
+
+async def test_nothing_is_recorded_when_history_is_off(world: World) -> None:
+    engine = world.engine(history=None)
+    await world.add(every=None)
+    await step(world, engine)
+    assert world.calls == 1
+    assert await world.history() == []
+
+
+async def test_a_run_whose_lease_was_lost_is_recorded_as_lost_lease(world: World) -> None:
+    engine = world.engine()
+    task = await world.add(every=None)
+    world.gate = asyncio.Event()
+    await engine._claim_once(100)
+    await settle()
+    [run] = engine.active_runs()
+    engine._fence([run.id])  # as the lease deadline would, had renewals failed
+    await settle()
+    await engine._drain_completions()
+    await engine.history.flush(force=True)
+
+    [entry] = await world.history(task_id=task.id)
+    assert (entry.outcome, entry.started_at) == (HistoryOutcome.LOST_LEASE, T0)
+    assert world.calls == 1
