@@ -14,10 +14,10 @@ import builtins
 import contextlib
 import heapq
 import itertools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import redis.asyncio
@@ -25,7 +25,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from backbeat.abc import Store
 from backbeat.errors import ConfigurationError, TaskExistsError
-from backbeat.model.history import HistoryEntry, HistoryQuery, encode_cursor
+from backbeat.model.history import HistoryEntry, HistoryQuery
 from backbeat.model.records import (
     Claim,
     DeadLetter,
@@ -40,6 +40,7 @@ from backbeat.model.records import (
 )
 from backbeat.stores.redis import wakeups
 from backbeat.stores.redis.connection import DEFAULT_OPTIONS, redact
+from backbeat.stores.redis.fanout import claim_by_turns, merge_history_pages, merge_task_pages
 from backbeat.stores.redis.keys import Keys
 from backbeat.stores.redis.sharding import (
     DEFAULT_SHARDS,
@@ -178,7 +179,7 @@ class ShardedRedisStore:
 
     # -- routing ---------------------------------------------------------------------------
 
-    async def _ready(self) -> list[RedisStore]:
+    async def _ready(self) -> builtins.list[RedisStore]:
         if not self._shards:
             await self.open()
         return self._shards
@@ -204,7 +205,7 @@ class ShardedRedisStore:
         tokens = ShardTokens(len(self._shards))
         return {run_id: tokens.inward(token, shard) for run_id, token in leases}
 
-    async def _each(self, call: Callable[[RedisStore], Awaitable[K]]) -> list[K]:
+    async def _each(self, call: Callable[[RedisStore], Awaitable[K]]) -> builtins.list[K]:
         """``call`` on every shard at once; the answers in shard order."""
         return list(await asyncio.gather(*(call(shard) for shard in await self._ready())))
 
@@ -219,7 +220,7 @@ class ShardedRedisStore:
         # one batch over several shards: checked first, then written shard by shard, and
         # withdrawn again if a concurrent add took one of its ids meanwhile
         ids = [task.id for task in tasks]
-        taken = [i for i, n in _counts(ids).items() if n > 1]
+        taken = [i for i, n in Counter(ids).items() if n > 1]
         for shard, part in groups.items():
             taken += await shard.existing([task.id for task in part])
         if taken:
@@ -241,11 +242,7 @@ class ShardedRedisStore:
         self, filter: TaskFilter | None = None, *, cursor: str | None = None, limit: int | None = None
     ) -> tuple[builtins.list[Task], str | None]:
         pages = await self._each(lambda shard: shard.list(filter, cursor=cursor, limit=limit))
-        merged = list(heapq.merge(*(page for page, _ in pages), key=lambda task: task.id))
-        if limit is None or (len(merged) <= limit and all(more is None for _, more in pages)):
-            return merged, None
-        page = merged[:limit]
-        return page, page[-1].id if page else cursor
+        return merge_task_pages(pages, limit, cursor)
 
     async def update(self, task_id: str, **changes: Any) -> Task:
         return await (await self._shard(task_id)).update(task_id, **changes)
@@ -268,34 +265,10 @@ class ShardedRedisStore:
         self, owner: str, *, now: datetime, lease: timedelta, limit: int, horizon: datetime | None = None
     ) -> Claim:
         shards = await self._ready()
-        claim = Claim()
-        # Every shard that may have due work gets a fair part of the room left, starting at a
-        # shard that turns with every claim: a shard that returns less than its part has no
-        # more, one that used its whole part may have, and is asked again for what is left.
-        # Within a shard the earliest come first; across shards the order is by turns.
-        start = next(self._rotation) % len(shards)
-        candidates = [*range(start, len(shards)), *range(start)]
-        room = limit
-        while room > 0 and candidates:
-            asked = candidates[: min(len(candidates), room)]
-            parts = [room // len(asked) + (n < room % len(asked)) for n in range(len(asked))]
-            answers = await asyncio.gather(
-                *(
-                    shards[i].claim_due(owner, now=now, lease=lease, limit=part, horizon=horizon)
-                    for i, part in zip(asked, parts, strict=True)
-                )
-            )
-            full = []
-            for i, part, got in zip(asked, parts, answers, strict=True):
-                self._tokens_out(got.runs, i)
-                claim.tasks += got.tasks
-                claim.runs += got.runs
-                if len(got.tasks) + len(got.runs) == part:
-                    full.append(i)
-            candidates = full + candidates[len(asked) :]
-            room = limit - len(claim.tasks) - len(claim.runs)
-        claim.tasks.sort(key=lambda task: (task.next_run_time or datetime.max.replace(tzinfo=UTC), task.id))
-        return claim
+        first = next(self._rotation) % len(shards)
+        return await claim_by_turns(
+            shards, first, owner, now=now, lease=lease, limit=limit, horizon=horizon, leased=self._tokens_out
+        )
 
     async def fire(
         self, owner: str, decisions: Sequence[FireDecision], *, now: datetime, lease: timedelta
@@ -438,22 +411,7 @@ class ShardedRedisStore:
         if query.task_id is not None:
             return await (await self._shard(query.task_id)).run_history(query)
         pages = await self._each(lambda shard: shard.run_history(query))
-        newest = sorted(
-            (entry for page, _ in pages for entry in page),
-            key=lambda entry: (entry.ended_at, entry.id),
-            reverse=True,
-        )
-        if len(newest) <= query.limit and all(more is None for _, more in pages):
-            return newest, None
-        page = newest[: query.limit]
-        return page, encode_cursor(page[-1])
-
-
-def _counts(ids: Iterable[str]) -> dict[str, int]:
-    counts: dict[str, int] = defaultdict(int)
-    for task_id in ids:
-        counts[task_id] += 1
-    return counts
+        return merge_history_pages(pages, query.limit)
 
 
 _: type[Store] = ShardedRedisStore
