@@ -375,3 +375,39 @@ async def test_a_failing_run_is_retried_after_its_policy_delay_then_dead_lettere
     )
     assert await world.store.list_runs() == []
     assert await world.store.get(task.id) is None  # a one-shot task leaves with its last run
+
+
+# -- stopping ------------------------------------------------------------------------------------
+
+
+class SwallowsACancel(MemoryStore):
+    """A store whose wake-up read turns the first cancel into "no message" and reads again, as
+    a driver's pub/sub read with a timeout can (seen with redis-py), so nothing is yielded."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(lease_clock=clock)
+        self.swallowed = 0
+
+    async def wakeups(self) -> AsyncIterator[None]:
+        while True:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                if self.swallowed:
+                    raise
+                self.swallowed += 1
+                continue
+            yield
+
+
+async def test_stop_ends_the_wakeup_listener_even_when_its_read_swallows_a_cancel(world: World) -> None:
+    world.store = SwallowsACancel(world.clock)
+    engine = world.engine()
+    await engine.start()
+    await settle()
+
+    async with asyncio.timeout(5):
+        await engine.stop()
+
+    assert world.store.swallowed == 1
+    assert not engine.running

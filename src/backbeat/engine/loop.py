@@ -60,6 +60,22 @@ class EngineConfig:
     for a store no other process shares, where nobody can take a run over."""
 
 
+async def _cancel_until_done(tasks: list[asyncio.Task[None]], every: float = 0.05) -> None:
+    """Cancel ``tasks`` again every ``every`` seconds until each has ended.
+
+    A driver may swallow a cancel (redis-py's pub/sub read can return "no message" for one,
+    which left ``stop`` waiting on the wake-up listener for ever), so one cancel is not enough.
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=every)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: an error of a loop being stopped is not reported again
+
+
 class Engine:
     """Claims due tasks and runs for one owner and executes them with the configured executors."""
 
@@ -162,9 +178,7 @@ class Engine:
         self._wake.set()
         self._capacity.set()
         claim_tasks = [t for t in self._background if t.get_name() in ("backbeat-claim", "backbeat-wakeups")]
-        for task in claim_tasks:
-            task.cancel()
-        await asyncio.gather(*claim_tasks, return_exceptions=True)
+        await _cancel_until_done(claim_tasks)
         wait_for = self.config.shutdown_timeout if timeout is None else timeout
         pending = [t for _, t in self._active.values()]
         if pending:
@@ -173,9 +187,7 @@ class Engine:
                 await self._abandon(list(self._active.values()))
         self._flush.set()
         await self._drain_completions()
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await _cancel_until_done(self._background)
         self._background = []
         self.deadlines.close()
 
