@@ -124,14 +124,18 @@ class RedisStore:
     async def add(self, tasks: Sequence[Task], *, replace: bool = False) -> None:
         if not tasks:
             return
+        if len(tasks) <= ADD_BATCH:  # one script call, awaited in place: no task, no extra loop turn
+            args: list[Arg] = ["1" if replace else "0", *(codec.task_arg(task) for task in tasks)]
+            self._check_added(await self._conn.run("add", *args))
+            return
         # Batches keep the server responsive; the next one is encoded while the server runs
         # the previous one. Several batches are atomic only in checking every id first.
         pending: asyncio.Future[Any] | None = None
-        if not replace and len(tasks) > ADD_BATCH:
+        if not replace:
             pending = asyncio.ensure_future(self._conn.run("exists", *(task.id for task in tasks)))
         try:
             for start in range(0, len(tasks), ADD_BATCH):
-                args: list[Arg] = ["1" if replace else "0"]
+                args = ["1" if replace else "0"]
                 args += [codec.task_arg(task) for task in tasks[start : start + ADD_BATCH]]
                 if pending is not None:
                     self._check_added(await pending)
