@@ -411,3 +411,30 @@ async def test_stop_ends_the_wakeup_listener_even_when_its_read_swallows_a_cance
 
     assert world.store.swallowed == 1
     assert not engine.running
+
+
+class CountsClaims(MemoryStore):
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(lease_clock=clock)
+        self.claims = 0
+
+    async def claim_due(self, owner: str, **kwargs: Any) -> Any:
+        self.claims += 1
+        return await super().claim_due(owner, **kwargs)
+
+
+async def test_an_add_due_after_the_sleeping_claim_loop_looks_anyway_does_not_wake_it(world: World) -> None:
+    world.store = store = CountsClaims(world.clock)
+    engine = world.engine(poll_interval=60)  # nothing stored: it sleeps a poll interval
+    await engine.start()
+    await settle()
+    claims = store.claims
+
+    engine.notify(at(61))  # it looks at 60 s: a task due at 61 s is claimed then
+    await settle()
+    assert store.claims == claims
+
+    engine.notify(at(59))
+    await settle()
+    assert store.claims == claims + 1
+    await engine.stop()

@@ -122,6 +122,8 @@ class Engine:
         """The earliest fire time claimed ahead but held back (``max_instances``): claims look
         no further ahead until it comes, else they would take and release it again and again."""
         self._wake = asyncio.Event()
+        self._looks_at: datetime | None = None
+        """When the sleeping claim loop looks at the store next (None: it is not sleeping)."""
         self._flush = asyncio.Event()
         self._capacity = asyncio.Event()
         self._stopping = False
@@ -154,8 +156,11 @@ class Engine:
         """Runs this process is executing now."""
         return [run for run, _ in self._active.values()]
 
-    def notify(self) -> None:
-        """Something changed locally (a task was added): look at the store now."""
+    def notify(self, due: datetime | None = None) -> None:
+        """Something changed locally (a task was added): look at the store now, unless what
+        changed is ``due`` no sooner than the sleeping claim loop looks anyway."""
+        if due is not None and self._looks_at is not None and due - self._ahead >= self._looks_at:
+            return
         self._wake.set()
 
     async def start(self) -> None:
@@ -277,10 +282,14 @@ class Engine:
                 if self._held is not None:
                     claim_at = max(claim_at, self._held)
             delay = min(delay, max((claim_at - self.clock()).total_seconds(), 0.0005))
+        self._looks_at = self.clock() + timedelta(seconds=delay)
         # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that races the event.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self._wake.wait()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+        finally:
+            self._looks_at = None
 
     async def _listen_loop(self) -> None:
         while not self._stopping:
