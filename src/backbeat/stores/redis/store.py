@@ -110,7 +110,7 @@ class RedisStore:
         await self._conn.open()
         where = f"Redis store at {redact(self.url)} (prefix {self.keys.prefix!r})"
         try:
-            with self._conn.errors():
+            with self._conn.errors():  # a migration may take long: its commands are not bounded
                 await layout.migrate(self._conn.client, self.keys, self.layout_migrations, where)
         except BaseException:
             await self._conn.close()  # a refused or unmigrated store is not left half open
@@ -320,7 +320,7 @@ class RedisStore:
 
     async def list_runs(self, task_id: str | None = None) -> builtins.list[Run]:
         client = self._conn.client
-        with self._conn.errors():
+        async with self._conn.calls():
             members: Sequence[Any] = await client.zrange(self.keys.leases, 0, -1, withscores=True)
             leases = {text(run_id): from_us(int(score)) for run_id, score in members}
             stored = await client.mget([self.keys.run(run_id) for run_id in leases]) if leases else []
@@ -343,7 +343,7 @@ class RedisStore:
 
     async def quarantined(self) -> builtins.list[QuarantinedRecord]:
         client = self._conn.client
-        with self._conn.errors():
+        async with self._conn.calls():
             errors: dict[Any, Any] = await client.hgetall(self.keys.quarantine)
             ids = [text(task_id) for task_id in errors]
             raws = await client.hmget(self.keys.tasks, ids) if ids else []
