@@ -194,7 +194,7 @@ class RedisStore:
                 "update",
                 task_id,
                 current.version,
-                task.to_bytes(),
+                codec.document(task),
                 "1" if "next_run_time" in changes else "0",
                 opt_us(task.next_run_time),
                 codec.flags(task),
