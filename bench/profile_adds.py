@@ -1,4 +1,4 @@
-"""Profile single awaited adds on Redis: ``python -m bench.profile_adds [--started] [--n N]``.
+"""Profile single awaited adds: ``python -m bench.profile_adds [--started] [--n N] [--store URL]``.
 
 Prints the adds/s, this process's CPU time per add (steadier than adds/s on a busy machine)
 and cProfile's top functions by own time (``--sort cumulative`` for the
@@ -24,9 +24,11 @@ FAR = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 async def adds(url: str, n: int, started: bool, profile: cProfile.Profile | None) -> tuple[float, float]:
-    """Adds/s and CPU seconds per add of ``n`` single awaited adds (profiled when ``profile``)."""
+    """Adds/s and CPU seconds per add of ``n`` single awaited adds (profiled when ``profile``)
+    on the store at ``url`` (Redis under a prefix of its own, else cleared after)."""
     prefix = f"bench-profile-{uuid.uuid4().hex[:8]}"
-    spec = RedisJobStoreConfig(host=url, lock_prefix=prefix)
+    redis = url.startswith("redis")
+    spec: RedisJobStoreConfig | str = RedisJobStoreConfig(host=url, lock_prefix=prefix) if redis else url
     scheduler = BackgroundTaskScheduler(store=spec, config=SchedulerConfig(producer_only=not started))
     if started:
         await scheduler.start()
@@ -40,24 +42,26 @@ async def adds(url: str, n: int, started: bool, profile: cProfile.Profile | None
     if profile is not None:
         profile.disable()
     rate, cpu = n / (time.perf_counter() - began), (time.process_time() - cpu) / n
+    await scheduler.clear_all_jobs()
     await scheduler.shutdown()
-    await drop_redis_keys(url, prefix)
+    if redis:
+        await drop_redis_keys(url, prefix)
     return rate, cpu
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--store", default="redis://127.0.0.1:6379/14", help="a store URL (Redis by default)")
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--started", action="store_true")
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()
     mode = "started" if args.started else "never started"
-    rate, cpu = asyncio.run(adds(args.redis_url, args.n, args.started, None))
+    rate, cpu = asyncio.run(adds(args.store, args.n, args.started, None))
     print(f"{rate:,.0f} adds/s, {cpu * 1e6:.0f} µs CPU per add ({mode})")
     profile = cProfile.Profile()
-    rate, cpu = asyncio.run(adds(args.redis_url, args.n, args.started, profile))
+    rate, cpu = asyncio.run(adds(args.store, args.n, args.started, profile))
     print(f"under the profiler: {rate:,.0f} adds/s, {cpu * 1e6:.0f} µs CPU per add")
     pstats.Stats(profile).sort_stats(args.sort).print_stats(args.top)
 
