@@ -1,5 +1,8 @@
 """backbeat vs APScheduler 3.11, side by side in one run: ``python -m bench [--stores ...] [--million]``.
 
+``--sections peers`` measures backbeat beside arq, SAQ and APScheduler on a private Redis
+(:mod:`bench.peers`); ``BACKBEAT_BENCH_NO_HIREDIS=1`` makes redis-py parse replies in Python.
+
 No-op async jobs on this machine: adds/s and fires/s, lateness at a steady 1,000 fires/s,
 wake-up of another process, and a scheduler's RSS and claim cost with many tasks stored.
 Ratios compare with APScheduler's figure on the comparable job store (its memory store for
@@ -12,15 +15,17 @@ import argparse
 import asyncio
 import logging
 import os
+import statistics
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import aps, history, lateness, memory, report, targets, wakeup
+from bench import aps, history, lateness, memory, peers, report, targets, wakeup
+from bench.redis_server import private_redis
 from bench.report import Figure, Row
 from bench.stores import KNOWN, StoreTarget, drop_redis_keys
 
-SECTIONS = ("throughput", "lateness", "wakeup", "memory", "history")
+SECTIONS = ("throughput", "lateness", "wakeup", "memory", "history", "peers")
 
 
 class Bench:
@@ -31,6 +36,7 @@ class Bench:
         baselines = [s for s in aps.STORES if any(t.baseline == s for t in stores)]
         self.aps_rows = {store: Row(aps.SYSTEM, store) for store in baselines}
         self.rows = {t.name: Row("backbeat", t.name, t.baseline) for t in stores}
+        self.peer_figures: dict[str, dict[str, float]] = {}
 
     async def throughput(self) -> None:
         for store, row in self.aps_rows.items():
@@ -104,6 +110,29 @@ class Bench:
                     f"{large['redis_mb']:,.0f} MB for {n:,} tasks"
                 )
 
+    async def peers(self) -> None:
+        """Each system on one private Redis, ``--rounds`` times in turn; the median of each figure."""
+        args = self.args
+        counts = peers.Counts(args.tasks, args.pending, min(args.pending, args.aps_pending))
+        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in peers.SYSTEMS}
+        with private_redis() as url:
+            server = peers.Server(url)
+            try:
+                for _ in range(self.args.rounds):
+                    for name, measure in peers.SYSTEMS.items():
+                        rounds[name].append(await measure(server, counts))
+            finally:
+                await server.close()
+        for name, results in rounds.items():
+            self.peer_figures[name] = {
+                figure: statistics.median(r[figure] for r in results) for figure in results[0]
+            }
+        self.notes.append(
+            f"peers: {counts.jobs:,} jobs per rate, {counts.pending:,} pending for memory "
+            f"(APScheduler {counts.aps_pending:,}), median of {self.args.rounds} rounds, one private "
+            f"redis-server; redis-py parses replies with {'hiredis' if _hiredis() else 'Python'}"
+        )
+
     @staticmethod
     def _stored(row: Row, small: dict[str, float], large: dict[str, float], n: int, measured: int) -> None:
         at = "" if measured == n else f" at {measured:,}"
@@ -135,6 +164,12 @@ class Bench:
         return [*self.aps_rows.values(), *self.rows.values()]
 
 
+def _hiredis() -> bool:
+    import redis.utils
+
+    return bool(redis.utils.HIREDIS_AVAILABLE)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=10_000, help="tasks per adds/s and fires/s figure")
@@ -159,6 +194,9 @@ def parse_args() -> argparse.Namespace:
         help="most jobs APScheduler's RedisJobStore gets (it adds ~3,000/s: 1e6 would take 6 min)",
     )
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    parser.add_argument("--pending", type=int, default=100_000, help="peers: pending jobs for memory/job")
+    parser.add_argument("--aps-pending", type=int, default=20_000, help="peers: APScheduler's pending jobs")
+    parser.add_argument("--rounds", type=int, default=2, help="peers: rounds (medians are shown)")
     return parser.parse_args()
 
 
@@ -175,7 +213,11 @@ def main() -> None:
         stores = [StoreTarget.parse(token, Path(tmp), args.redis_url) for token in args.stores]
         bench = Bench(args, stores)
         rows = asyncio.run(bench.run())
-    print(report.table(rows))
+    if any(row.figures for row in rows):
+        print(report.table(rows))
+    if bench.peer_figures:
+        print("\nbackbeat and its peers on one Redis (vs best peer: above 1x backbeat is better):\n")
+        print(report.peers_table(bench.peer_figures, peers.FIGURES, peers.LOWER_IS_BETTER))
     print(
         "\n(x): backbeat ÷ APScheduler on the compared job store (memory for backbeat's memory and "
         "SQLite stores, RedisJobStore for Redis); higher is better for rates, lower for lateness p99 "

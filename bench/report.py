@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 COLUMNS = [
@@ -98,3 +99,30 @@ def table(rows: list[Row]) -> str:
                 cells.append(figure.text + ratio(figure, base.figures.get(column) if base else None))
         lines.append(f"| {row.system} | {row.store} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def peers_table(figures: dict[str, dict[str, float]], names: Sequence[str], lower: Collection[str]) -> str:
+    """A row per figure, a column per system, then backbeat against the best peer (above 1x:
+    backbeat is better, whether the figure is a rate or a cost)."""
+    systems = list(figures)
+    lines = [
+        "| | " + " | ".join(systems) + " | backbeat vs best peer |",
+        "|---|" + "---:|" * (len(systems) + 1),
+    ]
+    for name in names:
+        cells = [_number(figures[system].get(name)) for system in systems]
+        peers = [figures[s][name] for s in systems[1:] if figures[s].get(name) is not None]
+        ours = figures[systems[0]].get(name)
+        versus = "-"
+        if ours and peers:
+            best = min(peers) if name in lower else max(peers)
+            factor = best / ours if name in lower else ours / best
+            versus = f"{factor:.2g}x" + (" (worse)" if factor < 1 else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {versus} |")
+    return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"

@@ -214,7 +214,9 @@ class Store(Protocol):
     def wakeups(self) -> AsyncIterator[None]:
         """Yield whenever another process may have added or changed something.
 
-        Best effort (pub/sub, NOTIFY, a data-version poll); the engine also polls.
+        Best effort (pub/sub, NOTIFY, a data-version poll); the engine also polls. A store may
+        stay silent for a task added after the earliest one scheduled: every sleeping engine
+        looks at the store by that one's time anyway.
         """
 
     async def quarantined(self) -> builtins.list[QuarantinedRecord]:

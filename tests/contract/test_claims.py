@@ -160,12 +160,12 @@ async def test_next_wakeup_follows_a_run_lease(backend: Backend, store: Store) -
 
 async def _next_wakeup_while(wakeups: Store, change: Store, name: str) -> None:
     """Wait (5 s at most) until ``wakeups`` yields, adding a task through ``change`` now and then
-    (a listener may need a moment to subscribe)."""
+    (a listener may need a moment to subscribe), each due before the last."""
     iterator = wakeups.wakeups()
     pending: asyncio.Future[None] = asyncio.ensure_future(anext(iterator))
     try:
         for i in range(100):
-            await change.add([task(f"{name}-{i}", at=T0 + MINUTE)])
+            await change.add([task(f"{name}-{i}", at=T0 + MINUTE - i * timedelta(milliseconds=1))])
             done, _ = await asyncio.wait([pending], timeout=0.05)
             if done:
                 pending.result()  # a yield, not the end of the iteration

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio
 
 from backbeat.errors import StoreError
-from backbeat.stores.redis import RedisStore
+from backbeat.stores.redis import RedisStore, codec
 from backbeat.stores.redis.connection import Client
 from backbeat.stores.redis.keys import Keys
 from backbeat.stores.redis.layout import MIGRATIONS, LayoutMigration, latest
@@ -85,7 +85,7 @@ async def test_a_new_store_records_the_current_layout(
     store = RedisStore(usable_redis_url(), prefix=prefixes())
     await store.open()
     await store.close()
-    assert await client.get(store.keys.layout) == str(latest(MIGRATIONS)).encode() == b"1"
+    assert await client.get(store.keys.layout) == str(latest(MIGRATIONS)).encode() == b"2"
 
 
 async def test_a_store_written_before_the_layout_version_is_migrated_and_then_behaves_as_a_fresh_one(
@@ -102,10 +102,32 @@ async def test_a_store_written_before_the_layout_version_is_migrated_and_then_be
 
     migrated = await observed(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
 
-    assert await client.get(old.keys.layout) == b"1"
+    assert await client.get(old.keys.layout) == b"2"
     assert await client.exists(old.keys.orphans_indexed)
     assert migrated == await observed(RedisStore(usable_redis_url(), prefix=fresh.keys.prefix))
     assert migrated[0] != ([], None)  # the history's tasks were there to compare
+
+
+async def test_full_documents_of_layout_1_read_as_the_lean_ones_of_layout_2(
+    client: redis.asyncio.Redis, prefixes: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, fresh = (
+        RedisStore(usable_redis_url(), prefix=prefixes()),
+        RedisStore(usable_redis_url(), prefix=prefixes()),
+    )
+    with monkeypatch.context() as layout_1:  # what a layout-1 release wrote: every field, the id too
+        layout_1.setattr(codec, "document", lambda task: task.to_bytes())
+        await written(old)
+    await client.set(old.keys.layout, "1")
+    await written(fresh)
+    full, lean = (await client.hvals(old.keys.tasks), await client.hvals(fresh.keys.tasks))
+    assert sum(map(len, lean)) < sum(map(len, full)) / 2
+
+    migrated = await observed(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
+
+    assert await client.get(old.keys.layout) == b"2"
+    assert migrated == await observed(RedisStore(usable_redis_url(), prefix=fresh.keys.prefix))
+    assert migrated[0] != ([], None)
 
 
 async def test_an_older_layout_is_migrated_once_by_concurrent_opens(
@@ -146,7 +168,7 @@ async def test_opening_a_current_layout_takes_no_lock(
     finally:
         await current.close()
         await migrating.close()
-    assert await client.get(current.keys.layout) == b"1"
+    assert await client.get(current.keys.layout) == b"2"
 
 
 async def test_a_newer_layout_is_refused_naming_both_versions_and_left_as_it_was(

@@ -181,6 +181,30 @@ async def test_wakeups_reach_another_instance(store: RedisStore, redis_url: str,
         await listener.close()
 
 
+async def test_an_add_wakes_workers_only_when_it_comes_before_the_earliest_task(
+    store: RedisStore, redis_url: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    pubsub = client.pubsub()
+    await pubsub.subscribe(store.keys.wakeup)
+    try:
+        await store.add([task("first", at=T0 + timedelta(hours=1))])  # the schedule was empty
+        await store.add([task("later", at=T0 + timedelta(hours=2))])  # workers look before it anyway
+        await store.add([task("sooner", at=T0 + timedelta(minutes=30))])
+        await store.add([task("later", at=T0 + timedelta(hours=3))], replace=True)  # a change
+        await client.publish(store.keys.wakeup, "end")
+        messages: list[bytes] = []
+        async with asyncio.timeout(5):
+            while not messages or messages[-1] != b"end":
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if message is not None:  # None: the subscription's own reply
+                    messages.append(message["data"])
+        assert messages == [b"1", b"1", b"1", b"end"]
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+
+
 async def wait_for_subscriber(url: str, channel: str) -> None:
     client = redis.asyncio.Redis.from_url(url)
     try:

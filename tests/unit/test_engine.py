@@ -375,3 +375,66 @@ async def test_a_failing_run_is_retried_after_its_policy_delay_then_dead_lettere
     )
     assert await world.store.list_runs() == []
     assert await world.store.get(task.id) is None  # a one-shot task leaves with its last run
+
+
+# -- stopping ------------------------------------------------------------------------------------
+
+
+class SwallowsACancel(MemoryStore):
+    """A store whose wake-up read turns the first cancel into "no message" and reads again, as
+    a driver's pub/sub read with a timeout can (seen with redis-py), so nothing is yielded."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(lease_clock=clock)
+        self.swallowed = 0
+
+    async def wakeups(self) -> AsyncIterator[None]:
+        while True:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                if self.swallowed:
+                    raise
+                self.swallowed += 1
+                continue
+            yield
+
+
+async def test_stop_ends_the_wakeup_listener_even_when_its_read_swallows_a_cancel(world: World) -> None:
+    world.store = SwallowsACancel(world.clock)
+    engine = world.engine()
+    await engine.start()
+    await settle()
+
+    async with asyncio.timeout(5):
+        await engine.stop()
+
+    assert world.store.swallowed == 1
+    assert not engine.running
+
+
+class CountsClaims(MemoryStore):
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(lease_clock=clock)
+        self.claims = 0
+
+    async def claim_due(self, owner: str, **kwargs: Any) -> Any:
+        self.claims += 1
+        return await super().claim_due(owner, **kwargs)
+
+
+async def test_an_add_due_after_the_sleeping_claim_loop_looks_anyway_does_not_wake_it(world: World) -> None:
+    world.store = store = CountsClaims(world.clock)
+    engine = world.engine(poll_interval=60)  # nothing stored: it sleeps a poll interval
+    await engine.start()
+    await settle()
+    claims = store.claims
+
+    engine.notify(at(61))  # it looks at 60 s: a task due at 61 s is claimed then
+    await settle()
+    assert store.claims == claims
+
+    engine.notify(at(59))
+    await settle()
+    assert store.claims == claims + 1
+    await engine.stop()

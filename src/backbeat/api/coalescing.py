@@ -22,28 +22,50 @@ MAX_BATCH = 1000
 class AddCoalescer:
     """Collects the tasks added during one turn of the event loop and stores them together.
 
-    A task whose id is already stored fails only its own caller, with ``TaskExistsError``; so
-    does a second add of one id in the same turn, once the first is stored (if the first fails,
-    the second gets the same error). Any other error fails every caller of the store call.
+    The first add of a turn yields once, so the other adds of that turn can join it; alone, it
+    makes its store call itself (no extra task or loop turn: a lone awaited add stays one round
+    trip), else the whole batch is stored by a task of its own, so cancelling one caller
+    stops no other. A task whose id is already stored fails only its own caller, with
+    ``TaskExistsError``; so does a second add of one id in the same turn, once the first is
+    stored (if the first fails, the second gets the same error). Any other error fails every
+    caller of the store call.
     """
 
     def __init__(self, add_many: AddMany) -> None:
         self._add_many = add_many
-        self._pending: dict[bool, list[_Entry]] = {}
+        self._joined: list[tuple[bool, _Entry]] | None = None
+        """The adds that joined this turn's first one (None: no add is collecting)."""
         self._flushing: set[asyncio.Task[None]] = set()
 
     async def add(self, task: Task, *, replace: bool) -> None:
         """Store ``task`` with the other adds of this turn of the loop; returns once it is stored."""
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)
-        self._pending.setdefault(replace, []).append((task, done))
+        if self._joined is not None:
+            done: asyncio.Future[None] = loop.create_future()
+            self._joined.append((replace, (task, done)))
+            await done
+            return
+        joined: list[tuple[bool, _Entry]] = []
+        self._joined = joined
+        try:
+            await asyncio.sleep(0)  # the other adds of this turn join
+        except BaseException:
+            self._joined = None
+            self._flush(joined)  # a cancelled first add still stores the others
+            raise
+        self._joined = None
+        if not joined:
+            await self._add_many([task], replace)
+            return
+        done = loop.create_future()
+        self._flush([(replace, (task, done)), *joined])
         await done
 
-    def _flush(self) -> None:
-        pending, self._pending = self._pending, {}
-        for replace, entries in pending.items():
+    def _flush(self, joined: list[tuple[bool, _Entry]]) -> None:
+        by_replace: dict[bool, list[_Entry]] = {}
+        for replace, entry in joined:
+            by_replace.setdefault(replace, []).append(entry)
+        for replace, entries in by_replace.items():
             flushing = asyncio.get_running_loop().create_task(self._store(entries, replace))
             self._flushing.add(flushing)  # keep a reference until it is done
             flushing.add_done_callback(self._flushing.discard)

@@ -4,6 +4,7 @@ stored (lambdas, closures, bound methods of live objects), each run by its own e
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 from backbeat.abc import Store
 from backbeat.api.coalescing import AddCoalescer
@@ -86,7 +87,8 @@ class StoreRouter:
 
     async def _add(self, store: Store, tasks: list[Task], replace: bool) -> None:
         await store.add(tasks, replace=replace)
-        self.notify(store)
+        times = [task.next_run_time for task in tasks if task.next_run_time is not None]
+        self.notify(store, due=min(times) if len(times) == len(tasks) else None)
         if self._events.wanted:
             for task in tasks:
                 self._events.emit(
@@ -101,11 +103,11 @@ class StoreRouter:
         durable = await self.ready()
         return durable, await durable.get(task_id)
 
-    def notify(self, store: Store) -> None:
-        """Wake the engine of ``store``: it has new or changed work."""
+    def notify(self, store: Store, *, due: datetime | None = None) -> None:
+        """Wake the engine of ``store``: it has new or changed work (due no sooner than ``due``)."""
         engine = self.local_engine if store is self.local else self.engine
         if engine is not None:
-            engine.notify()
+            engine.notify(due)
 
 
 async def all_tasks(store: Store, task_filter: TaskFilter) -> list[Task]:

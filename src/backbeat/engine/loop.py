@@ -64,6 +64,22 @@ class EngineConfig:
     """What run history is recorded and kept (see :mod:`backbeat.engine.history`); ``None``: none."""
 
 
+async def _cancel_until_done(tasks: list[asyncio.Task[None]], every: float = 0.05) -> None:
+    """Cancel ``tasks`` again every ``every`` seconds until each has ended.
+
+    A driver may swallow a cancel (redis-py's pub/sub read can return "no message" for one,
+    which left ``stop`` waiting on the wake-up listener for ever), so one cancel is not enough.
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=every)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: an error of a loop being stopped is not reported again
+
+
 class Engine:
     """Claims due tasks and runs for one owner and executes them with the configured executors."""
 
@@ -111,6 +127,8 @@ class Engine:
         """The earliest fire time claimed ahead but held back (``max_instances``): claims look
         no further ahead until it comes, else they would take and release it again and again."""
         self._wake = asyncio.Event()
+        self._looks_at: datetime | None = None
+        """When the sleeping claim loop looks at the store next (None: it is not sleeping)."""
         self._flush = asyncio.Event()
         self.history = HistoryRecorder(
             history_store or store,
@@ -151,8 +169,11 @@ class Engine:
         """Runs this process is executing now."""
         return [run for run, _ in self._active.values()]
 
-    def notify(self) -> None:
-        """Something changed locally (a task was added): look at the store now."""
+    def notify(self, due: datetime | None = None) -> None:
+        """Something changed locally (a task was added): look at the store now, unless what
+        changed is ``due`` no sooner than the sleeping claim loop looks anyway."""
+        if due is not None and self._looks_at is not None and due - self._ahead >= self._looks_at:
+            return
         self._wake.set()
 
     async def start(self) -> None:
@@ -175,9 +196,7 @@ class Engine:
         self._wake.set()
         self._capacity.set()
         claim_tasks = [t for t in self._background if t.get_name() in ("backbeat-claim", "backbeat-wakeups")]
-        for task in claim_tasks:
-            task.cancel()
-        await asyncio.gather(*claim_tasks, return_exceptions=True)
+        await _cancel_until_done(claim_tasks)
         wait_for = self.config.shutdown_timeout if timeout is None else timeout
         pending = [t for _, t in self._active.values()]
         if pending:
@@ -187,9 +206,7 @@ class Engine:
         self._flush.set()
         await self._drain_completions()
         await self.history.flush(force=True)
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await _cancel_until_done(self._background)
         self._background = []
         self.deadlines.close()
 
@@ -279,10 +296,14 @@ class Engine:
                 if self._held is not None:
                     claim_at = max(claim_at, self._held)
             delay = min(delay, max((claim_at - self.clock()).total_seconds(), 0.0005))
+        self._looks_at = self.clock() + timedelta(seconds=delay)
         # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that races the event.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await self._wake.wait()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+        finally:
+            self._looks_at = None
 
     async def _listen_loop(self) -> None:
         while not self._stopping:

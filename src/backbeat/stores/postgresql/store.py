@@ -176,6 +176,7 @@ class PostgreSQLStore(SqlStore):
                         min_size=self.min_size,
                         max_size=self.max_size,
                         timeout=self.connect_timeout,
+                        reset=_keep_session,
                     )
                 except Exception as exc:
                     error = translate(exc, self._target.where)
@@ -209,6 +210,12 @@ class PostgreSQLStore(SqlStore):
 
     async def _connect(self) -> Any:
         return await asyncpg.connect(self._target.dsn, timeout=self.connect_timeout)
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset: nothing. asyncpg's default sends UNLISTEN, RESET ALL, ... on every
+    release, a round trip per store call; pooled connections keep no session state here (the
+    listener has a connection of its own, migrations take transaction-scoped locks only)."""
 
 
 _: type[Store] = PostgreSQLStore

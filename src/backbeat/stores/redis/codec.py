@@ -1,8 +1,10 @@
 """Between Python objects and what the Lua scripts take and return.
 
-A task is its JSON document (``Task.to_bytes``, written only by Python, so no Lua JSON
+A task is its JSON document (:func:`document`, written only by Python, so no Lua JSON
 encoder ever rewrites user data) plus a string of live fields that the scripts change
-(see ``scripts/_lib.lua``); reading merges the two. Arguments and replies are packed into
+(see ``scripts/_lib.lua``); reading merges the two. Since key layout 2 the document holds
+neither the id (its hash field) nor the live fields, nor any field at its default value;
+a full document of layout 1 is read the same way. Arguments and replies are packed into
 few strings: the client's cost is per element, not per byte.
 """
 
@@ -51,6 +53,29 @@ def tags_arg(tags: tuple[str, ...]) -> bytes:
     return orjson.dumps(list(tags)) if tags else b""
 
 
+_LIVE = frozenset(
+    ("id", "next_run_time", "version", "running", "runs", "failures", "last_outcome", "last_run_at")
+)
+"""Document fields the store keeps elsewhere: the id is the record's key, the rest live fields."""
+_REQUIRED = frozenset(("name", "job", "trigger", "created_at"))
+_DEFAULTS = Task(id="", name="", job="", trigger={}, next_run_time=None).to_document()
+
+
+def document(task: Task) -> bytes:
+    """The stored document of ``task``: no id, no live field, no field or option at its default."""
+    doc = task.to_document()
+    lean = {
+        key: value
+        for key, value in doc.items()
+        if key not in _LIVE and (key in _REQUIRED or value != _DEFAULTS[key])
+    }
+    if "options" in lean:
+        defaults = _DEFAULTS["options"]
+        assert isinstance(defaults, dict) and isinstance(lean["options"], dict)
+        lean["options"] = {key: value for key, value in lean["options"].items() if value != defaults[key]}
+    return orjson.dumps(lean)
+
+
 def task_arg(task: Task) -> bytes:
     """One task for ``add.lua``: live fields, sizes of id and tags, then id, tags and doc."""
     task_id, tags = task.id.encode(), tags_arg(task.tags)
@@ -59,7 +84,7 @@ def task_arg(task: Task) -> bytes:
         f"{opt_us(task.last_run_at)}|{task.options.max_instances}|{flags(task)}|{field(task.last_outcome)}|"
         f"{len(task_id)}|{len(tags)}|"
     )
-    return b"".join((head.encode(), task_id, tags, task.to_bytes()))
+    return b"".join((head.encode(), task_id, tags, document(task)))
 
 
 def snapshots(sizes: bytes, parts: bytes) -> Iterator[tuple[bytes, bytes, bytes | None]]:
@@ -85,7 +110,14 @@ def task_from(task_id: bytes, live: bytes, doc: bytes | None) -> Task | None:
     """
     if doc is None:
         return None
-    task = Task.from_bytes(doc)
+    try:
+        fields = orjson.loads(doc)
+    except orjson.JSONDecodeError as exc:
+        raise CorruptRecordError(f"task {task_id.decode()!r} is not valid JSON: {exc}") from exc
+    if not isinstance(fields, dict):
+        raise CorruptRecordError(f"task {task_id.decode()!r} is a {type(fields).__name__}, not a JSON object")
+    fields.setdefault("id", task_id.decode())
+    task = Task.from_document(fields)
     try:
         nrt, ver, running, runs, failures, last, _max, _flags, outcome = live.split(b"|", 8)
         task.next_run_time = from_us(nrt) if nrt else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -23,7 +23,10 @@ from backbeat.stores.redis.scripts import Scripts
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     "socket_connect_timeout": 3.0,
-    "socket_timeout": 10.0,
+    # Store calls are bounded by CALL_TIMEOUT instead: with a socket_timeout, redis-py sends every
+    # command under asyncio.wait_for, which on Python 3.11 runs it in a task of its own (about a
+    # quarter of a single add's CPU, by python -m bench.profile_adds).
+    "socket_timeout": None,
     # One quick retry mends a pooled connection the server dropped (a restart); more would
     # re-run scripts that may have run, and the engine retries with backoff anyway.
     "retry": Retry(NoBackoff(), 1),
@@ -31,7 +34,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 
 
 OPEN_TIMEOUT = 5.0
-"""Seconds ``open`` waits for the server's first answer."""
+"""Seconds ``open`` waits for the server's first answers (PING, the scripts)."""
+CALL_TIMEOUT = 10.0
+"""Seconds one store call may wait for the server before it counts as unavailable."""
 
 
 def split_prefix(url: str) -> tuple[str, str | None]:
@@ -94,6 +99,18 @@ class Connection:
         except RedisError as exc:
             raise StoreError(f"Redis at {redact(self.url)} failed: {exc}") from exc
 
+    @asynccontextmanager
+    async def calls(self) -> AsyncIterator[None]:
+        """:meth:`errors`, and at most :data:`CALL_TIMEOUT` for the calls made inside."""
+        with self.errors():
+            try:
+                async with asyncio.timeout(CALL_TIMEOUT):
+                    yield
+            except TimeoutError:
+                raise StoreUnavailableError(
+                    f"Redis at {redact(self.url)} did not answer within {CALL_TIMEOUT:g} s"
+                ) from None
+
     @property
     def client(self) -> Client:
         if self._client is None:
@@ -113,16 +130,16 @@ class Connection:
         self._closed.clear()
         with self.errors():
             try:
-                # a server that accepts but never answers must not hold start() for two socket timeouts
+                # a server that accepts but never answers must not hold start() for long
                 async with asyncio.timeout(OPEN_TIMEOUT):
                     await client.ping()
+                    scripts = Scripts(client, self.keys.base, self.keys.tasks, acknowledged=self.acknowledged)
+                    await scripts.load()
             except TimeoutError:
                 raise StoreUnavailableError(
                     f"Redis at {redact(self.url)} accepted a connection but did not answer PING "
                     f"within {OPEN_TIMEOUT:g} s"
                 ) from None
-            scripts = Scripts(client, self.keys.base, self.keys.tasks, acknowledged=self.acknowledged)
-            await scripts.load()
         self._scripts = scripts
 
     async def close(self) -> None:
@@ -144,7 +161,7 @@ class Connection:
         if self._scripts is None:
             await self.open()
             assert self._scripts is not None
-        with self.errors():
+        async with self.calls():
             return await self._scripts(name, *args)
 
     def wakeups(self) -> AsyncIterator[None]:

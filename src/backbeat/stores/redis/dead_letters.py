@@ -49,7 +49,7 @@ class DeadLetters:
 
     async def read(self, ids: list[str] | None = None) -> list[DeadLetter]:
         client = self._conn.client
-        with self._conn.errors():
+        async with self._conn.calls():
             if ids is None:
                 stored: dict[Any, Any] = await client.hgetall(self._keys.dead)
                 ids = [text(i) for i in stored]
@@ -72,12 +72,11 @@ class DeadLetters:
         unique = list(dict.fromkeys(ids))
         if not unique:
             return []
-        with self._conn.errors():
-            async with client.pipeline(transaction=True) as pipe:
-                for letter_id in unique:
-                    pipe.hdel(self._keys.dead, letter_id)
-                pipe.hdel(self._keys.dead_tasks, *unique)
-                removed = (await pipe.execute())[:-1]
+        async with self._conn.calls(), client.pipeline(transaction=True) as pipe:
+            for letter_id in unique:
+                pipe.hdel(self._keys.dead, letter_id)
+            pipe.hdel(self._keys.dead_tasks, *unique)
+            removed = (await pipe.execute())[:-1]
         return [letter_id for letter_id, n in zip(unique, removed, strict=True) if n]
 
     async def requeue(self, letter_id: str, now: datetime, add: Any) -> Run | None:
@@ -99,7 +98,7 @@ class DeadLetters:
         return Run(id=letter.id, task_id=letter.task_id, fire_time=letter.fire_time, lease_until=now)
 
     async def get_state(self, key: str) -> StateRecord | None:
-        with self._conn.errors():
+        async with self._conn.calls():
             raw = await self._conn.client.hget(self._keys.state, key)
         if raw is None:
             return None

@@ -60,8 +60,16 @@ async def _index_orphans(client: Client, keys: Keys) -> None:
     await client.set(keys.orphans_indexed, b"1")
 
 
+async def _lean_documents(client: Client, keys: Keys) -> None:
+    """Nothing to rewrite: full documents stay readable (:func:`.codec.task_from`); the version
+    keeps a backbeat that cannot read lean ones (it needs their id) from opening the store."""
+
+
 MIGRATIONS: tuple[LayoutMigration, ...] = (
     LayoutMigration(1, "the first release's layout: build the orphaned index it may lack", _index_orphans),
+    LayoutMigration(
+        2, "lean task documents, written from now on; full ones stay as they are", _lean_documents
+    ),
 )
 
 

@@ -115,7 +115,7 @@ class RedisStore:
         await self._conn.open()
         where = f"Redis store at {redact(self.url)} (prefix {self.keys.prefix!r})"
         try:
-            with self._conn.errors():
+            with self._conn.errors():  # a migration may take long: its commands are not bounded
                 await layout.migrate(self._conn.client, self.keys, self.layout_migrations, where)
         except BaseException:
             await self._conn.close()  # a refused or unmigrated store is not left half open
@@ -129,14 +129,18 @@ class RedisStore:
     async def add(self, tasks: Sequence[Task], *, replace: bool = False) -> None:
         if not tasks:
             return
+        if len(tasks) <= ADD_BATCH:  # one script call, awaited in place: no task, no extra loop turn
+            args: list[Arg] = ["1" if replace else "0", *(codec.task_arg(task) for task in tasks)]
+            self._check_added(await self._conn.run("add", *args))
+            return
         # Batches keep the server responsive; the next one is encoded while the server runs
         # the previous one. Several batches are atomic only in checking every id first.
         pending: asyncio.Future[Any] | None = None
-        if not replace and len(tasks) > ADD_BATCH:
+        if not replace:
             pending = asyncio.ensure_future(self._conn.run("exists", *(task.id for task in tasks)))
         try:
             for start in range(0, len(tasks), ADD_BATCH):
-                args: list[Arg] = ["1" if replace else "0"]
+                args = ["1" if replace else "0"]
                 args += [codec.task_arg(task) for task in tasks[start : start + ADD_BATCH]]
                 if pending is not None:
                     self._check_added(await pending)
@@ -205,7 +209,7 @@ class RedisStore:
                 "update",
                 task_id,
                 current.version,
-                task.to_bytes(),
+                codec.document(task),
                 "1" if "next_run_time" in changes else "0",
                 opt_us(task.next_run_time),
                 codec.flags(task),
@@ -336,7 +340,7 @@ class RedisStore:
 
     async def list_runs(self, task_id: str | None = None) -> builtins.list[Run]:
         client = self._conn.client
-        with self._conn.errors():
+        async with self._conn.calls():
             members: Sequence[Any] = await client.zrange(self.keys.leases, 0, -1, withscores=True)
             leases = {text(run_id): from_us(int(score)) for run_id, score in members}
             stored = await client.mget([self.keys.run(run_id) for run_id in leases]) if leases else []
@@ -359,7 +363,7 @@ class RedisStore:
 
     async def quarantined(self) -> builtins.list[QuarantinedRecord]:
         client = self._conn.client
-        with self._conn.errors():
+        async with self._conn.calls():
             errors: dict[Any, Any] = await client.hgetall(self.keys.quarantine)
             ids = [text(task_id) for task_id in errors]
             raws = await client.hmget(self.keys.tasks, ids) if ids else []

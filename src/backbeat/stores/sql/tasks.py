@@ -25,6 +25,11 @@ def add(d: Dialect, tasks: list[Task], replace: bool) -> Txn[None]:
     if replace:
         yield from execute_many(d.sql.UPSERT_TASK, rows)
         yield from execute(d.sql.DELETE_TAGS, d.array(ids))
+    elif len(rows) == 1:  # the insert's duplicate key names the one id: no look-up first
+        try:
+            yield from execute_many(d.sql.INSERT_TASK, rows)
+        except d.duplicate:
+            raise TaskExistsError(ids) from None
     else:
         existing = yield from fetch_ids(d.sql.EXISTING_TASKS, d.array(ids))
         if not existing:

@@ -74,6 +74,16 @@ for i, id in ipairs(ids) do
   end
 end
 
+-- Workers sleep until the schedule's earliest task (or a claim's end) at most: wake them only if
+-- a new task comes before it, or when its owner's clock may differ (a claim's end is the server's).
+local wanted = #existing > 0
+if not wanted and #due > 0 then
+  local first = redis.call('ZRANGE', K_SCHEDULE, 0, 0, 'WITHSCORES')
+  wanted = #first == 0 or redis.call('EXISTS', claim_key(first[1])) == 1
+  for i = 1, #due, 2 do
+    wanted = wanted or tonumber(due[i]) < tonumber(first[2])
+  end
+end
 call_many('HSET', K_TASKS, docs)
 call_many('HSET', K_LIVE, lives)
 call_many('ZADD', K_IDS, index)
@@ -87,7 +97,9 @@ if #existing > 0 then
   call_many('HDEL', K_TAGS, untagged)
   call_many('HDEL', K_QUARANTINE, existing)
 end
-wake()
+if wanted then
+  wake()
+end
 if replace then
   return {}
 end
