@@ -27,3 +27,30 @@ sync_locked() {
 install_locked_runtime() {
   uv_pip install --constraints requirements-lock.txt -e .
 }
+
+# A Python of the given minor version (3.12): pyenv's newest build of it, else one on PATH (not a pyenv
+# shim, which may name a version that is not installed); none prints nothing.
+find_python() {
+  local found
+  found=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$1".*/bin/"python$1" 2>/dev/null | sort -V | tail -1 || true)
+  if [ -z "$found" ]; then
+    found=$(type -ap "python$1" 2>/dev/null | grep -v /shims/ | head -1 || true)
+  fi
+  echo "$found"
+}
+
+# The wheel and sdist in dist/, built without isolation by the lock's setuptools, checked as PyPI will.
+build_dist() {
+  rm -rf dist
+  .venv/bin/python -m build --no-isolation -o dist . >.venv/build.log 2>&1 || { cat .venv/build.log; return 1; }
+  .venv/bin/twine check --strict dist/*
+}
+
+# A fresh venv at $1 made by the Python $2 with the packages of lock $3, and backbeat installed from the
+# wheel in dist/ (not editable): tests run there import the package as users will get it.
+wheel_venv() {
+  local dir=$1 python=$2 lock=$3
+  "$python" -m venv --clear --without-pip "$dir"
+  .venv/bin/uv pip sync -q --python "$dir/bin/python" --build-constraints requirements-lock.txt "$lock"
+  .venv/bin/uv pip install -q --python "$dir/bin/python" --no-deps dist/backbeat-*.whl
+}

@@ -187,12 +187,13 @@ async def test_the_schema_has_a_version_row_wal_a_claim_index_and_history_indexe
     with contextlib.closing(sqlite3.connect(store.path)) as db:
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(CURRENT),)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        numbered = {"1": 0, "2": 1, "3": 0}  # ?1-style placeholders are bound by number (Python 3.12)
         plan = " ".join(
-            row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.DUE_TASKS}", (0, 1, 0))
+            row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.DUE_TASKS}", numbered)
         )
         assert "USING INDEX tasks_due" in plan
         plan = " ".join(
-            row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.CLAIMABLE_RUNS}", (0, 1, 0))
+            row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.CLAIMABLE_RUNS}", numbered)
         )
         assert "USING INDEX runs_lease" in plan
         plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.NEXT_WAKEUP}"))

@@ -350,7 +350,7 @@ class BackgroundTaskScheduler(HostedService):
         (``func``, ``trigger``, ``args``, ``tags``, trigger fields...). Returns their ids in order.
 
         Raises:
-            Whatever ``add_task`` raises, for the first bad request; then nothing is stored.
+            BackbeatError: what ``add_task`` raises, for the first bad request; then nothing is stored.
         """
         return await self._writer.add(requests, replace=replace_existing)
 

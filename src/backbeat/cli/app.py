@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from backbeat.cli import render
@@ -26,6 +28,31 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def installed_version() -> str:
+    """backbeat's version, as its package metadata (from pyproject.toml) says."""
+    from importlib.metadata import version as dist_version
+
+    return dist_version("backbeat")
+
+
+def print_version(value: bool) -> None:
+    if value:
+        console.print(installed_version())
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=print_version, is_eager=True, help="Print the version and exit"),
+    ] = False,
+) -> None:
+    """backbeat: a distributed, asyncio-first background task scheduler."""
+
+
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(migrate_app, name="migrate")
@@ -37,9 +64,7 @@ app.command()(dashboard)
 @app.command()
 def version() -> None:
     """Print backbeat's version."""
-    from importlib.metadata import version as dist_version
-
-    console.print(dist_version("backbeat"))
+    console.print(installed_version())
 
 
 @app.command()

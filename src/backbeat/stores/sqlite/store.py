@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import sqlite3
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any, ClassVar, TypeVar
 
 import orjson
@@ -250,15 +252,26 @@ def _drive(db: sqlite3.Connection, txn: Txn[T]) -> tuple[T, bool]:
     for step in stepper:
         try:
             if isinstance(step, Fetch):
-                stepper.answer(db.execute(step.sql, step.params).fetchall())
+                stepper.answer(db.execute(step.sql, _bound(step.sql, step.params)).fetchall())
             elif isinstance(step, Execute):
-                stepper.answer(db.execute(step.sql, step.params).rowcount)
+                stepper.answer(db.execute(step.sql, _bound(step.sql, step.params)).rowcount)
             elif isinstance(step, ExecuteMany):
-                db.executemany(step.sql, step.rows)
+                db.executemany(step.sql, [_bound(step.sql, row) for row in step.rows])
             # NOTIFY: the store wakes its own listeners after the commit; others poll data_version
         except sqlite3.Error as exc:
             stepper.fail(exc)
     return stepper.result, stepper.notified
+
+
+@cache
+def _numbered(sql: str) -> bool:
+    return re.search(r"\?\d", sql) is not None
+
+
+def _bound(sql: str, params: Sequence[Any]) -> Sequence[Any] | dict[str, Any]:
+    """``params`` as ``sql`` binds them: ``?1``-style placeholders by number, since Python 3.12
+    deprecates binding them from a sequence (an error from 3.14)."""
+    return {str(number): value for number, value in enumerate(params, 1)} if _numbered(sql) else params
 
 
 def _data_version(db: sqlite3.Connection) -> int:
