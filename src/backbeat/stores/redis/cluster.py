@@ -102,6 +102,7 @@ class ShardedRedisStore:
         self._own_client = client is None
         self._client = client
         self._shards: builtins.list[RedisStore] = []
+        self._opening: asyncio.Lock | None = None
         self._closed = asyncio.Event()
         self._rotation = itertools.count()
         self._listeners: dict[str, redis.asyncio.Redis] = {}
@@ -131,8 +132,13 @@ class ShardedRedisStore:
         return f"redis+cluster://{nodes}/?prefix={self.prefix}"
 
     async def open(self) -> None:
-        if self._shards:
-            return
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:  # concurrent first calls open it once
+            if not self._shards:
+                await self._open()
+
+    async def _open(self) -> None:
         client = self.client
         self._closed.clear()
         count = await self._shard_count(client)
@@ -225,14 +231,17 @@ class ShardedRedisStore:
             taken += await shard.existing([task.id for task in part])
         if taken:
             raise TaskExistsError(taken)
-        written: list[tuple[RedisStore, list[Task]]] = []
+        written: builtins.list[tuple[RedisStore, builtins.list[Task]]] = []
         try:
             for shard, part in groups.items():
                 await shard.add(part)
                 written.append((shard, part))
-        except TaskExistsError:
+        except BaseException:
+            # a taken id, a lost shard, a cancel: what was written of the batch is taken back
+            # (best effort: a shard that cannot be reached keeps its part, said in the README)
             for shard, part in written:
-                await shard.remove([task.id for task in part])
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(shard.remove([task.id for task in part]))
             raise
 
     async def get(self, task_id: str) -> Task | None:
@@ -342,8 +351,10 @@ class ShardedRedisStore:
         times = await self._each(lambda shard: shard.next_wakeup(now=now))
         return min((t for t in times if t is not None), default=None)
 
-    def wakeups(self) -> AsyncIterator[None]:
-        return wakeups.listen(self._any_node, self._channels(), self._closed)
+    async def wakeups(self) -> AsyncIterator[None]:
+        await self._ready()  # the channels follow the stored shard count
+        async for _ in wakeups.listen(self._any_node, self._channels(), self._closed):
+            yield
 
     def _channels(self) -> builtins.list[str]:
         count = len(self._shards) or self.wanted_shards or DEFAULT_SHARDS

@@ -8,12 +8,14 @@ Redis Cluster (a cluster client would send a keyless ``WAIT`` to any node). Scri
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import MovedError, NoScriptError, ResponseError
+from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 log = logging.getLogger("backbeat.stores.redis")
 
@@ -67,17 +69,27 @@ async def _script_and_wait(
                 replies.append(await connection.read_response())
             except ResponseError as exc:
                 replies.append(exc)
-    except BaseException:
+    except BaseException as exc:
         await connection.disconnect()
+        if isinstance(exc, ConnectionError | TimeoutError | OSError | RedisConnectionError):
+            await _refresh(client)  # the master may be gone: the next call asks who serves the slot
         raise
     finally:
         node.release(connection)
     reply, acknowledged = replies
-    if isinstance(reply, MovedError):
-        await client.nodes_manager.initialize()  # the slot moved (a failover): next call goes there
+    if isinstance(reply, MovedError | AskError | TryAgainError):
+        await _refresh(client)  # the slot moved (a failover, a reshard): the next call goes there
     if isinstance(reply, BaseException):
         raise reply
+    if isinstance(acknowledged, BaseException):  # the script ran; only the wait failed
+        log.warning("waiting for a replica failed: %s", acknowledged)
+        return reply, 0
     return reply, int(acknowledged)
+
+
+async def _refresh(client: RedisCluster) -> None:
+    with contextlib.suppress(Exception):
+        await client.nodes_manager.initialize()
 
 
 __all__ = ["WAIT_MS", "run_acknowledged"]
