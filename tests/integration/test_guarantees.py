@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from backbeat import EventKind, SchedulerConfig, SchedulerEvent
-from backbeat.model.records import Claim, Task
+from backbeat.model.records import Claim, RunResult, Task
+from backbeat.stores.memory import MemoryStore
 from tests.integration import jobs
 from tests.scheduling import SchedulerFactory, wait_for
 
@@ -277,3 +279,35 @@ async def test_runs_claimed_ahead_start_at_their_fire_time_never_before(
     assert claims and claims[0] < start
     # a fire time claimed ahead but held back (max_instances) is not polled for until it comes
     assert calls < 60, f"{calls} claims in about 2 s"
+
+
+class CompleteFailsOnce(MemoryStore):
+    """A memory store whose first ``complete`` fails as a bug would (not a store error)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("a bug in complete")
+        return await super().complete(owner, results)
+
+
+async def test_an_unexpected_error_while_completing_does_not_stop_completing(
+    make_scheduler: SchedulerFactory, record_file: Path
+) -> None:
+    store = CompleteFailsOnce()
+    scheduler = make_scheduler(store)
+    errors: list[SchedulerEvent] = []
+    scheduler.event_stream.subscribe(errors.append)
+    await scheduler.start_async()
+    await scheduler.schedule_immediate_task("first", jobs.note, args=[str(record_file), "first"])
+    await wait_for(lambda: store.calls >= 2)  # the failed batch is tried again
+    await scheduler.schedule_immediate_task("second", jobs.note, args=[str(record_file), "second"])
+    await wait_for(lambda: len(jobs.read_records(record_file)) == 2 and store.calls >= 3)
+    assert await store.list_runs() == []  # both runs completed: the loop went on
+    failures = [e for e in errors if e.kind is EventKind.STORE_ERROR]
+    assert [str(e.error) for e in failures] == ["a bug in complete"]
+    await scheduler.shutdown()

@@ -458,10 +458,19 @@ class Engine:
     # -- completing and renewing -----------------------------------------------------------
 
     async def _complete_loop(self) -> None:
+        backoff = 0.05
         while True:
             await self._flush.wait()
             self._flush.clear()
-            await self._drain_completions()
+            try:
+                await self._drain_completions()
+                backoff = 0.05
+            except Exception as exc:  # a bug must not end the loop: every later run would stay open
+                log.exception("unexpected error while completing runs (will retry)")
+                self.events.emit(SchedulerEvent(kind=EventKind.STORE_ERROR, error=exc))
+                await asyncio.sleep(backoff * (1 + random.random()))
+                backoff = min(backoff * 2, self.config.store_retry_max)
+                self._flush.set()
 
     async def _drain_completions(self) -> None:
         # stop() drains too, while the complete loop may be draining: one batch at a time,
