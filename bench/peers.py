@@ -13,7 +13,6 @@ Workers run up to 1,000 jobs at once (backbeat's default ``max_concurrency``), b
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -25,7 +24,7 @@ import redis.asyncio
 
 from backbeat import BackgroundTaskScheduler, SchedulerConfig
 from backbeat.api.config import RedisJobStoreConfig
-from bench import aps
+from bench import aps, targets
 
 SINGLE_BEFORE = "single awaited adds/s, before start()"
 SINGLE_AFTER = "single awaited adds/s, after start()"
@@ -40,7 +39,6 @@ CONCURRENCY = 1000
 SAQ_CONCURRENCY = 50
 ARG = "A-1"
 FAR = datetime(2100, 1, 1, tzinfo=UTC)
-FIRED = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +52,7 @@ class Counts:
 
 
 async def _count(order_id: str) -> None:
-    global FIRED
-    FIRED += 1
+    targets.FIRED += 1  # the counter targets' waiter reads
 
 
 async def backbeat_job(order_id: str) -> None:
@@ -72,8 +69,7 @@ async def saq_job(ctx: Any, *, order_id: str) -> None:
 
 
 def aps_job(order_id: str) -> None:
-    global FIRED
-    FIRED += 1
+    targets.FIRED += 1
 
 
 # -- the server ------------------------------------------------------------------------------
@@ -101,21 +97,8 @@ class Server:
         await self.client.aclose()
 
 
-def _started() -> float:
-    gc.collect()
-    return time.perf_counter()
-
-
-async def _until_fired(n: int, timeout: float = 600) -> None:
-    deadline = time.perf_counter() + timeout
-    while n > FIRED:
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"only {FIRED} of {n} jobs fired within {timeout}s")
-        await asyncio.sleep(0.001)
-
-
 async def _single(add: Callable[[], Awaitable[object]], n: int) -> float:
-    started = _started()
+    started = targets._clock()
     for _ in range(n):
         await add()
     return n / (time.perf_counter() - started)
@@ -127,7 +110,7 @@ async def _concurrent(add: Callable[[], Awaitable[object]], n: int) -> float:
             await add()
 
     each = n // PRODUCERS
-    started = _started()
+    started = targets._clock()
     await asyncio.gather(*(producer(each) for _ in range(PRODUCERS)))
     return each * PRODUCERS / (time.perf_counter() - started)
 
@@ -142,12 +125,11 @@ async def _memory(server: Server, add: Callable[[], Awaitable[object]], n: int) 
 
 async def _fires(server: Server, n: int, start: Callable[[], Awaitable[object]]) -> dict[str, float]:
     """Fires/s and server CPU per fire of ``n`` due jobs stored, from ``start()`` until all ran."""
-    global FIRED
-    FIRED = 0
+    targets.FIRED = 0
     cpu = await server.cpu()
-    started = _started()
+    started = targets._clock()
     await start()
-    await _until_fired(n)
+    await targets._until_fired(n)
     elapsed = time.perf_counter() - started
     return {FIRES: n / elapsed, CPU: (await server.cpu() - cpu) / n * 1e6}
 
@@ -266,11 +248,10 @@ async def saq_figures(server: Server, counts: Counts) -> dict[str, float]:
 async def apscheduler_figures(server: Server, counts: Counts) -> dict[str, float]:
     """APScheduler's adds are synchronous calls of a scheduler started paused (before
     ``start()`` it only keeps them in memory): one figure for both rows, none for 100 producers."""
-    global FIRED
     await server.flush()
     scheduler = aps.scheduler("redis", server.url)
     scheduler.start(paused=True)
-    started = _started()
+    started = targets._clock()
     for _ in range(counts.jobs):
         scheduler.add_job(aps_job, "date", run_date=FAR, args=[ARG])
     single = counts.jobs / (time.perf_counter() - started)
