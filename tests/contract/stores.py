@@ -206,8 +206,13 @@ class RedisClusterBackend(Backend):
 
     async def close(self) -> None:
         await super().close()
+        from backbeat.stores.redis.sharding import shards_key
+
+        self.client.delete(shards_key(self.prefix))
         for shard in range(self.shards):
-            self.client.delete(*[key.decode() for key in self._keys(shard)] or ["-"])
+            keys = self._keys(shard)
+            if keys:
+                self.client.delete(*(key.decode() for key in keys))
         self.client.close()
 
     def _keys(self, shard: int) -> list[bytes]:
