@@ -66,6 +66,7 @@ from backbeat.model.jobs import (
     backgroundjob,
     deserialize_task,
 )
+from backbeat.model.overlap import Overlap
 from backbeat.model.records import DeadLetter
 from backbeat.observability.metrics import instrument_scheduler
 from backbeat.observability.prometheus import PrometheusMetrics, metrics_app
@@ -106,6 +107,7 @@ __all__ = [
     "MetricsCollector",
     "MongoJobStoreConfig",
     "NotPersistableError",
+    "Overlap",
     "PostgresJobStoreConfig",
     "ProcessPoolExecutor",
     "PrometheusMetrics",

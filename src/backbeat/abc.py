@@ -15,8 +15,10 @@ Lease rules, written once here for every store:
   lease forward with ``extend`` while the run lives. A run whose lease expired is claimed
   again by ``claim_due`` (``attempt + 1``, ``recovered=True``). A run with no owner is
   *waiting* (a retry, a trigger-now, a released run): claimable once ``lease_until`` passed.
-* ``Task.running`` counts the runs of a task in the store; ``fire`` never makes it exceed
-  ``options.max_instances``, which makes that limit global across processes.
+* ``Task.running`` counts the runs of a task in the store (buffered ones included); ``fire``
+  admits fire times by the task's overlap policy against it (never more than
+  ``options.max_instances`` for ``allow_all``; one run at a time plus buffered ones for the
+  others), which makes the policy global across processes.
 * A task whose ``next_run_time`` is ``None`` leaves the store when its last run completes:
   a one-shot task is never removed before its run finished.
 * **Two clocks.** Leases are judged by the *store's* clock, schedules by the caller's
@@ -148,9 +150,12 @@ class Store(Protocol):
     ) -> builtins.list[FireResult]:
         """Apply the engine's decisions for tasks ``owner`` claimed, atomically per task.
 
-        For each decision whose task is still claimed by ``owner``: create a run leased to
-        ``owner`` until store-now + ``lease``, with a new ``fencing_token``, for each fire
-        time while ``running < max_instances`` (skipped ones are reported), set
+        For each decision whose task is still claimed by ``owner``, admit each fire time by
+        the decision's ``overlap`` policy and the task's ``running`` count
+        (:func:`backbeat.model.overlap.admit`): create a run leased to ``owner`` until
+        store-now + ``lease``, with a new ``fencing_token``, or a *buffered* run (waiting,
+        not claimable before :data:`~backbeat.model.overlap.BUFFERED_UNTIL`; reported in
+        ``buffered``), or skip it (reported in ``skipped``); set
         ``next_run_time`` (unless a user changed the task since the claim: ``version !=
         claimed_version``), drop the claim. A task left with no next fire time and no runs is
         removed. Decisions for tasks no longer claimed by ``owner`` are ignored (absent from
@@ -159,7 +164,9 @@ class Store(Protocol):
         """
 
     async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
-        """Finish runs: delete each run (or re-queue it when ``retry_at`` is set), update
+        """Finish runs: delete each run (or re-queue it when ``retry_at`` is set) and, for a
+        deleted run, make the earliest buffered run of its task claimable from the result's
+        ``finished_at`` (in the same atomic step, also for a removed task's runs), update
         its task's counters (``runs``, ``failures``, ``last_outcome``, ``last_run_at``, also
         for a re-queued run) and ``running`` (unchanged for a re-queued run), and remove a
         task with nothing left to run.

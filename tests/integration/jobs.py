@@ -61,6 +61,17 @@ async def slow(path: str, seconds: float, label: str = "") -> None:
     record(path, "end", label=label)
 
 
+async def cancellable(path: str, seconds: float) -> None:
+    """Like :func:`slow`, and records ``cancelled`` (with its time) when it is cancelled."""
+    record(path, "start")
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        record(path, "cancelled")
+        raise
+    record(path, "end")
+
+
 def sync_note(path: str, label: str = "") -> str:
     """A plain function: runs in a thread; returns the thread's name."""
     import threading

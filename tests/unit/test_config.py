@@ -87,3 +87,19 @@ def test_a_redis_cluster_config_builds_a_sharded_store() -> None:
     )
     plain = build_store(RedisJobStoreConfig(cluster=True, host="10.0.0.2", port=7001))
     assert isinstance(plain, ShardedRedisStore) and plain.startup_nodes == (("10.0.0.2", 7001),)
+
+
+@pytest.mark.parametrize("overlap", ["skip", "buffer_one", "buffer_all", "cancel_other", "allow_all"])
+def test_overlap_policies_are_task_options(overlap: str) -> None:
+    assert task_options({}, {"overlap": overlap}).overlap == overlap
+
+
+def test_an_unknown_overlap_policy_is_refused_naming_the_known_ones() -> None:
+    with pytest.raises(ConfigurationError, match=r"overlap must be one of .*buffer_one.*'queue'"):
+        task_options({}, {"overlap": "queue"})
+
+
+def test_max_instances_above_one_needs_allow_all() -> None:
+    assert task_options({}, {"overlap": "allow_all", "max_instances": 3}).max_instances == 3
+    with pytest.raises(ConfigurationError, match="max_instances=3 needs overlap='allow_all'"):
+        task_options({"max_instances": 3}, {"overlap": "skip"})

@@ -17,6 +17,7 @@ from backbeat.api.taskbuild import from_callable
 from backbeat.engine.loop import Engine, EngineConfig
 from backbeat.executors import AsyncIOExecutor
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
+from backbeat.model.history import HistoryQuery
 from backbeat.model.records import Task, TaskOptions, run_id_for
 from backbeat.model.registry import JobRegistry
 from backbeat.model.triggers import make_trigger_spec
@@ -438,3 +439,88 @@ async def test_an_add_due_after_the_sleeping_claim_loop_looks_anyway_does_not_wa
     await settle()
     assert store.claims == claims + 1
     await engine.stop()
+
+
+# -- overlap policies ----------------------------------------------------------------------------
+
+
+async def history_of(world: World, engine: Engine, task: Task) -> list[tuple[str, datetime]]:
+    await engine.history.flush(force=True)
+    entries, _ = await world.store.run_history(HistoryQuery(task_id=task.id, limit=100))
+    return sorted((entry.outcome.value, entry.fire_time) for entry in entries)
+
+
+async def test_buffer_one_runs_the_kept_fire_time_after_the_running_one_and_skips_the_rest(
+    world: World,
+) -> None:
+    first, second = world.engine("first"), world.engine("second")
+    job = world.job(gated=True)
+    task = await world.add(job, every=4, misfire_grace_time=None, overlap="buffer_one")
+
+    await first._claim_once(100)
+    await settle()
+    world.clock.advance(4)
+    await second._claim_once(100)  # kept behind the running run
+    world.clock.advance(4)
+    await second._claim_once(100)  # one is kept already: skipped
+    await settle()
+    runs = await world.store.list_runs(task.id)
+    assert sorted((run.fire_time, run.owner, run.buffered) for run in runs) == [
+        (at(0), "first", False),
+        (at(4), None, True),
+    ]
+    assert world.fired(EventKind.MAX_INSTANCES) == [at(8)]
+    assert job.started == [at(0)]
+
+    assert job.gate is not None
+    job.gate.set()
+    await finish(first)
+    await second._claim_once(100)
+    await finish(second)
+    assert job.started == [at(0), at(8)]  # the kept fire time (4) ran when the first ended, at 8
+    await first.history.flush(force=True)
+    assert await history_of(world, second, task) == [
+        ("skipped", at(8)),
+        ("success", at(0)),
+        ("success", at(4)),
+    ]
+    assert [(run.fire_time, run.owner) for run in await world.store.list_runs(task.id)] == []
+
+
+async def test_cancel_other_cancels_the_run_in_another_engine_and_then_runs_the_new_one(world: World) -> None:
+    first, second = world.engine("first"), world.engine("second")
+    job = world.job(gated=True)
+    task = await world.add(job, every=4, misfire_grace_time=None, overlap="cancel_other")
+    await first._claim_once(100)
+    await settle()
+    world.clock.advance(4)
+    await second._claim_once(100)  # buffered, and a cancel request for the first's run
+    await settle()
+    assert job.started == [at(0)]
+    assert [run.fire_time for run in await world.store.list_runs(task.id) if run.buffered] == [at(4)]
+
+    await first.renew_leases()  # the first sees the request at its next renewal
+    await finish(first)
+    job.gate = None
+    await second._claim_once(100)
+    await finish(second)
+    assert job.started == [at(0), at(4)]
+    await first.history.flush(force=True)
+    assert await history_of(world, second, task) == [("cancelled", at(0)), ("success", at(4))]
+    assert await world.store.list_runs(task.id) == []
+
+
+async def test_cancel_other_cancels_a_run_of_the_same_engine_at_once(world: World) -> None:
+    engine, job = world.engine(), world.job(gated=True)
+    task = await world.add(job, every=4, misfire_grace_time=None, overlap="cancel_other")
+    await engine._claim_once(100)
+    await settle()
+    world.clock.advance(4)
+    await engine._claim_once(100)
+    await settle()
+    await finish(engine)  # cancelled without a lease renewal
+    job.gate = None
+    await engine._claim_once(100)
+    await finish(engine)
+    assert job.started == [at(0), at(4)]
+    assert await history_of(world, engine, task) == [("cancelled", at(0)), ("success", at(4))]

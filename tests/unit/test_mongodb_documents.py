@@ -258,7 +258,7 @@ def test_a_fired_run_is_upserted_with_a_lease_by_the_server_clock_and_extended_s
 
 
 def test_fire_admits_runs_only_below_max_instances_and_keeps_a_newer_user_change() -> None:
-    [stage] = d.fire_pipeline("w1", 3, 5, NOW)
+    [stage] = d.fire_pipeline("w1", 3, 5, NOW, None)
     fields = stage["$set"]
     mine = {"$eq": ["$claimed_by", {"$literal": "w1"}]}
     room = {"$max": [0, {"$min": [{"$literal": 3}, {"$subtract": ["$max_instances", "$running"]}]}]}
@@ -274,7 +274,28 @@ def test_fire_admits_runs_only_below_max_instances_and_keeps_a_newer_user_change
     [(0, 1, 1, 1), (1, 1, 1, 0), (0, 2, 3, 2), (3, 2, 1, 0), (0, 5, 0, 0)],
 )
 def test_granted_matches_the_pipeline(running: int, max_instances: int, created: int, admitted: int) -> None:
-    assert d.granted({"running": running, "max_instances": max_instances}, created) == admitted
+    assert d.granted({"running": running, "max_instances": max_instances}, created, None) == admitted
+
+
+@pytest.mark.parametrize(
+    ("overlap", "running", "created", "admitted"),
+    [
+        ("skip", 0, 2, 1),
+        ("skip", 1, 1, 0),
+        ("buffer_one", 1, 3, 1),
+        ("buffer_one", 2, 1, 0),
+        ("buffer_all", 1, 3, 3),
+    ],
+)
+def test_one_at_a_time_policies_cap_runs_at_one_plus_their_buffer(
+    overlap: str, running: int, created: int, admitted: int
+) -> None:
+    cap = d.run_cap(overlap)
+    assert d.granted({"running": running, "max_instances": 1}, created, cap) == admitted
+    [stage] = d.fire_pipeline("w1", created, 5, NOW, cap)
+    room = {"$max": [0, {"$min": [{"$literal": created}, {"$subtract": [{"$literal": cap}, "$running"]}]}]}
+    assert stage["$set"]["running"] == {"$add": ["$running", room]}
+    assert d.run_cap("allow_all") is None
 
 
 def test_a_task_is_removed_only_with_no_runs_no_next_time_and_no_claim() -> None:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar, cast
 import pytest
 
 from backbeat.errors import CorruptRecordError, TaskExistsError, TaskNotFoundError
+from backbeat.model.overlap import BUFFERED_UNTIL
 from backbeat.model.records import (
     FireDecision,
     Run,
@@ -410,6 +411,12 @@ def result(run_id: str, outcome: RunOutcome, *, token: int = 5, **fields: Any) -
     return RunResult(run=run, outcome=outcome, finished_at=T0 + timedelta(seconds=1), **fields)
 
 
+def test_complete_notifies_when_it_starts_a_buffered_run() -> None:
+    driver = FakeDriver(rows={"RUN_OWNERS": [[("r1", "a", "me", 5)]], "PROMOTE_BUFFERED": [[("r9",)]]})
+    lost, notified = driver.run(runs.complete, "me", [result("r1", RunOutcome.SUCCESS)])
+    assert lost == set() and notified
+
+
 def test_complete_reports_runs_held_by_another_deletes_done_runs_and_requeues_retries() -> None:
     owners = [("r1", "a", "me", 5), ("r2", "a", "me", 5), ("r3", "a", "other", 5), ("r5", "a", "me", 6)]
     driver = FakeDriver(rows={"RUN_OWNERS": [owners]})
@@ -428,12 +435,16 @@ def test_complete_reports_runs_held_by_another_deletes_done_runs_and_requeues_re
         "RUN_OWNERS",
         "RETRY_RUN",
         "DELETE_RUNS",
+        "PROMOTE_BUFFERED",
         "COUNT_RUNS",
         "REMOVE_FINISHED",
         "NOTIFY",
     ]
     assert driver.params("RETRY_RUN") == [(1, to_us(retry_at), "r2")]
     assert driver.params("DELETE_RUNS") == (["r1"],)
+    # the task of the deleted run may start its earliest buffered run, from when it ended
+    finished_us = to_us(T0 + timedelta(seconds=1))
+    assert driver.params("PROMOTE_BUFFERED") == (finished_us, to_us(BUFFERED_UNTIL), ["a"])
     # one finished, two runs counted, one failure, the last outcome
     assert driver.params("COUNT_RUNS") == [(1, 2, 1, to_us(T0 + timedelta(seconds=1)), "failure", "a")]
     assert notified

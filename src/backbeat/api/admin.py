@@ -48,7 +48,7 @@ class RetryRefusedError(BackbeatError):
     or a run of that id exists)."""
 
 
-RunState = Literal["running", "waiting", "expired"]
+RunState = Literal["running", "waiting", "buffered", "expired"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,7 +70,13 @@ class RunView:
     @classmethod
     def of(cls, run: Run, now: datetime, names: dict[str, str]) -> RunView:
         state: RunState = (
-            "waiting" if run.owner is None else "running" if run.lease_until > now else "expired"
+            "buffered"
+            if run.buffered
+            else "waiting"
+            if run.owner is None
+            else "running"
+            if run.lease_until > now
+            else "expired"
         )
         name = run.task.name if run.task is not None else names.get(run.task_id)
         return cls(

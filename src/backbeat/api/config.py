@@ -11,6 +11,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from backbeat.abc import Executor, Store
 from backbeat.errors import ConfigurationError
+from backbeat.model.overlap import Overlap
 from backbeat.model.records import TaskOptions
 from backbeat.policies.definitions import option_json
 from backbeat.stores import (
@@ -154,7 +155,25 @@ def task_options(job_defaults: Mapping[str, Any], overrides: Mapping[str, Any] |
         )
     if options.timeout is not None and options.timeout <= 0:
         raise ConfigurationError(f"timeout must be > 0 or None, got {options.timeout!r}")
+    check_overlap(options)
     return options
+
+
+def check_overlap(options: TaskOptions) -> None:
+    """Check a task's overlap policy against its ``max_instances``.
+
+    Raises:
+        ConfigurationError: an unknown ``overlap``, or ``max_instances`` above 1 with a policy
+            that allows one run at a time.
+    """
+    allowed = [policy.value for policy in Overlap]
+    if options.overlap not in allowed:
+        raise ConfigurationError(f"overlap must be one of {', '.join(allowed)}; got {options.overlap!r}")
+    if options.overlap != Overlap.ALLOW_ALL and options.max_instances != 1:
+        raise ConfigurationError(
+            f"max_instances={options.max_instances} needs overlap='allow_all'; overlap="
+            f"{options.overlap!r} runs one at a time"
+        )
 
 
 def store_config_from_settings(settings: Mapping[str, Any]) -> StoreConfig | str:

@@ -650,7 +650,7 @@ class BackgroundTaskScheduler(HostedService):
         ``limit``, after ``cursor`` (the ``next_cursor`` of the page before).
 
         ``outcome`` is one outcome (``"success"``, ``"failure"``, ``"retry_scheduled"``,
-        ``"dead_lettered"``, ``"missed"``, ``"cancelled"``, ``"lost_lease"``, ``"lost"``,
+        ``"dead_lettered"``, ``"missed"``, ``"skipped"``, ``"cancelled"``, ``"lost_lease"``, ``"lost"``,
         ``"orphaned"``), several, or ``"failed"`` for the first three failures; ``since`` a time
         or how long ago.
 

@@ -39,6 +39,7 @@ class TaskInfo:
     misfire_grace_time: float | None
     coalesce: bool
     max_instances: int
+    overlap: str
 
     @classmethod
     def of(cls, task: Task, *, local: bool = False) -> TaskInfo:
@@ -64,6 +65,7 @@ class TaskInfo:
             misfire_grace_time=task.options.misfire_grace_time,
             coalesce=task.options.coalesce,
             max_instances=task.options.max_instances,
+            overlap=task.options.overlap,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -113,6 +113,15 @@ class HistoryRecorder:
         )
         self._add(task.id, task, run, HistoryOutcome.MISSED, ended=self.clock(), error=f"late by {late_by}")
 
+    def skipped(self, task: Task, fire_time: datetime, *, why: str) -> None:
+        """A fire time the task's overlap policy refused (another run of it was going)."""
+        if not self.enabled:
+            return
+        run = Run(
+            id=run_id_for(task.id, fire_time), task_id=task.id, fire_time=fire_time, lease_until=fire_time
+        )
+        self._add(task.id, task, run, HistoryOutcome.SKIPPED, ended=self.clock(), error=why)
+
     def _add(
         self,
         task_id: str,

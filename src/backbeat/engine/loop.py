@@ -23,6 +23,7 @@ from backbeat.errors import BackbeatError, LeaseLostError, StoreError
 from backbeat.model import triggers
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 from backbeat.model.history import HistorySettings
+from backbeat.model.overlap import Overlap
 from backbeat.model.records import FireDecision, FireResult, Run, RunOutcome, RunResult, Task, utcnow
 from backbeat.model.registry import JobRegistry
 from backbeat.policies.enforcement import RunPolicies
@@ -332,19 +333,42 @@ class Engine:
         for result in results:
             task = by_id[result.task_id]
             for fire_time in result.skipped:
-                log.warning(
-                    "task %s (%s): max_instances=%d reached, fire time %s skipped",
+                self._skipped(task, fire_time)
+            if result.buffered:
+                log.info(
+                    "task %s (%s): fire times %s wait for its running run (overlap=%s)",
                     task.id,
                     task.name,
-                    task.options.max_instances,
-                    fire_time,
+                    [run.fire_time.isoformat() for run in result.buffered],
+                    task.options.overlap,
                 )
-                self._emit(EventKind.MAX_INSTANCES, task, fire_time=fire_time)
+                if task.options.overlap == Overlap.CANCEL_OTHER:
+                    await self._cancel_others(task)
             for run in result.runs:
                 run.task = run.task or task
                 runs.append(run)
         self.deadlines.granted([run.id for run in runs], sent)
         return runs
+
+    def _skipped(self, task: Task, fire_time: datetime) -> None:
+        if task.options.overlap == Overlap.ALLOW_ALL:
+            why = f"max_instances={task.options.max_instances} runs were going"
+        else:
+            why = f"a run was going (overlap={task.options.overlap})"
+        log.warning("task %s (%s): fire time %s skipped: %s", task.id, task.name, fire_time, why)
+        self._emit(EventKind.MAX_INSTANCES, task, fire_time=fire_time)
+        self.history.skipped(task, fire_time, why=why)
+
+    async def _cancel_others(self, task: Task) -> None:
+        """Ask whichever process runs ``task``'s running run to cancel it (overlap
+        ``cancel_other``): its buffered run starts once it has ended."""
+        try:
+            running = [run for run in await self.store.list_runs(task.id) if not run.buffered]
+            for run in running:
+                if not self.cancel(run.id):  # here: at once; elsewhere: at its next lease renewal
+                    await cancellations.request(self.store, run.id, self.clock())
+        except (StoreError, OSError) as exc:
+            self._store_error(exc, "asking for a run's cancellation")
 
     async def _decide(self, task: Task, now: datetime) -> FireDecision:
         no_fire = FireDecision(
@@ -387,6 +411,7 @@ class Engine:
             fire_times=runnable,
             next_run_time=following,
             missed=len(missed),
+            overlap=task.options.overlap,
         )
 
     async def _orphan(self, task: Task, reason: str) -> None:

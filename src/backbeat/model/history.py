@@ -34,6 +34,9 @@ class HistoryOutcome(enum.StrEnum):
     DEAD_LETTERED = "dead_lettered"
     MISSED = "missed"
     """Its fire time was later than ``misfire_grace_time`` allows: it never ran."""
+    SKIPPED = "skipped"
+    """Its fire time came while another run of the task was going and the task's overlap
+    policy refused it: it never ran."""
     CANCELLED = "cancelled"
     LOST_LEASE = "lost_lease"
     """Stopped here because its lease could not be renewed in time (another owner may run it)."""

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from backbeat.errors import CorruptRecordError
+from backbeat.model.overlap import BUFFERED_UNTIL
 
 JSON = Any
 """A value made only of dict, list, str, int, float, bool and None."""
@@ -53,6 +54,8 @@ class TaskOptions:
     """A ``RetryPolicy`` as JSON: failed runs are re-queued in the store, then dead-lettered."""
     circuit_breaker: dict[str, JSON] | None = None
     """A ``CircuitBreakerPolicy`` as JSON; its state is shared through the store."""
+    overlap: str = "allow_all"
+    """What a fire time does while a run of the task is going (see :class:`backbeat.Overlap`)."""
 
     def to_json(self) -> dict[str, JSON]:
         return {
@@ -64,6 +67,7 @@ class TaskOptions:
             "executor": self.executor,
             "retry": self.retry,
             "circuit_breaker": self.circuit_breaker,
+            "overlap": self.overlap,
         }
 
     @classmethod
@@ -219,6 +223,11 @@ class Run:
     downstream writes so they can refuse an older holder's. A waiting run keeps its last
     holder's token; 0 if it never had one."""
 
+    @property
+    def buffered(self) -> bool:
+        """Waiting behind a running run of its task (overlap ``buffer_*``/``cancel_other``)."""
+        return self.owner is None and self.lease_until >= BUFFERED_UNTIL
+
     def to_document(self) -> dict[str, JSON]:
         return {
             "id": self.id,
@@ -266,6 +275,9 @@ class FireDecision:
     next_run_time: datetime | None
     missed: int = 0
     """Fire times skipped for lateness (reported, not run)."""
+    overlap: str = "allow_all"
+    """The task's overlap policy as claimed: how ``fire`` admits each fire time (see
+    :func:`backbeat.model.overlap.admit`)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -275,7 +287,9 @@ class FireResult:
     task_id: str
     runs: list[Run]
     skipped: list[datetime] = field(default_factory=list)
-    """Fire times not run because max_instances runs already existed."""
+    """Fire times refused by the overlap policy (``max_instances`` runs, or a run, existed)."""
+    buffered: list[Run] = field(default_factory=list)
+    """Runs created waiting behind a running run of the task (claimable once it ends)."""
     removed: bool = False
     """The task had nothing left to run and was removed (a one-shot whose time was missed)."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 import copy
 import heapq
-from bisect import bisect_right
+from bisect import bisect_right, insort
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ from typing import Any
 from backbeat.abc import Store
 from backbeat.errors import TaskExistsError, TaskNotFoundError
 from backbeat.model.history import HistoryEntry, HistoryQuery
+from backbeat.model.overlap import BUFFERED_UNTIL, Admission, admit
 from backbeat.model.records import (
     Claim,
     DeadLetter,
@@ -78,6 +79,8 @@ class MemoryStore:
         """Runs with an owner by lease end (the lease clock)."""
         self._waiting: builtins.list[_HeapEntry] = []
         """Runs without an owner by the time they become claimable (the caller's clock)."""
+        self._buffered: dict[str, builtins.list[tuple[datetime, str]]] = {}
+        """Each task's buffered runs (waiting until :data:`BUFFERED_UNTIL`) by fire time."""
         self._seq = count()
         self._fencing = count(1)
         """The fencing tokens handed out with leases: never reset, not even by ``clear``."""
@@ -180,6 +183,7 @@ class MemoryStore:
         self._run_seq.clear()
         self._leases.clear()
         self._waiting.clear()
+        self._buffered.clear()
         self._dead_letters.clear()
         self._state.clear()
         self._history.clear()
@@ -247,21 +251,21 @@ class MemoryStore:
                 run_id = run_id_for(task.id, fire_time)
                 if run_id in self._runs:
                     continue
-                if task.running >= task.options.max_instances:
+                admission = admit(decision.overlap, task.running, task.options.max_instances)
+                if admission is Admission.SKIP:
                     result.skipped.append(fire_time)
                     continue
-                run = Run(
-                    id=run_id,
-                    task_id=task.id,
-                    fire_time=fire_time.astimezone(UTC),
-                    owner=owner,
-                    lease_until=until,
-                    fencing_token=next(self._fencing),
-                )
+                run = Run(id=run_id, task_id=task.id, fire_time=fire_time.astimezone(UTC), lease_until=until)
+                if admission is Admission.RUN:
+                    run.owner, run.fencing_token = owner, next(self._fencing)
+                    result.runs.append(copy_run(run))
+                else:
+                    run.lease_until = BUFFERED_UNTIL
+                    insort(self._buffered.setdefault(task.id, []), (run.fire_time, run_id))
+                    result.buffered.append(copy_run(run))
                 self._runs[run_id] = run
                 created.append(run_id)
                 task.running += 1
-                result.runs.append(copy_run(run))
             # a user's change since the claim wins over the trigger's next fire time
             if task.version == decision.claimed_version:
                 task.next_run_time = decision.next_run_time
@@ -279,7 +283,7 @@ class MemoryStore:
 
     async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
         lost: set[str] = set()
-        retried: builtins.list[str] = []
+        retried: builtins.list[str] = []  # and buffered runs made claimable
         touched: dict[str, _Slot] = {}
         for result in results:
             run_id = result.run.id
@@ -294,6 +298,7 @@ class MemoryStore:
                 retried.append(run_id)
             else:
                 del self._runs[run_id], self._run_seq[run_id]
+                retried += self._promote(run.task_id, result.finished_at)
             slot = self._tasks.get(run.task_id)
             if result.dead_letter:
                 snapshot = None if slot is None else copy_task(slot.task)
@@ -447,6 +452,17 @@ class MemoryStore:
         return [copy.copy(entry) for entry in entries], cursor
 
     # -- internals -------------------------------------------------------------------------
+
+    def _promote(self, task_id: str, now: datetime) -> builtins.list[str]:
+        """Make the earliest buffered run of a task claimable from ``now``; its id, if any."""
+        buffered = self._buffered.get(task_id)
+        if not buffered:
+            return []
+        _, run_id = buffered.pop(0)
+        if not buffered:
+            del self._buffered[task_id]
+        self._runs[run_id].lease_until = now
+        return [run_id]
 
     def _schedule(self, slot: _Slot) -> bool:
         """Put a task in the claims heap at its claim end, or in the due heap at its next run

@@ -40,6 +40,7 @@ class TaskOut(BaseModel):
     misfire_grace_time: float | None
     coalesce: bool
     max_instances: int
+    overlap: str
 
     @classmethod
     def of(cls, info: TaskInfo) -> TaskOut:
@@ -51,7 +52,8 @@ class TaskOut(BaseModel):
 
 class RunOut(BaseModel):
     """A run now in the store: ``running`` (leased to ``owner``, ``host:pid:suffix``), ``waiting``
-    (a retry, trigger-now or released run) or ``expired`` (its owner stopped renewing it)."""
+    (a retry, trigger-now or released run), ``buffered`` (waiting for a running run of its task:
+    its overlap policy) or ``expired`` (its owner stopped renewing it)."""
 
     id: str
     task_id: str
@@ -60,7 +62,7 @@ class RunOut(BaseModel):
     attempt: int
     owner: str | None
     lease_until: datetime
-    state: Literal["running", "waiting", "expired"]
+    state: Literal["running", "waiting", "buffered", "expired"]
     fencing_token: int
 
     @classmethod

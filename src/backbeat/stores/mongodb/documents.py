@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 
 from backbeat.errors import CorruptRecordError
+from backbeat.model.overlap import BUFFERED_UNTIL, Overlap, buffers
 from backbeat.model.records import DeadLetter, Run, RunOutcome, RunResult, Task, TaskFilter
 
 Doc = dict[str, Any]
@@ -260,17 +261,28 @@ def held_filter(task_ids: list[str], owner: str) -> Doc:
     return {"_id": {"$in": task_ids}, "claimed_by": owner}
 
 
-def granted(before: Mapping[str, Any], created: int) -> int:
+def run_cap(overlap: str) -> int | None:
+    """How many runs (leased and buffered) a task may have under ``overlap``; ``None``: its
+    ``max_instances`` (``allow_all``)."""
+    return None if overlap == Overlap.ALLOW_ALL else 1 + buffers(overlap)
+
+
+def granted(before: Mapping[str, Any], created: int, cap: int | None) -> int:
     """How many new runs :func:`fire_pipeline` admitted, from the task as it was before."""
-    return max(0, min(created, int(before["max_instances"]) - int(before["running"])))
+    limit = int(before["max_instances"]) if cap is None else cap
+    return max(0, min(created, limit - int(before["running"])))
 
 
-def fire_pipeline(owner: str, created: int, claimed_version: int, next_us: int | None) -> Pipeline:
-    """Admit up to ``created`` new runs while ``running < max_instances``; when ``owner``
-    still holds the claim, also store the next fire time (unless a user changed the task
-    since the claim) and drop the claim. One atomic single-document update."""
+def fire_pipeline(
+    owner: str, created: int, claimed_version: int, next_us: int | None, cap: int | None
+) -> Pipeline:
+    """Admit up to ``created`` new runs while ``running`` stays within ``cap`` (``None``:
+    ``max_instances``); when ``owner`` still holds the claim, also store the next fire time
+    (unless a user changed the task since the claim) and drop the claim. One atomic
+    single-document update."""
     mine = {"$eq": ["$claimed_by", lit(owner)]}
-    room = {"$max": [0, {"$min": [lit(created), {"$subtract": ["$max_instances", "$running"]}]}]}
+    limit = "$max_instances" if cap is None else lit(cap)
+    room = {"$max": [0, {"$min": [lit(created), {"$subtract": [limit, "$running"]}]}]}
     unchanged = {"$and": [mine, {"$eq": ["$version", lit(claimed_version)]}]}
     return [
         {
@@ -423,6 +435,16 @@ def claim_run_update(owner: str, lease_us: int, token: str, fencing: int, *, rec
             }
         }
     ]
+
+
+def buffered_update() -> Doc:
+    """Turn a run just created leased into one buffered behind its task's running run."""
+    return {"$set": {"owner": None, "lease_until": to_us(BUFFERED_UNTIL), "token": None, "fencing": 0}}
+
+
+def next_buffered_filter(task_id: str) -> Doc:
+    """The buffered runs of a task (the earliest is found by sorting on ``fire_time``)."""
+    return {"task_id": task_id, "owner": None, "lease_until": to_us(BUFFERED_UNTIL)}
 
 
 def leased_run_upsert(run: Run, token: str, lease_us: int) -> Pipeline:

@@ -36,6 +36,7 @@ from pymongo.errors import BulkWriteError
 from backbeat.abc import Store
 from backbeat.errors import CorruptRecordError, StoreError, TaskExistsError, TaskNotFoundError
 from backbeat.model.history import HistoryEntry, HistoryQuery
+from backbeat.model.overlap import BUFFERED_UNTIL
 from backbeat.model.records import (
     Claim,
     DeadLetter,
@@ -371,9 +372,10 @@ class MongoStore:
     ) -> FireResult | None:
         task_id = decision.task_id
         next_us = d.opt_us(decision.next_run_time)
+        cap = d.run_cap(decision.overlap)
         before = await c.tasks.find_one_and_update(
             {"_id": task_id},
-            d.fire_pipeline(owner, len(created), decision.claimed_version, next_us),
+            d.fire_pipeline(owner, len(created), decision.claimed_version, next_us, cap),
             projection=_COUNTERS,
             return_document=ReturnDocument.BEFORE,
         )
@@ -382,8 +384,11 @@ class MongoStore:
             if ids:
                 await c.runs.delete_many({"_id": {"$in": ids}, "token": token})
             return None
-        admitted = d.granted(before, len(created))
+        admitted = d.granted(before, len(created), cap)
         kept, refused = created[:admitted], created[admitted:]
+        # one run at a time (every policy but allow_all): those behind a run wait for it
+        leased = len(kept) if cap is None else int(before["running"] == 0 and bool(kept))
+        kept, buffered = kept[:leased], kept[leased:]
         if refused:
             await c.runs.delete_many({"_id": {"$in": [r.id for r in refused]}, "token": token})
         if before.get("claimed_by") != owner:
@@ -392,14 +397,34 @@ class MongoStore:
             if kept:
                 waiting = {"$set": {"owner": None, "lease_until": now_us, "token": None}}
                 await c.runs.update_many({"_id": {"$in": [r.id for r in kept]}, "token": token}, waiting)
+            if buffered:
+                await c.runs.update_many(
+                    {"_id": {"$in": [r.id for r in buffered]}, "token": token}, d.buffered_update()
+                )
             return None
+        if buffered:
+            await c.runs.update_many(
+                {"_id": {"$in": [r.id for r in buffered]}, "token": token}, d.buffered_update()
+            )
+            for run in buffered:
+                run.owner, run.lease_until, run.fencing_token = None, BUFFERED_UNTIL, 0
         if refused:
             await self._recount(c, task_id)
-        result = FireResult(task_id=task_id, runs=kept, skipped=[r.fire_time for r in refused])
+        result = FireResult(
+            task_id=task_id, runs=kept, skipped=[r.fire_time for r in refused], buffered=buffered
+        )
         next_after = next_us if before.get("version") == decision.claimed_version else before.get("next")
         if before["running"] + admitted <= 0 and next_after is None:
             result.removed = (await c.tasks.delete_one(d.finished_filter(task_id))).deleted_count == 1
         return result
+
+    async def _promote(self, c: Collections, task_id: str, now_us: int) -> None:
+        """Make the earliest buffered run of a task claimable from ``now_us`` (a run of it ended)."""
+        promoted = await c.runs.find_one_and_update(
+            d.next_buffered_filter(task_id), {"$set": {"lease_until": now_us}}, sort=[("fire_time", 1)]
+        )
+        if promoted is not None:
+            self._conn.notify()
 
     @staticmethod
     async def _recount(c: Collections, task_id: str) -> None:
@@ -425,6 +450,8 @@ class MongoStore:
             held = (await c.runs.update_one(mine, d.requeue_update(result))).matched_count
         else:
             held = (await c.runs.delete_one(mine)).deleted_count
+            if held:
+                await self._promote(c, run.task_id, d.to_us(result.finished_at))
         if not held:
             return False
         if result.dead_letter:

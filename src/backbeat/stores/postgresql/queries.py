@@ -157,6 +157,15 @@ DELETE FROM {p}_tasks
 WHERE id = ANY($1::text[]) AND running = 0 AND next_run_time IS NULL
   AND quarantined IS NULL AND claimed_by IS NULL
 """
+# Parameters: the time they become claimable, the buffered runs' lease end, task ids. The
+# earliest buffered run of each task becomes a waiting run (found through the lease index).
+PROMOTE_BUFFERED = """
+UPDATE {p}_runs SET lease_until = $1
+WHERE id IN (SELECT DISTINCT ON (task_id) id FROM {p}_runs
+             WHERE lease_until = $2 AND owner IS NULL AND task_id = ANY($3::text[])
+             ORDER BY task_id, fire_time)
+RETURNING id
+"""
 
 # -- leases -----------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from backbeat.abc import Store
 from backbeat.errors import CorruptRecordError, StoreError, TaskExistsError, TaskNotFoundError
 from backbeat.model.history import HistoryEntry, HistoryQuery
+from backbeat.model.overlap import BUFFERED_UNTIL, Overlap, buffers
 from backbeat.model.records import (
     Claim,
     DeadLetter,
@@ -46,6 +47,7 @@ ADD_BATCH = 1000
 """Tasks per ``add.lua`` call: bigger batches would stall the server for other clients."""
 READ_BATCH = 500
 _US = timedelta(microseconds=1)
+_BUFFERED_US = to_us(BUFFERED_UNTIL)
 
 
 class RedisStore:
@@ -259,12 +261,13 @@ class RedisStore:
     ) -> builtins.list[FireResult]:
         if not decisions:
             return []
-        args: list[Arg] = [owner, lease // _US]
+        args: list[Arg] = [owner, lease // _US, _BUFFERED_US]
         times: list[list[str]] = []
         for decision in decisions:
             fire_times = [iso(fire_time) for fire_time in decision.fire_times]
             times.append(fire_times)
-            head = f"{len(fire_times)}|{decision.claimed_version}|{opt_us(decision.next_run_time)}|"
+            room = -1 if decision.overlap == Overlap.ALLOW_ALL else buffers(decision.overlap)
+            head = f"{len(fire_times)}|{decision.claimed_version}|{opt_us(decision.next_run_time)}|{room}|"
             args.append(head + "".join(f"{fire_time}|" for fire_time in fire_times) + decision.task_id)
         until_us, reply, token = await self._conn.run("fire", *args)
         until, statuses = from_us(until_us), text(reply).split(",")
@@ -286,6 +289,14 @@ class RedisStore:
                     )
                     token += 1
                     result.runs.append(run)
+                elif letter == "b":
+                    waiting = Run(
+                        id=f"{task_id}@{fire_time}",
+                        task_id=task_id,
+                        fire_time=datetime.fromisoformat(fire_time),
+                        lease_until=BUFFERED_UNTIL,
+                    )
+                    result.buffered.append(waiting)
                 elif letter == "s":
                     result.skipped.append(datetime.fromisoformat(fire_time))
             results.append(result)

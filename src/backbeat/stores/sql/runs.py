@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from backbeat.errors import TaskNotFoundError
+from backbeat.model.overlap import BUFFERED_UNTIL, Admission, admit
 from backbeat.model.records import Claim, FireDecision, FireResult, Run, RunOutcome, RunResult, run_id_for
 from backbeat.stores.sql import dead_letters, tasks
 from backbeat.stores.sql.records import Corrupt, decode, first, quarantine
@@ -25,6 +26,7 @@ from backbeat.stores.sql.steps import (
 )
 
 _US = timedelta(microseconds=1)
+_BUFFERED_US = to_us(BUFFERED_UNTIL)
 
 
 def claim(
@@ -109,6 +111,7 @@ def fire(d: Dialect, owner: str, decisions: list[FireDecision], lease: timedelta
     existing = set((yield from fetch_ids(d.sql.EXISTING_RUNS, d.array(wanted)))) if wanted else set()
     results: list[FireResult] = []
     created: list[Run] = []
+    buffered: list[tuple[str, str, int, int, None, int, int]] = []
     updates: list[tuple[int, int | None, str]] = []
     deletes: list[tuple[str]] = []
     for decision in decisions:
@@ -122,12 +125,18 @@ def fire(d: Dialect, owner: str, decisions: list[FireDecision], lease: timedelta
             run_id = run_id_for(task_id, fire_time)
             if run_id in existing:
                 continue
-            if running >= max_instances:
+            admission = admit(decision.overlap, running, max_instances)
+            if admission is Admission.SKIP:
                 result.skipped.append(fire_time)
                 continue
             existing.add(run_id)
             running += 1
             fire = from_us(to_us(fire_time))
+            if admission is Admission.BUFFER:
+                waiting = Run(id=run_id, task_id=task_id, fire_time=fire, lease_until=BUFFERED_UNTIL)
+                result.buffered.append(waiting)
+                buffered.append((run_id, task_id, to_us(fire), 1, None, _BUFFERED_US, 0))
+                continue
             run = Run(id=run_id, task_id=task_id, fire_time=fire, owner=owner, lease_until=until)
             created.append(run)
             result.runs.append(run)
@@ -146,6 +155,7 @@ def fire(d: Dialect, owner: str, decisions: list[FireDecision], lease: timedelta
         run.fencing_token = token
         inserts.append((run.id, run.task_id, to_us(run.fire_time), 1, owner, until_us, token))
     yield from execute_many(d.sql.INSERT_RUN, inserts)
+    yield from execute_many(d.sql.INSERT_RUN, buffered)
     yield from execute_many(d.sql.FIRED, updates)
     yield from execute_many(d.sql.DELETE_TASK, deletes)
     if any(nrt is not None for _, nrt, _ in updates):
@@ -160,6 +170,8 @@ def complete(d: Dialect, owner: str, results: list[RunResult]) -> Txn[set[str]]:
     lost: set[str] = set()
     retries: list[tuple[int, int, str]] = []
     done: list[str] = []
+    ended: set[str] = set()  # tasks with a run gone for good: their next buffered run may start
+    ended_at: int | None = None
     counts: dict[str, list[Any]] = {}  # task id -> [finished, runs, failures, last_run_at, outcome]
     for result in results:
         row = runs.pop(result.run.id, None)
@@ -176,18 +188,25 @@ def complete(d: Dialect, owner: str, results: list[RunResult]) -> Txn[set[str]]:
                 continue  # a deferral counts nothing
         else:
             done.append(row[0])
+            ended.add(row[1])
+            finished_us = to_us(result.finished_at)
+            ended_at = finished_us if ended_at is None else min(ended_at, finished_us)
         count = counts.setdefault(row[1], [0, 0, 0, None, None])
         count[0] += result.retry_at is None
         count[1] += 1
         count[2] += result.outcome == RunOutcome.FAILURE
         count[3:] = to_us(result.finished_at), result.outcome.value
     yield from execute_many(d.sql.RETRY_RUN, retries)
+    promoted: list[str] = []
     if done:
         yield from execute(d.sql.DELETE_RUNS, d.array(done))
+        promoted = yield from fetch_ids(
+            d.sql.PROMOTE_BUFFERED, ended_at, _BUFFERED_US, d.array(sorted(ended))
+        )
     yield from execute_many(d.sql.COUNT_RUNS, [(*counts[task_id], task_id) for task_id in sorted(counts)])
     if counts:
         yield from execute(d.sql.REMOVE_FINISHED, d.array(counts))
-    if retries:
+    if retries or promoted:
         yield from notify()
     return lost
 

@@ -132,6 +132,7 @@ class Statements(Protocol):
     DELETE_RUNS: str
     COUNT_RUNS: str
     REMOVE_FINISHED: str
+    PROMOTE_BUFFERED: str
     EXTEND_RUNS: str
     RELEASE_RUNS: str
     RELEASE_TASKS: str

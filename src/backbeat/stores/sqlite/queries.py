@@ -146,6 +146,16 @@ DELETE FROM tasks
 WHERE id IN (SELECT value FROM json_each(?)) AND running = 0 AND next_run_time IS NULL
   AND quarantined IS NULL AND claimed_by IS NULL
 """
+# Parameters: the time they become claimable, the buffered runs' lease end, task ids. The
+# earliest buffered run of each task becomes a waiting run (found through the lease index).
+PROMOTE_BUFFERED = """
+UPDATE runs SET lease_until = ?1
+WHERE id IN (SELECT (SELECT r.id FROM runs AS r
+                     WHERE r.lease_until = ?2 AND r.owner IS NULL AND r.task_id = t.value
+                     ORDER BY r.fire_time LIMIT 1)
+             FROM json_each(?3) AS t)
+RETURNING id
+"""
 
 # -- leases -----------------------------------------------------------------------------------
 

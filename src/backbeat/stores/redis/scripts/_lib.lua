@@ -58,6 +58,36 @@ local function run_key(id)
   return P .. 'r:' .. id
 end
 
+-- a task's buffered runs (overlap policies): a sorted set of run ids, all scored 0, so its
+-- order is the ids' and so their fire times' (every id of a task has the same prefix)
+local function buffered_key(id)
+  return P .. 'b:' .. id
+end
+
+-- the task id of a run id ("task_id@fire_time"; a fire time holds no '@')
+local function task_of(run_id)
+  return string.match(run_id, '^(.*)@[^@]*$')
+end
+
+-- What fire does with a fire time of a task with `running` runs (model.overlap.admit):
+-- 'c' create a leased run, 'b' a buffered one, 's' skip. `buffers` < 0 means allow_all
+-- (up to max runs at once), else one run at a time with up to `buffers` buffered behind it.
+local function admit(buffers, running, max)
+  if buffers < 0 then
+    if running < max then
+      return 'c'
+    end
+    return 's'
+  end
+  if running == 0 then
+    return 'c'
+  end
+  if running - 1 < buffers then
+    return 'b'
+  end
+  return 's'
+end
+
 local function keys_of(make, ids)
   local keys = {}
   for i, id in ipairs(ids) do

@@ -3,6 +3,7 @@ local batch = tonumber(ARGV[2])
 remove_tasks(redis.call('ZRANGE', K_IDS, 0, batch - 1))
 local runs = redis.call('ZRANGE', K_LEASES, 0, batch - 1)
 call_keys('DEL', keys_of(run_key, runs))
+call_keys('DEL', keys_of(function(rid) return buffered_key(task_of(rid)) end, runs))
 call_many('ZREM', K_LEASES, runs)
 local left = redis.call('ZCARD', K_IDS) + redis.call('ZCARD', K_LEASES)
 if left == 0 then

@@ -54,6 +54,12 @@ for i, item in ipairs(finished) do
     retries[#retries + 1] = rid
   else
     done[#done + 1] = rid
+    -- a run gone for good: the earliest buffered run of its task (if any) may start
+    local promoted = redis.call('ZPOPMIN', buffered_key(task_ids[i]))
+    if promoted[1] then
+      retries[#retries + 1] = finished_at
+      retries[#retries + 1] = promoted[1]
+    end
   end
   if result[5] == '1' then
     dead[#dead + 1] = {rid, task_ids[i], letters[item[4]]}

@@ -1,15 +1,16 @@
--- ARGV: prefix, owner, lease (microseconds: runs are leased until the server's now + lease), then per decision
--- "n|claimed_version|next_run_time|fire_time x n|task_id" (next_run_time '' = none; a run's
--- id is task_id .. '@' .. fire_time, as model.run_id_for makes it).
+-- ARGV: prefix, owner, lease (microseconds: runs are leased until the server's now + lease),
+-- a buffered run's lease end (microseconds), then per decision
+-- "n|claimed_version|next_run_time|buffers|fire_time x n|task_id" (next_run_time '' = none;
+-- buffers as admit() takes it; a run's id is task_id .. '@' .. fire_time, as model.run_id_for makes it).
 -- Returns {lease_until, statuses, first_token}: statuses is one string: per decision, comma-separated, '' if the task is
 -- no longer claimed by owner, else 'R' (task removed) or '-' then a letter per fire time: c created,
--- s skipped (max_instances reached), x that run exists already. The created runs' fencing
--- tokens are first_token, first_token + 1, ... in the order of their 'c's.
-local owner, lease_until = ARGV[2], us_text(server_now() + tonumber(ARGV[3]))
+-- b buffered, s skipped (refused by the overlap policy), x that run exists already. The created runs'
+-- fencing tokens are first_token, first_token + 1, ... in the order of their 'c's.
+local owner, lease_until, buffered_until = ARGV[2], us_text(server_now() + tonumber(ARGV[3])), ARGV[4]
 local decisions, ids = {}, {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local packed = ARGV[i]
-  local n, ver, nrt, rest = string.match(packed, '^(%d+)|([^|]*)|([^|]*)|(.*)$')
+  local n, ver, nrt, buffers, rest = string.match(packed, '^(%d+)|([^|]*)|([^|]*)|(%-?%d+)|(.*)$')
   local fires = {}
   local start = 1
   for j = 1, tonumber(n) do
@@ -18,7 +19,7 @@ for i = 4, #ARGV do
     start = stop + 1
   end
   local id = string.sub(rest, start)
-  decisions[#decisions + 1] = {id, ver, nrt, fires}
+  decisions[#decisions + 1] = {id, ver, nrt, fires, tonumber(buffers)}
   ids[#ids + 1] = id
 end
 local owners = get_keys(keys_of(claim_key, ids))
@@ -42,6 +43,7 @@ end
 
 local results, live_writes, run_writes, leases, unclaimed, scores, unscheduled, removed =
   {}, {}, {}, {}, {}, {}, {}, {}
+local buffered_runs = {}
 for i, decision in ipairs(decisions) do
   local id, ver, nrt, fires = decision[1], decision[2], decision[3], decision[4]
   if owners[i] ~= owner or not lives[i] then
@@ -52,19 +54,24 @@ for i, decision in ipairs(decisions) do
     local status = {'-'}
     for j, fire in ipairs(fires) do
       local rid = id .. '@' .. fire
-      if existing[rid] then
-        status[j + 1] = 'x'
-      elseif running < max then
-        existing[rid] = true
+      local admitted = existing[rid] and 'x' or admit(decision[5], running, max)
+      if admitted == 'c' then
         run_writes[#run_writes + 1] = run_key(rid)
         run_writes[#run_writes + 1] = fire
         leases[#leases + 1] = lease_until
         leases[#leases + 1] = rid
-        running = running + 1
-        status[j + 1] = 'c'
-      else
-        status[j + 1] = 's'
+      elseif admitted == 'b' then
+        buffered_runs[#buffered_runs + 1] = run_key(rid)
+        buffered_runs[#buffered_runs + 1] = pack_run('1', fire, '0', '')
+        leases[#leases + 1] = buffered_until
+        leases[#leases + 1] = rid
+        redis.call('ZADD', buffered_key(id), 0, rid)
       end
+      if admitted == 'c' or admitted == 'b' then
+        existing[rid] = true
+        running = running + 1
+      end
+      status[j + 1] = admitted
     end
     if #fires > 0 then
       live[RUNNING] = running
@@ -97,6 +104,7 @@ for i = 2, #run_writes, 2 do
   run_writes[i] = pack_run('1', run_writes[i], first_token + i / 2 - 1, owner)
 end
 call_keys('MSET', run_writes)
+call_keys('MSET', buffered_runs)
 call_many('ZADD', K_LEASES, leases)
 call_many('HSET', K_LIVE, live_writes)
 call_keys('DEL', keys_of(claim_key, unclaimed))
