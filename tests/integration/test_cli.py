@@ -63,6 +63,11 @@ async def test_tasks_list_shows_stored_tasks(make_scheduler: SchedulerFactory, s
     result = await asyncio.to_thread(backbeat, "tasks", "list", "--store", sqlite_url, "--tag", "reports")
     assert result.returncode == 0, result.stderr
     assert "daily-report" in result.stdout and "reports" in result.stdout
+    # a cron trigger's fields in brackets are shown as they are, not taken for rich markup
+    shown = await asyncio.to_thread(backbeat, "tasks", "show", "daily-report", "--store", sqlite_url)
+    assert shown.returncode == 0, shown.stderr
+    info = await producer.get_task_info("daily-report")
+    assert info is not None and "[" in info.trigger and info.trigger in shown.stdout
 
 
 async def test_tasks_list_filters_by_tag_name_and_state(store: Populating) -> None:

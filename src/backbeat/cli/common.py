@@ -16,7 +16,9 @@ from backbeat.errors import BackbeatError, ConfigurationError, StoreUnavailableE
 
 T = TypeVar("T")
 
-console = Console()
+console = Console(markup=False)
+"""Plain text: task names, triggers (``cron[hour='2']``) and errors are printed as they are,
+never read as rich markup."""
 
 StoreOption = Annotated[
     str,
