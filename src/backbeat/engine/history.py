@@ -113,6 +113,14 @@ class HistoryRecorder:
         )
         self._add(task.id, task, run, HistoryOutcome.MISSED, ended=self.clock(), error=f"late by {late_by}")
 
+    def coalesced(self, task: Task, fire_time: datetime, *, into: datetime) -> None:
+        if not self.enabled:
+            return
+        run = Run(
+            id=run_id_for(task.id, fire_time), task_id=task.id, fire_time=fire_time, lease_until=fire_time
+        )
+        self._add(task.id, task, run, HistoryOutcome.COALESCED, ended=self.clock(), error=f"run at {into}")
+
     def _add(
         self,
         task_id: str,
