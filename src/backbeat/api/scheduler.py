@@ -722,7 +722,7 @@ class BackgroundTaskScheduler(HostedService):
         ``limit``, after ``cursor`` (the ``next_cursor`` of the page before).
 
         ``outcome`` is one outcome (``"success"``, ``"failure"``, ``"retry_scheduled"``,
-        ``"dead_lettered"``, ``"missed"``, ``"cancelled"``, ``"lost_lease"``, ``"lost"``,
+        ``"dead_lettered"``, ``"missed"``, ``"coalesced"``, ``"cancelled"``, ``"lost_lease"``, ``"lost"``,
         ``"orphaned"``), several, or ``"failed"`` for the first three failures; ``since`` a time
         or how long ago.
 
