@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, get_args
@@ -143,6 +143,7 @@ class BackfillRunner:
         clock: Callable[[], datetime],
         on_progress: ProgressCallback | None = None,
         notify: Callable[[], None] = lambda: None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         self.store = store
         self.task = task
@@ -151,15 +152,20 @@ class BackfillRunner:
         self.clock = clock
         self.on_progress = on_progress
         self.notify = notify
+        self.sleep = sleep
+        """How the runner waits between two looks at the store (a test passes its own)."""
         self._waiting: dict[str, datetime] = {}
         """Run id -> fire time of the runs added here that have not been seen to end."""
+        self._ours = {run_id_for(task.id, fire_time) for fire_time in progress.fire_times}
+        self._seen: set[str] = set()
+        """Runs of the range's fire times seen in the store, added here or not: each runs once."""
 
     async def run(self) -> BackfillProgress:
         await self._report()
         for fire_time in self.progress.fire_times:
             await self._take_turn(fire_time)
         while self._waiting:
-            await asyncio.sleep(POLL_INTERVAL)
+            await self.sleep(POLL_INTERVAL)
             await self._runs()
         return self.progress
 
@@ -167,6 +173,9 @@ class BackfillRunner:
         run_id = run_id_for(self.task.id, fire_time)
         while True:
             others = await self._runs()
+            if run_id in others or run_id in self._seen:
+                await self._adopt(fire_time, run_id, ended=run_id not in others)
+                return
             if self.overlap == "allow_all":
                 ready = len(others) + len(self._waiting) < self.task.options.max_instances
             elif self._waiting:
@@ -188,17 +197,27 @@ class BackfillRunner:
                 if self.overlap == "skip":  # another run appeared meanwhile
                     await self._skip(fire_time)
                     return
-            await asyncio.sleep(POLL_INTERVAL)
+            await self.sleep(POLL_INTERVAL)
 
     async def _runs(self) -> set[str]:
         """The ids of the task's runs in the store not added here; notes the ended ones of ours."""
         present = {run.id for run in await self.store.list_runs(self.task.id)}
+        self._seen |= present & self._ours
         ended = [run_id for run_id in self._waiting if run_id not in present]
         for run_id in ended:
             self.progress.finished.append(self._waiting.pop(run_id))
         if ended:
             await self._report()
         return present - set(self._waiting)
+
+    async def _adopt(self, fire_time: datetime, run_id: str, *, ended: bool) -> None:
+        """Its run was in the store already (its schedule's, a backfill's): not added again."""
+        self.progress.started.append(fire_time)
+        if ended:
+            self.progress.finished.append(fire_time)
+        else:
+            self._waiting[run_id] = fire_time
+        await self._report()
 
     async def _skip(self, fire_time: datetime) -> None:
         self.progress.skipped.append(fire_time)

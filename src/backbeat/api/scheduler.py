@@ -547,7 +547,7 @@ class BackgroundTaskScheduler(HostedService):
         ``"skip"`` goes one after another and skips (and reports) a fire time whose turn comes
         while another run of the task exists. ``on_progress(progress)`` (sync or async) is
         called after every change. A fire time's run has the id its schedule would have given
-        it (``task@fire_time``): one already in the store is waited for, not added twice.
+        it (``task@fire_time``): one seen in the store during the backfill is not added again.
 
         Raises:
             TaskNotFoundError: no task has this id.
