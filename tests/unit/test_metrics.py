@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 import backbeat.observability.tracing
 from backbeat import ConfigurationError, MetricsCollector, TaskMetrics, instrument_scheduler
-from backbeat.model.events import EventKind, SchedulerEvent
+from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 from backbeat.model.records import Run, Task
 from backbeat.observability.prometheus import PrometheusMetrics
 from backbeat.observability.tracing import capture_trace_context, extract_trace_context
@@ -174,3 +174,14 @@ def test_prometheus_counts_fire_times_that_did_not_run_and_stamps_the_last_succe
     [stamp] = [line for line in text.splitlines() if line.startswith("backbeat_task_last_success_timestamp{")]
     assert stamp.startswith('backbeat_task_last_success_timestamp{task="bake"} ')
     assert float(stamp.split()[-1]) == noon.timestamp()
+
+
+def test_a_listener_of_some_kinds_does_not_make_every_run_build_its_events() -> None:
+    hub = EventHub()
+    assert not hub.wants(EventKind.RUN_EXECUTED)
+    hub.add_listener(lambda _: None, [EventKind.RUN_MISSED, EventKind.MAX_INSTANCES])  # the metrics' kinds
+    assert hub.wants(EventKind.RUN_MISSED) and not hub.wants(EventKind.RUN_EXECUTED)
+    undo = hub.add_listener(lambda _: None)
+    assert hub.wants(EventKind.RUN_EXECUTED)
+    undo()
+    assert not hub.wants(EventKind.RUN_SUBMITTED)

@@ -602,7 +602,7 @@ class Engine:
         fire_time: datetime | None = None,
         **fields: Any,
     ) -> None:
-        if not self.events.wanted:
+        if not self.events.wants(kind):
             return
         self.events.emit(
             SchedulerEvent(

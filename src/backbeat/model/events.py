@@ -84,6 +84,13 @@ class EventHub:
         """Whether anyone listens (so the engine can skip building events nobody reads)."""
         return bool(self._listeners) or bool(self._subject.observers)
 
+    def wants(self, kind: EventKind) -> bool:
+        """Whether anyone listens to events of ``kind``: a listener of only some kinds (the
+        metrics' of fire times not run) does not make every run build its events."""
+        if self._subject.observers:
+            return True
+        return any(kinds is None or kind in kinds for _, kinds in self._listeners)
+
     def emit(self, event: SchedulerEvent) -> None:
         for listener, kinds in tuple(self._listeners):
             if kinds is None or event.kind in kinds:
