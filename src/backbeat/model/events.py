@@ -65,6 +65,8 @@ class EventHub:
     def __init__(self) -> None:
         self._listeners: list[tuple[Listener, frozenset[EventKind] | None]] = []
         self._subject: Subject[SchedulerEvent] = Subject()
+        self._kinds: frozenset[EventKind] | None = frozenset()
+        """The kinds some listener takes (``None``: every kind)."""
 
     @property
     def stream(self) -> Observable[SchedulerEvent]:
@@ -77,7 +79,23 @@ class EventHub:
         """Call ``listener(event)`` for events of ``kinds`` (all when ``None``); returns an unsubscribe."""
         entry = (listener, frozenset(kinds) if kinds is not None else None)
         self._listeners.append(entry)
-        return lambda: self._listeners.remove(entry) if entry in self._listeners else None
+        self._count_kinds()
+
+        def remove() -> None:
+            if entry in self._listeners:
+                self._listeners.remove(entry)
+                self._count_kinds()
+
+        return remove
+
+    def _count_kinds(self) -> None:
+        taken: set[EventKind] = set()
+        for _, kinds in self._listeners:
+            if kinds is None:
+                self._kinds = None
+                return
+            taken |= kinds
+        self._kinds = frozenset(taken)
 
     @property
     def wanted(self) -> bool:
@@ -87,9 +105,8 @@ class EventHub:
     def wants(self, kind: EventKind) -> bool:
         """Whether anyone listens to events of ``kind``: a listener of only some kinds (the
         metrics' of fire times not run) does not make every run build its events."""
-        if self._subject.observers:
-            return True
-        return any(kinds is None or kind in kinds for _, kinds in self._listeners)
+        kinds = self._kinds  # asked twice per run: kept cheap
+        return kinds is None or kind in kinds or bool(self._subject.observers)
 
     def emit(self, event: SchedulerEvent) -> None:
         for listener, kinds in tuple(self._listeners):
