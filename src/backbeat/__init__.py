@@ -6,6 +6,7 @@ Public names only; see the README for a tour.
 from __future__ import annotations
 
 from backbeat.abc import Executor, HostedService, Store
+from backbeat.api.backfill import BackfillProgress
 from backbeat.api.bus import BackgroundTasksBus, ScheduleRequest
 from backbeat.api.config import (
     MongoJobStoreConfig,
@@ -84,6 +85,7 @@ __all__ = [
     "ApplicationSettings",
     "AsyncIOExecutor",
     "BackbeatError",
+    "BackfillProgress",
     "BackgroundJob",
     "BackgroundTaskScheduler",
     "BackgroundTaskSchedulerOptions",

@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 import backbeat.observability.tracing
 from backbeat import ConfigurationError, MetricsCollector, TaskMetrics, instrument_scheduler
+from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 from backbeat.model.records import Run, Task
 from backbeat.observability.prometheus import PrometheusMetrics
 from backbeat.observability.tracing import capture_trace_context, extract_trace_context
@@ -146,3 +147,41 @@ def test_prometheus_hook_counts_into_its_own_registry() -> None:
     assert 'backbeat_run_duration_seconds_count{outcome="failure",task="bake"} 1.0' in text
     assert 'backbeat_run_lateness_seconds_count{task="bake"} 2.0' in text
     assert 'backbeat_active_runs{task="bake"} 0.0' in text
+
+
+def test_prometheus_counts_fire_times_that_did_not_run_and_stamps_the_last_success() -> None:
+    noon = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    prom = PrometheusMetrics(clock=lambda: noon)
+    for kind in (
+        EventKind.RUN_MISSED,
+        EventKind.RUN_MISSED,
+        EventKind.RUN_COALESCED,
+        EventKind.MAX_INSTANCES,
+    ):
+        prom.on_event(SchedulerEvent(kind=kind, task_name="bake"))
+    prom.on_event(SchedulerEvent(kind=EventKind.RUN_EXECUTED, task_name="bake"))  # not a fire time
+    task, run = task_and_run("bake")
+    with pytest.raises(KeyError), prom(task, run):
+        raise KeyError("dough")
+    assert "backbeat_task_last_success_timestamp{" not in prom.exposition().decode()  # a failure
+    with prom(task, run):
+        pass
+
+    text = prom.exposition().decode()
+    assert 'backbeat_missed_fire_times_total{task="bake"} 2.0' in text
+    assert 'backbeat_coalesced_fire_times_total{task="bake"} 1.0' in text
+    assert 'backbeat_skipped_fire_times_total{task="bake"} 1.0' in text
+    [stamp] = [line for line in text.splitlines() if line.startswith("backbeat_task_last_success_timestamp{")]
+    assert stamp.startswith('backbeat_task_last_success_timestamp{task="bake"} ')
+    assert float(stamp.split()[-1]) == noon.timestamp()
+
+
+def test_a_listener_of_some_kinds_does_not_make_every_run_build_its_events() -> None:
+    hub = EventHub()
+    assert not hub.wants(EventKind.RUN_EXECUTED)
+    hub.add_listener(lambda _: None, [EventKind.RUN_MISSED, EventKind.MAX_INSTANCES])  # the metrics' kinds
+    assert hub.wants(EventKind.RUN_MISSED) and not hub.wants(EventKind.RUN_EXECUTED)
+    undo = hub.add_listener(lambda _: None)
+    assert hub.wants(EventKind.RUN_EXECUTED)
+    undo()
+    assert not hub.wants(EventKind.RUN_SUBMITTED)

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from backbeat.abc import Store
+from backbeat.api.backfill import MAX_FIRE_TIMES, BackfillProgress, ProgressCallback
 from backbeat.api.config import RedisJobStoreConfig, StoreConfig
 from backbeat.api.history import OutcomeFilter
 from backbeat.api.scheduler import BackgroundTaskScheduler
@@ -237,6 +238,46 @@ class Admin:
         """
         info = await self.task(task_id)
         return info, await self.scheduler.next_fire_times(task_id, count)
+
+    async def backfill(
+        self,
+        task_id: str,
+        start: datetime | timedelta,
+        end: datetime | timedelta,
+        *,
+        overlap: str = "buffer_all",
+        max_fire_times: int = MAX_FIRE_TIMES,
+        on_progress: ProgressCallback | None = None,
+    ) -> BackfillProgress:
+        """Run a task's past fire times (see :meth:`BackgroundTaskScheduler.backfill`).
+
+        Raises:
+            TaskNotFoundError: no task has this id.
+            ValueError: an unknown overlap or a range that backfill refuses.
+        """
+        await self.open()
+        return await self.scheduler.backfill(
+            task_id, start, end, overlap=overlap, max_fire_times=max_fire_times, on_progress=on_progress
+        )
+
+    async def backfill_fire_times(
+        self,
+        task_id: str,
+        start: datetime | timedelta,
+        end: datetime | timedelta,
+        *,
+        max_fire_times: int = MAX_FIRE_TIMES,
+    ) -> tuple[TaskInfo, list[datetime]]:
+        """A task and the fire times a backfill of the range would run (nothing runs).
+
+        Raises:
+            TaskNotFoundError: no task has this id.
+            ValueError: a range that backfill refuses.
+        """
+        info = await self.task(task_id)
+        return info, await self.scheduler.backfill_fire_times(
+            task_id, start, end, max_fire_times=max_fire_times
+        )
 
     async def run_history(
         self,

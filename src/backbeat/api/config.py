@@ -136,7 +136,10 @@ def task_options(job_defaults: Mapping[str, Any], overrides: Mapping[str, Any] |
     Raises:
         ConfigurationError: an unknown key or a value of the wrong kind.
     """
-    merged = {**job_defaults, **(overrides or {})}
+    merged = {
+        **catchup_as_grace(job_defaults, "job_defaults"),
+        **catchup_as_grace(overrides or {}, "options"),
+    }
     for kind in ("retry", "circuit_breaker"):
         if kind in merged:
             merged[kind] = option_json(kind, merged[kind])
@@ -144,7 +147,8 @@ def task_options(job_defaults: Mapping[str, Any], overrides: Mapping[str, Any] |
     unknown = sorted(set(merged) - known)
     if unknown:
         raise ConfigurationError(
-            f"unknown job option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            f"unknown job option(s) {', '.join(unknown)};"
+            f" known: {', '.join(sorted(known | {'catchup_window'}))}"
         )
     options = TaskOptions(**merged)
     if not isinstance(options.max_instances, int) or options.max_instances < 1:
@@ -174,6 +178,36 @@ def check_overlap(options: TaskOptions) -> None:
             f"max_instances={options.max_instances} needs overlap='allow_all'; overlap="
             f"{options.overlap!r} runs one at a time"
         )
+
+
+def catchup_as_grace(options: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``options`` with ``catchup_window`` (a timedelta, seconds, or ``None`` for no bound)
+    given as the ``misfire_grace_time`` seconds it stands for: the two name one bound.
+
+    Raises:
+        ConfigurationError: both are given in ``options``, or the window is not a duration >= 0.
+    """
+    if "catchup_window" not in options:
+        return dict(options)
+    result = dict(options)
+    window = result.pop("catchup_window")
+    if "misfire_grace_time" in result:
+        raise ConfigurationError(
+            f"both catchup_window and misfire_grace_time in {where}: they are one bound"
+            " (catchup_window is its friendlier name), give one"
+        )
+    if isinstance(window, timedelta):
+        seconds: float | None = window.total_seconds()
+    elif window is None or (isinstance(window, int | float) and not isinstance(window, bool)):
+        seconds = window
+    else:
+        raise ConfigurationError(
+            f"catchup_window must be a timedelta, seconds or None, not {type(window).__name__} {window!r}"
+        )
+    if seconds is not None and not seconds >= 0:  # NaN too
+        raise ConfigurationError(f"catchup_window must be >= 0 or None, got {window!r}")
+    result["misfire_grace_time"] = seconds
+    return result
 
 
 def store_config_from_settings(settings: Mapping[str, Any]) -> StoreConfig | str:

@@ -58,7 +58,7 @@ DURATION_PATTERN = r"^([0-9]{1,6}(\.[0-9]{1,6})?[smhdw]){1,5}$"
 _SPAN = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
 
-def parse_since(text: str) -> datetime | timedelta:
+def parse_since(text: str, what: str = "since") -> datetime | timedelta:
     """``since`` as a user writes it: how long ago (``90s``, ``30m``, ``1h30m``, ``7d``, ``2w``)
     or an ISO time with a time zone (``2026-03-29T01:00:00+00:00``, ``...Z``).
 
@@ -70,14 +70,14 @@ def parse_since(text: str) -> datetime | timedelta:
         try:
             return timedelta(seconds=sum(float(n) * _UNITS[unit] for n, unit in _SPAN.findall(text)))
         except OverflowError:
-            raise ValueError(f"since {text!r} is too long ago") from None
+            raise ValueError(f"{what} {text!r} is too long ago") from None
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
         when = None
     if when is None or when.tzinfo is None:
         raise ValueError(
-            f"since {text!r} is neither a duration (90s, 30m, 1h30m, 7d) "
+            f"{what} {text!r} is neither a duration (90s, 30m, 1h30m, 7d) "
             "nor an ISO time with a time zone (2026-03-29T01:00:00+00:00)"
         )
     return when

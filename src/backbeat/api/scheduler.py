@@ -13,6 +13,14 @@ from typing import Any, Literal
 from reactivex import Observable
 
 from backbeat.abc import Executor, HostedService, RunHook, Store
+from backbeat.api.backfill import (
+    MAX_FIRE_TIMES,
+    BackfillProgress,
+    BackfillRunner,
+    ProgressCallback,
+    check_overlap,
+    range_fire_times,
+)
 from backbeat.api.bus import BackgroundTasksBus
 from backbeat.api.config import (
     RedisJobStoreConfig,
@@ -520,6 +528,70 @@ class BackgroundTaskScheduler(HostedService):
             return []
         return triggers.upcoming(task.trigger, task.next_run_time, count)
 
+    async def backfill(
+        self,
+        task_id: str,
+        start: datetime | timedelta,
+        end: datetime | timedelta,
+        *,
+        overlap: str = "buffer_all",
+        max_fire_times: int = MAX_FIRE_TIMES,
+        on_progress: ProgressCallback | None = None,
+    ) -> BackfillProgress:
+        """Run a recurring task's fire times from ``start`` to ``end`` (aware datetimes, or how
+        long ago; both included, all in the past) by adding their runs to the store, where any
+        worker runs them; returns once each has ended or been skipped. A producer can call it.
+
+        ``overlap``: ``"buffer_all"`` adds one run after another, each once no other run of the
+        task exists; ``"allow_all"`` keeps up to ``max_instances`` runs of the task at once;
+        ``"skip"`` goes one after another and skips (and reports) a fire time whose turn comes
+        while another run of the task exists. ``on_progress(progress)`` (sync or async) is
+        called after every change. A fire time's run has the id its schedule would have given
+        it (``task@fire_time``): one seen in the store during the backfill is not added again.
+
+        Raises:
+            TaskNotFoundError: no task has this id.
+            ValueError: an unknown ``overlap``, a one-shot task, a naive time, ``end`` before
+                ``start`` or in the future, or more than ``max_fire_times`` fire times.
+            TypeError: ``on_progress`` is not callable.
+        """
+        checked = check_overlap(overlap)
+        if on_progress is not None and not callable(on_progress):
+            raise TypeError(f"on_progress must be callable or None, not {on_progress!r}")
+        store, task = await self._router.find(task_id)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        times = range_fire_times(task, start, end, now=self.clock(), max_fire_times=max_fire_times)
+        runner = BackfillRunner(
+            store,
+            task,
+            BackfillProgress(task_id=task.id, fire_times=times),
+            overlap=checked,
+            clock=self.clock,
+            on_progress=on_progress,
+            notify=lambda: self._router.notify(store),
+        )
+        return await runner.run()
+
+    async def backfill_fire_times(
+        self,
+        task_id: str,
+        start: datetime | timedelta,
+        end: datetime | timedelta,
+        *,
+        max_fire_times: int = MAX_FIRE_TIMES,
+    ) -> list[datetime]:
+        """The fire times :meth:`backfill` would run (UTC, ascending), running nothing: a dry run.
+
+        Raises:
+            TaskNotFoundError: no task has this id.
+            ValueError: what :meth:`backfill` refuses for its range.
+        """
+        _, task = await self._router.find(task_id)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        return range_fire_times(task, start, end, now=self.clock(), max_fire_times=max_fire_times)
+
     async def stop_task(self, task_id: str) -> bool:
         """Remove a task (its run in flight finishes); ``False`` if there was none."""
         removed = await self._router.local.remove([task_id]) or await (await self._router.ready()).remove(
@@ -650,7 +722,8 @@ class BackgroundTaskScheduler(HostedService):
         ``limit``, after ``cursor`` (the ``next_cursor`` of the page before).
 
         ``outcome`` is one outcome (``"success"``, ``"failure"``, ``"retry_scheduled"``,
-        ``"dead_lettered"``, ``"missed"``, ``"skipped"``, ``"cancelled"``, ``"lost_lease"``, ``"lost"``,
+        ``"dead_lettered"``, ``"missed"``, ``"coalesced"``, ``"skipped"``, ``"cancelled"``,
+        ``"lost_lease"``, ``"lost"``,
         ``"orphaned"``), several, or ``"failed"`` for the first three failures; ``since`` a time
         or how long ago.
 

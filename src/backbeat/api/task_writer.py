@@ -56,7 +56,7 @@ class TaskWriter:
         defaults = dict(self.job_defaults)
         # A one-shot task is run however late unless told otherwise: a reminder due while every
         # instance was down must still be sent, not silently dropped as a misfire.
-        if triggers.is_one_shot(spec) and "misfire_grace_time" not in defaults:
+        if triggers.is_one_shot(spec) and not {"misfire_grace_time", "catchup_window"} & set(defaults):
             defaults["misfire_grace_time"] = None
         return task_options(defaults, overrides)
 

@@ -87,17 +87,15 @@ def dead_letter_table(letter: DeadLetter) -> Table:
     return table
 
 
-def fire_times_table(info: TaskInfo, times: Sequence[datetime]) -> Table:
-    """A task's next fire times, in UTC and in its trigger's time zone."""
+def fire_times_table(info: TaskInfo, times: Sequence[datetime], what: str = "next fire times") -> Table:
+    """A task's fire times (by default its next ones), in UTC and in its trigger's time zone."""
     zone_name = str(info.trigger_spec.get("timezone") or "UTC")
     try:
         zone = zone_of(zone_name)
     except BackbeatError:
         zone, zone_name = UTC, "UTC"
     paused = " (paused)" if info.paused else ""
-    table = Table(
-        "#", "UTC", zone_name, title=f"next fire times of {info.name} ({info.id}){paused}: {info.trigger}"
-    )
+    table = Table("#", "UTC", zone_name, title=f"{what} of {info.name} ({info.id}){paused}: {info.trigger}")
     for number, moment in enumerate(times, 1):
         table.add_row(str(number), when(moment), moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z%z"))
     if not times:

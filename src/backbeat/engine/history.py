@@ -106,21 +106,24 @@ class HistoryRecorder:
         self._add(run.task_id, task, run, HistoryOutcome.LOST_LEASE, ended=self.clock(), started=started)
 
     def missed(self, task: Task, fire_time: datetime, *, late_by: timedelta) -> None:
-        if not self.enabled:
-            return
-        run = Run(
-            id=run_id_for(task.id, fire_time), task_id=task.id, fire_time=fire_time, lease_until=fire_time
-        )
-        self._add(task.id, task, run, HistoryOutcome.MISSED, ended=self.clock(), error=f"late by {late_by}")
+        """A fire time older than the task's catch-up window."""
+        self._not_run(task, fire_time, HistoryOutcome.MISSED, f"late by {late_by}")
 
     def skipped(self, task: Task, fire_time: datetime, *, why: str) -> None:
         """A fire time the task's overlap policy refused (another run of it was going)."""
+        self._not_run(task, fire_time, HistoryOutcome.SKIPPED, why)
+
+    def coalesced(self, task: Task, fire_time: datetime, *, into: datetime) -> None:
+        """A fire time folded into the run of a later one (``coalesce=True``)."""
+        self._not_run(task, fire_time, HistoryOutcome.COALESCED, f"run at {into}")
+
+    def _not_run(self, task: Task, fire_time: datetime, outcome: HistoryOutcome, why: str) -> None:
         if not self.enabled:
             return
         run = Run(
             id=run_id_for(task.id, fire_time), task_id=task.id, fire_time=fire_time, lease_until=fire_time
         )
-        self._add(task.id, task, run, HistoryOutcome.SKIPPED, ended=self.clock(), error=why)
+        self._add(task.id, task, run, outcome, ended=self.clock(), error=why)
 
     def _add(
         self,

@@ -75,7 +75,7 @@ class Invoker:
         token = set_current_run(context)
         policies_token = engine_applies_policies.set(True)
         attempt = Attempt(outcome=RunOutcome.SUCCESS, started=self.clock())
-        if self.events.wanted:
+        if self.events.wants(EventKind.RUN_SUBMITTED):
             self.emit(EventKind.RUN_SUBMITTED, task, run=run)
         try:
             invocation = await prepare(task, run, self.registry, self.provider)
@@ -118,7 +118,7 @@ class Invoker:
         finally:
             engine_applies_policies.reset(policies_token)
             reset_current_run(token)
-        if self.events.wanted or self.handlers:
+        if self.events.wants(EventKind.RUN_EXECUTED) or self.handlers:
             attempt.duration = (self.clock() - attempt.started).total_seconds()
             self.emit(EventKind.RUN_EXECUTED, task, run=run, result=attempt.result, duration=attempt.duration)
         return attempt

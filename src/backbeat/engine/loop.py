@@ -16,6 +16,7 @@ from typing import Any
 
 from backbeat.abc import Executor, RunHook, Store
 from backbeat.engine import cancellations
+from backbeat.engine.catchup import CatchUp, split_due
 from backbeat.engine.fencing import LeaseDeadlines
 from backbeat.engine.history import HistoryRecorder
 from backbeat.engine.invoke import Invoker
@@ -389,30 +390,42 @@ class Engine:
         except BackbeatError as exc:
             await self._orphan(task, f"invalid trigger: {exc}")
             return no_fire
-        if task.options.coalesce and len(due) > 1:
-            due = due[-1:]
-        grace = task.options.misfire_grace_time
-        runnable = [t for t in due if grace is None or (now - t).total_seconds() <= grace]
-        missed = [t for t in due if t not in runnable]
-        for fire_time in missed:
+        split = split_due(due, now, window=task.options.misfire_grace_time, coalesce=task.options.coalesce)
+        self._report_catch_up(task, split, now)
+        return FireDecision(
+            task_id=task.id,
+            claimed_version=task.version,
+            fire_times=split.run,
+            next_run_time=following,
+            missed=len(split.missed),
+            overlap=task.options.overlap,
+        )
+
+    def _report_catch_up(self, task: Task, split: CatchUp, now: datetime) -> None:
+        """Fire times that will not run: missed (older than the catch-up window) or coalesced."""
+        for fire_time in split.missed:
             log.warning(
-                "task %s (%s): fire time %s missed by %s (misfire_grace_time=%ss)",
+                "task %s (%s): fire time %s missed by %s (catchup_window=misfire_grace_time=%ss)",
                 task.id,
                 task.name,
                 fire_time,
                 now - fire_time,
-                grace,
+                task.options.misfire_grace_time,
             )
             self._emit(EventKind.RUN_MISSED, task, fire_time=fire_time)
             self.history.missed(task, fire_time, late_by=now - fire_time)
-        return FireDecision(
-            task_id=task.id,
-            claimed_version=task.version,
-            fire_times=runnable,
-            next_run_time=following,
-            missed=len(missed),
-            overlap=task.options.overlap,
-        )
+        if split.coalesced:
+            log.info(
+                "task %s (%s): %d fire times from %s coalesced into the run of %s",
+                task.id,
+                task.name,
+                len(split.coalesced),
+                split.coalesced[0],
+                split.run[0],
+            )
+        for fire_time in split.coalesced:
+            self._emit(EventKind.RUN_COALESCED, task, fire_time=fire_time)
+            self.history.coalesced(task, fire_time, into=split.run[0])
 
     async def _orphan(self, task: Task, reason: str) -> None:
         log.error("task %s (%s) kept but not run: %s", task.id, task.name, reason)
@@ -614,7 +627,7 @@ class Engine:
         fire_time: datetime | None = None,
         **fields: Any,
     ) -> None:
-        if not self.events.wanted:
+        if not self.events.wants(kind):
             return
         self.events.emit(
             SchedulerEvent(

@@ -28,6 +28,9 @@ class EventKind(enum.StrEnum):
     RUN_EXECUTED = "run_executed"
     RUN_FAILED = "run_failed"
     RUN_MISSED = "run_missed"
+    """A fire time older than the task's catch-up window (``misfire_grace_time``): not run."""
+    RUN_COALESCED = "run_coalesced"
+    """A fire time folded into the run of a later one (``coalesce=True``): not run on its own."""
     RUN_LOST = "run_lost"
     RUN_LEASE_LOST = "run_lease_lost"
     """A run stopped here because its lease could not be renewed in time (another owner may run it)."""
@@ -62,6 +65,8 @@ class EventHub:
     def __init__(self) -> None:
         self._listeners: list[tuple[Listener, frozenset[EventKind] | None]] = []
         self._subject: Subject[SchedulerEvent] = Subject()
+        self._kinds: frozenset[EventKind] | None = frozenset()
+        """The kinds some listener takes (``None``: every kind)."""
 
     @property
     def stream(self) -> Observable[SchedulerEvent]:
@@ -74,12 +79,34 @@ class EventHub:
         """Call ``listener(event)`` for events of ``kinds`` (all when ``None``); returns an unsubscribe."""
         entry = (listener, frozenset(kinds) if kinds is not None else None)
         self._listeners.append(entry)
-        return lambda: self._listeners.remove(entry) if entry in self._listeners else None
+        self._count_kinds()
+
+        def remove() -> None:
+            if entry in self._listeners:
+                self._listeners.remove(entry)
+                self._count_kinds()
+
+        return remove
+
+    def _count_kinds(self) -> None:
+        taken: set[EventKind] = set()
+        for _, kinds in self._listeners:
+            if kinds is None:
+                self._kinds = None
+                return
+            taken |= kinds
+        self._kinds = frozenset(taken)
 
     @property
     def wanted(self) -> bool:
         """Whether anyone listens (so the engine can skip building events nobody reads)."""
         return bool(self._listeners) or bool(self._subject.observers)
+
+    def wants(self, kind: EventKind) -> bool:
+        """Whether anyone listens to events of ``kind``: a listener of only some kinds (the
+        metrics' of fire times not run) does not make every run build its events."""
+        kinds = self._kinds  # asked twice per run: kept cheap
+        return kinds is None or kind in kinds or bool(self._subject.observers)
 
     def emit(self, event: SchedulerEvent) -> None:
         for listener, kinds in tuple(self._listeners):

@@ -33,7 +33,9 @@ class HistoryOutcome(enum.StrEnum):
     """Failed; the retry policy re-queued it (the next attempt is another entry)."""
     DEAD_LETTERED = "dead_lettered"
     MISSED = "missed"
-    """Its fire time was later than ``misfire_grace_time`` allows: it never ran."""
+    """Its fire time was older than the task's ``catchup_window`` (``misfire_grace_time``): it never ran."""
+    COALESCED = "coalesced"
+    """Its fire time was folded into the run of a later one (``coalesce=True``): no run of its own."""
     SKIPPED = "skipped"
     """Its fire time came while another run of the task was going and the task's overlap
     policy refused it: it never ran."""

@@ -153,6 +153,41 @@ def upcoming(spec: TriggerSpec, first: datetime, count: int) -> list[datetime]:
     return times
 
 
+def fire_times_between(spec: TriggerSpec, start: datetime, end: datetime, *, limit: int) -> list[datetime]:
+    """The fire times of a recurring spec from ``start`` to ``end`` (both included), ascending,
+    without jitter, at most ``limit + 1`` (so a caller can tell that more than ``limit`` are due).
+
+    The trigger's ``start_date`` is not a bound here: a cron schedule's fire times before it are
+    listed, and an interval's grid is extended back from it (what the schedule would have fired
+    had it existed then); a calendar interval keeps its start date (its calendar counts from it).
+    ``end_date`` still ends the schedule.
+
+    Raises:
+        InvalidTriggerError: the spec is invalid or fires once (a date trigger).
+        ValueError: a datetime is naive, or ``limit`` < 1.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    start, end = aware(start, "start"), aware(end, "end")
+    canon = _compile(spec).spec
+    if canon["type"] == "date":
+        raise InvalidTriggerError("a date trigger fires once: it has no range of fire times")
+    if canon["type"] == "cron":
+        canon = {k: v for k, v in canon.items() if k != "start_date"}
+    elif canon["type"] == "interval":
+        anchor = datetime.fromisoformat(canon["start_date"])
+        step = timedelta(seconds=canon["seconds"])
+        if start < anchor:
+            canon = {**canon, "start_date": (anchor + ((start - anchor) // step) * step).isoformat()}
+    compiled = _compile(canon)
+    times: list[datetime] = []
+    found = _first_at_or_after(compiled, start)
+    while found is not None and found <= end and len(times) <= limit:
+        times.append(found)
+        found = _after(compiled, found)
+    return times
+
+
 def describe(spec: TriggerSpec) -> str:
     """Human text: ``"cron[hour='8', minute='0'] (UTC)"``, ``"interval[0:05:00]"``, ``"date[...]"``.
 

@@ -12,10 +12,21 @@ name                       instrument      unit    attributes
 ``backbeat.run.active``    UpDownCounter   {run}   ``backbeat.task.name``: runs executing now
 ``backbeat.run.lateness``  Histogram       ``s``   ``backbeat.task.name``: start minus fire time, first
                                                    attempts only (a retry is late by its back-off)
+``backbeat.fire_time.*``   Counter         {fire   ``backbeat.task.name``: fire times that did not run,
+                                           time}   ``.missed`` (older than the catch-up window),
+                                                   ``.coalesced`` (folded into a later one's run),
+                                                   ``.skipped`` (overlap refused: ``max_instances``)
+``backbeat.task.           Gauge           ``s``   ``backbeat.task.name``: when a run of the task last
+last_success``                                     succeeded in this process (seconds since the epoch)
 =========================  ==============  ======  =====================================================
 
+Every attribute is bounded by the number of task *names* (never task or run ids): give tasks
+created per order or per user a shared name, as ``schedule_immediate_task("charge", ...)`` does.
+
 A run is measured around the job's call (the engine's run hook): what happens before (resolving
-the job, a circuit breaker deferring it) is not a run of the job and is not counted.
+the job, a circuit breaker deferring it) is not a run of the job and is not counted. Fire times
+that do not run are counted from the scheduler's events (``RUN_MISSED``, ``RUN_COALESCED``,
+``MAX_INSTANCES``) by the process that decided them.
 opentelemetry-api is optional (``pip install 'backbeat[otel]'``).
 """
 
@@ -29,6 +40,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from backbeat.errors import LeaseLostError
+from backbeat.model.events import EventKind, SchedulerEvent
 from backbeat.model.records import Run, Task, utcnow
 from backbeat.observability.tracing import ParentMode, RunTracer, _qualname, _version, require_otel
 
@@ -39,6 +51,13 @@ if TYPE_CHECKING:
 
 TASK_NAME = "backbeat.task.name"
 OUTCOME = "backbeat.outcome"
+
+FIRE_TIME_EVENTS = {
+    EventKind.RUN_MISSED: "missed",
+    EventKind.RUN_COALESCED: "coalesced",
+    EventKind.MAX_INSTANCES: "skipped",
+}
+"""The events of fire times that did not run, and what each is counted as."""
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 """Explicit bucket boundaries (seconds) advised for the duration and lateness histograms."""
@@ -81,6 +100,35 @@ class RunMetrics:
             description="Time between a run's fire time and the start of its first attempt.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
+        self.not_run = {
+            kind: meter.create_counter(
+                f"backbeat.fire_time.{kind}", unit="{fire_time}", description=description
+            )
+            for kind, description in (
+                ("missed", "Fire times older than the task's catch-up window: not run."),
+                ("coalesced", "Fire times folded into the run of a later one (coalesce)."),
+                ("skipped", "Fire times not run because the task's overlap policy refused them."),
+            )
+        }
+        self.last_success: dict[str, float] = {}
+        """When a run of each task name last succeeded here (seconds since the epoch)."""
+        meter.create_observable_gauge(
+            "backbeat.task.last_success",
+            callbacks=[self._observe_last_success],
+            unit="s",
+            description="When a run of the task last succeeded in this process (seconds since the epoch).",
+        )
+
+    def _observe_last_success(self, _: Any) -> list[Any]:
+        from opentelemetry.metrics import Observation
+
+        return [Observation(when, {TASK_NAME: name}) for name, when in list(self.last_success.items())]
+
+    def on_event(self, event: SchedulerEvent) -> None:
+        """Count a fire time that did not run (a listener of :data:`FIRE_TIME_EVENTS`)."""
+        kind = FIRE_TIME_EVENTS.get(event.kind)
+        if kind is not None and event.task_name is not None:
+            self.not_run[kind].add(1, {TASK_NAME: event.task_name})
 
     def observe_due_lag(self, read: Callable[[], float]) -> None:
         """Report ``read()`` as ``backbeat.due.lag``: how long the oldest due work has waited to be
@@ -128,6 +176,8 @@ class _MeasuredRun:
             attrs["error.type"] = _qualname(type(exc))
         metrics.duration.record(elapsed, attrs)
         metrics.count.add(1, attrs)
+        if exc is None:
+            metrics.last_success[self._attrs[TASK_NAME]] = metrics.clock().timestamp()
 
 
 def outcome_of(exc: BaseException | None) -> str:
@@ -176,10 +226,19 @@ def instrument_scheduler(
     run_metrics = RunMetrics(meter_provider, clock=getattr(scheduler, "clock", utcnow)) if metrics else None
     if run_metrics is not None and hasattr(scheduler, "due_lag"):
         run_metrics.observe_due_lag(scheduler.due_lag)
+    if run_metrics is not None and hasattr(scheduler, "add_listener"):
+        scheduler.add_listener(run_metrics.on_event, list(FIRE_TIME_EVENTS))
     done = Instrumentation(run_metrics, tracer)
     for hook in done.hooks:
         scheduler.add_run_hook(hook)
     return done
 
 
-__all__ = ["DURATION_BUCKETS", "Instrumentation", "RunMetrics", "instrument_scheduler", "outcome_of"]
+__all__ = [
+    "DURATION_BUCKETS",
+    "FIRE_TIME_EVENTS",
+    "Instrumentation",
+    "RunMetrics",
+    "instrument_scheduler",
+    "outcome_of",
+]

@@ -14,8 +14,16 @@ Metrics (each process its own; Prometheus sums them across targets), on a regist
 * ``backbeat_run_duration_seconds{task, outcome}`` histogram;
 * ``backbeat_run_lateness_seconds{task}`` histogram (start minus fire time, first attempts);
 * ``backbeat_active_runs{task}`` gauge;
+* ``backbeat_missed_fire_times_total{task}``, ``backbeat_coalesced_fire_times_total{task}`` and
+  ``backbeat_skipped_fire_times_total{task}`` counters: fire times that did not run (older than
+  the catch-up window; folded into a later one's run; refused by the overlap policy);
+* ``backbeat_task_last_success_timestamp{task}`` gauge: when a run of the task last succeeded
+  in this process, in seconds since the epoch (alert on ``time() - max by (task) (...)``);
 * with ``task_metrics=``, every counter and gauge of a :class:`~backbeat.taskmetrics.TaskMetrics`
   as ``backbeat_task_metric{name}`` (gauge).
+
+The ``task`` label is the task's *name*, never its id, so the number of series is bounded by
+the names an application uses (give tasks created per order or per user a shared name).
 
 prometheus_client is optional: ``pip install 'backbeat[prometheus]'``.
 """
@@ -29,8 +37,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from backbeat.errors import ConfigurationError
+from backbeat.model.events import SchedulerEvent
 from backbeat.model.records import Run, Task, utcnow
-from backbeat.observability.metrics import DURATION_BUCKETS, outcome_of
+from backbeat.observability.metrics import DURATION_BUCKETS, FIRE_TIME_EVENTS, outcome_of
 from backbeat.observability.taskmetrics import TaskMetrics
 
 if TYPE_CHECKING:
@@ -105,6 +114,27 @@ class PrometheusMetrics:
             namespace=namespace,
             registry=self.registry,
         )
+        self.not_run = {
+            kind: Counter(
+                f"{kind}_fire_times",
+                description,
+                ["task"],
+                namespace=namespace,
+                registry=self.registry,
+            )
+            for kind, description in (
+                ("missed", "Fire times older than the task's catch-up window: not run."),
+                ("coalesced", "Fire times folded into the run of a later one (coalesce)."),
+                ("skipped", "Fire times not run because the task's overlap policy refused them."),
+            )
+        }
+        self.last_success = Gauge(
+            "task_last_success_timestamp",
+            "When a run of the task last succeeded in this process (seconds since the epoch).",
+            ["task"],
+            namespace=namespace,
+            registry=self.registry,
+        )
         if task_metrics is not None:
             self.registry.register(_TaskMetricsCollector(task_metrics, f"{namespace}_task_metric"))
 
@@ -117,7 +147,15 @@ class PrometheusMetrics:
         scheduler.add_run_hook(self)
         if hasattr(scheduler, "due_lag"):
             self.due_lag.set_function(scheduler.due_lag)
+        if hasattr(scheduler, "add_listener"):
+            scheduler.add_listener(self.on_event, list(FIRE_TIME_EVENTS))
         return self
+
+    def on_event(self, event: SchedulerEvent) -> None:
+        """Count a fire time that did not run (a listener of ``FIRE_TIME_EVENTS``)."""
+        kind = FIRE_TIME_EVENTS.get(event.kind)
+        if kind is not None and event.task_name is not None:
+            self.not_run[kind].labels(event.task_name).inc()
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format (what ``/metrics`` serves)."""
@@ -153,6 +191,8 @@ class _PromRun:
         prom.active.labels(self._task_name).dec()
         prom.duration.labels(self._task_name, outcome).observe(elapsed)
         prom.runs.labels(self._task_name, outcome).inc()
+        if exc is None:
+            prom.last_success.labels(self._task_name).set(prom.clock().timestamp())
 
 
 class _TaskMetricsCollector:

@@ -3,7 +3,9 @@
 No dependency: the numbers live in this process. Attached to a scheduler
 (:meth:`TaskMetrics.attach`, :meth:`MetricsCollector.attach`), runs feed them:
 
-* counters ``task_runs``, ``task_successes``, ``task_failures``, ``task_cancellations``;
+* counters ``task_runs``, ``task_successes``, ``task_failures``, ``task_cancellations``, and
+  ``missed_fire_times``, ``coalesced_fire_times``, ``skipped_fire_times`` (fire times that did not
+  run: older than the catch-up window, folded into a later run, refused by the overlap policy);
 * gauges ``active_tasks`` (runs executing now) and ``avg_task_duration`` (seconds);
 * ``task_duration`` observations (:meth:`TaskMetrics.get_average`, :meth:`TaskMetrics.get_summary`).
 
@@ -22,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from backbeat.errors import LeaseLostError
+from backbeat.model.events import EventKind, SchedulerEvent
 from backbeat.model.records import Run, Task
 
 
@@ -124,9 +127,25 @@ class TaskMetrics:
         return _CountedRun(self)
 
     def attach(self, scheduler: Any) -> TaskMetrics:
-        """Feed these metrics from every run ``scheduler`` executes (call before it starts)."""
+        """Feed these metrics from every run ``scheduler`` executes (call before it starts) and
+        from the fire times it decides not to run."""
         scheduler.add_run_hook(self.run_hook)
+        if hasattr(scheduler, "add_listener"):
+            scheduler.add_listener(self.on_event, list(_NOT_RUN))
         return self
+
+    def on_event(self, event: SchedulerEvent) -> None:
+        """Count a fire time that did not run (missed, coalesced or skipped)."""
+        name = _NOT_RUN.get(event.kind)
+        if name is not None:
+            self.increment(name)
+
+
+_NOT_RUN = {
+    EventKind.RUN_MISSED: "missed_fire_times",
+    EventKind.RUN_COALESCED: "coalesced_fire_times",
+    EventKind.MAX_INSTANCES: "skipped_fire_times",
+}
 
 
 class _CountedRun:
