@@ -188,3 +188,45 @@ async def test_a_scheduler_configured_by_postgres_job_store_config_runs_tasks(
     await wait_for(lambda: [r["label"] for r in jobs.read_records(record_file)] == ["pg"])
     tables = await _sql("SELECT tablename FROM pg_tables WHERE tablename LIKE $1", f"{prefix}\\_%")
     assert {row[0] for row in tables} == {f"{prefix}_{table}" for table in queries.TABLES}
+
+
+async def test_a_run_buffered_by_a_fire_while_a_completion_is_in_flight_is_started(
+    stores: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """complete() locks the task row (its count) before it looks for buffered runs, so a fire
+    holding that row (it buffers behind the run being completed) cannot slip in between."""
+    from dataclasses import replace
+
+    from backbeat.model.overlap import Overlap
+    from backbeat.model.records import TaskOptions
+    from backbeat.stores.postgresql import connection
+    from tests.contract.helpers import LEASE, MINUTE, T0, decide, finished, task
+
+    store = await stores()
+    await store.add([task("a", options=TaskOptions(overlap=Overlap.BUFFER_ONE))])
+    [claimed] = (await store.claim_due("w1", now=T0, lease=LEASE, limit=10)).tasks
+    decision = replace(decide(claimed, [T0], then=T0 + MINUTE), overlap=Overlap.BUFFER_ONE)
+    [running] = (await store.fire("w1", [decision], now=T0, lease=LEASE))[0].runs
+
+    counting, go = asyncio.Event(), asyncio.Event()
+    executemany = connection.Db.executemany
+
+    async def held_before_counting(self: Any, template: str, rows: Any) -> Any:
+        if template == queries.COUNT_RUNS and not go.is_set():
+            counting.set()
+            await go.wait()
+        return await executemany(self, template, rows)
+
+    monkeypatch.setattr(connection.Db, "executemany", held_before_counting)
+    t1 = T0 + MINUTE
+    completing = asyncio.create_task(store.complete("w1", [finished(running, at=t1)]))
+    await counting.wait()  # the run is deleted, the task row not yet locked
+    [due] = (await store.claim_due("w2", now=t1, lease=LEASE, limit=10)).tasks
+    [fired] = await store.fire(
+        "w2", [replace(decide(due, [t1], then=t1 + MINUTE), overlap=Overlap.BUFFER_ONE)], now=t1, lease=LEASE
+    )
+    assert fired.runs == [] and len(fired.buffered) == 1  # it still counted the run being completed
+    go.set()
+    await completing
+    [started] = (await store.claim_due("w3", now=t1, lease=LEASE, limit=10, horizon=T0)).runs
+    assert started.id == fired.buffered[0].id

@@ -435,8 +435,8 @@ def test_complete_reports_runs_held_by_another_deletes_done_runs_and_requeues_re
         "RUN_OWNERS",
         "RETRY_RUN",
         "DELETE_RUNS",
-        "PROMOTE_BUFFERED",
         "COUNT_RUNS",
+        "PROMOTE_BUFFERED",
         "REMOVE_FINISHED",
         "NOTIFY",
     ]

@@ -197,13 +197,16 @@ def complete(d: Dialect, owner: str, results: list[RunResult]) -> Txn[set[str]]:
         count[2] += result.outcome == RunOutcome.FAILURE
         count[3:] = to_us(result.finished_at), result.outcome.value
     yield from execute_many(d.sql.RETRY_RUN, retries)
-    promoted: list[str] = []
     if done:
         yield from execute(d.sql.DELETE_RUNS, d.array(done))
+    # Counting locks the task rows, as fire does (FOR UPDATE) before it buffers a run: so the
+    # promotion below, a later statement, sees every run a concurrent fire buffered.
+    yield from execute_many(d.sql.COUNT_RUNS, [(*counts[task_id], task_id) for task_id in sorted(counts)])
+    promoted: list[str] = []
+    if ended:
         promoted = yield from fetch_ids(
             d.sql.PROMOTE_BUFFERED, ended_at, _BUFFERED_US, d.array(sorted(ended))
         )
-    yield from execute_many(d.sql.COUNT_RUNS, [(*counts[task_id], task_id) for task_id in sorted(counts)])
     if counts:
         yield from execute(d.sql.REMOVE_FINISHED, d.array(counts))
     if retries or promoted:
