@@ -14,8 +14,10 @@ from tests.contract.helpers import LEASE, MINUTE, T0, decide, finished, held, ta
 T1, T2, T3, T4 = (T0 + k * MINUTE for k in range(1, 5))
 
 
-def overlapping(task_id: str, overlap: Overlap, *, max_instances: int = 1) -> Task:
-    return task(task_id, options=TaskOptions(overlap=overlap, max_instances=max_instances))
+def overlapping(
+    task_id: str, overlap: Overlap, *, max_instances: int = 1, tags: tuple[str, ...] = ()
+) -> Task:
+    return task(task_id, tags=tags, options=TaskOptions(overlap=overlap, max_instances=max_instances))
 
 
 async def fire_at(store: Store, owner: str, fire_times: list[datetime], *, now: datetime) -> FireResult:
@@ -100,18 +102,17 @@ async def test_a_retry_keeps_the_buffered_run_waiting_and_a_dead_letter_starts_i
     assert started.id == waiting.id
 
 
-async def test_buffered_runs_of_a_removed_task_still_end(store: Store) -> None:
+async def test_buffered_runs_leave_with_their_task_and_its_running_run_finishes(store: Store) -> None:
     await store.add([overlapping("a", Overlap.BUFFER_ALL)])
     [running] = (await fire_at(store, "w1", [T0], now=T0)).runs
-    buffered = (await fire_at(store, "w1", [T1, T2], now=T2)).buffered
-    assert len(buffered) == 2
+    assert len((await fire_at(store, "w1", [T1, T2], now=T2)).buffered) == 2
     await store.remove(["a"])
-    await store.complete("w1", [finished(running, at=T2)])
-    for _ in buffered:
-        [run] = await claim_runs(store, "w1", now=T3)
-        assert run.task is None
-        await store.complete("w1", [finished(run, RunOutcome.CANCELLED, at=T3)])
-    assert await store.list_runs() == []
+    assert [run.id for run in await store.list_runs("a")] == [running.id]
+    assert await store.complete("w1", [finished(running, at=T2)]) == set()
+    assert await store.list_runs() == [] and await claim_runs(store, "w1", now=T3) == []
+    # a task of the same id added again starts afresh
+    await store.add([overlapping("a", Overlap.BUFFER_ALL)])
+    assert len((await fire_at(store, "w1", [T3], now=T3)).runs) == 1
 
 
 async def test_buffered_runs_leave_with_clear(store: Store) -> None:
@@ -132,3 +133,11 @@ async def test_a_released_running_run_keeps_its_place_ahead_of_the_buffered_one(
     await store.release("w1", leases=held(running), task_ids=[], now=T1)
     [taken] = await claim_runs(store, "w2", now=T2)
     assert taken.id == running.id and waiting.id in {r.id for r in await store.list_runs("a")}
+
+
+async def test_buffered_runs_leave_with_tasks_removed_by_tag(store: Store) -> None:
+    await store.add([overlapping("a", Overlap.BUFFER_ONE, tags=("t",))])
+    [running] = (await fire_at(store, "w1", [T0], now=T0)).runs
+    assert len((await fire_at(store, "w1", [T1], now=T1)).buffered) == 1
+    assert await store.remove_by_tag("t") == ["a"]
+    assert [run.id for run in await store.list_runs()] == [running.id]

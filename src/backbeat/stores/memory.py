@@ -166,6 +166,9 @@ class MemoryStore:
     async def remove(self, task_ids: Collection[str]) -> builtins.list[str]:
         removed = [task_id for task_id in dict.fromkeys(task_ids) if task_id in self._tasks]
         self._remove(removed)
+        for task_id in removed:  # their buffered runs leave with them (runs in flight finish)
+            for _, run_id in self._buffered.pop(task_id, ()):
+                del self._runs[run_id], self._run_seq[run_id]
         if removed:
             self._signal.notify()
         return removed

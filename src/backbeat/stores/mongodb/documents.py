@@ -447,6 +447,11 @@ def next_buffered_filter(task_id: str) -> Doc:
     return {"task_id": task_id, "owner": None, "lease_until": to_us(BUFFERED_UNTIL)}
 
 
+def buffered_filter(task_ids: list[str]) -> Doc:
+    """The buffered runs of these tasks."""
+    return {"task_id": {"$in": task_ids}, "owner": None, "lease_until": to_us(BUFFERED_UNTIL)}
+
+
 def leased_run_upsert(run: Run, token: str, lease_us: int) -> Pipeline:
     """A new run leased until the server's now + ``lease_us`` (an upsert matching
     ``{_id, token}``: a run of that id stored already fails it with a duplicate key)."""

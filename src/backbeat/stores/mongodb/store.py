@@ -196,6 +196,8 @@ class MongoStore:
             found = {doc["_id"] for doc in await c.tasks.find({"_id": {"$in": ids}}, {"_id": 1}).to_list()}
             if found:
                 await c.tasks.delete_many({"_id": {"$in": list(found)}})
+                # their buffered runs leave with them (their runs in flight finish)
+                await c.runs.delete_many(d.buffered_filter(list(found)))
         return [i for i in ids if i in found]
 
     async def remove_by_tag(self, tag: str) -> builtins.list[str]:

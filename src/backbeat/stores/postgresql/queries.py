@@ -88,6 +88,8 @@ LIMIT $7
 )
 
 REMOVE_TASKS = "DELETE FROM {p}_tasks WHERE id = ANY($1::text[]) RETURNING id"
+# the buffered runs of removed tasks (their runs in flight finish)
+DROP_BUFFERED = "DELETE FROM {p}_runs WHERE lease_until = $2 AND owner IS NULL AND task_id = ANY($1::text[])"
 REMOVE_TAGGED = (
     "DELETE FROM {p}_tasks WHERE id IN (SELECT task_id FROM {p}_task_tags WHERE tag = $1) RETURNING id"
 )

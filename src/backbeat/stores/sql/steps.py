@@ -133,6 +133,7 @@ class Statements(Protocol):
     COUNT_RUNS: str
     REMOVE_FINISHED: str
     PROMOTE_BUFFERED: str
+    DROP_BUFFERED: str
     EXTEND_RUNS: str
     RELEASE_RUNS: str
     RELEASE_TASKS: str

@@ -7,9 +7,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from backbeat.errors import TaskExistsError
+from backbeat.model.overlap import BUFFERED_UNTIL
 from backbeat.model.records import QuarantinedRecord, Task, TaskFilter
 from backbeat.stores.sql.records import Corrupt, decode, first, quarantine, task_row
-from backbeat.stores.sql.steps import Dialect, Txn, execute, execute_many, fetch, fetch_ids, notify
+from backbeat.stores.sql.steps import Dialect, Txn, execute, execute_many, fetch, fetch_ids, notify, to_us
 
 
 def _set_tags(d: Dialect, tasks: Iterable[Task]) -> Txn[None]:
@@ -89,12 +90,21 @@ def list_tasks(
 
 
 def remove(d: Dialect, task_ids: list[str]) -> Txn[list[str]]:
-    """The ids of the tasks removed."""
-    return (yield from fetch_ids(d.sql.REMOVE_TASKS, d.array(sorted(set(task_ids)))))
+    """The ids of the tasks removed (with their buffered runs; their runs in flight finish)."""
+    removed = yield from fetch_ids(d.sql.REMOVE_TASKS, d.array(sorted(set(task_ids))))
+    yield from _drop_buffered(d, removed)
+    return removed
 
 
 def remove_by_tag(d: Dialect, tag: str) -> Txn[list[str]]:
-    return sorted((yield from fetch_ids(d.sql.REMOVE_TAGGED, tag)))
+    removed = sorted((yield from fetch_ids(d.sql.REMOVE_TAGGED, tag)))
+    yield from _drop_buffered(d, removed)
+    return removed
+
+
+def _drop_buffered(d: Dialect, task_ids: list[str]) -> Txn[None]:
+    if task_ids:
+        yield from execute(d.sql.DROP_BUFFERED, d.array(task_ids), to_us(BUFFERED_UNTIL))
 
 
 def clear(d: Dialect) -> Txn[None]:

@@ -76,6 +76,11 @@ LIMIT coalesce(?7, -1)
 """Parameters: after (a cursor), tag, name, job, paused, orphaned, limit."""
 
 REMOVE_TASKS = "DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?)) RETURNING id"
+# the buffered runs of removed tasks (their runs in flight finish)
+DROP_BUFFERED = """
+DELETE FROM runs
+WHERE lease_until = ?2 AND owner IS NULL AND task_id IN (SELECT value FROM json_each(?1))
+"""
 REMOVE_TAGGED = "DELETE FROM tasks WHERE id IN (SELECT task_id FROM task_tags WHERE tag = ?) RETURNING id"
 CLEAR: tuple[str, ...] = (
     "DELETE FROM task_tags",
