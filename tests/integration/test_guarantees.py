@@ -311,3 +311,31 @@ async def test_an_unexpected_error_while_completing_does_not_stop_completing(
     failures = [e for e in errors if e.kind is EventKind.STORE_ERROR]
     assert [str(e.error) for e in failures] == ["a bug in complete"]
     await scheduler.shutdown()
+
+
+class ClaimFailsOnce(MemoryStore):
+    """A memory store whose first ``claim_due`` fails as a bug would (not a store error)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def claim_due(self, owner: str, **kwargs: Any) -> Claim:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("a bug in claim_due")
+        return await super().claim_due(owner, **kwargs)
+
+
+async def test_an_unexpected_error_while_claiming_does_not_stop_claiming(
+    make_scheduler: SchedulerFactory, record_file: Path
+) -> None:
+    store = ClaimFailsOnce()
+    scheduler = make_scheduler(store)
+    errors: list[SchedulerEvent] = []
+    scheduler.event_stream.subscribe(errors.append)
+    await scheduler.schedule_immediate_task("first", jobs.note, args=[str(record_file), "first"])
+    await scheduler.start_async()
+    await wait_for(lambda: len(jobs.read_records(record_file)) == 1)
+    assert store.calls >= 2
+    assert any(e.kind is EventKind.STORE_ERROR and isinstance(e.error, RuntimeError) for e in errors)

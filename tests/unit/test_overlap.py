@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from backbeat.errors import CorruptRecordError
 from backbeat.model.overlap import BUFFER_ALL_LIMIT, Admission, Overlap, admit, buffers
+from backbeat.model.records import Task
 
 RUN, BUFFER, SKIP = Admission.RUN, Admission.BUFFER, Admission.SKIP
 
@@ -34,3 +36,10 @@ def test_admit(overlap: Overlap, running: int, max_instances: int, expected: Adm
 
 def test_buffers_per_policy() -> None:
     assert [buffers(policy) for policy in Overlap] == [0, 0, 1, BUFFER_ALL_LIMIT, 1]
+
+
+def test_a_stored_task_naming_an_unknown_policy_cannot_be_read() -> None:
+    doc = Task(id="a", name="a", job="j", trigger={}, next_run_time=None).to_document()
+    doc["options"]["overlap"] = "buffer_latest"  # as a newer version might write
+    with pytest.raises(CorruptRecordError, match="unknown overlap policy 'buffer_latest'"):
+        Task.from_document(doc)

@@ -243,6 +243,12 @@ class Engine:
                 await asyncio.sleep(backoff * (1 + random.random()))
                 backoff = min(backoff * 2, self.config.store_retry_max)
                 continue
+            except Exception as exc:  # a bug must not end the loop silently: nothing would run here
+                log.exception("unexpected error while claiming due work (will retry)")
+                self.events.emit(SchedulerEvent(kind=EventKind.STORE_ERROR, error=exc))
+                await asyncio.sleep(backoff * (1 + random.random()))
+                backoff = min(backoff * 2, self.config.store_retry_max)
+                continue
             if taken < limit:
                 await self._sleep_until_due()
 

@@ -16,10 +16,13 @@ from typing import Any
 import orjson
 
 from backbeat.errors import CorruptRecordError
-from backbeat.model.overlap import BUFFERED_UNTIL
+from backbeat.model.overlap import BUFFERED_UNTIL, Overlap
 
 JSON = Any
 """A value made only of dict, list, str, int, float, bool and None."""
+
+OVERLAPS = frozenset(Overlap)
+"""The overlap policies a stored task may name."""
 
 
 class RunOutcome(enum.StrEnum):
@@ -72,8 +75,17 @@ class TaskOptions:
 
     @classmethod
     def from_json(cls, doc: Mapping[str, JSON]) -> TaskOptions:
+        """Options from :meth:`to_json`'s output.
+
+        Raises:
+            ValueError: an overlap policy this version does not know (a record written by a
+                newer one: decoding it fails, so it is quarantined rather than misread).
+        """
         known = {k: doc[k] for k in cls.__dataclass_fields__ if k in doc}
-        return cls(**known)
+        options = cls(**known)
+        if options.overlap not in OVERLAPS:
+            raise ValueError(f"unknown overlap policy {options.overlap!r}")
+        return options
 
 
 @dataclass(slots=True, kw_only=True)
