@@ -17,7 +17,13 @@ from backbeat.api.taskbuild import (
     shareable,
     stamp,
 )
-from backbeat.errors import EncodingError, InvalidTriggerError, NotPersistableError, UnknownJobError
+from backbeat.errors import (
+    ConfigurationError,
+    EncodingError,
+    InvalidTriggerError,
+    NotPersistableError,
+    UnknownJobError,
+)
 from backbeat.model import codec
 from backbeat.model.jobs import (
     RecurrentBackgroundJob,
@@ -265,3 +271,23 @@ def test_a_descriptor_whose_interval_is_invalid_is_refused(registry: JobRegistry
     descriptor = RecurrentTaskDescriptor(id="x", name="SyncJob", data={}, interval=-5)
     with pytest.raises(InvalidTriggerError):
         from_descriptor(registry, descriptor, options=TaskOptions(), default_timezone="UTC", now=T0)
+
+
+def plain_job() -> None:
+    """A plain function: it runs in a thread, which a cancel cannot stop."""
+
+
+async def async_job() -> None:
+    """A coroutine function: a cancel stops it."""
+
+
+def test_cancel_other_is_refused_for_a_plain_function_and_taken_for_an_async_one() -> None:
+    registry = JobRegistry()
+    spec = make_trigger_spec("interval", seconds=10, now=T0)
+    options = TaskOptions(overlap="cancel_other")
+    with pytest.raises(ConfigurationError, match="plain_job: overlap='cancel_other' needs an async job"):
+        from_callable(registry, plain_job, trigger=spec, options=options, now=T0)
+    assert from_callable(registry, async_job, trigger=spec, options=options, now=T0).task.options.overlap == (
+        "cancel_other"
+    )
+    assert from_callable(registry, plain_job, trigger=spec, options=TaskOptions(overlap="buffer_one"), now=T0)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from backbeat.errors import NotPersistableError, UnknownJobError
+from backbeat.errors import ConfigurationError, NotPersistableError, UnknownJobError
 from backbeat.model import codec, triggers
 from backbeat.model.jobs import (
     BackgroundJob,
@@ -20,6 +21,7 @@ from backbeat.model.jobs import (
     job_data,
     new_task_id,
 )
+from backbeat.model.overlap import Overlap
 from backbeat.model.records import Task, TaskOptions
 from backbeat.model.registry import JobRegistry
 from backbeat.observability.tracing import capture_trace_context
@@ -96,6 +98,7 @@ def callable_template(
             label,
             func,
         )
+    check_cancellable(options, func, label)
     task = _new_task(
         task_id="",
         name=label,
@@ -158,6 +161,21 @@ def with_policies(options: TaskOptions, func: Callable[..., Any]) -> TaskOptions
     return replace(options, **changes) if changes else options
 
 
+def check_cancellable(options: TaskOptions, func: Callable[..., Any], label: str) -> None:
+    """Check that a run of ``func`` can be cancelled, if its task's overlap policy cancels runs.
+
+    Raises:
+        ConfigurationError: ``overlap="cancel_other"`` for a plain function: cancelling its run
+            cannot stop it (it goes on in its thread or process), so the next run would overlap it.
+    """
+    if options.overlap == Overlap.CANCEL_OTHER and not inspect.iscoroutinefunction(func):
+        raise ConfigurationError(
+            f"{label}: overlap='cancel_other' needs an async job; a plain function keeps running in "
+            "its thread or process when its run is cancelled, and the next run would overlap it "
+            "(use 'buffer_one' or make it 'async def')"
+        )
+
+
 def from_job(
     registry: JobRegistry,
     job: BackgroundJob,
@@ -193,6 +211,7 @@ def from_job(
         )
     data = codec.encode(job_data(job), path=f"{type(job).__name__}.data")
     method = job.run_at if isinstance(job, ScheduledBackgroundJob) else job.run_every
+    check_cancellable(options, method, type(job).__name__)
     return _new_task(
         task_id=job.__task_id__,
         name=job.__task_name__ or type(job).__name__,
