@@ -157,6 +157,7 @@ def test_prometheus_counts_fire_times_that_did_not_run_and_stamps_the_last_succe
         EventKind.RUN_MISSED,
         EventKind.RUN_COALESCED,
         EventKind.MAX_INSTANCES,
+        EventKind.RUN_SKIPPED,
     ):
         prom.on_event(SchedulerEvent(kind=kind, task_name="bake"))
     prom.on_event(SchedulerEvent(kind=EventKind.RUN_EXECUTED, task_name="bake"))  # not a fire time
@@ -170,7 +171,7 @@ def test_prometheus_counts_fire_times_that_did_not_run_and_stamps_the_last_succe
     text = prom.exposition().decode()
     assert 'backbeat_missed_fire_times_total{task="bake"} 2.0' in text
     assert 'backbeat_coalesced_fire_times_total{task="bake"} 1.0' in text
-    assert 'backbeat_skipped_fire_times_total{task="bake"} 1.0' in text
+    assert 'backbeat_skipped_fire_times_total{task="bake"} 2.0' in text  # max_instances and overlap
     [stamp] = [line for line in text.splitlines() if line.startswith("backbeat_task_last_success_timestamp{")]
     assert stamp.startswith('backbeat_task_last_success_timestamp{task="bake"} ')
     assert float(stamp.split()[-1]) == noon.timestamp()

@@ -359,11 +359,11 @@ class Engine:
 
     def _skipped(self, task: Task, fire_time: datetime) -> None:
         if task.options.overlap == Overlap.ALLOW_ALL:
-            why = f"max_instances={task.options.max_instances} runs were going"
+            kind, why = EventKind.MAX_INSTANCES, f"max_instances={task.options.max_instances} runs were going"
         else:
-            why = f"a run was going (overlap={task.options.overlap})"
+            kind, why = EventKind.RUN_SKIPPED, f"a run was going (overlap={task.options.overlap})"
         log.warning("task %s (%s): fire time %s skipped: %s", task.id, task.name, fire_time, why)
-        self._emit(EventKind.MAX_INSTANCES, task, fire_time=fire_time)
+        self._emit(kind, task, fire_time=fire_time)
         self.history.skipped(task, fire_time, why=why)
 
     async def _cancel_others(self, task: Task) -> None:

@@ -35,7 +35,10 @@ class EventKind(enum.StrEnum):
     RUN_LEASE_LOST = "run_lease_lost"
     """A run stopped here because its lease could not be renewed in time (another owner may run it)."""
     RUN_DEFERRED = "run_deferred"
+    RUN_SKIPPED = "run_skipped"
+    """A fire time the task's overlap policy refused (``skip``, a full buffer): not run."""
     MAX_INSTANCES = "max_instances"
+    """A fire time not run because ``max_instances`` runs of the task were going (``allow_all``)."""
     STORE_ERROR = "store_error"
 
 

@@ -26,7 +26,7 @@ created per order or per user a shared name, as ``schedule_immediate_task("charg
 A run is measured around the job's call (the engine's run hook): what happens before (resolving
 the job, a circuit breaker deferring it) is not a run of the job and is not counted. Fire times
 that do not run are counted from the scheduler's events (``RUN_MISSED``, ``RUN_COALESCED``,
-``MAX_INSTANCES``) by the process that decided them.
+``RUN_SKIPPED``, ``MAX_INSTANCES``) by the process that decided them.
 opentelemetry-api is optional (``pip install 'backbeat[otel]'``).
 """
 
@@ -56,6 +56,7 @@ FIRE_TIME_EVENTS = {
     EventKind.RUN_MISSED: "missed",
     EventKind.RUN_COALESCED: "coalesced",
     EventKind.MAX_INSTANCES: "skipped",
+    EventKind.RUN_SKIPPED: "skipped",
 }
 """The events of fire times that did not run, and what each is counted as."""
 

@@ -145,6 +145,7 @@ _NOT_RUN = {
     EventKind.RUN_MISSED: "missed_fire_times",
     EventKind.RUN_COALESCED: "coalesced_fire_times",
     EventKind.MAX_INSTANCES: "skipped_fire_times",
+    EventKind.RUN_SKIPPED: "skipped_fire_times",
 }
 
 
