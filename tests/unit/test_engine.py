@@ -524,3 +524,17 @@ async def test_cancel_other_cancels_a_run_of_the_same_engine_at_once(world: Worl
     await finish(engine)
     assert job.started == [at(0), at(4)]
     assert await history_of(world, engine, task) == [("cancelled", at(0)), ("success", at(4))]
+
+
+async def test_cancel_other_catching_up_runs_only_the_latest_fire_time(world: World) -> None:
+    engine, job = world.engine(), world.job()
+    task = await world.add(job, every=4, misfire_grace_time=None, coalesce=False, overlap="cancel_other")
+    world.clock.advance(9)  # fire times 0, 4 and 8 are due
+    await engine._claim_once(100)
+    await finish(engine)
+    assert job.started == [at(9)] and world.fired(EventKind.RUN_SKIPPED) == [at(0), at(4)]
+    assert await history_of(world, engine, task) == [
+        ("skipped", at(0)),
+        ("skipped", at(4)),
+        ("success", at(8)),
+    ]

@@ -118,6 +118,8 @@ class Engine:
         self._completing: dict[str, RunResult] = {}
         self._released: set[str] = set()
         self._fenced: set[str] = set()
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        """Cancel requests being sent (``cancel_other``): held so they are not collected."""
         """Runs stopped here because their lease could not be renewed in time."""
         self.deadlines = LeaseDeadlines(self.config.lease, self._fence, now=monotonic)
         """Until when this process surely holds each run, by ``monotonic`` (default: the event
@@ -350,18 +352,22 @@ class Engine:
                     task.options.overlap,
                 )
                 if task.options.overlap == Overlap.CANCEL_OTHER:
-                    await self._cancel_others(task)
+                    # beside the dispatch of this batch's runs, not before it
+                    cancelling = asyncio.get_running_loop().create_task(self._cancel_others(task))
+                    self._side_tasks.add(cancelling)
+                    cancelling.add_done_callback(self._side_tasks.discard)
             for run in result.runs:
                 run.task = run.task or task
                 runs.append(run)
         self.deadlines.granted([run.id for run in runs], sent)
         return runs
 
-    def _skipped(self, task: Task, fire_time: datetime) -> None:
+    def _skipped(self, task: Task, fire_time: datetime, why: str | None = None) -> None:
+        """A fire time the task's overlap policy refused: logged, an event, a history entry."""
         if task.options.overlap == Overlap.ALLOW_ALL:
             kind, why = EventKind.MAX_INSTANCES, f"max_instances={task.options.max_instances} runs were going"
         else:
-            kind, why = EventKind.RUN_SKIPPED, f"a run was going (overlap={task.options.overlap})"
+            kind, why = EventKind.RUN_SKIPPED, why or f"a run was going (overlap={task.options.overlap})"
         log.warning("task %s (%s): fire time %s skipped: %s", task.id, task.name, fire_time, why)
         self._emit(kind, task, fire_time=fire_time)
         self.history.skipped(task, fire_time, why=why)
@@ -398,10 +404,16 @@ class Engine:
             return no_fire
         split = split_due(due, now, window=task.options.misfire_grace_time, coalesce=task.options.coalesce)
         self._report_catch_up(task, split, now)
+        fire_times = split.run
+        if task.options.overlap == Overlap.CANCEL_OTHER and len(fire_times) > 1:
+            # each would cancel the one before it: only the latest runs
+            for fire_time in fire_times[:-1]:
+                self._skipped(task, fire_time, f"a later fire time is due (overlap={task.options.overlap})")
+            fire_times = fire_times[-1:]
         return FireDecision(
             task_id=task.id,
             claimed_version=task.version,
-            fire_times=split.run,
+            fire_times=fire_times,
             next_run_time=following,
             missed=len(split.missed),
             overlap=task.options.overlap,
