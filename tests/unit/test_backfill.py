@@ -17,6 +17,7 @@ from backbeat.api.backfill import (
     range_fire_times,
 )
 from backbeat.api.taskbuild import from_callable
+from backbeat.model.history import HistoryEntry, HistoryOutcome
 from backbeat.model.records import RunOutcome, RunResult, Task, TaskOptions
 from backbeat.model.registry import JobRegistry
 from backbeat.model.triggers import make_trigger_spec
@@ -39,6 +40,10 @@ class World:
         self.ran: list[str] = []
         self.most_at_once = 0
         self.looks = 0
+        self.failing: set[str] = set()
+        """Run ids whose job fails."""
+        self.history = False
+        """Record a history entry for each run, as a worker does."""
 
     async def task(self, **options: Any) -> Task:
         trigger = make_trigger_spec("interval", hours=1, start_date=T0 - 10 * HOUR, now=T0)
@@ -51,18 +56,35 @@ class World:
         """The runner waits: the runs taken at the last look end, the waiting ones are taken."""
         self.looks += 1
         held = {run.id: run for run in await self.store.list_runs() if run.owner == "worker"}
-        await self.store.complete(
-            "worker",
-            [
-                RunResult(run=held[i], outcome=RunOutcome.SUCCESS, finished_at=self.clock())
-                for i in self.running
-            ],
-        )
+        results = [
+            RunResult(
+                run=held[i],
+                outcome=RunOutcome.FAILURE if i in self.failing else RunOutcome.SUCCESS,
+                finished_at=self.clock(),
+            )
+            for i in self.running
+        ]
+        await self.store.complete("worker", results)
+        if self.history:
+            await self.store.record_history([self.entry(result) for result in results])
         self.running = []
         claim = await self.store.claim_due("worker", now=self.clock(), lease=HOUR, limit=100)
         self.running = [run.id for run in claim.runs]
         self.ran += self.running
         self.most_at_once = max(self.most_at_once, len(self.running))
+
+    def entry(self, result: RunResult) -> HistoryEntry:
+        run = result.run
+        outcome = HistoryOutcome.FAILURE if result.outcome == RunOutcome.FAILURE else HistoryOutcome.SUCCESS
+        return HistoryEntry(
+            id=f"{run.id}#{outcome.value}",
+            task_id=run.task_id,
+            task_name="job",
+            run_id=run.id,
+            fire_time=run.fire_time,
+            ended_at=result.finished_at,
+            outcome=outcome,
+        )
 
     async def backfill(self, task: Task, overlap: str, times: list[datetime]) -> BackfillProgress:
         progress = BackfillProgress(task_id=task.id, fire_times=times)
@@ -147,6 +169,25 @@ async def test_progress_is_reported_after_every_change() -> None:
     await runner.run()
 
     assert seen == [(0, 0), (1, 0), (1, 1), (2, 1), (2, 2)]
+
+
+async def test_the_runs_outcomes_come_from_the_history_and_failures_are_listed() -> None:
+    world = World()
+    task = await world.task()
+    times = [T0 - 3 * HOUR, T0 - 2 * HOUR, T0 - HOUR]
+    world.failing = {ids(task, times)[1]}
+    world.history = True
+    done = await world.backfill(task, "buffer_all", times)
+    assert done.outcomes == {times[0]: "success", times[1]: "failure", times[2]: "success"}
+    assert done.failed == [times[1]] and done.to_dict()["failed"] == [times[1]]
+
+
+async def test_without_history_the_outcomes_stay_unknown_after_a_bounded_wait() -> None:
+    world = World()
+    task = await world.task()
+    done = await world.backfill(task, "buffer_all", [T0 - HOUR])
+    assert done.finished == [T0 - HOUR] and done.outcomes == {} and done.failed == []
+    assert world.looks < 20  # it waited a couple of seconds' worth of looks, not for ever
 
 
 # -- the range -----------------------------------------------------------------------------------

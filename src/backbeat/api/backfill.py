@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal, get_args
 
 from backbeat.abc import Store
 from backbeat.model import triggers
+from backbeat.model.history import HistoryOutcome, HistoryQuery
 from backbeat.model.records import Task, run_id_for
 
 BackfillOverlap = Literal["buffer_all", "allow_all", "skip"]
@@ -31,6 +32,14 @@ MAX_FIRE_TIMES = 1000
 
 POLL_INTERVAL = 0.2
 """Seconds between two looks at the task's runs in the store while waiting for one to end."""
+
+OUTCOME_WAIT = 2.0
+"""Seconds a finished backfill waits for the history entries of its runs (a worker writes them
+within a fraction of a second of a run's end) before it reports the ones missing as unknown."""
+
+HISTORY_SLACK = timedelta(seconds=5)
+"""How far before the backfill began its runs' history entries are looked for (the workers'
+clocks may run behind this process's)."""
 
 ProgressCallback = Callable[["BackfillProgress"], object]
 
@@ -49,6 +58,15 @@ class BackfillProgress:
     """Fire times whose run has ended (it left the store: succeeded, failed for good, dead-lettered)."""
     skipped: list[datetime] = field(default_factory=list)
     """Fire times not run (``overlap="skip"``: another run of the task existed at their turn)."""
+    outcomes: dict[datetime, str] = field(default_factory=dict)
+    """How each finished fire time's run ended, from the run history (``"success"``,
+    ``"failure"``, ``"dead_lettered"``, ``"cancelled"``, ...); absent when the history has no
+    entry for it (history turned off, or a fire time that had run before with the same attempt)."""
+
+    @property
+    def failed(self) -> list[datetime]:
+        """Finished fire times whose run did not succeed, by the run history."""
+        return [t for t in self.finished if self.outcomes.get(t, "success") != "success"]
 
     @property
     def total(self) -> int:
@@ -71,6 +89,8 @@ class BackfillProgress:
             "started": self.started,
             "finished": self.finished,
             "skipped": self.skipped,
+            "outcomes": {t.isoformat(): outcome for t, outcome in self.outcomes.items()},
+            "failed": self.failed,
         }
 
 
@@ -161,13 +181,35 @@ class BackfillRunner:
         """Runs of the range's fire times seen in the store, added here or not: each runs once."""
 
     async def run(self) -> BackfillProgress:
+        began = self.clock()
         await self._report()
         for fire_time in self.progress.fire_times:
             await self._take_turn(fire_time)
         while self._waiting:
             await self.sleep(POLL_INTERVAL)
             await self._runs()
+        await self._read_outcomes(since=began - HISTORY_SLACK)
         return self.progress
+
+    async def _read_outcomes(self, *, since: datetime) -> None:
+        """Fill ``progress.outcomes`` from the run history of the finished fire times' runs."""
+        wanted = {run_id_for(self.task.id, t): t for t in self.progress.finished}
+        waited = 0.0
+        while True:
+            query: HistoryQuery | None = HistoryQuery(task_id=self.task.id, since=since, limit=1000)
+            while query is not None:
+                entries, cursor = await self.store.run_history(query)
+                for entry in reversed(entries):  # oldest first: a run's last entry wins
+                    fire_time = wanted.get(entry.run_id)
+                    if fire_time is not None and entry.outcome != HistoryOutcome.RETRY_SCHEDULED:
+                        self.progress.outcomes[fire_time] = entry.outcome.value
+                query = None if cursor is None else replace(query, cursor=cursor)
+            if len(self.progress.outcomes) >= len(wanted) or waited >= OUTCOME_WAIT:
+                break
+            await self.sleep(POLL_INTERVAL)
+            waited += POLL_INTERVAL
+        if self.progress.outcomes:
+            await self._report()
 
     async def _take_turn(self, fire_time: datetime) -> None:
         run_id = run_id_for(self.task.id, fire_time)

@@ -83,13 +83,24 @@ def backfill(
         fail(done, USAGE_ERROR)
     if as_json:
         print_json(done.to_dict())
-        return
+    else:
+        _summary(done)
+    if done.failed:
+        raise typer.Exit(1)
+
+
+def _summary(done: BackfillProgress) -> None:
     console.print(
-        f"backfilled {task_id}: {len(done.finished)} of {done.total} fire times ran,"
-        f" {len(done.skipped)} skipped"
+        f"backfilled {done.task_id}: {len(done.finished)} of {done.total} fire times ran"
+        f" ({len(done.failed)} failed), {len(done.skipped)} skipped"
     )
     for fire_time in done.skipped:
         console.print(f"skipped {render.when(fire_time)} UTC: another run of the task existed at its turn")
+    for fire_time in done.failed:
+        console.print(f"{done.outcomes[fire_time]}: {render.when(fire_time)} UTC (see backbeat runs list)")
+    unknown = len(done.finished) - len(done.outcomes)
+    if unknown:
+        console.print(f"{unknown} fire times ran with no history entry to say how (history turned off?)")
 
 
 def _dry_run(

@@ -158,6 +158,7 @@ def backfill(
     as_json: backfill_cli.JsonOption = False,
 ) -> None:
     """Run a recurring task's past fire times from --from to --to (running workers run them),
-    with a progress bar; --dry-run lists them. Exit 0 when each ran (or was skipped by
-    --overlap skip), 1 for an unknown task or store, 2 for a refused range or option, 130 on Ctrl-C."""
+    with a progress bar; --dry-run lists them. Exit 0 when each succeeded (or was skipped by
+    --overlap skip), 1 when a run did not (by the run history) or for an unknown task or store, 2
+    for a refused range or option, 130 on Ctrl-C."""
     backfill_cli.backfill(task_id, store, prefix, start, end, overlap, max_fire_times, dry_run, as_json)
