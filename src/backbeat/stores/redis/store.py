@@ -368,7 +368,7 @@ class RedisStore:
             ids = [text(task_id) for task_id in errors]
             raws = await client.hmget(self.keys.tasks, ids) if ids else []
         records = [
-            QuarantinedRecord(key=task_id, raw=text(raw) if raw is not None else "", error=text(error))
+            QuarantinedRecord(key=task_id, raw=codec.stored_document(raw), error=text(error))
             for task_id, raw, error in zip(ids, raws, errors.values(), strict=True)
         ]
         return sorted(records, key=lambda record: record.key)

@@ -76,40 +76,47 @@ end
 call_many('ZREM', K_LEASES, gone)
 call_keys('MSET', writes)
 call_many('ZADD', K_LEASES, leases)
-local run_snaps = snapshots(run_tasks, get_many(K_LIVE, run_tasks))
+local run_snaps = snapshots(run_tasks, get_many(K_TASKS, run_tasks))
 
-local claimed, lives = {}, {}
+-- claims whose owner died between claim_due and fire (ended by the server's clock) first, then
+-- unclaimed tasks due by the horizon (the caller's clock)
+local claimed, records = {}, {}
 local room = limit - #run_tasks
 if room > 0 then
-  -- between the two clocks: unclaimed tasks when the horizon is the later, else claimed ones
-  local lo, hi = math.min(horizon, store_now), math.max(horizon, store_now)
-  local ids = candidates(K_SCHEDULE, lo, hi, room, function(batch)
-    local kept = {}
-    for i, found in ipairs(get_keys(keys_of(claim_key, batch))) do
-      kept[i] = (found == false) == (horizon > store_now)
-    end
-    return kept
-  end)
-  local owners = get_keys(keys_of(claim_key, ids))
-  local found = get_many(K_LIVE, ids)
-  for i, id in ipairs(ids) do
-    local take = found[i] ~= false
-    if not take then
-      redis.call('ZREM', K_SCHEDULE, id)
-    elseif owners[i] then
-      -- a claim whose owner died between claim_due and fire
+  local lapsed = redis.call('ZRANGEBYSCORE', K_CLAIMS, '-inf', us_text(store_now), 'LIMIT', 0, room)
+  local found = get_many(K_TASKS, lapsed)
+  local dropped = {}
+  for i, id in ipairs(lapsed) do
+    local take = false
+    if found[i] then
       local live = parse_live(found[i])
       take = schedulable(live) and tonumber(live[NRT]) <= horizon
       if not take then
-        redis.call('DEL', claim_key(id))
-        reschedule(id, live)
+        dropped[#dropped + 1] = {id, live}
       end
     end
     if take then
-      lives[#claimed + 1] = found[i]
+      records[#claimed + 1] = found[i]
       claimed[#claimed + 1] = id
     end
   end
+  call_keys('DEL', keys_of(claim_key, lapsed))
+  call_many('ZREM', K_CLAIMS, lapsed)
+  for _, item in ipairs(dropped) do
+    reschedule(item[1], item[2])
+  end
+  room = limit - #run_tasks - #claimed
+end
+if room > 0 then
+  local ids = redis.call('ZRANGEBYSCORE', K_SCHEDULE, '-inf', us_text(horizon), 'LIMIT', 0, room)
+  local found = get_many(K_TASKS, ids)
+  for i, id in ipairs(ids) do
+    if found[i] then
+      records[#claimed + 1] = found[i]
+      claimed[#claimed + 1] = id
+    end
+  end
+  call_many('ZREM', K_SCHEDULE, ids)
 end
 
 local by, scores = {}, {}
@@ -118,6 +125,6 @@ for i, id in ipairs(claimed) do
   scores[2 * i - 1], scores[2 * i] = lease_until, id
 end
 call_keys('MSET', by)
-call_many('ZADD', K_SCHEDULE, scores)
-local snaps = snapshots(claimed, lives)
+call_many('ZADD', K_CLAIMS, scores)
+local snaps = snapshots(claimed, records)
 return {runs, run_snaps[1], run_snaps[2], snaps[1], snaps[2], lease_until}

@@ -22,7 +22,7 @@ for i = 4, #ARGV do
   ids[#ids + 1] = id
 end
 local owners = get_keys(keys_of(claim_key, ids))
-local lives = get_many(K_LIVE, ids)
+local lives = get_many(K_TASKS, ids)
 
 -- which of the runs to create exist already (one lookup for the whole batch)
 local run_ids = {}
@@ -98,8 +98,9 @@ for i = 2, #run_writes, 2 do
 end
 call_keys('MSET', run_writes)
 call_many('ZADD', K_LEASES, leases)
-call_many('HSET', K_LIVE, live_writes)
+call_many('HSET', K_TASKS, live_writes)
 call_keys('DEL', keys_of(claim_key, unclaimed))
+call_many('ZREM', K_CLAIMS, unclaimed)
 call_many('ZADD', K_SCHEDULE, scores)
 call_many('ZREM', K_SCHEDULE, unscheduled)
 remove_tasks(removed)

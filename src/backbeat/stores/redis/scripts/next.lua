@@ -1,11 +1,13 @@
 -- ARGV: prefix, now (the caller's clock). Returns the earliest time, in the caller's clock,
 -- something may become claimable, or false: an unclaimed task's next run time or a waiting
 -- run's time as they are, a claim's or a leased run's end moved from the server's clock.
+-- Tasks and claims have an index each (O(log N)); runs, which are few at a time, share one
+-- sorted set of both clocks.
 local shift = tonumber(ARGV[2]) - server_now()
 local BATCH = 100
 
--- The earliest member of a sorted set scored by two clocks; by_server(ids) tells, for a
--- batch, which members hold a time of the server's clock.
+-- The earliest member of the runs' sorted set, scored by two clocks; by_server(ids) tells,
+-- for a batch, which members hold a time of the server's clock.
 local function earliest(key, by_server)
   local best = false
   local offset = 0
@@ -36,13 +38,16 @@ local function earliest(key, by_server)
   end
 end
 
-local claims = earliest(K_SCHEDULE, function(ids)
-  local moved = {}
-  for i, found in ipairs(get_keys(keys_of(claim_key, ids))) do
-    moved[i] = found ~= false
-  end
-  return moved
-end)
+-- the earliest unclaimed task and the earliest claim's end: the first member of each index
+local best = false
+local first = redis.call('ZRANGE', K_SCHEDULE, 0, 0, 'WITHSCORES')
+if #first > 0 then
+  best = tonumber(first[2])
+end
+first = redis.call('ZRANGE', K_CLAIMS, 0, 0, 'WITHSCORES')
+if #first > 0 and (not best or tonumber(first[2]) + shift < best) then
+  best = tonumber(first[2]) + shift
+end
 local leases = earliest(K_LEASES, function(ids)
   local moved = {}
   for i, found in ipairs(get_keys(keys_of(run_key, ids))) do
@@ -50,7 +55,6 @@ local leases = earliest(K_LEASES, function(ids)
   end
   return moved
 end)
-local best = claims
 if leases and (not best or leases < best) then
   best = leases
 end

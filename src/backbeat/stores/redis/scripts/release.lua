@@ -30,7 +30,8 @@ local owners = get_keys(keys_of(claim_key, task_ids))
 for i, id in ipairs(task_ids) do
   if owners[i] == owner then
     redis.call('DEL', claim_key(id))
-    local live = redis.call('HGET', K_LIVE, id)
+    redis.call('ZREM', K_CLAIMS, id)
+    local live = redis.call('HGET', K_TASKS, id)
     if live then
       reschedule(id, parse_live(live))
     else

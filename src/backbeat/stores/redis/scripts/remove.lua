@@ -6,11 +6,10 @@ if ARGV[2] == 'tag' then
 else
   ids = args_from(3)
 end
-local lives = get_many(K_LIVE, ids)
-local docs = get_many(K_TASKS, ids)
+local records = get_many(K_TASKS, ids)
 local removed, seen = {}, {}
 for i, id in ipairs(ids) do
-  if (lives[i] or docs[i]) and not seen[id] then
+  if records[i] and not seen[id] then
     seen[id] = true
     removed[#removed + 1] = id
   end
