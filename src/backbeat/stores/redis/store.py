@@ -185,8 +185,11 @@ class RedisStore:
             index = "ids"
         page: list[Task] = []
         after = cursor or ""
+        # an index holds exactly the matches (filtered only by it): a page needs one task more, no batch
+        indexed = filter is None or filter in (TaskFilter(tag=filter.tag), TaskFilter(orphaned=True))
+        batch = min(READ_BATCH, limit + 1) if limit is not None and indexed else READ_BATCH
         while True:
-            sizes, parts, more = await self._conn.run("read", "scan", index, after, READ_BATCH)
+            sizes, parts, more = await self._conn.run("read", "scan", index, after, batch)
             for task_id, task in await self._decode(sizes, parts):
                 after = task_id
                 if task is None or (filter is not None and not filter.matches(task)):
