@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis.asyncio
 
+from backbeat import BackgroundTaskScheduler, SchedulerConfig
 from backbeat.stores.redis import RedisStore
 from tests.integration.test_redis_store import delete_keys, task
 from tests.redis_server import usable_redis_url
@@ -94,3 +95,33 @@ async def test_tasks_added_and_removed_between_pages_leave_the_others_seen_once_
     assert removed & set(seen) and added & set(seen)  # the churn reached both sides of the cursor
     after, _ = await store.list(limit=N * 2)
     assert [t.id for t in after] == sorted(stored - removed)
+
+
+async def noop(order_id: str) -> None:
+    """The listed tasks' job (never runs)."""
+
+
+async def test_the_scheduler_lists_a_redis_store_page_by_page(store: RedisStore) -> None:
+    scheduler = BackgroundTaskScheduler(
+        redis_url=usable_redis_url(),
+        job_store_prefix=store.keys.prefix,
+        config=SchedulerConfig(producer_only=True),
+    )
+    try:
+        for i in range(250):
+            await scheduler.schedule_delayed_task(f"remind-{i}", noop, 60, args=[f"A-{i}"], tags=("r",))
+        with pytest.raises(ValueError, match="limit must be an integer from 1 to 1000, not 0"):
+            await scheduler.list_tasks_page(limit=0)
+        pages: list[list[str]] = []
+        cursor: str | None = None
+        while True:
+            page = await scheduler.list_tasks_page(tag="r", cursor=cursor, limit=100)
+            pages.append([info.id for info in page.tasks])
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert [len(ids) for ids in pages] == [100, 100, 50]
+        listed = [task_id for ids in pages for task_id in ids]
+        assert listed == sorted(info.id for info in await scheduler.list_tasks())
+    finally:
+        await scheduler.shutdown()
