@@ -79,6 +79,8 @@ async def _records(client: Client, keys: Keys) -> None:
     script = client.register_script(source("migrate3"))
 
     async def run(*args: str | int) -> Any:
+        # a big store takes a while (100,000 tasks: 3.4 s here): the lock lasts while batches go on
+        await client.pexpire(keys.layout_lock, int(LOCK_TTL * 1000))
         return await script(keys=[keys.tasks], args=[keys.base, *args])
 
     while await client.exists(keys.live):
