@@ -2,7 +2,8 @@
 
 ``downgrade_to_2`` rewrites a layout-3 store's keys as layout 2 wrote them: a document hash
 and a live-fields hash, one sorted set of every id, claimed tasks in the schedule scored by
-their claim's end, the documents as layout 2's lean JSON objects (or kept as they are).
+their claim's end, waiting runs among the leased ones, the documents as layout 2's lean JSON
+objects (or kept as they are).
 """
 
 from __future__ import annotations
@@ -58,11 +59,14 @@ async def downgrade_to_2(client: redis.asyncio.Redis, keys: Keys, *, lean: bool 
     buckets = [keys.id_bucket(bound.decode()) for bound in bounds]
     ids: list[Any] = [member for bucket in buckets for member in await client.zrange(bucket, 0, -1)]
     claims: list[Any] = await client.zrange(keys.claims, 0, -1, withscores=True)
-    await client.delete(keys.tasks, keys.id_index, keys.claims, *buckets)
+    waiting: list[Any] = await client.zrange(keys.waiting, 0, -1, withscores=True)
+    await client.delete(keys.tasks, keys.id_index, keys.claims, keys.waiting, *buckets)
     if docs:
         await client.hset(keys.tasks, mapping=docs)
         await client.hset(keys.live, mapping=lives)
         await client.zadd(keys.ids, dict.fromkeys(ids, 0))
     if claims:
         await client.zadd(keys.schedule, {member: score for member, score in claims})
+    if waiting:
+        await client.zadd(keys.leases, {member: score for member, score in waiting})
     await client.set(keys.layout, "2")

@@ -208,15 +208,19 @@ async def test_a_layout_2_store_is_migrated_to_records_a_bucketed_id_index_and_a
             await store.add([task(f"many-{i:04}", at=T0 + timedelta(days=1)) for i in range(300)])
             await store.add([task("claimed")])  # claimed by a process that died: its claim lapses at once
             await store.claim_due("dead", now=T0, lease=timedelta(0), limit=1)
+            await store.enqueue_run("many-0000", fire_time=T0, now=T0 + timedelta(hours=1))  # a waiting run
         finally:
             await store.close()
     await downgrade_to_2(client, old.keys)
     assert await client.zscore(old.keys.schedule, "claimed") is not None  # layout 2 kept claims there
+    waiting_run = f"many-0000@{T0.isoformat()}"
+    assert await client.zscore(old.keys.leases, waiting_run) is not None  # and waiting runs here
 
     migrated = await observed(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
 
     assert await client.get(old.keys.layout) == b"3"
     assert not await client.exists(old.keys.live, old.keys.ids)
+    assert await client.zrange(old.keys.waiting, 0, -1) == [waiting_run.encode()]
     assert migrated == await observed(RedisStore(usable_redis_url(), prefix=fresh.keys.prefix))
     assert len(migrated[0][0]) == 305  # type: ignore[index]
     boundaries: list[Any] = await client.zrange(old.keys.id_index, 0, -1)

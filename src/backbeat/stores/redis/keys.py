@@ -92,8 +92,14 @@ class Keys:
 
     @property
     def leases(self) -> str:
-        """Sorted set: run id -> lease end (a waiting run: when it becomes claimable)."""
+        """Sorted set: leased run id -> lease end, by the server's clock (layout 2 and older: a
+        waiting run too -> when it becomes claimable)."""
         return f"{self.base}leases"
+
+    @property
+    def waiting(self) -> str:
+        """Sorted set: waiting run id -> when it becomes claimable, by the callers' clock."""
+        return f"{self.base}waiting"
 
     @property
     def quarantine(self) -> str:

@@ -71,7 +71,8 @@ _BATCH = 1000
 
 
 async def _records(client: Client, keys: Keys) -> None:
-    """Live fields into the records, the id index in listpack buckets, claims in their own index.
+    """Live fields into the records, the id index in listpack buckets, claims and waiting runs in
+    indexes of their own.
 
     Documents are kept as they are (layout-2 objects stay readable); each step is a script
     call over one batch, so an interrupted migration goes on where it stopped.
@@ -94,9 +95,10 @@ async def _records(client: Client, keys: Keys) -> None:
                 break
     while await run("index", _BATCH):
         pass
-    offset = 0
-    while offset >= 0:
-        offset = int(await run("claims", offset, _BATCH))
+    for step in ("claims", "runs"):
+        offset = 0
+        while offset >= 0:
+            offset = int(await run(step, offset, _BATCH))
 
 
 MIGRATIONS: tuple[LayoutMigration, ...] = (
@@ -105,7 +107,10 @@ MIGRATIONS: tuple[LayoutMigration, ...] = (
         2, "lean task documents, written from now on; full ones stay as they are", _lean_documents
     ),
     LayoutMigration(
-        3, "one record per task (live fields and document), a bucketed id index, a claims index", _records
+        3,
+        "one record per task (live fields and document), a bucketed id index, claims and waiting runs "
+        "in indexes of their own",
+        _records,
     ),
 )
 

@@ -344,7 +344,9 @@ class RedisStore:
     async def list_runs(self, task_id: str | None = None) -> builtins.list[Run]:
         client = self._conn.client
         async with self._conn.calls():
-            members: Sequence[Any] = await client.zrange(self.keys.leases, 0, -1, withscores=True)
+            members: list[Any] = []
+            for index in (self.keys.waiting, self.keys.leases):
+                members += await client.zrange(index, 0, -1, withscores=True)
             leases = {text(run_id): from_us(int(score)) for run_id, score in members}
             stored = await client.mget([self.keys.run(run_id) for run_id in leases]) if leases else []
         runs: list[Run] = []

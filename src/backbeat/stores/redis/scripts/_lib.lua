@@ -23,7 +23,10 @@ local K_TAGS = P .. 'tags'
 local K_SCHEDULE = P .. 'schedule'
 -- claimed tasks scored by the claim's end (the server's clock)
 local K_CLAIMS = P .. 'claims'
+-- leased runs scored by the lease's end (the server's clock)
 local K_LEASES = P .. 'leases'
+-- waiting runs scored by when they become claimable (the callers' clock)
+local K_WAITING = P .. 'waiting'
 local K_QUARANTINE = P .. 'quarantine'
 local K_DEAD = P .. 'dead'
 -- ids of orphaned tasks (flag 'o'), scores 0: listing them reads no other task
@@ -416,7 +419,7 @@ local function add_waiting_run(id, rid, fire, now)
     return 'full'
   end
   redis.call('SET', run_key(rid), pack_run('1', fire, '0', ''))
-  redis.call('ZADD', K_LEASES, now, rid)
+  redis.call('ZADD', K_WAITING, now, rid)
   live[RUNNING] = tonumber(live[RUNNING]) + 1
   redis.call('HSET', K_TASKS, id, join_live(live))
   wake()

@@ -11,36 +11,15 @@ local limit, horizon = tonumber(ARGV[5]), tonumber(ARGV[6])
 local store_now = server_now()
 local lease_until = us_text(store_now + lease)
 
--- Up to count members of a sorted set scored by two clocks: every member scored at or
--- before both bounds, then those between them that keep() accepts (for a batch of ids,
--- a table of booleans).
-local function candidates(key, lo, hi, count, keep)
-  local ids = redis.call('ZRANGEBYSCORE', key, '-inf', us_text(lo), 'LIMIT', 0, count)
-  local offset = 0
-  while #ids < count and hi > lo do
-    local batch = redis.call('ZRANGEBYSCORE', key, '(' .. us_text(lo), us_text(hi), 'LIMIT', offset, count)
-    if #batch == 0 then
-      break
-    end
-    offset = offset + #batch
-    local kept = keep(batch)
-    for i, id in ipairs(batch) do
-      if kept[i] and #ids < count then
-        ids[#ids + 1] = id
-      end
-    end
+-- waiting runs claimable by now (the caller's clock), then leased runs whose lease ended by the
+-- server's clock (their owner is presumed dead)
+local run_ids = redis.call('ZRANGEBYSCORE', K_WAITING, '-inf', us_text(now), 'LIMIT', 0, limit)
+if #run_ids < limit then
+  local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', us_text(store_now), 'LIMIT', 0, limit - #run_ids)
+  for _, rid in ipairs(expired) do
+    run_ids[#run_ids + 1] = rid
   end
-  return ids
 end
-
--- between the two clocks: waiting runs when the caller's now is the later, else leased runs
-local run_ids = candidates(K_LEASES, math.min(now, store_now), math.max(now, store_now), limit, function(batch)
-  local kept = {}
-  for i, found in ipairs(get_keys(keys_of(run_key, batch))) do
-    kept[i] = not found or ((parse_run(found)[3] == '') == (now > store_now))
-  end
-  return kept
-end)
 local stored = get_keys(keys_of(run_key, run_ids))
 local found = 0
 for i = 1, #run_ids do
@@ -73,6 +52,7 @@ for i, rid in ipairs(run_ids) do
     run_tasks[#run_tasks + 1] = run_task(rid, run[2])
   end
 end
+call_many('ZREM', K_WAITING, run_ids)
 call_many('ZREM', K_LEASES, gone)
 call_keys('MSET', writes)
 call_many('ZADD', K_LEASES, leases)

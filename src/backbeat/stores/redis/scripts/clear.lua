@@ -8,10 +8,12 @@ if #ids == 0 then -- records the index lost (written by hand): found by a scan
   end
 end
 remove_tasks(ids)
-local runs = redis.call('ZRANGE', K_LEASES, 0, batch - 1)
-call_keys('DEL', keys_of(run_key, runs))
-call_many('ZREM', K_LEASES, runs)
-local left = redis.call('HLEN', K_TASKS) + redis.call('ZCARD', K_LEASES)
+for _, key in ipairs({K_LEASES, K_WAITING}) do
+  local runs = redis.call('ZRANGE', key, 0, batch - 1)
+  call_keys('DEL', keys_of(run_key, runs))
+  call_many('ZREM', key, runs)
+end
+local left = redis.call('HLEN', K_TASKS) + redis.call('ZCARD', K_LEASES) + redis.call('ZCARD', K_WAITING)
 if left == 0 then
   redis.call('DEL', K_TASKS, K_IDX, bucket_key(''), K_TAGS, K_QUARANTINE, K_SCHEDULE, K_CLAIMS, K_DEAD, K_DEAD_TASKS,
     K_STATE, K_ORPHANED)

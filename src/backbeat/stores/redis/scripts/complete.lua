@@ -38,7 +38,7 @@ for i, found in ipairs(get_many(K_TASKS, task_ids)) do
   end
 end
 
-local done, retries, retry_runs, dead = {}, {}, {}, {}
+local done, retries, retry_runs, retry_ids, dead = {}, {}, {}, {}, {}
 for i, item in ipairs(finished) do
   local rid, run, result = item[1], item[2], item[3]
   local failed, finished_at, retry_at, outcome = result[1], result[2], result[3], result[4]
@@ -52,6 +52,7 @@ for i, item in ipairs(finished) do
     retry_runs[#retry_runs + 1] = pack_run(attempt, run[2], run[4], '')
     retries[#retries + 1] = retry_at
     retries[#retries + 1] = rid
+    retry_ids[#retry_ids + 1] = rid
   else
     done[#done + 1] = rid
   end
@@ -103,7 +104,8 @@ end
 call_keys('DEL', keys_of(run_key, done))
 call_many('ZREM', K_LEASES, done)
 call_keys('MSET', retry_runs)
-call_many('ZADD', K_LEASES, retries)
+call_many('ZREM', K_LEASES, retry_ids)
+call_many('ZADD', K_WAITING, retries)
 call_many('HSET', K_TASKS, writes)
 remove_tasks(removed)
 if #retries > 0 then

@@ -2,7 +2,9 @@
 -- prefix, then 'merge', task_id...: each task's live fields (P .. 'live') become the head of
 -- its record; 'index', n: n ids of the old id sorted set (P .. 'ids') move into the id index,
 -- returns how many are left there; 'claims', offset, n: the claimed tasks among n members of
--- the schedule from offset move to the claims index, returns the offset to go on from (-1 at the end).
+-- the schedule from offset move to the claims index; 'runs', offset, n: the waiting runs among
+-- n members of the leases from offset move to their own index. Both return the offset to go on
+-- from (-1 at the end).
 local K_OLD_LIVE, K_OLD_IDS = P .. 'live', P .. 'ids'
 local OLD_LIVE = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$'
 local mode = ARGV[2]
@@ -27,7 +29,15 @@ elseif mode == 'index' then
   return redis.call('ZCARD', K_OLD_IDS)
 end
 local offset, n = tonumber(ARGV[3]), tonumber(ARGV[4])
-local batch = redis.call('ZRANGE', K_SCHEDULE, offset, offset + n - 1, 'WITHSCORES')
+local from, to, make, moves = K_SCHEDULE, K_CLAIMS, claim_key, function(found)
+  return found ~= false
+end
+if mode == 'runs' then
+  from, to, make, moves = K_LEASES, K_WAITING, run_key, function(found)
+    return found ~= false and parse_run(found)[3] == ''
+  end
+end
+local batch = redis.call('ZRANGE', from, offset, offset + n - 1, 'WITHSCORES')
 if #batch == 0 then
   return -1
 end
@@ -35,13 +45,13 @@ local ids = {}
 for i = 1, #batch, 2 do
   ids[#ids + 1] = batch[i]
 end
-local claims, moved = {}, {}
-for i, owner in ipairs(get_keys(keys_of(claim_key, ids))) do
-  if owner then
-    claims[#claims + 1], claims[#claims + 2] = batch[2 * i], ids[i]
+local scores, moved = {}, {}
+for i, found in ipairs(get_keys(keys_of(make, ids))) do
+  if moves(found) then
+    scores[#scores + 1], scores[#scores + 2] = batch[2 * i], ids[i]
     moved[#moved + 1] = ids[i]
   end
 end
-call_many('ZADD', K_CLAIMS, claims)
-call_many('ZREM', K_SCHEDULE, moved)
+call_many('ZADD', to, scores)
+call_many('ZREM', from, moved)
 return offset + #ids - #moved
