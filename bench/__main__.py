@@ -105,10 +105,17 @@ class Bench:
                 f"in {large['seconds']:.0f}s"
             )
             if "redis_mb" in large:
+                per_task = large["redis_mb"] * 2**20 / n
                 self.notes.append(
                     f"backbeat {target.name}: Redis server used_memory grew by "
-                    f"{large['redis_mb']:,.0f} MB for {n:,} tasks"
+                    f"{large['redis_mb']:,.0f} MB for {n:,} tasks ({per_task:,.0f} B/task)"
                 )
+            self.notes.append(
+                f"backbeat {target.name}: a page of {memory.PAGE} tasks (Store.list) took "
+                f"{small['list_first'] * 1e6:,.0f} µs first, {small['list_last'] * 1e6:,.0f} µs near the end "
+                f"with {memory.SMALL:,} stored; {large['list_first'] * 1e6:,.0f} and "
+                f"{large['list_last'] * 1e6:,.0f} µs with {n:,}"
+            )
 
     async def peers(self) -> None:
         """Each system on one private Redis, ``--rounds`` times in turn; the median of each figure."""

@@ -5,8 +5,9 @@ tasks through ``add_tasks`` and another starts a scheduler on it: its RSS is wha
 scheduler costs with that many tasks stored. A memory store holds its tasks in the
 scheduler's own process, so that process fills it and its RSS includes every task.
 
-The probes, each a median: ``claim_due`` with nothing due, ``next_wakeup``, and add→run
-(an immediate task added and run in that process). The same probes run with 1,000 stored
+The probes, each a median: ``claim_due`` with nothing due, ``next_wakeup``, add→run
+(an immediate task added and run in that process), and ``Store.list`` of a page of 100
+tasks from the start and from 15/16 of the way through. The same probes run with 1,000 stored
 tasks, to show whether the cost grows with the number stored.
 
 ``python -m bench.memory fill|probe NAME URL PREFIX N`` and ``python -m bench.memory aps STORE
@@ -34,6 +35,9 @@ from bench.targets import FAR
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 5000
 SMALL = 1000
+PAGE = 100
+LAST_PAGES = "f0"
+"""A cursor 15/16 of the way through the listing (the stored tasks' ids are random hex)."""
 RAN = asyncio.Event()
 
 
@@ -103,6 +107,9 @@ async def _probe(target: StoreTarget, n: int) -> dict[str, float]:
         "claim_due": await median(claim, 200),
         "next_wakeup": await median(store.next_wakeup, 200),
         "add_run": await median(add_run, 30),
+        # a page of the listing at the start and near the end (task ids are hex: "f0" is 15/16 in)
+        "list_first": await median(lambda: store.list(limit=PAGE), 50),
+        "list_last": await median(lambda: store.list(cursor=LAST_PAGES, limit=PAGE), 50),
     }
     gc.collect()
     figures["rss_mb"] = rss_mb()

@@ -137,8 +137,13 @@ class RedisCluster:
             for node in self.masters():
                 with contextlib.closing(self.client(node)) as client:
                     info = client.info("replication")
-                # redis-py parses "slave0:ip=...,state=online,..." into a dict
-                states = [value.get("state") for key, value in info.items() if key.startswith("slave")]
+                # redis-py parses "slave0:ip=...,state=online,..." into a dict; a node still
+                # becoming a master may report a replica's "slave_repl_offset" (a number) too
+                states = [
+                    value.get("state")
+                    for key, value in info.items()
+                    if key.startswith("slave") and isinstance(value, dict)
+                ]
                 online.append(states.count("online") >= self.replicas)
             if online and all(online):
                 return

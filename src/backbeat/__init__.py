@@ -17,7 +17,7 @@ from backbeat.api.config import (
 )
 from backbeat.api.options import BackgroundTaskSchedulerOptions
 from backbeat.api.scheduler import BackgroundTaskScheduler
-from backbeat.api.tasklist import TaskInfo
+from backbeat.api.tasklist import TaskInfo, TaskPage
 from backbeat.engine.context import RunContext, current_run, get_service
 from backbeat.errors import (
     BackbeatError,
@@ -140,6 +140,7 @@ __all__ = [
     "TaskInfo",
     "TaskMetrics",
     "TaskNotFoundError",
+    "TaskPage",
     "ThreadPoolExecutor",
     "UnknownJobError",
     "WebApplication",

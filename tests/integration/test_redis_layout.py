@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -15,6 +17,8 @@ from backbeat.stores.redis import RedisStore, codec
 from backbeat.stores.redis.connection import Client
 from backbeat.stores.redis.keys import Keys
 from backbeat.stores.redis.layout import MIGRATIONS, LayoutMigration, latest
+from tests.contract.helpers import T0, task
+from tests.integration.redis_layouts import downgrade_to_2
 from tests.integration.test_redis_store import delete_keys
 from tests.integration.upgrades import observe, write_history
 from tests.redis_server import usable_redis_url
@@ -85,7 +89,7 @@ async def test_a_new_store_records_the_current_layout(
     store = RedisStore(usable_redis_url(), prefix=prefixes())
     await store.open()
     await store.close()
-    assert await client.get(store.keys.layout) == str(latest(MIGRATIONS)).encode() == b"2"
+    assert await client.get(store.keys.layout) == str(latest(MIGRATIONS)).encode() == b"3"
 
 
 async def test_a_store_written_before_the_layout_version_is_migrated_and_then_behaves_as_a_fresh_one(
@@ -98,11 +102,12 @@ async def test_a_store_written_before_the_layout_version_is_migrated_and_then_be
     await written(old)
     await written(fresh)
     # what the first release left behind: no layout version, no orphaned index nor its marker
+    await downgrade_to_2(client, old.keys)
     await client.delete(old.keys.layout, old.keys.orphans_indexed, old.keys.orphaned)
 
     migrated = await observed(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
 
-    assert await client.get(old.keys.layout) == b"2"
+    assert await client.get(old.keys.layout) == b"3"
     assert await client.exists(old.keys.orphans_indexed)
     assert migrated == await observed(RedisStore(usable_redis_url(), prefix=fresh.keys.prefix))
     assert migrated[0] != ([], None)  # the history's tasks were there to compare
@@ -118,6 +123,7 @@ async def test_full_documents_of_layout_1_read_as_the_lean_ones_of_layout_2(
     with monkeypatch.context() as layout_1:  # what a layout-1 release wrote: every field, the id too
         layout_1.setattr(codec, "document", lambda task: task.to_bytes())
         await written(old)
+    await downgrade_to_2(client, old.keys, lean=False)
     await client.set(old.keys.layout, "1")
     await written(fresh)
     full, lean = (await client.hvals(old.keys.tasks), await client.hvals(fresh.keys.tasks))
@@ -125,7 +131,7 @@ async def test_full_documents_of_layout_1_read_as_the_lean_ones_of_layout_2(
 
     migrated = await observed(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
 
-    assert await client.get(old.keys.layout) == b"2"
+    assert await client.get(old.keys.layout) == b"3"
     assert migrated == await observed(RedisStore(usable_redis_url(), prefix=fresh.keys.prefix))
     assert migrated[0] != ([], None)
 
@@ -168,7 +174,7 @@ async def test_opening_a_current_layout_takes_no_lock(
     finally:
         await current.close()
         await migrating.close()
-    assert await client.get(current.keys.layout) == b"2"
+    assert await client.get(current.keys.layout) == b"3"
 
 
 async def test_a_newer_layout_is_refused_naming_both_versions_and_left_as_it_was(
@@ -186,3 +192,38 @@ async def test_a_newer_layout_is_refused_naming_both_versions_and_left_as_it_was
     await store.close()
 
     assert await snapshot(client, prefix) == before
+
+
+async def test_a_layout_2_store_is_migrated_to_records_a_bucketed_id_index_and_a_claims_index(
+    client: redis.asyncio.Redis, prefixes: Callable[[], str]
+) -> None:
+    old, fresh = (
+        RedisStore(usable_redis_url(), prefix=prefixes()),
+        RedisStore(usable_redis_url(), prefix=prefixes()),
+    )
+    for store in (old, fresh):
+        await store.open()
+        try:
+            await write_history(store)
+            await store.add([task(f"many-{i:04}", at=T0 + timedelta(days=1)) for i in range(300)])
+            await store.add([task("claimed")])  # claimed by a process that died: its claim lapses at once
+            await store.claim_due("dead", now=T0, lease=timedelta(0), limit=1)
+            await store.enqueue_run("many-0000", fire_time=T0, now=T0 + timedelta(hours=1))  # a waiting run
+        finally:
+            await store.close()
+    await downgrade_to_2(client, old.keys)
+    assert await client.zscore(old.keys.schedule, "claimed") is not None  # layout 2 kept claims there
+    waiting_run = f"many-0000@{T0.isoformat()}"
+    assert await client.zscore(old.keys.leases, waiting_run) is not None  # and waiting runs here
+
+    migrated = await observed(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
+
+    assert await client.get(old.keys.layout) == b"3"
+    assert not await client.exists(old.keys.live, old.keys.ids)
+    assert await client.zrange(old.keys.waiting, 0, -1) == [waiting_run.encode()]
+    assert migrated == await observed(RedisStore(usable_redis_url(), prefix=fresh.keys.prefix))
+    assert len(migrated[0][0]) == 305  # type: ignore[index]
+    boundaries: list[Any] = await client.zrange(old.keys.id_index, 0, -1)
+    assert len(boundaries) > 2
+    for boundary in boundaries:
+        assert await client.object("encoding", old.keys.id_bucket(boundary.decode())) == b"listpack"

@@ -12,6 +12,7 @@ import redis.asyncio
 
 from backbeat.model.records import Task, TaskFilter
 from backbeat.stores.redis import RedisStore
+from tests.integration.redis_layouts import downgrade_to_2
 from tests.integration.test_redis_store import delete_keys
 from tests.redis_server import usable_redis_url
 
@@ -65,6 +66,7 @@ async def test_a_store_written_before_the_index_gets_it_on_open(names: tuple[str
     await first.close()
     client = redis.asyncio.Redis.from_url(url)
     try:  # what an older release left behind: no index, no marker, no key layout version
+        await downgrade_to_2(client, first.keys)
         await client.delete(first.keys.orphaned, first.keys.orphans_indexed, first.keys.layout)
     finally:
         await client.aclose()

@@ -282,7 +282,7 @@ async def test_an_unreachable_server_fails_promptly_without_leaking_the_password
 async def test_other_driver_errors_are_store_errors(store: RedisStore, redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     try:
-        client.set(store.keys.live, "not a hash")
+        client.set(store.keys.tasks, "not a hash")
     finally:
         client.close()
     with pytest.raises(StoreError) as raised:

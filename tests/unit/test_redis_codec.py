@@ -1,11 +1,14 @@
-"""The Redis store's task documents (key layout 2): lean when written, full ones still read."""
+"""The Redis store's task documents (key layout 3): compact arrays when written; the lean objects of
+layout 2 and the full ones of layout 1 still read."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
+import pytest
 
+from backbeat.errors import CorruptRecordError
 from backbeat.model.records import Task, TaskOptions
 from backbeat.stores.redis import codec
 
@@ -44,14 +47,77 @@ def test_a_plain_task_keeps_only_what_differs_from_the_defaults() -> None:
         created_at=T0,
     )
 
-    assert orjson.loads(codec.document(task)) == {
-        "name": "remind",
-        "job": "func:app:remind",
-        "trigger": {"type": "date"},
-        "args": ["A-1"],
-        "created_at": "2026-01-05T09:00:00+00:00",
-    }
+    assert orjson.loads(codec.document(task)) == [
+        "func:app:remind",
+        {"type": "date"},
+        1767603600000000,
+        ["A-1"],
+        {"options": {"misfire_grace_time": 1.0}},
+    ]
     assert stored(task) == with_live(task)
+
+
+def test_a_pending_one_shot_is_its_job_its_run_date_its_creation_and_its_args() -> None:
+    run_date = "2100-01-01T00:00:00+00:00"
+    task = Task(
+        id="t1",
+        name="remind",
+        job="func:app:remind",
+        trigger={"type": "date", "run_date": run_date, "timezone": "UTC"},
+        next_run_time=T0,
+        args=["A-1"],
+        options=TaskOptions(misfire_grace_time=None),
+        created_at=T0,
+    )
+
+    assert codec.document(task) == b'["func:app:remind",4102444800000000,1767603600000000,["A-1"]]'
+    assert stored(task) == with_live(task)
+    no_args = task.copy(args=[])
+    assert codec.document(no_args) == b'["func:app:remind",4102444800000000,1767603600000000]'
+    assert stored(no_args) == with_live(no_args)
+
+
+def test_what_a_compact_form_would_not_give_back_exactly_is_kept_as_it_is() -> None:
+    paris = timezone(timedelta(hours=1))
+    task = Task(
+        id="t1",
+        name="other name",
+        job="func:app:remind",
+        trigger={"type": "date", "run_date": "2100-01-01T01:00:00+01:00", "timezone": "UTC"},
+        next_run_time=T0,
+        created_at=T0.astimezone(paris),
+    )
+
+    _, trigger, created, args, rest = orjson.loads(codec.document(task))
+    assert trigger == task.trigger
+    assert (created, args) == ("2026-01-05T10:00:00+01:00", [])
+    assert rest["name"] == "other name"
+    assert stored(task) == with_live(task)
+    assert stored(task).created_at.utcoffset() == timedelta(hours=1)
+
+
+def test_live_fields_at_their_defaults_may_be_empty() -> None:
+    task = Task(id="t1", name="n", job="func:app:j", trigger={"type": "date"}, next_run_time=None)
+
+    restored = codec.task_from(b"t1", b"||||||||", codec.document(task))
+
+    assert restored == task
+
+
+def test_a_lean_object_of_layout_2_is_read() -> None:
+    task = Task(
+        id="t4", name="n", job="func:app:j", trigger={"type": "date"}, next_run_time=T0, created_at=T0
+    )
+    lean = (
+        b'{"name":"n","job":"func:app:j","trigger":{"type":"date"},"created_at":"2026-01-05T09:00:00+00:00"}'
+    )
+
+    assert codec.task_from(b"t4", LIVE, lean) == with_live(task)
+
+
+def test_an_array_that_is_no_document_is_a_corrupt_record() -> None:
+    with pytest.raises(CorruptRecordError, match="'t5'"):
+        codec.task_from(b"t5", LIVE, b'["func:app:j"]')
 
 
 def test_every_field_set_away_from_its_default_comes_back() -> None:

@@ -38,7 +38,7 @@ from backbeat.api.history import OutcomeFilter, history_query, history_settings
 from backbeat.api.options import BackgroundTaskSchedulerOptions
 from backbeat.api.routing import StoreRouter, all_tasks
 from backbeat.api.task_writer import TaskWriter
-from backbeat.api.tasklist import TaskInfo, TaskList, run_blocking
+from backbeat.api.tasklist import TaskInfo, TaskList, TaskPage, run_blocking
 from backbeat.engine import cancellations
 from backbeat.engine.context import pop_default_provider, push_default_provider
 from backbeat.engine.loop import Engine, EngineConfig, default_owner
@@ -481,6 +481,22 @@ class BackgroundTaskScheduler(HostedService):
             lambda: self._list_ready(task_filter),
             lambda: run_blocking(lambda: self._list_fresh(task_filter), self._loop),
         )
+
+    async def list_tasks_page(
+        self, *, tag: str | None = None, name: str | None = None, cursor: str | None = None, limit: int = 100
+    ) -> TaskPage:
+        """One page of the durable store's tasks in id order, after ``cursor`` (the ``next_cursor``
+        of the page before): the way through a store too big to list at once, since
+        ``list_tasks`` holds every task. Local tasks are not in it (``list_tasks`` has them).
+
+        Raises:
+            ValueError: ``limit`` is not from 1 to 1000.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise ValueError(f"limit must be an integer from 1 to 1000, not {limit!r}")
+        store = await self._router.ready()
+        page, next_cursor = await store.list(TaskFilter(tag=tag, name=name), cursor=cursor, limit=limit)
+        return TaskPage([TaskInfo.of(task) for task in page], next_cursor)
 
     async def _list_ready(self, task_filter: TaskFilter) -> list[TaskInfo]:
         return await self._list(task_filter, await self._router.ready())

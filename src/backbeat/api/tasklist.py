@@ -89,6 +89,15 @@ def _describe(spec: dict[str, Any]) -> str:
         return f"<invalid trigger: {exc}>"
 
 
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    """One page of ``list_tasks_page``: tasks in id order, and the cursor of the next page
+    (``None``: the last page)."""
+
+    tasks: list[TaskInfo]
+    next_cursor: str | None
+
+
 class TaskList(Sequence[TaskInfo]):
     """The result of ``list_tasks()``: ``await`` it in async code; iterating it directly blocks
     the calling thread for one store query, so sync code can loop over it as a list."""

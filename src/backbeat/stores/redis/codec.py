@@ -4,20 +4,23 @@ A task is its JSON document (:func:`document`, written only by Python, so no Lua
 encoder ever rewrites user data) plus a string of live fields that the scripts change
 (see ``scripts/_lib.lua``); reading merges the two. Since key layout 2 the document holds
 neither the id (its hash field) nor the live fields, nor any field at its default value;
-a full document of layout 1 is read the same way. Arguments and replies are packed into
-few strings: the client's cost is per element, not per byte.
+since layout 3 it is a JSON array, ``[job, trigger, created_at, args, {other fields}]``,
+with the times of a UTC date trigger and of ``created_at`` as epoch microseconds, and
+trailing defaults left out. The objects of layouts 1 and 2 are read the same way.
+Arguments and replies are packed into few strings: the client's cost is per element, not
+per byte.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
 from backbeat.errors import CorruptRecordError
-from backbeat.model.records import Run, Task
+from backbeat.model.records import Run, Task, TaskOptions
 from backbeat.stores.redis.keys import from_us, to_us
 
 Arg = str | bytes | int
@@ -58,22 +61,89 @@ _LIVE = frozenset(
 )
 """Document fields the store keeps elsewhere: the id is the record's key, the rest live fields."""
 _REQUIRED = frozenset(("name", "job", "trigger", "created_at"))
+_POSITIONAL = ("job", "trigger", "created_at", "args")
+"""The fields a layout-3 document holds by position, in order; ``name`` is left out when it is
+the job's own name (after its last ``:``)."""
 _DEFAULTS = Task(id="", name="", job="", trigger={}, next_run_time=None).to_document()
+_ONE_SHOT_OPTIONS = TaskOptions(misfire_grace_time=None).to_json()
+"""A date trigger's options are left out against these: one-shots run however late by default."""
+
+
+def _options_defaults(trigger: Mapping[str, Any]) -> dict[str, Any]:
+    defaults = _ONE_SHOT_OPTIONS if trigger.get("type") == "date" else _DEFAULTS["options"]
+    assert isinstance(defaults, dict)
+    return defaults
+
+
+def _compact_trigger(trigger: dict[str, Any]) -> dict[str, Any] | int:
+    """A UTC date trigger as its run date's epoch microseconds (when that reads back exactly)."""
+    if trigger.keys() == {"type", "run_date", "timezone"} and trigger["type"] == "date":
+        run_date, timezone = trigger["run_date"], trigger["timezone"]
+        if timezone == "UTC" and isinstance(run_date, str):
+            try:
+                micros = to_us(datetime.fromisoformat(run_date))
+            except ValueError:
+                return trigger
+            if iso(from_us(micros)) == run_date:
+                return micros
+    return trigger
+
+
+def _instant(value: datetime) -> int | str:
+    """A UTC time as epoch microseconds; another offset kept as ISO text."""
+    return to_us(value) if value.utcoffset() == timedelta(0) else value.isoformat()
 
 
 def document(task: Task) -> bytes:
-    """The stored document of ``task``: no id, no live field, no field or option at its default."""
+    """The stored document of ``task``: a JSON array, no id, no live field, no default."""
     doc = task.to_document()
-    lean = {
+    rest = {
         key: value
         for key, value in doc.items()
-        if key not in _LIVE and (key in _REQUIRED or value != _DEFAULTS[key])
+        if key not in _LIVE and key not in _POSITIONAL and key != "name" and value != _DEFAULTS[key]
     }
-    if "options" in lean:
-        defaults = _DEFAULTS["options"]
-        assert isinstance(defaults, dict) and isinstance(lean["options"], dict)
-        lean["options"] = {key: value for key, value in lean["options"].items() if value != defaults[key]}
-    return orjson.dumps(lean)
+    if task.name != task.job.rpartition(":")[2]:
+        rest["name"] = task.name
+    defaults = _options_defaults(task.trigger)
+    options = {key: value for key, value in task.options.to_json().items() if value != defaults[key]}
+    if options:
+        rest["options"] = options
+    else:
+        rest.pop("options", None)
+    compact: list[Any] = [task.job, _compact_trigger(task.trigger), _instant(task.created_at), task.args]
+    if rest:
+        compact.append(rest)
+    elif not task.args:
+        compact.pop()
+    return orjson.dumps(compact)
+
+
+def _expanded(compact: list[Any]) -> dict[str, Any]:
+    """The fields of a layout-3 document (see :func:`document`).
+
+    Raises:
+        CorruptRecordError: it is not one.
+    """
+    if not 3 <= len(compact) <= 5 or not isinstance(compact[0], str):
+        raise CorruptRecordError(f"a task document has {len(compact)} parts, not 3 to 5")
+    job, trigger, created = compact[:3]
+    rest = compact[4] if len(compact) > 4 else {}
+    if not isinstance(rest, dict):
+        raise CorruptRecordError(f"a task document's fifth part is a {type(rest).__name__}, not an object")
+    if isinstance(trigger, int):
+        trigger = {"type": "date", "run_date": iso(from_us(trigger)), "timezone": "UTC"}
+    if not isinstance(trigger, dict):
+        raise CorruptRecordError(f"a task document's trigger is a {type(trigger).__name__}")
+    fields: dict[str, Any] = {
+        "name": job.rpartition(":")[2],
+        "job": job,
+        "trigger": trigger,
+        "created_at": iso(from_us(created)) if isinstance(created, int) else created,
+        "args": compact[3] if len(compact) > 3 else [],
+        **rest,
+    }
+    fields["options"] = _options_defaults(trigger) | (rest.get("options") or {})
+    return fields
 
 
 def task_arg(task: Task) -> bytes:
@@ -114,22 +184,36 @@ def task_from(task_id: bytes, live: bytes, doc: bytes | None) -> Task | None:
         fields = orjson.loads(doc)
     except orjson.JSONDecodeError as exc:
         raise CorruptRecordError(f"task {task_id.decode()!r} is not valid JSON: {exc}") from exc
+    if isinstance(fields, list):
+        try:
+            fields = _expanded(fields)
+        except CorruptRecordError as exc:
+            raise CorruptRecordError(f"task {task_id.decode()!r}: {exc}") from exc
     if not isinstance(fields, dict):
         raise CorruptRecordError(f"task {task_id.decode()!r} is a {type(fields).__name__}, not a JSON object")
     fields.setdefault("id", task_id.decode())
     task = Task.from_document(fields)
     try:
+        # a live field at its default may be empty (key layout 3)
         nrt, ver, running, runs, failures, last, _max, _flags, outcome = live.split(b"|", 8)
         task.next_run_time = from_us(nrt) if nrt else None
-        task.version = int(ver)
-        task.running = int(running)
-        task.runs = int(runs)
-        task.failures = int(failures)
+        task.version = int(ver or 0)
+        task.running = int(running or 0)
+        task.runs = int(runs or 0)
+        task.failures = int(failures or 0)
         task.last_run_at = from_us(last) if last else None
         task.last_outcome = outcome.decode() if outcome else None
     except ValueError as exc:
         raise CorruptRecordError(f"task {task_id.decode()!r} has invalid live fields: {exc!r}") from exc
     return task
+
+
+def stored_document(record: bytes | str | None) -> str:
+    """The document of a stored record (``''`` for none), without its live fields."""
+    if record is None:
+        return ""
+    parts = text(record).split("|", 9)
+    return parts[9] if len(parts) == 10 else text(record)
 
 
 def claimed_runs(flat: list[Any], owner: str, lease_until: datetime) -> list[Run]:

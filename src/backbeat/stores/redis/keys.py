@@ -49,18 +49,30 @@ class Keys:
 
     @property
     def tasks(self) -> str:
-        """Hash: task id -> task JSON document, as last written by Python."""
+        """Hash: task id -> its record, the live fields the scripts change and then the JSON
+        document as last written by Python (``scripts/_lib.lua``; layout 2 and older: the
+        document alone)."""
         return f"{self.base}tasks"
 
     @property
     def live(self) -> str:
-        """Hash: task id -> live fields the scripts change, packed in one string."""
+        """Hash, key layout 2 and older: task id -> live fields, packed in one string."""
         return f"{self.base}live"
 
     @property
     def ids(self) -> str:
-        """Sorted set, all scores 0: task ids in lexical order, for listing."""
+        """Sorted set, key layout 2 and older, all scores 0: task ids in lexical order."""
         return f"{self.base}ids"
+
+    @property
+    def id_index(self) -> str:
+        """Sorted set, all scores 0: the boundaries of the id index's buckets (:meth:`id_bucket`)."""
+        return f"{self.base}idx"
+
+    def id_bucket(self, boundary: str) -> str:
+        """Sorted set, all scores 0: the task ids from ``boundary`` to the next boundary, at most
+        120 (a listpack), for listing in lexical order."""
+        return f"{self.base}ids:{boundary}"
 
     @property
     def tags(self) -> str:
@@ -69,13 +81,25 @@ class Keys:
 
     @property
     def schedule(self) -> str:
-        """Sorted set: unclaimed schedulable task id -> next run time; claimed -> claim end."""
+        """Sorted set: unclaimed schedulable task id -> next run time (layout 2 and older: a
+        claimed one -> its claim's end)."""
         return f"{self.base}schedule"
 
     @property
+    def claims(self) -> str:
+        """Sorted set: claimed task id -> the claim's end, by the server's clock."""
+        return f"{self.base}claims"
+
+    @property
     def leases(self) -> str:
-        """Sorted set: run id -> lease end (a waiting run: when it becomes claimable)."""
+        """Sorted set: leased run id -> lease end, by the server's clock (layout 2 and older: a
+        waiting run too -> when it becomes claimable)."""
         return f"{self.base}leases"
+
+    @property
+    def waiting(self) -> str:
+        """Sorted set: waiting run id -> when it becomes claimable, by the callers' clock."""
+        return f"{self.base}waiting"
 
     @property
     def quarantine(self) -> str:

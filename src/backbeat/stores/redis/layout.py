@@ -16,11 +16,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.stores.redis.codec import text
 from backbeat.stores.redis.connection import Client
 from backbeat.stores.redis.keys import Keys
+from backbeat.stores.redis.scripts import source
 
 LOCK_TTL = 60.0
 """Seconds the layout lock lasts unless released: longer than any migration."""
@@ -65,10 +67,50 @@ async def _lean_documents(client: Client, keys: Keys) -> None:
     keeps a backbeat that cannot read lean ones (it needs their id) from opening the store."""
 
 
+_BATCH = 1000
+
+
+async def _records(client: Client, keys: Keys) -> None:
+    """Live fields into the records, the id index in listpack buckets, claims and waiting runs in
+    indexes of their own.
+
+    Documents are kept as they are (layout-2 objects stay readable); each step is a script
+    call over one batch, so an interrupted migration goes on where it stopped.
+    """
+    script = client.register_script(source("migrate3"))
+
+    async def run(*args: str | int) -> Any:
+        # a big store takes a while (100,000 tasks: 3.4 s here): the lock lasts while batches go on
+        await client.pexpire(keys.layout_lock, int(LOCK_TTL * 1000))
+        return await script(keys=[keys.tasks], args=[keys.base, *args])
+
+    while await client.exists(keys.live):
+        cursor = 0
+        while True:
+            cursor, lives = await client.hscan(keys.live, cursor, count=_BATCH)
+            assert isinstance(lives, dict)
+            if lives:
+                await run("merge", *(text(task_id) for task_id in lives))
+            if not cursor:
+                break
+    while await run("index", _BATCH):
+        pass
+    for step in ("claims", "runs"):
+        offset = 0
+        while offset >= 0:
+            offset = int(await run(step, offset, _BATCH))
+
+
 MIGRATIONS: tuple[LayoutMigration, ...] = (
     LayoutMigration(1, "the first release's layout: build the orphaned index it may lack", _index_orphans),
     LayoutMigration(
         2, "lean task documents, written from now on; full ones stay as they are", _lean_documents
+    ),
+    LayoutMigration(
+        3,
+        "one record per task (live fields and document), a bucketed id index, claims and waiting runs "
+        "in indexes of their own",
+        _records,
     ),
 )
 

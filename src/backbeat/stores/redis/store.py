@@ -187,8 +187,11 @@ class RedisStore:
             index = "ids"
         page: list[Task] = []
         after = cursor or ""
+        # an index holds exactly the matches (filtered only by it): a page needs one task more, no batch
+        indexed = filter is None or filter in (TaskFilter(tag=filter.tag), TaskFilter(orphaned=True))
+        batch = min(READ_BATCH, limit + 1) if limit is not None and indexed else READ_BATCH
         while True:
-            sizes, parts, more = await self._conn.run("read", "scan", index, after, READ_BATCH)
+            sizes, parts, more = await self._conn.run("read", "scan", index, after, batch)
             for task_id, task in await self._decode(sizes, parts):
                 after = task_id
                 if task is None or (filter is not None and not filter.matches(task)):
@@ -352,7 +355,9 @@ class RedisStore:
     async def list_runs(self, task_id: str | None = None) -> builtins.list[Run]:
         client = self._conn.client
         async with self._conn.calls():
-            members: Sequence[Any] = await client.zrange(self.keys.leases, 0, -1, withscores=True)
+            members: list[Any] = []
+            for index in (self.keys.waiting, self.keys.leases):
+                members += await client.zrange(index, 0, -1, withscores=True)
             leases = {text(run_id): from_us(int(score)) for run_id, score in members}
             stored = await client.mget([self.keys.run(run_id) for run_id in leases]) if leases else []
         runs: list[Run] = []
@@ -379,7 +384,7 @@ class RedisStore:
             ids = [text(task_id) for task_id in errors]
             raws = await client.hmget(self.keys.tasks, ids) if ids else []
         records = [
-            QuarantinedRecord(key=task_id, raw=text(raw) if raw is not None else "", error=text(error))
+            QuarantinedRecord(key=task_id, raw=codec.stored_document(raw), error=text(error))
             for task_id, raw, error in zip(ids, raws, errors.values(), strict=True)
         ]
         return sorted(records, key=lambda record: record.key)

@@ -2,23 +2,31 @@
 -- every key starts with it, so all keys share one hash tag (one Redis Cluster slot).
 --
 -- Every script reads and writes a whole batch with a handful of variadic commands (one
--- redis.call costs more than the Lua work on an item): tasks are fields of a few big hashes;
+-- redis.call costs more than the Lua work on an item): tasks are fields of one big hash;
 -- claims and runs, of which there are few at a time, are string keys (MGET/MSET/DEL), since
--- a small hash is a listpack that HMGET scans once per field. A task's live fields are:
---   "nrt|ver|running|runs|failures|last_run|max_instances|flags|last_outcome"
--- (flags: p paused, o orphaned, q quarantined; the last field may hold any text) and a
--- run is "attempt|fire_time|fencing_token|owner"
+-- a small hash is a listpack that HMGET scans once per field.
+--
+-- Key layout 3. A task is one field of K_TASKS, its record:
+--   "nrt|ver|running|runs|failures|last_run|max_instances|flags|last_outcome|<document>"
+-- the live fields the scripts change, then the document only Python writes (flags: p paused,
+-- o orphaned, q quarantined; the outcome never holds '|'). A live field at its default
+-- (0, max_instances 1, no time) is written empty. A run is "attempt|fire_time|fencing_token|owner"
 -- (owner '' while waiting; its task id is the run id without '@' .. fire_time).
 -- Times are epoch microseconds as decimal strings: exact in a double, and never passed
 -- through Lua's tostring, which keeps only 14 digits.
 local P = ARGV[1]
 local K_TASKS = P .. 'tasks'
-local K_LIVE = P .. 'live'
-local K_IDS = P .. 'ids'
+-- the id index (see index_add): bucket boundaries, scores 0; a bucket is P .. 'ids:' .. boundary
+local K_IDX = P .. 'idx'
 local K_TAGS = P .. 'tags'
--- unclaimed schedulable tasks scored by next run time, claimed ones by claim end
+-- unclaimed schedulable tasks scored by next run time (the callers' clock)
 local K_SCHEDULE = P .. 'schedule'
+-- claimed tasks scored by the claim's end (the server's clock)
+local K_CLAIMS = P .. 'claims'
+-- leased runs scored by the lease's end (the server's clock)
 local K_LEASES = P .. 'leases'
+-- waiting runs scored by when they become claimable (the callers' clock)
+local K_WAITING = P .. 'waiting'
 local K_QUARANTINE = P .. 'quarantine'
 local K_DEAD = P .. 'dead'
 -- ids of orphaned tasks (flag 'o'), scores 0: listing them reads no other task
@@ -144,15 +152,52 @@ local function get_many(key, fields)
 end
 
 -- string.match does in one C call what a find/sub loop does in eighteen
-local LIVE_PATTERN = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$'
+local RECORD_PATTERN = '^(([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*))|(.*)$'
+local DEFAULTS = {'', '0', '0', '0', '0', '', '1', '', ''}
 
+-- A record as {nrt, ver, running, runs, failures, last, max, flags, outcome, document}, the
+-- defaults filled in. A record that is not one (written by hand) is all document, and
+-- quarantined: the flag is never written into it, so it stays as it was.
 local function parse_live(raw)
-  return {string.match(raw, LIVE_PATTERN)}
+  local f = {string.match(raw, RECORD_PATTERN)}
+  if #f == 0 then
+    return {'', '0', '0', '0', '0', '', '1', 'q', '', raw}
+  end
+  table.remove(f, 1)
+  for i = 1, 9 do
+    if f[i] == '' then
+      f[i] = DEFAULTS[i]
+    end
+  end
+  return f
 end
 
+local function compact(value, default)
+  value = tostring(value)
+  if value == default then
+    return ''
+  end
+  return value
+end
+
+-- The live fields of f as stored (defaults left empty), without the document.
+local function live_text(f)
+  return f[1] .. '|' .. compact(f[2], '0') .. '|' .. compact(f[3], '0') .. '|' .. compact(f[4], '0') .. '|'
+    .. compact(f[5], '0') .. '|' .. f[6] .. '|' .. compact(f[7], '1') .. '|' .. f[8] .. '|' .. f[9]
+end
+
+-- The record of f: its live fields and its document.
 local function join_live(f)
-  return f[1] .. '|' .. f[2] .. '|' .. f[3] .. '|' .. f[4] .. '|' .. f[5] .. '|' .. f[6] .. '|' .. f[7]
-    .. '|' .. f[8] .. '|' .. f[9]
+  return live_text(f) .. '|' .. f[10]
+end
+
+-- The (live fields, document) of a stored record, for a reply.
+local function split_record(raw)
+  local live, doc = string.match(raw, '^([^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*)|(.*)$')
+  if not live then
+    return '', raw
+  end
+  return live, doc
 end
 
 -- {attempt, fire_time, owner, fencing_token}
@@ -212,6 +257,119 @@ local function reschedule(id, live)
   end
 end
 
+-- The id index, in lexical order for listing, kept small: a sorted set of bucket boundaries
+-- (K_IDX, scores 0), each bucket a sorted set P .. 'ids:' .. boundary of the ids from its
+-- boundary up to the next one (the first boundary is ''). A bucket holds at most BUCKET ids,
+-- so Redis keeps it a listpack (zset-max-listpack-entries, 128 by default): about 40 bytes
+-- an id where one big sorted set takes 140. A bucket that grows past BUCKET is split in
+-- fresh keys (a listpack turned into a skiplist never turns back).
+local BUCKET = 120
+
+local function bucket_key(boundary)
+  return P .. 'ids:' .. boundary
+end
+
+-- The boundary of the bucket that holds (or would hold) id; false while the index is empty.
+local function bucket_of(id)
+  local found = redis.call('ZREVRANGEBYLEX', K_IDX, '[' .. id, '-', 'LIMIT', 0, 1)
+  return found[1] or false
+end
+
+-- ids grouped by their bucket: {boundary = {ids}}, and the boundaries in the order met.
+local function by_bucket(ids)
+  local groups, order = {}, {}
+  for _, id in ipairs(ids) do
+    local boundary = bucket_of(id)
+    if not boundary then
+      boundary = ''
+      redis.call('ZADD', K_IDX, 0, '')
+    end
+    if not groups[boundary] then
+      groups[boundary] = {}
+      order[#order + 1] = boundary
+    end
+    table.insert(groups[boundary], id)
+  end
+  return groups, order
+end
+
+-- Cut a bucket grown past BUCKET into buckets about half full, each a new key.
+local function split_bucket(boundary)
+  local key = bucket_key(boundary)
+  local n = redis.call('ZCARD', key)
+  if n <= BUCKET then
+    return
+  end
+  local ids = redis.call('ZRANGE', key, 0, -1)
+  redis.call('DEL', key)
+  local size = math.ceil(n / math.floor(n / (BUCKET / 2)))
+  for first = 1, n, size do
+    local piece = {}
+    for i = first, math.min(first + size - 1, n) do
+      piece[#piece + 1] = 0
+      piece[#piece + 1] = ids[i]
+    end
+    local bound = boundary
+    if first > 1 then
+      bound = ids[first]
+      redis.call('ZADD', K_IDX, 0, bound)
+    end
+    redis.call('ZADD', bucket_key(bound), unpack(piece))
+  end
+end
+
+local function index_add(ids)
+  local groups, order = by_bucket(ids)
+  for _, boundary in ipairs(order) do
+    local members = {}
+    for _, id in ipairs(groups[boundary]) do
+      members[#members + 1] = 0
+      members[#members + 1] = id
+    end
+    call_many('ZADD', bucket_key(boundary), members)
+    split_bucket(boundary)
+  end
+end
+
+local function index_remove(ids)
+  local groups, order = by_bucket(ids)
+  for _, boundary in ipairs(order) do
+    local key = bucket_key(boundary)
+    call_many('ZREM', key, groups[boundary])
+    if boundary ~= '' and redis.call('EXISTS', key) == 0 then
+      redis.call('ZREM', K_IDX, boundary) -- an empty bucket's key is gone: drop its boundary
+    end
+  end
+end
+
+-- Up to count ids of the index after ``after`` ('' from the start), in order, and whether more follow.
+local function index_page(after, count)
+  local ids = {}
+  local boundary = ''
+  if after ~= '' then
+    boundary = bucket_of(after)
+  end
+  if boundary == false then
+    return ids, false
+  end
+  local start = after == '' and '-' or '(' .. after
+  while true do
+    local need = count + 1 - #ids
+    for _, id in ipairs(redis.call('ZRANGEBYLEX', bucket_key(boundary), start, '+', 'LIMIT', 0, need)) do
+      ids[#ids + 1] = id
+    end
+    if #ids > count then
+      ids[#ids] = nil
+      return ids, true
+    end
+    local following = redis.call('ZRANGEBYLEX', K_IDX, '(' .. boundary, '+', 'LIMIT', 0, 1)
+    if #following == 0 then
+      return ids, false
+    end
+    boundary, start = following[1], '-'
+  end
+end
+
 local function remove_tasks(ids)
   if #ids == 0 then
     return
@@ -222,12 +380,13 @@ local function remove_tasks(ids)
       redis.call('ZREM', tag_key(tag), id)
     end
   end
-  for _, key in ipairs({K_TASKS, K_LIVE, K_TAGS, K_QUARANTINE}) do
+  for _, key in ipairs({K_TASKS, K_TAGS, K_QUARANTINE}) do
     call_many('HDEL', key, ids)
   end
   call_keys('DEL', keys_of(claim_key, ids))
-  call_many('ZREM', K_IDS, ids)
+  index_remove(ids)
   call_many('ZREM', K_SCHEDULE, ids)
+  call_many('ZREM', K_CLAIMS, ids)
   call_many('ZREM', K_ORPHANED, ids)
 end
 
@@ -241,15 +400,19 @@ local function index_orphaned(id, flags)
 end
 
 -- Tasks as two reply elements (the client pays per element, not per byte): the sizes of
--- their parts, "id,live,doc,id,live,doc,...", and the parts concatenated. doc is -1 for a
--- task that is gone (no live fields either) or quarantined.
-local function snapshots(ids, lives)
-  local docs = get_many(K_TASKS, ids)
+-- their parts, "id,live,doc,id,live,doc,...", and the parts concatenated, from their records
+-- (false for a task that is gone). doc is -1 for a task that is gone or quarantined.
+local function snapshots(ids, records)
   local quarantined = get_many(K_QUARANTINE, ids)
   local sizes, parts = {}, {}
   for i, id in ipairs(ids) do
-    local live = lives[i] or ''
-    local doc = lives[i] and not quarantined[i] and docs[i]
+    local live, doc = '', false
+    if records[i] then
+      live, doc = split_record(records[i])
+      if quarantined[i] then
+        doc = false
+      end
+    end
     parts[#parts + 1] = id
     parts[#parts + 1] = live
     sizes[#sizes + 1] = #id
@@ -271,7 +434,7 @@ end
 -- Add a waiting run ``rid`` of task ``id`` for ``fire``, claimable at ``now``. Returns 'ok',
 -- 'missing' (no such task, or quarantined), 'exists' (that run exists) or 'full' (max_instances).
 local function add_waiting_run(id, rid, fire, now)
-  local raw = redis.call('HGET', K_LIVE, id)
+  local raw = redis.call('HGET', K_TASKS, id)
   if not raw then
     return 'missing'
   end
@@ -286,9 +449,9 @@ local function add_waiting_run(id, rid, fire, now)
     return 'full'
   end
   redis.call('SET', run_key(rid), pack_run('1', fire, '0', ''))
-  redis.call('ZADD', K_LEASES, now, rid)
+  redis.call('ZADD', K_WAITING, now, rid)
   live[RUNNING] = tonumber(live[RUNNING]) + 1
-  redis.call('HSET', K_LIVE, id, join_live(live))
+  redis.call('HSET', K_TASKS, id, join_live(live))
   wake()
   return 'ok'
 end

@@ -1,6 +1,6 @@
 -- ARGV: prefix, replace ('1'|'0'), then one argument per task:
 -- "<live fields>|<id size>|<tags size>|<id><tags><doc>" (live fields as in _lib.lua, the
--- outcome without '|'; tags a JSON list or empty). Returns the ids that exist already if
+-- outcome without '|', a default one empty or not; tags a JSON list or empty). Returns the ids that exist already if
 -- replace is '0' (then nothing was written), else nothing.
 local replace = ARGV[2] == '1'
 local ids, new_lives, all_tags, docs_in = {}, {}, {}, {}
@@ -14,9 +14,14 @@ for i = 3, #ARGV do
   all_tags[#all_tags + 1] = string.sub(arg, id_end, tags_end - 1)
   docs_in[#docs_in + 1] = string.sub(arg, tags_end)
   live[10], live[11], live[12] = nil, nil, nil
+  for j = 1, 9 do
+    if live[j] == '' then
+      live[j] = DEFAULTS[j]
+    end
+  end
   new_lives[#new_lives + 1] = live
 end
-local old_lives = get_many(K_LIVE, ids)
+local old_lives = get_many(K_TASKS, ids)
 local existing = {}
 for i, id in ipairs(ids) do
   if old_lives[i] then
@@ -32,7 +37,7 @@ if #existing > 0 then
   old_tags = get_many(K_TAGS, ids)
   owners = get_keys(keys_of(claim_key, ids))
 end
-local docs, lives, index, due, not_due, tag_writes, untagged, by_tag = {}, {}, {}, {}, {}, {}, {}, {}
+local records, index, due, not_due, tag_writes, untagged, by_tag = {}, {}, {}, {}, {}, {}, {}
 for i, id in ipairs(ids) do
   local tags = all_tags[i]
   local live = new_lives[i]
@@ -46,14 +51,13 @@ for i, id in ipairs(ids) do
     live[RUNNING], live[RUNS], live[FAILURES] = old[RUNNING], old[RUNS], old[FAILURES]
     live[LAST], live[OUTCOME] = old[LAST], old[OUTCOME]
   else
-    index[#index + 1] = 0
     index[#index + 1] = id
   end
   if old_lives[i] or string.find(live[FLAGS], 'o', 1, true) then
     index_orphaned(id, live[FLAGS])
   end
-  docs[#docs + 1], docs[#docs + 2] = id, docs_in[i]
-  lives[#lives + 1], lives[#lives + 2] = id, join_live(live)
+  live[10] = docs_in[i]
+  records[#records + 1], records[#records + 2] = id, join_live(live)
   -- a claimed task keeps its claim (scored by the claim's end) until fire() drops it
   if not owners[i] then
     if schedulable(live) then
@@ -75,18 +79,17 @@ for i, id in ipairs(ids) do
 end
 
 -- Workers sleep until the schedule's earliest task (or a claim's end) at most: wake them only if
--- a new task comes before it, or when its owner's clock may differ (a claim's end is the server's).
+-- a new task comes before it.
 local wanted = #existing > 0
 if not wanted and #due > 0 then
   local first = redis.call('ZRANGE', K_SCHEDULE, 0, 0, 'WITHSCORES')
-  wanted = #first == 0 or redis.call('EXISTS', claim_key(first[1])) == 1
+  wanted = #first == 0
   for i = 1, #due, 2 do
     wanted = wanted or tonumber(due[i]) < tonumber(first[2])
   end
 end
-call_many('HSET', K_TASKS, docs)
-call_many('HSET', K_LIVE, lives)
-call_many('ZADD', K_IDS, index)
+call_many('HSET', K_TASKS, records)
+index_add(index)
 call_many('ZADD', K_SCHEDULE, due)
 call_many('HSET', K_TAGS, tag_writes)
 for tag, members in pairs(by_tag) do

@@ -11,36 +11,15 @@ local limit, horizon = tonumber(ARGV[5]), tonumber(ARGV[6])
 local store_now = server_now()
 local lease_until = us_text(store_now + lease)
 
--- Up to count members of a sorted set scored by two clocks: every member scored at or
--- before both bounds, then those between them that keep() accepts (for a batch of ids,
--- a table of booleans).
-local function candidates(key, lo, hi, count, keep)
-  local ids = redis.call('ZRANGEBYSCORE', key, '-inf', us_text(lo), 'LIMIT', 0, count)
-  local offset = 0
-  while #ids < count and hi > lo do
-    local batch = redis.call('ZRANGEBYSCORE', key, '(' .. us_text(lo), us_text(hi), 'LIMIT', offset, count)
-    if #batch == 0 then
-      break
-    end
-    offset = offset + #batch
-    local kept = keep(batch)
-    for i, id in ipairs(batch) do
-      if kept[i] and #ids < count then
-        ids[#ids + 1] = id
-      end
-    end
+-- waiting runs claimable by now (the caller's clock), then leased runs whose lease ended by the
+-- server's clock (their owner is presumed dead)
+local run_ids = redis.call('ZRANGEBYSCORE', K_WAITING, '-inf', us_text(now), 'LIMIT', 0, limit)
+if #run_ids < limit then
+  local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', us_text(store_now), 'LIMIT', 0, limit - #run_ids)
+  for _, rid in ipairs(expired) do
+    run_ids[#run_ids + 1] = rid
   end
-  return ids
 end
-
--- between the two clocks: waiting runs when the caller's now is the later, else leased runs
-local run_ids = candidates(K_LEASES, math.min(now, store_now), math.max(now, store_now), limit, function(batch)
-  local kept = {}
-  for i, found in ipairs(get_keys(keys_of(run_key, batch))) do
-    kept[i] = not found or ((parse_run(found)[3] == '') == (now > store_now))
-  end
-  return kept
-end)
 local stored = get_keys(keys_of(run_key, run_ids))
 local found = 0
 for i = 1, #run_ids do
@@ -73,43 +52,51 @@ for i, rid in ipairs(run_ids) do
     run_tasks[#run_tasks + 1] = run_task(rid, run[2])
   end
 end
+call_many('ZREM', K_WAITING, run_ids)
 call_many('ZREM', K_LEASES, gone)
 call_keys('MSET', writes)
 call_many('ZADD', K_LEASES, leases)
-local run_snaps = snapshots(run_tasks, get_many(K_LIVE, run_tasks))
+local run_snaps = snapshots(run_tasks, get_many(K_TASKS, run_tasks))
 
-local claimed, lives = {}, {}
+-- claims whose owner died between claim_due and fire (ended by the server's clock) first, then
+-- unclaimed tasks due by the horizon (the caller's clock)
+local claimed, records = {}, {}
 local room = limit - #run_tasks
 if room > 0 then
-  -- between the two clocks: unclaimed tasks when the horizon is the later, else claimed ones
-  local lo, hi = math.min(horizon, store_now), math.max(horizon, store_now)
-  local ids = candidates(K_SCHEDULE, lo, hi, room, function(batch)
-    local kept = {}
-    for i, found in ipairs(get_keys(keys_of(claim_key, batch))) do
-      kept[i] = (found == false) == (horizon > store_now)
-    end
-    return kept
-  end)
-  local owners = get_keys(keys_of(claim_key, ids))
-  local found = get_many(K_LIVE, ids)
-  for i, id in ipairs(ids) do
-    local take = found[i] ~= false
-    if not take then
-      redis.call('ZREM', K_SCHEDULE, id)
-    elseif owners[i] then
-      -- a claim whose owner died between claim_due and fire
+  local lapsed = redis.call('ZRANGEBYSCORE', K_CLAIMS, '-inf', us_text(store_now), 'LIMIT', 0, room)
+  local found = get_many(K_TASKS, lapsed)
+  local dropped = {}
+  for i, id in ipairs(lapsed) do
+    local take = false
+    if found[i] then
       local live = parse_live(found[i])
       take = schedulable(live) and tonumber(live[NRT]) <= horizon
       if not take then
-        redis.call('DEL', claim_key(id))
-        reschedule(id, live)
+        dropped[#dropped + 1] = {id, live}
       end
     end
     if take then
-      lives[#claimed + 1] = found[i]
+      records[#claimed + 1] = found[i]
       claimed[#claimed + 1] = id
     end
   end
+  call_keys('DEL', keys_of(claim_key, lapsed))
+  call_many('ZREM', K_CLAIMS, lapsed)
+  for _, item in ipairs(dropped) do
+    reschedule(item[1], item[2])
+  end
+  room = limit - #run_tasks - #claimed
+end
+if room > 0 then
+  local ids = redis.call('ZRANGEBYSCORE', K_SCHEDULE, '-inf', us_text(horizon), 'LIMIT', 0, room)
+  local found = get_many(K_TASKS, ids)
+  for i, id in ipairs(ids) do
+    if found[i] then
+      records[#claimed + 1] = found[i]
+      claimed[#claimed + 1] = id
+    end
+  end
+  call_many('ZREM', K_SCHEDULE, ids)
 end
 
 local by, scores = {}, {}
@@ -118,6 +105,6 @@ for i, id in ipairs(claimed) do
   scores[2 * i - 1], scores[2 * i] = lease_until, id
 end
 call_keys('MSET', by)
-call_many('ZADD', K_SCHEDULE, scores)
-local snaps = snapshots(claimed, lives)
+call_many('ZADD', K_CLAIMS, scores)
+local snaps = snapshots(claimed, records)
 return {runs, run_snaps[1], run_snaps[2], snaps[1], snaps[2], lease_until}

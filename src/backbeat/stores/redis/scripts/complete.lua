@@ -31,14 +31,14 @@ end
 
 -- several runs of one task may finish in one batch: update a single copy of its live fields
 local lives, order = {}, {}
-for i, found in ipairs(get_many(K_LIVE, task_ids)) do
+for i, found in ipairs(get_many(K_TASKS, task_ids)) do
   if found and not lives[task_ids[i]] then
     lives[task_ids[i]] = parse_live(found)
     order[#order + 1] = task_ids[i]
   end
 end
 
-local done, retries, retry_runs, dead = {}, {}, {}, {}
+local done, retries, retry_runs, retry_ids, dead = {}, {}, {}, {}, {}
 for i, item in ipairs(finished) do
   local rid, run, result = item[1], item[2], item[3]
   local failed, finished_at, retry_at, outcome = result[1], result[2], result[3], result[4]
@@ -52,6 +52,7 @@ for i, item in ipairs(finished) do
     retry_runs[#retry_runs + 1] = pack_run(attempt, run[2], run[4], '')
     retries[#retries + 1] = retry_at
     retries[#retries + 1] = rid
+    retry_ids[#retry_ids + 1] = rid
   else
     done[#done + 1] = rid
     -- a run gone for good: the earliest buffered run of its task (if any) may start
@@ -83,11 +84,11 @@ local letter_writes, snapshot_writes = {}, {}
 for _, letter in ipairs(dead) do
   local rid, id = letter[1], letter[2]
   letter_writes[#letter_writes + 1], letter_writes[#letter_writes + 2] = rid, letter[3]
-  local doc, live = redis.call('HGET', K_TASKS, id), lives[id]
-  if doc and live then
-    local packed = join_live(live)
+  local live = lives[id]
+  if live then
+    local packed = live_text(live)
     snapshot_writes[#snapshot_writes + 1] = rid
-    snapshot_writes[#snapshot_writes + 1] = #packed .. ':' .. packed .. doc
+    snapshot_writes[#snapshot_writes + 1] = #packed .. ':' .. packed .. live[10]
   end
 end
 call_many('HSET', K_DEAD, letter_writes)
@@ -109,8 +110,9 @@ end
 call_keys('DEL', keys_of(run_key, done))
 call_many('ZREM', K_LEASES, done)
 call_keys('MSET', retry_runs)
-call_many('ZADD', K_LEASES, retries)
-call_many('HSET', K_LIVE, writes)
+call_many('ZREM', K_LEASES, retry_ids)
+call_many('ZADD', K_WAITING, retries)
+call_many('HSET', K_TASKS, writes)
 remove_tasks(removed)
 if #retries > 0 then
   wake()

@@ -23,7 +23,7 @@ for i = 5, #ARGV do
   ids[#ids + 1] = id
 end
 local owners = get_keys(keys_of(claim_key, ids))
-local lives = get_many(K_LIVE, ids)
+local lives = get_many(K_TASKS, ids)
 
 -- which of the runs to create exist already (one lookup for the whole batch)
 local run_ids = {}
@@ -43,7 +43,7 @@ end
 
 local results, live_writes, run_writes, leases, unclaimed, scores, unscheduled, removed =
   {}, {}, {}, {}, {}, {}, {}, {}
-local buffered_runs = {}
+local buffered_runs, waits = {}, {}
 for i, decision in ipairs(decisions) do
   local id, ver, nrt, fires = decision[1], decision[2], decision[3], decision[4]
   if owners[i] ~= owner or not lives[i] then
@@ -63,8 +63,8 @@ for i, decision in ipairs(decisions) do
       elseif admitted == 'b' then
         buffered_runs[#buffered_runs + 1] = run_key(rid)
         buffered_runs[#buffered_runs + 1] = pack_run('1', fire, '0', '')
-        leases[#leases + 1] = buffered_until
-        leases[#leases + 1] = rid
+        waits[#waits + 1] = buffered_until
+        waits[#waits + 1] = rid
         redis.call('ZADD', buffered_key(id), 0, rid)
       end
       if admitted == 'c' or admitted == 'b' then
@@ -106,8 +106,10 @@ end
 call_keys('MSET', run_writes)
 call_keys('MSET', buffered_runs)
 call_many('ZADD', K_LEASES, leases)
-call_many('HSET', K_LIVE, live_writes)
+call_many('ZADD', K_WAITING, waits)
+call_many('HSET', K_TASKS, live_writes)
 call_keys('DEL', keys_of(claim_key, unclaimed))
+call_many('ZREM', K_CLAIMS, unclaimed)
 call_many('ZADD', K_SCHEDULE, scores)
 call_many('ZREM', K_SCHEDULE, unscheduled)
 remove_tasks(removed)

@@ -12,7 +12,7 @@ for i = 5 + 2 * n_runs, #ARGV do
   task_ids[#task_ids + 1] = ARGV[i]
 end
 
-local writes, leases = {}, {}
+local writes, leases, released = {}, {}, {}
 for i, found in ipairs(get_keys(keys_of(run_key, run_ids))) do
   local run = found and parse_run(found)
   if run and holds(run, owner, tokens[i]) then
@@ -20,17 +20,20 @@ for i, found in ipairs(get_keys(keys_of(run_key, run_ids))) do
     writes[#writes + 1] = pack_run(tonumber(run[1]) + 1, run[2], run[4], '')
     leases[#leases + 1] = now
     leases[#leases + 1] = run_ids[i]
+    released[#released + 1] = run_ids[i]
   end
 end
 call_keys('MSET', writes)
-call_many('ZADD', K_LEASES, leases)
+call_many('ZREM', K_LEASES, released)
+call_many('ZADD', K_WAITING, leases)
 
 local changed = #writes > 0
 local owners = get_keys(keys_of(claim_key, task_ids))
 for i, id in ipairs(task_ids) do
   if owners[i] == owner then
     redis.call('DEL', claim_key(id))
-    local live = redis.call('HGET', K_LIVE, id)
+    redis.call('ZREM', K_CLAIMS, id)
+    local live = redis.call('HGET', K_TASKS, id)
     if live then
       reschedule(id, parse_live(live))
     else

@@ -7,11 +7,10 @@ if ARGV[2] == 'tag' then
 else
   ids = args_from(3)
 end
-local lives = get_many(K_LIVE, ids)
-local docs = get_many(K_TASKS, ids)
+local records = get_many(K_TASKS, ids)
 local removed, seen = {}, {}
 for i, id in ipairs(ids) do
-  if (lives[i] or docs[i]) and not seen[id] then
+  if records[i] and not seen[id] then
     seen[id] = true
     removed[#removed + 1] = id
   end
@@ -20,7 +19,7 @@ remove_tasks(removed)
 for _, id in ipairs(removed) do
   local buffered = redis.call('ZRANGE', buffered_key(id), 0, -1)
   call_keys('DEL', keys_of(run_key, buffered))
-  call_many('ZREM', K_LEASES, buffered)
+  call_many('ZREM', K_WAITING, buffered)
   redis.call('DEL', buffered_key(id))
 end
 if #removed > 0 then

@@ -2,7 +2,7 @@
 -- Returns {'missing'}, {'conflict'} (changed since it was read) or {'ok', sizes, parts}
 -- (see snapshots in _lib.lua).
 local id, expected, doc = ARGV[2], ARGV[3], ARGV[4]
-local raw = redis.call('HGET', K_LIVE, id)
+local raw = redis.call('HGET', K_TASKS, id)
 if not raw then
   return {'missing'}
 end
@@ -21,9 +21,9 @@ end
 live[VER] = tonumber(live[VER]) + 1
 live[FLAGS], live[MAX] = ARGV[7], ARGV[8]
 index_orphaned(id, live[FLAGS])
+live[10] = doc
 local packed = join_live(live)
-redis.call('HSET', K_LIVE, id, packed)
-redis.call('HSET', K_TASKS, id, doc)
+redis.call('HSET', K_TASKS, id, packed)
 
 for _, tag in ipairs(decode_tags(redis.call('HGET', K_TAGS, id))) do
   redis.call('ZREM', tag_key(tag), id)

@@ -1,0 +1,72 @@
+"""Older Redis key layouts, made from a current store: what a test opens to see it migrated.
+
+``downgrade_to_2`` rewrites a layout-3 store's keys as layout 2 wrote them: a document hash
+and a live-fields hash, one sorted set of every id, claimed tasks in the schedule scored by
+their claim's end, waiting runs among the leased ones, the documents as layout 2's lean JSON
+objects (or kept as they are).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import redis.asyncio
+
+from backbeat.model.records import Task
+from backbeat.stores.redis import codec
+from backbeat.stores.redis.keys import Keys
+
+_LIVE_DEFAULTS = ("", "0", "0", "0", "0", "", "1", "", "")
+_DEFAULTS = Task(id="", name="", job="", trigger={}, next_run_time=None).to_document()
+_REQUIRED = frozenset(("name", "job", "trigger", "created_at"))
+_LIVE_FIELDS = frozenset(
+    ("id", "next_run_time", "version", "running", "runs", "failures", "last_outcome", "last_run_at")
+)
+
+
+def lean_document(task: Task) -> bytes:
+    """A task's document as layout 2 wrote it: an object without its id, live fields or defaults."""
+    doc = task.to_document()
+    lean: dict[str, Any] = {
+        key: value
+        for key, value in doc.items()
+        if key not in _LIVE_FIELDS and (key in _REQUIRED or value != _DEFAULTS[key])
+    }
+    if "options" in lean:
+        defaults = _DEFAULTS["options"]
+        assert isinstance(defaults, dict)
+        lean["options"] = {key: value for key, value in lean["options"].items() if value != defaults[key]}
+    return orjson.dumps(lean)
+
+
+async def downgrade_to_2(client: redis.asyncio.Redis, keys: Keys, *, lean: bool = True) -> None:
+    """Rewrite the store's keys as key layout 2 had them (``lean``: its documents too)."""
+    records: dict[Any, Any] = await client.hgetall(keys.tasks)
+    docs: dict[Any, Any] = {}
+    lives: dict[Any, Any] = {}
+    for task_id, record in records.items():
+        *head, doc = record.split(b"|", 9)
+        fields = zip([value.decode() for value in head], _LIVE_DEFAULTS, strict=True)
+        live = "|".join(value or default for value, default in fields)
+        lives[task_id] = live
+        if lean:
+            task = codec.task_from(task_id, live.encode(), doc)
+            assert task is not None
+            doc = lean_document(task)
+        docs[task_id] = doc
+    bounds: list[Any] = await client.zrange(keys.id_index, 0, -1)
+    buckets = [keys.id_bucket(bound.decode()) for bound in bounds]
+    ids: list[Any] = [member for bucket in buckets for member in await client.zrange(bucket, 0, -1)]
+    claims: list[Any] = await client.zrange(keys.claims, 0, -1, withscores=True)
+    waiting: list[Any] = await client.zrange(keys.waiting, 0, -1, withscores=True)
+    await client.delete(keys.tasks, keys.id_index, keys.claims, keys.waiting, *buckets)
+    if docs:
+        await client.hset(keys.tasks, mapping=docs)
+        await client.hset(keys.live, mapping=lives)
+        await client.zadd(keys.ids, dict.fromkeys(ids, 0))
+    if claims:
+        await client.zadd(keys.schedule, {member: score for member, score in claims})
+    if waiting:
+        await client.zadd(keys.leases, {member: score for member, score in waiting})
+    await client.set(keys.layout, "2")
