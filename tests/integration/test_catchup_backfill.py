@@ -232,6 +232,11 @@ async def test_the_cli_backfills_through_a_worker_process_and_lists_a_dry_run(
     listed = await cli_json("tasks", "backfill", task_id, "--store", store_url, *span, "--dry-run")
     assert listed["fire_times"] == [t.isoformat() for t in wanted]
     assert jobs.read_records(record_file) == []
+    # no worker yet: the backfill gives up when told, its first run left in the store to run later
+    code, _, err = await cli("tasks", "backfill", task_id, "--store", store_url, *span, "--timeout", "1")
+    assert code == 1 and "gave up after --timeout 1 s (0 of 3 fire times done, 1 running)" in " ".join(
+        err.split()
+    )
 
     workers(store_url, "--lease", "2")
     code, out, err = await cli("tasks", "backfill", task_id, "--store", store_url, *span)

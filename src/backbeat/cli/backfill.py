@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -37,6 +38,14 @@ OverlapOption = Annotated[
 MaxOption = Annotated[int, typer.Option("--max", help="Refuse a range of more fire times than this")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="List the fire times; run nothing")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (no progress bar)")]
+TimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        help="Give up after this many seconds (exit 1; the runs added stay in the store and run)",
+        show_default=False,
+    ),
+]
 
 
 def backfill(
@@ -49,11 +58,14 @@ def backfill(
     max_fire_times: int,
     dry_run: bool,
     as_json: bool,
+    timeout: float | None = None,
 ) -> None:
     """The command's body (its options are declared by ``backbeat.cli.tasks``)."""
     try:
         first, last = parse_since(start, "--from"), parse_since(end, "--to")
         check_overlap(overlap)
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"--timeout must be a number of seconds > 0, not {timeout}")
     except ValueError as exc:
         fail(str(exc), USAGE_ERROR)
     if dry_run:
@@ -61,24 +73,33 @@ def backfill(
         return
     bar = _Bar(enabled=not as_json)
 
-    async def body(admin: Admin) -> BackfillProgress | str:
+    async def body(admin: Admin) -> BackfillProgress | str | TimeoutError:
         try:
             with bar:
-                return await admin.backfill(
-                    task_id,
-                    first,
-                    last,
-                    overlap=overlap,
-                    max_fire_times=max_fire_times,
-                    on_progress=bar.update,
-                )
+                async with asyncio.timeout(timeout):
+                    return await admin.backfill(
+                        task_id,
+                        first,
+                        last,
+                        overlap=overlap,
+                        max_fire_times=max_fire_times,
+                        on_progress=bar.update,
+                    )
         except ValueError as exc:
             return str(exc)
+        except TimeoutError as exc:
+            return exc
 
     try:
         done = with_admin(store, prefix, body)
     except KeyboardInterrupt:
         fail("interrupted: the runs already added stay in the store and run", INTERRUPTED)
+    if isinstance(done, TimeoutError):
+        fail(
+            f"gave up after --timeout {timeout:g} s ({bar.state()}); the runs already added stay in"
+            " the store and run: are workers running?",
+            1,
+        )
     if isinstance(done, str):
         fail(done, USAGE_ERROR)
     if as_json:
@@ -143,6 +164,7 @@ class _Bar:
             transient=False,
         )
         self.bar = self.progress.add_task("backfill", total=None, note="")
+        self.last: BackfillProgress | None = None
 
     def __enter__(self) -> None:
         if self.enabled:
@@ -152,7 +174,17 @@ class _Bar:
         if self.enabled:
             self.progress.stop()
 
+    def state(self) -> str:
+        """Where the backfill stood at its last report."""
+        last = self.last
+        if last is None:
+            return "nothing added yet"
+        return (
+            f"{last.done} of {last.total} fire times done, {len(last.started) - len(last.finished)} running"
+        )
+
     def update(self, progress: BackfillProgress) -> None:
+        self.last = progress
         note = f"running {len(progress.started) - len(progress.finished)}"
         if progress.skipped:
             note += f", skipped {len(progress.skipped)}"

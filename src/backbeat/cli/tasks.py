@@ -156,9 +156,12 @@ def backfill(
     max_fire_times: backfill_cli.MaxOption = backfill_cli.MAX_FIRE_TIMES,
     dry_run: backfill_cli.DryRunOption = False,
     as_json: backfill_cli.JsonOption = False,
+    timeout: backfill_cli.TimeoutOption = None,
 ) -> None:
     """Run a recurring task's past fire times from --from to --to (running workers run them),
     with a progress bar; --dry-run lists them. Exit 0 when each succeeded (or was skipped by
-    --overlap skip), 1 when a run did not (by the run history) or for an unknown task or store, 2
-    for a refused range or option, 130 on Ctrl-C."""
-    backfill_cli.backfill(task_id, store, prefix, start, end, overlap, max_fire_times, dry_run, as_json)
+    --overlap skip), 1 when a run did not (by the run history), for an unknown task or store or
+    after --timeout, 2 for a refused range or option, 130 on Ctrl-C."""
+    backfill_cli.backfill(
+        task_id, store, prefix, start, end, overlap, max_fire_times, dry_run, as_json, timeout
+    )
