@@ -147,7 +147,9 @@ async def test_only_the_fire_times_within_the_grace_time_run(world: World) -> No
     task = await world.add(job, misfire_grace_time=6, coalesce=False)
     world.clock.advance(35.5)
 
-    decision = await engine._decide(task, world.clock.now)
+    decision, report = await engine._decide(task, world.clock.now)
+    assert world.fired(EventKind.RUN_MISSED) == []  # reported once the store took the decision
+    report()
 
     assert decision.fire_times == [at(30)]
     assert decision.missed == 3
@@ -538,3 +540,21 @@ async def test_cancel_other_catching_up_runs_only_the_latest_fire_time(world: Wo
         ("skipped", at(4)),
         ("success", at(8)),
     ]
+
+
+class LosesEveryClaim(MemoryStore):
+    """A store whose ``fire`` finds every claim taken by another owner meanwhile."""
+
+    async def fire(self, owner: str, decisions: Any, *, now: datetime, lease: timedelta) -> list[Any]:
+        return []
+
+
+async def test_fire_times_of_a_claim_lost_before_the_fire_are_left_for_the_next_claimer_to_report() -> None:
+    clock = FakeClock(T0)
+    world = World(clock=clock)
+    world.store = LosesEveryClaim(lease_clock=clock)
+    engine, job = world.engine(), world.job()
+    await world.add(job, misfire_grace_time=1, coalesce=False)
+    world.clock.advance(35.5)
+    await engine._claim_once(100)
+    assert world.fired(EventKind.RUN_MISSED) == [] and job.started == []

@@ -328,9 +328,10 @@ class Engine:
 
     async def _fire(self, tasks: list[Task], now: datetime) -> list[Run]:
         decisions: list[FireDecision] = []
+        reports: dict[str, Callable[[], None]] = {}
         by_id = {task.id: task for task in tasks}
         for task in tasks:
-            decision = await self._decide(task, now)
+            decision, reports[task.id] = await self._decide(task, now)
             decisions.append(decision)
         # the runs' leases count from now, not from the claim: a fire held up (by a lock, a
         # slow store) must not create runs whose lease already ended, for another owner to take
@@ -341,6 +342,8 @@ class Engine:
         runs: list[Run] = []
         for result in results:
             task = by_id[result.task_id]
+            # only now: a decision the store ignored (the claim was lost) is the next claimer's to report
+            reports[task.id]()
             for fire_time in result.skipped:
                 self._skipped(task, fire_time)
             if result.buffered:
@@ -383,34 +386,39 @@ class Engine:
         except (StoreError, OSError) as exc:
             self._store_error(exc, "asking for a run's cancellation")
 
-    async def _decide(self, task: Task, now: datetime) -> FireDecision:
+    async def _decide(self, task: Task, now: datetime) -> tuple[FireDecision, Callable[[], None]]:
+        """What to fire for a claimed task, and what reports the fire times it leaves out
+        (missed, coalesced, skipped), to call once the store has taken the decision."""
         no_fire = FireDecision(
             task_id=task.id, claimed_version=task.version, fire_times=[], next_run_time=task.next_run_time
         )
         if not self.registry.knows(task.job):
             await self._orphan(task, f"job {task.job!r} is not registered in process {self.owner}")
-            return no_fire
+            return no_fire, _nothing
         assert task.next_run_time is not None
         ahead = task.next_run_time > now  # claimed ahead: only its next fire time, when it comes
         if ahead and task.running >= task.options.max_instances:
             # its previous run may yet end in time: decide when the fire time comes
             self._held = min(self._held or task.next_run_time, task.next_run_time)
-            return no_fire
+            return no_fire, _nothing
         try:
             until = task.next_run_time if ahead else now
             due, following = triggers.due_fire_times(task.trigger, task.next_run_time, until)
         except BackbeatError as exc:
             await self._orphan(task, f"invalid trigger: {exc}")
-            return no_fire
+            return no_fire, _nothing
         split = split_due(due, now, window=task.options.misfire_grace_time, coalesce=task.options.coalesce)
-        self._report_catch_up(task, split, now)
-        fire_times = split.run
+        fire_times, dropped = split.run, list[datetime]()
         if task.options.overlap == Overlap.CANCEL_OTHER and len(fire_times) > 1:
             # each would cancel the one before it: only the latest runs
-            for fire_time in fire_times[:-1]:
+            fire_times, dropped = fire_times[-1:], fire_times[:-1]
+
+        def report() -> None:
+            self._report_catch_up(task, split, now)
+            for fire_time in dropped:
                 self._skipped(task, fire_time, f"a later fire time is due (overlap={task.options.overlap})")
-            fire_times = fire_times[-1:]
-        return FireDecision(
+
+        decision = FireDecision(
             task_id=task.id,
             claimed_version=task.version,
             fire_times=fire_times,
@@ -418,6 +426,7 @@ class Engine:
             missed=len(split.missed),
             overlap=task.options.overlap,
         )
+        return decision, report if split.missed or split.coalesced or dropped else _nothing
 
     def _report_catch_up(self, task: Task, split: CatchUp, now: datetime) -> None:
         """Fire times that will not run: missed (older than the catch-up window) or coalesced."""
@@ -662,6 +671,10 @@ class Engine:
     def _store_error(self, exc: BaseException, doing: str) -> None:
         log.warning("store error while %s (will retry): %r", doing, exc)
         self.events.emit(SchedulerEvent(kind=EventKind.STORE_ERROR, error=exc))
+
+
+def _nothing() -> None:
+    """Nothing to report."""
 
 
 def _always_held(run_id: str) -> bool:
