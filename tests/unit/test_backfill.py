@@ -13,7 +13,7 @@ from tests.fakes import FakeClock
 from backbeat.api.backfill import (
     BackfillProgress,
     BackfillRunner,
-    check_overlap,
+    check_backfill_overlap,
     range_fire_times,
 )
 from backbeat.api.taskbuild import from_callable
@@ -89,7 +89,12 @@ class World:
     async def backfill(self, task: Task, overlap: str, times: list[datetime]) -> BackfillProgress:
         progress = BackfillProgress(task_id=task.id, fire_times=times)
         runner = BackfillRunner(
-            self.store, task, progress, overlap=check_overlap(overlap), clock=self.clock, sleep=self.look
+            self.store,
+            task,
+            progress,
+            overlap=check_backfill_overlap(overlap),
+            clock=self.clock,
+            sleep=self.look,
         )
         return await runner.run()
 
@@ -231,4 +236,4 @@ def test_an_unknown_overlap_is_refused_naming_the_allowed_ones() -> None:
     with pytest.raises(
         ValueError, match="overlap must be one of 'buffer_all', 'allow_all', 'skip', not 'cancel_other'"
     ):
-        check_overlap("cancel_other")
+        check_backfill_overlap("cancel_other")

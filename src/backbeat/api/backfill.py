@@ -94,7 +94,7 @@ class BackfillProgress:
         }
 
 
-def check_overlap(overlap: str) -> BackfillOverlap:
+def check_backfill_overlap(overlap: str) -> BackfillOverlap:
     """Raises ``ValueError`` naming the allowed values when ``overlap`` is not one."""
     if overlap not in OVERLAPS:
         allowed = ", ".join(repr(o) for o in OVERLAPS)

@@ -18,7 +18,7 @@ from backbeat.api.backfill import (
     BackfillProgress,
     BackfillRunner,
     ProgressCallback,
-    check_overlap,
+    check_backfill_overlap,
     range_fire_times,
 )
 from backbeat.api.bus import BackgroundTasksBus
@@ -571,7 +571,7 @@ class BackgroundTaskScheduler(HostedService):
                 ``start`` or in the future, or more than ``max_fire_times`` fire times.
             TypeError: ``on_progress`` is not callable.
         """
-        checked = check_overlap(overlap)
+        checked = check_backfill_overlap(overlap)
         if on_progress is not None and not callable(on_progress):
             raise TypeError(f"on_progress must be callable or None, not {on_progress!r}")
         store, task = await self._router.find(task_id)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from backbeat.api.admin import Admin
-from backbeat.api.backfill import MAX_FIRE_TIMES, OVERLAPS, BackfillProgress, check_overlap
+from backbeat.api.backfill import MAX_FIRE_TIMES, OVERLAPS, BackfillProgress, check_backfill_overlap
 from backbeat.api.history import parse_since
 from backbeat.api.tasklist import TaskInfo
 from backbeat.cli import render
@@ -63,7 +63,7 @@ def backfill(
     """The command's body (its options are declared by ``backbeat.cli.tasks``)."""
     try:
         first, last = parse_since(start, "--from"), parse_since(end, "--to")
-        check_overlap(overlap)
+        check_backfill_overlap(overlap)
         if timeout is not None and not timeout > 0:
             raise ValueError(f"--timeout must be a number of seconds > 0, not {timeout}")
     except ValueError as exc:

@@ -94,7 +94,10 @@ def trigger(task_id: TaskId, store: StoreOption = DEFAULT_STORE, prefix: PrefixO
     """Run a task once now, besides its schedule (a running worker picks it up)."""
     run_id = with_admin(store, prefix, lambda admin: admin.trigger(task_id))
     if run_id is None:
-        fail(f"task {task_id!r} already has max_instances runs; not triggered")
+        fail(
+            f"task {task_id!r} already has as many runs as it may (max_instances, or a run under its"
+            " overlap policy); not triggered"
+        )
     console.print(f"triggered {task_id}: run {run_id}")
 
 

@@ -108,7 +108,10 @@ def _task_routes(router: APIRouter, admin: Admin, guard: Sequence[Any], mutating
         """Run a task once now, besides its schedule (409 when ``max_instances`` runs exist)."""
         run_id = await admin.trigger(task_id)
         if run_id is None:
-            raise RetryRefusedError(f"task {task_id!r} already has max_instances runs; not triggered")
+            raise RetryRefusedError(
+                f"task {task_id!r} already has as many runs as it may (max_instances, or a run under its"
+                " overlap policy); not triggered"
+            )
         return RunStarted(run_id=run_id, detail=f"triggered {task_id}")
 
     @router.delete(
