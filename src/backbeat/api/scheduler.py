@@ -328,20 +328,19 @@ class BackgroundTaskScheduler(HostedService):
             NotPersistableError: ``func`` is a lambda/closure and ``durable=True``.
             TaskExistsError: ``id`` exists and ``replace_existing`` is false.
         """
-        request = dict(
+        return await self._writer.add_one(
+            func,
+            trigger,
             trigger_args,
-            func=func,
-            trigger=trigger,
-            id=id,
+            task_id=id,
             name=name,
             args=args,
             kwargs=kwargs,
             tags=tags,
             durable=durable,
             options=options,
+            replace=replace_existing,
         )
-        [task_id] = await self._writer.add([request], replace=replace_existing)
-        return task_id
 
     async def add_tasks(
         self, requests: Iterable[Mapping[str, Any]], *, replace_existing: bool = False

@@ -12,10 +12,13 @@ from backbeat.api.config import task_options
 from backbeat.api.routing import StoreRouter, all_tasks
 from backbeat.api.taskbuild import (
     BuiltTask,
+    JobShape,
     callable_template,
     from_callable,
     from_descriptor,
     from_job,
+    job_shape,
+    shaped_task,
     shareable,
     stamp,
 )
@@ -28,9 +31,14 @@ from backbeat.model.registry import JobRegistry
 
 log = logging.getLogger("backbeat")
 
+_ONE_SHOT: triggers.TriggerSpec = {"type": "date"}
+"""Any date spec: what ``options_for`` reads of one."""
+
 _Template = tuple[triggers.TriggerSpec, TaskOptions, BuiltTask]
 _SETTINGS = ("id", "name", "args", "kwargs", "tags", "durable")
 """A request's fields that are the task's own, not its trigger's."""
+_SHAPES = 256
+"""Job shapes a writer keeps (see ``TaskWriter.add_one``); all are dropped when it is full."""
 
 
 class TaskWriter:
@@ -50,6 +58,8 @@ class TaskWriter:
         self.clock = clock
         self.timezone = timezone
         self.job_defaults = job_defaults
+        self._shapes: dict[Any, JobShape] = {}
+        """Durable job shapes of one-shot adds, by (func, durable, options): validated once."""
 
     def options_for(self, spec: triggers.TriggerSpec, overrides: Mapping[str, Any] | None) -> TaskOptions:
         """The scheduler's job defaults with ``overrides`` applied, for a task on ``spec``."""
@@ -77,6 +87,76 @@ class TaskWriter:
             if tasks:
                 await self.router.add(tasks, local=is_local, replace=replace)
         return ids
+
+    async def add_one(
+        self,
+        func: Callable[..., Any],
+        trigger: Any,
+        trigger_args: dict[str, Any],
+        *,
+        task_id: str | None,
+        name: str | None,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
+        tags: Sequence[str],
+        durable: bool | None,
+        options: Mapping[str, Any] | None,
+        replace: bool,
+    ) -> str:
+        """``add`` of one request, given as ``add_task``'s arguments; returns its id.
+
+        The common case (a one-shot at a datetime, of a function seen before with the same
+        options) is built from the function's cached :class:`JobShape` and a date spec made
+        directly; anything else goes through :meth:`add`, which validates every field.
+        """
+        now = self.clock()
+        run_date = trigger_args.get("run_date") if len(trigger_args) == 1 else None
+        dated = (
+            triggers.date_spec(run_date, self.timezone)
+            if run_date is not None and (trigger is None or trigger == "date")
+            else None
+        )
+        shape = self._shape(func, durable, options) if dated is not None else None
+        if dated is None or shape is None:
+            request = dict(trigger_args, func=func, trigger=trigger, id=task_id, name=name, args=args)
+            request.update(kwargs=kwargs, tags=tags, durable=durable, options=options)
+            [added] = await self.add([request], replace=replace)
+            return added
+        spec, first = dated
+        task = shaped_task(
+            shape,
+            trigger=spec,
+            first=first,
+            now=now,
+            task_id=task_id,
+            name=name,
+            args=args,
+            kwargs=kwargs,
+            tags=tags,
+        )
+        await self.router.add([task], local=False, replace=replace)
+        return task.id
+
+    def _shape(
+        self, func: Callable[..., Any], durable: bool | None, options: Mapping[str, Any] | None
+    ) -> JobShape | None:
+        """The cached shape of a durable one-shot of ``func``; ``None`` when it cannot be cached
+        (unhashable options or function) or is local (its warning is logged at every add)."""
+        key = (func, durable, tuple(sorted(options.items())) if options else ())
+        try:
+            shape = self._shapes.get(key)
+        except TypeError:  # an unhashable function or option value
+            return None
+        if shape is None:
+            if self.registry.ref_for(func).local:
+                return None
+            shape = job_shape(
+                self.registry, func, options=self.options_for(_ONE_SHOT, options), durable=durable
+            )
+            if len(self._shapes) >= _SHAPES:
+                self._shapes.clear()
+            self._shapes[key] = shape
+        return shape
 
     async def add_job(self, job: BackgroundJob, *, tags: Sequence[str], replace: bool) -> str:
         """Store a job instance whose ``__scheduled_at__`` or ``__interval__`` is set."""
