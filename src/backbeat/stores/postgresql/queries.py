@@ -45,6 +45,20 @@ INSERT INTO {p}_tasks (id, name, job, next_run_time, paused, orphaned, version, 
                        runs, failures, last_outcome, last_run_at, doc)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 """
+# One new task in one statement, run on its own (autocommit): its row, its tags and the
+# wake-up, one round trip instead of BEGIN, INSERT, NOTIFY and COMMIT. The tags' foreign key is
+# checked at the statement's end, when the task's row is there.
+ADD_ONE_TASK = """
+WITH added AS (
+    INSERT INTO {p}_tasks (id, name, job, next_run_time, paused, orphaned, version, running,
+                           max_instances, runs, failures, last_outcome, last_run_at, doc)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+    RETURNING id
+), tagged AS (
+    INSERT INTO {p}_task_tags (task_id, tag) SELECT added.id, tag FROM added, unnest($15::text[]) AS tag
+)
+SELECT pg_notify('{p}_wakeup', '') FROM added
+"""
 # A replacement keeps the live state (running, counters, a claim) and counts as a change.
 UPSERT_TASK = (
     INSERT_TASK

@@ -12,18 +12,28 @@ is named ``<prefix>_<table>`` (``table_prefix``, or ``?prefix=`` in the URL; def
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import asyncpg
 
 from backbeat.abc import Store
-from backbeat.errors import StoreError
+from backbeat.errors import StoreError, TaskExistsError
+from backbeat.model.records import Task
 from backbeat.stores.postgresql import queries as q
-from backbeat.stores.postgresql.connection import Db, Listener, drive, is_retryable, parse_url, translate
+from backbeat.stores.postgresql.connection import (
+    Db,
+    Listener,
+    drive,
+    is_retryable,
+    parse_url,
+    render,
+    translate,
+)
 from backbeat.stores.postgresql.migrations import MIGRATIONS
 from backbeat.stores.sql import migrations
 from backbeat.stores.sql.migrations import Migrations
+from backbeat.stores.sql.records import task_row
 from backbeat.stores.sql.steps import Dialect, Txn, fetch, fetch_one
 from backbeat.stores.sql.store import SqlStore
 
@@ -127,6 +137,23 @@ class PostgreSQLStore(SqlStore):
                 yield
         finally:
             self._signal.unsubscribe(event)
+
+    async def add(self, tasks: Sequence[Task], *, replace: bool = False) -> None:
+        if len(tasks) != 1 or replace:
+            await super().add(tasks, replace=replace)
+            return
+        task = tasks[0]
+
+        async def attempt() -> None:
+            pool = await self._ensure_pool()
+            async with pool.acquire(timeout=self.connect_timeout) as conn:
+                try:
+                    await conn.execute(render(q.ADD_ONE_TASK, self.prefix), *task_row(task), list(task.tags))
+                except asyncpg.exceptions.UniqueViolationError:
+                    raise TaskExistsError([task.id]) from None
+
+        await self._retrying(attempt)
+        self._signal.notify()
 
     # -- plumbing: a pool, one transaction per operation -----------------------------------
 
