@@ -45,9 +45,10 @@ INSERT INTO {p}_tasks (id, name, job, next_run_time, paused, orphaned, version, 
                        runs, failures, last_outcome, last_run_at, doc)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 """
-# One new task in one statement, run on its own (autocommit): its row, its tags and the
-# wake-up, one round trip instead of BEGIN, INSERT, NOTIFY and COMMIT. The tags' foreign key is
-# checked at the statement's end, when the task's row is there.
+# New tasks in one statement, run on its own (autocommit): their rows, their tags and the
+# wake-up, one round trip instead of BEGIN, a look-up of the ids, INSERT, NOTIFY and COMMIT. A
+# taken id fails it whole (then the store asks which ids are taken). The tags' foreign key is
+# checked at the statement's end, when the tasks' rows are there.
 ADD_ONE_TASK = """
 WITH added AS (
     INSERT INTO {p}_tasks (id, name, job, next_run_time, paused, orphaned, version, running,
@@ -58,6 +59,19 @@ WITH added AS (
     INSERT INTO {p}_task_tags (task_id, tag) SELECT added.id, tag FROM added, unnest($15::text[]) AS tag
 )
 SELECT pg_notify('{p}_wakeup', '') FROM added
+"""
+ADD_TASKS = """
+WITH added AS (
+    INSERT INTO {p}_tasks (id, name, job, next_run_time, paused, orphaned, version, running,
+                           max_instances, runs, failures, last_outcome, last_run_at, doc)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::boolean[], $6::boolean[],
+                         $7::bigint[], $8::integer[], $9::integer[], $10::bigint[], $11::bigint[],
+                         $12::text[], $13::bigint[], $14::text[])
+    RETURNING id
+), tagged AS (
+    INSERT INTO {p}_task_tags (task_id, tag) SELECT * FROM unnest($15::text[], $16::text[])
+)
+SELECT pg_notify('{p}_wakeup', '') WHERE EXISTS (SELECT FROM added)
 """
 # A replacement keeps the live state (running, counters, a claim) and counts as a change.
 UPSERT_TASK = (

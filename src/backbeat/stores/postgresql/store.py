@@ -139,21 +139,35 @@ class PostgreSQLStore(SqlStore):
             self._signal.unsubscribe(event)
 
     async def add(self, tasks: Sequence[Task], *, replace: bool = False) -> None:
-        if len(tasks) != 1 or replace:
+        if not tasks or replace:
             await super().add(tasks, replace=replace)
             return
-        task = tasks[0]
+        if len(tasks) == 1:
+            task = tasks[0]
+            args: tuple[Any, ...] = (*task_row(task), list(task.tags))
+            statement = q.ADD_ONE_TASK
+        else:
+            # rows in id order: two concurrent adds then lock rows in the same order (no deadlock)
+            rows = sorted((task_row(task) for task in tasks), key=lambda row: str(row[0]))
+            pairs = [(task.id, tag) for task in tasks for tag in task.tags]
+            args = (*map(list, zip(*rows, strict=True)), [p[0] for p in pairs], [p[1] for p in pairs])
+            statement = q.ADD_TASKS
 
-        async def attempt() -> None:
+        async def attempt() -> bool:
             pool = await self._ensure_pool()
             async with pool.acquire(timeout=self.connect_timeout) as conn:
                 try:
-                    await conn.execute(render(q.ADD_ONE_TASK, self.prefix), *task_row(task), list(task.tags))
+                    await conn.execute(render(statement, self.prefix), *args)
                 except asyncpg.exceptions.UniqueViolationError:
-                    raise TaskExistsError([task.id]) from None
+                    return False
+            return True
 
-        await self._retrying(attempt)
-        self._signal.notify()
+        if await self._retrying(attempt):
+            self._signal.notify()
+        elif len(tasks) == 1:
+            raise TaskExistsError([tasks[0].id])
+        else:  # the transaction that looks the ids up first says which are taken
+            await super().add(tasks, replace=replace)
 
     # -- plumbing: a pool, one transaction per operation -----------------------------------
 
