@@ -4,6 +4,8 @@ flushed script cache, a connection the server closed, and a server that went awa
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +16,7 @@ import redis.asyncio
 
 from backbeat.errors import StoreUnavailableError, TaskExistsError
 from backbeat.model.records import Task
-from backbeat.stores.redis import RedisStore
+from backbeat.stores.redis import RedisStore, connection
 from tests.redis_server import RedisServerHandle, start_private_redis
 
 pytestmark = pytest.mark.redis
@@ -141,3 +143,24 @@ async def test_a_small_pool_is_not_held_from(server: RedisServerHandle) -> None:
     finally:
         await store.close()
         await client.aclose()
+
+
+async def test_an_add_the_server_never_answers_fails_as_unavailable_and_the_next_one_works(
+    server: RedisServerHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "CALL_TIMEOUT", 0.3)
+    store = RedisStore(server.url, prefix="adds")
+    try:
+        await store.add([task("a")])
+        await store.add([task("b")])  # on the store's own connection
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)  # it accepts and reads, never answers
+        try:
+            with pytest.raises(StoreUnavailableError, match=r"did not answer within 0\.3 s"):
+                await store.add([task("c")])
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        await store.add([task("d")])
+        assert sorted(await store.existing(["a", "b", "c", "d"])) in (["a", "b", "c", "d"], ["a", "b", "d"])
+    finally:
+        await store.close()

@@ -148,7 +148,9 @@ class Connection:
         self._scripts = scripts
         if self._direct is None and _may_hold_a_connection(client, self.acknowledged):
             assert isinstance(client, redis.asyncio.Redis)
-            self._direct = DirectScript(client, scripts.sha("add"), self.keys.tasks, self.keys.base)
+            self._direct = DirectScript(
+                client, scripts.sha("add"), self.keys.tasks, self.keys.base, timeout=CALL_TIMEOUT
+            )
 
     async def close(self) -> None:
         self._closed.set()
@@ -182,8 +184,7 @@ class Connection:
         if direct is None or not direct.idle:
             return await self.run("add", *args)
         try:
-            async with asyncio.timeout(CALL_TIMEOUT):
-                return await direct(args)
+            return await direct(args)  # bounded by CALL_TIMEOUT as well
         except NoScriptError:  # the server's script cache was flushed: the client loads it again
             return await self.run("add", *args)
         except TimeoutError:
