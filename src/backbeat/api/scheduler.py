@@ -440,17 +440,18 @@ class BackgroundTaskScheduler(HostedService):
         options: dict[str, Any],
         **trigger_args: Any,
     ) -> str:
-        ids = {k: options.pop(k) for k in ("id", "replace_existing", "durable") if k in options}
-        return await self.add_task(
+        return await self._writer.add_one(
             func,
             trigger,
+            trigger_args,
+            task_id=options.pop("id", None),
             name=name,
             args=args,
             kwargs=kwargs,
             tags=tags,
+            durable=options.pop("durable", None),
+            replace=options.pop("replace_existing", False),
             options=options,
-            **ids,
-            **trigger_args,
         )
 
     async def enqueue_task_async(
