@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import asyncpg
+import orjson
 
 from backbeat.abc import Store
 from backbeat.errors import StoreError, TaskExistsError
@@ -150,7 +151,7 @@ class PostgreSQLStore(SqlStore):
             # rows in id order: two concurrent adds then lock rows in the same order (no deadlock)
             rows = sorted((task_row(task) for task in tasks), key=lambda row: str(row[0]))
             pairs = [(task.id, tag) for task in tasks for tag in task.tags]
-            args = (*map(list, zip(*rows, strict=True)), [p[0] for p in pairs], [p[1] for p in pairs])
+            args = (orjson.dumps(rows).decode(), [p[0] for p in pairs], [p[1] for p in pairs])
             statement = q.ADD_TASKS
 
         async def attempt() -> bool:
