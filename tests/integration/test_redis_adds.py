@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio
 
+from backbeat import BackgroundTaskScheduler
 from backbeat.errors import StoreUnavailableError, TaskExistsError
 from backbeat.model.records import Task
 from backbeat.stores.redis import RedisStore, connection
@@ -164,3 +166,35 @@ async def test_an_add_the_server_never_answers_fails_as_unavailable_and_the_next
         assert sorted(await store.existing(["a", "b", "c", "d"])) in (["a", "b", "c", "d"], ["a", "b", "d"])
     finally:
         await store.close()
+
+
+async def noop(label: str) -> None:
+    """The job of the facade's adds (never run: the producer runs nothing)."""
+
+
+async def test_concurrent_adds_to_a_server_that_stopped_answering_each_raise_and_later_ones_work(
+    server: RedisServerHandle, admin: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "CALL_TIMEOUT", 0.3)
+    producer = BackgroundTaskScheduler(store=f"{server.url}?prefix=adds", role="producer")
+
+    def adds(label: str) -> list[Coroutine[Any, Any, str]]:
+        return [
+            producer.schedule_delayed_task(f"{label}{i}", noop, delay_minutes=5, args=[label])
+            for i in range(20)
+        ]
+
+    try:
+        assert len(set(await asyncio.gather(*adds("before")))) == 20
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            failed = await asyncio.gather(*adds("during"), return_exceptions=True)
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        assert all(isinstance(outcome, StoreUnavailableError) for outcome in failed), failed
+        assert len(set(await asyncio.gather(*adds("after")))) == 20
+        names = {info.name for info in await producer.list_tasks()}
+        assert {f"before{i}" for i in range(20)} | {f"after{i}" for i in range(20)} <= names
+    finally:
+        await producer.shutdown()
