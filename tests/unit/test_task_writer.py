@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 from backbeat import BackgroundTaskScheduler
+from backbeat.api.taskbuild import from_callable
 from backbeat.errors import ConfigurationError, NotPersistableError
 from backbeat.model.records import Task
+from backbeat.model.triggers import make_trigger_spec
 from backbeat.policies.definitions import RetryPolicy
 from backbeat.stores.memory import MemoryStore
 
@@ -58,12 +60,23 @@ async def test_a_one_shot_add_stores_what_the_general_path_builds(
         "name": "reminder",
         "options": {"coalesce": False},
     }
+    spec = make_trigger_spec("date", default_timezone=facade.timezone, now=T0, **trigger_args)
+    general = from_callable(
+        facade.registry,
+        func,
+        trigger=spec,
+        options=facade._writer.options_for(spec, request["options"]),
+        name=request["name"],
+        args=request["args"],
+        tags=request["tags"],
+        now=T0,
+    ).task
     for _ in range(2):  # the second add uses the job shape cached by the first
-        fast = await facade.add_task(func, "date", **request, **trigger_args)
-        [general] = await facade.add_tasks([{"func": func, "trigger": "date", **request, **trigger_args}])
-        stored_fast, stored_general = await store.get(fast), await store.get(general)
-        assert stored_fast is not None and stored_general is not None
-        assert fields(stored_fast) == fields(stored_general)
+        single = await facade.add_task(func, "date", **request, **trigger_args)
+        [batched] = await facade.add_tasks([{"func": func, "trigger": "date", **request, **trigger_args}])
+        for task_id in (single, batched):
+            stored = await store.get(task_id)
+            assert stored is not None and fields(stored) == fields(general)
     assert facade._writer._shapes  # the fast path was taken
 
 

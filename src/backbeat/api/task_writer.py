@@ -103,27 +103,61 @@ class TaskWriter:
         options: Mapping[str, Any] | None,
         replace: bool,
     ) -> str:
-        """``add`` of one request, given as ``add_task``'s arguments; returns its id.
-
-        The common case (a one-shot at a datetime, of a function seen before with the same
-        options) is built from the function's cached :class:`JobShape` and a date spec made
-        directly; anything else goes through :meth:`add`, which validates every field.
-        """
+        """``add`` of one request, given as ``add_task``'s arguments; returns its id. The common
+        case is built by :meth:`one_shot`, anything else goes through :meth:`add`."""
         now = self.clock()
-        run_date = trigger_args.get("run_date") if len(trigger_args) == 1 else None
-        dated = (
-            triggers.date_spec(run_date, self.timezone)
-            if run_date is not None and (trigger is None or trigger == "date")
-            else None
+        task = self.one_shot(
+            func,
+            trigger,
+            trigger_args,
+            now=now,
+            task_id=task_id,
+            name=name,
+            args=args,
+            kwargs=kwargs,
+            tags=tags,
+            durable=durable,
+            options=options,
         )
-        shape = self._shape(func, durable, options) if dated is not None else None
-        if dated is None or shape is None:
+        if task is None:
             request = dict(trigger_args, func=func, trigger=trigger, id=task_id, name=name, args=args)
             request.update(kwargs=kwargs, tags=tags, durable=durable, options=options)
             [added] = await self.add([request], replace=replace)
             return added
+        await self.router.add([task], local=False, replace=replace)
+        return task.id
+
+    def one_shot(
+        self,
+        func: Callable[..., Any],
+        trigger: Any,
+        trigger_args: Mapping[str, Any],
+        *,
+        now: datetime,
+        task_id: str | None,
+        name: str | None,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
+        tags: Sequence[str],
+        durable: bool | None,
+        options: Mapping[str, Any] | None,
+    ) -> Task | None:
+        """The task of the common request (a one-shot at a datetime, of a function seen before with
+        the same options), built from the function's cached :class:`JobShape` and a date spec
+        made directly; ``None`` when the request needs the general path, which checks every field.
+
+        Raises:
+            EncodingError: an argument cannot be stored (the message names it).
+        """
+        run_date = trigger_args.get("run_date") if len(trigger_args) == 1 else None
+        if run_date is None or (trigger is not None and trigger != "date"):
+            return None
+        dated = triggers.date_spec(run_date, self.timezone)
+        shape = self._shape(func, durable, options) if dated is not None else None
+        if dated is None or shape is None:
+            return None
         spec, first = dated
-        task = shaped_task(
+        return shaped_task(
             shape,
             trigger=spec,
             first=first,
@@ -134,8 +168,6 @@ class TaskWriter:
             kwargs=kwargs,
             tags=tags,
         )
-        await self.router.add([task], local=False, replace=replace)
-        return task.id
 
     def _shape(
         self, func: Callable[..., Any], durable: bool | None, options: Mapping[str, Any] | None
@@ -249,7 +281,23 @@ class _BatchBuilder:
             k: fields.pop(k) for k in ("id", "name", "args", "kwargs", "tags", "durable") if k in fields
         }
         overrides = fields.pop("options", None)
-        spec = self._spec(fields.pop("trigger", None), fields)
+        trigger = fields.pop("trigger", None)
+        task = self.writer.one_shot(
+            func,
+            trigger,
+            fields,
+            now=self.now,
+            task_id=settings.get("id"),
+            name=settings.get("name"),
+            args=settings.get("args", ()),
+            kwargs=settings.get("kwargs"),
+            tags=settings.get("tags", ()),
+            durable=settings.get("durable"),
+            options=overrides,
+        )
+        if task is not None:
+            return BuiltTask(task, local=False)
+        spec = self._spec(trigger, fields)
         options = self._options(spec, overrides)
         template = self._template(func, spec, options, settings.get("durable"))
         return stamp(
