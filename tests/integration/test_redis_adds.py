@@ -198,3 +198,25 @@ async def test_concurrent_adds_to_a_server_that_stopped_answering_each_raise_and
         assert {f"before{i}" for i in range(20)} | {f"after{i}" for i in range(20)} <= names
     finally:
         await producer.shutdown()
+
+
+async def test_a_cancelled_add_leaves_the_store_adding(server: RedisServerHandle) -> None:
+    store = RedisStore(server.url, prefix="adds")
+    try:
+        await store.add([task("a")])
+        await store.add([task("b")])  # on the store's own connection
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            pending = asyncio.ensure_future(store.add([task("c")]))
+            for _ in range(3):  # it sends at its first step, then waits for the reply
+                await asyncio.sleep(0)
+            pending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await pending
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        await store.add([task("d")])
+        assert {"a", "b", "d"} <= set(await store.existing(["a", "b", "c", "d"]))
+    finally:
+        await store.close()
