@@ -16,7 +16,7 @@ import redis
 import redis.asyncio
 
 from backbeat import BackgroundTaskScheduler
-from backbeat.errors import StoreUnavailableError, TaskExistsError
+from backbeat.errors import StoreError, StoreUnavailableError, TaskExistsError
 from backbeat.model.records import Task
 from backbeat.stores.redis import RedisStore, connection
 from tests.redis_server import RedisServerHandle, start_private_redis
@@ -220,3 +220,16 @@ async def test_a_cancelled_add_leaves_the_store_adding(server: RedisServerHandle
         assert {"a", "b", "d"} <= set(await store.existing(["a", "b", "c", "d"]))
     finally:
         await store.close()
+
+
+async def test_a_script_error_on_the_adds_connection_is_a_store_error(
+    store: RedisStore, admin: redis.Redis
+) -> None:
+    await store.add([task("a")])
+    admin.delete(store.keys.live)
+    admin.set(store.keys.live, "not a hash")
+    with pytest.raises(StoreError) as raised:
+        await store.add([task("b")])
+    assert not isinstance(raised.value, StoreUnavailableError)
+    admin.delete(store.keys.live)
+    await store.add([task("c")])  # the connection is still usable

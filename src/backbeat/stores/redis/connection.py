@@ -183,18 +183,16 @@ class Connection:
         direct = self._direct
         if direct is None or not direct.idle:
             return await self.run("add", *args)
-        try:
-            return await direct(args)  # bounded by CALL_TIMEOUT as well
-        except NoScriptError:  # the server's script cache was flushed: the client loads it again
-            return await self.run("add", *args)
-        except TimeoutError:
-            raise StoreUnavailableError(
-                f"Redis at {redact(self.url)} did not answer within {CALL_TIMEOUT:g} s"
-            ) from None
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailableError(f"Redis at {redact(self.url)} is unavailable: {exc}") from exc
-        except RedisError as exc:
-            raise StoreError(f"Redis at {redact(self.url)} failed: {exc}") from exc
+        with self.errors():
+            try:
+                return await direct(args)  # bounded by CALL_TIMEOUT as well
+            except NoScriptError:
+                pass  # the server's script cache was flushed: the client loads it again
+            except TimeoutError:
+                raise StoreUnavailableError(
+                    f"Redis at {redact(self.url)} did not answer within {CALL_TIMEOUT:g} s"
+                ) from None
+        return await self.run("add", *args)
 
     def wakeups(self) -> AsyncIterator[None]:
         return wakeups.listen(self._server_client, [self.keys.wakeup], self._closed)
