@@ -1,8 +1,10 @@
-"""Profile single awaited adds: ``python -m bench.profile_adds [--started] [--n N] [--store URL]``.
+"""Profile awaited adds: ``python -m bench.profile_adds [--started] [--producers P] [--n N] [--store URL]``.
 
 Prints the adds/s, this process's CPU time per add (steadier than adds/s on a busy machine)
 and cProfile's top functions by own time (``--sort cumulative`` for the
-call tree's view), for a producer never started or (``--started``) a started worker.
+call tree's view), for a producer never started or (``--started``) a started worker. The
+adds are awaited one after another, or by ``--producers`` concurrent loops (coalesced adds).
+Only this process's main thread is profiled (not SQLite's store thread).
 """
 
 from __future__ import annotations
@@ -23,25 +25,33 @@ from bench.stores import drop_redis_keys
 FAR = datetime(2100, 1, 1, tzinfo=UTC)
 
 
-async def adds(url: str, n: int, started: bool, profile: cProfile.Profile | None) -> tuple[float, float]:
-    """Adds/s and CPU seconds per add of ``n`` single awaited adds (profiled when ``profile``)
-    on the store at ``url`` (Redis under a prefix of its own, else cleared after)."""
+async def adds(
+    url: str, n: int, started: bool, profile: cProfile.Profile | None, producers: int = 1
+) -> tuple[float, float]:
+    """Adds/s and CPU seconds per add of ``n`` awaited adds made by ``producers`` loops at once
+    (profiled when ``profile``) on the store at ``url`` (Redis under a prefix of its own, else
+    cleared after)."""
     prefix = f"bench-profile-{uuid.uuid4().hex[:8]}"
     redis = url.startswith("redis")
     spec: RedisJobStoreConfig | str = RedisJobStoreConfig(host=url, lock_prefix=prefix) if redis else url
     scheduler = BackgroundTaskScheduler(store=spec, config=SchedulerConfig(producer_only=not started))
     if started:
         await scheduler.start()
-    for _ in range(200):  # warm up: the store opens, scripts load
-        await scheduler.add_task(backbeat_job, "date", run_date=FAR, args=[ARG])
+
+    async def producer(count: int) -> None:
+        for _ in range(count):
+            await scheduler.add_task(backbeat_job, "date", run_date=FAR, args=[ARG])
+
+    await producer(200)  # warm up: the store opens, scripts load
+    each = max(n // producers, 1)
     began, cpu = time.perf_counter(), time.process_time()
     if profile is not None:
         profile.enable()
-    for _ in range(n):
-        await scheduler.add_task(backbeat_job, "date", run_date=FAR, args=[ARG])
+    await asyncio.gather(*(producer(each) for _ in range(producers)))
     if profile is not None:
         profile.disable()
-    rate, cpu = n / (time.perf_counter() - began), (time.process_time() - cpu) / n
+    done = each * producers
+    rate, cpu = done / (time.perf_counter() - began), (time.process_time() - cpu) / done
     await scheduler.clear_all_jobs()
     await scheduler.shutdown()
     if redis:
@@ -54,14 +64,15 @@ def main() -> None:
     parser.add_argument("--store", default="redis://127.0.0.1:6379/14", help="a store URL (Redis by default)")
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--started", action="store_true")
+    parser.add_argument("--producers", type=int, default=1, help="concurrent adding loops (coalesced adds)")
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()
-    mode = "started" if args.started else "never started"
-    rate, cpu = asyncio.run(adds(args.store, args.n, args.started, None))
+    mode = ("started" if args.started else "never started") + f", {args.producers} producer(s)"
+    rate, cpu = asyncio.run(adds(args.store, args.n, args.started, None, args.producers))
     print(f"{rate:,.0f} adds/s, {cpu * 1e6:.0f} µs CPU per add ({mode})")
     profile = cProfile.Profile()
-    rate, cpu = asyncio.run(adds(args.store, args.n, args.started, profile))
+    rate, cpu = asyncio.run(adds(args.store, args.n, args.started, profile, args.producers))
     print(f"under the profiler: {rate:,.0f} adds/s, {cpu * 1e6:.0f} µs CPU per add")
     pstats.Stats(profile).sort_stats(args.sort).print_stats(args.top)
 

@@ -39,6 +39,17 @@ async def test_an_existing_id_is_refused_and_nothing_of_the_batch_is_written(sto
     assert stored is not None and stored.name == "name-a"
 
 
+async def test_a_single_add_stores_its_tags_and_is_refused_for_an_existing_id(store: Store) -> None:
+    await store.add([task("a", tags=("red", "blue"))])
+    with pytest.raises(TaskExistsError) as raised:
+        await store.add([task("a", name="other", tags=("green",))])
+    assert raised.value.task_ids == ["a"]
+    stored = await store.get("a")
+    assert stored is not None and (stored.name, stored.tags) == ("name-a", ("red", "blue"))
+    assert [t.id for t in (await store.list(TaskFilter(tag="blue")))[0]] == ["a"]
+    assert (await store.list(TaskFilter(tag="green")))[0] == []
+
+
 async def test_replace_overwrites_but_keeps_running_and_counters(store: Store) -> None:
     await store.add([task("a", max_instances=2)])
     [run] = await start_run(store, "w1", then=T0 + MINUTE)

@@ -16,6 +16,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from backbeat.errors import InvalidTriggerError
 from backbeat.model.triggers import (
+    date_spec,
     describe,
     due_fire_times,
     is_one_shot,
@@ -609,3 +610,41 @@ def test_invalid_stored_specs_raise(spec: dict[str, Any], message: str) -> None:
         with pytest.raises(InvalidTriggerError) as caught:
             call(spec)
         assert message in str(caught.value)
+
+
+DATE_CASES = [
+    (datetime(2026, 3, 1, 8, 30, 0, 123456, tzinfo=UTC), "UTC"),
+    (datetime(2026, 3, 1, 8, 30, tzinfo=UTC), "Europe/Paris"),
+    (datetime(2026, 3, 1, 8, 30, tzinfo=PARIS), "UTC"),
+    (datetime(2026, 3, 1, 8, 30, tzinfo=timezone(timedelta(hours=-3))), "America/New_York"),
+    (datetime(2026, 3, 1, 8, 30), "UTC"),  # naive: in the timezone
+    (datetime(2026, 10, 25, 2, 30), "Europe/Paris"),  # naive, in the repeated hour
+    (datetime(2026, 10, 25, 2, 30, fold=1), "Europe/Paris"),
+    (datetime(2026, 3, 29, 2, 30), "Europe/Paris"),  # naive, in the skipped hour
+    (datetime(2026, 3, 1, 8, 30), "+05:30"),
+    (datetime(2020, 1, 1, tzinfo=UTC), "UTC"),  # in the past: still its one fire time
+]
+
+
+@pytest.mark.parametrize(("run_date", "zone"), DATE_CASES)
+def test_a_date_spec_made_directly_is_the_general_paths_spec_and_fire_time(
+    run_date: datetime, zone: str
+) -> None:
+    made = date_spec(run_date, zone)
+    assert made is not None
+    spec, first = made
+    assert spec == make_trigger_spec("date", run_date=run_date, default_timezone=zone, now=NOW)
+    assert first == next_fire_time(spec, None, NOW)
+    assert first.tzinfo is UTC and first.fold == 0
+
+
+@pytest.mark.parametrize(
+    ("run_date", "zone"),
+    [
+        ("2026-03-01T08:30:00+00:00", "UTC"),  # a string: parsed by the general path
+        (datetime(2026, 3, 1, 8, 30), "+5:30"),  # stored spelled "+05:30"
+        (datetime(2026, 3, 1, 8, 30), "Mars/Olympus"),  # refused by the general path
+    ],
+)
+def test_a_date_spec_that_needs_the_general_path_is_not_made_directly(run_date: Any, zone: str) -> None:
+    assert date_spec(run_date, zone) is None

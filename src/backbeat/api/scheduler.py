@@ -336,20 +336,19 @@ class BackgroundTaskScheduler(HostedService):
             NotPersistableError: ``func`` is a lambda/closure and ``durable=True``.
             TaskExistsError: ``id`` exists and ``replace_existing`` is false.
         """
-        request = dict(
+        return await self._writer.add_one(
+            func,
+            trigger,
             trigger_args,
-            func=func,
-            trigger=trigger,
-            id=id,
+            task_id=id,
             name=name,
             args=args,
             kwargs=kwargs,
             tags=tags,
             durable=durable,
             options=options,
+            replace=replace_existing,
         )
-        [task_id] = await self._writer.add([request], replace=replace_existing)
-        return task_id
 
     async def add_tasks(
         self, requests: Iterable[Mapping[str, Any]], *, replace_existing: bool = False
@@ -449,17 +448,18 @@ class BackgroundTaskScheduler(HostedService):
         options: dict[str, Any],
         **trigger_args: Any,
     ) -> str:
-        ids = {k: options.pop(k) for k in ("id", "replace_existing", "durable") if k in options}
-        return await self.add_task(
+        return await self._writer.add_one(
             func,
             trigger,
+            trigger_args,
+            task_id=options.pop("id", None),
             name=name,
             args=args,
             kwargs=kwargs,
             tags=tags,
+            durable=options.pop("durable", None),
+            replace=options.pop("replace_existing", False),
             options=options,
-            **ids,
-            **trigger_args,
         )
 
     async def enqueue_task_async(

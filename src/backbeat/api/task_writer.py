@@ -12,10 +12,13 @@ from backbeat.api.config import task_options
 from backbeat.api.routing import StoreRouter, all_tasks
 from backbeat.api.taskbuild import (
     BuiltTask,
+    JobShape,
     callable_template,
     from_callable,
     from_descriptor,
     from_job,
+    job_shape,
+    shaped_task,
     shareable,
     stamp,
 )
@@ -28,9 +31,14 @@ from backbeat.model.registry import JobRegistry
 
 log = logging.getLogger("backbeat")
 
+_ONE_SHOT: triggers.TriggerSpec = {"type": "date"}
+"""Any date spec: what ``options_for`` reads of one."""
+
 _Template = tuple[triggers.TriggerSpec, TaskOptions, BuiltTask]
 _SETTINGS = ("id", "name", "args", "kwargs", "tags", "durable")
 """A request's fields that are the task's own, not its trigger's."""
+_SHAPES = 256
+"""Job shapes a writer keeps (see ``TaskWriter.add_one``); all are dropped when it is full."""
 
 
 class TaskWriter:
@@ -50,6 +58,8 @@ class TaskWriter:
         self.clock = clock
         self.timezone = timezone
         self.job_defaults = job_defaults
+        self._shapes: dict[Any, JobShape] = {}
+        """Durable job shapes of one-shot adds, by (func, durable, options): validated once."""
 
     def options_for(self, spec: triggers.TriggerSpec, overrides: Mapping[str, Any] | None) -> TaskOptions:
         """The scheduler's job defaults with ``overrides`` applied, for a task on ``spec``."""
@@ -77,6 +87,108 @@ class TaskWriter:
             if tasks:
                 await self.router.add(tasks, local=is_local, replace=replace)
         return ids
+
+    async def add_one(
+        self,
+        func: Callable[..., Any],
+        trigger: Any,
+        trigger_args: dict[str, Any],
+        *,
+        task_id: str | None,
+        name: str | None,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
+        tags: Sequence[str],
+        durable: bool | None,
+        options: Mapping[str, Any] | None,
+        replace: bool,
+    ) -> str:
+        """``add`` of one request, given as ``add_task``'s arguments; returns its id. The common
+        case is built by :meth:`one_shot`, anything else goes through :meth:`add`."""
+        now = self.clock()
+        task = self.one_shot(
+            func,
+            trigger,
+            trigger_args,
+            now=now,
+            task_id=task_id,
+            name=name,
+            args=args,
+            kwargs=kwargs,
+            tags=tags,
+            durable=durable,
+            options=options,
+        )
+        if task is None:
+            request = dict(trigger_args, func=func, trigger=trigger, id=task_id, name=name, args=args)
+            request.update(kwargs=kwargs, tags=tags, durable=durable, options=options)
+            [added] = await self.add([request], replace=replace)
+            return added
+        await self.router.add([task], local=False, replace=replace)
+        return task.id
+
+    def one_shot(
+        self,
+        func: Callable[..., Any],
+        trigger: Any,
+        trigger_args: Mapping[str, Any],
+        *,
+        now: datetime,
+        task_id: str | None,
+        name: str | None,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
+        tags: Sequence[str],
+        durable: bool | None,
+        options: Mapping[str, Any] | None,
+    ) -> Task | None:
+        """The task of the common request (a one-shot at a datetime, of a function seen before with
+        the same options), built from the function's cached :class:`JobShape` and a date spec
+        made directly; ``None`` when the request needs the general path, which checks every field.
+
+        Raises:
+            EncodingError: an argument cannot be stored (the message names it).
+        """
+        run_date = trigger_args.get("run_date") if len(trigger_args) == 1 else None
+        if run_date is None or (trigger is not None and trigger != "date"):
+            return None
+        dated = triggers.date_spec(run_date, self.timezone)
+        shape = self._shape(func, durable, options) if dated is not None else None
+        if dated is None or shape is None:
+            return None
+        spec, first = dated
+        return shaped_task(
+            shape,
+            trigger=spec,
+            first=first,
+            now=now,
+            task_id=task_id,
+            name=name,
+            args=args,
+            kwargs=kwargs,
+            tags=tags,
+        )
+
+    def _shape(
+        self, func: Callable[..., Any], durable: bool | None, options: Mapping[str, Any] | None
+    ) -> JobShape | None:
+        """The cached shape of a durable one-shot of ``func``; ``None`` when it cannot be cached
+        (unhashable options or function) or is local (its warning is logged at every add)."""
+        key = (func, durable, tuple(sorted(options.items())) if options else ())
+        try:
+            shape = self._shapes.get(key)
+        except TypeError:  # an unhashable function or option value
+            return None
+        if shape is None:
+            if self.registry.ref_for(func).local:
+                return None
+            shape = job_shape(
+                self.registry, func, options=self.options_for(_ONE_SHOT, options), durable=durable
+            )
+            if len(self._shapes) >= _SHAPES:
+                self._shapes.clear()
+            self._shapes[key] = shape
+        return shape
 
     async def add_job(self, job: BackgroundJob, *, tags: Sequence[str], replace: bool) -> str:
         """Store a job instance whose ``__scheduled_at__`` or ``__interval__`` is set."""
@@ -169,7 +281,23 @@ class _BatchBuilder:
             k: fields.pop(k) for k in ("id", "name", "args", "kwargs", "tags", "durable") if k in fields
         }
         overrides = fields.pop("options", None)
-        spec = self._spec(fields.pop("trigger", None), fields)
+        trigger = fields.pop("trigger", None)
+        task = self.writer.one_shot(
+            func,
+            trigger,
+            fields,
+            now=self.now,
+            task_id=settings.get("id"),
+            name=settings.get("name"),
+            args=settings.get("args", ()),
+            kwargs=settings.get("kwargs"),
+            tags=settings.get("tags", ()),
+            durable=settings.get("durable"),
+            options=overrides,
+        )
+        if task is not None:
+            return BuiltTask(task, local=False)
+        spec = self._spec(trigger, fields)
         options = self._options(spec, overrides)
         template = self._template(func, spec, options, settings.get("durable"))
         return stamp(

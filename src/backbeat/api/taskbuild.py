@@ -82,6 +82,45 @@ def callable_template(
         NotPersistableError: ``func`` has no import path and ``durable=True``.
         InvalidTriggerError: the trigger has no fire time at all.
     """
+    shape = job_shape(registry, func, options=options, name=name, durable=durable)
+    task = _new_task(
+        task_id="",
+        name=shape.name,
+        job=shape.job,
+        trigger=trigger,
+        options=shape.options,
+        now=now,
+    )
+    return BuiltTask(task, shape.local)
+
+
+@dataclass(frozen=True, slots=True)
+class JobShape:
+    """What every task calling one function with one set of options shares, whatever its trigger."""
+
+    job: str
+    """The job reference stored."""
+    name: str
+    """The task name when none is given: the function's qualified name."""
+    options: TaskOptions
+    """The options with the function's policies in."""
+    local: bool
+    """Whether only this process can run it (no import path)."""
+
+
+def job_shape(
+    registry: JobRegistry,
+    func: Callable[..., Any],
+    *,
+    options: TaskOptions,
+    name: str | None = None,
+    durable: bool | None = None,
+) -> JobShape:
+    """The job reference, default name and options of the tasks calling ``func``.
+
+    Raises:
+        NotPersistableError: ``func`` has no import path and ``durable=True``.
+    """
     ref = registry.ref_for(func)
     label = name or getattr(func, "__qualname__", None) or repr(func)
     if ref.local:
@@ -99,15 +138,7 @@ def callable_template(
             func,
         )
     check_cancellable(options, func, label)
-    task = _new_task(
-        task_id="",
-        name=label,
-        job=ref.ref,
-        trigger=trigger,
-        options=with_policies(options, func),
-        now=now,
-    )
-    return BuiltTask(task, ref.local)
+    return JobShape(ref.ref, label, with_policies(options, func), ref.local)
 
 
 def stamp(
@@ -140,6 +171,38 @@ def stamp(
         trace_context=shared.trace_context,
     )
     return BuiltTask(task, template.local)
+
+
+def shaped_task(
+    shape: JobShape,
+    *,
+    trigger: triggers.TriggerSpec,
+    first: datetime,
+    now: datetime,
+    task_id: str | None = None,
+    name: str | None = None,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    tags: Sequence[str] = (),
+) -> Task:
+    """A task of ``shape`` on ``trigger``, whose first fire time the caller computed (``first``).
+
+    Raises:
+        EncodingError: an argument cannot be stored (the message names it).
+    """
+    return Task(
+        id=task_id or new_task_id(),
+        name=name or shape.name,
+        job=shape.job,
+        trigger=trigger,
+        next_run_time=first,
+        args=codec.encode(list(args), path="args") if args else [],
+        kwargs=codec.encode(dict(kwargs), path="kwargs") if kwargs else {},
+        tags=_tags(tags),
+        options=shape.options,
+        created_at=now,
+        trace_context=capture_trace_context(),
+    )
 
 
 def shareable(trigger: triggers.TriggerSpec) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-import secrets
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeVar
@@ -128,6 +128,18 @@ def restore_job(
     return deserialize_task(task_type, TaskDescriptor(id=task_id, name=name, data=data))
 
 
+_IDS_PER_READ = 256
+_unused_ids: list[str] = []
+"""Ids drawn from the OS's random source but not handed out yet."""
+os.register_at_fork(after_in_child=_unused_ids.clear)  # a child process never repeats its parent's
+
+
 def new_task_id() -> str:
-    """128 random bits as 32 hex digits (the shape of ``uuid4().hex``, at a fifth of its cost)."""
-    return secrets.token_hex(16)
+    """128 random bits from the OS's random source (as ``secrets``) as 32 hex digits, the shape of
+    ``uuid4().hex``; read 256 ids at a time: one system call per id was a twentieth of an add."""
+    while True:
+        try:
+            return _unused_ids.pop()
+        except IndexError:
+            block = os.urandom(16 * _IDS_PER_READ).hex()
+            _unused_ids.extend(block[at : at + 32] for at in range(0, len(block), 32))

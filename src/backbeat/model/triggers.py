@@ -76,6 +76,34 @@ def make_trigger_spec(
     return normalize(from_arguments(trigger, kwargs), timezone or default_timezone, now)
 
 
+def date_spec(run_date: datetime, timezone: str) -> tuple[TriggerSpec, datetime] | None:
+    """``make_trigger_spec("date", run_date=run_date, default_timezone=timezone)`` and its fire
+    time (UTC), without the general path's argument checks and compiled trigger: the trigger of
+    nearly every one-shot add. ``None`` when ``run_date`` is not a plain ``datetime`` or
+    ``timezone`` is not stored as it is spelled (e.g. ``"+5:30"``): use the general path then.
+    A naive ``run_date`` is in ``timezone``, as there.
+    """
+    if type(run_date) is not datetime or _stored_zone(timezone) is None:
+        return None
+    zone = zone_of(timezone)
+    if run_date.tzinfo is None:
+        run_date = run_date.replace(tzinfo=zone)
+    elif run_date.utcoffset() is None:
+        return None
+    spec = {"type": "date", "run_date": run_date.astimezone(zone).isoformat(), "timezone": timezone}
+    return spec, run_date.astimezone(UTC)
+
+
+@lru_cache(maxsize=64)
+def _stored_zone(timezone: str) -> str | None:
+    """``timezone`` if a spec stores it as spelled, else ``None`` (an invalid name too)."""
+    try:
+        stored = normalize({"type": "date", "run_date": "2000-01-01T00:00:00+00:00"}, timezone, None)
+    except InvalidTriggerError:
+        return None
+    return timezone if stored["timezone"] == timezone else None
+
+
 def to_apscheduler(spec: TriggerSpec) -> BaseTrigger:
     """The APScheduler trigger of a spec, cached by content: shared, do not mutate it.
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 from collections.abc import Callable
 from contextvars import Token
@@ -68,13 +69,21 @@ def capture_trace_context() -> dict[str, str] | None:
     when opentelemetry is not installed or no span is recording here."""
     if not _HAS_OTEL:
         return None
-    from opentelemetry import propagate, trace
-
-    if not trace.get_current_span().get_span_context().is_valid:
+    current_span, inject = _capture_api()
+    if not current_span().get_span_context().is_valid:
         return None  # no trace to join: do not store baggage-only carriers on every task
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    inject(carrier)
     return carrier or None
+
+
+@functools.cache
+def _capture_api() -> tuple[Callable[[], Span], Callable[[dict[str, str]], None]]:
+    """opentelemetry's ``get_current_span`` and ``inject``, imported at the first task built
+    (an import statement at every add cost as much as the capture itself)."""
+    from opentelemetry import propagate, trace
+
+    return trace.get_current_span, propagate.inject
 
 
 def extract_trace_context(carrier: dict[str, str] | None) -> Context:

@@ -12,24 +12,38 @@ is named ``<prefix>_<table>`` (``table_prefix``, or ``?prefix=`` in the URL; def
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import asyncpg
+import orjson
 
 from backbeat.abc import Store
-from backbeat.errors import StoreError
+from backbeat.errors import StoreError, TaskExistsError
+from backbeat.model.records import Task
 from backbeat.stores.postgresql import queries as q
-from backbeat.stores.postgresql.connection import Db, Listener, drive, is_retryable, parse_url, translate
+from backbeat.stores.postgresql.connection import (
+    Db,
+    Listener,
+    drive,
+    is_retryable,
+    parse_url,
+    render,
+    translate,
+)
 from backbeat.stores.postgresql.migrations import MIGRATIONS
 from backbeat.stores.sql import migrations
 from backbeat.stores.sql.migrations import Migrations
+from backbeat.stores.sql.records import task_row
 from backbeat.stores.sql.steps import Dialect, Txn, fetch, fetch_one
 from backbeat.stores.sql.store import SqlStore
 
 T = TypeVar("T")
 _ATTEMPTS = 5
 """Tries of an operation that lost a deadlock or a serialization conflict."""
+_MIN_POOL_FOR_ADDS = 4
+"""The fewest connections a pool needs before adds keep one of them."""
 
 
 def _server_clock() -> Txn[int]:
@@ -89,6 +103,9 @@ class PostgreSQLStore(SqlStore):
         self._opening: asyncio.Lock | None = None
         self._listener: Listener | None = None
         self._closes = 0
+        self._adds_conn: Any = None
+        """A pooled connection kept for adds (see ``_adding``)."""
+        self._adds_busy = False
 
     def __repr__(self) -> str:
         return f"PostgreSQLStore({self._target.where!r}, prefix={self.prefix!r})"
@@ -98,6 +115,11 @@ class PostgreSQLStore(SqlStore):
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
+        if not self._adds_busy:  # else the add in flight gives it back when it ends
+            held, self._adds_conn = self._adds_conn, None
+            if held is not None and pool is not None:
+                with contextlib.suppress(Exception):
+                    await pool.release(held)
         listener, self._listener = self._listener, None
         self._closes += 1
         self._signal.notify()  # ends the wakeups() iterators
@@ -127,6 +149,67 @@ class PostgreSQLStore(SqlStore):
                 yield
         finally:
             self._signal.unsubscribe(event)
+
+    async def add(self, tasks: Sequence[Task], *, replace: bool = False) -> None:
+        if not tasks or replace:
+            await super().add(tasks, replace=replace)
+            return
+        if len(tasks) == 1:
+            task = tasks[0]
+            args: tuple[Any, ...] = (*task_row(task), list(task.tags))
+            statement = q.ADD_ONE_TASK
+        else:
+            # rows in id order: two concurrent adds then lock rows in the same order (no deadlock)
+            rows = sorted((task_row(task) for task in tasks), key=lambda row: str(row[0]))
+            pairs = [(task.id, tag) for task in tasks for tag in task.tags]
+            args = (orjson.dumps(rows).decode(), [p[0] for p in pairs], [p[1] for p in pairs])
+            statement = q.ADD_TASKS
+
+        sql = render(statement, self.prefix)
+        if await self._retrying(lambda: self._adding(sql, args)):
+            self._signal.notify()
+        elif len(tasks) == 1:
+            raise TaskExistsError([tasks[0].id])
+        else:  # the transaction that looks the ids up first says which are taken
+            await super().add(tasks, replace=replace)
+
+    async def _adding(self, sql: str, args: tuple[Any, ...]) -> bool:
+        """Run an add statement; ``False`` if an id is taken. Adds that come one after another
+        keep one connection (checking one out of asyncpg's pool and back costs a task and two
+        timers per call); an add that finds it busy checks one out."""
+        pool = await self._ensure_pool()
+        if not self._adds_busy and self.max_size >= _MIN_POOL_FOR_ADDS:
+            added = await self._adding_on_kept(pool, sql, args)
+            if added is not None:
+                return added
+        async with pool.acquire(timeout=self.connect_timeout) as conn:
+            return await _execute_add(conn, sql, args)
+
+    async def _adding_on_kept(self, pool: Any, sql: str, args: tuple[Any, ...]) -> bool | None:
+        """``_adding`` on the kept connection; ``None`` if the server had closed it unseen."""
+        self._adds_busy = True
+        conn = self._adds_conn
+        try:
+            if conn is None or _lost(conn):
+                conn = self._adds_conn = await pool.acquire(timeout=self.connect_timeout)
+            return await _execute_add(conn, sql, args)
+        except asyncpg.exceptions.InternalClientError:
+            # closed by the server while idle, its farewell read as an operation in progress:
+            # asyncpg refused to start this one, so nothing was sent
+            self._adds_conn = None
+            if conn is not None:
+                conn.terminate()  # the pool takes it back and opens another
+            return None
+        except BaseException:
+            self._adds_conn = None
+            if conn is not None:
+                await pool.release(conn)  # the pool resets a connection left mid-statement
+            raise
+        finally:
+            self._adds_busy = False
+            if self._pool is not pool and self._adds_conn is not None:  # closed meanwhile
+                conn, self._adds_conn = self._adds_conn, None
+                await pool.release(conn)
 
     # -- plumbing: a pool, one transaction per operation -----------------------------------
 
@@ -216,6 +299,22 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """The pool's reset: nothing. asyncpg's default sends UNLISTEN, RESET ALL, ... on every
     release, a round trip per store call; pooled connections keep no session state here (the
     listener has a connection of its own, migrations take transaction-scoped locks only)."""
+
+
+def _lost(conn: Any) -> bool:
+    """Whether a kept pool connection closed while idle (the pool then took it back)."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.exceptions.InterfaceError:  # released to the pool when it closed
+        return True
+
+
+async def _execute_add(conn: Any, sql: str, args: tuple[Any, ...]) -> bool:
+    try:
+        await conn.execute(sql, *args)
+    except asyncpg.exceptions.UniqueViolationError:
+        return False
+    return True
 
 
 _: type[Store] = PostgreSQLStore

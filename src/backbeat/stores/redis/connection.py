@@ -13,11 +13,12 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry  # the asyncio client awaits its retry: the sync one never retries
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backbeat.errors import ConfigurationError, StoreError, StoreUnavailableError
 from backbeat.stores.redis import wakeups
+from backbeat.stores.redis.direct import DirectScript
 from backbeat.stores.redis.keys import Keys
 from backbeat.stores.redis.scripts import Scripts
 
@@ -37,6 +38,8 @@ OPEN_TIMEOUT = 5.0
 """Seconds ``open`` waits for the server's first answers (PING, the scripts)."""
 CALL_TIMEOUT = 10.0
 """Seconds one store call may wait for the server before it counts as unavailable."""
+MIN_POOL_FOR_ADDS = 4
+"""The fewest connections a client's pool needs before the store's adds hold one of them."""
 
 
 def split_prefix(url: str) -> tuple[str, str | None]:
@@ -87,6 +90,8 @@ class Connection:
         self._own_client = client is None
         self._client = client
         self._scripts: Scripts | None = None
+        self._direct: DirectScript | None = None
+        """The add script on a connection of its own (not on Redis Cluster, nor acknowledged)."""
         self._closed = asyncio.Event()
 
     @contextmanager
@@ -141,10 +146,19 @@ class Connection:
                     f"within {OPEN_TIMEOUT:g} s"
                 ) from None
         self._scripts = scripts
+        if self._direct is None and _may_hold_a_connection(client, self.acknowledged):
+            assert isinstance(client, redis.asyncio.Redis)
+            self._direct = DirectScript(
+                client, scripts.sha("add"), self.keys.tasks, self.keys.base, timeout=CALL_TIMEOUT
+            )
 
     async def close(self) -> None:
         self._closed.set()
         self._scripts = None
+        direct, self._direct = self._direct, None
+        if direct is not None:
+            with self.errors():
+                await direct.close()
         if self._own_client and self._client is not None:
             client, self._client = self._client, None
             with self.errors():
@@ -164,6 +178,22 @@ class Connection:
         async with self.calls():
             return await self._scripts(name, *args)
 
+    async def add(self, *args: Any) -> Any:
+        """Call the add script, on the store's own connection when no other add holds it."""
+        direct = self._direct
+        if direct is None or not direct.idle:
+            return await self.run("add", *args)
+        with self.errors():
+            try:
+                return await direct(args)  # bounded by CALL_TIMEOUT as well
+            except NoScriptError:
+                pass  # the server's script cache was flushed: the client loads it again
+            except TimeoutError:
+                raise StoreUnavailableError(
+                    f"Redis at {redact(self.url)} did not answer within {CALL_TIMEOUT:g} s"
+                ) from None
+        return await self.run("add", *args)
+
     def wakeups(self) -> AsyncIterator[None]:
         return wakeups.listen(self._server_client, [self.keys.wakeup], self._closed)
 
@@ -172,3 +202,11 @@ class Connection:
         if isinstance(client, RedisCluster):
             raise TypeError("a shard on Redis Cluster has no wake-ups of its own: its sharded store listens")
         return client
+
+
+def _may_hold_a_connection(client: Client, acknowledged: bool) -> bool:
+    """Whether adds may keep a connection of their own: not on Redis Cluster, not when writes wait
+    for a replica (their ``WAIT`` goes with the script), not from a pool of a few connections."""
+    if not isinstance(client, redis.asyncio.Redis) or acknowledged:
+        return False
+    return (client.connection_pool.max_connections or 0) >= MIN_POOL_FOR_ADDS

@@ -59,6 +59,10 @@ class Scripts:
         self._acknowledged = acknowledged
         self._scripts: dict[str, AsyncScript] = {name: client.register_script(source(name)) for name in NAMES}
 
+    def sha(self, name: str) -> str:
+        """The SHA1 digest ``EVALSHA`` names one script by."""
+        return self._scripts[name].sha
+
     async def load(self) -> None:
         """Load every script into the server's script cache (EVALSHA then needs no retry)."""
         for name in NAMES:

@@ -133,7 +133,7 @@ class RedisStore:
             return
         if len(tasks) <= ADD_BATCH:  # one script call, awaited in place: no task, no extra loop turn
             args: list[Arg] = ["1" if replace else "0", *(codec.task_arg(task) for task in tasks)]
-            self._check_added(await self._conn.run("add", *args))
+            self._check_added(await self._conn.add(*args))
             return
         # Batches keep the server responsive; the next one is encoded while the server runs
         # the previous one. Several batches are atomic only in checking every id first.

@@ -1,0 +1,235 @@
+"""Single adds on Redis: one ``EVALSHA`` each on the store's own connection, which survives a
+flushed script cache, a connection the server closed, and a server that went away."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from backbeat import BackgroundTaskScheduler
+from backbeat.errors import StoreError, StoreUnavailableError, TaskExistsError
+from backbeat.model.records import Task
+from backbeat.stores.redis import RedisStore, connection
+from tests.redis_server import RedisServerHandle, start_private_redis
+
+pytestmark = pytest.mark.redis
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def task(task_id: str) -> Task:
+    return Task(
+        id=task_id,
+        name=task_id,
+        job="tests:job",
+        trigger={"type": "date", "run_date": T0.isoformat(), "timezone": "UTC"},
+        next_run_time=T0,
+        created_at=T0,
+    )
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServerHandle]:
+    handle = start_private_redis(tmp_path, appendonly=False)
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def admin(server: RedisServerHandle) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def store(server: RedisServerHandle) -> AsyncIterator[RedisStore]:
+    store = RedisStore(server.url, prefix="adds")
+    await store.open()
+    yield store
+    await store.close()
+
+
+def evalsha_calls(admin: redis.Redis) -> int:
+    stats = admin.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_a_single_add_is_one_script_call(store: RedisStore, admin: redis.Redis) -> None:
+    await store.add([task("warm")])
+    admin.config_resetstat()
+    for i in range(20):
+        await store.add([task(f"t{i}")])
+    assert evalsha_calls(admin) == 20
+    stats = admin.info("commandstats")  # the scripts' own commands are counted too, not these
+    assert not {"cmdstat_ping", "cmdstat_eval", "cmdstat_script|load", "cmdstat_multi"} & set(stats)
+    assert len(await store.existing([f"t{i}" for i in range(20)])) == 20
+
+
+async def test_an_add_after_the_script_cache_was_flushed_loads_it_again(
+    store: RedisStore, admin: redis.Redis
+) -> None:
+    await store.add([task("a")])
+    admin.script_flush()
+    await store.add([task("b")])
+    await store.add([task("c")])
+    assert sorted(await store.existing(["a", "b", "c"])) == ["a", "b", "c"]
+    with pytest.raises(TaskExistsError):
+        await store.add([task("b")])
+
+
+async def test_an_add_on_a_connection_the_server_closed_is_sent_on_a_new_one(
+    store: RedisStore, admin: redis.Redis
+) -> None:
+    await store.add([task("a")])
+    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    await store.add([task("b")])  # neither an error nor "b exists" (it was sent once)
+    assert sorted(await store.existing(["a", "b"])) == ["a", "b"]
+
+
+async def test_adds_fail_as_unavailable_while_the_server_is_down_and_work_again_after(
+    server: RedisServerHandle, store: RedisStore
+) -> None:
+    await store.add([task("a")])
+    server.kill()
+    with pytest.raises(StoreUnavailableError):
+        await store.add([task("b")])
+    server.restart()
+    for _ in range(50):
+        try:
+            await store.add([task("c")])
+            break
+        except StoreUnavailableError:
+            await asyncio.sleep(0.1)
+    assert await store.existing(["c"]) == ["c"]
+
+
+async def test_concurrent_adds_go_through_the_pool_while_one_holds_the_connection(
+    store: RedisStore,
+) -> None:
+    ids = [f"t{i}" for i in range(50)]
+    await asyncio.gather(*(store.add([task(task_id)]) for task_id in ids))
+    assert sorted(await store.existing(ids)) == sorted(ids)
+
+
+async def test_the_held_connection_goes_back_to_a_given_clients_pool(server: RedisServerHandle) -> None:
+    client = redis.asyncio.Redis.from_url(server.url, max_connections=4)
+    store = RedisStore(prefix="adds", client=client)
+    try:
+        await store.add([task("a")])
+        await store.add([task("b")])
+        await store.close()
+        # every connection of the pool is free again: four calls at once each get one
+        assert await asyncio.gather(*(client.blpop(["nothing"], timeout=0.1) for _ in range(4))) == [None] * 4
+    finally:
+        await store.close()
+        await client.aclose()
+
+
+async def test_a_small_pool_is_not_held_from(server: RedisServerHandle) -> None:
+    client = redis.asyncio.Redis.from_url(server.url, max_connections=1)
+    store = RedisStore(prefix="adds", client=client)
+    try:
+        await store.add([task("a")])
+        await store.add([task("b")])
+        assert await store.get("a") is not None  # the one connection is not held by adds
+    finally:
+        await store.close()
+        await client.aclose()
+
+
+async def test_an_add_the_server_never_answers_fails_as_unavailable_and_the_next_one_works(
+    server: RedisServerHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "CALL_TIMEOUT", 0.3)
+    store = RedisStore(server.url, prefix="adds")
+    try:
+        await store.add([task("a")])
+        await store.add([task("b")])  # on the store's own connection
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)  # it accepts and reads, never answers
+        try:
+            with pytest.raises(StoreUnavailableError, match=r"did not answer within 0\.3 s"):
+                await store.add([task("c")])
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        await store.add([task("d")])
+        assert sorted(await store.existing(["a", "b", "c", "d"])) in (["a", "b", "c", "d"], ["a", "b", "d"])
+    finally:
+        await store.close()
+
+
+async def noop(label: str) -> None:
+    """The job of the facade's adds (never run: the producer runs nothing)."""
+
+
+async def test_concurrent_adds_to_a_server_that_stopped_answering_each_raise_and_later_ones_work(
+    server: RedisServerHandle, admin: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "CALL_TIMEOUT", 0.3)
+    producer = BackgroundTaskScheduler(store=f"{server.url}?prefix=adds", role="producer")
+
+    def adds(label: str) -> list[Coroutine[Any, Any, str]]:
+        return [
+            producer.schedule_delayed_task(f"{label}{i}", noop, delay_minutes=5, args=[label])
+            for i in range(20)
+        ]
+
+    try:
+        assert len(set(await asyncio.gather(*adds("before")))) == 20
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            failed = await asyncio.gather(*adds("during"), return_exceptions=True)
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        assert all(isinstance(outcome, StoreUnavailableError) for outcome in failed), failed
+        assert len(set(await asyncio.gather(*adds("after")))) == 20
+        names = {info.name for info in await producer.list_tasks()}
+        assert {f"before{i}" for i in range(20)} | {f"after{i}" for i in range(20)} <= names
+    finally:
+        await producer.shutdown()
+
+
+async def test_a_cancelled_add_leaves_the_store_adding(server: RedisServerHandle) -> None:
+    store = RedisStore(server.url, prefix="adds")
+    try:
+        await store.add([task("a")])
+        await store.add([task("b")])  # on the store's own connection
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            pending = asyncio.ensure_future(store.add([task("c")]))
+            for _ in range(3):  # it sends at its first step, then waits for the reply
+                await asyncio.sleep(0)
+            pending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await pending
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        await store.add([task("d")])
+        assert {"a", "b", "d"} <= set(await store.existing(["a", "b", "c", "d"]))
+    finally:
+        await store.close()
+
+
+async def test_a_script_error_on_the_adds_connection_is_a_store_error(
+    store: RedisStore, admin: redis.Redis
+) -> None:
+    await store.add([task("a")])
+    admin.delete(store.keys.tasks)
+    admin.set(store.keys.tasks, "not a hash")
+    with pytest.raises(StoreError) as raised:
+        await store.add([task("b")])
+    assert not isinstance(raised.value, StoreUnavailableError)
+    admin.delete(store.keys.tasks)
+    await store.add([task("c")])  # the connection is still usable (the tasks hash begins anew)
