@@ -23,6 +23,7 @@ import redis.asyncio
 from backbeat import BackgroundTaskScheduler, SchedulerConfig
 from backbeat.api.config import RedisJobStoreConfig, StoreConfig
 from bench import targets
+from bench.counted import COUNT, noop
 
 PREFIX = "bench-profile-fires"
 
@@ -38,7 +39,7 @@ async def add(url: str, n: int) -> None:
     due = datetime.now(UTC) - timedelta(seconds=1)
     for offset in range(0, n, 1000):
         count = min(1000, n - offset)
-        await producer.add_tasks([{"func": targets.noop, "trigger": "date", "run_date": due}] * count)
+        await producer.add_tasks([{"func": noop, "trigger": "date", "run_date": due}] * count)
     await producer.shutdown()
 
 
@@ -59,13 +60,13 @@ async def fire(
     """Fires/s, process CPU seconds per run and server CPU seconds per fire of the ``n`` stored
     runs, from the worker's start until its shutdown."""
     worker = BackgroundTaskScheduler(store=_spec(url), history=history)
-    targets.FIRED = 0
+    COUNT.expect(n)
     server = await _server_cpu(url)
     began, cpu = targets._clock(), time.process_time()
     if profile is not None:
         profile.enable()
     await worker.start()
-    await targets._until_fired(n)
+    await COUNT.done.wait()
     await worker.shutdown()
     if profile is not None:
         profile.disable()
