@@ -26,20 +26,27 @@ from bench import targets
 from bench.counted import COUNT, noop
 
 PREFIX = "bench-profile-fires"
+_US = timedelta(microseconds=1)
 
 
 def _spec(url: str) -> StoreConfig | str:
     return RedisJobStoreConfig(host=url, lock_prefix=PREFIX) if url.startswith("redis") else url
 
 
-async def add(url: str, n: int) -> None:
-    """Store ``n`` due no-op one-shots (after clearing the store)."""
+async def add(url: str, n: int, *, distinct: bool = False) -> None:
+    """Store ``n`` due no-op one-shots (after clearing the store), all due at one time or
+    (``distinct``) each a microsecond after the one before, as one-shots added one by one are."""
     producer = BackgroundTaskScheduler(store=_spec(url), config=SchedulerConfig(producer_only=True))
     await producer.clear_all_jobs()
     due = datetime.now(UTC) - timedelta(seconds=1)
     for offset in range(0, n, 1000):
         count = min(1000, n - offset)
-        await producer.add_tasks([{"func": noop, "trigger": "date", "run_date": due}] * count)
+        await producer.add_tasks(
+            [
+                {"func": noop, "trigger": "date", "run_date": due + (offset + i) * _US if distinct else due}
+                for i in range(count)
+            ]
+        )
     await producer.shutdown()
 
 
@@ -81,6 +88,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--no-history", action="store_true")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--distinct", action="store_true", help="one-shots due at times of their own")
     parser.add_argument("--phase", choices=("add", "fire", "both"), default="both")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--sort", default="tottime")
@@ -90,7 +98,7 @@ def main() -> None:
     profile = cProfile.Profile() if args.profile else None
     for _ in range(args.rounds):
         if args.phase in ("add", "both"):
-            asyncio.run(add(args.store, args.n))
+            asyncio.run(add(args.store, args.n, distinct=args.distinct))
         if args.phase in ("fire", "both"):
             rate, cpu, server = asyncio.run(fire(args.store, args.n, history=history, profile=profile))
             print(

@@ -609,3 +609,18 @@ def test_invalid_stored_specs_raise(spec: dict[str, Any], message: str) -> None:
         with pytest.raises(InvalidTriggerError) as caught:
             call(spec)
         assert message in str(caught.value)
+
+
+def test_a_one_shot_is_due_once_at_its_time_in_any_zone_and_an_odd_spec_still_gets_checked() -> None:
+    for offset in range(3):  # one-shots at times of their own
+        at = NOW + timedelta(seconds=offset)
+        spec = make_trigger_spec("date", run_date=at)
+        assert spec.keys() == {"type", "run_date", "timezone"}  # the form stored, read without compiling
+        berlin = at.astimezone(ZoneInfo("Europe/Berlin"))
+        assert due_fire_times(spec, berlin, at + timedelta(seconds=1)) == ([at], None)
+        assert due_fire_times(spec, at, at) == ([at], None)
+        assert due_fire_times(spec, at, at - timedelta(microseconds=1)) == ([], at)
+    with pytest.raises(ValueError, match="first"):
+        due_fire_times(spec, NOW.replace(tzinfo=None), NOW)
+    with pytest.raises(InvalidTriggerError):
+        due_fire_times({"type": "date", "run_date": "soon", "jitter": 1}, NOW, NOW)
