@@ -33,6 +33,11 @@ def _spec(url: str) -> StoreConfig | str:
     return RedisJobStoreConfig(host=url, lock_prefix=PREFIX) if url.startswith("redis") else url
 
 
+def _set_prefix(prefix: str) -> None:
+    global PREFIX
+    PREFIX = prefix
+
+
 async def add(url: str, n: int, *, distinct: bool = False) -> None:
     """Store ``n`` due no-op one-shots (after clearing the store), all due at one time or
     (``distinct``) each a microsecond after the one before, as one-shots added one by one are."""
@@ -62,11 +67,13 @@ async def _server_cpu(url: str) -> float:
 
 
 async def fire(
-    url: str, n: int, *, history: bool, profile: cProfile.Profile | None = None
+    url: str, n: int, *, history: bool, lease: float = 10.0, profile: cProfile.Profile | None = None
 ) -> tuple[float, float, float]:
     """Fires/s, process CPU seconds per run and server CPU seconds per fire of the ``n`` stored
     runs, from the worker's start until its shutdown."""
-    worker = BackgroundTaskScheduler(store=_spec(url), history=history)
+    worker = BackgroundTaskScheduler(
+        store=_spec(url), config=SchedulerConfig(lease_seconds=lease), history=history
+    )
     COUNT.expect(n)
     server = await _server_cpu(url)
     began, cpu = targets._clock(), time.process_time()
@@ -88,6 +95,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--no-history", action="store_true")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=10.0,
+        help="seconds (600 under callgrind: no lease renewal, whose work grows with the wall time)",
+    )
+    parser.add_argument("--prefix", default=PREFIX, help="Redis key prefix (one per concurrent use)")
     parser.add_argument("--distinct", action="store_true", help="one-shots due at times of their own")
     parser.add_argument("--phase", choices=("add", "fire", "both"), default="both")
     parser.add_argument("--profile", action="store_true")
@@ -95,12 +109,15 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=40)
     args = parser.parse_args()
     history = not args.no_history
+    _set_prefix(args.prefix)
     profile = cProfile.Profile() if args.profile else None
     for _ in range(args.rounds):
         if args.phase in ("add", "both"):
             asyncio.run(add(args.store, args.n, distinct=args.distinct))
         if args.phase in ("fire", "both"):
-            rate, cpu, server = asyncio.run(fire(args.store, args.n, history=history, profile=profile))
+            rate, cpu, server = asyncio.run(
+                fire(args.store, args.n, history=history, lease=args.lease, profile=profile)
+            )
             print(
                 f"{rate:,.0f} fires/s, {cpu * 1e6:.1f} µs process CPU per run, "
                 f"{server * 1e6:.1f} µs server CPU per fire (history {'on' if history else 'off'})"
