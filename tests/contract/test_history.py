@@ -148,3 +148,14 @@ async def test_removing_a_task_keeps_its_history_and_clear_forgets_it(store: Sto
     assert len((await store.run_history(HistoryQuery(task_id="pay")))[0]) == 1
     await store.clear()
     assert (await store.run_history(HistoryQuery())) == ([], None)
+
+
+async def test_ids_and_texts_of_any_characters_are_kept_exactly(store: Store) -> None:
+    # separators of the stores' packed arguments, a '#' inside the task id, non-ASCII text
+    odd = entry("t|1,2#x@ü", T0 + SECOND, HistoryOutcome.FAILURE)
+    odd.error, odd.task_name, odd.args = 'nope | 1,2 "quoted"\n€', "naïve,name", {"args": ["ü", 1]}
+    plain = entry("plain", T0 + 2 * SECOND)
+    plain.started_at, plain.owner = None, None
+    await store.record_history([odd, plain])
+    assert await everything(store, HistoryQuery()) == [plain, odd]
+    assert await everything(store, HistoryQuery(task_id=odd.task_id)) == [odd]

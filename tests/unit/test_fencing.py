@@ -101,7 +101,7 @@ async def test_a_fenced_job_does_not_run_another_line_once_its_lease_is_gone() -
         lines.append("after")  # must not run: the lease went while the job waited
         return "done"
 
-    call = asyncio.ensure_future(_await(fenced(job(), lambda: held, "r1")))
+    call = asyncio.ensure_future(_await(fenced(job(), lambda run_id: held, "r1")))
     await settle()
     held = False  # e.g. the process was paused past its deadline
     step.set_result(None)
@@ -115,14 +115,14 @@ async def test_a_fenced_job_that_holds_its_lease_returns_its_result() -> None:
         await asyncio.sleep(0)
         return "done"
 
-    assert await fenced(job(), lambda: True, "r1") == "done"
+    assert await fenced(job(), lambda run_id: run_id == "r1", "r1") == "done"
 
 
 async def test_a_cancel_of_a_job_whose_lease_is_gone_is_a_lease_lost_error_and_plain_otherwise() -> None:
     for held, expected in ((True, asyncio.CancelledError), (False, LeaseLostError)):
         state = {"held": True}
 
-        def holds(state: dict[str, bool] = state) -> bool:
+        def holds(run_id: str, state: dict[str, bool] = state) -> bool:
             return state["held"]
 
         call = asyncio.ensure_future(_await(fenced(asyncio.Event().wait(), holds, "r1")))

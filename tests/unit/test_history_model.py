@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from backbeat.api.history import history_query, outcomes_of, parse_since
@@ -73,3 +74,20 @@ def test_the_summary_gives_success_rate_last_failure_and_duration_percentiles() 
     assert (pay.duration_p50, pay.duration_p95, pay.duration_max) == (2.0, 4.0, 4.0)
     assert (mail.success_rate, mail.duration_p50, mail.last_failure) == (None, None, None)
     assert percentile([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0], 0.9) == 9.0
+
+
+def test_the_stored_form_leaves_out_what_it_can_derive_and_reads_back_equal() -> None:
+    failed = entry("pay#1", 2.0, HistoryOutcome.DEAD_LETTERED)
+    succeeded = entry("ship", 3.0, HistoryOutcome.SUCCESS, took=None)
+    renamed = entry("tax", 4.0, HistoryOutcome.SUCCESS)
+    renamed.run_id = "tax@elsewhere"  # not the entry id's prefix: stored as it is
+    docs = [orjson.loads(e.to_bytes()) for e in (failed, succeeded, renamed)]
+    assert "run_id" not in docs[0] and "run_id" not in docs[1] and docs[2]["run_id"] == "tax@elsewhere"
+    assert {"started_at", "error", "error_type", "args"}.isdisjoint(docs[1])
+    assert [HistoryEntry.from_bytes(e.to_bytes()) for e in (failed, succeeded, renamed)] == [
+        failed,
+        succeeded,
+        renamed,
+    ]
+    # a document of the earlier, full form reads the same
+    assert HistoryEntry.from_document(failed.to_document()) == failed

@@ -648,3 +648,18 @@ def test_a_date_spec_made_directly_is_the_general_paths_spec_and_fire_time(
 )
 def test_a_date_spec_that_needs_the_general_path_is_not_made_directly(run_date: Any, zone: str) -> None:
     assert date_spec(run_date, zone) is None
+
+
+def test_a_one_shot_is_due_once_at_its_time_in_any_zone_and_an_odd_spec_still_gets_checked() -> None:
+    for offset in range(3):  # one-shots at times of their own
+        at = NOW + timedelta(seconds=offset)
+        spec = make_trigger_spec("date", run_date=at)
+        assert spec.keys() == {"type", "run_date", "timezone"}  # the form stored, read without compiling
+        berlin = at.astimezone(ZoneInfo("Europe/Berlin"))
+        assert due_fire_times(spec, berlin, at + timedelta(seconds=1)) == ([at], None)
+        assert due_fire_times(spec, at, at) == ([at], None)
+        assert due_fire_times(spec, at, at - timedelta(microseconds=1)) == ([], at)
+    with pytest.raises(ValueError, match="first"):
+        due_fire_times(spec, NOW.replace(tzinfo=None), NOW)
+    with pytest.raises(InvalidTriggerError):
+        due_fire_times({"type": "date", "run_date": "soon", "jitter": 1}, NOW, NOW)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from backbeat.errors import SchedulerNotRunningError
+from backbeat.model.records import Run, Task
 
 T = TypeVar("T")
 
@@ -42,7 +44,41 @@ class RunContext:
         return self.lease_check()
 
 
-_current_run: ContextVar[RunContext | None] = ContextVar("backbeat_current_run", default=None)
+class LazyRunContext:
+    """The :class:`RunContext` of a run, built the first time its job asks for it: most jobs
+    never do, and building it is a good part of what a no-op run costs."""
+
+    __slots__ = ("_built", "_holds", "_owner", "_provider", "_run", "_task")
+
+    def __init__(self, task: Task, run: Run, owner: str, provider: Any, holds: Callable[[str], bool]) -> None:
+        self._task, self._run, self._owner, self._provider, self._holds = task, run, owner, provider, holds
+        self._built: RunContext | None = None
+
+    @property
+    def service_provider(self) -> Any:
+        return self._provider
+
+    def get(self) -> RunContext:
+        if self._built is None:
+            task, run = self._task, self._run
+            self._built = RunContext(
+                task_id=task.id,
+                task_name=task.name,
+                run_id=run.id,
+                fire_time=run.fire_time,
+                attempt=run.attempt,
+                fencing_token=run.fencing_token,
+                tags=task.tags,
+                owner=self._owner,
+                service_provider=self._provider,
+                lease_check=functools.partial(self._holds, run.id),
+            )
+        return self._built
+
+
+_current_run: ContextVar[RunContext | LazyRunContext | None] = ContextVar(
+    "backbeat_current_run", default=None
+)
 _default_provider: list[Any] = []
 
 
@@ -55,7 +91,7 @@ def current_run() -> RunContext:
     run = _current_run.get()
     if run is None:
         raise SchedulerNotRunningError("current_run() was called outside a backbeat run")
-    return run
+    return run.get() if isinstance(run, LazyRunContext) else run
 
 
 def get_service(service_type: type[T]) -> T | None:
@@ -87,9 +123,9 @@ def pop_default_provider(provider: Any) -> None:
         _default_provider.remove(provider)
 
 
-def set_current_run(run: RunContext | None) -> Token[RunContext | None]:
+def set_current_run(run: RunContext | LazyRunContext | None) -> Token[RunContext | LazyRunContext | None]:
     return _current_run.set(run)
 
 
-def reset_current_run(token: Token[RunContext | None]) -> None:
+def reset_current_run(token: Token[RunContext | LazyRunContext | None]) -> None:
     _current_run.reset(token)

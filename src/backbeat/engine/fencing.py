@@ -100,8 +100,8 @@ class LeaseDeadlines:
         self._timer = loop.call_later(max(earliest - self.now(), 0.0), self.check)
 
 
-def fenced(call: Awaitable[T], holds: Callable[[], bool], run_id: str) -> Awaitable[T]:
-    """``call``, stopped by :class:`LeaseLostError` as soon as ``holds()`` is false.
+def fenced(call: Awaitable[T], holds: Callable[[str], bool], run_id: str) -> Awaitable[T]:
+    """``call``, stopped by :class:`LeaseLostError` as soon as ``holds(run_id)`` is false.
 
     ``holds`` is asked before every resumption of ``call`` (its first step, and each time what
     it awaits is done), so after a pause of the whole process (SIGSTOP, a VM or GC stall) no
@@ -115,7 +115,7 @@ def fenced(call: Awaitable[T], holds: Callable[[], bool], run_id: str) -> Awaita
 class _Fenced(Awaitable[T]):
     __slots__ = ("_call", "_holds", "_run_id")
 
-    def __init__(self, call: Awaitable[T], holds: Callable[[], bool], run_id: str) -> None:
+    def __init__(self, call: Awaitable[T], holds: Callable[[str], bool], run_id: str) -> None:
         self._call, self._holds, self._run_id = call, holds, run_id
 
     def __await__(self) -> Generator[Any, Any, T]:
@@ -123,7 +123,7 @@ class _Fenced(Awaitable[T]):
         sent: Any = None
         thrown: BaseException | None = None
         while True:
-            if not self._holds():
+            if not self._holds(self._run_id):
                 thrown = LeaseLostError(f"run {self._run_id}: its lease may have passed to another owner")
             try:
                 yielded = steps.send(sent) if thrown is None else steps.throw(thrown)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from backbeat.abc import Store
 from backbeat.errors import StoreError
-from backbeat.model.history import HistoryEntry, HistoryOutcome, HistorySettings, entry_id
+from backbeat.model.history import HistoryEntry, HistoryOutcome, HistorySettings
 from backbeat.model.records import Run, RunOutcome, RunResult, Task, run_id_for
 
 log = logging.getLogger("backbeat.engine")
@@ -23,6 +23,9 @@ AGE_PRUNE_INTERVAL = timedelta(minutes=1)
 """How often old entries of any task (tasks that stopped running) are looked for."""
 FLUSH_BATCH = 1000
 """Entries collected that are written at once, without waiting for :data:`FLUSH_DELAY`."""
+PRUNE_COUNTS = 10_000
+"""Tasks whose entries since their last pruning are counted at most (the counts of the tasks
+that ran least are dropped beyond it: their entries are pruned by age, or later)."""
 FLUSH_DELAY = 0.5
 """Seconds an entry may wait to be written: fewer, larger writes cost a fire far less."""
 
@@ -83,27 +86,25 @@ class HistoryRecorder:
             self._started[run.id] = self.clock()
 
     def finished(self, result: RunResult, task: Task | None) -> None:
-        outcome = outcome_of(result)
-        started = self._started.pop(result.run.id, None)
-        if outcome is None or not self.enabled:
+        if not self.enabled:
             return
-        error_type, error = _error_of(result, self.settings.message_limit)
-        self._add(
-            result.run.task_id,
-            task,
-            result.run,
-            outcome,
-            ended=result.finished_at,
-            started=started,
-            error_type=error_type,
-            error=error,
-        )
+        run = result.run
+        started = self._started.pop(run.id, None)
+        # the common case first, without a lookup: a run that succeeded
+        outcome = HistoryOutcome.SUCCESS if result.outcome is RunOutcome.SUCCESS else outcome_of(result)
+        if outcome is None:
+            return
+        if result.error is None and result.error_type is None:
+            self._add(run.task_id, task, run, outcome, result.finished_at, started)
+        else:
+            error_type, error = _error_of(result, self.settings.message_limit)
+            self._add(run.task_id, task, run, outcome, result.finished_at, started, error_type, error)
 
     def lost_lease(self, run: Run, task: Task | None) -> None:
         started = self._started.pop(run.id, None)
         if not self.enabled:
             return
-        self._add(run.task_id, task, run, HistoryOutcome.LOST_LEASE, ended=self.clock(), started=started)
+        self._add(run.task_id, task, run, HistoryOutcome.LOST_LEASE, self.clock(), started)
 
     def missed(self, task: Task, fire_time: datetime, *, late_by: timedelta) -> None:
         """A fire time older than the task's catch-up window."""
@@ -123,7 +124,7 @@ class HistoryRecorder:
         run = Run(
             id=run_id_for(task.id, fire_time), task_id=task.id, fire_time=fire_time, lease_until=fire_time
         )
-        self._add(task.id, task, run, outcome, ended=self.clock(), error=why)
+        self._add(task.id, task, run, outcome, self.clock(), error=why)
 
     def _add(
         self,
@@ -131,7 +132,6 @@ class HistoryRecorder:
         task: Task | None,
         run: Run,
         outcome: HistoryOutcome,
-        *,
         ended: datetime,
         started: datetime | None = None,
         error_type: str | None = None,
@@ -145,7 +145,7 @@ class HistoryRecorder:
             args = {"args": task.args, "kwargs": task.kwargs, "data": task.data}
         self._pending.append(
             HistoryEntry(
-                id=entry_id(run.id, run.attempt, outcome),
+                id=f"{run.id}#{run.attempt}#{outcome}",  # entry_id(), spelt out: once per run
                 task_id=task_id,
                 task_name=task.name if task is not None else task_id,
                 run_id=run.id,
@@ -175,7 +175,13 @@ class HistoryRecorder:
             except (StoreError, OSError) as exc:
                 log.warning("run history of %d runs not recorded: %r", len(entries), exc)
                 return
-            self._since_prune.update(entry.task_id for entry in entries)
+            since_prune = self._since_prune
+            for entry in entries:
+                since_prune[entry.task_id] += 1
+            if len(since_prune) > PRUNE_COUNTS:
+                # one-shot tasks would fill it for ever: keep the tasks that ran most
+                every = self.settings.prune_every
+                self._since_prune = Counter({t: n for t, n in since_prune.items() if 2 * n >= every})
         await self._prune()
 
     async def _prune(self) -> None:

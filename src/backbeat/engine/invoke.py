@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import inspect
 import logging
 import traceback
@@ -15,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from backbeat.abc import Executor, RunHook
-from backbeat.engine.context import RunContext, reset_current_run, set_current_run
+from backbeat.engine.context import LazyRunContext, reset_current_run, set_current_run
 from backbeat.engine.fencing import fenced
 from backbeat.errors import BackbeatError, UnknownJobError
 from backbeat.model import codec
@@ -60,25 +59,15 @@ class Invoker:
 
     async def __call__(self, task: Task, run: Run) -> Attempt:
         """Run ``run`` of ``task`` and say how it went (exceptions become a failed attempt)."""
-        context = RunContext(
-            task_id=task.id,
-            task_name=task.name,
-            run_id=run.id,
-            fire_time=run.fire_time,
-            attempt=run.attempt,
-            fencing_token=run.fencing_token,
-            tags=task.tags,
-            owner=self.owner,
-            service_provider=self.provider,
-            lease_check=functools.partial(self.holds, run.id),
-        )
-        token = set_current_run(context)
+        token = set_current_run(LazyRunContext(task, run, self.owner, self.provider, self.holds))
         policies_token = engine_applies_policies.set(True)
         attempt = Attempt(outcome=RunOutcome.SUCCESS, started=self.clock())
         if self.events.wants(EventKind.RUN_SUBMITTED):
             self.emit(EventKind.RUN_SUBMITTED, task, run=run)
         try:
-            invocation = await prepare(task, run, self.registry, self.provider)
+            invocation = prepare_call(task, self.registry, self.provider)
+            if invocation is None:  # a job class: its configure() may be a coroutine
+                invocation = await prepare(task, run, self.registry, self.provider)
             attempt.func, attempt.args, attempt.kwargs = invocation.func, invocation.args, invocation.kwargs
             executor = self.executors.get(task.options.executor)
             if executor is None:
@@ -86,18 +75,17 @@ class Invoker:
                     f"task {task.id} names executor {task.options.executor!r}, "
                     f"which is not configured (known: {', '.join(self.executors)})"
                 )
-            call = fenced(
-                executor.submit(invocation.func, invocation.args, invocation.kwargs),
-                context.lease_check,
-                run.id,
-            )
+            submitted = executor.submit(invocation.func, invocation.args, invocation.kwargs)
+            call = fenced(submitted, self.holds, run.id)
             if self.run_hooks:
                 with contextlib.ExitStack() as hooks:
                     for hook in self.run_hooks:
                         hooks.enter_context(hook(task, run))
                     attempt.result = await _await_call(call, task.options.timeout)
-            else:
+            elif task.options.timeout:
                 attempt.result = await _await_call(call, task.options.timeout)
+            else:
+                attempt.result = await call
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -140,6 +128,22 @@ class Invocation:
     kwargs: dict[str, Any]
 
 
+def prepare_call(task: Task, registry: JobRegistry, provider: Any) -> Invocation | None:
+    """The call of a task that names a callable, built without an await; ``None`` for a job
+    class (see :func:`prepare`).
+
+    Raises:
+        UnknownJobError: the callable is not registered or cannot be resolved in this process.
+        DecodingError: the stored arguments cannot be decoded.
+    """
+    if task.job.partition(":")[0] == "job":
+        return None
+    func = registry.resolve_callable(task.job, provider)
+    args = tuple(codec.decode(task.args, path="args")) if task.args else ()
+    kwargs = dict(codec.decode(task.kwargs, path="kwargs")) if task.kwargs else {}
+    return Invocation(func, args, kwargs)
+
+
 async def prepare(task: Task, run: Run, registry: JobRegistry, provider: Any) -> Invocation:
     """Build the call for ``run`` of ``task``.
 
@@ -147,14 +151,10 @@ async def prepare(task: Task, run: Run, registry: JobRegistry, provider: Any) ->
         UnknownJobError: the job is not registered or cannot be resolved in this process.
         DecodingError: the stored data cannot be decoded.
     """
-    kind, _, name = task.job.partition(":")
-    if kind != "job":
-        func = registry.resolve_callable(task.job, provider)
-        args = codec.decode(task.args, path="args") if task.args else ()
-        kwargs = codec.decode(task.kwargs, path="kwargs") if task.kwargs else {}
-        return Invocation(func, tuple(args), dict(kwargs))
-
-    cls = registry.job_class(name)
+    invocation = prepare_call(task, registry, provider)
+    if invocation is not None:
+        return invocation
+    cls = registry.job_class(task.job.partition(":")[2])
     data: dict[str, Any] = codec.decode(task.data or {}, path="data")
     job = restore_job(cls, dict(data), task.id, task.name)
     configured = job.configure(service_provider=provider)

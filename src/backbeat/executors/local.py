@@ -49,7 +49,8 @@ class AsyncIOExecutor:
 
     async def submit(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if _is_async(func):
-            return await _call_maybe_async(func, args, kwargs)
+            result = func(*args, **kwargs)  # _call_maybe_async, inlined: one coroutine less per run
+            return await result if inspect.isawaitable(result) else result
         ctx = contextvars.copy_context()
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(None, functools.partial(ctx.run, func, *args, **kwargs))

@@ -109,25 +109,31 @@ class HistoryEntry:
         }
 
     def to_bytes(self) -> bytes:
-        """:meth:`to_document` as JSON, made faster by letting orjson write the datetimes
-        (UTC, ``+00:00``: the same text ``isoformat`` gives)."""
-        return orjson.dumps(
-            {
-                "id": self.id,
-                "task_id": self.task_id,
-                "task_name": self.task_name,
-                "run_id": self.run_id,
-                "fire_time": self.fire_time.astimezone(UTC),
-                "started_at": self.started_at.astimezone(UTC) if self.started_at else None,
-                "ended_at": self.ended_at.astimezone(UTC),
-                "outcome": self.outcome.value,
-                "attempt": self.attempt,
-                "error_type": self.error_type,
-                "error": self.error,
-                "owner": self.owner,
-                "args": self.args,
-            }
-        )
+        """The stored form: :meth:`to_document`'s fields without the derived ones (duration,
+        host, pid, the run id when the entry id spells it) and without those that are ``None``,
+        datetimes written by orjson (UTC, ``+00:00``: the text ``isoformat`` gives)."""
+        doc: dict[str, JSON] = {
+            "id": self.id,
+            "task_id": self.task_id,
+            "task_name": self.task_name,
+            "fire_time": _utc(self.fire_time),
+            "ended_at": _utc(self.ended_at),
+            "outcome": self.outcome,
+            "attempt": self.attempt,
+        }
+        if self.id.rsplit("#", 2)[0] != self.run_id:
+            doc["run_id"] = self.run_id
+        if self.started_at is not None:
+            doc["started_at"] = _utc(self.started_at)
+        if self.error_type is not None:
+            doc["error_type"] = self.error_type
+        if self.error is not None:
+            doc["error"] = self.error
+        if self.owner is not None:
+            doc["owner"] = self.owner
+        if self.args is not None:
+            doc["args"] = self.args
+        return orjson.dumps(doc)
 
     @classmethod
     def from_document(cls, doc: Mapping[str, JSON]) -> HistoryEntry:
@@ -138,11 +144,13 @@ class HistoryEntry:
         """
         try:
             started = doc.get("started_at")
+            entry_id = str(doc["id"])
+            run_id = doc.get("run_id")
             return cls(
-                id=str(doc["id"]),
+                id=entry_id,
                 task_id=str(doc["task_id"]),
                 task_name=str(doc["task_name"]),
-                run_id=str(doc["run_id"]),
+                run_id=entry_id.rsplit("#", 2)[0] if run_id is None else str(run_id),
                 fire_time=_parse(doc["fire_time"]),
                 started_at=_parse(started) if started is not None else None,
                 ended_at=_parse(doc["ended_at"]),
@@ -264,6 +272,10 @@ def to_us(value: datetime) -> int:
 
 def from_us(value: int) -> datetime:
     return EPOCH + timedelta(microseconds=value)
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
 def _iso(value: datetime) -> str:

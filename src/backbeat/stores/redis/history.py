@@ -11,8 +11,6 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from backbeat.model.history import HistoryEntry, HistoryQuery, to_us
 from backbeat.stores._history import PRUNE_BATCH, decode, page
 from backbeat.stores.redis.codec import text
@@ -20,6 +18,18 @@ from backbeat.stores.redis.connection import Connection
 from backbeat.stores.redis.keys import Keys
 
 READ_BATCH = 200
+
+
+def pack(entries: Sequence[HistoryEntry]) -> tuple[str, bytes]:
+    """``history.lua``'s two arguments: the sizes (id, task id, end, document of each entry)
+    and the parts (id, task id and document of each, back to back)."""
+    sizes: list[str] = []
+    parts: list[bytes] = []
+    for entry in entries:
+        entry_id, task_id, doc = entry.id.encode(), entry.task_id.encode(), entry.to_bytes()
+        sizes.append(f"{len(entry_id)},{len(task_id)},{to_us(entry.ended_at)},{len(doc)}")
+        parts += (entry_id, task_id, doc)
+    return ",".join(sizes), b"".join(parts)
 
 
 class History:
@@ -32,10 +42,7 @@ class History:
     async def record(self, entries: Sequence[HistoryEntry]) -> None:
         if not entries:
             return
-        packed = orjson.dumps(
-            [[e.id, e.task_id, str(to_us(e.ended_at)), e.to_bytes().decode()] for e in entries]
-        )
-        await self._conn.run("history", packed)
+        await self._conn.run("history", *pack(entries))
 
     async def prune(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:
         keys = self._keys
