@@ -213,3 +213,18 @@ async def test_a_run_whose_lease_was_lost_is_recorded_as_lost_lease(world: World
     [entry] = await world.history(task_id=task.id)
     assert (entry.outcome, entry.started_at) == (HistoryOutcome.LOST_LEASE, T0)
     assert world.calls == 1
+
+
+async def test_a_dead_letter_run_again_is_recorded_again(world: World) -> None:
+    engine = world.engine()
+    retry = RetryPolicy(max_attempts=1).to_json()
+    task = await world.add(every=None, retry=retry)
+    world.error = ValueError("card declined")
+    await step(world, engine)
+    [letter] = await world.store.dead_letters(task.id)
+    assert await world.store.requeue_dead_letter(letter.id, now=world.clock()) is not None
+    await step(world, engine)  # the same fire time and attempt, under a new lease: fails again
+
+    again, first = await world.history(task_id=task.id)
+    assert (first.outcome, again.outcome) == (HistoryOutcome.DEAD_LETTERED, HistoryOutcome.DEAD_LETTERED)
+    assert (first.run_id, first.attempt) == (again.run_id, again.attempt) and first.id != again.id

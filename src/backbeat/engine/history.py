@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from backbeat.abc import Store
 from backbeat.errors import StoreError
-from backbeat.model.history import HistoryEntry, HistoryOutcome, HistorySettings
+from backbeat.model.history import HistoryEntry, HistoryOutcome, HistorySettings, entry_id
 from backbeat.model.records import Run, RunOutcome, RunResult, Task, run_id_for
 
 log = logging.getLogger("backbeat.engine")
@@ -145,7 +145,7 @@ class HistoryRecorder:
             args = {"args": task.args, "kwargs": task.kwargs, "data": task.data}
         self._pending.append(
             HistoryEntry(
-                id=f"{run.id}#{run.attempt}#{outcome}",  # entry_id(), spelt out: once per run
+                id=entry_id(run.id, run.attempt, outcome, run.fencing_token),
                 task_id=task_id,
                 task_name=task.name if task is not None else task_id,
                 run_id=run.id,

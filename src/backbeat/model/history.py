@@ -56,7 +56,7 @@ class HistoryEntry:
     """One finished run (or a missed fire time) of one task."""
 
     id: str
-    """Unique and deterministic (``<run id>#<attempt>#<outcome>``): recording it twice keeps one."""
+    """Unique and deterministic (see :func:`entry_id`): recording it twice keeps one."""
     task_id: str
     task_name: str
     run_id: str
@@ -176,8 +176,12 @@ class HistoryEntry:
         return cls.from_document(doc)
 
 
-def entry_id(run_id: str, attempt: int, outcome: HistoryOutcome) -> str:
-    return f"{run_id}#{attempt}#{outcome}"
+def entry_id(run_id: str, attempt: int, outcome: HistoryOutcome, token: int = 0) -> str:
+    """The id of a history entry: ``<run id>#<attempt>[.<fencing token>]#<outcome>``. The token
+    of the lease it ran under tells apart two executions of one fire time with the same attempt
+    (a dead letter run again, a backfill of a fire time that ran); a fire time that never ran
+    (missed, skipped, coalesced) has none, so deciding it again records it once."""
+    return f"{run_id}#{attempt}.{token}#{outcome}" if token else f"{run_id}#{attempt}#{outcome}"
 
 
 @dataclass(slots=True, frozen=True)
