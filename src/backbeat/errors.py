@@ -36,8 +36,8 @@ class NotPersistableError(BackbeatError, TypeError):
 class TaskExistsError(BackbeatError):
     """A task with the same id is already stored and ``replace`` was not asked for."""
 
-    def __init__(self, task_ids: list[str]) -> None:
-        super().__init__(f"tasks already exist: {', '.join(task_ids)}")
+    def __init__(self, task_ids: list[str], message: str | None = None) -> None:
+        super().__init__(message or f"tasks already exist: {', '.join(task_ids)}")
         self.task_ids = task_ids
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from backbeat import BackgroundTaskScheduler
 from backbeat.api.taskbuild import from_callable
-from backbeat.errors import ConfigurationError, NotPersistableError
+from backbeat.errors import ConfigurationError, NotPersistableError, TaskExistsError
+from backbeat.model.jobs import RecurrentBackgroundJob, RecurrentTaskDescriptor, backgroundjob
 from backbeat.model.records import Task
 from backbeat.model.triggers import make_trigger_spec
 from backbeat.policies.definitions import RetryPolicy
@@ -124,3 +125,41 @@ async def test_a_local_function_warns_at_every_add_and_is_refused_when_durable(
     for _ in range(2):
         with pytest.raises(NotPersistableError):
             await facade.add_task(nested, "date", run_date=T0, durable=True)
+
+
+@backgroundjob(name="PlainTick")
+class PlainTick(RecurrentBackgroundJob):
+    """A job class whose run is a plain method: a cancel cannot stop it."""
+
+    def run_every(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        pass
+
+
+async def test_a_descriptor_asking_cancel_other_of_a_plain_job_is_refused() -> None:
+    facade, store = scheduler()
+    facade.registry.register_job_class(PlainTick)
+    descriptor = RecurrentTaskDescriptor(
+        id="tick", name="PlainTick", data={}, interval=60, options={"overlap": "cancel_other"}
+    )
+    with pytest.raises(ConfigurationError, match="PlainTick: overlap='cancel_other' needs an async job"):
+        await facade.schedule_descriptor(descriptor)
+    assert (await store.list())[0] == []
+
+
+async def test_options_equal_in_value_but_not_in_type_are_each_checked() -> None:
+    facade, _ = scheduler()
+    await facade.add_task(remind, "date", run_date=T0, args=["A-1"], options={"max_instances": 1})
+    with pytest.raises(ConfigurationError, match="max_instances"):
+        await facade.add_task(remind, "date", run_date=T0, args=["A-2"], options={"max_instances": 1.0})
+
+
+async def test_an_id_given_twice_in_one_batch_is_refused_naming_it_and_nothing_is_stored() -> None:
+    facade, store = scheduler()
+    requests = [
+        {"func": remind, "trigger": "date", "run_date": T0, "id": "same"},
+        {"func": remind, "trigger": "date", "run_date": T0, "id": "other"},
+        {"func": remind, "trigger": "date", "run_date": T0, "id": "same"},
+    ]
+    with pytest.raises(TaskExistsError, match=r"task ids given more than once in one call: same$"):
+        await facade.add_tasks(requests)
+    assert (await store.list())[0] == []

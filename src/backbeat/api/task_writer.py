@@ -14,6 +14,7 @@ from backbeat.api.taskbuild import (
     BuiltTask,
     JobShape,
     callable_template,
+    check_cancellable,
     from_callable,
     from_descriptor,
     from_job,
@@ -25,7 +26,7 @@ from backbeat.api.taskbuild import (
 from backbeat.errors import TaskExistsError
 from backbeat.model import triggers
 from backbeat.model.declared import DECLARED, DeclaredTask
-from backbeat.model.jobs import BackgroundJob, TaskDescriptor
+from backbeat.model.jobs import BackgroundJob, ScheduledBackgroundJob, TaskDescriptor
 from backbeat.model.records import Task, TaskFilter, TaskOptions
 from backbeat.model.registry import JobRegistry
 
@@ -83,6 +84,9 @@ class TaskWriter:
             built = builder.build(request)
             (local if built.local else durable).append(built.task)
             ids.append(built.task.id)
+        if len(set(ids)) < len(ids):  # every store refuses them, but not all would say which
+            twice = sorted({task_id for task_id in ids if ids.count(task_id) > 1})
+            raise TaskExistsError(twice, f"task ids given more than once in one call: {', '.join(twice)}")
         for tasks, is_local in ((durable, False), (local, True)):
             if tasks:
                 await self.router.add(tasks, local=is_local, replace=replace)
@@ -174,7 +178,8 @@ class TaskWriter:
     ) -> JobShape | None:
         """The cached shape of a durable one-shot of ``func``; ``None`` when it cannot be cached
         (unhashable options or function) or is local (its warning is logged at every add)."""
-        key = (func, durable, tuple(sorted(options.items())) if options else ())
+        # each value's type too: 1, 1.0 and True are equal, but only one of them is valid
+        key = (func, durable, tuple((k, type(v), v) for k, v in sorted(options.items())) if options else ())
         try:
             shape = self._shapes.get(key)
         except TypeError:  # an unhashable function or option value
@@ -214,6 +219,9 @@ class TaskWriter:
             now=self.clock(),
         )
         task.options = self.options_for(task.trigger, getattr(descriptor, "options", None) or {})
+        cls = self.registry.job_class(descriptor.name)
+        method = getattr(cls, "run_at" if issubclass(cls, ScheduledBackgroundJob) else "run_every")
+        check_cancellable(task.options, method, descriptor.name)
         await self.router.add([task], local=False, replace=True)
         return task.id
 
