@@ -18,12 +18,11 @@ import pstats
 import time
 from datetime import UTC, datetime, timedelta
 
-import redis.asyncio
-
 from backbeat import BackgroundTaskScheduler, SchedulerConfig
 from backbeat.api.config import RedisJobStoreConfig, StoreConfig
 from bench import targets
 from bench.counted import COUNT, noop
+from bench.stores import redis_server_cpu
 
 PREFIX = "bench-profile-fires"
 _US = timedelta(microseconds=1)
@@ -55,17 +54,6 @@ async def add(url: str, n: int, *, distinct: bool = False) -> None:
     await producer.shutdown()
 
 
-async def _server_cpu(url: str) -> float:
-    if not url.startswith("redis"):
-        return 0.0
-    client = redis.asyncio.from_url(url)
-    try:
-        info = await client.info("cpu")
-    finally:
-        await client.aclose()
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
 async def fire(
     url: str, n: int, *, history: bool, lease: float = 10.0, profile: cProfile.Profile | None = None
 ) -> tuple[float, float, float]:
@@ -75,7 +63,7 @@ async def fire(
         store=_spec(url), config=SchedulerConfig(lease_seconds=lease), history=history
     )
     COUNT.expect(n)
-    server = await _server_cpu(url)
+    server = await redis_server_cpu(url)
     began, cpu = targets._clock(), time.process_time()
     if profile is not None:
         profile.enable()
@@ -85,7 +73,7 @@ async def fire(
     if profile is not None:
         profile.disable()
     elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
-    server = await _server_cpu(url) - server
+    server = await redis_server_cpu(url) - server
     return n / elapsed, cpu / n, server / n
 
 

@@ -88,6 +88,20 @@ async def drop_redis_keys(url: str, prefix: str) -> None:
         await client.aclose()
 
 
+async def redis_server_cpu(url: str) -> float:
+    """Seconds of CPU the Redis server at ``url`` has used (user + system); 0 for another store."""
+    if not url.startswith("redis"):
+        return 0.0
+    import redis.asyncio
+
+    client = redis.asyncio.from_url(url)
+    try:
+        info = await client.info("cpu")
+    finally:
+        await client.aclose()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 async def redis_used_memory(url: str) -> int:
     """The Redis server's ``used_memory`` in bytes."""
     import redis.asyncio
