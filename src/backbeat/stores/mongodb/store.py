@@ -393,23 +393,19 @@ class MongoStore:
         kept, buffered = kept[:leased], kept[leased:]
         if refused:
             await c.runs.delete_many({"_id": {"$in": [r.id for r in refused]}, "token": token})
-        if before.get("claimed_by") != owner:
-            # the claim expired and went to another owner since it was checked: hand the fire
-            # times this call created to whoever claims next rather than lose them
-            if kept:
-                waiting = {"$set": {"owner": None, "lease_until": now_us, "token": None}}
-                await c.runs.update_many({"_id": {"$in": [r.id for r in kept]}, "token": token}, waiting)
-            if buffered:
-                await c.runs.update_many(
-                    {"_id": {"$in": [r.id for r in buffered]}, "token": token}, d.buffered_update()
-                )
-            return None
         if buffered:
             await c.runs.update_many(
                 {"_id": {"$in": [r.id for r in buffered]}, "token": token}, d.buffered_update()
             )
             for run in buffered:
                 run.owner, run.lease_until, run.fencing_token = None, BUFFERED_UNTIL, 0
+        if before.get("claimed_by") != owner:
+            # the claim expired and went to another owner since it was checked: hand the fire
+            # times this call created to whoever claims next rather than lose them
+            if kept:
+                waiting = {"$set": {"owner": None, "lease_until": now_us, "token": None}}
+                await c.runs.update_many({"_id": {"$in": [r.id for r in kept]}, "token": token}, waiting)
+            return None
         if refused:
             await self._recount(c, task_id)
         result = FireResult(

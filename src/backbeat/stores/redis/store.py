@@ -281,25 +281,19 @@ class RedisStore:
             task_id = decision.task_id
             result = FireResult(task_id=task_id, runs=[], removed=status[0] == "R")
             for fire_time, letter in zip(fire_times, status[1:], strict=True):
-                if letter == "c":
+                if letter in ("c", "b"):
                     run = Run(
                         id=f"{task_id}@{fire_time}",
                         task_id=task_id,
                         fire_time=datetime.fromisoformat(fire_time),
-                        owner=owner,
-                        lease_until=until,
-                        fencing_token=token,
+                        lease_until=BUFFERED_UNTIL,  # a buffered run's; a created one's below
                     )
-                    token += 1
-                    result.runs.append(run)
-                elif letter == "b":
-                    waiting = Run(
-                        id=f"{task_id}@{fire_time}",
-                        task_id=task_id,
-                        fire_time=datetime.fromisoformat(fire_time),
-                        lease_until=BUFFERED_UNTIL,
-                    )
-                    result.buffered.append(waiting)
+                    if letter == "c":
+                        run.owner, run.lease_until, run.fencing_token = owner, until, token
+                        token += 1
+                        result.runs.append(run)
+                    else:
+                        result.buffered.append(run)
                 elif letter == "s":
                     result.skipped.append(datetime.fromisoformat(fire_time))
             results.append(result)

@@ -131,11 +131,12 @@ def fire(d: Dialect, owner: str, decisions: list[FireDecision], lease: timedelta
                 continue
             existing.add(run_id)
             running += 1
-            fire = from_us(to_us(fire_time))
+            fire_us = to_us(fire_time)
+            fire = from_us(fire_us)
             if admission is Admission.BUFFER:
                 waiting = Run(id=run_id, task_id=task_id, fire_time=fire, lease_until=BUFFERED_UNTIL)
                 result.buffered.append(waiting)
-                buffered.append((run_id, task_id, to_us(fire), 1, None, _BUFFERED_US, 0))
+                buffered.append((run_id, task_id, fire_us, 1, None, _BUFFERED_US, 0))
                 continue
             run = Run(id=run_id, task_id=task_id, fire_time=fire, owner=owner, lease_until=until)
             created.append(run)
