@@ -38,10 +38,14 @@ def record(path: str | os.PathLike[str], event: str, **fields: Any) -> None:
 
 
 def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records written so far; a last line still being written (no newline yet) is left for
+    the next read."""
     file = Path(path)
     if not file.exists():
         return []
-    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+    text = file.read_text()
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 async def note_fire_time(path: str) -> None:
