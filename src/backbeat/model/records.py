@@ -118,7 +118,8 @@ class Task:
     version: int = 0
     """Bumped by every change made through ``Store.update``; fire() keeps a user's newer change."""
     running: int = 0
-    """Runs of this task now in the store (leased, waiting or retrying): what max_instances caps."""
+    """Runs of this task now in the store (leased, waiting or retrying): what max_instances caps.
+    Runs left by an earlier task of the same id, removed while they went on, are not counted."""
     runs: int = 0
     failures: int = 0
     last_outcome: str | None = None
