@@ -134,6 +134,7 @@ class Statements(Protocol):
     REMOVE_FINISHED: str
     PROMOTE_BUFFERED: str
     DROP_BUFFERED: str
+    DETACH_RUNS: str
     EXTEND_RUNS: str
     RELEASE_RUNS: str
     RELEASE_TASKS: str

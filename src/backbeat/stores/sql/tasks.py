@@ -103,8 +103,11 @@ def remove_by_tag(d: Dialect, tag: str) -> Txn[list[str]]:
 
 
 def _drop_buffered(d: Dialect, task_ids: list[str]) -> Txn[None]:
+    """Drop removed tasks' buffered runs and detach their runs in flight, which finish as runs
+    of the removed incarnation: a task added again under the same id never counts them."""
     if task_ids:
         yield from execute(d.sql.DROP_BUFFERED, d.array(task_ids), to_us(BUFFERED_UNTIL))
+        yield from execute(d.sql.DETACH_RUNS, d.array(task_ids))
 
 
 def clear(d: Dialect) -> Txn[None]:
