@@ -452,6 +452,18 @@ def buffered_filter(task_ids: list[str]) -> Doc:
     return {"task_id": {"$in": task_ids}, "owner": None, "lease_until": to_us(BUFFERED_UNTIL)}
 
 
+def detached_runs(task_ids: list[str]) -> tuple[Doc, Doc]:
+    """(filter, update) marking the runs removed tasks leave in flight as theirs: they end
+    without touching a task added again under the same id (runs without the mark, as every
+    run stored before it, belong to the task of their id)."""
+    return {"task_id": {"$in": task_ids}}, {"$set": {"detached": True}}
+
+
+def attached_runs_filter(task_id: str) -> Doc:
+    """The runs of a task's current incarnation (not detached from it by a removal)."""
+    return {"task_id": task_id, "detached": {"$ne": True}}
+
+
 def leased_run_upsert(run: Run, token: str, lease_us: int) -> Pipeline:
     """A new run leased until the server's now + ``lease_us`` (an upsert matching
     ``{_id, token}``: a run of that id stored already fails it with a duplicate key)."""
