@@ -233,10 +233,10 @@ class RedisStore:
     async def remove(self, task_ids: Collection[str]) -> builtins.list[str]:
         if not task_ids:
             return []
-        return [text(task_id) for task_id in await self._conn.run("remove", "ids", *task_ids)]
+        return [text(task_id) for task_id in await self._conn.run("remove", _BUFFERED_US, "ids", *task_ids)]
 
     async def remove_by_tag(self, tag: str) -> builtins.list[str]:
-        return [text(task_id) for task_id in await self._conn.run("remove", "tag", tag)]
+        return [text(task_id) for task_id in await self._conn.run("remove", _BUFFERED_US, "tag", tag)]
 
     async def clear(self) -> None:
         while await self._conn.run("clear", READ_BATCH):

@@ -1,12 +1,13 @@
--- ARGV: prefix, then either 'ids', task_id... or 'tag', tag. Returns the ids removed.
+-- ARGV: prefix, a buffered run's score (model.overlap.BUFFERED_UNTIL), then either 'ids',
+-- task_id... or 'tag', tag. Returns the ids removed.
 -- Runs of removed tasks stay and finish (their completion then changes nothing), detached from
 -- any task added again under the same id; buffered runs (waiting for a run of their task)
 -- leave with their task.
 local ids
-if ARGV[2] == 'tag' then
-  ids = redis.call('ZRANGE', tag_key(ARGV[3]), 0, -1)
+if ARGV[3] == 'tag' then
+  ids = redis.call('ZRANGE', tag_key(ARGV[4]), 0, -1)
 else
-  ids = args_from(3)
+  ids = args_from(4)
 end
 local records = get_many(K_TASKS, ids)
 local removed, seen, running = {}, {}, {}
@@ -30,12 +31,15 @@ for _, id in ipairs(removed) do
     in_flight[id], detach = true, true
   end
 end
--- runs are few and have no index by task: the leased and waiting ones are read only when a
--- removed task had runs besides its buffered ones
+-- runs have no index by task: the leased ones and the waiting ones that are not buffered (a
+-- buffered run belongs to a task that still has one going) are read only when a removed task
+-- had runs besides its buffered ones
 if detach then
   local of_removed = {}
-  for _, key in ipairs({K_LEASES, K_WAITING}) do
-    for _, rid in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+  local leased = redis.call('ZRANGE', K_LEASES, 0, -1)
+  local waiting = redis.call('ZRANGEBYSCORE', K_WAITING, '-inf', '(' .. ARGV[2])
+  for _, rids in ipairs({leased, waiting}) do
+    for _, rid in ipairs(rids) do
       if in_flight[task_of(rid)] then
         of_removed[#of_removed + 1] = rid
       end
