@@ -219,7 +219,8 @@ class Store(Protocol):
         """
 
     async def list_runs(self, task_id: str | None = None) -> builtins.list[Run]:
-        """Runs now in the store (leased or waiting), optionally of one task."""
+        """Runs now in the store (leased or waiting), optionally of one task (of its id: runs a
+        removed task of that id left are included, with ``detached`` set)."""
 
     async def next_wakeup(self, *, now: datetime | None = None) -> datetime | None:
         """Earliest time, in the caller's clock, something may become claimable: a task's

@@ -56,6 +56,8 @@ async def test_an_old_run_ending_neither_lowers_the_new_count_nor_starts_its_buf
     [new], _, _ = await fire(store, [T1], now=T1)
     _, [waiting], _ = await fire(store, [T2], now=T2)
     assert await counts(store) == (2, 0, 0, None)
+    listed = {run.id: run.detached for run in await store.list_runs("a")}
+    assert listed == {old.id: True, new.id: False, waiting.id: False}
 
     assert await store.complete("w1", [finished(old, at=T3)]) == set()
     assert await counts(store) == (2, 0, 0, None)

@@ -242,6 +242,9 @@ class Run:
     extends and releases a run only for the holder of its current token; a job passes it to
     downstream writes so they can refuse an older holder's. A waiting run keeps its last
     holder's token; 0 if it never had one."""
+    detached: bool = False
+    """Left by a task removed while it existed (see ``Store.remove``): it belongs to that
+    incarnation, never to a task added again under its id. Reported by ``list_runs``."""
 
     @property
     def buffered(self) -> bool:

@@ -384,7 +384,10 @@ class MemoryStore:
         return copy_run(run)
 
     async def list_runs(self, task_id: str | None = None) -> builtins.list[Run]:
-        return [copy_run(run) for run in self._runs.values() if task_id is None or run.task_id == task_id]
+        runs = [copy_run(run) for run in self._runs.values() if task_id is None or run.task_id == task_id]
+        for run in runs:
+            run.detached = run.id in self._detached
+        return runs
 
     async def next_wakeup(self, *, now: datetime | None = None) -> datetime | None:
         leased = [self._top(self._claims, self._task_seq), self._top(self._leases, self._run_seq.get)]

@@ -395,6 +395,7 @@ def run_from_document(doc: Mapping[str, Any]) -> Run:
             owner=owner,
             lease_until=from_us(doc["lease_until"]),
             fencing_token=_int(doc, "fencing") if doc.get("fencing") is not None else 0,
+            detached=doc.get("detached") is True,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptRecordError(f"run {doc.get('_id')!r} is not a valid run: {exc!r}") from exc

@@ -225,7 +225,7 @@ ENQUEUE_STATE = (
 RUN_EXISTS = "SELECT 1 FROM {p}_runs WHERE id = $1"
 ADD_RUNNING = "UPDATE {p}_tasks SET running = running + 1 WHERE id = $1"
 
-_RUN_COLUMNS = "id, task_id, fire_time, attempt, owner, lease_until, fencing_token"
+_RUN_COLUMNS = "id, task_id, fire_time, attempt, owner, lease_until, fencing_token, detached"
 LIST_RUNS = "SELECT " + _RUN_COLUMNS + " FROM {p}_runs ORDER BY id"
 LIST_TASK_RUNS = "SELECT " + _RUN_COLUMNS + " FROM {p}_runs WHERE task_id = $1 ORDER BY id"
 

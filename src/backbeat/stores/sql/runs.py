@@ -261,9 +261,16 @@ def list_runs(d: Dialect, task_id: str | None) -> Txn[list[Run]]:
         rows = yield from fetch(d.sql.LIST_TASK_RUNS, task_id)
     return [
         Run(
-            id=i, task_id=t, fire_time=from_us(f), attempt=a, owner=o, lease_until=from_us(u), fencing_token=k
+            id=i,
+            task_id=t,
+            fire_time=from_us(f),
+            attempt=a,
+            owner=o,
+            lease_until=from_us(u),
+            fencing_token=k,
+            detached=bool(detached),
         )
-        for i, t, f, a, o, u, k in rows
+        for i, t, f, a, o, u, k, detached in rows
     ]
 
 

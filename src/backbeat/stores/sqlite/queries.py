@@ -183,7 +183,7 @@ ENQUEUE_STATE = "SELECT running, max_instances FROM tasks WHERE id = ? AND quara
 RUN_EXISTS = "SELECT 1 FROM runs WHERE id = ?"
 ADD_RUNNING = "UPDATE tasks SET running = running + 1 WHERE id = ?"
 
-_RUN_COLUMNS = "id, task_id, fire_time, attempt, owner, lease_until, fencing_token"
+_RUN_COLUMNS = "id, task_id, fire_time, attempt, owner, lease_until, fencing_token, detached"
 LIST_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id"
 LIST_TASK_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs WHERE task_id = ? ORDER BY id"
 
