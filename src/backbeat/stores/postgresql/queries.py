@@ -125,6 +125,9 @@ REMOVE_TASKS = "DELETE FROM {p}_tasks WHERE id = ANY($1::text[]) RETURNING id"
 DROP_BUFFERED = "DELETE FROM {p}_runs WHERE lease_until = $2 AND owner IS NULL AND task_id = ANY($1::text[])"
 # the runs removed tasks leave in flight: theirs, never a task's added again under the same id
 DETACH_RUNS = "UPDATE {p}_runs SET detached = TRUE WHERE task_id = ANY($1::text[])"
+DETACH_TAGGED = (
+    "UPDATE {p}_runs SET detached = TRUE WHERE task_id IN (SELECT task_id FROM {p}_task_tags WHERE tag = $1)"
+)
 REMOVE_TAGGED = (
     "DELETE FROM {p}_tasks WHERE id IN (SELECT task_id FROM {p}_task_tags WHERE tag = $1) RETURNING id"
 )

@@ -135,6 +135,7 @@ class Statements(Protocol):
     PROMOTE_BUFFERED: str
     DROP_BUFFERED: str
     DETACH_RUNS: str
+    DETACH_TAGGED: str
     EXTEND_RUNS: str
     RELEASE_RUNS: str
     RELEASE_TASKS: str

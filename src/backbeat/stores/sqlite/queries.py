@@ -83,6 +83,7 @@ WHERE lease_until = ?2 AND owner IS NULL AND task_id IN (SELECT value FROM json_
 """
 # the runs removed tasks leave in flight: theirs, never a task's added again under the same id
 DETACH_RUNS = "UPDATE runs SET detached = 1 WHERE task_id IN (SELECT value FROM json_each(?))"
+DETACH_TAGGED = "UPDATE runs SET detached = 1 WHERE task_id IN (SELECT task_id FROM task_tags WHERE tag = ?)"
 REMOVE_TAGGED = "DELETE FROM tasks WHERE id IN (SELECT task_id FROM task_tags WHERE tag = ?) RETURNING id"
 CLEAR: tuple[str, ...] = (
     "DELETE FROM task_tags",
