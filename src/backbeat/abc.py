@@ -120,6 +120,13 @@ class Store(Protocol):
     async def remove(self, task_ids: Collection[str]) -> builtins.list[str]:
         """Remove tasks (their runs in flight finish; their completion is then a no-op).
 
+        The runs a removed task leaves (leased, retrying or released) stay runs of that
+        *incarnation* of the task: a task added again under the same id is a new one, which
+        they never touch. Their completion, retry or dead letter changes none of its counters
+        and starts none of its buffered runs, its ``running`` count starts at 0 without them,
+        and a claim of one of them carries no task snapshot (``run.task`` is ``None``), as for
+        a task that stayed removed.
+
         Returns the ids that existed.
         """
 
@@ -141,8 +148,9 @@ class Store(Protocol):
         ``horizon``) and runs whose lease ended by the store's clock (those get ``attempt +
         1`` and ``recovered=True``). Claims and runs are leased until store-now + ``lease``;
         each run leased gets a new ``fencing_token``. Each run carries its task snapshot
-        (``run.task``; ``None`` if the task was removed). Two owners calling at once never
-        receive the same task or run.
+        (``run.task``; ``None`` if the task was removed, also when a task of the same id was
+        added since: see ``remove``). Two owners calling at once never receive the same task
+        or run.
         """
 
     async def fire(
@@ -169,7 +177,9 @@ class Store(Protocol):
         ``finished_at`` (in the same atomic step, also for a removed task's runs), update
         its task's counters (``runs``, ``failures``, ``last_outcome``, ``last_run_at``, also
         for a re-queued run) and ``running`` (unchanged for a re-queued run), and remove a
-        task with nothing left to run.
+        task with nothing left to run. A run whose task was removed while it existed touches
+        no task (see ``remove``): it is deleted or re-queued, and a dead letter of it keeps no
+        task snapshot.
 
         A re-queued run gets ``attempt + 1``, owner ``None`` and ``lease_until = retry_at``;
         a ``DEFERRED`` result keeps its attempt and leaves the task's counters alone. A
@@ -209,7 +219,8 @@ class Store(Protocol):
         """
 
     async def list_runs(self, task_id: str | None = None) -> builtins.list[Run]:
-        """Runs now in the store (leased or waiting), optionally of one task."""
+        """Runs now in the store (leased or waiting), optionally of one task (of its id: runs a
+        removed task of that id left are included, with ``detached`` set)."""
 
     async def next_wakeup(self, *, now: datetime | None = None) -> datetime | None:
         """Earliest time, in the caller's clock, something may become claimable: a task's

@@ -230,3 +230,58 @@ async def test_a_run_buffered_by_a_fire_while_a_completion_is_in_flight_is_start
     await completing
     [started] = (await store.claim_due("w3", now=t1, lease=LEASE, limit=10, horizon=T0)).runs
     assert started.id == fired.buffered[0].id
+
+
+async def test_a_removal_racing_the_completion_of_its_run_waits_for_it_without_a_deadlock(
+    stores: OpenStore, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """complete() locks a run, then its task; remove() detaches the task's runs before it deletes
+    the task row, so it takes the same locks in the same order and simply waits."""
+    from backbeat.stores.postgresql import connection
+    from backbeat.stores.postgresql import store as store_module
+    from tests.contract.helpers import LEASE, MINUTE, T0, decide, finished, task
+
+    store = await stores()
+    await store.add([task("a")])
+    [claimed] = (await store.claim_due("w1", now=T0, lease=LEASE, limit=10)).tasks
+    [running] = (await store.fire("w1", [decide(claimed, [T0], then=T0 + MINUTE)], now=T0, lease=LEASE))[
+        0
+    ].runs
+
+    counting, go = asyncio.Event(), asyncio.Event()
+    executemany = connection.Db.executemany
+
+    async def held_before_counting(self: Any, template: str, rows: Any) -> Any:
+        if template == queries.COUNT_RUNS and not go.is_set():
+            counting.set()
+            await go.wait()
+        return await executemany(self, template, rows)
+
+    lost: list[BaseException] = []
+
+    def retryable(exc: BaseException) -> bool:
+        lost.append(exc)
+        return connection.is_retryable(exc)
+
+    monkeypatch.setattr(connection.Db, "executemany", held_before_counting)
+    monkeypatch.setattr(store_module, "is_retryable", retryable)
+    completing = asyncio.create_task(store.complete("w1", [finished(running, at=T0 + MINUTE)]))
+    await counting.wait()  # the run row is locked, the task row not yet
+    removing = asyncio.create_task(store.remove(["a"]))
+
+    async def removal_waits_for_a_lock() -> bool:
+        rows = await _sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
+            f"%{prefix}_runs SET detached%",
+        )
+        return bool(rows[0][0])
+
+    async with asyncio.timeout(10):  # until the removal waits for the run's lock
+        while True:
+            if await removal_waits_for_a_lock():
+                break
+            await asyncio.sleep(0.01)
+    go.set()
+    assert await completing == set() and await removing == ["a"]
+    assert lost == []  # no transaction lost a deadlock and ran again
+    assert await store.list_runs() == [] and await store.get("a") is None

@@ -33,6 +33,7 @@ class NextStore(SQLiteStore):
 CURRENT = latest(MIGRATIONS)
 NEWER = CURRENT + 1
 DOWNGRADES = {
+    6: ("ALTER TABLE runs DROP COLUMN detached",),
     5: ("DROP TABLE history",),
     4: ("ALTER TABLE runs DROP COLUMN fencing_token", "DROP TABLE counters"),
     3: ("DROP INDEX tasks_claims",),
@@ -105,7 +106,7 @@ async def test_a_version_1_file_is_migrated_and_then_behaves_as_a_fresh_one(tmp_
 
     migrated = await observed(SQLiteStore(old))
 
-    assert schema_version(old) == str(latest(MIGRATIONS)) == "5"
+    assert schema_version(old) == str(latest(MIGRATIONS)) == "6"
     assert schema(old) == schema(fresh)
     assert migrated == await observed(SQLiteStore(fresh))
     assert migrated[0] != ([], None)  # the history's tasks were there to compare

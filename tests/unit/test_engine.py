@@ -82,8 +82,17 @@ class World:
     def job(self, *, gated: bool = False, error: Exception | None = None) -> Job:
         return Job(self.clock, gate=asyncio.Event() if gated else None, error=error)
 
-    async def add(self, job: Job, *, first: datetime = T0, every: float | None = 10, **options: Any) -> Task:
-        """Store a task running ``job`` every ``every`` seconds (once at ``first`` when None)."""
+    async def add(
+        self,
+        job: Job,
+        *,
+        first: datetime = T0,
+        every: float | None = 10,
+        task_id: str | None = None,
+        **options: Any,
+    ) -> Task:
+        """Store a task running ``job`` every ``every`` seconds (once at ``first`` when None),
+        under ``task_id`` when given."""
         trigger = (
             make_trigger_spec("date", run_date=first, now=T0)
             if every is None
@@ -93,6 +102,8 @@ class World:
             self.registry, self._wrap(job), trigger=trigger, options=TaskOptions(**options), now=T0
         ).task
         task.next_run_time = first
+        if task_id is not None:
+            task.id = task_id
         await self.store.add([task])
         return task
 
@@ -558,3 +569,32 @@ async def test_fire_times_of_a_claim_lost_before_the_fire_are_left_for_the_next_
     world.clock.advance(35.5)
     await engine._claim_once(100)
     assert world.fired(EventKind.RUN_MISSED) == [] and job.started == []
+
+
+async def test_cancel_other_of_a_task_added_again_leaves_the_run_of_the_removed_one_going(
+    world: World,
+) -> None:
+    engine, old_job, new_job = world.engine(), world.job(gated=True), world.job(gated=True)
+    old = await world.add(old_job, every=4, overlap="cancel_other", misfire_grace_time=None)
+    await engine._claim_once(100)
+    await settle()
+    assert await world.store.remove([old.id]) == [old.id]
+    await world.add(
+        new_job, first=at(4), every=4, task_id=old.id, overlap="cancel_other", misfire_grace_time=None
+    )
+    for _ in range(2):  # the new task's first run at 4 s, then a fire time at 8 s that cancels it
+        world.clock.advance(4)
+        await engine._claim_once(100)
+        await settle()
+
+    assert (old_job.started, new_job.started) == ([at(0)], [at(4)])
+    assert {run.fire_time for run in engine.active_runs()} == {at(0)}  # its own run was cancelled
+    assert old_job.gate is not None
+    old_job.gate.set()
+    await finish(engine)
+    await engine.history.flush(force=True)
+    entries, _ = await world.store.run_history(HistoryQuery(task_id=old.id))
+    assert sorted((entry.fire_time, entry.outcome.value) for entry in entries) == [
+        (at(0), "success"),
+        (at(4), "cancelled"),
+    ]

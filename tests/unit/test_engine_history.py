@@ -228,3 +228,28 @@ async def test_a_dead_letter_run_again_is_recorded_again(world: World) -> None:
     again, first = await world.history(task_id=task.id)
     assert (first.outcome, again.outcome) == (HistoryOutcome.DEAD_LETTERED, HistoryOutcome.DEAD_LETTERED)
     assert (first.run_id, first.attempt) == (again.run_id, again.attempt) and first.id != again.id
+
+
+async def test_a_run_of_a_removed_task_is_recorded_as_its_own_not_as_one_of_a_task_added_again(
+    world: World,
+) -> None:
+    engine = world.engine()
+    first = await world.add(every=None)
+    world.gate = asyncio.Event()
+    await engine._claim_once(100)
+    await settle()
+    [run] = engine.active_runs()
+    assert await world.store.remove([first.id]) == [first.id]
+    await world.store.add([first.copy(name="second", next_run_time=T0 + timedelta(hours=1))])
+    world.gate.set()
+    async with asyncio.timeout(5):
+        await asyncio.gather(*(task for _, task in engine._active.values()))
+    await engine._drain_completions()
+    await engine.history.flush(force=True)
+
+    [entry] = await world.history(task_id=first.id)
+    assert (entry.run_id, entry.task_name, entry.outcome) == (run.id, first.name, HistoryOutcome.SUCCESS)
+    second = await world.store.get(first.id)
+    assert second is not None and second.name == "second"
+    assert (second.running, second.runs, second.last_outcome) == (0, 0, None)
+    assert await world.store.list_runs(first.id) == []

@@ -359,8 +359,8 @@ def test_fire_removes_a_one_shot_task_left_with_nothing_to_run() -> None:
 
 def test_claim_leases_expired_runs_as_new_attempts_then_claims_due_tasks() -> None:
     task = make_task("a")
-    waiting = (run_id_for("a", T0), "a", US0, 1, None)
-    expired = (run_id_for("a", T0 - timedelta(seconds=60)), "a", US0 - 60_000_000, 2, "dead")
+    waiting = (run_id_for("a", T0), "a", US0, 1, None, False)
+    expired = (run_id_for("a", T0 - timedelta(seconds=60)), "a", US0 - 60_000_000, 2, "dead", False)
     driver = FakeDriver(
         rows={
             "CLAIMABLE_RUNS": [[waiting, expired]],
@@ -412,13 +412,18 @@ def result(run_id: str, outcome: RunOutcome, *, token: int = 5, **fields: Any) -
 
 
 def test_complete_notifies_when_it_starts_a_buffered_run() -> None:
-    driver = FakeDriver(rows={"RUN_OWNERS": [[("r1", "a", "me", 5)]], "PROMOTE_BUFFERED": [[("r9",)]]})
+    driver = FakeDriver(rows={"RUN_OWNERS": [[("r1", "a", "me", 5, False)]], "PROMOTE_BUFFERED": [[("r9",)]]})
     lost, notified = driver.run(runs.complete, "me", [result("r1", RunOutcome.SUCCESS)])
     assert lost == set() and notified
 
 
 def test_complete_reports_runs_held_by_another_deletes_done_runs_and_requeues_retries() -> None:
-    owners = [("r1", "a", "me", 5), ("r2", "a", "me", 5), ("r3", "a", "other", 5), ("r5", "a", "me", 6)]
+    owners = [
+        ("r1", "a", "me", 5, False),
+        ("r2", "a", "me", 5, False),
+        ("r3", "a", "other", 5, False),
+        ("r5", "a", "me", 6, False),
+    ]
     driver = FakeDriver(rows={"RUN_OWNERS": [owners]})
     retry_at = T0 + timedelta(seconds=30)
     results = [
@@ -452,7 +457,7 @@ def test_complete_reports_runs_held_by_another_deletes_done_runs_and_requeues_re
 
 def test_complete_of_a_dead_letter_saves_it_with_the_tasks_snapshot() -> None:
     driver = FakeDriver(
-        rows={"RUN_OWNERS": [[("r1", "a", "me", 5)]], "GET_TASK": [[task_columns(make_task("a"))]]}
+        rows={"RUN_OWNERS": [[("r1", "a", "me", 5, False)]], "GET_TASK": [[task_columns(make_task("a"))]]}
     )
     failed = result("r1", RunOutcome.FAILURE, dead_letter=True, error="ValueError: bad")
     driver.run(runs.complete, "me", [failed])
@@ -465,11 +470,28 @@ def test_complete_of_a_dead_letter_saves_it_with_the_tasks_snapshot() -> None:
 
 
 def test_a_deferred_run_is_requeued_at_the_same_attempt_and_counts_nothing() -> None:
-    driver = FakeDriver(rows={"RUN_OWNERS": [[("r1", "a", "me", 5)]]})
+    driver = FakeDriver(rows={"RUN_OWNERS": [[("r1", "a", "me", 5, False)]]})
     retry_at = T0 + timedelta(seconds=5)
     driver.run(runs.complete, "me", [result("r1", RunOutcome.DEFERRED, retry_at=retry_at)])
     assert driver.params("RETRY_RUN") == [(0, to_us(retry_at), "r1")]
     assert "COUNT_RUNS" not in driver.names()
+
+
+def test_complete_of_a_run_of_a_removed_task_touches_no_task_of_its_id() -> None:
+    owners = [("r1", "a", "me", 5, True), ("r2", "a", "me", 5, True)]
+    driver = FakeDriver(rows={"RUN_OWNERS": [owners]})
+    retry_at = T0 + timedelta(seconds=30)
+    results = [
+        result("r1", RunOutcome.SUCCESS),
+        result("r2", RunOutcome.FAILURE, retry_at=retry_at, dead_letter=True),
+    ]
+    lost, _ = driver.run(runs.complete, "me", results)
+
+    assert lost == set()
+    # no snapshot read, nothing counted, no buffered run started
+    assert driver.names() == ["RUN_OWNERS", "SAVE_DEAD_LETTER", "RETRY_RUN", "DELETE_RUNS", "NOTIFY"]
+    letter = dead_letters.decode("r2", driver.params("SAVE_DEAD_LETTER")[3])
+    assert letter.task is None
 
 
 def test_extend_returns_the_ids_the_store_still_leases_to_the_owner() -> None:

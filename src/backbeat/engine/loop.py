@@ -377,9 +377,11 @@ class Engine:
 
     async def _cancel_others(self, task: Task) -> None:
         """Ask whichever process runs ``task``'s running run to cancel it (overlap
-        ``cancel_other``): its buffered run starts once it has ended."""
+        ``cancel_other``): its buffered run starts once it has ended. A run a removed task of
+        the same id left is not ``task``'s: it goes on."""
         try:
-            running = [run for run in await self.store.list_runs(task.id) if not run.buffered]
+            runs = await self.store.list_runs(task.id)
+            running = [run for run in runs if not run.buffered and not run.detached]
             for run in running:
                 if not self.cancel(run.id):  # here: at once; elsewhere: at its next lease renewal
                     await cancellations.request(self.store, run.id, self.clock())

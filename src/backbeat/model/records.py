@@ -118,7 +118,8 @@ class Task:
     version: int = 0
     """Bumped by every change made through ``Store.update``; fire() keeps a user's newer change."""
     running: int = 0
-    """Runs of this task now in the store (leased, waiting or retrying): what max_instances caps."""
+    """Runs of this task now in the store (leased, waiting or retrying): what max_instances caps.
+    Runs left by an earlier task of the same id, removed while they went on, are not counted."""
     runs: int = 0
     failures: int = 0
     last_outcome: str | None = None
@@ -241,6 +242,9 @@ class Run:
     extends and releases a run only for the holder of its current token; a job passes it to
     downstream writes so they can refuse an older holder's. A waiting run keeps its last
     holder's token; 0 if it never had one."""
+    detached: bool = False
+    """Left by a task removed while it existed (see ``Store.remove``): it belongs to that
+    incarnation, never to a task added again under its id. Reported by ``list_runs``."""
 
     @property
     def buffered(self) -> bool:

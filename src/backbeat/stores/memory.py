@@ -81,6 +81,9 @@ class MemoryStore:
         """Runs without an owner by the time they become claimable (the caller's clock)."""
         self._buffered: dict[str, builtins.list[tuple[datetime, str]]] = {}
         """Each task's buffered runs (waiting until :data:`BUFFERED_UNTIL`) by fire time."""
+        self._detached: set[str] = set()
+        """Runs whose task was removed while they existed: they belong to that incarnation of
+        the task, never to one added again under its id."""
         self._seq = count()
         self._fencing = count(1)
         """The fencing tokens handed out with leases: never reset, not even by ``clear``."""
@@ -169,6 +172,8 @@ class MemoryStore:
         for task_id in removed:  # their buffered runs leave with them (runs in flight finish)
             for _, run_id in self._buffered.pop(task_id, ()):
                 del self._runs[run_id], self._run_seq[run_id]
+        gone = set(removed)
+        self._detached.update(run.id for run in self._runs.values() if run.task_id in gone)
         if removed:
             self._signal.notify()
         return removed
@@ -187,6 +192,7 @@ class MemoryStore:
         self._leases.clear()
         self._waiting.clear()
         self._buffered.clear()
+        self._detached.clear()
         self._dead_letters.clear()
         self._state.clear()
         self._history.clear()
@@ -210,7 +216,7 @@ class MemoryStore:
             run.owner, run.lease_until = owner, until
             run.fencing_token = next(self._fencing)
             leased.append(run_id)
-            slot = self._tasks.get(run.task_id)
+            slot = None if run_id in self._detached else self._tasks.get(run.task_id)
             leased_run = copy_run(run)
             leased_run.task = None if slot is None else copy_task(slot.task)
             leased_run.recovered = recovered
@@ -295,19 +301,25 @@ class MemoryStore:
                 lost.add(run_id)
                 continue
             deferred = result.outcome == RunOutcome.DEFERRED
+            detached = run_id in self._detached
             if result.retry_at is not None:
                 run.attempt += 0 if deferred else 1
                 run.owner, run.lease_until = None, result.retry_at
                 retried.append(run_id)
             else:
                 del self._runs[run_id], self._run_seq[run_id]
-                retried += self._promote(run.task_id, result.finished_at)
-            slot = self._tasks.get(run.task_id)
+                if detached:
+                    self._detached.discard(run_id)
+                else:
+                    retried += self._promote(run.task_id, result.finished_at)
+            slot = None if detached else self._tasks.get(run.task_id)
             if result.dead_letter:
                 snapshot = None if slot is None else copy_task(slot.task)
                 self._dead_letters[run_id] = DeadLetter.of(result, snapshot)
             if slot is None or (deferred and result.retry_at is not None):
-                continue  # a removed task's runs finish with nothing to count; a deferral counts nothing
+                # a removed task's runs finish with nothing to count (also when a task of the
+                # same id was added since: it is another incarnation); a deferral counts nothing
+                continue
             task = slot.task
             if result.retry_at is None and task.running > 0:
                 task.running -= 1
@@ -372,7 +384,10 @@ class MemoryStore:
         return copy_run(run)
 
     async def list_runs(self, task_id: str | None = None) -> builtins.list[Run]:
-        return [copy_run(run) for run in self._runs.values() if task_id is None or run.task_id == task_id]
+        runs = [copy_run(run) for run in self._runs.values() if task_id is None or run.task_id == task_id]
+        for run in runs:
+            run.detached = run.id in self._detached
+        return runs
 
     async def next_wakeup(self, *, now: datetime | None = None) -> datetime | None:
         leased = [self._top(self._claims, self._task_seq), self._top(self._leases, self._run_seq.get)]

@@ -395,6 +395,7 @@ def run_from_document(doc: Mapping[str, Any]) -> Run:
             owner=owner,
             lease_until=from_us(doc["lease_until"]),
             fencing_token=_int(doc, "fencing") if doc.get("fencing") is not None else 0,
+            detached=doc.get("detached") is True,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptRecordError(f"run {doc.get('_id')!r} is not a valid run: {exc!r}") from exc
@@ -450,6 +451,18 @@ def next_buffered_filter(task_id: str) -> Doc:
 def buffered_filter(task_ids: list[str]) -> Doc:
     """The buffered runs of these tasks."""
     return {"task_id": {"$in": task_ids}, "owner": None, "lease_until": to_us(BUFFERED_UNTIL)}
+
+
+def detached_runs(task_ids: list[str]) -> tuple[Doc, Doc]:
+    """(filter, update) marking the runs removed tasks leave in flight as theirs: they end
+    without touching a task added again under the same id (runs without the mark, as every
+    run stored before it, belong to the task of their id)."""
+    return {"task_id": {"$in": task_ids}}, {"$set": {"detached": True}}
+
+
+def attached_runs_filter(task_id: str) -> Doc:
+    """The runs of a task's current incarnation (not detached from it by a removal)."""
+    return {"task_id": task_id, "detached": {"$ne": True}}
 
 
 def leased_run_upsert(run: Run, token: str, lease_us: int) -> Pipeline:

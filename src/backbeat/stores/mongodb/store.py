@@ -63,6 +63,7 @@ READ_BATCH = 500
 _CLAIM_ROUNDS = 8
 """Candidate reads per claim: rivals claiming at once take some candidates of each round."""
 _US = timedelta(microseconds=1)
+_DETACHED = {"detached": 1}
 _COUNTERS = {"running": 1, "max_instances": 1, "claimed_by": 1, "version": 1, "next": 1, "quarantine": 1}
 
 
@@ -196,8 +197,9 @@ class MongoStore:
             found = {doc["_id"] for doc in await c.tasks.find({"_id": {"$in": ids}}, {"_id": 1}).to_list()}
             if found:
                 await c.tasks.delete_many({"_id": {"$in": list(found)}})
-                # their buffered runs leave with them (their runs in flight finish)
+                # their buffered runs leave with them (their runs in flight finish, detached)
                 await c.runs.delete_many(d.buffered_filter(list(found)))
+                await c.runs.update_many(*d.detached_runs(list(found)))
         return [i for i in ids if i in found]
 
     async def remove_by_tag(self, tag: str) -> builtins.list[str]:
@@ -267,9 +269,11 @@ class MongoStore:
                 continue
             run.recovered = recovered.get(run.id, False)
             runs.append(run)
+        detached = {doc["_id"] for doc in won_docs if doc.get("detached")}
         snapshots = await self._tasks_by_id(c, {run.task_id for run in runs})
         for run in runs:
-            run.task = snapshots.get(run.task_id)
+            # a run of a removed task has none, also when a task of its id was added since
+            run.task = None if run.id in detached else snapshots.get(run.task_id)
         return runs
 
     async def _claim_tasks(
@@ -428,7 +432,7 @@ class MongoStore:
     async def _recount(c: Collections, task_id: str) -> None:
         """Lower ``running`` to the runs that exist (after a process died between a run's
         deletion and its count), so a stale count cannot hold ``max_instances`` forever."""
-        count = await c.runs.count_documents({"task_id": task_id})
+        count = await c.runs.count_documents(d.attached_runs_filter(task_id))
         await c.tasks.update_one({"_id": task_id, "running": {"$gt": count}}, {"$set": {"running": count}})
 
     async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
@@ -445,19 +449,21 @@ class MongoStore:
         run = result.run
         mine = d.held_run_filter(run.id, owner, run.fencing_token)
         if result.retry_at is not None:
-            held = (await c.runs.update_one(mine, d.requeue_update(result))).matched_count
+            held = await c.runs.find_one_and_update(mine, d.requeue_update(result), projection=_DETACHED)
         else:
-            held = (await c.runs.delete_one(mine)).deleted_count
-            if held:
-                await self._promote(c, run.task_id, d.to_us(result.finished_at))
-        if not held:
+            held = await c.runs.find_one_and_delete(mine, projection=_DETACHED)
+        if held is None:
             return False
+        # a run its task's removal detached touches no task of its id (another incarnation)
+        detached = bool(held.get("detached"))
+        if result.retry_at is None and not detached:
+            await self._promote(c, run.task_id, d.to_us(result.finished_at))
         if result.dead_letter:
-            snapshot = (await self._tasks_by_id(c, {run.task_id})).get(run.task_id)
+            snapshot = None if detached else (await self._tasks_by_id(c, {run.task_id})).get(run.task_id)
             letter = d.dead_letter_document(DeadLetter.of(result, snapshot))
             await c.dead_letters.replace_one({"_id": run.id}, letter, upsert=True)
-        if result.outcome == RunOutcome.DEFERRED and result.retry_at is not None:
-            return True  # a deferral counts nothing
+        if detached or (result.outcome == RunOutcome.DEFERRED and result.retry_at is not None):
+            return True  # a deferral counts nothing, nor does a detached run
         after = await c.tasks.find_one_and_update(
             {"_id": run.task_id},
             d.complete_pipeline(result),

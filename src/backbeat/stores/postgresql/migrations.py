@@ -3,7 +3,8 @@
 Every table name is ``{p}_<table>`` (the table prefix). Version 1 is the schema of the first
 release, dead letters and shared state included; version 2 indexes claim ends (leases are
 judged by the server's clock, apart from next run times); version 3 gives runs their fencing
-tokens; version 4 keeps run history. A new schema change is one more :class:`Migration` at the
+tokens; version 4 keeps run history; version 5 marks the runs a removed task left (so a task
+added again under its id is not theirs). A new schema change is one more :class:`Migration` at the
 end of :data:`MIGRATIONS`.
 """
 
@@ -102,6 +103,11 @@ MIGRATIONS = ordered(
 )""",
             "CREATE INDEX {p}_history_end ON {p}_history (ended_at, id)",
         ),
+    ),
+    Migration(
+        5,
+        "runs of a removed task are detached from any task added again under its id",
+        ("ALTER TABLE {p}_runs ADD COLUMN detached BOOLEAN NOT NULL DEFAULT FALSE",),
     ),
 )
 

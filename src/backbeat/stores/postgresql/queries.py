@@ -123,6 +123,11 @@ LIMIT $7
 REMOVE_TASKS = "DELETE FROM {p}_tasks WHERE id = ANY($1::text[]) RETURNING id"
 # the buffered runs of removed tasks (their runs in flight finish)
 DROP_BUFFERED = "DELETE FROM {p}_runs WHERE lease_until = $2 AND owner IS NULL AND task_id = ANY($1::text[])"
+# the runs removed tasks leave in flight: theirs, never a task's added again under the same id
+DETACH_RUNS = "UPDATE {p}_runs SET detached = TRUE WHERE task_id = ANY($1::text[])"
+DETACH_TAGGED = (
+    "UPDATE {p}_runs SET detached = TRUE WHERE task_id IN (SELECT task_id FROM {p}_task_tags WHERE tag = $1)"
+)
 REMOVE_TAGGED = (
     "DELETE FROM {p}_tasks WHERE id IN (SELECT task_id FROM {p}_task_tags WHERE tag = $1) RETURNING id"
 )
@@ -138,7 +143,7 @@ QUARANTINED = "SELECT id, doc, quarantined FROM {p}_tasks WHERE quarantined IS N
 
 # Parameters: the caller's now (waiting runs), a limit, the store's now (leases).
 CLAIMABLE_RUNS = """
-SELECT id, task_id, fire_time, attempt, owner FROM {p}_runs
+SELECT id, task_id, fire_time, attempt, owner, detached FROM {p}_runs
 WHERE lease_until <= greatest($1::bigint, $3::bigint)
   AND (owner IS NULL AND lease_until <= $1 OR owner IS NOT NULL AND lease_until <= $3)
 ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED
@@ -177,7 +182,8 @@ WHERE id = $3
 DELETE_TASK = "DELETE FROM {p}_tasks WHERE id = $1"
 
 RUN_OWNERS = """
-SELECT id, task_id, owner, fencing_token FROM {p}_runs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
+SELECT id, task_id, owner, fencing_token, detached FROM {p}_runs
+WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
 """
 RETRY_RUN = "UPDATE {p}_runs SET attempt = attempt + $1, owner = NULL, lease_until = $2 WHERE id = $3"
 DELETE_RUNS = "DELETE FROM {p}_runs WHERE id = ANY($1::text[])"
@@ -222,7 +228,7 @@ ENQUEUE_STATE = (
 RUN_EXISTS = "SELECT 1 FROM {p}_runs WHERE id = $1"
 ADD_RUNNING = "UPDATE {p}_tasks SET running = running + 1 WHERE id = $1"
 
-_RUN_COLUMNS = "id, task_id, fire_time, attempt, owner, lease_until, fencing_token"
+_RUN_COLUMNS = "id, task_id, fire_time, attempt, owner, lease_until, fencing_token, detached"
 LIST_RUNS = "SELECT " + _RUN_COLUMNS + " FROM {p}_runs ORDER BY id"
 LIST_TASK_RUNS = "SELECT " + _RUN_COLUMNS + " FROM {p}_runs WHERE task_id = $1 ORDER BY id"
 

@@ -117,6 +117,11 @@ class Keys:
         return f"{self.base}orphans_indexed"
 
     @property
+    def detached(self) -> str:
+        """Set: ids of the runs removed tasks left (``scripts/remove.lua``); absent while none."""
+        return f"{self.base}detached"
+
+    @property
     def fencing(self) -> str:
         """String: the last fencing token handed out with a run's lease (only ever incremented)."""
         return f"{self.base}fencing"

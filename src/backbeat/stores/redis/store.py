@@ -233,10 +233,10 @@ class RedisStore:
     async def remove(self, task_ids: Collection[str]) -> builtins.list[str]:
         if not task_ids:
             return []
-        return [text(task_id) for task_id in await self._conn.run("remove", "ids", *task_ids)]
+        return [text(task_id) for task_id in await self._conn.run("remove", _BUFFERED_US, "ids", *task_ids)]
 
     async def remove_by_tag(self, tag: str) -> builtins.list[str]:
-        return [text(task_id) for task_id in await self._conn.run("remove", "tag", tag)]
+        return [text(task_id) for task_id in await self._conn.run("remove", _BUFFERED_US, "tag", tag)]
 
     async def clear(self) -> None:
         while await self._conn.run("clear", READ_BATCH):
@@ -353,12 +353,17 @@ class RedisStore:
             for index in (self.keys.waiting, self.keys.leases):
                 members += await client.zrange(index, 0, -1, withscores=True)
             leases = {text(run_id): from_us(int(score)) for run_id, score in members}
-            stored = await client.mget([self.keys.run(run_id) for run_id in leases]) if leases else []
+            stored: list[Any] = []
+            detached: set[str] = set()
+            if leases:
+                stored = await client.mget([self.keys.run(run_id) for run_id in leases])
+                detached = {text(run_id) for run_id in await client.smembers(self.keys.detached)}
         runs: list[Run] = []
         for (run_id, lease_until), packed in zip(leases.items(), stored, strict=True):
             if packed is not None:  # else completed between the two reads
                 run = codec.stored_run(run_id, packed, lease_until)
                 if task_id is None or run.task_id == task_id:
+                    run.detached = run_id in detached
                     runs.append(run)
         return runs
 

@@ -76,7 +76,10 @@ def _claim_runs(
     rows = yield from fetch(d.sql.CLAIMABLE_RUNS, now_us, limit, store_us)
     tokens = (yield from d.tokens(len(rows))) if rows else []
     leases: list[tuple[str, int, int, int, str]] = []
-    for (run_id, task_id, fire, attempt, old_owner), token in zip(rows, tokens, strict=True):
+    detached: set[str] = set()
+    for (run_id, task_id, fire, attempt, old_owner, of_removed), token in zip(rows, tokens, strict=True):
+        if of_removed:
+            detached.add(run_id)
         # an owner that let its lease expire is presumed dead: this is a new attempt
         recovered = old_owner is not None
         run = Run(
@@ -97,7 +100,8 @@ def _claim_runs(
         found = yield from fetch(d.sql.GET_TASKS, d.array({run.task_id for run in claimed.runs}))
         snapshots = {row[0]: decode(row, corrupt) for row in found}
         for run in claimed.runs:
-            run.task = snapshots.get(run.task_id)
+            # a run of a removed task has none, also when a task of its id was added since
+            run.task = None if run.id in detached else snapshots.get(run.task_id)
         yield from quarantine(d, corrupt)
 
 
@@ -179,16 +183,19 @@ def complete(d: Dialect, owner: str, results: list[RunResult]) -> Txn[set[str]]:
         if row is None or row[2] != owner or row[3] != result.run.fencing_token:
             lost.add(result.run.id)
             continue
+        detached = bool(row[4])  # its task was removed: a task of its id now is another one
         if result.dead_letter:
-            task = yield from first(d, d.sql.GET_TASK, row[1])
+            task = None if detached else (yield from first(d, d.sql.GET_TASK, row[1]))
             yield from dead_letters.save(d, result, task)
         deferred = result.outcome == RunOutcome.DEFERRED
         if result.retry_at is not None:
             retries.append((0 if deferred else 1, to_us(result.retry_at), row[0]))
-            if deferred:
-                continue  # a deferral counts nothing
+            if deferred or detached:
+                continue  # a deferral counts nothing, nor does a run of a removed task
         else:
             done.append(row[0])
+            if detached:
+                continue
             ended.add(row[1])
             finished_us = to_us(result.finished_at)
             ended_at = finished_us if ended_at is None else min(ended_at, finished_us)
@@ -254,9 +261,16 @@ def list_runs(d: Dialect, task_id: str | None) -> Txn[list[Run]]:
         rows = yield from fetch(d.sql.LIST_TASK_RUNS, task_id)
     return [
         Run(
-            id=i, task_id=t, fire_time=from_us(f), attempt=a, owner=o, lease_until=from_us(u), fencing_token=k
+            id=i,
+            task_id=t,
+            fire_time=from_us(f),
+            attempt=a,
+            owner=o,
+            lease_until=from_us(u),
+            fencing_token=k,
+            detached=bool(detached),
         )
-        for i, t, f, a, o, u, k in rows
+        for i, t, f, a, o, u, k, detached in rows
     ]
 
 

@@ -134,6 +134,8 @@ class Statements(Protocol):
     REMOVE_FINISHED: str
     PROMOTE_BUFFERED: str
     DROP_BUFFERED: str
+    DETACH_RUNS: str
+    DETACH_TAGGED: str
     EXTEND_RUNS: str
     RELEASE_RUNS: str
     RELEASE_TASKS: str

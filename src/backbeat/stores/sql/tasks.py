@@ -89,14 +89,24 @@ def list_tasks(
     return page, None
 
 
+# A removal detaches the runs it leaves: they finish as runs of the removed incarnation, and a
+# task added again under the same id never counts them. It detaches them before it deletes the
+# task rows, locking runs before tasks as complete does (a run, then its task), so a completion
+# racing the removal waits instead of deadlocking; and once more after, for runs a fire that held
+# a task row's lock (fire locks the task, then adds runs) created meanwhile.
+
+
 def remove(d: Dialect, task_ids: list[str]) -> Txn[list[str]]:
     """The ids of the tasks removed (with their buffered runs; their runs in flight finish)."""
-    removed = yield from fetch_ids(d.sql.REMOVE_TASKS, d.array(sorted(set(task_ids))))
+    ids = d.array(sorted(set(task_ids)))
+    yield from execute(d.sql.DETACH_RUNS, ids)  # a run without its task is a removed one's anyway
+    removed = yield from fetch_ids(d.sql.REMOVE_TASKS, ids)
     yield from _drop_buffered(d, removed)
     return removed
 
 
 def remove_by_tag(d: Dialect, tag: str) -> Txn[list[str]]:
+    yield from execute(d.sql.DETACH_TAGGED, tag)
     removed = sorted((yield from fetch_ids(d.sql.REMOVE_TAGGED, tag)))
     yield from _drop_buffered(d, removed)
     return removed
@@ -105,6 +115,7 @@ def remove_by_tag(d: Dialect, tag: str) -> Txn[list[str]]:
 def _drop_buffered(d: Dialect, task_ids: list[str]) -> Txn[None]:
     if task_ids:
         yield from execute(d.sql.DROP_BUFFERED, d.array(task_ids), to_us(BUFFERED_UNTIL))
+        yield from execute(d.sql.DETACH_RUNS, d.array(task_ids))
 
 
 def clear(d: Dialect) -> Txn[None]:

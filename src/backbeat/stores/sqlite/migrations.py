@@ -2,7 +2,8 @@
 
 Version 1 is the first release's file; version 2 added dead letters and shared state; version
 3 indexes claim ends (leases are judged by the store's clock, apart from next run times); version
-4 gives runs their fencing tokens; version 5 keeps run history. A
+4 gives runs their fencing tokens; version 5 keeps run history; version 6 marks the runs a
+removed task left (so a task added again under its id is not theirs). A
 new schema change is one more :class:`Migration` at the end of :data:`MIGRATIONS`.
 """
 
@@ -110,6 +111,11 @@ MIGRATIONS = ordered(
             "CREATE INDEX history_task_end ON history (task_id, ended_at)",
             "CREATE INDEX history_end ON history (ended_at)",
         ),
+    ),
+    Migration(
+        6,
+        "runs of a removed task are detached from any task added again under its id",
+        ("ALTER TABLE runs ADD COLUMN detached INTEGER NOT NULL DEFAULT 0",),
     ),
 )
 

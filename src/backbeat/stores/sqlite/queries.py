@@ -81,6 +81,9 @@ DROP_BUFFERED = """
 DELETE FROM runs
 WHERE lease_until = ?2 AND owner IS NULL AND task_id IN (SELECT value FROM json_each(?1))
 """
+# the runs removed tasks leave in flight: theirs, never a task's added again under the same id
+DETACH_RUNS = "UPDATE runs SET detached = 1 WHERE task_id IN (SELECT value FROM json_each(?))"
+DETACH_TAGGED = "UPDATE runs SET detached = 1 WHERE task_id IN (SELECT task_id FROM task_tags WHERE tag = ?)"
 REMOVE_TAGGED = "DELETE FROM tasks WHERE id IN (SELECT task_id FROM task_tags WHERE tag = ?) RETURNING id"
 CLEAR: tuple[str, ...] = (
     "DELETE FROM task_tags",
@@ -99,7 +102,7 @@ QUARANTINED = "SELECT id, doc, quarantined FROM tasks WHERE quarantined IS NOT N
 
 # Parameters: the caller's now (waiting runs), a limit, the store's now (leases).
 CLAIMABLE_RUNS = """
-SELECT id, task_id, fire_time, attempt, owner FROM runs
+SELECT id, task_id, fire_time, attempt, owner, detached FROM runs
 WHERE lease_until <= max(?1, ?3)
   AND (owner IS NULL AND lease_until <= ?1 OR owner IS NOT NULL AND lease_until <= ?3)
 ORDER BY lease_until LIMIT ?2
@@ -136,7 +139,7 @@ UPDATE tasks SET running = ?, next_run_time = ?, claimed_by = NULL, claim_until 
 DELETE_TASK = "DELETE FROM tasks WHERE id = ?"
 
 RUN_OWNERS = """
-SELECT id, task_id, owner, fencing_token FROM runs WHERE id IN (SELECT value FROM json_each(?))
+SELECT id, task_id, owner, fencing_token, detached FROM runs WHERE id IN (SELECT value FROM json_each(?))
 """
 RETRY_RUN = "UPDATE runs SET attempt = attempt + ?, owner = NULL, lease_until = ? WHERE id = ?"
 DELETE_RUNS = "DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))"
@@ -181,7 +184,7 @@ ENQUEUE_STATE = "SELECT running, max_instances FROM tasks WHERE id = ? AND quara
 RUN_EXISTS = "SELECT 1 FROM runs WHERE id = ?"
 ADD_RUNNING = "UPDATE tasks SET running = running + 1 WHERE id = ?"
 
-_RUN_COLUMNS = "id, task_id, fire_time, attempt, owner, lease_until, fencing_token"
+_RUN_COLUMNS = "id, task_id, fire_time, attempt, owner, lease_until, fencing_token, detached"
 LIST_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id"
 LIST_TASK_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs WHERE task_id = ? ORDER BY id"
 

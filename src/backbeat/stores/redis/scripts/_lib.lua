@@ -36,6 +36,9 @@ local K_STATE = P .. 'state'
 local K_WAKEUP = P .. 'wakeup'
 -- the last fencing token handed out: only ever incremented (clear keeps it)
 local K_FENCING = P .. 'fencing'
+-- ids of the runs a removed task left (remove.lua): they end as runs of that task, never of
+-- one added again under its id; absent (as in stores written before it) while there are none
+local K_DETACHED = P .. 'detached'
 local NRT, VER, RUNNING, RUNS, FAILURES, LAST, MAX, FLAGS, OUTCOME = 1, 2, 3, 4, 5, 6, 7, 8, 9
 local CHUNK = 2000 -- arguments per variadic call: unpack() is bounded by the Lua C stack
 

@@ -56,7 +56,15 @@ call_many('ZREM', K_WAITING, run_ids)
 call_many('ZREM', K_LEASES, gone)
 call_keys('MSET', writes)
 call_many('ZADD', K_LEASES, leases)
-local run_snaps = snapshots(run_tasks, get_many(K_TASKS, run_tasks))
+local run_records = get_many(K_TASKS, run_tasks)
+if #run_tasks > 0 and redis.call('EXISTS', K_DETACHED) == 1 then
+  for i = 1, #run_tasks do
+    if redis.call('SISMEMBER', K_DETACHED, runs[4 * i - 3]) == 1 then
+      run_records[i] = false -- a run of a removed task: not one of a task added again under its id
+    end
+  end
+end
+local run_snaps = snapshots(run_tasks, run_records)
 
 -- claims whose owner died between claim_due and fire (ended by the server's clock) first, then
 -- unclaimed tasks due by the horizon (the caller's clock)

@@ -18,7 +18,9 @@ for i, result in ipairs(results) do
 end
 local stored = get_keys(keys_of(run_key, run_ids))
 
-local lost, finished, task_ids = {}, {}, {}
+-- runs a removed task left (remove.lua) touch no task of their id: `counted` leaves them out
+local any_detached = redis.call('EXISTS', K_DETACHED) == 1
+local lost, finished, task_ids, counted, detached = {}, {}, {}, {}, {}
 for i, rid in ipairs(run_ids) do
   local run = stored[i] and parse_run(stored[i])
   if not run or not holds(run, owner, results[i][6]) then
@@ -26,15 +28,20 @@ for i, rid in ipairs(run_ids) do
   else
     finished[#finished + 1] = {rid, run, results[i], i}
     task_ids[#task_ids + 1] = run_task(rid, run[2])
+    if any_detached and redis.call('SISMEMBER', K_DETACHED, rid) == 1 then
+      detached[rid] = true
+    else
+      counted[#counted + 1] = task_ids[#task_ids]
+    end
   end
 end
 
 -- several runs of one task may finish in one batch: update a single copy of its live fields
 local lives, order = {}, {}
-for i, found in ipairs(get_many(K_TASKS, task_ids)) do
-  if found and not lives[task_ids[i]] then
-    lives[task_ids[i]] = parse_live(found)
-    order[#order + 1] = task_ids[i]
+for i, found in ipairs(get_many(K_TASKS, counted)) do
+  if found and not lives[counted[i]] then
+    lives[counted[i]] = parse_live(found)
+    order[#order + 1] = counted[i]
   end
 end
 
@@ -53,6 +60,9 @@ for i, item in ipairs(finished) do
     retries[#retries + 1] = retry_at
     retries[#retries + 1] = rid
     retry_ids[#retry_ids + 1] = rid
+  elseif detached[rid] then
+    done[#done + 1] = rid
+    redis.call('SREM', K_DETACHED, rid)
   else
     done[#done + 1] = rid
     -- a run gone for good: the earliest buffered run of its task (if any) may start
@@ -66,7 +76,7 @@ for i, item in ipairs(finished) do
     dead[#dead + 1] = {rid, task_ids[i], letters[item[4]]}
   end
   -- a removed task's runs finish, but there is nothing left to count; a deferral counts nothing
-  local live = lives[task_ids[i]]
+  local live = not detached[rid] and lives[task_ids[i]]
   if live and not deferred then
     if retry_at == '' and tonumber(live[RUNNING]) > 0 then
       live[RUNNING] = tonumber(live[RUNNING]) - 1
@@ -84,7 +94,7 @@ local letter_writes, snapshot_writes = {}, {}
 for _, letter in ipairs(dead) do
   local rid, id = letter[1], letter[2]
   letter_writes[#letter_writes + 1], letter_writes[#letter_writes + 2] = rid, letter[3]
-  local live = lives[id]
+  local live = not detached[rid] and lives[id]
   if live then
     local packed = live_text(live)
     snapshot_writes[#snapshot_writes + 1] = rid
