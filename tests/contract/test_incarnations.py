@@ -159,3 +159,26 @@ async def test_runs_of_a_task_removed_by_tag_stay_apart_from_the_next_one(store:
     _, buffered, _ = await fire(store, [T2], now=T2)
     assert [run.fire_time for run in buffered] == [T2]
     assert await claim_runs(store, "w2", now=T3) == []
+
+
+async def test_the_new_task_firing_the_old_runs_fire_time_adopts_that_run(store: Store) -> None:
+    old = await readd_while_running(store, Overlap.ALLOW_ALL)
+    # the old run failed and waits for its retry; the new task fires the same fire time (a
+    # catch-up of a missed time, a backfill): run ids are task@fire_time, so it is that run
+    await store.complete("w1", [finished(old, RunOutcome.FAILURE, at=T1, retry_at=T2)])
+    assert await fire(store, [T0], now=T1) == ([], [], [])
+    assert await counts(store) == (1, 0, 0, None)  # counted as the new task's run
+    [listed] = await store.list_runs("a")
+    assert (listed.id, listed.detached) == (old.id, False)
+    [again] = await claim_runs(store, "w2", now=T2)
+    assert again.id == old.id and again.task is not None and again.task.name == "second"
+    await store.complete("w2", [finished(again, at=T3)])
+    assert await counts(store) == (0, 1, 0, "success")
+
+
+async def test_enqueuing_the_old_runs_fire_time_adopts_that_run(store: Store) -> None:
+    old = await readd_while_running(store, Overlap.ALLOW_ALL)
+    assert await store.enqueue_run("a", fire_time=T0, now=T1) is None  # that run exists
+    assert await counts(store) == (1, 0, 0, None)
+    await store.complete("w1", [finished(old, at=T1)])
+    assert await counts(store) == (0, 1, 0, "success")

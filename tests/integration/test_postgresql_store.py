@@ -285,3 +285,71 @@ async def test_a_removal_racing_the_completion_of_its_run_waits_for_it_without_a
     assert await completing == set() and await removing == ["a"]
     assert lost == []  # no transaction lost a deadlock and ran again
     assert await store.list_runs() == [] and await store.get("a") is None
+
+
+async def test_a_removal_racing_a_completion_that_promotes_a_buffered_run_waits_without_a_deadlock(
+    stores: OpenStore, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """complete() locks the run, its task, then the buffered run it promotes; remove() detaches
+    the runs that are not buffered first, in id order, so it never holds the buffered run (whose
+    row an extend moved before the running one's in the heap) while it waits for the running one."""
+    from dataclasses import replace
+
+    from backbeat.model.overlap import Overlap
+    from backbeat.model.records import TaskOptions
+    from backbeat.stores.postgresql import connection
+    from backbeat.stores.postgresql import store as store_module
+    from tests.contract.helpers import LEASE, MINUTE, T0, decide, finished, held, task
+
+    store = await stores()
+    await store.add([task("a", options=TaskOptions(overlap=Overlap.BUFFER_ONE))])
+    [claimed] = (await store.claim_due("w1", now=T0, lease=LEASE, limit=10)).tasks
+    decision = replace(decide(claimed, [T0], then=T0 + MINUTE), overlap=Overlap.BUFFER_ONE)
+    [running] = (await store.fire("w1", [decision], now=T0, lease=LEASE))[0].runs
+    [claimed] = (await store.claim_due("w1", now=T0 + MINUTE, lease=LEASE, limit=10)).tasks
+    decision = replace(decide(claimed, [T0 + MINUTE], then=T0 + 2 * MINUTE), overlap=Overlap.BUFFER_ONE)
+    [buffered] = (await store.fire("w1", [decision], now=T0 + MINUTE, lease=LEASE))[0].buffered
+    # the engine renews leases while a run goes on: the leased run's row gets a new version,
+    # after the buffered run's in the heap
+    assert await store.extend("w1", held(running), lease=LEASE) == {running.id}
+    order = await _sql(f"SELECT id FROM {prefix}_runs ORDER BY ctid")
+    assert [row[0] for row in order] == [buffered.id, running.id]
+
+    promoting, go = asyncio.Event(), asyncio.Event()
+    fetch = connection.Db.fetch
+
+    async def held_before_promoting(self: Any, template: str, *args: Any) -> Any:
+        if template == queries.PROMOTE_BUFFERED and not go.is_set():
+            promoting.set()
+            await go.wait()
+        return await fetch(self, template, *args)
+
+    lost: list[BaseException] = []
+
+    def retryable(exc: BaseException) -> bool:
+        lost.append(exc)
+        return connection.is_retryable(exc)
+
+    monkeypatch.setattr(connection.Db, "fetch", held_before_promoting)
+    monkeypatch.setattr(store_module, "is_retryable", retryable)
+    completing = asyncio.create_task(store.complete("w1", [finished(running, at=T0 + MINUTE)]))
+    await promoting.wait()  # the run and its task are locked, the buffered run not yet
+    removing = asyncio.create_task(store.remove(["a"]))
+
+    async def removal_waits_for_a_lock() -> bool:
+        rows = await _sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
+            f"%{prefix}_runs SET detached%",
+        )
+        return bool(rows[0][0])
+
+    async with asyncio.timeout(10):  # until the removal waits for a run's lock
+        while True:
+            if await removal_waits_for_a_lock():
+                break
+            await asyncio.sleep(0.01)
+    go.set()
+    async with asyncio.timeout(30):
+        assert await completing == set()
+        assert await removing == ["a"]
+    assert lost == []  # no transaction lost a deadlock (40P01) and ran again

@@ -406,3 +406,30 @@ async def store_runs_fired(store: RedisStore) -> list[Run]:
         for t in claim.tasks
     ]
     return [run for result in await store.fire("w1", decisions, now=T0, lease=LEASE) for run in result.runs]
+
+
+async def test_a_detached_id_whose_run_is_gone_does_not_detach_a_later_run_of_that_id(
+    store: RedisStore, redis_url: str, prefix: str
+) -> None:
+    """A worker of the release before the detached set deletes a removed task's run without
+    forgetting its id; a later run of that id (``task@fire_time``) is still its task's."""
+    from tests.contract.helpers import LEASE, MINUTE, decide
+
+    await store.add([task("a")])
+    [claimed] = (await store.claim_due("w1", now=T0, lease=LEASE, limit=10)).tasks
+    [run] = (await store.fire("w1", [decide(claimed, [T0], then=None)], now=T0, lease=LEASE))[0].runs
+    assert await store.remove(["a"]) == ["a"]
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        assert await client.smembers(store.keys.detached) == {run.id.encode()}
+        # the old worker ends the run: its record and lease go, its id stays in the set
+        await client.delete(store.keys.run(run.id))
+        await client.zrem(store.keys.leases, run.id)
+        await store.add([task("a", at=None)])
+        later = T0 + MINUTE
+        assert await store.enqueue_run("a", fire_time=T0, now=later) is not None
+        [again] = (await store.claim_due("w2", now=later, lease=LEASE, limit=10, horizon=later)).runs
+        assert again.id == run.id and again.task is not None
+        assert await client.exists(store.keys.detached) == 0
+    finally:
+        await client.aclose()

@@ -237,3 +237,22 @@ def test_an_unknown_overlap_is_refused_naming_the_allowed_ones() -> None:
         ValueError, match="overlap must be one of 'buffer_all', 'allow_all', 'skip', not 'cancel_other'"
     ):
         check_backfill_overlap("cancel_other")
+
+
+async def test_a_run_a_removed_task_of_the_same_id_left_does_not_make_skip_skip() -> None:
+    world = World()
+    first = await world.task()
+    old = await world.store.enqueue_run(first.id, fire_time=T0 - 5 * HOUR, now=T0)
+    assert old is not None
+    [taken] = (await world.store.claim_due("elsewhere", now=T0, lease=10 * HOUR, limit=10, horizon=T0)).runs
+    assert taken.id == old.id  # another process runs it
+    assert await world.store.remove([first.id]) == [first.id]
+    second = first.copy(running=0)  # added again under the same id: a new incarnation
+    await world.store.add([second])
+    [listed] = await world.store.list_runs(second.id)
+    assert listed.detached
+    times = [T0 - 2 * HOUR, T0 - HOUR]
+
+    done = await world.backfill(second, "skip", times)
+
+    assert done.skipped == [] and world.ran == ids(second, times)

@@ -526,7 +526,7 @@ def test_enqueue_of_a_missing_task_raises_and_at_max_instances_adds_nothing() ->
         FakeDriver().run(runs.enqueue, "ghost", T0, T0)
     full = FakeDriver(rows={"ENQUEUE_STATE": [[(2, 2)]]})
     assert full.run(runs.enqueue, "a", T0, T0) == (None, False)
-    assert full.names() == ["ENQUEUE_STATE"]
+    assert full.names() == ["ENQUEUE_STATE", "RUN_EXISTS"]  # a removed task's run would be adopted
 
 
 def test_enqueue_adds_a_waiting_run_claimable_now() -> None:

@@ -229,8 +229,10 @@ class BackfillRunner:
                 ready = not others
             if ready:
                 run = await self.store.enqueue_run(self.task.id, fire_time=fire_time, now=self.clock())
-                if run is not None or run_id in {r.id for r in await self.store.list_runs(self.task.id)}:
-                    # None with the run in the store: that fire time's run exists already; it runs once
+                runs = await self.store.list_runs(self.task.id)
+                if run is not None or run_id in {r.id for r in runs if not r.detached}:
+                    # None with the run in the store: that fire time's run exists already (or one a
+                    # removed task left, which the store made this task's); it runs once
                     self._waiting[run_id] = fire_time
                     self.progress.started.append(fire_time)
                     self.notify()
@@ -242,8 +244,9 @@ class BackfillRunner:
             await self.sleep(POLL_INTERVAL)
 
     async def _runs(self) -> set[str]:
-        """The ids of the task's runs in the store not added here; notes the ended ones of ours."""
-        present = {run.id for run in await self.store.list_runs(self.task.id)}
+        """The ids of the task's runs in the store not added here; notes the ended ones of ours.
+        Runs a removed task of the same id left (detached) are not this task's."""
+        present = {run.id for run in await self.store.list_runs(self.task.id) if not run.detached}
         self._seen |= present & self._ours
         ended = [run_id for run_id in self._waiting if run_id not in present]
         for run_id in ended:

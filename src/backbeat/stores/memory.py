@@ -259,6 +259,7 @@ class MemoryStore:
             for fire_time in decision.fire_times:
                 run_id = run_id_for(task.id, fire_time)
                 if run_id in self._runs:
+                    self._adopt(run_id, task)
                     continue
                 admission = admit(decision.overlap, task.running, task.options.max_instances)
                 if admission is Admission.SKIP:
@@ -289,6 +290,13 @@ class MemoryStore:
         if rescheduled:
             self._signal.notify()
         return results
+
+    def _adopt(self, run_id: str, task: Task) -> None:
+        """A run a removed task left under an id ``task`` fires again runs that fire time, now
+        as ``task``'s run (counted, claimed with its snapshot)."""
+        if run_id in self._detached:
+            self._detached.discard(run_id)
+            task.running += 1
 
     async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
         lost: set[str] = set()
@@ -374,7 +382,10 @@ class MemoryStore:
             raise TaskNotFoundError(task_id)
         task = slot.task
         run_id = run_id_for(task_id, fire_time)
-        if run_id in self._runs or task.running >= task.options.max_instances:
+        if run_id in self._runs:
+            self._adopt(run_id, task)
+            return None
+        if task.running >= task.options.max_instances:
             return None
         run = Run(id=run_id, task_id=task_id, fire_time=fire_time.astimezone(UTC), lease_until=now)
         self._runs[run_id] = run

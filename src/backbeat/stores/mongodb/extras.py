@@ -16,6 +16,7 @@ from backbeat.errors import CorruptRecordError
 from backbeat.model.records import DeadLetter, QuarantinedRecord, Run, StateRecord, Task
 from backbeat.stores.mongodb import documents as d
 from backbeat.stores.mongodb.connection import Connection
+from backbeat.stores.mongodb.indexes import Collections
 
 HOLD = timedelta(seconds=30)
 """How long a waiting run being added stays unclaimable until it is counted on its task.
@@ -23,6 +24,15 @@ A process dying in between leaves it claimable after this (its count is then mis
 which errs towards running it)."""
 
 Decode = Callable[[Sequence[Mapping[str, Any]]], Awaitable[list[tuple[str, Task | None]]]]
+
+
+async def adopt(c: Collections, run_id: str, task_id: str) -> None:
+    """A run a removed task left under an id a task of its id fires again runs that fire time,
+    now as that task's: its mark goes and the task counts it (two steps, as MongoDB's other
+    counts are; ``MongoStore._recount`` lowers a count a crash left too high)."""
+    attached = await c.runs.update_one({"_id": run_id, "detached": True}, {"$unset": {"detached": ""}})
+    if attached.modified_count:
+        await c.tasks.update_one({"_id": task_id}, {"$inc": {"running": 1}})
 
 
 class Extras:
@@ -48,6 +58,7 @@ class Extras:
             try:
                 await c.runs.insert_one(d.run_document(held, token))
             except DuplicateKeyError:
+                await adopt(c, run.id, run.task_id)
                 return None
             reserved = await c.tasks.update_one(d.reserve_filter(run.task_id), d.RESERVE)
             if not reserved.matched_count:

@@ -56,7 +56,7 @@ from backbeat.stores.mongodb import documents as d
 from backbeat.stores.mongodb import history
 from backbeat.stores.mongodb.connection import Connection
 from backbeat.stores.mongodb.errors import duplicate_indexes, is_duplicate_key
-from backbeat.stores.mongodb.extras import Extras
+from backbeat.stores.mongodb.extras import Extras, adopt
 from backbeat.stores.mongodb.indexes import HISTORY_TTL, Collections
 
 READ_BATCH = 500
@@ -196,9 +196,12 @@ class MongoStore:
         with self._conn.errors():
             found = {doc["_id"] for doc in await c.tasks.find({"_id": {"$in": ids}}, {"_id": 1}).to_list()}
             if found:
+                # their runs in flight finish, detached: before the tasks go, so a process that
+                # stops between the steps leaves no run attached to a task added again; and once
+                # more after, for runs a fire created meanwhile
+                await c.runs.update_many(*d.detached_runs(list(found)))
                 await c.tasks.delete_many({"_id": {"$in": list(found)}})
-                # their buffered runs leave with them (their runs in flight finish, detached)
-                await c.runs.delete_many(d.buffered_filter(list(found)))
+                await c.runs.delete_many(d.buffered_filter(list(found)))  # they leave with their task
                 await c.runs.update_many(*d.detached_runs(list(found)))
         return [i for i in ids if i in found]
 
@@ -329,6 +332,9 @@ class MongoStore:
                     planned[decision.task_id] = list(runs.values())
             new = [r for runs in planned.values() for r in runs]
             existing = await self._insert_runs(c, new, token, lease // _US)
+            for run in new:
+                if run.id in existing:
+                    await adopt(c, run.id, run.task_id)
             results: list[FireResult] = []
             for decision in decisions:
                 if decision.task_id in planned:

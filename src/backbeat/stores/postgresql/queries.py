@@ -125,9 +125,21 @@ REMOVE_TASKS = "DELETE FROM {p}_tasks WHERE id = ANY($1::text[]) RETURNING id"
 DROP_BUFFERED = "DELETE FROM {p}_runs WHERE lease_until = $2 AND owner IS NULL AND task_id = ANY($1::text[])"
 # the runs removed tasks leave in flight: theirs, never a task's added again under the same id
 DETACH_RUNS = "UPDATE {p}_runs SET detached = TRUE WHERE task_id = ANY($1::text[])"
-DETACH_TAGGED = (
-    "UPDATE {p}_runs SET detached = TRUE WHERE task_id IN (SELECT task_id FROM {p}_task_tags WHERE tag = $1)"
-)
+# the same before the task rows are deleted, for the runs that are not buffered ($2: a buffered
+# run's lease_until), locked in id order: complete locks a run, then its task, then the buffered
+# run it promotes, so a removal must not lock a buffered run before a running one
+DETACH_IN_FLIGHT = """
+UPDATE {p}_runs SET detached = TRUE WHERE id IN (
+  SELECT id FROM {p}_runs WHERE task_id = ANY($1::text[]) AND NOT (owner IS NULL AND lease_until = $2)
+  ORDER BY id FOR UPDATE)
+"""
+DETACH_TAGGED = """
+UPDATE {p}_runs SET detached = TRUE WHERE id IN (
+  SELECT id FROM {p}_runs
+  WHERE task_id IN (SELECT task_id FROM {p}_task_tags WHERE tag = $1)
+    AND NOT (owner IS NULL AND lease_until = $2)
+  ORDER BY id FOR UPDATE)
+"""
 REMOVE_TAGGED = (
     "DELETE FROM {p}_tasks WHERE id IN (SELECT task_id FROM {p}_task_tags WHERE tag = $1) RETURNING id"
 )
@@ -171,6 +183,14 @@ SELECT id, version, running, max_instances, claimed_by, next_run_time, quarantin
 WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE
 """
 EXISTING_RUNS = "SELECT id FROM {p}_runs WHERE id = ANY($1::text[])"
+# runs a removed task left under ids a task of its id fires again, made that task's (adopted);
+# one locked meanwhile (being completed or renewed) is left alone rather than waited for: fire
+# holds task rows, and complete locks a run before its task
+ADOPT_RUNS = """
+UPDATE {p}_runs SET detached = FALSE WHERE id IN (
+  SELECT id FROM {p}_runs WHERE id = ANY($1::text[]) AND detached FOR UPDATE SKIP LOCKED)
+RETURNING id
+"""
 INSERT_RUN = """
 INSERT INTO {p}_runs (id, task_id, fire_time, attempt, owner, lease_until, fencing_token)
 VALUES ($1, $2, $3, $4, $5, $6, $7)

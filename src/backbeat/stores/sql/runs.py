@@ -113,6 +113,8 @@ def fire(d: Dialect, owner: str, decisions: list[FireDecision], lease: timedelta
     state = {row[0]: row for row in rows}
     wanted = [run_id_for(dec.task_id, t) for dec in decisions for t in dec.fire_times]
     existing = set((yield from fetch_ids(d.sql.EXISTING_RUNS, d.array(wanted)))) if wanted else set()
+    # a run a removed task left under one of these ids runs that fire time as the new task's
+    adopted = set((yield from fetch_ids(d.sql.ADOPT_RUNS, d.array(sorted(existing))))) if existing else set()
     results: list[FireResult] = []
     created: list[Run] = []
     buffered: list[tuple[str, str, int, int, None, int, int]] = []
@@ -128,6 +130,9 @@ def fire(d: Dialect, owner: str, decisions: list[FireDecision], lease: timedelta
         for fire_time in decision.fire_times:
             run_id = run_id_for(task_id, fire_time)
             if run_id in existing:
+                if run_id in adopted:
+                    adopted.discard(run_id)
+                    running += 1
                 continue
             admission = admit(decision.overlap, running, max_instances)
             if admission is Admission.SKIP:
@@ -246,7 +251,11 @@ def enqueue(d: Dialect, task_id: str, fire_time: datetime, now: datetime) -> Txn
     if state is None:
         raise TaskNotFoundError(task_id)
     run_id, fire_us = run_id_for(task_id, fire_time), to_us(fire_time)
-    if state[0] >= state[1] or (yield from fetch_one(d.sql.RUN_EXISTS, run_id)) is not None:
+    if (yield from fetch_one(d.sql.RUN_EXISTS, run_id)) is not None:
+        if (yield from fetch_ids(d.sql.ADOPT_RUNS, d.array([run_id]))):
+            yield from execute(d.sql.ADD_RUNNING, task_id)  # a removed task's run, now this one's
+        return None
+    if state[0] >= state[1]:
         return None
     yield from execute(d.sql.INSERT_RUN, run_id, task_id, fire_us, 1, None, to_us(now), 0)
     yield from execute(d.sql.ADD_RUNNING, task_id)

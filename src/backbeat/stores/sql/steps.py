@@ -123,6 +123,7 @@ class Statements(Protocol):
     DROP_CLAIM: str
     FIRE_STATE: str
     EXISTING_RUNS: str
+    ADOPT_RUNS: str
     INSERT_RUN: str
     FIRED: str
     DELETE_TASK: str
@@ -135,6 +136,7 @@ class Statements(Protocol):
     PROMOTE_BUFFERED: str
     DROP_BUFFERED: str
     DETACH_RUNS: str
+    DETACH_IN_FLIGHT: str
     DETACH_TAGGED: str
     EXTEND_RUNS: str
     RELEASE_RUNS: str

@@ -91,7 +91,8 @@ def list_tasks(
 
 # A removal detaches the runs it leaves: they finish as runs of the removed incarnation, and a
 # task added again under the same id never counts them. It detaches them before it deletes the
-# task rows, locking runs before tasks as complete does (a run, then its task), so a completion
+# task rows, locking runs before tasks as complete does (a run in id order, then its task, then
+# the buffered run it promotes: the first pass leaves buffered runs alone), so a completion
 # racing the removal waits instead of deadlocking; and once more after, for runs a fire that held
 # a task row's lock (fire locks the task, then adds runs) created meanwhile.
 
@@ -99,14 +100,15 @@ def list_tasks(
 def remove(d: Dialect, task_ids: list[str]) -> Txn[list[str]]:
     """The ids of the tasks removed (with their buffered runs; their runs in flight finish)."""
     ids = d.array(sorted(set(task_ids)))
-    yield from execute(d.sql.DETACH_RUNS, ids)  # a run without its task is a removed one's anyway
+    # a run without its task is a removed one's anyway
+    yield from execute(d.sql.DETACH_IN_FLIGHT, ids, to_us(BUFFERED_UNTIL))
     removed = yield from fetch_ids(d.sql.REMOVE_TASKS, ids)
     yield from _drop_buffered(d, removed)
     return removed
 
 
 def remove_by_tag(d: Dialect, tag: str) -> Txn[list[str]]:
-    yield from execute(d.sql.DETACH_TAGGED, tag)
+    yield from execute(d.sql.DETACH_TAGGED, tag, to_us(BUFFERED_UNTIL))
     removed = sorted((yield from fetch_ids(d.sql.REMOVE_TAGGED, tag)))
     yield from _drop_buffered(d, removed)
     return removed

@@ -83,7 +83,16 @@ WHERE lease_until = ?2 AND owner IS NULL AND task_id IN (SELECT value FROM json_
 """
 # the runs removed tasks leave in flight: theirs, never a task's added again under the same id
 DETACH_RUNS = "UPDATE runs SET detached = 1 WHERE task_id IN (SELECT value FROM json_each(?))"
-DETACH_TAGGED = "UPDATE runs SET detached = 1 WHERE task_id IN (SELECT task_id FROM task_tags WHERE tag = ?)"
+# the same before the task rows are deleted, for the runs that are not buffered (?2: a buffered
+# run's lease_until); PostgreSQL's twin locks them in id order
+DETACH_IN_FLIGHT = """
+UPDATE runs SET detached = 1
+WHERE task_id IN (SELECT value FROM json_each(?1)) AND NOT (owner IS NULL AND lease_until = ?2)
+"""
+DETACH_TAGGED = """
+UPDATE runs SET detached = 1
+WHERE task_id IN (SELECT task_id FROM task_tags WHERE tag = ?1) AND NOT (owner IS NULL AND lease_until = ?2)
+"""
 REMOVE_TAGGED = "DELETE FROM tasks WHERE id IN (SELECT task_id FROM task_tags WHERE tag = ?) RETURNING id"
 CLEAR: tuple[str, ...] = (
     "DELETE FROM task_tags",
@@ -129,6 +138,10 @@ SELECT id, version, running, max_instances, claimed_by, next_run_time, quarantin
 WHERE id IN (SELECT value FROM json_each(?))
 """
 EXISTING_RUNS = "SELECT id FROM runs WHERE id IN (SELECT value FROM json_each(?))"
+# runs a removed task left under ids a task of its id fires again, made that task's (adopted)
+ADOPT_RUNS = """
+UPDATE runs SET detached = 0 WHERE id IN (SELECT value FROM json_each(?)) AND detached RETURNING id
+"""
 INSERT_RUN = """
 INSERT INTO runs (id, task_id, fire_time, attempt, owner, lease_until, fencing_token)
 VALUES (?, ?, ?, ?, ?, ?, ?)

@@ -445,7 +445,13 @@ local function add_waiting_run(id, rid, fire, now)
   if string.find(live[FLAGS], 'q', 1, true) then
     return 'missing'
   end
+  -- a run id a removed task left: its run (if still there) is adopted as this task's, as fire.lua does
+  local adopted = redis.call('EXISTS', K_DETACHED) == 1 and redis.call('SREM', K_DETACHED, rid) == 1
   if redis.call('EXISTS', run_key(rid)) == 1 then
+    if adopted then
+      live[RUNNING] = tonumber(live[RUNNING]) + 1
+      redis.call('HSET', K_TASKS, id, join_live(live))
+    end
     return 'exists'
   end
   if tonumber(live[RUNNING]) >= tonumber(live[MAX]) then

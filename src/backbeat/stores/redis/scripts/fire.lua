@@ -4,7 +4,8 @@
 -- buffers as admit() takes it; a run's id is task_id .. '@' .. fire_time, as model.run_id_for makes it).
 -- Returns {lease_until, statuses, first_token}: statuses is one string: per decision, comma-separated, '' if the task is
 -- no longer claimed by owner, else 'R' (task removed) or '-' then a letter per fire time: c created,
--- b buffered, s skipped (refused by the overlap policy), x that run exists already. The created runs'
+-- b buffered, s skipped (refused by the overlap policy), x that run exists already (one a removed
+-- task left is adopted: counted as this task's). The created runs'
 -- fencing tokens are first_token, first_token + 1, ... in the order of their 'c's.
 local owner, lease_until, buffered_until = ARGV[2], us_text(server_now() + tonumber(ARGV[3])), ARGV[4]
 local decisions, ids = {}, {}
@@ -40,6 +41,17 @@ for i, found in ipairs(get_keys(keys_of(run_key, run_ids))) do
     existing[run_ids[i]] = true
   end
 end
+-- a run a removed task left (remove.lua) under an id this task fires again runs that fire time,
+-- now as this task's run (adopted: counted, its task snapshot this task's); an id whose run is
+-- gone (ended by a worker older than the detached set) is forgotten before it names a new run
+local adopted = {}
+if #run_ids > 0 and redis.call('EXISTS', K_DETACHED) == 1 then
+  for _, rid in ipairs(run_ids) do
+    if redis.call('SREM', K_DETACHED, rid) == 1 and existing[rid] then
+      adopted[rid] = true
+    end
+  end
+end
 
 local results, live_writes, run_writes, leases, unclaimed, scores, unscheduled, removed =
   {}, {}, {}, {}, {}, {}, {}, {}
@@ -67,8 +79,8 @@ for i, decision in ipairs(decisions) do
         waits[#waits + 1] = rid
         redis.call('ZADD', buffered_key(id), 0, rid)
       end
-      if admitted == 'c' or admitted == 'b' then
-        existing[rid] = true
+      if admitted == 'c' or admitted == 'b' or adopted[rid] then
+        existing[rid], adopted[rid] = true, nil
         running = running + 1
       end
       status[j + 1] = admitted
