@@ -7,7 +7,7 @@ wrapper: about 90 µs of CPU per call here, against 50 µs for the same round tr
 held (``python -m bench.profile_adds``). So the store holds one pooled connection for its adds,
 sends them with the command's fixed head packed once, and reads the reply with redis-py's own
 parser (hiredis when installed). A call that finds the connection busy (another add in flight)
-goes through the client as before.
+is sent the same way on a connection checked out of the pool for it (:meth:`DirectScript.borrowed`).
 
 Calls are bounded by one watchdog timer shared by the calls that follow each other, instead of an
 ``asyncio.timeout`` per call (its timer handle, scheduled and cancelled each time, cost 5-7 µs).
