@@ -55,6 +55,7 @@ class RedisServerHandle:
         remove_directory: bool = False,
         host: str = "127.0.0.1",
         extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
@@ -64,6 +65,8 @@ class RedisServerHandle:
         self.appendonly = appendonly
         self.remove_directory = remove_directory
         self.extra_args = extra_args or []
+        self.env = env
+        """Environment variables of the server besides this process's (e.g. its locale)."""
         self.url = f"redis://{host}:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
@@ -80,7 +83,8 @@ class RedisServerHandle:
         else:
             args += ["--appendonly", "no"]
         args += self.extra_args
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = {**os.environ, **self.env} if self.env else None
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + timeout
         while not answers(self.url, timeout=0.2):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -111,10 +115,10 @@ class RedisServerHandle:
 
 
 def start_private_redis(
-    tmp_path: Path, appendonly: bool = True, host: str = "127.0.0.1"
+    tmp_path: Path, appendonly: bool = True, host: str = "127.0.0.1", env: dict[str, str] | None = None
 ) -> RedisServerHandle:
     """A server of the caller's own on ``host`` (stopped at interpreter exit if the caller does not)."""
-    handle = RedisServerHandle(tmp_path / "redis", appendonly=appendonly, host=host)
+    handle = RedisServerHandle(tmp_path / "redis", appendonly=appendonly, host=host, env=env)
     _started.append(handle)
     return handle
 

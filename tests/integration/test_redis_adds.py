@@ -233,3 +233,113 @@ async def test_a_script_error_on_the_adds_connection_is_a_store_error(
     assert not isinstance(raised.value, StoreUnavailableError)
     admin.delete(store.keys.tasks)
     await store.add([task("c")])  # the connection is still usable (the tasks hash begins anew)
+
+
+class ReplyDroppingProxy:
+    """A TCP proxy in front of a Redis server that, once armed, takes the server's next replies
+    and closes the client's connection instead of passing them on: the server ran the command,
+    the client never hears of it."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.to_drop = 0
+        self.dropped = 0
+        self._server: asyncio.Server | None = None
+        self._links: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/0"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for link in list(self._links):
+            link.cancel()
+        await asyncio.gather(*self._links, return_exceptions=True)
+
+    async def _serve(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
+        link = asyncio.current_task()
+        assert link is not None
+        self._links.add(link)
+        server_in, server_out = await asyncio.open_connection("127.0.0.1", self.port)
+
+        async def requests() -> None:
+            while data := await client_in.read(65536):
+                server_out.write(data)
+                await server_out.drain()
+
+        async def replies() -> None:
+            while data := await server_in.read(65536):
+                if self.to_drop:
+                    self.to_drop -= 1
+                    self.dropped += 1
+                    return
+                client_out.write(data)
+                await client_out.drain()
+
+        try:
+            forward = asyncio.ensure_future(requests())
+            await replies()
+            forward.cancel()
+        finally:
+            for writer in (client_out, server_out):
+                writer.close()
+            self._links.discard(link)
+
+
+@pytest.fixture
+async def proxy(server: RedisServerHandle) -> AsyncIterator[ReplyDroppingProxy]:
+    proxy = ReplyDroppingProxy(server.port)
+    await proxy.start()
+    yield proxy
+    await proxy.stop()
+
+
+async def test_an_add_whose_reply_was_lost_after_it_ran_is_reported_added(proxy: ReplyDroppingProxy) -> None:
+    store = RedisStore(proxy.url, prefix="adds")
+    try:
+        await store.add([task("a")])
+        await store.add([task("b")])  # on the store's own connection
+        proxy.to_drop = 1
+        await store.add([task("c")])  # not TaskExistsError: the resend finds its own write
+        assert proxy.dropped == 1
+        assert sorted(await store.existing(["a", "b", "c"])) == ["a", "b", "c"]
+        assert await store.get("c") == task("c")
+    finally:
+        await store.close()
+
+
+async def test_adds_on_the_pools_connections_whose_replies_were_lost_are_reported_added(
+    proxy: ReplyDroppingProxy,
+) -> None:
+    store = RedisStore(proxy.url, prefix="adds")
+    try:
+        await store.add([task("warm")])
+        proxy.to_drop = 3
+        ids = [f"t{i}" for i in range(3)]  # one on the store's own connection, two on the pool's
+        await asyncio.gather(*(store.add([task(task_id)]) for task_id in ids))
+        assert proxy.dropped == 3
+        assert sorted(await store.existing(ids)) == ids
+    finally:
+        await store.close()
+
+
+async def test_an_add_of_a_taken_id_whose_reply_was_lost_still_fails(proxy: ReplyDroppingProxy) -> None:
+    store = RedisStore(proxy.url, prefix="adds")
+    try:
+        await store.add([task("a")])
+        other = task("a")
+        other.created_at = T0.replace(microsecond=1)  # another add of the same id: another document
+        proxy.to_drop = 1
+        with pytest.raises(TaskExistsError) as raised:
+            await store.add([other])
+        assert raised.value.task_ids == ["a"]
+        assert proxy.dropped == 1
+        assert await store.get("a") == task("a")
+    finally:
+        await store.close()

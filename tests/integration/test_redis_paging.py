@@ -4,8 +4,11 @@ id order, across its buckets, while tasks come and go between pages."""
 from __future__ import annotations
 
 import random
+import shutil
+import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +17,7 @@ import redis.asyncio
 from backbeat import BackgroundTaskScheduler, SchedulerConfig
 from backbeat.stores.redis import RedisStore
 from tests.integration.test_redis_store import delete_keys, task
-from tests.redis_server import usable_redis_url
+from tests.redis_server import RedisServerHandle, start_private_redis, usable_redis_url
 
 pytestmark = pytest.mark.redis
 
@@ -95,6 +98,81 @@ async def test_tasks_added_and_removed_between_pages_leave_the_others_seen_once_
     assert removed & set(seen) and added & set(seen)  # the churn reached both sides of the cursor
     after, _ = await store.list(limit=N * 2)
     assert [t.id for t in after] == sorted(stored - removed)
+
+
+@pytest.fixture
+def collating_server(tmp_path: Path) -> Iterator[RedisServerHandle]:
+    """A private server under the en_US.UTF-8 locale, made for it with ``localedef``: its Lua
+    compares strings by that locale's rules (case folded, punctuation ignored), not by bytes."""
+    locales = tmp_path / "locales"
+    if shutil.which("localedef") is None:
+        pytest.skip("localedef is not installed")
+    locales.mkdir()
+    subprocess.run(
+        ["localedef", "-i", "en_US", "-f", "UTF-8", str(locales / "en_US.UTF-8")],
+        capture_output=True,
+        check=False,
+    )
+    if not (locales / "en_US.UTF-8").exists():
+        pytest.skip("the en_US locale's sources are not installed")
+    handle = start_private_redis(
+        tmp_path, appendonly=False, env={"LOCPATH": str(locales), "LC_ALL": "en_US.UTF-8"}
+    )
+    yield handle
+    handle.stop()
+
+
+async def test_the_index_keeps_id_order_on_a_server_whose_lua_orders_strings_otherwise(
+    collating_server: RedisServerHandle,
+) -> None:
+    client = redis.asyncio.Redis.from_url(collating_server.url)
+    store = RedisStore(collating_server.url, prefix="collated")
+    try:
+        assert await client.eval("return tostring('B' < 'a')", 0) == b"false"  # not byte order
+        rng = random.Random(3)
+        words = ["Task", "task", "TASK", "a-c", "ab", "a_b", "Zeta", "_x", "-y", "ä"]
+        ids = [f"{rng.choice(words)}{rng.choice('-_.Aa')}{rng.getrandbits(32):x}" for _ in range(3000)]
+        ids = sorted(set(ids))
+        rng.shuffle(ids)
+        await store.add([task(task_id) for task_id in ids[:2000]])  # batches of 1,000
+        for start in range(2000, len(ids), 10):
+            await store.add([task(task_id) for task_id in ids[start : start + 10]])
+
+        listed, _ = await store.list(limit=len(ids) + 1)
+        assert [t.id for t in listed] == sorted(ids)  # Python's str order is the bytes' here
+        boundaries: list[Any] = await client.zrange(store.keys.id_index, 0, -1)
+        for boundary in boundaries:
+            assert await client.object("encoding", store.keys.id_bucket(boundary.decode())) == b"listpack"
+    finally:
+        await store.close()
+        await client.aclose()
+
+
+async def test_buckets_split_without_copy_where_the_server_refuses_it(tmp_path: Path) -> None:
+    server = start_private_redis(tmp_path, appendonly=False)
+    admin = redis.asyncio.Redis.from_url(server.url)
+    # as on Redis < 6.2, which has no COPY
+    await admin.acl_setuser(
+        "nocopy", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all", "-copy"]
+    )
+    store = RedisStore(server.url.replace("redis://", "redis://nocopy:pw@"), prefix="nocopy")
+    try:
+        rng = random.Random(4)
+        ids = new_ids(rng, 3000)
+        await store.add([task(task_id) for task_id in ids[:2000]])
+        for start in range(2000, len(ids), 10):
+            await store.add([task(task_id) for task_id in ids[start : start + 10]])
+
+        listed, _ = await store.list(limit=len(ids) + 1)
+        assert [t.id for t in listed] == sorted(ids)
+        boundaries: list[Any] = await admin.zrange(store.keys.id_index, 0, -1)
+        assert len(boundaries) > len(ids) / 120
+        for boundary in boundaries:
+            assert await admin.object("encoding", store.keys.id_bucket(boundary.decode())) == b"listpack"
+    finally:
+        await store.close()
+        await admin.aclose()
+        server.stop()
 
 
 async def noop(order_id: str) -> None:

@@ -454,6 +454,63 @@ async def test_an_add_due_after_the_sleeping_claim_loop_looks_anyway_does_not_wa
     await engine.stop()
 
 
+class GatedClaims(CountsClaims):
+    """Claims that wait for ``gate`` (while it is set to an unset event), so a test can act while
+    the claim loop is awake."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.gate: asyncio.Event | None = None
+
+    async def claim_due(self, owner: str, **kwargs: Any) -> Any:
+        if self.gate is not None:
+            await self.gate.wait()
+        return await super().claim_due(owner, **kwargs)
+
+
+async def test_adds_notified_while_the_claim_loop_is_awake_do_not_keep_it_claiming(world: World) -> None:
+    world.store = store = GatedClaims(world.clock)
+    engine = world.engine(poll_interval=60)
+    await engine.start()
+    await settle()
+    store.gate = asyncio.Event()
+    engine.notify(at(59))  # the sleeping loop wakes for it, and waits inside its claim
+    await settle()
+    claims = store.claims + 1  # that claim, once the gate opens
+
+    for seconds in (70, 30, 40):  # not claimable yet: the loop is told, not woken
+        engine.notify(at(seconds))
+    store.gate.set()
+    await settle()
+    assert store.claims == claims
+
+    # it sleeps until the earliest of them (30 s) is claimable, not a poll interval (60 s):
+    engine.notify(at(31))  # later than it looks anyway
+    await settle()
+    assert store.claims == claims
+    engine.notify(at(29))
+    await settle()
+    assert store.claims == claims + 1
+    await engine.stop()
+
+
+async def test_an_add_due_now_notified_while_the_claim_loop_is_awake_is_claimed_at_once(world: World) -> None:
+    world.store = store = GatedClaims(world.clock)
+    engine = world.engine(poll_interval=60)
+    await engine.start()
+    await settle()
+    store.gate = asyncio.Event()
+    engine.notify(at(59))
+    await settle()
+    claims = store.claims + 1
+
+    engine.notify(at(0))
+    store.gate.set()
+    await settle()
+    assert store.claims == claims + 1
+    await engine.stop()
+
+
 # -- overlap policies ----------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ import pytest
 from backbeat.errors import CorruptRecordError
 from backbeat.model.records import Task, TaskOptions
 from backbeat.stores.redis import codec
+from backbeat.stores.redis.keys import from_us, to_us
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 LIVE = b"1767603600000000|3|1|7|2|1767600000000000|1||success"
@@ -158,3 +159,81 @@ def test_a_full_document_of_layout_1_is_read_with_the_live_fields_winning() -> N
     restored = codec.task_from(b"t3", LIVE, task.to_bytes())
 
     assert restored == with_live(task)
+
+
+def full_form_document(task: Task) -> list[object]:
+    """The document as layout 3 first wrote it: the full dict of :meth:`Task.to_document`, filtered
+    against the defaults, then compacted (what :func:`codec.document` now builds directly)."""
+    defaults = Task(id="", name="", job="", trigger={}, next_run_time=None).to_document()
+    one_shot = task.trigger.get("type") == "date"
+    option_defaults = TaskOptions(misfire_grace_time=None).to_json() if one_shot else TaskOptions().to_json()
+    skipped = {"id", "next_run_time", "version", "running", "runs", "failures", "last_outcome", "last_run_at"}
+    skipped |= {"job", "trigger", "created_at", "args", "name", "options"}
+    rest = {k: v for k, v in task.to_document().items() if k not in skipped and v != defaults[k]}
+    options = {k: v for k, v in task.options.to_json().items() if v != option_defaults[k]}
+    if options:
+        rest["options"] = options
+    if task.name != task.job.rpartition(":")[2]:
+        rest["name"] = task.name
+    trigger: object = task.trigger
+    run_date = task.trigger.get("run_date")
+    if (
+        one_shot
+        and task.trigger.keys() == {"type", "run_date", "timezone"}
+        and task.trigger["timezone"] == "UTC"
+    ):
+        assert isinstance(run_date, str)
+        micros = to_us(datetime.fromisoformat(run_date))
+        if codec.iso(from_us(micros)) == run_date:
+            trigger = micros
+    created = task.created_at
+    compact: list[object] = [
+        task.job,
+        trigger,
+        to_us(created) if created.utcoffset() == timedelta(0) else created.isoformat(),
+        task.args,
+    ]
+    if rest:
+        compact.append(rest)
+    elif not task.args:
+        compact.pop()
+    return compact
+
+
+_RUN_DATE = {"type": "date", "run_date": "2100-01-01T00:00:00+00:00", "timezone": "UTC"}
+_NEW_ONE_SHOT = Task(
+    id="t1",
+    name="remind",
+    job="func:app:remind",
+    trigger=_RUN_DATE,
+    next_run_time=datetime(2100, 1, 1, tzinfo=UTC),
+    args=["A-1"],
+    options=TaskOptions(misfire_grace_time=None),
+    created_at=T0,
+)
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        _NEW_ONE_SHOT,
+        _NEW_ONE_SHOT.copy(args=[]),
+        _NEW_ONE_SHOT.copy(name="other", kwargs={"a": 1}, data={}, tags=("x", "y")),
+        _NEW_ONE_SHOT.copy(paused=True, orphaned="gone", trace_context={"traceparent": "00-1-2-01"}),
+        _NEW_ONE_SHOT.copy(options=TaskOptions()),
+        _NEW_ONE_SHOT.copy(options=TaskOptions(misfire_grace_time=None, max_instances=3, retry={"max": 2})),
+        _NEW_ONE_SHOT.copy(next_run_time=None),
+        _NEW_ONE_SHOT.copy(next_run_time=T0),
+        _NEW_ONE_SHOT.copy(next_run_time=datetime(2100, 1, 1, 1, tzinfo=timezone(timedelta(hours=1)))),
+        _NEW_ONE_SHOT.copy(trigger={**_RUN_DATE, "timezone": "Europe/Paris"}),
+        _NEW_ONE_SHOT.copy(trigger={**_RUN_DATE, "run_date": "2100-01-01T00:00:00.000001+00:00"}),
+        _NEW_ONE_SHOT.copy(
+            trigger={"type": "interval", "seconds": 5, "timezone": "UTC"}, options=TaskOptions()
+        ),
+        _NEW_ONE_SHOT.copy(trigger={"type": "interval", "seconds": 5}, options=TaskOptions(coalesce=False)),
+        _NEW_ONE_SHOT.copy(created_at=T0.astimezone(timezone(timedelta(hours=-3)))),
+    ],
+)
+def test_the_document_is_the_full_forms_compacted(task: Task) -> None:
+    assert orjson.loads(codec.document(task)) == full_form_document(task)
+    assert stored(task) == with_live(task)

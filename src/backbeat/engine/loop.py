@@ -133,6 +133,9 @@ class Engine:
         self._wake = asyncio.Event()
         self._looks_at: datetime | None = None
         """When the sleeping claim loop looks at the store next (None: it is not sleeping)."""
+        self._notified: datetime | None = None
+        """The earliest due time notified since the last claim was sent while the loop was awake:
+        what it reads of the store before it sleeps again may have missed those adds."""
         self._flush = asyncio.Event()
         self.history = HistoryRecorder(
             history_store or store,
@@ -175,9 +178,18 @@ class Engine:
 
     def notify(self, due: datetime | None = None) -> None:
         """Something changed locally (a task was added): look at the store now, unless what
-        changed is ``due`` no sooner than the sleeping claim loop looks anyway."""
-        if due is not None and self._looks_at is not None and due - self._ahead >= self._looks_at:
-            return
+        changed is ``due`` no sooner than the sleeping claim loop looks anyway, or the loop is
+        awake and ``due`` is not yet claimable (it then sleeps no later than ``due`` calls for)."""
+        if due is not None:
+            if self._looks_at is not None:
+                if due - self._ahead >= self._looks_at:
+                    return
+            elif due - self._ahead > self.clock():
+                # Single adds come faster than a claim's round trip: waking for each kept the
+                # loop claiming (a store call per few adds) for tasks due later anyway.
+                if self._notified is None or due < self._notified:
+                    self._notified = due
+                return
         self._wake.set()
 
     async def start(self) -> None:
@@ -238,6 +250,7 @@ class Engine:
             limit = min(self.config.batch_size, capacity)
             try:
                 self._wake.clear()
+                self._notified = None  # the claim sent next sees every add notified so far
                 taken = await self._claim_once(limit)
                 backoff = 0.05
             except (StoreError, OSError) as exc:
@@ -298,6 +311,9 @@ class Engine:
         except (StoreError, OSError) as exc:
             self._store_error(exc, "reading the next wake-up")
             next_time = None
+        notified, self._notified = self._notified, None
+        if notified is not None and (next_time is None or notified < next_time):
+            next_time = notified
         delay = self.config.poll_interval
         if next_time is not None:
             claim_at = next_time  # when next_time <= _claimed_to it is not claimable ahead (a run's lease)

@@ -56,17 +56,12 @@ def tags_arg(tags: tuple[str, ...]) -> bytes:
     return orjson.dumps(list(tags)) if tags else b""
 
 
-_LIVE = frozenset(
-    ("id", "next_run_time", "version", "running", "runs", "failures", "last_outcome", "last_run_at")
-)
-"""Document fields the store keeps elsewhere: the id is the record's key, the rest live fields."""
 _REQUIRED = frozenset(("name", "job", "trigger", "created_at"))
-_POSITIONAL = ("job", "trigger", "created_at", "args")
-"""The fields a layout-3 document holds by position, in order; ``name`` is left out when it is
-the job's own name (after its last ``:``)."""
 _DEFAULTS = Task(id="", name="", job="", trigger={}, next_run_time=None).to_document()
-_ONE_SHOT_OPTIONS = TaskOptions(misfire_grace_time=None).to_json()
+_ONE_SHOT_TASK_OPTIONS = TaskOptions(misfire_grace_time=None)
+_ONE_SHOT_OPTIONS = _ONE_SHOT_TASK_OPTIONS.to_json()
 """A date trigger's options are left out against these: one-shots run however late by default."""
+_TASK_OPTIONS = TaskOptions()
 
 
 def _options_defaults(trigger: Mapping[str, Any]) -> dict[str, Any]:
@@ -95,27 +90,56 @@ def _instant(value: datetime) -> int | str:
 
 
 def document(task: Task) -> bytes:
-    """The stored document of ``task``: a JSON array, no id, no live field, no default."""
-    doc = task.to_document()
-    rest = {
-        key: value
-        for key, value in doc.items()
-        if key not in _LIVE and key not in _POSITIONAL and key != "name" and value != _DEFAULTS[key]
-    }
+    """The stored document of ``task``: a JSON array, no id, no live field, no default.
+
+    Built from the task's fields directly, never through :meth:`Task.to_document`'s full dict of
+    ISO times: the part of an add's client CPU this was (``python -m bench.profile_adds``).
+    """
+    rest: dict[str, Any] = {}
+    if task.kwargs:
+        rest["kwargs"] = task.kwargs
+    if task.data is not None:
+        rest["data"] = task.data
+    if task.tags:
+        rest["tags"] = list(task.tags)
+    trigger = task.trigger
+    one_shot = trigger.get("type") == "date"
+    if task.options != (_ONE_SHOT_TASK_OPTIONS if one_shot else _TASK_OPTIONS):
+        defaults = _ONE_SHOT_OPTIONS if one_shot else _DEFAULTS["options"]
+        assert isinstance(defaults, dict)
+        rest["options"] = {
+            key: value for key, value in task.options.to_json().items() if value != defaults[key]
+        }
+    if task.paused:
+        rest["paused"] = True
+    if task.orphaned is not None:
+        rest["orphaned"] = task.orphaned
+    if task.trace_context is not None:
+        rest["trace_context"] = task.trace_context
     if task.name != task.job.rpartition(":")[2]:
         rest["name"] = task.name
-    defaults = _options_defaults(task.trigger)
-    options = {key: value for key, value in task.options.to_json().items() if value != defaults[key]}
-    if options:
-        rest["options"] = options
-    else:
-        rest.pop("options", None)
-    compact: list[Any] = [task.job, _compact_trigger(task.trigger), _instant(task.created_at), task.args]
+    compact: list[Any] = [task.job, _stored_trigger(task), _instant(task.created_at), task.args]
     if rest:
         compact.append(rest)
     elif not task.args:
         compact.pop()
     return orjson.dumps(compact)
+
+
+def _stored_trigger(task: Task) -> dict[str, Any] | int:
+    """The trigger as :func:`_compact_trigger` stores it, read off the next run time when that is
+    the run date (a new one-shot's), instead of parsing the run date's text back."""
+    trigger, first = task.trigger, task.next_run_time
+    if (
+        first is not None
+        and first.tzinfo is UTC
+        and len(trigger) == 3
+        and trigger.get("timezone") == "UTC"
+        and trigger.get("type") == "date"
+        and trigger.get("run_date") == first.isoformat()
+    ):
+        return to_us(first)
+    return _compact_trigger(trigger)
 
 
 def _expanded(compact: list[Any]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -149,7 +149,12 @@ class Connection:
         if self._direct is None and _may_hold_a_connection(client, self.acknowledged):
             assert isinstance(client, redis.asyncio.Redis)
             self._direct = DirectScript(
-                client, scripts.sha("add"), self.keys.tasks, self.keys.base, timeout=CALL_TIMEOUT
+                client,
+                scripts.sha("add"),
+                self.keys.tasks,
+                self.keys.base,
+                timeout=CALL_TIMEOUT,
+                resend=add_resent,
             )
 
     async def close(self) -> None:
@@ -179,15 +184,19 @@ class Connection:
             return await self._scripts(name, *args)
 
     async def add(self, *args: Any) -> Any:
-        """Call the add script, on the store's own connection when no other add holds it."""
+        """Call the add script, on the store's own connection when no other add holds it, else on
+        one of the pool's; either way a sending repeated after a lost reply is told so."""
         direct = self._direct
-        if direct is None or not direct.idle:
+        if direct is None:
             return await self.run("add", *args)
         with self.errors():
             try:
-                return await direct(args)  # bounded by CALL_TIMEOUT as well
+                if direct.idle:
+                    return await direct(args)  # bounded by CALL_TIMEOUT as well
+                async with asyncio.timeout(CALL_TIMEOUT):
+                    return await direct.borrowed(args)
             except NoScriptError:
-                pass  # the server's script cache was flushed: the client loads it again
+                pass  # the server's script cache was flushed (nothing ran): the client loads it again
             except TimeoutError:
                 raise StoreUnavailableError(
                     f"Redis at {redact(self.url)} did not answer within {CALL_TIMEOUT:g} s"
@@ -202,6 +211,12 @@ class Connection:
         if isinstance(client, RedisCluster):
             raise TypeError("a shard on Redis Cluster has no wake-ups of its own: its sharded store listens")
         return client
+
+
+def add_resent(args: Sequence[Any]) -> Sequence[Any]:
+    """The arguments of an add sent again after its reply was lost: ``add.lua`` then takes an id
+    stored with the very document sent for its own earlier write (a replacing add may repeat)."""
+    return ["r", *args[1:]] if args[0] == "0" else args
 
 
 def _may_hold_a_connection(client: Client, acknowledged: bool) -> bool:

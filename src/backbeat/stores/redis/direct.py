@@ -7,16 +7,21 @@ wrapper: about 90 µs of CPU per call here, against 50 µs for the same round tr
 held (``python -m bench.profile_adds``). So the store holds one pooled connection for its adds,
 sends them with the command's fixed head packed once, and reads the reply with redis-py's own
 parser (hiredis when installed). A call that finds the connection busy (another add in flight)
-goes through the client as before.
+is sent the same way on a connection checked out of the pool for it (:meth:`DirectScript.borrowed`).
 
 Calls are bounded by one watchdog timer shared by the calls that follow each other, instead of an
 ``asyncio.timeout`` per call (its timer handle, scheduled and cancelled each time, cost 5-7 µs).
+
+A call whose connection fails is sent once more on a new one, as the client would; but a reply lost
+after the server ran the script must not turn into another outcome, so the second sending carries
+the arguments ``resend`` makes of the first (for adds: "an id stored with the very document sent
+was written by the first sending").
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio
@@ -25,6 +30,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Arg = str | bytes | int
+Resend = Callable[[Sequence[Arg]], Sequence[Arg]]
+"""The arguments of a call's second sending, made from its first's."""
 _EARLY = 0.001
 """Seconds a timer may fire before its time (the loop's clock resolution, and some)."""
 
@@ -38,14 +45,25 @@ def bulk(value: Arg) -> bytes:
 class DirectScript:
     """``EVALSHA sha 1 key base *args`` on one connection held from ``client``'s pool.
 
-    One call at a time: :attr:`idle` says whether a call may start. Like the client (its
-    ``Retry(NoBackoff(), 1)``), a call whose connection fails is sent once more on a new one.
-    A call still waiting ``timeout`` seconds after it began raises ``TimeoutError`` (its
-    connection is closed: the reply may still come).
+    One call at a time: :attr:`idle` says whether a call may start (:meth:`borrowed` makes one
+    on a connection of the pool meanwhile). Like the client (its ``Retry(NoBackoff(), 1)``), a
+    call whose connection fails is sent once more on a new one, with the arguments ``resend``
+    makes of the first sending's. A call still waiting ``timeout`` seconds after it began raises
+    ``TimeoutError`` (its connection is closed: the reply may still come).
     """
 
-    def __init__(self, client: redis.asyncio.Redis, sha: str, key: str, base: str, *, timeout: float) -> None:
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        sha: str,
+        key: str,
+        base: str,
+        *,
+        timeout: float,
+        resend: Resend = lambda args: args,
+    ) -> None:
         self._client = client
+        self._resend = resend
         self._head = b"".join(bulk(part) for part in ("EVALSHA", sha, "1", key, base))
         self._conn: AbstractConnection | None = None
         self._busy = False
@@ -77,14 +95,7 @@ class DirectScript:
             if conn is None:
                 pool = self._client.connection_pool
                 conn = self._conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-            packed = b"*%d\r\n%b%b" % (5 + len(args), self._head, b"".join([bulk(arg) for arg in args]))
-            try:
-                await conn.send_packed_command(packed)
-                return await conn.read_response()
-            except (RedisConnectionError, RedisTimeoutError):
-                await conn.disconnect()
-                await conn.send_packed_command(packed)
-                return await conn.read_response()
+            return await self._call_on(conn, args)
         except asyncio.CancelledError:
             if self._timed_out and caller.uncancel() == 0:  # the watchdog's cancel, nobody else's
                 raise TimeoutError from None
@@ -94,6 +105,37 @@ class DirectScript:
             self._busy = False
             if self._closed:
                 await self._release()
+
+    async def borrowed(self, args: Sequence[Arg]) -> Any:
+        """The script's reply, on a connection of the client's pool for this call only (while
+        another call holds the store's own), sent again as :meth:`__call__` does; unbounded in
+        time (the caller bounds it).
+
+        Raises:
+            redis.exceptions.RedisError: as :meth:`__call__`.
+        """
+        pool = self._client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            return await self._call_on(conn, args)
+        except asyncio.CancelledError:
+            await conn.disconnect()  # its reply may still come: the connection is not reused
+            raise
+        finally:
+            await pool.release(conn)
+
+    async def _call_on(self, conn: AbstractConnection, args: Sequence[Arg]) -> Any:
+        try:
+            await conn.send_packed_command(self._packed(args))
+            return await conn.read_response()
+        except (RedisConnectionError, RedisTimeoutError):
+            # the server may have run the first sending: its reply is what was lost
+            await conn.disconnect()
+            await conn.send_packed_command(self._packed(self._resend(args)))
+            return await conn.read_response()
+
+    def _packed(self, args: Sequence[Arg]) -> bytes:
+        return b"*%d\r\n%b%b" % (5 + len(args), self._head, b"".join([bulk(arg) for arg in args]))
 
     def _watch(self) -> asyncio.Task[Any]:
         """Put the current task's call under the watchdog (armed if none is)."""

@@ -321,7 +321,135 @@ local function split_bucket(boundary)
   end
 end
 
+-- Whether Lua orders strings as Redis orders members (bytes, memcmp): Lua compares with strcoll,
+-- and the server sets LC_COLLATE from its environment. Locales other than C / C.UTF-8 fail these
+-- probes (case folded, punctuation ignored); then index_add looks up each id on its own.
+local BYTE_ORDER = ('B' < 'a') and ('a-c' < 'ab') and ('Z' < '_') and ('9' < 'A') and ('ab' < 'a~')
+  and ('\127' < '\128')
+
+-- Sorted ids grouped by bucket: {ids} per group, and the groups' boundaries. When dense (ids many
+-- times the buckets), one look-up per bucket instead of per id: the ids that sort before the next
+-- boundary share the first one's bucket.
+local function walk_buckets(sorted, dense)
+  local groups, order = {}, {}
+  local i, n = 1, #sorted
+  while i <= n do
+    local boundary = bucket_of(sorted[i])
+    if not boundary then
+      boundary = ''
+      redis.call('ZADD', K_IDX, 0, '')
+    end
+    local group = groups[#groups]
+    if order[#order] == boundary then
+      group[#group + 1] = sorted[i]
+    else
+      group = {sorted[i]}
+      groups[#groups + 1] = group
+      order[#order + 1] = boundary
+    end
+    i = i + 1
+    if dense and i <= n then
+      local following = redis.call('ZRANGEBYLEX', K_IDX, '(' .. boundary, '+', 'LIMIT', 0, 1)[1]
+      while i <= n and (not following or sorted[i] < following) do
+        group[#group + 1] = sorted[i]
+        i = i + 1
+      end
+    end
+  end
+  return groups, order
+end
+
+-- ZADD of ids (score 0) to key.
+local function add_members(key, ids)
+  local members = {}
+  for _, id in ipairs(ids) do
+    members[#members + 1] = 0
+    members[#members + 1] = id
+  end
+  call_many('ZADD', key, members)
+end
+
+-- The sorted old members and new ids of a bucket cut into pieces about half full, in order:
+-- {first = its first id, from = .., to = .. (its old members by 1-based rank), new = {ids}}.
+local function pieces_of(old, new)
+  local total = #old + #new
+  local size = math.ceil(total / math.max(math.floor(total / (BUCKET / 2)), 1))
+  local pieces, i, j = {}, 1, 1
+  while i <= #old or j <= #new do
+    local piece = {from = i, new = {}}
+    for _ = 1, size do
+      if j > #new or (i <= #old and old[i] < new[j]) then
+        if i > #old then
+          break
+        end
+        piece.first = piece.first or old[i]
+        i = i + 1
+      else
+        piece.first = piece.first or new[j]
+        piece.new[#piece.new + 1] = new[j]
+        j = j + 1
+      end
+    end
+    piece.to = i - 1
+    pieces[#pieces + 1] = piece
+  end
+  return pieces
+end
+
+-- Cut the bucket at boundary, with sorted new ids that would grow it past BUCKET, into buckets
+-- about half full. Each later piece starts as a COPY of the bucket (a listpack duplicated in one
+-- go) cut down to its members by rank: ZADD of sorted members into a fresh listpack scans it for
+-- each (the most of an add's server CPU it was). Without COPY (Redis < 6.2) its members are added.
+local function split_with(boundary, new)
+  local key = bucket_key(boundary)
+  local old = redis.call('ZRANGE', key, 0, -1)
+  local pieces = pieces_of(old, new)
+  for p = #pieces, 2, -1 do
+    local piece = pieces[p]
+    local piece_key = bucket_key(piece.first)
+    redis.call('ZADD', K_IDX, 0, piece.first)
+    if piece.to >= piece.from then
+      local copied = redis.pcall('COPY', key, piece_key, 'REPLACE')
+      if type(copied) == 'table' and copied.err then
+        add_members(piece_key, {unpack(old, piece.from, piece.to)})
+      else
+        redis.call('ZREMRANGEBYRANK', piece_key, piece.to, -1)
+        if piece.from > 1 then
+          redis.call('ZREMRANGEBYRANK', piece_key, 0, piece.from - 2)
+        end
+      end
+    end
+    add_members(piece_key, piece.new)
+  end
+  redis.call('ZREMRANGEBYRANK', key, pieces[1].to, -1)
+  add_members(key, pieces[1].new)
+end
+
+-- Add ids to the index bucket by bucket: a bucket that would grow past BUCKET is split at once
+-- (never turned into a skiplist and split after).
+local function index_add_sorted(ids)
+  local sorted = {}
+  for i, id in ipairs(ids) do
+    sorted[i] = id
+  end
+  table.sort(sorted)
+  -- random ids over b buckets: a walk's two calls per bucket beat a call per id from 2 ids a bucket on
+  local dense = #sorted > 1 and #sorted >= 2 * redis.call('ZCARD', K_IDX)
+  local groups, order = walk_buckets(sorted, dense)
+  for g, boundary in ipairs(order) do
+    local group = groups[g]
+    if redis.call('ZCARD', bucket_key(boundary)) + #group <= BUCKET then
+      add_members(bucket_key(boundary), group)
+    else
+      split_with(boundary, group)
+    end
+  end
+end
+
 local function index_add(ids)
+  if BYTE_ORDER then
+    return index_add_sorted(ids)
+  end
   local groups, order = by_bucket(ids)
   for _, boundary in ipairs(order) do
     local members = {}

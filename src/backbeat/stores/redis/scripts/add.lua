@@ -1,4 +1,4 @@
--- ARGV: prefix, replace ('1'|'0'), then one argument per task:
+-- ARGV: prefix, replace ('1'|'0', or 'r': '0' sent again after its reply was lost), then one argument per task:
 -- "<live fields>|<id size>|<tags size>|<id><tags><doc>" (live fields as in _lib.lua, the
 -- outcome without '|', a default one empty or not; tags a JSON list or empty). Returns the ids that exist already if
 -- replace is '0' (then nothing was written), else nothing.
@@ -29,6 +29,15 @@ for i, id in ipairs(ids) do
   end
 end
 if #existing > 0 and not replace then
+  if ARGV[2] == 'r' then
+    -- The first sending ran if an id holds the very document it sent (a record's created_at is
+    -- in µs): the whole batch was then written by it, atomically.
+    for i, id in ipairs(ids) do
+      if old_lives[i] and select(2, split_record(old_lives[i])) == docs_in[i] then
+        return {}
+      end
+    end
+  end
   return existing
 end
 
