@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backbeat.errors import CorruptRecordError
-from backbeat.model.records import Task, TaskOptions
+from backbeat.model.records import OVERLAPS, Task, TaskOptions
 from backbeat.stores.redis import codec
-from backbeat.stores.redis.keys import from_us, to_us
+from backbeat.stores.redis.keys import EPOCH, from_us, to_us
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 LIVE = b"1767603600000000|3|1|7|2|1767600000000000|1||success"
@@ -237,3 +239,125 @@ _NEW_ONE_SHOT = Task(
 def test_the_document_is_the_full_forms_compacted(task: Task) -> None:
     assert orjson.loads(codec.document(task)) == full_form_document(task)
     assert stored(task) == with_live(task)
+
+
+_ZONES = (UTC, timezone(timedelta(hours=1)), timezone(timedelta(hours=-5, minutes=-30)))
+_TIMES = st.builds(
+    lambda micros, zone: (EPOCH + timedelta(microseconds=micros)).astimezone(zone),
+    st.integers(0, 4_102_444_800_000_000),  # 1970 to 2100
+    st.sampled_from(_ZONES),
+)
+_TRIGGERS = st.one_of(
+    _TIMES.map(lambda at: {"type": "date", "run_date": at.isoformat(), "timezone": "UTC"}),
+    _TIMES.map(lambda at: {"type": "date", "run_date": at.isoformat(), "timezone": "Europe/Paris"}),
+    st.builds(lambda seconds: {"type": "interval", "seconds": seconds}, st.integers(1, 10**6)),
+    st.just({"type": "cron", "minute": "*/5", "timezone": "America/New_York", "dst": {"repeated": "first"}}),
+)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+_OPTIONS = st.builds(
+    TaskOptions,
+    misfire_grace_time=st.none() | st.sampled_from([1.0, 0.5, 30.0]),
+    coalesce=st.booleans(),
+    max_instances=st.integers(1, 5),
+    timeout=st.none() | st.sampled_from([9.5, 60.0]),
+    at_most_once=st.booleans(),
+    executor=st.sampled_from(["default", "threadpool"]),
+    retry=st.none() | st.just({"max_attempts": 3, "backoff_factor": 2.0}),
+    circuit_breaker=st.none() | st.just({"name": "payments", "failure_threshold": 5}),
+    overlap=st.sampled_from(sorted(OVERLAPS)),
+)
+
+
+@st.composite
+def _tasks(draw: st.DrawFn) -> Task:
+    job = draw(st.sampled_from(["func:app:remind", "method:app.Service:send", "job:Report"]))
+    return Task(
+        id=draw(st.text(min_size=1, max_size=12).filter(lambda s: "|" not in s)),
+        name=draw(st.just(job.rpartition(":")[2]) | st.text(max_size=10)),
+        job=job,
+        trigger=draw(_TRIGGERS),
+        next_run_time=None,
+        args=draw(st.lists(_JSON, max_size=3)),
+        kwargs=draw(st.dictionaries(st.text(max_size=5), _JSON, max_size=3)),
+        data=draw(st.none() | st.dictionaries(st.text(max_size=5), _JSON, max_size=3)),
+        tags=tuple(draw(st.lists(st.text(min_size=1, max_size=6), max_size=3, unique=True))),
+        options=draw(_OPTIONS),
+        paused=draw(st.booleans()),
+        orphaned=draw(st.none() | st.just("job 'x' is not registered")),
+        created_at=draw(_TIMES),
+        trace_context=draw(st.none() | st.just({"traceparent": "00-abc-def-01"})),
+    )
+
+
+@given(_tasks())
+@settings(max_examples=300, deadline=None)
+def test_every_field_of_any_task_comes_back_from_its_document(task: Task) -> None:
+    restored = stored(task)
+
+    assert restored == with_live(task)
+    assert restored.created_at.utcoffset() == task.created_at.utcoffset()
+    assert type(restored.args) is list
+    assert type(restored.tags) is tuple
+
+
+def test_a_document_read_directly_equals_one_read_through_its_iso_text() -> None:
+    """The direct reading of a compact document gives what reading it as a full document
+    (its times as ISO text, as layout 1 wrote it) gives."""
+    task = Task(
+        id="t6",
+        name="remind",
+        job="func:app:remind",
+        trigger={"type": "date", "run_date": "2026-01-05T09:00:00.000001+00:00", "timezone": "UTC"},
+        next_run_time=None,
+        args=["A-1", {"n": 1}],
+        tags=("order", "A-1"),
+        options=TaskOptions(misfire_grace_time=None, max_instances=2, retry={"max_attempts": 3}),
+        created_at=T0 + timedelta(microseconds=7),
+    )
+
+    direct = codec.task_from(b"t6", LIVE, codec.document(task))
+    full = codec.task_from(b"t6", LIVE, task.to_bytes())
+
+    assert direct == full == with_live(task)
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [{"version": 5}, {"next_run_time": "2026-01-05T09:00:00+00:00"}, {"unknown": 1}],
+    ids=["live field", "next run time", "unknown field"],
+)
+def test_a_last_part_with_fields_a_document_never_holds_is_read_as_before(rest: dict[str, object]) -> None:
+    array = orjson.dumps(["func:app:j", {"type": "interval", "seconds": 5}, 1767603600000000, [], rest])
+
+    restored = codec.task_from(b"t7", LIVE, array)
+
+    assert restored is not None
+    assert (restored.job, restored.trigger, restored.created_at) == (
+        "func:app:j",
+        {"type": "interval", "seconds": 5},
+        T0,
+    )
+    assert restored.version == 3  # the live fields win over the document's
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (["func:app:j", 1, 1, [], {"options": [1]}], "not a valid task document"),
+        (["func:app:j", 1, 1, [], {"options": {"overlap": "sometimes"}}], "unknown overlap policy"),
+        (["func:app:j", 1, "yesterday", []], "not a valid task document"),
+        (["func:app:j", 1, 1, [], {"kwargs": 3}], "not a valid task document"),
+        (["func:app:j", 10**18, 1], "not a valid task document"),
+        (["func:app:j", "soon", 1], "trigger is a str"),
+        (["func:app:j", 1, 1, [], []], "fifth part is a list"),
+    ],
+)
+def test_a_compact_document_that_cannot_be_read_is_a_corrupt_record(
+    array: list[object], message: str
+) -> None:
+    with pytest.raises(CorruptRecordError, match=f"'t8'.*{message}"):
+        codec.task_from(b"t8", LIVE, orjson.dumps(array))

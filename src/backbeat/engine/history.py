@@ -80,10 +80,10 @@ class HistoryRecorder:
         self._due: float | None = None
         """When (``time.monotonic``) the oldest waiting entry should be written."""
 
-    def started(self, run: Run) -> None:
-        """``run``'s job is about to start (its start time is taken now)."""
+    def started(self, run: Run, *, at: datetime | None = None) -> None:
+        """``run``'s job is about to start, at ``at`` (default: now, by the clock)."""
         if self.enabled:
-            self._started[run.id] = self.clock()
+            self._started[run.id] = self.clock() if at is None else at
 
     def finished(self, result: RunResult, task: Task | None) -> None:
         if not self.enabled:

@@ -57,11 +57,12 @@ class Invoker:
         self.holds = holds
         """Whether this process still holds a run's lease (see :mod:`backbeat.engine.fencing`)."""
 
-    async def __call__(self, task: Task, run: Run) -> Attempt:
-        """Run ``run`` of ``task`` and say how it went (exceptions become a failed attempt)."""
+    async def __call__(self, task: Task, run: Run, *, started: datetime | None = None) -> Attempt:
+        """Run ``run`` of ``task`` and say how it went (exceptions become a failed attempt);
+        ``started``: the time it starts, if the caller just took it."""
         token = set_current_run(LazyRunContext(task, run, self.owner, self.provider, self.holds))
         policies_token = engine_applies_policies.set(True)
-        attempt = Attempt(outcome=RunOutcome.SUCCESS, started=self.clock())
+        attempt = Attempt(outcome=RunOutcome.SUCCESS, started=self.clock() if started is None else started)
         if self.events.wants(EventKind.RUN_SUBMITTED):
             self.emit(EventKind.RUN_SUBMITTED, task, run=run)
         try:

@@ -407,35 +407,26 @@ class Engine:
     async def _decide(self, task: Task, now: datetime) -> tuple[FireDecision, Callable[[], None]]:
         """What to fire for a claimed task, and what reports the fire times it leaves out
         (missed, coalesced, skipped), to call once the store has taken the decision."""
-        no_fire = FireDecision(
-            task_id=task.id, claimed_version=task.version, fire_times=[], next_run_time=task.next_run_time
-        )
         if not self.registry.knows(task.job):
             await self._orphan(task, f"job {task.job!r} is not registered in process {self.owner}")
-            return no_fire, _nothing
+            return _no_fire(task), _nothing
         assert task.next_run_time is not None
         ahead = task.next_run_time > now  # claimed ahead: only its next fire time, when it comes
         if ahead and task.running >= task.options.max_instances:
             # its previous run may yet end in time: decide when the fire time comes
             self._held = min(self._held or task.next_run_time, task.next_run_time)
-            return no_fire, _nothing
+            return _no_fire(task), _nothing
         try:
             until = task.next_run_time if ahead else now
             due, following = triggers.due_fire_times(task.trigger, task.next_run_time, until)
         except BackbeatError as exc:
             await self._orphan(task, f"invalid trigger: {exc}")
-            return no_fire, _nothing
+            return _no_fire(task), _nothing
         split = split_due(due, now, window=task.options.misfire_grace_time, coalesce=task.options.coalesce)
         fire_times, dropped = split.run, list[datetime]()
         if task.options.overlap == Overlap.CANCEL_OTHER and len(fire_times) > 1:
             # each would cancel the one before it: only the latest runs
             fire_times, dropped = fire_times[-1:], fire_times[:-1]
-
-        def report() -> None:
-            self._report_catch_up(task, split, now)
-            for fire_time in dropped:
-                self._skipped(task, fire_time, f"a later fire time is due (overlap={task.options.overlap})")
-
         decision = FireDecision(
             task_id=task.id,
             claimed_version=task.version,
@@ -444,7 +435,15 @@ class Engine:
             missed=len(split.missed),
             overlap=task.options.overlap,
         )
-        return decision, report if split.missed or split.coalesced or dropped else _nothing
+        if not (split.missed or split.coalesced or dropped):
+            return decision, _nothing
+
+        def report() -> None:
+            self._report_catch_up(task, split, now)
+            for fire_time in dropped:
+                self._skipped(task, fire_time, f"a later fire time is due (overlap={task.options.overlap})")
+
+        return decision, report
 
     def _report_catch_up(self, task: Task, split: CatchUp, now: datetime) -> None:
         """Fire times that will not run: missed (older than the catch-up window) or coalesced."""
@@ -488,9 +487,11 @@ class Engine:
     async def _execute(self, run: Run) -> None:
         task = run.task
         try:
-            if (early := (run.fire_time - self.clock()).total_seconds()) > 0:
+            now = self.clock()
+            if (early := (run.fire_time - now).total_seconds()) > 0:
                 await self.sleep(early)  # claimed ahead (``claim_ahead``): start on time
-            self.history.started(run)
+                now = self.clock()
+            self.history.started(run, at=now)
             if task is None and await self._task_quarantined(run.task_id):
                 # keep the fire time until someone repairs (re-adds) the record; look again later
                 finished = self._result(run, RunOutcome.DEFERRED, "its task record cannot be read")
@@ -509,7 +510,8 @@ class Engine:
                 finished.retry_at = defer_until
                 self._emit(EventKind.RUN_DEFERRED, task, run=run)
             else:
-                attempt = await self.invoke(task, run)
+                # ``now`` is the start unless the breaker's check awaited the store
+                attempt = await self.invoke(task, run, started=None if task.options.circuit_breaker else now)
                 if self.policies.needed(task, attempt):
                     finished = await self.policies.settle(task, run, attempt)
                 else:
@@ -693,6 +695,13 @@ class Engine:
 
 def _nothing() -> None:
     """Nothing to report."""
+
+
+def _no_fire(task: Task) -> FireDecision:
+    """The decision to fire nothing now: the claimed task keeps its next run time."""
+    return FireDecision(
+        task_id=task.id, claimed_version=task.version, fire_times=[], next_run_time=task.next_run_time
+    )
 
 
 def _always_held(run_id: str) -> bool:

@@ -239,6 +239,8 @@ def _field_problem(name: str, value: object) -> str | None:
 
 
 def aware(value: datetime, name: str) -> datetime:
+    if type(value) is datetime and value.tzinfo is UTC:  # the common case, twice per fire: no calls
+        return value
     if not isinstance(value, datetime) or value.utcoffset() is None:
         raise ValueError(f"{name} must be a timezone-aware datetime, got {value!r}")
     return value.astimezone(UTC)

@@ -10,7 +10,7 @@ import builtins
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from backbeat.abc import Store
@@ -280,22 +280,30 @@ class RedisStore:
                 continue  # no longer claimed by this owner
             task_id = decision.task_id
             result = FireResult(task_id=task_id, runs=[], removed=status[0] == "R")
-            for fire_time, letter in zip(fire_times, status[1:], strict=True):
-                if letter in ("c", "b"):
+            # the decision's own times, not its ISO text parsed back: the same UTC instants
+            for at, fire_time, letter in zip(decision.fire_times, fire_times, status[1:], strict=True):
+                if letter == "c":
+                    result.runs.append(
+                        Run(
+                            id=f"{task_id}@{fire_time}",
+                            task_id=task_id,
+                            fire_time=at.astimezone(UTC),
+                            owner=owner,
+                            lease_until=until,
+                            fencing_token=token,
+                        )
+                    )
+                    token += 1
+                elif letter == "b":
                     run = Run(
                         id=f"{task_id}@{fire_time}",
                         task_id=task_id,
-                        fire_time=datetime.fromisoformat(fire_time),
-                        lease_until=BUFFERED_UNTIL,  # a buffered run's; a created one's below
+                        fire_time=at.astimezone(UTC),
+                        lease_until=BUFFERED_UNTIL,
                     )
-                    if letter == "c":
-                        run.owner, run.lease_until, run.fencing_token = owner, until, token
-                        token += 1
-                        result.runs.append(run)
-                    else:
-                        result.buffered.append(run)
+                    result.buffered.append(run)
                 elif letter == "s":
-                    result.skipped.append(datetime.fromisoformat(fire_time))
+                    result.skipped.append(at.astimezone(UTC))
             results.append(result)
         return results
 
