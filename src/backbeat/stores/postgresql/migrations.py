@@ -3,8 +3,9 @@
 Every table name is ``{p}_<table>`` (the table prefix). Version 1 is the schema of the first
 release, dead letters and shared state included; version 2 indexes claim ends (leases are
 judged by the server's clock, apart from next run times); version 3 gives runs their fencing
-tokens; version 4 keeps run history. A new schema change is one more :class:`Migration` at the
-end of :data:`MIGRATIONS`.
+tokens; version 4 keeps run history; version 5 changes no table: history documents are written
+leaner from then on (see ``HistoryEntry.to_bytes``), which an older backbeat cannot read. A new
+schema change is one more :class:`Migration` at the end of :data:`MIGRATIONS`.
 """
 
 from __future__ import annotations
@@ -102,6 +103,11 @@ MIGRATIONS = ordered(
 )""",
             "CREATE INDEX {p}_history_end ON {p}_history (ended_at, id)",
         ),
+    ),
+    Migration(
+        5,
+        "lean history documents (no id, epoch-microsecond times) from now on; stored ones stay readable",
+        (),
     ),
 )
 

@@ -3,7 +3,8 @@
 Version 1 is the first release's file; version 2 added dead letters and shared state; version
 3 indexes claim ends (leases are judged by the store's clock, apart from next run times); version
 4 gives runs their fencing tokens; version 5 keeps run history; version 6 makes its (task, end)
-index unique with the entry id, so recording an entry twice is refused by the index. A
+index unique with the entry id, so recording an entry twice is refused by the index (and marks
+the lean history documents written from then on, which an older backbeat cannot read). A
 new schema change is one more :class:`Migration` at the end of :data:`MIGRATIONS`.
 """
 
