@@ -1,5 +1,7 @@
 """Older Redis key layouts, made from a current store: what a test opens to see it migrated.
 
+``downgrade_history_to_3`` rewrites the run history as layout 3 kept it: a sorted set of entry
+ids by end time per task and the set of the tasks that have one.
 ``downgrade_to_2`` rewrites a layout-3 store's keys as layout 2 wrote them: a document hash
 and a live-fields hash, one sorted set of every id, claimed tasks in the schedule scored by
 their claim's end, waiting runs among the leased ones, the documents as layout 2's lean JSON
@@ -40,8 +42,23 @@ def lean_document(task: Task) -> bytes:
     return orjson.dumps(lean)
 
 
+async def downgrade_history_to_3(client: redis.asyncio.Redis, keys: Keys) -> None:
+    """Rewrite the run history's per-task index as key layout 3 had it, a key per task."""
+    members: list[Any] = await client.zrange(keys.history_by_task, 0, -1)
+    by_task: dict[str, dict[bytes, int]] = {}
+    for member in members:
+        task_id, end, entry_id = member.rsplit(b"\0", 2)
+        by_task.setdefault(task_id.decode(), {})[entry_id] = int(end)
+    await client.delete(keys.history_by_task)
+    for task_id, entries in by_task.items():
+        await client.zadd(keys.task_history(task_id), entries)
+        await client.sadd(keys.history_tasks, task_id)
+    await client.set(keys.layout, "3")
+
+
 async def downgrade_to_2(client: redis.asyncio.Redis, keys: Keys, *, lean: bool = True) -> None:
     """Rewrite the store's keys as key layout 2 had them (``lean``: its documents too)."""
+    await downgrade_history_to_3(client, keys)
     records: dict[Any, Any] = await client.hgetall(keys.tasks)
     docs: dict[Any, Any] = {}
     lives: dict[Any, Any] = {}

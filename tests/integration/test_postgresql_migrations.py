@@ -25,6 +25,7 @@ pytestmark = pytest.mark.postgresql
 URL = os.environ.get("BACKBEAT_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/test")
 NEXT = latest(MIGRATIONS) + 1
 DOWNGRADES = {
+    6: (),
     5: ("ALTER TABLE {p}_runs DROP COLUMN detached",),
     4: ("DROP TABLE {p}_history",),
     3: ("ALTER TABLE {p}_runs DROP COLUMN fencing_token",),  # and its sequence, owned by the column

@@ -13,12 +13,14 @@ import pytest
 import redis.asyncio
 
 from backbeat.errors import StoreError
+from backbeat.model.history import HistoryOutcome, HistoryQuery
 from backbeat.stores.redis import RedisStore, codec
 from backbeat.stores.redis.connection import Client
 from backbeat.stores.redis.keys import Keys
 from backbeat.stores.redis.layout import MIGRATIONS, LayoutMigration, latest
 from tests.contract.helpers import T0, task
-from tests.integration.redis_layouts import downgrade_to_2
+from tests.contract.test_history import entry
+from tests.integration.redis_layouts import downgrade_history_to_3, downgrade_to_2
 from tests.integration.test_redis_store import delete_keys
 from tests.integration.upgrades import observe, write_history
 from tests.redis_server import usable_redis_url
@@ -89,7 +91,7 @@ async def test_a_new_store_records_the_current_layout(
     store = RedisStore(usable_redis_url(), prefix=prefixes())
     await store.open()
     await store.close()
-    assert await client.get(store.keys.layout) == str(latest(MIGRATIONS)).encode() == b"3"
+    assert await client.get(store.keys.layout) == str(latest(MIGRATIONS)).encode() == b"4"
 
 
 async def test_a_store_written_before_the_layout_version_is_migrated_and_then_behaves_as_a_fresh_one(
@@ -107,7 +109,7 @@ async def test_a_store_written_before_the_layout_version_is_migrated_and_then_be
 
     migrated = await observed(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
 
-    assert await client.get(old.keys.layout) == b"3"
+    assert await client.get(old.keys.layout) == b"4"
     assert await client.exists(old.keys.orphans_indexed)
     assert migrated == await observed(RedisStore(usable_redis_url(), prefix=fresh.keys.prefix))
     assert migrated[0] != ([], None)  # the history's tasks were there to compare
@@ -131,7 +133,7 @@ async def test_full_documents_of_layout_1_read_as_the_lean_ones_of_layout_2(
 
     migrated = await observed(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
 
-    assert await client.get(old.keys.layout) == b"3"
+    assert await client.get(old.keys.layout) == b"4"
     assert migrated == await observed(RedisStore(usable_redis_url(), prefix=fresh.keys.prefix))
     assert migrated[0] != ([], None)
 
@@ -174,7 +176,7 @@ async def test_opening_a_current_layout_takes_no_lock(
     finally:
         await current.close()
         await migrating.close()
-    assert await client.get(current.keys.layout) == b"3"
+    assert await client.get(current.keys.layout) == b"4"
 
 
 async def test_a_newer_layout_is_refused_naming_both_versions_and_left_as_it_was(
@@ -218,7 +220,7 @@ async def test_a_layout_2_store_is_migrated_to_records_a_bucketed_id_index_and_a
 
     migrated = await observed(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
 
-    assert await client.get(old.keys.layout) == b"3"
+    assert await client.get(old.keys.layout) == b"4"
     assert not await client.exists(old.keys.live, old.keys.ids)
     assert await client.zrange(old.keys.waiting, 0, -1) == [waiting_run.encode()]
     assert migrated == await observed(RedisStore(usable_redis_url(), prefix=fresh.keys.prefix))
@@ -227,3 +229,59 @@ async def test_a_layout_2_store_is_migrated_to_records_a_bucketed_id_index_and_a
     assert len(boundaries) > 2
     for boundary in boundaries:
         assert await client.object("encoding", old.keys.id_bucket(boundary.decode())) == b"listpack"
+
+
+async def test_a_layout_3_run_history_is_migrated_to_one_per_task_index_and_reads_as_a_fresh_one(
+    client: redis.asyncio.Redis, prefixes: Callable[[], str]
+) -> None:
+    old, fresh = (
+        RedisStore(usable_redis_url(), prefix=prefixes()),
+        RedisStore(usable_redis_url(), prefix=prefixes()),
+    )
+    entries = [
+        entry(
+            f"task-{i % 7}",
+            T0 + timedelta(seconds=i // 3),
+            HistoryOutcome.FAILURE if i % 5 else HistoryOutcome.SUCCESS,
+        )
+        for i in range(250)
+    ]
+    for store in (old, fresh):
+        await store.open()
+        try:
+            await store.record_history(entries)
+        finally:
+            await store.close()
+    await downgrade_history_to_3(client, old.keys)
+    assert await client.scard(old.keys.history_tasks) == 7
+    assert await client.zcard(old.keys.task_history("task-3")) > 0
+
+    queries = [
+        HistoryQuery(limit=1000),
+        *(HistoryQuery(task_id=f"task-{i}", limit=10) for i in range(8)),
+        HistoryQuery(task_id="task-2", since=T0 + timedelta(seconds=40), limit=1000),
+    ]
+
+    async def pages(store: RedisStore) -> list[object]:
+        await store.open()
+        try:
+            seen: list[object] = [await store.run_history(query) for query in queries]
+            _, cursor = await store.run_history(HistoryQuery(task_id="task-4", limit=5))
+            seen.append(await store.run_history(HistoryQuery(task_id="task-4", limit=5, cursor=cursor)))
+            seen.append(await store.prune_history(["task-1"], before=T0 + timedelta(seconds=30), keep=10))
+            seen.append(await store.run_history(HistoryQuery(task_id="task-1", limit=1000)))
+            return seen
+        finally:
+            await store.close()
+
+    migrated = await pages(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
+
+    assert await client.get(old.keys.layout) == b"4"
+    assert not await client.exists(
+        old.keys.history_tasks, *(old.keys.task_history(f"task-{i}") for i in range(7))
+    )
+    assert migrated == await pages(RedisStore(usable_redis_url(), prefix=fresh.keys.prefix))
+    assert len(migrated[0][0]) == 250  # type: ignore[index]
+    # the 90 entries of any task older than 30 s, and task-1's 23 newer ones but the newest 10
+    assert migrated[-2] == 90 + 13
+    assert len(migrated[-1][0]) == 10  # type: ignore[index]

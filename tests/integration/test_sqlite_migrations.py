@@ -8,14 +8,18 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from backbeat.errors import StoreError, StoreUnavailableError
+from backbeat.model.history import HistoryQuery
 from backbeat.stores.sql.migrations import Migration, latest
 from backbeat.stores.sqlite.migrations import MIGRATIONS
 from backbeat.stores.sqlite.store import SQLiteStore
+from tests.contract.helpers import T0
+from tests.contract.test_history import entry
 from tests.integration.upgrades import check_downgrades, observe, write_history
 
 pytestmark = pytest.mark.sqlite
@@ -33,6 +37,7 @@ class NextStore(SQLiteStore):
 CURRENT = latest(MIGRATIONS)
 NEWER = CURRENT + 1
 DOWNGRADES = {
+    7: ("DROP INDEX history_task_end_id", "CREATE INDEX history_task_end ON history (task_id, ended_at)"),
     6: ("ALTER TABLE runs DROP COLUMN detached",),
     5: ("DROP TABLE history",),
     4: ("ALTER TABLE runs DROP COLUMN fencing_token", "DROP TABLE counters"),
@@ -106,7 +111,7 @@ async def test_a_version_1_file_is_migrated_and_then_behaves_as_a_fresh_one(tmp_
 
     migrated = await observed(SQLiteStore(old))
 
-    assert schema_version(old) == str(latest(MIGRATIONS)) == "6"
+    assert schema_version(old) == str(latest(MIGRATIONS)) == "7"
     assert schema(old) == schema(fresh)
     assert migrated == await observed(SQLiteStore(fresh))
     assert migrated[0] != ([], None)  # the history's tasks were there to compare
@@ -164,3 +169,42 @@ async def test_concurrent_opens_of_an_old_file_migrate_it_once(tmp_path: Path) -
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_a_version_5_run_history_is_migrated_to_the_unique_index_keeping_one_copy_of_each_entry(
+    tmp_path: Path,
+) -> None:
+    old, fresh = tmp_path / "old.db", tmp_path / "fresh.db"
+    entries = [entry(f"task-{i % 3}", T0 + timedelta(seconds=i // 2)) for i in range(40)]
+    for path in (old, fresh):
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            await store.record_history(entries)
+        finally:
+            await store.close()
+    with contextlib.closing(sqlite3.connect(old)) as db, db:
+        for sql in (*DOWNGRADES[7], *DOWNGRADES[6]):
+            db.execute(sql)
+        # a copy version 5 could not have written, but a migration must not fail on
+        db.execute("INSERT INTO history SELECT * FROM history WHERE task_id = 'task-1' LIMIT 2")
+        db.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+
+    async def read(path: Path) -> list[object]:
+        store = SQLiteStore(path)
+        await store.open()
+        try:
+            seen: list[object] = [await store.run_history(HistoryQuery(limit=100))]
+            seen += [await store.run_history(HistoryQuery(task_id=f"task-{i}", limit=5)) for i in range(3)]
+            await store.record_history(entries[:5])  # recorded already: ignored
+            seen.append(await store.run_history(HistoryQuery(limit=100)))
+            return seen
+        finally:
+            await store.close()
+
+    migrated = await read(old)
+
+    assert schema_version(old) == str(latest(MIGRATIONS))
+    assert migrated == await read(fresh)
+    assert len(migrated[0][0]) == len(migrated[-1][0]) == 40  # type: ignore[index]
+    assert schema(old) == schema(fresh)

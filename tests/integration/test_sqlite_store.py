@@ -202,8 +202,8 @@ async def test_the_schema_has_a_version_row_wal_a_claim_index_and_history_indexe
         plan = " ".join(
             row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.TASK_HISTORY}", params)
         )
-        # the index gives the order by end; only ties of one end time are sorted (by id)
-        assert "USING INDEX history_task_end (task_id=?" in plan and "TEMP B-TREE FOR ORDER BY" not in plan
+        # the (task, end, id) index gives the order, ties of one end time included
+        assert "USING INDEX history_task_end_id (task_id=?" in plan and "TEMP B-TREE" not in plan
         plan = " ".join(
             row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sqlite_queries.HISTORY}", params[:5])
         )

@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from backbeat.api.history import history_query, outcomes_of, parse_since
-from backbeat.model.history import FAILED, HistoryEntry, HistoryOutcome, decode_cursor, encode_cursor
+from backbeat.errors import CorruptRecordError
+from backbeat.model.history import FAILED, HistoryEntry, HistoryOutcome, decode_cursor, encode_cursor, to_us
 from backbeat.web.history import percentile, summarize
 
 T0 = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
@@ -81,13 +82,26 @@ def test_the_stored_form_leaves_out_what_it_can_derive_and_reads_back_equal() ->
     succeeded = entry("ship", 3.0, HistoryOutcome.SUCCESS, took=None)
     renamed = entry("tax", 4.0, HistoryOutcome.SUCCESS)
     renamed.run_id = "tax@elsewhere"  # not the entry id's prefix: stored as it is
-    docs = [orjson.loads(e.to_bytes()) for e in (failed, succeeded, renamed)]
-    assert "run_id" not in docs[0] and "run_id" not in docs[1] and docs[2]["run_id"] == "tax@elsewhere"
+    moved = entry("box", 5.0, HistoryOutcome.SUCCESS)
+    moved.task_id = "crate"  # not the run id's prefix: stored as it is
+    moved.attempt = 3
+    entries = (failed, succeeded, renamed, moved)
+    docs = [orjson.loads(e.to_bytes()) for e in entries]
+    assert not {"id", "task_id", "run_id", "attempt"} & (docs[0].keys() | docs[1].keys())
+    assert docs[2]["run_id"] == "tax@elsewhere" and "task_id" not in docs[2]
+    assert (docs[3]["task_id"], docs[3]["attempt"]) == ("crate", 3)
     assert {"started_at", "error", "error_type", "args"}.isdisjoint(docs[1])
-    assert [HistoryEntry.from_bytes(e.to_bytes()) for e in (failed, succeeded, renamed)] == [
-        failed,
-        succeeded,
-        renamed,
-    ]
-    # a document of the earlier, full form reads the same
+    assert docs[0]["ended_at"] == to_us(failed.ended_at) and docs[0]["fire_time"] == to_us(failed.fire_time)
+    assert [HistoryEntry.from_bytes(e.to_bytes(), e.id) for e in entries] == list(entries)
+    # a document of the earlier, full form reads the same, with or without the id beside it
     assert HistoryEntry.from_document(failed.to_document()) == failed
+    first_form = orjson.dumps({**failed.to_document(), "duration": None, "host": None, "pid": None})
+    assert HistoryEntry.from_bytes(first_form) == HistoryEntry.from_bytes(first_form, failed.id) == failed
+
+
+def test_a_stored_document_without_its_id_or_with_a_bad_time_is_refused() -> None:
+    stored = entry("pay", 2.0, HistoryOutcome.SUCCESS).to_bytes()
+    with pytest.raises(CorruptRecordError):
+        HistoryEntry.from_bytes(stored)
+    with pytest.raises(CorruptRecordError):
+        HistoryEntry.from_bytes(stored.replace(b'"ended_at":', b'"ended_at":1.5,"x":'), "pay@x#1#success")

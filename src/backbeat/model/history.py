@@ -109,22 +109,27 @@ class HistoryEntry:
         }
 
     def to_bytes(self) -> bytes:
-        """The stored form: :meth:`to_document`'s fields without the derived ones (duration,
-        host, pid, the run id when the entry id spells it) and without those that are ``None``,
-        datetimes written by orjson (UTC, ``+00:00``: the text ``isoformat`` gives)."""
+        """The stored form, read back by :meth:`from_bytes` given the entry's id (every store
+        keeps the id beside the document): :meth:`to_document`'s fields without the id, the
+        derived ones (duration, host, pid), the run id and task id when the id spells them
+        (``<task id>@<fire time>#...``), an attempt of 1 and those that are ``None``; times in
+        epoch microseconds. About 150 bytes for a run that succeeded, where the first form, with
+        ISO times and the ids, took 350."""
         doc: dict[str, JSON] = {
-            "id": self.id,
-            "task_id": self.task_id,
             "task_name": self.task_name,
-            "fire_time": _utc(self.fire_time),
-            "ended_at": _utc(self.ended_at),
+            "fire_time": to_us(self.fire_time),
+            "ended_at": to_us(self.ended_at),
             "outcome": self.outcome,
-            "attempt": self.attempt,
         }
-        if self.id.rsplit("#", 2)[0] != self.run_id:
+        run_id = self.id.rsplit("#", 2)[0]
+        if run_id != self.run_id:
             doc["run_id"] = self.run_id
+        if self.run_id.rpartition("@")[0] != self.task_id:
+            doc["task_id"] = self.task_id
+        if self.attempt != 1:
+            doc["attempt"] = self.attempt
         if self.started_at is not None:
-            doc["started_at"] = _utc(self.started_at)
+            doc["started_at"] = to_us(self.started_at)
         if self.error_type is not None:
             doc["error_type"] = self.error_type
         if self.error is not None:
@@ -136,21 +141,25 @@ class HistoryEntry:
         return orjson.dumps(doc)
 
     @classmethod
-    def from_document(cls, doc: Mapping[str, JSON]) -> HistoryEntry:
-        """Rebuild an entry from :meth:`to_document`'s output.
+    def from_document(cls, doc: Mapping[str, JSON], entry_id: str | None = None) -> HistoryEntry:
+        """Rebuild an entry from :meth:`to_document`'s output, or from a stored document and
+        the id it is stored under (documents written before :meth:`to_bytes` left the id out
+        hold it, and ISO times).
 
         Raises:
             CorruptRecordError: the document is not a valid history entry.
         """
         try:
             started = doc.get("started_at")
-            entry_id = str(doc["id"])
-            run_id = doc.get("run_id")
+            entry_id = str(doc["id"]) if entry_id is None else entry_id
+            stored_run_id = doc.get("run_id")
+            run_id = entry_id.rsplit("#", 2)[0] if stored_run_id is None else str(stored_run_id)
+            task_id = doc.get("task_id")
             return cls(
                 id=entry_id,
-                task_id=str(doc["task_id"]),
+                task_id=run_id.rpartition("@")[0] if task_id is None else str(task_id),
                 task_name=str(doc["task_name"]),
-                run_id=entry_id.rsplit("#", 2)[0] if run_id is None else str(run_id),
+                run_id=run_id,
                 fire_time=_parse(doc["fire_time"]),
                 started_at=_parse(started) if started is not None else None,
                 ended_at=_parse(doc["ended_at"]),
@@ -165,15 +174,20 @@ class HistoryEntry:
             raise CorruptRecordError(f"stored history entry is not valid: {exc!r}") from exc
 
     @classmethod
-    def from_bytes(cls, raw: bytes | str) -> HistoryEntry:
-        """Raises ``CorruptRecordError`` when ``raw`` is not an entry's JSON."""
+    def from_bytes(cls, raw: bytes | str, entry_id: str | None = None) -> HistoryEntry:
+        """Read a stored document, given the id it is stored under (one that holds its id, of
+        the first form, needs none).
+
+        Raises:
+            CorruptRecordError: ``raw`` is not an entry's JSON.
+        """
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise CorruptRecordError(f"stored history entry is not valid JSON: {exc}") from exc
         if not isinstance(doc, dict):
             raise CorruptRecordError("stored history entry is not a JSON object")
-        return cls.from_document(doc)
+        return cls.from_document(doc, entry_id)
 
 
 def entry_id(run_id: str, attempt: int, outcome: HistoryOutcome, token: int = 0) -> str:
@@ -278,17 +292,16 @@ def from_us(value: int) -> datetime:
     return EPOCH + timedelta(microseconds=value)
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is UTC else value.astimezone(UTC)
-
-
 def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()
 
 
 def _parse(value: object) -> datetime:
+    """A stored time: epoch microseconds, or an ISO string (documents of the first form)."""
+    if type(value) is int:
+        return from_us(value)
     if not isinstance(value, str):
-        raise TypeError(f"expected an ISO datetime string, got {type(value).__name__}")
+        raise TypeError(f"expected epoch microseconds or an ISO datetime string, got {type(value).__name__}")
     parsed = datetime.fromisoformat(value)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 

@@ -23,7 +23,7 @@ def decode(raws: Iterable[tuple[str, bytes | str]]) -> list[HistoryEntry]:
     entries = []
     for entry_id, raw in raws:
         try:
-            entries.append(HistoryEntry.from_bytes(raw))
+            entries.append(HistoryEntry.from_bytes(raw, entry_id))
         except CorruptRecordError as exc:
             log.error("history entry %r cannot be read (kept in the store as it is): %s", entry_id, exc)
     return entries

@@ -4,8 +4,9 @@ Every table name is ``{p}_<table>`` (the table prefix). Version 1 is the schema 
 release, dead letters and shared state included; version 2 indexes claim ends (leases are
 judged by the server's clock, apart from next run times); version 3 gives runs their fencing
 tokens; version 4 keeps run history; version 5 marks the runs a removed task left (so a task
-added again under its id is not theirs). A new schema change is one more :class:`Migration` at the
-end of :data:`MIGRATIONS`.
+added again under its id is not theirs); version 6 changes no table: history documents are
+written leaner from then on (see ``HistoryEntry.to_bytes``), which an older backbeat cannot read.
+A new schema change is one more :class:`Migration` at the end of :data:`MIGRATIONS`.
 """
 
 from __future__ import annotations
@@ -108,6 +109,11 @@ MIGRATIONS = ordered(
         5,
         "runs of a removed task are detached from any task added again under its id",
         ("ALTER TABLE {p}_runs ADD COLUMN detached BOOLEAN NOT NULL DEFAULT FALSE",),
+    ),
+    Migration(
+        6,
+        "lean history documents (no id, epoch-microsecond times) from now on; stored ones stay readable",
+        (),
     ),
 )
 

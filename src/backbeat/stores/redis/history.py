@@ -1,8 +1,9 @@
-"""Run history of the Redis store: a sorted set of entry ids by end time per task and one of
-every task's, and a hash of the entries' JSON documents.
+"""Run history of the Redis store: a sorted set of entry ids by end time, one of every entry in
+(task, end, id) order (:meth:`.Keys.history_by_task`), and a hash of the entries' JSON documents.
 
-A sorted set orders equal end times by id (bytes), so pages run by (end, id) descending as in
-the SQL stores. Pruning reads the ids to drop by rank or score range, never every key.
+A sorted set orders equal end times by id (bytes), and the per-task members spell the end with a
+fixed width, so pages run by (end, id) descending as in the SQL stores, whole or for one task.
+Pruning reads the ids to drop by rank, score or lexical range, never every key.
 """
 
 from __future__ import annotations
@@ -18,6 +19,33 @@ from backbeat.stores.redis.connection import Connection
 from backbeat.stores.redis.keys import Keys
 
 READ_BATCH = 200
+_END_DIGITS = 18
+"""Digits of an end time in a per-task member (epoch microseconds up to the year 9999)."""
+
+
+def task_member(task_id: str, end_us: int, entry_id: str) -> bytes:
+    """An entry's member of the per-task index (as ``history.lua`` writes it)."""
+    return f"{task_id}\0{end_us:0{_END_DIGITS}d}\0{entry_id}".encode()
+
+
+def _ended(task_id: str, end_us: int) -> bytes:
+    """Where ``task_id``'s members that ended at ``end_us`` begin."""
+    return f"{task_id}\0{end_us:0{_END_DIGITS}d}".encode()
+
+
+def _task_range(task_id: str) -> tuple[bytes, bytes]:
+    """The lexical bounds (inclusive low, exclusive high) of one task's members."""
+    return f"[{task_id}\0".encode(), f"({task_id}\1".encode()
+
+
+def _entry_of(task_id: str, member: bytes) -> tuple[int, str] | None:
+    """(end, entry id) of one of ``task_id``'s members; ``None`` for another task's (an id
+    that starts with ``task_id`` and a NUL)."""
+    rest = member[len(task_id.encode()) + 1 :]
+    end, sep = rest[:_END_DIGITS], rest[_END_DIGITS : _END_DIGITS + 1]
+    if sep != b"\0" or not end.isdigit():
+        return None
+    return int(end), rest[_END_DIGITS + 1 :].decode()
 
 
 def pack(entries: Sequence[HistoryEntry]) -> tuple[str, bytes]:
@@ -46,42 +74,49 @@ class History:
 
     async def prune(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:
         keys = self._keys
-        cutoff = f"({to_us(before)}"
+        cutoff_us = to_us(before)
+        tasks = sorted(set(task_ids))
         client = await self._conn.ready()
         with self._conn.errors():
-            doomed: dict[str, set[bytes]] = {}
             async with client.pipeline(transaction=False) as pipe:
-                for task_id in sorted(set(task_ids)):
-                    pipe.zrangebyscore(keys.task_history(task_id), "-inf", cutoff)
-                    pipe.zrange(keys.task_history(task_id), 0, -(keep + 1))
-                old_and_excess = await pipe.execute()
-            for index, task_id in enumerate(sorted(set(task_ids))):
-                doomed[task_id] = set(old_and_excess[2 * index]) | set(old_and_excess[2 * index + 1])
+                for task_id in tasks:
+                    low, high = _task_range(task_id)
+                    pipe.zrangebylex(keys.history_by_task, low, b"(" + _ended(task_id, cutoff_us))
+                    pipe.zrevrangebylex(keys.history_by_task, high, low, start=keep, num=-1)
+                old_and_excess: list[Any] = await pipe.execute()
+            members: set[bytes] = set()
+            ids: set[bytes] = set()
+            for index, task_id in enumerate(tasks):
+                for member in (*old_and_excess[2 * index], *old_and_excess[2 * index + 1]):
+                    if (found := _entry_of(task_id, member)) is not None:
+                        members.add(member)
+                        ids.add(found[1].encode())
             old: list[Any] = await client.zrangebyscore(
-                keys.history, "-inf", cutoff, start=0, num=PRUNE_BATCH
+                keys.history, "-inf", f"({cutoff_us}", start=0, num=PRUNE_BATCH, withscores=True
             )
             if old:
-                docs = await client.hmget(keys.history_docs, old)
-                stored = [(text(i), doc) for i, doc in zip(old, docs, strict=True) if doc is not None]
-                for entry in decode(stored):
-                    doomed.setdefault(entry.task_id, set()).add(entry.id.encode())
-                # an entry that cannot be read is not taken out of its task's set (its task is
-                # unknown): a page leaves out an id whose document is gone
-                doomed.setdefault("", set()).update(old)
-            ids = sorted({entry_id for found in doomed.values() for entry_id in found})
+                ends = {text(entry_id): round(score) for entry_id, score in old}
+                docs = await client.hmget(keys.history_docs, list(ends))
+                stored = [(i, doc) for i, doc in zip(ends, docs, strict=True) if doc is not None]
+                members.update(
+                    task_member(e.task_id, ends[e.id], e.id) for e in decode(stored) if e.id in ends
+                )
+                # an entry that cannot be read keeps its per-task member (its task is unknown):
+                # a page leaves out an id whose document is gone
+                ids.update(entry_id.encode() for entry_id in ends)
             if not ids:
                 return 0
             async with client.pipeline(transaction=True) as pipe:
-                pipe.hdel(keys.history_docs, *ids)
-                pipe.zrem(keys.history, *ids)
-                for task_id, found in doomed.items():
-                    if task_id and found:
-                        pipe.zrem(keys.task_history(task_id), *found)
+                pipe.hdel(keys.history_docs, *sorted(ids))
+                pipe.zrem(keys.history, *sorted(ids))
+                if members:
+                    pipe.zrem(keys.history_by_task, *sorted(members))
                 removed: list[Any] = await pipe.execute()
             return int(removed[0])
 
     async def query(self, query: HistoryQuery) -> tuple[list[HistoryEntry], str | None]:
-        key = self._keys.history if query.task_id is None else self._keys.task_history(query.task_id)
+        if query.task_id is not None:
+            return await self._task_query(query, query.task_id)
         after = query.after()
         high: int | str = "+inf" if after is None else after[0]
         low: int | str = "-inf" if query.since is None else to_us(query.since)
@@ -91,7 +126,7 @@ class History:
         with self._conn.errors():
             while len(found) <= query.limit:
                 batch: list[Any] = await client.zrevrangebyscore(
-                    key, high, low, start=offset, num=READ_BATCH, withscores=True
+                    self._keys.history, high, low, start=offset, num=READ_BATCH, withscores=True
                 )
                 offset += len(batch)
                 ids = [
@@ -99,19 +134,44 @@ class History:
                     for member, score in batch
                     if after is None or (round(score), text(member)) < after
                 ]
-                if ids:
-                    docs = await client.hmget(self._keys.history_docs, ids)
-                    stored = [(i, doc) for i, doc in zip(ids, docs, strict=True) if doc is not None]
-                    found += [entry for entry in decode(stored) if query.matches(entry)]
+                found += await self._read(client, ids, query)
                 if len(batch) < READ_BATCH:
                     break
         return page(found, query.limit)
+
+    async def _task_query(self, query: HistoryQuery, task_id: str) -> tuple[list[HistoryEntry], str | None]:
+        """One task's page: a lexical range of the per-task index, from the cursor (exclusive)
+        down to ``since``."""
+        low, high = _task_range(task_id)
+        if (after := query.after()) is not None:
+            high = b"(" + task_member(task_id, *after)
+        if query.since is not None:
+            low = b"[" + _ended(task_id, to_us(query.since))
+        client = await self._conn.ready()
+        found: list[HistoryEntry] = []
+        offset = 0
+        with self._conn.errors():
+            while len(found) <= query.limit:
+                batch: list[Any] = await client.zrevrangebylex(
+                    self._keys.history_by_task, high, low, start=offset, num=READ_BATCH
+                )
+                offset += len(batch)
+                ids = [entry[1] for member in batch if (entry := _entry_of(task_id, member)) is not None]
+                found += await self._read(client, ids, query)
+                if len(batch) < READ_BATCH:
+                    break
+        return page(found, query.limit)
+
+    async def _read(self, client: Any, ids: list[str], query: HistoryQuery) -> list[HistoryEntry]:
+        """The entries of ``ids`` that match ``query``, in that order (gone or unreadable ones left out)."""
+        if not ids:
+            return []
+        docs = await client.hmget(self._keys.history_docs, ids)
+        stored = [(i, doc) for i, doc in zip(ids, docs, strict=True) if doc is not None]
+        return [entry for entry in decode(stored) if query.matches(entry)]
 
     async def clear(self) -> None:
         keys = self._keys
         client = await self._conn.ready()
         with self._conn.errors():
-            task_ids = [text(t) for t in await client.smembers(keys.history_tasks)]
-            for start in range(0, len(task_ids), READ_BATCH):
-                await client.delete(*(keys.task_history(t) for t in task_ids[start : start + READ_BATCH]))
-            await client.delete(keys.history, keys.history_docs, keys.history_tasks)
+            await client.delete(keys.history, keys.history_docs, keys.history_by_task)

@@ -162,12 +162,19 @@ class Keys:
         return f"{self.base}history_docs"
 
     @property
+    def history_by_task(self) -> str:
+        """Sorted set, all scores 0: every entry as ``task id \\0 end \\0 entry id`` (the end in
+        epoch microseconds, 18 digits), so one task's entries are one lexical range, in (end, id)
+        order (key layout 4; layout 3 kept a :meth:`task_history` key per task)."""
+        return f"{self.base}history_by_task"
+
+    @property
     def history_tasks(self) -> str:
-        """Set: ids of the tasks that have a :meth:`task_history` key."""
+        """Set, key layout 3: ids of the tasks that have a :meth:`task_history` key."""
         return f"{self.base}history_tasks"
 
     def task_history(self, task_id: str) -> str:
-        """Sorted set: history entry id -> end time, of one task."""
+        """Sorted set, key layout 3: history entry id -> end time, of one task."""
         return f"{self.base}history:{task_id}"
 
     @property

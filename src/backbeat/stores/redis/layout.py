@@ -101,6 +101,16 @@ async def _records(client: Client, keys: Keys) -> None:
             offset = int(await run(step, offset, _BATCH))
 
 
+async def _history_by_task(client: Client, keys: Keys) -> None:
+    """Every task's history sorted set into the one per-task index (see ``migrate4.lua``), a
+    batch of tasks per script call, so an interrupted migration goes on where it stopped."""
+    script = client.register_script(source("migrate4"))
+    while True:
+        await client.pexpire(keys.layout_lock, int(LOCK_TTL * 1000))
+        if not int(await script(keys=[keys.tasks], args=[keys.base, 100])):
+            break
+
+
 MIGRATIONS: tuple[LayoutMigration, ...] = (
     LayoutMigration(1, "the first release's layout: build the orphaned index it may lack", _index_orphans),
     LayoutMigration(
@@ -111,6 +121,11 @@ MIGRATIONS: tuple[LayoutMigration, ...] = (
         "one record per task (live fields and document), a bucketed id index, claims and waiting runs "
         "in indexes of their own",
         _records,
+    ),
+    LayoutMigration(
+        4,
+        "run history's per-task sorted sets (a key per task) into one index of every task's entries",
+        _history_by_task,
     ),
 )
 

@@ -310,7 +310,7 @@ class RedisStore:
     async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
         if not results:
             return set()
-        args: list[Arg] = [owner, len(results)]
+        args: list[Arg] = [owner, _BUFFERED_US, len(results)]
         letters: list[Arg] = []
         for result in results:
             failed = "1" if result.outcome == RunOutcome.FAILURE else "0"

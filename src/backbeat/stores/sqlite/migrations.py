@@ -3,7 +3,10 @@
 Version 1 is the first release's file; version 2 added dead letters and shared state; version
 3 indexes claim ends (leases are judged by the store's clock, apart from next run times); version
 4 gives runs their fencing tokens; version 5 keeps run history; version 6 marks the runs a
-removed task left (so a task added again under its id is not theirs). A
+removed task left (so a task added again under its id is not theirs); version 7 makes history's
+(task, end) index unique with the entry id, so recording an entry twice is refused by the index
+(and marks the lean history documents written from then on, which an older backbeat cannot
+read). A
 new schema change is one more :class:`Migration` at the end of :data:`MIGRATIONS`.
 """
 
@@ -116,6 +119,20 @@ MIGRATIONS = ordered(
         6,
         "runs of a removed task are detached from any task added again under its id",
         ("ALTER TABLE runs ADD COLUMN detached INTEGER NOT NULL DEFAULT 0",),
+    ),
+    Migration(
+        7,
+        "run history's (task, end) index unique with the entry id: an entry recorded twice is ignored by it",
+        (
+            # Version 5 looked each entry up before inserting it (INSERT ... WHERE NOT EXISTS): that
+            # probe cost about as much as the rest of the history in a fire; the unique index does
+            # the check in the descent its insert makes anyway (the id in its keys costs far less).
+            """DELETE FROM history WHERE rowid NOT IN (
+    SELECT min(rowid) FROM history GROUP BY task_id, ended_at, id
+)""",
+            "DROP INDEX history_task_end",
+            "CREATE UNIQUE INDEX history_task_end_id ON history (task_id, ended_at, id)",
+        ),
     ),
 )
 

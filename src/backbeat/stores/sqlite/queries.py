@@ -224,10 +224,10 @@ UPDATE_STATE = "UPDATE state SET value = ?, version = version + 1 WHERE key = ? 
 
 # -- run history ------------------------------------------------------------------------------
 
-INSERT_HISTORY = """
-INSERT INTO history (id, task_id, ended_at, outcome, doc) SELECT ?1, ?2, ?3, ?4, ?5
-WHERE NOT EXISTS (SELECT 1 FROM history WHERE task_id = ?2 AND ended_at = ?3 AND id = ?1)
-"""
+# an entry recorded already is ignored by the unique (task, end, id) index
+INSERT_HISTORY = (
+    "INSERT OR IGNORE INTO history (id, task_id, ended_at, outcome, doc) VALUES (?1, ?2, ?3, ?4, ?5)"
+)
 PRUNE_TASK_OLD = "DELETE FROM history WHERE task_id = ? AND ended_at < ?"
 # everything at or before the task's (keep + 1)-th newest entry (none when it has no more)
 PRUNE_TASK_EXCESS = """

@@ -501,24 +501,52 @@ local function index_page(after, count)
   end
 end
 
+-- Take ids out of their tag sets and K_TAGS.
+local function untag(ids)
+  local tags, tagged = get_many(K_TAGS, ids), {}
+  for i, id in ipairs(ids) do
+    if tags[i] then
+      tagged[#tagged + 1] = id
+      for _, tag in ipairs(decode_tags(tags[i])) do
+        redis.call('ZREM', tag_key(tag), id)
+      end
+    end
+  end
+  call_many('HDEL', K_TAGS, tagged)
+end
+
 local function remove_tasks(ids)
   if #ids == 0 then
     return
   end
-  local tags = get_many(K_TAGS, ids)
-  for i, id in ipairs(ids) do
-    for _, tag in ipairs(decode_tags(tags[i])) do
-      redis.call('ZREM', tag_key(tag), id)
-    end
-  end
-  for _, key in ipairs({K_TASKS, K_TAGS, K_QUARANTINE}) do
-    call_many('HDEL', key, ids)
-  end
+  untag(ids)
+  call_many('HDEL', K_TASKS, ids)
+  call_many('HDEL', K_QUARANTINE, ids)
   call_keys('DEL', keys_of(claim_key, ids))
   index_remove(ids)
   call_many('ZREM', K_SCHEDULE, ids)
   call_many('ZREM', K_CLAIMS, ids)
   call_many('ZREM', K_ORPHANED, ids)
+end
+
+-- Remove tasks whose last run ended (complete.lua), their parsed records in lives: unclaimed
+-- (checked), not quarantined and without a next run time, so in neither the claims nor the
+-- schedule (claim and fire took them out) nor the quarantine; orphaned only if flagged so. A
+-- remove_tasks with fewer commands, which is most of what a finished one-shot costs.
+local function remove_finished(ids, lives)
+  if #ids == 0 then
+    return
+  end
+  untag(ids)
+  call_many('HDEL', K_TASKS, ids)
+  local orphans = {}
+  for _, id in ipairs(ids) do
+    if string.find(lives[id][FLAGS], 'o', 1, true) then
+      orphans[#orphans + 1] = id
+    end
+  end
+  call_many('ZREM', K_ORPHANED, orphans)
+  index_remove(ids)
 end
 
 -- Keep the orphaned index in step with a task's flags.

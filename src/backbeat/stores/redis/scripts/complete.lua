@@ -1,15 +1,16 @@
--- ARGV: prefix, owner, count n, then n results "failed|finished_at|retry_at|outcome|dead|token|run_id"
--- (failed and dead '1'|'0'; retry_at '' = none; token the fencing token held), then one
--- dead letter JSON per result with dead '1', in order. A 'deferred' outcome keeps the attempt
--- and counts nothing. Returns the run ids not completed (no longer leased to owner under token).
-local owner, n = ARGV[2], tonumber(ARGV[3])
+-- ARGV: prefix, owner, a buffered run's not-before time (microseconds), count n, then n results
+-- "failed|finished_at|retry_at|outcome|dead|token|run_id" (failed and dead '1'|'0'; retry_at
+-- '' = none; token the fencing token held), then one dead letter JSON per result with dead '1',
+-- in order. A 'deferred' outcome keeps the attempt and counts nothing. Returns the run ids not
+-- completed (no longer leased to owner under token).
+local owner, buffered_from, n = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local run_ids, results, letters = {}, {}, {}
-for i = 4, 3 + n do
+for i = 5, 4 + n do
   local result = {string.match(ARGV[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')}
   results[#results + 1] = result
   run_ids[#run_ids + 1] = result[7]
 end
-local next_letter = 4 + n
+local next_letter = 5 + n
 for i, result in ipairs(results) do
   if result[5] == '1' then
     letters[i] = ARGV[next_letter]
@@ -45,6 +46,10 @@ for i, found in ipairs(get_many(K_TASKS, counted)) do
   end
 end
 
+-- Every buffered run waits in K_WAITING from buffered_from on: when none does (tasks without an
+-- overlap policy that buffers), no finished run has one to promote, and no task's buffered set
+-- needs a look (one call per batch instead of one per run).
+local any_buffered = redis.call('ZCOUNT', K_WAITING, buffered_from, '+inf') > 0
 local done, retries, retry_runs, retry_ids, dead = {}, {}, {}, {}, {}
 for i, item in ipairs(finished) do
   local rid, run, result = item[1], item[2], item[3]
@@ -66,7 +71,7 @@ for i, item in ipairs(finished) do
   else
     done[#done + 1] = rid
     -- a run gone for good: the earliest buffered run of its task (if any) may start
-    local promoted = redis.call('ZPOPMIN', buffered_key(task_ids[i]))
+    local promoted = any_buffered and redis.call('ZPOPMIN', buffered_key(task_ids[i])) or {}
     if promoted[1] then
       retries[#retries + 1] = finished_at
       retries[#retries + 1] = promoted[1]
@@ -104,16 +109,24 @@ end
 call_many('HSET', K_DEAD, letter_writes)
 call_many('HSET', K_DEAD_TASKS, snapshot_writes)
 
-local writes, removed = {}, {}
+-- tasks left with no run and no next fire time leave the store, unless claimed (one lookup)
+local writes, removed, finished_ids = {}, {}, {}
 for _, id in ipairs(order) do
   local live = lives[id]
-  local quarantined = string.find(live[FLAGS], 'q', 1, true)
-  if tonumber(live[RUNNING]) == 0 and live[NRT] == '' and not quarantined
-      and redis.call('EXISTS', claim_key(id)) == 0 then
-    removed[#removed + 1] = id
+  if tonumber(live[RUNNING]) == 0 and live[NRT] == '' and not string.find(live[FLAGS], 'q', 1, true) then
+    finished_ids[#finished_ids + 1] = id
   else
     writes[#writes + 1] = id
     writes[#writes + 1] = join_live(live)
+  end
+end
+local claimed = get_keys(keys_of(claim_key, finished_ids))
+for i, id in ipairs(finished_ids) do
+  if claimed[i] then
+    writes[#writes + 1] = id
+    writes[#writes + 1] = join_live(lives[id])
+  else
+    removed[#removed + 1] = id
   end
 end
 
@@ -123,7 +136,7 @@ call_keys('MSET', retry_runs)
 call_many('ZREM', K_LEASES, retry_ids)
 call_many('ZADD', K_WAITING, retries)
 call_many('HSET', K_TASKS, writes)
-remove_tasks(removed)
+remove_finished(removed, lives)
 if #retries > 0 then
   wake()
 end
