@@ -38,6 +38,13 @@ def _task(task_id: str) -> Task:
     )
 
 
+def _due_first(task_id: str, seconds_before: int) -> Task:
+    """A task due before every earlier one of these tests: its add sends a wake-up."""
+    task = _task(task_id)
+    task.next_run_time = T0 - timedelta(seconds=seconds_before)
+    return task
+
+
 async def _sql(sql: str, *args: Any) -> Any:
     conn = await asyncpg.connect(URL)
     try:
@@ -94,8 +101,9 @@ async def test_a_notify_wakes_the_other_instance(stores: OpenStore) -> None:
     pending = asyncio.ensure_future(anext(iterator))
     try:
         for i in range(100):
-            # only the other instance writes: the wake-up can only come through NOTIFY
-            await writing.add([_task(f"n{i}")])
+            # only the other instance writes: the wake-up can only come through NOTIFY (each add
+            # comes before those stored, else it would send none)
+            await writing.add([_due_first(f"n{i}", i)])
             done, _ = await asyncio.wait([pending], timeout=0.05)
             if done:
                 break
@@ -112,6 +120,33 @@ async def test_a_notify_wakes_the_other_instance(stores: OpenStore) -> None:
         await iterator.aclose()
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+async def test_only_an_add_due_before_every_stored_task_sends_a_wakeup(
+    stores: OpenStore, prefix: str, batch: int
+) -> None:
+    writing = await stores()
+    await writing.add([_task("first")])  # due at T0
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(URL)
+    try:
+        await listener.add_listener(f"{prefix}_wakeup", lambda *_: heard.put_nowait("wake"))
+
+        def tasks(name: str, due: datetime) -> list[Task]:
+            made = [_task(f"{name}{i}") for i in range(batch)]
+            for task in made:
+                task.next_run_time = due
+            return made
+
+        await writing.add(tasks("later", T0 + timedelta(seconds=1)))
+        await writing.add(tasks("same", T0))
+        await writing.add(tasks("earlier", T0 - timedelta(seconds=1)))
+        # notifications come in commit order: once the last add's is here, any other would be too
+        await asyncio.wait_for(heard.get(), 10)
+        assert heard.empty()
+    finally:
+        await listener.close()
+
+
 async def test_the_listener_reconnects_after_losing_its_connection(stores: OpenStore) -> None:
     listening, writing = await stores(), await stores()
     channel = f"{listening.prefix}_wakeup"
@@ -119,7 +154,7 @@ async def test_the_listener_reconnects_after_losing_its_connection(stores: OpenS
     try:
         first = asyncio.ensure_future(anext(iterator))
         for i in range(100):
-            await writing.add([_task(f"a{i}")])
+            await writing.add([_due_first(f"a{i}", i)])
             if (await asyncio.wait([first], timeout=0.05))[0]:
                 break
         assert first.done()
@@ -132,7 +167,7 @@ async def test_the_listener_reconnects_after_losing_its_connection(stores: OpenS
         await asyncio.sleep(0.3)  # the reconnect yields once; drain it, then prove NOTIFY again
         second = asyncio.ensure_future(anext(iterator))
         for i in range(100):
-            await writing.add([_task(f"b{i}")])
+            await writing.add([_due_first(f"b{i}", 1000 + i)])
             if (await asyncio.wait([second], timeout=0.05))[0]:
                 break
         assert second.done() and second.exception() is None
