@@ -48,6 +48,8 @@ ADD_BATCH = 1000
 READ_BATCH = 500
 _US = timedelta(microseconds=1)
 _BUFFERED_US = to_us(BUFFERED_UNTIL)
+_OUTCOME_FIELDS = {outcome: field(outcome.value) for outcome in RunOutcome}
+"""Each outcome as ``complete.lua`` reads it (spelled once: ``Enum.value`` is a Python-level lookup)."""
 
 
 class RedisStore:
@@ -270,8 +272,11 @@ class RedisStore:
             fire_times = [iso(fire_time) for fire_time in decision.fire_times]
             times.append(fire_times)
             room = -1 if decision.overlap == Overlap.ALLOW_ALL else buffers(decision.overlap)
-            head = f"{len(fire_times)}|{decision.claimed_version}|{opt_us(decision.next_run_time)}|{room}|"
-            args.append(head + "".join(f"{fire_time}|" for fire_time in fire_times) + decision.task_id)
+            spelled = "|".join(fire_times) + "|" if fire_times else ""
+            args.append(
+                f"{len(fire_times)}|{decision.claimed_version}|{opt_us(decision.next_run_time)}|{room}|"
+                f"{spelled}{decision.task_id}"
+            )
         until_us, reply, token = await self._conn.run("fire", *args)
         until, statuses = from_us(until_us), text(reply).split(",")
         results: list[FireResult] = []
@@ -317,9 +322,8 @@ class RedisStore:
             finished, retry_at = to_us(result.finished_at), opt_us(result.retry_at)
             dead = "1" if result.dead_letter else "0"
             token = result.run.fencing_token
-            args.append(
-                f"{failed}|{finished}|{retry_at}|{field(result.outcome.value)}|{dead}|{token}|{result.run.id}"
-            )
+            outcome = _OUTCOME_FIELDS[result.outcome]
+            args.append(f"{failed}|{finished}|{retry_at}|{outcome}|{dead}|{token}|{result.run.id}")
             if result.dead_letter:
                 letters.append(letter_arg(DeadLetter.of(result, None)))
         return {text(run_id) for run_id in await self._conn.run("complete", *args, *letters)}
