@@ -18,7 +18,7 @@ COLUMNS = [
     "claim_due µs, 1k → N",
     "next_wakeup µs, 1k → N",
     "add→run µs, 1k → N",
-    "fires/s history off → on",
+    "history off → on: CPU per fire (share), fires/s",
 ]
 
 
