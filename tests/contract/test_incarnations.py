@@ -182,3 +182,15 @@ async def test_enqueuing_the_old_runs_fire_time_adopts_that_run(store: Store) ->
     assert await counts(store) == (1, 0, 0, None)
     await store.complete("w1", [finished(old, at=T1)])
     assert await counts(store) == (0, 1, 0, "success")
+
+
+async def test_a_fire_without_the_claim_adopts_nothing(store: Store) -> None:
+    """Another owner (its claim lapsed and was taken over, a stale process) fires nothing."""
+    old = await readd_while_running(store, Overlap.ALLOW_ALL)
+    [claimed] = (await store.claim_due("w1", now=T1, lease=LEASE, limit=10)).tasks
+    decision = replace(decide(claimed, [T0], then=T1 + MINUTE), overlap=claimed.options.overlap)
+    assert await store.fire("w9", [decision], now=T1, lease=LEASE) == []
+    [listed] = await store.list_runs("a")
+    detached = listed.detached
+    await store.complete("w1", [finished(old, at=T2)])
+    assert (detached, await counts(store)) == (True, (0, 0, 0, None))

@@ -388,3 +388,37 @@ async def test_a_removal_racing_a_completion_that_promotes_a_buffered_run_waits_
         assert await completing == set()
         assert await removing == ["a"]
     assert lost == []  # no transaction lost a deadlock (40P01) and ran again
+
+
+async def test_an_add_due_before_a_sleeping_workers_wakeup_notifies_it_whatever_the_clocks(
+    stores: OpenStore, prefix: str
+) -> None:
+    """A claim's end is in the store's clock, a next run time in the caller's: a claimed task
+    does not stand for the wake-up of a worker whose clock runs ahead of the server's."""
+    store = await stores()
+    conn = await asyncpg.connect(URL)
+    try:
+        (row,) = await conn.fetch("SELECT clock_timestamp()")
+        server_now = row[0]
+    finally:
+        await conn.close()
+    caller_now = server_now + timedelta(minutes=5)  # this caller's clock: 5 minutes ahead of the server's
+    first = _task("first")
+    first.next_run_time = caller_now
+    await store.add([first])
+    lease = timedelta(seconds=10)
+    claim = await store.claim_due("w1", now=caller_now, lease=lease, limit=1, horizon=caller_now)
+    assert [t.id for t in claim.tasks] == ["first"]
+    # a sleeping worker (caller's clock) would sleep until about caller_now + 10 s (the claim's end)
+    wake = await store.next_wakeup(now=caller_now)
+    assert wake is not None and wake > caller_now + timedelta(seconds=5)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(URL)
+    try:
+        await listener.add_listener(f"{prefix}_wakeup", lambda *_: heard.put_nowait("wake"))
+        second = _task("second")
+        second.next_run_time = caller_now + timedelta(seconds=2)  # due before that wake-up
+        await store.add([second])
+        await asyncio.wait_for(heard.get(), 3)
+    finally:
+        await listener.close()

@@ -343,3 +343,15 @@ async def test_an_add_of_a_taken_id_whose_reply_was_lost_still_fails(proxy: Repl
         assert await store.get("a") == task("a")
     finally:
         await store.close()
+
+
+async def test_a_batch_resent_after_a_dead_connection_is_not_reported_added_without_its_new_ids(
+    store: RedisStore, admin: redis.Redis
+) -> None:
+    await store.add([task("a")])
+    # the server closed the held connection (idle timeout, failover): the next sending never ran
+    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    with pytest.raises(TaskExistsError) as raised:
+        await store.add([task("a"), task("b")])  # "a" is taken: nothing may be written
+    assert raised.value.task_ids == ["a"]
+    assert await store.existing(["a", "b"]) == ["a"]

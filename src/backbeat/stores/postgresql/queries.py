@@ -50,8 +50,9 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 # taken id fails it whole (then the store asks which ids are taken). The tags' foreign key is
 # checked at the statement's end, when the tasks' rows are there.
 # Workers sleep until the earliest due_at at most (a task's next run time or its claim's end): the
-# wake-up is sent only when no stored task is due at or before the new one (the statement's
-# snapshot does not hold the rows it inserts). A NOTIFY per add kept a started worker claiming.
+# wake-up is sent only when no unclaimed stored task is due at or before the new one (the
+# statement's snapshot does not hold the rows it inserts; a claim's end is in the store's clock,
+# not the caller's, so claimed tasks do not count). A NOTIFY per add kept a started worker claiming.
 ADD_ONE_TASK = """
 WITH added AS (
     INSERT INTO {p}_tasks (id, name, job, next_run_time, paused, orphaned, version, running,
@@ -62,7 +63,7 @@ WITH added AS (
     INSERT INTO {p}_task_tags (task_id, tag) SELECT added.id, tag FROM added, unnest($15::text[]) AS tag
 )
 SELECT pg_notify('{p}_wakeup', '') FROM added
-WHERE NOT EXISTS (SELECT FROM {p}_tasks WHERE due_at <= $4)
+WHERE NOT EXISTS (SELECT FROM {p}_tasks WHERE due_at <= $4 AND claimed_by IS NULL)
 """
 # The rows as one JSON array of arrays (``task_row``'s order): asyncpg encodes a Python list per
 # column element by element, through isinstance checks against abstract classes (about 5 µs per
@@ -81,7 +82,9 @@ WITH added AS (
     INSERT INTO {p}_task_tags (task_id, tag) SELECT * FROM unnest($2::text[], $3::text[])
 )
 SELECT pg_notify('{p}_wakeup', '') WHERE EXISTS (SELECT FROM added)
-    AND NOT EXISTS (SELECT FROM {p}_tasks WHERE due_at <= (SELECT min(next_run_time) FROM added))
+    AND NOT EXISTS (
+        SELECT FROM {p}_tasks WHERE due_at <= (SELECT min(next_run_time) FROM added) AND claimed_by IS NULL
+    )
 """
 # A replacement keeps the live state (running, counters, a claim) and counts as a change.
 UPSERT_TASK = (

@@ -113,8 +113,16 @@ def fire(d: Dialect, owner: str, decisions: list[FireDecision], lease: timedelta
     state = {row[0]: row for row in rows}
     wanted = [run_id_for(dec.task_id, t) for dec in decisions for t in dec.fire_times]
     existing = set((yield from fetch_ids(d.sql.EXISTING_RUNS, d.array(wanted)))) if wanted else set()
-    # a run a removed task left under one of these ids runs that fire time as the new task's
-    adopted = set((yield from fetch_ids(d.sql.ADOPT_RUNS, d.array(sorted(existing))))) if existing else set()
+    # a run a removed task left under one of these ids runs that fire time as the new task's,
+    # when the new task's claim is ours (else this call fires nothing of it)
+    held = {
+        run_id_for(dec.task_id, t)
+        for dec in decisions
+        if (row := state.get(dec.task_id)) is not None and row[4] == owner
+        for t in dec.fire_times
+    }
+    adoptable = sorted(existing & held)
+    adopted = set((yield from fetch_ids(d.sql.ADOPT_RUNS, d.array(adoptable)))) if adoptable else set()
     results: list[FireResult] = []
     created: list[Run] = []
     buffered: list[tuple[str, str, int, int, None, int, int]] = []

@@ -30,12 +30,15 @@ for i, id in ipairs(ids) do
 end
 if #existing > 0 and not replace then
   if ARGV[2] == 'r' then
-    -- The first sending ran if an id holds the very document it sent (a record's created_at is
-    -- in µs): the whole batch was then written by it, atomically.
-    for i, id in ipairs(ids) do
-      if old_lives[i] and select(2, split_record(old_lives[i])) == docs_in[i] then
-        return {}
-      end
+    -- The first sending ran if every id holds the very document it sent (a record's created_at
+    -- is in µs): it wrote the whole batch, atomically. One id holding its document proves
+    -- nothing (the same task may have been added before, and this batch never arrived).
+    local ours = #existing == #ids
+    for i = 1, #ids do
+      ours = ours and select(2, split_record(old_lives[i])) == docs_in[i]
+    end
+    if ours then
+      return {}
     end
   end
   return existing
