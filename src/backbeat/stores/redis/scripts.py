@@ -10,7 +10,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import ClusterDownError, NoScriptError, SlotNotCoveredError
 
 from backbeat.stores.redis.direct import Resend
 from backbeat.stores.redis.durability import LOST, run_acknowledged
@@ -99,6 +99,8 @@ class Scripts:
             return await self._once(name, [self._base, *args])
         except LOST:
             pass  # the server may have run it: its reply is what was lost
+        except (ClusterDownError, SlotNotCoveredError):
+            pass  # nothing ran: the client's retries wait for the cluster (the resend does no harm)
         return await self(name, *resend(args))
 
     async def _once(self, name: str, args: list[Any]) -> Any:
@@ -108,6 +110,7 @@ class Scripts:
         if not isinstance(client, RedisCluster):
             raise TypeError("a single Redis's scripts are sent once by DirectScript")
         node = client.get_node_from_key(self._keys[0])  # a node named: the cluster client retries nothing
+        assert node is not None
         for attempt in (1, 2):
             try:
                 return await client.execute_command(
