@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from backbeat import BackgroundTaskScheduler
 from backbeat.errors import StoreError, StoreUnavailableError, TaskExistsError
 from backbeat.model.records import Task
 from backbeat.stores.redis import RedisStore, connection
+from tests.redis_proxy import ReplyDroppingProxy
 from tests.redis_server import RedisServerHandle, start_private_redis
 
 pytestmark = pytest.mark.redis
@@ -235,63 +237,6 @@ async def test_a_script_error_on_the_adds_connection_is_a_store_error(
     await store.add([task("c")])  # the connection is still usable (the tasks hash begins anew)
 
 
-class ReplyDroppingProxy:
-    """A TCP proxy in front of a Redis server that, once armed, takes the server's next replies
-    and closes the client's connection instead of passing them on: the server ran the command,
-    the client never hears of it."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.to_drop = 0
-        self.dropped = 0
-        self._server: asyncio.Server | None = None
-        self._links: set[asyncio.Task[None]] = set()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None
-        return f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/0"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for link in list(self._links):
-            link.cancel()
-        await asyncio.gather(*self._links, return_exceptions=True)
-
-    async def _serve(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
-        link = asyncio.current_task()
-        assert link is not None
-        self._links.add(link)
-        server_in, server_out = await asyncio.open_connection("127.0.0.1", self.port)
-
-        async def requests() -> None:
-            while data := await client_in.read(65536):
-                server_out.write(data)
-                await server_out.drain()
-
-        async def replies() -> None:
-            while data := await server_in.read(65536):
-                if self.to_drop:
-                    self.to_drop -= 1
-                    self.dropped += 1
-                    return
-                client_out.write(data)
-                await client_out.drain()
-
-        try:
-            forward = asyncio.ensure_future(requests())
-            await replies()
-            forward.cancel()
-        finally:
-            for writer in (client_out, server_out):
-                writer.close()
-            self._links.discard(link)
-
-
 @pytest.fixture
 async def proxy(server: RedisServerHandle) -> AsyncIterator[ReplyDroppingProxy]:
     proxy = ReplyDroppingProxy(server.port)
@@ -355,3 +300,58 @@ async def test_a_batch_resent_after_a_dead_connection_is_not_reported_added_with
         await store.add([task("a"), task("b")])  # "a" is taken: nothing may be written
     assert raised.value.task_ids == ["a"]
     assert await store.existing(["a", "b"]) == ["a"]
+
+
+async def test_an_add_from_a_small_pool_whose_reply_was_lost_is_reported_added(
+    proxy: ReplyDroppingProxy,
+) -> None:
+    client = redis.asyncio.Redis.from_url(proxy.url, max_connections=1)  # adds hold no connection
+    store = RedisStore(prefix="adds", client=client)
+    try:
+        await store.add([task("a")])
+        proxy.to_drop = 1
+        await store.add([task("b")])  # sent once more as a resend, not by the client's retry
+        assert proxy.dropped == 1
+        assert await store.get("b") == task("b")
+    finally:
+        await store.close()
+        await client.aclose()
+
+
+@pytest.fixture
+def replica(server: RedisServerHandle, tmp_path: Path) -> Iterator[RedisServerHandle]:
+    """A replica of ``server``, online (so ``WAIT 1`` is answered at once)."""
+    handle = RedisServerHandle(
+        tmp_path / "replica", appendonly=False, extra_args=["--replicaof", "127.0.0.1", str(server.port)]
+    )
+    try:
+        with redis.Redis.from_url(server.url) as master:
+            for _ in range(200):
+                if master.info("replication").get("connected_slaves", 0) >= 1:
+                    break
+                time.sleep(0.05)
+            else:
+                raise RuntimeError("the replica did not come online")
+        yield handle
+    finally:
+        handle.stop()
+
+
+async def test_an_acknowledged_add_whose_reply_was_lost_is_reported_added(
+    replica: RedisServerHandle, proxy: ReplyDroppingProxy
+) -> None:
+    store = RedisStore(proxy.url, prefix="adds", durability="replica")
+    try:
+        await store.add([task("a")])
+        proxy.to_drop = 1
+        await store.add([task("b")])  # the script and its WAIT sent again, the script as a resend
+        assert proxy.dropped == 1
+        assert await store.get("b") == task("b")
+        other = task("a")
+        other.created_at = T0.replace(microsecond=1)
+        proxy.to_drop = 1
+        with pytest.raises(TaskExistsError):
+            await store.add([other])
+        assert proxy.dropped == 2
+    finally:
+        await store.close()

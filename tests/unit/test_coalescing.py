@@ -1,5 +1,5 @@
-"""Coalesced adds: the single adds of one event-loop turn are one store call, each caller with its
-own outcome."""
+"""Coalesced adds: a lone add is sent at once, the adds made while it is in flight are one store
+call after it, each caller with its own outcome."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ def task(task_id: str) -> Task:
 
 
 class Store:
-    """Keeps tasks by id and records each call's batch, as a store's ``add`` would behave."""
+    """Keeps tasks by id and records each call's batch, as a store's ``add`` would behave: the
+    call waits for its reply (a loop turn) before it returns."""
 
     def __init__(self, *, fail: BaseException | None = None) -> None:
         self.tasks: dict[str, Task] = {}
@@ -29,6 +30,7 @@ class Store:
 
     async def add_many(self, tasks: list[Task], replace: bool) -> None:
         self.batches.append([t.id for t in tasks])
+        await asyncio.sleep(0)  # the round trip
         if self.fail is not None:
             raise self.fail
         taken = [t.id for t in tasks if t.id in self.tasks and not replace]
@@ -37,12 +39,49 @@ class Store:
         self.tasks.update({t.id: t for t in tasks})
 
 
-async def test_the_adds_of_one_loop_turn_are_one_store_call() -> None:
+async def test_a_lone_add_is_sent_before_the_loop_turns() -> None:
+    store = Store()
+    turned: list[bool] = []
+    sent_in_turn: list[bool] = []
+    add_many = store.add_many
+
+    async def noting_add_many(tasks: list[Task], replace: bool) -> None:
+        sent_in_turn.append(not turned)
+        await add_many(tasks, replace)
+
+    coalescer = AddCoalescer(noting_add_many)
+    asyncio.get_running_loop().call_soon(turned.append, True)
+    await coalescer.add(task("t0"), replace=False)
+    assert sent_in_turn == [True]  # no waiting for other adds to join
+
+
+async def test_the_adds_made_while_one_is_in_flight_are_one_store_call_after_it() -> None:
     store = Store()
     coalescer = AddCoalescer(store.add_many)
     await asyncio.gather(*(coalescer.add(task(f"t{i}"), replace=False) for i in range(100)))
-    assert len(store.batches) == 1 and len(store.batches[0]) == 100
+    assert store.batches == [["t0"], [f"t{i}" for i in range(1, 100)]]
     assert len(store.tasks) == 100
+
+
+async def test_callers_that_add_again_once_answered_join_the_next_batch() -> None:
+    store = Store()
+    coalescer = AddCoalescer(store.add_many)
+
+    async def producer(p: int) -> None:
+        for i in range(5):
+            await coalescer.add(task(f"p{p}-{i}"), replace=False)
+
+    await asyncio.gather(*(producer(p) for p in range(10)))
+    assert [len(batch) for batch in store.batches] == [1, 10, 10, 10, 10, 9]
+    assert len(store.tasks) == 50
+
+
+async def test_an_add_after_the_batch_was_stored_is_sent_at_once_again() -> None:
+    store = Store()
+    coalescer = AddCoalescer(store.add_many)
+    await asyncio.gather(*(coalescer.add(task(f"t{i}"), replace=False) for i in range(3)))
+    await coalescer.add(task("later"), replace=False)
+    assert store.batches == [["t0"], ["t1", "t2"], ["later"]]
 
 
 async def test_sequential_adds_are_one_call_each() -> None:
@@ -66,7 +105,7 @@ async def test_a_stored_duplicate_fails_only_its_caller() -> None:
     assert set(store.tasks) == {"taken", "a", "b", "c"}
 
 
-async def test_the_same_id_twice_in_one_turn_stores_the_first_and_fails_the_second() -> None:
+async def test_the_same_id_added_again_while_in_flight_stores_the_first_and_fails_the_second() -> None:
     store = Store()
     coalescer = AddCoalescer(store.add_many)
     first, second = task("same"), task("same")
@@ -82,7 +121,22 @@ async def test_replacing_and_plain_adds_go_in_separate_calls() -> None:
     store.tasks["x"] = task("x")
     coalescer = AddCoalescer(store.add_many)
     await asyncio.gather(coalescer.add(task("x"), replace=True), coalescer.add(task("y"), replace=False))
-    assert sorted(store.batches) == [["x"], ["y"]]
+    assert sorted(store.batches) == [["x"], ["y"]]  # each sent at once: none waited for the other
+
+
+async def test_the_same_id_twice_in_one_batch_stores_the_first_and_fails_the_second() -> None:
+    store = Store()
+    coalescer = AddCoalescer(store.add_many)
+    first, second = task("same"), task("same")
+    results = await asyncio.gather(
+        coalescer.add(task("lone"), replace=False),
+        coalescer.add(first, replace=False),
+        coalescer.add(second, replace=False),
+        return_exceptions=True,
+    )
+    assert results[0] is None and results[1] is None and isinstance(results[2], TaskExistsError)
+    assert store.batches == [["lone"], ["same"]]  # the repeat is not sent
+    assert store.tasks["same"] is first
 
 
 async def test_a_store_error_fails_every_caller_of_the_batch() -> None:
@@ -92,7 +146,7 @@ async def test_a_store_error_fails_every_caller_of_the_batch() -> None:
         *(coalescer.add(task(f"t{i}"), replace=False) for i in range(3)), return_exceptions=True
     )
     assert all(isinstance(r, StoreUnavailableError) for r in results)
-    assert len(store.batches) == 1
+    assert store.batches == [["t0"], ["t1", "t2"]]  # the lone first call, then the batch
 
 
 async def test_a_cancelled_caller_does_not_stop_the_others() -> None:
@@ -104,6 +158,34 @@ async def test_a_cancelled_caller_does_not_stop_the_others() -> None:
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert isinstance(results[0], asyncio.CancelledError) and results[1:] == [None, None]
     assert {"t1", "t2"} <= set(store.tasks)  # the cancelled caller's task may be stored or not
+
+
+async def test_a_cancelled_caller_in_a_batch_does_not_stop_the_others() -> None:
+    store = Store()
+    coalescer = AddCoalescer(store.add_many)
+    calls = [asyncio.ensure_future(coalescer.add(task(f"t{i}"), replace=False)) for i in range(3)]
+    await asyncio.sleep(0)
+    calls[1].cancel()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert results[0] is None and isinstance(results[1], asyncio.CancelledError) and results[2] is None
+    assert {"t0", "t2"} <= set(store.tasks)
+
+
+async def test_an_add_on_a_new_event_loop_is_not_held_by_a_call_left_on_an_ended_one() -> None:
+    store = Store()
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def add_many(tasks: list[Task], replace: bool) -> None:
+        if tasks[0].id == "stuck":
+            await never  # a call that never returns on this loop
+        await store.add_many(tasks, replace)
+
+    coalescer = AddCoalescer(add_many)
+    stuck = asyncio.ensure_future(coalescer.add(task("stuck"), replace=False))
+    await asyncio.sleep(0)
+    await asyncio.to_thread(asyncio.run, coalescer.add(task("fresh"), replace=False))
+    assert store.batches == [["fresh"]]
+    stuck.cancel()
 
 
 async def test_a_repeated_id_gets_the_first_adds_error_when_the_first_fails() -> None:
@@ -120,5 +202,5 @@ async def test_a_repeated_id_gets_the_first_adds_error_when_the_first_fails() ->
 async def test_more_adds_than_a_batch_holds_are_several_store_calls() -> None:
     store = Store()
     coalescer = AddCoalescer(store.add_many)
-    await asyncio.gather(*(coalescer.add(task(f"t{i}"), replace=False) for i in range(MAX_BATCH + 5)))
-    assert [len(batch) for batch in store.batches] == [MAX_BATCH, 5]
+    await asyncio.gather(*(coalescer.add(task(f"t{i}"), replace=False) for i in range(MAX_BATCH + 6)))
+    assert [len(batch) for batch in store.batches] == [1, MAX_BATCH, 5]

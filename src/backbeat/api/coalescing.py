@@ -1,6 +1,6 @@
-"""Coalesced adds: single-task adds made in one event-loop tick (many request handlers, or an
-``asyncio.gather`` of ``schedule_*`` calls) become one store call, each caller still getting its
-own outcome."""
+"""Coalesced adds: a single-task add is sent at once when no add of its kind is in flight; the
+adds that arrive meanwhile (many request handlers, or an ``asyncio.gather`` of ``schedule_*``
+calls) wait for it and are then sent together, each caller still getting its own outcome."""
 
 from __future__ import annotations
 
@@ -19,56 +19,78 @@ MAX_BATCH = 1000
 """Tasks per store call: a Redis add of more is several script calls, atomic only in its check."""
 
 
-class AddCoalescer:
-    """Collects the tasks added during one turn of the event loop and stores them together.
+class _Lane:
+    """The adds of one kind (replacing or not) on one event loop, while a store call of that kind
+    is in flight: those that arrived since, sent when it returns."""
 
-    The first add of a turn yields once, so the other adds of that turn can join it; alone, it
-    makes its store call itself (no extra task or loop turn: a lone awaited add stays one round
-    trip), else the whole batch is stored by a task of its own, so cancelling one caller
-    stops no other. A task whose id is already stored fails only its own caller, with
-    ``TaskExistsError``; so does a second add of one id in the same turn, once the first is
-    stored (if the first fails, the second gets the same error). Any other error fails every
-    caller of the store call.
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: list[_Entry] = []
+
+
+class AddCoalescer:
+    """Sends a single add at once, and the adds made while one is in flight as one batch after it.
+
+    An add with no store call of its kind (replacing or not) in flight makes its call itself,
+    in its caller's task: a lone awaited add costs no extra task or loop turn. The adds that
+    come while that call (or a batch) is in flight wait; when it returns, they are stored as one
+    batch by a task of their own (so cancelling one caller stops no other), sent one loop turn
+    after the previous call's callers were answered, so that those who add again at once join
+    it. Under load that makes one store call per round of concurrent producers, as collecting a
+    loop turn's adds did, without making the lone add wait for a turn.
+
+    A task whose id is already stored fails only its own caller, with ``TaskExistsError``; so
+    does a later add of an id while an earlier add of it is in flight or in the same batch, once
+    the earlier is stored (in one batch, if the first fails, the second gets the same error).
+    Any other error fails every caller of the store call.
     """
 
     def __init__(self, add_many: AddMany) -> None:
         self._add_many = add_many
-        self._joined: list[tuple[bool, _Entry]] | None = None
-        """The adds that joined this turn's first one (None: no add is collecting)."""
+        self._lanes: dict[bool, _Lane] = {}
+        """A lane per kind of add with a store call in flight."""
         self._flushing: set[asyncio.Task[None]] = set()
 
     async def add(self, task: Task, *, replace: bool) -> None:
-        """Store ``task`` with the other adds of this turn of the loop; returns once it is stored."""
+        """Store ``task`` now, or with the next batch if an add of its kind is in flight; returns
+        once it is stored."""
         loop = asyncio.get_running_loop()
-        if self._joined is not None:
+        lane = self._lanes.get(replace)
+        if lane is not None and lane.loop is loop:
             done: asyncio.Future[None] = loop.create_future()
-            self._joined.append((replace, (task, done)))
+            lane.waiting.append((task, done))
             await done
             return
-        joined: list[tuple[bool, _Entry]] = []
-        self._joined = joined
+        # (a lane of another loop is stale: that loop ended with a call in flight)
+        lane = self._lanes[replace] = _Lane(loop)
         try:
-            await asyncio.sleep(0)  # the other adds of this turn join
-        except BaseException:
-            self._joined = None
-            self._flush(joined)  # a cancelled first add still stores the others
-            raise
-        self._joined = None
-        if not joined:
             await self._add_many([task], replace)
-            return
-        done = loop.create_future()
-        self._flush([(replace, (task, done)), *joined])
-        await done
+        finally:
+            self._hand_over(lane, replace)
 
-    def _flush(self, joined: list[tuple[bool, _Entry]]) -> None:
-        by_replace: dict[bool, list[_Entry]] = {}
-        for replace, entry in joined:
-            by_replace.setdefault(replace, []).append(entry)
-        for replace, entries in by_replace.items():
-            flushing = asyncio.get_running_loop().create_task(self._store(entries, replace))
-            self._flushing.add(flushing)  # keep a reference until it is done
-            flushing.add_done_callback(self._flushing.discard)
+    def _hand_over(self, lane: _Lane, replace: bool) -> None:
+        """After a lone add's call: the adds that waited for it are sent by a task of their own."""
+        if not lane.waiting:
+            self._close(lane, replace)
+            return
+        flushing = lane.loop.create_task(self._flush(lane, replace))
+        self._flushing.add(flushing)  # keep a reference until it is done
+        flushing.add_done_callback(self._flushing.discard)
+
+    def _close(self, lane: _Lane, replace: bool) -> None:
+        if self._lanes.get(replace) is lane:
+            del self._lanes[replace]
+
+    async def _flush(self, lane: _Lane, replace: bool) -> None:
+        try:
+            while lane.waiting:
+                entries, lane.waiting = lane.waiting, []
+                await self._store(entries, replace)
+                # the callers just answered run first: an add they make at once joins the next batch
+                await asyncio.sleep(0)
+        finally:
+            self._close(lane, replace)
+            raise_into(lane.waiting, asyncio.CancelledError())  # only if this task was cancelled
 
     async def _store(self, entries: list[_Entry], replace: bool) -> None:
         repeats: list[tuple[_Entry, _Entry]] = []

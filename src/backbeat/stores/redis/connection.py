@@ -91,7 +91,9 @@ class Connection:
         self._client = client
         self._scripts: Scripts | None = None
         self._direct: DirectScript | None = None
-        """The add script on a connection of its own (not on Redis Cluster, nor acknowledged)."""
+        """The add script sent by the store itself (not on Redis Cluster, nor acknowledged)."""
+        self._hold_for_adds = False
+        """Whether adds keep a connection of the pool (not from a pool of a few connections)."""
         self._closed = asyncio.Event()
 
     @contextmanager
@@ -146,8 +148,9 @@ class Connection:
                     f"within {OPEN_TIMEOUT:g} s"
                 ) from None
         self._scripts = scripts
-        if self._direct is None and _may_hold_a_connection(client, self.acknowledged):
-            assert isinstance(client, redis.asyncio.Redis)
+        if self._direct is None and isinstance(client, redis.asyncio.Redis) and not self.acknowledged:
+            # (not when writes wait for a replica: their WAIT goes with the script)
+            self._hold_for_adds = (client.connection_pool.max_connections or 0) >= MIN_POOL_FOR_ADDS
             self._direct = DirectScript(
                 client,
                 scripts.sha("add"),
@@ -186,12 +189,16 @@ class Connection:
     async def add(self, *args: Any) -> Any:
         """Call the add script, on the store's own connection when no other add holds it, else on
         one of the pool's; either way a sending repeated after a lost reply is told so."""
+        if self._scripts is None:
+            await self.open()
         direct = self._direct
-        if direct is None:
-            return await self.run("add", *args)
+        if direct is None:  # Redis Cluster, or writes acknowledged by a replica
+            assert self._scripts is not None
+            async with self.calls():
+                return await self._scripts.resending("add", args, add_resent)
         with self.errors():
             try:
-                if direct.idle:
+                if direct.idle and self._hold_for_adds:
                     return await direct(args)  # bounded by CALL_TIMEOUT as well
                 async with asyncio.timeout(CALL_TIMEOUT):
                     return await direct.borrowed(args)
@@ -217,11 +224,3 @@ def add_resent(args: Sequence[Any]) -> Sequence[Any]:
     """The arguments of an add sent again after its reply was lost: ``add.lua`` then takes an id
     stored with the very document sent for its own earlier write (a replacing add may repeat)."""
     return ["r", *args[1:]] if args[0] == "0" else args
-
-
-def _may_hold_a_connection(client: Client, acknowledged: bool) -> bool:
-    """Whether adds may keep a connection of their own: not on Redis Cluster, not when writes wait
-    for a replica (their ``WAIT`` goes with the script), not from a pool of a few connections."""
-    if not isinstance(client, redis.asyncio.Redis) or acknowledged:
-        return False
-    return (client.connection_pool.max_connections or 0) >= MIN_POOL_FOR_ADDS

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
+from redis.exceptions import ClusterDownError, NoScriptError, SlotNotCoveredError
 
-from backbeat.stores.redis.durability import run_acknowledged
+from backbeat.stores.redis.direct import Resend
+from backbeat.stores.redis.durability import LOST, run_acknowledged
 
 NAMES = (
     "add",
@@ -77,3 +80,44 @@ class Scripts:
                 self._client, script.sha, source(name), self._keys, [self._base, *args]
             )
         return await self._scripts[name](keys=self._keys, args=[self._base, *args])
+
+    async def resending(self, name: str, args: Sequence[Any], resend: Resend) -> Any:
+        """Call one script sent once and, if its connection fails (the server may have run it,
+        its reply lost), once more with the arguments ``resend`` makes of ``args`` instead of the
+        client's retry of the same ones; only that second sending goes through the client's
+        retries, so ``resend`` must make a sending that may run twice.
+
+        On Redis Cluster (the client of a shard of a sharded store) or with writes acknowledged
+        by a replica; a single Redis's adds go through :mod:`.direct`.
+        """
+        script = self._scripts[name]
+        if self._acknowledged:
+            return await run_acknowledged(
+                self._client, script.sha, source(name), self._keys, [self._base, *args], resend=resend
+            )
+        try:
+            return await self._once(name, [self._base, *args])
+        except LOST:
+            pass  # the server may have run it: its reply is what was lost
+        except (ClusterDownError, SlotNotCoveredError):
+            pass  # nothing ran: the client's retries wait for the cluster (the resend does no harm)
+        return await self(name, *resend(args))
+
+    async def _once(self, name: str, args: list[Any]) -> Any:
+        """The script's reply, sent without the client's retry (a redirection is still followed)."""
+        client = self._client
+        sha = self._scripts[name].sha
+        if not isinstance(client, RedisCluster):
+            raise TypeError("a single Redis's scripts are sent once by DirectScript")
+        node = client.get_node_from_key(self._keys[0])  # a node named: the cluster client retries nothing
+        assert node is not None
+        for attempt in (1, 2):
+            try:
+                return await client.execute_command(
+                    "EVALSHA", sha, len(self._keys), *self._keys, *args, target_nodes=node
+                )
+            except NoScriptError:  # nothing ran
+                if attempt == 2:
+                    raise
+                await client.script_load(source(name))
+        raise AssertionError("unreachable")
