@@ -261,9 +261,10 @@ class Store(Protocol):
     async def get_state(self, key: str) -> StateRecord | None:
         """A shared state document (e.g. ``breaker:<name>``), or ``None`` if never written."""
 
-    async def put_state(self, key: str, value: dict[str, Any], *, version: int) -> bool:
+    async def put_state(self, key: str, value: dict[str, Any], *, version: int, wake: bool = False) -> bool:
         """Compare-and-set: store ``value`` with version ``version + 1`` if the stored version
-        is ``version`` (``0``: not stored yet). Returns whether it was written."""
+        is ``version`` (``0``: not stored yet). Returns whether it was written. With ``wake``,
+        a write wakes every scheduler's :meth:`wakeups` (a change they should act on at once)."""
 
     async def record_history(self, entries: Sequence[HistoryEntry]) -> None:
         """Keep finished runs' history entries. An entry whose id is stored already is left as

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from backbeat.abc import Store
@@ -158,19 +159,19 @@ async def test_next_wakeup_follows_a_run_lease(backend: Backend, store: Store) -
     backend.assert_between(woken, T0 + MINUTE + LEASE - (backend.store_time() - before), T0 + MINUTE + LEASE)
 
 
-async def _next_wakeup_while(wakeups: Store, change: Store, name: str) -> None:
-    """Wait (5 s at most) until ``wakeups`` yields, adding a task through ``change`` now and then
-    (a listener may need a moment to subscribe), each due before the last."""
+async def _next_wakeup_while(wakeups: Store, change: Callable[[int], Awaitable[object]]) -> None:
+    """Wait (5 s at most) until ``wakeups`` yields, calling ``change(i)`` now and then (a
+    listener may need a moment to subscribe)."""
     iterator = wakeups.wakeups()
     pending: asyncio.Future[None] = asyncio.ensure_future(anext(iterator))
     try:
         for i in range(100):
-            await change.add([task(f"{name}-{i}", at=T0 + MINUTE - i * timedelta(milliseconds=1))])
+            await change(i)
             done, _ = await asyncio.wait([pending], timeout=0.05)
             if done:
                 pending.result()  # a yield, not the end of the iteration
                 return
-        raise AssertionError("wakeups() did not yield within 5 s of an add")
+        raise AssertionError("wakeups() did not yield within 5 s of a change")
     finally:
         pending.cancel()
         with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
@@ -180,9 +181,25 @@ async def _next_wakeup_while(wakeups: Store, change: Store, name: str) -> None:
             await close()
 
 
+def _adding(store: Store, name: str) -> Callable[[int], Awaitable[object]]:
+    """Adds of tasks through ``store``, each due before the last."""
+
+    async def add(i: int) -> None:
+        await store.add([task(f"{name}-{i}", at=T0 + MINUTE - i * timedelta(milliseconds=1))])
+
+    return add
+
+
 async def test_wakeups_yield_after_an_add_by_another_instance(store: Store, peer: Store) -> None:
-    await _next_wakeup_while(wakeups=store, change=peer, name="theirs")
+    await _next_wakeup_while(wakeups=store, change=_adding(peer, "theirs"))
 
 
 async def test_wakeups_yield_after_an_add_by_the_same_instance(store: Store) -> None:
-    await _next_wakeup_while(wakeups=store, change=store, name="mine")
+    await _next_wakeup_while(wakeups=store, change=_adding(store, "mine"))
+
+
+async def test_wakeups_yield_after_a_state_write_that_asks_for_it(store: Store, peer: Store) -> None:
+    async def write(i: int) -> None:
+        assert await peer.put_state("cancel", {"run": i}, version=i, wake=True)
+
+    await _next_wakeup_while(wakeups=store, change=write)

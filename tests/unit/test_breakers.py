@@ -174,14 +174,14 @@ class Contended(MemoryStore):
         self.times = times
         self.conflicts = 0
 
-    async def put_state(self, key: str, value: dict[str, Any], *, version: int) -> bool:
+    async def put_state(self, key: str, value: dict[str, Any], *, version: int, wake: bool = False) -> bool:
         if self.conflicts < self.times:
             self.conflicts += 1
             current = await self.get_state(key)
             doc: dict[str, Any] = dict(current.value) if current else {"state": CLOSED, "probes": 0}
             doc["failures"] = int(doc.get("failures", 0)) + 1  # the other process's failure
             await super().put_state(key, doc, version=current.version if current else 0)
-        return await super().put_state(key, value, version=version)
+        return await super().put_state(key, value, version=version, wake=wake)
 
 
 async def test_a_concurrent_write_is_retried_so_no_failure_is_lost(clock: FakeClock) -> None:

@@ -107,8 +107,9 @@ class RunControl:
             record = await durable.get_state(key)
 
     async def cancel_run(self, run_id: str) -> bool:
-        """Cancel a running run: at once if this process runs it, else within a lease renewal
-        period in whichever process does. Returns whether it ran here."""
+        """Cancel a running run: at once if this process runs it, else in whichever process does,
+        when the request's wake-up reaches it (or at its next lease renewal, if that is lost).
+        Returns whether it ran here."""
         if any(engine.cancel(run_id) for engine in self._router.engines):
             return True
         await cancellations.request(await self._router.ready(), run_id, self.clock())

@@ -1,7 +1,8 @@
 """Requests to cancel running runs, shared through the store (``cancel`` state document).
 
-The process running a run sees the request at its next lease renewal (every lease/3
-seconds) and cancels the run's asyncio task; the run completes as ``cancelled``.
+Storing a request wakes every scheduler; one running runs looks at the requests soon after
+a wake-up, and at each lease renewal (every lease/3 seconds) in case a wake-up was lost. The
+process running the run cancels its asyncio task; the run completes as ``cancelled``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ _TRIES = 8
 
 async def request(store: Store, run_id: str, now: datetime) -> bool:
     """Ask whichever process runs ``run_id`` to cancel it; whether the request was stored."""
-    return await _change(store, now, add=run_id)
+    return await _change(store, now, add=run_id, wake=True)
 
 
 async def pending(store: Store, run_ids: Collection[str]) -> set[str]:
@@ -36,7 +37,9 @@ async def done(store: Store, run_ids: Collection[str], now: datetime) -> None:
     await _change(store, now, drop=run_ids)
 
 
-async def _change(store: Store, now: datetime, *, add: str | None = None, drop: Collection[str] = ()) -> bool:
+async def _change(
+    store: Store, now: datetime, *, add: str | None = None, drop: Collection[str] = (), wake: bool = False
+) -> bool:
     for _ in range(_TRIES):
         record = await store.get_state(KEY)
         requests: dict[str, Any] = dict(record.value) if record is not None else {}
@@ -46,6 +49,6 @@ async def _change(store: Store, now: datetime, *, add: str | None = None, drop: 
             kept[add] = now.timestamp()
         if kept == requests:
             return True
-        if await store.put_state(KEY, kept, version=record.version if record is not None else 0):
+        if await store.put_state(KEY, kept, version=record.version if record is not None else 0, wake=wake):
             return True
     return False

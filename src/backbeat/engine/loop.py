@@ -34,6 +34,9 @@ log = logging.getLogger("backbeat.engine")
 
 QUARANTINE_RECHECK = timedelta(seconds=30)
 """How long a run whose task record cannot be read waits before it is looked at again."""
+CANCEL_LOOK_DELAY = 0.05
+"""Seconds from a wake-up to the look at cancel requests it prompts: the wake-ups of that time
+share one store read."""
 
 
 def default_owner() -> str:
@@ -118,9 +121,11 @@ class Engine:
         self._completing: dict[str, RunResult] = {}
         self._released: set[str] = set()
         self._fenced: set[str] = set()
+        """Runs stopped here because their lease could not be renewed in time."""
         self._side_tasks: set[asyncio.Task[None]] = set()
         """Cancel requests being sent (``cancel_other``): held so they are not collected."""
-        """Runs stopped here because their lease could not be renewed in time."""
+        self._cancel_look: asyncio.Task[None] | None = None
+        """The look at cancel requests a wake-up prompted, until it reads the store."""
         self.deadlines = LeaseDeadlines(self.config.lease, self._fence, now=monotonic)
         """Until when this process surely holds each run, by ``monotonic`` (default: the event
         loop's clock); a run not renewed by then is stopped (see :mod:`backbeat.engine.fencing`)."""
@@ -212,6 +217,8 @@ class Engine:
         self._wake.set()
         self._capacity.set()
         claim_tasks = [t for t in self._background if t.get_name() in ("backbeat-claim", "backbeat-wakeups")]
+        if self._cancel_look is not None:
+            claim_tasks.append(self._cancel_look)
         await _cancel_until_done(claim_tasks)
         wait_for = self.config.shutdown_timeout if timeout is None else timeout
         pending = [t for _, t in self._active.values()]
@@ -338,6 +345,7 @@ class Engine:
                     if self._stopping:
                         return
                     self._wake.set()
+                    self._look_at_cancels_soon()
             except (StoreError, OSError) as exc:
                 self._store_error(exc, "listening for wake-ups")
             await asyncio.sleep(self.config.poll_interval)
@@ -622,6 +630,20 @@ class Engine:
             return
         lag = 0.0 if earliest is None else (self.clock() - earliest).total_seconds()
         self.due_lag = max(lag, 0.0)
+
+    def _look_at_cancels_soon(self) -> None:
+        """A wake-up came, maybe for a cancel request: look at the requests of the runs going
+        here within :data:`CANCEL_LOOK_DELAY`. One look is pending at most, so a stream of
+        wake-ups costs one store read per delay, not one each."""
+        if self._cancel_look is None and self._active and not self._stopping:
+            self._cancel_look = asyncio.get_running_loop().create_task(self._look_at_cancels())
+
+    async def _look_at_cancels(self) -> None:
+        try:
+            await asyncio.sleep(CANCEL_LOOK_DELAY)
+        finally:
+            self._cancel_look = None  # a wake-up from here on may be a request this look misses
+        await self._apply_cancel_requests()
 
     async def _apply_cancel_requests(self) -> None:
         try:

@@ -461,11 +461,13 @@ class MemoryStore:
         record = self._state.get(key)
         return None if record is None else StateRecord(copy.deepcopy(record.value), record.version)
 
-    async def put_state(self, key: str, value: dict[str, Any], *, version: int) -> bool:
+    async def put_state(self, key: str, value: dict[str, Any], *, version: int, wake: bool = False) -> bool:
         record = self._state.get(key)
         if (record.version if record is not None else 0) != version:
             return False
         self._state[key] = StateRecord(copy.deepcopy(value), version + 1)
+        if wake:
+            self._signal.notify()
         return True
 
     # -- history ---------------------------------------------------------------------------

@@ -157,7 +157,7 @@ class Connection:
 
         async def pump() -> None:
             async for _ in wakeups.listen(
-                lambda: self.database, [self.names.tasks, self.names.runs], self._closed
+                lambda: self.database, [self.names.tasks, self.names.runs, self.names.state], self._closed
             ):
                 event.set()
 

@@ -593,8 +593,11 @@ class MongoStore:
     async def get_state(self, key: str) -> StateRecord | None:
         return await self._extras.get_state(key)
 
-    async def put_state(self, key: str, value: dict[str, Any], *, version: int) -> bool:
-        return await self._extras.put_state(key, value, version)
+    async def put_state(self, key: str, value: dict[str, Any], *, version: int, wake: bool = False) -> bool:
+        written = await self._extras.put_state(key, value, version)
+        if written and wake:
+            self._conn.notify()  # this process's listeners; others hear the change stream
+        return written
 
     # -- run history -----------------------------------------------------------------------
 

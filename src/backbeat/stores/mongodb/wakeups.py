@@ -30,7 +30,7 @@ _BACKOFF_MIN, _BACKOFF_MAX = 0.1, 5.0
 
 
 def change_pipeline(collections: list[str]) -> list[dict[str, Any]]:
-    """Changes of the store's task and run collections only."""
+    """Changes of the store's task, run and state collections only."""
     return [{"$match": {"ns.coll": {"$in": collections}}}]
 
 

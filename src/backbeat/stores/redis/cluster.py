@@ -396,8 +396,8 @@ class ShardedRedisStore:
     async def get_state(self, key: str) -> StateRecord | None:
         return await (await self._shard(key)).get_state(key)
 
-    async def put_state(self, key: str, value: dict[str, Any], *, version: int) -> bool:
-        return await (await self._shard(key)).put_state(key, value, version=version)
+    async def put_state(self, key: str, value: dict[str, Any], *, version: int, wake: bool = False) -> bool:
+        return await (await self._shard(key)).put_state(key, value, version=version, wake=wake)
 
     # -- run history ------------------------------------------------------------------------
 

@@ -111,5 +111,5 @@ class DeadLetters:
             raise CorruptRecordError(f"state document {key!r} is not a JSON object")
         return StateRecord(doc, int(version))
 
-    async def put_state(self, key: str, value: dict[str, Any], version: int) -> bool:
-        return bool(await self._conn.run("put_state", key, version, orjson.dumps(value)))
+    async def put_state(self, key: str, value: dict[str, Any], version: int, *, wake: bool) -> bool:
+        return bool(await self._conn.run("put_state", key, version, orjson.dumps(value), 1 if wake else 0))

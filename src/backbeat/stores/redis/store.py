@@ -415,8 +415,8 @@ class RedisStore:
     async def get_state(self, key: str) -> StateRecord | None:
         return await self._dead.get_state(key)
 
-    async def put_state(self, key: str, value: dict[str, Any], *, version: int) -> bool:
-        return await self._dead.put_state(key, value, version)
+    async def put_state(self, key: str, value: dict[str, Any], *, version: int, wake: bool = False) -> bool:
+        return await self._dead.put_state(key, value, version, wake=wake)
 
     async def _decode(self, sizes: bytes, parts: bytes) -> builtins.list[tuple[str, Task | None]]:
         """(id, task) of packed snapshots; a record that cannot be decoded is quarantined (kept)."""

@@ -9,7 +9,7 @@ import orjson
 
 from backbeat.errors import CorruptRecordError
 from backbeat.model.records import DeadLetter, RunResult, StateRecord, Task
-from backbeat.stores.sql.steps import Dialect, Txn, execute, fetch, fetch_ids, fetch_one
+from backbeat.stores.sql.steps import Dialect, Txn, execute, fetch, fetch_ids, fetch_one, notify
 
 log = logging.getLogger("backbeat.stores.sql")
 
@@ -64,8 +64,12 @@ def get_state(d: Dialect, key: str) -> Txn[StateRecord | None]:
     return StateRecord(value, int(row[1]))
 
 
-def put_state(d: Dialect, key: str, value: dict[str, Any], version: int) -> Txn[bool]:
+def put_state(d: Dialect, key: str, value: dict[str, Any], version: int, wake: bool) -> Txn[bool]:
     raw = orjson.dumps(value).decode()
     if version == 0:
-        return (yield from execute(d.sql.INSERT_STATE, key, raw)) == 1
-    return (yield from execute(d.sql.UPDATE_STATE, raw, key, version)) == 1
+        written = (yield from execute(d.sql.INSERT_STATE, key, raw)) == 1
+    else:
+        written = (yield from execute(d.sql.UPDATE_STATE, raw, key, version)) == 1
+    if written and wake:
+        yield from notify()
+    return written

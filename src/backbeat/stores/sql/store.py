@@ -169,8 +169,8 @@ class SqlStore(ABC):
     async def get_state(self, key: str) -> StateRecord | None:
         return await self._read(dead_letters.get_state, key)
 
-    async def put_state(self, key: str, value: dict[str, Any], *, version: int) -> bool:
-        return await self._write(dead_letters.put_state, key, value, version)
+    async def put_state(self, key: str, value: dict[str, Any], *, version: int, wake: bool = False) -> bool:
+        return await self._write(dead_letters.put_state, key, value, version, wake)
 
     # -- run history -----------------------------------------------------------------------
 
