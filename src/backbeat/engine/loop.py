@@ -123,7 +123,8 @@ class Engine:
         self._fenced: set[str] = set()
         """Runs stopped here because their lease could not be renewed in time."""
         self._side_tasks: set[asyncio.Task[None]] = set()
-        """Cancel requests being sent (``cancel_other``): held so they are not collected."""
+        """Cancel requests being sent (``cancel_other``) and looked for: held so they are not
+        collected."""
         self._cancel_look: asyncio.Task[None] | None = None
         """The look at cancel requests a wake-up prompted, until it reads the store."""
         self.deadlines = LeaseDeadlines(self.config.lease, self._fence, now=monotonic)
@@ -636,7 +637,9 @@ class Engine:
         here within :data:`CANCEL_LOOK_DELAY`. One look is pending at most, so a stream of
         wake-ups costs one store read per delay, not one each."""
         if self._cancel_look is None and self._active and not self._stopping:
-            self._cancel_look = asyncio.get_running_loop().create_task(self._look_at_cancels())
+            self._cancel_look = look = asyncio.get_running_loop().create_task(self._look_at_cancels())
+            self._side_tasks.add(look)  # held until it ends: ``_cancel_look`` lets go before
+            look.add_done_callback(self._side_tasks.discard)
 
     async def _look_at_cancels(self) -> None:
         try:
