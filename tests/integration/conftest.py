@@ -1,4 +1,4 @@
-"""Integration fixtures: a fresh store of each kind, by URL."""
+"""Integration fixtures: a fresh store of each kind, by URL; the session's Redis Cluster."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from tests.integration.test_redis_store import delete_keys
 from tests.postgresql_server import drop_prefixes, fresh_prefix, usable_postgres_url
+from tests.redis_cluster import RedisCluster, session_cluster
 from tests.redis_server import usable_redis_url
 
 SERVER_STORES = [
@@ -35,3 +36,12 @@ async def store_url(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIte
         # off the event loop: a scheduler of the test may still be finishing a transaction on
         # these tables, which DROP TABLE waits for
         await asyncio.to_thread(drop_prefixes, [(base, prefix)])
+
+
+@pytest.fixture
+def cluster() -> RedisCluster:
+    """The session's Redis Cluster (the test is skipped if none can be started)."""
+    try:
+        return session_cluster()
+    except (RuntimeError, OSError) as exc:
+        pytest.skip(f"no Redis Cluster could be started: {exc}")

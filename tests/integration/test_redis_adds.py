@@ -20,7 +20,7 @@ from backbeat import BackgroundTaskScheduler
 from backbeat.errors import StoreError, StoreUnavailableError, TaskExistsError
 from backbeat.model.records import Task
 from backbeat.stores.redis import RedisStore, connection
-from tests.redis_proxy import ReplyDroppingProxy
+from tests.redis_proxy import ReplyDroppingProxy, reply_dropping_proxies
 from tests.redis_server import RedisServerHandle, start_private_redis
 
 pytestmark = pytest.mark.redis
@@ -239,10 +239,8 @@ async def test_a_script_error_on_the_adds_connection_is_a_store_error(
 
 @pytest.fixture
 async def proxy(server: RedisServerHandle) -> AsyncIterator[ReplyDroppingProxy]:
-    proxy = ReplyDroppingProxy(server.port)
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
+    async with reply_dropping_proxies([server.port]) as proxies:
+        yield proxies[server.port]
 
 
 async def test_an_add_whose_reply_was_lost_after_it_ran_is_reported_added(proxy: ReplyDroppingProxy) -> None:

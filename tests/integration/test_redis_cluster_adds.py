@@ -21,8 +21,8 @@ from backbeat.model.records import Task
 from backbeat.stores.redis.cluster import ShardedRedisStore
 from backbeat.stores.redis.keys import Keys
 from backbeat.stores.redis.sharding import Durability, shard_of, shard_prefix
-from tests.redis_cluster import RedisCluster, session_cluster
-from tests.redis_proxy import ReplyDroppingProxy
+from tests.redis_cluster import RedisCluster
+from tests.redis_proxy import ReplyDroppingProxy, reply_dropping_proxies
 
 pytestmark = pytest.mark.rediscluster
 
@@ -42,22 +42,10 @@ def task(task_id: str, created_at: datetime = T0) -> Task:
 
 
 @pytest.fixture
-def cluster() -> RedisCluster:
-    try:
-        return session_cluster()
-    except (RuntimeError, OSError) as exc:
-        pytest.skip(f"no Redis Cluster could be started: {exc}")
-
-
-@pytest.fixture
 async def proxies(cluster: RedisCluster) -> AsyncIterator[dict[int, ReplyDroppingProxy]]:
     """A proxy in front of each node, by the node's port."""
-    proxies = {node.port: ReplyDroppingProxy(node.port) for node in cluster.nodes}
-    for proxy in proxies.values():
-        await proxy.start()
-    yield proxies
-    for proxy in proxies.values():
-        await proxy.stop()
+    async with reply_dropping_proxies(node.port for node in cluster.nodes) as proxies:
+        yield proxies
 
 
 def through(proxies: dict[int, ReplyDroppingProxy]) -> Callable[[tuple[str, int]], tuple[str, int]]:
