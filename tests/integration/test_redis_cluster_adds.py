@@ -12,33 +12,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 
 import pytest
 
 from backbeat.errors import TaskExistsError
-from backbeat.model.records import Task
 from backbeat.stores.redis.cluster import ShardedRedisStore
 from backbeat.stores.redis.keys import Keys
 from backbeat.stores.redis.sharding import Durability, shard_of, shard_prefix
+from tests.adds import T0, task
 from tests.redis_cluster import RedisCluster
 from tests.redis_proxy import ReplyDroppingProxy, reply_dropping_proxies
 
 pytestmark = pytest.mark.rediscluster
 
-T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 SHARDS = 3
-
-
-def task(task_id: str, created_at: datetime = T0) -> Task:
-    return Task(
-        id=task_id,
-        name=task_id,
-        job="tests:job",
-        trigger={"type": "date", "run_date": T0.isoformat(), "timezone": "UTC"},
-        next_run_time=T0,
-        created_at=created_at,
-    )
 
 
 @pytest.fixture
