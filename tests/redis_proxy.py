@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 
 
 class ReplyDroppingProxy:
@@ -65,3 +67,16 @@ class ReplyDroppingProxy:
             for writer in (client_out, server_out):
                 writer.close()
             self._links.discard(link)
+
+
+@contextlib.asynccontextmanager
+async def reply_dropping_proxies(ports: Iterable[int]) -> AsyncIterator[dict[int, ReplyDroppingProxy]]:
+    """A started proxy in front of the server at each of ``ports`` (by that port), all stopped
+    on leaving."""
+    async with contextlib.AsyncExitStack() as started:
+        proxies: dict[int, ReplyDroppingProxy] = {}
+        for port in ports:
+            proxies[port] = proxy = ReplyDroppingProxy(port)
+            await proxy.start()
+            started.push_async_callback(proxy.stop)
+        yield proxies

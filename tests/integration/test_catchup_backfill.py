@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,31 +17,14 @@ import pytest
 
 from backbeat import BackfillProgress, BackgroundTaskScheduler, TaskNotFoundError
 from tests.integration import jobs
+from tests.integration.conftest import SERVER_STORES
 from tests.integration.test_cli import cli, cli_json
-from tests.integration.test_redis_store import delete_keys
-from tests.postgresql_server import drop_prefixes, fresh_prefix, usable_postgres_url
-from tests.redis_server import usable_redis_url
 from tests.scheduling import SchedulerFactory, Worker
 
 DAY = timedelta(days=1)
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("postgresql", marks=pytest.mark.postgresql),
-    ]
-)
-async def store_url(request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    """A store URL of a fresh key or table prefix on the local Redis or PostgreSQL server."""
-    if request.param == "redis":
-        base, prefix = usable_redis_url(), f"catchup-{uuid.uuid4().hex[:10]}"
-        yield f"{base}?prefix={prefix}"
-        await delete_keys(base, prefix)
-    else:
-        base, prefix = usable_postgres_url(), fresh_prefix()
-        yield f"{base}?prefix={prefix}"
-        await asyncio.to_thread(drop_prefixes, [(base, prefix)])
+pytestmark = pytest.mark.parametrize("store_url", SERVER_STORES, indirect=True)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:

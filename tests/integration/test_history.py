@@ -1,11 +1,9 @@
 """``scheduler.run_history``: runs of the scheduler's processes read back from the store (a
-SQLite file, Redis, PostgreSQL), filtered and paged; bad arguments refused at call time."""
+SQLite file, Redis, PostgreSQL), filtered and paged; bad arguments refused at call time. A
+recorder whose store write fails logs and drops its batch: only reading the store back shows it."""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,33 +12,7 @@ import pytest
 from backbeat import ConfigurationError, HistoryOutcome, RetryPolicy
 from tests.integration import jobs
 from tests.integration.test_cli import cli, cli_json
-from tests.integration.test_redis_store import delete_keys
-from tests.postgresql_server import drop_prefixes, fresh_prefix, usable_postgres_url
-from tests.redis_server import usable_redis_url
 from tests.scheduling import SchedulerFactory, wait_for
-
-
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("postgresql", marks=pytest.mark.postgresql),
-    ]
-)
-async def store_url(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIterator[str]:
-    """A fresh store: a SQLite file, or a new key or table prefix on the local Redis or
-    PostgreSQL server (a recorder that fails logs and drops its batch: only reading the store
-    back shows it)."""
-    if request.param == "sqlite":
-        yield sqlite_url
-    elif request.param == "redis":
-        base, prefix = usable_redis_url(), f"history-{uuid.uuid4().hex[:10]}"
-        yield f"{base}?prefix={prefix}"
-        await delete_keys(base, prefix)
-    else:
-        base, prefix = usable_postgres_url(), fresh_prefix()
-        yield f"{base}?prefix={prefix}"
-        await asyncio.to_thread(drop_prefixes, [(base, prefix)])
 
 
 async def test_finished_runs_are_listed_newest_first_filtered_and_paged(

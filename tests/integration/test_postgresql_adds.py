@@ -7,31 +7,17 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
 from backbeat.errors import StoreUnavailableError, TaskExistsError
-from backbeat.model.records import Task, TaskFilter
+from backbeat.model.records import TaskFilter
 from backbeat.stores.postgresql import PostgreSQLStore, queries
+from tests.adds import task
 from tests.postgresql_server import usable_postgres_url
 
 pytestmark = pytest.mark.postgresql
-
-T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-
-
-def task(task_id: str, *tags: str) -> Task:
-    return Task(
-        id=task_id,
-        name=task_id,
-        job="tests:job",
-        trigger={"type": "date", "run_date": T0.isoformat(), "timezone": "UTC"},
-        next_run_time=T0,
-        tags=tags,
-        created_at=T0,
-    )
 
 
 @pytest.fixture

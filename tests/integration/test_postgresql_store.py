@@ -8,6 +8,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ import pytest
 
 from backbeat import PostgresJobStoreConfig
 from backbeat.errors import StoreError, StoreUnavailableError
-from backbeat.model.records import Task
+from backbeat.model.overlap import Overlap
+from backbeat.model.records import Task, TaskOptions
 from backbeat.stores import store_from_url
-from backbeat.stores.postgresql import PostgreSQLStore, queries
+from backbeat.stores.postgresql import PostgreSQLStore, connection, queries
+from backbeat.stores.postgresql import store as store_module
 from backbeat.stores.postgresql.migrations import MIGRATIONS
 from backbeat.stores.sql.migrations import latest
 from tests.integration import jobs
@@ -63,6 +66,50 @@ async def prefix() -> AsyncIterator[str]:
     yield name
     tables = ", ".join(f"{name}_{table}" for table in queries.TABLES)
     await _sql(f"DROP TABLE IF EXISTS {tables} CASCADE")
+
+
+@pytest.fixture
+def recorded_retries(monkeypatch: pytest.MonkeyPatch) -> list[BaseException]:
+    """The errors the store asks about running a transaction again (a lost deadlock among them)."""
+    asked: list[BaseException] = []
+
+    def retryable(exc: BaseException) -> bool:
+        asked.append(exc)
+        return connection.is_retryable(exc)
+
+    monkeypatch.setattr(store_module, "is_retryable", retryable)
+    return asked
+
+
+def hold_before(
+    monkeypatch: pytest.MonkeyPatch, method: str, template: str
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make the store's ``Db.<method>`` of ``template`` wait: set the first event when one is
+    reached, go on once the second is set (later calls go straight through)."""
+    reached, go = asyncio.Event(), asyncio.Event()
+    original = getattr(connection.Db, method)
+
+    async def held(self: Any, sql: str, *args: Any) -> Any:
+        if sql == template and not go.is_set():
+            reached.set()
+            await go.wait()
+        return await original(self, sql, *args)
+
+    monkeypatch.setattr(connection.Db, method, held)
+    return reached, go
+
+
+async def until_waiting_for_lock(prefix: str, statement: str) -> None:
+    """Return once a statement on ``prefix``'s tables containing ``statement`` waits for a lock."""
+    async with asyncio.timeout(10):
+        while True:
+            rows = await _sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
+                f"%{prefix}{statement}%",
+            )
+            if rows[0][0]:
+                return
+            await asyncio.sleep(0.01)
 
 
 OpenStore = Callable[[], Awaitable[PostgreSQLStore]]
@@ -230,11 +277,6 @@ async def test_a_run_buffered_by_a_fire_while_a_completion_is_in_flight_is_start
 ) -> None:
     """complete() locks the task row (its count) before it looks for buffered runs, so a fire
     holding that row (it buffers behind the run being completed) cannot slip in between."""
-    from dataclasses import replace
-
-    from backbeat.model.overlap import Overlap
-    from backbeat.model.records import TaskOptions
-    from backbeat.stores.postgresql import connection
     from tests.contract.helpers import LEASE, MINUTE, T0, decide, finished, task
 
     store = await stores()
@@ -243,16 +285,7 @@ async def test_a_run_buffered_by_a_fire_while_a_completion_is_in_flight_is_start
     decision = replace(decide(claimed, [T0], then=T0 + MINUTE), overlap=Overlap.BUFFER_ONE)
     [running] = (await store.fire("w1", [decision], now=T0, lease=LEASE))[0].runs
 
-    counting, go = asyncio.Event(), asyncio.Event()
-    executemany = connection.Db.executemany
-
-    async def held_before_counting(self: Any, template: str, rows: Any) -> Any:
-        if template == queries.COUNT_RUNS and not go.is_set():
-            counting.set()
-            await go.wait()
-        return await executemany(self, template, rows)
-
-    monkeypatch.setattr(connection.Db, "executemany", held_before_counting)
+    counting, go = hold_before(monkeypatch, "executemany", queries.COUNT_RUNS)
     t1 = T0 + MINUTE
     completing = asyncio.create_task(store.complete("w1", [finished(running, at=t1)]))
     await counting.wait()  # the run is deleted, the task row not yet locked
@@ -268,12 +301,10 @@ async def test_a_run_buffered_by_a_fire_while_a_completion_is_in_flight_is_start
 
 
 async def test_a_removal_racing_the_completion_of_its_run_waits_for_it_without_a_deadlock(
-    stores: OpenStore, prefix: str, monkeypatch: pytest.MonkeyPatch
+    stores: OpenStore, prefix: str, monkeypatch: pytest.MonkeyPatch, recorded_retries: list[BaseException]
 ) -> None:
     """complete() locks a run, then its task; remove() detaches the task's runs before it deletes
     the task row, so it takes the same locks in the same order and simply waits."""
-    from backbeat.stores.postgresql import connection
-    from backbeat.stores.postgresql import store as store_module
     from tests.contract.helpers import LEASE, MINUTE, T0, decide, finished, task
 
     store = await stores()
@@ -283,57 +314,23 @@ async def test_a_removal_racing_the_completion_of_its_run_waits_for_it_without_a
         0
     ].runs
 
-    counting, go = asyncio.Event(), asyncio.Event()
-    executemany = connection.Db.executemany
-
-    async def held_before_counting(self: Any, template: str, rows: Any) -> Any:
-        if template == queries.COUNT_RUNS and not go.is_set():
-            counting.set()
-            await go.wait()
-        return await executemany(self, template, rows)
-
-    lost: list[BaseException] = []
-
-    def retryable(exc: BaseException) -> bool:
-        lost.append(exc)
-        return connection.is_retryable(exc)
-
-    monkeypatch.setattr(connection.Db, "executemany", held_before_counting)
-    monkeypatch.setattr(store_module, "is_retryable", retryable)
+    counting, go = hold_before(monkeypatch, "executemany", queries.COUNT_RUNS)
     completing = asyncio.create_task(store.complete("w1", [finished(running, at=T0 + MINUTE)]))
     await counting.wait()  # the run row is locked, the task row not yet
     removing = asyncio.create_task(store.remove(["a"]))
-
-    async def removal_waits_for_a_lock() -> bool:
-        rows = await _sql(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
-            f"%{prefix}_runs SET detached%",
-        )
-        return bool(rows[0][0])
-
-    async with asyncio.timeout(10):  # until the removal waits for the run's lock
-        while True:
-            if await removal_waits_for_a_lock():
-                break
-            await asyncio.sleep(0.01)
+    await until_waiting_for_lock(prefix, "_runs SET detached")  # the removal waits for the run's lock
     go.set()
     assert await completing == set() and await removing == ["a"]
-    assert lost == []  # no transaction lost a deadlock and ran again
+    assert recorded_retries == []  # no transaction lost a deadlock and ran again
     assert await store.list_runs() == [] and await store.get("a") is None
 
 
 async def test_a_removal_racing_a_completion_that_promotes_a_buffered_run_waits_without_a_deadlock(
-    stores: OpenStore, prefix: str, monkeypatch: pytest.MonkeyPatch
+    stores: OpenStore, prefix: str, monkeypatch: pytest.MonkeyPatch, recorded_retries: list[BaseException]
 ) -> None:
     """complete() locks the run, its task, then the buffered run it promotes; remove() detaches
     the runs that are not buffered first, in id order, so it never holds the buffered run (whose
     row an extend moved before the running one's in the heap) while it waits for the running one."""
-    from dataclasses import replace
-
-    from backbeat.model.overlap import Overlap
-    from backbeat.model.records import TaskOptions
-    from backbeat.stores.postgresql import connection
-    from backbeat.stores.postgresql import store as store_module
     from tests.contract.helpers import LEASE, MINUTE, T0, decide, finished, held, task
 
     store = await stores()
@@ -350,44 +347,16 @@ async def test_a_removal_racing_a_completion_that_promotes_a_buffered_run_waits_
     order = await _sql(f"SELECT id FROM {prefix}_runs ORDER BY ctid")
     assert [row[0] for row in order] == [buffered.id, running.id]
 
-    promoting, go = asyncio.Event(), asyncio.Event()
-    fetch = connection.Db.fetch
-
-    async def held_before_promoting(self: Any, template: str, *args: Any) -> Any:
-        if template == queries.PROMOTE_BUFFERED and not go.is_set():
-            promoting.set()
-            await go.wait()
-        return await fetch(self, template, *args)
-
-    lost: list[BaseException] = []
-
-    def retryable(exc: BaseException) -> bool:
-        lost.append(exc)
-        return connection.is_retryable(exc)
-
-    monkeypatch.setattr(connection.Db, "fetch", held_before_promoting)
-    monkeypatch.setattr(store_module, "is_retryable", retryable)
+    promoting, go = hold_before(monkeypatch, "fetch", queries.PROMOTE_BUFFERED)
     completing = asyncio.create_task(store.complete("w1", [finished(running, at=T0 + MINUTE)]))
     await promoting.wait()  # the run and its task are locked, the buffered run not yet
     removing = asyncio.create_task(store.remove(["a"]))
-
-    async def removal_waits_for_a_lock() -> bool:
-        rows = await _sql(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1",
-            f"%{prefix}_runs SET detached%",
-        )
-        return bool(rows[0][0])
-
-    async with asyncio.timeout(10):  # until the removal waits for a run's lock
-        while True:
-            if await removal_waits_for_a_lock():
-                break
-            await asyncio.sleep(0.01)
+    await until_waiting_for_lock(prefix, "_runs SET detached")  # the removal waits for a run's lock
     go.set()
     async with asyncio.timeout(30):
         assert await completing == set()
         assert await removing == ["a"]
-    assert lost == []  # no transaction lost a deadlock (40P01) and ran again
+    assert recorded_retries == []  # no transaction lost a deadlock (40P01) and ran again
 
 
 async def test_an_add_due_before_a_sleeping_workers_wakeup_notifies_it_whatever_the_clocks(

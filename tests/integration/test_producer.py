@@ -4,8 +4,7 @@ without ``start()``, on the real stores."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -13,33 +12,7 @@ import pytest
 from backbeat import BackgroundTaskScheduler, TaskExistsError
 from backbeat.model.records import Task
 from tests.integration import jobs
-from tests.integration.test_redis_store import delete_keys
-from tests.postgresql_server import drop_prefixes, fresh_prefix, usable_postgres_url
-from tests.redis_server import usable_redis_url
 from tests.scheduling import SchedulerFactory, wait_for
-
-STORES = [
-    pytest.param("sqlite", marks=pytest.mark.sqlite),
-    pytest.param("redis", marks=pytest.mark.redis),
-    pytest.param("postgresql", marks=pytest.mark.postgresql),
-]
-
-
-@pytest.fixture(params=STORES)
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'producer.db'}"
-        return
-    if request.param == "postgresql":
-        base, table_prefix = usable_postgres_url(), fresh_prefix()
-        yield f"{base}?prefix={table_prefix}"
-        # off the event loop: a scheduler of the test may still be finishing a transaction on
-        # these tables, which DROP TABLE waits for
-        await asyncio.to_thread(drop_prefixes, [(base, table_prefix)])
-        return
-    base, prefix = usable_redis_url(), f"producer-{uuid.uuid4().hex[:10]}"
-    yield f"{base}?prefix={prefix}"
-    await delete_keys(base, prefix)
 
 
 @pytest.mark.parametrize("started", [False, True], ids=["never-started", "started"])

@@ -8,7 +8,6 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +17,12 @@ import redis.asyncio
 
 from backbeat import BackgroundTaskScheduler
 from backbeat.errors import StoreError, StoreUnavailableError, TaskExistsError
-from backbeat.model.records import Task
 from backbeat.stores.redis import RedisStore, connection
-from tests.redis_proxy import ReplyDroppingProxy
+from tests.adds import T0, task
+from tests.redis_proxy import ReplyDroppingProxy, reply_dropping_proxies
 from tests.redis_server import RedisServerHandle, start_private_redis
 
 pytestmark = pytest.mark.redis
-
-T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-
-
-def task(task_id: str) -> Task:
-    return Task(
-        id=task_id,
-        name=task_id,
-        job="tests:job",
-        trigger={"type": "date", "run_date": T0.isoformat(), "timezone": "UTC"},
-        next_run_time=T0,
-        created_at=T0,
-    )
 
 
 @pytest.fixture
@@ -239,10 +225,8 @@ async def test_a_script_error_on_the_adds_connection_is_a_store_error(
 
 @pytest.fixture
 async def proxy(server: RedisServerHandle) -> AsyncIterator[ReplyDroppingProxy]:
-    proxy = ReplyDroppingProxy(server.port)
-    await proxy.start()
-    yield proxy
-    await proxy.stop()
+    async with reply_dropping_proxies([server.port]) as proxies:
+        yield proxies[server.port]
 
 
 async def test_an_add_whose_reply_was_lost_after_it_ran_is_reported_added(proxy: ReplyDroppingProxy) -> None:

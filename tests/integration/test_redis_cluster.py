@@ -22,18 +22,10 @@ from backbeat.stores.redis.cluster import ShardedRedisStore
 from backbeat.stores.redis.sharding import shard_of, shard_prefix
 from tests.chaos.records import executions, overlaps
 from tests.integration import jobs
-from tests.redis_cluster import RedisCluster, session_cluster, start_cluster
+from tests.redis_cluster import RedisCluster, start_cluster
 from tests.scheduling import SchedulerFactory, Worker, wait_for
 
 pytestmark = pytest.mark.rediscluster
-
-
-@pytest.fixture
-def cluster() -> RedisCluster:
-    try:
-        return session_cluster()
-    except (RuntimeError, OSError) as exc:
-        pytest.skip(f"no Redis Cluster could be started: {exc}")
 
 
 @pytest.fixture

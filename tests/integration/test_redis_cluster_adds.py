@@ -12,52 +12,27 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 
 import pytest
 
 from backbeat.errors import TaskExistsError
-from backbeat.model.records import Task
 from backbeat.stores.redis.cluster import ShardedRedisStore
 from backbeat.stores.redis.keys import Keys
 from backbeat.stores.redis.sharding import Durability, shard_of, shard_prefix
-from tests.redis_cluster import RedisCluster, session_cluster
-from tests.redis_proxy import ReplyDroppingProxy
+from tests.adds import T0, task
+from tests.redis_cluster import RedisCluster
+from tests.redis_proxy import ReplyDroppingProxy, reply_dropping_proxies
 
 pytestmark = pytest.mark.rediscluster
 
-T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 SHARDS = 3
-
-
-def task(task_id: str, created_at: datetime = T0) -> Task:
-    return Task(
-        id=task_id,
-        name=task_id,
-        job="tests:job",
-        trigger={"type": "date", "run_date": T0.isoformat(), "timezone": "UTC"},
-        next_run_time=T0,
-        created_at=created_at,
-    )
-
-
-@pytest.fixture
-def cluster() -> RedisCluster:
-    try:
-        return session_cluster()
-    except (RuntimeError, OSError) as exc:
-        pytest.skip(f"no Redis Cluster could be started: {exc}")
 
 
 @pytest.fixture
 async def proxies(cluster: RedisCluster) -> AsyncIterator[dict[int, ReplyDroppingProxy]]:
     """A proxy in front of each node, by the node's port."""
-    proxies = {node.port: ReplyDroppingProxy(node.port) for node in cluster.nodes}
-    for proxy in proxies.values():
-        await proxy.start()
-    yield proxies
-    for proxy in proxies.values():
-        await proxy.stop()
+    async with reply_dropping_proxies(node.port for node in cluster.nodes) as proxies:
+        yield proxies
 
 
 def through(proxies: dict[int, ReplyDroppingProxy]) -> Callable[[tuple[str, int]], tuple[str, int]]:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,6 @@ from backbeat import (
 from backbeat.errors import ConfigurationError
 from tests.integration import resilience_jobs as jobs
 from tests.integration.jobs import read_records
-from tests.integration.test_redis_store import delete_keys
-from tests.postgresql_server import drop_prefixes, fresh_prefix, usable_postgres_url
-from tests.redis_server import usable_redis_url
 from tests.scheduling import SchedulerFactory, Worker, wait_for
 
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_delay=0.1, backoff_factor=2.0, jitter=0)
@@ -357,28 +353,6 @@ async def test_a_running_run_is_cancelled_in_this_process(
     assert await scheduler.cancel_run(run_id) is True
     await gone(scheduler, task_id)
     assert [r["event"] for r in read_records(record_file)] == ["start"]
-
-
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("postgresql", marks=pytest.mark.postgresql),
-    ]
-)
-async def store_url(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIterator[str]:
-    """A fresh store: a SQLite file, or a new key or table prefix on the local Redis or
-    PostgreSQL server."""
-    if request.param == "sqlite":
-        yield sqlite_url
-    elif request.param == "redis":
-        base, prefix = usable_redis_url(), f"resilience-{uuid.uuid4().hex[:10]}"
-        yield f"{base}?prefix={prefix}"
-        await delete_keys(base, prefix)
-    else:
-        base, prefix = usable_postgres_url(), fresh_prefix()
-        yield f"{base}?prefix={prefix}"
-        await asyncio.to_thread(drop_prefixes, [(base, prefix)])
 
 
 async def test_a_run_in_another_process_is_cancelled_on_request(

@@ -81,3 +81,43 @@ async def test_fire_times_that_did_not_run_and_the_last_success_are_measured_per
 
     counted = seed.snapshot()
     assert [counted[f"{kind}_fire_times"] for kind in ("missed", "coalesced", "skipped")] == [4, 2, 6]
+
+
+async def test_removing_the_last_task_of_a_name_here_drops_its_last_success(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path, telemetry: Telemetry
+) -> None:
+    worker = make_scheduler(sqlite_url)
+    instrument_scheduler(worker, telemetry.meter_provider, telemetry.tracer_provider)
+    prom = PrometheusMetrics().attach(worker)
+    await worker.start_async()
+    every: dict[str, Any] = {
+        "trigger": "interval",
+        "hours": 1,
+        "start_date": datetime.now(UTC) + timedelta(seconds=0.5),  # one run each, within the test
+        "args": [str(record_file)],
+    }
+    first = await worker.add_task(jobs.note, name="report", **every)
+    second = await worker.add_task(jobs.note, name="report", **every)
+    other = await worker.add_task(jobs.note, name="sync", **every)
+    await wait_for(lambda: len(jobs.read_records(record_file)) == 3)
+    await wait_for(
+        lambda: 'backbeat_runs_total{outcome="success",task="report"} 2.0' in prom.exposition().decode()
+    )
+    await wait_for(
+        lambda: 'backbeat_runs_total{outcome="success",task="sync"} 1.0' in prom.exposition().decode()
+    )
+
+    def exported() -> tuple[set[str], set[str]]:
+        text = prom.exposition().decode()
+        stamps = set(re.findall(r'backbeat_task_last_success_timestamp\{task="(\w+)"\}', text))
+        points = telemetry.points("backbeat.task.last_success")
+        return stamps, {p.attributes["backbeat.task.name"] for p in points}
+
+    assert exported() == ({"report", "sync"}, {"report", "sync"})
+    assert await worker.remove_task(first)
+    assert exported() == ({"report", "sync"}, {"report", "sync"})  # the second task has that name
+    assert await worker.remove_task(other)
+    assert exported() == ({"report"}, {"report"})
+    assert await worker.remove_task(second)
+    assert exported() == (set(), set())
+    assert 'backbeat_runs_total{outcome="success",task="report"} 2.0' in prom.exposition().decode()

@@ -177,6 +177,30 @@ def test_prometheus_counts_fire_times_that_did_not_run_and_stamps_the_last_succe
     assert float(stamp.split()[-1]) == noon.timestamp()
 
 
+def test_prometheus_drops_the_last_success_of_a_name_its_tasks_left_by_removal_or_rename() -> None:
+    prom = PrometheusMetrics()
+    now = datetime.now(UTC)
+
+    def succeed(task_id: str, name: str) -> None:
+        task = Task(
+            id=task_id, name=name, job="m:f", trigger={"type": "interval", "seconds": 60}, next_run_time=now
+        )
+        with prom(task, Run(id=f"{task_id}@now", task_id=task_id, fire_time=now, lease_until=now)):
+            pass
+
+    def stamped() -> set[str]:
+        prefix = 'backbeat_task_last_success_timestamp{task="'
+        lines = prom.exposition().decode().splitlines()
+        return {line[len(prefix) :].split('"')[0] for line in lines if line.startswith(prefix)}
+
+    succeed("a", "bake")
+    succeed("b", "slice")
+    succeed("a", "knead")  # renamed: "bake" has no task left
+    assert stamped() == {"knead", "slice"}
+    prom.on_event(SchedulerEvent(kind=EventKind.TASK_REMOVED, task_id="b"))
+    assert stamped() == {"knead"}
+
+
 def test_a_listener_of_some_kinds_does_not_make_every_run_build_its_events() -> None:
     hub = EventHub()
     assert not hub.wants(EventKind.RUN_EXECUTED)

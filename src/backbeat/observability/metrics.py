@@ -20,6 +20,9 @@ name                       instrument      unit    attributes
 last_success``                                     succeeded in this process (seconds since the epoch)
 =========================  ==============  ======  =====================================================
 
+A task name's last success is dropped once the recurring tasks of that name that succeeded in
+this process are removed in this process (``TASK_REMOVED``); it is not exported for ever.
+
 Every attribute is bounded by the number of task *names* (never task or run ids): give tasks
 created per order or per user a shared name, as ``schedule_immediate_task("charge", ...)`` does.
 
@@ -42,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from backbeat.errors import LeaseLostError
 from backbeat.model.events import EventKind, SchedulerEvent
 from backbeat.model.records import Run, Task, utcnow
+from backbeat.observability.last_success import LastSuccess
 from backbeat.observability.tracing import ParentMode, RunTracer, _qualname, _version, require_otel
 
 if TYPE_CHECKING:
@@ -59,6 +63,10 @@ FIRE_TIME_EVENTS = {
     EventKind.RUN_SKIPPED: "skipped",
 }
 """The events of fire times that did not run, and what each is counted as."""
+
+LISTENED = [*FIRE_TIME_EVENTS, EventKind.TASK_REMOVED]
+"""The events the metrics listen to: fire times that did not run, and removals (which drop the
+removed task's last success)."""
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 """Explicit bucket boundaries (seconds) advised for the duration and lateness histograms."""
@@ -111,8 +119,7 @@ class RunMetrics:
                 ("skipped", "Fire times not run because the task's overlap policy refused them."),
             )
         }
-        self.last_success: dict[str, float] = {}
-        """When a run of each task name last succeeded here (seconds since the epoch)."""
+        self.last_success = LastSuccess()
         meter.create_observable_gauge(
             "backbeat.task.last_success",
             callbacks=[self._observe_last_success],
@@ -123,10 +130,16 @@ class RunMetrics:
     def _observe_last_success(self, _: Any) -> list[Any]:
         from opentelemetry.metrics import Observation
 
-        return [Observation(when, {TASK_NAME: name}) for name, when in list(self.last_success.items())]
+        return [
+            Observation(when, {TASK_NAME: name}) for name, when in list(self.last_success.by_name.items())
+        ]
 
     def on_event(self, event: SchedulerEvent) -> None:
-        """Count a fire time that did not run (a listener of :data:`FIRE_TIME_EVENTS`)."""
+        """Count a fire time that did not run; forget a removed task's last success (a listener
+        of :data:`LISTENED`)."""
+        if event.kind == EventKind.TASK_REMOVED and event.task_id is not None:
+            self.last_success.removed(event.task_id)
+            return
         kind = FIRE_TIME_EVENTS.get(event.kind)
         if kind is not None and event.task_name is not None:
             self.not_run[kind].add(1, {TASK_NAME: event.task_name})
@@ -151,10 +164,10 @@ class RunMetrics:
 
 
 class _MeasuredRun:
-    __slots__ = ("_attrs", "_metrics", "_run", "_started")
+    __slots__ = ("_attrs", "_metrics", "_run", "_started", "_task")
 
     def __init__(self, metrics: RunMetrics, task: Task, run: Run) -> None:
-        self._metrics, self._run = metrics, run
+        self._metrics, self._task, self._run = metrics, task, run
         self._attrs = {TASK_NAME: task.name}
         self._started = 0.0
 
@@ -178,7 +191,7 @@ class _MeasuredRun:
         metrics.duration.record(elapsed, attrs)
         metrics.count.add(1, attrs)
         if exc is None:
-            metrics.last_success[self._attrs[TASK_NAME]] = metrics.clock().timestamp()
+            metrics.last_success.succeeded(self._task, metrics.clock().timestamp())
 
 
 def outcome_of(exc: BaseException | None) -> str:
@@ -228,7 +241,7 @@ def instrument_scheduler(
     if run_metrics is not None and hasattr(scheduler, "due_lag"):
         run_metrics.observe_due_lag(scheduler.due_lag)
     if run_metrics is not None and hasattr(scheduler, "add_listener"):
-        scheduler.add_listener(run_metrics.on_event, list(FIRE_TIME_EVENTS))
+        scheduler.add_listener(run_metrics.on_event, LISTENED)
     done = Instrumentation(run_metrics, tracer)
     for hook in done.hooks:
         scheduler.add_run_hook(hook)
@@ -238,6 +251,7 @@ def instrument_scheduler(
 __all__ = [
     "DURATION_BUCKETS",
     "FIRE_TIME_EVENTS",
+    "LISTENED",
     "Instrumentation",
     "RunMetrics",
     "instrument_scheduler",

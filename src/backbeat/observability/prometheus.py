@@ -18,7 +18,8 @@ Metrics (each process its own; Prometheus sums them across targets), on a regist
   ``backbeat_skipped_fire_times_total{task}`` counters: fire times that did not run (older than
   the catch-up window; folded into a later one's run; refused by the overlap policy);
 * ``backbeat_task_last_success_timestamp{task}`` gauge: when a run of the task last succeeded
-  in this process, in seconds since the epoch (alert on ``time() - max by (task) (...)``);
+  in this process, in seconds since the epoch (alert on ``time() - max by (task) (...)``); its
+  series goes once the recurring tasks of that name that succeeded here are removed here;
 * with ``task_metrics=``, every counter and gauge of a :class:`~backbeat.taskmetrics.TaskMetrics`
   as ``backbeat_task_metric{name}`` (gauge).
 
@@ -37,9 +38,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from backbeat.errors import ConfigurationError
-from backbeat.model.events import SchedulerEvent
+from backbeat.model.events import EventKind, SchedulerEvent
 from backbeat.model.records import Run, Task, utcnow
-from backbeat.observability.metrics import DURATION_BUCKETS, FIRE_TIME_EVENTS, outcome_of
+from backbeat.observability.last_success import LastSuccess
+from backbeat.observability.metrics import DURATION_BUCKETS, FIRE_TIME_EVENTS, LISTENED, outcome_of
 from backbeat.observability.taskmetrics import TaskMetrics
 
 if TYPE_CHECKING:
@@ -135,6 +137,7 @@ class PrometheusMetrics:
             namespace=namespace,
             registry=self.registry,
         )
+        self._successes = LastSuccess()
         if task_metrics is not None:
             self.registry.register(_TaskMetricsCollector(task_metrics, f"{namespace}_task_metric"))
 
@@ -148,11 +151,17 @@ class PrometheusMetrics:
         if hasattr(scheduler, "due_lag"):
             self.due_lag.set_function(scheduler.due_lag)
         if hasattr(scheduler, "add_listener"):
-            scheduler.add_listener(self.on_event, list(FIRE_TIME_EVENTS))
+            scheduler.add_listener(self.on_event, LISTENED)
         return self
 
     def on_event(self, event: SchedulerEvent) -> None:
-        """Count a fire time that did not run (a listener of ``FIRE_TIME_EVENTS``)."""
+        """Count a fire time that did not run; drop a removed task's last-success series (a
+        listener of ``LISTENED``)."""
+        if event.kind == EventKind.TASK_REMOVED and event.task_id is not None:
+            gone = self._successes.removed(event.task_id)
+            if gone is not None:
+                self.last_success.remove(gone)
+            return
         kind = FIRE_TIME_EVENTS.get(event.kind)
         if kind is not None and event.task_name is not None:
             self.not_run[kind].labels(event.task_name).inc()
@@ -169,10 +178,10 @@ class PrometheusMetrics:
 
 
 class _PromRun:
-    __slots__ = ("_prom", "_run", "_started", "_task_name")
+    __slots__ = ("_prom", "_run", "_started", "_task", "_task_name")
 
     def __init__(self, prom: PrometheusMetrics, task: Task, run: Run) -> None:
-        self._prom, self._run, self._task_name = prom, run, task.name
+        self._prom, self._run, self._task, self._task_name = prom, run, task, task.name
         self._started = 0.0
 
     def __enter__(self) -> None:
@@ -192,7 +201,11 @@ class _PromRun:
         prom.duration.labels(self._task_name, outcome).observe(elapsed)
         prom.runs.labels(self._task_name, outcome).inc()
         if exc is None:
-            prom.last_success.labels(self._task_name).set(prom.clock().timestamp())
+            when = prom.clock().timestamp()
+            renamed_from = prom._successes.succeeded(self._task, when)
+            if renamed_from is not None:
+                prom.last_success.remove(renamed_from)
+            prom.last_success.labels(self._task_name).set(when)
 
 
 class _TaskMetricsCollector:

@@ -49,7 +49,7 @@ for i, rid in ipairs(run_ids) do
     runs[#runs + 1] = signed
     runs[#runs + 1] = token
     token = token + 1
-    run_tasks[#run_tasks + 1] = run_task(rid, run[2])
+    run_tasks[#run_tasks + 1] = task_of(rid, run[2])
   end
 end
 call_many('ZREM', K_WAITING, run_ids)

@@ -28,7 +28,7 @@ for i, rid in ipairs(run_ids) do
     lost[#lost + 1] = rid
   else
     finished[#finished + 1] = {rid, run, results[i], i}
-    task_ids[#task_ids + 1] = run_task(rid, run[2])
+    task_ids[#task_ids + 1] = task_of(rid, run[2])
     if any_detached and redis.call('SISMEMBER', K_DETACHED, rid) == 1 then
       detached[rid] = true
     else

@@ -1,0 +1,41 @@
+"""``LastSuccess``: a task name's last success, kept while a recurring task of it seen here is left."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from backbeat.model.records import Task
+from backbeat.observability.last_success import LastSuccess
+
+T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+def task(task_id: str, name: str, *, every: bool = True) -> Task:
+    trigger = {"type": "interval", "seconds": 60} if every else {"type": "date", "run_date": T0.isoformat()}
+    return Task(id=task_id, name=name, job="m:f", trigger=trigger, next_run_time=T0)
+
+
+def test_a_name_goes_with_the_last_recurring_task_of_it_removed() -> None:
+    last = LastSuccess()
+    last.succeeded(task("a", "bake"), 1.0)
+    last.succeeded(task("b", "bake"), 2.0)
+    assert last.removed("a") is None and last.by_name == {"bake": 2.0}
+    assert last.removed("unknown") is None
+    assert last.removed("b") == "bake" and last.by_name == {}
+    assert last.removed("b") is None
+
+
+def test_a_one_shot_success_is_kept_by_name_without_its_id() -> None:
+    last = LastSuccess()
+    last.succeeded(task("once", "charge", every=False), 1.0)
+    assert last.removed("once") is None and last.by_name == {"charge": 1.0}
+
+
+def test_a_renamed_task_counts_for_its_new_name_only() -> None:
+    last = LastSuccess()
+    last.succeeded(task("a", "old"), 1.0)
+    last.succeeded(task("b", "old"), 1.5)
+    assert last.succeeded(task("a", "new"), 2.0) is None  # "b" still has the old name
+    assert last.succeeded(task("b", "new"), 3.0) == "old"
+    assert last.by_name == {"new": 3.0}
+    assert last.removed("a") is None and last.removed("b") == "new"
