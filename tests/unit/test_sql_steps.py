@@ -554,13 +554,15 @@ def test_a_dead_letter_that_cannot_be_read_is_left_out_of_the_list() -> None:
 
 @pytest.mark.parametrize(("version", "statement"), [(0, "INSERT_STATE"), (4, "UPDATE_STATE")])
 @pytest.mark.parametrize("changed", [0, 1])
+@pytest.mark.parametrize("wake", [False, True])
 def test_put_state_inserts_a_new_document_or_updates_the_version_read(
-    version: int, statement: str, changed: int
+    version: int, statement: str, changed: int, wake: bool
 ) -> None:
     driver = FakeDriver(rows={statement: [changed]})
-    written, _ = driver.run(dead_letters.put_state, "breaker:x", {"state": "open"}, version)
+    written, notified = driver.run(dead_letters.put_state, "breaker:x", {"state": "open"}, version, wake)
     assert written is bool(changed)
-    assert driver.names() == [statement]
+    assert notified is (wake and bool(changed)), "a wake-up only for a write made, and asked for"
+    assert driver.names() == [statement, *(["NOTIFY"] if notified else [])]
     expected: tuple[Any, ...] = (
         ("breaker:x", '{"state":"open"}') if version == 0 else ('{"state":"open"}', "breaker:x", 4)
     )
