@@ -25,7 +25,7 @@ from pathlib import Path
 
 import redis
 from tests.redis_cluster import RedisCluster, start_cluster
-from tests.redis_server import RedisServerHandle
+from tests.redis_server import private_redis_server
 
 from backbeat import BackgroundTaskScheduler, SchedulerConfig
 
@@ -113,12 +113,11 @@ def fire(url: str, ports: list[int], n: int, workers: int) -> dict[str, object]:
 
 
 def single_node(n: int, workers: int) -> dict[str, object]:
-    with tempfile.TemporaryDirectory() as directory:
-        server = RedisServerHandle(Path(directory), appendonly=False)
-        try:
-            return fire(f"{server.url}?prefix=bench-{uuid.uuid4().hex[:8]}", [server.port], n, workers)
-        finally:
-            server.stop()
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        private_redis_server(Path(directory), appendonly=False) as server,
+    ):
+        return fire(f"{server.url}?prefix=bench-{uuid.uuid4().hex[:8]}", [server.port], n, workers)
 
 
 def on_cluster(

@@ -1,8 +1,9 @@
 """Real Redis servers for tests: the one at ``REDIS_URL`` (or 127.0.0.1:6379), else one we start.
 
 ``usable_redis_url()`` serves a test session (a session fixture calls it); a server it had to
-start is stopped when the interpreter exits. ``start_private_redis()`` starts a server of a
-test's own, which the test may kill and restart (fault tests).
+start is stopped when the interpreter exits. ``private_redis_server()`` runs a server of a
+test's own for a ``with`` block, which the test may kill and restart (fault tests); the
+``private_redis`` fixture is one such server, append-only, for one test.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import redis
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -114,13 +117,29 @@ class RedisServerHandle:
                 self.process.wait(10)
 
 
-def start_private_redis(
-    tmp_path: Path, appendonly: bool = True, host: str = "127.0.0.1", env: dict[str, str] | None = None
-) -> RedisServerHandle:
-    """A server of the caller's own on ``host`` (stopped at interpreter exit if the caller does not)."""
-    handle = RedisServerHandle(tmp_path / "redis", appendonly=appendonly, host=host, env=env)
-    _started.append(handle)
-    return handle
+@contextlib.contextmanager
+def private_redis_server(
+    directory: Path,
+    *,
+    appendonly: bool,
+    host: str = "127.0.0.1",
+    env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
+) -> Iterator[RedisServerHandle]:
+    """A ``redis-server`` of the caller's own on a free port, its files in ``directory``, stopped
+    when the block ends (also when it raises; a server the block killed stays down)."""
+    handle = RedisServerHandle(directory, appendonly=appendonly, host=host, env=env, extra_args=extra_args)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServerHandle]:
+    """A redis-server of this test's own (append-only, fsync always), which it may kill and restart."""
+    with private_redis_server(tmp_path / "redis", appendonly=True) as server:
+        yield server
 
 
 def usable_redis_url() -> str:

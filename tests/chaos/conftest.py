@@ -18,7 +18,7 @@ from tests.postgresql_server import (
     usable_postgres_url,
 )
 from tests.redis_cluster import session_cluster
-from tests.redis_server import RedisServerHandle, start_private_redis
+from tests.redis_server import RedisServerHandle
 
 STORES = [
     pytest.param("sqlite", marks=pytest.mark.sqlite),
@@ -37,14 +37,6 @@ def postgres_prefixes() -> Iterator[list[tuple[str, str]]]:
     made: list[tuple[str, str]] = []
     yield made
     drop_prefixes(made)
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServerHandle]:
-    """A redis-server of this test's own (append-only, fsync always), which it may kill and restart."""
-    server = start_private_redis(tmp_path, appendonly=True)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from tests.chaos.hosts import (
 )
 from tests.integration import jobs
 from tests.postgresql_server import PostgresNotInstalledError, start_private_postgres
-from tests.redis_server import start_private_redis
+from tests.redis_server import private_redis_server
 from tests.scheduling import ROOT
 
 pytestmark = pytest.mark.slow
@@ -74,11 +74,8 @@ def network() -> Iterator[HostNetwork]:
 def host_store_url(request: pytest.FixtureRequest, network: HostNetwork, tmp_path: Path) -> Iterator[str]:
     """A private server of the store's kind listening only on the bridge's address."""
     if request.param == "redis":
-        redis = start_private_redis(tmp_path, appendonly=False, host=network.server_address)
-        try:
+        with private_redis_server(tmp_path / "redis", appendonly=False, host=network.server_address) as redis:
             yield redis.url
-        finally:
-            redis.stop()
         return
     try:
         postgres = start_private_postgres(host=network.server_address, trust=[network.network])

@@ -20,16 +20,15 @@ from backbeat.errors import StoreError, StoreUnavailableError, TaskExistsError
 from backbeat.stores.redis import RedisStore, connection
 from tests.adds import T0, task
 from tests.redis_proxy import ReplyDroppingProxy, reply_dropping_proxies
-from tests.redis_server import RedisServerHandle, start_private_redis
+from tests.redis_server import RedisServerHandle, private_redis_server
 
 pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RedisServerHandle]:
-    handle = start_private_redis(tmp_path, appendonly=False)
-    yield handle
-    handle.stop()
+    with private_redis_server(tmp_path / "redis", appendonly=False) as handle:
+        yield handle
 
 
 @pytest.fixture
@@ -305,20 +304,18 @@ async def test_an_add_from_a_small_pool_whose_reply_was_lost_is_reported_added(
 @pytest.fixture
 def replica(server: RedisServerHandle, tmp_path: Path) -> Iterator[RedisServerHandle]:
     """A replica of ``server``, online (so ``WAIT 1`` is answered at once)."""
-    handle = RedisServerHandle(
-        tmp_path / "replica", appendonly=False, extra_args=["--replicaof", "127.0.0.1", str(server.port)]
-    )
-    try:
-        with redis.Redis.from_url(server.url) as master:
-            for _ in range(200):
-                if master.info("replication").get("connected_slaves", 0) >= 1:
-                    break
-                time.sleep(0.05)
-            else:
-                raise RuntimeError("the replica did not come online")
+    replica_of = ["--replicaof", "127.0.0.1", str(server.port)]
+    with (
+        private_redis_server(tmp_path / "replica", appendonly=False, extra_args=replica_of) as handle,
+        redis.Redis.from_url(server.url) as master,
+    ):
+        for _ in range(200):
+            if master.info("replication").get("connected_slaves", 0) >= 1:
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the replica did not come online")
         yield handle
-    finally:
-        handle.stop()
 
 
 async def test_an_acknowledged_add_whose_reply_was_lost_is_reported_added(

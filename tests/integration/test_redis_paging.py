@@ -17,7 +17,7 @@ import redis.asyncio
 from backbeat import BackgroundTaskScheduler, SchedulerConfig
 from backbeat.stores.redis import RedisStore
 from tests.integration.test_redis_store import delete_keys, task
-from tests.redis_server import RedisServerHandle, start_private_redis, usable_redis_url
+from tests.redis_server import RedisServerHandle, private_redis_server, usable_redis_url
 
 pytestmark = pytest.mark.redis
 
@@ -115,11 +115,9 @@ def collating_server(tmp_path: Path) -> Iterator[RedisServerHandle]:
     )
     if not (locales / "en_US.UTF-8").exists():
         pytest.skip("the en_US locale's sources are not installed")
-    handle = start_private_redis(
-        tmp_path, appendonly=False, env={"LOCPATH": str(locales), "LC_ALL": "en_US.UTF-8"}
-    )
-    yield handle
-    handle.stop()
+    locale = {"LOCPATH": str(locales), "LC_ALL": "en_US.UTF-8"}
+    with private_redis_server(tmp_path / "redis", appendonly=False, env=locale) as handle:
+        yield handle
 
 
 async def test_the_index_keeps_id_order_on_a_server_whose_lua_orders_strings_otherwise(
@@ -149,30 +147,29 @@ async def test_the_index_keeps_id_order_on_a_server_whose_lua_orders_strings_oth
 
 
 async def test_buckets_split_without_copy_where_the_server_refuses_it(tmp_path: Path) -> None:
-    server = start_private_redis(tmp_path, appendonly=False)
-    admin = redis.asyncio.Redis.from_url(server.url)
-    # as on Redis < 6.2, which has no COPY
-    await admin.acl_setuser(
-        "nocopy", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all", "-copy"]
-    )
-    store = RedisStore(server.url.replace("redis://", "redis://nocopy:pw@"), prefix="nocopy")
-    try:
-        rng = random.Random(4)
-        ids = new_ids(rng, 3000)
-        await store.add([task(task_id) for task_id in ids[:2000]])
-        for start in range(2000, len(ids), 10):
-            await store.add([task(task_id) for task_id in ids[start : start + 10]])
+    with private_redis_server(tmp_path / "redis", appendonly=False) as server:
+        admin = redis.asyncio.Redis.from_url(server.url)
+        # as on Redis < 6.2, which has no COPY
+        await admin.acl_setuser(
+            "nocopy", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all", "-copy"]
+        )
+        store = RedisStore(server.url.replace("redis://", "redis://nocopy:pw@"), prefix="nocopy")
+        try:
+            rng = random.Random(4)
+            ids = new_ids(rng, 3000)
+            await store.add([task(task_id) for task_id in ids[:2000]])
+            for start in range(2000, len(ids), 10):
+                await store.add([task(task_id) for task_id in ids[start : start + 10]])
 
-        listed, _ = await store.list(limit=len(ids) + 1)
-        assert [t.id for t in listed] == sorted(ids)
-        boundaries: list[Any] = await admin.zrange(store.keys.id_index, 0, -1)
-        assert len(boundaries) > len(ids) / 120
-        for boundary in boundaries:
-            assert await admin.object("encoding", store.keys.id_bucket(boundary.decode())) == b"listpack"
-    finally:
-        await store.close()
-        await admin.aclose()
-        server.stop()
+            listed, _ = await store.list(limit=len(ids) + 1)
+            assert [t.id for t in listed] == sorted(ids)
+            boundaries: list[Any] = await admin.zrange(store.keys.id_index, 0, -1)
+            assert len(boundaries) > len(ids) / 120
+            for boundary in boundaries:
+                assert await admin.object("encoding", store.keys.id_bucket(boundary.decode())) == b"listpack"
+        finally:
+            await store.close()
+            await admin.aclose()
 
 
 async def noop(order_id: str) -> None:

@@ -8,7 +8,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import redis
@@ -19,7 +18,7 @@ from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.model.records import FireDecision, Run, RunOutcome, RunResult, Task, TaskOptions
 from backbeat.stores import store_from_url
 from backbeat.stores.redis import RedisStore
-from tests.redis_server import free_port, start_private_redis, usable_redis_url
+from tests.redis_server import RedisServerHandle, free_port, usable_redis_url
 
 pytestmark = pytest.mark.redis
 
@@ -218,9 +217,8 @@ async def wait_for_subscriber(url: str, channel: str) -> None:
 
 
 @pytest.mark.slow
-async def test_a_restarted_server_serves_its_data_again(tmp_path: Path) -> None:
-    server = start_private_redis(tmp_path, appendonly=True)
-    store = RedisStore(server.url, prefix="restart", socket_timeout=2.0)
+async def test_a_restarted_server_serves_its_data_again(private_redis: RedisServerHandle) -> None:
+    store = RedisStore(private_redis.url, prefix="restart", socket_timeout=2.0)
     woken = 0
 
     async def listen() -> None:
@@ -232,8 +230,8 @@ async def test_a_restarted_server_serves_its_data_again(tmp_path: Path) -> None:
         await store.open()
         await store.add([task("a")])
         listening = asyncio.create_task(listen())
-        await wait_for_subscriber(server.url, store.keys.wakeup)
-        server.kill()
+        await wait_for_subscriber(private_redis.url, store.keys.wakeup)
+        private_redis.kill()
         started = time.monotonic()
         with pytest.raises(StoreUnavailableError):
             await store.get("a")
@@ -242,7 +240,7 @@ async def test_a_restarted_server_serves_its_data_again(tmp_path: Path) -> None:
         assert time.monotonic() - started < 10
         woken_before = woken
 
-        server.restart()
+        private_redis.restart()
         assert await eventually_get(store, "a") == task("a")
         assert [t.id for t in (await store.claim_due("w1", now=T0, lease=LEASE, limit=10)).tasks] == ["a"]
         for _ in range(200):  # the listener reconnects and says something may have changed
@@ -255,7 +253,6 @@ async def test_a_restarted_server_serves_its_data_again(tmp_path: Path) -> None:
             await listening
     finally:
         await store.close()
-        server.stop()
 
 
 async def eventually_get(store: RedisStore, task_id: str) -> Task | None:

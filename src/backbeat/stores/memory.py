@@ -1,10 +1,9 @@
 """The in-process store: plain dicts and two heaps, for tests and local (non-durable) tasks.
 
 Due tasks, claims, run leases and waiting runs live in heaps of ``(time, seq, id)`` with lazy
-invalidation: an entry is current only while its ``seq`` is the one recorded for its id, so
-rescheduling is one push and a claim of ``k`` items costs ``O(k log n)``. Claims and leases
-(store clock) and next run times and waiting runs (caller's clock) are in separate heaps, as
-their times come from different clocks.
+invalidation (:mod:`backbeat.stores._heaps`): rescheduling is one push and a claim of ``k``
+items costs ``O(k log n)``. Claims and leases (store clock) and next run times and waiting runs
+(caller's clock) are in separate heaps, as their times come from different clocks.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import copy
 import heapq
 from bisect import bisect_right, insort
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import count
@@ -39,9 +38,8 @@ from backbeat.model.records import (
     run_id_for,
 )
 from backbeat.stores._common import LeaseClock, Signal, check_changes, copy_run, copy_task, host_clock
+from backbeat.stores._heaps import HeapEntry, compact, pop_first, top
 from backbeat.stores._history import MemoryHistory
-
-_HeapEntry = tuple[datetime, int, str]
 
 
 @dataclass(slots=True)
@@ -69,15 +67,15 @@ class MemoryStore:
         self._tasks: dict[str, _Slot] = {}
         self._tags: dict[str, set[str]] = {}
         self._sorted_ids: builtins.list[str] | None = None
-        self._due: builtins.list[_HeapEntry] = []
+        self._due: builtins.list[HeapEntry] = []
         """Unclaimed schedulable tasks by next run time (the caller's clock)."""
-        self._claims: builtins.list[_HeapEntry] = []
+        self._claims: builtins.list[HeapEntry] = []
         """Claimed schedulable tasks by claim end (the lease clock)."""
         self._runs: dict[str, Run] = {}
         self._run_seq: dict[str, int] = {}
-        self._leases: builtins.list[_HeapEntry] = []
+        self._leases: builtins.list[HeapEntry] = []
         """Runs with an owner by lease end (the lease clock)."""
-        self._waiting: builtins.list[_HeapEntry] = []
+        self._waiting: builtins.list[HeapEntry] = []
         """Runs without an owner by the time they become claimable (the caller's clock)."""
         self._buffered: dict[str, builtins.list[tuple[datetime, str]]] = {}
         """Each task's buffered runs (waiting until :data:`BUFFERED_UNTIL`) by fire time."""
@@ -208,7 +206,7 @@ class MemoryStore:
         claim = Claim()
         leased: builtins.list[str] = []
         runs = ((self._leases, store_now), (self._waiting, now))
-        while len(leased) < limit and (run_id := self._pop_first(runs, self._run_seq.get)) is not None:
+        while len(leased) < limit and (run_id := pop_first(runs, self._run_seq.get)) is not None:
             run = self._runs[run_id]
             recovered = run.owner is not None
             if recovered:  # its owner let the lease expire: presumed dead, this is a new attempt
@@ -227,7 +225,7 @@ class MemoryStore:
         taken: builtins.list[_Slot] = []
         room = limit - len(leased)
         tasks = ((self._claims, store_now), (self._due, horizon))
-        while len(taken) < room and (task_id := self._pop_first(tasks, self._task_seq)) is not None:
+        while len(taken) < room and (task_id := pop_first(tasks, self._task_seq)) is not None:
             slot = self._tasks[task_id]
             task = slot.task
             if slot.claimed_by is not None:
@@ -401,13 +399,9 @@ class MemoryStore:
         return runs
 
     async def next_wakeup(self, *, now: datetime | None = None) -> datetime | None:
-        leased = [self._top(self._claims, self._task_seq), self._top(self._leases, self._run_seq.get)]
+        leased = [top(self._claims, self._task_seq), top(self._leases, self._run_seq.get)]
         ends = [end for end in leased if end is not None]
-        times = [
-            t
-            for t in (self._top(self._due, self._task_seq), self._top(self._waiting, self._run_seq.get))
-            if t
-        ]
+        times = [t for t in (top(self._due, self._task_seq), top(self._waiting, self._run_seq.get)) if t]
         if ends:
             # a lease end by the lease clock, told in the caller's
             times.append(min(ends) if now is None else now + (min(ends) - self.lease_clock()))
@@ -509,8 +503,8 @@ class MemoryStore:
         else:
             heapq.heappush(self._due, (task.next_run_time, seq, task.id))
         if len(self._due) + len(self._claims) > 2 * len(self._tasks) + 1024:
-            self._due = self._compact(self._due, self._task_seq)
-            self._claims = self._compact(self._claims, self._task_seq)
+            self._due = compact(self._due, self._task_seq)
+            self._claims = compact(self._claims, self._task_seq)
         return True
 
     def _lease_runs(self, run_ids: Iterable[str]) -> None:
@@ -520,42 +514,12 @@ class MemoryStore:
             heap = self._leases if run.owner is not None else self._waiting
             heapq.heappush(heap, (run.lease_until, seq, run_id))
         if len(self._leases) + len(self._waiting) > 2 * len(self._runs) + 1024:
-            self._leases = self._compact(self._leases, self._run_seq.get)
-            self._waiting = self._compact(self._waiting, self._run_seq.get)
+            self._leases = compact(self._leases, self._run_seq.get)
+            self._waiting = compact(self._waiting, self._run_seq.get)
 
     def _task_seq(self, task_id: str) -> int | None:
         slot = self._tasks.get(task_id)
         return None if slot is None else slot.seq
-
-    @staticmethod
-    def _compact(
-        heap: builtins.list[_HeapEntry], current: Callable[[str], int | None]
-    ) -> builtins.list[_HeapEntry]:
-        kept = [entry for entry in heap if current(entry[2]) == entry[1]]
-        heapq.heapify(kept)
-        return kept
-
-    def _pop_first(
-        self,
-        heaps: Iterable[tuple[builtins.list[_HeapEntry], datetime]],
-        current: Callable[[str], int | None],
-    ) -> str | None:
-        """Pop the earliest current entry that is at or before its heap's bound; its id."""
-        best: builtins.list[_HeapEntry] | None = None
-        for heap, bound in heaps:
-            key = self._top(heap, current)
-            if key is not None and key <= bound and (best is None or heap[0] < best[0]):
-                best = heap
-        return None if best is None else heapq.heappop(best)[2]
-
-    @staticmethod
-    def _top(heap: builtins.list[_HeapEntry], current: Callable[[str], int | None]) -> datetime | None:
-        while heap:
-            key, seq, item_id = heap[0]
-            if current(item_id) == seq:
-                return key
-            heapq.heappop(heap)
-        return None
 
     @staticmethod
     def _finished(slot: _Slot) -> bool:
