@@ -204,6 +204,31 @@ async def test_an_add_wakes_workers_only_when_it_comes_before_the_earliest_task(
         await client.aclose()
 
 
+async def test_a_batch_wakes_workers_by_its_earliest_task_to_the_microsecond(
+    store: RedisStore, redis_url: str
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    pubsub = client.pubsub()
+    await store.add([task("first", at=T0 + timedelta(hours=1))])
+    await pubsub.subscribe(store.keys.wakeup)
+    try:
+        tie = T0 + timedelta(hours=1)  # not before the earliest task: no wake-up
+        await store.add([task("a", at=T0 + timedelta(hours=2)), task("b", at=tie), task("c", at=tie)])
+        sooner = T0 + timedelta(hours=1) - timedelta(microseconds=1)
+        await store.add([task("d", at=T0 + timedelta(hours=3)), task("e", at=sooner)])
+        await client.publish(store.keys.wakeup, "end")
+        messages: list[bytes] = []
+        async with asyncio.timeout(5):
+            while not messages or messages[-1] != b"end":
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+                if message is not None:
+                    messages.append(message["data"])
+        assert messages == [b"1", b"end"]
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+
+
 async def wait_for_subscriber(url: str, channel: str) -> None:
     client = redis.asyncio.Redis.from_url(url)
     try:

@@ -12,6 +12,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import ClusterDownError, NoScriptError, SlotNotCoveredError
 
+from backbeat.stores.redis import lualib
 from backbeat.stores.redis.direct import Resend
 from backbeat.stores.redis.durability import LOST, run_acknowledged
 
@@ -40,10 +41,10 @@ READS = frozenset({"read", "next", "exists"})
 
 @functools.cache
 def source(name: str) -> str:
-    """The text of one script, with the shared helpers of ``_lib.lua`` in front."""
+    """The text of one script, with the shared helpers of ``_lib.lua`` it uses in front."""
     folder = resources.files("backbeat.stores.redis").joinpath("scripts")
-    lib = folder.joinpath("_lib.lua").read_text("utf-8")
-    return lib + "\n" + folder.joinpath(f"{name}.lua").read_text("utf-8")
+    script = folder.joinpath(f"{name}.lua").read_text("utf-8")
+    return lualib.needed(folder.joinpath("_lib.lua").read_text("utf-8"), script) + "\n" + script
 
 
 class Scripts:

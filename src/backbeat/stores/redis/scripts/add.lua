@@ -92,13 +92,17 @@ end
 
 -- Workers sleep until the schedule's earliest task (or a claim's end) at most: wake them only if
 -- a new task comes before it.
+-- ZCOUNT up to the earliest new time, as text: a score read back would be formatted by the server
+-- and parsed by Lua (the most of this check's cost), a Lua number sent would keep 14 digits.
 local wanted = #existing > 0
 if not wanted and #due > 0 then
-  local first = redis.call('ZRANGE', K_SCHEDULE, 0, 0, 'WITHSCORES')
-  wanted = #first == 0
-  for i = 1, #due, 2 do
-    wanted = wanted or tonumber(due[i]) < tonumber(first[2])
+  local earliest = 1
+  for i = 3, #due, 2 do
+    if tonumber(due[i]) < tonumber(due[earliest]) then
+      earliest = i
+    end
   end
+  wanted = redis.call('ZCOUNT', K_SCHEDULE, '-inf', due[earliest]) == 0
 end
 call_many('HSET', K_TASKS, records)
 index_add(index)
