@@ -121,3 +121,24 @@ async def test_removing_the_last_task_of_a_name_here_drops_its_last_success(
     assert await worker.remove_task(second)
     assert exported() == (set(), set())
     assert 'backbeat_runs_total{outcome="success",task="report"} 2.0' in prom.exposition().decode()
+
+
+async def test_a_task_removed_while_its_run_goes_on_leaves_no_last_success_behind(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path
+) -> None:
+    worker = make_scheduler(sqlite_url)
+    prom = PrometheusMetrics().attach(worker)
+    await worker.start_async()
+    task_id = await worker.add_task(
+        jobs.slow,
+        name="report",
+        trigger="interval",
+        hours=1,
+        start_date=datetime.now(UTC) + timedelta(seconds=0.2),
+        args=[str(record_file), 1.0],
+    )
+    await wait_for(lambda: [r["event"] for r in jobs.read_records(record_file)] == ["start"])
+    assert await worker.remove_task(task_id)  # its running run finishes (README: overlap)
+    success = 'backbeat_runs_total{outcome="success",task="report"} 1.0'
+    await wait_for(lambda: success in prom.exposition().decode())
+    assert 'backbeat_task_last_success_timestamp{task="report"}' not in prom.exposition().decode()

@@ -34,9 +34,11 @@ log = logging.getLogger("backbeat.engine")
 
 QUARANTINE_RECHECK = timedelta(seconds=30)
 """How long a run whose task record cannot be read waits before it is looked at again."""
-CANCEL_LOOK_DELAY = 0.05
+CANCEL_LOOK_DELAY = 0.25
 """Seconds from a wake-up to the look at cancel requests it prompts: the wake-ups of that time
-share one store read."""
+share one store read. A wake-up does not say what changed, so a process running runs while
+wake-ups keep coming (adds, recurring fires, other processes' commits on SQLite) reads the
+cancel document up to four times a second."""
 
 
 def default_owner() -> str:

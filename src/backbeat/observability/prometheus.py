@@ -205,7 +205,8 @@ class _PromRun:
             renamed_from = prom._successes.succeeded(self._task, when)
             if renamed_from is not None:
                 prom.last_success.remove(renamed_from)
-            prom.last_success.labels(self._task_name).set(when)
+            if self._task_name in prom._successes.by_name:  # not the last run of a removed task
+                prom.last_success.labels(self._task_name).set(when)
 
 
 class _TaskMetricsCollector:
