@@ -17,6 +17,7 @@ from backbeat.abc import Executor, RunHook
 from backbeat.engine.context import LazyRunContext, reset_current_run, set_current_run
 from backbeat.engine.fencing import fenced
 from backbeat.errors import BackbeatError, UnknownJobError
+from backbeat.executors.local import AsyncIOExecutor
 from backbeat.model import codec
 from backbeat.model.attempt import Attempt
 from backbeat.model.events import EventHub, EventKind
@@ -76,7 +77,10 @@ class Invoker:
                     f"task {task.id} names executor {task.options.executor!r}, "
                     f"which is not configured (known: {', '.join(self.executors)})"
                 )
-            submitted = executor.submit(invocation.func, invocation.args, invocation.kwargs)
+            if type(executor) is AsyncIOExecutor:  # not a subclass: it may override submit
+                submitted = executor.call(invocation.func, invocation.args, invocation.kwargs)
+            else:
+                submitted = executor.submit(invocation.func, invocation.args, invocation.kwargs)
             call = fenced(submitted, self.holds, run.id)
             if self.run_hooks:
                 with contextlib.ExitStack() as hooks:
