@@ -361,3 +361,15 @@ def test_a_compact_document_that_cannot_be_read_is_a_corrupt_record(
 ) -> None:
     with pytest.raises(CorruptRecordError, match=f"'t8'.*{message}"):
         codec.task_from(b"t8", LIVE, orjson.dumps(array))
+
+
+@given(st.datetimes(timezones=st.sampled_from(_ZONES)), st.booleans())
+def test_a_fire_time_is_spelled_as_isoformat_spells_it_in_utc(at: datetime, whole_second: bool) -> None:
+    if whole_second:
+        at = at.replace(microsecond=0)
+    try:
+        expected = at.astimezone(UTC).isoformat()
+    except OverflowError:  # at the edges of datetime's range: nothing to spell
+        return
+    assert codec.iso(at) == expected
+    assert codec.iso_us(to_us(at)) == expected
