@@ -142,6 +142,7 @@ class Engine:
             self.config.history,
             owner=self.config.owner,
             clock=clock,
+            by_completions=history_store is None or history_store is store,
             wake=self._flush.set,
         )
         """Records finished runs in ``history_store`` (default: ``store``)."""
@@ -525,7 +526,7 @@ class Engine:
                 return
             finished = self._result(run, RunOutcome.CANCELLED, "cancelled")
         self._completing[run.id] = finished
-        self.history.finished(finished, task)
+        self.history.finished(finished)
         self._active.pop(run.id, None)
         self._capacity.set()
         self._flush.set()
@@ -568,7 +569,7 @@ class Engine:
         while self._completing:
             batch = list(self._completing.values())
             try:
-                lost = await self.store.complete(self.owner, batch)
+                lost = await self.store.complete(self.owner, batch, history=self.history.completions)
             except (StoreError, OSError) as exc:
                 self._store_error(exc, "completing runs")
                 await asyncio.sleep(backoff * (1 + random.random()))
@@ -577,6 +578,7 @@ class Engine:
             for result in batch:
                 self._completing.pop(result.run.id, None)
             self.deadlines.forget([result.run.id for result in batch])
+            self.history.completed(batch, lost)
             if lost:
                 log.warning("runs %s finished after their lease passed to another instance", sorted(lost))
         if self._completing == {} and not self._stopping:
