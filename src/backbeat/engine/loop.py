@@ -566,6 +566,7 @@ class Engine:
 
     async def _drain(self) -> None:
         backoff = 0.05
+        drained = False
         while self._completing:
             batch = list(self._completing.values())
             try:
@@ -579,9 +580,12 @@ class Engine:
                 self._completing.pop(result.run.id, None)
             self.deadlines.forget([result.run.id for result in batch])
             self.history.completed(batch, lost)
+            drained = True
             if lost:
                 log.warning("runs %s finished after their lease passed to another instance", sorted(lost))
-        if self._completing == {} and not self._stopping:
+        # only completions free capacity: the history's flush timer, which brings the complete
+        # loop here with nothing to complete, must not send the claim loop to the store
+        if drained and not self._completing and not self._stopping:
             self._wake.set()
         await self.history.flush()  # after the wake-up: recording never delays the next claim
 

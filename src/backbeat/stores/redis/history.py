@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from backbeat.model.completed_history import args_of, error_of, outcome_of
-from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings, to_us
+from backbeat.model.history import HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings, to_us
 from backbeat.model.records import RunResult
 from backbeat.stores._history import PRUNE_BATCH, decode, page
 from backbeat.stores.redis.codec import text
@@ -67,6 +67,9 @@ def pack(entries: Sequence[HistoryEntry]) -> tuple[str, bytes]:
     return ",".join(sizes), b"".join(parts)
 
 
+_OUTCOMES = {outcome: outcome.encode() for outcome in HistoryOutcome}
+
+
 def owner_member(owner: str) -> bytes:
     """The owner's member of the documents ``complete.lua`` builds (``,"owner":"..."``)."""
     return b',"owner":' + orjson.dumps(owner)
@@ -92,7 +95,7 @@ def completion_item(result: RunResult, settings: HistorySettings, token: int) ->
         log.warning("history entry of run %r not recorded (the run completes): %s", run.id, exc)
         return b""
     started = b"" if result.started_at is None else b"%d" % to_us(result.started_at)
-    return b"%b|%d|%b|%d|%b%b" % (outcome.encode(), token, started, to_us(run.fire_time), name, rest)
+    return b"%b|%d|%b|%d|%b%b" % (_OUTCOMES[outcome], token, started, to_us(run.fire_time), name, rest)
 
 
 def _members(result: RunResult, settings: HistorySettings) -> bytes:
