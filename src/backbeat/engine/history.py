@@ -65,6 +65,9 @@ class HistoryRecorder:
         self._started: dict[str, datetime] = {}
         self._pending: list[HistoryEntry] = []
         self._since_prune: Counter[str] = Counter()
+        self._prune_due: set[str] = set()
+        """Tasks whose count reached ``prune_every``: found as they are counted, so a flush
+        never scans the counts of every task."""
         self._next_age_prune: datetime | None = None
         self._due: float | None = None
         """When (``time.monotonic``) the oldest waiting entry should be written."""
@@ -91,12 +94,15 @@ class HistoryRecorder:
         or every run when the completions go to another store than the history."""
         if not self.enabled:
             return
-        since_prune = self._since_prune
+        since_prune, every = self._since_prune, self.settings.prune_every
         for result in results:
             if not self.by_completions or result.run.id in lost:
                 self._finished(result)
             elif result.outcome is RunOutcome.SUCCESS or outcome_of(result) is not None:
-                since_prune[result.run.task_id] += 1
+                task_id = result.run.task_id
+                since_prune[task_id] += 1
+                if since_prune[task_id] == every:
+                    self._prune_due.add(task_id)
         self._arm()
 
     def _finished(self, result: RunResult) -> None:
@@ -193,8 +199,11 @@ class HistoryRecorder:
             except (StoreError, OSError) as exc:
                 log.warning("run history of %d runs not recorded: %r", len(entries), exc)
                 return
+            every = self.settings.prune_every
             for entry in entries:
                 since_prune[entry.task_id] += 1
+                if since_prune[entry.task_id] == every:
+                    self._prune_due.add(entry.task_id)
         if len(since_prune) > PRUNE_COUNTS:
             # one-shot tasks would fill it for ever: keep the tasks that ran most
             every = self.settings.prune_every
@@ -203,8 +212,7 @@ class HistoryRecorder:
 
     async def _prune(self) -> None:
         now = self.clock()
-        every = self.settings.prune_every
-        due = [task_id for task_id, count in self._since_prune.items() if count >= every]
+        due = sorted(self._prune_due)
         age_due = self._next_age_prune is None or now >= self._next_age_prune
         if not due and not age_due:
             return
@@ -216,6 +224,7 @@ class HistoryRecorder:
             log.warning("run history not pruned (will try again): %r", exc)
             return
         for task_id in due:
-            del self._since_prune[task_id]
+            self._since_prune.pop(task_id, None)
+        self._prune_due.difference_update(due)
         self._next_age_prune = now + AGE_PRUNE_INTERVAL
         log.debug("pruned %d run history entries", removed)
