@@ -301,3 +301,15 @@ async def test_a_run_its_completion_finds_taken_over_is_recorded_by_the_engine(w
 
     [entry] = await world.history(task_id=task.id)
     assert (entry.run_id, entry.outcome, entry.started_at) == (run.id, HistoryOutcome.SUCCESS, T0)
+
+
+async def test_the_history_flush_timer_does_not_send_the_claim_loop_to_the_store(world: World) -> None:
+    engine = world.engine()
+    await world.add(every=None)
+    await step(world, engine)
+    assert engine._wake.is_set()  # a completion freed capacity: claim again
+    engine._wake.clear()
+
+    await engine._drain_completions()  # where the flush timer brings the complete loop
+
+    assert not engine._wake.is_set()
