@@ -60,7 +60,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequen
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from backbeat.model.history import HistoryEntry, HistoryQuery
+from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings
 from backbeat.model.records import (
     Claim,
     DeadLetter,
@@ -171,7 +171,9 @@ class Store(Protocol):
         store's).
         """
 
-    async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
+    async def complete(
+        self, owner: str, results: Sequence[RunResult], *, history: HistorySettings | None = None
+    ) -> set[str]:
         """Finish runs: delete each run (or re-queue it when ``retry_at`` is set) and, for a
         deleted run, make the earliest buffered run of its task claimable from the result's
         ``finished_at`` (in the same atomic step, also for a removed task's runs), update
@@ -189,6 +191,14 @@ class Store(Protocol):
         Only runs still leased to ``owner`` under the result's ``run.fencing_token`` are
         completed (also after their lease ended, until another lease was granted); returns the
         ids that were not.
+
+        With ``history`` (run history on), each run completed also leaves its history entry
+        (see :func:`backbeat.model.completed_history.history_row`: id, fields and stored
+        document, ``owner`` as the entry's owner, ``run.task`` for its name and arguments) in
+        the same call: in its atomic step or transaction where the store has one. A run not
+        completed records nothing, so a completion sent again (after a lost reply) records each
+        entry once; a deferred run has none. An entry whose document cannot be built is left
+        out (logged) and its run completes all the same.
         """
 
     async def extend(

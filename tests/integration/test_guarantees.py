@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from backbeat import EventKind, SchedulerConfig, SchedulerEvent
+from backbeat.model.history import HistorySettings
 from backbeat.model.records import Claim, RunResult, Task
 from backbeat.stores.memory import MemoryStore
 from tests.integration import jobs
@@ -288,11 +289,13 @@ class CompleteFailsOnce(MemoryStore):
         super().__init__()
         self.calls = 0
 
-    async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
+    async def complete(
+        self, owner: str, results: Sequence[RunResult], *, history: HistorySettings | None = None
+    ) -> set[str]:
         self.calls += 1
         if self.calls == 1:
             raise RuntimeError("a bug in complete")
-        return await super().complete(owner, results)
+        return await super().complete(owner, results, history=history)
 
 
 async def test_an_unexpected_error_while_completing_does_not_stop_completing(

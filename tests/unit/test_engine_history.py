@@ -4,7 +4,7 @@ opt-in arguments, pruning a task at a time, and nothing at all when history is o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +16,7 @@ from backbeat.engine.loop import Engine, EngineConfig
 from backbeat.executors import AsyncIOExecutor
 from backbeat.model.events import EventHub
 from backbeat.model.history import HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings
-from backbeat.model.records import Task, TaskOptions
+from backbeat.model.records import RunResult, Task, TaskOptions
 from backbeat.model.registry import JobRegistry
 from backbeat.model.triggers import make_trigger_spec
 from backbeat.policies.definitions import RetryPolicy
@@ -253,3 +253,63 @@ async def test_a_run_of_a_removed_task_is_recorded_as_its_own_not_as_one_of_a_ta
     assert second is not None and second.name == "second"
     assert (second.running, second.runs, second.last_outcome) == (0, 0, None)
     assert await world.store.list_runs(first.id) == []
+
+
+class CompletionSentTwice(MemoryStore):
+    """A memory store whose every completion runs twice and answers with the second reply, as a
+    completion sent again after its first reply was lost does."""
+
+    async def complete(
+        self, owner: str, results: Sequence[RunResult], *, history: HistorySettings | None = None
+    ) -> set[str]:
+        await super().complete(owner, results, history=history)
+        return await super().complete(owner, results, history=history)
+
+
+async def test_a_completion_sent_again_records_its_runs_once(world: World) -> None:
+    world.store = CompletionSentTwice(lease_clock=world.clock)
+    engine = world.engine()
+    task = await world.add(every=None)
+    world.takes = 1.5
+    await step(world, engine)
+
+    [entry] = await world.history()
+    assert (entry.task_id, entry.outcome, entry.started_at, entry.ended_at) == (
+        task.id,
+        HistoryOutcome.SUCCESS,
+        T0,
+        T0 + timedelta(seconds=1.5),
+    )
+    assert await world.store.list_runs() == []
+
+
+async def test_a_run_its_completion_finds_taken_over_is_recorded_by_the_engine(world: World) -> None:
+    engine = world.engine()
+    task = await world.add(every=None)
+    world.gate = asyncio.Event()
+    await engine._claim_once(100)
+    await settle()
+    [run] = engine.active_runs()
+    world.clock.advance(11)  # its lease ended unnoticed here, and another owner took the run
+    taken = await world.store.claim_due("other", now=world.clock(), lease=timedelta(seconds=10), limit=10)
+    assert [r.id for r in taken.runs] == [run.id]
+    world.gate.set()
+    async with asyncio.timeout(5):
+        await asyncio.gather(*(task for _, task in engine._active.values()))
+    await engine._drain_completions()
+    await engine.history.flush(force=True)
+
+    [entry] = await world.history(task_id=task.id)
+    assert (entry.run_id, entry.outcome, entry.started_at) == (run.id, HistoryOutcome.SUCCESS, T0)
+
+
+async def test_the_history_flush_timer_does_not_send_the_claim_loop_to_the_store(world: World) -> None:
+    engine = world.engine()
+    await world.add(every=None)
+    await step(world, engine)
+    assert engine._wake.is_set()  # a completion freed capacity: claim again
+    engine._wake.clear()
+
+    await engine._drain_completions()  # where the flush timer brings the complete loop
+
+    assert not engine._wake.is_set()

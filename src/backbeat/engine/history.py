@@ -1,7 +1,9 @@
-"""Recording run history: the engine hands each finished run (or missed fire time) to a
-:class:`HistoryRecorder`, which writes them to the store in batches after each completion
-batch (at most half a second later) and prunes a task's history every ``per_task // 10`` of its
-entries."""
+"""Recording run history. A run's completion records its entry in the same store call
+(``Store.complete(..., history=...)``); everything else (missed, skipped and coalesced fire
+times, lost leases, runs the completion found no longer theirs) goes to a
+:class:`HistoryRecorder`, which writes them to the store in batches after each completion batch
+(at most half a second later). The recorder also prunes a task's history every
+``per_task // 10`` of its entries, of either kind."""
 
 from __future__ import annotations
 
@@ -9,11 +11,12 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 
 from backbeat.abc import Store
 from backbeat.errors import StoreError
+from backbeat.model.completed_history import error_of, outcome_of
 from backbeat.model.history import HistoryEntry, HistoryOutcome, HistorySettings, entry_id
 from backbeat.model.records import Run, RunOutcome, RunResult, Task, run_id_for
 
@@ -29,30 +32,13 @@ that ran least are dropped beyond it: their entries are pruned by age, or later)
 FLUSH_DELAY = 0.5
 """Seconds an entry may wait to be written: fewer, larger writes cost a fire far less."""
 
-_OUTCOMES = {
-    RunOutcome.SUCCESS: HistoryOutcome.SUCCESS,
-    RunOutcome.FAILURE: HistoryOutcome.FAILURE,
-    RunOutcome.MISSED: HistoryOutcome.MISSED,
-    RunOutcome.LOST: HistoryOutcome.LOST,
-    RunOutcome.CANCELLED: HistoryOutcome.CANCELLED,
-    RunOutcome.ORPHANED: HistoryOutcome.ORPHANED,
-}
-
-
-def outcome_of(result: RunResult) -> HistoryOutcome | None:
-    """The recorded outcome of a result; ``None`` for a deferred run (it has not finished)."""
-    if result.outcome == RunOutcome.FAILURE and result.retry_at is not None:
-        return HistoryOutcome.RETRY_SCHEDULED
-    if result.outcome == RunOutcome.FAILURE and result.dead_letter:
-        return HistoryOutcome.DEAD_LETTERED
-    return _OUTCOMES.get(result.outcome)
-
 
 class HistoryRecorder:
-    """Collects one engine's history entries and writes them to ``store`` when flushed
-    (nothing at all with ``settings=None``: history turned off): at most :data:`FLUSH_DELAY`
-    after the first entry waiting (``wake`` is called then, and the engine flushes), at once
-    when :data:`FLUSH_BATCH` are waiting, and when the engine stops.
+    """Collects one engine's history entries not recorded by completions and writes them to
+    ``store`` when flushed (nothing at all with ``settings=None``: history turned off): at most
+    :data:`FLUSH_DELAY` after the first entry waiting or completion counted (``wake`` is called
+    then, and the engine flushes), at once when :data:`FLUSH_BATCH` are waiting, and when the
+    engine stops.
 
     Recording is best effort: a store error is logged and the batch dropped, so history can
     never hold up or fail a run's completion.
@@ -66,9 +52,12 @@ class HistoryRecorder:
         owner: str,
         clock: Callable[[], datetime],
         wake: Callable[[], None] = lambda: None,
+        by_completions: bool = True,
     ) -> None:
         self.store = store
         self.enabled = settings is not None
+        self.by_completions = by_completions
+        """The engine's completions record their runs (``store`` is the one they go to)."""
         self.settings = settings or HistorySettings()
         self.owner = owner
         self.clock = clock
@@ -76,6 +65,9 @@ class HistoryRecorder:
         self._started: dict[str, datetime] = {}
         self._pending: list[HistoryEntry] = []
         self._since_prune: Counter[str] = Counter()
+        self._prune_due: set[str] = set()
+        """Tasks whose count reached ``prune_every``: found as they are counted, so a flush
+        never scans the counts of every task."""
         self._next_age_prune: datetime | None = None
         self._due: float | None = None
         """When (``time.monotonic``) the oldest waiting entry should be written."""
@@ -85,20 +77,46 @@ class HistoryRecorder:
         if self.enabled:
             self._started[run.id] = self.clock() if at is None else at
 
-    def finished(self, result: RunResult, task: Task | None) -> None:
+    @property
+    def completions(self) -> HistorySettings | None:
+        """What ``Store.complete`` records with each completion (``None``: history off)."""
+        return self.settings if self.enabled and self.by_completions else None
+
+    def finished(self, result: RunResult) -> None:
+        """``result``'s run ended: its start goes with it, for the entry its completion records."""
+        if self.enabled:
+            result.started_at = self._started.pop(result.run.id, None)
+
+    def completed(self, results: Sequence[RunResult], lost: Collection[str]) -> None:
+        """``Store.complete`` took ``results`` (recording the entries of those it completed):
+        count those entries for pruning, and record here the runs it did not complete (their
+        lease had passed on, or a completion sent again found them completed: recorded once),
+        or every run when the completions go to another store than the history."""
         if not self.enabled:
             return
+        since_prune, every = self._since_prune, self.settings.prune_every
+        for result in results:
+            if not self.by_completions or result.run.id in lost:
+                self._finished(result)
+            elif result.outcome is RunOutcome.SUCCESS or outcome_of(result) is not None:
+                task_id = result.run.task_id
+                since_prune[task_id] += 1
+                if since_prune[task_id] == every:
+                    self._prune_due.add(task_id)
+        self._arm()
+
+    def _finished(self, result: RunResult) -> None:
         run = result.run
-        started = self._started.pop(run.id, None)
-        # the common case first, without a lookup: a run that succeeded
-        outcome = HistoryOutcome.SUCCESS if result.outcome is RunOutcome.SUCCESS else outcome_of(result)
+        outcome = outcome_of(result)
         if outcome is None:
             return
         if result.error is None and result.error_type is None:
-            self._add(run.task_id, task, run, outcome, result.finished_at, started)
+            self._add(run.task_id, run.task, run, outcome, result.finished_at, result.started_at)
         else:
-            error_type, error = _error_of(result, self.settings.message_limit)
-            self._add(run.task_id, task, run, outcome, result.finished_at, started, error_type, error)
+            error_type, error = error_of(result, self.settings.message_limit)
+            self._add(
+                run.task_id, run.task, run, outcome, result.finished_at, result.started_at, error_type, error
+            )
 
     def lost_lease(self, run: Run, task: Task | None) -> None:
         started = self._started.pop(run.id, None)
@@ -137,9 +155,7 @@ class HistoryRecorder:
         error_type: str | None = None,
         error: str | None = None,
     ) -> None:
-        if self._due is None:
-            self._due = time.monotonic() + FLUSH_DELAY
-            asyncio.get_running_loop().call_later(FLUSH_DELAY, self._wake)
+        self._arm()
         args = None
         if self.settings.record_args and task is not None:
             args = {"args": task.args, "kwargs": task.kwargs, "data": task.data}
@@ -161,33 +177,42 @@ class HistoryRecorder:
             )
         )
 
+    def _arm(self) -> None:
+        """Have the engine flush within :data:`FLUSH_DELAY` (entries to write, or counts that
+        may make a task due for pruning)."""
+        if self._due is None:
+            self._due = time.monotonic() + FLUSH_DELAY
+            asyncio.get_running_loop().call_later(FLUSH_DELAY, self._wake)
+
     async def flush(self, *, force: bool = False) -> None:
         """Write what was collected if it is time (``force``: now), then prune the tasks that
         are due for it."""
-        if not self.enabled or not self._pending:
+        if not self.enabled or self._due is None:
             return
-        if not force and len(self._pending) < FLUSH_BATCH and time.monotonic() < (self._due or 0):
+        if not force and len(self._pending) < FLUSH_BATCH and time.monotonic() < self._due:
             return
         entries, self._pending, self._due = self._pending, [], None
+        since_prune = self._since_prune
         if entries:
             try:
                 await self.store.record_history(entries)
             except (StoreError, OSError) as exc:
                 log.warning("run history of %d runs not recorded: %r", len(entries), exc)
                 return
-            since_prune = self._since_prune
+            every = self.settings.prune_every
             for entry in entries:
                 since_prune[entry.task_id] += 1
-            if len(since_prune) > PRUNE_COUNTS:
-                # one-shot tasks would fill it for ever: keep the tasks that ran most
-                every = self.settings.prune_every
-                self._since_prune = Counter({t: n for t, n in since_prune.items() if 2 * n >= every})
+                if since_prune[entry.task_id] == every:
+                    self._prune_due.add(entry.task_id)
+        if len(since_prune) > PRUNE_COUNTS:
+            # one-shot tasks would fill it for ever: keep the tasks that ran most
+            every = self.settings.prune_every
+            self._since_prune = Counter({t: n for t, n in since_prune.items() if 2 * n >= every})
         await self._prune()
 
     async def _prune(self) -> None:
         now = self.clock()
-        every = self.settings.prune_every
-        due = [task_id for task_id, count in self._since_prune.items() if count >= every]
+        due = sorted(self._prune_due)
         age_due = self._next_age_prune is None or now >= self._next_age_prune
         if not due and not age_due:
             return
@@ -199,19 +224,7 @@ class HistoryRecorder:
             log.warning("run history not pruned (will try again): %r", exc)
             return
         for task_id in due:
-            del self._since_prune[task_id]
+            self._since_prune.pop(task_id, None)
+        self._prune_due.difference_update(due)
         self._next_age_prune = now + AGE_PRUNE_INTERVAL
         log.debug("pruned %d run history entries", removed)
-
-
-def _error_of(result: RunResult, limit: int) -> tuple[str | None, str | None]:
-    if result.error is None:
-        return result.error_type, None
-    message = result.error
-    if result.error_type is not None:
-        # "ValueError: card declined" is stored as type + message
-        name = result.error_type.rpartition(".")[2]
-        message = message.removeprefix(f"{name}: ")
-    if len(message) > limit:
-        message = message[: max(limit - 1, 0)] + "…"
-    return result.error_type, message

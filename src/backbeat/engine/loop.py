@@ -150,6 +150,7 @@ class Engine:
             self.config.history,
             owner=self.config.owner,
             clock=clock,
+            by_completions=history_store is None or history_store is store,
             wake=self._flush.set,
         )
         """Records finished runs in ``history_store`` (default: ``store``)."""
@@ -536,7 +537,7 @@ class Engine:
                 return
             finished = self._result(run, RunOutcome.CANCELLED, "cancelled")
         self._completing[run.id] = finished
-        self.history.finished(finished, task)
+        self.history.finished(finished)
         self._active.pop(run.id, None)
         self._capacity.set()
         self._flush.set()
@@ -576,10 +577,11 @@ class Engine:
 
     async def _drain(self) -> None:
         backoff = 0.05
+        drained = False
         while self._completing:
             batch = list(self._completing.values())
             try:
-                lost = await self.store.complete(self.owner, batch)
+                lost = await self.store.complete(self.owner, batch, history=self.history.completions)
             except (StoreError, OSError) as exc:
                 self._store_error(exc, "completing runs")
                 await asyncio.sleep(backoff * (1 + random.random()))
@@ -588,9 +590,13 @@ class Engine:
             for result in batch:
                 self._completing.pop(result.run.id, None)
             self.deadlines.forget([result.run.id for result in batch])
+            self.history.completed(batch, lost)
+            drained = True
             if lost:
                 log.warning("runs %s finished after their lease passed to another instance", sorted(lost))
-        if self._completing == {} and not self._stopping:
+        # only completions free capacity: the history's flush timer, which brings the complete
+        # loop here with nothing to complete, must not send the claim loop to the store
+        if drained and not self._completing and not self._stopping:
             self._wake.set()
         await self.history.flush()  # after the wake-up: recording never delays the next claim
 

@@ -334,6 +334,8 @@ class RunResult:
     the outcome is ``DEFERRED``)."""
     dead_letter: bool = False
     """Keep the failed run as a :class:`DeadLetter` instead of forgetting it."""
+    started_at: datetime | None = None
+    """When its job started (``None``: it never did), for its run history entry."""
 
 
 @dataclass(slots=True)

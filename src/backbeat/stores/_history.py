@@ -8,6 +8,7 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 
 from backbeat.errors import CorruptRecordError
+from backbeat.model.completed_history import HistoryRow
 from backbeat.model.history import HistoryEntry, HistoryQuery, encode_cursor, to_us
 
 log = logging.getLogger("backbeat.stores")
@@ -63,6 +64,10 @@ class MemoryHistory:
             key = _key(entry)
             bisect.insort(self._all, key)
             bisect.insort(self._by_task.setdefault(entry.task_id, []), key)
+
+    def record_rows(self, rows: Sequence[HistoryRow]) -> None:
+        """Record completed runs' entries as a store that keeps documents would read them back."""
+        self.record(decode((row[0], row[4]) for row in rows))
 
     def prune(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:
         cutoff = (to_us(before), "")

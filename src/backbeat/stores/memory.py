@@ -21,7 +21,8 @@ from typing import Any
 
 from backbeat.abc import Store
 from backbeat.errors import TaskExistsError, TaskNotFoundError
-from backbeat.model.history import HistoryEntry, HistoryQuery
+from backbeat.model.completed_history import HistoryRow, history_row
+from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings
 from backbeat.model.overlap import BUFFERED_UNTIL, Admission, admit
 from backbeat.model.records import (
     Claim,
@@ -296,16 +297,21 @@ class MemoryStore:
             self._detached.discard(run_id)
             task.running += 1
 
-    async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
+    async def complete(
+        self, owner: str, results: Sequence[RunResult], *, history: HistorySettings | None = None
+    ) -> set[str]:
         lost: set[str] = set()
         retried: builtins.list[str] = []  # and buffered runs made claimable
         touched: dict[str, _Slot] = {}
+        rows: builtins.list[HistoryRow] = []
         for result in results:
             run_id = result.run.id
             run = self._runs.get(run_id)
             if run is None or not _holds(run, owner, result.run.fencing_token):
                 lost.add(run_id)
                 continue
+            if history is not None and (row := history_row(result, owner, history)) is not None:
+                rows.append(row)
             deferred = result.outcome == RunOutcome.DEFERRED
             detached = run_id in self._detached
             if result.retry_at is not None:
@@ -336,6 +342,7 @@ class MemoryStore:
             touched[task.id] = slot
         self._remove([i for i, s in touched.items() if self._finished(s)])
         self._lease_runs(retried)
+        self._history.record_rows(rows)
         if retried:
             self._signal.notify()
         return lost

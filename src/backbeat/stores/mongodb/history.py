@@ -12,7 +12,8 @@ from typing import Any
 
 from pymongo.errors import BulkWriteError
 
-from backbeat.model.history import HistoryEntry, HistoryQuery, to_us
+from backbeat.model.completed_history import HistoryRow
+from backbeat.model.history import HistoryEntry, HistoryQuery, from_us, to_us
 from backbeat.stores._history import PRUNE_BATCH, decode, page
 from backbeat.stores.mongodb.connection import Connection
 
@@ -21,19 +22,18 @@ _DUPLICATE_KEY = 11000
 
 
 async def record(conn: Connection, entries: Sequence[HistoryEntry]) -> None:
-    if not entries:
+    rows = [(e.id, e.task_id, to_us(e.ended_at), str(e.outcome), e.to_bytes().decode()) for e in entries]
+    await record_rows(conn, rows)
+
+
+async def record_rows(conn: Connection, rows: Sequence[HistoryRow]) -> None:
+    """Insert entries (id, task id, end, outcome, document); an id stored already stays as it was."""
+    if not rows:
         return
     c = await conn.collections()
     docs = [
-        {
-            "_id": e.id,
-            "task_id": e.task_id,
-            "ended": e.ended_at,
-            "ended_us": to_us(e.ended_at),
-            "outcome": str(e.outcome),
-            "doc": e.to_bytes().decode(),
-        }
-        for e in entries
+        {"_id": i, "task_id": task_id, "ended": from_us(end), "ended_us": end, "outcome": outcome, "doc": doc}
+        for i, task_id, end, outcome, doc in rows
     ]
     with conn.errors():
         try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -35,7 +36,8 @@ from pymongo.errors import BulkWriteError
 
 from backbeat.abc import Store
 from backbeat.errors import CorruptRecordError, StoreError, TaskExistsError, TaskNotFoundError
-from backbeat.model.history import HistoryEntry, HistoryQuery
+from backbeat.model.completed_history import history_row
+from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings
 from backbeat.model.overlap import BUFFERED_UNTIL
 from backbeat.model.records import (
     Claim,
@@ -58,6 +60,8 @@ from backbeat.stores.mongodb.connection import Connection
 from backbeat.stores.mongodb.errors import duplicate_indexes, is_duplicate_key
 from backbeat.stores.mongodb.extras import Extras, adopt
 from backbeat.stores.mongodb.indexes import HISTORY_TTL, Collections
+
+log = logging.getLogger("backbeat.stores")
 
 READ_BATCH = 500
 _CLAIM_ROUNDS = 8
@@ -441,7 +445,9 @@ class MongoStore:
         count = await c.runs.count_documents(d.attached_runs_filter(task_id))
         await c.tasks.update_one({"_id": task_id, "running": {"$gt": count}}, {"$set": {"running": count}})
 
-    async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
+    async def complete(
+        self, owner: str, results: Sequence[RunResult], *, history: HistorySettings | None = None
+    ) -> set[str]:
         if not results:
             return set()
         c = await self._conn.collections()
@@ -449,7 +455,22 @@ class MongoStore:
             done = await asyncio.gather(*(self._complete_one(c, owner, result) for result in results))
         if any(result.retry_at is not None for result in results):
             self._conn.notify()
+        if history is not None:
+            await self._record_completed(
+                owner, [r for r, ok in zip(results, done, strict=True) if ok], history
+            )
         return {result.run.id for result, ok in zip(results, done, strict=True) if not ok}
+
+    async def _record_completed(
+        self, owner: str, results: builtins.list[RunResult], settings: HistorySettings
+    ) -> None:
+        """The completed runs' history, one insert after the runs' own writes (MongoDB has no
+        transaction here): best effort, as a failure cannot undo the completions."""
+        rows = [row for result in results if (row := history_row(result, owner, settings)) is not None]
+        try:
+            await history.record_rows(self._conn, rows)
+        except StoreError as exc:
+            log.warning("run history of %d completed runs not recorded: %r", len(rows), exc)
 
     async def _complete_one(self, c: Collections, owner: str, result: RunResult) -> bool:
         run = result.run

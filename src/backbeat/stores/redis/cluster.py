@@ -25,7 +25,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from backbeat.abc import Store
 from backbeat.errors import ConfigurationError, TaskExistsError
-from backbeat.model.history import HistoryEntry, HistoryQuery
+from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings
 from backbeat.model.records import (
     Claim,
     DeadLetter,
@@ -290,7 +290,9 @@ class ShardedRedisStore:
             self._tokens_out((run for result in part for run in result.runs), i)
         return [result for part in fired for result in part]
 
-    async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
+    async def complete(
+        self, owner: str, results: Sequence[RunResult], *, history: HistorySettings | None = None
+    ) -> set[str]:
         shards = await self._ready()
         groups = await self._grouped(results, lambda result: result.run.task_id)
         tokens = ShardTokens(len(shards))
@@ -300,7 +302,16 @@ class ShardedRedisStore:
             return replace(result, run=run)
 
         lost = await asyncio.gather(
-            *(shards[i].complete(owner, [inward(result, i) for result in part]) for i, part in groups.items())
+            *(
+                shards[i].complete(
+                    owner,
+                    [inward(result, i) for result in part],
+                    history=history,
+                    # the entries' ids spell the tokens the engine holds, as record_history's do
+                    entry_tokens=[result.run.fencing_token for result in part],
+                )
+                for i, part in groups.items()
+            )
         )
         return set().union(*lost)
 

@@ -8,15 +8,22 @@ Pruning reads the ids to drop by rank, score or lexical range, never every key.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from backbeat.model.history import HistoryEntry, HistoryQuery, to_us
+import orjson
+
+from backbeat.model.completed_history import args_of, error_of, outcome_of
+from backbeat.model.history import HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings, to_us
+from backbeat.model.records import RunResult
 from backbeat.stores._history import PRUNE_BATCH, decode, page
 from backbeat.stores.redis.codec import text
 from backbeat.stores.redis.connection import Connection
 from backbeat.stores.redis.keys import Keys
+
+log = logging.getLogger("backbeat.stores")
 
 READ_BATCH = 200
 _END_DIGITS = 18
@@ -58,6 +65,49 @@ def pack(entries: Sequence[HistoryEntry]) -> tuple[str, bytes]:
         sizes.append(f"{len(entry_id)},{len(task_id)},{to_us(entry.ended_at)},{len(doc)}")
         parts += (entry_id, task_id, doc)
     return ",".join(sizes), b"".join(parts)
+
+
+_OUTCOMES = {outcome: outcome.encode() for outcome in HistoryOutcome}
+
+
+def owner_member(owner: str) -> bytes:
+    """The owner's member of the documents ``complete.lua`` builds (``,"owner":"..."``)."""
+    return b',"owner":' + orjson.dumps(owner)
+
+
+def completion_item(result: RunResult, settings: HistorySettings, token: int) -> bytes:
+    """``complete.lua``'s history argument for one result: ``outcome|token|started|fire|`` (the
+    fencing token the entry id spells, times in epoch microseconds, no start: empty), then the
+    task's name as JSON and the entry's other members that need escaping (error type and
+    message, arguments), each ``,"name":value``. Empty for no entry: a deferred run, or one whose
+    members cannot be encoded (logged; its run completes all the same)."""
+    outcome = outcome_of(result)
+    if outcome is None:
+        return b""
+    run = result.run
+    try:
+        name = orjson.dumps(run.task_id if run.task is None else run.task.name)
+        if result.error is None and result.error_type is None and not settings.record_args:
+            rest = b""
+        else:
+            rest = _members(result, settings)
+    except orjson.JSONEncodeError as exc:
+        log.warning("history entry of run %r not recorded (the run completes): %s", run.id, exc)
+        return b""
+    started = b"" if result.started_at is None else b"%d" % to_us(result.started_at)
+    return b"%b|%d|%b|%d|%b%b" % (_OUTCOMES[outcome], token, started, to_us(run.fire_time), name, rest)
+
+
+def _members(result: RunResult, settings: HistorySettings) -> bytes:
+    members: dict[str, Any] = {}
+    error_type, error = error_of(result, settings.message_limit)
+    if error_type is not None:
+        members["error_type"] = error_type
+    if error is not None:
+        members["error"] = error
+    if settings.record_args and (args := args_of(result)) is not None:
+        members["args"] = args
+    return b"," + orjson.dumps(members)[1:-1] if members else b""
 
 
 class History:

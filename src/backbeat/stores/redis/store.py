@@ -11,11 +11,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from typing import Any, ClassVar
 
 from backbeat.abc import Store
 from backbeat.errors import CorruptRecordError, StoreError, TaskExistsError, TaskNotFoundError
-from backbeat.model.history import HistoryEntry, HistoryQuery
+from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings
 from backbeat.model.overlap import BUFFERED_UNTIL, Overlap, buffers
 from backbeat.model.records import (
     Claim,
@@ -36,7 +37,7 @@ from backbeat.stores.redis import codec, layout
 from backbeat.stores.redis.codec import Arg, field, iso, opt_us, text
 from backbeat.stores.redis.connection import Client, Connection, redact, split_prefix
 from backbeat.stores.redis.dead_letters import DeadLetters, letter_arg
-from backbeat.stores.redis.history import History
+from backbeat.stores.redis.history import History, completion_item, owner_member
 from backbeat.stores.redis.keys import Keys, from_us, to_us
 from backbeat.stores.redis.layout import LayoutMigration
 from backbeat.stores.redis.sharding import Durability, check_durability
@@ -312,10 +313,19 @@ class RedisStore:
             results.append(result)
         return results
 
-    async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
+    async def complete(
+        self,
+        owner: str,
+        results: Sequence[RunResult],
+        *,
+        history: HistorySettings | None = None,
+        entry_tokens: Sequence[int] | None = None,
+    ) -> set[str]:
+        """See :meth:`.Store.complete`; ``entry_tokens`` are the fencing tokens the history
+        entries' ids spell, one per result (a sharded store's own), by default the results'."""
         if not results:
             return set()
-        args: list[Arg] = [owner, _BUFFERED_US, len(results)]
+        args: list[Arg] = [owner, _BUFFERED_US, len(results), b"" if history is None else owner_member(owner)]
         letters: list[Arg] = []
         for result in results:
             failed = "1" if result.outcome == RunOutcome.FAILURE else "0"
@@ -326,6 +336,9 @@ class RedisStore:
             args.append(f"{failed}|{finished}|{retry_at}|{outcome}|{dead}|{token}|{result.run.id}")
             if result.dead_letter:
                 letters.append(letter_arg(DeadLetter.of(result, None)))
+        if history is not None:
+            tokens = entry_tokens or [result.run.fencing_token for result in results]
+            letters += map(completion_item, results, repeat(history), tokens)
         return {text(run_id) for run_id in await self._conn.run("complete", *args, *letters)}
 
     async def extend(

@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from backbeat.errors import TaskNotFoundError
+from backbeat.model.completed_history import history_row
+from backbeat.model.history import HistorySettings
 from backbeat.model.overlap import BUFFERED_UNTIL, Admission, admit
 from backbeat.model.records import Claim, FireDecision, FireResult, Run, RunOutcome, RunResult, run_id_for
 from backbeat.stores.sql import dead_letters, tasks
@@ -181,8 +183,11 @@ def fire(d: Dialect, owner: str, decisions: list[FireDecision], lease: timedelta
     return results
 
 
-def complete(d: Dialect, owner: str, results: list[RunResult]) -> Txn[set[str]]:
-    """The run ids not held by ``owner`` under the results' fencing tokens."""
+def complete(
+    d: Dialect, owner: str, results: list[RunResult], history: HistorySettings | None = None
+) -> Txn[set[str]]:
+    """The run ids not held by ``owner`` under the results' fencing tokens; with ``history``,
+    the entries of the others are inserted in the same transaction."""
     rows = yield from fetch(d.sql.RUN_OWNERS, d.array(sorted({r.run.id for r in results})))
     runs = {row[0]: row for row in rows}
     lost: set[str] = set()
@@ -230,9 +235,23 @@ def complete(d: Dialect, owner: str, results: list[RunResult]) -> Txn[set[str]]:
         )
     if counts:
         yield from execute(d.sql.REMOVE_FINISHED, d.array(counts))
+    if history is not None:
+        yield from _record_completed(d, owner, results, lost, history)
     if retries or promoted:
         yield from notify()
     return lost
+
+
+def _record_completed(
+    d: Dialect, owner: str, results: list[RunResult], lost: set[str], history: HistorySettings
+) -> Txn[None]:
+    """The history entries of the runs completed (one multi-row insert)."""
+    rows = [
+        row
+        for result in results
+        if result.run.id not in lost and (row := history_row(result, owner, history)) is not None
+    ]
+    yield from execute_many(d.sql.INSERT_HISTORY, rows)
 
 
 def extend(d: Dialect, owner: str, leases: Mapping[str, int], lease: timedelta) -> Txn[set[str]]:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from backbeat.errors import TaskNotFoundError
-from backbeat.model.history import HistoryEntry, HistoryQuery
+from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings
 from backbeat.model.records import (
     Claim,
     DeadLetter,
@@ -121,10 +121,12 @@ class SqlStore(ABC):
             return []
         return await self._write(runs.fire, owner, builtins.list(decisions), lease)
 
-    async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:
+    async def complete(
+        self, owner: str, results: Sequence[RunResult], *, history: HistorySettings | None = None
+    ) -> set[str]:
         if not results:
             return set()
-        return await self._write(runs.complete, owner, builtins.list(results))
+        return await self._write(runs.complete, owner, builtins.list(results), history)
 
     async def extend(
         self, owner: str, leases: Mapping[str, int], *, now: datetime | None = None, lease: timedelta

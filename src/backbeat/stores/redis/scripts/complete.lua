@@ -1,16 +1,18 @@
--- ARGV: prefix, owner, a buffered run's not-before time (microseconds), count n, then n results
+-- ARGV: prefix, owner, a buffered run's not-before time (microseconds), count n, the history
+-- entries' owner member (',"owner":"..."'; '' = history off), then n results
 -- "failed|finished_at|retry_at|outcome|dead|token|run_id" (failed and dead '1'|'0'; retry_at
 -- '' = none; token the fencing token held), then one dead letter JSON per result with dead '1',
--- in order. A 'deferred' outcome keeps the attempt and counts nothing. Returns the run ids not
--- completed (no longer leased to owner under token).
-local owner, buffered_from, n = ARGV[2], ARGV[3], tonumber(ARGV[4])
+-- in order, then (history on) one history item per result (redis/history.py's completion_item;
+-- '' = no entry). A 'deferred' outcome keeps the attempt and counts nothing. Returns the run ids
+-- not completed (no longer leased to owner under token).
+local owner, buffered_from, n, owner_member = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local run_ids, results, letters = {}, {}, {}
-for i = 5, 4 + n do
+for i = 6, 5 + n do
   local result = {string.match(ARGV[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')}
   results[#results + 1] = result
   run_ids[#run_ids + 1] = result[7]
 end
-local next_letter = 5 + n
+local next_letter = 6 + n
 for i, result in ipairs(results) do
   if result[5] == '1' then
     letters[i] = ARGV[next_letter]
@@ -139,5 +141,40 @@ call_many('HSET', K_TASKS, writes)
 remove_finished(removed, lives)
 if #retries > 0 then
   wake()
+end
+
+-- The run history of the runs completed here, in the lean document of HistoryEntry.to_bytes.
+-- No look for the ids first (history.lua's HMGET): an id spells the fencing token of the lease
+-- the run was completed under, and a run is completed once under a token (a completion sent
+-- again finds it gone), so an id is only ever written with the same entry.
+local function record_history(first)
+  local docs, times, members = {}, {}, {}
+  for i, item in ipairs(finished) do
+    local h = ARGV[first + item[4] - 1]
+    if h ~= '' then
+      local outcome, token, started, fire, rest = string.match(h, '^([^|]*)|(%d+)|(%d*)|(%d+)|(.*)$')
+      local attempt, ended = item[2][1], item[3][2]
+      local id = item[1] .. '#' .. attempt .. (token ~= '0' and '.' .. token or '') .. '#' .. outcome
+      local doc = '{"task_name":' .. rest .. ',"fire_time":' .. fire .. ',"ended_at":' .. ended
+        .. ',"outcome":"' .. outcome .. '"' .. (attempt ~= '1' and ',"attempt":' .. attempt or '')
+        .. (started ~= '' and ',"started_at":' .. started or '') .. owner_member .. '}'
+      docs[#docs + 1], docs[#docs + 2] = id, doc
+      times[#times + 1], times[#times + 2] = ended, id
+      members[#members + 1] = 0
+      members[#members + 1] = task_ids[i] .. '\0' .. string.rep('0', 18 - #ended) .. ended .. '\0' .. id
+    end
+  end
+  call_many('HSET', P .. 'history_docs', docs)
+  call_many('ZADD', P .. 'history', times)
+  call_many('ZADD', P .. 'history_by_task', members)
+end
+
+-- history is best effort: an item that cannot be read costs the batch its entries, never the
+-- completions above
+if owner_member ~= '' then
+  local ok, err = pcall(record_history, next_letter)
+  if not ok then
+    redis.log(redis.LOG_WARNING, 'backbeat: run history of a completion not recorded: ' .. tostring(err))
+  end
 end
 return lost
