@@ -36,6 +36,12 @@ async def always_fails(path: str) -> None:
     raise PaymentDeclinedError("card declined")
 
 
+async def fails_with_a_lone_surrogate(path: str) -> None:
+    """Fails with a message no UTF-8 (so no JSON document) can hold as it is."""
+    record(path, "attempt")
+    raise PaymentDeclinedError("card \ud800 declined")
+
+
 async def slow(path: str, seconds: float) -> None:
     record(path, "start")
     await asyncio.sleep(seconds)

@@ -339,6 +339,27 @@ async def test_a_raising_handler_does_not_stop_the_scheduler(
     assert len(attempts(record_file)) == 2
 
 
+async def test_a_failure_whose_message_no_json_can_hold_is_dead_lettered_and_completions_go_on(
+    make_scheduler: SchedulerFactory, store_url: str, record_file: Path
+) -> None:
+    scheduler = make_scheduler(store_url)
+    await scheduler.start_async()
+    task_id = await scheduler.schedule_immediate_task(
+        "charge", jobs.fails_with_a_lone_surrogate, args=[str(record_file)], retry=RetryPolicy(max_attempts=1)
+    )
+
+    async def one_dead_letter() -> bool:
+        return len(await scheduler.list_dead_letters()) == 1
+
+    await eventually(one_dead_letter)
+    [letter] = await scheduler.list_dead_letters()
+    assert letter.error == "PaymentDeclinedError: card ? declined"
+    await gone(scheduler, task_id)
+    after = await scheduler.schedule_immediate_task("next", jobs.flaky, args=[str(record_file), 0])
+    await gone(scheduler, after)  # the completion loop was not stuck on the dead letter
+    assert len(attempts(record_file)) == 2
+
+
 # -- cancelling a running run -------------------------------------------------------------------
 
 

@@ -460,6 +460,16 @@ class TaskFilter:
         )
 
 
+def storable(text: str) -> str:
+    """``text`` as every store can keep it: a lone surrogate (from a job's exception message),
+    which no UTF-8 and so no JSON document can hold, becomes ``?``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -12,7 +12,7 @@ from backbeat.abc import Store
 from backbeat.errors import ConfigurationError, StoreError
 from backbeat.model import triggers
 from backbeat.model.attempt import Attempt
-from backbeat.model.records import Run, RunOutcome, RunResult, Task
+from backbeat.model.records import Run, RunOutcome, RunResult, Task, storable
 from backbeat.policies.breakers import SharedBreakers
 from backbeat.policies.definitions import CircuitBreakerPolicy, RetryPolicy
 from backbeat.policies.handlers import TaskFailureHandler, handler_context
@@ -54,9 +54,9 @@ class RunPolicies:
         result = RunResult(run=run, outcome=attempt.outcome, finished_at=finished)
         error = attempt.error
         if attempt.outcome == RunOutcome.FAILURE and error is not None:
-            result.error = f"{type(error).__name__}: {error}"
+            result.error = storable(f"{type(error).__name__}: {error}")
             result.error_type = f"{type(error).__module__}.{type(error).__qualname__}"
-            result.traceback = "".join(traceback.format_exception(error))
+            result.traceback = storable("".join(traceback.format_exception(error)))
             retry = _retry_of(task)
             if retry is not None and retry.allows_another(run.attempt):
                 result.retry_at = finished + timedelta(seconds=retry.delay(run.attempt))
