@@ -655,3 +655,18 @@ async def test_cancel_other_of_a_task_added_again_leaves_the_run_of_the_removed_
         (at(0), "success"),
         (at(4), "cancelled"),
     ]
+
+
+async def test_a_run_cancelled_before_its_first_step_is_completed_as_cancelled(world: World) -> None:
+    # dispatched, then cancelled before its task's first step: none of the job runs, and the run
+    # ends (completed, recorded) instead of staying among the active runs, its lease renewed for ever
+    engine, job = world.engine(), world.job()
+    task = await world.add(job, every=None)
+    claim = await engine.store.claim_due(engine.owner, now=T0, lease=engine.config.lease, limit=10)
+    [run] = await engine._fire(claim.tasks, T0)
+    engine._dispatch(run)
+    assert engine.cancel(run.id)
+    await settle()
+    assert job.started == [] and engine.active_runs() == []
+    await engine._drain_completions()
+    assert await history_of(world, engine, task) == [("cancelled", at(0))]

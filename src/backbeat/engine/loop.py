@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -239,9 +240,9 @@ class Engine:
 
     async def _abandon(self, entries: list[tuple[Run, asyncio.Task[None]]]) -> None:
         # Cancel first, so this process stops working on a run before another may take it over.
-        for run, task in entries:
+        for run, _ in entries:
             self._released.add(run.id)
-            task.cancel()
+            self._stop(run.id)
         await asyncio.wait([t for _, t in entries], timeout=5)
         leases = {run.id: run.fencing_token for run, _ in entries}
         log.warning("shutdown timeout: releasing %d unfinished runs for other instances", len(leases))
@@ -529,18 +530,43 @@ class Engine:
                 else:
                     finished = RunResult(run=run, outcome=attempt.outcome, finished_at=self.clock())
         except asyncio.CancelledError as exc:
-            if run.id in self._released:
-                self._active.pop(run.id, None)
-                return
-            if isinstance(exc, LeaseLostError) or run.id in self._fenced:
-                self._lease_lost(run, task)
-                return
-            finished = self._result(run, RunOutcome.CANCELLED, "cancelled")
-        self._completing[run.id] = finished
+            self._stopped(run, task, exc)
+            return
+        self._finish(finished)
+
+    def _finish(self, finished: RunResult) -> None:
+        """A run ended here: its result waits for the complete loop."""
+        run_id = finished.run.id
+        self._completing[run_id] = finished
         self.history.finished(finished)
-        self._active.pop(run.id, None)
+        self._active.pop(run_id, None)
         self._capacity.set()
         self._flush.set()
+
+    def _stopped(self, run: Run, task: Task | None, exc: asyncio.CancelledError) -> None:
+        """A run cancelled here: released (shutdown), fenced (its lease may be another's now) or
+        completed as cancelled."""
+        if run.id in self._released:
+            self._active.pop(run.id, None)
+        elif isinstance(exc, LeaseLostError) or run.id in self._fenced:
+            self._lease_lost(run, task)
+        else:
+            self._finish(self._result(run, RunOutcome.CANCELLED, "cancelled"))
+
+    def _stop(self, run_id: str) -> bool:
+        """Cancel the asyncio task of a run going here; whether there was one. A task cancelled
+        before its first step never runs a line of ``_execute``, so its end is handled here."""
+        entry = self._active.get(run_id)
+        if entry is None:
+            return False
+        entry[1].cancel()
+        entry[1].add_done_callback(functools.partial(self._end_unstarted, entry))
+        return True
+
+    def _end_unstarted(self, entry: tuple[Run, asyncio.Task[None]], _: object) -> None:
+        run = entry[0]
+        if self._active.get(run.id) is entry:  # ``_execute`` never ran: nothing took it out
+            self._stopped(run, run.task, asyncio.CancelledError())
 
     async def _task_quarantined(self, task_id: str) -> bool:
         try:
@@ -675,7 +701,7 @@ class Engine:
             if entry is not None and run_id not in self._fenced:
                 log.warning("run %s stopped: its lease was not renewed in time (another may take it)", run_id)
                 self._fenced.add(run_id)
-                entry[1].cancel()
+                self._stop(run_id)
 
     def _lease_lost(self, run: Run, task: Task | None) -> None:
         """A run fenced here: it is not completed (its lease may be another owner's now)."""
@@ -693,8 +719,7 @@ class Engine:
         if entry is None:
             return False
         log.warning("cancelling run %s on request", run_id)
-        entry[1].cancel()
-        return True
+        return self._stop(run_id)
 
     # -- events ---------------------------------------------------------------------------------
 
