@@ -82,3 +82,24 @@ async def test_a_fire_time_before_1970_is_recorded_with_the_rest_of_its_batch(st
         ("apollo", old_fire),
         ("now", runs[1].fire_time),
     ]
+
+
+async def test_a_run_of_a_removed_task_records_the_same_entry_both_ways(store: Store, peer: Store) -> None:
+    t = task(ODD_ID, name=ODD_NAME)
+    await store.add([t])
+    [run] = await start_run(store, OWNER)
+    assert await store.remove([t.id]) == [t.id]  # its run goes on, detached, and comes back without a task
+    result = RunResult(
+        run=run, outcome=RunOutcome.CANCELLED, finished_at=T0 + SECOND, error="its task was removed"
+    )
+    settings = HistorySettings(record_args=True)
+    recorder = HistoryRecorder(peer, settings, owner=OWNER, clock=lambda: T0, by_completions=False)
+    recorder.completed([result], set())
+    [expected] = recorder._pending
+
+    assert await store.complete(OWNER, [result], history=settings) == set()
+
+    entries, _ = await store.run_history(HistoryQuery(task_id=ODD_ID))
+    assert entries == [expected]
+    assert expected.task_name == ODD_ID
+    assert await store.list_runs() == []
