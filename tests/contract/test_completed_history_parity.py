@@ -103,3 +103,22 @@ async def test_a_run_of_a_removed_task_records_the_same_entry_both_ways(store: S
     assert entries == [expected]
     assert expected.task_name == ODD_ID
     assert await store.list_runs() == []
+
+
+async def test_a_resent_completion_recorded_again_by_the_engine_stays_one_entry(store: Store) -> None:
+    t = task(ODD_ID, name=ODD_NAME)
+    await store.add([t])
+    [run] = await start_run(store, OWNER)
+    run.task = t
+    result = RunResult(run=run, outcome=RunOutcome.SUCCESS, finished_at=T0 + SECOND, started_at=T0)
+    recorder = HistoryRecorder(store, HistorySettings(), owner=OWNER, clock=lambda: T0)
+
+    assert await store.complete(OWNER, [result], history=recorder.completions) == set()
+    # its reply lost: sent again, it finds the run completed, and the engine records the entry
+    lost = await store.complete(OWNER, [result], history=recorder.completions)
+    recorder.completed([result], lost)
+    await recorder.flush(force=True)
+
+    for query in (HistoryQuery(), HistoryQuery(task_id=ODD_ID)):
+        entries, _ = await store.run_history(query)
+        assert [(e.run_id, e.started_at) for e in entries] == [(run.id, T0)]
