@@ -4,8 +4,9 @@ claim-ahead, lease renewal. No test waits for real time to pass."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from backbeat.engine.loop import Engine, EngineConfig
 from backbeat.executors import AsyncIOExecutor
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 from backbeat.model.history import HistoryQuery
-from backbeat.model.records import Task, TaskOptions, run_id_for
+from backbeat.model.records import Run, Task, TaskOptions, run_id_for
 from backbeat.model.registry import JobRegistry
 from backbeat.model.triggers import make_trigger_spec
 from backbeat.policies.definitions import RetryPolicy
@@ -670,3 +671,42 @@ async def test_a_run_cancelled_before_its_first_step_is_completed_as_cancelled(w
     assert job.started == [] and engine.active_runs() == []
     await engine._drain_completions()
     assert await history_of(world, engine, task) == [("cancelled", at(0))]
+
+
+# -- run hooks -----------------------------------------------------------------------------------
+
+
+async def test_a_run_hook_sees_a_job_that_fails_as_it_is_called(world: World) -> None:
+    seen: list[str] = []
+
+    @contextlib.contextmanager
+    def hook(task: Task, run: Run) -> Iterator[None]:
+        seen.append("entered")
+        try:
+            yield
+        except Exception as exc:
+            seen.append(type(exc).__name__)
+            raise
+
+    engine = Engine(
+        world.store,
+        world.registry,
+        {"default": AsyncIOExecutor()},
+        EventHub(),
+        EngineConfig(owner="a", lease=LEASE),
+        clock=world.clock,
+        sleep=world.clock.sleep,
+        run_hooks=[hook],
+    )
+    world.engines.append(engine)
+    trigger = make_trigger_spec("date", run_date=T0, now=T0)
+    job = world._wrap(world.job())
+    task = from_callable(world.registry, job, trigger=trigger, options=TaskOptions(), now=T0).task
+    task.next_run_time = T0
+    task.args = ["gone"]  # stored with an argument its job no longer takes (a deploy changed it)
+    await world.store.add([task])
+
+    assert await engine._claim_once(100) == 1
+    await finish(engine)
+
+    assert seen == ["entered", "TypeError"]

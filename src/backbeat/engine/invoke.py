@@ -77,20 +77,23 @@ class Invoker:
                     f"task {task.id} names executor {task.options.executor!r}, "
                     f"which is not configured (known: {', '.join(self.executors)})"
                 )
-            if type(executor) is AsyncIOExecutor:  # not a subclass: it may override submit
-                submitted = executor.call(invocation.func, invocation.args, invocation.kwargs)
-            else:
-                submitted = executor.submit(invocation.func, invocation.args, invocation.kwargs)
-            call = fenced(submitted, self.holds, run.id)
+            # not a subclass: it may override submit
+            submit = executor.call if type(executor) is AsyncIOExecutor else executor.submit
             if self.run_hooks:
                 with contextlib.ExitStack() as hooks:
                     for hook in self.run_hooks:
                         hooks.enter_context(hook(task, run))
+                    # called inside the hooks: ``call`` calls the job, which may raise at once
+                    call = fenced(
+                        submit(invocation.func, invocation.args, invocation.kwargs), self.holds, run.id
+                    )
                     attempt.result = await _await_call(call, task.options.timeout)
-            elif task.options.timeout:
-                attempt.result = await _await_call(call, task.options.timeout)
             else:
-                attempt.result = await call
+                call = fenced(submit(invocation.func, invocation.args, invocation.kwargs), self.holds, run.id)
+                if task.options.timeout:
+                    attempt.result = await _await_call(call, task.options.timeout)
+                else:
+                    attempt.result = await call
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -616,8 +616,8 @@ class Engine:
             for result in batch:
                 self._completing.pop(result.run.id, None)
             self.deadlines.forget([result.run.id for result in batch])
-            self.history.completed(batch, lost)
             drained = True
+            self.history.completed(batch, lost)
             if lost:
                 log.warning("runs %s finished after their lease passed to another instance", sorted(lost))
         # only completions free capacity: the history's flush timer, which brings the complete

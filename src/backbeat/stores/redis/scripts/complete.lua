@@ -152,7 +152,7 @@ local function record_history(first)
   for i, item in ipairs(finished) do
     local h = ARGV[first + item[4] - 1]
     if h ~= '' then
-      local outcome, token, started, fire, rest = string.match(h, '^([^|]*)|(%d+)|(%d*)|(%d+)|(.*)$')
+      local outcome, token, started, fire, rest = string.match(h, '^([^|]*)|(%d+)|(-?%d*)|(-?%d+)|(.*)$')
       local attempt, ended = item[2][1], item[3][2]
       local id = item[1] .. '#' .. attempt .. (token ~= '0' and '.' .. token or '') .. '#' .. outcome
       local doc = '{"task_name":' .. rest .. ',"fire_time":' .. fire .. ',"ended_at":' .. ended

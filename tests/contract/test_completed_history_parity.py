@@ -1,0 +1,124 @@
+"""Contract: the entry a completion records equals the one ``record_history`` stores for the
+same run (the recorder's path: lost replies, other history stores), for every field."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from backbeat.abc import Store
+from backbeat.engine.history import HistoryRecorder
+from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings
+from backbeat.model.records import RunOutcome, RunResult
+from tests.contract.helpers import T0, start_run, task
+
+SECOND = timedelta(seconds=1)
+OWNER = 'host-"é":4242:ab\\cd'
+ODD_ID = 'odd |"id"\\ é\n\u2028#x@y'
+ODD_NAME = 'name "quoted" \\ \n\t é ✓ \u2028'
+
+
+@pytest.mark.parametrize("record_args", [False, True])
+@pytest.mark.parametrize(
+    ("outcome", "error", "error_type", "retry", "dead"),
+    [
+        (RunOutcome.SUCCESS, None, None, False, False),
+        (RunOutcome.FAILURE, 'ValueError: a "quote"\nline é ✓ \u0000', "builtins.ValueError", False, False),
+        (RunOutcome.FAILURE, "boom", None, True, False),
+        (RunOutcome.FAILURE, "KeyError: 'k'", "builtins.KeyError", False, True),
+        (RunOutcome.CANCELLED, "its task was removed", None, False, False),
+        (RunOutcome.LOST, None, "x.Lost", False, False),
+    ],
+)
+async def test_a_completions_entry_equals_the_recorded_one(
+    store: Store,
+    peer: Store,
+    outcome: RunOutcome,
+    error: str | None,
+    error_type: str | None,
+    retry: bool,
+    dead: bool,
+    record_args: bool,
+) -> None:
+    settings = HistorySettings(record_args=record_args, message_limit=12)
+    t = task(ODD_ID, name=ODD_NAME, args=[1, "two ✓", {"k": 'v"'}], kwargs={"é": None})
+    await store.add([t])
+    [run] = await start_run(store, OWNER)
+    run.task = t
+    result = RunResult(
+        run=run,
+        outcome=outcome,
+        finished_at=T0 + 2 * SECOND,
+        started_at=T0 + SECOND,
+        error=error,
+        error_type=error_type,
+        retry_at=T0 + 9 * SECOND if retry else None,
+        dead_letter=dead,
+    )
+    recorder = HistoryRecorder(peer, settings, owner=OWNER, clock=lambda: T0, by_completions=False)
+    recorder.completed([result], set())
+    [expected] = recorder._pending
+
+    assert await store.complete(OWNER, [result], history=settings) == set()
+    entries, _ = await store.run_history(HistoryQuery(limit=10))
+    [recorded] = entries
+    assert recorded == HistoryEntry.from_bytes(expected.to_bytes(), expected.id) == expected
+
+
+async def test_a_fire_time_before_1970_is_recorded_with_the_rest_of_its_batch(store: Store) -> None:
+    old_fire = datetime(1969, 7, 20, 20, 17, 40, 500_000, tzinfo=UTC)
+    tasks = [task("apollo", at=old_fire), task("now")]
+    await store.add(tasks)
+    runs = sorted(await start_run(store, OWNER), key=lambda run: run.task_id)
+    for run, t in zip(runs, tasks, strict=True):
+        run.task = t
+    results = [RunResult(run=run, outcome=RunOutcome.SUCCESS, finished_at=T0 + SECOND) for run in runs]
+
+    assert await store.complete(OWNER, results, history=HistorySettings()) == set()
+
+    entries, _ = await store.run_history(HistoryQuery(limit=10))
+    assert sorted((e.task_id, e.fire_time) for e in entries) == [
+        ("apollo", old_fire),
+        ("now", runs[1].fire_time),
+    ]
+
+
+async def test_a_run_of_a_removed_task_records_the_same_entry_both_ways(store: Store, peer: Store) -> None:
+    t = task(ODD_ID, name=ODD_NAME)
+    await store.add([t])
+    [run] = await start_run(store, OWNER)
+    assert await store.remove([t.id]) == [t.id]  # its run goes on, detached, and comes back without a task
+    result = RunResult(
+        run=run, outcome=RunOutcome.CANCELLED, finished_at=T0 + SECOND, error="its task was removed"
+    )
+    settings = HistorySettings(record_args=True)
+    recorder = HistoryRecorder(peer, settings, owner=OWNER, clock=lambda: T0, by_completions=False)
+    recorder.completed([result], set())
+    [expected] = recorder._pending
+
+    assert await store.complete(OWNER, [result], history=settings) == set()
+
+    entries, _ = await store.run_history(HistoryQuery(task_id=ODD_ID))
+    assert entries == [expected]
+    assert expected.task_name == ODD_ID
+    assert await store.list_runs() == []
+
+
+async def test_a_resent_completion_recorded_again_by_the_engine_stays_one_entry(store: Store) -> None:
+    t = task(ODD_ID, name=ODD_NAME)
+    await store.add([t])
+    [run] = await start_run(store, OWNER)
+    run.task = t
+    result = RunResult(run=run, outcome=RunOutcome.SUCCESS, finished_at=T0 + SECOND, started_at=T0)
+    recorder = HistoryRecorder(store, HistorySettings(), owner=OWNER, clock=lambda: T0)
+
+    assert await store.complete(OWNER, [result], history=recorder.completions) == set()
+    # its reply lost: sent again, it finds the run completed, and the engine records the entry
+    lost = await store.complete(OWNER, [result], history=recorder.completions)
+    recorder.completed([result], lost)
+    await recorder.flush(force=True)
+
+    for query in (HistoryQuery(), HistoryQuery(task_id=ODD_ID)):
+        entries, _ = await store.run_history(query)
+        assert [(e.run_id, e.started_at) for e in entries] == [(run.id, T0)]
