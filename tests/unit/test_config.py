@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
 
 from backbeat import ConfigurationError, PostgresJobStoreConfig, RedisJobStoreConfig, SQLiteJobStoreConfig
 from backbeat.api.config import build_store, lease_of, pick_store, store_config_from_settings, task_options
+from backbeat.model.records import RunResult
+from backbeat.stores.memory import MemoryStore
 
 
 @pytest.mark.parametrize(
@@ -103,3 +106,18 @@ def test_max_instances_above_one_needs_allow_all() -> None:
     assert task_options({}, {"overlap": "allow_all", "max_instances": 3}).max_instances == 3
     with pytest.raises(ConfigurationError, match="max_instances=3 needs overlap='allow_all'"):
         task_options({"max_instances": 3}, {"overlap": "skip"})
+
+
+class _OlderStore(MemoryStore):
+    """A store written against an older protocol: its completion takes no ``history``."""
+
+    async def complete(self, owner: str, results: Sequence[RunResult]) -> set[str]:  # type: ignore[override]
+        return await super().complete(owner, results)
+
+
+def test_a_store_without_a_keyword_the_engine_passes_is_refused_when_given() -> None:
+    assert isinstance(build_store(MemoryStore()), MemoryStore)
+    with pytest.raises(
+        ConfigurationError, match=r"_OlderStore: complete\(\) does not take the keyword 'history'"
+    ):
+        build_store(_OlderStore())  # type: ignore[arg-type]  # what mypy refuses, refused at run time

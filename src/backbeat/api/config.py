@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -296,8 +297,25 @@ def build_store(spec: StoreConfig | Store | str) -> Store:
     if isinstance(spec, PostgresJobStoreConfig):
         return _postgres_store(spec)
     if isinstance(spec, Store):
+        _check_keywords(spec)
         return spec
     raise ConfigurationError(f"cannot make a store from {spec!r}")
+
+
+_KEYWORDS = (("complete", "history"), ("put_state", "wake"))
+"""Keywords of the store protocol that a store written for an older backbeat lacks."""
+
+
+def _check_keywords(store: Store) -> None:
+    """Refuse a store of the user's own whose methods lack a keyword the engine passes: each of
+    its calls would fail with ``TypeError`` (and be retried for ever) instead of once, here."""
+    for method, keyword in _KEYWORDS:
+        parameters = inspect.signature(getattr(store, method)).parameters
+        if keyword not in parameters and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            raise ConfigurationError(
+                f"store {type(store).__name__}: {method}() does not take the keyword {keyword!r}, "
+                f"which this backbeat passes (see the CHANGELOG: Store.{method})"
+            )
 
 
 def _redis_store(config: RedisJobStoreConfig) -> Store:
