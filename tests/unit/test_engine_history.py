@@ -87,6 +87,11 @@ async def world() -> AsyncIterator[World]:
 async def step(world: World, engine: Engine) -> None:
     """Claim what is due, run it to the end and complete it (recording its history)."""
     await engine._claim_once(100)
+    await finish(engine)
+
+
+async def finish(engine: Engine) -> None:
+    """Run what ``engine`` has going to the end and complete it (recording its history)."""
     async with asyncio.timeout(5):
         await asyncio.gather(*(task for _, task in engine._active.values()))
     await engine._drain_completions()
@@ -242,10 +247,7 @@ async def test_a_run_of_a_removed_task_is_recorded_as_its_own_not_as_one_of_a_ta
     assert await world.store.remove([first.id]) == [first.id]
     await world.store.add([first.copy(name="second", next_run_time=T0 + timedelta(hours=1))])
     world.gate.set()
-    async with asyncio.timeout(5):
-        await asyncio.gather(*(task for _, task in engine._active.values()))
-    await engine._drain_completions()
-    await engine.history.flush(force=True)
+    await finish(engine)
 
     [entry] = await world.history(task_id=first.id)
     assert (entry.run_id, entry.task_name, entry.outcome) == (run.id, first.name, HistoryOutcome.SUCCESS)
@@ -294,10 +296,7 @@ async def test_a_run_its_completion_finds_taken_over_is_recorded_by_the_engine(w
     taken = await world.store.claim_due("other", now=world.clock(), lease=timedelta(seconds=10), limit=10)
     assert [r.id for r in taken.runs] == [run.id]
     world.gate.set()
-    async with asyncio.timeout(5):
-        await asyncio.gather(*(task for _, task in engine._active.values()))
-    await engine._drain_completions()
-    await engine.history.flush(force=True)
+    await finish(engine)
 
     [entry] = await world.history(task_id=task.id)
     assert (entry.run_id, entry.outcome, entry.started_at) == (run.id, HistoryOutcome.SUCCESS, T0)
