@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from backbeat.model.history import HistoryOutcome, HistorySettings, entry_id, to_us
+from backbeat.model.history import HistoryOutcome, HistorySettings, entry_id, stored_document, to_us
 from backbeat.model.records import RunOutcome, RunResult
 
 log = logging.getLogger("backbeat.history")
@@ -69,27 +69,26 @@ def history_row(result: RunResult, owner: str, settings: HistorySettings) -> His
         return None
     run = result.run
     ended = to_us(result.finished_at)
-    doc: dict[str, Any] = {
-        "task_name": run.task_id if run.task is None else run.task.name,
-        "fire_time": to_us(run.fire_time),
-        "ended_at": ended,
-        "outcome": outcome,
-    }
-    if run.id.rpartition("@")[0] != run.task_id:
-        doc["task_id"] = run.task_id
-    if run.attempt != 1:
-        doc["attempt"] = run.attempt
-    if result.started_at is not None:
-        doc["started_at"] = to_us(result.started_at)
-    if result.error is not None or result.error_type is not None:
-        error_type, error = error_of(result, settings.message_limit)
-        if error_type is not None:
-            doc["error_type"] = error_type
-        if error is not None:
-            doc["error"] = error
-    doc["owner"] = owner
-    if settings.record_args and (args := args_of(result)) is not None:
-        doc["args"] = args
+    error_type, error = (
+        (None, None)
+        if result.error is None and result.error_type is None
+        else error_of(result, settings.message_limit)
+    )
+    doc = stored_document(
+        task_name=run.task_id if run.task is None else run.task.name,
+        task_id=run.task_id,
+        run_id=run.id,
+        spelled_run_id=run.id,  # the entry id below spells it
+        fire_us=to_us(run.fire_time),
+        ended_us=ended,
+        outcome=outcome,
+        attempt=run.attempt,
+        started_at=result.started_at,
+        error_type=error_type,
+        error=error,
+        owner=owner,
+        args=args_of(result) if settings.record_args else None,
+    )
     id_ = entry_id(run.id, run.attempt, outcome, run.fencing_token)
     try:
         text = orjson.dumps(doc).decode()

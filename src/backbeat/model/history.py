@@ -115,30 +115,23 @@ class HistoryEntry:
         (``<task id>@<fire time>#...``), an attempt of 1 and those that are ``None``; times in
         epoch microseconds. About 150 bytes for a run that succeeded, where the first form, with
         ISO times and the ids, took 350."""
-        doc: dict[str, JSON] = {
-            "task_name": self.task_name,
-            "fire_time": to_us(self.fire_time),
-            "ended_at": to_us(self.ended_at),
-            "outcome": self.outcome,
-        }
-        run_id = self.id.rsplit("#", 2)[0]
-        if run_id != self.run_id:
-            doc["run_id"] = self.run_id
-        if self.run_id.rpartition("@")[0] != self.task_id:
-            doc["task_id"] = self.task_id
-        if self.attempt != 1:
-            doc["attempt"] = self.attempt
-        if self.started_at is not None:
-            doc["started_at"] = to_us(self.started_at)
-        if self.error_type is not None:
-            doc["error_type"] = self.error_type
-        if self.error is not None:
-            doc["error"] = self.error
-        if self.owner is not None:
-            doc["owner"] = self.owner
-        if self.args is not None:
-            doc["args"] = self.args
-        return orjson.dumps(doc)
+        return orjson.dumps(
+            stored_document(
+                task_name=self.task_name,
+                task_id=self.task_id,
+                run_id=self.run_id,
+                spelled_run_id=self.id.rsplit("#", 2)[0],
+                fire_us=to_us(self.fire_time),
+                ended_us=to_us(self.ended_at),
+                outcome=self.outcome,
+                attempt=self.attempt,
+                started_at=self.started_at,
+                error_type=self.error_type,
+                error=self.error,
+                owner=self.owner,
+                args=self.args,
+            )
+        )
 
     @classmethod
     def from_document(cls, doc: Mapping[str, JSON], entry_id: str | None = None) -> HistoryEntry:
@@ -188,6 +181,51 @@ class HistoryEntry:
         if not isinstance(doc, dict):
             raise CorruptRecordError("stored history entry is not a JSON object")
         return cls.from_document(doc, entry_id)
+
+
+def stored_document(
+    *,
+    task_name: str,
+    task_id: str,
+    run_id: str,
+    spelled_run_id: str,
+    fire_us: int,
+    ended_us: int,
+    outcome: HistoryOutcome,
+    attempt: int,
+    started_at: datetime | None,
+    error_type: str | None,
+    error: str | None,
+    owner: str | None,
+    args: JSON,
+) -> dict[str, JSON]:
+    """An entry's stored document (:meth:`HistoryEntry.to_bytes`, and the stores that build it
+    from a completed run): the run id only when the entry id does not spell it
+    (``spelled_run_id``), the task id only when the run id does not, no attempt of 1 and no
+    field that is ``None``."""
+    doc: dict[str, JSON] = {
+        "task_name": task_name,
+        "fire_time": fire_us,
+        "ended_at": ended_us,
+        "outcome": outcome,
+    }
+    if spelled_run_id != run_id:
+        doc["run_id"] = run_id
+    if run_id.rpartition("@")[0] != task_id:
+        doc["task_id"] = task_id
+    if attempt != 1:
+        doc["attempt"] = attempt
+    if started_at is not None:
+        doc["started_at"] = to_us(started_at)
+    if error_type is not None:
+        doc["error_type"] = error_type
+    if error is not None:
+        doc["error"] = error
+    if owner is not None:
+        doc["owner"] = owner
+    if args is not None:
+        doc["args"] = args
+    return doc
 
 
 def entry_id(run_id: str, attempt: int, outcome: HistoryOutcome, token: int = 0) -> str:
@@ -324,4 +362,5 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "entry_id",
+    "stored_document",
 ]
