@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from backbeat import (
     BackgroundTaskScheduler,
@@ -21,7 +22,9 @@ from backbeat import (
     SchedulerEvent,
 )
 from backbeat.errors import ConfigurationError
+from backbeat.stores.redis.keys import Keys
 from tests.integration import resilience_jobs as jobs
+from tests.integration.conftest import SERVER_STORES
 from tests.integration.jobs import read_records
 from tests.scheduling import SchedulerFactory, Worker, wait_for
 
@@ -358,6 +361,47 @@ async def test_a_failure_whose_message_no_json_can_hold_is_dead_lettered_and_com
     after = await scheduler.schedule_immediate_task("next", jobs.flaky, args=[str(record_file), 0])
     await gone(scheduler, after)  # the completion loop was not stuck on the dead letter
     assert len(attempts(record_file)) == 2
+
+
+@pytest.mark.parametrize("store_url", [SERVER_STORES[0]], indirect=True)
+async def test_a_completion_redis_refuses_holds_back_no_other_and_is_set_aside(
+    make_scheduler: SchedulerFactory, store_url: str, record_file: Path
+) -> None:
+    # a task record whose run count is not a number: complete.lua fails on it (a Lua error) while
+    # it completes every other run, and before, the batch holding it was refused for ever
+    scheduler = make_scheduler(store_url, lease_seconds=30.0)
+    events: list[SchedulerEvent] = []
+    scheduler.events.add_listener(events.append)
+    await scheduler.start_async()
+    poison = await scheduler.schedule_immediate_task("poison", jobs.slow, args=[str(record_file), 0.5])
+    await wait_for(lambda: bool(read_records(record_file)))
+    redis = Redis.from_url(store_url.split("?")[0])
+    key = Keys(store_url.split("prefix=")[1]).tasks
+    try:
+        record = await redis.hget(key, poison)
+        assert isinstance(record, bytes)
+        fields = record.split(b"|", 9)
+        fields[3] = b"x"
+        await redis.hset(key, poison, b"|".join(fields))
+    finally:
+        await redis.aclose()
+    ticker = await scheduler.schedule_recurring_task(
+        "ticker", jobs.flaky, interval=0.1, args=[str(record_file), 0]
+    )
+
+    async def ticked(times: int) -> bool:
+        info = await scheduler.get_task_info(ticker)
+        return info is not None and info.runs >= times
+
+    def set_aside() -> list[SchedulerEvent]:
+        return [event for event in events if event.kind == EventKind.STORE_ERROR and event.run_id]
+
+    await eventually(lambda: ticked(5))
+    await wait_for(lambda: bool(set_aside()))
+    assert [event.task_id for event in set_aside()] == [poison]
+    await eventually(lambda: ticked(10))
+    [run] = [run for run in await scheduler.store.list_runs() if run.task_id == poison]
+    assert run.owner is not None  # still leased here: taken over as a lost run once its lease runs out
 
 
 # -- cancelling a running run -------------------------------------------------------------------

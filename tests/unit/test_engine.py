@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,10 +16,11 @@ from tests.fakes import FakeClock, settle
 
 from backbeat.api.taskbuild import from_callable
 from backbeat.engine.loop import Engine, EngineConfig
+from backbeat.errors import StoreError
 from backbeat.executors import AsyncIOExecutor
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 from backbeat.model.history import HistoryQuery
-from backbeat.model.records import Run, Task, TaskOptions, run_id_for
+from backbeat.model.records import Run, RunResult, Task, TaskOptions, run_id_for
 from backbeat.model.registry import JobRegistry
 from backbeat.model.triggers import make_trigger_spec
 from backbeat.policies.definitions import RetryPolicy
@@ -710,3 +711,86 @@ async def test_a_run_hook_sees_a_job_that_fails_as_it_is_called(world: World) ->
     await finish(engine)
 
     assert seen == ["entered", "TypeError"]
+
+
+# -- completions the store refuses ---------------------------------------------------------------
+
+
+class RefusingStore(MemoryStore):
+    """A memory store that refuses (``StoreError``) every completion holding a run of a task in
+    ``refused``, as a store refuses a record it cannot read or a value it cannot encode."""
+
+    refused: set[str]
+
+    async def complete(self, owner: str, results: Sequence[RunResult], **options: Any) -> set[str]:
+        if any(result.run.task_id in self.refused for result in results):
+            raise StoreError("refused")
+        return await super().complete(owner, results, **options)
+
+
+def refusing(world: World, *task_ids: str) -> RefusingStore:
+    world.store = store = RefusingStore(lease_clock=world.clock)
+    store.refused = set(task_ids)
+    return store
+
+
+async def next_round(world: World, engine: Engine) -> None:
+    """A second on, the recurring tasks fire and their runs end; a second more, and the drain
+    (backing off less than that after a completion) tries again."""
+    world.clock.advance(1)
+    await engine._claim_once(100)
+    await settle()
+    world.clock.advance(1)
+    await settle()
+
+
+async def test_a_result_the_store_keeps_refusing_holds_back_no_other_and_is_set_aside(world: World) -> None:
+    store = refusing(world, "poison")
+    engine = world.engine()
+    good = await world.add(world.job(), every=1)
+    poison = await world.add(world.job(), every=None, task_id="poison")
+    await engine._claim_once(100)
+    await settle()
+
+    drain = asyncio.create_task(engine._drain_completions())
+    await settle()
+    stored = await store.get(good.id)
+    assert stored is not None and stored.runs == 1  # completed one by one, without the refused result
+    await next_round(world, engine)
+    assert not drain.done()  # refused twice: the result may still be the store's trouble
+    await next_round(world, engine)
+
+    async with asyncio.timeout(5):
+        await drain  # refused a third time while another completed: set aside
+    stored = await store.get(good.id)
+    assert stored is not None and stored.runs == 3
+    assert engine._completing == {}
+    # not completed: its run stays leased until the lease runs out and it is taken over
+    assert [run.owner for run in await store.list_runs(poison.id)] == ["a"]
+    set_aside = [event for event in world.events if event.kind == EventKind.STORE_ERROR and event.run_id]
+    assert [(event.task_id, event.fire_time) for event in set_aside] == [("poison", T0)]
+
+
+async def test_refusals_while_nothing_completes_set_nothing_aside(world: World) -> None:
+    store = refusing(world, "poison", "other")
+    engine = world.engine()
+    other = await world.add(world.job(), every=1, task_id="other")
+    await world.add(world.job(), every=None, task_id="poison")
+    await engine._claim_once(100)
+    await settle()
+
+    drain = asyncio.create_task(engine._drain_completions())
+    for _ in range(4):  # the store refuses everything: its own trouble, not a result's (8 s < LEASE)
+        await next_round(world, engine)
+    assert not drain.done()
+    assert {result.run.task_id for result in engine._completing.values()} == {"poison", "other"}
+
+    store.refused.clear()
+    world.clock.advance(5)  # the longest back-off (``store_retry_max``)
+    async with asyncio.timeout(5):
+        await drain
+    assert engine._completing == {}
+    assert await store.list_runs() == []
+    stored = await store.get(other.id)
+    assert stored is not None and stored.runs == 1  # its later fire times overlapped the one refused
+    assert not [event for event in world.events if event.kind == EventKind.STORE_ERROR and event.run_id]

@@ -21,7 +21,7 @@ from backbeat.engine.catchup import CatchUp, split_due
 from backbeat.engine.fencing import LeaseDeadlines
 from backbeat.engine.history import HistoryRecorder
 from backbeat.engine.invoke import Invoker
-from backbeat.errors import BackbeatError, LeaseLostError, StoreError
+from backbeat.errors import BackbeatError, LeaseLostError, StoreError, StoreUnavailableError
 from backbeat.model import triggers
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 from backbeat.model.history import HistorySettings
@@ -40,6 +40,9 @@ CANCEL_LOOK_DELAY = 0.25
 share one store read. A wake-up does not say what changed, so a process running runs while
 wake-ups keep coming (adds, recurring fires, other processes' commits on SQLite) reads the
 cancel document up to four times a second."""
+POISON_REFUSALS = 3
+"""Times the store may refuse to complete one run's result on its own, while it completes
+others, before that result is set aside (see ``Engine._complete_one_by_one``)."""
 
 
 def default_owner() -> str:
@@ -117,9 +120,12 @@ class Engine:
         self.provider = provider
         self.clock = clock
         self.sleep = sleep
-        """How a run claimed ahead waits for its fire time (by ``clock``): a test's fake clock
-        passes a sleep that waits for it to be advanced."""
+        """How a run claimed ahead waits for its fire time (by ``clock``), and a refused
+        completion for its retry: a test's fake clock passes a sleep that waits for it to be
+        advanced."""
         self._drain_lock = asyncio.Lock()
+        self._refusals: dict[str, int] = {}
+        """Run id -> times its result was refused on its own while others completed."""
         self._active: dict[str, tuple[Run, asyncio.Task[None]]] = {}
         self._completing: dict[str, RunResult] = {}
         self._released: set[str] = set()
@@ -607,24 +613,89 @@ class Engine:
         while self._completing:
             batch = list(self._completing.values())
             try:
-                lost = await self.store.complete(self.owner, batch, history=self.history.completions)
-            except (StoreError, OSError) as exc:
-                self._store_error(exc, "completing runs")
-                await asyncio.sleep(backoff * (1 + random.random()))
-                backoff = min(backoff * 2, self.config.store_retry_max)
+                await self._complete(batch)
+                drained, backoff = True, 0.05
                 continue
-            for result in batch:
-                self._completing.pop(result.run.id, None)
-            self.deadlines.forget([result.run.id for result in batch])
-            drained = True
-            self.history.completed(batch, lost)
-            if lost:
-                log.warning("runs %s finished after their lease passed to another instance", sorted(lost))
+            except (StoreUnavailableError, OSError) as exc:
+                self._store_error(exc, "completing runs")
+            except Exception as exc:  # refused, not unreachable: maybe because of one result
+                if isinstance(exc, StoreError):
+                    self._store_error(exc, "completing runs")
+                else:
+                    log.exception("unexpected error while completing runs (will retry)")
+                    self.events.emit(SchedulerEvent(kind=EventKind.STORE_ERROR, error=exc))
+                if len(batch) > 1 and await self._complete_one_by_one(batch):
+                    drained, backoff = True, 0.05
+                    continue
+            await self.sleep(backoff * (1 + random.random()))
+            backoff = min(backoff * 2, self.config.store_retry_max)
         # only completions free capacity: the history's flush timer, which brings the complete
         # loop here with nothing to complete, must not send the claim loop to the store
         if drained and not self._completing and not self._stopping:
             self._wake.set()
         await self.history.flush()  # after the wake-up: recording never delays the next claim
+
+    async def _complete(self, batch: list[RunResult]) -> None:
+        lost = await self.store.complete(self.owner, batch, history=self.history.completions)
+        for result in batch:
+            self._completing.pop(result.run.id, None)
+            self._refusals.pop(result.run.id, None)
+        self.deadlines.forget([result.run.id for result in batch])
+        self.history.completed(batch, lost)
+        if lost:
+            log.warning("runs %s finished after their lease passed to another instance", sorted(lost))
+
+    async def _complete_one_by_one(self, batch: list[RunResult]) -> bool:
+        """Complete the results of a refused batch one at a time, so that one the store cannot
+        take (a record it cannot read, a value it cannot encode) holds back no other; whether any
+        completed. A result refused on its own while another completed is refused
+        :data:`POISON_REFUSALS` times at most, then set aside: its lease is no longer renewed,
+        so it runs out and the run is taken over as a lost one. A refusal while nothing completes
+        is the store's, not the result's: it counts nothing."""
+        refused: list[tuple[RunResult, Exception]] = []
+        completed = False
+        for result in batch:
+            if result.run.id not in self._completing:
+                continue
+            try:
+                await self._complete([result])
+                completed = True
+            except (StoreUnavailableError, OSError) as exc:
+                self._store_error(exc, "completing runs")
+                return completed
+            except Exception as exc:
+                refused.append((result, exc))
+        if completed:
+            for result, error in refused:
+                self._refused(result, error)
+        return completed
+
+    def _refused(self, result: RunResult, exc: Exception) -> None:
+        run_id = result.run.id
+        refusals = self._refusals[run_id] = self._refusals.get(run_id, 0) + 1
+        if refusals < POISON_REFUSALS:
+            return
+        del self._refusals[run_id]
+        self._completing.pop(run_id, None)
+        self.deadlines.forget([run_id])
+        log.error(
+            "the store refused to complete run %s (%s) %d times while it completed others: "
+            "set aside, its lease runs out and the run is taken over as a lost one: %r",
+            run_id,
+            result.outcome.value,
+            refusals,
+            exc,
+        )
+        self.events.emit(
+            SchedulerEvent(
+                kind=EventKind.STORE_ERROR,
+                task_id=result.run.task_id,
+                task_name=result.run.task.name if result.run.task else None,
+                run_id=run_id,
+                fire_time=result.run.fire_time,
+                error=exc,
+            )
+        )
 
     async def _renew_loop(self) -> None:
         interval = self.config.lease.total_seconds() / 3
