@@ -8,13 +8,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from backbeat import BackgroundTaskScheduler, SchedulerConfig
+from backbeat import BackgroundTaskScheduler, DeadLetter, SchedulerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,3 +120,27 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interva
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05
+) -> None:
+    """Await ``check()`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+async def dead_letters(scheduler: BackgroundTaskScheduler, count: int = 1) -> list[DeadLetter]:
+    """The scheduler's dead letters once there are ``count`` of them (within 10 s)."""
+    letters: list[DeadLetter] = []
+
+    async def counted() -> bool:
+        nonlocal letters
+        letters = await scheduler.list_dead_letters()
+        return len(letters) == count
+
+    await eventually(counted)
+    return letters

@@ -7,9 +7,7 @@ and its next run time is not reset (the seed's system re-adds jobs at startup an
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ from examples.worker_monitoring.monitoring import monitoring_task_id
 from examples.worker_monitoring.settings import MonitoringSettings
 from examples.worker_monitoring.stand_ins import CloudClient
 
-from tests.scheduling import wait_for
+from tests.scheduling import eventually, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -114,12 +112,3 @@ async def test_monitoring_survives_kill_9_without_resetting_schedules(tmp_path: 
 
 async def _without(settings: MonitoringSettings, worker_id: str) -> bool:
     return worker_id not in await stored(settings)
-
-
-async def eventually(probe: Callable[[], Awaitable[bool]], timeout: float) -> None:
-    """Await ``probe()`` until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.1)

@@ -5,10 +5,8 @@ of fire times once each, in order for ``buffer_all``, through workers in this pr
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,20 +17,12 @@ from backbeat import BackfillProgress, BackgroundTaskScheduler, TaskNotFoundErro
 from tests.integration import jobs
 from tests.integration.conftest import SERVER_STORES
 from tests.integration.test_cli import cli, cli_json
-from tests.scheduling import SchedulerFactory, Worker
+from tests.scheduling import SchedulerFactory, Worker, eventually
 
 DAY = timedelta(days=1)
 
 
 pytestmark = pytest.mark.parametrize("store_url", SERVER_STORES, indirect=True)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    """Poll ``check`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.1)
 
 
 async def fire_times(scheduler: BackgroundTaskScheduler, task_id: str, outcome: str) -> list[datetime]:
@@ -78,7 +68,7 @@ async def test_a_worker_after_downtime_runs_the_fire_times_inside_the_window_and
         ]
         return counts == [3, 1, 2]
 
-    await eventually(recorded)
+    await eventually(recorded, timeout=20)
     assert await fire_times(worker, each, "success") == times[4:]
     assert await fire_times(worker, each, "missed") == times[:4]
     assert await fire_times(worker, coalesced, "success") == times[6:]
@@ -136,7 +126,7 @@ async def test_buffer_all_runs_each_fire_time_once_in_order_one_after_the_other(
     ran = spans(record_file)
     assert [run_id for run_id, _, _ in ran] == [f"{task_id}@{t.isoformat()}" for t in wanted]
     assert all(before[2] <= after[1] for before, after in itertools.pairwise(ran))  # never overlapping
-    await eventually(lambda: _has(worker, task_id, "success", 5))
+    await eventually(lambda: _has(worker, task_id, "success", 5), timeout=20)
     assert await fire_times(worker, task_id, "success") == wanted
 
 
@@ -156,7 +146,7 @@ async def test_allow_all_keeps_up_to_max_instances_at_once_and_skip_skips_while_
     assert sorted(run_id for run_id, _, _ in ran) == sorted(f"{task_id}@{t.isoformat()}" for t in wanted)
     peak = max(sum(1 for _, s, e in ran if s <= moment < e) for _, moment, _ in ran)
     assert 1 <= peak <= 3
-    await eventually(lambda: _has(worker, task_id, "success", 6))
+    await eventually(lambda: _has(worker, task_id, "success", 6), timeout=20)
 
     # a long run of the task exists: every fire time's turn comes while it runs
     gate_id = await producer.add_task(
@@ -225,7 +215,7 @@ async def test_the_cli_backfills_through_a_worker_process_and_lists_a_dry_run(
     assert code == 0, err
     assert f"backfilled {task_id}: 3 of 3 fire times ran (0 failed), 0 skipped" in " ".join(out.split())
     assert [run_id for run_id, _, _ in spans(record_file)] == [f"{task_id}@{t.isoformat()}" for t in wanted]
-    await eventually(lambda: _has(producer, task_id, "success", 3))
+    await eventually(lambda: _has(producer, task_id, "success", 3), timeout=20)
     assert await fire_times(producer, task_id, "success") == wanted
 
     code, _, err = await cli("tasks", "backfill", task_id, "--store", store_url, *span, "--overlap", "all")

@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from backbeat import BackgroundTaskScheduler
 from backbeat.cli.app import app
 from tests.integration import jobs
-from tests.scheduling import SchedulerFactory
+from tests.scheduling import SchedulerFactory, dead_letters, wait_for
 from tests.web.conftest import FAST
 from tests.web.populate import Populated, populate
 
@@ -101,7 +101,7 @@ async def test_tasks_show_pause_resume_trigger_and_remove(store: Populating) -> 
 
     code, out, _ = await cli("tasks", "trigger", ids.daily, "--store", url)
     assert code == 0 and "triggered daily-report" in out
-    await until(lambda: any(r.get("label") == "daily" for r in jobs.read_records(records)))
+    await wait_for(lambda: any(r.get("label") == "daily" for r in jobs.read_records(records)))
 
     assert (await cli("tasks", "remove", ids.cleanup, "--store", url))[0] == 0
     assert await scheduler.get_task_info(ids.cleanup) is None
@@ -121,10 +121,10 @@ async def test_dead_letters_list_show_retry_and_remove(store: Populating) -> Non
     assert code == 0, err
     assert "retrying" in out
     # the running scheduler runs it again; it fails again and is dead-lettered again
-    await until(
+    await wait_for(
         lambda: len([r for r in jobs.read_records(records) if r["task_id"] == letter["task_id"]]) == 2
     )
-    await until_async(lambda: one_letter(scheduler))
+    await dead_letters(scheduler)
     code, _, err = await cli("dead-letters", "remove", ids.dead_letter, "--store", url)
     assert code == 0, err
     assert await scheduler.list_dead_letters() == []
@@ -207,21 +207,3 @@ async def test_a_redis_store_with_a_prefix(record_file: Path) -> None:
     finally:
         await scheduler.stop_async(timeout=1.0)
         await delete_keys(url, prefix)
-
-
-async def one_letter(scheduler: BackgroundTaskScheduler) -> bool:
-    return len(await scheduler.list_dead_letters()) == 1
-
-
-async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met"
-        await asyncio.sleep(0.05)
-
-
-async def until_async(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met"
-        await asyncio.sleep(0.05)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +26,13 @@ from backbeat.stores.redis.keys import Keys
 from tests.integration import resilience_jobs as jobs
 from tests.integration.conftest import SERVER_STORES
 from tests.integration.jobs import read_records
-from tests.scheduling import SchedulerFactory, Worker, wait_for
+from tests.scheduling import SchedulerFactory, Worker, dead_letters, eventually, wait_for
 
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_delay=0.1, backoff_factor=2.0, jitter=0)
 
 
 def attempts(path: Path) -> list[dict[str, Any]]:
     return [r for r in read_records(path) if r["event"] == "attempt"]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Await ``check()`` until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 async def gone(scheduler: BackgroundTaskScheduler, task_id: str) -> None:
@@ -82,11 +73,7 @@ async def test_the_last_failure_is_a_dead_letter_that_can_be_rerun_and_removed(
         "charge", jobs.always_fails, args=[str(record_file)], retry=policy, tags=["order:9"]
     )
 
-    async def one_dead_letter() -> bool:
-        return len(await scheduler.list_dead_letters()) == 1
-
-    await eventually(one_dead_letter)
-    [letter] = await scheduler.list_dead_letters()
+    [letter] = await dead_letters(scheduler)
     assert [r["attempt"] for r in attempts(record_file)] == [1, 2]
     assert (letter.task_id, letter.attempt) == (task_id, 2)
     assert letter.error_type == "tests.integration.resilience_jobs.PaymentDeclinedError"
@@ -100,7 +87,7 @@ async def test_the_last_failure_is_a_dead_letter_that_can_be_rerun_and_removed(
     assert await scheduler.retry_dead_letter(letter.id) == letter.id
     await wait_for(lambda: len(attempts(record_file)) == 4)
     assert [r["attempt"] for r in attempts(record_file)] == [1, 2, 1, 2]
-    await eventually(one_dead_letter)
+    await dead_letters(scheduler)
     assert await scheduler.remove_dead_letters([letter.id]) == [letter.id]
     assert await scheduler.list_dead_letters() == []
 
@@ -351,11 +338,7 @@ async def test_a_failure_whose_message_no_json_can_hold_is_dead_lettered_and_com
         "charge", jobs.fails_with_a_lone_surrogate, args=[str(record_file)], retry=RetryPolicy(max_attempts=1)
     )
 
-    async def one_dead_letter() -> bool:
-        return len(await scheduler.list_dead_letters()) == 1
-
-    await eventually(one_dead_letter)
-    [letter] = await scheduler.list_dead_letters()
+    [letter] = await dead_letters(scheduler)
     assert letter.error == "PaymentDeclinedError: card ? declined"
     await gone(scheduler, task_id)
     after = await scheduler.schedule_immediate_task("next", jobs.flaky, args=[str(record_file), 0])
