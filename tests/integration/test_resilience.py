@@ -26,6 +26,7 @@ from backbeat.stores.redis.keys import Keys
 from tests.integration import resilience_jobs as jobs
 from tests.integration.conftest import SERVER_STORES
 from tests.integration.jobs import read_records
+from tests.redis_server import RedisServerHandle
 from tests.scheduling import SchedulerFactory, Worker, dead_letters, eventually, wait_for
 
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_delay=0.1, backoff_factor=2.0, jitter=0)
@@ -385,6 +386,29 @@ async def test_a_completion_redis_refuses_holds_back_no_other_and_is_set_aside(
     await eventually(lambda: ticked(10))
     [run] = [run for run in await scheduler.store.list_runs() if run.task_id == poison]
     assert run.owner is not None  # still leased here: taken over as a lost run once its lease runs out
+
+
+@pytest.mark.redis
+async def test_a_scheduler_stops_within_a_lease_when_its_store_is_gone_and_loses_no_run(
+    make_scheduler: SchedulerFactory, private_redis: RedisServerHandle, record_file: Path
+) -> None:
+    url = f"{private_redis.url}?prefix=gone"
+    scheduler = make_scheduler(url, lease_seconds=2.0)
+    await scheduler.start_async()
+    task_id = await scheduler.schedule_immediate_task("slow", jobs.slow, args=[str(record_file), 0.5])
+    await wait_for(lambda: bool(read_records(record_file)))
+    private_redis.kill()  # the run ends with no store to take its completion
+
+    began = time.monotonic()
+    async with asyncio.timeout(20):  # before, it waited for the store for ever
+        await scheduler.stop_async()
+    assert time.monotonic() - began < 2.0 + 3.0  # the job's end, then a lease at most
+
+    private_redis.start()  # its append-only file kept the run: another worker takes it over
+    worker = make_scheduler(url, lease_seconds=2.0)
+    await worker.start_async()
+    await gone(worker, task_id)
+    assert [r["event"] for r in read_records(record_file)] == ["start", "end", "start", "end"]
 
 
 # -- cancelling a running run -------------------------------------------------------------------

@@ -259,6 +259,8 @@ class BackgroundTaskScheduler(TaskControl, RunControl, HostedService):
 
     async def stop_async(self, timeout: float | None = None) -> None:
         """Stop claiming, let running jobs finish up to ``timeout``, release the rest, disconnect.
+        A store gone at shutdown holds the stop for a lease at most (``lease_seconds``): the runs
+        whose completion it did not take are taken over as lost ones once their leases end.
 
         A scheduler that was never started (a producer that only added tasks) just closes the
         store it opened.

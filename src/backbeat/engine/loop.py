@@ -221,7 +221,8 @@ class Engine:
             ]
 
     async def stop(self, timeout: float | None = None) -> None:
-        """Stop claiming, let running jobs finish up to ``timeout``, then release what is left."""
+        """Stop claiming, let running jobs finish up to ``timeout``, then release what is left;
+        the completions of the runs that ended are stored within a lease, or left to it."""
         if not self._background:
             return
         self._stopping = True
@@ -238,11 +239,28 @@ class Engine:
             if still_running:
                 await self._abandon(list(self._active.values()))
         self._flush.set()
-        await self._drain_completions()
+        await self._last_drain()
         await self.history.flush(force=True)
         await _cancel_until_done(self._background)
         self._background = []
         self.deadlines.close()
+
+    async def _last_drain(self) -> None:
+        """Store the completions of the runs that ended here, for a lease's time at most: a
+        store gone at shutdown must not hold the process for ever, and past a lease without it
+        another process may have taken the runs over anyway. What is not stored is left to the
+        leases: those runs are taken over as lost ones."""
+        lease = self.config.lease.total_seconds()
+        try:
+            async with asyncio.timeout(lease):
+                await self._drain_completions()
+        except TimeoutError:
+            log.warning(
+                "shutdown: the store did not take the completions of %d runs within a lease (%g s); "
+                "they are taken over as lost runs once their leases end",
+                len(self._completing),
+                lease,
+            )
 
     async def _abandon(self, entries: list[tuple[Run, asyncio.Task[None]]]) -> None:
         # Cancel first, so this process stops working on a run before another may take it over.
