@@ -102,6 +102,12 @@ async def test_bad_input_is_refused_and_names_the_problem(
         await scheduler.schedule_immediate_task("bad", lambda: None, durable=True)
     with pytest.raises(InvalidTriggerError, match=r"interval= \(unexpected arguments: every\)"):
         await scheduler.schedule_recurring_task("bad", jobs.note, every=5, args=["x"])
+    with pytest.raises(InvalidTriggerError, match="not both"):
+        await scheduler.schedule_recurring_task("bad", jobs.note, cron="* * * * *", interval=5, args=["x"])
+    with pytest.raises(EncodingError, match="the key 1 is a int"):
+        await scheduler.schedule_immediate_task("bad", jobs.note, kwargs={1: "x"})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="not the string 'reports'"):
+        await scheduler.schedule_immediate_task("bad", jobs.note, args=["x"], tags="reports")
     assert await scheduler.list_tasks() == []
 
 

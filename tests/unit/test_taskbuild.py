@@ -146,6 +146,28 @@ def test_an_argument_that_cannot_be_stored_is_named(registry: JobRegistry) -> No
         )
 
 
+def test_a_keyword_argument_whose_name_is_not_a_str_is_refused(registry: JobRegistry) -> None:
+    # storable (as pairs), but no call could pass it: the run would fail with a TypeError each time
+    with pytest.raises(EncodingError, match=r"kwargs: the key 1 is a int, not a keyword name"):
+        from_callable(registry, send_report, trigger=HOUR, options=TaskOptions(), kwargs={1: "x"}, now=T0)  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize(
+    ("tags", "message"),
+    [("urgent", r"tags must be a list of strings, not the string 'urgent'"), (["a", 7], r"tags: 7 is a int")],
+)
+def test_tags_that_are_not_strings_are_refused(registry: JobRegistry, tags: Any, message: str) -> None:
+    with pytest.raises(TypeError, match=message):
+        from_callable(registry, send_report, trigger=HOUR, options=TaskOptions(), tags=tags, now=T0)
+
+
+def test_tags_keep_their_order_without_repeats(registry: JobRegistry) -> None:
+    built = from_callable(
+        registry, send_report, trigger=HOUR, options=TaskOptions(), tags=["b", "a", "b"], now=T0
+    )
+    assert built.task.tags == ("b", "a")
+
+
 def test_a_trigger_that_never_fires_is_refused_naming_the_task(registry: JobRegistry) -> None:
     ended = make_trigger_spec(
         "interval", seconds=30, start_date=T0 - timedelta(hours=1), end_date=T0 - timedelta(minutes=1), now=T0

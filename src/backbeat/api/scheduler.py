@@ -402,12 +402,16 @@ class BackgroundTaskScheduler(TaskControl, RunControl, HostedService):
         """Run ``func(*args)`` on a crontab string or every ``interval`` seconds.
 
         Raises:
-            InvalidTriggerError: neither ``cron`` nor ``interval`` is given.
+            InvalidTriggerError: neither ``cron`` nor ``interval`` is given, or both are.
         """
         if cron is None and interval is None:
             extra = f" (unexpected arguments: {', '.join(sorted(options))})" if options else ""
             raise InvalidTriggerError(
                 f"schedule_recurring_task({task_name!r}) needs cron= or interval={extra}"
+            )
+        if cron is not None and interval is not None:
+            raise InvalidTriggerError(
+                f"schedule_recurring_task({task_name!r}) takes cron= or interval=, not both"
             )
         trigger_args: dict[str, Any] = {"cron": cron} if cron is not None else {"interval": interval}
         return await self._add_with_options(

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from backbeat.errors import ConfigurationError, NotPersistableError, UnknownJobError
+from backbeat.errors import ConfigurationError, EncodingError, NotPersistableError, UnknownJobError
 from backbeat.model import codec, triggers
 from backbeat.model.jobs import (
     BackgroundJob,
@@ -164,7 +164,7 @@ def stamp(
         trigger=shared.trigger,
         next_run_time=shared.next_run_time,
         args=codec.encode(list(args), path="args") if args else [],
-        kwargs=codec.encode(dict(kwargs), path="kwargs") if kwargs else {},
+        kwargs=_kwargs(kwargs) if kwargs else {},
         tags=_tags(tags),
         options=shared.options,
         created_at=shared.created_at,
@@ -197,7 +197,7 @@ def shaped_task(
         trigger=trigger,
         next_run_time=first,
         args=codec.encode(list(args), path="args") if args else [],
-        kwargs=codec.encode(dict(kwargs), path="kwargs") if kwargs else {},
+        kwargs=_kwargs(kwargs) if kwargs else {},
         tags=_tags(tags),
         options=shape.options,
         created_at=now,
@@ -377,5 +377,33 @@ def _new_task(
     )
 
 
+def _kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` encoded for the store.
+
+    Raises:
+        EncodingError: a key is not a str (no keyword argument can have it), or a value cannot
+            be stored (the message names it).
+    """
+    for key in kwargs:
+        if not isinstance(key, str):
+            kind = type(key).__name__
+            raise EncodingError(f"kwargs: the key {key!r} is a {kind}, not a keyword name (str)")
+    encoded: dict[str, Any] = codec.encode(dict(kwargs), path="kwargs")
+    return encoded
+
+
 def _tags(tags: Sequence[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(str(t) for t in tags)) if tags else ()
+    """``tags`` without repeats, in order.
+
+    Raises:
+        TypeError: ``tags`` is a single str (whose letters would be the tags), or holds a value
+            that is not a str.
+    """
+    if not tags:
+        return ()
+    if isinstance(tags, str):
+        raise TypeError(f"tags must be a list of strings, not the string {tags!r}")
+    for tag in tags:
+        if not isinstance(tag, str):
+            raise TypeError(f"tags: {tag!r} is a {type(tag).__name__}, not a str")
+    return tuple(dict.fromkeys(tags))
