@@ -73,6 +73,26 @@ async def test_concurrent_adds_are_coalesced_and_a_taken_id_fails_only_its_calle
     await producer.shutdown()
 
 
+async def test_a_task_the_store_cannot_write_fails_only_its_caller_among_coalesced_adds(
+    make_scheduler: SchedulerFactory, store_url: str, record_file: Path
+) -> None:
+    # a name no UTF-8 can write passes the API's checks and fails the store's encoding: before,
+    # the whole batch it was coalesced into failed with it
+    producer = make_scheduler(store_url, role="producer")
+    names = [f"n{i}" for i in range(50)]
+    names[20] = "bad \ud800"
+    adds = (
+        producer.schedule_delayed_task(name, jobs.note, delay_minutes=5, args=[str(record_file)], id=f"t{i}")
+        for i, name in enumerate(names)
+    )
+    results = await asyncio.gather(*adds, return_exceptions=True)
+
+    failed = [i for i, result in enumerate(results) if isinstance(result, BaseException)]
+    assert failed == [20], results[20]
+    assert sorted(info.name for info in await producer.list_tasks()) == sorted(names[:20] + names[21:])
+    await producer.shutdown()
+
+
 def test_a_producer_serves_one_event_loop_after_another(tmp_path: Path, record_file: Path) -> None:
     producer = BackgroundTaskScheduler(store=f"sqlite:///{tmp_path / 'loops.db'}", role="producer")
 

@@ -284,6 +284,23 @@ def test_errors_name_the_full_path() -> None:
         codec.encode([1, {"order": order}], path="args")
 
 
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        (["ok", "card \ud800 declined"], r"args\[1\]"),
+        ([{"k\udc80": 1}], r"args\[0\]\['k\\udc80'\]"),  # a key: the path names it
+        ([("é", "\ud800")], r"args\[0\]\[1\]"),
+    ],
+)
+def test_a_str_no_utf8_can_write_is_refused_by_its_path(value: list[Any], where: str) -> None:
+    with pytest.raises(EncodingError, match=rf"^{where}: a str with a lone surrogate \('\\ud[8c]\d\d'\)"):
+        codec.encode(value, path="args")
+
+
+def test_strs_beyond_ascii_are_stored_as_they_are() -> None:
+    assert codec.encode(["é", {"ключ": "值 🎉"}]) == ["é", {"ключ": "值 🎉"}]
+
+
 def test_error_message_names_type_and_module() -> None:
     with pytest.raises(EncodingError) as info:
         codec.encode({"client": AsyncMock()}, path="data")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from backbeat.errors import TaskExistsError
+from backbeat.errors import StoreUnavailableError, TaskExistsError
 from backbeat.model.records import Task
 
 AddMany = Callable[[list[Task], bool], Awaitable[None]]
@@ -42,7 +42,9 @@ class AddCoalescer:
     A task whose id is already stored fails only its own caller, with ``TaskExistsError``; so
     does a later add of an id while an earlier add of it is in flight or in the same batch, once
     the earlier is stored (in one batch, if the first fails, the second gets the same error).
-    Any other error fails every caller of the store call.
+    A batch refused for another reason (a value the store cannot encode, a script error) is sent
+    again one add at a time, so that each caller gets its own outcome; only a store that cannot
+    be reached fails every caller of the call at once.
     """
 
     def __init__(self, add_many: AddMany) -> None:
@@ -107,29 +109,45 @@ class AddCoalescer:
             try:
                 await self._add_many([task for task, _ in entries], replace)
             except TaskExistsError as exc:
-                taken = set(exc.task_ids)
-                if len(entries) > 1 and taken >= {task.id for task, _ in entries}:
-                    # the store cannot say which (another process added ids meanwhile): ask one by one
-                    for entry in entries:
-                        await self._store_batch([entry], replace)
-                    return
-                failed = [entry for entry in entries if entry[0].id in taken]
-                if not failed:  # ids not of this batch: nothing to learn from a retry
-                    raise_into(entries, exc)
-                    return
-                for entry in failed:
-                    raise_into([entry], TaskExistsError([entry[0].id]))
-                entries = [entry for entry in entries if entry[0].id not in taken]
+                entries = await self._without_taken(entries, replace, exc)
                 continue
+            except (StoreUnavailableError, OSError) as exc:
+                raise_into(entries, exc)
+                return
+            except Exception as exc:
+                if len(entries) == 1:
+                    raise_into(entries, exc)
+                else:  # whose add is it that fails? each caller gets its own outcome
+                    await self._one_by_one(entries, replace)
+                return
             except BaseException as exc:
                 raise_into(entries, exc)
-                if not isinstance(exc, Exception):
-                    raise
-                return
+                raise
             for _, done in entries:
                 if not done.done():
                     done.set_result(None)
             return
+
+    async def _without_taken(
+        self, entries: list[_Entry], replace: bool, exc: TaskExistsError
+    ) -> list[_Entry]:
+        """Fail the entries whose id ``exc`` names; the others, to send again."""
+        taken = set(exc.task_ids)
+        if len(entries) > 1 and taken >= {task.id for task, _ in entries}:
+            # the store cannot say which (another process added ids meanwhile): ask one by one
+            await self._one_by_one(entries, replace)
+            return []
+        failed = [entry for entry in entries if entry[0].id in taken]
+        if not failed:  # ids not of this batch: nothing to learn from a retry
+            raise_into(entries, exc)
+            return []
+        for entry in failed:
+            raise_into([entry], TaskExistsError([entry[0].id]))
+        return [entry for entry in entries if entry[0].id not in taken]
+
+    async def _one_by_one(self, entries: list[_Entry], replace: bool) -> None:
+        for entry in entries:
+            await self._store_batch([entry], replace)
 
 
 def _split_repeats(entries: list[_Entry]) -> tuple[list[_Entry], list[tuple[_Entry, _Entry]]]:

@@ -133,7 +133,9 @@ def resolve_import_path(path: str) -> Any:
 
 def _enc(value: Any) -> JSON:
     kind = type(value)
-    if kind is str or kind is bool or value is None:
+    if kind is str:
+        return value if value.isascii() else _utf8(value)
+    if kind is bool or value is None:
         return value
     if kind is int:
         return value if _INT_MIN <= value <= _INT_MAX else {_TAG: "int", "v": hex(value)}
@@ -146,6 +148,16 @@ def _enc(value: Any) -> JSON:
         return _enc_items(value)
     encoder = _ENCODERS.get(kind)
     return encoder(value) if encoder is not None else _enc_object(value)
+
+
+def _utf8(text: str) -> str:
+    """``text``, which JSON can hold unless it has a lone surrogate (no UTF-8 can write it)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start : exc.end]
+        raise _Failure(f"a str with a lone surrogate ({bad!r}) cannot be stored") from None
+    return text
 
 
 def _enc_items(items: Iterable[object]) -> list[JSON]:
@@ -167,6 +179,8 @@ def _enc_dict(value: dict[Any, Any]) -> JSON:
         if type(key) is not str:
             return _enc_pairs(value)
         try:
+            if not key.isascii():
+                _utf8(key)
             out[key] = _enc(item)
         except _Failure as failure:
             failure.at(f"[{key!r}]")
