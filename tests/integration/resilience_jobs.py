@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,18 @@ async def flaky(path: str, fail_times: int) -> str:
 async def always_fails(path: str) -> None:
     record(path, "attempt")
     raise PaymentDeclinedError("card declined")
+
+
+async def exits(path: str) -> None:
+    """A command-line entry point reused as a job: it ends with ``sys.exit``."""
+    record(path, "attempt")
+    sys.exit(3)
+
+
+def exits_in_a_thread(path: str) -> None:
+    record(path, "attempt")
+    time.sleep(0.01)
+    sys.exit(4)
 
 
 async def fails_with_a_lone_surrogate(path: str) -> None:

@@ -411,6 +411,22 @@ async def test_a_scheduler_stops_within_a_lease_when_its_store_is_gone_and_loses
     assert [r["event"] for r in read_records(record_file)] == ["start", "end", "start", "end"]
 
 
+@pytest.mark.parametrize(("job", "code"), [(jobs.exits, 3), (jobs.exits_in_a_thread, 4)])
+async def test_a_job_that_calls_sys_exit_fails_its_run_and_the_worker_goes_on(
+    make_scheduler: SchedulerFactory, sqlite_url: str, record_file: Path, job: Callable[[str], Any], code: int
+) -> None:
+    # before, the SystemExit left the job's asyncio task and ended the worker's event loop
+    scheduler = make_scheduler(sqlite_url)
+    await scheduler.start_async()
+    task_id = await scheduler.schedule_immediate_task("cli", job, args=[str(record_file)])
+    [letter] = await dead_letters(scheduler)
+    assert (letter.task_id, letter.error) == (task_id, f"SystemExit: {code}")
+    after = await scheduler.schedule_immediate_task("next", jobs.flaky, args=[str(record_file), 0])
+    await gone(scheduler, after)
+    assert scheduler.running
+    assert len(attempts(record_file)) == 2
+
+
 # -- cancelling a running run -------------------------------------------------------------------
 
 

@@ -96,7 +96,7 @@ class Invoker:
                     attempt.result = await call
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a job's sys.exit() fails its run, not the worker
             attempt.duration = (self.clock() - attempt.started).total_seconds()
             if isinstance(exc, TimeoutError) and task.options.timeout:
                 exc = TimeoutError(f"run {run.id} timed out after {task.options.timeout}s")
