@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import redis
@@ -18,7 +20,7 @@ from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.model.records import FireDecision, Run, RunOutcome, RunResult, Task, TaskOptions
 from backbeat.stores import store_from_url
 from backbeat.stores.redis import RedisStore
-from tests.redis_server import RedisServerHandle, free_port, usable_redis_url
+from tests.redis_server import RedisServerHandle, free_port, private_redis_server, usable_redis_url
 
 pytestmark = pytest.mark.redis
 
@@ -455,3 +457,19 @@ async def test_a_detached_id_whose_run_is_gone_does_not_detach_a_later_run_of_th
         assert await client.exists(store.keys.detached) == 0
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize(("policy", "warned"), [("allkeys-lru", True), ("noeviction", False)])
+async def test_a_server_that_evicts_keys_is_warned_about_at_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, policy: str, warned: bool
+) -> None:
+    extra = ["--maxmemory", "100mb", "--maxmemory-policy", policy]
+    with private_redis_server(tmp_path / "redis", appendonly=False, extra_args=extra) as server:
+        store = RedisStore(server.url, prefix="evict")
+        with caplog.at_level(logging.WARNING, logger="backbeat.stores.redis"):
+            await store.open()
+        await store.close()
+    warnings = [r.getMessage() for r in caplog.records if "evicts keys" in r.getMessage()]
+    assert bool(warnings) is warned, warnings
+    if warned:
+        assert "maxmemory-policy allkeys-lru" in warnings[0] and server.url in warnings[0]

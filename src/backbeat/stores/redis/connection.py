@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from backbeat.errors import ConfigurationError, StoreError, StoreUnavailableError
 from backbeat.stores.redis import wakeups
 from backbeat.stores.redis.direct import DirectScript
+from backbeat.stores.redis.eviction import warn_if_evicting
 from backbeat.stores.redis.keys import Keys
 from backbeat.stores.redis.scripts import Scripts
 
@@ -140,6 +141,7 @@ class Connection:
                 # a server that accepts but never answers must not hold start() for long
                 async with asyncio.timeout(OPEN_TIMEOUT):
                     await client.ping()
+                    await warn_if_evicting(client, redact(self.url))
                     scripts = Scripts(client, self.keys.base, self.keys.tasks, acknowledged=self.acknowledged)
                     await scripts.load()
             except TimeoutError:

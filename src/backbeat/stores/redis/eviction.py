@@ -1,0 +1,40 @@
+"""The warning a Redis store gives when its server may evict keys: tasks would then vanish."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from redis.exceptions import RedisError
+
+log = logging.getLogger("backbeat.stores.redis")
+
+_warned: set[str] = set()
+"""The servers warned about in this process (each store of a cluster, each shard, opens its own)."""
+
+
+async def warn_if_evicting(client: Any, url: str) -> None:
+    """Log a warning, once per ``url`` in this process, if a server behind ``client`` evicts keys
+    when its memory is full (``maxmemory-policy`` other than ``noeviction``): an evicted task
+    or run is gone without a trace. Read from ``INFO memory`` (``CONFIG`` is often disabled on
+    hosted Redis); a server that refuses ``INFO`` too is not judged."""
+    if url in _warned:
+        return
+    try:
+        info = await client.info("memory")
+    except RedisError:
+        return
+    if not isinstance(info, dict):
+        return
+    # a cluster client answers for each node: {node: {field: value}}
+    nodes = [info] if "maxmemory_policy" in info else [n for n in info.values() if isinstance(n, dict)]
+    policies = {str(node["maxmemory_policy"]) for node in nodes if "maxmemory_policy" in node}
+    evicting = sorted(policy for policy in policies if policy != "noeviction")
+    if evicting:
+        _warned.add(url)
+        log.warning(
+            "Redis at %s evicts keys when its memory is full (maxmemory-policy %s): stored tasks and "
+            "runs can vanish without a trace; set maxmemory-policy to noeviction",
+            url,
+            ", ".join(evicting),
+        )
