@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,23 +74,33 @@ async def test_concurrent_adds_are_coalesced_and_a_taken_id_fails_only_its_calle
     await producer.shutdown()
 
 
-async def test_a_task_the_store_cannot_write_fails_only_its_caller_among_coalesced_adds(
-    make_scheduler: SchedulerFactory, store_url: str, record_file: Path
+@pytest.mark.parametrize(
+    ("field", "bad", "message"),
+    [
+        ("name", "bad \ud800", "task name 'bad \\ud800' holds a lone surrogate"),
+        ("id", "x\x00y", "task id 'x\\x00y' holds a NUL character"),
+        ("tags", ["ok", "x\x00"], "tag 'x\\x00' holds a NUL character"),
+    ],
+)
+async def test_a_task_no_store_can_write_fails_only_its_caller_among_concurrent_adds(
+    make_scheduler: SchedulerFactory, store_url: str, record_file: Path, field: str, bad: Any, message: str
 ) -> None:
-    # a name no UTF-8 can write passes the API's checks and fails the store's encoding: before,
-    # the whole batch it was coalesced into failed with it
+    # before: a lone surrogate failed the whole batch the add was coalesced into, in the store's
+    # JSON writer; a NUL was refused by PostgreSQL, and kept by SQLite in a task that never ran
     producer = make_scheduler(store_url, role="producer")
-    names = [f"n{i}" for i in range(50)]
-    names[20] = "bad \ud800"
+    fields: list[dict[str, Any]] = [{"name": f"n{i}", "id": f"t{i}", "tags": []} for i in range(20)]
+    fields[7][field] = bad
     adds = (
-        producer.schedule_delayed_task(name, jobs.note, delay_minutes=5, args=[str(record_file)], id=f"t{i}")
-        for i, name in enumerate(names)
+        producer.schedule_delayed_task(
+            f["name"], jobs.note, delay_minutes=5, args=[str(record_file)], id=f["id"], tags=f["tags"]
+        )
+        for f in fields
     )
     results = await asyncio.gather(*adds, return_exceptions=True)
 
-    failed = [i for i, result in enumerate(results) if isinstance(result, BaseException)]
-    assert failed == [20], results[20]
-    assert sorted(info.name for info in await producer.list_tasks()) == sorted(names[:20] + names[21:])
+    assert [i for i, result in enumerate(results) if isinstance(result, BaseException)] == [7]
+    assert isinstance(results[7], ValueError) and message in str(results[7])
+    assert len(await producer.list_tasks()) == 19
     await producer.shutdown()
 
 

@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime
 
 from backbeat.api.coalescing import MAX_BATCH, AddCoalescer
-from backbeat.errors import StoreUnavailableError, TaskExistsError
+from backbeat.errors import StoreError, StoreUnavailableError, TaskExistsError
 from backbeat.model.records import Task
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -23,16 +23,20 @@ class Store:
     """Keeps tasks by id and records each call's batch, as a store's ``add`` would behave: the
     call waits for its reply (a loop turn) before it returns."""
 
-    def __init__(self, *, fail: BaseException | None = None) -> None:
+    def __init__(self, *, fail: BaseException | None = None, refused: str | None = None) -> None:
         self.tasks: dict[str, Task] = {}
         self.batches: list[list[str]] = []
         self.fail = fail
+        self.refused = refused
+        """The id of a task the store cannot write: a call holding it fails with ``StoreError``."""
 
     async def add_many(self, tasks: list[Task], replace: bool) -> None:
         self.batches.append([t.id for t in tasks])
         await asyncio.sleep(0)  # the round trip
         if self.fail is not None:
             raise self.fail
+        if any(t.id == self.refused for t in tasks):
+            raise StoreError(f"cannot write {self.refused}")
         taken = [t.id for t in tasks if t.id in self.tasks and not replace]
         if taken:
             raise TaskExistsError(taken)
@@ -147,6 +151,19 @@ async def test_a_store_error_fails_every_caller_of_the_batch() -> None:
     )
     assert all(isinstance(r, StoreUnavailableError) for r in results)
     assert store.batches == [["t0"], ["t1", "t2"]]  # the lone first call, then the batch
+
+
+async def test_a_task_the_store_refuses_fails_only_its_caller_of_the_batch() -> None:
+    store = Store(refused="t2")
+    coalescer = AddCoalescer(store.add_many)
+    results = await asyncio.gather(
+        *(coalescer.add(task(f"t{i}"), replace=False) for i in range(4)), return_exceptions=True
+    )
+    assert results[:2] == [None, None] and results[3] is None
+    assert isinstance(results[2], StoreError) and str(results[2]) == "cannot write t2"
+    assert sorted(store.tasks) == ["t0", "t1", "t3"]
+    # the refused batch, then its adds one at a time
+    assert store.batches == [["t0"], ["t1", "t2", "t3"], ["t1"], ["t2"], ["t3"]]
 
 
 async def test_a_cancelled_caller_does_not_stop_the_others() -> None:

@@ -154,7 +154,10 @@ def test_a_keyword_argument_whose_name_is_not_a_str_is_refused(registry: JobRegi
 
 @pytest.mark.parametrize(
     ("tags", "message"),
-    [("urgent", r"tags must be a list of strings, not the string 'urgent'"), (["a", 7], r"tags: 7 is a int")],
+    [
+        ("urgent", r"tags must be a list of strings, not the string 'urgent'"),
+        (["a", 7], r"tag 7 is a int, not a str"),
+    ],
 )
 def test_tags_that_are_not_strings_are_refused(registry: JobRegistry, tags: Any, message: str) -> None:
     with pytest.raises(TypeError, match=message):

@@ -158,8 +158,8 @@ def stamp(
     shared = template.task
     # built field by field: dataclasses.replace costs more than all the rest of a batch add
     task = Task(
-        id=task_id or new_task_id(),
-        name=name or shared.name,
+        id=_id(task_id),
+        name=_text(name, "task name") if name else shared.name,
         job=shared.job,
         trigger=shared.trigger,
         next_run_time=shared.next_run_time,
@@ -191,8 +191,8 @@ def shaped_task(
         EncodingError: an argument cannot be stored (the message names it).
     """
     return Task(
-        id=task_id or new_task_id(),
-        name=name or shape.name,
+        id=_id(task_id),
+        name=_text(name, "task name") if name else shape.name,
         job=shape.job,
         trigger=trigger,
         next_run_time=first,
@@ -362,8 +362,8 @@ def _new_task(
 
         raise InvalidTriggerError(f"task {name!r}: trigger {triggers.describe(trigger)} never fires")
     return Task(
-        id=task_id or new_task_id(),
-        name=name,
+        id=_id(task_id),
+        name=_text(name, "task name"),
         job=job,
         trigger=trigger,
         next_run_time=first,
@@ -403,7 +403,29 @@ def _tags(tags: Sequence[str]) -> tuple[str, ...]:
         return ()
     if isinstance(tags, str):
         raise TypeError(f"tags must be a list of strings, not the string {tags!r}")
-    for tag in tags:
-        if not isinstance(tag, str):
-            raise TypeError(f"tags: {tag!r} is a {type(tag).__name__}, not a str")
-    return tuple(dict.fromkeys(tags))
+    return tuple(dict.fromkeys(_text(tag, "tag") for tag in tags))
+
+
+def _id(task_id: str | None) -> str:
+    """``task_id`` (see :func:`_text`), or a new id when none (``None`` or ``""``) is given."""
+    return new_task_id() if task_id is None or task_id == "" else _text(task_id, "task id")
+
+
+def _text(value: object, what: str) -> str:
+    """``value``, a task's id, name or tag.
+
+    Raises:
+        TypeError: it is not a str.
+        ValueError: it holds a NUL character (PostgreSQL cannot store one, SQLite cuts text at
+            it) or a lone surrogate (no UTF-8, so no store, can write one).
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{what} {value!r} is a {type(value).__name__}, not a str")
+    if "\x00" in value:
+        raise ValueError(f"{what} {value!r} holds a NUL character, which stores cannot keep")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"{what} {value!r} holds a lone surrogate, which no store can write") from None
+    return value
