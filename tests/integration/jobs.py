@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,11 @@ def child_pid_then_sleep(path: str, seconds: float) -> None:
 def child_fails(message: str) -> None:
     """Runs in a process pool: raises ``ValueError(message)``."""
     raise ValueError(message)
+
+
+def child_exits(code: int) -> None:
+    """Runs in a process pool: a command-line entry point reused as a job, ended by ``sys.exit``."""
+    sys.exit(code)
 
 
 def child_pid(path: str) -> int:

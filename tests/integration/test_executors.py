@@ -94,6 +94,23 @@ async def test_a_pool_shut_down_without_waiting_fails_its_busy_call_at_once_and_
         await pool.shutdown()
 
 
+async def test_a_processpool_job_that_calls_sys_exit_fails_with_it_and_its_child_is_reused(
+    record_file: Path,
+) -> None:
+    # as in the event loop and the thread pool: the run fails "SystemExit: 5"; before, the child
+    # ended and the call failed with ProcessPoolChildError (exit code 5), and a new child started
+    pool = ProcessPoolExecutor(max_workers=1)
+    await pool.start()
+    try:
+        first = await pool.submit(jobs.child_pid, (str(record_file),), {})
+        with pytest.raises(SystemExit) as exited:
+            await pool.submit(jobs.child_exits, (5,), {})
+        assert exited.value.code == 5
+        assert await pool.submit(jobs.child_pid, (str(record_file),), {}) == first
+    finally:
+        await pool.shutdown()
+
+
 def test_a_pool_serves_one_event_loop_after_another(record_file: Path) -> None:
     pool = ProcessPoolExecutor(max_workers=1)
 

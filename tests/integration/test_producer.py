@@ -4,6 +4,7 @@ without ``start()``, on the real stores."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,28 @@ async def test_a_task_no_store_can_write_fails_only_its_caller_among_concurrent_
     assert [i for i, result in enumerate(results) if isinstance(result, BaseException)] == [7]
     assert isinstance(results[7], ValueError) and message in str(results[7])
     assert len(await producer.list_tasks()) == 19
+    await producer.shutdown()
+
+
+async def test_an_add_the_store_refuses_fails_only_its_caller_among_concurrent_adds(
+    make_scheduler: SchedulerFactory, store_url: str, record_file: Path
+) -> None:
+    # An id PostgreSQL cannot index (past the 2,704 bytes of a btree row, even compressed) passes
+    # every call-time check and is refused by the store: the coalescer sends its batch again one
+    # add at a time. SQLite and Redis store it.
+    producer = make_scheduler(store_url, role="producer")
+    long_id = secrets.token_urlsafe(6000)
+    ids = [f"t{i}" for i in range(20)]
+    ids[7] = long_id
+    adds = (
+        producer.schedule_delayed_task(f"n{i}", jobs.note, delay_minutes=5, args=[str(record_file)], id=key)
+        for i, key in enumerate(ids)
+    )
+    results = await asyncio.gather(*adds, return_exceptions=True)
+
+    failed = [i for i, result in enumerate(results) if isinstance(result, BaseException)]
+    assert failed == ([7] if store_url.startswith("postgresql") else []), results[7]
+    assert len(await producer.list_tasks()) == 20 - len(failed)
     await producer.shutdown()
 
 

@@ -459,7 +459,11 @@ async def test_a_detached_id_whose_run_is_gone_does_not_detach_a_later_run_of_th
         await client.aclose()
 
 
-@pytest.mark.parametrize(("policy", "warned"), [("allkeys-lru", True), ("noeviction", False)])
+# backbeat sets no TTL on tasks or runs: a volatile-* policy (ElastiCache's and Azure's default)
+# evicts none of them, it refuses writes when full as noeviction does
+@pytest.mark.parametrize(
+    ("policy", "warned"), [("allkeys-lru", True), ("noeviction", False), ("volatile-lru", False)]
+)
 async def test_a_server_that_evicts_keys_is_warned_about_at_open(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, policy: str, warned: bool
 ) -> None:

@@ -229,7 +229,7 @@ def make_run(attempt: int = 1) -> Run:
     return Run(id=run_id_for("t1", T0), task_id="t1", fire_time=T0, attempt=attempt, lease_until=T0)
 
 
-def failed(error: Exception | None = None) -> Attempt:
+def failed(error: BaseException | None = None) -> Attempt:
     return Attempt(outcome=RunOutcome.FAILURE, started=T0, error=error or ValueError("bad input"))
 
 
@@ -383,3 +383,14 @@ async def test_handlers_hear_of_each_outcome_and_whether_a_retry_follows(clock: 
     ]
     assert contexts[0]["task_name"] == "report" and contexts[0]["fire_time"] == T0
     assert len(broken.seen) == 3  # its exceptions were logged, and the next handler still called
+
+
+async def test_handlers_hear_of_a_job_that_called_sys_exit(clock: FakeClock) -> None:
+    # the invoker fails the run with the SystemExit, which is no Exception: handlers take one
+    handler = Recording()
+    policies = RunPolicies(MemoryStore(), clock, [handler])
+
+    result = await policies.settle(make_task(), make_run(), failed(SystemExit(3)))
+
+    assert result.error == "SystemExit: 3"
+    assert [(kind, text) for kind, text, _ in handler.seen] == [("failure", "the job raised SystemExit(3)")]

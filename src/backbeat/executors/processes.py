@@ -42,7 +42,7 @@ def _serve(conn: Connection) -> None:
             if inspect.isawaitable(result):
                 result = asyncio.run(_awaited(result))
             reply: tuple[str, Any] = ("ok", result)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a job's sys.exit() fails its call, not the child
             reply = ("error", exc)
         try:
             conn.send(reply)

@@ -93,10 +93,20 @@ class RunPolicies:
                 if attempt.outcome == RunOutcome.SUCCESS:
                     await handler.handle_task_success(task.name, attempt.result, dict(context))
                 else:
-                    assert isinstance(attempt.error, Exception)
-                    await handler.handle_task_failure(task.name, attempt.error, dict(context))
+                    await handler.handle_task_failure(task.name, _failure(attempt), dict(context))
             except Exception:
                 log.exception("failure handler %r raised on run %s", handler, run.id)
+
+
+def _failure(attempt: Attempt) -> Exception:
+    """What a failure handler is told of a failed attempt: its exception, or, for a job's
+    ``sys.exit()`` (a ``SystemExit``, which handlers do not take), an error caused by it."""
+    error = attempt.error
+    if isinstance(error, Exception):
+        return error
+    failure = RuntimeError(f"the job raised {error!r}")
+    failure.__cause__ = error
+    return failure
 
 
 def _retry_of(task: Task) -> RetryPolicy | None:

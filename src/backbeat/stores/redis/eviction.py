@@ -14,10 +14,11 @@ _warned: set[str] = set()
 
 
 async def warn_if_evicting(client: Any, url: str) -> None:
-    """Log a warning, once per ``url`` in this process, if a server behind ``client`` evicts keys
-    when its memory is full (``maxmemory-policy`` other than ``noeviction``): an evicted task
-    or run is gone without a trace. Read from ``INFO memory`` (``CONFIG`` is often disabled on
-    hosted Redis); a server that refuses ``INFO`` too is not judged."""
+    """Log a warning, once per ``url`` in this process, if a server behind ``client`` may evict
+    tasks or runs when its memory is full (a ``maxmemory-policy`` other than ``noeviction`` and
+    ``volatile-*``): an evicted task or run is gone without a trace. Read from ``INFO memory``
+    (``CONFIG`` is often disabled on hosted Redis); a server that refuses ``INFO`` too is not
+    judged."""
     if url in _warned:
         return
     try:
@@ -29,7 +30,8 @@ async def warn_if_evicting(client: Any, url: str) -> None:
     # a cluster client answers for each node: {node: {field: value}}
     nodes = [info] if "maxmemory_policy" in info else [n for n in info.values() if isinstance(n, dict)]
     policies = {str(node["maxmemory_policy"]) for node in nodes if "maxmemory_policy" in node}
-    evicting = sorted(policy for policy in policies if policy != "noeviction")
+    # volatile-* evicts only keys with a TTL, and no task or run has one (ElastiCache's default)
+    evicting = sorted(p for p in policies if p != "noeviction" and not p.startswith("volatile-"))
     if evicting:
         _warned.add(url)
         log.warning(
