@@ -142,5 +142,8 @@ async def dead_letters(scheduler: BackgroundTaskScheduler, count: int = 1) -> li
         letters = await scheduler.list_dead_letters()
         return len(letters) == count
 
-    await eventually(counted)
+    try:
+        await eventually(counted)
+    except AssertionError:
+        raise AssertionError(f"{count} dead letter(s) expected, found {letters}") from None
     return letters

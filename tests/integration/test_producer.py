@@ -83,7 +83,7 @@ async def test_concurrent_adds_are_coalesced_and_a_taken_id_fails_only_its_calle
         ("tags", ["ok", "x\x00"], "tag 'x\\x00' holds a NUL character"),
     ],
 )
-async def test_a_task_no_store_can_write_fails_only_its_caller_among_concurrent_adds(
+async def test_an_id_name_or_tag_no_store_can_write_is_refused_at_call_time_failing_only_its_add(
     make_scheduler: SchedulerFactory, store_url: str, record_file: Path, field: str, bad: Any, message: str
 ) -> None:
     # before: a lone surrogate failed the whole batch the add was coalesced into, in the store's

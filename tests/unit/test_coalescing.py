@@ -166,6 +166,17 @@ async def test_a_task_the_store_refuses_fails_only_its_caller_of_the_batch() -> 
     assert store.batches == [["t0"], ["t1", "t2", "t3"], ["t1"], ["t2"], ["t3"]]
 
 
+async def test_a_store_refusing_every_add_alike_is_not_asked_once_per_add() -> None:
+    store = Store(fail=StoreError("READONLY You can't write against a read only replica."))
+    coalescer = AddCoalescer(store.add_many)
+    results = await asyncio.gather(
+        *(coalescer.add(task(f"t{i}"), replace=False) for i in range(6)), return_exceptions=True
+    )
+    assert all(isinstance(r, StoreError) and "READONLY" in str(r) for r in results)
+    # the lone first call, the refused batch, then two alone refused alike: the rest are not sent
+    assert store.batches == [["t0"], ["t1", "t2", "t3", "t4", "t5"], ["t1"], ["t2"]]
+
+
 async def test_a_cancelled_caller_does_not_stop_the_others() -> None:
     store = Store()
     coalescer = AddCoalescer(store.add_many)

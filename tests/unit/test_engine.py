@@ -771,6 +771,31 @@ async def test_a_result_the_store_keeps_refusing_holds_back_no_other_and_is_set_
     assert [(event.task_id, event.fire_time) for event in set_aside] == [("poison", T0)]
 
 
+async def test_a_result_refused_in_quick_succession_is_not_set_aside_before_the_span(world: World) -> None:
+    store = refusing(world, "poison")
+    engine = world.engine()
+    good = await world.add(world.job(), every=0.25, max_instances=10)
+    await world.add(world.job(), every=None, task_id="poison")
+    await engine._claim_once(100)
+    await settle()
+    drain = asyncio.create_task(engine._drain_completions())
+    await settle()
+    for _ in range(3):  # three more refusals while others complete, within 1.35 s
+        world.clock.advance(0.25)
+        await engine._claim_once(100)
+        await settle()
+        world.clock.advance(0.2)  # past the drain's back-off, which a lone refusal doubled
+        await settle()
+    stored = await store.get(good.id)
+    assert stored is not None and stored.runs == 4
+    assert not drain.done()  # refused 4 times, but within POISON_SPAN: maybe a refusal that passes
+
+    await next_round(world, engine)  # 2 s on: past POISON_SPAN
+    async with asyncio.timeout(5):
+        await drain
+    assert engine._completing == {}
+
+
 async def test_refusals_while_nothing_completes_set_nothing_aside(world: World) -> None:
     store = refusing(world, "poison", "other")
     engine = world.engine()

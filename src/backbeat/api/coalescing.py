@@ -146,8 +146,21 @@ class AddCoalescer:
         return [entry for entry in entries if entry[0].id not in taken]
 
     async def _one_by_one(self, entries: list[_Entry], replace: bool) -> None:
-        for entry in entries:
-            await self._store_batch([entry], replace)
+        """Send each add alone, until two in a row fail with the same error: then the store
+        refuses every add (a read-only replica, a full disk), and the rest get that error
+        without a call each."""
+        last: str | None = None
+        for i, (_, done) in enumerate(entries):
+            await self._store_batch([entries[i]], replace)
+            error = None if done.cancelled() else done.exception()
+            if error is None or isinstance(error, TaskExistsError):
+                last = None
+                continue
+            seen = f"{type(error).__qualname__}: {error}"
+            if seen == last:
+                raise_into(entries[i + 1 :], error)
+                return
+            last = seen
 
 
 def _split_repeats(entries: list[_Entry]) -> tuple[list[_Entry], list[tuple[_Entry, _Entry]]]:

@@ -42,7 +42,10 @@ wake-ups keep coming (adds, recurring fires, other processes' commits on SQLite)
 cancel document up to four times a second."""
 POISON_REFUSALS = 3
 """Times the store may refuse to complete one run's result on its own, while it completes
-others, before that result is set aside (see ``Engine._complete_one_by_one``)."""
+others, before that result is set aside (see ``Engine._complete_one_by_one``)..."""
+POISON_SPAN = timedelta(seconds=2)
+"""... over this long at least (by the scheduler's clock): a refusal that passes (a deadlock,
+a cancelled statement) is not taken for the result's."""
 
 
 def default_owner() -> str:
@@ -124,8 +127,9 @@ class Engine:
         completion for its retry: a test's fake clock passes a sleep that waits for it to be
         advanced."""
         self._drain_lock = asyncio.Lock()
-        self._refusals: dict[str, int] = {}
-        """Run id -> times its result was refused on its own while others completed."""
+        self._refusals: dict[str, tuple[int, datetime]] = {}
+        """Run id -> times its result was refused on its own while others completed, and when
+        first."""
         self._active: dict[str, tuple[Run, asyncio.Task[None]]] = {}
         self._completing: dict[str, RunResult] = {}
         self._released: set[str] = set()
@@ -667,9 +671,9 @@ class Engine:
         """Complete the results of a refused batch one at a time, so that one the store cannot
         take (a record it cannot read, a value it cannot encode) holds back no other; whether any
         completed. A result refused on its own while another completed is refused
-        :data:`POISON_REFUSALS` times at most, then set aside: its lease is no longer renewed,
-        so it runs out and the run is taken over as a lost one. A refusal while nothing completes
-        is the store's, not the result's: it counts nothing."""
+        :data:`POISON_REFUSALS` times over :data:`POISON_SPAN` at most, then set aside: its
+        lease is no longer renewed, so it runs out and the run is taken over as a lost one. A
+        refusal while nothing completes is the store's, not the result's: it counts nothing."""
         refused: list[tuple[RunResult, Exception]] = []
         completed = False
         for result in batch:
@@ -690,8 +694,11 @@ class Engine:
 
     def _refused(self, result: RunResult, exc: Exception) -> None:
         run_id = result.run.id
-        refusals = self._refusals[run_id] = self._refusals.get(run_id, 0) + 1
-        if refusals < POISON_REFUSALS:
+        now = self.clock()
+        refusals, first = self._refusals.get(run_id, (0, now))
+        refusals += 1
+        self._refusals[run_id] = (refusals, first)
+        if refusals < POISON_REFUSALS or now - first < POISON_SPAN:
             return
         del self._refusals[run_id]
         self._completing.pop(run_id, None)

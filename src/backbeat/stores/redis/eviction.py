@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any
 
 from redis.exceptions import RedisError
 
 log = logging.getLogger("backbeat.stores.redis")
 
-_warned: set[str] = set()
-"""The servers warned about in this process (each store of a cluster, each shard, opens its own)."""
+_warned: weakref.WeakSet[Any] = weakref.WeakSet()
+"""The clients whose servers were warned about (the shards of a cluster store share one)."""
 
 
 async def warn_if_evicting(client: Any, url: str) -> None:
-    """Log a warning, once per ``url`` in this process, if a server behind ``client`` may evict
+    """Log a warning, once per ``client``, if a server behind ``client`` may evict
     tasks or runs when its memory is full (a ``maxmemory-policy`` other than ``noeviction`` and
     ``volatile-*``): an evicted task or run is gone without a trace. Read from ``INFO memory``
     (``CONFIG`` is often disabled on hosted Redis); a server that refuses ``INFO`` too is not
     judged."""
-    if url in _warned:
+    if client in _warned:
         return
     try:
         info = await client.info("memory")
@@ -33,7 +34,7 @@ async def warn_if_evicting(client: Any, url: str) -> None:
     # volatile-* evicts only keys with a TTL, and no task or run has one (ElastiCache's default)
     evicting = sorted(p for p in policies if p != "noeviction" and not p.startswith("volatile-"))
     if evicting:
-        _warned.add(url)
+        _warned.add(client)
         log.warning(
             "Redis at %s evicts keys when its memory is full (maxmemory-policy %s): stored tasks and "
             "runs can vanish without a trace; set maxmemory-policy to noeviction",
