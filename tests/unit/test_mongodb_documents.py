@@ -34,7 +34,13 @@ from backbeat.stores import store_from_url
 from backbeat.stores.mongodb import MongoStore
 from backbeat.stores.mongodb import documents as d
 from backbeat.stores.mongodb.connection import parse_url
-from backbeat.stores.mongodb.errors import duplicate_indexes, is_duplicate_key, map_error, redact
+from backbeat.stores.mongodb.errors import (
+    duplicate_indexes,
+    is_duplicate_key,
+    map_error,
+    redact,
+    refused_indexes,
+)
 from backbeat.stores.mongodb.indexes import Names
 from backbeat.stores.mongodb.wakeups import unsupported
 
@@ -484,6 +490,12 @@ def test_duplicate_keys_are_recognized_in_single_and_bulk_writes() -> None:
     assert is_duplicate_key(bulk) and duplicate_indexes(bulk) == {1, 3}
     other = BulkWriteError({"writeErrors": [{"index": 0, "code": 121, "errmsg": "validation"}]})
     assert not is_duplicate_key(other)
+
+
+def test_the_documents_a_bulk_write_refused_are_known_whatever_the_reason() -> None:
+    # an unordered insert wrote every other document: the store undoes those (all or nothing)
+    bulk = BulkWriteError({"writeErrors": [{"index": 1, "code": 11000}, {"index": 2, "code": 10334}]})
+    assert refused_indexes(bulk) == {1, 2} and duplicate_indexes(bulk) == {1}
 
 
 def test_a_standalone_server_refusing_change_streams_is_recognized() -> None:

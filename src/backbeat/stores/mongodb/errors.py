@@ -76,6 +76,11 @@ def is_duplicate_key(exc: PyMongoError) -> bool:
     return False
 
 
+def refused_indexes(exc: BulkWriteError) -> set[int]:
+    """Positions, in the batch, of the documents not written, whatever the reason."""
+    return {int(e["index"]) for e in exc.details.get("writeErrors", [])}
+
+
 def duplicate_indexes(exc: BulkWriteError) -> set[int]:
     """Positions, in the batch, of the documents refused as duplicates."""
     return {int(e["index"]) for e in exc.details.get("writeErrors", []) if e.get("code") == DUPLICATE_KEY}

@@ -57,7 +57,7 @@ from backbeat.stores._common import check_changes, host_clock
 from backbeat.stores.mongodb import documents as d
 from backbeat.stores.mongodb import history
 from backbeat.stores.mongodb.connection import Connection
-from backbeat.stores.mongodb.errors import duplicate_indexes, is_duplicate_key
+from backbeat.stores.mongodb.errors import duplicate_indexes, is_duplicate_key, refused_indexes
 from backbeat.stores.mongodb.extras import Extras, adopt
 from backbeat.stores.mongodb.indexes import HISTORY_TTL, Collections
 
@@ -135,12 +135,14 @@ class MongoStore:
             try:
                 await c.tasks.insert_many([d.task_document(task) for task in tasks], ordered=False)
             except BulkWriteError as exc:
+                # all or nothing: an unordered insert wrote the documents it did not refuse (another
+                # process may have added some ids since the check, a document may be too large)
+                refused = refused_indexes(exc)
+                written = [task_id for i, task_id in enumerate(ids) if i not in refused]
+                await c.tasks.delete_many({"_id": {"$in": written}})
                 if not is_duplicate_key(exc):
                     raise
-                # another process added some of these ids since the check: undo ours, all or nothing
-                taken = [ids[i] for i in sorted(duplicate_indexes(exc))]
-                await c.tasks.delete_many({"_id": {"$in": [i for i in ids if i not in taken]}})
-                raise TaskExistsError(taken) from None
+                raise TaskExistsError([ids[i] for i in sorted(duplicate_indexes(exc))]) from None
         self._conn.notify()
 
     async def get(self, task_id: str) -> Task | None:
