@@ -172,6 +172,37 @@ async def test_buckets_split_without_copy_where_the_server_refuses_it(tmp_path: 
             await admin.aclose()
 
 
+@pytest.mark.parametrize(("stored", "batch"), [(6000, 10), (30000, 100)])
+async def test_a_batch_finds_its_buckets_in_one_read_of_the_boundaries(
+    tmp_path: Path, stored: int, batch: int
+) -> None:
+    """A listpack of boundaries (up to 128) or a skiplist with few boundaries an id: a look-up per
+    id (ZREVRANGEBYLEX, which walks a listpack) would cost more than reading them all."""
+    with private_redis_server(tmp_path / "redis", appendonly=False) as server:
+        admin = redis.asyncio.Redis.from_url(server.url)
+        store = RedisStore(server.url, prefix="bounds")
+        try:
+            await store.open()
+            rng = random.Random(5)
+            ids = new_ids(rng, stored)
+            for start in range(0, stored, 1000):
+                await store.add([task(task_id) for task_id in ids[start : start + 1000]])
+            bounds = await admin.zcard(store.keys.id_index)
+            assert (bounds <= 128) == (stored < 10000)
+            await admin.config_resetstat()
+            fresh = new_ids(rng, batch)
+            await store.add([task(task_id) for task_id in fresh])
+            stats = await admin.info("commandstats")
+            assert "cmdstat_zrevrangebylex" not in stats
+            splits = await admin.zcard(store.keys.id_index) - bounds  # a split reads its bucket (ZRANGE)
+            assert stats["cmdstat_zrange"]["calls"] <= 1 + splits
+            listed, _ = await store.list(limit=stored + batch + 1)
+            assert [t.id for t in listed] == sorted(ids + fresh)
+        finally:
+            await store.close()
+            await admin.aclose()
+
+
 async def noop(order_id: str) -> None:
     """The listed tasks' job (never runs)."""
 

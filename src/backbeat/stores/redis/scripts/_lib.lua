@@ -328,33 +328,44 @@ end
 local BYTE_ORDER = ('B' < 'a') and ('a-c' < 'ab') and ('Z' < '_') and ('9' < 'A') and ('ab' < 'a~')
   and ('\127' < '\128')
 
--- Sorted ids grouped by bucket: {ids} per group, and the groups' boundaries. When dense (ids many
--- times the buckets), one look-up per bucket instead of per id: the ids that sort before the next
--- boundary share the first one's bucket.
-local function walk_buckets(sorted, dense)
+-- Sorted ids grouped by bucket: {ids} per group, and the groups' boundaries, a look-up per id.
+local function walk_buckets(sorted)
   local groups, order = {}, {}
-  local i, n = 1, #sorted
-  while i <= n do
-    local boundary = bucket_of(sorted[i])
+  for _, id in ipairs(sorted) do
+    local boundary = bucket_of(id)
     if not boundary then
       boundary = ''
       redis.call('ZADD', K_IDX, 0, '')
     end
-    local group = groups[#groups]
     if order[#order] == boundary then
-      group[#group + 1] = sorted[i]
+      local group = groups[#groups]
+      group[#group + 1] = id
     else
-      group = {sorted[i]}
-      groups[#groups + 1] = group
+      groups[#groups + 1] = {id}
       order[#order + 1] = boundary
     end
-    i = i + 1
-    if dense and i <= n then
-      local following = redis.call('ZRANGEBYLEX', K_IDX, '(' .. boundary, '+', 'LIMIT', 0, 1)[1]
-      while i <= n and (not following or sorted[i] < following) do
-        group[#group + 1] = sorted[i]
-        i = i + 1
-      end
+  end
+  return groups, order
+end
+
+-- Sorted ids grouped by bucket as walk_buckets does, against every boundary read at once.
+local function group_by_bounds(sorted)
+  local bounds = redis.call('ZRANGE', K_IDX, 0, -1)
+  if #bounds == 0 then
+    bounds[1] = ''
+    redis.call('ZADD', K_IDX, 0, '')
+  end
+  local groups, order, b = {}, {}, 1
+  for _, id in ipairs(sorted) do
+    while b < #bounds and bounds[b + 1] <= id do
+      b = b + 1
+    end
+    if order[#order] == bounds[b] then
+      local group = groups[#groups]
+      group[#group + 1] = id
+    else
+      groups[#groups + 1] = {id}
+      order[#order + 1] = bounds[b]
     end
   end
   return groups, order
@@ -434,9 +445,17 @@ local function index_add_sorted(ids)
     sorted[i] = id
   end
   table.sort(sorted)
-  -- random ids over b buckets: a walk's two calls per bucket beat a call per id from 2 ids a bucket on
-  local dense = #sorted > 1 and #sorted >= 2 * redis.call('ZCARD', K_IDX)
-  local groups, order = walk_buckets(sorted, dense)
+  -- Reading every boundary costs about 1,100 instructions each. A look-up of one id's bucket walks
+  -- a listpack of boundaries (up to 128, zset-max-listpack-entries) from its end making a string of
+  -- each, about 300 a boundary: reading them all pays from 4 ids on; in a skiplist a look-up costs
+  -- what reading about 6 boundaries does.
+  local groups, order
+  local bounds = #sorted > 1 and redis.call('ZCARD', K_IDX)
+  if bounds and ((bounds <= 128 and #sorted >= 4) or #sorted * 6 >= bounds) then
+    groups, order = group_by_bounds(sorted)
+  else
+    groups, order = walk_buckets(sorted)
+  end
   for g, boundary in ipairs(order) do
     local group = groups[g]
     if redis.call('ZCARD', bucket_key(boundary)) + #group <= BUCKET then
