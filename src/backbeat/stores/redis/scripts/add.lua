@@ -105,7 +105,7 @@ if not wanted and #due > 0 then
   wanted = redis.call('ZCOUNT', K_SCHEDULE, '-inf', due[earliest]) == 0
 end
 call_many('HSET', K_TASKS, records)
-index_add(index)
+index_new(index)
 call_many('ZADD', K_SCHEDULE, due)
 call_many('HSET', K_TAGS, tag_writes)
 for tag, members in pairs(by_tag) do
