@@ -1,5 +1,6 @@
 """Older Redis key layouts, made from a current store: what a test opens to see it migrated.
 
+``downgrade_to_4`` moves the list of recent ids into the id index's buckets.
 ``downgrade_history_to_3`` rewrites the run history as layout 3 kept it: a sorted set of entry
 ids by end time per task and the set of the tasks that have one.
 ``downgrade_to_2`` rewrites a layout-3 store's keys as layout 2 wrote them: a document hash
@@ -10,13 +11,14 @@ objects (or kept as they are).
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Any
 
 import orjson
 import redis.asyncio
 
 from backbeat.model.records import Task
-from backbeat.stores.redis import codec
+from backbeat.stores.redis import codec, lualib
 from backbeat.stores.redis.keys import Keys
 
 _LIVE_DEFAULTS = ("", "0", "0", "0", "0", "", "1", "", "")
@@ -42,6 +44,26 @@ def lean_document(task: Task) -> bytes:
     return orjson.dumps(lean)
 
 
+async def downgrade_to_4(client: redis.asyncio.Redis, keys: Keys) -> None:
+    """Move the ids of the list of recent ids (key layout 5) into the id index's buckets, as key
+    layout 4 kept every id, by the scripts' own ``index_add``."""
+    lib = resources.files("backbeat.stores.redis").joinpath("scripts", "_lib.lua").read_text("utf-8")
+    body = """
+local ids = redis.call('LRANGE', K_RECENT, 0, -1)
+local kept, seen = {}, {}
+for i, found in ipairs(get_many(K_TASKS, ids)) do
+  if found and not seen[ids[i]] then
+    seen[ids[i]] = true
+    kept[#kept + 1] = ids[i]
+  end
+end
+index_add(kept)
+redis.call('DEL', K_RECENT)
+"""
+    await client.eval(lualib.needed(lib, body) + body, 1, keys.tasks, keys.base)
+    await client.set(keys.layout, "4")
+
+
 async def downgrade_history_to_3(client: redis.asyncio.Redis, keys: Keys) -> None:
     """Rewrite the run history's per-task index as key layout 3 had it, a key per task."""
     members: list[Any] = await client.zrange(keys.history_by_task, 0, -1)
@@ -58,6 +80,7 @@ async def downgrade_history_to_3(client: redis.asyncio.Redis, keys: Keys) -> Non
 
 async def downgrade_to_2(client: redis.asyncio.Redis, keys: Keys, *, lean: bool = True) -> None:
     """Rewrite the store's keys as key layout 2 had them (``lean``: its documents too)."""
+    await downgrade_to_4(client, keys)
     await downgrade_history_to_3(client, keys)
     records: dict[Any, Any] = await client.hgetall(keys.tasks)
     docs: dict[Any, Any] = {}

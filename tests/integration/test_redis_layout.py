@@ -20,7 +20,7 @@ from backbeat.stores.redis.keys import Keys
 from backbeat.stores.redis.layout import MIGRATIONS, LayoutMigration, latest
 from tests.contract.helpers import T0, task
 from tests.contract.test_history import entry
-from tests.integration.redis_layouts import downgrade_history_to_3, downgrade_to_2
+from tests.integration.redis_layouts import downgrade_history_to_3, downgrade_to_2, downgrade_to_4
 from tests.integration.test_redis_store import delete_keys
 from tests.integration.upgrades import observe, write_history
 from tests.redis_server import usable_redis_url
@@ -91,7 +91,7 @@ async def test_a_new_store_records_the_current_layout(
     store = RedisStore(usable_redis_url(), prefix=prefixes())
     await store.open()
     await store.close()
-    assert await client.get(store.keys.layout) == str(latest(MIGRATIONS)).encode() == b"4"
+    assert await client.get(store.keys.layout) == str(latest(MIGRATIONS)).encode() == b"5"
 
 
 async def test_a_store_written_before_the_layout_version_is_migrated_and_then_behaves_as_a_fresh_one(
@@ -109,7 +109,7 @@ async def test_a_store_written_before_the_layout_version_is_migrated_and_then_be
 
     migrated = await observed(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
 
-    assert await client.get(old.keys.layout) == b"4"
+    assert await client.get(old.keys.layout) == b"5"
     assert await client.exists(old.keys.orphans_indexed)
     assert migrated == await observed(RedisStore(usable_redis_url(), prefix=fresh.keys.prefix))
     assert migrated[0] != ([], None)  # the history's tasks were there to compare
@@ -133,7 +133,7 @@ async def test_full_documents_of_layout_1_read_as_the_lean_ones_of_layout_2(
 
     migrated = await observed(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
 
-    assert await client.get(old.keys.layout) == b"4"
+    assert await client.get(old.keys.layout) == b"5"
     assert migrated == await observed(RedisStore(usable_redis_url(), prefix=fresh.keys.prefix))
     assert migrated[0] != ([], None)
 
@@ -176,7 +176,7 @@ async def test_opening_a_current_layout_takes_no_lock(
     finally:
         await current.close()
         await migrating.close()
-    assert await client.get(current.keys.layout) == b"4"
+    assert await client.get(current.keys.layout) == b"5"
 
 
 async def test_a_newer_layout_is_refused_naming_both_versions_and_left_as_it_was(
@@ -220,7 +220,7 @@ async def test_a_layout_2_store_is_migrated_to_records_a_bucketed_id_index_and_a
 
     migrated = await observed(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
 
-    assert await client.get(old.keys.layout) == b"4"
+    assert await client.get(old.keys.layout) == b"5"
     assert not await client.exists(old.keys.live, old.keys.ids)
     assert await client.zrange(old.keys.waiting, 0, -1) == [waiting_run.encode()]
     assert migrated == await observed(RedisStore(usable_redis_url(), prefix=fresh.keys.prefix))
@@ -276,7 +276,7 @@ async def test_a_layout_3_run_history_is_migrated_to_one_per_task_index_and_read
 
     migrated = await pages(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
 
-    assert await client.get(old.keys.layout) == b"4"
+    assert await client.get(old.keys.layout) == b"5"
     assert not await client.exists(
         old.keys.history_tasks, *(old.keys.task_history(f"task-{i}") for i in range(7))
     )
@@ -285,3 +285,36 @@ async def test_a_layout_3_run_history_is_migrated_to_one_per_task_index_and_read
     # the 90 entries of any task older than 30 s, and task-1's 23 newer ones but the newest 10
     assert migrated[-2] == 90 + 13
     assert len(migrated[-1][0]) == 10  # type: ignore[index]
+
+
+async def test_a_layout_4_store_lists_every_task_in_order_and_then_keeps_new_ids_in_the_recent_list(
+    client: redis.asyncio.Redis, prefixes: Callable[[], str]
+) -> None:
+    store = RedisStore(usable_redis_url(), prefix=prefixes())
+    await store.open()
+    try:
+        await store.add([task(f"many-{i:04}") for i in range(300)])
+        for i in range(30):
+            await store.add([task(f"one-{i:02}")])
+        assert await client.llen(store.keys.recent_ids) == 30
+        await store.remove(["one-03", "many-0007"])
+    finally:
+        await store.close()
+    await downgrade_to_4(client, store.keys)
+    assert not await client.exists(store.keys.recent_ids)
+    expected = sorted(
+        ({f"many-{i:04}" for i in range(300)} | {f"one-{i:02}" for i in range(30)}) - {"one-03", "many-0007"}
+    )
+
+    reopened = RedisStore(usable_redis_url(), prefix=store.keys.prefix)
+    await reopened.open()
+    try:
+        assert await client.get(store.keys.layout) == b"5"
+        listed, _ = await reopened.list()
+        assert [t.id for t in listed] == expected
+        await reopened.add([task("one-03")])
+        assert await client.lrange(store.keys.recent_ids, 0, -1) == [b"one-03"]
+        listed, _ = await reopened.list()
+        assert [t.id for t in listed] == sorted([*expected, "one-03"])
+    finally:
+        await reopened.close()

@@ -172,6 +172,87 @@ async def test_buckets_split_without_copy_where_the_server_refuses_it(tmp_path: 
             await admin.aclose()
 
 
+@pytest.mark.parametrize(("stored", "batch"), [(6000, 100), (30000, 150)])
+async def test_a_batch_finds_its_buckets_in_one_read_of_the_boundaries(
+    tmp_path: Path, stored: int, batch: int
+) -> None:
+    """A listpack of boundaries (up to 128) or a skiplist with few boundaries an id: a look-up per
+    id (ZREVRANGEBYLEX, which walks a listpack) would cost more than reading them all."""
+    with private_redis_server(tmp_path / "redis", appendonly=False) as server:
+        admin = redis.asyncio.Redis.from_url(server.url)
+        store = RedisStore(server.url, prefix="bounds")
+        try:
+            await store.open()
+            rng = random.Random(5)
+            ids = new_ids(rng, stored)
+            for start in range(0, stored, 1000):
+                await store.add([task(task_id) for task_id in ids[start : start + 1000]])
+            bounds = await admin.zcard(store.keys.id_index)
+            assert (bounds <= 128) == (stored < 10000)
+            await admin.config_resetstat()
+            fresh = new_ids(rng, batch)
+            await store.add([task(task_id) for task_id in fresh])
+            stats = await admin.info("commandstats")
+            assert "cmdstat_zrevrangebylex" not in stats
+            splits = await admin.zcard(store.keys.id_index) - bounds  # a split reads its bucket (ZRANGE)
+            assert stats["cmdstat_zrange"]["calls"] <= 1 + splits
+            listed, _ = await store.list(limit=stored + batch + 1)
+            assert [t.id for t in listed] == sorted(ids + fresh)
+        finally:
+            await store.close()
+            await admin.aclose()
+
+
+async def paged(store: RedisStore, limit: int) -> list[str]:
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        page, cursor = await store.list(cursor=cursor, limit=limit)
+        seen += [t.id for t in page]
+        if cursor is None:
+            return seen
+
+
+async def test_single_adds_wait_in_the_recent_list_listed_in_order_until_the_100th_merges_them(
+    store: RedisStore,
+) -> None:
+    client = redis.asyncio.Redis.from_url(usable_redis_url())
+    try:
+        rng = random.Random(6)
+        ids = new_ids(rng, 1000)
+        await store.add([task(task_id) for task_id in ids])  # a batch of 100 or more: into the buckets
+        assert not await client.exists(store.keys.recent_ids)
+        singles = new_ids(rng, 99)
+        for task_id in singles:
+            await store.add([task(task_id)])
+        assert await client.llen(store.keys.recent_ids) == 99
+        gone = singles[:5] + ids[:5]
+        assert sorted(await store.remove(gone)) == sorted(gone)
+        expected = sorted(set(ids + singles) - set(gone))
+        for limit in (7, 100):  # pages that end among recent ids and among the buckets' ones
+            assert await paged(store, limit) == expected
+
+        await store.add([task(singles[0])])  # the 100th: all move into the buckets, removed ones left out
+        assert not await client.exists(store.keys.recent_ids)
+        later = new_ids(rng, 3)
+        for task_id in later:
+            await store.add([task(task_id)])
+        await store.remove([later[0]])
+        await store.add([task(later[0])])  # removed and added again: in the list twice
+        assert await client.llen(store.keys.recent_ids) == 4
+        expected = sorted({*expected, singles[0], *later})
+        for limit in (7, 100):
+            assert await paged(store, limit) == expected
+        buckets: list[Any] = await client.zrange(store.keys.id_index, 0, -1)
+        in_buckets: list[str] = []
+        for bound in buckets:
+            members: list[Any] = await client.zrange(store.keys.id_bucket(bound.decode()), 0, -1)
+            in_buckets += [member.decode() for member in members]
+        assert sorted(in_buckets) == sorted(set(expected) - set(later))
+    finally:
+        await client.aclose()
+
+
 async def noop(order_id: str) -> None:
     """The listed tasks' job (never runs)."""
 

@@ -69,6 +69,12 @@ class Keys:
         """Sorted set, all scores 0: the boundaries of the id index's buckets (:meth:`id_bucket`)."""
         return f"{self.base}idx"
 
+    @property
+    def recent_ids(self) -> str:
+        """List: ids added since the last merge into the id index's buckets (fewer than 100; ids of
+        tasks removed since may remain, see ``index_new`` in ``_lib.lua``), key layout 5 on."""
+        return f"{self.base}recent"
+
     def id_bucket(self, boundary: str) -> str:
         """Sorted set, all scores 0: the task ids from ``boundary`` to the next boundary, at most
         120 (a listpack), for listing in lexical order."""

@@ -111,6 +111,11 @@ async def _history_by_task(client: Client, keys: Keys) -> None:
             break
 
 
+async def _recent_ids(client: Client, keys: Keys) -> None:
+    """Nothing to rewrite: a store without the list of recent ids has none; the version keeps a
+    backbeat that would not list the ids in it (or clear it) from opening the store."""
+
+
 MIGRATIONS: tuple[LayoutMigration, ...] = (
     LayoutMigration(1, "the first release's layout: build the orphaned index it may lack", _index_orphans),
     LayoutMigration(
@@ -126,6 +131,11 @@ MIGRATIONS: tuple[LayoutMigration, ...] = (
         4,
         "run history's per-task sorted sets (a key per task) into one index of every task's entries",
         _history_by_task,
+    ),
+    LayoutMigration(
+        5,
+        "ids of single adds wait in a short list before joining the id index's buckets; nothing rewritten",
+        _recent_ids,
     ),
 )
 

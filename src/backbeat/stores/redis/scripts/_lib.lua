@@ -18,6 +18,8 @@ local P = ARGV[1]
 local K_TASKS = P .. 'tasks'
 -- the id index (see index_add): bucket boundaries, scores 0; a bucket is P .. 'ids:' .. boundary
 local K_IDX = P .. 'idx'
+-- ids added since the last merge into the id index's buckets (see index_add), a list
+local K_RECENT = P .. 'recent'
 local K_TAGS = P .. 'tags'
 -- unclaimed schedulable tasks scored by next run time (the callers' clock)
 local K_SCHEDULE = P .. 'schedule'
@@ -328,33 +330,44 @@ end
 local BYTE_ORDER = ('B' < 'a') and ('a-c' < 'ab') and ('Z' < '_') and ('9' < 'A') and ('ab' < 'a~')
   and ('\127' < '\128')
 
--- Sorted ids grouped by bucket: {ids} per group, and the groups' boundaries. When dense (ids many
--- times the buckets), one look-up per bucket instead of per id: the ids that sort before the next
--- boundary share the first one's bucket.
-local function walk_buckets(sorted, dense)
+-- Sorted ids grouped by bucket: {ids} per group, and the groups' boundaries, a look-up per id.
+local function walk_buckets(sorted)
   local groups, order = {}, {}
-  local i, n = 1, #sorted
-  while i <= n do
-    local boundary = bucket_of(sorted[i])
+  for _, id in ipairs(sorted) do
+    local boundary = bucket_of(id)
     if not boundary then
       boundary = ''
       redis.call('ZADD', K_IDX, 0, '')
     end
-    local group = groups[#groups]
     if order[#order] == boundary then
-      group[#group + 1] = sorted[i]
+      local group = groups[#groups]
+      group[#group + 1] = id
     else
-      group = {sorted[i]}
-      groups[#groups + 1] = group
+      groups[#groups + 1] = {id}
       order[#order + 1] = boundary
     end
-    i = i + 1
-    if dense and i <= n then
-      local following = redis.call('ZRANGEBYLEX', K_IDX, '(' .. boundary, '+', 'LIMIT', 0, 1)[1]
-      while i <= n and (not following or sorted[i] < following) do
-        group[#group + 1] = sorted[i]
-        i = i + 1
-      end
+  end
+  return groups, order
+end
+
+-- Sorted ids grouped by bucket as walk_buckets does, against every boundary read at once.
+local function group_by_bounds(sorted)
+  local bounds = redis.call('ZRANGE', K_IDX, 0, -1)
+  if #bounds == 0 then
+    bounds[1] = ''
+    redis.call('ZADD', K_IDX, 0, '')
+  end
+  local groups, order, b = {}, {}, 1
+  for _, id in ipairs(sorted) do
+    while b < #bounds and bounds[b + 1] <= id do
+      b = b + 1
+    end
+    if order[#order] == bounds[b] then
+      local group = groups[#groups]
+      group[#group + 1] = id
+    else
+      groups[#groups + 1] = {id}
+      order[#order + 1] = bounds[b]
     end
   end
   return groups, order
@@ -434,9 +447,17 @@ local function index_add_sorted(ids)
     sorted[i] = id
   end
   table.sort(sorted)
-  -- random ids over b buckets: a walk's two calls per bucket beat a call per id from 2 ids a bucket on
-  local dense = #sorted > 1 and #sorted >= 2 * redis.call('ZCARD', K_IDX)
-  local groups, order = walk_buckets(sorted, dense)
+  -- Reading every boundary costs about 1,100 instructions each. A look-up of one id's bucket walks
+  -- a listpack of boundaries (up to 128, zset-max-listpack-entries) from its end making a string of
+  -- each, about 300 a boundary: reading them all pays from 4 ids on; in a skiplist a look-up costs
+  -- what reading about 6 boundaries does.
+  local groups, order
+  local bounds = #sorted > 1 and redis.call('ZCARD', K_IDX)
+  if bounds and ((bounds <= 128 and #sorted >= 4) or #sorted * 6 >= bounds) then
+    groups, order = group_by_bounds(sorted)
+  else
+    groups, order = walk_buckets(sorted)
+  end
   for g, boundary in ipairs(order) do
     local group = groups[g]
     if redis.call('ZCARD', bucket_key(boundary)) + #group <= BUCKET then
@@ -463,6 +484,54 @@ local function index_add(ids)
   end
 end
 
+-- Ids of single adds wait in the list K_RECENT: an RPUSH costs a tenth of a bucket look-up and a
+-- listpack's ZADD. The add that makes it RECENT long moves them all into the buckets (a batch that
+-- long goes there directly); a producer-only deployment needs nothing else. Removals leave an id
+-- in the list (a list has no cheap removal): the merge and index_page skip ids without a task, and
+-- an id added again is in it twice.
+local RECENT = 100
+
+-- Whether a sorts before b as Redis orders members (bytes), whatever Lua's locale.
+local function before(a, b)
+  if BYTE_ORDER then
+    return a < b
+  end
+  for k = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, k), string.byte(b, k)
+    if x ~= y then
+      return x < y
+    end
+  end
+  return #a < #b
+end
+
+-- Index new ids (ids without a task until this script): into K_RECENT, or with it into the buckets.
+local function index_new(ids)
+  if #ids == 0 then
+    return
+  end
+  if #ids >= RECENT then
+    return index_add(ids)
+  end
+  local n = 0
+  for i = 1, #ids, CHUNK do
+    n = redis.call('RPUSH', K_RECENT, unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
+  end
+  if n < RECENT then
+    return
+  end
+  local pending = redis.call('LRANGE', K_RECENT, 0, -1)
+  redis.call('DEL', K_RECENT)
+  local present, kept, seen = get_many(K_TASKS, pending), {}, {}
+  for i, id in ipairs(pending) do
+    if present[i] and not seen[id] then
+      seen[id] = true
+      kept[#kept + 1] = id
+    end
+  end
+  index_add(kept)
+end
+
 local function index_remove(ids)
   local groups, order = by_bucket(ids)
   for _, boundary in ipairs(order) do
@@ -474,8 +543,8 @@ local function index_remove(ids)
   end
 end
 
--- Up to count ids of the index after ``after`` ('' from the start), in order, and whether more follow.
-local function index_page(after, count)
+-- Up to count ids of the buckets after ``after`` ('' from the start), in order, and whether more follow.
+local function bucket_page(after, count)
   local ids = {}
   local boundary = ''
   if after ~= '' then
@@ -500,6 +569,49 @@ local function index_page(after, count)
     end
     boundary, start = following[1], '-'
   end
+end
+
+-- Up to count ids of the index (buckets and K_RECENT) after ``after`` ('' from the start), in
+-- order, and whether more follow.
+local function index_page(after, count)
+  local ids, more = bucket_page(after, count)
+  local listed = redis.call('LRANGE', K_RECENT, 0, -1)
+  if #listed == 0 then
+    return ids, more
+  end
+  local candidates, seen = {}, {}
+  for _, id in ipairs(listed) do
+    if not seen[id] and (after == '' or before(after, id)) then
+      seen[id] = true
+      candidates[#candidates + 1] = id
+    end
+  end
+  local recent = {}
+  for i, found in ipairs(get_many(K_TASKS, candidates)) do
+    if found then
+      recent[#recent + 1] = candidates[i]
+    end
+  end
+  table.sort(recent, before)
+  -- the first count ids of the buckets and all recent ones hold the first count of the index
+  local merged, i, j = {}, 1, 1
+  while #merged <= count and (i <= #ids or j <= #recent) do
+    if j > #recent or (i <= #ids and not before(recent[j], ids[i])) then
+      if j <= #recent and recent[j] == ids[i] then
+        j = j + 1
+      end
+      merged[#merged + 1] = ids[i]
+      i = i + 1
+    else
+      merged[#merged + 1] = recent[j]
+      j = j + 1
+    end
+  end
+  if #merged > count then
+    merged[#merged] = nil
+    return merged, true
+  end
+  return merged, more
 end
 
 -- Take ids out of their tag sets and K_TAGS.

@@ -16,8 +16,8 @@ for _, key in ipairs({K_LEASES, K_WAITING}) do
 end
 local left = redis.call('HLEN', K_TASKS) + redis.call('ZCARD', K_LEASES) + redis.call('ZCARD', K_WAITING)
 if left == 0 then
-  redis.call('DEL', K_TASKS, K_IDX, bucket_key(''), K_TAGS, K_QUARANTINE, K_SCHEDULE, K_CLAIMS, K_DEAD, K_DEAD_TASKS,
-    K_STATE, K_ORPHANED, K_DETACHED)
+  redis.call('DEL', K_TASKS, K_IDX, bucket_key(''), K_RECENT, K_TAGS, K_QUARANTINE, K_SCHEDULE, K_CLAIMS, K_DEAD,
+    K_DEAD_TASKS, K_STATE, K_ORPHANED, K_DETACHED)
   -- the (empty) orphaned index is complete: no scan of the tasks when the store is next opened
   redis.call('SET', P .. 'orphans_indexed', '1')
 end
