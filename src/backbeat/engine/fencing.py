@@ -15,7 +15,8 @@ import asyncio
 import math
 from collections.abc import Awaitable, Callable, Collection, Generator, Iterable
 from datetime import timedelta
-from typing import Any, TypeVar, cast
+from types import CoroutineType
+from typing import Any, TypeVar
 
 from backbeat.errors import LeaseLostError
 
@@ -119,7 +120,9 @@ class _Fenced(Awaitable[T]):
         self._call, self._holds, self._run_id = call, holds, run_id
 
     def __await__(self) -> Generator[Any, Any, T]:
-        steps = self._call.__await__()
+        call = self._call
+        # a coroutine is stepped directly: its ``__await__`` wrapper is one object and call more
+        steps: Any = call if type(call) is CoroutineType else call.__await__()
         sent: Any = None
         thrown: BaseException | None = None
         while True:
@@ -128,7 +131,8 @@ class _Fenced(Awaitable[T]):
             try:
                 yielded = steps.send(sent) if thrown is None else steps.throw(thrown)
             except StopIteration as done:
-                return cast(T, done.value)
+                value: T = done.value  # not ``cast``: a call of its own
+                return value
             sent, thrown = None, None
             try:
                 sent = yield yielded

