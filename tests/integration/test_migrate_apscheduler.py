@@ -141,7 +141,7 @@ async def fires_at(url: str, expected: list[tuple[datetime, str]]) -> None:
             clock.now = when
             await engine._claim_once(100)
             await wait_for(ran(run_id_for(task_id, when)))
-            await engine._drain_completions()
+            await engine.completions.drain()
     fired = [run_id for run_id, label, _ in migrate_jobs.FIRED if label != "jitter"]
     assert fired == [run_id_for(task_id, when) for when, task_id in expected]
     regions = {label: region for _, label, region in migrate_jobs.FIRED}

@@ -70,7 +70,7 @@ class World:
         await settle()
         async with asyncio.timeout(5):
             await asyncio.gather(*(task for _, task in self.engine._active.values()))
-        await self.engine._drain_completions()
+        await self.engine.completions.drain()
         await self.engine.history.flush(force=True)
 
     def fired(self, kind: EventKind) -> list[datetime | None]:

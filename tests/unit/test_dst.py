@@ -211,7 +211,7 @@ async def test_a_worker_runs_the_repeated_hour_as_the_policy_says(
         await engine._claim_once(10)
         async with asyncio.timeout(5):
             await asyncio.gather(*(t for _, t in engine._active.values()))
-        await engine._drain_completions()
+        await engine.completions.drain()
 
     shown = [local(BERLIN, t.isoformat()) for t in ran]
     assert len(shown) == len(set(shown)) == expected

@@ -134,7 +134,7 @@ async def finish(engine: Engine) -> None:
     """Wait for the runs the engine executes (their jobs must not be blocked) and complete them."""
     async with asyncio.timeout(5):
         await asyncio.gather(*(task for _, task in engine._active.values()))
-    await engine._drain_completions()
+    await engine.completions.drain()
 
 
 # -- misfire -------------------------------------------------------------------------------------
@@ -670,7 +670,7 @@ async def test_a_run_cancelled_before_its_first_step_is_completed_as_cancelled(w
     assert engine.cancel(run.id)
     await settle()
     assert job.started == [] and engine.active_runs() == []
-    await engine._drain_completions()
+    await engine.completions.drain()
     assert await history_of(world, engine, task) == [("cancelled", at(0))]
 
 
@@ -752,7 +752,7 @@ async def test_a_result_the_store_keeps_refusing_holds_back_no_other_and_is_set_
     await engine._claim_once(100)
     await settle()
 
-    drain = asyncio.create_task(engine._drain_completions())
+    drain = asyncio.create_task(engine.completions.drain())
     await settle()
     stored = await store.get(good.id)
     assert stored is not None and stored.runs == 1  # completed one by one, without the refused result
@@ -764,7 +764,7 @@ async def test_a_result_the_store_keeps_refusing_holds_back_no_other_and_is_set_
         await drain  # refused a third time while another completed: set aside
     stored = await store.get(good.id)
     assert stored is not None and stored.runs == 3
-    assert engine._completing == {}
+    assert engine.completions.pending == {}
     # not completed: its run stays leased until the lease runs out and it is taken over
     assert [run.owner for run in await store.list_runs(poison.id)] == ["a"]
     set_aside = [event for event in world.events if event.kind == EventKind.STORE_ERROR and event.run_id]
@@ -778,7 +778,7 @@ async def test_a_result_refused_in_quick_succession_is_not_set_aside_before_the_
     await world.add(world.job(), every=None, task_id="poison")
     await engine._claim_once(100)
     await settle()
-    drain = asyncio.create_task(engine._drain_completions())
+    drain = asyncio.create_task(engine.completions.drain())
     await settle()
     for _ in range(3):  # three more refusals while others complete, within 1.35 s
         world.clock.advance(0.25)
@@ -793,7 +793,7 @@ async def test_a_result_refused_in_quick_succession_is_not_set_aside_before_the_
     await next_round(world, engine)  # 2 s on: past POISON_SPAN
     async with asyncio.timeout(5):
         await drain
-    assert engine._completing == {}
+    assert engine.completions.pending == {}
 
 
 async def test_refusals_while_nothing_completes_set_nothing_aside(world: World) -> None:
@@ -804,17 +804,17 @@ async def test_refusals_while_nothing_completes_set_nothing_aside(world: World) 
     await engine._claim_once(100)
     await settle()
 
-    drain = asyncio.create_task(engine._drain_completions())
+    drain = asyncio.create_task(engine.completions.drain())
     for _ in range(4):  # the store refuses everything: its own trouble, not a result's (8 s < LEASE)
         await next_round(world, engine)
     assert not drain.done()
-    assert {result.run.task_id for result in engine._completing.values()} == {"poison", "other"}
+    assert {result.run.task_id for result in engine.completions.pending.values()} == {"poison", "other"}
 
     store.refused.clear()
     world.clock.advance(5)  # the longest back-off (``store_retry_max``)
     async with asyncio.timeout(5):
         await drain
-    assert engine._completing == {}
+    assert engine.completions.pending == {}
     assert await store.list_runs() == []
     stored = await store.get(other.id)
     assert stored is not None and stored.runs == 1  # its later fire times overlapped the one refused

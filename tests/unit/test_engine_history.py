@@ -94,7 +94,7 @@ async def finish(engine: Engine) -> None:
     """Run what ``engine`` has going to the end and complete it (recording its history)."""
     async with asyncio.timeout(5):
         await asyncio.gather(*(task for _, task in engine._active.values()))
-    await engine._drain_completions()
+    await engine.completions.drain()
     await engine.history.flush(force=True)
 
 
@@ -146,7 +146,7 @@ async def test_missed_fire_times_are_recorded_without_a_start(world: World) -> N
     world.clock.advance(25.5)
     await engine._claim_once(100)
     await settle()
-    await engine._drain_completions()
+    await engine.completions.drain()
     await engine.history.flush(force=True)
 
     entries = await world.history(task_id=task.id)
@@ -212,7 +212,7 @@ async def test_a_run_whose_lease_was_lost_is_recorded_as_lost_lease(world: World
     [run] = engine.active_runs()
     engine._fence([run.id])  # as the lease deadline would, had renewals failed
     await settle()
-    await engine._drain_completions()
+    await engine.completions.drain()
     await engine.history.flush(force=True)
 
     [entry] = await world.history(task_id=task.id)
@@ -309,6 +309,6 @@ async def test_the_history_flush_timer_does_not_send_the_claim_loop_to_the_store
     assert engine._wake.is_set()  # a completion freed capacity: claim again
     engine._wake.clear()
 
-    await engine._drain_completions()  # where the flush timer brings the complete loop
+    await engine.completions.drain()  # where the flush timer brings the complete loop
 
     assert not engine._wake.is_set()

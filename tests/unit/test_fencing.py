@@ -188,7 +188,7 @@ async def test_the_engine_stops_a_run_it_could_not_renew_and_does_not_complete_i
     assert [e.run_id for e in events if e.kind is EventKind.RUN_LEASE_LOST] == [run_id]
     [run] = await store.list_runs()
     assert (run.id, run.owner) == (run_id, "a")  # not completed: taken over when the lease ends
-    assert engine._completing == {}
+    assert engine.completions.pending == {}
 
 
 async def test_a_thread_pool_job_sees_its_lease_gone_and_its_result_is_refused() -> None:
@@ -220,7 +220,7 @@ async def test_a_thread_pool_job_sees_its_lease_gone_and_its_result_is_refused()
     assert [e.run_id for e in events if e.kind is EventKind.RUN_LEASE_LOST] == [run_id]
     assert [e for e in events if e.kind is EventKind.RUN_EXECUTED] == []  # its result was not taken
     [run] = await store.list_runs()
-    assert run.owner == "a" and engine._completing == {}
+    assert run.owner == "a" and engine.completions.pending == {}
 
 
 async def test_a_job_sees_its_fencing_token_and_the_one_taking_it_over_a_greater_one() -> None:

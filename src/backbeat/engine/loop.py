@@ -18,10 +18,11 @@ from typing import Any
 from backbeat.abc import Executor, RunHook, Store
 from backbeat.engine import cancellations
 from backbeat.engine.catchup import CatchUp, split_due
+from backbeat.engine.completion import Completions
 from backbeat.engine.fencing import LeaseDeadlines
 from backbeat.engine.history import HistoryRecorder
 from backbeat.engine.invoke import Invoker
-from backbeat.errors import BackbeatError, LeaseLostError, StoreError, StoreUnavailableError
+from backbeat.errors import BackbeatError, LeaseLostError, StoreError
 from backbeat.model import triggers
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 from backbeat.model.history import HistorySettings
@@ -40,12 +41,6 @@ CANCEL_LOOK_DELAY = 0.25
 share one store read. A wake-up does not say what changed, so a process running runs while
 wake-ups keep coming (adds, recurring fires, other processes' commits on SQLite) reads the
 cancel document up to four times a second."""
-POISON_REFUSALS = 3
-"""Times the store may refuse to complete one run's result on its own, while it completes
-others, before that result is set aside (see ``Engine._complete_one_by_one``)..."""
-POISON_SPAN = timedelta(seconds=2)
-"""... over this long at least (by the scheduler's clock): a refusal that passes (a deadlock,
-a cancelled statement) is not taken for the result's."""
 
 
 def default_owner() -> str:
@@ -126,12 +121,7 @@ class Engine:
         """How a run claimed ahead waits for its fire time (by ``clock``), and a refused
         completion for its retry: a test's fake clock passes a sleep that waits for it to be
         advanced."""
-        self._drain_lock = asyncio.Lock()
-        self._refusals: dict[str, tuple[int, datetime]] = {}
-        """Run id -> times its result was refused on its own while others completed, and when
-        first."""
         self._active: dict[str, tuple[Run, asyncio.Task[None]]] = {}
-        self._completing: dict[str, RunResult] = {}
         self._released: set[str] = set()
         self._fenced: set[str] = set()
         """Runs stopped here because their lease could not be renewed in time."""
@@ -165,6 +155,19 @@ class Engine:
             wake=self._flush.set,
         )
         """Records finished runs in ``history_store`` (default: ``store``)."""
+        self.completions = Completions(
+            store,
+            self.config.owner,
+            self.history,
+            self.deadlines,
+            events,
+            self._flush,
+            clock=clock,
+            sleep=sleep,
+            retry_max=self.config.store_retry_max,
+            completed=self._capacity_freed,
+            store_error=self._store_error,
+        )
         self._capacity = asyncio.Event()
         self._stopping = False
         self._background: list[asyncio.Task[None]] = []
@@ -216,7 +219,7 @@ class Engine:
         """Start claiming (unless producer-only), renewing leases and completing runs."""
         self._stopping = False
         spawn = asyncio.get_running_loop().create_task
-        self._background = [spawn(self._complete_loop(), name="backbeat-complete")]
+        self._background = [spawn(self.completions.loop(), name="backbeat-complete")]
         if self.config.claim_enabled:
             self._background += [
                 spawn(self._claim_loop(), name="backbeat-claim"),
@@ -242,29 +245,11 @@ class Engine:
             _, still_running = await asyncio.wait(pending, timeout=wait_for)
             if still_running:
                 await self._abandon(list(self._active.values()))
-        self._flush.set()
-        await self._last_drain()
+        await self.completions.last(within=self.config.lease.total_seconds())
         await self.history.flush(force=True)
         await _cancel_until_done(self._background)
         self._background = []
         self.deadlines.close()
-
-    async def _last_drain(self) -> None:
-        """Store the completions of the runs that ended here, for a lease's time at most: a
-        store gone at shutdown must not hold the process for ever, and past a lease without it
-        another process may have taken the runs over anyway. What is not stored is left to the
-        leases: those runs are taken over as lost ones."""
-        lease = self.config.lease.total_seconds()
-        try:
-            async with asyncio.timeout(lease):
-                await self._drain_completions()
-        except TimeoutError:
-            log.warning(
-                "shutdown: the store did not take the completions of %d runs within a lease (%g s); "
-                "they are taken over as lost runs once their leases end",
-                len(self._completing),
-                lease,
-            )
 
     async def _abandon(self, entries: list[tuple[Run, asyncio.Task[None]]]) -> None:
         # Cancel first, so this process stops working on a run before another may take it over.
@@ -565,12 +550,10 @@ class Engine:
 
     def _finish(self, finished: RunResult) -> None:
         """A run ended here: its result waits for the complete loop."""
-        run_id = finished.run.id
-        self._completing[run_id] = finished
+        self.completions.add(finished)
         self.history.finished(finished)
-        self._active.pop(run_id, None)
+        self._active.pop(finished.run.id, None)
         self._capacity.set()
-        self._flush.set()
 
     def _stopped(self, run: Run, task: Task | None, exc: asyncio.CancelledError) -> None:
         """A run cancelled here: released (shutdown), fenced (its lease may be another's now) or
@@ -609,120 +592,6 @@ class Engine:
 
     # -- completing and renewing -----------------------------------------------------------
 
-    async def _complete_loop(self) -> None:
-        backoff = 0.05
-        while True:
-            await self._flush.wait()
-            self._flush.clear()
-            try:
-                await self._drain_completions()
-                backoff = 0.05
-            except Exception as exc:  # a bug must not end the loop: every later run would stay open
-                log.exception("unexpected error while completing runs (will retry)")
-                self.events.emit(SchedulerEvent(kind=EventKind.STORE_ERROR, error=exc))
-                await asyncio.sleep(backoff * (1 + random.random()))
-                backoff = min(backoff * 2, self.config.store_retry_max)
-                self._flush.set()
-
-    async def _drain_completions(self) -> None:
-        # stop() drains too, while the complete loop may be draining: one batch at a time,
-        # or a run would be completed twice (and reported as taken over).
-        async with self._drain_lock:
-            await self._drain()
-
-    async def _drain(self) -> None:
-        backoff = 0.05
-        drained = False
-        while self._completing:
-            batch = list(self._completing.values())
-            try:
-                await self._complete(batch)
-                drained, backoff = True, 0.05
-                continue
-            except (StoreUnavailableError, OSError) as exc:
-                self._store_error(exc, "completing runs")
-            except Exception as exc:  # refused, not unreachable: maybe because of one result
-                if isinstance(exc, StoreError):
-                    self._store_error(exc, "completing runs")
-                else:
-                    log.exception("unexpected error while completing runs (will retry)")
-                    self.events.emit(SchedulerEvent(kind=EventKind.STORE_ERROR, error=exc))
-                if len(batch) > 1 and await self._complete_one_by_one(batch):
-                    drained, backoff = True, 0.05
-                    continue
-            await self.sleep(backoff * (1 + random.random()))
-            backoff = min(backoff * 2, self.config.store_retry_max)
-        # only completions free capacity: the history's flush timer, which brings the complete
-        # loop here with nothing to complete, must not send the claim loop to the store
-        if drained and not self._completing and not self._stopping:
-            self._wake.set()
-        await self.history.flush()  # after the wake-up: recording never delays the next claim
-
-    async def _complete(self, batch: list[RunResult]) -> None:
-        lost = await self.store.complete(self.owner, batch, history=self.history.completions)
-        for result in batch:
-            self._completing.pop(result.run.id, None)
-            self._refusals.pop(result.run.id, None)
-        self.deadlines.forget([result.run.id for result in batch])
-        self.history.completed(batch, lost)
-        if lost:
-            log.warning("runs %s finished after their lease passed to another instance", sorted(lost))
-
-    async def _complete_one_by_one(self, batch: list[RunResult]) -> bool:
-        """Complete the results of a refused batch one at a time, so that one the store cannot
-        take (a record it cannot read, a value it cannot encode) holds back no other; whether any
-        completed. A result refused on its own while another completed is refused
-        :data:`POISON_REFUSALS` times over :data:`POISON_SPAN` at most, then set aside: its
-        lease is no longer renewed, so it runs out and the run is taken over as a lost one. A
-        refusal while nothing completes is the store's, not the result's: it counts nothing."""
-        refused: list[tuple[RunResult, Exception]] = []
-        completed = False
-        for result in batch:
-            if result.run.id not in self._completing:
-                continue
-            try:
-                await self._complete([result])
-                completed = True
-            except (StoreUnavailableError, OSError) as exc:
-                self._store_error(exc, "completing runs")
-                return completed
-            except Exception as exc:
-                refused.append((result, exc))
-        if completed:
-            for result, error in refused:
-                self._refused(result, error)
-        return completed
-
-    def _refused(self, result: RunResult, exc: Exception) -> None:
-        run_id = result.run.id
-        now = self.clock()
-        refusals, first = self._refusals.get(run_id, (0, now))
-        refusals += 1
-        self._refusals[run_id] = (refusals, first)
-        if refusals < POISON_REFUSALS or now - first < POISON_SPAN:
-            return
-        del self._refusals[run_id]
-        self._completing.pop(run_id, None)
-        self.deadlines.forget([run_id])
-        log.error(
-            "the store refused to complete run %s (%s) %d times while it completed others: "
-            "set aside, its lease runs out and the run is taken over as a lost one: %r",
-            run_id,
-            result.outcome.value,
-            refusals,
-            exc,
-        )
-        self.events.emit(
-            SchedulerEvent(
-                kind=EventKind.STORE_ERROR,
-                task_id=result.run.task_id,
-                task_name=result.run.task.name if result.run.task else None,
-                run_id=run_id,
-                fire_time=result.run.fire_time,
-                error=exc,
-            )
-        )
-
     async def _renew_loop(self) -> None:
         interval = self.config.lease.total_seconds() / 3
         while True:
@@ -735,7 +604,8 @@ class Engine:
         took, apply cancel requests. Returns the ids of those lost runs."""
         await self._sample_due_lag()
         leases = {run_id: run.fencing_token for run_id, (run, _) in self._active.items()}
-        leases.update((run_id, result.run.fencing_token) for run_id, result in self._completing.items())
+        pending = self.completions.pending
+        leases.update((run_id, result.run.fencing_token) for run_id, result in pending.items())
         held_ids = set(leases)
         if not held_ids:
             return set()
@@ -842,6 +712,11 @@ class Engine:
                 **fields,
             )
         )
+
+    def _capacity_freed(self) -> None:
+        """Completions freed capacity: claim again (unless stopping)."""
+        if not self._stopping:
+            self._wake.set()
 
     def _store_error(self, exc: BaseException, doing: str) -> None:
         log.warning("store error while %s (will retry): %r", doing, exc)
