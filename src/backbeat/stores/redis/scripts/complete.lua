@@ -2,9 +2,10 @@
 -- entries' owner member (',"owner":"..."'; '' = history off), then n results
 -- "failed|finished_at|retry_at|outcome|dead|token|run_id" (failed and dead '1'|'0'; retry_at
 -- '' = none; token the fencing token held), then one dead letter JSON per result with dead '1',
--- in order, then (history on) one history item per result (redis/history.py's completion_item;
--- '' = no entry). A 'deferred' outcome keeps the attempt and counts nothing. Returns the run ids
--- not completed (no longer leased to owner under token).
+-- in order, then (history on) the history items of the results, in order, joined by '\n' in
+-- one argument (redis/history.py's completion_items; '' = no entry). A 'deferred' outcome keeps
+-- the attempt and counts nothing. Returns the run ids not completed (no longer leased to owner
+-- under token).
 local owner, buffered_from, n, owner_member = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local run_ids, results, letters = {}, {}, {}
 for i = 6, 5 + n do
@@ -147,10 +148,19 @@ end
 -- No look for the ids first (history.lua's HMGET): an id spells the fencing token of the lease
 -- the run was completed under, and a run is completed once under a token (a completion sent
 -- again finds it gone), so an id is only ever written with the same entry.
-local function record_history(first)
+local function record_history(all)
+  -- one argument for all the items: an argument each cost the client and the server more than
+  -- splitting them here (an item is JSON and digits, never a raw newline)
+  local items, pos = {}, 1
+  for i = 1, n - 1 do
+    local stop = string.find(all, '\n', pos, true)
+    items[i] = string.sub(all, pos, stop - 1)
+    pos = stop + 1
+  end
+  items[n] = string.sub(all, pos)
   local docs, times, members = {}, {}, {}
   for i, item in ipairs(finished) do
-    local h = ARGV[first + item[4] - 1]
+    local h = items[item[4]]
     if h ~= '' then
       local outcome, token, started, fire, rest = string.match(h, '^([^|]*)|(%d+)|(-?%d*)|(-?%d+)|(.*)$')
       local attempt, ended = item[2][1], item[3][2]
@@ -172,7 +182,7 @@ end
 -- history is best effort: an item that cannot be read costs the batch its entries, never the
 -- completions above
 if owner_member ~= '' then
-  local ok, err = pcall(record_history, next_letter)
+  local ok, err = pcall(record_history, ARGV[next_letter])
   if not ok then
     redis.log(redis.LOG_WARNING, 'backbeat: run history of a completion not recorded: ' .. tostring(err))
   end
