@@ -158,20 +158,29 @@ local function record_history(all)
     pos = stop + 1
   end
   items[n] = string.sub(all, pos)
-  local docs, times, members = {}, {}, {}
+  -- Lua's pattern matcher cost more than the rest of an entry's script: the item's four
+  -- separators are found by plain search (the name after them may hold '|'), and the sorted set
+  -- scores are strings (a Lua number is formatted with printf for each argument)
+  local docs, times, members, k = {}, {}, {}, 0
   for i, item in ipairs(finished) do
     local h = items[item[4]]
     if h ~= '' then
-      local outcome, token, started, fire, rest = string.match(h, '^([^|]*)|(%d+)|(-?%d*)|(-?%d+)|(.*)$')
+      local a = string.find(h, '|', 1, true)
+      local b = string.find(h, '|', a + 1, true)
+      local c = string.find(h, '|', b + 1, true)
+      local d = string.find(h, '|', c + 1, true)
+      local outcome, token = string.sub(h, 1, a - 1), string.sub(h, a + 1, b - 1)
       local attempt, ended = item[2][1], item[3][2]
       local id = item[1] .. '#' .. attempt .. (token ~= '0' and '.' .. token or '') .. '#' .. outcome
-      local doc = '{"task_name":' .. rest .. ',"fire_time":' .. fire .. ',"ended_at":' .. ended
-        .. ',"outcome":"' .. outcome .. '"' .. (attempt ~= '1' and ',"attempt":' .. attempt or '')
-        .. (started ~= '' and ',"started_at":' .. started or '') .. owner_member .. '}'
-      docs[#docs + 1], docs[#docs + 2] = id, doc
-      times[#times + 1], times[#times + 2] = ended, id
-      members[#members + 1] = 0
-      members[#members + 1] = task_ids[i] .. '\0' .. string.rep('0', 18 - #ended) .. ended .. '\0' .. id
+      local doc = '{"task_name":' .. string.sub(h, d + 1) .. ',"fire_time":' .. string.sub(h, c + 1, d - 1)
+        .. ',"ended_at":' .. ended .. ',"outcome":"' .. outcome .. '"'
+        .. (attempt ~= '1' and ',"attempt":' .. attempt or '')
+        .. (c > b + 1 and ',"started_at":' .. string.sub(h, b + 1, c - 1) or '') .. owner_member .. '}'
+      docs[k + 1], docs[k + 2] = id, doc
+      times[k + 1], times[k + 2] = ended, id
+      members[k + 1] = '0'
+      members[k + 2] = task_ids[i] .. '\0' .. string.rep('0', 18 - #ended) .. ended .. '\0' .. id
+      k = k + 2
     end
   end
   call_many('HSET', P .. 'history_docs', docs)
