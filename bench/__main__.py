@@ -85,9 +85,12 @@ class Bench:
             self.rows[target.name].figures[column] = Figure(cost.describe())
         self.notes.append(
             f"history: {n:,} one-shot runs from worker start until its shutdown completed and recorded "
-            f"them all, median of {history.ROUNDS} alternating rounds off and on; CPU per fire is this "
-            "process's (its store thread included) plus the Redis server's, and the share is what "
-            f"history adds to it (issue 18: at most {history.TARGET_SHARE:.0%})"
+            f"them all, {history.ROUNDS} pairs of rounds off and on back to back (the order swapped "
+            "each pair); CPU per fire is this process's (its store thread included) plus the Redis "
+            "server's, medians of each mode, and the share is what history adds to it, the median of "
+            f"the pairs' shares with their range (issue 18: at most {history.TARGET_SHARE:.0%}); "
+            "CPU time moves with the machine's load: the instruction counts of bench.profile_fires "
+            "under callgrind are the repeatable figure"
         )
 
     async def memory(self) -> None:

@@ -3,9 +3,12 @@ CPU per fire of one-shot no-op tasks with history off and on (this process's, th
 included, plus the Redis server's), and fires/s, timed from the worker's start until its shutdown
 has completed (and recorded) every run.
 
-Rounds alternate off and on in one process, so drift in the machine's load hits both alike;
-the figures are the medians of each, and history's share is on ÷ off - 1 of the CPU per fire
-(steadier than fires/s on a shared machine, where the rate follows the load).
+Rounds alternate off and on in one process, in the order off, on, on, off, off, on, ... (each
+pair of rounds measured back to back, the order swapped from one pair to the next, so a load that
+rises or falls through the run favours neither). History's share is the median over the pairs of
+on ÷ off - 1 of the CPU per fire (steadier than fires/s on a shared machine, where the rate follows
+the load), printed with the range of the pairs' shares; the rates and CPU figures are the medians
+of each mode.
 """
 
 from __future__ import annotations
@@ -19,30 +22,35 @@ from backbeat import BackgroundTaskScheduler
 from bench import targets
 from bench.stores import StoreTarget, redis_server_cpu
 
-ROUNDS = 3
+ROUNDS = 5
+"""Pairs of rounds (one off, one on) per store."""
 TARGET_SHARE = 0.10
 """Issue 18: history adds at most this much to the cost of a fire."""
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryCost:
-    """Medians of the alternating rounds, history off and on."""
+    """Medians of the alternating rounds, history off and on, and each pair's share."""
 
     rate_off: float
     rate_on: float
     cpu_off: float
     """Seconds of CPU per fire: this process's and the Redis server's (0 for other stores)."""
     cpu_on: float
+    shares: tuple[float, ...]
+    """Each pair's on ÷ off - 1 of the CPU per fire, in the order measured."""
 
     @property
     def share(self) -> float:
-        """What history adds to a fire's CPU, as a fraction of it without history."""
-        return self.cpu_on / self.cpu_off - 1
+        """What history adds to a fire's CPU, as a fraction of it without history: the median
+        of the pairs' shares."""
+        return statistics.median(self.shares)
 
     def describe(self) -> str:
         met = "met" if self.share <= TARGET_SHARE else "missed"
         return (
             f"{self.cpu_off * 1e6:.1f} → {self.cpu_on * 1e6:.1f} µs CPU/fire ({self.share:+.1%}, "
+            f"{len(self.shares)} pairs {min(self.shares):+.1%}..{max(self.shares):+.1%}, "
             f"target ≤ +{TARGET_SHARE:.0%}: {met}); {self.rate_off:,.0f} → {self.rate_on:,.0f} fires/s"
         )
 
@@ -89,16 +97,17 @@ async def _count(scheduler: BackgroundTaskScheduler) -> int:
 
 
 async def history_cost(target: StoreTarget, n: int) -> HistoryCost:
-    """Medians of fires/s and CPU per fire with history off and on, over :data:`ROUNDS`
-    alternating rounds each."""
+    """Fires/s and CPU per fire with history off and on over :data:`ROUNDS` pairs of rounds
+    (off, on, then on, off, ...), and each pair's share."""
     off: list[tuple[float, float]] = []
     on: list[tuple[float, float]] = []
-    for _ in range(ROUNDS):
-        off.append(await _fires(target, n, history=False))
-        on.append(await _fires(target, n, history=True))
+    for pair in range(ROUNDS):
+        for history in (False, True) if pair % 2 == 0 else (True, False):
+            (on if history else off).append(await _fires(target, n, history=history))
     return HistoryCost(
         rate_off=statistics.median(rate for rate, _ in off),
         rate_on=statistics.median(rate for rate, _ in on),
         cpu_off=statistics.median(cpu for _, cpu in off),
         cpu_on=statistics.median(cpu for _, cpu in on),
+        shares=tuple(cpu_on / cpu_off - 1 for (_, cpu_off), (_, cpu_on) in zip(off, on, strict=True)),
     )

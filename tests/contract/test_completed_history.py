@@ -153,3 +153,34 @@ async def test_an_entry_that_cannot_be_built_does_not_hold_up_its_completion(sto
 
     assert await store.list_runs() == []  # both completed
     assert [e.task_id for e in await history(store)] == ["good"]
+
+
+async def test_each_entry_of_a_batch_is_its_own_runs_around_runs_without_one(store: Store) -> None:
+    # Redis sends a batch's items in one argument, split by newlines: names and messages that
+    # hold newlines, and runs with no item among them, must leave every entry with its own run
+    runs = await started(store, "a", "b", "c", "d", "e")
+    for run in runs:
+        assert run.task is not None
+        run.task.name = f"name of\n{run.task_id}\n"
+    a, b, c, d, e = runs
+    results = [
+        RunResult(run=a, outcome=RunOutcome.DEFERRED, finished_at=T0, retry_at=T0 + SECOND),
+        RunResult(
+            run=b,
+            outcome=RunOutcome.FAILURE,
+            finished_at=T0,
+            error="ValueError: b\nsecond line",
+            error_type="V",
+        ),
+        RunResult(run=c, outcome=RunOutcome.FAILURE, finished_at=T0, error="half a pair \ud800"),
+        finished(d),
+        RunResult(run=e, outcome=RunOutcome.FAILURE, finished_at=T0, error="e\n"),
+    ]
+
+    assert await store.complete(OWNER, results, history=ON) == set()
+
+    assert [(x.task_id, x.task_name, x.error) for x in await history(store)] == [
+        ("b", "name of\nb\n", "ValueError: b\nsecond line"),
+        ("d", "name of\nd\n", None),
+        ("e", "name of\ne\n", "e\n"),
+    ]

@@ -94,15 +94,18 @@ class HistoryRecorder:
         or every run when the completions go to another store than the history."""
         if not self.enabled:
             return
-        since_prune, every = self._since_prune, self.settings.prune_every
+        since_prune, every, success = self._since_prune, self.settings.prune_every, RunOutcome.SUCCESS
+        by_completions = self.by_completions
         for result in results:
-            if not self.by_completions or result.run.id in lost:
+            run = result.run
+            if not by_completions or run.id in lost:
                 self._finished(result)
-            elif result.outcome is RunOutcome.SUCCESS or outcome_of(result) is not None:
-                task_id = result.run.task_id
-                since_prune[task_id] += 1
-                if since_prune[task_id] == every:
-                    self._prune_due.add(task_id)
+            elif result.outcome is success or outcome_of(result) is not None:
+                # .get: Counter's += on a task not counted yet calls its Python __missing__
+                count = since_prune.get(run.task_id, 0) + 1
+                since_prune[run.task_id] = count
+                if count == every:
+                    self._prune_due.add(run.task_id)
         self._arm()
 
     def _finished(self, result: RunResult) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from itertools import repeat
 from typing import Any
 
 import orjson
 
 from backbeat.model.completed_history import args_of, error_of, outcome_of
 from backbeat.model.history import HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings, to_us
-from backbeat.model.records import RunResult
+from backbeat.model.records import RunOutcome, RunResult
 from backbeat.stores._history import PRUNE_BATCH, decode, page
 from backbeat.stores.redis.codec import text
 from backbeat.stores.redis.connection import Connection
@@ -68,6 +69,7 @@ def pack(entries: Sequence[HistoryEntry]) -> tuple[str, bytes]:
 
 
 _OUTCOMES = {outcome: outcome.encode() for outcome in HistoryOutcome}
+_SUCCESS = RunOutcome.SUCCESS
 
 
 def owner_member(owner: str) -> bytes:
@@ -76,17 +78,21 @@ def owner_member(owner: str) -> bytes:
 
 
 def completion_item(result: RunResult, settings: HistorySettings, token: int) -> bytes:
-    """``complete.lua``'s history argument for one result: ``outcome|token|started|fire|`` (the
+    """``complete.lua``'s history item for one result: ``outcome|token|started|fire|`` (the
     fencing token the entry id spells, times in epoch microseconds, no start: empty), then the
     task's name as JSON and the entry's other members that need escaping (error type and
     message, arguments), each ``,"name":value``. Empty for no entry: a deferred run, or one whose
-    members cannot be encoded (logged; its run completes all the same)."""
-    outcome = outcome_of(result)
-    if outcome is None:
-        return b""
+    members cannot be encoded (logged; its run completes all the same). JSON and digits only: it
+    never holds a raw newline."""
     run = result.run
+    if result.outcome is _SUCCESS:
+        outcome = b"success"
+    elif (found := outcome_of(result)) is not None:
+        outcome = _OUTCOMES[found]
+    else:
+        return b""
     try:
-        name = orjson.dumps(run.task_id if run.task is None else run.task.name)
+        name = _name_json(run.task_id if run.task is None else run.task.name)
         if result.error is None and result.error_type is None and not settings.record_args:
             rest = b""
         else:
@@ -95,7 +101,37 @@ def completion_item(result: RunResult, settings: HistorySettings, token: int) ->
         log.warning("history entry of run %r not recorded (the run completes): %s", run.id, exc)
         return b""
     started = b"" if result.started_at is None else b"%d" % to_us(result.started_at)
-    return b"%b|%d|%b|%d|%b%b" % (_OUTCOMES[outcome], token, started, to_us(run.fire_time), name, rest)
+    return b"%b|%d|%b|%d|%b%b" % (outcome, token, started, to_us(run.fire_time), name, rest)
+
+
+def completion_items(results: Sequence[RunResult], settings: HistorySettings, tokens: Sequence[int]) -> bytes:
+    """``complete.lua``'s history argument: the :func:`completion_item` of each result, in
+    order, joined by newlines (one argument: one per result cost the client and the server
+    more than the script's split)."""
+    joined = b"\n".join(map(completion_item, results, repeat(settings), tokens))
+    if joined.count(b"\n") != len(results) - 1:  # cannot happen (JSON escapes newlines); never misalign
+        log.warning("run history of a completion not recorded: an item holds a newline")
+        return b"\n" * (len(results) - 1)
+    return joined
+
+
+_NAMES: dict[str, bytes] = {}
+_NAMES_KEPT = 4096
+
+
+def _name_json(name: str) -> bytes:
+    """``name`` as JSON, remembered for the next run of the task (a few thousand names at most).
+
+    Raises:
+        orjson.JSONEncodeError: ``name`` cannot be encoded (a lone surrogate).
+    """
+    found = _NAMES.get(name)
+    if found is None:
+        found = orjson.dumps(name)
+        if len(_NAMES) >= _NAMES_KEPT:
+            _NAMES.clear()
+        _NAMES[name] = found
+    return found
 
 
 def _members(result: RunResult, settings: HistorySettings) -> bytes:

@@ -11,7 +11,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from itertools import repeat
 from typing import Any, ClassVar
 
 from backbeat.abc import Store
@@ -37,7 +36,7 @@ from backbeat.stores.redis import codec, layout
 from backbeat.stores.redis.codec import Arg, field, iso, opt_us, text
 from backbeat.stores.redis.connection import Client, Connection, redact, split_prefix
 from backbeat.stores.redis.dead_letters import DeadLetters, letter_arg
-from backbeat.stores.redis.history import History, completion_item, owner_member
+from backbeat.stores.redis.history import History, completion_items, owner_member
 from backbeat.stores.redis.keys import Keys, from_us, to_us
 from backbeat.stores.redis.layout import LayoutMigration
 from backbeat.stores.redis.sharding import Durability, check_durability
@@ -345,7 +344,7 @@ class RedisStore:
                 letters.append(letter_arg(DeadLetter.of(result, None)))
         if history is not None:
             tokens = entry_tokens or [result.run.fencing_token for result in results]
-            letters += map(completion_item, results, repeat(history), tokens)
+            letters.append(completion_items(results, history, tokens))
         return {text(run_id) for run_id in await self._conn.run("complete", *args, *letters)}
 
     async def extend(
