@@ -64,6 +64,7 @@ class _Replies(asyncio.Protocol):
         self.reader = hiredis.Reader(protocolError=InvalidResponse, replyError=parse_error)
         self.waiter: asyncio.Future[Any] | None = None
         self.lost = False
+        self.loop = asyncio.get_running_loop()
         transport.set_protocol(self)
 
     @classmethod
@@ -96,9 +97,11 @@ class _Replies(asyncio.Protocol):
         Raises:
             redis.exceptions.ConnectionError: the connection ended (the future's error, once sent).
         """
-        if self.lost or self.transport.is_closing():
+        loop = asyncio.get_running_loop()
+        if self.lost or loop is not self.loop or self.transport.is_closing():
+            # (a transport of a loop that ended: the caller's path connects anew)
             raise RedisConnectionError("Connection closed by the server before write")
-        waiter = self.waiter = asyncio.get_running_loop().create_future()
+        waiter = self.waiter = loop.create_future()
         self.transport.write(packed)
         return waiter
 
