@@ -1,5 +1,6 @@
 """Profile awaited adds:
-``python -m bench.profile_adds [--started] [--producers P | --batch B] [--n N] [--store URL]``.
+``python -m bench.profile_adds [--started] [--producers P | --batch B] [--n N] [--store URL]
+[--no-profile]``.
 
 Prints the adds/s, this process's CPU time per add (steadier than adds/s on a busy machine),
 a Redis server's CPU time per add (all its clients': use a server of the bench's own for a
@@ -7,7 +8,9 @@ clean figure) and cProfile's top functions by own time (``--sort cumulative`` fo
 call tree's view), for a producer never started or (``--started``) a started worker. The
 adds are awaited one after another, by ``--producers`` concurrent loops (coalesced adds), or
 ``--batch`` at a time through ``add_tasks`` (all at one time, as the main bench's batch adds).
-Only this process's main thread is profiled (not SQLite's store thread).
+Only this process's main thread is profiled (not SQLite's store thread). ``--no-profile`` skips
+the profiled pass, so that ``valgrind --tool=callgrind`` counts the plain adds alone: the count
+with ``2N`` adds minus the count with ``N``, divided by ``N``, is the instructions per add.
 """
 
 from __future__ import annotations
@@ -78,6 +81,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0, help="adds per add_tasks call (0: single adds)")
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--no-profile", action="store_true", help="skip the cProfile pass (for callgrind's counts)"
+    )
     args = parser.parse_args()
     mode = ("started" if args.started else "never started") + f", {args.producers} producer(s)"
     mode += f", batches of {args.batch}" if args.batch else ""
@@ -85,6 +91,8 @@ def main() -> None:
     print(
         f"{rate:,.0f} adds/s, {cpu * 1e6:.1f} µs CPU per add, server {server * 1e6:.1f} µs per add ({mode})"
     )
+    if args.no_profile:
+        return
     profile = cProfile.Profile()
     rate, cpu, _ = asyncio.run(adds(args.store, args.n, args.started, profile, args.producers, args.batch))
     print(f"under the profiler: {rate:,.0f} adds/s, {cpu * 1e6:.0f} µs CPU per add")

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+from redis.asyncio.connection import AbstractConnection
+from redis.utils import HIREDIS_AVAILABLE
 
 from backbeat import BackgroundTaskScheduler
 from backbeat.errors import StoreError, StoreUnavailableError, TaskExistsError
@@ -117,6 +119,48 @@ async def test_the_held_connection_goes_back_to_a_given_clients_pool(server: Red
         await store.close()
         # every connection of the pool is free again: four calls at once each get one
         assert await asyncio.gather(*(client.blpop(["nothing"], timeout=0.1) for _ in range(4))) == [None] * 4
+    finally:
+        await store.close()
+        await client.aclose()
+
+
+@pytest.mark.skipif(not HIREDIS_AVAILABLE, reason="the held connection's replies are read by hiredis")
+async def test_held_adds_are_read_without_redis_pys_reader(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.add([task("a")])  # the connection is checked out (and its handshake read) here
+    reads: list[object] = []
+    read_response = AbstractConnection.read_response
+
+    async def counted(self: AbstractConnection, *args: Any, **kwargs: Any) -> Any:
+        reads.append(self)
+        return await read_response(self, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, "read_response", counted)
+    for i in range(5):
+        await store.add([task(f"t{i}")])
+    with pytest.raises(TaskExistsError):
+        await store.add([task("t0")])
+    assert reads == []
+    assert len(await store.existing([f"t{i}" for i in range(5)])) == 5
+
+
+async def test_held_adds_ping_when_the_clients_health_check_is_due(
+    server: RedisServerHandle, admin: redis.Redis
+) -> None:
+    client = redis.asyncio.Redis.from_url(server.url, health_check_interval=1)
+    store = RedisStore(prefix="adds", client=client)
+    try:
+        await store.add([task("a")])
+        await store.add([task("b")])
+        admin.config_resetstat()
+        await store.add([task("c")])
+        assert "cmdstat_ping" not in admin.info("commandstats")
+        await asyncio.sleep(1.2)
+        await store.add([task("d")])  # the check is due: PING first, then the add
+        await store.add([task("e")])
+        assert admin.info("commandstats")["cmdstat_ping"]["calls"] == 1
+        assert sorted(await store.existing(list("abcde"))) == list("abcde")
     finally:
         await store.close()
         await client.aclose()

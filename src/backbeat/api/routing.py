@@ -4,6 +4,7 @@ stored (lambdas, closures, bound methods of live objects), each run by its own e
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import datetime
 
 from backbeat.abc import Store
@@ -69,26 +70,35 @@ class StoreRouter:
             self._locks = (loop, asyncio.Lock())
         return self._locks[1]
 
-    async def add(self, tasks: list[Task], *, local: bool, replace: bool) -> None:
+    def add(self, tasks: list[Task], *, local: bool, replace: bool) -> Awaitable[None]:
         """Store ``tasks`` in one call, wake the engine that runs them, emit ``TASK_ADDED``.
 
         A single durable task joins the other single adds of this turn of the event loop in
-        one store call (:class:`~backbeat.api.coalescing.AddCoalescer`).
+        one store call (:class:`~backbeat.api.coalescing.AddCoalescer`). (A plain function
+        returning the awaitable of the call that does it: one coroutine frame less per add.)
         """
         if local:
-            await self._add(self.local, tasks, replace)
-        elif len(tasks) == 1:
-            await self._coalescer.add(tasks[0], replace=replace)
-        else:
-            await self._add_durable(tasks, replace)
+            return self._add_local(tasks, replace)
+        if len(tasks) == 1:
+            return self._coalescer.add(tasks[0], replace=replace)
+        return self._add_durable(tasks, replace)
 
     async def _add_durable(self, tasks: list[Task], replace: bool) -> None:
-        await self._add(await self.ready(), tasks, replace)
-
-    async def _add(self, store: Store, tasks: list[Task], replace: bool) -> None:
+        store = self.durable if self._open else await self.ready()
         await store.add(tasks, replace=replace)
-        times = [task.next_run_time for task in tasks if task.next_run_time is not None]
-        self.notify(store, due=min(times) if len(times) == len(tasks) else None)
+        self._added(store, tasks)
+
+    async def _add_local(self, tasks: list[Task], replace: bool) -> None:
+        await self.local.add(tasks, replace=replace)
+        self._added(self.local, tasks)
+
+    def _added(self, store: Store, tasks: list[Task]) -> None:
+        """After ``tasks`` were stored in ``store``: wake its engine, emit ``TASK_ADDED``."""
+        if len(tasks) == 1:
+            self.notify(store, due=tasks[0].next_run_time)
+        else:
+            times = [task.next_run_time for task in tasks if task.next_run_time is not None]
+            self.notify(store, due=min(times) if len(times) == len(tasks) else None)
         if self._events.wanted:
             for task in tasks:
                 self._events.emit(

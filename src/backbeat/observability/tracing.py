@@ -69,21 +69,26 @@ def capture_trace_context() -> dict[str, str] | None:
     when opentelemetry is not installed or no span is recording here."""
     if not _HAS_OTEL:
         return None
-    current_span, inject = _capture_api()
-    if not current_span().get_span_context().is_valid:
+    current_context, current_span, inject = _capture_api()
+    context = current_context()
+    if not context:
+        return None  # nothing attached here (no span, no baggage): the common add, answered at once
+    if not current_span(context).get_span_context().is_valid:
         return None  # no trace to join: do not store baggage-only carriers on every task
     carrier: dict[str, str] = {}
-    inject(carrier)
+    inject(carrier, context)
     return carrier or None
 
 
 @functools.cache
-def _capture_api() -> tuple[Callable[[], Span], Callable[[dict[str, str]], None]]:
-    """opentelemetry's ``get_current_span`` and ``inject``, imported at the first task built
-    (an import statement at every add cost as much as the capture itself)."""
-    from opentelemetry import propagate, trace
+def _capture_api() -> tuple[
+    Callable[[], Context], Callable[[Context], Span], Callable[[dict[str, str], Context], None]
+]:
+    """opentelemetry's ``get_current`` (context), ``get_current_span`` and ``inject``, imported at
+    the first task built (an import statement at every add cost as much as the capture itself)."""
+    from opentelemetry import context, propagate, trace
 
-    return trace.get_current_span, propagate.inject
+    return context.get_current, trace.get_current_span, propagate.inject
 
 
 def extract_trace_context(carrier: dict[str, str] | None) -> Context:

@@ -161,9 +161,10 @@ def _stored_trigger(task: Task) -> dict[str, Any] | int:
         and len(trigger) == 3
         and trigger.get("timezone") == "UTC"
         and trigger.get("type") == "date"
-        and trigger.get("run_date") == first.isoformat()
     ):
-        return to_us(first)
+        micros = to_us(first)
+        if trigger.get("run_date") == iso_us(micros):  # first.isoformat(), spelled for less
+            return micros
     return _compact_trigger(trigger)
 
 
