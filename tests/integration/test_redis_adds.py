@@ -286,6 +286,23 @@ async def test_an_add_whose_reply_was_lost_after_it_ran_is_reported_added(proxy:
         await store.close()
 
 
+async def test_an_add_whose_reply_was_lost_with_the_script_cache_is_reported_added(
+    proxy: ReplyDroppingProxy, admin: redis.Redis
+) -> None:
+    # a server restarted after running the add: its reply lost and its script cache empty, so the
+    # resend meets NoScriptError; the add sent once more must still be told it is a resend
+    store = RedisStore(proxy.url, prefix="adds")
+    try:
+        await store.add([task("a")])
+        await store.add([task("b")])  # on the store's own connection
+        proxy.to_drop, proxy.on_drop = 1, admin.script_flush
+        await store.add([task("c")])
+        assert proxy.dropped == 1
+        assert sorted(await store.existing(["a", "b", "c"])) == ["a", "b", "c"]
+    finally:
+        await store.close()
+
+
 async def test_adds_on_the_pools_connections_whose_replies_were_lost_are_reported_added(
     proxy: ReplyDroppingProxy,
 ) -> None:

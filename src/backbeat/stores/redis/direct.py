@@ -31,7 +31,7 @@ from typing import Any
 import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, ResponseError
+from redis.exceptions import InvalidResponse, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
 
@@ -46,6 +46,12 @@ def bulk(value: Arg) -> bytes:
     """One argument as a RESP bulk string."""
     data = value if isinstance(value, bytes) else str(value).encode()
     return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+class ResentNoScriptError(NoScriptError):
+    """The script was missing from the server's cache when sent again after a lost reply (a
+    restarted server forgets its scripts): its first sending may have run, so whoever loads it
+    and calls it once more must send what ``resend`` makes of the arguments, not them."""
 
 
 class _Replies(asyncio.Protocol):
@@ -237,11 +243,8 @@ class DirectScript:
         try:
             reply = await replies.call(self._packed(args))
         except RedisConnectionError:
-            # the server may have run the first sending: its reply is what was lost
             replies.uninstall()
-            await conn.disconnect()
-            await conn.send_packed_command(self._packed(self._resend(args)))
-            return await conn.read_response()
+            return await self._sent_again(conn, args)
         except BaseException:
             # cancelled (the watchdog, or the caller), or a protocol error: a reply may still come,
             # so the connection is not used again (as redis-py's own read does)
@@ -259,10 +262,21 @@ class DirectScript:
             await conn.send_packed_command(self._packed(args))
             return await conn.read_response()
         except (RedisConnectionError, RedisTimeoutError):
-            # the server may have run the first sending: its reply is what was lost
-            await conn.disconnect()
-            await conn.send_packed_command(self._packed(self._resend(args)))
+            return await self._sent_again(conn, args)
+
+    async def _sent_again(self, conn: AbstractConnection, args: Sequence[Arg]) -> Any:
+        """The reply to the resend of ``args`` on ``conn`` connected anew: the server may have run
+        the first sending, its reply is what was lost.
+
+        Raises:
+            ResentNoScriptError: the server's script cache was flushed meanwhile (a restart).
+        """
+        await conn.disconnect()
+        await conn.send_packed_command(self._packed(self._resend(args)))
+        try:
             return await conn.read_response()
+        except NoScriptError as exc:
+            raise ResentNoScriptError(*exc.args) from exc
 
     def _packed(self, args: Sequence[Arg]) -> bytes:
         return b"*%d\r\n%b%b" % (5 + len(args), self._head, b"".join([bulk(arg) for arg in args]))
