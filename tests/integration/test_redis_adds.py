@@ -15,11 +15,13 @@ import pytest
 import redis
 import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import BusyLoadingError
 from redis.utils import HIREDIS_AVAILABLE
 
 from backbeat import BackgroundTaskScheduler
 from backbeat.errors import StoreError, StoreUnavailableError, TaskExistsError
 from backbeat.stores.redis import RedisStore, connection
+from backbeat.stores.redis.direct import DirectScript
 from tests.adds import T0, task
 from tests.redis_proxy import ReplyDroppingProxy, reply_dropping_proxies
 from tests.redis_server import RedisServerHandle, private_redis_server
@@ -397,3 +399,48 @@ async def test_an_acknowledged_add_whose_reply_was_lost_is_reported_added(
         assert proxy.dropped == 2
     finally:
         await store.close()
+
+
+async def answer_every_script_with(error: bytes, calls: list[bytes]) -> asyncio.Server:
+    """A stand-in for a Redis server that answers ``EVALSHA`` with the error reply ``error``
+    (counted in ``calls``), ``HELLO`` with the protocol asked for and any other command with ``+OK``."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while header := await reader.readline():
+                parts = []
+                for _ in range(int(header[1:])):
+                    size = int((await reader.readline())[1:])
+                    parts.append((await reader.readexactly(size + 2))[:-2])
+                if parts[0].upper() == b"EVALSHA":
+                    calls.append(parts[0])
+                    writer.write(b"-" + error + b"\r\n")
+                elif parts[0].upper() == b"HELLO":
+                    writer.write(b"%%1\r\n$5\r\nproto\r\n:%s\r\n" % parts[1])
+                else:
+                    writer.write(b"+OK\r\n")
+                await writer.drain()
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+@pytest.mark.skipif(not HIREDIS_AVAILABLE, reason="the held connection's replies are read by hiredis")
+async def test_a_loading_server_on_the_held_connection_raises_as_redis_py_does() -> None:
+    # LOADING (a restarted server reading its data) is an error reply redis-py raises as a
+    # ConnectionError: the held connection's reader must raise it too, never return it as a reply
+    calls: list[bytes] = []
+    server = await answer_every_script_with(b"LOADING Redis is loading the dataset in memory", calls)
+    port = server.sockets[0].getsockname()[1]
+    client = redis.asyncio.Redis(host="127.0.0.1", port=port)
+    script = DirectScript(client, "0" * 40, "k", "b", timeout=5)
+    try:
+        for _ in range(3):  # redis-py's path first (the connection is new), then the held one's
+            with pytest.raises(BusyLoadingError):
+                await script(["0", "x"])
+        assert len(calls) == 6  # each sent again once, as after a lost connection
+    finally:
+        await script.close()
+        await client.aclose()
+        server.close()

@@ -255,6 +255,11 @@ class DirectScript:
             conn.next_health_check = asyncio.get_running_loop().time() + health
         if isinstance(reply, ResponseError):  # raised as redis-py does; the connection stays usable
             raise reply
+        if isinstance(reply, RedisConnectionError):
+            # an error reply redis-py raises as a lost connection (LOADING: a restarted server
+            # reading its data), closing it: sent again the same way
+            replies.uninstall()
+            return await self._sent_again(conn, args)
         return reply
 
     async def _call_on(self, conn: AbstractConnection, args: Sequence[Arg]) -> Any:
