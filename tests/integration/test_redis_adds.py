@@ -87,6 +87,20 @@ async def test_an_add_on_a_connection_the_server_closed_is_sent_on_a_new_one(
     assert sorted(await store.existing(["a", "b"])) == ["a", "b"]
 
 
+async def test_an_add_after_the_server_closed_the_idle_connection_is_sent_on_a_new_one_at_once(
+    store: RedisStore, admin: redis.Redis
+) -> None:
+    await store.add([task("a")])
+    await store.add([task("b")])  # the held connection's replies read by the store's own reader
+    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    await asyncio.sleep(0.2)  # the end of the connection is read while no add waits
+    began = time.monotonic()
+    await store.add([task("c")])
+    assert time.monotonic() - began < 1  # not the call's timeout
+    await store.add([task("d")])
+    assert sorted(await store.existing(list("abcd"))) == list("abcd")
+
+
 async def test_adds_fail_as_unavailable_while_the_server_is_down_and_work_again_after(
     server: RedisServerHandle, store: RedisStore
 ) -> None:

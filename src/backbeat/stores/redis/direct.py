@@ -70,6 +70,8 @@ class _Replies(asyncio.Protocol):
         self.reader = hiredis.Reader(protocolError=InvalidResponse, replyError=parse_error)
         self.waiter: asyncio.Future[Any] | None = None
         self.lost = False
+        self.ended = False
+        """Whether the connection ended while this protocol read it (redis-py's reader read nothing)."""
         self.loop = asyncio.get_running_loop()
         transport.set_protocol(self)
 
@@ -92,6 +94,12 @@ class _Replies(asyncio.Protocol):
         """Whether this protocol still reads ``conn`` (not after a reconnection or a loss)."""
         writer = conn._writer
         return not self.lost and writer is not None and writer.transport is self.transport
+
+    def ended_under(self, conn: AbstractConnection) -> bool:
+        """Whether ``conn``'s transport is still the one that ended under this protocol: redis-py,
+        whose reader heard nothing of it, takes the connection for open."""
+        writer = conn._writer
+        return self.ended and writer is not None and writer.transport is self.transport
 
     def uninstall(self) -> None:
         """Give the transport back to redis-py's protocol (nothing is pending between calls)."""
@@ -138,7 +146,7 @@ class _Replies(asyncio.Protocol):
         self.original.connection_lost(exc)
 
     def _end(self) -> None:
-        self.lost = True
+        self.lost = self.ended = True
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(RedisConnectionError("Connection closed by server."))
@@ -233,6 +241,11 @@ class DirectScript:
         a health check due is left to redis-py's path (which pings first)."""
         replies = self._replies
         if replies is None or not replies.reads(conn):
+            if replies is not None and replies.ended_under(conn):
+                # closed by the server while idle (its timeout, a restart): the transport stays
+                # half open, so a call on it would wait for a reply that never comes; nothing
+                # was sent, so no resend
+                await conn.disconnect()
             replies = self._replies = _Replies.install(conn)
         health = conn.health_check_interval
         if replies is not None and health and asyncio.get_running_loop().time() > conn.next_health_check:
