@@ -415,9 +415,9 @@ async def test_an_acknowledged_add_whose_reply_was_lost_is_reported_added(
         await store.close()
 
 
-async def answer_every_script_with(error: bytes, calls: list[bytes]) -> asyncio.Server:
-    """A stand-in for a Redis server that answers ``EVALSHA`` with the error reply ``error``
-    (counted in ``calls``), ``HELLO`` with the protocol asked for and any other command with ``+OK``."""
+async def answer_every_script_with(reply: bytes, calls: list[bytes]) -> asyncio.Server:
+    """A stand-in for a Redis server that answers ``EVALSHA`` with ``reply`` (RESP, counted in
+    ``calls``), ``HELLO`` with the protocol asked for and any other command with ``+OK``."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -428,7 +428,7 @@ async def answer_every_script_with(error: bytes, calls: list[bytes]) -> asyncio.
                     parts.append((await reader.readexactly(size + 2))[:-2])
                 if parts[0].upper() == b"EVALSHA":
                     calls.append(parts[0])
-                    writer.write(b"-" + error + b"\r\n")
+                    writer.write(reply)
                 elif parts[0].upper() == b"HELLO":
                     writer.write(b"%%1\r\n$5\r\nproto\r\n:%s\r\n" % parts[1])
                 else:
@@ -445,7 +445,7 @@ async def test_a_loading_server_on_the_held_connection_raises_as_redis_py_does()
     # LOADING (a restarted server reading its data) is an error reply redis-py raises as a
     # ConnectionError: the held connection's reader must raise it too, never return it as a reply
     calls: list[bytes] = []
-    server = await answer_every_script_with(b"LOADING Redis is loading the dataset in memory", calls)
+    server = await answer_every_script_with(b"-LOADING Redis is loading the dataset in memory\r\n", calls)
     port = server.sockets[0].getsockname()[1]
     client = redis.asyncio.Redis(host="127.0.0.1", port=port)
     script = DirectScript(client, "0" * 40, "k", "b", timeout=5)
@@ -454,6 +454,26 @@ async def test_a_loading_server_on_the_held_connection_raises_as_redis_py_does()
             with pytest.raises(BusyLoadingError):
                 await script(["0", "x"])
         assert len(calls) == 6  # each sent again once, as after a lost connection
+    finally:
+        await script.close()
+        await client.aclose()
+        server.close()
+
+
+@pytest.mark.skipif(not HIREDIS_AVAILABLE, reason="the held connection's replies are read by hiredis")
+async def test_push_notifications_on_the_held_connection_are_not_taken_for_replies() -> None:
+    # RESP3 (redis-py's default) lets a server push notifications between replies (key
+    # invalidations, a managed server's maintenance notices): redis-py's reader skips them
+    calls: list[bytes] = []
+    push = b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n"
+    server = await answer_every_script_with(push + b"*1\r\n$1\r\nx\r\n" + push, calls)
+    port = server.sockets[0].getsockname()[1]
+    client = redis.asyncio.Redis(host="127.0.0.1", port=port)
+    script = DirectScript(client, "0" * 40, "k", "b", timeout=5)
+    try:
+        for _ in range(4):  # the push after a reply is read before the next call's
+            assert await script(["0", "x"]) == [b"x"]
+        assert len(calls) == 4
     finally:
         await script.close()
         await client.aclose()

@@ -60,9 +60,11 @@ class _Replies(asyncio.Protocol):
     is passed on to redis-py's own protocol, so the connection's ``disconnect`` sees it as usual.
     """
 
-    def __init__(self, conn: AbstractConnection, transport: asyncio.Transport) -> None:
+    def __init__(self, conn: AbstractConnection, transport: asyncio.Transport, push: type) -> None:
         import hiredis
 
+        self.push = push
+        """hiredis's type of RESP3 push notifications, which are no call's reply."""
         self.conn = conn
         self.transport = transport
         self.original = transport.get_protocol()
@@ -88,7 +90,12 @@ class _Replies(asyncio.Protocol):
             return None
         if not callable(getattr(getattr(conn, "_parser", None), "parse_error", None)):
             return None
-        return cls(conn, transport)
+        import hiredis
+
+        push = getattr(hiredis, "PushNotification", None)
+        if not isinstance(push, type):  # hiredis < 3.2 reads a push as a plain list, like a reply
+            return None
+        return cls(conn, transport, push)
 
     def reads(self, conn: AbstractConnection) -> bool:
         """Whether this protocol still reads ``conn`` (not after a reconnection or a loss)."""
@@ -126,9 +133,16 @@ class _Replies(asyncio.Protocol):
         self.reader.feed(data)
         waiter = self.waiter
         if waiter is None or waiter.done():
-            return  # a call cancelled meanwhile: its connection is being dropped
+            # a push between calls (read before the next call's reply), or a call cancelled
+            # meanwhile (its connection is being dropped)
+            return
         try:
             reply = self.reader.gets()
+            while isinstance(reply, self.push):
+                # RESP3 (redis-py's default) lets the server push notifications between replies
+                # (key invalidations, a managed server's maintenance notices): skipped here,
+                # where redis-py's reader would hand them to its handlers
+                reply = self.reader.gets()
         except Exception as exc:  # a protocol error: the connection is not reusable
             self.waiter = None
             waiter.set_exception(exc)
