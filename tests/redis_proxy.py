@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 
 class ReplyDroppingProxy:
@@ -16,6 +16,8 @@ class ReplyDroppingProxy:
         self.port = port
         self.to_drop = 0
         self.dropped = 0
+        self.on_drop: Callable[[], object] | None = None
+        """Called as a reply is dropped (say, to flush the server's script cache as a restart would)."""
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.Task[None]] = set()
 
@@ -55,6 +57,8 @@ class ReplyDroppingProxy:
                 if self.to_drop:
                     self.to_drop -= 1
                     self.dropped += 1
+                    if self.on_drop is not None:
+                        self.on_drop()
                     return
                 client_out.write(data)
                 await client_out.drain()

@@ -15,11 +15,13 @@ import pytest
 import redis
 import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import BusyLoadingError
 from redis.utils import HIREDIS_AVAILABLE
 
 from backbeat import BackgroundTaskScheduler
 from backbeat.errors import StoreError, StoreUnavailableError, TaskExistsError
 from backbeat.stores.redis import RedisStore, connection
+from backbeat.stores.redis.direct import DirectScript
 from tests.adds import T0, task
 from tests.redis_proxy import ReplyDroppingProxy, reply_dropping_proxies
 from tests.redis_server import RedisServerHandle, private_redis_server
@@ -83,6 +85,20 @@ async def test_an_add_on_a_connection_the_server_closed_is_sent_on_a_new_one(
     assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
     await store.add([task("b")])  # neither an error nor "b exists" (it was sent once)
     assert sorted(await store.existing(["a", "b"])) == ["a", "b"]
+
+
+async def test_an_add_after_the_server_closed_the_idle_connection_is_sent_on_a_new_one_at_once(
+    store: RedisStore, admin: redis.Redis
+) -> None:
+    await store.add([task("a")])
+    await store.add([task("b")])  # the held connection's replies read by the store's own reader
+    assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    await asyncio.sleep(0.2)  # the end of the connection is read while no add waits
+    began = time.monotonic()
+    await store.add([task("c")])
+    assert time.monotonic() - began < 1  # not the call's timeout
+    await store.add([task("d")])
+    assert sorted(await store.existing(list("abcd"))) == list("abcd")
 
 
 async def test_adds_fail_as_unavailable_while_the_server_is_down_and_work_again_after(
@@ -286,6 +302,23 @@ async def test_an_add_whose_reply_was_lost_after_it_ran_is_reported_added(proxy:
         await store.close()
 
 
+async def test_an_add_whose_reply_was_lost_with_the_script_cache_is_reported_added(
+    proxy: ReplyDroppingProxy, admin: redis.Redis
+) -> None:
+    # a server restarted after running the add: its reply lost and its script cache empty, so the
+    # resend meets NoScriptError; the add sent once more must still be told it is a resend
+    store = RedisStore(proxy.url, prefix="adds")
+    try:
+        await store.add([task("a")])
+        await store.add([task("b")])  # on the store's own connection
+        proxy.to_drop, proxy.on_drop = 1, admin.script_flush
+        await store.add([task("c")])
+        assert proxy.dropped == 1
+        assert sorted(await store.existing(["a", "b", "c"])) == ["a", "b", "c"]
+    finally:
+        await store.close()
+
+
 async def test_adds_on_the_pools_connections_whose_replies_were_lost_are_reported_added(
     proxy: ReplyDroppingProxy,
 ) -> None:
@@ -380,3 +413,68 @@ async def test_an_acknowledged_add_whose_reply_was_lost_is_reported_added(
         assert proxy.dropped == 2
     finally:
         await store.close()
+
+
+async def answer_every_script_with(reply: bytes, calls: list[bytes]) -> asyncio.Server:
+    """A stand-in for a Redis server that answers ``EVALSHA`` with ``reply`` (RESP, counted in
+    ``calls``), ``HELLO`` with the protocol asked for and any other command with ``+OK``."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while header := await reader.readline():
+                parts = []
+                for _ in range(int(header[1:])):
+                    size = int((await reader.readline())[1:])
+                    parts.append((await reader.readexactly(size + 2))[:-2])
+                if parts[0].upper() == b"EVALSHA":
+                    calls.append(parts[0])
+                    writer.write(reply)
+                elif parts[0].upper() == b"HELLO":
+                    writer.write(b"%%1\r\n$5\r\nproto\r\n:%s\r\n" % parts[1])
+                else:
+                    writer.write(b"+OK\r\n")
+                await writer.drain()
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+@pytest.mark.skipif(not HIREDIS_AVAILABLE, reason="the held connection's replies are read by hiredis")
+async def test_a_loading_server_on_the_held_connection_raises_as_redis_py_does() -> None:
+    # LOADING (a restarted server reading its data) is an error reply redis-py raises as a
+    # ConnectionError: the held connection's reader must raise it too, never return it as a reply
+    calls: list[bytes] = []
+    server = await answer_every_script_with(b"-LOADING Redis is loading the dataset in memory\r\n", calls)
+    port = server.sockets[0].getsockname()[1]
+    client = redis.asyncio.Redis(host="127.0.0.1", port=port)
+    script = DirectScript(client, "0" * 40, "k", "b", timeout=5)
+    try:
+        for _ in range(3):  # redis-py's path first (the connection is new), then the held one's
+            with pytest.raises(BusyLoadingError):
+                await script(["0", "x"])
+        assert len(calls) == 6  # each sent again once, as after a lost connection
+    finally:
+        await script.close()
+        await client.aclose()
+        server.close()
+
+
+@pytest.mark.skipif(not HIREDIS_AVAILABLE, reason="the held connection's replies are read by hiredis")
+async def test_push_notifications_on_the_held_connection_are_not_taken_for_replies() -> None:
+    # RESP3 (redis-py's default) lets a server push notifications between replies (key
+    # invalidations, a managed server's maintenance notices): redis-py's reader skips them
+    calls: list[bytes] = []
+    push = b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n"
+    server = await answer_every_script_with(push + b"*1\r\n$1\r\nx\r\n" + push, calls)
+    port = server.sockets[0].getsockname()[1]
+    client = redis.asyncio.Redis(host="127.0.0.1", port=port)
+    script = DirectScript(client, "0" * 40, "k", "b", timeout=5)
+    try:
+        for _ in range(4):  # the push after a reply is read before the next call's
+            assert await script(["0", "x"]) == [b"x"]
+        assert len(calls) == 4
+    finally:
+        await script.close()
+        await client.aclose()
+        server.close()

@@ -281,3 +281,24 @@ async def test_the_scheduler_lists_a_redis_store_page_by_page(store: RedisStore)
         assert listed == sorted(info.id for info in await scheduler.list_tasks())
     finally:
         await scheduler.shutdown()
+
+
+async def test_an_id_left_in_the_recent_list_and_added_again_in_a_big_batch_is_indexed_once(
+    store: RedisStore,
+) -> None:
+    # "m" waits in the list, is removed (its id stays there) and comes back in a batch of 100 that
+    # goes to the buckets directly; when the list is merged, a split of the bucket must not put it
+    # in two buckets (listed twice, and a ghost in one after its removal)
+    await store.add([task("m")])
+    assert await store.remove(["m"]) == ["m"]
+    batch = [f"a{i:03}" for i in range(33)] + ["m"] + [f"z{i:03}" for i in range(66)]
+    await store.add([task(task_id) for task_id in batch])
+    singles = [f"b{i:03}" for i in range(33)] + [f"y{i:03}" for i in range(66)]
+    for task_id in singles:
+        await store.add([task(task_id)])
+
+    expected = sorted(batch + singles)
+    for limit in (7, 1000):
+        assert await paged(store, limit) == expected
+    assert await store.remove(["m"]) == ["m"]
+    assert await paged(store, 1000) == [task_id for task_id in expected if task_id != "m"]

@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backbeat.errors import ConfigurationError, StoreError, StoreUnavailableError
 from backbeat.stores.redis import wakeups
-from backbeat.stores.redis.direct import DirectScript
+from backbeat.stores.redis.direct import DirectScript, ResentNoScriptError
 from backbeat.stores.redis.eviction import warn_if_evicting
 from backbeat.stores.redis.keys import Keys
 from backbeat.stores.redis.scripts import Scripts
@@ -204,8 +204,11 @@ class Connection:
                     return await direct(args)  # bounded by CALL_TIMEOUT as well
                 async with asyncio.timeout(CALL_TIMEOUT):
                     return await direct.borrowed(args)
-            except NoScriptError:
-                pass  # the server's script cache was flushed (nothing ran): the client loads it again
+            except NoScriptError as exc:
+                # the server's script cache was flushed (nothing ran): the client loads it again,
+                # told of a first sending that may have run if this was its resend
+                if isinstance(exc, ResentNoScriptError):
+                    args = tuple(add_resent(args))
             except TimeoutError:
                 raise StoreUnavailableError(
                     f"Redis at {redact(self.url)} did not answer within {CALL_TIMEOUT:g} s"

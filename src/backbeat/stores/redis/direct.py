@@ -31,7 +31,7 @@ from typing import Any
 import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, ResponseError
+from redis.exceptions import InvalidResponse, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
 
@@ -48,15 +48,23 @@ def bulk(value: Arg) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(data), data)
 
 
+class ResentNoScriptError(NoScriptError):
+    """The script was missing from the server's cache when sent again after a lost reply (a
+    restarted server forgets its scripts): its first sending may have run, so whoever loads it
+    and calls it once more must send what ``resend`` makes of the arguments, not them."""
+
+
 class _Replies(asyncio.Protocol):
     """The protocol of the held connection's transport while the store holds it: each reply is
     parsed by a ``hiredis.Reader`` and handed to the call waiting for it. The end of the connection
     is passed on to redis-py's own protocol, so the connection's ``disconnect`` sees it as usual.
     """
 
-    def __init__(self, conn: AbstractConnection, transport: asyncio.Transport) -> None:
+    def __init__(self, conn: AbstractConnection, transport: asyncio.Transport, push: type) -> None:
         import hiredis
 
+        self.push = push
+        """hiredis's type of RESP3 push notifications, which are no call's reply."""
         self.conn = conn
         self.transport = transport
         self.original = transport.get_protocol()
@@ -64,6 +72,8 @@ class _Replies(asyncio.Protocol):
         self.reader = hiredis.Reader(protocolError=InvalidResponse, replyError=parse_error)
         self.waiter: asyncio.Future[Any] | None = None
         self.lost = False
+        self.ended = False
+        """Whether the connection ended while this protocol read it (redis-py's reader read nothing)."""
         self.loop = asyncio.get_running_loop()
         transport.set_protocol(self)
 
@@ -80,12 +90,23 @@ class _Replies(asyncio.Protocol):
             return None
         if not callable(getattr(getattr(conn, "_parser", None), "parse_error", None)):
             return None
-        return cls(conn, transport)
+        import hiredis
+
+        push = getattr(hiredis, "PushNotification", None)
+        if not isinstance(push, type):  # hiredis < 3.2 reads a push as a plain list, like a reply
+            return None
+        return cls(conn, transport, push)
 
     def reads(self, conn: AbstractConnection) -> bool:
         """Whether this protocol still reads ``conn`` (not after a reconnection or a loss)."""
         writer = conn._writer
         return not self.lost and writer is not None and writer.transport is self.transport
+
+    def ended_under(self, conn: AbstractConnection) -> bool:
+        """Whether ``conn``'s transport is still the one that ended under this protocol: redis-py,
+        whose reader heard nothing of it, takes the connection for open."""
+        writer = conn._writer
+        return self.ended and writer is not None and writer.transport is self.transport
 
     def uninstall(self) -> None:
         """Give the transport back to redis-py's protocol (nothing is pending between calls)."""
@@ -112,9 +133,16 @@ class _Replies(asyncio.Protocol):
         self.reader.feed(data)
         waiter = self.waiter
         if waiter is None or waiter.done():
-            return  # a call cancelled meanwhile: its connection is being dropped
+            # a push between calls (read before the next call's reply), or a call cancelled
+            # meanwhile (its connection is being dropped)
+            return
         try:
             reply = self.reader.gets()
+            while isinstance(reply, self.push):
+                # RESP3 (redis-py's default) lets the server push notifications between replies
+                # (key invalidations, a managed server's maintenance notices): skipped here,
+                # where redis-py's reader would hand them to its handlers
+                reply = self.reader.gets()
         except Exception as exc:  # a protocol error: the connection is not reusable
             self.waiter = None
             waiter.set_exception(exc)
@@ -132,7 +160,7 @@ class _Replies(asyncio.Protocol):
         self.original.connection_lost(exc)
 
     def _end(self) -> None:
-        self.lost = True
+        self.lost = self.ended = True
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_exception(RedisConnectionError("Connection closed by server."))
@@ -227,6 +255,11 @@ class DirectScript:
         a health check due is left to redis-py's path (which pings first)."""
         replies = self._replies
         if replies is None or not replies.reads(conn):
+            if replies is not None and replies.ended_under(conn):
+                # closed by the server while idle (its timeout, a restart): the transport stays
+                # half open, so a call on it would wait for a reply that never comes; nothing
+                # was sent, so no resend
+                await conn.disconnect()
             replies = self._replies = _Replies.install(conn)
         health = conn.health_check_interval
         if replies is not None and health and asyncio.get_running_loop().time() > conn.next_health_check:
@@ -237,11 +270,8 @@ class DirectScript:
         try:
             reply = await replies.call(self._packed(args))
         except RedisConnectionError:
-            # the server may have run the first sending: its reply is what was lost
             replies.uninstall()
-            await conn.disconnect()
-            await conn.send_packed_command(self._packed(self._resend(args)))
-            return await conn.read_response()
+            return await self._sent_again(conn, args)
         except BaseException:
             # cancelled (the watchdog, or the caller), or a protocol error: a reply may still come,
             # so the connection is not used again (as redis-py's own read does)
@@ -252,6 +282,11 @@ class DirectScript:
             conn.next_health_check = asyncio.get_running_loop().time() + health
         if isinstance(reply, ResponseError):  # raised as redis-py does; the connection stays usable
             raise reply
+        if isinstance(reply, RedisConnectionError):
+            # an error reply redis-py raises as a lost connection (LOADING: a restarted server
+            # reading its data), closing it: sent again the same way
+            replies.uninstall()
+            return await self._sent_again(conn, args)
         return reply
 
     async def _call_on(self, conn: AbstractConnection, args: Sequence[Arg]) -> Any:
@@ -259,10 +294,21 @@ class DirectScript:
             await conn.send_packed_command(self._packed(args))
             return await conn.read_response()
         except (RedisConnectionError, RedisTimeoutError):
-            # the server may have run the first sending: its reply is what was lost
-            await conn.disconnect()
-            await conn.send_packed_command(self._packed(self._resend(args)))
+            return await self._sent_again(conn, args)
+
+    async def _sent_again(self, conn: AbstractConnection, args: Sequence[Arg]) -> Any:
+        """The reply to the resend of ``args`` on ``conn`` connected anew: the server may have run
+        the first sending, its reply is what was lost.
+
+        Raises:
+            ResentNoScriptError: the server's script cache was flushed meanwhile (a restart).
+        """
+        await conn.disconnect()
+        await conn.send_packed_command(self._packed(self._resend(args)))
+        try:
             return await conn.read_response()
+        except NoScriptError as exc:
+            raise ResentNoScriptError(*exc.args) from exc
 
     def _packed(self, args: Sequence[Arg]) -> bytes:
         return b"*%d\r\n%b%b" % (5 + len(args), self._head, b"".join([bulk(arg) for arg in args]))

@@ -486,7 +486,7 @@ end
 
 -- Ids of single adds wait in the list K_RECENT: an RPUSH costs a tenth of a bucket look-up and a
 -- listpack's ZADD. The add that makes it RECENT long moves them all into the buckets (a batch that
--- long goes there directly); a producer-only deployment needs nothing else. Removals leave an id
+-- long goes there directly, with them); a producer-only deployment needs nothing else. Removals leave an id
 -- in the list (a list has no cheap removal): the merge and index_page skip ids without a task, and
 -- an id added again is in it twice.
 local RECENT = 100
@@ -506,25 +506,37 @@ local function before(a, b)
 end
 
 -- Index new ids (ids without a task until this script): into K_RECENT, or with it into the buckets.
+-- A batch that goes to the buckets takes the list along: an id left there by a removal and added
+-- again in the batch would otherwise be merged later into the buckets that already hold it (and a
+-- split could then put it in two).
 local function index_new(ids)
   if #ids == 0 then
     return
   end
-  if #ids >= RECENT then
-    return index_add(ids)
-  end
-  local n = 0
-  for i = 1, #ids, CHUNK do
-    n = redis.call('RPUSH', K_RECENT, unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
-  end
-  if n < RECENT then
-    return
+  if #ids < RECENT then
+    local n = 0
+    for i = 1, #ids, CHUNK do
+      n = redis.call('RPUSH', K_RECENT, unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
+    end
+    if n < RECENT then
+      return
+    end
+    ids = {}
   end
   local pending = redis.call('LRANGE', K_RECENT, 0, -1)
+  if #pending == 0 then
+    return index_add(ids)
+  end
   redis.call('DEL', K_RECENT)
   local present, kept, seen = get_many(K_TASKS, pending), {}, {}
   for i, id in ipairs(pending) do
     if present[i] and not seen[id] then
+      seen[id] = true
+      kept[#kept + 1] = id
+    end
+  end
+  for _, id in ipairs(ids) do
+    if not seen[id] then
       seen[id] = true
       kept[#kept + 1] = id
     end
