@@ -219,8 +219,7 @@ class DirectScript:
         try:
             conn = self._conn
             if conn is None:
-                pool = self._client.connection_pool
-                conn = self._conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+                conn = self._conn = await _connected(self._client.connection_pool)
             return await self._call_held(conn, args)
         except asyncio.CancelledError:
             if self._timed_out and caller.uncancel() == 0:  # the watchdog's cancel, nobody else's
@@ -241,7 +240,7 @@ class DirectScript:
             redis.exceptions.RedisError: as :meth:`__call__`.
         """
         pool = self._client.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        conn = await _connected(pool)
         try:
             return await self._call_on(conn, args)
         except asyncio.CancelledError:
@@ -304,6 +303,11 @@ class DirectScript:
             ResentNoScriptError: the server's script cache was flushed meanwhile (a restart).
         """
         await conn.disconnect()
+        try:
+            await conn.connect()  # type: ignore[no-untyped-call]
+        except (RedisConnectionError, RedisTimeoutError):  # its handshake's reply lost in turn
+            await conn.disconnect()
+            await conn.connect()  # type: ignore[no-untyped-call]
         await conn.send_packed_command(self._packed(self._resend(args)))
         try:
             return await conn.read_response()
@@ -351,3 +355,16 @@ class DirectScript:
             replies.uninstall()
         if conn is not None:
             await self._client.connection_pool.release(conn)
+
+
+async def _connected(pool: redis.asyncio.ConnectionPool) -> AbstractConnection:
+    """A connection of ``pool``, tried once more on a new one when connecting failed: nothing
+    was sent on it. redis-py before 8 does not retry a handshake (``HELLO``, ``CLIENT
+    SETINFO``) whose reply was lost, so one lost reply would fail the call; :meth:`_sent_again`
+    connects the same way."""
+    conn: AbstractConnection
+    try:
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    except (RedisConnectionError, RedisTimeoutError):
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    return conn
