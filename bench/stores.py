@@ -2,7 +2,8 @@
 
 A name from :data:`KNOWN` or any store URL (named by its scheme) is accepted, so a new
 backbeat store joins the bench without code here. A Redis store gets a key prefix unique to
-the run, so the bench never touches another user's keys on a shared server.
+the run, so the bench never touches another user's keys on a shared server (a ``prefix`` given
+in its URL leads it).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from backbeat import BackgroundTaskScheduler, SchedulerConfig
 from backbeat.abc import Store
@@ -40,8 +42,14 @@ class StoreTarget:
         """``memory``, ``sqlite``, ``redis`` or a store URL such as ``postgresql://host/db``."""
         url = KNOWN[token](tmp, redis_url) if token in KNOWN else token
         name = token if token in KNOWN else token.partition("://")[0]
-        prefix = f"bench-{os.getpid()}-{uuid.uuid4().hex[:8]}" if url.startswith("redis") else ""
-        return cls(name, url, prefix)
+        if not url.startswith("redis"):
+            return cls(name, url)
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        lead = "".join(f"{value}-" for key, value in query if key == "prefix")
+        rest = urlencode([(key, value) for key, value in query if key != "prefix"])
+        url = parts._replace(query=rest).geturl()
+        return cls(name, url, f"{lead}bench-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
     @property
     def shared(self) -> bool:
