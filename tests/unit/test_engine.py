@@ -16,7 +16,7 @@ from tests.fakes import FakeClock, settle
 
 from backbeat.api.taskbuild import from_callable
 from backbeat.engine.loop import Engine, EngineConfig
-from backbeat.errors import StoreError
+from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.executors import AsyncIOExecutor
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 from backbeat.model.history import HistoryQuery
@@ -819,3 +819,40 @@ async def test_refusals_while_nothing_completes_set_nothing_aside(world: World) 
     stored = await store.get(other.id)
     assert stored is not None and stored.runs == 1  # its later fire times overlapped the one refused
     assert not [event for event in world.events if event.kind == EventKind.STORE_ERROR and event.run_id]
+
+
+class ReplyLosingStore(MemoryStore):
+    """A memory store that completes the first batch it is sent, then raises as a connection
+    lost before the reply came back would."""
+
+    replies_lost = 1
+
+    async def complete(self, owner: str, results: Sequence[RunResult], **options: Any) -> set[str]:
+        lost = await super().complete(owner, results, **options)
+        if self.replies_lost:
+            self.replies_lost -= 1
+            raise StoreUnavailableError("connection lost")
+        return lost
+
+
+async def test_a_completion_sent_again_after_a_lost_reply_reports_no_lost_run(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.store = store = ReplyLosingStore(lease_clock=world.clock)
+    engine = world.engine()
+    await world.add(world.job(), every=None, task_id="done")
+    retry = RetryPolicy(max_attempts=3, initial_delay=5, jitter=0).to_json()
+    await world.add(world.job(error=ValueError("again")), every=None, task_id="retried", retry=retry)
+    await engine._claim_once(100)
+    await settle()
+
+    with caplog.at_level(logging.WARNING, logger="backbeat.engine"):
+        drain = asyncio.create_task(engine.completions.drain())
+        await settle()
+        world.clock.advance(1)  # past the back-off: sent again
+        async with asyncio.timeout(5):
+            await drain
+
+    assert store.replies_lost == 0 and engine.completions.pending == {}
+    assert [run.task_id for run in await store.list_runs()] == ["retried"]  # re-queued once
+    assert "after their lease passed" not in caplog.text
