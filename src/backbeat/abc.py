@@ -253,6 +253,15 @@ class Store(Protocol):
     async def quarantined(self) -> builtins.list[QuarantinedRecord]:
         """Records that could not be decoded, kept as they were."""
 
+    async def quarantine(self, task_id: str, error: str) -> bool:
+        """Quarantine the record of a task the store cannot complete a run of, whatever the
+        result (the engine's call, when it keeps being refused): kept as it is, left out of
+        claims, ``get`` and listings, its claim dropped, reported by :meth:`quarantined` with
+        ``error``, as a record that cannot be decoded is. Its runs stay: a claim of one carries
+        no task (``run.task`` is ``None``). Returns whether the task was stored; a store whose
+        records are never unreadable (the memory store) quarantines nothing and returns
+        ``False``."""
+
     async def dead_letters(self, task_id: str | None = None) -> builtins.list[DeadLetter]:
         """Dead letters ordered by ``failed_at`` (oldest first), optionally of one task.
 

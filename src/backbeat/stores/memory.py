@@ -430,6 +430,9 @@ class MemoryStore:
     async def quarantined(self) -> builtins.list[QuarantinedRecord]:
         return []
 
+    async def quarantine(self, task_id: str, error: str) -> bool:
+        return False  # a Python object is never unreadable: this store never refuses one
+
     # -- dead letters and shared state -----------------------------------------------------
 
     async def dead_letters(self, task_id: str | None = None) -> builtins.list[DeadLetter]:

@@ -610,6 +610,14 @@ class MongoStore:
     async def quarantined(self) -> builtins.list[QuarantinedRecord]:
         return await self._extras.quarantined()
 
+    async def quarantine(self, task_id: str, error: str) -> bool:
+        c = await self._conn.collections()
+        with self._conn.errors():
+            found = (await c.tasks.update_one({"_id": task_id}, d.quarantine_update(error))).matched_count
+        if found:
+            log.error("task %r quarantined, kept as stored: %s", task_id, error)
+        return found > 0
+
     async def dead_letters(self, task_id: str | None = None) -> builtins.list[DeadLetter]:
         return await self._extras.dead_letters(task_id)
 
