@@ -22,6 +22,7 @@ from backbeat import (
     SchedulerEvent,
 )
 from backbeat.errors import ConfigurationError
+from backbeat.model.history import HistoryOutcome, HistoryQuery
 from backbeat.stores.redis.keys import Keys
 from tests.integration import resilience_jobs as jobs
 from tests.integration.conftest import SERVER_STORES
@@ -423,6 +424,34 @@ async def test_a_run_redis_cannot_complete_on_a_quiet_worker_is_given_up_once_no
     await eventually(kept_waiting)  # taken over after its lease, and kept (deferred) unrun
     assert len(set_aside()) == 2
     assert [record["event"] for record in read_records(record_file)].count("start") == 1  # run once only
+
+
+@pytest.mark.redis
+async def test_a_lone_completion_refused_while_redis_refuses_writes_is_never_set_aside(
+    make_scheduler: SchedulerFactory, private_redis: RedisServerHandle, record_file: Path
+) -> None:
+    # an outage that answers: writes refused (NOREPLICAS) while reads go on; the probe after a
+    # refusal on a quiet worker writes (it renews the run's lease), so it fails and counts nothing
+    url = f"{private_redis.url}?prefix=noreplicas"
+    scheduler = make_scheduler(url, lease_seconds=30.0)
+    events: list[SchedulerEvent] = []
+    scheduler.events.add_listener(events.append)
+    await scheduler.start_async()
+    task_id = await scheduler.schedule_immediate_task("lone", jobs.slow, args=[str(record_file), 0.5])
+    await wait_for(lambda: bool(read_records(record_file)))
+    redis = Redis.from_url(private_redis.url)
+    try:
+        await redis.config_set("min-replicas-to-write", 1)
+        await asyncio.sleep(8)  # refused all along: several times, over more than POISON_SPAN
+        assert [run.task_id for run in await scheduler.store.list_runs()] == [task_id]
+        await redis.config_set("min-replicas-to-write", 0)
+    finally:
+        await redis.aclose()
+    await gone(scheduler, task_id)
+    assert not [event for event in events if event.kind == EventKind.STORE_ERROR and event.run_id]
+    assert await scheduler.store.quarantined() == []
+    entries, _ = await scheduler.store.run_history(HistoryQuery(task_id=task_id))
+    assert [entry.outcome for entry in entries] == [HistoryOutcome.SUCCESS]
 
 
 @pytest.mark.redis
