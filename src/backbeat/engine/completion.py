@@ -240,8 +240,8 @@ class Completions:
         self._stripped.add(run_id)
         self.pending[run_id] = stripped(result, exc)
         log.error(
-            "the store refused to complete run %s (%s) %d times, while it took others: completed "
-            "as failed without its result (no error details, traceback or retry): %r",
+            "the store refused to complete run %s (%s) %d times while it took others or answered "
+            "a probe: completed as failed without its result (no error text, traceback or retry): %r",
             run_id,
             result.outcome.value,
             refusals,
