@@ -190,7 +190,10 @@ class Store(Protocol):
 
         Only runs still leased to ``owner`` under the result's ``run.fencing_token`` are
         completed (also after their lease ended, until another lease was granted); returns the
-        ids that were not.
+        ids of the others held by another holder (another owner or token): their lease passed
+        on. A run gone (completed) or waiting under that token (re-queued by this holder's
+        completion), as a completion sent again after a lost reply finds it, is neither
+        completed again nor returned.
 
         With ``history`` (run history on), each run completed also leaves its history entry
         (see :func:`backbeat.model.completed_history.history_row`: id, fields and stored
@@ -249,6 +252,15 @@ class Store(Protocol):
 
     async def quarantined(self) -> builtins.list[QuarantinedRecord]:
         """Records that could not be decoded, kept as they were."""
+
+    async def quarantine(self, task_id: str, error: str) -> bool:
+        """Quarantine the record of a task the store cannot complete a run of, whatever the
+        result (the engine's call, when it keeps being refused): kept as it is, left out of
+        claims, ``get`` and listings, its claim dropped, reported by :meth:`quarantined` with
+        ``error``, as a record that cannot be decoded is. Its runs stay: a claim of one carries
+        no task (``run.task`` is ``None``). Returns whether the task was stored; a store whose
+        records are never unreadable (the memory store) quarantines nothing and returns
+        ``False``."""
 
     async def dead_letters(self, task_id: str | None = None) -> builtins.list[DeadLetter]:
         """Dead letters ordered by ``failed_at`` (oldest first), optionally of one task.

@@ -84,3 +84,22 @@ async def test_tokens_never_go_back_not_even_after_clear(backend: Backend, store
     # the holder from before the clear cannot touch the run of the same fire time made after it
     assert await store.complete("B", [finished(second)]) == {second.id}
     assert await peer.complete("C", [finished(again)]) == set()
+
+
+async def test_a_completion_sent_again_finds_its_runs_completed_not_lost(store: Store) -> None:
+    # the first sending went through but its reply was lost: the resend changes nothing and
+    # reports nothing lost, whether the run was deleted or re-queued under the same token
+    await store.add([task("done"), task("retried")])
+    done, retried = sorted(await start_run(store, "A"), key=lambda run: run.task_id)
+    results = [finished(done), finished(retried, RunOutcome.FAILURE, retry_at=T0 + SECOND)]
+    assert await store.complete("A", results) == set()
+    [waiting] = await store.list_runs()
+    assert await store.complete("A", results) == set()
+    assert await store.list_runs() == [waiting]
+    stored = await store.get("retried")
+    assert stored is not None and (stored.runs, stored.failures) == (1, 1)  # counted once
+
+    # once the retry is claimed (a new token), its holder's completion sent again is a loss
+    [again] = (await store.claim_due("B", now=T0 + SECOND, lease=LEASE, limit=10)).runs
+    assert await store.complete("A", results) == {retried.id}
+    assert await store.complete("B", [finished(again)]) == set()

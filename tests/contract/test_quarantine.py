@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from backbeat.abc import Store
 from backbeat.model.records import TaskFilter
-from tests.contract.helpers import LEASE, SHORT, T0, task
+from backbeat.stores.memory import MemoryStore
+from tests.contract.helpers import LEASE, SHORT, T0, start_run, task
 from tests.contract.stores import Backend
 
 BAD = "{not json"
+SECOND = timedelta(seconds=1)
 
 
 async def test_a_corrupt_record_is_left_out_of_claims_and_kept(store: Store, backend: Backend) -> None:
@@ -57,3 +61,29 @@ async def test_clear_removes_quarantined_records_too(store: Store, backend: Back
     await store.clear()
     assert await store.quarantined() == []
     assert await backend.raw("bad") is None
+
+
+async def test_a_task_quarantined_for_refused_completions_is_kept_out_of_claims_and_its_run_stays(
+    store: Store, backend: Backend, peer: Store
+) -> None:
+    # the engine's call when the store refuses every completion of a run of the task
+    await store.add([task("bad"), task("good")])
+    runs = await start_run(store, "w1", then=T0 + SECOND, lease=SHORT)
+    [bad] = [run for run in runs if run.task_id == "bad"]
+    if isinstance(store, MemoryStore):
+        assert not await store.quarantine("bad", "refused")  # nothing is ever unreadable there
+        return
+    assert await store.quarantine("bad", "refused: no result completes it")
+    assert not await store.quarantine("nope", "never stored")
+
+    [record] = await peer.quarantined()
+    assert (record.key, record.error) == ("bad", "refused: no result completes it")
+    assert "name-bad" in (await backend.raw("bad") or ""), "kept, never deleted"
+    assert await peer.get("bad") is None
+    assert [t.id for t in (await peer.list())[0]] == ["good"]
+    claim = await peer.claim_due("w2", now=T0 + 2 * SECOND, lease=LEASE, limit=10)
+    assert [t.id for t in claim.tasks] == ["good"]
+    # its run stays, and is taken over with no task once its lease ended
+    await backend.pass_time(SHORT)
+    claim = await peer.claim_due("w2", now=T0 + 2 * SECOND, lease=LEASE, limit=10)
+    assert [(run.id, run.task) for run in claim.runs if run.task_id == "bad"] == [(bad.id, None)]

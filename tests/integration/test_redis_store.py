@@ -20,6 +20,7 @@ from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.model.records import FireDecision, Run, RunOutcome, RunResult, Task, TaskOptions
 from backbeat.stores import store_from_url
 from backbeat.stores.redis import RedisStore
+from tests.redis_proxy import reply_dropping_proxies
 from tests.redis_server import RedisServerHandle, free_port, private_redis_server, usable_redis_url
 
 pytestmark = pytest.mark.redis
@@ -477,3 +478,28 @@ async def test_a_server_that_evicts_keys_is_warned_about_at_open(
     assert bool(warnings) is warned, warnings
     if warned:
         assert "maxmemory-policy allkeys-lru" in warnings[0] and server.url in warnings[0]
+
+
+async def test_a_completion_whose_reply_was_lost_finds_its_runs_completed_when_sent_again(
+    redis_url: str, prefix: str
+) -> None:
+    # complete.lua ran, the connection closed before its reply: the client sends it again
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    async with reply_dropping_proxies([port]) as proxies:
+        proxy = proxies[port]
+        store = RedisStore(proxy.url, prefix=prefix)
+        try:
+            await store.add([task("done", at=T0), task("retried", at=T0)])
+            done, retried = sorted(await store_runs_fired(store), key=lambda run: run.task_id)
+            results = [
+                RunResult(run=done, outcome=RunOutcome.SUCCESS, finished_at=T0),
+                RunResult(run=retried, outcome=RunOutcome.FAILURE, finished_at=T0, retry_at=T0 + LEASE),
+            ]
+            proxy.to_drop = 1
+            assert await store.complete("w1", results) == set()  # not lost: completed already
+            assert proxy.dropped == 1
+            [waiting] = await store.list_runs()
+            assert (waiting.id, waiting.owner, waiting.attempt) == (retried.id, None, 2)
+        finally:
+            await store.close()
+            await delete_keys(redis_url, prefix)

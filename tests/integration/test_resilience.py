@@ -22,6 +22,7 @@ from backbeat import (
     SchedulerEvent,
 )
 from backbeat.errors import ConfigurationError
+from backbeat.model.history import HistoryOutcome, HistoryQuery
 from backbeat.stores.redis.keys import Keys
 from tests.integration import resilience_jobs as jobs
 from tests.integration.conftest import SERVER_STORES
@@ -349,28 +350,33 @@ async def test_a_failure_whose_message_no_json_can_hold_is_dead_lettered_and_com
     assert len(attempts(record_file)) == 2
 
 
+async def _corrupt_run_count(store_url: str, task_id: str) -> None:
+    """Make a task record's run count not a number: complete.lua fails on it (a Lua error),
+    whatever the result, and completes every other run."""
+    redis = Redis.from_url(store_url.split("?")[0])
+    key = Keys(store_url.split("prefix=")[1]).tasks
+    try:
+        record = await redis.hget(key, task_id)
+        assert isinstance(record, bytes)
+        fields = record.split(b"|", 9)
+        fields[3] = b"x"
+        await redis.hset(key, task_id, b"|".join(fields))
+    finally:
+        await redis.aclose()
+
+
 @pytest.mark.parametrize("store_url", [SERVER_STORES[0]], indirect=True)
-async def test_a_completion_redis_refuses_holds_back_no_other_and_is_set_aside(
+async def test_a_completion_redis_refuses_holds_back_no_other_and_its_task_is_quarantined(
     make_scheduler: SchedulerFactory, store_url: str, record_file: Path
 ) -> None:
-    # a task record whose run count is not a number: complete.lua fails on it (a Lua error) while
-    # it completes every other run, and before, the batch holding it was refused for ever
+    # before, the batch holding the refused result was refused for ever
     scheduler = make_scheduler(store_url, lease_seconds=30.0)
     events: list[SchedulerEvent] = []
     scheduler.events.add_listener(events.append)
     await scheduler.start_async()
     poison = await scheduler.schedule_immediate_task("poison", jobs.slow, args=[str(record_file), 0.5])
     await wait_for(lambda: bool(read_records(record_file)))
-    redis = Redis.from_url(store_url.split("?")[0])
-    key = Keys(store_url.split("prefix=")[1]).tasks
-    try:
-        record = await redis.hget(key, poison)
-        assert isinstance(record, bytes)
-        fields = record.split(b"|", 9)
-        fields[3] = b"x"
-        await redis.hset(key, poison, b"|".join(fields))
-    finally:
-        await redis.aclose()
+    await _corrupt_run_count(store_url, poison)
     ticker = await scheduler.schedule_recurring_task(
         "ticker", jobs.flaky, interval=0.1, args=[str(record_file), 0]
     )
@@ -383,11 +389,69 @@ async def test_a_completion_redis_refuses_holds_back_no_other_and_is_set_aside(
         return [event for event in events if event.kind == EventKind.STORE_ERROR and event.run_id]
 
     await eventually(lambda: ticked(5))
-    await wait_for(lambda: bool(set_aside()))
-    assert [event.task_id for event in set_aside()] == [poison]
+    await wait_for(lambda: len(set_aside()) == 2)  # stripped of its result, then given up
+    assert [event.task_id for event in set_aside()] == [poison, poison]
+    assert [record.key for record in await scheduler.store.quarantined()] == [poison]
     await eventually(lambda: ticked(10))
     [run] = [run for run in await scheduler.store.list_runs() if run.task_id == poison]
     assert run.owner is not None  # still leased here: taken over as a lost run once its lease runs out
+
+
+@pytest.mark.parametrize("store_url", [SERVER_STORES[0]], indirect=True)
+async def test_a_run_redis_cannot_complete_on_a_quiet_worker_is_given_up_once_not_for_ever(
+    make_scheduler: SchedulerFactory, store_url: str, record_file: Path
+) -> None:
+    # nothing else completes (the store answers a probe), and once its lease ran out the run is
+    # taken over: its task quarantined, it is kept waiting, not run and given up again and again
+    scheduler = make_scheduler(store_url, lease_seconds=3.0)
+    events: list[SchedulerEvent] = []
+    scheduler.events.add_listener(events.append)
+    await scheduler.start_async()
+    poison = await scheduler.schedule_immediate_task("poison", jobs.slow, args=[str(record_file), 0.5])
+    await wait_for(lambda: bool(read_records(record_file)))
+    await _corrupt_run_count(store_url, poison)
+
+    def set_aside() -> list[SchedulerEvent]:
+        return [event for event in events if event.kind == EventKind.STORE_ERROR and event.run_id]
+
+    await wait_for(lambda: len(set_aside()) == 2, timeout=60)
+    assert [record.key for record in await scheduler.store.quarantined()] == [poison]
+
+    async def kept_waiting() -> bool:
+        runs = [run for run in await scheduler.store.list_runs() if run.task_id == poison]
+        return len(runs) == 1 and runs[0].owner is None
+
+    await eventually(kept_waiting)  # taken over after its lease, and kept (deferred) unrun
+    assert len(set_aside()) == 2
+    assert [record["event"] for record in read_records(record_file)].count("start") == 1  # run once only
+
+
+@pytest.mark.redis
+async def test_a_lone_completion_refused_while_redis_refuses_writes_is_never_set_aside(
+    make_scheduler: SchedulerFactory, private_redis: RedisServerHandle, record_file: Path
+) -> None:
+    # an outage that answers: writes refused (NOREPLICAS) while reads go on; the probe after a
+    # refusal on a quiet worker writes (it renews the run's lease), so it fails and counts nothing
+    url = f"{private_redis.url}?prefix=noreplicas"
+    scheduler = make_scheduler(url, lease_seconds=30.0)
+    events: list[SchedulerEvent] = []
+    scheduler.events.add_listener(events.append)
+    await scheduler.start_async()
+    task_id = await scheduler.schedule_immediate_task("lone", jobs.slow, args=[str(record_file), 0.5])
+    await wait_for(lambda: bool(read_records(record_file)))
+    redis = Redis.from_url(private_redis.url)
+    try:
+        await redis.config_set("min-replicas-to-write", 1)
+        await asyncio.sleep(8)  # refused all along: several times, over more than POISON_SPAN
+        assert [run.task_id for run in await scheduler.store.list_runs()] == [task_id]
+        await redis.config_set("min-replicas-to-write", 0)
+    finally:
+        await redis.aclose()
+    await gone(scheduler, task_id)
+    assert not [event for event in events if event.kind == EventKind.STORE_ERROR and event.run_id]
+    assert await scheduler.store.quarantined() == []
+    entries, _ = await scheduler.store.run_history(HistoryQuery(task_id=task_id))
+    assert [entry.outcome for entry in entries] == [HistoryOutcome.SUCCESS]
 
 
 @pytest.mark.redis

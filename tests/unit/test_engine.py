@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +16,7 @@ from tests.fakes import FakeClock, settle
 
 from backbeat.api.taskbuild import from_callable
 from backbeat.engine.loop import Engine, EngineConfig
-from backbeat.errors import StoreError
+from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.executors import AsyncIOExecutor
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 from backbeat.model.history import HistoryQuery
@@ -717,21 +717,58 @@ async def test_a_run_hook_sees_a_job_that_fails_as_it_is_called(world: World) ->
 
 
 class RefusingStore(MemoryStore):
-    """A memory store that refuses (``StoreError``) every completion holding a run of a task in
-    ``refused``, as a store refuses a record it cannot read or a value it cannot encode."""
+    """A memory store that refuses (``StoreError``) every completion holding a stored run of a
+    task in ``refused``, as a store refuses a record it cannot read or a value it cannot encode;
+    while ``down``, every completion and renewal, as a store refusing writes does."""
 
     refused: set[str]
+    down = False
+    refused_text: str | None = None
+    """Also refuse a result whose error holds this (a value the store cannot encode)."""
+    quarantined_ids: list[str]
 
     async def complete(self, owner: str, results: Sequence[RunResult], **options: Any) -> set[str]:
-        if any(result.run.task_id in self.refused for result in results):
+        if self.down or any(self._refuses(result) for result in results):
             raise StoreError("refused")
         return await super().complete(owner, results, **options)
+
+    def _refuses(self, result: RunResult) -> bool:
+        text = self.refused_text
+        if text is not None and text in (result.error or ""):
+            return True
+        return result.run.task_id in self.refused and result.run.id in self._runs
+
+    async def quarantine(self, task_id: str, error: str) -> bool:
+        self.quarantined_ids.append(task_id)
+        return True
+
+    async def extend(self, owner: str, leases: Mapping[str, int], **options: Any) -> set[str]:
+        if self.down:
+            raise StoreError("refused")
+        return await super().extend(owner, leases, **options)
 
 
 def refusing(world: World, *task_ids: str) -> RefusingStore:
     world.store = store = RefusingStore(lease_clock=world.clock)
     store.refused = set(task_ids)
+    store.quarantined_ids = []
     return store
+
+
+async def until_done(world: World, drain: asyncio.Task[None], seconds: int = 120) -> None:
+    """Move the clock a second at a time until ``drain`` ended (its back-off grows to 5-10 s)."""
+    for _ in range(seconds):
+        if drain.done():
+            break
+        world.clock.advance(1)
+        await settle()
+    async with asyncio.timeout(5):
+        await drain
+
+
+def store_errors(world: World) -> list[str | None]:
+    """The task ids of the STORE_ERROR events naming a run."""
+    return [event.task_id for event in world.events if event.kind == EventKind.STORE_ERROR and event.run_id]
 
 
 async def next_round(world: World, engine: Engine) -> None:
@@ -744,8 +781,10 @@ async def next_round(world: World, engine: Engine) -> None:
     await settle()
 
 
-async def test_a_result_the_store_keeps_refusing_holds_back_no_other_and_is_set_aside(world: World) -> None:
-    store = refusing(world, "poison")
+async def test_a_run_the_store_cannot_complete_holds_back_no_other_and_its_task_is_quarantined(
+    world: World,
+) -> None:
+    store = refusing(world, "poison")  # refuses any result of its run: a record it cannot read
     engine = world.engine()
     good = await world.add(world.job(), every=1)
     poison = await world.add(world.job(), every=None, task_id="poison")
@@ -757,18 +796,44 @@ async def test_a_result_the_store_keeps_refusing_holds_back_no_other_and_is_set_
     stored = await store.get(good.id)
     assert stored is not None and stored.runs == 1  # completed one by one, without the refused result
     await next_round(world, engine)
-    assert not drain.done()  # refused twice: the result may still be the store's trouble
-    await next_round(world, engine)
+    assert not drain.done()  # the store may still be in trouble: refused, but not for 2 s yet
+    assert store.quarantined_ids == []
+    for _ in range(5):
+        if drain.done():
+            break
+        await next_round(world, engine)
 
     async with asyncio.timeout(5):
-        await drain  # refused a third time while another completed: set aside
+        await drain  # refused 3 times over 2 s, stripped, refused so again: given up
     stored = await store.get(good.id)
-    assert stored is not None and stored.runs == 3
+    assert stored is not None and stored.runs >= 3
     assert engine.completions.pending == {}
+    assert store.quarantined_ids == ["poison"]  # no worker runs it again, for ever
     # not completed: its run stays leased until the lease runs out and it is taken over
     assert [run.owner for run in await store.list_runs(poison.id)] == ["a"]
-    set_aside = [event for event in world.events if event.kind == EventKind.STORE_ERROR and event.run_id]
-    assert [(event.task_id, event.fire_time) for event in set_aside] == [("poison", T0)]
+    assert store_errors(world) == ["poison", "poison"]  # stripped, then given up
+
+
+async def test_a_result_the_store_cannot_take_completes_its_run_as_a_bare_failure(world: World) -> None:
+    # a value the store cannot encode, in the error: on a quiet worker, as nothing else runs
+    store = refusing(world)
+    store.refused_text = "\x00"
+    engine = world.engine()
+    retry = RetryPolicy(max_attempts=1, jitter=0).to_json()
+    task = await world.add(world.job(error=ValueError("a NUL \x00 byte")), every=None, retry=retry)
+    await engine._claim_once(100)
+    await settle()
+
+    await until_done(world, asyncio.create_task(engine.completions.drain()))
+
+    assert await store.list_runs() == [] and store.quarantined_ids == []
+    [letter] = await store.dead_letters()
+    assert letter.task_id == task.id and letter.traceback is None
+    assert letter.error is not None and letter.error.startswith(
+        "StoreError: the store refused this run's failure"
+    )
+    assert letter.error_type == "backbeat.errors.StoreError"
+    assert store_errors(world) == [task.id]
 
 
 async def test_a_result_refused_in_quick_succession_is_not_set_aside_before_the_span(world: World) -> None:
@@ -790,14 +855,15 @@ async def test_a_result_refused_in_quick_succession_is_not_set_aside_before_the_
     assert stored is not None and stored.runs == 4
     assert not drain.done()  # refused 4 times, but within POISON_SPAN: maybe a refusal that passes
 
-    await next_round(world, engine)  # 2 s on: past POISON_SPAN
-    async with asyncio.timeout(5):
-        await drain
+    await next_round(world, engine)  # 2 s on: past POISON_SPAN, stripped
+    assert store_errors(world) == ["poison"]
+    await until_done(world, drain)  # and given up 2 s later at least
     assert engine.completions.pending == {}
 
 
 async def test_refusals_while_nothing_completes_set_nothing_aside(world: World) -> None:
-    store = refusing(world, "poison", "other")
+    store = refusing(world)
+    store.down = True
     engine = world.engine()
     other = await world.add(world.job(), every=1, task_id="other")
     await world.add(world.job(), every=None, task_id="poison")
@@ -810,7 +876,7 @@ async def test_refusals_while_nothing_completes_set_nothing_aside(world: World) 
     assert not drain.done()
     assert {result.run.task_id for result in engine.completions.pending.values()} == {"poison", "other"}
 
-    store.refused.clear()
+    store.down = False
     world.clock.advance(5)  # the longest back-off (``store_retry_max``)
     async with asyncio.timeout(5):
         await drain
@@ -819,3 +885,64 @@ async def test_refusals_while_nothing_completes_set_nothing_aside(world: World) 
     stored = await store.get(other.id)
     assert stored is not None and stored.runs == 1  # its later fire times overlapped the one refused
     assert not [event for event in world.events if event.kind == EventKind.STORE_ERROR and event.run_id]
+
+
+class ReplyLosingStore(MemoryStore):
+    """A memory store that completes the first batch it is sent, then raises as a connection
+    lost before the reply came back would."""
+
+    replies_lost = 1
+
+    async def complete(self, owner: str, results: Sequence[RunResult], **options: Any) -> set[str]:
+        lost = await super().complete(owner, results, **options)
+        if self.replies_lost:
+            self.replies_lost -= 1
+            raise StoreUnavailableError("connection lost")
+        return lost
+
+
+async def test_a_completion_sent_again_after_a_lost_reply_reports_no_lost_run(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.store = store = ReplyLosingStore(lease_clock=world.clock)
+    engine = world.engine()
+    await world.add(world.job(), every=None, task_id="done")
+    retry = RetryPolicy(max_attempts=3, initial_delay=5, jitter=0).to_json()
+    await world.add(world.job(error=ValueError("again")), every=None, task_id="retried", retry=retry)
+    await engine._claim_once(100)
+    await settle()
+
+    with caplog.at_level(logging.WARNING, logger="backbeat.engine"):
+        drain = asyncio.create_task(engine.completions.drain())
+        await settle()
+        world.clock.advance(1)  # past the back-off: sent again
+        async with asyncio.timeout(5):
+            await drain
+
+    assert store.replies_lost == 0 and engine.completions.pending == {}
+    assert [run.task_id for run in await store.list_runs()] == ["retried"]  # re-queued once
+    assert "after their lease passed" not in caplog.text
+
+
+async def test_a_lone_result_refused_on_a_quiet_worker_is_given_up_but_not_while_the_store_is_down(
+    world: World,
+) -> None:
+    # nothing else completes here: the store answering a probe tells its refusal from an outage
+    store = refusing(world, "poison")
+    store.down = True
+    engine = world.engine()
+    poison = await world.add(world.job(), every=None, task_id="poison")
+    await engine._claim_once(100)
+    await settle()
+    drain = asyncio.create_task(engine.completions.drain())
+    for _ in range(60):  # a minute of refusals while the store refuses writes: it is down, retried
+        world.clock.advance(1)
+        await settle()
+    assert not drain.done() and store_errors(world) == []
+
+    store.down = False  # up, and refusing this run's completion only
+    await until_done(world, drain)
+    assert engine.completions.pending == {}
+    assert store.quarantined_ids == ["poison"]
+    assert [run.owner for run in await store.list_runs(poison.id)] == ["a"]  # left to its lease
+    assert store_errors(world) == ["poison", "poison"]

@@ -423,6 +423,7 @@ def test_complete_reports_runs_held_by_another_deletes_done_runs_and_requeues_re
         ("r2", "a", "me", 5, False),
         ("r3", "a", "other", 5, False),
         ("r5", "a", "me", 6, False),
+        ("r6", "a", None, 5, False),  # re-queued by this token's completion already: a resend
     ]
     driver = FakeDriver(rows={"RUN_OWNERS": [owners]})
     retry_at = T0 + timedelta(seconds=30)
@@ -432,10 +433,11 @@ def test_complete_reports_runs_held_by_another_deletes_done_runs_and_requeues_re
         result("r3", RunOutcome.SUCCESS),
         result("r4", RunOutcome.SUCCESS),
         result("r5", RunOutcome.FAILURE, retry_at=retry_at),  # leased again since: token 6
+        result("r6", RunOutcome.FAILURE, retry_at=retry_at),
     ]
     lost, notified = driver.run(runs.complete, "me", results)
 
-    assert lost == {"r3", "r4", "r5"}
+    assert lost == {"r3", "r5"}  # r4 is gone: completed already
     assert driver.names() == [
         "RUN_OWNERS",
         "RETRY_RUN",

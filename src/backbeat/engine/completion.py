@@ -1,6 +1,6 @@
 """The results of the runs that ended here, until the store takes them: sent in batches by the
-complete loop, one at a time after a refused batch, and set aside when the store keeps refusing
-one of them."""
+complete loop, one at a time after a refused batch; one the store keeps refusing is completed as
+a bare failure, and if that is refused too, its task is quarantined and the result set aside."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ from backbeat.engine.fencing import LeaseDeadlines
 from backbeat.engine.history import HistoryRecorder
 from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
-from backbeat.model.records import RunResult
+from backbeat.model.records import Run, RunOutcome, RunResult
 
 log = logging.getLogger("backbeat.engine")
 
 POISON_REFUSALS = 3
 """Times the store may refuse to complete one run's result on its own, while it completes
-others, before that result is set aside (see :meth:`Completions._one_by_one`)..."""
+others or answers a probe, before that result is stripped, and the stripped one before it is
+set aside (see :meth:`Completions._one_by_one`)..."""
 POISON_SPAN = timedelta(seconds=2)
 """... over this long at least (by the scheduler's clock): a refusal that passes (a deadlock,
 a cancelled statement) is not taken for the result's."""
@@ -49,6 +50,7 @@ class Completions:
         *,
         clock: Callable[[], datetime],
         sleep: Callable[[float], Awaitable[object]],
+        lease: timedelta,
         retry_max: float,
         completed: Callable[[], None],
         store_error: Callable[[BaseException, str], None],
@@ -63,13 +65,16 @@ class Completions:
         """Run id -> its result, until the store takes it (or it is set aside)."""
         self._clock = clock
         self._sleep = sleep
+        self._lease = lease
         self._retry_max = retry_max
         self._completed = completed
         self._store_error = store_error
         self._lock = asyncio.Lock()
         self._refusals: dict[str, tuple[int, datetime]] = {}
-        """Run id -> times its result was refused on its own while others completed, and when
-        first."""
+        """Run id -> times its result was refused on its own (while others completed or the
+        store answered a probe), and when first."""
+        self._stripped: set[str] = set()
+        """Runs whose result was replaced by :func:`stripped` (refused on its own already)."""
 
     def add(self, result: RunResult) -> None:
         """A run ended here: its result waits for the next drain."""
@@ -134,7 +139,7 @@ class Completions:
                 else:
                     log.exception("unexpected error while completing runs (will retry)")
                     self.events.emit(SchedulerEvent(kind=EventKind.STORE_ERROR, error=exc))
-                if len(batch) > 1 and await self._one_by_one(batch):
+                if await self._one_by_one(batch, exc):
                     drained, backoff = True, _FIRST_BACKOFF
                     continue
             await self._sleep(backoff * (1 + random.random()))
@@ -150,37 +155,77 @@ class Completions:
         for result in batch:
             self.pending.pop(result.run.id, None)
             self._refusals.pop(result.run.id, None)
+            self._stripped.discard(result.run.id)
         self.deadlines.forget([result.run.id for result in batch])
         self.history.completed(batch, lost)
         if lost:
             log.warning("runs %s finished after their lease passed to another instance", sorted(lost))
 
-    async def _one_by_one(self, batch: list[RunResult]) -> bool:
-        """Complete the results of a refused batch one at a time, so that one the store cannot
-        take (a record it cannot read, a value it cannot encode) holds back no other; whether any
-        completed. A result refused on its own while another completed is refused
-        :data:`POISON_REFUSALS` times over :data:`POISON_SPAN` at most, then set aside: its
-        lease is no longer renewed, so it runs out and the run is taken over as a lost one. A
-        refusal while nothing completes is the store's, not the result's: it counts nothing."""
+    async def _one_by_one(self, batch: list[RunResult], error: Exception) -> bool:
+        """Complete the results of a batch refused with ``error`` one at a time, so that one the
+        store cannot take (a record it cannot read, a value it cannot encode) holds back no
+        other; whether any completed. A result refused on its own is refused
+        :data:`POISON_REFUSALS` times over :data:`POISON_SPAN` at most, then replaced by a bare
+        failure (:func:`stripped`); refused as often again, the store cannot complete the run
+        with any result: its task is quarantined and the result set aside (:meth:`_give_up`).
+
+        A refusal counts when another result completed, or, nothing completing (a quiet
+        worker), when the store answers a probe right after it (:meth:`_answers`); else it is
+        the store's trouble (down, refusing writes, refusing every completion), not the
+        result's, and counts nothing."""
         refused: list[tuple[RunResult, Exception]] = []
         completed = False
-        for result in batch:
-            if result.run.id not in self.pending:
-                continue
-            try:
-                await self._complete([result])
-                completed = True
-            except (StoreUnavailableError, OSError) as exc:
-                self._store_error(exc, "completing runs")
-                return completed
-            except Exception as exc:
-                refused.append((result, exc))
-        if completed:
-            for result, error in refused:
-                self._refused(result, error)
+        if len(batch) == 1:
+            refused.append((batch[0], error))  # refused on its own already
+        else:
+            for result in batch:
+                if result.run.id not in self.pending:
+                    continue
+                try:
+                    await self._complete([result])
+                    completed = True
+                except (StoreUnavailableError, OSError) as exc:
+                    self._store_error(exc, "completing runs")
+                    return completed
+                except Exception as exc:
+                    refused.append((result, exc))
+        if not refused:
+            return completed
+        answered = {result.run.id for result, _ in refused} if completed else await self._answers(refused)
+        for result, refusal in refused:
+            if result.run.id in answered:
+                await self._refused(result, refusal)
         return completed
 
-    def _refused(self, result: RunResult, exc: Exception) -> None:
+    async def _answers(self, refused: list[tuple[RunResult, Exception]]) -> set[str]:
+        """Probe the store after refusals while nothing completed: the runs of ``refused`` whose
+        refusal is their own. The store must complete a known-good result (of a run that does
+        not exist: the completion path works), then renew the refused runs' own leases (it
+        writes, and their run records are fine); the runs it renewed. Any error: none."""
+        run = refused[0][0].run
+        # no fire time spells "probe": no run has this id (and its task's shard is the run's)
+        nothing = Run(
+            id=f"{run.task_id}@probe",
+            task_id=run.task_id,
+            fire_time=run.fire_time,
+            lease_until=run.lease_until,
+        )
+        known_good = RunResult(run=nothing, outcome=RunOutcome.SUCCESS, finished_at=self._clock())
+        leases = {result.run.id: result.run.fencing_token for result, _ in refused}
+        try:
+            await self.store.complete(self.owner, [known_good], history=None)
+            sent = self.deadlines.now()
+            held = await self.store.extend(self.owner, leases, now=self._clock(), lease=self._lease)
+        except Exception as exc:  # the store's trouble, whatever it is: no refusal counts
+            log.debug("store probe after a refused completion failed: %r", exc)
+            return set()
+        self.deadlines.granted(held, sent)
+        return held
+
+    async def _refused(self, result: RunResult, exc: Exception) -> None:
+        """Count a refusal of ``result`` on its own; past the poison rule, complete the run as
+        failed without what the store refuses (:func:`stripped`) and, that refused too, give it
+        up (:meth:`_give_up`)."""
         run_id = result.run.id
         now = self._clock()
         refusals, first = self._refusals.get(run_id, (0, now))
@@ -189,23 +234,81 @@ class Completions:
         if refusals < POISON_REFUSALS or now - first < POISON_SPAN:
             return
         del self._refusals[run_id]
-        self.pending.pop(run_id, None)
-        self.deadlines.forget([run_id])
+        if run_id in self._stripped:
+            await self._give_up(result, exc, refusals)
+            return
+        self._stripped.add(run_id)
+        self.pending[run_id] = stripped(result, exc)
         log.error(
-            "the store refused to complete run %s (%s) %d times while it completed others: "
-            "set aside, its lease runs out and the run is taken over as a lost one: %r",
+            "the store refused to complete run %s (%s) %d times while it took others or answered "
+            "a probe: completed as failed without its result (no error text, traceback or retry): %r",
             run_id,
             result.outcome.value,
             refusals,
             exc,
         )
+        self._emit_error(result, exc)
+
+    async def _give_up(self, result: RunResult, exc: Exception, refusals: int) -> None:
+        """The store refuses the run's completion whatever the result: the records it keeps for
+        the run's task are what it cannot take. Quarantine the task (kept as it is, out of
+        claims), so no worker runs it again for ever, and set the result aside: its lease is no
+        longer renewed, so it runs out, and whoever takes the run over finds its task
+        quarantined and keeps the run without running it (until the record is repaired)."""
+        run = result.run
+        self._stripped.discard(run.id)
+        self.pending.pop(run.id, None)
+        self.deadlines.forget([run.id])
+        why = f"the store refused to complete run {run.id} with any result: {_said(exc)}"
+        try:
+            quarantined = await self.store.quarantine(run.task_id, why)
+        except Exception as error:  # then the next worker to take the run over tries again
+            self._store_error(error, "quarantining a task")
+            quarantined = False
+        log.error(
+            "the store refused to complete run %s %d times more, stripped of its result: %s, "
+            "set aside (its lease runs out and the run is taken over): %r",
+            run.id,
+            refusals,
+            f"task {run.task_id} quarantined" if quarantined else f"task {run.task_id} not quarantined",
+            exc,
+        )
+        self._emit_error(result, exc)
+
+    def _emit_error(self, result: RunResult, exc: Exception) -> None:
         self.events.emit(
             SchedulerEvent(
                 kind=EventKind.STORE_ERROR,
                 task_id=result.run.task_id,
                 task_name=result.run.task.name if result.run.task else None,
-                run_id=run_id,
+                run_id=result.run.id,
                 fire_time=result.run.fire_time,
                 error=exc,
             )
         )
+
+
+_SAID_LIMIT = 300
+"""Characters of a store's refusal kept in a stripped result (its message may quote the value
+it refused)."""
+
+
+def _said(exc: BaseException) -> str:
+    """What the store said, short and in ASCII: it may quote the very value it refused."""
+    said = ascii(f"{type(exc).__name__}: {exc}")[1:-1]
+    return said if len(said) <= _SAID_LIMIT else said[: _SAID_LIMIT - 3] + "..."
+
+
+def stripped(result: RunResult, exc: Exception) -> RunResult:
+    """``result`` as a failure the store can take: none of its error text, traceback or retry
+    (the likely part it refused), the refusal as its error; dead-lettered when it would have
+    been, or retried (so the fire time can be run again by hand)."""
+    return RunResult(
+        run=result.run,
+        outcome=RunOutcome.FAILURE,
+        finished_at=result.finished_at,
+        error=f"StoreError: the store refused this run's {result.outcome.value} result ({_said(exc)})",
+        error_type="backbeat.errors.StoreError",
+        dead_letter=result.dead_letter or result.retry_at is not None,
+        started_at=result.started_at,
+    )

@@ -164,6 +164,7 @@ class Engine:
             self._flush,
             clock=clock,
             sleep=sleep,
+            lease=self.config.lease,
             retry_max=self.config.store_retry_max,
             completed=self._capacity_freed,
             store_error=self._store_error,

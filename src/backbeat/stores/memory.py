@@ -307,8 +307,11 @@ class MemoryStore:
         for result in results:
             run_id = result.run.id
             run = self._runs.get(run_id)
-            if run is None or not _holds(run, owner, result.run.fencing_token):
-                lost.add(run_id)
+            token = result.run.fencing_token
+            if run is None or not _holds(run, owner, token):
+                # gone, or waiting under the token: completed already (a resend finds it so)
+                if run is not None and (run.owner is not None or run.fencing_token != token):
+                    lost.add(run_id)
                 continue
             if history is not None and (row := history_row(result, owner, history)) is not None:
                 rows.append(row)
@@ -426,6 +429,9 @@ class MemoryStore:
 
     async def quarantined(self) -> builtins.list[QuarantinedRecord]:
         return []
+
+    async def quarantine(self, task_id: str, error: str) -> bool:
+        return False  # a Python object is never unreadable: this store never refuses one
 
     # -- dead letters and shared state -----------------------------------------------------
 

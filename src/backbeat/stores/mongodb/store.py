@@ -461,7 +461,7 @@ class MongoStore:
             await self._record_completed(
                 owner, [r for r, ok in zip(results, done, strict=True) if ok], history
             )
-        return {result.run.id for result, ok in zip(results, done, strict=True) if not ok}
+        return {result.run.id for result, ok in zip(results, done, strict=True) if ok is False}
 
     async def _record_completed(
         self, owner: str, results: builtins.list[RunResult], settings: HistorySettings
@@ -474,7 +474,9 @@ class MongoStore:
         except StoreError as exc:
             log.warning("run history of %d completed runs not recorded: %r", len(rows), exc)
 
-    async def _complete_one(self, c: Collections, owner: str, result: RunResult) -> bool:
+    async def _complete_one(self, c: Collections, owner: str, result: RunResult) -> bool | None:
+        """Whether the run was completed here; ``None`` when it was already (a resend finds it
+        gone, or waiting under its token), ``False`` when another holder has it."""
         run = result.run
         mine = d.held_run_filter(run.id, owner, run.fencing_token)
         if result.retry_at is not None:
@@ -482,6 +484,10 @@ class MongoStore:
         else:
             held = await c.runs.find_one_and_delete(mine, projection=_DETACHED)
         if held is None:
+            # a second read, only for a run not held: never on the way of a completion
+            now = await c.runs.find_one({"_id": run.id}, {"owner": 1, "fencing": 1})
+            if now is None or (now.get("owner") is None and (now.get("fencing") or 0) == run.fencing_token):
+                return None
             return False
         # a run its task's removal detached touches no task of its id (another incarnation)
         detached = bool(held.get("detached"))
@@ -603,6 +609,14 @@ class MongoStore:
 
     async def quarantined(self) -> builtins.list[QuarantinedRecord]:
         return await self._extras.quarantined()
+
+    async def quarantine(self, task_id: str, error: str) -> bool:
+        c = await self._conn.collections()
+        with self._conn.errors():
+            found = (await c.tasks.update_one({"_id": task_id}, d.quarantine_update(error))).matched_count
+        if found:
+            log.error("task %r quarantined, kept as stored: %s", task_id, error)
+        return found > 0
 
     async def dead_letters(self, task_id: str | None = None) -> builtins.list[DeadLetter]:
         return await self._extras.dead_letters(task_id)

@@ -158,6 +158,7 @@ CLEAR: tuple[str, ...] = (
 # A corrupt record is only marked, and only if nobody rewrote it since it was read.
 QUARANTINE = "UPDATE {p}_tasks SET quarantined = $1 WHERE id = $2 AND doc IS NOT DISTINCT FROM $3"
 QUARANTINED = "SELECT id, doc, quarantined FROM {p}_tasks WHERE quarantined IS NOT NULL ORDER BY id"
+QUARANTINE_TASK = "UPDATE {p}_tasks SET quarantined = $1, claimed_by = NULL, claim_until = NULL WHERE id = $2"
 
 # -- claims -----------------------------------------------------------------------------------
 

@@ -385,6 +385,9 @@ class ShardedRedisStore:
         parts = await self._each(lambda shard: shard.quarantined())
         return sorted((record for part in parts for record in part), key=lambda record: record.key)
 
+    async def quarantine(self, task_id: str, error: str) -> bool:
+        return await (await self._shard(task_id)).quarantine(task_id, error)
+
     # -- dead letters and shared state -----------------------------------------------------
 
     async def dead_letters(self, task_id: str | None = None) -> builtins.list[DeadLetter]:

@@ -419,6 +419,12 @@ class RedisStore:
         ]
         return sorted(records, key=lambda record: record.key)
 
+    async def quarantine(self, task_id: str, error: str) -> bool:
+        found: int = await self._conn.run("quarantine", task_id, error)
+        if found:
+            log.error("task %r quarantined, kept as stored: %s", task_id, error)
+        return bool(found)
+
     # -- dead letters and shared state -----------------------------------------------------
 
     async def dead_letters(self, task_id: str | None = None) -> builtins.list[DeadLetter]:

@@ -116,6 +116,7 @@ class Statements(Protocol):
     CLEAR: tuple[str, ...]
     QUARANTINE: str
     QUARANTINED: str
+    QUARANTINE_TASK: str
     CLAIMABLE_RUNS: str
     LEASE_RUN: str
     DUE_TASKS: str

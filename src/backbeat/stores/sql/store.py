@@ -105,6 +105,9 @@ class SqlStore(ABC):
     async def quarantined(self) -> builtins.list[QuarantinedRecord]:
         return await self._read(task_ops.quarantined)
 
+    async def quarantine(self, task_id: str, error: str) -> bool:
+        return await self._write(task_ops.quarantine_task, task_id, error)
+
     # -- claims, runs and leases -----------------------------------------------------------
 
     async def claim_due(

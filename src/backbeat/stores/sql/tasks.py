@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -11,6 +12,8 @@ from backbeat.model.overlap import BUFFERED_UNTIL
 from backbeat.model.records import QuarantinedRecord, Task, TaskFilter
 from backbeat.stores.sql.records import Corrupt, decode, first, quarantine, task_row
 from backbeat.stores.sql.steps import Dialect, Txn, execute, execute_many, fetch, fetch_ids, notify, to_us
+
+log = logging.getLogger("backbeat.stores.sql")
 
 
 def _set_tags(d: Dialect, tasks: Iterable[Task]) -> Txn[None]:
@@ -124,6 +127,14 @@ def clear(d: Dialect) -> Txn[None]:
     for statement in d.sql.CLEAR:
         yield from execute(statement)
     yield from notify()
+
+
+def quarantine_task(d: Dialect, task_id: str, error: str) -> Txn[bool]:
+    """Quarantine a task's record as it is (see ``Store.quarantine``); whether it was stored."""
+    found = yield from execute(d.sql.QUARANTINE_TASK, error, task_id)
+    if found:
+        log.error("task %r quarantined, kept as stored: %s", task_id, error)
+    return found > 0
 
 
 def quarantined(d: Dialect) -> Txn[list[QuarantinedRecord]]:

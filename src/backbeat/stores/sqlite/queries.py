@@ -106,6 +106,7 @@ CLEAR: tuple[str, ...] = (
 # A corrupt record is only marked, and only if nobody rewrote it since it was read.
 QUARANTINE = "UPDATE tasks SET quarantined = ? WHERE id = ? AND doc IS ?"
 QUARANTINED = "SELECT id, doc, quarantined FROM tasks WHERE quarantined IS NOT NULL ORDER BY id"
+QUARANTINE_TASK = "UPDATE tasks SET quarantined = ?, claimed_by = NULL, claim_until = NULL WHERE id = ?"
 
 # -- claims -----------------------------------------------------------------------------------
 

@@ -4,8 +4,9 @@
 -- '' = none; token the fencing token held), then one dead letter JSON per result with dead '1',
 -- in order, then (history on) the history items of the results, in order, joined by '\n' in
 -- one argument (redis/history.py's completion_items; '' = no entry). A 'deferred' outcome keeps
--- the attempt and counts nothing. Returns the run ids not completed (no longer leased to owner
--- under token).
+-- the attempt and counts nothing. Returns the run ids held by another holder (another owner or
+-- token): not the runs gone (completed) nor those waiting under token (re-queued by this
+-- holder's completion), which a completion sent again finds.
 local owner, buffered_from, n, owner_member = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local run_ids, results, letters = {}, {}, {}
 for i = 6, 5 + n do
@@ -27,9 +28,7 @@ local any_detached = redis.call('EXISTS', K_DETACHED) == 1
 local lost, finished, task_ids, counted, detached = {}, {}, {}, {}, {}
 for i, rid in ipairs(run_ids) do
   local run = stored[i] and parse_run(stored[i])
-  if not run or not holds(run, owner, results[i][6]) then
-    lost[#lost + 1] = rid
-  else
+  if run and holds(run, owner, results[i][6]) then
     finished[#finished + 1] = {rid, run, results[i], i}
     task_ids[#task_ids + 1] = task_of(rid, run[2])
     if any_detached and redis.call('SISMEMBER', K_DETACHED, rid) == 1 then
@@ -37,7 +36,10 @@ for i, rid in ipairs(run_ids) do
     else
       counted[#counted + 1] = task_ids[#task_ids]
     end
+  elseif run and (run[3] ~= '' or run[4] ~= results[i][6]) then
+    lost[#lost + 1] = rid
   end
+  -- else gone, or waiting under the token: completed already (a resend finds it so)
 end
 
 -- several runs of one task may finish in one batch: update a single copy of its live fields
