@@ -480,7 +480,7 @@ async def test_a_server_that_evicts_keys_is_warned_about_at_open(
         assert "maxmemory-policy allkeys-lru" in warnings[0] and server.url in warnings[0]
 
 
-async def test_a_completion_whose_reply_was_lost_finds_its_runs_completed_when_sent_again(
+async def test_a_completion_whose_reply_was_lost_finds_its_re_queued_run_when_sent_again(
     redis_url: str, prefix: str
 ) -> None:
     # complete.lua ran, the connection closed before its reply: the client sends it again
@@ -496,7 +496,9 @@ async def test_a_completion_whose_reply_was_lost_finds_its_runs_completed_when_s
                 RunResult(run=retried, outcome=RunOutcome.FAILURE, finished_at=T0, retry_at=T0 + LEASE),
             ]
             proxy.to_drop = 1
-            assert await store.complete("w1", results) == set()  # not lost: completed already
+            # the re-queued run is found waiting under its token; the deleted one is reported (the
+            # engine, still holding its lease, knows it completed it: see Completions)
+            assert await store.complete("w1", results) == {done.id}
             assert proxy.dropped == 1
             [waiting] = await store.list_runs()
             assert (waiting.id, waiting.owner, waiting.attempt) == (retried.id, None, 2)

@@ -20,7 +20,7 @@ from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.executors import AsyncIOExecutor
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 from backbeat.model.history import HistoryQuery
-from backbeat.model.records import Run, RunResult, Task, TaskOptions, run_id_for
+from backbeat.model.records import Run, RunOutcome, RunResult, Task, TaskOptions, run_id_for
 from backbeat.model.registry import JobRegistry
 from backbeat.model.triggers import make_trigger_spec
 from backbeat.policies.definitions import RetryPolicy
@@ -66,7 +66,12 @@ class World:
     def __post_init__(self) -> None:
         self.store = MemoryStore(lease_clock=self.clock)
 
-    def engine(self, owner: str = "a", **config: Any) -> Engine:
+    def monotonic(self) -> float:
+        """Seconds since T0 by the fake clock: an engine's lease deadlines by it (``engine(...,
+        fake_deadlines=True)``) pass as the store's leases do."""
+        return (self.clock.now - T0).total_seconds()
+
+    def engine(self, owner: str = "a", *, fake_deadlines: bool = False, **config: Any) -> Engine:
         hub = EventHub()
         hub.add_listener(self.events.append)
         engine = Engine(
@@ -77,6 +82,7 @@ class World:
             EngineConfig(owner=owner, lease=LEASE, **config),
             clock=self.clock,
             sleep=self.clock.sleep,
+            monotonic=self.monotonic if fake_deadlines else None,
         )
         self.engines.append(engine)
         return engine
@@ -341,7 +347,8 @@ async def test_the_renew_step_extends_the_leases_of_runs_held(world: World) -> N
 async def test_a_run_whose_lease_another_owner_took_is_reported_lost(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine, job = world.engine(), world.job(gated=True)
+    # not fenced (as a thread-pool job, which cannot be stopped), its deadline passed here too
+    engine, job = world.engine(fake_deadlines=True, fencing=False), world.job(gated=True)
     task = await world.add(job)
     await engine._claim_once(100)
     await settle()
@@ -361,6 +368,31 @@ async def test_a_run_whose_lease_another_owner_took_is_reported_lost(
     assert "finished after their lease passed to another instance" in caplog.text
     [run] = await world.store.list_runs()
     assert (run.id, run.owner, run.attempt) == (run_id, "thief", 2)  # the completion was refused
+
+
+async def test_a_late_finisher_of_a_run_a_takeover_already_completed_warns_and_records_its_entry(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the fire time ran twice (here past the lease, and by the thief): gone from the store, the
+    # run is not this completion's to take, and the second execution must not go unseen
+    engine, job = world.engine(fake_deadlines=True, fencing=False), world.job(gated=True)
+    task = await world.add(job, every=None)
+    await engine._claim_once(100)
+    await settle()
+    world.clock.advance(11)  # the lease ended without a renewal
+    [taken] = (await world.store.claim_due("thief", now=world.clock.now, lease=LEASE, limit=10)).runs
+    done = RunResult(run=taken, outcome=RunOutcome.SUCCESS, finished_at=world.clock.now)
+    assert await world.store.complete("thief", [done]) == set()
+
+    with caplog.at_level(logging.WARNING, logger="backbeat.engine"):
+        assert job.gate is not None
+        job.gate.set()
+        await finish(engine)
+
+    assert "finished after their lease passed to another instance" in caplog.text
+    await engine.history.flush(force=True)
+    entries, _ = await world.store.run_history(HistoryQuery(task_id=task.id))
+    assert [(entry.owner, entry.outcome.value) for entry in entries] == [("a", "success")]
 
 
 # -- retries -------------------------------------------------------------------------------------

@@ -152,6 +152,11 @@ class Completions:
 
     async def _complete(self, batch: list[RunResult]) -> None:
         lost = await self.store.complete(self.owner, batch, history=self.history.completions)
+        if lost:
+            # A run this process surely still holds no one else can have completed: gone, it was
+            # completed here (a completion sent again after a lost reply). Else it is a late
+            # finish of a run taken over: warned about, its entry recorded here.
+            lost = {run_id for run_id in lost if not self.deadlines.holds(run_id)}
         for result in batch:
             self.pending.pop(result.run.id, None)
             self._refusals.pop(result.run.id, None)
