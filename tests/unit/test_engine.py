@@ -847,12 +847,13 @@ async def test_a_run_the_store_cannot_complete_holds_back_no_other_and_its_task_
 
 
 async def test_a_result_the_store_cannot_take_completes_its_run_as_a_bare_failure(world: World) -> None:
-    # a value the store cannot encode, in the error: on a quiet worker, as nothing else runs
+    # a value the store cannot encode, in the error; another result completes beside it once
     store = refusing(world)
     store.refused_text = "\x00"
     engine = world.engine()
     retry = RetryPolicy(max_attempts=1, jitter=0).to_json()
     task = await world.add(world.job(error=ValueError("a NUL \x00 byte")), every=None, retry=retry)
+    await world.add(world.job(), every=None, task_id="other")
     await engine._claim_once(100)
     await settle()
 
@@ -956,10 +957,11 @@ async def test_a_completion_sent_again_after_a_lost_reply_reports_no_lost_run(
     assert "after their lease passed" not in caplog.text
 
 
-async def test_a_lone_result_refused_on_a_quiet_worker_is_given_up_but_not_while_the_store_is_down(
+async def test_a_lone_result_refused_on_a_quiet_worker_is_given_up_once_others_complete_not_while_down(
     world: World,
 ) -> None:
-    # nothing else completes here: the store answering a probe tells its refusal from an outage
+    # nothing else completes here at first: the store answering a probe tells its refusal from an
+    # outage, and a result completing meanwhile shows it takes real ones
     store = refusing(world, "poison")
     store.down = True
     engine = world.engine()
@@ -973,8 +975,49 @@ async def test_a_lone_result_refused_on_a_quiet_worker_is_given_up_but_not_while
     assert not drain.done() and store_errors(world) == []
 
     store.down = False  # up, and refusing this run's completion only
+    for _ in range(60):  # answering probes: counted, but nothing else completed here yet
+        world.clock.advance(1)
+        await settle()
+    assert not drain.done() and store_errors(world) == []
+
+    await another_completes(world, engine, "witness-1")
+    assert store_errors(world) == ["poison"]  # stripped at once: refused long enough already
+    await another_completes(world, engine, "witness-2")
     await until_done(world, drain)
     assert engine.completions.pending == {}
     assert store.quarantined_ids == ["poison"]
     assert [run.owner for run in await store.list_runs(poison.id)] == ["a"]  # left to its lease
     assert store_errors(world) == ["poison", "poison"]
+
+
+async def another_completes(world: World, engine: Engine, task_id: str) -> None:
+    """A one-shot task due now runs here and its result joins the drain, which takes it (past a
+    back-off of 10 s at most)."""
+    await world.add(world.job(), first=world.clock.now, every=None, task_id=task_id)
+    await engine._claim_once(100)
+    await settle()
+    for _ in range(10):
+        world.clock.advance(1)
+        await settle()
+    assert await world.store.get(task_id) is None
+
+
+async def test_a_store_refusing_every_real_completion_strips_and_quarantines_nothing(world: World) -> None:
+    # a completion path broken for real data (a history table gone, a script failing on every
+    # real record) answers the probe: without a result completing, nothing is the result's
+    store = refusing(world, "one", "two")
+    engine = world.engine()
+    await world.add(world.job(), every=None, task_id="one")
+    await world.add(world.job(), every=None, task_id="two")
+    await engine._claim_once(100)
+    await settle()
+    drain = asyncio.create_task(engine.completions.drain())
+    for _ in range(120):
+        world.clock.advance(1)
+        await settle()
+    assert not drain.done() and store_errors(world) == [] and store.quarantined_ids == []
+    assert {result.outcome for result in engine.completions.pending.values()} == {RunOutcome.SUCCESS}
+
+    store.refused.clear()  # mended: the results as they were
+    await until_done(world, drain)
+    assert await store.list_runs() == [] and await store.dead_letters() == []

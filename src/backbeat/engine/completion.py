@@ -22,7 +22,7 @@ log = logging.getLogger("backbeat.engine")
 POISON_REFUSALS = 3
 """Times the store may refuse to complete one run's result on its own, while it completes
 others or answers a probe, before that result is stripped, and the stripped one before it is
-set aside (see :meth:`Completions._one_by_one`)..."""
+set aside (see :meth:`Completions._one_by_one`), once it completed another result meanwhile..."""
 POISON_SPAN = timedelta(seconds=2)
 """... over this long at least (by the scheduler's clock): a refusal that passes (a deadlock,
 a cancelled statement) is not taken for the result's."""
@@ -70,9 +70,10 @@ class Completions:
         self._completed = completed
         self._store_error = store_error
         self._lock = asyncio.Lock()
-        self._refusals: dict[str, tuple[int, datetime]] = {}
+        self._refusals: dict[str, tuple[int, datetime, bool]] = {}
         """Run id -> times its result was refused on its own (while others completed or the
-        store answered a probe), and when first."""
+        store answered a probe), when first, and whether another result completed in a pass
+        that counted one."""
         self._stripped: set[str] = set()
         """Runs whose result was replaced by :func:`stripped` (refused on its own already)."""
 
@@ -177,7 +178,10 @@ class Completions:
         A refusal counts when another result completed, or, nothing completing (a quiet
         worker), when the store answers a probe right after it (:meth:`_answers`); else it is
         the store's trouble (down, refusing writes, refusing every completion), not the
-        result's, and counts nothing."""
+        result's, and counts nothing. Either step also waits until another result completed
+        in a pass that counted a refusal: a probe proves the store up, not that it completes
+        real results (a history table gone, a script failing on every real record), and such
+        a store would otherwise strip and quarantine every task a fleet runs."""
         refused: list[tuple[RunResult, Exception]] = []
         completed = False
         if len(batch) == 1:
@@ -199,7 +203,7 @@ class Completions:
         answered = {result.run.id for result, _ in refused} if completed else await self._answers(refused)
         for result, refusal in refused:
             if result.run.id in answered:
-                await self._refused(result, refusal)
+                await self._refused(result, refusal, witnessed=completed)
         return completed
 
     async def _answers(self, refused: list[tuple[RunResult, Exception]]) -> set[str]:
@@ -227,16 +231,16 @@ class Completions:
         self.deadlines.granted(held, sent)
         return held
 
-    async def _refused(self, result: RunResult, exc: Exception) -> None:
-        """Count a refusal of ``result`` on its own; past the poison rule, complete the run as
-        failed without what the store refuses (:func:`stripped`) and, that refused too, give it
-        up (:meth:`_give_up`)."""
+    async def _refused(self, result: RunResult, exc: Exception, *, witnessed: bool) -> None:
+        """Count a refusal of ``result`` on its own (``witnessed``: while another result
+        completed); past the poison rule, complete the run as failed without what the store
+        refuses (:func:`stripped`) and, that refused too, give it up (:meth:`_give_up`)."""
         run_id = result.run.id
         now = self._clock()
-        refusals, first = self._refusals.get(run_id, (0, now))
-        refusals += 1
-        self._refusals[run_id] = (refusals, first)
-        if refusals < POISON_REFUSALS or now - first < POISON_SPAN:
+        refusals, first, seen = self._refusals.get(run_id, (0, now, False))
+        refusals, seen = refusals + 1, seen or witnessed
+        self._refusals[run_id] = (refusals, first, seen)
+        if refusals < POISON_REFUSALS or now - first < POISON_SPAN or not seen:
             return
         del self._refusals[run_id]
         if run_id in self._stripped:
