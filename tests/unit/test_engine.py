@@ -770,7 +770,13 @@ class RefusingStore(MemoryStore):
             return True
         return result.run.task_id in self.refused and result.run.id in self._runs
 
+    quarantine_outages = 0
+    """Quarantines that raise ``StoreUnavailableError`` before one goes through."""
+
     async def quarantine(self, task_id: str, error: str) -> bool:
+        if self.quarantine_outages:
+            self.quarantine_outages -= 1
+            raise StoreUnavailableError("connection lost")
         self.quarantined_ids.append(task_id)
         return True
 
@@ -844,6 +850,35 @@ async def test_a_run_the_store_cannot_complete_holds_back_no_other_and_its_task_
     # not completed: its run stays leased until the lease runs out and it is taken over
     assert [run.owner for run in await store.list_runs(poison.id)] == ["a"]
     assert store_errors(world) == ["poison", "poison"]  # stripped, then given up
+
+
+async def test_a_quarantine_the_store_cannot_take_for_an_outage_keeps_the_result_and_is_tried_again(
+    world: World,
+) -> None:
+    # set aside without its task quarantined, the run would be taken over and run again
+    store = refusing(world, "poison")
+    store.quarantine_outages = 1
+    engine = world.engine()
+    await world.add(world.job(), every=1)
+    poison = await world.add(world.job(), every=None, task_id="poison")
+    await engine._claim_once(100)
+    await settle()
+    drain = asyncio.create_task(engine.completions.drain())
+    for _ in range(30):
+        if store.quarantine_outages == 0:
+            break
+        await next_round(world, engine)
+    assert store.quarantine_outages == 0 and store.quarantined_ids == []
+    assert [result.run.task_id for result in engine.completions.pending.values()] == ["poison"]  # kept
+
+    for _ in range(30):
+        if drain.done():
+            break
+        await next_round(world, engine)
+    async with asyncio.timeout(5):
+        await drain
+    assert store.quarantined_ids == ["poison"] and engine.completions.pending == {}
+    assert [run.owner for run in await store.list_runs(poison.id)] == ["a"]
 
 
 async def test_a_result_the_store_cannot_take_completes_its_run_as_a_bare_failure(world: World) -> None:

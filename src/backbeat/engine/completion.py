@@ -263,17 +263,24 @@ class Completions:
         the run's task are what it cannot take. Quarantine the task (kept as it is, out of
         claims), so no worker runs it again for ever, and set the result aside: its lease is no
         longer renewed, so it runs out, and whoever takes the run over finds its task
-        quarantined and keeps the run without running it (until the record is repaired)."""
+        quarantined and keeps the run without running it (until the record is repaired).
+
+        A store unreachable for the quarantine keeps the result here (its lease renewed): set
+        aside, the run would be taken over and run again by a worker that finds its task
+        schedulable; refused as often again, it is given up again."""
         run = result.run
-        self._stripped.discard(run.id)
-        self.pending.pop(run.id, None)
-        self.deadlines.forget([run.id])
         why = f"the store refused to complete run {run.id} with any result: {_said(exc)}"
         try:
             quarantined = await self.store.quarantine(run.task_id, why)
-        except Exception as error:  # then the next worker to take the run over tries again
+        except (StoreUnavailableError, OSError) as error:
+            self._store_error(error, "quarantining a task")
+            return
+        except Exception as error:  # refused: the next worker to take the run over tries again
             self._store_error(error, "quarantining a task")
             quarantined = False
+        self._stripped.discard(run.id)
+        self.pending.pop(run.id, None)
+        self.deadlines.forget([run.id])
         log.error(
             "the store refused to complete run %s %d times more, stripped of its result: %s, "
             "set aside (its lease runs out and the run is taken over): %r",
