@@ -505,3 +505,32 @@ async def test_a_completion_whose_reply_was_lost_finds_its_re_queued_run_when_se
         finally:
             await store.close()
             await delete_keys(redis_url, prefix)
+
+
+@pytest.mark.parametrize("field", [2, 3, 4, 5])  # version, running, runs, failures
+async def test_a_task_quarantined_for_a_live_field_complete_lua_cannot_read_is_repaired_by_adding_it_again(
+    store: RedisStore, redis_url: str, prefix: str, field: int
+) -> None:
+    # what the engine's quarantine tells its operator to do: the task added again must run and
+    # complete, not keep the unreadable field (and be refused and quarantined again)
+    await store.add([task("a", at=T0)])
+    [run] = await store_runs_fired(store)
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        key = f"{{{prefix}}}:tasks"
+        record = await client.hget(key, "a")
+        assert isinstance(record, bytes)
+        fields = record.split(b"|", 9)
+        fields[field - 1] = b"x"
+        await client.hset(key, "a", b"|".join(fields))
+    finally:
+        await client.aclose()
+    assert await store.quarantine("a", "refused: no result completes it")
+
+    await store.add([task("a", at=T0 + LEASE)], replace=True)
+    assert await store.quarantined() == []
+    done = RunResult(run=run, outcome=RunOutcome.SUCCESS, finished_at=T0)
+    assert await store.complete("w1", [done]) == set()
+    repaired = await store.get("a")
+    assert repaired is not None and repaired.version >= 1
+    assert (repaired.runs, repaired.failures) == (1, 0)  # counted from the default again
