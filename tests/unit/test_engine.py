@@ -15,6 +15,7 @@ import pytest
 from tests.fakes import FakeClock, settle
 
 from backbeat.api.taskbuild import from_callable
+from backbeat.engine.completion import stripped
 from backbeat.engine.loop import Engine, EngineConfig
 from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.executors import AsyncIOExecutor
@@ -1056,3 +1057,19 @@ async def test_a_store_refusing_every_real_completion_strips_and_quarantines_not
     store.refused.clear()  # mended: the results as they were
     await until_done(world, drain)
     assert await store.list_runs() == [] and await store.dead_letters() == []
+
+
+def test_a_stripped_deferral_stays_a_deferral_and_keeps_its_fire_time() -> None:
+    # a run kept unrun (its task quarantined, its breaker open) must not become a dead letter,
+    # which would drop the fire time its deferral keeps
+    run = Run(id=run_id_for("t", T0), task_id="t", fire_time=T0, lease_until=T0)
+    deferred = RunResult(
+        run=run,
+        outcome=RunOutcome.DEFERRED,
+        finished_at=T0,
+        error="its task record cannot be read",
+        retry_at=at(60),
+    )
+    bare = stripped(deferred, StoreError("refused"))
+    assert (bare.outcome, bare.retry_at, bare.dead_letter) == (RunOutcome.DEFERRED, at(60), False)
+    assert bare.error == "StoreError: the store refused this run's deferral (StoreError: refused)"

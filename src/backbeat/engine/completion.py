@@ -247,13 +247,14 @@ class Completions:
             await self._give_up(result, exc, refusals)
             return
         self._stripped.add(run_id)
-        self.pending[run_id] = stripped(result, exc)
+        self.pending[run_id] = bare = stripped(result, exc)
         log.error(
             "the store refused to complete run %s (%s) %d times while it took others or answered "
-            "a probe: completed as failed without its result (no error text, traceback or retry): %r",
+            "a probe: completed as %s without its result (no error text or traceback): %r",
             run_id,
             result.outcome.value,
             refusals,
+            bare.outcome.value,
             exc,
         )
         self._emit_error(result, exc)
@@ -318,7 +319,17 @@ def _said(exc: BaseException) -> str:
 def stripped(result: RunResult, exc: Exception) -> RunResult:
     """``result`` as a failure the store can take: none of its error text, traceback or retry
     (the likely part it refused), the refusal as its error; dead-lettered when it would have
-    been, or retried (so the fire time can be run again by hand)."""
+    been, or retried (so the fire time can be run again by hand). A deferral (a run kept
+    unrun: its task quarantined, its circuit breaker open) stays one, its fire time kept."""
+    if result.outcome is RunOutcome.DEFERRED and result.retry_at is not None:
+        return RunResult(
+            run=result.run,
+            outcome=RunOutcome.DEFERRED,
+            finished_at=result.finished_at,
+            error=f"StoreError: the store refused this run's deferral ({_said(exc)})",
+            retry_at=result.retry_at,
+            started_at=result.started_at,
+        )
     return RunResult(
         run=result.run,
         outcome=RunOutcome.FAILURE,
