@@ -946,9 +946,7 @@ async def test_refusals_while_nothing_completes_set_nothing_aside(world: World) 
     assert {result.run.task_id for result in engine.completions.pending.values()} == {"poison", "other"}
 
     store.down = False
-    world.clock.advance(5)  # the longest back-off (``store_retry_max``)
-    async with asyncio.timeout(5):
-        await drain
+    await until_done(world, drain)  # a back-off of up to 2 x ``store_retry_max`` (10 s) away
     assert engine.completions.pending == {}
     assert await store.list_runs() == []
     stored = await store.get(other.id)
