@@ -190,10 +190,11 @@ class Store(Protocol):
 
         Only runs still leased to ``owner`` under the result's ``run.fencing_token`` are
         completed (also after their lease ended, until another lease was granted); returns the
-        ids of the others held by another holder (another owner or token): their lease passed
-        on. A run gone (completed) or waiting under that token (re-queued by this holder's
-        completion), as a completion sent again after a lost reply finds it, is neither
-        completed again nor returned.
+        ids of the others: held by another holder (another owner or token), or gone (completed
+        by another holder after a takeover, or by this one's completion sent again after a lost
+        reply: the store cannot tell them apart, the engine can by its lease deadlines). A run
+        waiting under that token (re-queued by this holder's completion, as a resend finds it)
+        is neither completed again nor returned.
 
         With ``history`` (run history on), each run completed also leaves its history entry
         (see :func:`backbeat.model.completed_history.history_row`: id, fields and stored

@@ -114,10 +114,9 @@ async def test_a_resent_completion_recorded_again_by_the_engine_stays_one_entry(
     recorder = HistoryRecorder(store, HistorySettings(), owner=OWNER, clock=lambda: T0)
 
     assert await store.complete(OWNER, [result], history=recorder.completions) == set()
-    # its reply lost: sent again, it finds the run completed (not lost); had it been reported
-    # lost (as before stores told the two apart), the engine would record the entry again
-    assert await store.complete(OWNER, [result], history=recorder.completions) == set()
-    recorder.completed([result], {run.id})
+    # its reply lost: sent again, it finds the run gone, and the engine records the entry again
+    lost = await store.complete(OWNER, [result], history=recorder.completions)
+    recorder.completed([result], lost)
     await recorder.flush(force=True)
 
     for query in (HistoryQuery(), HistoryQuery(task_id=ODD_ID)):

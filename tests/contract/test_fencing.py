@@ -86,20 +86,35 @@ async def test_tokens_never_go_back_not_even_after_clear(backend: Backend, store
     assert await peer.complete("C", [finished(again)]) == set()
 
 
-async def test_a_completion_sent_again_finds_its_runs_completed_not_lost(store: Store) -> None:
-    # the first sending went through but its reply was lost: the resend changes nothing and
-    # reports nothing lost, whether the run was deleted or re-queued under the same token
+async def test_a_completion_sent_again_finds_a_re_queued_run_completed_and_a_deleted_one_lost(
+    store: Store,
+) -> None:
+    # the first sending went through but its reply was lost: the resend changes nothing; a run
+    # waiting under the result's token was re-queued by it (not lost), a run gone is reported,
+    # as the store cannot tell it from one a takeover completed (the engine, still holding its
+    # lease, can: see Completions)
     await store.add([task("done"), task("retried")])
     done, retried = sorted(await start_run(store, "A"), key=lambda run: run.task_id)
     results = [finished(done), finished(retried, RunOutcome.FAILURE, retry_at=T0 + SECOND)]
     assert await store.complete("A", results) == set()
     [waiting] = await store.list_runs()
-    assert await store.complete("A", results) == set()
+    assert await store.complete("A", results) == {done.id}
     assert await store.list_runs() == [waiting]
     stored = await store.get("retried")
     assert stored is not None and (stored.runs, stored.failures) == (1, 1)  # counted once
 
     # once the retry is claimed (a new token), its holder's completion sent again is a loss
     [again] = (await store.claim_due("B", now=T0 + SECOND, lease=LEASE, limit=10)).runs
-    assert await store.complete("A", results) == {retried.id}
+    assert await store.complete("A", results) == {done.id, retried.id}
     assert await store.complete("B", [finished(again)]) == set()
+
+
+async def test_a_late_finisher_whose_run_a_takeover_completed_learns_it_was_lost(
+    backend: Backend, store: Store, peer: Store
+) -> None:
+    # A paused past its lease; B took the run over, ran and completed it: A's run was a second
+    # execution of the fire time, which A must report (a warning, its own history entry)
+    first, second = await _retaken(backend, store, "B")
+    assert await peer.complete("B", [finished(second)]) == set()
+    assert await store.list_runs() == []
+    assert await store.complete("A", [finished(first)]) == {first.id}

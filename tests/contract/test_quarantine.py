@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from backbeat.abc import Store
-from backbeat.model.records import TaskFilter
+from backbeat.model.records import RunOutcome, TaskFilter
 from backbeat.stores.memory import MemoryStore
-from tests.contract.helpers import LEASE, SHORT, T0, start_run, task
+from tests.contract.helpers import LEASE, SHORT, T0, finished, start_run, task
 from tests.contract.stores import Backend
 
 BAD = "{not json"
@@ -87,3 +87,22 @@ async def test_a_task_quarantined_for_refused_completions_is_kept_out_of_claims_
     await backend.pass_time(SHORT)
     claim = await peer.claim_due("w2", now=T0 + 2 * SECOND, lease=LEASE, limit=10)
     assert [(run.id, run.task) for run in claim.runs if run.task_id == "bad"] == [(bad.id, None)]
+
+
+async def test_completing_a_run_of_a_quarantined_task_keeps_its_record_as_it_was(
+    store: Store, backend: Backend
+) -> None:
+    # its taker keeps the run (deferred) until the record is repaired; a run that was going
+    # when the record went bad ends: neither writes anything into the record
+    await store.add([task("bad")])
+    [run] = await start_run(store, "w1")
+    await backend.corrupt("bad", BAD)
+    assert await store.get("bad") is None
+    deferred = finished(run, RunOutcome.DEFERRED, retry_at=T0 + SECOND)
+    assert await store.complete("w1", [deferred]) == set()
+    assert await backend.raw("bad") == BAD
+    [again] = (await store.claim_due("w2", now=T0 + SECOND, lease=LEASE, limit=10)).runs
+    assert (again.id, again.task) == (run.id, None)
+    assert await store.complete("w2", [finished(again)]) == set()
+    assert await backend.raw("bad") == BAD
+    assert [record.key for record in await store.quarantined()] == ["bad"]

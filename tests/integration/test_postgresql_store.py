@@ -391,3 +391,28 @@ async def test_an_add_due_before_a_sleeping_workers_wakeup_notifies_it_whatever_
         await asyncio.wait_for(heard.get(), 3)
     finally:
         await listener.close()
+
+
+@pytest.mark.parametrize("setting", ["statement_timeout", "lock_timeout"])
+async def test_a_completion_that_times_out_is_the_store_unavailable_not_a_refusal(
+    prefix: str, setting: str
+) -> None:
+    """A statement cancelled by a timeout (a big completion on a loaded server, a lock held too
+    long) is the store's trouble: the engine retries it, and never counts it as the store
+    refusing that result (which would end the run as a bare failure, then quarantine its task)."""
+    from tests.contract.helpers import finished, start_run, task
+
+    store = PostgreSQLStore(f"{URL}?{setting}=100", table_prefix=prefix)
+    holder = await asyncpg.connect(URL)
+    try:
+        await store.add([task("a")])
+        [run] = await start_run(store, "w1")
+        async with holder.transaction():
+            await holder.execute(f"SELECT 1 FROM {prefix}_runs WHERE id = $1 FOR UPDATE", run.id)
+            with pytest.raises(StoreUnavailableError, match="canceling statement"):
+                await store.complete("w1", [finished(run)])
+        assert await store.complete("w1", [finished(run)]) == set()
+        assert await store.list_runs() == []
+    finally:
+        await holder.close()
+        await store.close()

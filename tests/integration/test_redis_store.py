@@ -480,7 +480,7 @@ async def test_a_server_that_evicts_keys_is_warned_about_at_open(
         assert "maxmemory-policy allkeys-lru" in warnings[0] and server.url in warnings[0]
 
 
-async def test_a_completion_whose_reply_was_lost_finds_its_runs_completed_when_sent_again(
+async def test_a_completion_whose_reply_was_lost_finds_its_re_queued_run_when_sent_again(
     redis_url: str, prefix: str
 ) -> None:
     # complete.lua ran, the connection closed before its reply: the client sends it again
@@ -496,10 +496,41 @@ async def test_a_completion_whose_reply_was_lost_finds_its_runs_completed_when_s
                 RunResult(run=retried, outcome=RunOutcome.FAILURE, finished_at=T0, retry_at=T0 + LEASE),
             ]
             proxy.to_drop = 1
-            assert await store.complete("w1", results) == set()  # not lost: completed already
+            # the re-queued run is found waiting under its token; the deleted one is reported (the
+            # engine, still holding its lease, knows it completed it: see Completions)
+            assert await store.complete("w1", results) == {done.id}
             assert proxy.dropped == 1
             [waiting] = await store.list_runs()
             assert (waiting.id, waiting.owner, waiting.attempt) == (retried.id, None, 2)
         finally:
             await store.close()
             await delete_keys(redis_url, prefix)
+
+
+@pytest.mark.parametrize("field", [2, 3, 4, 5])  # version, running, runs, failures
+async def test_a_task_quarantined_for_a_live_field_complete_lua_cannot_read_is_repaired_by_adding_it_again(
+    store: RedisStore, redis_url: str, prefix: str, field: int
+) -> None:
+    # what the engine's quarantine tells its operator to do: the task added again must run and
+    # complete, not keep the unreadable field (and be refused and quarantined again)
+    await store.add([task("a", at=T0)])
+    [run] = await store_runs_fired(store)
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        key = f"{{{prefix}}}:tasks"
+        record = await client.hget(key, "a")
+        assert isinstance(record, bytes)
+        fields = record.split(b"|", 9)
+        fields[field - 1] = b"x"
+        await client.hset(key, "a", b"|".join(fields))
+    finally:
+        await client.aclose()
+    assert await store.quarantine("a", "refused: no result completes it")
+
+    await store.add([task("a", at=T0 + LEASE)], replace=True)
+    assert await store.quarantined() == []
+    done = RunResult(run=run, outcome=RunOutcome.SUCCESS, finished_at=T0)
+    assert await store.complete("w1", [done]) == set()
+    repaired = await store.get("a")
+    assert repaired is not None and repaired.version >= 1
+    assert (repaired.runs, repaired.failures) == (1, 0)  # counted from the default again

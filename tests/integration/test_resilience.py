@@ -401,8 +401,9 @@ async def test_a_completion_redis_refuses_holds_back_no_other_and_its_task_is_qu
 async def test_a_run_redis_cannot_complete_on_a_quiet_worker_is_given_up_once_not_for_ever(
     make_scheduler: SchedulerFactory, store_url: str, record_file: Path
 ) -> None:
-    # nothing else completes (the store answers a probe), and once its lease ran out the run is
-    # taken over: its task quarantined, it is kept waiting, not run and given up again and again
+    # refused alone (the store answers a probe) until another result completes now and then, and
+    # once its lease ran out the run is taken over: its task quarantined, it is kept waiting,
+    # not run and given up again and again
     scheduler = make_scheduler(store_url, lease_seconds=3.0)
     events: list[SchedulerEvent] = []
     scheduler.events.add_listener(events.append)
@@ -410,6 +411,7 @@ async def test_a_run_redis_cannot_complete_on_a_quiet_worker_is_given_up_once_no
     poison = await scheduler.schedule_immediate_task("poison", jobs.slow, args=[str(record_file), 0.5])
     await wait_for(lambda: bool(read_records(record_file)))
     await _corrupt_run_count(store_url, poison)
+    await scheduler.schedule_recurring_task("ticker", jobs.flaky, interval=1.0, args=[str(record_file), 0])
 
     def set_aside() -> list[SchedulerEvent]:
         return [event for event in events if event.kind == EventKind.STORE_ERROR and event.run_id]

@@ -15,12 +15,13 @@ import pytest
 from tests.fakes import FakeClock, settle
 
 from backbeat.api.taskbuild import from_callable
+from backbeat.engine.completion import stripped
 from backbeat.engine.loop import Engine, EngineConfig
 from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.executors import AsyncIOExecutor
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 from backbeat.model.history import HistoryQuery
-from backbeat.model.records import Run, RunResult, Task, TaskOptions, run_id_for
+from backbeat.model.records import Run, RunOutcome, RunResult, Task, TaskOptions, run_id_for
 from backbeat.model.registry import JobRegistry
 from backbeat.model.triggers import make_trigger_spec
 from backbeat.policies.definitions import RetryPolicy
@@ -66,7 +67,12 @@ class World:
     def __post_init__(self) -> None:
         self.store = MemoryStore(lease_clock=self.clock)
 
-    def engine(self, owner: str = "a", **config: Any) -> Engine:
+    def monotonic(self) -> float:
+        """Seconds since T0 by the fake clock: an engine's lease deadlines by it (``engine(...,
+        fake_deadlines=True)``) pass as the store's leases do."""
+        return (self.clock.now - T0).total_seconds()
+
+    def engine(self, owner: str = "a", *, fake_deadlines: bool = False, **config: Any) -> Engine:
         hub = EventHub()
         hub.add_listener(self.events.append)
         engine = Engine(
@@ -77,6 +83,7 @@ class World:
             EngineConfig(owner=owner, lease=LEASE, **config),
             clock=self.clock,
             sleep=self.clock.sleep,
+            monotonic=self.monotonic if fake_deadlines else None,
         )
         self.engines.append(engine)
         return engine
@@ -341,7 +348,8 @@ async def test_the_renew_step_extends_the_leases_of_runs_held(world: World) -> N
 async def test_a_run_whose_lease_another_owner_took_is_reported_lost(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine, job = world.engine(), world.job(gated=True)
+    # not fenced (as a thread-pool job, which cannot be stopped), its deadline passed here too
+    engine, job = world.engine(fake_deadlines=True, fencing=False), world.job(gated=True)
     task = await world.add(job)
     await engine._claim_once(100)
     await settle()
@@ -361,6 +369,31 @@ async def test_a_run_whose_lease_another_owner_took_is_reported_lost(
     assert "finished after their lease passed to another instance" in caplog.text
     [run] = await world.store.list_runs()
     assert (run.id, run.owner, run.attempt) == (run_id, "thief", 2)  # the completion was refused
+
+
+async def test_a_late_finisher_of_a_run_a_takeover_already_completed_warns_and_records_its_entry(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the fire time ran twice (here past the lease, and by the thief): gone from the store, the
+    # run is not this completion's to take, and the second execution must not go unseen
+    engine, job = world.engine(fake_deadlines=True, fencing=False), world.job(gated=True)
+    task = await world.add(job, every=None)
+    await engine._claim_once(100)
+    await settle()
+    world.clock.advance(11)  # the lease ended without a renewal
+    [taken] = (await world.store.claim_due("thief", now=world.clock.now, lease=LEASE, limit=10)).runs
+    done = RunResult(run=taken, outcome=RunOutcome.SUCCESS, finished_at=world.clock.now)
+    assert await world.store.complete("thief", [done]) == set()
+
+    with caplog.at_level(logging.WARNING, logger="backbeat.engine"):
+        assert job.gate is not None
+        job.gate.set()
+        await finish(engine)
+
+    assert "finished after their lease passed to another instance" in caplog.text
+    await engine.history.flush(force=True)
+    entries, _ = await world.store.run_history(HistoryQuery(task_id=task.id))
+    assert [(entry.owner, entry.outcome.value) for entry in entries] == [("a", "success")]
 
 
 # -- retries -------------------------------------------------------------------------------------
@@ -738,7 +771,13 @@ class RefusingStore(MemoryStore):
             return True
         return result.run.task_id in self.refused and result.run.id in self._runs
 
+    quarantine_outages = 0
+    """Quarantines that raise ``StoreUnavailableError`` before one goes through."""
+
     async def quarantine(self, task_id: str, error: str) -> bool:
+        if self.quarantine_outages:
+            self.quarantine_outages -= 1
+            raise StoreUnavailableError("connection lost")
         self.quarantined_ids.append(task_id)
         return True
 
@@ -814,13 +853,43 @@ async def test_a_run_the_store_cannot_complete_holds_back_no_other_and_its_task_
     assert store_errors(world) == ["poison", "poison"]  # stripped, then given up
 
 
+async def test_a_quarantine_the_store_cannot_take_for_an_outage_keeps_the_result_and_is_tried_again(
+    world: World,
+) -> None:
+    # set aside without its task quarantined, the run would be taken over and run again
+    store = refusing(world, "poison")
+    store.quarantine_outages = 1
+    engine = world.engine()
+    await world.add(world.job(), every=1)
+    poison = await world.add(world.job(), every=None, task_id="poison")
+    await engine._claim_once(100)
+    await settle()
+    drain = asyncio.create_task(engine.completions.drain())
+    for _ in range(30):
+        if store.quarantine_outages == 0:
+            break
+        await next_round(world, engine)
+    assert store.quarantine_outages == 0 and store.quarantined_ids == []
+    assert [result.run.task_id for result in engine.completions.pending.values()] == ["poison"]  # kept
+
+    for _ in range(30):
+        if drain.done():
+            break
+        await next_round(world, engine)
+    async with asyncio.timeout(5):
+        await drain
+    assert store.quarantined_ids == ["poison"] and engine.completions.pending == {}
+    assert [run.owner for run in await store.list_runs(poison.id)] == ["a"]
+
+
 async def test_a_result_the_store_cannot_take_completes_its_run_as_a_bare_failure(world: World) -> None:
-    # a value the store cannot encode, in the error: on a quiet worker, as nothing else runs
+    # a value the store cannot encode, in the error; another result completes beside it once
     store = refusing(world)
     store.refused_text = "\x00"
     engine = world.engine()
     retry = RetryPolicy(max_attempts=1, jitter=0).to_json()
     task = await world.add(world.job(error=ValueError("a NUL \x00 byte")), every=None, retry=retry)
+    await world.add(world.job(), every=None, task_id="other")
     await engine._claim_once(100)
     await settle()
 
@@ -877,9 +946,7 @@ async def test_refusals_while_nothing_completes_set_nothing_aside(world: World) 
     assert {result.run.task_id for result in engine.completions.pending.values()} == {"poison", "other"}
 
     store.down = False
-    world.clock.advance(5)  # the longest back-off (``store_retry_max``)
-    async with asyncio.timeout(5):
-        await drain
+    await until_done(world, drain)  # a back-off of up to 2 x ``store_retry_max`` (10 s) away
     assert engine.completions.pending == {}
     assert await store.list_runs() == []
     stored = await store.get(other.id)
@@ -924,10 +991,11 @@ async def test_a_completion_sent_again_after_a_lost_reply_reports_no_lost_run(
     assert "after their lease passed" not in caplog.text
 
 
-async def test_a_lone_result_refused_on_a_quiet_worker_is_given_up_but_not_while_the_store_is_down(
+async def test_a_lone_result_refused_on_a_quiet_worker_is_given_up_once_others_complete_not_while_down(
     world: World,
 ) -> None:
-    # nothing else completes here: the store answering a probe tells its refusal from an outage
+    # nothing else completes here at first: the store answering a probe tells its refusal from an
+    # outage, and a result completing meanwhile shows it takes real ones
     store = refusing(world, "poison")
     store.down = True
     engine = world.engine()
@@ -941,8 +1009,65 @@ async def test_a_lone_result_refused_on_a_quiet_worker_is_given_up_but_not_while
     assert not drain.done() and store_errors(world) == []
 
     store.down = False  # up, and refusing this run's completion only
+    for _ in range(60):  # answering probes: counted, but nothing else completed here yet
+        world.clock.advance(1)
+        await settle()
+    assert not drain.done() and store_errors(world) == []
+
+    await another_completes(world, engine, "witness-1")
+    assert store_errors(world) == ["poison"]  # stripped at once: refused long enough already
+    await another_completes(world, engine, "witness-2")
     await until_done(world, drain)
     assert engine.completions.pending == {}
     assert store.quarantined_ids == ["poison"]
     assert [run.owner for run in await store.list_runs(poison.id)] == ["a"]  # left to its lease
     assert store_errors(world) == ["poison", "poison"]
+
+
+async def another_completes(world: World, engine: Engine, task_id: str) -> None:
+    """A one-shot task due now runs here and its result joins the drain, which takes it (past a
+    back-off of 10 s at most)."""
+    await world.add(world.job(), first=world.clock.now, every=None, task_id=task_id)
+    await engine._claim_once(100)
+    await settle()
+    for _ in range(10):
+        world.clock.advance(1)
+        await settle()
+    assert await world.store.get(task_id) is None
+
+
+async def test_a_store_refusing_every_real_completion_strips_and_quarantines_nothing(world: World) -> None:
+    # a completion path broken for real data (a history table gone, a script failing on every
+    # real record) answers the probe: without a result completing, nothing is the result's
+    store = refusing(world, "one", "two")
+    engine = world.engine()
+    await world.add(world.job(), every=None, task_id="one")
+    await world.add(world.job(), every=None, task_id="two")
+    await engine._claim_once(100)
+    await settle()
+    drain = asyncio.create_task(engine.completions.drain())
+    for _ in range(120):
+        world.clock.advance(1)
+        await settle()
+    assert not drain.done() and store_errors(world) == [] and store.quarantined_ids == []
+    assert {result.outcome for result in engine.completions.pending.values()} == {RunOutcome.SUCCESS}
+
+    store.refused.clear()  # mended: the results as they were
+    await until_done(world, drain)
+    assert await store.list_runs() == [] and await store.dead_letters() == []
+
+
+def test_a_stripped_deferral_stays_a_deferral_and_keeps_its_fire_time() -> None:
+    # a run kept unrun (its task quarantined, its breaker open) must not become a dead letter,
+    # which would drop the fire time its deferral keeps
+    run = Run(id=run_id_for("t", T0), task_id="t", fire_time=T0, lease_until=T0)
+    deferred = RunResult(
+        run=run,
+        outcome=RunOutcome.DEFERRED,
+        finished_at=T0,
+        error="its task record cannot be read",
+        retry_at=at(60),
+    )
+    bare = stripped(deferred, StoreError("refused"))
+    assert (bare.outcome, bare.retry_at, bare.dead_letter) == (RunOutcome.DEFERRED, at(60), False)
+    assert bare.error == "StoreError: the store refused this run's deferral (StoreError: refused)"

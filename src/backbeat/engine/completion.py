@@ -22,7 +22,7 @@ log = logging.getLogger("backbeat.engine")
 POISON_REFUSALS = 3
 """Times the store may refuse to complete one run's result on its own, while it completes
 others or answers a probe, before that result is stripped, and the stripped one before it is
-set aside (see :meth:`Completions._one_by_one`)..."""
+set aside (see :meth:`Completions._one_by_one`), once it completed another result meanwhile..."""
 POISON_SPAN = timedelta(seconds=2)
 """... over this long at least (by the scheduler's clock): a refusal that passes (a deadlock,
 a cancelled statement) is not taken for the result's."""
@@ -70,9 +70,10 @@ class Completions:
         self._completed = completed
         self._store_error = store_error
         self._lock = asyncio.Lock()
-        self._refusals: dict[str, tuple[int, datetime]] = {}
+        self._refusals: dict[str, tuple[int, datetime, bool]] = {}
         """Run id -> times its result was refused on its own (while others completed or the
-        store answered a probe), and when first."""
+        store answered a probe), when first, and whether another result completed in a pass
+        that counted one."""
         self._stripped: set[str] = set()
         """Runs whose result was replaced by :func:`stripped` (refused on its own already)."""
 
@@ -152,6 +153,11 @@ class Completions:
 
     async def _complete(self, batch: list[RunResult]) -> None:
         lost = await self.store.complete(self.owner, batch, history=self.history.completions)
+        if lost:
+            # A run this process surely still holds no one else can have completed: gone, it was
+            # completed here (a completion sent again after a lost reply). Else it is a late
+            # finish of a run taken over: warned about, its entry recorded here.
+            lost = {run_id for run_id in lost if not self.deadlines.holds(run_id)}
         for result in batch:
             self.pending.pop(result.run.id, None)
             self._refusals.pop(result.run.id, None)
@@ -172,7 +178,10 @@ class Completions:
         A refusal counts when another result completed, or, nothing completing (a quiet
         worker), when the store answers a probe right after it (:meth:`_answers`); else it is
         the store's trouble (down, refusing writes, refusing every completion), not the
-        result's, and counts nothing."""
+        result's, and counts nothing. Either step also waits until another result completed
+        in a pass that counted a refusal: a probe proves the store up, not that it completes
+        real results (a history table gone, a script failing on every real record), and such
+        a store would otherwise strip and quarantine every task a fleet runs."""
         refused: list[tuple[RunResult, Exception]] = []
         completed = False
         if len(batch) == 1:
@@ -194,7 +203,7 @@ class Completions:
         answered = {result.run.id for result, _ in refused} if completed else await self._answers(refused)
         for result, refusal in refused:
             if result.run.id in answered:
-                await self._refused(result, refusal)
+                await self._refused(result, refusal, witnessed=completed)
         return completed
 
     async def _answers(self, refused: list[tuple[RunResult, Exception]]) -> set[str]:
@@ -222,29 +231,30 @@ class Completions:
         self.deadlines.granted(held, sent)
         return held
 
-    async def _refused(self, result: RunResult, exc: Exception) -> None:
-        """Count a refusal of ``result`` on its own; past the poison rule, complete the run as
-        failed without what the store refuses (:func:`stripped`) and, that refused too, give it
-        up (:meth:`_give_up`)."""
+    async def _refused(self, result: RunResult, exc: Exception, *, witnessed: bool) -> None:
+        """Count a refusal of ``result`` on its own (``witnessed``: while another result
+        completed); past the poison rule, complete the run as failed without what the store
+        refuses (:func:`stripped`) and, that refused too, give it up (:meth:`_give_up`)."""
         run_id = result.run.id
         now = self._clock()
-        refusals, first = self._refusals.get(run_id, (0, now))
-        refusals += 1
-        self._refusals[run_id] = (refusals, first)
-        if refusals < POISON_REFUSALS or now - first < POISON_SPAN:
+        refusals, first, seen = self._refusals.get(run_id, (0, now, False))
+        refusals, seen = refusals + 1, seen or witnessed
+        self._refusals[run_id] = (refusals, first, seen)
+        if refusals < POISON_REFUSALS or now - first < POISON_SPAN or not seen:
             return
         del self._refusals[run_id]
         if run_id in self._stripped:
             await self._give_up(result, exc, refusals)
             return
         self._stripped.add(run_id)
-        self.pending[run_id] = stripped(result, exc)
+        self.pending[run_id] = bare = stripped(result, exc)
         log.error(
             "the store refused to complete run %s (%s) %d times while it took others or answered "
-            "a probe: completed as failed without its result (no error text, traceback or retry): %r",
+            "a probe: completed as %s without its result (no error text or traceback): %r",
             run_id,
             result.outcome.value,
             refusals,
+            bare.outcome.value,
             exc,
         )
         self._emit_error(result, exc)
@@ -254,17 +264,24 @@ class Completions:
         the run's task are what it cannot take. Quarantine the task (kept as it is, out of
         claims), so no worker runs it again for ever, and set the result aside: its lease is no
         longer renewed, so it runs out, and whoever takes the run over finds its task
-        quarantined and keeps the run without running it (until the record is repaired)."""
+        quarantined and keeps the run without running it (until the record is repaired).
+
+        A store unreachable for the quarantine keeps the result here (its lease renewed): set
+        aside, the run would be taken over and run again by a worker that finds its task
+        schedulable; refused as often again, it is given up again."""
         run = result.run
-        self._stripped.discard(run.id)
-        self.pending.pop(run.id, None)
-        self.deadlines.forget([run.id])
         why = f"the store refused to complete run {run.id} with any result: {_said(exc)}"
         try:
             quarantined = await self.store.quarantine(run.task_id, why)
-        except Exception as error:  # then the next worker to take the run over tries again
+        except (StoreUnavailableError, OSError) as error:
+            self._store_error(error, "quarantining a task")
+            return
+        except Exception as error:  # refused: the next worker to take the run over tries again
             self._store_error(error, "quarantining a task")
             quarantined = False
+        self._stripped.discard(run.id)
+        self.pending.pop(run.id, None)
+        self.deadlines.forget([run.id])
         log.error(
             "the store refused to complete run %s %d times more, stripped of its result: %s, "
             "set aside (its lease runs out and the run is taken over): %r",
@@ -302,7 +319,17 @@ def _said(exc: BaseException) -> str:
 def stripped(result: RunResult, exc: Exception) -> RunResult:
     """``result`` as a failure the store can take: none of its error text, traceback or retry
     (the likely part it refused), the refusal as its error; dead-lettered when it would have
-    been, or retried (so the fire time can be run again by hand)."""
+    been, or retried (so the fire time can be run again by hand). A deferral (a run kept
+    unrun: its task quarantined, its circuit breaker open) stays one, its fire time kept."""
+    if result.outcome is RunOutcome.DEFERRED and result.retry_at is not None:
+        return RunResult(
+            run=result.run,
+            outcome=RunOutcome.DEFERRED,
+            finished_at=result.finished_at,
+            error=f"StoreError: the store refused this run's deferral ({_said(exc)})",
+            retry_at=result.retry_at,
+            started_at=result.started_at,
+        )
     return RunResult(
         run=result.run,
         outcome=RunOutcome.FAILURE,

@@ -309,8 +309,8 @@ class MemoryStore:
             run = self._runs.get(run_id)
             token = result.run.fencing_token
             if run is None or not _holds(run, owner, token):
-                # gone, or waiting under the token: completed already (a resend finds it so)
-                if run is not None and (run.owner is not None or run.fencing_token != token):
+                # waiting under the token: re-queued by this holder's completion (a resend)
+                if run is None or run.owner is not None or run.fencing_token != token:
                     lost.add(run_id)
                 continue
             if history is not None and (row := history_row(result, owner, history)) is not None:

@@ -476,7 +476,7 @@ class MongoStore:
 
     async def _complete_one(self, c: Collections, owner: str, result: RunResult) -> bool | None:
         """Whether the run was completed here; ``None`` when it was already (a resend finds it
-        gone, or waiting under its token), ``False`` when another holder has it."""
+        waiting under its token), ``False`` when it is gone or another holder has it."""
         run = result.run
         mine = d.held_run_filter(run.id, owner, run.fencing_token)
         if result.retry_at is not None:
@@ -486,7 +486,11 @@ class MongoStore:
         if held is None:
             # a second read, only for a run not held: never on the way of a completion
             now = await c.runs.find_one({"_id": run.id}, {"owner": 1, "fencing": 1})
-            if now is None or (now.get("owner") is None and (now.get("fencing") or 0) == run.fencing_token):
+            if (
+                now is not None
+                and now.get("owner") is None
+                and (now.get("fencing") or 0) == run.fencing_token
+            ):
                 return None
             return False
         # a run its task's removal detached touches no task of its id (another incarnation)

@@ -138,6 +138,15 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.InternalClientError,  # e.g. a pooled connection the server closed while idle
+    # The server's trouble, not the statement's: a timeout (statement, lock, idle transaction)
+    # or a cancel under load, no resources left (disk, memory), a standby after a failover. An
+    # error taken for a refusal may end a run as a bare failure and quarantine its task.
+    asyncpg.exceptions.OperatorInterventionError,  # 57*: query_canceled, admin/crash shutdown
+    asyncpg.exceptions.LockNotAvailableError,
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
+    asyncpg.exceptions.TransactionTimeoutError,
+    asyncpg.exceptions.InsufficientResourcesError,  # 53*: disk full, out of memory
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
 
 

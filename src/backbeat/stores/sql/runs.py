@@ -186,9 +186,9 @@ def fire(d: Dialect, owner: str, decisions: list[FireDecision], lease: timedelta
 def complete(
     d: Dialect, owner: str, results: list[RunResult], history: HistorySettings | None = None
 ) -> Txn[set[str]]:
-    """The run ids held by another holder than ``owner`` under the results' fencing tokens
-    (see ``Store.complete``); with ``history``, the entries of the runs completed are inserted
-    in the same transaction."""
+    """The run ids not completed (see ``Store.complete``): gone or held by another holder than
+    ``owner`` under the results' fencing tokens; with ``history``, the entries of the runs
+    completed are inserted in the same transaction."""
     rows = yield from fetch(d.sql.RUN_OWNERS, d.array(sorted({r.run.id for r in results})))
     runs = {row[0]: row for row in rows}
     lost: set[str] = set()
@@ -200,7 +200,7 @@ def complete(
     for result in results:
         row = runs.pop(result.run.id, None)
         if row is None or row[2] != owner or row[3] != result.run.fencing_token:
-            lost.update(_held_by_another(row, result.run))
+            lost.update(_not_completed(row, result.run))
             continue
         detached = bool(row[4])  # its task was removed: a task of its id now is another one
         if result.dead_letter:
@@ -243,10 +243,10 @@ def complete(
     return lost
 
 
-def _held_by_another(row: Sequence[Any] | None, run: Run) -> tuple[str, ...]:
-    """``run``'s id if its row (not held under its token) is another holder's; nothing when it
-    is gone or waiting under the token: completed already, as a completion sent again finds it."""
-    return (run.id,) if row is not None and (row[2] is not None or row[3] != run.fencing_token) else ()
+def _not_completed(row: Sequence[Any] | None, run: Run) -> tuple[str, ...]:
+    """``run``'s id if its row (not held under its token) is gone or another holder's; nothing
+    when it waits under the token: re-queued by this holder's completion (a resend finds it so)."""
+    return (run.id,) if row is None or row[2] is not None or row[3] != run.fencing_token else ()
 
 
 def _record_completed(

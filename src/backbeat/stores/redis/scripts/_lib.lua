@@ -166,12 +166,12 @@ local RECORD_PATTERN = '^(([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*
 local DEFAULTS = {'', '0', '0', '0', '0', '', '1', '', ''}
 
 -- A record as {nrt, ver, running, runs, failures, last, max, flags, outcome, document}, the
--- defaults filled in. A record that is not one (written by hand) is all document, and
--- quarantined: the flag is never written into it, so it stays as it was.
+-- defaults filled in. A record that is not one (written by hand) is all document (`whole`), and
+-- quarantined: join_live gives it back as it was, so no script writes anything into it.
 local function parse_live(raw)
   local f = {string.match(raw, RECORD_PATTERN)}
   if #f == 0 then
-    return {'', '0', '0', '0', '0', '', '1', 'q', '', raw}
+    return {'', '0', '0', '0', '0', '', '1', 'q', '', raw, whole = true}
   end
   table.remove(f, 1)
   for i = 1, 9 do
@@ -196,8 +196,11 @@ local function live_text(f)
     .. compact(f[5], '0') .. '|' .. f[6] .. '|' .. compact(f[7], '1') .. '|' .. f[8] .. '|' .. f[9]
 end
 
--- The record of f: its live fields and its document.
+-- The record of f: its live fields and its document (a record that was not one, as it was).
 local function join_live(f)
+  if f.whole then
+    return f[10]
+  end
   return live_text(f) .. '|' .. f[10]
 end
 

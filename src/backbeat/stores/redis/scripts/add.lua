@@ -55,12 +55,19 @@ for i, id in ipairs(ids) do
   local tags = all_tags[i]
   local live = new_lives[i]
   if old_lives[i] then
-    -- A replacement keeps the live state (running, counters, a claim) and counts as a change.
+    -- A replacement keeps the live state (running, counters, a claim) and counts as a change;
+    -- a field that is not a number (a quarantined record being repaired) starts again from its
+    -- default, or no script could ever read the record again
     local old = parse_live(old_lives[i])
     for _, tag in ipairs(decode_tags(old_tags[i])) do
       redis.call('ZREM', tag_key(tag), id)
     end
-    live[VER] = math.max(tonumber(old[VER]) + 1, tonumber(live[VER]))
+    live[VER] = math.max((tonumber(old[VER]) or 0) + 1, tonumber(live[VER]))
+    for _, f in ipairs({RUNNING, RUNS, FAILURES, LAST}) do
+      if old[f] ~= '' and not tonumber(old[f]) then
+        old[f] = DEFAULTS[f]
+      end
+    end
     live[RUNNING], live[RUNS], live[FAILURES] = old[RUNNING], old[RUNS], old[FAILURES]
     live[LAST], live[OUTCOME] = old[LAST], old[OUTCOME]
   else

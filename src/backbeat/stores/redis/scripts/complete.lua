@@ -4,9 +4,10 @@
 -- '' = none; token the fencing token held), then one dead letter JSON per result with dead '1',
 -- in order, then (history on) the history items of the results, in order, joined by '\n' in
 -- one argument (redis/history.py's completion_items; '' = no entry). A 'deferred' outcome keeps
--- the attempt and counts nothing. Returns the run ids held by another holder (another owner or
--- token): not the runs gone (completed) nor those waiting under token (re-queued by this
--- holder's completion), which a completion sent again finds.
+-- the attempt and counts nothing. Returns the run ids not completed: gone (completed by this
+-- holder's resent completion or by another's after a takeover: the engine tells them apart) or
+-- held by another holder; not those waiting under token (re-queued by this holder's completion,
+-- as a completion sent again finds them).
 local owner, buffered_from, n, owner_member = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local run_ids, results, letters = {}, {}, {}
 for i = 6, 5 + n do
@@ -36,10 +37,10 @@ for i, rid in ipairs(run_ids) do
     else
       counted[#counted + 1] = task_ids[#task_ids]
     end
-  elseif run and (run[3] ~= '' or run[4] ~= results[i][6]) then
+  elseif not run or run[3] ~= '' or run[4] ~= results[i][6] then
     lost[#lost + 1] = rid
   end
-  -- else gone, or waiting under the token: completed already (a resend finds it so)
+  -- else waiting under the token: re-queued by this holder's completion (a resend finds it so)
 end
 
 -- several runs of one task may finish in one batch: update a single copy of its live fields
