@@ -115,6 +115,25 @@ class _OlderStore(MemoryStore):
         return await super().complete(owner, results)
 
 
+class _StoreWithoutQuarantine:
+    """A store written before ``Store.quarantine``: every other method, delegated."""
+
+    def __init__(self) -> None:
+        self._store = MemoryStore()
+
+    def __getattr__(self, name: str) -> object:
+        if name == "quarantine":
+            raise AttributeError(name)
+        return getattr(self._store, name)
+
+
+def test_a_store_without_a_method_the_engine_calls_is_refused_naming_it() -> None:
+    with pytest.raises(ConfigurationError, match=r"_StoreWithoutQuarantine lacks quarantine\(\), which"):
+        build_store(_StoreWithoutQuarantine())  # type: ignore[arg-type]  # what mypy refuses, refused at run time
+    with pytest.raises(ConfigurationError, match=r"cannot make a store from 42"):
+        build_store(42)  # type: ignore[arg-type]
+
+
 def test_a_store_without_a_keyword_the_engine_passes_is_refused_when_given() -> None:
     assert isinstance(build_store(MemoryStore()), MemoryStore)
     with pytest.raises(

@@ -299,7 +299,20 @@ def build_store(spec: StoreConfig | Store | str) -> Store:
     if isinstance(spec, Store):
         _check_keywords(spec)
         return spec
+    _check_methods(spec)
     raise ConfigurationError(f"cannot make a store from {spec!r}")
+
+
+def _check_methods(spec: object) -> None:
+    """Refuse an object that has some of the store protocol's methods (a store written for an
+    older backbeat) naming the ones it lacks, rather than as no store at all."""
+    methods = [name for name in vars(Store) if not name.startswith("_")]
+    missing = [name for name in methods if not callable(getattr(spec, name, None))]
+    if len(missing) < len(methods) // 2:
+        raise ConfigurationError(
+            f"store {type(spec).__name__} lacks {', '.join(f'{name}()' for name in missing)}, which "
+            f"this backbeat calls (see the CHANGELOG: Store.{missing[0]})"
+        )
 
 
 _KEYWORDS = (("complete", "history"), ("put_state", "wake"))
