@@ -155,11 +155,14 @@ def completed_entry(
     return id_, outcome, doc
 
 
-def history_row(result: RunResult, owner: str, settings: HistorySettings) -> HistoryRow | None:
-    """The stored entry of a completed run (:func:`completed_entry`); ``None`` for a deferred
-    run, and for an entry whose document cannot be built (logged, the run completes without
-    one)."""
-    ended = to_us(result.finished_at)
+def history_row(
+    result: RunResult, owner: str, settings: HistorySettings, ended: int | None = None
+) -> HistoryRow | None:
+    """The stored entry of a completed run (:func:`completed_entry`; ``ended``: its end in epoch
+    microseconds, when the caller has it); ``None`` for a deferred run, and for an entry whose
+    document cannot be built (logged, the run completes without one)."""
+    if ended is None:
+        ended = to_us(result.finished_at)
     found = completed_entry(result, settings, result.run.fencing_token, owner_member(owner), ended)
     if found is None:
         return None
