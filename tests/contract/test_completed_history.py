@@ -185,3 +185,27 @@ async def test_each_entry_of_a_batch_is_its_own_runs_around_runs_without_one(sto
         ("d", "name of\nd\n", None),
         ("e", "name of\ne\n", "e\n"),
     ]
+
+
+async def test_a_lost_run_in_a_batch_leaves_the_others_their_own_entries(store: Store) -> None:
+    # Redis passes a batch's entries on as the client built them unless a run was lost or has
+    # no entry: then it must pick the entries of the runs it completed, each with its own fields
+    a, b, c, d, e = await started(store, "a", "b", "c", "d", "e")
+    assert await store.complete(OWNER, [finished(b, at=T0)], history=ON) == set()
+    assert await store.complete(OWNER, [finished(e, at=T0)], history=ON) == set()
+    every_entry = [finished(a, at=T0 + SECOND), finished(b, at=T0 + 2 * SECOND)]
+    some_without = [
+        finished(c, RunOutcome.DEFERRED, at=T0 + 3 * SECOND, retry_at=T0 + 9 * SECOND),
+        finished(e, at=T0 + 4 * SECOND),
+        finished(d, RunOutcome.CANCELLED, at=T0 + 5 * SECOND),
+    ]
+
+    assert await store.complete(OWNER, every_entry, history=ON) == {b.id}
+    assert await store.complete(OWNER, some_without, history=ON) == {e.id}
+
+    assert [(x.task_id, x.ended_at, x.outcome) for x in await history(store)] == [
+        ("a", T0 + SECOND, HistoryOutcome.SUCCESS),
+        ("b", T0, HistoryOutcome.SUCCESS),
+        ("d", T0 + 5 * SECOND, HistoryOutcome.CANCELLED),
+        ("e", T0, HistoryOutcome.SUCCESS),
+    ]

@@ -1,41 +1,92 @@
-"""``complete.lua``'s history argument: the items of a batch's results in one argument."""
+"""``complete.lua``'s history arguments: each entry's document and per-task member, built here."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
-from backbeat.model.history import HistorySettings
+from backbeat.model.history import HistoryEntry, HistoryOutcome, HistorySettings, entry_id, to_us
 from backbeat.model.records import Run, RunOutcome, RunResult
 from backbeat.stores.redis import history
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+OWNER = "host:42:ab"
 
 
-def result(task_id: str, outcome: RunOutcome = RunOutcome.SUCCESS) -> RunResult:
-    run = Run(id=f"{task_id}@{T0.isoformat()}", task_id=task_id, fire_time=T0, lease_until=T0)
+def result(task_id: str, outcome: RunOutcome = RunOutcome.SUCCESS, *, attempt: int = 1) -> RunResult:
+    run = Run(
+        id=f"{task_id}@{T0.isoformat()}", task_id=task_id, fire_time=T0, lease_until=T0, attempt=attempt
+    )
     retry = T0 + timedelta(seconds=1) if outcome is RunOutcome.DEFERRED else None
-    return RunResult(run=run, outcome=outcome, finished_at=T0, started_at=T0, retry_at=retry)
+    return RunResult(
+        run=run,
+        outcome=outcome,
+        finished_at=T0 + timedelta(seconds=2),
+        started_at=T0 + timedelta(seconds=1),
+        retry_at=retry,
+        error=None if outcome is RunOutcome.SUCCESS else "stopped",
+    )
 
 
-def test_items_are_joined_in_order_with_an_empty_one_for_a_run_without_entry() -> None:
+def entries(results: list[RunResult], tokens: list[int]) -> tuple[str, list[tuple[bytes, bytes]]]:
+    """Which results have an entry, and (document, per-task member) of each entry, cut as
+    ``complete.lua`` does."""
+    present, joined = history.completion_args(
+        results, HistorySettings(), tokens, OWNER, [to_us(r.finished_at) for r in results]
+    )
+    assert isinstance(present, str) and isinstance(joined, bytes)
+    found: list[tuple[bytes, bytes]] = []
+    pos = 0
+    while pos < len(joined):
+        doc_end = joined.index(b"\0", pos)
+        task_end = joined.index(b"\0", doc_end + 1)
+        id_end = joined.index(b"\0", task_end + 20)
+        found.append((joined[pos:doc_end], joined[doc_end + 1 : id_end]))
+        pos = id_end + 1
+    return present, found
+
+
+def test_each_entry_is_its_document_and_per_task_member() -> None:
+    a, b = result("a"), result("b", RunOutcome.CANCELLED, attempt=3)
+
+    present, found = entries([a, b], [7, 0])
+
+    ids = [entry_id(a.run.id, 1, HistoryOutcome.SUCCESS, 7), entry_id(b.run.id, 3, HistoryOutcome.CANCELLED)]
+    end = to_us(a.finished_at)
+    assert present == ""
+    assert [member for _, member in found] == [
+        history.task_member("a", end, ids[0]),
+        history.task_member("b", end, ids[1]),
+    ]
+
+
+def test_the_documents_read_back_as_the_entries_recorded_otherwise() -> None:
+    results = [result("a"), result("b", RunOutcome.FAILURE, attempt=2)]
+
+    _, found = entries(results, [7, 9])
+
+    for (doc, member), res, token in zip(found, results, [7, 9], strict=True):
+        run = res.run
+        entry = HistoryEntry.from_bytes(doc, member.rpartition(b"\0")[2].decode())
+        assert entry.id == entry_id(run.id, run.attempt, entry.outcome, token)
+        assert (entry.task_id, entry.run_id, entry.attempt) == (run.task_id, run.id, run.attempt)
+        assert (entry.fire_time, entry.started_at, entry.ended_at) == (T0, res.started_at, res.finished_at)
+        assert (entry.owner, entry.task_name) == (OWNER, run.task_id)
+    assert HistoryEntry.from_bytes(found[1][0], "b@x#2.9#failure").error == "stopped"
+
+
+def test_a_run_without_an_entry_is_marked_and_sends_nothing() -> None:
     results = [result("a"), result("b", RunOutcome.DEFERRED), result("c", RunOutcome.CANCELLED)]
 
-    items = history.completion_items(results, HistorySettings(), [7, 0, 9]).split(b"\n")
+    present, found = entries(results, [7, 0, 9])
 
-    assert items == [
-        history.completion_item(r, HistorySettings(), t) for r, t in zip(results, [7, 0, 9], strict=True)
-    ]
-    assert [item.partition(b"|")[0] for item in items] == [b"success", b"", b"cancelled"]
+    assert present == "101"
+    assert [member.partition(b"\0")[0] for _, member in found] == [b"a", b"c"]
 
 
-def test_an_item_with_a_newline_costs_the_batch_its_entries_never_their_order(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(history, "completion_item", lambda *_: b"x\ny")
+def test_a_run_id_that_does_not_spell_the_task_id_keeps_it_in_the_document() -> None:
+    odd = result("a")
+    odd.run.id = "other@x"
 
-    assert (
-        history.completion_items([result("a"), result("b"), result("c")], HistorySettings(), [1, 2, 3])
-        == b"\n\n"
-    )
+    _, [(doc, _)] = entries([odd], [1])
+
+    assert HistoryEntry.from_bytes(doc, "other@x#1.1#success").task_id == "a"

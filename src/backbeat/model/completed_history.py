@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from backbeat.model.history import HistoryOutcome, HistorySettings, entry_id, stored_document, to_us
+from backbeat.model.history import HistoryOutcome, HistorySettings, to_us
 from backbeat.model.records import RunOutcome, RunResult
 
 log = logging.getLogger("backbeat.history")
@@ -18,6 +18,7 @@ log = logging.getLogger("backbeat.history")
 HistoryRow = tuple[str, str, int, str, str]
 """(entry id, task id, end in epoch microseconds, outcome, stored JSON document)."""
 
+_SUCCESS = RunOutcome.SUCCESS
 _OUTCOMES = {
     RunOutcome.SUCCESS: HistoryOutcome.SUCCESS,
     RunOutcome.FAILURE: HistoryOutcome.FAILURE,
@@ -60,42 +61,121 @@ def args_of(result: RunResult) -> dict[str, Any] | None:
     return None if task is None else {"args": task.args, "kwargs": task.kwargs, "data": task.data}
 
 
-def history_row(result: RunResult, owner: str, settings: HistorySettings) -> HistoryRow | None:
-    """The stored entry of a completed run; ``None`` for a deferred run, and for an entry whose
-    document cannot be built (a message with a lone surrogate: logged, the run completes
-    without one)."""
-    outcome = outcome_of(result)
-    if outcome is None:
-        return None
+_NAMES: dict[str, bytes] = {}
+_NAMES_KEPT = 4096
+_OWNERS: dict[str, bytes] = {}
+
+
+def _name_json(name: str) -> bytes:
+    """``name`` as JSON, remembered for the next run of the task (a few thousand names at most).
+
+    Raises:
+        orjson.JSONEncodeError: ``name`` cannot be encoded (a lone surrogate).
+    """
+    found = _NAMES.get(name)
+    if found is None:
+        found = orjson.dumps(name)
+        if len(_NAMES) >= _NAMES_KEPT:
+            _NAMES.clear()
+        _NAMES[name] = found
+    return found
+
+
+def owner_member(owner: str) -> bytes:
+    """The owner's member of a stored document (``,"owner":"..."``), remembered (an engine
+    completes under one owner).
+
+    Raises:
+        orjson.JSONEncodeError: ``owner`` cannot be encoded (a lone surrogate).
+    """
+    found = _OWNERS.get(owner)
+    if found is None:
+        found = b',"owner":' + orjson.dumps(owner)
+        if len(_OWNERS) >= _NAMES_KEPT:
+            _OWNERS.clear()
+        _OWNERS[owner] = found
+    return found
+
+
+def _error_members(result: RunResult, settings: HistorySettings) -> bytes:
+    members: dict[str, Any] = {}
+    error_type, error = error_of(result, settings.message_limit)
+    if error_type is not None:
+        members["error_type"] = error_type
+    if error is not None:
+        members["error"] = error
+    if settings.record_args and (args := args_of(result)) is not None:
+        members["args"] = args
+    return b"," + orjson.dumps(members)[1:-1] if members else b""
+
+
+_OUTCOME_VALUES = {outcome: outcome.value for outcome in HistoryOutcome}
+
+
+def completed_entry(
+    result: RunResult, settings: HistorySettings, token: int, owner: bytes, ended: int
+) -> tuple[str, str, bytes] | None:
+    """(entry id, outcome, stored document) of a completed run that ended at ``ended`` (epoch
+    microseconds), the id spelling ``token``, ``owner`` the :func:`owner_member` of its engine;
+    ``None`` for a deferred run, and for an entry whose members cannot be encoded (a lone
+    surrogate: logged, the run completes without one). The document is
+    :func:`.stored_document`'s, written out rather than built as a dict and encoded: the fixed
+    members are digits and known words, only the name, error and arguments need JSON."""
     run = result.run
-    ended = to_us(result.finished_at)
-    error_type, error = (
-        (None, None)
-        if result.error is None and result.error_type is None
-        else error_of(result, settings.message_limit)
-    )
-    doc = stored_document(
-        task_name=run.task_id if run.task is None else run.task.name,
-        task_id=run.task_id,
-        run_id=run.id,
-        spelled_run_id=run.id,  # the entry id below spells it
-        fire_us=to_us(run.fire_time),
-        ended_us=ended,
-        outcome=outcome,
-        attempt=run.attempt,
-        started_at=result.started_at,
-        error_type=error_type,
-        error=error,
-        owner=owner,
-        args=args_of(result) if settings.record_args else None,
-    )
-    id_ = entry_id(run.id, run.attempt, outcome, run.fencing_token)
-    try:
-        text = orjson.dumps(doc).decode()
-    except orjson.JSONEncodeError as exc:
-        log.warning("history entry %r not recorded (its run completes): %s", id_, exc)
+    if result.outcome is _SUCCESS:
+        outcome = "success"
+    elif (found := outcome_of(result)) is not None:
+        outcome = _OUTCOME_VALUES[found]
+    else:
         return None
-    return (id_, run.task_id, ended, str(outcome), text)
+    run_id, task_id, attempt = run.id, run.task_id, run.attempt
+    try:
+        name = _name_json(task_id if run.task is None else run.task.name)
+        if result.error is None and result.error_type is None and not settings.record_args:
+            rest = owner
+        else:
+            rest = _error_members(result, settings) + owner
+        if run_id.rpartition("@")[0] != task_id:  # the run id does not spell it
+            rest += b',"task_id":' + orjson.dumps(task_id)
+    except orjson.JSONEncodeError as exc:
+        log.warning("history entry of run %r not recorded (the run completes): %s", run_id, exc)
+        return None
+    if attempt != 1:
+        rest += b',"attempt":%d' % attempt
+    if result.started_at is not None:
+        rest += b',"started_at":%d' % to_us(result.started_at)
+    doc = b'{"task_name":%b,"fire_time":%d,"ended_at":%d,"outcome":"%b"%b}' % (
+        name,
+        to_us(run.fire_time),
+        ended,
+        outcome.encode(),
+        rest,
+    )
+    id_ = f"{run_id}#{attempt}.{token}#{outcome}" if token else f"{run_id}#{attempt}#{outcome}"
+    return id_, outcome, doc
 
 
-__all__ = ["HistoryRow", "args_of", "error_of", "history_row", "outcome_of"]
+def history_row(
+    result: RunResult, owner: str, settings: HistorySettings, ended: int | None = None
+) -> HistoryRow | None:
+    """The stored entry of a completed run (:func:`completed_entry`; ``ended``: its end in epoch
+    microseconds, when the caller has it); ``None`` for a deferred run, and for an entry whose
+    document cannot be built (logged, the run completes without one)."""
+    if ended is None:
+        ended = to_us(result.finished_at)
+    found = completed_entry(result, settings, result.run.fencing_token, owner_member(owner), ended)
+    if found is None:
+        return None
+    id_, outcome, doc = found
+    return (id_, result.run.task_id, ended, outcome, doc.decode())
+
+
+__all__ = [
+    "HistoryRow",
+    "args_of",
+    "completed_entry",
+    "error_of",
+    "history_row",
+    "outcome_of",
+    "owner_member",
+]

@@ -11,16 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from itertools import repeat
 from typing import Any
 
-import orjson
-
-from backbeat.model.completed_history import args_of, error_of, outcome_of
-from backbeat.model.history import HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings, to_us
-from backbeat.model.records import RunOutcome, RunResult
+from backbeat.model.completed_history import completed_entry, owner_member
+from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings, to_us
+from backbeat.model.records import RunResult
 from backbeat.stores._history import PRUNE_BATCH, decode, page
-from backbeat.stores.redis.codec import text
+from backbeat.stores.redis.codec import Arg, text
 from backbeat.stores.redis.connection import Connection
 from backbeat.stores.redis.keys import Keys
 
@@ -68,82 +65,33 @@ def pack(entries: Sequence[HistoryEntry]) -> tuple[str, bytes]:
     return ",".join(sizes), b"".join(parts)
 
 
-_OUTCOMES = {outcome: outcome.encode() for outcome in HistoryOutcome}
-_SUCCESS = RunOutcome.SUCCESS
-
-
-def owner_member(owner: str) -> bytes:
-    """The owner's member of the documents ``complete.lua`` builds (``,"owner":"..."``)."""
-    return b',"owner":' + orjson.dumps(owner)
-
-
-def completion_item(result: RunResult, settings: HistorySettings, token: int) -> bytes:
-    """``complete.lua``'s history item for one result: ``outcome|token|started|fire|`` (the
-    fencing token the entry id spells, times in epoch microseconds, no start: empty), then the
-    task's name as JSON and the entry's other members that need escaping (error type and
-    message, arguments), each ``,"name":value``. Empty for no entry: a deferred run, or one whose
-    members cannot be encoded (logged; its run completes all the same). JSON and digits only: it
-    never holds a raw newline."""
-    run = result.run
-    if result.outcome is _SUCCESS:
-        outcome = b"success"
-    elif (found := outcome_of(result)) is not None:
-        outcome = _OUTCOMES[found]
-    else:
-        return b""
-    try:
-        name = _name_json(run.task_id if run.task is None else run.task.name)
-        if result.error is None and result.error_type is None and not settings.record_args:
-            rest = b""
-        else:
-            rest = _members(result, settings)
-    except orjson.JSONEncodeError as exc:
-        log.warning("history entry of run %r not recorded (the run completes): %s", run.id, exc)
-        return b""
-    started = b"" if result.started_at is None else b"%d" % to_us(result.started_at)
-    return b"%b|%d|%b|%d|%b%b" % (outcome, token, started, to_us(run.fire_time), name, rest)
-
-
-def completion_items(results: Sequence[RunResult], settings: HistorySettings, tokens: Sequence[int]) -> bytes:
-    """``complete.lua``'s history argument: the :func:`completion_item` of each result, in
-    order, joined by newlines (one argument: one per result cost the client and the server
-    more than the script's split)."""
-    joined = b"\n".join(map(completion_item, results, repeat(settings), tokens))
-    if joined.count(b"\n") != len(results) - 1:  # cannot happen (JSON escapes newlines); never misalign
-        log.warning("run history of a completion not recorded: an item holds a newline")
-        return b"\n" * (len(results) - 1)
-    return joined
-
-
-_NAMES: dict[str, bytes] = {}
-_NAMES_KEPT = 4096
-
-
-def _name_json(name: str) -> bytes:
-    """``name`` as JSON, remembered for the next run of the task (a few thousand names at most).
-
-    Raises:
-        orjson.JSONEncodeError: ``name`` cannot be encoded (a lone surrogate).
-    """
-    found = _NAMES.get(name)
-    if found is None:
-        found = orjson.dumps(name)
-        if len(_NAMES) >= _NAMES_KEPT:
-            _NAMES.clear()
-        _NAMES[name] = found
-    return found
-
-
-def _members(result: RunResult, settings: HistorySettings) -> bytes:
-    members: dict[str, Any] = {}
-    error_type, error = error_of(result, settings.message_limit)
-    if error_type is not None:
-        members["error_type"] = error_type
-    if error is not None:
-        members["error"] = error
-    if settings.record_args and (args := args_of(result)) is not None:
-        members["args"] = args
-    return b"," + orjson.dumps(members)[1:-1] if members else b""
+def completion_args(
+    results: Sequence[RunResult],
+    settings: HistorySettings,
+    tokens: Sequence[int],
+    owner: str,
+    ends: Sequence[int],
+) -> list[Arg]:
+    """``complete.lua``'s two history arguments for a batch's results (``ends`` their end
+    times in epoch microseconds): which results have an entry (``''``: every one, else a ``1``
+    or ``0`` per result), and the entries in the results' order, each its document and its
+    per-task member (:func:`task_member`: task id, end and entry id), each followed by a NUL
+    (neither holds one: task ids cannot, JSON escapes it). The script finds the id and end in
+    the member. A run has no entry when deferred, or when its members cannot be encoded
+    (:func:`.completed_entry`)."""
+    owner_json = owner_member(owner)
+    entries: list[bytes] = []
+    present: list[str] = []
+    for result, token, ended in zip(results, tokens, ends, strict=True):
+        found = completed_entry(result, settings, token, owner_json, ended)
+        if found is None:
+            present.append("0")
+            continue
+        present.append("1")
+        entries.append(
+            b"%b\0%b\0%018d\0%b\0" % (found[2], result.run.task_id.encode(), ended, found[0].encode())
+        )
+    return ["" if "0" not in present else "".join(present), b"".join(entries)]
 
 
 class History:

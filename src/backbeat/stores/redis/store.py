@@ -36,7 +36,7 @@ from backbeat.stores.redis import codec, layout
 from backbeat.stores.redis.codec import Arg, field, iso, opt_us, text
 from backbeat.stores.redis.connection import Client, Connection, redact, split_prefix
 from backbeat.stores.redis.dead_letters import DeadLetters, letter_arg
-from backbeat.stores.redis.history import History, completion_items, owner_member
+from backbeat.stores.redis.history import History, completion_args
 from backbeat.stores.redis.keys import Keys, from_us, to_us
 from backbeat.stores.redis.layout import LayoutMigration
 from backbeat.stores.redis.sharding import Durability, check_durability
@@ -327,16 +327,19 @@ class RedisStore:
         entries' ids spell, one per result (a sharded store's own), by default the results'."""
         if not results:
             return set()
-        args: list[Arg] = [owner, _BUFFERED_US, len(results), b"" if history is None else owner_member(owner)]
+        args: list[Arg] = [owner, _BUFFERED_US, len(results), "" if history is None else "1"]
         letters: list[Arg] = []
+        ends: list[int] = []  # for the history entries (a conversion costs 3k instructions)
         for result in results:
             run = result.run
+            finished = to_us(result.finished_at)
+            ends.append(finished)
             if result.outcome is _SUCCESS and result.retry_at is None and not result.dead_letter:
                 # most runs: no lookup keyed by the enum (its hash goes through a slot wrapper)
-                args.append(f"0|{to_us(result.finished_at)}||success|0|{run.fencing_token}|{run.id}")
+                args.append(f"0|{finished}||success|0|{run.fencing_token}|{run.id}")
                 continue
             failed = "1" if result.outcome == RunOutcome.FAILURE else "0"
-            finished, retry_at = to_us(result.finished_at), opt_us(result.retry_at)
+            retry_at = opt_us(result.retry_at)
             dead = "1" if result.dead_letter else "0"
             outcome = _OUTCOME_FIELDS[result.outcome]
             args.append(f"{failed}|{finished}|{retry_at}|{outcome}|{dead}|{run.fencing_token}|{run.id}")
@@ -344,7 +347,7 @@ class RedisStore:
                 letters.append(letter_arg(DeadLetter.of(result, None)))
         if history is not None:
             tokens = entry_tokens or [result.run.fencing_token for result in results]
-            letters.append(completion_items(results, history, tokens))
+            letters += completion_args(results, history, tokens, owner, ends)
         return {text(run_id) for run_id in await self._conn.run("complete", *args, *letters)}
 
     async def extend(

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from backbeat.errors import TaskNotFoundError
-from backbeat.model.completed_history import history_row
+from backbeat.model.completed_history import HistoryRow, history_row
 from backbeat.model.history import HistorySettings
 from backbeat.model.overlap import BUFFERED_UNTIL, Admission, admit
 from backbeat.model.records import Claim, FireDecision, FireResult, Run, RunOutcome, RunResult, run_id_for
@@ -195,13 +195,16 @@ def complete(
     retries: list[tuple[int, int, str]] = []
     done: list[str] = []
     ended: set[str] = set()  # tasks with a run gone for good: their next buffered run may start
-    ended_at: int | None = None
+    ends: list[int] = []  # the ends of those runs: the earliest is when a buffered run may start
     counts: dict[str, list[Any]] = {}  # task id -> [finished, runs, failures, last_run_at, outcome]
+    held: list[tuple[RunResult, int]] = []  # the results completed here, and their ends
     for result in results:
         row = runs.pop(result.run.id, None)
         if row is None or row[2] != owner or row[3] != result.run.fencing_token:
             lost.update(_not_completed(row, result.run))
             continue
+        finished_us = to_us(result.finished_at)  # once per result (3k instructions each)
+        held.append((result, finished_us))
         detached = bool(row[4])  # its task was removed: a task of its id now is another one
         if result.dead_letter:
             task = None if detached else (yield from first(d, d.sql.GET_TASK, row[1]))
@@ -216,13 +219,12 @@ def complete(
             if detached:
                 continue
             ended.add(row[1])
-            finished_us = to_us(result.finished_at)
-            ended_at = finished_us if ended_at is None else min(ended_at, finished_us)
+            ends.append(finished_us)
         count = counts.setdefault(row[1], [0, 0, 0, None, None])
         count[0] += result.retry_at is None
         count[1] += 1
         count[2] += result.outcome == RunOutcome.FAILURE
-        count[3:] = to_us(result.finished_at), result.outcome.value
+        count[3:] = finished_us, result.outcome.value
     yield from execute_many(d.sql.RETRY_RUN, retries)
     if done:
         yield from execute(d.sql.DELETE_RUNS, d.array(done))
@@ -232,12 +234,12 @@ def complete(
     promoted: list[str] = []
     if ended:
         promoted = yield from fetch_ids(
-            d.sql.PROMOTE_BUFFERED, ended_at, _BUFFERED_US, d.array(sorted(ended))
+            d.sql.PROMOTE_BUFFERED, min(ends), _BUFFERED_US, d.array(sorted(ended))
         )
     if counts:
         yield from execute(d.sql.REMOVE_FINISHED, d.array(counts))
     if history is not None:
-        yield from _record_completed(d, owner, results, lost, history)
+        yield from execute_many(d.sql.INSERT_HISTORY, _entries(owner, held, history))
     if retries or promoted:
         yield from notify()
     return lost
@@ -249,16 +251,9 @@ def _not_completed(row: Sequence[Any] | None, run: Run) -> tuple[str, ...]:
     return (run.id,) if row is None or row[2] is not None or row[3] != run.fencing_token else ()
 
 
-def _record_completed(
-    d: Dialect, owner: str, results: list[RunResult], lost: set[str], history: HistorySettings
-) -> Txn[None]:
-    """The history entries of the runs completed (one multi-row insert)."""
-    rows = [
-        row
-        for result in results
-        if result.run.id not in lost and (row := history_row(result, owner, history)) is not None
-    ]
-    yield from execute_many(d.sql.INSERT_HISTORY, rows)
+def _entries(owner: str, held: list[tuple[RunResult, int]], history: HistorySettings) -> list[HistoryRow]:
+    """The history rows of the runs completed (none for a deferred run)."""
+    return [row for result, ended in held if (row := history_row(result, owner, history, ended)) is not None]
 
 
 def extend(d: Dialect, owner: str, leases: Mapping[str, int], lease: timedelta) -> Txn[set[str]]:

@@ -1,14 +1,14 @@
--- ARGV: prefix, owner, a buffered run's not-before time (microseconds), count n, the history
--- entries' owner member (',"owner":"..."'; '' = history off), then n results
+-- ARGV: prefix, owner, a buffered run's not-before time (microseconds), count n, history on ('1')
+-- or off (''), then n results
 -- "failed|finished_at|retry_at|outcome|dead|token|run_id" (failed and dead '1'|'0'; retry_at
 -- '' = none; token the fencing token held), then one dead letter JSON per result with dead '1',
--- in order, then (history on) the history items of the results, in order, joined by '\n' in
--- one argument (redis/history.py's completion_items; '' = no entry). A 'deferred' outcome keeps
--- the attempt and counts nothing. Returns the run ids not completed: gone (completed by this
--- holder's resent completion or by another's after a takeover: the engine tells them apart) or
--- held by another holder; not those waiting under token (re-queued by this holder's completion,
--- as a completion sent again finds them).
-local owner, buffered_from, n, owner_member = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+-- in order, then (history on) the two history arguments of redis/history.py's completion_args
+-- (which results have an entry, then the entries). A 'deferred' outcome keeps the attempt and
+-- counts nothing. Returns the run ids not completed: gone (completed by this holder's resent
+-- completion or by another's after a takeover: the engine tells them apart) or held by another
+-- holder; not those waiting under token (re-queued by this holder's completion, as a completion
+-- sent again finds them).
+local owner, buffered_from, n, history_on = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local run_ids, results, letters = {}, {}, {}
 for i = 6, 5 + n do
   local result = {string.match(ARGV[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')}
@@ -147,54 +147,47 @@ if #retries > 0 then
   wake()
 end
 
--- The run history of the runs completed here, in the lean document of HistoryEntry.to_bytes.
--- No look for the ids first (history.lua's HMGET): an id spells the fencing token of the lease
--- the run was completed under, and a run is completed once under a token (a completion sent
--- again finds it gone), so an id is only ever written with the same entry.
-local function record_history(all)
-  -- one argument for all the items: an argument each cost the client and the server more than
-  -- splitting them here (an item is JSON and digits, never a raw newline)
-  local items, pos = {}, 1
-  for i = 1, n - 1 do
-    local stop = string.find(all, '\n', pos, true)
-    items[i] = string.sub(all, pos, stop - 1)
-    pos = stop + 1
+-- The run history of the runs completed here, built by the client (redis/history.py's
+-- completion_args: which results have an entry, then each entry's document and per-task member
+-- "task id NUL end NUL entry id", each followed by a NUL); the script only cuts them out (building
+-- the documents here cost the Lua VM more than the whole entry costs the client). No look for the
+-- ids first (history.lua's HMGET): an id spells the fencing token of the lease the run was
+-- completed under, and a run is completed once under a token (a completion sent again finds it
+-- gone), so an id is only ever written with the same entry.
+local function record_history(present, all)
+  local completed
+  if #finished < n then -- some not completed here: lost, or waiting under their token (a resend)
+    completed = {}
+    for _, item in ipairs(finished) do
+      completed[item[4]] = true
+    end
   end
-  items[n] = string.sub(all, pos)
-  -- Lua's pattern matcher cost more than the rest of an entry's script: the item's four
-  -- separators are found by plain search (the name after them may hold '|'), and the sorted set
-  -- scores are strings (a Lua number is formatted with printf for each argument)
-  local docs, times, members, k = {}, {}, {}, 0
-  for i, item in ipairs(finished) do
-    local h = items[item[4]]
-    if h ~= '' then
-      local a = string.find(h, '|', 1, true)
-      local b = string.find(h, '|', a + 1, true)
-      local c = string.find(h, '|', b + 1, true)
-      local d = string.find(h, '|', c + 1, true)
-      local outcome, token = string.sub(h, 1, a - 1), string.sub(h, a + 1, b - 1)
-      local attempt, ended = item[2][1], item[3][2]
-      local id = item[1] .. '#' .. attempt .. (token ~= '0' and '.' .. token or '') .. '#' .. outcome
-      local doc = '{"task_name":' .. string.sub(h, d + 1) .. ',"fire_time":' .. string.sub(h, c + 1, d - 1)
-        .. ',"ended_at":' .. ended .. ',"outcome":"' .. outcome .. '"'
-        .. (attempt ~= '1' and ',"attempt":' .. attempt or '')
-        .. (c > b + 1 and ',"started_at":' .. string.sub(h, b + 1, c - 1) or '') .. owner_member .. '}'
-      docs[k + 1], docs[k + 2] = id, doc
-      times[k + 1], times[k + 2] = ended, id
-      members[k + 1] = '0'
-      members[k + 2] = task_ids[i] .. '\0' .. string.rep('0', 18 - #ended) .. ended .. '\0' .. id
-      k = k + 2
+  local find, sub = string.find, string.sub
+  local docs, ends, members, pos, k = {}, {}, {}, 1, 0
+  for i = 1, n do
+    if present == '' or sub(present, i, i) == '1' then
+      local doc_end = find(all, '\0', pos, true)
+      local task_end = find(all, '\0', doc_end + 1, true)
+      local id_end = find(all, '\0', task_end + 20, true)
+      if not completed or completed[i] then
+        local id = sub(all, task_end + 20, id_end - 1)
+        docs[k + 1], docs[k + 2] = id, sub(all, pos, doc_end - 1)
+        ends[k + 1], ends[k + 2] = sub(all, task_end + 1, task_end + 18), id
+        members[k + 1], members[k + 2] = '0', sub(all, doc_end + 1, id_end - 1)
+        k = k + 2
+      end
+      pos = id_end + 1
     end
   end
   call_many('HSET', P .. 'history_docs', docs)
-  call_many('ZADD', P .. 'history', times)
+  call_many('ZADD', P .. 'history', ends)
   call_many('ZADD', P .. 'history_by_task', members)
 end
 
--- history is best effort: an item that cannot be read costs the batch its entries, never the
--- completions above
-if owner_member ~= '' then
-  local ok, err = pcall(record_history, ARGV[next_letter])
+-- history is best effort: an argument that cannot be read costs the batch its entries, never
+-- the completions above
+if history_on ~= '' then
+  local ok, err = pcall(record_history, ARGV[next_letter], ARGV[next_letter + 1])
   if not ok then
     redis.log(redis.LOG_WARNING, 'backbeat: run history of a completion not recorded: ' .. tostring(err))
   end
