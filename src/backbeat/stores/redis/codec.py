@@ -20,10 +20,10 @@ from typing import Any
 import orjson
 
 from backbeat.errors import CorruptRecordError
+from backbeat.model.instants import iso_us as iso_us
 from backbeat.model.records import Run, Task, TaskOptions
 from backbeat.stores.redis.keys import EPOCH, from_us, to_us
 
-EPOCH_NAIVE = EPOCH.replace(tzinfo=None)
 _MICROSECOND = timedelta(microseconds=1)
 
 Arg = str | bytes | int
@@ -45,25 +45,6 @@ def iso(value: datetime) -> str:
     if value.tzinfo is None:  # local time, as astimezone takes it
         return value.astimezone(UTC).isoformat()
     return iso_us((value - EPOCH) // _MICROSECOND)
-
-
-_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
-"""The last whole second :func:`iso_us` spelled (one tuple: a thread reads a consistent pair)."""
-
-
-def iso_us(micros: int) -> str:
-    """``iso`` of epoch microseconds, at a third of ``isoformat``'s cost: the whole second is
-    spelled once for the fire times that share it (a batch's are close together).
-
-    Raises:
-        OverflowError: the time is out of ``datetime``'s range.
-    """
-    global _last_second
-    second, fraction = divmod(micros, 1_000_000)
-    last = _last_second
-    if last[0] != second:
-        last = _last_second = (second, (EPOCH_NAIVE + timedelta(0, second)).isoformat())
-    return f"{last[1]}.{fraction:06d}+00:00" if fraction else f"{last[1]}+00:00"
 
 
 def field(value: str | None) -> str:
