@@ -67,17 +67,6 @@ async def test_the_adds_made_while_one_is_in_flight_are_one_store_call_after_it(
     assert len(store.tasks) == 100
 
 
-async def test_an_add_made_while_one_is_in_flight_is_its_callers_future_joined_at_the_call() -> None:
-    store = Store()
-    coalescer = AddCoalescer(store.add_many)
-    first = asyncio.ensure_future(coalescer.add(task("t0"), replace=False))
-    await asyncio.sleep(0)  # the lone add is in flight
-    joined = coalescer.add(task("t1"), replace=False)
-    assert isinstance(joined, asyncio.Future)  # no coroutine frame of its own
-    await asyncio.gather(first, joined)
-    assert store.batches == [["t0"], ["t1"]]
-
-
 async def test_callers_that_add_again_once_answered_join_the_next_batch() -> None:
     store = Store()
     coalescer = AddCoalescer(store.add_many)
@@ -222,11 +211,7 @@ async def test_an_add_on_a_new_event_loop_is_not_held_by_a_call_left_on_an_ended
     coalescer = AddCoalescer(add_many)
     stuck = asyncio.ensure_future(coalescer.add(task("stuck"), replace=False))
     await asyncio.sleep(0)
-
-    async def fresh() -> None:  # an add made on the new loop, as a caller there makes it
-        await coalescer.add(task("fresh"), replace=False)
-
-    await asyncio.to_thread(asyncio.run, fresh())
+    await asyncio.to_thread(asyncio.run, coalescer.add(task("fresh"), replace=False))
     assert store.batches == [["fresh"]]
     stuck.cancel()
 

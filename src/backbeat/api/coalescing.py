@@ -53,27 +53,9 @@ class AddCoalescer:
         """A lane per kind of add with a store call in flight."""
         self._flushing: set[asyncio.Task[None]] = set()
 
-    def add(self, task: Task, *, replace: bool) -> Awaitable[None]:
-        """Store ``task`` now, or with the next batch if an add of its kind is in flight; the
-        awaitable returned is done once it is stored.
-
-        Joining a batch returns the caller's future itself (a plain function, not a coroutine:
-        one coroutine frame less per batched add); the other adds are a coroutine, which looks
-        again when it starts (the adds of an ``asyncio.gather`` are called before any runs).
-        """
-        lane = self._lanes.get(replace)
-        if lane is not None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # called outside the loop that will await it
-                return self._add_alone(task, replace)
-            if lane.loop is loop:
-                done: asyncio.Future[None] = loop.create_future()
-                lane.waiting.append((task, done))
-                return done
-        return self._add_alone(task, replace)
-
-    async def _add_alone(self, task: Task, replace: bool) -> None:
+    async def add(self, task: Task, *, replace: bool) -> None:
+        """Store ``task`` now, or with the next batch if an add of its kind is in flight; returns
+        once it is stored."""
         loop = asyncio.get_running_loop()
         lane = self._lanes.get(replace)
         if lane is not None and lane.loop is loop:
