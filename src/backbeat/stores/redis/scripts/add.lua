@@ -86,7 +86,7 @@ for i, id in ipairs(ids) do
     tag_writes[#tag_writes + 1], tag_writes[#tag_writes + 2] = id, tags
     for _, tag in ipairs(decode_tags(tags)) do
       by_tag[tag] = by_tag[tag] or {}
-      table.insert(by_tag[tag], 0)
+      table.insert(by_tag[tag], '0')
       table.insert(by_tag[tag], id)
     end
   end
