@@ -172,7 +172,7 @@ async def test_buckets_split_without_copy_where_the_server_refuses_it(tmp_path: 
             await admin.aclose()
 
 
-@pytest.mark.parametrize(("stored", "batch"), [(4000, 100), (30000, 150)])
+@pytest.mark.parametrize(("stored", "batch"), [(6000, 100), (30000, 150)])
 async def test_a_batch_finds_its_buckets_in_one_read_of_the_boundaries(
     tmp_path: Path, stored: int, batch: int
 ) -> None:
