@@ -478,3 +478,31 @@ async def test_push_notifications_on_the_held_connection_are_not_taken_for_repli
         await script.close()
         await client.aclose()
         server.close()
+
+
+async def test_an_added_record_is_stored_as_sent_with_its_live_fields_at_their_defaults_empty(
+    store: RedisStore, admin: redis.Redis
+) -> None:
+    plain, counted = task("plain", "a"), task("counted")
+    counted.version, counted.running, counted.runs, counted.failures = 3, 1, 7, 2
+    counted.last_run_at, counted.last_outcome = T0, "failed|twice"
+    counted.options.max_instances, counted.paused = 4, True
+    await store.add([plain, counted])
+    raws = admin.hmget(store.keys.tasks, ["plain", "counted"])
+    live = [raw.split(b"|", 9)[:9] for raw in raws if isinstance(raw, bytes)]
+    t0 = str(int(T0.timestamp() * 1_000_000)).encode()
+    assert live[0] == [t0, b"", b"", b"", b"", b"", b"", b"", b""]
+    assert live[1] == [t0, b"3", b"1", b"7", b"2", t0, b"4", b"p", b"failed/twice"]
+    assert await store.get("plain") == plain
+    got = await store.get("counted")
+    assert got is not None
+    assert (got.version, got.running, got.runs, got.failures, got.last_run_at) == (3, 1, 7, 2, T0)
+    assert (got.last_outcome, got.options.max_instances, got.paused) == ("failed/twice", 4, True)
+    assert admin.zrange(store.keys.schedule, 0, -1) == [b"plain"]  # a paused task is not scheduled
+
+    replacing = task("counted")
+    await store.add([replacing], replace=True)  # keeps the live state, counts as a change
+    got = await store.get("counted")
+    assert got is not None
+    assert (got.version, got.running, got.runs, got.failures, got.paused) == (4, 1, 7, 2, False)
+    assert admin.zscore(store.keys.schedule, "counted") == float(t0)

@@ -123,7 +123,7 @@ async def test_full_documents_of_layout_1_read_as_the_lean_ones_of_layout_2(
         RedisStore(usable_redis_url(), prefix=prefixes()),
     )
     with monkeypatch.context() as layout_1:  # what a layout-1 release wrote: every field, the id too
-        layout_1.setattr(codec, "document", lambda task: task.to_bytes())
+        layout_1.setattr(codec, "document", lambda task, nrt=None: task.to_bytes())
         await written(old)
     await downgrade_to_2(client, old.keys, lean=False)
     await client.set(old.keys.layout, "1")

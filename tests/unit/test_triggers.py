@@ -614,6 +614,8 @@ def test_invalid_stored_specs_raise(spec: dict[str, Any], message: str) -> None:
 
 DATE_CASES = [
     (datetime(2026, 3, 1, 8, 30, 0, 123456, tzinfo=UTC), "UTC"),
+    (datetime(2026, 3, 1, 8, 30, 0, 5, tzinfo=UTC), "UTC"),  # the same second, spelled from its cache
+    (datetime(1969, 7, 20, 20, 17, 40, 5, tzinfo=UTC), "UTC"),  # before the epoch
     (datetime(2026, 3, 1, 8, 30, tzinfo=UTC), "Europe/Paris"),
     (datetime(2026, 3, 1, 8, 30, tzinfo=PARIS), "UTC"),
     (datetime(2026, 3, 1, 8, 30, tzinfo=timezone(timedelta(hours=-3))), "America/New_York"),

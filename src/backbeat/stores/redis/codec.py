@@ -20,10 +20,10 @@ from typing import Any
 import orjson
 
 from backbeat.errors import CorruptRecordError
+from backbeat.model.instants import iso_us as iso_us
 from backbeat.model.records import Run, Task, TaskOptions
 from backbeat.stores.redis.keys import EPOCH, from_us, to_us
 
-EPOCH_NAIVE = EPOCH.replace(tzinfo=None)
 _MICROSECOND = timedelta(microseconds=1)
 
 Arg = str | bytes | int
@@ -45,25 +45,6 @@ def iso(value: datetime) -> str:
     if value.tzinfo is None:  # local time, as astimezone takes it
         return value.astimezone(UTC).isoformat()
     return iso_us((value - EPOCH) // _MICROSECOND)
-
-
-_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
-"""The last whole second :func:`iso_us` spelled (one tuple: a thread reads a consistent pair)."""
-
-
-def iso_us(micros: int) -> str:
-    """``iso`` of epoch microseconds, at a third of ``isoformat``'s cost: the whole second is
-    spelled once for the fire times that share it (a batch's are close together).
-
-    Raises:
-        OverflowError: the time is out of ``datetime``'s range.
-    """
-    global _last_second
-    second, fraction = divmod(micros, 1_000_000)
-    last = _last_second
-    if last[0] != second:
-        last = _last_second = (second, (EPOCH_NAIVE + timedelta(0, second)).isoformat())
-    return f"{last[1]}.{fraction:06d}+00:00" if fraction else f"{last[1]}+00:00"
 
 
 def field(value: str | None) -> str:
@@ -114,8 +95,9 @@ def _instant(value: datetime) -> int | str:
     return to_us(value) if value.utcoffset() == timedelta(0) else value.isoformat()
 
 
-def document(task: Task) -> bytes:
-    """The stored document of ``task``: a JSON array, no id, no live field, no default.
+def document(task: Task, nrt: int | None = None) -> bytes:
+    """The stored document of ``task``: a JSON array, no id, no live field, no default (``nrt``:
+    its next run time in epoch µs, when the caller has it).
 
     Built from the task's fields directly, never through :meth:`Task.to_document`'s full dict of
     ISO times: the part of an add's client CPU this was (``python -m bench.profile_adds``).
@@ -143,7 +125,7 @@ def document(task: Task) -> bytes:
         rest["trace_context"] = task.trace_context
     if task.name != task.job.rpartition(":")[2]:
         rest["name"] = task.name
-    compact: list[Any] = [task.job, _stored_trigger(task), _instant(task.created_at), task.args]
+    compact: list[Any] = [task.job, _stored_trigger(task, nrt), _instant(task.created_at), task.args]
     if rest:
         compact.append(rest)
     elif not task.args:
@@ -151,9 +133,10 @@ def document(task: Task) -> bytes:
     return orjson.dumps(compact)
 
 
-def _stored_trigger(task: Task) -> dict[str, Any] | int:
+def _stored_trigger(task: Task, nrt: int | None = None) -> dict[str, Any] | int:
     """The trigger as :func:`_compact_trigger` stores it, read off the next run time when that is
-    the run date (a new one-shot's), instead of parsing the run date's text back."""
+    the run date (a new one-shot's), instead of parsing the run date's text back (``nrt``: that
+    time in epoch µs, when the caller has it)."""
     trigger, first = task.trigger, task.next_run_time
     if (
         first is not None
@@ -162,7 +145,7 @@ def _stored_trigger(task: Task) -> dict[str, Any] | int:
         and trigger.get("timezone") == "UTC"
         and trigger.get("type") == "date"
     ):
-        micros = to_us(first)
+        micros = to_us(first) if nrt is None else nrt
         if trigger.get("run_date") == iso_us(micros):  # first.isoformat(), spelled for less
             return micros
     return _compact_trigger(trigger)
@@ -197,14 +180,22 @@ def _expanded(compact: list[Any]) -> dict[str, Any]:
 
 
 def task_arg(task: Task) -> bytes:
-    """One task for ``add.lua``: live fields, sizes of id and tags, then id, tags and doc."""
+    """One task for ``add.lua``: the sizes of its id and tags, then its id, tags and record (its
+    live fields as ``join_live`` in ``_lib.lua`` writes them, then its document)."""
     task_id, tags = task.id.encode(), tags_arg(task.tags)
-    head = (
-        f"{opt_us(task.next_run_time)}|{task.version}|{task.running}|{task.runs}|{task.failures}|"
-        f"{opt_us(task.last_run_at)}|{task.options.max_instances}|{flags(task)}|{field(task.last_outcome)}|"
-        f"{len(task_id)}|{len(tags)}|"
+    first = task.next_run_time
+    nrt = None if first is None else to_us(first)
+    live = (
+        f"{'' if nrt is None else nrt}|{task.version or ''}|{task.running or ''}|{task.runs or ''}|"
+        f"{task.failures or ''}|{opt_us(task.last_run_at)}|{_max_text(task.options.max_instances)}|"
+        f"{flags(task)}|{field(task.last_outcome)}|"
     )
-    return b"".join((head.encode(), task_id, tags, document(task)))
+    head = f"{len(task_id)}|{len(tags)}|"
+    return b"".join((head.encode(), task_id, tags, live.encode(), document(task, nrt)))
+
+
+def _max_text(max_instances: int) -> str:
+    return "" if max_instances == 1 else str(max_instances)
 
 
 def snapshots(sizes: bytes, parts: bytes) -> Iterator[tuple[bytes, bytes, bytes | None]]:

@@ -8,19 +8,13 @@ Times are integer epoch microseconds (about 1.7e15, exact in a Lua double).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from backbeat.errors import ConfigurationError
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def to_us(value: datetime) -> int:
-    """Epoch microseconds of an aware datetime (a naive one is taken as UTC)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return (value - EPOCH) // _MICROSECOND
+# re-exported: the scripts' time format
+from backbeat.model.instants import EPOCH as EPOCH
+from backbeat.model.instants import to_us as to_us
 
 
 def from_us(value: bytes | str | int) -> datetime:

@@ -315,7 +315,7 @@ local function split_bucket(boundary)
   for first = 1, n, size do
     local piece = {}
     for i = first, math.min(first + size - 1, n) do
-      piece[#piece + 1] = 0
+      piece[#piece + 1] = '0'
       piece[#piece + 1] = ids[i]
     end
     local bound = boundary
@@ -376,11 +376,12 @@ local function group_by_bounds(sorted)
   return groups, order
 end
 
--- ZADD of ids (score 0) to key.
+-- ZADD of ids (score 0) to key. The score is the string '0': a Lua number passed to
+-- redis.call is formatted by snprintf first, each time.
 local function add_members(key, ids)
   local members = {}
   for _, id in ipairs(ids) do
-    members[#members + 1] = 0
+    members[#members + 1] = '0'
     members[#members + 1] = id
   end
   call_many('ZADD', key, members)
@@ -479,7 +480,7 @@ local function index_add(ids)
   for _, boundary in ipairs(order) do
     local members = {}
     for _, id in ipairs(groups[boundary]) do
-      members[#members + 1] = 0
+      members[#members + 1] = '0'
       members[#members + 1] = id
     end
     call_many('ZADD', bucket_key(boundary), members)

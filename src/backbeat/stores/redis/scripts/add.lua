@@ -1,26 +1,17 @@
 -- ARGV: prefix, replace ('1'|'0', or 'r': '0' sent again after its reply was lost), then one argument per task:
--- "<live fields>|<id size>|<tags size>|<id><tags><doc>" (live fields as in _lib.lua, the
--- outcome without '|', a default one empty or not; tags a JSON list or empty). Returns the ids that exist already if
--- replace is '0' (then nothing was written), else nothing.
+-- "<id size>|<tags size>|<id><tags><record>" (tags a JSON list or empty; the record as stored, its
+-- live fields at their defaults empty, as join_live writes them: a new task's is written as sent).
+-- Returns the ids that exist already if replace is '0' (then nothing was written), else nothing.
 local replace = ARGV[2] == '1'
-local ids, new_lives, all_tags, docs_in = {}, {}, {}, {}
--- written out: building it (string.rep and two concatenations) cost 3,600 instructions a call
-local pattern = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(%d+)|(%d+)|()'
+local ids, all_tags, records_in = {}, {}, {}
 for i = 3, #ARGV do
   local arg = ARGV[i]
-  local live = {string.match(arg, pattern)}
-  local id_end = live[12] + live[10]
-  local tags_end = id_end + live[11]
-  ids[#ids + 1] = string.sub(arg, live[12], id_end - 1)
-  all_tags[#all_tags + 1] = string.sub(arg, id_end, tags_end - 1)
-  docs_in[#docs_in + 1] = string.sub(arg, tags_end)
-  live[10], live[11], live[12] = nil, nil, nil
-  for j = 1, 9 do
-    if live[j] == '' then
-      live[j] = DEFAULTS[j]
-    end
-  end
-  new_lives[#new_lives + 1] = live
+  local id_size, tags_size, at = string.match(arg, '^(%d+)|(%d+)|()')
+  local id_end = at + id_size
+  local tags_end = id_end + tags_size
+  ids[i - 2] = string.sub(arg, at, id_end - 1)
+  all_tags[i - 2] = string.sub(arg, id_end, tags_end - 1)
+  records_in[i - 2] = string.sub(arg, tags_end)
 end
 local old_lives = get_many(K_TASKS, ids)
 local existing = {}
@@ -36,7 +27,7 @@ if #existing > 0 and not replace then
     -- nothing (the same task may have been added before, and this batch never arrived).
     local ours = #existing == #ids
     for i = 1, #ids do
-      ours = ours and select(2, split_record(old_lives[i])) == docs_in[i]
+      ours = ours and select(2, split_record(old_lives[i])) == select(2, split_record(records_in[i]))
     end
     if ours then
       return {}
@@ -50,15 +41,19 @@ if #existing > 0 then
   old_tags = get_many(K_TAGS, ids)
   owners = get_keys(keys_of(claim_key, ids))
 end
+-- the first two of a record's live fields: NRT and FLAGS
+local NRT_FLAGS = '^([^|]*)|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)|'
 local records, index, due, not_due, tag_writes, untagged, by_tag = {}, {}, {}, {}, {}, {}, {}
+-- the earliest new time (as sent, and as a number), for the wake-up check below
+local earliest, earliest_at
 for i, id in ipairs(ids) do
   local tags = all_tags[i]
-  local live = new_lives[i]
+  local record, nrt, flags = records_in[i], nil, nil
   if old_lives[i] then
     -- A replacement keeps the live state (running, counters, a claim) and counts as a change;
     -- a field that is not a number (a quarantined record being repaired) starts again from its
     -- default, or no script could ever read the record again
-    local old = parse_live(old_lives[i])
+    local live, old = parse_live(record), parse_live(old_lives[i])
     for _, tag in ipairs(decode_tags(old_tags[i])) do
       redis.call('ZREM', tag_key(tag), id)
     end
@@ -70,18 +65,24 @@ for i, id in ipairs(ids) do
     end
     live[RUNNING], live[RUNS], live[FAILURES] = old[RUNNING], old[RUNS], old[FAILURES]
     live[LAST], live[OUTCOME] = old[LAST], old[OUTCOME]
+    record, nrt, flags = join_live(live), live[NRT], live[FLAGS]
+    index_orphaned(id, flags)
   else
     index[#index + 1] = id
+    nrt, flags = string.match(record, NRT_FLAGS)
+    if string.find(flags, 'o', 1, true) then
+      index_orphaned(id, flags)
+    end
   end
-  if old_lives[i] or string.find(live[FLAGS], 'o', 1, true) then
-    index_orphaned(id, live[FLAGS])
-  end
-  live[10] = docs_in[i]
-  records[#records + 1], records[#records + 2] = id, join_live(live)
+  records[#records + 1], records[#records + 2] = id, record
   -- a claimed task keeps its claim (scored by the claim's end) until fire() drops it
   if not owners[i] then
-    if schedulable(live) then
-      due[#due + 1], due[#due + 2] = live[NRT], id
+    if nrt ~= '' and flags == '' then
+      due[#due + 1], due[#due + 2] = nrt, id
+      local at = tonumber(nrt)
+      if not earliest_at or at < earliest_at then
+        earliest, earliest_at = nrt, at
+      end
     else
       not_due[#not_due + 1] = id
     end
@@ -92,7 +93,7 @@ for i, id in ipairs(ids) do
     tag_writes[#tag_writes + 1], tag_writes[#tag_writes + 2] = id, tags
     for _, tag in ipairs(decode_tags(tags)) do
       by_tag[tag] = by_tag[tag] or {}
-      table.insert(by_tag[tag], 0)
+      table.insert(by_tag[tag], '0')
       table.insert(by_tag[tag], id)
     end
   end
@@ -103,14 +104,8 @@ end
 -- ZCOUNT up to the earliest new time, as text: a score read back would be formatted by the server
 -- and parsed by Lua (the most of this check's cost), a Lua number sent would keep 14 digits.
 local wanted = #existing > 0
-if not wanted and #due > 0 then
-  local earliest = 1
-  for i = 3, #due, 2 do
-    if tonumber(due[i]) < tonumber(due[earliest]) then
-      earliest = i
-    end
-  end
-  wanted = redis.call('ZCOUNT', K_SCHEDULE, '-inf', due[earliest]) == 0
+if not wanted and earliest then
+  wanted = redis.call('ZCOUNT', K_SCHEDULE, '-inf', earliest) == 0
 end
 call_many('HSET', K_TASKS, records)
 index_new(index)
