@@ -370,10 +370,14 @@ class Engine:
 
     async def _fire(self, tasks: list[Task], now: datetime) -> list[Run]:
         decisions: list[FireDecision] = []
-        reports: dict[str, Callable[[], None]] = {}
+        reports: dict[str, Callable[[], None] | None] = {}
         by_id = {task.id: task for task in tasks}
         for task in tasks:
-            decision, reports[task.id] = await self._decide(task, now)
+            decided = self._decide(task, now)
+            if isinstance(decided, str):  # the task cannot run here
+                await self._orphan(task, decided)
+                decided = _no_fire(task), None
+            decision, reports[task.id] = decided
             decisions.append(decision)
         # the runs' leases count from now, not from the claim: a fire held up (by a lock, a
         # slow store) must not create runs whose lease already ended, for another owner to take
@@ -385,7 +389,8 @@ class Engine:
         for result in results:
             task = by_id[result.task_id]
             # only now: a decision the store ignored (the claim was lost) is the next claimer's to report
-            reports[task.id]()
+            if (report := reports[task.id]) is not None:
+                report()
             for fire_time in result.skipped:
                 self._skipped(task, fire_time)
             if result.buffered:
@@ -430,24 +435,24 @@ class Engine:
         except (StoreError, OSError) as exc:
             self._store_error(exc, "asking for a run's cancellation")
 
-    async def _decide(self, task: Task, now: datetime) -> tuple[FireDecision, Callable[[], None]]:
+    def _decide(self, task: Task, now: datetime) -> tuple[FireDecision, Callable[[], None] | None] | str:
         """What to fire for a claimed task, and what reports the fire times it leaves out
-        (missed, coalesced, skipped), to call once the store has taken the decision."""
+        (missed, coalesced, skipped; ``None``: none), to call once the store has taken the
+        decision; or why the task cannot run here, for it to be orphaned. Not a coroutine:
+        it is called for every fire."""
         if not self.registry.knows(task.job):
-            await self._orphan(task, f"job {task.job!r} is not registered in process {self.owner}")
-            return _no_fire(task), _nothing
+            return f"job {task.job!r} is not registered in process {self.owner}"
         assert task.next_run_time is not None
         ahead = task.next_run_time > now  # claimed ahead: only its next fire time, when it comes
         if ahead and task.running >= task.options.max_instances:
             # its previous run may yet end in time: decide when the fire time comes
             self._held = min(self._held or task.next_run_time, task.next_run_time)
-            return _no_fire(task), _nothing
+            return _no_fire(task), None
         try:
             until = task.next_run_time if ahead else now
             due, following = triggers.due_fire_times(task.trigger, task.next_run_time, until)
         except BackbeatError as exc:
-            await self._orphan(task, f"invalid trigger: {exc}")
-            return _no_fire(task), _nothing
+            return f"invalid trigger: {exc}"
         split = split_due(due, now, window=task.options.misfire_grace_time, coalesce=task.options.coalesce)
         fire_times = split.run
         dropped: list[datetime] = []  # not ``list[datetime]()``: calling the alias costs 20 times more
@@ -463,7 +468,7 @@ class Engine:
             overlap=task.options.overlap,
         )
         if not (split.missed or split.coalesced or dropped):
-            return decision, _nothing
+            return decision, None
 
         def report() -> None:
             self._report_catch_up(task, split, now)
@@ -721,10 +726,6 @@ class Engine:
     def _store_error(self, exc: BaseException, doing: str) -> None:
         log.warning("store error while %s (will retry): %r", doing, exc)
         self.events.emit(SchedulerEvent(kind=EventKind.STORE_ERROR, error=exc))
-
-
-def _nothing() -> None:
-    """Nothing to report."""
 
 
 def _no_fire(task: Task) -> FireDecision:
