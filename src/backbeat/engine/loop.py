@@ -518,12 +518,13 @@ class Engine:
 
     async def _execute(self, run: Run) -> None:
         task = run.task
+        started: datetime | None = None  # when the run started, for its history entry
         try:
             now = self.clock()
             if (early := (run.fire_time - now).total_seconds()) > 0:
                 await self.sleep(early)  # claimed ahead (``claim_ahead``): start on time
                 now = self.clock()
-            self.history.started(run, at=now)
+            started = now
             if task is None and await self._task_quarantined(run.task_id):
                 # keep the fire time until someone repairs (re-adds) the record; look again later
                 finished = self._result(run, RunOutcome.DEFERRED, "its task record cannot be read")
@@ -549,26 +550,30 @@ class Engine:
                 else:
                     finished = RunResult(run=run, outcome=attempt.outcome, finished_at=self.clock())
         except asyncio.CancelledError as exc:
-            self._stopped(run, task, exc)
+            self._stopped(run, task, exc, started)
             return
-        self._finish(finished)
+        self._finish(finished, started)
 
-    def _finish(self, finished: RunResult) -> None:
-        """A run ended here: its result waits for the complete loop."""
+    def _finish(self, finished: RunResult, started: datetime | None) -> None:
+        """A run ended here (it started at ``started``; ``None``: it never did): its result
+        waits for the complete loop."""
+        if self.history.enabled:
+            finished.started_at = started
         self.completions.add(finished)
-        self.history.finished(finished)
         self._active.pop(finished.run.id, None)
         self._capacity.set()
 
-    def _stopped(self, run: Run, task: Task | None, exc: asyncio.CancelledError) -> None:
-        """A run cancelled here: released (shutdown), fenced (its lease may be another's now) or
-        completed as cancelled."""
+    def _stopped(
+        self, run: Run, task: Task | None, exc: asyncio.CancelledError, started: datetime | None = None
+    ) -> None:
+        """A run cancelled here (after it started at ``started``, if it did): released
+        (shutdown), fenced (its lease may be another's now) or completed as cancelled."""
         if run.id in self._released:
             self._active.pop(run.id, None)
         elif isinstance(exc, LeaseLostError) or run.id in self._fenced:
-            self._lease_lost(run, task)
+            self._lease_lost(run, task, started)
         else:
-            self._finish(self._result(run, RunOutcome.CANCELLED, "cancelled"))
+            self._finish(self._result(run, RunOutcome.CANCELLED, "cancelled"), started)
 
     def _stop(self, run_id: str) -> bool:
         """Cancel the asyncio task of a run going here; whether there was one. A task cancelled
@@ -675,13 +680,13 @@ class Engine:
                 self._fenced.add(run_id)
                 self._stop(run_id)
 
-    def _lease_lost(self, run: Run, task: Task | None) -> None:
+    def _lease_lost(self, run: Run, task: Task | None, started: datetime | None) -> None:
         """A run fenced here: it is not completed (its lease may be another owner's now)."""
         self._fenced.discard(run.id)
         self._active.pop(run.id, None)
         self._capacity.set()
         log.warning("run %s ended here without completing: its lease was lost", run.id)
-        self.history.lost_lease(run, task)
+        self.history.lost_lease(run, task, started)
         if task is not None:
             self._emit(EventKind.RUN_LEASE_LOST, task, run=run)
 

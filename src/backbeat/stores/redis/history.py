@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import repeat
 from typing import Any
 
 import orjson
 
 from backbeat.model.completed_history import args_of, error_of, outcome_of
-from backbeat.model.history import HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings, to_us
+from backbeat.model.history import EPOCH, HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings, to_us
 from backbeat.model.records import RunOutcome, RunResult
 from backbeat.stores._history import PRUNE_BATCH, decode, page
 from backbeat.stores.redis.codec import text
@@ -70,6 +70,7 @@ def pack(entries: Sequence[HistoryEntry]) -> tuple[str, bytes]:
 
 _OUTCOMES = {outcome: outcome.encode() for outcome in HistoryOutcome}
 _SUCCESS = RunOutcome.SUCCESS
+_US = timedelta(microseconds=1)
 
 
 def owner_member(owner: str) -> bytes:
@@ -100,8 +101,9 @@ def completion_item(result: RunResult, settings: HistorySettings, token: int) ->
     except orjson.JSONEncodeError as exc:
         log.warning("history entry of run %r not recorded (the run completes): %s", run.id, exc)
         return b""
-    started = b"" if result.started_at is None else b"%d" % to_us(result.started_at)
-    return b"%b|%d|%b|%d|%b%b" % (outcome, token, started, to_us(run.fire_time), name, rest)
+    # to_us's arithmetic written out: two calls less per completed run
+    started = b"" if result.started_at is None else b"%d" % ((result.started_at - EPOCH) // _US)
+    return b"%b|%d|%b|%d|%b%b" % (outcome, token, started, (run.fire_time - EPOCH) // _US, name, rest)
 
 
 def completion_items(results: Sequence[RunResult], settings: HistorySettings, tokens: Sequence[int]) -> bytes:
