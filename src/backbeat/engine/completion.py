@@ -147,9 +147,11 @@ class Completions:
 
     async def _complete(self, batch: list[RunResult]) -> None:
         lost = await self.store.complete(self.owner, batch, history=self.history.completions)
+        pending, refusals = self.pending, self._refusals
         for result in batch:
-            self.pending.pop(result.run.id, None)
-            self._refusals.pop(result.run.id, None)
+            pending.pop(result.run.id, None)
+            if refusals:  # most often none
+                refusals.pop(result.run.id, None)
         self.deadlines.forget([result.run.id for result in batch])
         self.history.completed(batch, lost)
         if lost:
