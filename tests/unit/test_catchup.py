@@ -100,7 +100,7 @@ def test_the_window_is_applied_before_coalescing() -> None:
 def test_without_coalesce_each_fire_time_inside_the_window_runs() -> None:
     split = split_due([at(0), at(10), at(20)], at(25), window=10, coalesce=False)
 
-    assert (split.missed, split.coalesced, split.run) == ([at(0), at(10)], [], [at(20)])
+    assert (split.missed, split.coalesced, split.run) == ([at(0), at(10)], (), [at(20)])
 
 
 def test_no_window_runs_everything_and_a_window_passed_by_all_misses_everything() -> None:

@@ -3,19 +3,21 @@ into another run and which are missed: the catch-up rule, kept apart from the cl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 
 @dataclass(slots=True)
 class CatchUp:
-    """The due fire times of one task, split three ways (each list ascending)."""
+    """The due fire times of one task, split three ways (each ascending; none coalesced or
+    missed is an empty tuple, not a new list: every fire splits its due times)."""
 
     run: list[datetime] = field(default_factory=list)
     """Fire times that run (each its own run)."""
-    coalesced: list[datetime] = field(default_factory=list)
+    coalesced: Sequence[datetime] = ()
     """Fire times inside the window folded into the run of the latest one (``coalesce=True``)."""
-    missed: list[datetime] = field(default_factory=list)
+    missed: Sequence[datetime] = ()
     """Fire times older than the window (``catchup_window`` / ``misfire_grace_time``): never run."""
 
 

@@ -158,10 +158,13 @@ class Completions:
             # completed here (a completion sent again after a lost reply). Else it is a late
             # finish of a run taken over: warned about, its entry recorded here.
             lost = {run_id for run_id in lost if not self.deadlines.holds(run_id)}
+        pending, refusals, stripped = self.pending, self._refusals, self._stripped
         for result in batch:
-            self.pending.pop(result.run.id, None)
-            self._refusals.pop(result.run.id, None)
-            self._stripped.discard(result.run.id)
+            pending.pop(result.run.id, None)
+            if refusals:  # most often none
+                refusals.pop(result.run.id, None)
+            if stripped:
+                stripped.discard(result.run.id)
         self.deadlines.forget([result.run.id for result in batch])
         self.history.completed(batch, lost)
         if lost:

@@ -79,6 +79,9 @@ class LazyRunContext:
 _current_run: ContextVar[RunContext | LazyRunContext | None] = ContextVar(
     "backbeat_current_run", default=None
 )
+CURRENT_RUN = _current_run
+"""The variable :func:`set_current_run` sets, for the engine to set and reset without a call
+of its own per run."""
 _default_provider: list[Any] = []
 
 

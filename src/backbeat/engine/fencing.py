@@ -63,7 +63,9 @@ class LeaseDeadlines:
 
     def holds(self, run_id: str) -> bool:
         """Whether this process surely still holds ``run_id``'s lease."""
-        return self.now() < self._until.get(run_id, -math.inf)
+        # the clock read inline, not through ``now()``: asked before every step of every run
+        now = self._now() if self._now is not None else asyncio.get_running_loop().time()
+        return now < self._until.get(run_id, -math.inf)
 
     def forget(self, run_ids: Collection[str]) -> None:
         """Stop watching these runs (they ended here)."""
@@ -101,19 +103,17 @@ class LeaseDeadlines:
         self._timer = loop.call_later(max(earliest - self.now(), 0.0), self.check)
 
 
-def fenced(call: Awaitable[T], holds: Callable[[str], bool], run_id: str) -> Awaitable[T]:
+class fenced(Awaitable[T]):
     """``call``, stopped by :class:`LeaseLostError` as soon as ``holds(run_id)`` is false.
 
     ``holds`` is asked before every resumption of ``call`` (its first step, and each time what
     it awaits is done), so after a pause of the whole process (SIGSTOP, a VM or GC stall) no
     line of the job runs before the lease is looked at; a cancellation that arrives once the
     lease is gone becomes a :class:`LeaseLostError` too. A thread-pool job cannot be stopped:
-    its result is refused when it comes back.
+    its result is refused when it comes back. A class named as the function it was: one frame
+    less per run.
     """
-    return _Fenced(call, holds, run_id)
 
-
-class _Fenced(Awaitable[T]):
     __slots__ = ("_call", "_holds", "_run_id")
 
     def __init__(self, call: Awaitable[T], holds: Callable[[str], bool], run_id: str) -> None:

@@ -62,7 +62,6 @@ class HistoryRecorder:
         self.owner = owner
         self.clock = clock
         self._wake = wake
-        self._started: dict[str, datetime] = {}
         self._pending: list[HistoryEntry] = []
         self._since_prune: Counter[str] = Counter()
         self._prune_due: set[str] = set()
@@ -72,20 +71,10 @@ class HistoryRecorder:
         self._due: float | None = None
         """When (``time.monotonic``) the oldest waiting entry should be written."""
 
-    def started(self, run: Run, *, at: datetime | None = None) -> None:
-        """``run``'s job is about to start, at ``at`` (default: now, by the clock)."""
-        if self.enabled:
-            self._started[run.id] = self.clock() if at is None else at
-
     @property
     def completions(self) -> HistorySettings | None:
         """What ``Store.complete`` records with each completion (``None``: history off)."""
         return self.settings if self.enabled and self.by_completions else None
-
-    def finished(self, result: RunResult) -> None:
-        """``result``'s run ended: its start goes with it, for the entry its completion records."""
-        if self.enabled:
-            result.started_at = self._started.pop(result.run.id, None)
 
     def completed(self, results: Sequence[RunResult], lost: Collection[str]) -> None:
         """``Store.complete`` took ``results`` (recording the entries of those it completed):
@@ -121,8 +110,8 @@ class HistoryRecorder:
                 run.task_id, run.task, run, outcome, result.finished_at, result.started_at, error_type, error
             )
 
-    def lost_lease(self, run: Run, task: Task | None) -> None:
-        started = self._started.pop(run.id, None)
+    def lost_lease(self, run: Run, task: Task | None, started: datetime | None) -> None:
+        """``run`` (started at ``started``, if it did) ended without completing: its lease was lost."""
         if not self.enabled:
             return
         self._add(run.task_id, task, run, HistoryOutcome.LOST_LEASE, self.clock(), started)

@@ -9,12 +9,11 @@ import inspect
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from backbeat.abc import Executor, RunHook
-from backbeat.engine.context import LazyRunContext, reset_current_run, set_current_run
+from backbeat.engine.context import CURRENT_RUN, LazyRunContext
 from backbeat.engine.fencing import fenced
 from backbeat.errors import BackbeatError, UnknownJobError
 from backbeat.executors.local import AsyncIOExecutor
@@ -67,7 +66,7 @@ class Invoker:
     async def __call__(self, task: Task, run: Run, *, started: datetime | None = None) -> Attempt:
         """Run ``run`` of ``task`` and say how it went (exceptions become a failed attempt);
         ``started``: the time it starts, if the caller just took it."""
-        token = set_current_run(LazyRunContext(task, run, self.owner, self.provider, self.holds))
+        token = CURRENT_RUN.set(LazyRunContext(task, run, self.owner, self.provider, self.holds))
         policies_token = engine_applies_policies.set(True)
         attempt = Attempt(outcome=_SUCCESS, started=self.clock() if started is None else started)
         if self.events.wants(_SUBMITTED):
@@ -76,7 +75,7 @@ class Invoker:
             invocation = prepare_call(task, self.registry, self.provider)
             if invocation is None:  # a job class: its configure() may be a coroutine
                 invocation = await prepare(task, run, self.registry, self.provider)
-            attempt.func, attempt.args, attempt.kwargs = invocation.func, invocation.args, invocation.kwargs
+            func, args, kwargs = attempt.func, attempt.args, attempt.kwargs = invocation
             executor = self.executors.get(task.options.executor)
             if executor is None:
                 raise BackbeatError(
@@ -90,12 +89,10 @@ class Invoker:
                     for hook in self.run_hooks:
                         hooks.enter_context(hook(task, run))
                     # called inside the hooks: ``call`` calls the job, which may raise at once
-                    call = fenced(
-                        submit(invocation.func, invocation.args, invocation.kwargs), self.holds, run.id
-                    )
+                    call = fenced(submit(func, args, kwargs), self.holds, run.id)
                     attempt.result = await _await_call(call, task.options.timeout)
             else:
-                call = fenced(submit(invocation.func, invocation.args, invocation.kwargs), self.holds, run.id)
+                call = fenced(submit(func, args, kwargs), self.holds, run.id)
                 if task.options.timeout:
                     attempt.result = await _await_call(call, task.options.timeout)
                 else:
@@ -119,7 +116,7 @@ class Invoker:
             return attempt
         finally:
             engine_applies_policies.reset(policies_token)
-            reset_current_run(token)
+            CURRENT_RUN.reset(token)
         if self.events.wants(_EXECUTED) or self.handlers:
             attempt.duration = (self.clock() - attempt.started).total_seconds()
             self.emit(_EXECUTED, task, run=run, result=attempt.result, duration=attempt.duration)
@@ -133,13 +130,8 @@ async def _await_call(call: Awaitable[Any], timeout: float | None) -> Any:
     return await call
 
 
-@dataclass(slots=True)
-class Invocation:
-    """A ready call: ``func(*args, **kwargs)``."""
-
-    func: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
+Invocation = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+"""A ready call, ``(func, args, kwargs)``: ``func(*args, **kwargs)`` (a tuple: one built per run)."""
 
 
 def prepare_call(task: Task, registry: JobRegistry, provider: Any) -> Invocation | None:
@@ -155,7 +147,7 @@ def prepare_call(task: Task, registry: JobRegistry, provider: Any) -> Invocation
     func = registry.resolve_callable(task.job, provider)
     args = tuple(codec.decode(task.args, path="args")) if task.args else ()
     kwargs = dict(codec.decode(task.kwargs, path="kwargs")) if task.kwargs else {}
-    return Invocation(func, args, kwargs)
+    return func, args, kwargs
 
 
 async def prepare(task: Task, run: Run, registry: JobRegistry, provider: Any) -> Invocation:
@@ -185,7 +177,7 @@ async def prepare(task: Task, run: Run, registry: JobRegistry, provider: Any) ->
             f"job class {cls.__qualname__} is neither a Scheduled nor a RecurrentBackgroundJob"
         )
     public = {k: v for k, v in data.items() if not k.startswith("_")}
-    return Invocation(method, (), public if _takes_var_kwargs(method) else {})
+    return method, (), public if _takes_var_kwargs(method) else {}
 
 
 def _takes_var_kwargs(func: Callable[..., Any]) -> bool:

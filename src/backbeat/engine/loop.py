@@ -371,10 +371,14 @@ class Engine:
 
     async def _fire(self, tasks: list[Task], now: datetime) -> list[Run]:
         decisions: list[FireDecision] = []
-        reports: dict[str, Callable[[], None]] = {}
+        reports: dict[str, Callable[[], None] | None] = {}
         by_id = {task.id: task for task in tasks}
         for task in tasks:
-            decision, reports[task.id] = await self._decide(task, now)
+            decided = self._decide(task, now)
+            if isinstance(decided, str):  # the task cannot run here
+                await self._orphan(task, decided)
+                decided = _no_fire(task), None
+            decision, reports[task.id] = decided
             decisions.append(decision)
         # the runs' leases count from now, not from the claim: a fire held up (by a lock, a
         # slow store) must not create runs whose lease already ended, for another owner to take
@@ -386,7 +390,8 @@ class Engine:
         for result in results:
             task = by_id[result.task_id]
             # only now: a decision the store ignored (the claim was lost) is the next claimer's to report
-            reports[task.id]()
+            if (report := reports[task.id]) is not None:
+                report()
             for fire_time in result.skipped:
                 self._skipped(task, fire_time)
             if result.buffered:
@@ -431,24 +436,24 @@ class Engine:
         except (StoreError, OSError) as exc:
             self._store_error(exc, "asking for a run's cancellation")
 
-    async def _decide(self, task: Task, now: datetime) -> tuple[FireDecision, Callable[[], None]]:
+    def _decide(self, task: Task, now: datetime) -> tuple[FireDecision, Callable[[], None] | None] | str:
         """What to fire for a claimed task, and what reports the fire times it leaves out
-        (missed, coalesced, skipped), to call once the store has taken the decision."""
+        (missed, coalesced, skipped; ``None``: none), to call once the store has taken the
+        decision; or why the task cannot run here, for it to be orphaned. Not a coroutine:
+        it is called for every fire."""
         if not self.registry.knows(task.job):
-            await self._orphan(task, f"job {task.job!r} is not registered in process {self.owner}")
-            return _no_fire(task), _nothing
+            return f"job {task.job!r} is not registered in process {self.owner}"
         assert task.next_run_time is not None
         ahead = task.next_run_time > now  # claimed ahead: only its next fire time, when it comes
         if ahead and task.running >= task.options.max_instances:
             # its previous run may yet end in time: decide when the fire time comes
             self._held = min(self._held or task.next_run_time, task.next_run_time)
-            return _no_fire(task), _nothing
+            return _no_fire(task), None
         try:
             until = task.next_run_time if ahead else now
             due, following = triggers.due_fire_times(task.trigger, task.next_run_time, until)
         except BackbeatError as exc:
-            await self._orphan(task, f"invalid trigger: {exc}")
-            return _no_fire(task), _nothing
+            return f"invalid trigger: {exc}"
         split = split_due(due, now, window=task.options.misfire_grace_time, coalesce=task.options.coalesce)
         fire_times = split.run
         dropped: list[datetime] = []  # not ``list[datetime]()``: calling the alias costs 20 times more
@@ -464,7 +469,7 @@ class Engine:
             overlap=task.options.overlap,
         )
         if not (split.missed or split.coalesced or dropped):
-            return decision, _nothing
+            return decision, None
 
         def report() -> None:
             self._report_catch_up(task, split, now)
@@ -514,12 +519,13 @@ class Engine:
 
     async def _execute(self, run: Run) -> None:
         task = run.task
+        started: datetime | None = None  # when the run started, for its history entry
         try:
             now = self.clock()
             if (early := (run.fire_time - now).total_seconds()) > 0:
                 await self.sleep(early)  # claimed ahead (``claim_ahead``): start on time
                 now = self.clock()
-            self.history.started(run, at=now)
+            started = now
             if task is None and await self._task_quarantined(run.task_id):
                 # keep the fire time until someone repairs (re-adds) the record; look again later
                 finished = self._result(run, RunOutcome.DEFERRED, "its task record cannot be read")
@@ -545,26 +551,30 @@ class Engine:
                 else:
                     finished = RunResult(run=run, outcome=attempt.outcome, finished_at=self.clock())
         except asyncio.CancelledError as exc:
-            self._stopped(run, task, exc)
+            self._stopped(run, task, exc, started)
             return
-        self._finish(finished)
+        self._finish(finished, started)
 
-    def _finish(self, finished: RunResult) -> None:
-        """A run ended here: its result waits for the complete loop."""
+    def _finish(self, finished: RunResult, started: datetime | None) -> None:
+        """A run ended here (it started at ``started``; ``None``: it never did): its result
+        waits for the complete loop."""
+        if self.history.enabled:
+            finished.started_at = started
         self.completions.add(finished)
-        self.history.finished(finished)
         self._active.pop(finished.run.id, None)
         self._capacity.set()
 
-    def _stopped(self, run: Run, task: Task | None, exc: asyncio.CancelledError) -> None:
-        """A run cancelled here: released (shutdown), fenced (its lease may be another's now) or
-        completed as cancelled."""
+    def _stopped(
+        self, run: Run, task: Task | None, exc: asyncio.CancelledError, started: datetime | None = None
+    ) -> None:
+        """A run cancelled here (after it started at ``started``, if it did): released
+        (shutdown), fenced (its lease may be another's now) or completed as cancelled."""
         if run.id in self._released:
             self._active.pop(run.id, None)
         elif isinstance(exc, LeaseLostError) or run.id in self._fenced:
-            self._lease_lost(run, task)
+            self._lease_lost(run, task, started)
         else:
-            self._finish(self._result(run, RunOutcome.CANCELLED, "cancelled"))
+            self._finish(self._result(run, RunOutcome.CANCELLED, "cancelled"), started)
 
     def _stop(self, run_id: str) -> bool:
         """Cancel the asyncio task of a run going here; whether there was one. A task cancelled
@@ -671,13 +681,13 @@ class Engine:
                 self._fenced.add(run_id)
                 self._stop(run_id)
 
-    def _lease_lost(self, run: Run, task: Task | None) -> None:
+    def _lease_lost(self, run: Run, task: Task | None, started: datetime | None) -> None:
         """A run fenced here: it is not completed (its lease may be another owner's now)."""
         self._fenced.discard(run.id)
         self._active.pop(run.id, None)
         self._capacity.set()
         log.warning("run %s ended here without completing: its lease was lost", run.id)
-        self.history.lost_lease(run, task)
+        self.history.lost_lease(run, task, started)
         if task is not None:
             self._emit(EventKind.RUN_LEASE_LOST, task, run=run)
 
@@ -722,10 +732,6 @@ class Engine:
     def _store_error(self, exc: BaseException, doing: str) -> None:
         log.warning("store error while %s (will retry): %r", doing, exc)
         self.events.emit(SchedulerEvent(kind=EventKind.STORE_ERROR, error=exc))
-
-
-def _nothing() -> None:
-    """Nothing to report."""
 
 
 def _no_fire(task: Task) -> FireDecision:

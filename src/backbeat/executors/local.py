@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import contextvars
 import functools
 import inspect
 import weakref
 from collections.abc import Awaitable, Callable
+from types import CoroutineType
 from typing import Any
 
 from backbeat.errors import ConfigurationError
@@ -26,16 +26,26 @@ def _is_async(func: Callable[..., Any]) -> bool:
     target = func.func if isinstance(func, functools.partial) else func
     # a bound method is made anew for every run: ask about its function, once
     plain = getattr(target, "__func__", target)
-    known = _ASYNC.get(plain)
+    try:
+        key: weakref.ref[Any] | None = weakref.ref(plain)
+    except TypeError:  # not weak-referenceable: not cached
+        key = None
+    known = None if key is None else _ASYNC.get(key)
     if known is None:
         call = getattr(target, "__call__", None)  # noqa: B004 - an async __call__ makes an object async
         known = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(call)
-        with contextlib.suppress(TypeError):  # not weak-referenceable: not cached
-            _ASYNC[plain] = known
+        if key is not None:
+            _ASYNC[weakref.ref(plain, _forget)] = known
     return known
 
 
-_ASYNC: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+_ASYNC: dict[weakref.ref[Any], bool] = {}
+"""Whether a function is a coroutine function, by a weak reference to it (dropped with it): a
+plain dict, not a ``WeakKeyDictionary``, whose ``get`` is a Python frame more per run."""
+
+
+def _forget(key: weakref.ref[Any]) -> None:
+    _ASYNC.pop(key, None)
 
 
 async def _ready(value: Any) -> Any:
@@ -62,7 +72,8 @@ class AsyncIOExecutor:
         the job's own coroutine (one coroutine frame less per run)."""
         if _is_async(func):
             result = func(*args, **kwargs)
-            return result if inspect.isawaitable(result) else _ready(result)
+            # a coroutine is told apart without a call to ``inspect.isawaitable``
+            return result if type(result) is CoroutineType or inspect.isawaitable(result) else _ready(result)
         return self._in_thread(func, args, kwargs)
 
     async def _in_thread(

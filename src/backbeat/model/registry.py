@@ -102,6 +102,8 @@ class JobRegistry:
 
     def knows(self, ref: str) -> bool:
         """Whether this process can run ``ref`` (without building anything)."""
+        if ref in self._targets:  # resolved before: asked on every fire
+            return True
         kind, _, rest = ref.partition(":")
         if kind == "job":
             return rest in self._classes
@@ -119,6 +121,9 @@ class JobRegistry:
         Raises:
             UnknownJobError: the reference cannot be resolved in this process.
         """
+        cached = self._targets.get(ref)
+        if cached is not None and cached[0] is None:  # a function resolved before: every run's
+            return cached[1]
         if ref.startswith("local:"):
             try:
                 return self._local[ref]

@@ -155,8 +155,12 @@ def due_fire_times(
         raise ValueError(f"limit must be at least 1, got {limit}")
     if type(spec) is dict and spec.get("type") == "date" and "run_date" in spec and spec.keys() <= _DATE_KEYS:
         # a one-shot fires once, at ``first``: compiling its spec (a cache miss for every
-        # one-shot at a time of its own) cost more than the rest of its run
-        first, now = aware(first, "first"), aware(now, "now")
+        # one-shot at a time of its own) cost more than the rest of its run; UTC times (all
+        # the engine passes) are taken without a call
+        if type(first) is not datetime or first.tzinfo is not UTC:
+            first = aware(first, "first")
+        if type(now) is not datetime or now.tzinfo is not UTC:
+            now = aware(now, "now")
         return ([], first) if first > now else ([first], None)
     compiled, first, now = _compile(spec), aware(first, "first"), aware(now, "now")
     if first > now:

@@ -274,7 +274,8 @@ def _task_of_array(task_id: str, compact: list[Any]) -> Task:
     trigger, created = compact[1], compact[2]
     args: list[Any] = compact[3] if len(compact) > 3 else []
     try:
-        if type(trigger) is int:
+        one_shot = type(trigger) is int
+        if one_shot:
             trigger = {"type": "date", "run_date": iso_us(trigger), "timezone": "UTC"}
         if len(compact) < 5:  # every other field at its default: no look-ups (most one-shots)
             return Task(
@@ -284,8 +285,9 @@ def _task_of_array(task_id: str, compact: list[Any]) -> Task:
                 trigger=trigger,
                 next_run_time=None,
                 args=args,
-                options=_options_of(trigger, None),
-                created_at=from_us(created) if type(created) is int else _created_at(created),
+                options=TaskOptions(misfire_grace_time=None) if one_shot else _options_of(trigger, None),
+                # from_us's sum, without its call: its parsing of text is not needed here
+                created_at=EPOCH + timedelta(0, 0, created) if type(created) is int else _created_at(created),
             )
         get = compact[4].get
         data = get("data")

@@ -272,7 +272,9 @@ class RedisStore:
         args: list[Arg] = [owner, lease // _US, _BUFFERED_US]
         times: list[list[str]] = []
         for decision in decisions:
-            fire_times = [iso(fire_time) for fire_time in decision.fire_times]
+            due = decision.fire_times
+            # one fire time (most decisions) without a comprehension's frame
+            fire_times = [iso(due[0])] if len(due) == 1 else [iso(fire_time) for fire_time in due]
             times.append(fire_times)
             room = -1 if decision.overlap == _ALLOW_ALL else buffers(decision.overlap)
             spelled = "|".join(fire_times) + "|" if fire_times else ""
