@@ -4,13 +4,14 @@ same run (the recorder's path: lost replies, other history stores), for every fi
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from backbeat.abc import Store
 from backbeat.engine.history import HistoryRecorder
 from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings
-from backbeat.model.records import RunOutcome, RunResult
+from backbeat.model.records import Run, RunOutcome, RunResult
 from tests.contract.helpers import T0, start_run, task
 
 SECOND = timedelta(seconds=1)
@@ -122,3 +123,44 @@ async def test_a_resent_completion_recorded_again_by_the_engine_stays_one_entry(
     for query in (HistoryQuery(), HistoryQuery(task_id=ODD_ID)):
         entries, _ = await store.run_history(query)
         assert [(e.run_id, e.started_at) for e in entries] == [(run.id, T0)]
+
+
+async def test_each_entry_of_a_mixed_batch_equals_the_recorded_one(store: Store, peer: Store) -> None:
+    # a batch with dead letters (arguments before the history's), a deferral (no entry), a run
+    # completed before (not completed here) and a re-queued run sent again (waiting under its
+    # token): each entry recorded is the recorder's for the same result, and no other is
+    settings = HistorySettings(record_args=True, message_limit=12)
+    ids = [f"{ODD_ID}-{n}" for n in range(6)]
+    tasks = {i: task(i, name=f"{ODD_NAME}{i}", args=[i]) for i in ids}
+    await store.add(list(tasks.values()))
+    runs = sorted(await start_run(store, OWNER), key=lambda run: run.task_id)
+    for run in runs:
+        run.task = tasks[run.task_id]
+    dead, deferred, gone, retried, ok, failed = runs
+
+    def result(run: Run, outcome: RunOutcome, **fields: Any) -> RunResult:
+        fields.setdefault("started_at", T0 + SECOND)
+        fields.setdefault("finished_at", T0 + 2 * SECOND)
+        return RunResult(run=run, outcome=outcome, **fields)
+
+    early = [
+        result(gone, RunOutcome.SUCCESS),
+        result(retried, RunOutcome.FAILURE, error="boom", retry_at=T0 + 9 * SECOND),
+    ]
+    assert await store.complete(OWNER, early, history=settings) == set()
+    batch = [
+        result(
+            dead, RunOutcome.FAILURE, error="KeyError: " + "k" * 20, error_type="KeyError", dead_letter=True
+        ),
+        result(deferred, RunOutcome.DEFERRED, retry_at=T0 + 5 * SECOND),
+        result(gone, RunOutcome.SUCCESS, finished_at=T0 + 3 * SECOND),
+        early[1],
+        result(ok, RunOutcome.SUCCESS, started_at=None),
+        result(failed, RunOutcome.FAILURE, error="half a pair", error_type="x.Y"),
+    ]
+    assert await store.complete(OWNER, batch, history=settings) == {gone.id}
+
+    recorder = HistoryRecorder(peer, settings, owner=OWNER, clock=lambda: T0, by_completions=False)
+    recorder.completed([*early, batch[0], *batch[4:]], set())
+    entries, _ = await store.run_history(HistoryQuery(limit=100))
+    assert sorted(entries, key=lambda e: e.id) == sorted(recorder._pending, key=lambda e: e.id)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from redis.crc import key_slot
 from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.model.records import FireDecision, Run, RunOutcome, RunResult, Task, TaskOptions
 from backbeat.stores import store_from_url
-from backbeat.stores.redis import RedisStore
+from backbeat.stores.redis import RedisStore, codec, lualib
 from tests.redis_proxy import reply_dropping_proxies
 from tests.redis_server import RedisServerHandle, free_port, private_redis_server, usable_redis_url
 
@@ -534,3 +536,50 @@ async def test_a_task_quarantined_for_a_live_field_complete_lua_cannot_read_is_r
     repaired = await store.get("a")
     assert repaired is not None and repaired.version >= 1
     assert (repaired.runs, repaired.failures) == (1, 0)  # counted from the default again
+
+
+async def test_a_sent_record_is_the_one_join_live_writes_for_every_field_combination(redis_url: str) -> None:
+    # add.lua writes a new task's record exactly as the client sent it: it must be the record
+    # the scripts' own join_live writes for the same fields (defaults empty), or a record would
+    # change bytes the first time any script rewrites it
+    lib = resources.files("backbeat.stores.redis").joinpath("scripts", "_lib.lua").read_text("utf-8")
+    body = "return join_live(parse_live(ARGV[2]))"
+    script = lualib.needed(lib, body) + "\n" + body
+    dates = [
+        None,
+        T0,
+        T0.replace(microsecond=0),
+        datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC),
+        datetime(2150, 6, 1, 0, 0, 0, 1, tzinfo=UTC),
+        datetime(2024, 1, 1, 14, 0, 0, 5, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2024, 1, 1, 12, 0, 0),  # naive: taken as UTC
+    ]
+    tasks: list[Task] = []
+    for n, (at, paused, orphaned, count, max_instances, outcome) in enumerate(
+        itertools.product(dates, [False, True], [None, "gone"], [0, 3], [1, 4], [None, "", "failed|twice"])
+    ):
+        tasks.append(
+            task(
+                f"t{n}",
+                at=at,
+                tags=("a",) if n % 2 else (),
+                paused=paused,
+                orphaned=orphaned,
+                version=count,
+                running=count,
+                runs=count,
+                failures=count,
+                last_outcome=outcome,
+                last_run_at=at if count else None,
+                options=TaskOptions(max_instances=max_instances),
+            )
+        )
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        for t in tasks:
+            arg = codec.task_arg(t)
+            id_size, tags_size, rest = arg.split(b"|", 2)
+            record = rest[int(id_size) + int(tags_size) :]
+            assert await client.eval(script, 0, "{unused}:", record) == record, t
+    finally:
+        await client.aclose()

@@ -710,6 +710,53 @@ async def test_a_run_cancelled_before_its_first_step_is_completed_as_cancelled(w
     assert await history_of(world, engine, task) == [("cancelled", at(0))]
 
 
+class _Ended(asyncio.Future[None]):
+    """What an eager task factory returns for a coroutine that ended in its first step."""
+
+    def set_name(self, name: str) -> None:
+        pass
+
+
+def _eager_runs(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+    """A task factory that runs a run's ``_execute`` up to its first suspension at once, as
+    ``asyncio.eager_task_factory`` does (Python 3.12 on): here one that never suspends."""
+    if getattr(coro, "__qualname__", "") != "Engine._execute":
+        return asyncio.Task(coro, loop=loop, **kwargs)
+    try:
+        coro.send(None)
+    except StopIteration:
+        ended = _Ended(loop=loop)
+        ended.set_result(None)
+        return ended
+    raise AssertionError("the run suspended: the test wants one that does not")
+
+
+async def test_a_run_an_eager_task_factory_ends_at_once_is_not_left_active(world: World) -> None:
+    # an eager task factory runs the run to its end inside create_task: _finish took it out of
+    # the active runs before _dispatch put it in, and it stayed there, holding a slot of
+    # max_concurrency
+    engine = world.engine()
+
+    async def instant() -> None:
+        return None
+
+    trigger = make_trigger_spec("date", run_date=T0, now=T0)
+    task = from_callable(world.registry, instant, trigger=trigger, options=TaskOptions(), now=T0).task
+    task.next_run_time = T0
+    await world.store.add([task])
+    loop = asyncio.get_running_loop()
+    loop.set_task_factory(_eager_runs)
+    try:
+        assert await engine._claim_once(100) == 1
+    finally:
+        loop.set_task_factory(None)
+
+    assert engine._active == {}
+    assert [result.outcome for result in engine.completions.pending.values()] == [RunOutcome.SUCCESS]
+    await engine.completions.drain()
+    assert await world.store.list_runs() == []
+
+
 # -- run hooks -----------------------------------------------------------------------------------
 
 

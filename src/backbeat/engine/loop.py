@@ -515,7 +515,10 @@ class Engine:
         if run.id in self._active:
             return
         task = asyncio.get_running_loop().create_task(self._execute(run), name=f"backbeat-run:{run.id}")
-        self._active[run.id] = (run, task)
+        # an eager task factory (asyncio.eager_task_factory) may have run it to its end already:
+        # _finish took it out before it was put in
+        if not task.done():
+            self._active[run.id] = (run, task)
 
     async def _execute(self, run: Run) -> None:
         task = run.task
