@@ -201,3 +201,24 @@ async def test_concurrent_first_calls_of_every_kind_open_the_store_once() -> Non
     assert store.opened == 1
     await producer.shutdown()
     assert store.closed == 1
+
+
+@pytest.mark.parametrize(
+    ("owner", "error", "message"),
+    [
+        ("worker-\ud800", ValueError, "owner 'worker-\\\\ud800' holds a lone surrogate"),
+        ("worker\x001", ValueError, "owner 'worker\\\\x001' holds a NUL character"),
+        (7, TypeError, "owner 7 is a int, not a str"),
+    ],
+)
+def test_an_owner_no_store_can_keep_is_refused_when_the_scheduler_is_made(
+    owner: Any, error: type[Exception], message: str
+) -> None:
+    # before: taken as given, it failed later in the store: SQL, memory and MongoDB completions
+    # with history raised out of the engine on a lone surrogate, PostgreSQL refused a NUL
+    with pytest.raises(error, match=f"^{message}"):
+        BackgroundTaskScheduler(store=MemoryStore(), owner=owner)
+
+
+def test_an_empty_owner_is_the_default_one() -> None:
+    assert BackgroundTaskScheduler(store=MemoryStore(), owner="").engine_config.owner

@@ -30,6 +30,7 @@ from backbeat.api.routing import StoreRouter
 from backbeat.api.run_control import RunControl
 from backbeat.api.task_control import TaskControl
 from backbeat.api.task_writer import TaskWriter
+from backbeat.api.taskbuild import stored_text
 from backbeat.engine.context import pop_default_provider, push_default_provider
 from backbeat.engine.loop import Engine, EngineConfig, default_owner
 from backbeat.errors import (
@@ -135,7 +136,7 @@ class BackgroundTaskScheduler(TaskControl, RunControl, HostedService):
         )
         """``"worker"`` runs tasks; ``"producer"`` only stores them (no engine, no leases)."""
         self.engine_config = EngineConfig(
-            owner=owner or default_owner(),
+            owner=default_owner() if owner is None or owner == "" else stored_text(owner, "owner"),
             lease=lease_of(self._store_spec, self.config.lease_seconds),
             batch_size=self.config.batch_size,
             max_concurrency=self.config.max_concurrency,

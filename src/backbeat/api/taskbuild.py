@@ -164,7 +164,7 @@ def stamp(
     # built field by field: dataclasses.replace costs more than all the rest of a batch add
     task = Task(
         id=_id(task_id),
-        name=_text(name, "task name") if name else shared.name,
+        name=stored_text(name, "task name") if name else shared.name,
         job=shared.job,
         trigger=shared.trigger,
         next_run_time=shared.next_run_time,
@@ -199,7 +199,7 @@ def shaped_task(
     _fill_task(
         task,
         id=_id(task_id),
-        name=_text(name, "task name") if name else shape.name,
+        name=stored_text(name, "task name") if name else shape.name,
         job=shape.job,
         trigger=trigger,
         next_run_time=first,
@@ -371,7 +371,7 @@ def _new_task(
         raise InvalidTriggerError(f"task {name!r}: trigger {triggers.describe(trigger)} never fires")
     return Task(
         id=_id(task_id),
-        name=_text(name, "task name"),
+        name=stored_text(name, "task name"),
         job=job,
         trigger=trigger,
         next_run_time=first,
@@ -411,16 +411,16 @@ def _tags(tags: Sequence[str]) -> tuple[str, ...]:
         return ()
     if isinstance(tags, str):
         raise TypeError(f"tags must be a list of strings, not the string {tags!r}")
-    return tuple(dict.fromkeys(_text(tag, "tag") for tag in tags))
+    return tuple(dict.fromkeys(stored_text(tag, "tag") for tag in tags))
 
 
 def _id(task_id: str | None) -> str:
-    """``task_id`` (see :func:`_text`), or a new id when none (``None`` or ``""``) is given."""
-    return new_task_id() if task_id is None or task_id == "" else _text(task_id, "task id")
+    """``task_id`` (see :func:`stored_text`), or a new id when none (``None`` or ``""``) is given."""
+    return new_task_id() if task_id is None or task_id == "" else stored_text(task_id, "task id")
 
 
-def _text(value: object, what: str) -> str:
-    """``value``, a task's id, name or tag.
+def stored_text(value: object, what: str) -> str:
+    """``value``, a task's id, name or tag, or a scheduler's owner: text every store can keep.
 
     Raises:
         TypeError: it is not a str.
