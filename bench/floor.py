@@ -40,13 +40,12 @@ DOC = orjson.dumps(
 FAR = 4102444800.0  # 2100-01-01
 
 
-class _Batcher:
-    """Adds made in one event-loop tick, sent as one pipeline; each caller waits for its own."""
+class _Coalescing:
+    """Adds made in one event-loop tick, handed to :meth:`_flush` together; each caller waits
+    for its own future."""
 
-    def __init__(self, client: redis.asyncio.Redis, prefix: str) -> None:
-        self._client, self._tasks, self._due = client, f"{{{prefix}}}:tasks", f"{{{prefix}}}:due"
+    def __init__(self) -> None:
         self._pending: list[tuple[asyncio.Future[None], str]] = []
-        self._sends: set[asyncio.Task[None]] = set()
 
     def add(self, task_id: str) -> asyncio.Future[None]:
         future = asyncio.get_running_loop().create_future()
@@ -54,6 +53,18 @@ class _Batcher:
             asyncio.get_running_loop().call_soon(self._flush)
         self._pending.append((future, task_id))
         return future
+
+    def _flush(self) -> None:
+        raise NotImplementedError
+
+
+class _Batcher(_Coalescing):
+    """A tick's adds sent as one redis-py pipeline."""
+
+    def __init__(self, client: redis.asyncio.Redis, prefix: str) -> None:
+        super().__init__()
+        self._client, self._tasks, self._due = client, f"{{{prefix}}}:tasks", f"{{{prefix}}}:due"
+        self._sends: set[asyncio.Task[None]] = set()
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
@@ -67,20 +78,19 @@ class _Batcher:
             pipe.hset(self._tasks, task_id, DOC)
             pipe.zadd(self._due, {task_id: FAR})
         await pipe.execute()
-        for future, _ in batch:
-            future.set_result(None)
+        _answer(batch)
 
 
-class _RawBatcher(asyncio.Protocol):
+class _RawBatcher(_Coalescing, asyncio.Protocol):
     """:class:`_Batcher` on a connection of its own: commands packed by hand, replies parsed
     by a ``hiredis.Reader``, no client library between."""
 
     def __init__(self, prefix: str) -> None:
+        super().__init__()
         self._hset = b"*4\r\n$4\r\nHSET\r\n" + _bulk(f"{{{prefix}}}:tasks".encode())
         self._zadd = b"*4\r\n$4\r\nZADD\r\n" + _bulk(f"{{{prefix}}}:due".encode()) + _bulk(b"%d" % FAR)
         self._doc = _bulk(DOC)
         self._reader = hiredis.Reader()
-        self._pending: list[tuple[asyncio.Future[None], str]] = []
         self._waiting: list[tuple[asyncio.Future[None], int]] = []
         """Each sent batch's future and the replies it waits for, in sending order."""
         self._transport: asyncio.Transport | None = None
@@ -92,13 +102,6 @@ class _RawBatcher(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-
-    def add(self, task_id: str) -> asyncio.Future[None]:
-        future = asyncio.get_running_loop().create_future()
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._pending.append((future, task_id))
-        return future
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
