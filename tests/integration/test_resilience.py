@@ -365,18 +365,32 @@ async def _corrupt_run_count(store_url: str, task_id: str) -> None:
         await redis.aclose()
 
 
-@pytest.mark.parametrize("store_url", [SERVER_STORES[0]], indirect=True)
-async def test_a_completion_redis_refuses_holds_back_no_other_and_its_task_is_quarantined(
-    make_scheduler: SchedulerFactory, store_url: str, record_file: Path
-) -> None:
-    # before, the batch holding the refused result was refused for ever
-    scheduler = make_scheduler(store_url, lease_seconds=30.0)
+async def _poisoned_worker(
+    make_scheduler: SchedulerFactory, store_url: str, record_file: Path, lease_seconds: float
+) -> tuple[BackgroundTaskScheduler, list[SchedulerEvent], str]:
+    """A started worker, the events it emits, and the id of a task whose run it holds and whose
+    Redis record no completion can read (:func:`_corrupt_run_count`)."""
+    scheduler = make_scheduler(store_url, lease_seconds=lease_seconds)
     events: list[SchedulerEvent] = []
     scheduler.events.add_listener(events.append)
     await scheduler.start_async()
     poison = await scheduler.schedule_immediate_task("poison", jobs.slow, args=[str(record_file), 0.5])
     await wait_for(lambda: bool(read_records(record_file)))
     await _corrupt_run_count(store_url, poison)
+    return scheduler, events, poison
+
+
+def _set_aside(events: list[SchedulerEvent]) -> list[SchedulerEvent]:
+    """The store errors of ``events`` that name a run: a result stripped, or given up."""
+    return [event for event in events if event.kind == EventKind.STORE_ERROR and event.run_id]
+
+
+@pytest.mark.parametrize("store_url", [SERVER_STORES[0]], indirect=True)
+async def test_a_completion_redis_refuses_holds_back_no_other_and_its_task_is_quarantined(
+    make_scheduler: SchedulerFactory, store_url: str, record_file: Path
+) -> None:
+    # before, the batch holding the refused result was refused for ever
+    scheduler, events, poison = await _poisoned_worker(make_scheduler, store_url, record_file, 30.0)
     ticker = await scheduler.schedule_recurring_task(
         "ticker", jobs.flaky, interval=0.1, args=[str(record_file), 0]
     )
@@ -385,12 +399,9 @@ async def test_a_completion_redis_refuses_holds_back_no_other_and_its_task_is_qu
         info = await scheduler.get_task_info(ticker)
         return info is not None and info.runs >= times
 
-    def set_aside() -> list[SchedulerEvent]:
-        return [event for event in events if event.kind == EventKind.STORE_ERROR and event.run_id]
-
     await eventually(lambda: ticked(5))
-    await wait_for(lambda: len(set_aside()) == 2)  # stripped of its result, then given up
-    assert [event.task_id for event in set_aside()] == [poison, poison]
+    await wait_for(lambda: len(_set_aside(events)) == 2)  # stripped of its result, then given up
+    assert [event.task_id for event in _set_aside(events)] == [poison, poison]
     assert [record.key for record in await scheduler.store.quarantined()] == [poison]
     await eventually(lambda: ticked(10))
     [run] = [run for run in await scheduler.store.list_runs() if run.task_id == poison]
@@ -404,19 +415,9 @@ async def test_a_run_redis_cannot_complete_on_a_quiet_worker_is_given_up_once_no
     # refused alone (the store answers a probe) until another result completes now and then, and
     # once its lease ran out the run is taken over: its task quarantined, it is kept waiting,
     # not run and given up again and again
-    scheduler = make_scheduler(store_url, lease_seconds=3.0)
-    events: list[SchedulerEvent] = []
-    scheduler.events.add_listener(events.append)
-    await scheduler.start_async()
-    poison = await scheduler.schedule_immediate_task("poison", jobs.slow, args=[str(record_file), 0.5])
-    await wait_for(lambda: bool(read_records(record_file)))
-    await _corrupt_run_count(store_url, poison)
+    scheduler, events, poison = await _poisoned_worker(make_scheduler, store_url, record_file, 3.0)
     await scheduler.schedule_recurring_task("ticker", jobs.flaky, interval=1.0, args=[str(record_file), 0])
-
-    def set_aside() -> list[SchedulerEvent]:
-        return [event for event in events if event.kind == EventKind.STORE_ERROR and event.run_id]
-
-    await wait_for(lambda: len(set_aside()) == 2, timeout=60)
+    await wait_for(lambda: len(_set_aside(events)) == 2, timeout=60)
     assert [record.key for record in await scheduler.store.quarantined()] == [poison]
 
     async def kept_waiting() -> bool:
@@ -424,7 +425,7 @@ async def test_a_run_redis_cannot_complete_on_a_quiet_worker_is_given_up_once_no
         return len(runs) == 1 and runs[0].owner is None
 
     await eventually(kept_waiting)  # taken over after its lease, and kept (deferred) unrun
-    assert len(set_aside()) == 2
+    assert len(_set_aside(events)) == 2
     assert [record["event"] for record in read_records(record_file)].count("start") == 1  # run once only
 
 
@@ -450,7 +451,7 @@ async def test_a_lone_completion_refused_while_redis_refuses_writes_is_never_set
     finally:
         await redis.aclose()
     await gone(scheduler, task_id)
-    assert not [event for event in events if event.kind == EventKind.STORE_ERROR and event.run_id]
+    assert not _set_aside(events)
     assert await scheduler.store.quarantined() == []
     entries, _ = await scheduler.store.run_history(HistoryQuery(task_id=task_id))
     assert [entry.outcome for entry in entries] == [HistoryOutcome.SUCCESS]
