@@ -126,6 +126,83 @@ async def test_concurrent_adds_go_through_the_pool_while_one_holds_the_connectio
     assert sorted(await store.existing(ids)) == sorted(ids)
 
 
+def connected_clients(admin: redis.Redis) -> int:
+    return len(admin.client_list())
+
+
+async def test_two_concurrent_adds_are_pipelined_on_the_stores_own_connection(
+    store: RedisStore, admin: redis.Redis
+) -> None:
+    await store.add([task("warm")])  # the store's own connection is open
+    before = connected_clients(admin)
+    await asyncio.gather(store.add([task("a")]), store.add([task("b")]))
+    assert connected_clients(admin) == before  # the second was not sent on a connection of the pool
+    assert sorted(await store.existing(["a", "b"])) == ["a", "b"]
+
+
+async def test_pipelined_adds_whose_connection_was_dropped_are_each_reported_added(
+    proxy: ReplyDroppingProxy,
+) -> None:
+    store = RedisStore(proxy.url, prefix="adds")
+    try:
+        await store.add([task("a")])
+        await store.add([task("b")])  # on the store's own connection
+        proxy.to_drop = 1  # the pipeline's replies, and the connection, lost after both ran
+        await asyncio.gather(store.add([task("c")]), store.add([task("d")]))  # not TaskExistsError
+        assert proxy.dropped == 1
+        assert sorted(await store.existing(["a", "b", "c", "d"])) == ["a", "b", "c", "d"]
+    finally:
+        await store.close()
+
+
+async def test_pipelined_adds_to_a_server_that_stopped_answering_each_time_out(
+    server: RedisServerHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "CALL_TIMEOUT", 0.3)
+    store = RedisStore(server.url, prefix="adds")
+    try:
+        await store.add([task("a")])
+        await store.add([task("b")])  # on the store's own connection
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            outcomes = await asyncio.gather(
+                store.add([task("c")]), store.add([task("d")]), return_exceptions=True
+            )
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        assert all(isinstance(outcome, StoreUnavailableError) for outcome in outcomes), outcomes
+        await store.add([task("e")])
+        assert {"a", "b", "e"} <= set(await store.existing(["a", "b", "c", "d", "e"]))
+    finally:
+        await store.close()
+
+
+async def test_an_add_pipelined_behind_a_cancelled_one_is_sent_again_and_stored(
+    server: RedisServerHandle,
+) -> None:
+    store = RedisStore(server.url, prefix="adds")
+    try:
+        await store.add([task("a")])
+        await store.add([task("b")])  # on the store's own connection
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            cancelled = asyncio.ensure_future(store.add([task("c")]))
+            pipelined = asyncio.ensure_future(store.add([task("d")]))
+            for _ in range(3):  # both sent at their first steps, then waiting for their replies
+                await asyncio.sleep(0)
+            cancelled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        await pipelined  # its connection dropped with the cancelled call's: sent again
+        assert "d" in await store.existing(["c", "d"])
+    finally:
+        await store.close()
+
+
 async def test_the_held_connection_goes_back_to_a_given_clients_pool(server: RedisServerHandle) -> None:
     client = redis.asyncio.Redis.from_url(server.url, max_connections=4)
     store = RedisStore(prefix="adds", client=client)

@@ -10,8 +10,11 @@ transport hands its bytes to a protocol of this module (:class:`_Replies`) that 
 ``hiredis.Reader`` and answers the call's future: one write and one future, instead of redis-py's
 stream writer, drain, stream reader and parser layers. Without hiredis, or when the client's
 health check is due (redis-py's path pings first), the reply is read by redis-py's own parser.
-A call that finds the connection busy (another add in flight) is sent the same way on a
-connection checked out of the pool for it (:meth:`DirectScript.borrowed`), read by redis-py.
+A call made while another is in flight on the held connection is pipelined behind it when
+hiredis reads the replies (up to :data:`PIPELINE` calls at once, answered in the order sent): a
+coalesced batch is then built by the client while the one before it runs on the server.
+Otherwise it is sent the same way on a connection checked out of the pool for it
+(:meth:`DirectScript.borrowed`), read by redis-py.
 
 Calls are bounded by one watchdog timer shared by the calls that follow each other, instead of an
 ``asyncio.timeout`` per call (its timer handle, scheduled and cancelled each time, cost 5-7 µs).
@@ -25,6 +28,7 @@ was written by the first sending").
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,7 +41,11 @@ from redis.utils import HIREDIS_AVAILABLE
 
 Arg = str | bytes | int
 Resend = Callable[[Sequence[Arg]], Sequence[Arg]]
-"""The arguments of a call's second sending, made from its first's."""
+"""The arguments of a call's second sending, made from its first's; made again of them, the same
+arguments (a resend on a pool's connection that fails in turn is sent once more)."""
+PIPELINE = 2
+"""Calls in flight at once on the held connection: while one runs on the server, the client
+builds and sends the next (two are enough to keep both busy)."""
 _EARLY = 0.001
 """Seconds a timer may fire before its time (the loop's clock resolution, and some)."""
 
@@ -70,7 +78,8 @@ class _Replies(asyncio.Protocol):
         self.original = transport.get_protocol()
         parse_error = conn._parser.parse_error  # redis-py's error classes (NoScriptError, ...)
         self.reader = hiredis.Reader(protocolError=InvalidResponse, replyError=parse_error)
-        self.waiter: asyncio.Future[Any] | None = None
+        self.waiters: deque[asyncio.Future[Any]] = deque()
+        """The calls sent and not yet answered, in the order sent (the order of their replies)."""
         self.lost = False
         self.ended = False
         """Whether the connection ended while this protocol read it (redis-py's reader read nothing)."""
@@ -109,10 +118,13 @@ class _Replies(asyncio.Protocol):
         return self.ended and writer is not None and writer.transport is self.transport
 
     def uninstall(self) -> None:
-        """Give the transport back to redis-py's protocol (nothing is pending between calls)."""
+        """Give the transport back to redis-py's protocol. Calls still waiting (pipelined behind
+        one that failed or was cancelled) fail as on a lost connection: the connection is about
+        to be dropped, and their callers send them again."""
         if not self.lost and self.transport.get_protocol() is self:
             self.transport.set_protocol(self.original)
         self.lost = True
+        self._fail(RedisConnectionError("Connection dropped with a call pipelined before this one"))
 
     def call(self, packed: bytes) -> asyncio.Future[Any]:
         """Send ``packed``; the future of its reply (an error reply as its exception, not raised).
@@ -125,31 +137,31 @@ class _Replies(asyncio.Protocol):
         if self.lost or loop is not self.loop or self.transport.is_closing():
             # (a transport of a loop that ended: the caller's path connects anew)
             raise RedisConnectionError("Connection closed by the server before write")
-        waiter = self.waiter = loop.create_future()
+        waiter = loop.create_future()
+        self.waiters.append(waiter)
         self.transport.write(packed)
         return waiter
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
-        waiter = self.waiter
-        if waiter is None or waiter.done():
-            # a push between calls (read before the next call's reply), or a call cancelled
-            # meanwhile (its connection is being dropped)
-            return
-        try:
-            reply = self.reader.gets()
-            while isinstance(reply, self.push):
-                # RESP3 (redis-py's default) lets the server push notifications between replies
-                # (key invalidations, a managed server's maintenance notices): skipped here,
-                # where redis-py's reader would hand them to its handlers
+        waiters = self.waiters
+        # with no call waiting, a push between calls is left to be read before the next reply
+        while waiters:
+            try:
                 reply = self.reader.gets()
-        except Exception as exc:  # a protocol error: the connection is not reusable
-            self.waiter = None
-            waiter.set_exception(exc)
-            return
-        if reply is not False:
-            self.waiter = None
-            waiter.set_result(reply)
+                while isinstance(reply, self.push):
+                    # RESP3 (redis-py's default) lets the server push notifications between
+                    # replies (key invalidations, a managed server's maintenance notices):
+                    # skipped here, where redis-py's reader would hand them to its handlers
+                    reply = self.reader.gets()
+            except Exception as exc:  # a protocol error: the connection is not reusable
+                self._fail(exc)
+                return
+            if reply is False:  # the rest of the reply has not come yet
+                return
+            waiter = waiters.popleft()
+            if not waiter.done():  # (a call cancelled meanwhile: its connection is being dropped)
+                waiter.set_result(reply)
 
     def eof_received(self) -> bool | None:
         self._end()
@@ -161,19 +173,28 @@ class _Replies(asyncio.Protocol):
 
     def _end(self) -> None:
         self.lost = self.ended = True
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(RedisConnectionError("Connection closed by server."))
+        self._fail(RedisConnectionError("Connection closed by server."))
+
+    def _fail(self, exc: Exception) -> None:
+        """Fail every call still waiting with ``exc``."""
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(exc)
 
 
 class DirectScript:
     """``EVALSHA sha 1 key base *args`` on one connection held from ``client``'s pool.
 
-    One call at a time: :attr:`idle` says whether a call may start (:meth:`borrowed` makes one
-    on a connection of the pool meanwhile). Like the client (its ``Retry(NoBackoff(), 1)``), a
-    call whose connection fails is sent once more on a new one, with the arguments ``resend``
-    makes of the first sending's. A call still waiting ``timeout`` seconds after it began raises
-    ``TimeoutError`` (its connection is closed: the reply may still come).
+    :attr:`idle` says whether a call may start: none is in flight, or fewer than
+    :data:`PIPELINE` are, pipelined (:meth:`borrowed` makes one on a connection of the pool
+    meanwhile). Like the client (its ``Retry(NoBackoff(), 1)``), a call whose connection fails is
+    sent once more on a new one, with the arguments ``resend`` makes of the first sending's (the
+    first call of a pipeline on the held connection connected anew, the others on connections of
+    the pool). A call still waiting ``timeout`` seconds after it began raises ``TimeoutError``
+    (its connection is closed: the reply may still come; the calls pipelined with it are sent
+    again).
     """
 
     def __init__(
@@ -190,22 +211,35 @@ class DirectScript:
         self._resend = resend
         self._head = b"".join(bulk(part) for part in ("EVALSHA", sha, "1", key, base))
         self._conn: AbstractConnection | None = None
-        self._busy = False
         self._closed = False
         self._timeout = timeout
-        self._caller: asyncio.Task[Any] | None = None
-        """The task whose call is in flight."""
-        self._deadline = 0.0
+        self._calls: dict[asyncio.Task[Any], float] = {}
+        """The tasks whose calls are in flight, each with its deadline (in the order sent)."""
+        self._timed_out: set[asyncio.Task[Any]] = set()
+        """Those the watchdog cancelled."""
         self._watchdog: asyncio.TimerHandle | None = None
         self._watched: asyncio.AbstractEventLoop | None = None
         """The loop the watchdog is on."""
-        self._timed_out = False
+        self._reconnecting = False
+        """Whether a failed call is being sent again on the held connection, connected anew."""
         self._replies: _Replies | None = None
         """The protocol reading the held connection's replies, if one does."""
 
     @property
     def idle(self) -> bool:
-        return not self._busy and not self._closed
+        """Whether a call may be sent on the held connection now."""
+        if self._closed:
+            return False
+        if not self._calls:
+            return True
+        replies, conn = self._replies, self._conn
+        return (
+            len(self._calls) < PIPELINE
+            and replies is not None
+            and conn is not None
+            and not self._reconnecting
+            and replies.reads(conn)
+        )
 
     async def __call__(self, args: Sequence[Arg]) -> Any:
         """The script's reply.
@@ -214,7 +248,6 @@ class DirectScript:
             redis.exceptions.RedisError: as the client's own call would (``NoScriptError`` when
                 the server's script cache was flushed).
         """
-        self._busy = True
         caller = self._watch()
         try:
             conn = self._conn
@@ -222,13 +255,13 @@ class DirectScript:
                 conn = self._conn = await _connected(self._client.connection_pool)
             return await self._call_held(conn, args)
         except asyncio.CancelledError:
-            if self._timed_out and caller.uncancel() == 0:  # the watchdog's cancel, nobody else's
+            if caller in self._timed_out and caller.uncancel() == 0:  # the watchdog's cancel alone
                 raise TimeoutError from None
             raise
         finally:
-            self._caller = None
-            self._busy = False
-            if self._closed:
+            del self._calls[caller]
+            self._timed_out.discard(caller)
+            if self._closed and not self._calls:
                 await self._release()
 
     async def borrowed(self, args: Sequence[Arg]) -> Any:
@@ -261,7 +294,12 @@ class DirectScript:
                 await conn.disconnect()
             replies = self._replies = _Replies.install(conn)
         health = conn.health_check_interval
-        if replies is not None and health and asyncio.get_running_loop().time() > conn.next_health_check:
+        if (
+            replies is not None
+            and health
+            and not replies.waiters  # (a call in flight will say whether the connection is alive)
+            and asyncio.get_running_loop().time() > conn.next_health_check
+        ):
             replies.uninstall()
             replies = self._replies = None
         if replies is None:
@@ -270,10 +308,11 @@ class DirectScript:
             reply = await replies.call(self._packed(args))
         except RedisConnectionError:
             replies.uninstall()
-            return await self._sent_again(conn, args)
+            return await self._resent(conn, args)
         except BaseException:
             # cancelled (the watchdog, or the caller), or a protocol error: a reply may still come,
-            # so the connection is not used again (as redis-py's own read does)
+            # so the connection is not used again (as redis-py's own read does); the calls
+            # pipelined behind this one are sent again
             replies.uninstall()
             await conn.disconnect(nowait=True)
             raise
@@ -285,8 +324,40 @@ class DirectScript:
             # an error reply redis-py raises as a lost connection (LOADING: a restarted server
             # reading its data), closing it: sent again the same way
             replies.uninstall()
-            return await self._sent_again(conn, args)
+            return await self._resent(conn, args)
         return reply
+
+    async def _resent(self, conn: AbstractConnection, args: Sequence[Arg]) -> Any:
+        """The reply to the resend of ``args`` after the held connection failed: on it, connected
+        anew, unless another call of its pipeline does that already (then on one of the pool's).
+        """
+        if self._reconnecting:
+            return await self._resent_borrowed(args)
+        self._reconnecting = True
+        try:
+            return await self._sent_again(conn, args)
+        finally:
+            self._reconnecting = False
+
+    async def _resent_borrowed(self, args: Sequence[Arg]) -> Any:
+        """The reply to the resend of ``args`` on a connection of the pool.
+
+        Raises:
+            ResentNoScriptError: the server's script cache was flushed meanwhile (a restart).
+        """
+        pool = self._client.connection_pool
+        conn = await _connected(pool)
+        try:
+            return await self._call_on(conn, self._resend(args))
+        except NoScriptError as exc:
+            if isinstance(exc, ResentNoScriptError):
+                raise
+            raise ResentNoScriptError(*exc.args) from exc
+        except asyncio.CancelledError:
+            await conn.disconnect()  # its reply may still come: the connection is not reused
+            raise
+        finally:
+            await pool.release(conn)
 
     async def _call_on(self, conn: AbstractConnection, args: Sequence[Arg]) -> Any:
         try:
@@ -322,30 +393,31 @@ class DirectScript:
         loop = asyncio.get_running_loop()
         caller = asyncio.current_task(loop)
         assert caller is not None
-        self._caller, self._deadline, self._timed_out = caller, loop.time() + self._timeout, False
+        deadline = self._calls[caller] = loop.time() + self._timeout
         if self._watchdog is None or self._watched is not loop:
-            self._watchdog, self._watched = loop.call_at(self._deadline, self._expire, loop), loop
+            self._watchdog, self._watched = loop.call_at(deadline, self._expire, loop), loop
         return caller
 
     def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Cancel the call in flight if it passed its deadline, else wait for that deadline; an
-        idle watchdog is not armed again until the next call."""
+        """Cancel the calls in flight that passed their deadlines, then wait for the next call's
+        deadline; an idle watchdog is not armed again until the next call."""
         if loop is not self._watched:
             return  # a watchdog of a loop the store no longer runs on
         self._watchdog = None
-        caller = self._caller
-        if caller is None:
-            return
-        if loop.time() >= self._deadline - _EARLY:
-            self._timed_out = True
+        now = loop.time()
+        for caller, deadline in list(self._calls.items()):  # the earliest deadline first
+            if caller.get_loop() is not loop or caller in self._timed_out:
+                continue  # (a call left on an ended loop: nothing to cancel there)
+            if now < deadline - _EARLY:
+                self._watchdog = loop.call_at(deadline, self._expire, loop)
+                return
+            self._timed_out.add(caller)
             caller.cancel()
-        else:
-            self._watchdog = loop.call_at(self._deadline, self._expire, loop)
 
     async def close(self) -> None:
-        """Give the connection back to the pool (once the call in flight, if any, ends)."""
+        """Give the connection back to the pool (once the calls in flight, if any, end)."""
         self._closed = True
-        if not self._busy:
+        if not self._calls:
             await self._release()
 
     async def _release(self) -> None:
