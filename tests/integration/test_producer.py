@@ -71,7 +71,9 @@ async def test_concurrent_adds_are_coalesced_and_a_taken_id_fails_only_its_calle
     assert isinstance(results[-1], TaskExistsError) and results[-1].task_ids == ["taken"]
     stored = {info.id: info.name for info in await producer.list_tasks()}
     assert len(stored) == 200 and stored["taken"] == "first"  # the stored one is untouched
-    assert calls <= 1 + 200 // 100, f"{calls} store calls for 200 concurrent adds"
+    # the lone first add, the others as two batches in flight at once, the one holding the taken
+    # id sent again without it
+    assert calls <= 4, f"{calls} store calls for 200 concurrent adds"
     await producer.shutdown()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from backbeat.api.coalescing import MAX_BATCH, AddCoalescer
+from backbeat.api.coalescing import MAX_BATCH, SPLIT_AT, AddCoalescer
 from backbeat.errors import StoreError, StoreUnavailableError, TaskExistsError
 from backbeat.model.records import Task
 
@@ -33,6 +33,10 @@ class Store:
     async def add_many(self, tasks: list[Task], replace: bool) -> None:
         self.batches.append([t.id for t in tasks])
         await asyncio.sleep(0)  # the round trip
+        self.apply(tasks, replace)
+
+    def apply(self, tasks: list[Task], replace: bool) -> None:
+        """Store ``tasks``, or raise as the store's call would."""
         if self.fail is not None:
             raise self.fail
         if any(t.id == self.refused for t in tasks):
@@ -62,9 +66,94 @@ async def test_a_lone_add_is_sent_before_the_loop_turns() -> None:
 async def test_the_adds_made_while_one_is_in_flight_are_one_store_call_after_it() -> None:
     store = Store()
     coalescer = AddCoalescer(store.add_many)
-    await asyncio.gather(*(coalescer.add(task(f"t{i}"), replace=False) for i in range(100)))
-    assert store.batches == [["t0"], [f"t{i}" for i in range(1, 100)]]
-    assert len(store.tasks) == 100
+    await asyncio.gather(*(coalescer.add(task(f"t{i}"), replace=False) for i in range(SPLIT_AT)))
+    assert store.batches == [["t0"], [f"t{i}" for i in range(1, SPLIT_AT)]]
+    assert len(store.tasks) == SPLIT_AT
+
+
+class GatedStore(Store):
+    """A store whose calls wait until let go, one at a time, in the order they came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: list[asyncio.Event] = []
+
+    async def add_many(self, tasks: list[Task], replace: bool) -> None:
+        self.batches.append([t.id for t in tasks])
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        await gate.wait()
+        self.apply(tasks, replace)
+
+    async def let_go(self, call: int) -> None:
+        """Let the ``call``-th call (from 0) go on, once it has come (within a few loop turns)."""
+        for _ in range(20):
+            if len(self.gates) > call:
+                break
+            await asyncio.sleep(0)
+        self.gates[call].set()
+
+
+async def test_many_adds_waiting_go_as_two_batches_in_flight_at_once() -> None:
+    store = GatedStore()
+    coalescer = AddCoalescer(store.add_many)
+    adds = asyncio.gather(*(coalescer.add(task(f"t{i}"), replace=False) for i in range(101)))
+    await store.let_go(0)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    # both halves sent while neither is answered: the store takes one while the next is built
+    assert store.batches == [["t0"], [f"t{i}" for i in range(1, 51)], [f"t{i}" for i in range(51, 101)]]
+    await store.let_go(1)
+    await store.let_go(2)
+    await adds
+    assert len(store.tasks) == 101
+
+
+async def test_callers_answered_add_again_while_the_other_batch_is_in_flight() -> None:
+    store = GatedStore()
+    coalescer = AddCoalescer(store.add_many)
+
+    async def producer(p: int) -> None:
+        for i in range(2):
+            await coalescer.add(task(f"p{p}-{i}"), replace=False)
+
+    adds = asyncio.gather(*(producer(p) for p in range(65)))
+    await store.let_go(0)  # p0's lone add: 64 wait, and p0's next: sent as two batches
+    await store.let_go(1)  # the first half answered, the second still in flight
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert [len(batch) for batch in store.batches] == [1, 33, 32, 33]  # the answered 33 again
+    assert not store.gates[2].is_set()
+    for call in range(2, 5):
+        await store.let_go(call)
+    await adds
+    assert len(store.tasks) == 130
+
+
+async def test_an_add_of_an_id_in_flight_waits_for_it_and_fails_once_it_is_stored() -> None:
+    store = GatedStore()
+    coalescer = AddCoalescer(store.add_many)
+    first = asyncio.gather(*(coalescer.add(task(f"t{i}"), replace=False) for i in range(SPLIT_AT + 1)))
+    await store.let_go(0)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(store.batches) == 3  # t1.. and ..t32, both in flight
+    again = asyncio.gather(
+        coalescer.add(task("t1"), replace=False),
+        coalescer.add(task("new"), replace=False),
+        return_exceptions=True,
+    )
+    await store.let_go(2)  # the batch without t1 answered: "new" is sent, t1 waits for its batch
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert store.batches[3] == ["new"]
+    await store.let_go(3)
+    await store.let_go(1)
+    await store.let_go(4)
+    await first
+    results = await again
+    assert isinstance(results[0], TaskExistsError) and results[1] is None
+    assert store.batches[4] == ["t1"]
 
 
 async def test_callers_that_add_again_once_answered_join_the_next_batch() -> None:
@@ -230,5 +319,6 @@ async def test_a_repeated_id_gets_the_first_adds_error_when_the_first_fails() ->
 async def test_more_adds_than_a_batch_holds_are_several_store_calls() -> None:
     store = Store()
     coalescer = AddCoalescer(store.add_many)
-    await asyncio.gather(*(coalescer.add(task(f"t{i}"), replace=False) for i in range(MAX_BATCH + 6)))
-    assert [len(batch) for batch in store.batches] == [1, MAX_BATCH, 5]
+    await asyncio.gather(*(coalescer.add(task(f"t{i}"), replace=False) for i in range(2 * MAX_BATCH + 6)))
+    # the first half of what waited, then the rest: MAX_BATCH at most each
+    assert [len(batch) for batch in store.batches] == [1, MAX_BATCH, MAX_BATCH, 5]

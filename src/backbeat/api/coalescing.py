@@ -1,6 +1,7 @@
 """Coalesced adds: a single-task add is sent at once when no add of its kind is in flight; the
 adds that arrive meanwhile (many request handlers, or an ``asyncio.gather`` of ``schedule_*``
-calls) wait for it and are then sent together, each caller still getting its own outcome."""
+calls) wait for it and are then sent together, two batches in flight at once, each caller still
+getting its own outcome."""
 
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ _Entry = tuple[Task, asyncio.Future[None]]
 
 MAX_BATCH = 1000
 """Tasks per store call: a Redis add of more is several script calls, atomic only in its check."""
+IN_FLIGHT = 2
+"""Batches of one kind in flight at once: while the store takes one, the callers of the one
+before it add again and the next batch is sent (on Redis, pipelined on one connection), so the
+producers' process and the store work side by side instead of in turns."""
+SPLIT_AT = 32
+"""Adds waiting, with no batch in flight, that are sent as two batches: their callers come back
+in two groups, which keeps two batches going."""
 
 
 class _Lane:
@@ -26,6 +34,8 @@ class _Lane:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.waiting: list[_Entry] = []
+        self.sending: dict[asyncio.Task[None], set[str]] = {}
+        """The batches in flight, each with its ids."""
 
 
 class AddCoalescer:
@@ -37,7 +47,10 @@ class AddCoalescer:
     batch by a task of their own (so cancelling one caller stops no other), sent one loop turn
     after the previous call's callers were answered, so that those who add again at once join
     it. Under load that makes one store call per round of concurrent producers, as collecting a
-    loop turn's adds did, without making the lone add wait for a turn.
+    loop turn's adds did, without making the lone add wait for a turn. Up to :data:`IN_FLIGHT`
+    batches are in flight at once: a batch is sent while the one before it is still being
+    stored, except the adds of an id in flight, which wait for it (a later add of an id is never
+    stored before an earlier one).
 
     A task whose id is already stored fails only its own caller, with ``TaskExistsError``; so
     does a later add of an id while an earlier add of it is in flight or in the same batch, once
@@ -84,10 +97,17 @@ class AddCoalescer:
             del self._lanes[replace]
 
     async def _flush(self, lane: _Lane, replace: bool) -> None:
+        sending = lane.sending
         try:
-            while lane.waiting:
-                entries, lane.waiting = lane.waiting, []
-                await self._store(entries, replace)
+            while lane.waiting or sending:
+                if lane.waiting and len(sending) < IN_FLIGHT and (batch := _next_batch(lane)):
+                    storing = lane.loop.create_task(self._store(batch, replace))
+                    sending[storing] = {task.id for task, _ in batch}
+                    continue
+                done, _ = await asyncio.wait(sending, return_when=asyncio.FIRST_COMPLETED)
+                for stored in done:
+                    del sending[stored]
+                    stored.result()  # (its callers are answered: only a cancel or a bug raises)
                 # the callers just answered run first: an add they make at once joins the next batch
                 await asyncio.sleep(0)
         finally:
@@ -161,6 +181,21 @@ class AddCoalescer:
                 raise_into(entries[i + 1 :], error)
                 return
             last = seen
+
+
+def _next_batch(lane: _Lane) -> list[_Entry]:
+    """Take the next batch off ``lane``'s waiting adds: at most :data:`MAX_BATCH`, half of them
+    when none is in flight and :data:`SPLIT_AT` or more wait, none of an id in flight."""
+    ready, held = lane.waiting, []
+    if lane.sending:
+        in_flight = set().union(*lane.sending.values())
+        ready = [entry for entry in lane.waiting if entry[0].id not in in_flight]
+        held = [entry for entry in lane.waiting if entry[0].id in in_flight]
+    size = MAX_BATCH
+    if not lane.sending and len(ready) >= SPLIT_AT:
+        size = min(size, (len(ready) + 1) // 2)
+    batch, lane.waiting = ready[:size], held + ready[size:]
+    return batch
 
 
 def _split_repeats(entries: list[_Entry]) -> tuple[list[_Entry], list[tuple[_Entry, _Entry]]]:
