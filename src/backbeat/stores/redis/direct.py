@@ -155,7 +155,12 @@ class _Replies(asyncio.Protocol):
                     # skipped here, where redis-py's reader would hand them to its handlers
                     reply = self.reader.gets()
             except Exception as exc:  # a protocol error: the connection is not reusable
-                self._fail(exc)
+                # the error of the call whose reply it is; those behind lose theirs with the
+                # connection, and are sent again as after a lost one
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_exception(exc)
+                self._fail(RedisConnectionError(f"Connection dropped after a protocol error: {exc}"))
                 return
             if reply is False:  # the rest of the reply has not come yet
                 return
