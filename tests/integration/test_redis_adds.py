@@ -203,6 +203,31 @@ async def test_an_add_pipelined_behind_a_cancelled_one_is_sent_again_and_stored(
         await store.close()
 
 
+def test_an_add_on_a_new_event_loop_is_not_pipelined_behind_a_call_left_on_an_ended_one(
+    server: RedisServerHandle,
+) -> None:
+    store = RedisStore(server.url, prefix="adds")
+    ended = asyncio.new_event_loop()
+    ended.run_until_complete(store.add([task("a")]))
+    ended.run_until_complete(store.add([task("b")]))  # on the store's own connection
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        left = ended.create_task(store.add([task("c")]))
+        ended.run_until_complete(asyncio.sleep(0.05))  # sent, waiting for its reply
+        assert not left.done()
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    ended.close()  # with that call in flight: its waiter can no longer be answered
+
+    async def add_after() -> list[str]:
+        await store.add([task("d")])  # not RuntimeError (the ended loop's waiter failed)
+        return await store.existing(["d"])
+
+    # (not closed: its pool's first connections were made on the ended loop, which cannot close them)
+    assert asyncio.run(add_after()) == ["d"]
+
+
 async def test_the_held_connection_goes_back_to_a_given_clients_pool(server: RedisServerHandle) -> None:
     client = redis.asyncio.Redis.from_url(server.url, max_connections=4)
     store = RedisStore(prefix="adds", client=client)

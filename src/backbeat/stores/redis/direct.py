@@ -244,6 +244,9 @@ class DirectScript:
             and conn is not None
             and not self._reconnecting
             and replies.reads(conn)
+            # (not behind a call of another loop: one that ended with it in flight, or another
+            # thread's; failing its waiter here would be answering it from the wrong loop)
+            and replies.loop is asyncio.get_running_loop()
         )
 
     async def __call__(self, args: Sequence[Arg]) -> Any:
