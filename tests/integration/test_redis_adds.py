@@ -15,7 +15,7 @@ import pytest
 import redis
 import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import BusyLoadingError, InvalidResponse
 from redis.utils import HIREDIS_AVAILABLE
 
 from backbeat import BackgroundTaskScheduler
@@ -201,6 +201,31 @@ async def test_an_add_pipelined_behind_a_cancelled_one_is_sent_again_and_stored(
         assert "d" in await store.existing(["c", "d"])
     finally:
         await store.close()
+
+
+def test_an_add_on_a_new_event_loop_is_not_pipelined_behind_a_call_left_on_an_ended_one(
+    server: RedisServerHandle,
+) -> None:
+    store = RedisStore(server.url, prefix="adds")
+    ended = asyncio.new_event_loop()
+    ended.run_until_complete(store.add([task("a")]))
+    ended.run_until_complete(store.add([task("b")]))  # on the store's own connection
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        left = ended.create_task(store.add([task("c")]))
+        ended.run_until_complete(asyncio.sleep(0.05))  # sent, waiting for its reply
+        assert not left.done()
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    ended.close()  # with that call in flight: its waiter can no longer be answered
+
+    async def add_after() -> list[str]:
+        await store.add([task("d")])  # not RuntimeError (the ended loop's waiter failed)
+        return await store.existing(["d"])
+
+    # (not closed: its pool's first connections were made on the ended loop, which cannot close them)
+    assert asyncio.run(add_after()) == ["d"]
 
 
 async def test_the_held_connection_goes_back_to_a_given_clients_pool(server: RedisServerHandle) -> None:
@@ -495,6 +520,12 @@ async def test_an_acknowledged_add_whose_reply_was_lost_is_reported_added(
 async def answer_every_script_with(reply: bytes, calls: list[bytes]) -> asyncio.Server:
     """A stand-in for a Redis server that answers ``EVALSHA`` with ``reply`` (RESP, counted in
     ``calls``), ``HELLO`` with the protocol asked for and any other command with ``+OK``."""
+    return await answer_scripts_with([reply], calls)
+
+
+async def answer_scripts_with(replies: list[bytes], calls: list[bytes]) -> asyncio.Server:
+    """:func:`answer_every_script_with`, the n-th ``EVALSHA`` answered with ``replies[n]`` (the
+    last of them once they run out); ``calls`` has each one's script arguments, space-separated."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -504,8 +535,8 @@ async def answer_every_script_with(reply: bytes, calls: list[bytes]) -> asyncio.
                     size = int((await reader.readline())[1:])
                     parts.append((await reader.readexactly(size + 2))[:-2])
                 if parts[0].upper() == b"EVALSHA":
-                    calls.append(parts[0])
-                    writer.write(reply)
+                    writer.write(replies[min(len(calls), len(replies) - 1)])
+                    calls.append(b" ".join(parts[5:]))
                 elif parts[0].upper() == b"HELLO":
                     writer.write(b"%%1\r\n$5\r\nproto\r\n:%s\r\n" % parts[1])
                 else:
@@ -531,6 +562,30 @@ async def test_a_loading_server_on_the_held_connection_raises_as_redis_py_does()
             with pytest.raises(BusyLoadingError):
                 await script(["0", "x"])
         assert len(calls) == 6  # each sent again once, as after a lost connection
+    finally:
+        await script.close()
+        await client.aclose()
+        server.close()
+
+
+@pytest.mark.skipif(not HIREDIS_AVAILABLE, reason="the held connection's replies are read by hiredis")
+async def test_a_call_pipelined_behind_a_garbled_reply_is_sent_again_as_a_resend() -> None:
+    # a reply that cannot be parsed is the error of its own call; the call pipelined behind it
+    # lost its reply with the connection (its script may have run): sent again, told so
+    calls: list[bytes] = []
+    ok = b"*1\r\n$1\r\nx\r\n"
+    server = await answer_scripts_with([ok, b"?garbled\r\n", ok], calls)
+    port = server.sockets[0].getsockname()[1]
+    client = redis.asyncio.Redis(host="127.0.0.1", port=port)
+    script = DirectScript(client, "0" * 40, "k", "b", timeout=5, resend=connection.add_resent)
+    try:
+        assert await script(["0", "w"]) == [b"x"]
+        adds = script(["0", "a"]), script(["0", "b"])
+        outcomes = await asyncio.gather(*adds, return_exceptions=True)
+        garbled, behind = list(outcomes)
+        assert isinstance(garbled, InvalidResponse), garbled
+        assert behind == [b"x"]
+        assert calls == [b"0 w", b"0 a", b"0 b", b"r b"]
     finally:
         await script.close()
         await client.aclose()

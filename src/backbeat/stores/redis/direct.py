@@ -155,7 +155,12 @@ class _Replies(asyncio.Protocol):
                     # skipped here, where redis-py's reader would hand them to its handlers
                     reply = self.reader.gets()
             except Exception as exc:  # a protocol error: the connection is not reusable
-                self._fail(exc)
+                # the error of the call whose reply it is; those behind lose theirs with the
+                # connection, and are sent again as after a lost one
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_exception(exc)
+                self._fail(RedisConnectionError(f"Connection dropped after a protocol error: {exc}"))
                 return
             if reply is False:  # the rest of the reply has not come yet
                 return
@@ -239,6 +244,9 @@ class DirectScript:
             and conn is not None
             and not self._reconnecting
             and replies.reads(conn)
+            # (not behind a call of another loop: one that ended with it in flight, or another
+            # thread's; failing its waiter here would be answering it from the wrong loop)
+            and replies.loop is asyncio.get_running_loop()
         )
 
     async def __call__(self, args: Sequence[Arg]) -> Any:
