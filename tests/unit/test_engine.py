@@ -553,8 +553,9 @@ async def test_an_add_due_now_notified_while_the_claim_loop_is_awake_is_claimed_
 
 
 class LogsCalls(MemoryStore):
-    """Logs claims (their limits) and fires (their decisions) in the order they are sent, and
-    counts what the claims took; fires wait for ``fire_gate`` while it is set to an unset event."""
+    """Logs claims (their limits), fires (their decisions) and completions (their results) in
+    the order they are sent, and counts what the claims took; fires wait for ``fire_gate``
+    while it is set to an unset event."""
 
     def __init__(self, clock: FakeClock) -> None:
         super().__init__(lease_clock=clock)
@@ -574,6 +575,10 @@ class LogsCalls(MemoryStore):
             await self.fire_gate.wait()
         return await super().fire(owner, decisions, **kwargs)
 
+    async def complete(self, owner: str, results: Sequence[RunResult], **kwargs: Any) -> set[str]:
+        self.calls.append(("complete", len(results)))
+        return await super().complete(owner, results, **kwargs)
+
 
 async def test_after_a_full_claim_the_next_one_is_sent_before_its_batch_is_fired(world: World) -> None:
     world.store = store = LogsCalls(world.clock)
@@ -589,6 +594,23 @@ async def test_after_a_full_claim_the_next_one_is_sent_before_its_batch_is_fired
     sent = [("claim", 2), ("claim", 2), ("fire", 2), ("claim", 2), ("fire", 2), ("fire", 1)]
     assert store.calls[:6] == sent
     assert len(job.started) == 5
+    await engine.stop()
+
+
+async def test_a_completion_is_sent_after_the_claim_and_fire_its_runs_made_room_for(world: World) -> None:
+    world.store = store = LogsCalls(world.clock)
+    job = world.job()
+    for i in range(6):
+        await world.add(job, every=None, task_id=f"t{i}")
+    engine = world.engine(batch_size=2, max_concurrency=4, poll_interval=60)
+    await engine.start()
+    await settle()
+
+    # the first batch's runs end before the third claim is sent (it had no room before): its
+    # completion goes after that claim and the second batch's fire, whose reply starts runs
+    sent = [("claim", 2), ("claim", 2), ("fire", 2), ("claim", 2), ("fire", 2), ("complete", 2)]
+    assert store.calls[:6] == sent
+    assert len(job.started) == 6
     await engine.stop()
 
 
