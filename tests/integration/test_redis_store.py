@@ -482,6 +482,22 @@ async def test_a_server_that_evicts_keys_is_warned_about_at_open(
         assert "maxmemory-policy allkeys-lru" in warnings[0] and server.url in warnings[0]
 
 
+async def test_tasks_whose_ids_hold_a_nul_fire_and_complete_beside_others(store: RedisStore) -> None:
+    # a Redis store of 0.1.0 kept such ids: fire.lua and complete.lua take a batch's decisions
+    # and results in one argument, whose separator must be no character of an id
+    ids = ["a\0b", "plain", "\0", "\u00e9\0\u2713"]
+    await store.add([task(task_id) for task_id in ids])
+
+    fired = await claim_fire(store, "w1", T0)
+
+    assert sorted(t.id for t in fired) == sorted(ids)
+    assert await store.list_runs() == []  # every run completed
+    for task_id in ids:
+        stored = await store.get(task_id)
+        assert stored is not None
+        assert (stored.runs, stored.running, stored.next_run_time) == (1, 0, T0 + timedelta(minutes=1))
+
+
 async def test_a_completion_whose_reply_was_lost_finds_its_re_queued_run_when_sent_again(
     redis_url: str, prefix: str
 ) -> None:

@@ -549,6 +549,110 @@ async def test_an_add_due_now_notified_while_the_claim_loop_is_awake_is_claimed_
     await engine.stop()
 
 
+# -- the next claim sent early ------------------------------------------------------------------
+
+
+class LogsCalls(MemoryStore):
+    """Logs claims (their limits), fires (their decisions) and completions (their results) in
+    the order they are sent, and counts what the claims took; fires wait for ``fire_gate``
+    while it is set to an unset event."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(lease_clock=clock)
+        self.calls: list[tuple[str, int]] = []
+        self.taken = 0
+        self.fire_gate: asyncio.Event | None = None
+
+    async def claim_due(self, owner: str, **kwargs: Any) -> Any:
+        self.calls.append(("claim", kwargs["limit"]))
+        claim = await super().claim_due(owner, **kwargs)
+        self.taken += len(claim.tasks) + len(claim.runs)
+        return claim
+
+    async def fire(self, owner: str, decisions: Sequence[Any], **kwargs: Any) -> Any:
+        self.calls.append(("fire", len(decisions)))
+        if self.fire_gate is not None:
+            await self.fire_gate.wait()
+        return await super().fire(owner, decisions, **kwargs)
+
+    async def complete(self, owner: str, results: Sequence[RunResult], **kwargs: Any) -> set[str]:
+        self.calls.append(("complete", len(results)))
+        return await super().complete(owner, results, **kwargs)
+
+
+async def test_after_a_full_claim_the_next_one_is_sent_before_its_batch_is_fired(world: World) -> None:
+    world.store = store = LogsCalls(world.clock)
+    job = world.job()
+    for i in range(5):
+        await world.add(job, every=None, task_id=f"t{i}")
+    engine = world.engine(batch_size=2, poll_interval=60)
+    await engine.start()
+    await settle()
+
+    # the store takes the next claim while the client decides and fires the batch (the claims
+    # after these are the completions' wake-ups)
+    sent = [("claim", 2), ("claim", 2), ("fire", 2), ("claim", 2), ("fire", 2), ("fire", 1)]
+    assert store.calls[:6] == sent
+    assert len(job.started) == 5
+    await engine.stop()
+
+
+async def test_a_completion_is_sent_after_the_claim_and_fire_its_runs_made_room_for(world: World) -> None:
+    world.store = store = LogsCalls(world.clock)
+    job = world.job()
+    for i in range(6):
+        await world.add(job, every=None, task_id=f"t{i}")
+    engine = world.engine(batch_size=2, max_concurrency=4, poll_interval=60)
+    await engine.start()
+    await settle()
+
+    # the first batch's runs end before the third claim is sent (it had no room before): its
+    # completion goes after that claim and the second batch's fire, whose reply starts runs
+    sent = [("claim", 2), ("claim", 2), ("fire", 2), ("claim", 2), ("fire", 2), ("complete", 2)]
+    assert store.calls[:6] == sent
+    assert len(job.started) == 6
+    await engine.stop()
+
+
+async def test_the_next_claim_sent_early_takes_no_more_than_the_process_can_start_besides_the_batch(
+    world: World,
+) -> None:
+    world.store = store = LogsCalls(world.clock)
+    job = world.job(gated=True)
+    for i in range(6):
+        await world.add(job, every=None, task_id=f"t{i}")
+    engine = world.engine(batch_size=2, max_concurrency=3, poll_interval=60)
+    await engine.start()
+    await settle()
+
+    assert store.calls == [("claim", 2), ("claim", 1), ("fire", 2), ("fire", 1)]
+    assert (store.taken, len(engine._active), len(job.started)) == (3, 3, 3)
+    assert job.gate is not None
+    job.gate.set()
+    await engine.stop()
+
+
+async def test_stop_gives_back_what_the_next_claim_sent_early_took(world: World) -> None:
+    world.store = store = LogsCalls(world.clock)
+    job = world.job()
+    for i in range(2):
+        await world.add(job, every=None, task_id=f"t{i}")
+    store.fire_gate = asyncio.Event()  # the first batch's fire waits: the next claim has taken t1
+    engine = world.engine(batch_size=1, poll_interval=60)
+    await engine.start()
+    await settle()
+    assert store.calls == [("claim", 1), ("claim", 1), ("fire", 1)]
+
+    async with asyncio.timeout(5):
+        await engine.stop()
+
+    store.fire_gate = None
+    other = world.engine("b")
+    assert await other._claim_once(100) == 1  # t1 at once; t0's claim, cut off in its fire, lapses
+    await finish(other)
+    assert len(job.started) == 1
+
+
 # -- overlap policies ----------------------------------------------------------------------------
 
 

@@ -87,6 +87,11 @@ class Completions:
         backoff = _FIRST_BACKOFF
         while True:
             await self.flush.wait()
+            # One turn first: the claim loop the ended runs made room for sends its next claim
+            # and fire before this completion, so the store works on the completion while the
+            # client decodes the fire's reply and runs its batch (a completion starts nothing;
+            # a fire's reply does). Sent first, it held the fire back by its whole script.
+            await asyncio.sleep(0)
             self.flush.clear()
             try:
                 await self.drain()

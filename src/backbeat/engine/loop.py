@@ -27,7 +27,7 @@ from backbeat.model import triggers
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 from backbeat.model.history import HistorySettings
 from backbeat.model.overlap import Overlap
-from backbeat.model.records import FireDecision, FireResult, Run, RunOutcome, RunResult, Task, utcnow
+from backbeat.model.records import Claim, FireDecision, FireResult, Run, RunOutcome, RunResult, Task, utcnow
 from backbeat.model.registry import JobRegistry
 from backbeat.policies.enforcement import RunPolicies
 from backbeat.policies.handlers import TaskFailureHandler
@@ -134,6 +134,8 @@ class Engine:
         """Until when this process surely holds each run, by ``monotonic`` (default: the event
         loop's clock); a run not renewed by then is stopped (see :mod:`backbeat.engine.fencing`)."""
         self._ahead = max(min(self.config.claim_ahead, self.config.lease / 4), timedelta(0))
+        self._claiming: asyncio.Task[_Claimed] | None = None
+        """The next claim, sent while the claim loop fires and starts a full batch."""
         self._claimed_to = datetime.min.replace(tzinfo=UTC)
         """The horizon of the last claim: what is due by it was claimable then."""
         self._held: datetime | None = None
@@ -240,6 +242,7 @@ class Engine:
         if self._cancel_look is not None:
             claim_tasks.append(self._cancel_look)
         await _cancel_until_done(claim_tasks)
+        await self._give_back_next_claim()
         wait_for = self.config.shutdown_timeout if timeout is None else timeout
         pending = [t for _, t in self._active.values()]
         if pending:
@@ -267,33 +270,79 @@ class Engine:
 
     async def _claim_loop(self) -> None:
         backoff = 0.05
-        while not self._stopping:
-            capacity = self.config.max_concurrency - len(self._active)
-            if capacity <= 0:
-                self._capacity.clear()
-                await self._capacity.wait()
-                continue
-            limit = min(self.config.batch_size, capacity)
-            try:
-                self._wake.clear()
-                self._notified = None  # the claim sent next sees every add notified so far
-                taken = await self._claim_once(limit)
-                backoff = 0.05
-            except (StoreError, OSError) as exc:
-                self._store_error(exc, "claiming due work")
-                await asyncio.sleep(backoff * (1 + random.random()))
-                backoff = min(backoff * 2, self.config.store_retry_max)
-                continue
-            except Exception as exc:  # a bug must not end the loop silently: nothing would run here
-                log.exception("unexpected error while claiming due work (will retry)")
-                self.events.emit(SchedulerEvent(kind=EventKind.STORE_ERROR, error=exc))
-                await asyncio.sleep(backoff * (1 + random.random()))
-                backoff = min(backoff * 2, self.config.store_retry_max)
-                continue
-            if taken < limit:
-                await self._sleep_until_due()
+        try:
+            while not self._stopping:
+                try:
+                    if self._claiming is None:
+                        capacity = self.config.max_concurrency - len(self._active)
+                        if capacity <= 0:
+                            self._capacity.clear()
+                            await self._capacity.wait()
+                            continue
+                        claimed = await self._claim(min(self.config.batch_size, capacity))
+                    else:
+                        sent, self._claiming = self._claiming, None
+                        claimed = await sent
+                    if claimed.full and not self._stopping:
+                        await self._send_next_claim(claimed)
+                    await self._start(claimed)
+                    backoff = 0.05
+                except (StoreError, OSError) as exc:
+                    self._store_error(exc, "claiming due work")
+                    await asyncio.sleep(backoff * (1 + random.random()))
+                    backoff = min(backoff * 2, self.config.store_retry_max)
+                    continue
+                except Exception as exc:  # a bug must not end the loop silently: nothing would run here
+                    log.exception("unexpected error while claiming due work (will retry)")
+                    self.events.emit(SchedulerEvent(kind=EventKind.STORE_ERROR, error=exc))
+                    await asyncio.sleep(backoff * (1 + random.random()))
+                    backoff = min(backoff * 2, self.config.store_retry_max)
+                    continue
+                if not claimed.full:
+                    await self._sleep_until_due()
+        finally:
+            if self._claiming is not None and not self._claiming.done():
+                self._claiming.cancel()  # what the store took for it, if anything, lapses with its lease
+                self._claiming.add_done_callback(_retrieved)
+
+    async def _send_next_claim(self, claimed: _Claimed) -> None:
+        """Send the next claim before ``claimed``'s batch is fired and started (the store works
+        on it meanwhile instead of waiting for the client), if the process can start that batch
+        and more: claims never take more than it can start."""
+        capacity = self.config.max_concurrency - len(self._active) - claimed.taken
+        if capacity < self.config.batch_size:
+            # the runs started last may not have taken their first step yet: short ones end in it
+            await asyncio.sleep(0)
+            capacity = self.config.max_concurrency - len(self._active) - claimed.taken
+            if capacity <= 0 or self._stopping:
+                return
+        limit = min(self.config.batch_size, capacity)
+        spawn = asyncio.get_running_loop().create_task
+        self._claiming = spawn(self._claim(limit), name="backbeat-claim-next")
+        await asyncio.sleep(0)  # it sends the claim before this batch is decided and fired
+
+    async def _give_back_next_claim(self) -> None:
+        """At shutdown, once the claim loop has ended: give back what the next claim, sent
+        early, took, so that another process can run it at once instead of after its lease."""
+        sent, self._claiming = self._claiming, None
+        if sent is None or not sent.done() or sent.cancelled() or sent.exception() is not None:
+            return
+        claim = sent.result().claim
+        if claim:
+            leases = {run.id: run.fencing_token for run in claim.runs}
+            with contextlib.suppress(StoreError, OSError):
+                await self.store.release(
+                    self.owner, leases=leases, task_ids=[task.id for task in claim.tasks], now=self.clock()
+                )
+            self.deadlines.forget(list(leases))
 
     async def _claim_once(self, limit: int) -> int:
+        """Claim up to ``limit`` items, fire and start them; how many were claimed."""
+        return await self._start(await self._claim(limit))
+
+    async def _claim(self, limit: int) -> _Claimed:
+        self._wake.clear()
+        self._notified = None  # the claim sent now sees every add notified so far
         now = self.clock()
         horizon = now + self._ahead
         if self._held is not None and self._held > now:
@@ -306,10 +355,15 @@ class Engine:
             self.owner, now=now, lease=self.config.lease, limit=limit, horizon=horizon
         )
         self.deadlines.granted([run.id for run in claim.runs], sent)
+        return _Claimed(claim, now, limit)
+
+    async def _start(self, claimed: _Claimed) -> int:
+        """Fire the claimed tasks and start their runs and the claimed ones; how many were claimed."""
+        claim, now = claimed.claim, claimed.now
         runs = claim.runs + (await self._fire(claim.tasks, now) if claim.tasks else [])
         for run in await self._still_held(runs, since=now):
             self._dispatch(run)
-        return len(claim.tasks) + len(claim.runs)
+        return claimed.taken
 
     async def _still_held(self, runs: list[Run], *, since: datetime) -> list[Run]:
         """The runs whose leases (taken at ``since``) this owner still holds, pushed further.
@@ -737,11 +791,35 @@ class Engine:
         self.events.emit(SchedulerEvent(kind=EventKind.STORE_ERROR, error=exc))
 
 
+@dataclass(slots=True)
+class _Claimed:
+    """What one claim took, when (``now``, the claim's clock) and at most how much (``limit``)."""
+
+    claim: Claim
+    now: datetime
+    limit: int
+
+    @property
+    def taken(self) -> int:
+        return len(self.claim.tasks) + len(self.claim.runs)
+
+    @property
+    def full(self) -> bool:
+        """Whether it took all it asked for: more may be due."""
+        return self.taken >= self.limit
+
+
 def _no_fire(task: Task) -> FireDecision:
     """The decision to fire nothing now: the claimed task keeps its next run time."""
     return FireDecision(
         task_id=task.id, claimed_version=task.version, fire_times=[], next_run_time=task.next_run_time
     )
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Take an abandoned task's error (it is not reported as never retrieved)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _always_held(run_id: str) -> bool:

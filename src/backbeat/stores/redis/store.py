@@ -53,6 +53,10 @@ _OUTCOME_FIELDS = {outcome: field(outcome.value) for outcome in RunOutcome}
 # read per run, as globals: on Python 3.11 reading a member off its enum class costs ten times more
 _SUCCESS = RunOutcome.SUCCESS
 _ALLOW_ALL = Overlap.ALLOW_ALL
+_END = b"\xff"
+"""Ends each decision of ``fire.lua``'s argument and each result of ``complete.lua``'s (a batch's
+in one argument: redis-py encodes each argument in Python): a byte no UTF-8 text holds, so no
+task id can (a NUL could: a Redis store of 0.1.0 kept ids holding one)."""
 
 
 class RedisStore:
@@ -269,7 +273,7 @@ class RedisStore:
     ) -> builtins.list[FireResult]:
         if not decisions:
             return []
-        args: list[Arg] = [owner, lease // _US, _BUFFERED_US]
+        packed: list[bytes] = []  # in one argument, each followed by _END (see fire.lua)
         times: list[list[str]] = []
         for decision in decisions:
             due = decision.fire_times
@@ -278,10 +282,11 @@ class RedisStore:
             times.append(fire_times)
             room = -1 if decision.overlap == _ALLOW_ALL else buffers(decision.overlap)
             spelled = "|".join(fire_times) + "|" if fire_times else ""
-            args.append(
+            packed.append(
                 f"{len(fire_times)}|{decision.claimed_version}|{opt_us(decision.next_run_time)}|{room}|"
-                f"{spelled}{decision.task_id}"
+                f"{spelled}{decision.task_id}".encode()
             )
+        args = (owner, lease // _US, _BUFFERED_US, _END.join(packed) + _END)
         until_us, reply, token = await self._conn.run("fire", *args)
         until, statuses = from_us(until_us), text(reply).split(",")
         results: list[FireResult] = []
@@ -329,7 +334,7 @@ class RedisStore:
         entries' ids spell, one per result (a sharded store's own), by default the results'."""
         if not results:
             return set()
-        args: list[Arg] = [owner, _BUFFERED_US, len(results), "" if history is None else "1"]
+        packed: list[bytes] = []  # in one argument, each followed by _END (see complete.lua)
         letters: list[Arg] = []
         ends: list[int] = []  # for the history entries (a conversion costs 3k instructions)
         for result in results:
@@ -338,18 +343,21 @@ class RedisStore:
             ends.append(finished)
             if result.outcome is _SUCCESS and result.retry_at is None and not result.dead_letter:
                 # most runs: no lookup keyed by the enum (its hash goes through a slot wrapper)
-                args.append(f"0|{finished}||success|0|{run.fencing_token}|{run.id}")
+                packed.append(f"0|{finished}||success|0|{run.fencing_token}|{run.id}".encode())
                 continue
             failed = "1" if result.outcome == RunOutcome.FAILURE else "0"
             retry_at = opt_us(result.retry_at)
             dead = "1" if result.dead_letter else "0"
             outcome = _OUTCOME_FIELDS[result.outcome]
-            args.append(f"{failed}|{finished}|{retry_at}|{outcome}|{dead}|{run.fencing_token}|{run.id}")
+            packed.append(
+                f"{failed}|{finished}|{retry_at}|{outcome}|{dead}|{run.fencing_token}|{run.id}".encode()
+            )
             if result.dead_letter:
                 letters.append(letter_arg(DeadLetter.of(result, None)))
         if history is not None:
             tokens = entry_tokens or [result.run.fencing_token for result in results]
             letters += completion_args(results, history, tokens, owner, ends)
+        args = (owner, _BUFFERED_US, len(results), "" if history is None else "1", _END.join(packed) + _END)
         return {text(run_id) for run_id in await self._conn.run("complete", *args, *letters)}
 
     async def extend(

@@ -1,21 +1,26 @@
 -- ARGV: prefix, owner, a buffered run's not-before time (microseconds), count n, history on ('1')
--- or off (''), then n results
--- "failed|finished_at|retry_at|outcome|dead|token|run_id" (failed and dead '1'|'0'; retry_at
--- '' = none; token the fencing token held), then one dead letter JSON per result with dead '1',
--- in order, then (history on) the two history arguments of redis/history.py's completion_args
--- (which results have an entry, then the entries). A 'deferred' outcome keeps the attempt and
+-- or off (''), then n results in one argument, each
+-- "failed|finished_at|retry_at|outcome|dead|token|run_id" followed by the byte 0xFF, which no
+-- UTF-8 text holds (failed and dead '1'|'0'; retry_at '' = none; token the fencing token held;
+-- one argument, not one per result: the client encodes each argument in Python), then one dead
+-- letter JSON per result with dead '1', in order, then (history on) the two history arguments
+-- of redis/history.py's completion_args (which results have an entry, then the entries). A 'deferred' outcome keeps the attempt and
 -- counts nothing. Returns the run ids not completed: gone (completed by this holder's resent
 -- completion or by another's after a takeover: the engine tells them apart) or held by another
 -- holder; not those waiting under token (re-queued by this holder's completion, as a completion
 -- sent again finds them).
 local owner, buffered_from, n, history_on = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local run_ids, results, letters = {}, {}, {}
-for i = 6, 5 + n do
-  local result = {string.match(ARGV[i], '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')}
+local packed_all, at = ARGV[6], 1
+for _ = 1, n do
+  local stop = string.find(packed_all, '\255', at, true)
+  local packed = string.sub(packed_all, at, stop - 1)
+  at = stop + 1
+  local result = {string.match(packed, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')}
   results[#results + 1] = result
   run_ids[#run_ids + 1] = result[7]
 end
-local next_letter = 6 + n
+local next_letter = 7
 for i, result in ipairs(results) do
   if result[5] == '1' then
     letters[i] = ARGV[next_letter]

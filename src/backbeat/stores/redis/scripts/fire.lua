@@ -1,7 +1,9 @@
 -- ARGV: prefix, owner, lease (microseconds: runs are leased until the server's now + lease),
--- a buffered run's lease end (microseconds), then per decision
--- "n|claimed_version|next_run_time|buffers|fire_time x n|task_id" (next_run_time '' = none;
--- buffers as admit() takes it; a run's id is task_id .. '@' .. fire_time, as model.run_id_for makes it).
+-- a buffered run's lease end (microseconds), then the decisions in one argument, each
+-- "n|claimed_version|next_run_time|buffers|fire_time x n|task_id" followed by the byte 0xFF,
+-- which no UTF-8 text holds (next_run_time '' = none; buffers as admit() takes it; a run's id is
+-- task_id .. '@' .. fire_time, as model.run_id_for makes it). One argument, not one per
+-- decision: the client encodes each argument in Python.
 -- Returns {lease_until, statuses, first_token}: statuses is one string: per decision, comma-separated, '' if the task is
 -- no longer claimed by owner, else 'R' (task removed) or '-' then a letter per fire time: c created,
 -- b buffered, s skipped (refused by the overlap policy), x that run exists already (one a removed
@@ -9,8 +11,11 @@
 -- fencing tokens are first_token, first_token + 1, ... in the order of their 'c's.
 local owner, lease_until, buffered_until = ARGV[2], us_text(server_now() + tonumber(ARGV[3])), ARGV[4]
 local decisions, ids = {}, {}
-for i = 5, #ARGV do
-  local packed = ARGV[i]
+local packed_all, at = ARGV[5], 1
+while at <= #packed_all do
+  local stop = string.find(packed_all, '\255', at, true)
+  local packed = string.sub(packed_all, at, stop - 1)
+  at = stop + 1
   local n, ver, nrt, buffers, rest = string.match(packed, '^(%d+)|([^|]*)|([^|]*)|(%-?%d+)|(.*)$')
   local fires = {}
   local start = 1
