@@ -548,7 +548,7 @@ async def test_lone_new_adds_take_the_short_path_and_store_what_batches_store(
         for one in tasks:
             await lone.add([one])
         stats = admin.info("commandstats")
-        assert stats["cmdstat_hexists"]["calls"] == len(tasks)
+        assert stats["cmdstat_hsetnx"]["calls"] == len(tasks)
         assert "cmdstat_hmget" in stats and stats["cmdstat_hmget"]["calls"] == 2  # the two merges only
         for first in range(0, len(tasks), 2):
             await pairs.add(tasks[first : first + 2])

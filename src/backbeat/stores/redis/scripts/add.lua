@@ -13,29 +13,26 @@ do
   local prefix, arg = ARGV[1], ARGV[3]
   local id_size, at = string.match(arg or '', '^(%d+)|0|()')
   local id = id_size and #ARGV == 3 and string.sub(arg, at, at + id_size - 1)
-  local key = prefix .. 'tasks'
-  if id and redis.call('HEXISTS', key, id) == 0 then
-    local record = string.sub(arg, at + id_size)
-    -- the first two of a record's live fields: NRT and FLAGS
-    local nrt, flags = string.match(record, '^([^|]*)|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)|')
-    if nrt then
-      local due = nrt ~= '' and flags == ''
-      -- workers sleep until the schedule's earliest task at most: woken if this one comes first
-      local wanted = due and redis.call('ZCOUNT', prefix .. 'schedule', '-inf', nrt) == 0
-      redis.call('HSET', key, id, record)
-      pushed = redis.call('RPUSH', prefix .. 'recent', id)
-      if due then
-        redis.call('ZADD', prefix .. 'schedule', nrt, id)
-      elseif string.find(flags, 'o', 1, true) then
-        redis.call('ZADD', prefix .. 'orphaned', 0, id)
-      end
-      if wanted then
-        redis.call('PUBLISH', prefix .. 'wakeup', '1')
-      end
-      -- _lib.lua's RECENT, or more: merge_recent below checks it
-      if pushed < 100 then
-        return {}
-      end
+  local record = id and string.sub(arg, at + id_size)
+  -- the first two of a record's live fields: NRT and FLAGS
+  local nrt, flags = string.match(record or '', '^([^|]*)|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)|')
+  -- HSETNX writes the record only if the id is not stored: its check and its write in one call
+  if nrt and redis.call('HSETNX', prefix .. 'tasks', id, record) == 1 then
+    local due = nrt ~= '' and flags == ''
+    -- workers sleep until the schedule's earliest task at most: woken if this one comes first
+    local wanted = due and redis.call('ZCOUNT', prefix .. 'schedule', '-inf', nrt) == 0
+    pushed = redis.call('RPUSH', prefix .. 'recent', id)
+    if due then
+      redis.call('ZADD', prefix .. 'schedule', nrt, id)
+    elseif string.find(flags, 'o', 1, true) then
+      redis.call('ZADD', prefix .. 'orphaned', 0, id)
+    end
+    if wanted then
+      redis.call('PUBLISH', prefix .. 'wakeup', '1')
+    end
+    -- _lib.lua's RECENT, or more: merge_recent below checks it
+    if pushed < 100 then
+      return {}
     end
   end
 end
