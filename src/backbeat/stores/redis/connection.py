@@ -204,7 +204,7 @@ class Connection:
             async with self.calls():
                 return await self._scripts.resending("add", args, add_resent)
         # the driver's errors translated as errors() does, written out: a generator-based context
-        # manager costs a lone add about 20,000 instructions (contextlib runs in Python)
+        # manager costs a lone add about 10,000 instructions (contextlib runs in Python)
         try:
             if direct.idle and self._hold_for_adds:
                 return await direct(args)  # bounded by CALL_TIMEOUT as well
