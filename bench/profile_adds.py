@@ -1,13 +1,15 @@
 """Profile awaited adds:
 ``python -m bench.profile_adds [--started] [--producers P | --batch B] [--n N] [--store URL]
-[--no-profile]``.
+[--delayed] [--no-profile]``.
 
 Prints the adds/s, this process's CPU time per add (steadier than adds/s on a busy machine),
 a Redis server's CPU time per add (all its clients': use a server of the bench's own for a
 clean figure) and cProfile's top functions by own time (``--sort cumulative`` for the
 call tree's view), for a producer never started or (``--started``) a started worker. The
 adds are awaited one after another, by ``--producers`` concurrent loops (coalesced adds), or
-``--batch`` at a time through ``add_tasks`` (all at one time, as the main bench's batch adds).
+``--batch`` at a time through ``add_tasks`` (all at one time, as the main bench's batch adds);
+``--delayed`` makes each add a ``schedule_delayed_task`` call (an hour from now, named) instead of
+``add_task`` at a fixed date, as a web service would.
 Only this process's main thread is profiled (not SQLite's store thread). ``--no-profile`` skips
 the profiled pass, so that ``valgrind --tool=callgrind`` counts the plain adds alone: the count
 with ``2N`` adds minus the count with ``N``, divided by ``N``, is the instructions per add.
@@ -32,7 +34,13 @@ FAR = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 async def adds(
-    url: str, n: int, started: bool, profile: cProfile.Profile | None, producers: int = 1, batch: int = 0
+    url: str,
+    n: int,
+    started: bool,
+    profile: cProfile.Profile | None,
+    producers: int = 1,
+    batch: int = 0,
+    delayed: bool = False,
 ) -> tuple[float, float, float]:
     """Adds/s, and this process's and the Redis server's CPU seconds per add, of ``n`` awaited
     adds made by ``producers`` loops at once, or ``batch`` at a time (profiled when ``profile``)
@@ -49,6 +57,10 @@ async def adds(
             request = {"func": backbeat_job, "trigger": "date", "run_date": FAR, "args": [ARG]}
             for start in range(0, count, batch):
                 await scheduler.add_tasks([request] * min(batch, count - start))
+            return
+        if delayed:
+            for _ in range(count):
+                await scheduler.schedule_delayed_task("reminder", backbeat_job, 60, args=[ARG])
             return
         for _ in range(count):
             await scheduler.add_task(backbeat_job, "date", run_date=FAR, args=[ARG])
@@ -84,17 +96,22 @@ def main() -> None:
     parser.add_argument(
         "--no-profile", action="store_true", help="skip the cProfile pass (for callgrind's counts)"
     )
+    parser.add_argument(
+        "--delayed", action="store_true", help="schedule_delayed_task calls instead of add_task"
+    )
     args = parser.parse_args()
     mode = ("started" if args.started else "never started") + f", {args.producers} producer(s)"
     mode += f", batches of {args.batch}" if args.batch else ""
-    rate, cpu, server = asyncio.run(adds(args.store, args.n, args.started, None, args.producers, args.batch))
+    mode += ", schedule_delayed_task" if args.delayed else ""
+    options = (args.producers, args.batch, args.delayed)
+    rate, cpu, server = asyncio.run(adds(args.store, args.n, args.started, None, *options))
     print(
         f"{rate:,.0f} adds/s, {cpu * 1e6:.1f} µs CPU per add, server {server * 1e6:.1f} µs per add ({mode})"
     )
     if args.no_profile:
         return
     profile = cProfile.Profile()
-    rate, cpu, _ = asyncio.run(adds(args.store, args.n, args.started, profile, args.producers, args.batch))
+    rate, cpu, _ = asyncio.run(adds(args.store, args.n, args.started, profile, *options))
     print(f"under the profiler: {rate:,.0f} adds/s, {cpu * 1e6:.0f} µs CPU per add")
     pstats.Stats(profile).sort_stats(args.sort).print_stats(args.top)
 

@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -638,3 +639,54 @@ async def test_an_added_record_is_stored_as_sent_with_its_live_fields_at_their_d
     assert got is not None
     assert (got.version, got.running, got.runs, got.failures, got.paused) == (4, 1, 7, 2, False)
     assert admin.zscore(store.keys.schedule, "counted") == float(t0)
+
+
+def stored(admin: redis.Redis, prefix: str) -> dict[bytes, object]:
+    """Every key under ``prefix`` (its name without the prefix) and its content."""
+    content: dict[bytes, object] = {}
+    for key in admin.scan_iter(match=f"{{{prefix}}}:*"):
+        kind = admin.type(key)
+        value: object
+        if kind == b"hash":
+            value = admin.hgetall(key)
+        elif kind == b"zset":
+            value = admin.zrange(key, 0, -1, withscores=True)
+        elif kind == b"list":
+            value = admin.lrange(key, 0, -1)
+        else:
+            value = admin.get(key)
+        content[key.split(b":", 1)[1]] = value
+    return content
+
+
+async def test_lone_new_adds_take_the_short_path_and_store_what_batches_store(
+    server: RedisServerHandle, admin: redis.Redis
+) -> None:
+    # add.lua writes a lone new untagged task before defining its helpers; the same tasks added
+    # two at a time (the general path) must leave the same keys, the id index merged from the
+    # list of recent ids at the same points (every 100 ids)
+    tasks = []
+    for i in range(230):
+        one = task(f"t{i * 7919 % 1009}")  # ids in no order, across the index's buckets
+        one.paused = i % 7 == 3
+        one.orphaned = "gone" if i % 5 == 1 else None
+        one.next_run_time = None if i % 11 == 4 else T0 + timedelta(seconds=i % 13)
+        tasks.append(one)
+    lone, pairs = RedisStore(server.url, prefix="lone"), RedisStore(server.url, prefix="pairs")
+    await lone.open()
+    await pairs.open()
+    try:
+        admin.config_resetstat()
+        for one in tasks:
+            await lone.add([one])
+        stats = admin.info("commandstats")
+        assert stats["cmdstat_hsetnx"]["calls"] == len(tasks)
+        assert "cmdstat_hmget" in stats and stats["cmdstat_hmget"]["calls"] == 2  # the two merges only
+        for first in range(0, len(tasks), 2):
+            await pairs.add(tasks[first : first + 2])
+        assert stored(admin, "lone") == stored(admin, "pairs")
+        assert set(stored(admin, "lone")) >= {b"tasks", b"schedule", b"orphaned", b"recent", b"idx"}
+        assert await lone.get(tasks[5].id) == tasks[5] == await pairs.get(tasks[5].id)
+    finally:
+        await lone.close()
+        await pairs.close()

@@ -102,10 +102,15 @@ class Connection:
         """Raise driver errors as :class:`StoreUnavailableError` or :class:`StoreError`."""
         try:
             yield
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailableError(f"Redis at {redact(self.url)} is unavailable: {exc}") from exc
-        except RedisError as exc:
-            raise StoreError(f"Redis at {redact(self.url)} failed: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            raise self._translated(exc) from exc
+
+    def _translated(self, exc: RedisError | OSError) -> StoreError:
+        """A driver error as the store's: :class:`StoreUnavailableError` when the server cannot be
+        reached (or timed out), else :class:`StoreError`."""
+        if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)):
+            return StoreUnavailableError(f"Redis at {redact(self.url)} is unavailable: {exc}")
+        return StoreError(f"Redis at {redact(self.url)} failed: {exc}")
 
     @asynccontextmanager
     async def calls(self) -> AsyncIterator[None]:
@@ -198,21 +203,24 @@ class Connection:
             assert self._scripts is not None
             async with self.calls():
                 return await self._scripts.resending("add", args, add_resent)
-        with self.errors():
-            try:
-                if direct.idle and self._hold_for_adds:
-                    return await direct(args)  # bounded by CALL_TIMEOUT as well
-                async with asyncio.timeout(CALL_TIMEOUT):
-                    return await direct.borrowed(args)
-            except NoScriptError as exc:
-                # the server's script cache was flushed (nothing ran): the client loads it again,
-                # told of a first sending that may have run if this was its resend
-                if isinstance(exc, ResentNoScriptError):
-                    args = tuple(add_resent(args))
-            except TimeoutError:
-                raise StoreUnavailableError(
-                    f"Redis at {redact(self.url)} did not answer within {CALL_TIMEOUT:g} s"
-                ) from None
+        # the driver's errors translated as errors() does, written out: a generator-based context
+        # manager costs a lone add about 10,000 instructions (contextlib runs in Python)
+        try:
+            if direct.idle and self._hold_for_adds:
+                return await direct(args)  # bounded by CALL_TIMEOUT as well
+            async with asyncio.timeout(CALL_TIMEOUT):
+                return await direct.borrowed(args)
+        except NoScriptError as exc:
+            # the server's script cache was flushed (nothing ran): the client loads it again,
+            # told of a first sending that may have run if this was its resend
+            if isinstance(exc, ResentNoScriptError):
+                args = tuple(add_resent(args))
+        except TimeoutError:  # (an OSError: before the translation's clause)
+            raise StoreUnavailableError(
+                f"Redis at {redact(self.url)} did not answer within {CALL_TIMEOUT:g} s"
+            ) from None
+        except (RedisError, OSError) as exc:
+            raise self._translated(exc) from exc
         return await self.run("add", *args)
 
     def wakeups(self) -> AsyncIterator[None]:

@@ -126,14 +126,14 @@ class _Replies(asyncio.Protocol):
         self.lost = True
         self._fail(RedisConnectionError("Connection dropped with a call pipelined before this one"))
 
-    def call(self, packed: bytes) -> asyncio.Future[Any]:
-        """Send ``packed``; the future of its reply (an error reply as its exception, not raised).
-        A plain function returning the future: a coroutine around it would be one more frame.
+    def call(self, packed: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+        """Send ``packed`` from ``loop`` (the running one); the future of its reply (an error reply
+        as its exception, not raised). A plain function returning the future: a coroutine around
+        it would be one more frame.
 
         Raises:
             redis.exceptions.ConnectionError: the connection ended (the future's error, once sent).
         """
-        loop = asyncio.get_running_loop()
         if self.lost or loop is not self.loop or self.transport.is_closing():
             # (a transport of a loop that ended: the caller's path connects anew)
             raise RedisConnectionError("Connection closed by the server before write")
@@ -256,12 +256,15 @@ class DirectScript:
             redis.exceptions.RedisError: as the client's own call would (``NoScriptError`` when
                 the server's script cache was flushed).
         """
-        caller = self._watch()
+        # the loop is looked up once per call: on Python 3.11 each get_running_loop() is a
+        # getpid() system call (its fork check)
+        loop = asyncio.get_running_loop()
+        caller = self._watch(loop)
         try:
             conn = self._conn
             if conn is None:
                 conn = self._conn = await _connected(self._client.connection_pool)
-            return await self._call_held(conn, args)
+            return await self._call_held(conn, args, loop)
         except asyncio.CancelledError:
             if caller in self._timed_out and caller.uncancel() == 0:  # the watchdog's cancel alone
                 raise TimeoutError from None
@@ -290,7 +293,9 @@ class DirectScript:
         finally:
             await pool.release(conn)
 
-    async def _call_held(self, conn: AbstractConnection, args: Sequence[Arg]) -> Any:
+    async def _call_held(
+        self, conn: AbstractConnection, args: Sequence[Arg], loop: asyncio.AbstractEventLoop
+    ) -> Any:
         """A call on the held connection, its reply read by :class:`_Replies` when it can be;
         a health check due is left to redis-py's path (which pings first)."""
         replies = self._replies
@@ -306,14 +311,14 @@ class DirectScript:
             replies is not None
             and health
             and not replies.waiters  # (a call in flight will say whether the connection is alive)
-            and asyncio.get_running_loop().time() > conn.next_health_check
+            and loop.time() > conn.next_health_check
         ):
             replies.uninstall()
             replies = self._replies = None
         if replies is None:
             return await self._call_on(conn, args)
         try:
-            reply = await replies.call(self._packed(args))
+            reply = await replies.call(self._packed(args), loop)
         except RedisConnectionError:
             replies.uninstall()
             return await self._resent(conn, args)
@@ -325,7 +330,7 @@ class DirectScript:
             await conn.disconnect(nowait=True)
             raise
         if health:
-            conn.next_health_check = asyncio.get_running_loop().time() + health
+            conn.next_health_check = loop.time() + health
         if isinstance(reply, ResponseError):  # raised as redis-py does; the connection stays usable
             raise reply
         if isinstance(reply, RedisConnectionError):
@@ -396,9 +401,9 @@ class DirectScript:
     def _packed(self, args: Sequence[Arg]) -> bytes:
         return b"*%d\r\n%b%b" % (5 + len(args), self._head, b"".join([bulk(arg) for arg in args]))
 
-    def _watch(self) -> asyncio.Task[Any]:
-        """Put the current task's call under the watchdog (armed if none is)."""
-        loop = asyncio.get_running_loop()
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task[Any]:
+        """Put the current task's call on ``loop`` (the running one) under the watchdog (armed if
+        none is)."""
         caller = asyncio.current_task(loop)
         assert caller is not None
         deadline = self._calls[caller] = loop.time() + self._timeout

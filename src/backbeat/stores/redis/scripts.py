@@ -39,12 +39,21 @@ READS = frozenset({"read", "next", "exists"})
 """The scripts that write nothing (a replica's acknowledgement is never waited for)."""
 
 
+HELPERS = "--[[ the shared helpers ]]\n"
+"""The line of a script where the helpers go, if not in front: the code above it runs without
+their definitions (each a closure made again on every call)."""
+
+
 @functools.cache
 def source(name: str) -> str:
-    """The text of one script, with the shared helpers of ``_lib.lua`` it uses in front."""
+    """The text of one script, with the shared helpers of ``_lib.lua`` it uses in front, or at
+    its :data:`HELPERS` line."""
     folder = resources.files("backbeat.stores.redis").joinpath("scripts")
     script = folder.joinpath(f"{name}.lua").read_text("utf-8")
-    return lualib.needed(folder.joinpath("_lib.lua").read_text("utf-8"), script) + "\n" + script
+    head, marked, body = script.partition(HELPERS)
+    if not marked:
+        head, body = "", script
+    return head + marked + lualib.needed(folder.joinpath("_lib.lua").read_text("utf-8"), script) + "\n" + body
 
 
 class Scripts:

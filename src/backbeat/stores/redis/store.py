@@ -141,8 +141,13 @@ class RedisStore:
         if not tasks:
             return
         if len(tasks) <= ADD_BATCH:  # one script call, awaited in place: no task, no extra loop turn
-            args: list[Arg] = ["1" if replace else "0", *(codec.task_arg(task) for task in tasks)]
-            self._check_added(await self._conn.add(*args))
+            mode = "1" if replace else "0"
+            if len(tasks) == 1:  # a lone add (the most common): no comprehension's frame
+                reply = await self._conn.add(mode, codec.task_arg(tasks[0]))
+            else:
+                reply = await self._conn.add(mode, *[codec.task_arg(task) for task in tasks])
+            if reply:  # (the ids stored already)
+                self._check_added(reply)
             return
         # Batches keep the server responsive; the next one is encoded while the server runs
         # the previous one. Several batches are atomic only in checking every id first.
@@ -151,7 +156,7 @@ class RedisStore:
             pending = asyncio.ensure_future(self._conn.run("exists", *(task.id for task in tasks)))
         try:
             for start in range(0, len(tasks), ADD_BATCH):
-                args = ["1" if replace else "0"]
+                args: list[Arg] = ["1" if replace else "0"]
                 args += [codec.task_arg(task) for task in tasks[start : start + ADD_BATCH]]
                 if pending is not None:
                     self._check_added(await pending)

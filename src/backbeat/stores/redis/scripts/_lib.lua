@@ -509,24 +509,11 @@ local function before(a, b)
   return #a < #b
 end
 
--- Index new ids (ids without a task until this script): into K_RECENT, or with it into the buckets.
+-- Move K_RECENT's ids, and new ids (ids without a task until this script), into the buckets.
 -- A batch that goes to the buckets takes the list along: an id left there by a removal and added
 -- again in the batch would otherwise be merged later into the buckets that already hold it (and a
 -- split could then put it in two).
-local function index_new(ids)
-  if #ids == 0 then
-    return
-  end
-  if #ids < RECENT then
-    local n = 0
-    for i = 1, #ids, CHUNK do
-      n = redis.call('RPUSH', K_RECENT, unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
-    end
-    if n < RECENT then
-      return
-    end
-    ids = {}
-  end
+local function merge_recent(ids)
   local pending = redis.call('LRANGE', K_RECENT, 0, -1)
   if #pending == 0 then
     return index_add(ids)
@@ -546,6 +533,24 @@ local function index_new(ids)
     end
   end
   index_add(kept)
+end
+
+-- Index new ids: into K_RECENT, or with it into the buckets (see merge_recent).
+local function index_new(ids)
+  if #ids == 0 then
+    return
+  end
+  if #ids < RECENT then
+    local n = 0
+    for i = 1, #ids, CHUNK do
+      n = redis.call('RPUSH', K_RECENT, unpack(ids, i, math.min(i + CHUNK - 1, #ids)))
+    end
+    if n < RECENT then
+      return
+    end
+    ids = {}
+  end
+  merge_recent(ids)
 end
 
 local function index_remove(ids)

@@ -1,0 +1,51 @@
+"""Server instructions of single Redis adds: ``python -m bench.add_counts --pid PID --n N``.
+
+Against a ``redis-server`` run under callgrind (``valgrind --tool=callgrind redis-server --port
+P``, process id ``PID``): makes 200 single awaited adds (the store opens, its scripts load), zeroes
+the server's counters (``callgrind_control -z``), makes ``N`` more, one after another as a web
+service does (a one-shot in 2100 with one argument, as ``bench.profile_adds``), and dumps the
+counters (``callgrind_control -d``). The dump's total at ``2N`` minus the one at ``N``, divided by
+``N``, is the server's instructions per add (the dump's own cost cancels out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import uuid
+
+from backbeat import BackgroundTaskScheduler, SchedulerConfig
+from backbeat.api.config import RedisJobStoreConfig
+from bench.peers import ARG, backbeat_job
+from bench.profile_adds import FAR
+from bench.stores import drop_redis_keys
+
+
+def _callgrind(action: str, pid: int) -> None:
+    """``callgrind_control -z`` (zero) or ``-d`` (dump) the server's counters."""
+    subprocess.run(["callgrind_control", action, str(pid)], check=True, capture_output=True)
+
+
+async def main(url: str, pid: int, n: int) -> None:
+    prefix = f"bench-add-counts-{uuid.uuid4().hex[:8]}"
+    scheduler = BackgroundTaskScheduler(
+        store=RedisJobStoreConfig(host=url, lock_prefix=prefix), config=SchedulerConfig(producer_only=True)
+    )
+    for _ in range(200):
+        await scheduler.add_task(backbeat_job, "date", run_date=FAR, args=[ARG])
+    await asyncio.to_thread(_callgrind, "-z", pid)
+    for _ in range(n):
+        await scheduler.add_task(backbeat_job, "date", run_date=FAR, args=[ARG])
+    await asyncio.to_thread(_callgrind, "-d", pid)
+    await scheduler.shutdown()
+    await drop_redis_keys(url, prefix)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--store", default="redis://127.0.0.1:6379/0", help="the callgrind server's URL")
+    parser.add_argument("--pid", type=int, required=True, help="the callgrind server's process id")
+    parser.add_argument("--n", type=int, default=2000)
+    args = parser.parse_args()
+    asyncio.run(main(args.store, args.pid, args.n))
