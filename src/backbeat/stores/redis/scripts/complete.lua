@@ -154,9 +154,10 @@ end
 -- ids first (history.lua's HMGET): an id spells the fencing token of the lease the run was
 -- completed under, and a run is completed once under a token (a completion sent again finds it
 -- gone), so an id is only ever written with the same entry. They are written a hundred at a
--- time: the Lua VM's collector walks the tables of the entries cut out so far at each of its
--- steps, and a busy worker completes hundreds of runs a call (a whole batch's tables cost the
--- server about 6k instructions an entry more than three commands per hundred entries).
+-- time, not a whole batch's (hundreds of runs a call in a busy worker) at once: about 5-6k
+-- server instructions an entry less in bench.profile_fires under callgrind, twice; 32 at a time
+-- measured no gain, so the cause (the Lua collector walking the tables of what is pending,
+-- argument arrays of thousands) is not pinned down.
 local HISTORY_CHUNK = 200 -- items: a field and a value, a score and a member
 local function write_history(docs, ends, members)
   redis.call('HSET', P .. 'history_docs', unpack(docs))
