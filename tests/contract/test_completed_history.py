@@ -209,3 +209,36 @@ async def test_a_lost_run_in_a_batch_leaves_the_others_their_own_entries(store: 
         ("d", T0 + 5 * SECOND, HistoryOutcome.CANCELLED),
         ("e", T0, HistoryOutcome.SUCCESS),
     ]
+
+
+async def test_a_completion_of_hundreds_of_runs_records_each_entry_once(store: Store) -> None:
+    # Redis writes a completion's entries a hundred at a time: 250 runs, deferred ones among
+    # them (no entry), leave each of their entries, across the chunks' edges
+    tasks = {f"t{i:03d}": task(f"t{i:03d}") for i in range(250)}
+    await store.add(list(tasks.values()))
+    runs: list[Run] = []
+    while len(runs) < len(tasks):
+        more = await start_run(store, OWNER)
+        assert more
+        runs += more
+    results = []
+    for i, run in enumerate(sorted(runs, key=lambda run: run.task_id)):
+        run.task = tasks[run.task_id]
+        if i % 7 == 3:
+            results.append(
+                RunResult(run=run, outcome=RunOutcome.DEFERRED, finished_at=T0, retry_at=T0 + SECOND)
+            )
+        else:
+            results.append(
+                RunResult(run=run, outcome=RunOutcome.SUCCESS, finished_at=T0 + SECOND, started_at=T0)
+            )
+
+    assert await store.complete(OWNER, results, history=ON) == set()
+
+    entries, cursor = await store.run_history(HistoryQuery(limit=300))
+    assert cursor is None
+    recorded = [r.run.task_id for r in results if r.outcome is RunOutcome.SUCCESS]
+    assert sorted(entry.task_id for entry in entries) == recorded
+    assert {(entry.fire_time, entry.started_at, entry.ended_at) for entry in entries} == {
+        (T0, T0, T0 + SECOND)
+    }

@@ -4,7 +4,7 @@ opt-in arguments, pruning a task at a time, and nothing at all when history is o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,11 +12,12 @@ import pytest
 from tests.fakes import FakeClock, settle
 
 from backbeat.api.taskbuild import from_callable
+from backbeat.engine.history import HistoryRecorder
 from backbeat.engine.loop import Engine, EngineConfig
 from backbeat.executors import AsyncIOExecutor
 from backbeat.model.events import EventHub
 from backbeat.model.history import HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings
-from backbeat.model.records import RunResult, Task, TaskOptions
+from backbeat.model.records import Run, RunOutcome, RunResult, Task, TaskOptions
 from backbeat.model.registry import JobRegistry
 from backbeat.model.triggers import make_trigger_spec
 from backbeat.policies.definitions import RetryPolicy
@@ -315,3 +316,29 @@ async def test_the_history_flush_timer_does_not_send_the_claim_loop_to_the_store
     await engine.completions.drain()  # where the flush timer brings the complete loop
 
     assert not engine._wake.is_set()
+
+
+class _PruneSpy(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pruned: list[list[str]] = []
+
+    async def prune_history(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:
+        self.pruned.append(sorted(task_ids))
+        return await super().prune_history(task_ids, before=before, keep=keep)
+
+
+async def test_a_batch_with_several_runs_of_a_task_past_its_pruning_count_prunes_it() -> None:
+    store = _PruneSpy()
+    recorder = HistoryRecorder(store, HistorySettings(per_task=30), owner="o", clock=lambda: T0)  # every 3
+
+    def done(task_id: str, second: int) -> RunResult:
+        fire = T0 + timedelta(seconds=second)
+        run = Run(id=f"{task_id}@{fire.isoformat()}", task_id=task_id, fire_time=fire, lease_until=fire)
+        return RunResult(run=run, outcome=RunOutcome.SUCCESS, finished_at=fire)
+
+    recorder.completed([done("a", 1), done("b", 1)], set())
+    recorder.completed([done("a", 2), done("a", 3), done("a", 4), done("b", 2)], set())  # a: 1 -> 4
+    await recorder.flush(force=True)
+
+    assert store.pruned == [["a"]]

@@ -84,6 +84,14 @@ class HistoryRecorder:
         if not self.enabled:
             return
         since_prune, every, success = self._since_prune, self.settings.prune_every, RunOutcome.SUCCESS
+        if self.by_completions and not lost:
+            # most batches: the store recorded every entry; counted in C (Counter.update), and a
+            # task due when its count reached prune_every (>=: a batch may hold several of its runs)
+            counted = [r.run.task_id for r in results if r.outcome is success or outcome_of(r) is not None]
+            since_prune.update(counted)
+            self._prune_due.update([task_id for task_id in counted if since_prune[task_id] >= every])
+            self._arm()
+            return
         by_completions = self.by_completions
         for result in results:
             run = result.run
@@ -93,7 +101,7 @@ class HistoryRecorder:
                 # .get: Counter's += on a task not counted yet calls its Python __missing__
                 count = since_prune.get(run.task_id, 0) + 1
                 since_prune[run.task_id] = count
-                if count == every:
+                if count >= every:
                     self._prune_due.add(run.task_id)
         self._arm()
 

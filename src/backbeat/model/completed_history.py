@@ -6,6 +6,7 @@ that keep documents, its row (id, task id, end, outcome and the stored document 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -111,6 +112,18 @@ def _error_members(result: RunResult, settings: HistorySettings) -> bytes:
 
 _OUTCOME_VALUES = {outcome: outcome.value for outcome in HistoryOutcome}
 
+US = timedelta(microseconds=1)
+"""``(time - EPOCH) // US``: a time in epoch microseconds (:func:`.to_us` without its frame)."""
+SUCCESS_DOC = b'{"task_name":%b,"fire_time":%d,"ended_at":%d,"outcome":"success"%b,"started_at":%d}'
+"""The document :func:`completed_entry` writes for a *plain success* (most entries): a run that
+succeeded at its first attempt, started, under a fencing token, without an error or recorded
+arguments, whose run id spells its task id; filled with the name's JSON (from :data:`NAMES`),
+the fire time, the end, the :func:`owner_member` and the start (epoch microseconds). The
+stores write such an entry with this template inline, without :func:`completed_entry`'s call
+and branches (about 6k of the 22k instructions an entry cost the client)."""
+NAMES = _NAMES
+"""Task names already encoded as JSON (a name missing: take :func:`completed_entry`'s way)."""
+
 
 def completed_entry(
     result: RunResult, settings: HistorySettings, token: int, owner: bytes, ended: int
@@ -171,6 +184,9 @@ def history_row(
 
 
 __all__ = [
+    "NAMES",
+    "SUCCESS_DOC",
+    "US",
     "HistoryRow",
     "args_of",
     "completed_entry",

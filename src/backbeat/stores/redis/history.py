@@ -13,9 +13,9 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from backbeat.model.completed_history import completed_entry, owner_member
-from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings, to_us
-from backbeat.model.records import RunResult
+from backbeat.model.completed_history import NAMES, SUCCESS_DOC, US, completed_entry, owner_member
+from backbeat.model.history import EPOCH, HistoryEntry, HistoryQuery, HistorySettings, to_us
+from backbeat.model.records import RunOutcome, RunResult
 from backbeat.stores._history import PRUNE_BATCH, decode, page
 from backbeat.stores.redis.codec import Arg, text
 from backbeat.stores.redis.connection import Connection
@@ -53,6 +53,11 @@ def _entry_of(task_id: str, member: bytes) -> tuple[int, str] | None:
     return int(end), rest[_END_DIGITS + 1 :].decode()
 
 
+_SUCCESS = RunOutcome.SUCCESS
+_PLAIN_SUCCESS = SUCCESS_DOC + b"\0%b\0%018d\0%b#1.%d#success\0"
+"""A plain success's entry (:data:`.SUCCESS_DOC`, then its per-task member) in one formatting."""
+
+
 def pack(entries: Sequence[HistoryEntry]) -> tuple[str, bytes]:
     """``history.lua``'s two arguments: the sizes (id, task id, end, document of each entry)
     and the parts (id, task id and document of each, back to back)."""
@@ -78,19 +83,49 @@ def completion_args(
     per-task member (:func:`task_member`: task id, end and entry id), each followed by a NUL
     (neither holds one: task ids cannot, JSON escapes it). The script finds the id and end in
     the member. A run has no entry when deferred, or when its members cannot be encoded
-    (:func:`.completed_entry`)."""
+    (:func:`.completed_entry`). A plain success (:data:`.SUCCESS_DOC`) is written in one
+    formatting, without :func:`.completed_entry`'s call."""
     owner_json = owner_member(owner)
+    plain = not settings.record_args
     entries: list[bytes] = []
     present: list[str] = []
     for result, token, ended in zip(results, tokens, ends, strict=True):
+        run = result.run
+        started = result.started_at
+        if (
+            plain
+            and result.outcome is _SUCCESS
+            and token
+            and started is not None
+            and run.attempt == 1
+            and result.error is None
+            and result.error_type is None
+        ):
+            task_id, run_id, task = run.task_id, run.id, run.task
+            name = NAMES.get(task_id if task is None else task.name)
+            if name is not None and run_id.rpartition("@")[0] == task_id:
+                present.append("1")
+                entries.append(
+                    _PLAIN_SUCCESS
+                    % (
+                        name,
+                        (run.fire_time - EPOCH) // US,
+                        ended,
+                        owner_json,
+                        (started - EPOCH) // US,
+                        task_id.encode(),
+                        ended,
+                        run_id.encode(),
+                        token,
+                    )
+                )
+                continue
         found = completed_entry(result, settings, token, owner_json, ended)
         if found is None:
             present.append("0")
             continue
         present.append("1")
-        entries.append(
-            b"%b\0%b\0%018d\0%b\0" % (found[2], result.run.task_id.encode(), ended, found[0].encode())
-        )
+        entries.append(b"%b\0%b\0%018d\0%b\0" % (found[2], run.task_id.encode(), ended, found[0].encode()))
     return ["" if "0" not in present else "".join(present), b"".join(entries)]
 
 

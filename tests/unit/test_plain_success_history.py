@@ -1,0 +1,67 @@
+"""A plain success's history entry (the most common one), which the Redis and SQL completions
+write with :data:`.SUCCESS_DOC` inline, is the entry :func:`.completed_entry` writes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from backbeat.model.completed_history import NAMES, completed_entry, history_row, owner_member
+from backbeat.model.history import HistorySettings, to_us
+from backbeat.model.records import Run, RunOutcome, RunResult, Task
+from backbeat.stores.redis.history import completion_args
+from backbeat.stores.sql.runs import _entries
+
+T0 = datetime(2026, 1, 5, 9, 0, 0, 123456, tzinfo=UTC)
+OWNER = "host:42:ab"
+
+
+def success(task_id: str, name: str, *, token: int = 7) -> RunResult:
+    task = Task(id=task_id, name=name, job="bench.counted:noop", trigger={"type": "date"}, next_run_time=T0)
+    run = Run(
+        id=f"{task_id}@{T0.isoformat()}",
+        task_id=task_id,
+        fire_time=T0,
+        lease_until=T0,
+        task=task,
+        fencing_token=token,
+    )
+    return RunResult(
+        run=run,
+        outcome=RunOutcome.SUCCESS,
+        finished_at=T0 + timedelta(seconds=2, microseconds=5),
+        started_at=T0 + timedelta(seconds=1, microseconds=17),
+    )
+
+
+def general(result: RunResult) -> bytes:
+    """The entry as :func:`completed_entry` writes it, in ``complete.lua``'s layout."""
+    ended = to_us(result.finished_at)
+    found = completed_entry(result, HistorySettings(), result.run.fencing_token, owner_member(OWNER), ended)
+    assert found is not None
+    return b"%b\0%b\0%018d\0%b\0" % (found[2], result.run.task_id.encode(), ended, found[0].encode())
+
+
+def test_redis_plain_success_is_the_general_entry() -> None:
+    name = 'jobs:plain \u00e9 "quoted"'
+    NAMES.pop(name, None)
+    results = [success("a", name), success("b", name, token=12)]
+    ends = [to_us(r.finished_at) for r in results]
+
+    # the first finds the name not encoded yet (the general way), the second takes the plain one
+    present, joined = completion_args(results, HistorySettings(), [7, 12], OWNER, ends)
+
+    assert name in NAMES
+    assert present == ""
+    assert joined == general(results[0]) + general(results[1])
+
+
+def test_sql_plain_success_is_the_general_row() -> None:
+    name = "jobs:plain sql \u00e9"
+    NAMES.pop(name, None)
+    results = [success("a", name), success("b", name, token=3)]
+    held = [(r, to_us(r.finished_at)) for r in results]
+
+    rows = _entries(OWNER, held, HistorySettings())
+
+    assert rows == [history_row(r, OWNER, HistorySettings(), ended) for r, ended in held]
+    assert rows[1][0] == f"b@{T0.isoformat()}#1.3#success"
