@@ -690,3 +690,45 @@ async def test_lone_new_adds_take_the_short_path_and_store_what_batches_store(
     finally:
         await lone.close()
         await pairs.close()
+
+
+@pytest.fixture
+def full(admin: redis.Redis) -> Iterator[None]:
+    """A server out of memory, as with ``maxmemory`` reached under ``noeviction``: a script's
+    first write fails (OOM), its reads still run."""
+    admin.config_set("maxmemory-policy", "noeviction")
+    yield
+    admin.config_set("maxmemory", 0)
+
+
+async def test_a_lone_add_of_a_stored_id_is_refused_as_taken_on_a_server_out_of_memory(
+    store: RedisStore, admin: redis.Redis, full: None
+) -> None:
+    # add.lua's short path must not write before it knows the id is new: a write refused for
+    # memory would turn the add of a taken id into a StoreError instead of TaskExistsError
+    await store.add([task("a")])
+    admin.config_set("maxmemory", 1)
+    with pytest.raises(TaskExistsError) as raised:
+        await store.add([task("a")])
+    assert raised.value.task_ids == ["a"]
+    with pytest.raises(StoreError, match="maxmemory"):
+        await store.add([task("b")])  # a new one cannot be written
+    admin.config_set("maxmemory", 0)
+    assert await store.existing(["a", "b"]) == ["a"]
+
+
+async def test_an_add_whose_reply_was_lost_is_reported_added_though_the_server_is_now_out_of_memory(
+    proxy: ReplyDroppingProxy, admin: redis.Redis, full: None
+) -> None:
+    # the add ran, its reply was lost, and the server reached maxmemory before the resend: the
+    # resend only reads (it finds its own write), so it must not fail for memory
+    store = RedisStore(proxy.url, prefix="adds")
+    try:
+        await store.add([task("a")])  # on the store's own connection
+        proxy.to_drop, proxy.on_drop = 1, lambda: admin.config_set("maxmemory", 1)
+        await store.add([task("b")])
+        assert proxy.dropped == 1
+        admin.config_set("maxmemory", 0)
+        assert sorted(await store.existing(["a", "b"])) == ["a", "b"]
+    finally:
+        await store.close()
