@@ -16,13 +16,14 @@ import pytest
 import redis
 import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import BusyLoadingError, InvalidResponse
+from redis.exceptions import BusyLoadingError, InvalidResponse, OutOfMemoryError, ReadOnlyError
 from redis.utils import HIREDIS_AVAILABLE
 
 from backbeat import BackgroundTaskScheduler
 from backbeat.errors import StoreError, StoreUnavailableError, TaskExistsError
 from backbeat.stores.redis import RedisStore, connection
 from backbeat.stores.redis.direct import DirectScript
+from backbeat.stores.redis.keys import Keys
 from tests.adds import T0, task
 from tests.redis_proxy import ReplyDroppingProxy, reply_dropping_proxies
 from tests.redis_server import RedisServerHandle, private_redis_server
@@ -690,3 +691,79 @@ async def test_lone_new_adds_take_the_short_path_and_store_what_batches_store(
     finally:
         await lone.close()
         await pairs.close()
+
+
+@pytest.fixture
+def full(admin: redis.Redis) -> Iterator[None]:
+    """A server out of memory, as with ``maxmemory`` reached under ``noeviction``: a script's
+    first write fails (OOM), its reads still run."""
+    admin.config_set("maxmemory-policy", "noeviction")
+    yield
+    admin.config_set("maxmemory", 0)
+
+
+async def test_a_lone_add_of_a_stored_id_is_refused_as_taken_on_a_server_out_of_memory(
+    store: RedisStore, admin: redis.Redis, full: None
+) -> None:
+    # add.lua's short path must not write before it knows the id is new: a write refused for
+    # memory would turn the add of a taken id into a StoreError instead of TaskExistsError
+    await store.add([task("a")])
+    admin.config_set("maxmemory", 1)
+    with pytest.raises(TaskExistsError) as raised:
+        await store.add([task("a")])
+    assert raised.value.task_ids == ["a"]
+    with pytest.raises(StoreError, match="maxmemory"):
+        await store.add([task("b")])  # a new one cannot be written
+    admin.config_set("maxmemory", 0)
+    assert await store.existing(["a", "b"]) == ["a"]
+
+
+async def test_an_add_whose_reply_was_lost_is_reported_added_though_the_server_is_now_out_of_memory(
+    proxy: ReplyDroppingProxy, admin: redis.Redis, full: None
+) -> None:
+    # the add ran, its reply was lost, and the server reached maxmemory before the resend: the
+    # resend only reads (it finds its own write), so it must not fail for memory
+    store = RedisStore(proxy.url, prefix="adds")
+    try:
+        await store.add([task("a")])  # on the store's own connection
+        proxy.to_drop, proxy.on_drop = 1, lambda: admin.config_set("maxmemory", 1)
+        await store.add([task("b")])
+        assert proxy.dropped == 1
+        admin.config_set("maxmemory", 0)
+        assert sorted(await store.existing(["a", "b"])) == ["a", "b"]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "driver_error", "translated"),
+    [
+        (b"-ERR something went wrong\r\n", redis.exceptions.ResponseError, StoreError),
+        (b"-READONLY You can't write against a read only replica.\r\n", ReadOnlyError, StoreError),
+        (b"-OOM command not allowed when used memory > 'maxmemory'.\r\n", OutOfMemoryError, StoreError),
+        (b"-LOADING Redis is loading the dataset in memory\r\n", BusyLoadingError, StoreUnavailableError),
+    ],
+)
+@pytest.mark.parametrize("pool", [None, 2], ids=["held connection", "pool's connection"])
+async def test_an_adds_driver_errors_are_translated_as_the_stores_other_calls_translate_them(
+    reply: bytes, driver_error: type[Exception], translated: type[StoreError], pool: int | None
+) -> None:
+    # Connection.add translates the driver's errors in clauses of its own, not under errors():
+    # the same error, as the same kind of StoreError, with the same message
+    server = await answer_every_script_with(reply, [])
+    url = f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
+    options = {} if pool is None else {"max_connections": pool}
+    conn = connection.Connection(url, Keys("adds"), None, options)
+    try:
+        with pytest.raises(StoreError) as raised:
+            await conn.add("0", "x")
+        cause = raised.value.__cause__
+        assert isinstance(cause, driver_error), cause
+        with pytest.raises(StoreError) as through_errors, conn.errors():
+            raise cause
+        assert type(raised.value) is type(through_errors.value) is translated
+        assert str(raised.value) == str(through_errors.value)
+        assert str(raised.value).startswith(f"Redis at {url} ")
+    finally:
+        await conn.close()
+        server.close()

@@ -55,7 +55,7 @@ def test_the_add_script_is_sent_with_the_index_helpers_and_without_the_run_ones(
 def test_the_add_scripts_short_path_runs_before_the_helpers_and_merges_as_often_as_they_do() -> None:
     source = scripts.source("add")
     head, marked, _ = source.partition(scripts.HELPERS)
-    assert marked and "local function" not in head and "redis.call('HSETNX'" in head
+    assert marked and "local function" not in head and "redis.pcall('HSETNX'" in head
     assert "local function merge_recent(" in source
     recent = re.search(r"^local RECENT = (\d+)$", source, re.M)
     assert recent is not None and f"if pushed < {recent.group(1)} then" in head

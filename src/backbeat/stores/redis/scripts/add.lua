@@ -6,7 +6,8 @@
 -- One new untagged task (a lone awaited add, the most common call) takes a path of its own, before
 -- the shared helpers below: each of their definitions is a closure made again on every call (about
 -- 35,000 server instructions), which this path does without. Anything else (an id stored already,
--- tags, a batch, a record that is not one) falls through to the general path, nothing written.
+-- tags, a batch, a record that is not one, a write refused) falls through to the general path,
+-- nothing written.
 -- The ids of the one that fills K_RECENT are merged into the index's buckets there too (`pushed`).
 local pushed
 do
@@ -16,8 +17,11 @@ do
   local record = id and string.sub(arg, at + id_size)
   -- the first two of a record's live fields: NRT and FLAGS
   local nrt, flags = string.match(record or '', '^([^|]*)|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)|')
-  -- HSETNX writes the record only if the id is not stored: its check and its write in one call
-  if nrt and redis.call('HSETNX', prefix .. 'tasks', id, record) == 1 then
+  -- HSETNX writes the record only if the id is not stored: its check and its write in one call.
+  -- Through pcall: on a server out of memory (maxmemory under noeviction) a script's first write
+  -- fails even where the id is stored and nothing would be written; the general path's reads
+  -- then tell a taken id (or a resend's own earlier write) from a new one.
+  if nrt and redis.pcall('HSETNX', prefix .. 'tasks', id, record) == 1 then
     local due = nrt ~= '' and flags == ''
     -- workers sleep until the schedule's earliest task at most: woken if this one comes first
     local wanted = due and redis.call('ZCOUNT', prefix .. 'schedule', '-inf', nrt) == 0
