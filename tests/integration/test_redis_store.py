@@ -482,10 +482,13 @@ async def test_a_server_that_evicts_keys_is_warned_about_at_open(
         assert "maxmemory-policy allkeys-lru" in warnings[0] and server.url in warnings[0]
 
 
-async def test_tasks_whose_ids_hold_a_nul_fire_and_complete_beside_others(store: RedisStore) -> None:
+async def test_tasks_whose_ids_hold_a_nul_or_high_bytes_fire_and_complete_beside_others(
+    store: RedisStore,
+) -> None:
     # a Redis store of 0.1.0 kept such ids: fire.lua and complete.lua take a batch's decisions
-    # and results in one argument, whose separator must be no character of an id
-    ids = ["a\0b", "plain", "\0", "\u00e9\0\u2713"]
+    # and results in one argument, whose separator (the byte 0xFF) must be no byte of an id:
+    # U+00FF is that byte in Latin-1; U+FFFF and U+10FFFF are UTF-8's highest (EF BF BF, F4 8F BF BF)
+    ids = ["a\0b", "plain", "\0", "\u00e9\0\u2713", "\u00ff", "x\uffff\U0010ffff"]
     await store.add([task(task_id) for task_id in ids])
 
     fired = await claim_fire(store, "w1", T0)

@@ -555,18 +555,23 @@ async def test_an_add_due_now_notified_while_the_claim_loop_is_awake_is_claimed_
 class LogsCalls(MemoryStore):
     """Logs claims (their limits), fires (their decisions) and completions (their results) in
     the order they are sent, and counts what the claims took; fires wait for ``fire_gate``
-    while it is set to an unset event."""
+    while it is set to an unset event, and so do the replies of the claims after the first
+    ``answered`` for ``reply_gate`` (what they take is taken: their replies are in flight)."""
 
     def __init__(self, clock: FakeClock) -> None:
         super().__init__(lease_clock=clock)
         self.calls: list[tuple[str, int]] = []
         self.taken = 0
         self.fire_gate: asyncio.Event | None = None
+        self.reply_gate: asyncio.Event | None = None
+        self.answered = 0
 
     async def claim_due(self, owner: str, **kwargs: Any) -> Any:
         self.calls.append(("claim", kwargs["limit"]))
         claim = await super().claim_due(owner, **kwargs)
         self.taken += len(claim.tasks) + len(claim.runs)
+        if self.reply_gate is not None and len([c for c in self.calls if c[0] == "claim"]) > self.answered:
+            await self.reply_gate.wait()
         return claim
 
     async def fire(self, owner: str, decisions: Sequence[Any], **kwargs: Any) -> Any:
@@ -632,7 +637,9 @@ async def test_the_next_claim_sent_early_takes_no_more_than_the_process_can_star
     await engine.stop()
 
 
-async def test_stop_gives_back_what_the_next_claim_sent_early_took(world: World) -> None:
+async def test_stop_gives_back_what_the_next_claim_sent_early_took_and_the_batch_cut_off_in_its_fire(
+    world: World,
+) -> None:
     world.store = store = LogsCalls(world.clock)
     job = world.job()
     for i in range(2):
@@ -648,9 +655,32 @@ async def test_stop_gives_back_what_the_next_claim_sent_early_took(world: World)
 
     store.fire_gate = None
     other = world.engine("b")
-    assert await other._claim_once(100) == 1  # t1 at once; t0's claim, cut off in its fire, lapses
+    assert await other._claim_once(100) == 2  # t1 and t0 at once, not after their claims' lease
     await finish(other)
-    assert len(job.started) == 1
+    assert len(job.started) == 2
+
+
+async def test_stop_waits_for_the_next_claim_in_flight_and_gives_back_what_it_took(world: World) -> None:
+    world.store = store = LogsCalls(world.clock)
+    job = world.job()
+    for i in range(2):
+        await world.add(job, every=None, task_id=f"t{i}")
+    store.reply_gate, store.answered = asyncio.Event(), 1  # the next claim takes t1, its reply waits
+    engine = world.engine(batch_size=1, poll_interval=60)
+    await engine.start()
+    await settle()
+    assert store.calls[:3] == [("claim", 1), ("claim", 1), ("fire", 1)] and store.taken == 2
+
+    stopping = asyncio.get_running_loop().create_task(engine.stop())
+    await settle()
+    store.reply_gate.set()  # the reply comes while the engine stops
+    async with asyncio.timeout(5):
+        await stopping
+
+    other = world.engine("b")
+    assert await other._claim_once(100) == 1  # t1 at once, not after its claim's lease
+    await finish(other)
+    assert len(job.started) == 2
 
 
 # -- overlap policies ----------------------------------------------------------------------------

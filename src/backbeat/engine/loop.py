@@ -136,6 +136,8 @@ class Engine:
         self._ahead = max(min(self.config.claim_ahead, self.config.lease / 4), timedelta(0))
         self._claiming: asyncio.Task[_Claimed] | None = None
         """The next claim, sent while the claim loop fires and starts a full batch."""
+        self._unstarted: _Claimed | None = None
+        """A batch the claim loop was stopped in before it started it: given back at ``stop``."""
         self._claimed_to = datetime.min.replace(tzinfo=UTC)
         """The horizon of the last claim: what is due by it was claimable then."""
         self._held: datetime | None = None
@@ -242,7 +244,7 @@ class Engine:
         if self._cancel_look is not None:
             claim_tasks.append(self._cancel_look)
         await _cancel_until_done(claim_tasks)
-        await self._give_back_next_claim()
+        await self._give_back_claims()
         wait_for = self.config.shutdown_timeout if timeout is None else timeout
         pending = [t for _, t in self._active.values()]
         if pending:
@@ -270,40 +272,50 @@ class Engine:
 
     async def _claim_loop(self) -> None:
         backoff = 0.05
-        try:
-            while not self._stopping:
+        while not self._stopping:
+            try:
+                if self._claiming is None:
+                    capacity = self.config.max_concurrency - len(self._active)
+                    if capacity <= 0:
+                        self._capacity.clear()
+                        await self._capacity.wait()
+                        continue
+                    claimed = await self._claim(min(self.config.batch_size, capacity))
+                else:
+                    claimed = await self._early_claim()
                 try:
-                    if self._claiming is None:
-                        capacity = self.config.max_concurrency - len(self._active)
-                        if capacity <= 0:
-                            self._capacity.clear()
-                            await self._capacity.wait()
-                            continue
-                        claimed = await self._claim(min(self.config.batch_size, capacity))
-                    else:
-                        sent, self._claiming = self._claiming, None
-                        claimed = await sent
                     if claimed.full and not self._stopping:
                         await self._send_next_claim(claimed)
                     await self._start(claimed)
-                    backoff = 0.05
-                except (StoreError, OSError) as exc:
-                    self._store_error(exc, "claiming due work")
-                    await asyncio.sleep(backoff * (1 + random.random()))
-                    backoff = min(backoff * 2, self.config.store_retry_max)
-                    continue
-                except Exception as exc:  # a bug must not end the loop silently: nothing would run here
-                    log.exception("unexpected error while claiming due work (will retry)")
-                    self.events.emit(SchedulerEvent(kind=EventKind.STORE_ERROR, error=exc))
-                    await asyncio.sleep(backoff * (1 + random.random()))
-                    backoff = min(backoff * 2, self.config.store_retry_max)
-                    continue
-                if not claimed.full:
-                    await self._sleep_until_due()
-        finally:
-            if self._claiming is not None and not self._claiming.done():
-                self._claiming.cancel()  # what the store took for it, if anything, lapses with its lease
-                self._claiming.add_done_callback(_retrieved)
+                except asyncio.CancelledError:
+                    self._unstarted = claimed  # stopped before its runs started: stop gives it back
+                    raise
+                backoff = 0.05
+            except (StoreError, OSError) as exc:
+                self._store_error(exc, "claiming due work")
+                await asyncio.sleep(backoff * (1 + random.random()))
+                backoff = min(backoff * 2, self.config.store_retry_max)
+                continue
+            except Exception as exc:  # a bug must not end the loop silently: nothing would run here
+                log.exception("unexpected error while claiming due work (will retry)")
+                self.events.emit(SchedulerEvent(kind=EventKind.STORE_ERROR, error=exc))
+                await asyncio.sleep(backoff * (1 + random.random()))
+                backoff = min(backoff * 2, self.config.store_retry_max)
+                continue
+            if not claimed.full:
+                await self._sleep_until_due()
+
+    async def _early_claim(self) -> _Claimed:
+        """What the claim sent early took. Shielded: the claim loop stopped while it is in
+        flight leaves it in ``_claiming``, for ``stop`` to give back what it takes."""
+        assert self._claiming is not None
+        try:
+            claimed = await asyncio.shield(self._claiming)
+        except Exception:
+            self._claiming = None
+            raise
+        self._claiming = None
+        return claimed
 
     async def _send_next_claim(self, claimed: _Claimed) -> None:
         """Send the next claim before ``claimed``'s batch is fired and started (the store works
@@ -321,19 +333,30 @@ class Engine:
         self._claiming = spawn(self._claim(limit), name="backbeat-claim-next")
         await asyncio.sleep(0)  # it sends the claim before this batch is decided and fired
 
-    async def _give_back_next_claim(self) -> None:
-        """At shutdown, once the claim loop has ended: give back what the next claim, sent
-        early, took, so that another process can run it at once instead of after its lease."""
+    async def _give_back_claims(self) -> None:
+        """At shutdown, once the claim loop has ended: give back what it claimed and did not
+        start (the batch it was stopped in, what the next claim sent early takes: waited for up
+        to a lease), so that another process can run it at once instead of after its lease."""
+        given: list[_Claimed] = []
+        unstarted, self._unstarted = self._unstarted, None
+        if unstarted is not None:
+            given.append(unstarted)
         sent, self._claiming = self._claiming, None
-        if sent is None or not sent.done() or sent.cancelled() or sent.exception() is not None:
-            return
-        claim = sent.result().claim
-        if claim:
-            leases = {run.id: run.fencing_token for run in claim.runs}
+        if sent is not None:
+            if not sent.done():
+                await asyncio.wait([sent], timeout=self.config.lease.total_seconds())
+            if not sent.done():
+                sent.cancel()  # what the store takes for it, if anything, lapses with its lease
+                sent.add_done_callback(_retrieved)
+            elif not sent.cancelled() and sent.exception() is None:
+                given.append(sent.result())
+        leases = {run.id: run.fencing_token for claimed in given for run in claimed.runs}
+        # a fired batch's tasks are no longer claimed (a fire cut off may or may not have been
+        # taken: the store releases only what this owner still claims)
+        task_ids = [task.id for claimed in given if claimed.fired is None for task in claimed.claim.tasks]
+        if leases or task_ids:
             with contextlib.suppress(StoreError, OSError):
-                await self.store.release(
-                    self.owner, leases=leases, task_ids=[task.id for task in claim.tasks], now=self.clock()
-                )
+                await self.store.release(self.owner, leases=leases, task_ids=task_ids, now=self.clock())
             self.deadlines.forget(list(leases))
 
     async def _claim_once(self, limit: int) -> int:
@@ -360,8 +383,9 @@ class Engine:
     async def _start(self, claimed: _Claimed) -> int:
         """Fire the claimed tasks and start their runs and the claimed ones; how many were claimed."""
         claim, now = claimed.claim, claimed.now
-        runs = claim.runs + (await self._fire(claim.tasks, now) if claim.tasks else [])
-        for run in await self._still_held(runs, since=now):
+        if claim.tasks:
+            claimed.fired = await self._fire(claim.tasks, now)
+        for run in await self._still_held(claimed.runs, since=now):
             self._dispatch(run)
         return claimed.taken
 
@@ -793,11 +817,18 @@ class Engine:
 
 @dataclass(slots=True)
 class _Claimed:
-    """What one claim took, when (``now``, the claim's clock) and at most how much (``limit``)."""
+    """What one claim took, when (``now``, the claim's clock) and at most how much (``limit``),
+    and the runs its fire created (``None``: not fired yet)."""
 
     claim: Claim
     now: datetime
     limit: int
+    fired: list[Run] | None = None
+
+    @property
+    def runs(self) -> list[Run]:
+        """The runs it holds: those claimed, and those its fire created."""
+        return self.claim.runs + self.fired if self.fired else self.claim.runs
 
     @property
     def taken(self) -> int:
