@@ -44,7 +44,7 @@ async def main(url: str, pid: int, n: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--store", default="redis://127.0.0.1:6379/0", help="the callgrind server's URL")
+    parser.add_argument("--store", required=True, help="the callgrind server's URL (never a shared one)")
     parser.add_argument("--pid", type=int, required=True, help="the callgrind server's process id")
     parser.add_argument("--n", type=int, default=2000)
     args = parser.parse_args()

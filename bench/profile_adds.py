@@ -101,6 +101,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     mode = ("started" if args.started else "never started") + f", {args.producers} producer(s)"
+    if args.batch and args.delayed:
+        parser.error("--delayed makes single schedule_delayed_task calls: not with --batch")
     mode += f", batches of {args.batch}" if args.batch else ""
     mode += ", schedule_delayed_task" if args.delayed else ""
     options = (args.producers, args.batch, args.delayed)
