@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from backbeat.model.history import HistoryOutcome, HistorySettings, to_us
+from backbeat.model.history import EPOCH, HistoryOutcome, HistorySettings, to_us
 from backbeat.model.records import RunOutcome, RunResult
 
 log = logging.getLogger("backbeat.history")
@@ -125,6 +125,29 @@ NAMES = _NAMES
 """Task names already encoded as JSON (a name missing: take :func:`completed_entry`'s way)."""
 
 
+def plain_success(result: RunResult, token: int, settings: HistorySettings) -> tuple[bytes, int, int] | None:
+    """What :data:`SUCCESS_DOC` takes of a *plain success* completed under ``token``: the task
+    name's JSON, the fire time and the start (epoch microseconds); ``None`` for any other run, or
+    for a name not yet in :data:`NAMES` (:func:`completed_entry` then writes the entry). The
+    stores' one test of what a plain success is: they write its entry with the template inline."""
+    run, started = result.run, result.started_at
+    if (
+        settings.record_args
+        or result.outcome is not _SUCCESS
+        or not token
+        or started is None
+        or run.attempt != 1
+        or result.error is not None
+        or result.error_type is not None
+    ):
+        return None
+    task_id, task = run.task_id, run.task
+    name = NAMES.get(task_id if task is None else task.name)
+    if name is None or run.id.rpartition("@")[0] != task_id:
+        return None
+    return name, (run.fire_time - EPOCH) // US, (started - EPOCH) // US
+
+
 def completed_entry(
     result: RunResult, settings: HistorySettings, token: int, owner: bytes, ended: int
 ) -> tuple[str, str, bytes] | None:
@@ -194,4 +217,5 @@ __all__ = [
     "history_row",
     "outcome_of",
     "owner_member",
+    "plain_success",
 ]

@@ -13,9 +13,9 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from backbeat.model.completed_history import NAMES, SUCCESS_DOC, US, completed_entry, owner_member
-from backbeat.model.history import EPOCH, HistoryEntry, HistoryQuery, HistorySettings, to_us
-from backbeat.model.records import RunOutcome, RunResult
+from backbeat.model.completed_history import SUCCESS_DOC, completed_entry, owner_member, plain_success
+from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings, to_us
+from backbeat.model.records import RunResult
 from backbeat.stores._history import PRUNE_BATCH, decode, page
 from backbeat.stores.redis.codec import Arg, text
 from backbeat.stores.redis.connection import Connection
@@ -53,7 +53,6 @@ def _entry_of(task_id: str, member: bytes) -> tuple[int, str] | None:
     return int(end), rest[_END_DIGITS + 1 :].decode()
 
 
-_SUCCESS = RunOutcome.SUCCESS
 _PLAIN_SUCCESS = SUCCESS_DOC + b"\0%b\0%018d\0%b#1.%d#success\0"
 """A plain success's entry (:data:`.SUCCESS_DOC`, then its per-task member) in one formatting."""
 
@@ -86,40 +85,28 @@ def completion_args(
     (:func:`.completed_entry`). A plain success (:data:`.SUCCESS_DOC`) is written in one
     formatting, without :func:`.completed_entry`'s call."""
     owner_json = owner_member(owner)
-    plain = not settings.record_args
     entries: list[bytes] = []
     present: list[str] = []
     for result, token, ended in zip(results, tokens, ends, strict=True):
         run = result.run
-        started = result.started_at
-        if (
-            plain
-            and result.outcome is _SUCCESS
-            and token
-            and started is not None
-            and run.attempt == 1
-            and result.error is None
-            and result.error_type is None
-        ):
-            task_id, run_id, task = run.task_id, run.id, run.task
-            name = NAMES.get(task_id if task is None else task.name)
-            if name is not None and run_id.rpartition("@")[0] == task_id:
-                present.append("1")
-                entries.append(
-                    _PLAIN_SUCCESS
-                    % (
-                        name,
-                        (run.fire_time - EPOCH) // US,
-                        ended,
-                        owner_json,
-                        (started - EPOCH) // US,
-                        task_id.encode(),
-                        ended,
-                        run_id.encode(),
-                        token,
-                    )
+        if (plain := plain_success(result, token, settings)) is not None:
+            name, fire_us, start_us = plain
+            present.append("1")
+            entries.append(
+                _PLAIN_SUCCESS
+                % (
+                    name,
+                    fire_us,
+                    ended,
+                    owner_json,
+                    start_us,
+                    run.task_id.encode(),
+                    ended,
+                    run.id.encode(),
+                    token,
                 )
-                continue
+            )
+            continue
         found = completed_entry(result, settings, token, owner_json, ended)
         if found is None:
             present.append("0")

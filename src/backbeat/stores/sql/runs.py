@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from backbeat.errors import TaskNotFoundError
-from backbeat.model.completed_history import NAMES, SUCCESS_DOC, US, HistoryRow, history_row, owner_member
-from backbeat.model.history import EPOCH, HistorySettings
+from backbeat.model.completed_history import SUCCESS_DOC, HistoryRow, history_row, owner_member, plain_success
+from backbeat.model.history import HistorySettings
 from backbeat.model.overlap import BUFFERED_UNTIL, Admission, admit
 from backbeat.model.records import Claim, FireDecision, FireResult, Run, RunOutcome, RunResult, run_id_for
 from backbeat.stores.sql import dead_letters, tasks
@@ -29,7 +29,6 @@ from backbeat.stores.sql.steps import (
 
 _US = timedelta(microseconds=1)
 _BUFFERED_US = to_us(BUFFERED_UNTIL)
-_SUCCESS = RunOutcome.SUCCESS
 
 
 def claim(
@@ -256,27 +255,15 @@ def _entries(owner: str, held: list[tuple[RunResult, int]], history: HistorySett
     """The history rows of the runs completed (none for a deferred run): a plain success's
     (:data:`.SUCCESS_DOC`) written here in one formatting, any other by :func:`.history_row`."""
     owner_json = owner_member(owner)
-    plain = not history.record_args
     rows: list[HistoryRow] = []
     for result, ended in held:
         run = result.run
-        started, token = result.started_at, run.fencing_token
-        if (
-            plain
-            and result.outcome is _SUCCESS
-            and token
-            and started is not None
-            and run.attempt == 1
-            and result.error is None
-            and result.error_type is None
-        ):
-            task_id, run_id, task = run.task_id, run.id, run.task
-            name = NAMES.get(task_id if task is None else task.name)
-            if name is not None and run_id.rpartition("@")[0] == task_id:
-                fire_us, start_us = (run.fire_time - EPOCH) // US, (started - EPOCH) // US
-                doc = SUCCESS_DOC % (name, fire_us, ended, owner_json, start_us)
-                rows.append((f"{run_id}#1.{token}#success", task_id, ended, "success", doc.decode()))
-                continue
+        token = run.fencing_token
+        if (plain := plain_success(result, token, history)) is not None:
+            name, fire_us, start_us = plain
+            doc = SUCCESS_DOC % (name, fire_us, ended, owner_json, start_us)
+            rows.append((f"{run.id}#1.{token}#success", run.task_id, ended, "success", doc.decode()))
+            continue
         if (row := history_row(result, owner, history, ended)) is not None:
             rows.append(row)
     return rows
