@@ -96,6 +96,17 @@ class RedisServerHandle:
                 raise RuntimeError(f"redis-server on port {self.port} did not start:\n{log}")
             time.sleep(0.05)
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The server stopped (SIGSTOP) inside the block: it accepts connections and reads,
+        never answers; continued (SIGCONT) on leaving, also on failure."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL the server (no shutdown, no final save)."""
         if self.process is not None and self.process.poll() is None:

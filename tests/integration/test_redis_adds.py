@@ -4,8 +4,6 @@ flushed script cache, a connection the server closed, and a server that went awa
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from datetime import timedelta
@@ -165,14 +163,10 @@ async def test_pipelined_adds_to_a_server_that_stopped_answering_each_time_out(
     try:
         await store.add([task("a")])
         await store.add([task("b")])  # on the store's own connection
-        assert server.process is not None
-        os.kill(server.process.pid, signal.SIGSTOP)
-        try:
+        with server.paused():
             outcomes = await asyncio.gather(
                 store.add([task("c")]), store.add([task("d")]), return_exceptions=True
             )
-        finally:
-            os.kill(server.process.pid, signal.SIGCONT)
         assert all(isinstance(outcome, StoreUnavailableError) for outcome in outcomes), outcomes
         await store.add([task("e")])
         assert {"a", "b", "e"} <= set(await store.existing(["a", "b", "c", "d", "e"]))
@@ -187,9 +181,7 @@ async def test_an_add_pipelined_behind_a_cancelled_one_is_sent_again_and_stored(
     try:
         await store.add([task("a")])
         await store.add([task("b")])  # on the store's own connection
-        assert server.process is not None
-        os.kill(server.process.pid, signal.SIGSTOP)
-        try:
+        with server.paused():
             cancelled = asyncio.ensure_future(store.add([task("c")]))
             pipelined = asyncio.ensure_future(store.add([task("d")]))
             for _ in range(3):  # both sent at their first steps, then waiting for their replies
@@ -197,8 +189,6 @@ async def test_an_add_pipelined_behind_a_cancelled_one_is_sent_again_and_stored(
             cancelled.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await cancelled
-        finally:
-            os.kill(server.process.pid, signal.SIGCONT)
         await pipelined  # its connection dropped with the cancelled call's: sent again
         assert "d" in await store.existing(["c", "d"])
     finally:
@@ -212,14 +202,10 @@ def test_an_add_on_a_new_event_loop_is_not_pipelined_behind_a_call_left_on_an_en
     ended = asyncio.new_event_loop()
     ended.run_until_complete(store.add([task("a")]))
     ended.run_until_complete(store.add([task("b")]))  # on the store's own connection
-    assert server.process is not None
-    os.kill(server.process.pid, signal.SIGSTOP)
-    try:
+    with server.paused():
         left = ended.create_task(store.add([task("c")]))
         ended.run_until_complete(asyncio.sleep(0.05))  # sent, waiting for its reply
         assert not left.done()
-    finally:
-        os.kill(server.process.pid, signal.SIGCONT)
     ended.close()  # with that call in flight: its waiter can no longer be answered
 
     async def add_after() -> list[str]:
@@ -306,13 +292,9 @@ async def test_an_add_the_server_never_answers_fails_as_unavailable_and_the_next
     try:
         await store.add([task("a")])
         await store.add([task("b")])  # on the store's own connection
-        assert server.process is not None
-        os.kill(server.process.pid, signal.SIGSTOP)  # it accepts and reads, never answers
-        try:
-            with pytest.raises(StoreUnavailableError, match=r"did not answer within 0\.3 s"):
-                await store.add([task("c")])
-        finally:
-            os.kill(server.process.pid, signal.SIGCONT)
+        # it accepts and reads, never answers
+        with server.paused(), pytest.raises(StoreUnavailableError, match=r"did not answer within 0\.3 s"):
+            await store.add([task("c")])
         await store.add([task("d")])
         assert sorted(await store.existing(["a", "b", "c", "d"])) in (["a", "b", "c", "d"], ["a", "b", "d"])
     finally:
@@ -337,12 +319,8 @@ async def test_concurrent_adds_to_a_server_that_stopped_answering_each_raise_and
 
     try:
         assert len(set(await asyncio.gather(*adds("before")))) == 20
-        assert server.process is not None
-        os.kill(server.process.pid, signal.SIGSTOP)
-        try:
+        with server.paused():
             failed = await asyncio.gather(*adds("during"), return_exceptions=True)
-        finally:
-            os.kill(server.process.pid, signal.SIGCONT)
         assert all(isinstance(outcome, StoreUnavailableError) for outcome in failed), failed
         assert len(set(await asyncio.gather(*adds("after")))) == 20
         names = {info.name for info in await producer.list_tasks()}
@@ -356,17 +334,13 @@ async def test_a_cancelled_add_leaves_the_store_adding(server: RedisServerHandle
     try:
         await store.add([task("a")])
         await store.add([task("b")])  # on the store's own connection
-        assert server.process is not None
-        os.kill(server.process.pid, signal.SIGSTOP)
-        try:
+        with server.paused():
             pending = asyncio.ensure_future(store.add([task("c")]))
             for _ in range(3):  # it sends at its first step, then waits for the reply
                 await asyncio.sleep(0)
             pending.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await pending
-        finally:
-            os.kill(server.process.pid, signal.SIGCONT)
         await store.add([task("d")])
         assert {"a", "b", "d"} <= set(await store.existing(["a", "b", "c", "d"]))
     finally:
