@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import logging
 import os
-import statistics
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +35,7 @@ class Bench:
         baselines = [s for s in aps.STORES if any(t.baseline == s for t in stores)]
         self.aps_rows = {store: Row(aps.SYSTEM, store) for store in baselines}
         self.rows = {t.name: Row("backbeat", t.name, t.baseline) for t in stores}
-        self.peer_figures: dict[str, dict[str, float]] = {}
+        self.peer_rounds: list[dict[str, dict[str, float]]] = []
 
     async def throughput(self) -> None:
         for store, row in self.aps_rows.items():
@@ -125,22 +124,23 @@ class Bench:
         """Each system on one private Redis, ``--rounds`` times in turn; the median of each figure."""
         args = self.args
         counts = peers.Counts(args.tasks, args.pending, min(args.pending, args.aps_pending))
-        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in peers.SYSTEMS}
+        systems = list(peers.SYSTEMS)
+        rounds: list[dict[str, dict[str, float]]] = []
         with private_redis() as url:
             server = peers.Server(url)
             try:
-                for _ in range(self.args.rounds):
-                    for name, measure in peers.SYSTEMS.items():
-                        rounds[name].append(await measure(server, counts))
+                for number in range(self.args.rounds):
+                    # each round starts with the next system: a machine that speeds up or slows
+                    # down through the run favours no system's place in the order
+                    order = systems[number % len(systems) :] + systems[: number % len(systems)]
+                    rounds.append({name: await peers.SYSTEMS[name](server, counts) for name in order})
             finally:
                 await server.close()
-        for name, results in rounds.items():
-            self.peer_figures[name] = {
-                figure: statistics.median(r[figure] for r in results) for figure in results[0]
-            }
+        self.peer_rounds = [{name: measured[name] for name in systems} for measured in rounds]
         self.notes.append(
             f"peers: {counts.jobs:,} jobs per rate, {counts.pending:,} pending for memory "
-            f"(APScheduler {counts.aps_pending:,}), median of {self.args.rounds} rounds, one private "
+            f"(APScheduler {counts.aps_pending:,}), median of {self.args.rounds} rounds (each starting with "
+            f"the next system; ratios taken within a round, their median and range), one private "
             f"redis-server; redis-py parses replies with {'hiredis' if _hiredis() else 'Python'}"
         )
 
@@ -226,9 +226,9 @@ def main() -> None:
         rows = asyncio.run(bench.run())
     if any(row.figures for row in rows):
         print(report.table(rows))
-    if bench.peer_figures:
+    if bench.peer_rounds:
         print("\nbackbeat and its peers on one Redis (vs best peer: above 1x backbeat is better):\n")
-        print(report.peers_table(bench.peer_figures, peers.FIGURES, peers.LOWER_IS_BETTER))
+        print(report.peers_table(bench.peer_rounds, peers.FIGURES, peers.LOWER_IS_BETTER))
     print(
         "\n(x): backbeat ÷ APScheduler on the compared job store (memory for backbeat's memory and "
         "SQLite stores, RedisJobStore for Redis); higher is better for rates, lower for lateness p99 "

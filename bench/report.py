@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 COLUMNS = [
@@ -101,25 +101,44 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def peers_table(figures: dict[str, dict[str, float]], names: Sequence[str], lower: Collection[str]) -> str:
-    """A row per figure, a column per system, then backbeat against the best peer (above 1x:
-    backbeat is better, whether the figure is a rate or a cost)."""
-    systems = list(figures)
+def peers_table(
+    rounds: Sequence[dict[str, dict[str, float]]], names: Sequence[str], lower: Collection[str]
+) -> str:
+    """A row per figure, a column per system (the median over the rounds), then backbeat against
+    the best peer (above 1x: backbeat is better, whether the figure is a rate or a cost): the
+    median of each round's ratio, taken within the round, with their range when there are several.
+    The machine's speed drifts between rounds, so a ratio of two medians taken minutes apart says
+    less than the ratios measured side by side."""
+    systems = list(rounds[0])
     lines = [
         "| | " + " | ".join(systems) + " | backbeat vs best peer |",
         "|---|" + "---:|" * (len(systems) + 1),
     ]
     for name in names:
-        cells = [_number(figures[system].get(name)) for system in systems]
-        peers = [figures[s][name] for s in systems[1:] if figures[s].get(name) is not None]
-        ours = figures[systems[0]].get(name)
+        cells = [_number(_median(r[system].get(name) for r in rounds)) for system in systems]
+        ratios = [r for r in (_versus_best(measured, name, name in lower) for measured in rounds) if r]
         versus = "-"
-        if ours and peers:
-            best = min(peers) if name in lower else max(peers)
-            factor = best / ours if name in lower else ours / best
+        if ratios:
+            factor = statistics.median(ratios)
             versus = f"{factor:.2g}x" + (" (worse)" if factor < 1 else "")
+            if len(ratios) > 1:
+                versus += f" ({min(ratios):.2g}-{max(ratios):.2g}x)"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {versus} |")
     return "\n".join(lines)
+
+
+def _versus_best(measured: dict[str, dict[str, float]], name: str, lower: bool) -> float | None:
+    """The first system's figure against the best of the others in one round (above 1: better)."""
+    ours, *others = (figures.get(name) for figures in measured.values())
+    peers = [value for value in others if value is not None]
+    if not ours or not peers:
+        return None
+    return min(peers) / ours if lower else ours / max(peers)
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
 
 
 def _number(value: float | None) -> str:
