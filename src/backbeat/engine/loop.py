@@ -280,9 +280,8 @@ class Engine:
                         self._capacity.clear()
                         await self._capacity.wait()
                         continue
-                    claimed = await self._claim(min(self.config.batch_size, capacity))
-                else:
-                    claimed = await self._early_claim()
+                    self._send_claim(min(self.config.batch_size, capacity))
+                claimed = await self._sent_claim()
                 try:
                     if claimed.full and not self._stopping:
                         await self._send_next_claim(claimed)
@@ -305,9 +304,16 @@ class Engine:
             if not claimed.full:
                 await self._sleep_until_due()
 
-    async def _early_claim(self) -> _Claimed:
-        """What the claim sent early took. Shielded: the claim loop stopped while it is in
-        flight leaves it in ``_claiming``, for ``stop`` to give back what it takes."""
+    def _send_claim(self, limit: int) -> None:
+        """Send a claim of up to ``limit`` items as a task of its own, kept in ``_claiming``
+        until :meth:`_sent_claim` reads it."""
+        spawn = asyncio.get_running_loop().create_task
+        self._claiming = spawn(self._claim(limit), name="backbeat-claim-sent")
+
+    async def _sent_claim(self) -> _Claimed:
+        """What the claim sent took. Shielded: the claim loop stopped while a claim is in flight
+        leaves it in ``_claiming``, for ``stop`` to give back what the store took for it (a claim
+        cancelled mid-way would leave it claimed until its lease)."""
         assert self._claiming is not None
         try:
             claimed = await asyncio.shield(self._claiming)
@@ -328,15 +334,13 @@ class Engine:
             capacity = self.config.max_concurrency - len(self._active) - claimed.taken
             if capacity <= 0 or self._stopping:
                 return
-        limit = min(self.config.batch_size, capacity)
-        spawn = asyncio.get_running_loop().create_task
-        self._claiming = spawn(self._claim(limit), name="backbeat-claim-next")
+        self._send_claim(min(self.config.batch_size, capacity))
         await asyncio.sleep(0)  # it sends the claim before this batch is decided and fired
 
     async def _give_back_claims(self) -> None:
         """At shutdown, once the claim loop has ended: give back what it claimed and did not
-        start (the batch it was stopped in, what the next claim sent early takes: waited for up
-        to a lease), so that another process can run it at once instead of after its lease."""
+        start (the batch it was stopped in, what the claim in flight takes: waited for up to a
+        lease), so that another process can run it at once instead of after its lease."""
         given: list[_Claimed] = []
         unstarted, self._unstarted = self._unstarted, None
         if unstarted is not None:
