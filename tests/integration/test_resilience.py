@@ -407,6 +407,20 @@ async def test_a_completion_redis_refuses_holds_back_no_other_and_its_task_is_qu
     [run] = [run for run in await scheduler.store.list_runs() if run.task_id == poison]
     assert run.owner is not None  # still leased here: taken over as a lost run once its lease runs out
 
+    async def recorded() -> bool:
+        entries, _ = await scheduler.store.run_history(HistoryQuery(task_id=poison))
+        return bool(entries)
+
+    await eventually(recorded)  # the run that ran leaves an entry: no completion will record it
+    [entry], _ = await scheduler.store.run_history(HistoryQuery(task_id=poison))
+    assert (entry.outcome, entry.run_id, entry.error_type) == (
+        HistoryOutcome.FAILURE,
+        run.id,
+        "backbeat.errors.StoreError",
+    )
+    assert entry.error is not None and entry.error.startswith(f"the store refused to complete run {run.id}")
+    assert entry.started_at is not None
+
 
 @pytest.mark.parametrize("store_url", [SERVER_STORES[0]], indirect=True)
 async def test_a_run_redis_cannot_complete_on_a_quiet_worker_is_given_up_once_not_for_ever(

@@ -290,6 +290,7 @@ class Completions:
         self._stripped.discard(run.id)
         self.pending.pop(run.id, None)
         self.deadlines.forget([run.id])
+        self.history.set_aside(result, why)
         log.error(
             "the store refused to complete run %s %d times more, stripped of its result: %s, "
             "set aside (its lease runs out and the run is taken over): %r",

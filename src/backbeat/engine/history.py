@@ -1,6 +1,6 @@
 """Recording run history. A run's completion records its entry in the same store call
 (``Store.complete(..., history=...)``); everything else (missed, skipped and coalesced fire
-times, lost leases, runs the completion found no longer theirs) goes to a
+times, lost leases, runs the completion found no longer theirs, runs set aside) goes to a
 :class:`HistoryRecorder`, which writes them to the store in batches after each completion batch
 (at most half a second later). The recorder also prunes a task's history every
 ``per_task // 10`` of its entries, of either kind."""
@@ -117,6 +117,25 @@ class HistoryRecorder:
             self._add(
                 run.task_id, run.task, run, outcome, result.finished_at, result.started_at, error_type, error
             )
+
+    def set_aside(self, result: RunResult, why: str) -> None:
+        """``result``'s run ran, but the store refused its completion with any result and it was
+        set aside: recorded as a failure whose error is ``why``, by the history's own write
+        (no completion will record it)."""
+        if not self.enabled:
+            return
+        run = result.run
+        error = why[: self.settings.message_limit]
+        self._add(
+            run.task_id,
+            run.task,
+            run,
+            HistoryOutcome.FAILURE,
+            result.finished_at,
+            result.started_at,
+            f"{StoreError.__module__}.{StoreError.__qualname__}",
+            error,
+        )
 
     def lost_lease(self, run: Run, task: Task | None, started: datetime | None) -> None:
         """``run`` (started at ``started``, if it did) ended without completing: its lease was lost."""
