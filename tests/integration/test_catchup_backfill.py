@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from backbeat import BackfillProgress, BackgroundTaskScheduler, TaskNotFoundError
+from backbeat import BackfillProgress, BackgroundTaskScheduler, SchedulerConfig, TaskNotFoundError
 from tests.integration import jobs
 from tests.integration.conftest import SERVER_STORES
 from tests.integration.test_cli import cli, cli_json
@@ -76,6 +76,31 @@ async def test_a_worker_after_downtime_runs_the_fire_times_inside_the_window_and
     assert await fire_times(worker, coalesced, "missed") == times[:4]
     ran = sorted(record["fire_time"] for record in jobs.read_records(record_file))
     assert ran == sorted(t.timestamp() for t in [*times[4:], times[6]])
+
+
+async def test_caught_up_fire_times_run_no_more_at_once_than_max_concurrency(
+    make_scheduler: SchedulerFactory, store_url: str, record_file: Path
+) -> None:
+    start = datetime.now(UTC) - timedelta(seconds=2405)  # five fire times, the last 5 s ago
+    producer = make_scheduler(store_url, role="producer", clock=lambda: start)
+    each = await producer.add_task(
+        jobs.slow,
+        "interval",
+        minutes=10,
+        start_date=start,
+        args=[str(record_file), 0.3],
+        options={"catchup_window": None, "coalesce": False, "max_instances": 10},
+    )
+    config = SchedulerConfig(lease_seconds=2.0, poll_interval=0.2, max_concurrency=2)
+    worker = make_scheduler(store_url, config=config)
+    await worker.start_async()
+
+    await eventually(lambda: _has(worker, each, "success", 5), timeout=20)
+    going, most = 0, 0
+    for record in jobs.read_records(record_file):  # in the order written
+        going += 1 if record["event"] == "start" else -1
+        most = max(most, going)
+    assert most == 2  # before, all five at once
 
 
 async def _has(scheduler: BackgroundTaskScheduler, task_id: str, outcome: str, count: int) -> bool:

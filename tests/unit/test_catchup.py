@@ -31,7 +31,7 @@ def at(seconds: float) -> datetime:
 
 
 class World:
-    def __init__(self) -> None:
+    def __init__(self, *, max_concurrency: int = 1000) -> None:
         self.clock = FakeClock(T0)
         self.store = MemoryStore(lease_clock=self.clock)
         self.registry = JobRegistry()
@@ -44,7 +44,7 @@ class World:
             self.registry,
             {"default": AsyncIOExecutor()},
             hub,
-            EngineConfig(owner="a", lease=timedelta(seconds=10)),
+            EngineConfig(owner="a", lease=timedelta(seconds=10), max_concurrency=max_concurrency),
             clock=self.clock,
             sleep=self.clock.sleep,
         )
@@ -190,3 +190,22 @@ async def test_a_window_every_fire_time_is_older_than_misses_them_all(world: Wor
     assert world.started == []
     assert await world.history(HistoryOutcome.MISSED) == [at(0), at(10), at(20), at(30)]
     assert await world.history(HistoryOutcome.COALESCED) == []
+
+
+async def test_caught_up_fire_times_start_no_more_runs_than_max_concurrency_the_rest_stay_due() -> None:
+    # before, one claimed task fired all five at once on a worker allowed two runs
+    world = World(max_concurrency=2)
+    task = await world.add(catchup_window=None, coalesce=False, max_instances=10)
+    world.clock.advance(45.5)
+
+    claims: list[tuple[int, datetime | None]] = []
+    for _ in range(3):
+        started = len(world.started)
+        await world.after_downtime(0)
+        stored = await world.store.get(task.id)
+        assert stored is not None
+        claims.append((len(world.started) - started, stored.next_run_time))
+
+    assert claims == [(2, at(20)), (2, at(40)), (1, at(50))]
+    assert await world.history(HistoryOutcome.SUCCESS) == [at(0), at(10), at(20), at(30), at(40)]
+    assert await world.history(HistoryOutcome.MISSED) == []

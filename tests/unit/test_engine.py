@@ -835,7 +835,7 @@ async def test_a_run_cancelled_before_its_first_step_is_completed_as_cancelled(w
     engine, job = world.engine(), world.job()
     task = await world.add(job, every=None)
     claim = await engine.store.claim_due(engine.owner, now=T0, lease=engine.config.lease, limit=10)
-    [run] = await engine._fire(claim.tasks, T0)
+    [run] = await engine._fire(claim.tasks, T0, room=0)
     engine._dispatch(run)
     assert engine.cancel(run.id)
     await settle()

@@ -135,7 +135,10 @@ class Engine:
         loop's clock); a run not renewed by then is stopped (see :mod:`backbeat.engine.fencing`)."""
         self._ahead = max(min(self.config.claim_ahead, self.config.lease / 4), timedelta(0))
         self._claiming: asyncio.Task[_Claimed] | None = None
-        """The next claim, sent while the claim loop fires and starts a full batch."""
+        """The claim sent and not yet read (the next one, while the claim loop fires and starts
+        a full batch)."""
+        self._reserved = 0
+        """The limit of the claim in ``_claiming``: room kept for what it takes."""
         self._unstarted: _Claimed | None = None
         """A batch the claim loop was stopped in before it started it: given back at ``stop``."""
         self._claimed_to = datetime.min.replace(tzinfo=UTC)
@@ -309,6 +312,7 @@ class Engine:
         until :meth:`_sent_claim` reads it."""
         spawn = asyncio.get_running_loop().create_task
         self._claiming = spawn(self._claim(limit), name="backbeat-claim-sent")
+        self._reserved = limit
 
     async def _sent_claim(self) -> _Claimed:
         """What the claim sent took. Shielded: the claim loop stopped while a claim is in flight
@@ -318,9 +322,9 @@ class Engine:
         try:
             claimed = await asyncio.shield(self._claiming)
         except Exception:
-            self._claiming = None
+            self._claiming, self._reserved = None, 0
             raise
-        self._claiming = None
+        self._claiming, self._reserved = None, 0
         return claimed
 
     async def _send_next_claim(self, claimed: _Claimed) -> None:
@@ -388,7 +392,9 @@ class Engine:
         """Fire the claimed tasks and start their runs and the claimed ones; how many were claimed."""
         claim, now = claimed.claim, claimed.now
         if claim.tasks:
-            claimed.fired = await self._fire(claim.tasks, now)
+            # what the claim counted is a run per claimed item; more (catch-up) only in what is left
+            room = self.config.max_concurrency - len(self._active) - claimed.taken - self._reserved
+            claimed.fired = await self._fire(claim.tasks, now, room=room)
         for run in await self._still_held(claimed.runs, since=now):
             self._dispatch(run)
         return claimed.taken
@@ -451,7 +457,11 @@ class Engine:
                 self._store_error(exc, "listening for wake-ups")
             await asyncio.sleep(self.config.poll_interval)
 
-    async def _fire(self, tasks: list[Task], now: datetime) -> list[Run]:
+    async def _fire(self, tasks: list[Task], now: datetime, *, room: int) -> list[Run]:
+        """Decide and fire ``tasks``; the runs created. A task may fire several times (catch-up
+        without ``coalesce``): beyond its first, as many as ``room`` holds, so the runs going here
+        stay within ``max_concurrency``. A task whose fire times do not all fit stays due at the
+        first left out, for a later claim."""
         decisions: list[FireDecision] = []
         reports: dict[str, Callable[[], None] | None] = {}
         by_id = {task.id: task for task in tasks}
@@ -461,6 +471,8 @@ class Engine:
                 await self._orphan(task, decided)
                 decided = _no_fire(task), None
             decision, reports[task.id] = decided
+            if len(decision.fire_times) > 1 and decision.overlap == Overlap.ALLOW_ALL:
+                room = _within(decision, room)
             decisions.append(decision)
         # the runs' leases count from now, not from the claim: a fire held up (by a lock, a
         # slow store) must not create runs whose lease already ended, for another owner to take
@@ -842,6 +854,18 @@ class _Claimed:
     def full(self) -> bool:
         """Whether it took all it asked for: more may be due."""
         return self.taken >= self.limit
+
+
+def _within(decision: FireDecision, room: int) -> int:
+    """Keep the fire times of ``decision`` beyond its first that ``room`` holds; the task's next
+    run time becomes the first left out (it stays due). The room left."""
+    more = len(decision.fire_times) - 1
+    if more <= room:
+        return room - more
+    kept = 1 + max(room, 0)
+    decision.next_run_time = decision.fire_times[kept]
+    decision.fire_times = decision.fire_times[:kept]
+    return 0
 
 
 def _no_fire(task: Task) -> FireDecision:
