@@ -1,10 +1,12 @@
-"""Server instructions of single Redis adds: ``python -m bench.add_counts --pid PID --n N``.
+"""Server instructions of Redis adds: ``python -m bench.add_counts --store URL --pid PID --n N
+[--producers P]``.
 
 Against a ``redis-server`` run under callgrind (``valgrind --tool=callgrind redis-server --port
 P``, process id ``PID``): makes 200 single awaited adds (the store opens, its scripts load), zeroes
 the server's counters (``callgrind_control -z``), makes ``N`` more, one after another as a web
-service does (a one-shot in 2100 with one argument, as ``bench.profile_adds``), and dumps the
-counters (``callgrind_control -d``). The dump's total at ``2N`` minus the one at ``N``, divided by
+service does (a one-shot in 2100 with one argument, as ``bench.profile_adds``), or by ``P``
+concurrent loops (coalesced adds: the server runs batches), and dumps the counters
+(``callgrind_control -d``). The dump's total at ``2N`` minus the one at ``N``, divided by
 ``N``, is the server's instructions per add (the dump's own cost cancels out).
 """
 
@@ -27,7 +29,7 @@ def _callgrind(action: str, pid: int) -> None:
     subprocess.run(["callgrind_control", action, str(pid)], check=True, capture_output=True)
 
 
-async def main(url: str, pid: int, n: int) -> None:
+async def main(url: str, pid: int, n: int, producers: int = 1) -> None:
     prefix = f"bench-add-counts-{uuid.uuid4().hex[:8]}"
     scheduler = BackgroundTaskScheduler(
         store=RedisJobStoreConfig(host=url, lock_prefix=prefix), config=SchedulerConfig(producer_only=True)
@@ -35,8 +37,12 @@ async def main(url: str, pid: int, n: int) -> None:
     for _ in range(200):
         await scheduler.add_task(backbeat_job, "date", run_date=FAR, args=[ARG])
     await asyncio.to_thread(_callgrind, "-z", pid)
-    for _ in range(n):
-        await scheduler.add_task(backbeat_job, "date", run_date=FAR, args=[ARG])
+
+    async def producer(count: int) -> None:
+        for _ in range(count):
+            await scheduler.add_task(backbeat_job, "date", run_date=FAR, args=[ARG])
+
+    await asyncio.gather(*(producer(n // producers) for _ in range(producers)))
     await asyncio.to_thread(_callgrind, "-d", pid)
     await scheduler.shutdown()
     await drop_redis_keys(url, prefix)
@@ -47,5 +53,6 @@ if __name__ == "__main__":
     parser.add_argument("--store", required=True, help="the callgrind server's URL (never a shared one)")
     parser.add_argument("--pid", type=int, required=True, help="the callgrind server's process id")
     parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--producers", type=int, default=1, help="concurrent adding loops (coalesced adds)")
     args = parser.parse_args()
-    asyncio.run(main(args.store, args.pid, args.n))
+    asyncio.run(main(args.store, args.pid, args.n, args.producers))
