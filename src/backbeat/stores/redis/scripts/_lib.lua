@@ -553,11 +553,29 @@ local function index_new(ids)
   merge_recent(ids)
 end
 
+-- A completion removes hundreds of finished one-shots at once: sorted, they are grouped against
+-- every boundary read at once (as index_add_sorted does), not by a ZREVRANGEBYLEX each.
 local function index_remove(ids)
-  local groups, order = by_bucket(ids)
-  for _, boundary in ipairs(order) do
+  local groups, order
+  local bounds = BYTE_ORDER and #ids > 1 and redis.call('ZCARD', K_IDX)
+  if bounds and ((bounds <= 128 and #ids >= 4) or #ids * 6 >= bounds) then
+    local sorted = {}
+    for i, id in ipairs(ids) do
+      sorted[i] = id
+    end
+    table.sort(sorted)
+    groups, order = group_by_bounds(sorted)
+  else
+    local by
+    by, order = by_bucket(ids)
+    groups = {}
+    for g, boundary in ipairs(order) do
+      groups[g] = by[boundary]
+    end
+  end
+  for g, boundary in ipairs(order) do
     local key = bucket_key(boundary)
-    call_many('ZREM', key, groups[boundary])
+    call_many('ZREM', key, groups[g])
     if boundary ~= '' and redis.call('EXISTS', key) == 0 then
       redis.call('ZREM', K_IDX, boundary) -- an empty bucket's key is gone: drop its boundary
     end
