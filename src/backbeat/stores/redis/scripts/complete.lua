@@ -94,12 +94,13 @@ for i, item in ipairs(finished) do
   -- a removed task's runs finish, but there is nothing left to count; a deferral counts nothing
   local live = not detached[rid] and lives[task_ids[i]]
   if live and not deferred then
-    if retry_at == '' and tonumber(live[RUNNING]) > 0 then
-      live[RUNNING] = tonumber(live[RUNNING]) - 1
+    local running = NUMBER[live[RUNNING]] or tonumber(live[RUNNING])
+    if retry_at == '' and running > 0 then
+      live[RUNNING] = running - 1
     end
-    live[RUNS] = tonumber(live[RUNS]) + 1
+    live[RUNS] = (NUMBER[live[RUNS]] or tonumber(live[RUNS])) + 1
     if failed == '1' then
-      live[FAILURES] = tonumber(live[FAILURES]) + 1
+      live[FAILURES] = (NUMBER[live[FAILURES]] or tonumber(live[FAILURES])) + 1
     end
     live[LAST], live[OUTCOME] = finished_at, outcome
   end
@@ -124,7 +125,8 @@ call_many('HSET', K_DEAD_TASKS, snapshot_writes)
 local writes, removed, finished_ids = {}, {}, {}
 for _, id in ipairs(order) do
   local live = lives[id]
-  if tonumber(live[RUNNING]) == 0 and live[NRT] == '' and not string.find(live[FLAGS], 'q', 1, true) then
+  local running = NUMBER[live[RUNNING]] or tonumber(live[RUNNING])
+  if running == 0 and live[NRT] == '' and not string.find(live[FLAGS], 'q', 1, true) then
     finished_ids[#finished_ids + 1] = id
   else
     writes[#writes + 1] = id
