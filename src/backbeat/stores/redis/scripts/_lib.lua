@@ -724,6 +724,18 @@ end
 local function snapshots(ids, records)
   local quarantined = get_many(K_QUARANTINE, ids)
   local sizes, parts = {}, {}
+  -- each length's text made once a call: table.concat formats every number it meets with sprintf
+  -- (most of what a claimed task cost the server); a batch's lengths repeat
+  local texts = {[-1] = '-1'}
+  local function size(text)
+    local n = #text
+    local spelled = texts[n]
+    if not spelled then
+      spelled = tostring(n)
+      texts[n] = spelled
+    end
+    return spelled
+  end
   for i, id in ipairs(ids) do
     local live, doc = '', false
     if records[i] then
@@ -734,13 +746,13 @@ local function snapshots(ids, records)
     end
     parts[#parts + 1] = id
     parts[#parts + 1] = live
-    sizes[#sizes + 1] = #id
-    sizes[#sizes + 1] = #live
+    sizes[#sizes + 1] = size(id)
+    sizes[#sizes + 1] = size(live)
     if doc then
       parts[#parts + 1] = doc
-      sizes[#sizes + 1] = #doc
+      sizes[#sizes + 1] = size(doc)
     else
-      sizes[#sizes + 1] = -1
+      sizes[#sizes + 1] = '-1'
     end
   end
   return {table.concat(sizes, ','), table.concat(parts)}
