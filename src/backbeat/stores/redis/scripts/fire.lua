@@ -13,10 +13,12 @@ local owner, lease_until, buffered_until = ARGV[2], us_text(server_now() + tonum
 local decisions, ids = {}, {}
 local packed_all, at = ARGV[5], 1
 while at <= #packed_all do
-  local stop = string.find(packed_all, '\255', at, true)
-  local packed = string.sub(packed_all, at, stop - 1)
-  at = stop + 1
-  local n, ver, nrt, buffers, rest = string.match(packed, '^(%d+)|([^|]*)|([^|]*)|(%-?%d+)|(.*)$')
+  -- matched where it starts in the argument, not cut out first (as complete.lua's results)
+  local n, ver, nrt, buffers, rest, after = string.match(packed_all, '^(%d+)|([^|]*)|([^|]*)|(%-?%d+)|([^\255]*)\255()', at)
+  if not after then
+    error('backbeat: a decision of a fire cannot be read')
+  end
+  at = after
   local fires = {}
   local start = 1
   for j = 1, NUMBER[n] or tonumber(n) do
