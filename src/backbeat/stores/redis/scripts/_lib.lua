@@ -718,24 +718,15 @@ local function index_orphaned(id, flags)
   end
 end
 
--- Tasks as two reply elements (the client pays per element, not per byte): the sizes of
--- their parts, "id,live,doc,id,live,doc,...", and the parts concatenated, from their records
--- (false for a task that is gone). doc is -1 for a task that is gone or quarantined.
+-- Tasks as one flat reply array, "id, live, doc, id, live, doc, ...", from their records (false
+-- for a task that is gone); doc false (nil to the client) for a task that is gone or quarantined.
+-- Not concatenated into one string: a string made in Lua is hashed whole (about 11 instructions a
+-- byte), and table.concat makes and merges strings of 8 KB as it goes, about 8k instructions of
+-- a claimed task's 48k; an element of the reply costs the server a few hundred, and the client
+-- (hiredis) a bytes object, as slicing one string did.
 local function snapshots(ids, records)
   local quarantined = get_many(K_QUARANTINE, ids)
-  local sizes, parts = {}, {}
-  -- each length's text made once a call: table.concat formats every number it meets with sprintf
-  -- (most of what a claimed task cost the server); a batch's lengths repeat
-  local texts = {[-1] = '-1'}
-  local function size(text)
-    local n = #text
-    local spelled = texts[n]
-    if not spelled then
-      spelled = tostring(n)
-      texts[n] = spelled
-    end
-    return spelled
-  end
+  local flat = {}
   for i, id in ipairs(ids) do
     local live, doc = '', false
     if records[i] then
@@ -744,18 +735,9 @@ local function snapshots(ids, records)
         doc = false
       end
     end
-    parts[#parts + 1] = id
-    parts[#parts + 1] = live
-    sizes[#sizes + 1] = size(id)
-    sizes[#sizes + 1] = size(live)
-    if doc then
-      parts[#parts + 1] = doc
-      sizes[#sizes + 1] = size(doc)
-    else
-      sizes[#sizes + 1] = '-1'
-    end
+    flat[3 * i - 2], flat[3 * i - 1], flat[3 * i] = id, live, doc
   end
-  return {table.concat(sizes, ','), table.concat(parts)}
+  return flat
 end
 
 local function wake()
