@@ -38,6 +38,24 @@ async def test_fire_creates_leased_runs_and_moves_the_schedule(backend: Backend,
     assert [r.id for r in await store.list_runs("a")] == [run.id]
 
 
+async def test_counts_past_single_digits_are_kept_exactly(store: Store) -> None:
+    """Running runs, runs, failures and max_instances of two digits read and write back exactly
+    (Redis's scripts look the small ones up instead of converting them)."""
+    await store.add([task("a", max_instances=12)])
+    [claimed] = (await store.claim_due("w1", now=T0 + 11 * MINUTE, lease=LEASE, limit=10)).tasks
+    times = [T0 + i * MINUTE for i in range(13)]
+    [result] = await store.fire("w1", [decide(claimed, times, then=T0 + 20 * MINUTE)], now=T0, lease=LEASE)
+    assert len(result.runs) == 12 and result.skipped == times[12:]
+    stored = await store.get("a")
+    assert stored is not None and (stored.running, stored.options.max_instances) == (12, 12)
+    await store.complete("w1", [finished(run, RunOutcome.FAILURE) for run in result.runs[:11]])
+    stored = await store.get("a")
+    assert stored is not None and (stored.running, stored.runs, stored.failures) == (1, 11, 11)
+    await store.complete("w1", [finished(result.runs[11])])
+    stored = await store.get("a")
+    assert stored is not None and (stored.running, stored.runs, stored.failures) == (0, 12, 11)
+
+
 async def test_fire_respects_max_instances_across_owners(store: Store, peer: Store) -> None:
     await store.add([task("a", max_instances=1)])
     [first] = await start_run(store, "w1", then=T0 + MINUTE)

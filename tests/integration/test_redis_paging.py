@@ -138,6 +138,10 @@ async def test_the_index_keeps_id_order_on_a_server_whose_lua_orders_strings_oth
 
         listed, _ = await store.list(limit=len(ids) + 1)
         assert [t.id for t in listed] == sorted(ids)  # Python's str order is the bytes' here
+        gone = set(ids[::7])  # a batch removed without byte order: a look-up per id
+        assert sorted(await store.remove(list(gone))) == sorted(gone)
+        listed, _ = await store.list(limit=len(ids) + 1)
+        assert [t.id for t in listed] == sorted(set(ids) - gone)
         boundaries: list[Any] = await client.zrange(store.keys.id_index, 0, -1)
         for boundary in boundaries:
             assert await client.object("encoding", store.keys.id_bucket(boundary.decode())) == b"listpack"
@@ -198,6 +202,35 @@ async def test_a_batch_finds_its_buckets_in_one_read_of_the_boundaries(
             assert stats["cmdstat_zrange"]["calls"] <= 1 + splits
             listed, _ = await store.list(limit=stored + batch + 1)
             assert [t.id for t in listed] == sorted(ids + fresh)
+        finally:
+            await store.close()
+            await admin.aclose()
+
+
+async def test_a_batch_of_removals_finds_its_buckets_in_one_read_of_the_boundaries(tmp_path: Path) -> None:
+    """A completion removes hundreds of finished one-shots at once: their buckets are found
+    against every boundary read at once, not by a look-up per id; a bucket emptied loses its
+    boundary."""
+    with private_redis_server(tmp_path / "redis", appendonly=False) as server:
+        admin = redis.asyncio.Redis.from_url(server.url, decode_responses=True)
+        store = RedisStore(server.url, prefix="removals")
+        try:
+            await store.open()
+            rng = random.Random(7)
+            ids = new_ids(rng, 6000)
+            for start in range(0, len(ids), 1000):
+                await store.add([task(task_id) for task_id in ids[start : start + 1000]])
+            boundaries: list[Any] = await admin.zrange(store.keys.id_index, 0, -1)
+            emptied = boundaries[1]
+            members: list[Any] = await admin.zrange(store.keys.id_bucket(emptied), 0, -1)
+            gone = set(members)
+            gone |= set(rng.sample(sorted(set(ids) - gone), 150))
+            await admin.config_resetstat()
+            assert sorted(await store.remove(list(gone))) == sorted(gone)
+            stats = await admin.info("commandstats")
+            assert "cmdstat_zrevrangebylex" not in stats
+            assert await admin.zrange(store.keys.id_index, 0, -1) == [b for b in boundaries if b != emptied]
+            assert await paged(store, 1000) == sorted(set(ids) - gone)
         finally:
             await store.close()
             await admin.aclose()

@@ -13,7 +13,7 @@ per byte.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -198,19 +198,11 @@ def _max_text(max_instances: int) -> str:
     return "" if max_instances == 1 else str(max_instances)
 
 
-def snapshots(sizes: bytes, parts: bytes) -> Iterator[tuple[bytes, bytes, bytes | None]]:
-    """The (id, live fields, document or ``None``) of tasks as ``snapshots`` in ``_lib.lua`` packs them."""
-    if not sizes:
-        return
-    lengths = [int(size) for size in sizes.split(b",")]
-    at = 0
-    for i in range(0, len(lengths), 3):
-        id_end = at + lengths[i]
-        live_end = id_end + lengths[i + 1]
-        doc_size = lengths[i + 2]
-        doc_end = live_end + max(doc_size, 0)
-        yield parts[at:id_end], parts[id_end:live_end], parts[live_end:doc_end] if doc_size >= 0 else None
-        at = doc_end
+def snapshots(flat: Sequence[Any]) -> Iterator[tuple[bytes, bytes, bytes | None]]:
+    """The (id, live fields, document or ``None``) of tasks as ``snapshots`` in ``_lib.lua`` lists
+    them: bytes, bytes, bytes or ``None`` for each."""
+    for i in range(0, len(flat), 3):
+        yield flat[i], flat[i + 1], flat[i + 2]
 
 
 def task_from(task_id: bytes, live: bytes, doc: bytes | None) -> Task | None:

@@ -185,8 +185,8 @@ class RedisStore:
         return self._conn.errors()
 
     async def get(self, task_id: str) -> Task | None:
-        sizes, parts, _ = await self._conn.run("read", "ids", task_id)
-        tasks = await self._decode(sizes, parts)
+        snapshots, _ = await self._conn.run("read", "ids", task_id)
+        tasks = await self._decode(snapshots)
         return tasks[0][1] if tasks else None
 
     async def list(
@@ -205,8 +205,8 @@ class RedisStore:
         indexed = filter is None or filter in (TaskFilter(tag=filter.tag), TaskFilter(orphaned=True))
         batch = min(READ_BATCH, limit + 1) if limit is not None and indexed else READ_BATCH
         while True:
-            sizes, parts, more = await self._conn.run("read", "scan", index, after, batch)
-            for task_id, task in await self._decode(sizes, parts):
+            snapshots, more = await self._conn.run("read", "scan", index, after, batch)
+            for task_id, task in await self._decode(snapshots):
                 after = task_id
                 if task is None or (filter is not None and not filter.matches(task)):
                     continue
@@ -239,7 +239,7 @@ class RedisStore:
             if status == "missing":
                 raise TaskNotFoundError(task_id)
             if status == "ok":
-                updated = (await self._decode(reply[1], reply[2]))[0][1]
+                updated = (await self._decode(reply[1]))[0][1]
                 assert updated is not None
                 return updated
         raise StoreError(f"task {task_id!r} kept changing while it was updated")
@@ -264,13 +264,13 @@ class RedisStore:
     ) -> Claim:
         if limit <= 0:
             return Claim()
-        flat_runs, run_sizes, run_parts, sizes, parts, until = await self._conn.run(
+        flat_runs, run_snapshots, snapshots, until = await self._conn.run(
             "claim", owner, to_us(now), lease // _US, limit, to_us(horizon or now)
         )
         runs = codec.claimed_runs(flat_runs, owner, from_us(until))
-        for run, (_, task) in zip(runs, await self._decode(run_sizes, run_parts), strict=True):
+        for run, (_, task) in zip(runs, await self._decode(run_snapshots), strict=True):
             run.task = task
-        tasks = [task for _, task in await self._decode(sizes, parts) if task is not None]
+        tasks = [task for _, task in await self._decode(snapshots) if task is not None]
         return Claim(tasks=tasks, runs=runs)
 
     async def fire(
@@ -461,11 +461,11 @@ class RedisStore:
     async def put_state(self, key: str, value: dict[str, Any], *, version: int, wake: bool = False) -> bool:
         return await self._dead.put_state(key, value, version, wake=wake)
 
-    async def _decode(self, sizes: bytes, parts: bytes) -> builtins.list[tuple[str, Task | None]]:
+    async def _decode(self, snapshots: Sequence[Any]) -> builtins.list[tuple[str, Task | None]]:
         """(id, task) of packed snapshots; a record that cannot be decoded is quarantined (kept)."""
         tasks: list[tuple[str, Task | None]] = []
         corrupt: list[Arg] = []
-        for raw_id, live, doc in codec.snapshots(sizes, parts):
+        for raw_id, live, doc in codec.snapshots(snapshots):
             task_id = raw_id.decode()
             try:
                 tasks.append((task_id, codec.task_from(raw_id, live, doc)))

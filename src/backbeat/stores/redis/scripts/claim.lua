@@ -1,7 +1,7 @@
 -- ARGV: prefix, owner, now, lease (microseconds), limit, horizon. Waiting runs are claimable
 -- at now and tasks due by horizon (the caller's clock); leases and claims end by the
 -- server's clock, and are taken until its now + lease.
--- Returns {runs, run_task_sizes, run_task_parts, task_sizes, task_parts, lease_until}: runs
+-- Returns {runs, run_tasks, tasks, lease_until}: runs
 -- flat as run_id, fire_time, attempt (negative when recovered from an expired lease),
 -- fencing token (a new one each), then
 -- the runs' tasks and the claimed tasks (see snapshots in _lib.lua). Runs go first: they
@@ -115,4 +115,4 @@ end
 call_keys('MSET', by)
 call_many('ZADD', K_CLAIMS, scores)
 local snaps = snapshots(claimed, records)
-return {runs, run_snaps[1], run_snaps[2], snaps[1], snaps[2], lease_until}
+return {runs, run_snaps, snaps, lease_until}

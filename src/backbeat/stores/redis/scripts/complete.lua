@@ -11,12 +11,15 @@
 -- sent again finds them).
 local owner, buffered_from, n, history_on = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local run_ids, results, letters = {}, {}, {}
+-- each result matched where it starts in the argument (and the position after it captured), not
+-- cut out first: a string made in Lua is hashed whole, about 11 instructions a byte
 local packed_all, at = ARGV[6], 1
-for _ = 1, n do
-  local stop = string.find(packed_all, '\255', at, true)
-  local packed = string.sub(packed_all, at, stop - 1)
-  at = stop + 1
-  local result = {string.match(packed, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')}
+for i = 1, n do
+  local result = {string.match(packed_all, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^\255]*)\255()', at)}
+  at = result[8]
+  if not at then
+    error('backbeat: result ' .. i .. ' of a completion cannot be read')
+  end
   results[#results + 1] = result
   run_ids[#run_ids + 1] = result[7]
 end
@@ -94,12 +97,13 @@ for i, item in ipairs(finished) do
   -- a removed task's runs finish, but there is nothing left to count; a deferral counts nothing
   local live = not detached[rid] and lives[task_ids[i]]
   if live and not deferred then
-    if retry_at == '' and tonumber(live[RUNNING]) > 0 then
-      live[RUNNING] = tonumber(live[RUNNING]) - 1
+    local running = NUMBER[live[RUNNING]] or tonumber(live[RUNNING])
+    if retry_at == '' and running > 0 then
+      live[RUNNING] = running - 1
     end
-    live[RUNS] = tonumber(live[RUNS]) + 1
+    live[RUNS] = (NUMBER[live[RUNS]] or tonumber(live[RUNS])) + 1
     if failed == '1' then
-      live[FAILURES] = tonumber(live[FAILURES]) + 1
+      live[FAILURES] = (NUMBER[live[FAILURES]] or tonumber(live[FAILURES])) + 1
     end
     live[LAST], live[OUTCOME] = finished_at, outcome
   end
@@ -124,7 +128,8 @@ call_many('HSET', K_DEAD_TASKS, snapshot_writes)
 local writes, removed, finished_ids = {}, {}, {}
 for _, id in ipairs(order) do
   local live = lives[id]
-  if tonumber(live[RUNNING]) == 0 and live[NRT] == '' and not string.find(live[FLAGS], 'q', 1, true) then
+  local running = NUMBER[live[RUNNING]] or tonumber(live[RUNNING])
+  if running == 0 and live[NRT] == '' and not string.find(live[FLAGS], 'q', 1, true) then
     finished_ids[#finished_ids + 1] = id
   else
     writes[#writes + 1] = id

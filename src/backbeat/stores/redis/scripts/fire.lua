@@ -13,25 +13,28 @@ local owner, lease_until, buffered_until = ARGV[2], us_text(server_now() + tonum
 local decisions, ids = {}, {}
 local packed_all, at = ARGV[5], 1
 while at <= #packed_all do
-  local stop = string.find(packed_all, '\255', at, true)
-  local packed = string.sub(packed_all, at, stop - 1)
-  at = stop + 1
-  local n, ver, nrt, buffers, rest = string.match(packed, '^(%d+)|([^|]*)|([^|]*)|(%-?%d+)|(.*)$')
+  -- matched where it starts in the argument, not cut out first (as complete.lua's results)
+  local n, ver, nrt, buffers, rest, after = string.match(packed_all, '^(%d+)|([^|]*)|([^|]*)|(%-?%d+)|([^\255]*)\255()', at)
+  if not after then
+    error('backbeat: a decision of a fire cannot be read')
+  end
+  at = after
   local fires = {}
   local start = 1
-  for j = 1, tonumber(n) do
+  for j = 1, NUMBER[n] or tonumber(n) do
     local stop = string.find(rest, '|', start, true)
     fires[j] = string.sub(rest, start, stop - 1)
     start = stop + 1
   end
   local id = string.sub(rest, start)
-  decisions[#decisions + 1] = {id, ver, nrt, fires, tonumber(buffers)}
+  decisions[#decisions + 1] = {id, ver, nrt, fires, NUMBER[buffers] or tonumber(buffers)}
   ids[#ids + 1] = id
 end
 local owners = get_keys(keys_of(claim_key, ids))
 local lives = get_many(K_TASKS, ids)
 
--- which of the runs to create exist already (one lookup for the whole batch)
+-- which of the runs to create exist already (one lookup for the whole batch); the main loop
+-- below takes the runs' ids and keys from here, in the same order
 local run_ids = {}
 for i, decision in ipairs(decisions) do
   if owners[i] == owner and lives[i] then
@@ -40,8 +43,9 @@ for i, decision in ipairs(decisions) do
     end
   end
 end
+local run_keys = keys_of(run_key, run_ids)
 local existing = {}
-for i, found in ipairs(get_keys(keys_of(run_key, run_ids))) do
+for i, found in ipairs(get_keys(run_keys)) do
   if found then
     existing[run_ids[i]] = true
   end
@@ -61,24 +65,27 @@ end
 local results, live_writes, run_writes, leases, unclaimed, scores, unscheduled, removed =
   {}, {}, {}, {}, {}, {}, {}, {}
 local buffered_runs, waits = {}, {}
+local k = 0 -- the runs of run_ids and run_keys met so far
 for i, decision in ipairs(decisions) do
   local id, ver, nrt, fires = decision[1], decision[2], decision[3], decision[4]
   if owners[i] ~= owner or not lives[i] then
     results[i] = ''
   else
     local live = parse_live(lives[i])
-    local running, max = tonumber(live[RUNNING]), tonumber(live[MAX])
+    local running = NUMBER[live[RUNNING]] or tonumber(live[RUNNING])
+    local max = NUMBER[live[MAX]] or tonumber(live[MAX])
     local status = {'-'}
     for j, fire in ipairs(fires) do
-      local rid = id .. '@' .. fire
+      k = k + 1
+      local rid = run_ids[k]
       local admitted = existing[rid] and 'x' or admit(decision[5], running, max)
       if admitted == 'c' then
-        run_writes[#run_writes + 1] = run_key(rid)
+        run_writes[#run_writes + 1] = run_keys[k]
         run_writes[#run_writes + 1] = fire
         leases[#leases + 1] = lease_until
         leases[#leases + 1] = rid
       elseif admitted == 'b' then
-        buffered_runs[#buffered_runs + 1] = run_key(rid)
+        buffered_runs[#buffered_runs + 1] = run_keys[k]
         buffered_runs[#buffered_runs + 1] = pack_run('1', fire, '0', '')
         waits[#waits + 1] = buffered_until
         waits[#waits + 1] = rid
@@ -115,10 +122,11 @@ for i, decision in ipairs(decisions) do
   end
 end
 
--- the runs' records, now that their number (and so their fencing tokens) is known
+-- the runs' records, now that their number (and so their fencing tokens) is known; '%d' formats
+-- a token for half what '..' costs (sprintf of '%.14g')
 local first_token = #run_writes > 0 and new_tokens(#run_writes / 2) or 0
 for i = 2, #run_writes, 2 do
-  run_writes[i] = pack_run('1', run_writes[i], first_token + i / 2 - 1, owner)
+  run_writes[i] = pack_run('1', run_writes[i], string.format('%d', first_token + i / 2 - 1), owner)
 end
 call_keys('MSET', run_writes)
 call_keys('MSET', buffered_runs)

@@ -27,4 +27,4 @@ else
   ids = args_from(3)
 end
 local snap = snapshots(ids, get_many(K_TASKS, ids))
-return {snap[1], snap[2], more}
+return {snap, more}

@@ -39,4 +39,4 @@ end
 reschedule(id, live)
 wake()
 local snap = snapshots({id}, {packed})
-return {'ok', snap[1], snap[2]}
+return {'ok', snap}
