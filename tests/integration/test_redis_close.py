@@ -177,3 +177,24 @@ def test_a_store_used_on_one_loop_then_another_starts_afresh_on_the_second(
         warnings.simplefilter("ignore", ResourceWarning)  # the first loop's sockets, dropped
         gc.collect()
     assert store_clients(admin) == 0
+
+
+async def test_a_store_whose_close_was_cancelled_adds_again(
+    server: RedisServerHandle, admin: redis.Redis
+) -> None:
+    store = RedisStore(server.url, prefix="close")
+    await store.add([task("warm")])
+    try:
+        with server.paused():
+            first = asyncio.ensure_future(store.add([task("first")]))
+            await started([first])
+            closing = asyncio.ensure_future(store.close())
+            await asyncio.sleep(0.05)  # waiting for the add
+            closing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await closing
+        await first
+        await store.add([task("after")])  # opens the store again: not StoreClosedError
+        assert admin.hexists(Keys("close").tasks, "after")
+    finally:
+        await store.close()

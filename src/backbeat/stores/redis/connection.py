@@ -187,12 +187,12 @@ class Connection:
             self._drop()  # (nothing of the old loop can be awaited here)
         self._closed.set()
         direct = self._direct
-        if direct is not None:
-            with self.errors():
-                await direct.close(CLOSE_TIMEOUT)
-        self._scripts = None
-        self._direct = None
-        self._loop = None
+        try:
+            if direct is not None:
+                with self.errors():
+                    await direct.close(CLOSE_TIMEOUT)
+        finally:  # (also when the close is cancelled: the next call opens the store again)
+            self._scripts = self._direct = self._loop = None
         if self._own_client and self._client is not None:
             client, self._client = self._client, None
             with self.errors():
