@@ -57,6 +57,12 @@ class StoreUnavailableError(StoreError):
     """The store cannot be reached; the engine retries with backoff."""
 
 
+class StoreClosedError(StoreUnavailableError):
+    """The store was closed while this call was in flight: it did not end within the close's
+    bound (or was made while the store was closing) and was cancelled; it may or may not have
+    been stored."""
+
+
 class CorruptRecordError(StoreError):
     """A stored record cannot be decoded; it is quarantined, never deleted."""
 

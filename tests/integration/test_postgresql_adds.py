@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from backbeat.errors import StoreUnavailableError, TaskExistsError
+from backbeat.errors import StoreClosedError, StoreUnavailableError, TaskExistsError
 from backbeat.model.records import TaskFilter
 from backbeat.stores.postgresql import PostgreSQLStore, queries
+from backbeat.stores.postgresql import store as pg_store
 from tests.adds import task
 from tests.postgresql_server import usable_postgres_url
 
@@ -104,3 +105,43 @@ async def test_a_store_closed_after_adds_opens_again_and_keeps_adding(url: str, 
         assert sorted(t.id for t in (await store.list())[0]) == ["a0", "a1", "b0", "b1", "c"]
     finally:
         await store.close()
+
+
+async def test_close_lets_the_adds_in_flight_end_first(url: str) -> None:
+    store = PostgreSQLStore(url)
+    await store.add([task("warm")])
+    adds = [asyncio.ensure_future(store.add([task(f"t{i}")])) for i in range(20)]
+    await asyncio.sleep(0)  # each waiting for a connection, or for its statement
+    await store.close()
+    assert all(add.done() for add in adds)
+    await asyncio.gather(*adds)  # not "pool is closing", nor a connection's state lost under it
+    store = PostgreSQLStore(url)
+    try:
+        assert all([await store.get(f"t{i}") is not None for i in range(20)])
+    finally:
+        await store.close()
+
+
+async def test_an_add_left_in_flight_after_the_closes_bound_fails_as_closed(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pg_store, "CLOSE_TIMEOUT", 0.1)
+    store = PostgreSQLStore(url)
+    await store.add([task("warm")])
+    admin = await asyncpg.connect(usable_postgres_url())
+    try:
+        async with admin.transaction():
+            # the add's row locked by another transaction: the add waits for it
+            await admin.execute(f"LOCK TABLE {store.prefix}_tasks IN EXCLUSIVE MODE")
+            add = asyncio.ensure_future(store.add([task("late")]))
+            await asyncio.sleep(0.2)
+            assert not add.done()
+            closing = asyncio.ensure_future(store.close())
+            await asyncio.sleep(0)  # waiting for the add
+            with pytest.raises(StoreClosedError, match="closing when this call began"):
+                await store.add([task("during")])  # not on a pool of its own
+            await closing
+        with pytest.raises(StoreClosedError, match="closed with this call in flight"):
+            await add
+    finally:
+        await admin.close()

@@ -536,10 +536,10 @@ async def test_a_loading_server_on_the_held_connection_raises_as_redis_py_does()
     try:
         for _ in range(3):  # redis-py's path first (the connection is new), then the held one's
             with pytest.raises(BusyLoadingError):
-                await script(["0", "x"])
+                await script(["0", "x"], asyncio.get_running_loop())
         assert len(calls) == 6  # each sent again once, as after a lost connection
     finally:
-        await script.close()
+        await script.close(grace=1)
         await client.aclose()
         server.close()
 
@@ -555,15 +555,15 @@ async def test_a_call_pipelined_behind_a_garbled_reply_is_sent_again_as_a_resend
     client = redis.asyncio.Redis(host="127.0.0.1", port=port)
     script = DirectScript(client, "0" * 40, "k", "b", timeout=5, resend=connection.add_resent)
     try:
-        assert await script(["0", "w"]) == [b"x"]
-        adds = script(["0", "a"]), script(["0", "b"])
+        assert await script(["0", "w"], asyncio.get_running_loop()) == [b"x"]
+        adds = script(["0", "a"], asyncio.get_running_loop()), script(["0", "b"], asyncio.get_running_loop())
         outcomes = await asyncio.gather(*adds, return_exceptions=True)
         garbled, behind = list(outcomes)
         assert isinstance(garbled, InvalidResponse), garbled
         assert behind == [b"x"]
         assert calls == [b"0 w", b"0 a", b"0 b", b"r b"]
     finally:
-        await script.close()
+        await script.close(grace=1)
         await client.aclose()
         server.close()
 
@@ -580,10 +580,10 @@ async def test_push_notifications_on_the_held_connection_are_not_taken_for_repli
     script = DirectScript(client, "0" * 40, "k", "b", timeout=5)
     try:
         for _ in range(4):  # the push after a reply is read before the next call's
-            assert await script(["0", "x"]) == [b"x"]
+            assert await script(["0", "x"], asyncio.get_running_loop()) == [b"x"]
         assert len(calls) == 4
     finally:
-        await script.close()
+        await script.close(grace=1)
         await client.aclose()
         server.close()
 

@@ -294,3 +294,19 @@ async def test_an_invalid_live_column_quarantines_the_task(store: SQLiteStore) -
     assert [t.id for t in claim.tasks] == ["good"]
     [record] = await store.quarantined()
     assert record.key == "bad" and "invalid columns" in record.error
+
+
+async def test_close_lets_the_adds_in_flight_end_first(db_path: Path) -> None:
+    # the store's one thread runs its calls in order: the close's disconnect comes after them
+    store = SQLiteStore(db_path)
+    await store.open()
+    adds = [asyncio.ensure_future(store.add([task(f"t{i}")])) for i in range(20)]
+    await asyncio.sleep(0)  # each handed to the store's thread
+    await store.close()
+    assert all(add.done() for add in adds)
+    await asyncio.gather(*adds)
+    reopened = SQLiteStore(db_path)
+    try:
+        assert all([await reopened.get(f"t{i}") is not None for i in range(20)])
+    finally:
+        await reopened.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from backbeat.errors import StoreUnavailableError, TaskExistsError
+from backbeat.errors import StoreClosedError, StoreUnavailableError, TaskExistsError
 from backbeat.model.records import Task
 
 AddMany = Callable[[list[Task], bool], Awaitable[None]]
@@ -58,6 +58,10 @@ class AddCoalescer:
     A batch refused for another reason (a value the store cannot encode, a script error) is sent
     again one add at a time, so that each caller gets its own outcome; only a store that cannot
     be reached fails every caller of the call at once.
+
+    :meth:`closing` lets the batches in flight and waiting be stored before the store closes,
+    up to a bound; the adds still waiting then fail with ``StoreClosedError``, and no batch is
+    sent until :meth:`closed`.
     """
 
     def __init__(self, add_many: AddMany) -> None:
@@ -65,10 +69,22 @@ class AddCoalescer:
         self._lanes: dict[bool, _Lane] = {}
         """A lane per kind of add with a store call in flight."""
         self._flushing: set[asyncio.Task[None]] = set()
+        self._refusal: StoreClosedError | None = None
+        """The error of the adds made, or left waiting, while the store closes."""
+        self._cut = False
+        """Whether the adds waiting fail with :attr:`_refusal` instead of being sent."""
+        self._idle: asyncio.Future[None] | None = None
+        """Answered when no lane of :meth:`closing`'s loop is left."""
 
     async def add(self, task: Task, *, replace: bool) -> None:
         """Store ``task`` now, or with the next batch if an add of its kind is in flight; returns
-        once it is stored."""
+        once it is stored.
+
+        Raises:
+            StoreClosedError: the store is closing (:meth:`closing`).
+        """
+        if self._refusal is not None:
+            raise self._refusal
         loop = asyncio.get_running_loop()
         lane = self._lanes.get(replace)
         if lane is not None and lane.loop is loop:
@@ -83,8 +99,34 @@ class AddCoalescer:
         finally:
             self._hand_over(lane, replace)
 
+    async def closing(self, grace: float, refusal: StoreClosedError) -> None:
+        """Before the store closes: refuse new adds with ``refusal``; let the batches of this
+        loop be sent and stored for ``grace`` seconds at most, then fail the adds still waiting
+        with ``refusal`` (the store's close bounds the calls still in flight)."""
+        self._refusal = refusal
+        loop = asyncio.get_running_loop()
+        if any(lane.loop is loop for lane in self._lanes.values()):
+            self._idle = loop.create_future()
+            await asyncio.wait([self._idle], timeout=grace)
+        self._cut = True
+        for lane in self._lanes.values():
+            waiting, lane.waiting = lane.waiting, []
+            raise_into(waiting, refusal)
+
+    def check_open(self) -> None:
+        """Raise the closing store's ``StoreClosedError`` while it closes."""
+        if self._refusal is not None:
+            raise self._refusal
+
+    def closed(self) -> None:
+        """After the store closed: adds are taken again (they open it anew)."""
+        self._refusal, self._cut, self._idle = None, False, None
+
     def _hand_over(self, lane: _Lane, replace: bool) -> None:
         """After a lone add's call: the adds that waited for it are sent by a task of their own."""
+        if self._cut and self._refusal is not None:  # (the store closes without them)
+            raise_into(lane.waiting, self._refusal)
+            lane.waiting = []
         if not lane.waiting:
             self._close(lane, replace)
             return
@@ -95,12 +137,22 @@ class AddCoalescer:
     def _close(self, lane: _Lane, replace: bool) -> None:
         if self._lanes.get(replace) is lane:
             del self._lanes[replace]
+        idle = self._idle
+        if (
+            idle is not None
+            and not idle.done()
+            and not any(other.loop is lane.loop for other in self._lanes.values())
+        ):
+            idle.set_result(None)
 
     async def _flush(self, lane: _Lane, replace: bool) -> None:
         sending = lane.sending
         try:
             while lane.waiting or sending:
-                if lane.waiting and len(sending) < IN_FLIGHT and (batch := _next_batch(lane)):
+                if self._cut and self._refusal is not None:  # (the store closes without them)
+                    raise_into(lane.waiting, self._refusal)
+                    lane.waiting = []
+                elif lane.waiting and len(sending) < IN_FLIGHT and (batch := _next_batch(lane)):
                     storing = lane.loop.create_task(self._store(batch, replace))
                     sending[storing] = {task.id for task, _ in batch}
                     continue

@@ -10,9 +10,13 @@ from datetime import datetime
 from backbeat.abc import Store
 from backbeat.api.coalescing import AddCoalescer
 from backbeat.engine.loop import Engine
+from backbeat.errors import StoreClosedError
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 from backbeat.model.records import Task, TaskFilter
 from backbeat.stores.memory import MemoryStore
+
+CLOSE_TIMEOUT = 5.0
+"""Seconds :meth:`StoreRouter.close` lets the coalesced adds be stored before it closes the store."""
 
 
 class StoreRouter:
@@ -57,11 +61,19 @@ class StoreRouter:
         return self.durable
 
     async def close(self) -> None:
-        """Close the durable store if it is open (after an open in progress, if any)."""
+        """Close the durable store if it is open (after an open in progress, if any): the
+        coalesced adds waiting or in flight are stored first, for :data:`CLOSE_TIMEOUT` seconds
+        at most; those left then fail with ``StoreClosedError``, as do adds made meanwhile."""
         async with self._lock():
             if self._open:
-                self._open = False
-                await self.durable.close()
+                refusal = StoreClosedError(f"{self.durable!r} was closed with this add waiting")
+                try:
+                    await self._coalescer.closing(CLOSE_TIMEOUT, refusal)
+                    self._open = False
+                    await self.durable.close()
+                finally:
+                    self._open = False
+                    self._coalescer.closed()
 
     def _lock(self) -> asyncio.Lock:
         # one lock per event loop: an asyncio.Lock belongs to the loop that first waits on it
@@ -84,7 +96,11 @@ class StoreRouter:
         return self._add_durable(tasks, replace)
 
     async def _add_durable(self, tasks: list[Task], replace: bool) -> None:
-        store = self.durable if self._open else await self.ready()
+        if self._open:
+            store = self.durable
+        else:
+            self._coalescer.check_open()  # (a retry of a batch while the store closes: not reopened)
+            store = await self.ready()
         await store.add(tasks, replace=replace)
         self._added(store, tasks)
 

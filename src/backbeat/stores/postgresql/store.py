@@ -20,7 +20,7 @@ import asyncpg
 import orjson
 
 from backbeat.abc import Store
-from backbeat.errors import StoreError, TaskExistsError
+from backbeat.errors import StoreClosedError, StoreError, TaskExistsError
 from backbeat.model.records import Task
 from backbeat.stores.postgresql import queries as q
 from backbeat.stores.postgresql.connection import (
@@ -43,6 +43,8 @@ T = TypeVar("T")
 _ATTEMPTS = 5
 """Tries of an operation that lost a deadlock or a serialization conflict."""
 _MIN_POOL_FOR_ADDS = 4
+CLOSE_TIMEOUT = 5.0
+"""Seconds ``close`` waits for the calls in flight before it closes the pool under them."""
 """The fewest connections a pool needs before adds keep one of them."""
 
 
@@ -79,6 +81,11 @@ class PostgreSQLStore(SqlStore):
         max_size: connections the pool opens at most.
         connect_timeout: seconds to wait for a connection before
             :class:`~backbeat.errors.StoreUnavailableError` is raised.
+
+    :meth:`close` lets the calls in flight end for :data:`CLOSE_TIMEOUT` (5 s) at most, then
+    closes the pool under those left, which fail with :class:`~backbeat.errors.StoreClosedError`
+    (as do calls made meanwhile: they would open a pool of their own); a call after it opens the
+    store again.
     """
 
     dialect = DIALECT
@@ -106,6 +113,11 @@ class PostgreSQLStore(SqlStore):
         self._adds_conn: Any = None
         """A pooled connection kept for adds (see ``_adding``)."""
         self._adds_busy = False
+        self._calls = 0
+        """Calls in flight (:meth:`_retrying`)."""
+        self._closing = False
+        self._drained: asyncio.Future[None] | None = None
+        """Answered when the last call in flight ends while the store closes."""
 
     def __repr__(self) -> str:
         return f"PostgreSQLStore({self._target.where!r}, prefix={self.prefix!r})"
@@ -114,6 +126,19 @@ class PostgreSQLStore(SqlStore):
         await self._ensure_pool()
 
     async def close(self) -> None:
+        self._closing = True
+        try:
+            drained = True
+            if self._calls and self._pool is not None:
+                self._drained = asyncio.get_running_loop().create_future()
+                done, _ = await asyncio.wait([self._drained], timeout=CLOSE_TIMEOUT)
+                drained = bool(done)
+            await self._close(drained)
+        finally:
+            self._closing, self._drained = False, None
+
+    async def _close(self, drained: bool) -> None:
+        """Close the pool: gracefully if the calls in flight ended (``drained``), else at once."""
         pool, self._pool = self._pool, None
         if not self._adds_busy:  # else the add in flight gives it back when it ends
             held, self._adds_conn = self._adds_conn, None
@@ -125,7 +150,9 @@ class PostgreSQLStore(SqlStore):
         self._signal.notify()  # ends the wakeups() iterators
         if listener is not None:
             await listener.close()
-        if pool is not None:
+        if pool is not None and not drained:
+            pool.terminate()
+        elif pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), 10)
             except (TimeoutError, OSError, asyncpg.exceptions.InterfaceError):
@@ -230,21 +257,43 @@ class PostgreSQLStore(SqlStore):
         return await self._retrying(attempt)
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """``attempt()``, again when it lost a deadlock; driver errors as store errors."""
-        for tries in range(1, _ATTEMPTS + 1):
-            try:
-                return await attempt()
-            except StoreError:
-                raise
-            except Exception as exc:
-                if is_retryable(exc) and tries < _ATTEMPTS:
-                    await asyncio.sleep(0.005 * tries)
-                    continue
-                error = translate(exc, self._target.where)
-                if error is None:
+        """``attempt()``, again when it lost a deadlock; driver errors as store errors.
+
+        Raises:
+            StoreClosedError: the store was closing when the call began (it was not made), or
+                closed the pool under it.
+        """
+        if self._closing:
+            raise self._closed_error("closing when this call began")
+        closes = self._closes
+        self._calls += 1
+        try:
+            for tries in range(1, _ATTEMPTS + 1):
+                try:
+                    return await attempt()
+                except StoreError:
                     raise
-                raise error from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+                except Exception as exc:
+                    if self._closing or self._closes != closes:
+                        raise self._closed_error("closed with this call in flight") from exc
+                    if is_retryable(exc) and tries < _ATTEMPTS:
+                        await asyncio.sleep(0.005 * tries)
+                        continue
+                    error = translate(exc, self._target.where)
+                    if error is None:
+                        raise
+                    raise error from exc
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            self._calls -= 1
+            drained = self._drained
+            if not self._calls and drained is not None and not drained.done():
+                drained.set_result(None)
+
+    def _closed_error(self, when: str) -> StoreClosedError:
+        return StoreClosedError(
+            f"PostgreSQL store at {self._target.where} (prefix {self.prefix!r}) was {when}"
+        )
 
     async def _ensure_pool(self) -> Any:
         if self._pool is not None:

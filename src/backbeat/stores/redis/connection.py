@@ -16,9 +16,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from backbeat.errors import ConfigurationError, StoreError, StoreUnavailableError
+from backbeat.errors import ConfigurationError, StoreClosedError, StoreError, StoreUnavailableError
 from backbeat.stores.redis import wakeups
-from backbeat.stores.redis.direct import DirectScript, ResentNoScriptError
+from backbeat.stores.redis.direct import ClosedError, DirectScript, ResentNoScriptError
 from backbeat.stores.redis.eviction import warn_if_evicting
 from backbeat.stores.redis.keys import Keys
 from backbeat.stores.redis.scripts import Scripts
@@ -39,6 +39,8 @@ OPEN_TIMEOUT = 5.0
 """Seconds ``open`` waits for the server's first answers (PING, the scripts)."""
 CALL_TIMEOUT = 10.0
 """Seconds one store call may wait for the server before it counts as unavailable."""
+CLOSE_TIMEOUT = 5.0
+"""Seconds ``close`` waits for the adds in flight before it cancels them."""
 MIN_POOL_FOR_ADDS = 4
 """The fewest connections a client's pool needs before the store's adds hold one of them."""
 
@@ -71,6 +73,12 @@ class Connection:
     """One store's client (made from the URL, or given) and its registered scripts.
 
     With ``acknowledged``, scripts that write wait for a replica (``durability="replica"``).
+
+    The client, its connections and the held add connection belong to the event loop the store
+    was opened on. A call from another loop (a second ``asyncio.run``) starts afresh there: it
+    drops them without awaiting anything of the old loop (which has usually ended: its
+    sockets are closed when collected) and opens the store again, with a new client unless one
+    was given (a given client must itself work on the new loop).
     """
 
     def __init__(
@@ -96,6 +104,8 @@ class Connection:
         self._hold_for_adds = False
         """Whether adds keep a connection of the pool (not from a pool of a few connections)."""
         self._closed = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop the store is open on (``None`` when closed)."""
 
     @contextmanager
     def errors(self) -> Iterator[None]:
@@ -126,6 +136,8 @@ class Connection:
 
     @property
     def client(self) -> Client:
+        if self._loop is not None and self._loop is not _running_loop():
+            self._drop()
         if self._client is None:
             self._client = redis.asyncio.from_url(self.url, **self._options)
         return self._client
@@ -155,6 +167,7 @@ class Connection:
                     f"within {OPEN_TIMEOUT:g} s"
                 ) from None
         self._scripts = scripts
+        self._loop = asyncio.get_running_loop()
         if self._direct is None and isinstance(client, redis.asyncio.Redis) and not self.acknowledged:
             # (not when writes wait for a replica: their WAIT goes with the script)
             self._hold_for_adds = (client.connection_pool.max_connections or 0) >= MIN_POOL_FOR_ADDS
@@ -168,27 +181,53 @@ class Connection:
             )
 
     async def close(self) -> None:
+        """Close the store: the adds in flight may end within :data:`CLOSE_TIMEOUT`, then those
+        left raise :class:`StoreClosedError` (so do adds made meanwhile); no add connects anew."""
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            self._drop()  # (nothing of the old loop can be awaited here)
         self._closed.set()
-        self._scripts = None
-        direct, self._direct = self._direct, None
-        if direct is not None:
-            with self.errors():
-                await direct.close()
+        direct = self._direct
+        try:
+            if direct is not None:
+                with self.errors():
+                    await direct.close(CLOSE_TIMEOUT)
+        finally:  # (also when the close is cancelled: the next call opens the store again)
+            self._scripts = self._direct = self._loop = None
         if self._own_client and self._client is not None:
             client, self._client = self._client, None
             with self.errors():
                 await client.aclose()
 
+    def _drop(self) -> None:
+        """Forget the client (if the store's own), the scripts and the held connection of the
+        loop the store was open on, without awaiting anything of it: the next call opens the
+        store again on its own loop."""
+        self._loop = self._scripts = None
+        direct, self._direct = self._direct, None
+        if direct is not None:
+            direct.abandon()
+        if self._own_client:
+            self._client = None
+        self._closed = asyncio.Event()  # (an Event is bound to the first loop that waits on it)
+
+    async def _open_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Open the store on ``loop`` (the running one), dropping what an earlier loop held."""
+        if self._loop is not None and self._loop is not loop:
+            self._drop()
+        await self.open()
+
     async def ready(self) -> Client:
         """The client of an open store (opening it first if needed)."""
-        if self._scripts is None:
-            await self.open()
+        loop = asyncio.get_running_loop()
+        if self._scripts is None or self._loop is not loop:
+            await self._open_on(loop)
         return self.client
 
     async def run(self, name: str, *args: Any) -> Any:
         """Call one script (opening the store first if needed)."""
-        if self._scripts is None:
-            await self.open()
+        loop = asyncio.get_running_loop()
+        if self._scripts is None or self._loop is not loop:
+            await self._open_on(loop)
             assert self._scripts is not None
         async with self.calls():
             return await self._scripts(name, *args)
@@ -196,8 +235,10 @@ class Connection:
     async def add(self, *args: Any) -> Any:
         """Call the add script, on the store's own connection when no other add holds it, else on
         one of the pool's; either way a sending repeated after a lost reply is told so."""
-        if self._scripts is None:
-            await self.open()
+        # the loop is looked up once per add (see DirectScript.__call__)
+        loop = asyncio.get_running_loop()
+        if self._scripts is None or self._loop is not loop:
+            await self._open_on(loop)
         direct = self._direct
         if direct is None:  # Redis Cluster, or writes acknowledged by a replica
             assert self._scripts is not None
@@ -207,7 +248,7 @@ class Connection:
         # manager costs a lone add about 10,000 instructions (contextlib runs in Python)
         try:
             if direct.idle and self._hold_for_adds:
-                return await direct(args)  # bounded by CALL_TIMEOUT as well
+                return await direct(args, loop)  # bounded by CALL_TIMEOUT as well
             async with asyncio.timeout(CALL_TIMEOUT):
                 return await direct.borrowed(args)
         except NoScriptError as exc:
@@ -218,6 +259,12 @@ class Connection:
         except TimeoutError:  # (an OSError: before the translation's clause)
             raise StoreUnavailableError(
                 f"Redis at {redact(self.url)} did not answer within {CALL_TIMEOUT:g} s"
+            ) from None
+        except ClosedError:
+            raise StoreClosedError(
+                f"the Redis store at {redact(self.url)} (prefix {self.keys.prefix!r}) was closed with "
+                f"this add in flight (not ended within {CLOSE_TIMEOUT:g} s), or closing when it began: "
+                "it may or may not have been stored"
             ) from None
         except (RedisError, OSError) as exc:
             raise self._translated(exc) from exc
@@ -231,6 +278,13 @@ class Connection:
         if isinstance(client, RedisCluster):
             raise TypeError("a shard on Redis Cluster has no wake-ups of its own: its sharded store listens")
         return client
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # (no loop runs: a client made outside one)
+        return None
 
 
 def add_resent(args: Sequence[Any]) -> Sequence[Any]:

@@ -62,6 +62,11 @@ class ResentNoScriptError(NoScriptError):
     and calls it once more must send what ``resend`` makes of the arguments, not them."""
 
 
+class ClosedError(Exception):
+    """The script's connection was closed (:meth:`DirectScript.close`) with this call in flight,
+    or before it began: it was cancelled, or refused, and no connection was made for it."""
+
+
 class _Replies(asyncio.Protocol):
     """The protocol of the held connection's transport while the store holds it: each reply is
     parsed by a ``hiredis.Reader`` and handed to the call waiting for it. The end of the connection
@@ -199,7 +204,8 @@ class DirectScript:
     first call of a pipeline on the held connection connected anew, the others on connections of
     the pool). A call still waiting ``timeout`` seconds after it began raises ``TimeoutError``
     (its connection is closed: the reply may still come; the calls pipelined with it are sent
-    again).
+    again). Once :meth:`close` began, no call connects: one whose connection fails, or that
+    begins then, raises :class:`ClosedError`.
     """
 
     def __init__(
@@ -229,6 +235,12 @@ class DirectScript:
         """Whether a failed call is being sent again on the held connection, connected anew."""
         self._replies: _Replies | None = None
         """The protocol reading the held connection's replies, if one does."""
+        self._borrowers: set[asyncio.Task[Any]] = set()
+        """The tasks whose calls are in flight on connections of the pool (:meth:`borrowed`)."""
+        self._shut: set[asyncio.Task[Any]] = set()
+        """Those :meth:`close` cancelled."""
+        self._drained: asyncio.Future[None] | None = None
+        """Answered when the last call in flight on :meth:`close`'s loop ends."""
 
     @property
     def idle(self) -> bool:
@@ -249,31 +261,34 @@ class DirectScript:
             and replies.loop is asyncio.get_running_loop()
         )
 
-    async def __call__(self, args: Sequence[Arg]) -> Any:
-        """The script's reply.
+    async def __call__(self, args: Sequence[Arg], loop: asyncio.AbstractEventLoop) -> Any:
+        """The script's reply, called from ``loop`` (the running one: on Python 3.11 each
+        ``get_running_loop()`` is a ``getpid()`` system call, its fork check, so the caller that
+        looked it up passes it on).
 
         Raises:
             redis.exceptions.RedisError: as the client's own call would (``NoScriptError`` when
                 the server's script cache was flushed).
+            ClosedError: :meth:`close` cancelled the call, or its connection failed after
+                :meth:`close` began.
         """
-        # the loop is looked up once per call: on Python 3.11 each get_running_loop() is a
-        # getpid() system call (its fork check)
-        loop = asyncio.get_running_loop()
         caller = self._watch(loop)
         try:
             conn = self._conn
             if conn is None:
-                conn = self._conn = await _connected(self._client.connection_pool)
+                conn = self._conn = await self._connected()
             return await self._call_held(conn, args, loop)
         except asyncio.CancelledError:
+            if caller in self._shut and caller.uncancel() == 0:  # close()'s cancel alone
+                raise ClosedError from None
             if caller in self._timed_out and caller.uncancel() == 0:  # the watchdog's cancel alone
                 raise TimeoutError from None
             raise
         finally:
             del self._calls[caller]
             self._timed_out.discard(caller)
-            if self._closed and not self._calls:
-                await self._release()
+            if self._closed:
+                self._left(caller)
 
     async def borrowed(self, args: Sequence[Arg]) -> Any:
         """The script's reply, on a connection of the client's pool for this call only (while
@@ -282,9 +297,25 @@ class DirectScript:
 
         Raises:
             redis.exceptions.RedisError: as :meth:`__call__`.
+            ClosedError: as :meth:`__call__`.
         """
+        caller = asyncio.current_task()
+        assert caller is not None
+        self._borrowers.add(caller)
+        try:
+            return await self._borrow(args)
+        except asyncio.CancelledError:
+            if caller in self._shut and caller.uncancel() == 0:
+                raise ClosedError from None
+            raise
+        finally:
+            self._borrowers.discard(caller)
+            if self._closed:
+                self._left(caller)
+
+    async def _borrow(self, args: Sequence[Arg]) -> Any:
         pool = self._client.connection_pool
-        conn = await _connected(pool)
+        conn = await self._connected()
         try:
             return await self._call_on(conn, args)
         except asyncio.CancelledError:
@@ -359,7 +390,7 @@ class DirectScript:
             ResentNoScriptError: the server's script cache was flushed meanwhile (a restart).
         """
         pool = self._client.connection_pool
-        conn = await _connected(pool)
+        conn = await self._connected()
         try:
             return await self._call_on(conn, self._resend(args))
         except NoScriptError as exc:
@@ -387,10 +418,14 @@ class DirectScript:
             ResentNoScriptError: the server's script cache was flushed meanwhile (a restart).
         """
         await conn.disconnect()
+        if self._closed:
+            raise ClosedError
         try:
             await conn.connect()  # type: ignore[no-untyped-call]
         except (RedisConnectionError, RedisTimeoutError):  # its handshake's reply lost in turn
             await conn.disconnect()
+            if self._closed:
+                raise ClosedError from None
             await conn.connect()  # type: ignore[no-untyped-call]
         await conn.send_packed_command(self._packed(self._resend(args)))
         try:
@@ -427,11 +462,62 @@ class DirectScript:
             self._timed_out.add(caller)
             caller.cancel()
 
-    async def close(self) -> None:
-        """Give the connection back to the pool (once the calls in flight, if any, end)."""
+    async def close(self, grace: float) -> None:
+        """Let the calls in flight on the running loop end, for ``grace`` seconds at most, then
+        cancel those left (each raises :class:`ClosedError`) and give the connection back to the
+        pool. From the start no call connects: a new one, or one whose connection fails, raises
+        :class:`ClosedError` (the calls of an ended loop are left as they are)."""
         self._closed = True
-        if not self._calls:
-            await self._release()
+        loop = asyncio.get_running_loop()
+        if self._live(loop):
+            self._drained = loop.create_future()
+            done, _ = await asyncio.wait([self._drained], timeout=grace)
+            if not done:
+                for caller in self._live(loop):
+                    self._shut.add(caller)
+                    caller.cancel()
+                # each cancelled call drops its connection, bounded by the socket's connect timeout
+                await self._drained
+        await self._release()
+
+    def abandon(self) -> None:
+        """Drop the held connection without a word to its loop (one that ended): the next call
+        on this script connects through its pool, which belongs to that loop as well, so the
+        script is not called again either."""
+        self._closed = True
+        self._conn = self._replies = None
+
+    def _live(self, loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
+        """The tasks of ``loop`` whose calls are in flight."""
+        return [caller for caller in (*self._calls, *self._borrowers) if caller.get_loop() is loop]
+
+    def _left(self, caller: asyncio.Task[Any]) -> None:
+        """After ``caller``'s call ended, with :meth:`close` begun: answer it when none is left."""
+        self._shut.discard(caller)
+        drained = self._drained
+        if drained is not None and not drained.done() and not self._live(drained.get_loop()):
+            drained.set_result(None)
+
+    async def _connected(self) -> AbstractConnection:
+        """A connection of the pool, tried once more on a new one when connecting failed: nothing
+        was sent on it. redis-py before 8 does not retry a handshake (``HELLO``, ``CLIENT
+        SETINFO``) whose reply was lost, so one lost reply would fail the call; :meth:`_sent_again`
+        connects the same way.
+
+        Raises:
+            ClosedError: :meth:`close` began (before, or while connecting).
+        """
+        pool = self._client.connection_pool
+        conn: AbstractConnection
+        if self._closed:
+            raise ClosedError
+        try:
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        except (RedisConnectionError, RedisTimeoutError):
+            if self._closed:
+                raise ClosedError from None
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        return conn
 
     async def _release(self) -> None:
         conn, self._conn = self._conn, None
@@ -440,16 +526,3 @@ class DirectScript:
             replies.uninstall()
         if conn is not None:
             await self._client.connection_pool.release(conn)
-
-
-async def _connected(pool: redis.asyncio.ConnectionPool) -> AbstractConnection:
-    """A connection of ``pool``, tried once more on a new one when connecting failed: nothing
-    was sent on it. redis-py before 8 does not retry a handshake (``HELLO``, ``CLIENT
-    SETINFO``) whose reply was lost, so one lost reply would fail the call; :meth:`_sent_again`
-    connects the same way."""
-    conn: AbstractConnection
-    try:
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-    except (RedisConnectionError, RedisTimeoutError):
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-    return conn

@@ -67,6 +67,12 @@ class RedisStore:
     ``client_options`` go to :func:`redis.asyncio.from_url` (``max_connections``,
     ``health_check_interval``, ``socket_timeout``, ...). A ``client`` given is used as is
     (it must not decode responses) and is not closed by :meth:`close`.
+
+    :meth:`close` lets the adds in flight end for ``CLOSE_TIMEOUT`` (5 s) at most, then fails
+    those left, and the adds made meanwhile, with :class:`~backbeat.errors.StoreClosedError`;
+    nothing connects after it began. Used from another event loop than the one it was opened on
+    (a second ``asyncio.run``), the store starts afresh there, dropping the old loop's client and
+    connections without awaiting them (a given client must itself work on the new loop).
     """
 
     layout_migrations: ClassVar[tuple[LayoutMigration, ...]] = layout.MIGRATIONS
