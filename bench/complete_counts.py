@@ -3,9 +3,9 @@
 Against a ``redis-server`` run under callgrind (``valgrind --tool=callgrind redis-server --port
 P``, process id ``PID``): stores ``N`` due one-shot tasks, claims and fires them, zeroes the
 server's counters (``callgrind_control -z``), completes the runs in batches of ``--batch``
-(history on, as the engine sends them), and dumps the counters (``callgrind_control -d``). The
-dump's total at ``2N`` minus the one at ``N``, divided by ``N``, is the server's instructions per
-completion (the per-call costs of the set-up cancel out).
+(history on, as the engine sends them; ``--no-history``: off), and dumps the counters
+(``callgrind_control -d``). The dump's total at ``2N`` minus the one at ``N``, divided by
+``N``, is the server's instructions per completion (the per-call costs of the set-up cancel out).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _callgrind(action: str, pid: int) -> None:
     subprocess.run(["callgrind_control", action, str(pid)], check=True, capture_output=True)
 
 
-async def main(url: str, prefix: str, pid: int, n: int, batch: int) -> None:
+async def main(url: str, prefix: str, pid: int, n: int, batch: int, *, history: bool = True) -> None:
     store = RedisStore(url, prefix=prefix)
     await store.open()
     await store.clear()
@@ -65,7 +65,7 @@ async def main(url: str, prefix: str, pid: int, n: int, batch: int) -> None:
             RunResult(run=run, outcome=RunOutcome.SUCCESS, finished_at=ended, started_at=T0)
             for run in runs[first : first + batch]
         ]
-        assert not await store.complete("w", results, history=HistorySettings())
+        assert not await store.complete("w", results, history=HistorySettings() if history else None)
     await asyncio.to_thread(_callgrind, "-d", pid)
     await store.clear()
     await store.close()
@@ -78,5 +78,6 @@ if __name__ == "__main__":
     parser.add_argument("--pid", type=int, required=True, help="the callgrind server's process id")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--no-history", action="store_true", help="complete without history entries")
     args = parser.parse_args()
-    asyncio.run(main(args.store, args.prefix, args.pid, args.n, args.batch))
+    asyncio.run(main(args.store, args.prefix, args.pid, args.n, args.batch, history=not args.no_history))
