@@ -3,9 +3,9 @@
 Against a ``redis-server`` run under callgrind (``valgrind --tool=callgrind redis-server --port
 P``, process id ``PID``): stores ``N`` due one-shot tasks, claims and fires them, zeroes the
 server's counters (``callgrind_control -z``), completes the runs in batches of ``--batch``
-(history on, as the engine sends them), and dumps the counters (``callgrind_control -d``). The
-dump's total at ``2N`` minus the one at ``N``, divided by ``N``, is the server's instructions per
-completion (the per-call costs of the set-up cancel out).
+(history on, as the engine sends them; ``--no-history``: off), and dumps the counters
+(``callgrind_control -d``). The dump's total at ``2N`` minus the one at ``N``, divided by
+``N``, is the server's instructions per completion (the per-call costs of the set-up cancel out).
 """
 
 from __future__ import annotations
@@ -24,15 +24,16 @@ LEASE = timedelta(seconds=600)
 """Long enough that no lease ends under callgrind."""
 
 
-def _task(task_id: str) -> Task:
+def _task(task_id: str, name: str | None = None) -> Task:
     trigger = {"type": "date", "run_date": T0.isoformat()}
-    return Task(id=task_id, name=task_id, job="bench.counted:noop", trigger=trigger, next_run_time=T0)
+    return Task(id=task_id, name=name or task_id, job="bench.counted:noop", trigger=trigger, next_run_time=T0)
 
 
-async def _started(store: RedisStore, n: int) -> list[Run]:
-    """``n`` runs leased to "w", each carrying its task (as the engine's do)."""
+async def _started(store: RedisStore, n: int, name: str | None = None) -> list[Run]:
+    """``n`` runs leased to "w", each carrying its task (as the engine's do), named ``name``
+    (``None``: each by its id)."""
     for first in range(0, n, 500):
-        await store.add([_task(f"t{i}") for i in range(first, min(n, first + 500))])
+        await store.add([_task(f"t{i}", name) for i in range(first, min(n, first + 500))])
     runs: list[Run] = []
     while len(runs) < n:
         claim = await store.claim_due("w", now=T0, lease=LEASE, limit=500)
@@ -53,11 +54,13 @@ def _callgrind(action: str, pid: int) -> None:
     subprocess.run(["callgrind_control", action, str(pid)], check=True, capture_output=True)
 
 
-async def main(url: str, prefix: str, pid: int, n: int, batch: int) -> None:
+async def main(
+    url: str, prefix: str, pid: int, n: int, batch: int, *, history: bool = True, name: str | None = None
+) -> None:
     store = RedisStore(url, prefix=prefix)
     await store.open()
     await store.clear()
-    runs = await _started(store, n)
+    runs = await _started(store, n, name)
     await asyncio.to_thread(_callgrind, "-z", pid)
     ended = T0 + timedelta(seconds=1)
     for first in range(0, n, batch):
@@ -65,7 +68,7 @@ async def main(url: str, prefix: str, pid: int, n: int, batch: int) -> None:
             RunResult(run=run, outcome=RunOutcome.SUCCESS, finished_at=ended, started_at=T0)
             for run in runs[first : first + batch]
         ]
-        assert not await store.complete("w", results, history=HistorySettings())
+        assert not await store.complete("w", results, history=HistorySettings() if history else None)
     await asyncio.to_thread(_callgrind, "-d", pid)
     await store.clear()
     await store.close()
@@ -78,5 +81,15 @@ if __name__ == "__main__":
     parser.add_argument("--pid", type=int, required=True, help="the callgrind server's process id")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--no-history", action="store_true", help="complete without history entries")
+    parser.add_argument(
+        "--name",
+        help="one name for every task (its entries take the plain success's way, as a worker's of a "
+        "few jobs do; by default each task is named by its id, a name seen once: the general way)",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.store, args.prefix, args.pid, args.n, args.batch))
+    asyncio.run(
+        main(
+            args.store, args.prefix, args.pid, args.n, args.batch, history=not args.no_history, name=args.name
+        )
+    )

@@ -1,12 +1,13 @@
 """A plain success's history entry (the most common one), which the Redis and SQL completions
-write with :data:`.SUCCESS_DOC` inline, is the entry :func:`.completed_entry` writes."""
+write inline (SQL with :data:`.SUCCESS_DOC`, Redis without the end and outcome its indexes and
+id keep), is the entry :func:`.completed_entry` writes."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from backbeat.model.completed_history import NAMES, completed_entry, history_row, owner_member
-from backbeat.model.history import HistorySettings, to_us
+from backbeat.model.history import HistoryEntry, HistorySettings, to_us
 from backbeat.model.records import Run, RunOutcome, RunResult, Task
 from backbeat.stores.redis.history import completion_args
 from backbeat.stores.sql.runs import _entries
@@ -41,7 +42,17 @@ def general(result: RunResult) -> bytes:
     return b"%b\0%b\0%018d\0%b\0" % (found[2], result.run.task_id.encode(), ended, found[0].encode())
 
 
-def test_redis_plain_success_is_the_general_entry() -> None:
+def read_back(joined: bytes) -> list[tuple[HistoryEntry, bytes, bytes]]:
+    """Each entry of ``complete.lua``'s argument as a page reads it (its end from the per-task
+    member), with its document and member."""
+    found = []
+    for doc, task_id, end, entry_id in zip(*[iter(joined.split(b"\0"))] * 4, strict=False):
+        entry = HistoryEntry.from_bytes(doc, entry_id.decode(), int(end))
+        found.append((entry, doc, b"\0".join((task_id, end, entry_id))))
+    return found
+
+
+def test_redis_plain_success_is_the_general_entry_without_what_its_index_keeps() -> None:
     name = 'jobs:plain \u00e9 "quoted"'
     NAMES.pop(name, None)
     results = [success("a", name), success("b", name, token=12)]
@@ -52,7 +63,16 @@ def test_redis_plain_success_is_the_general_entry() -> None:
 
     assert name in NAMES
     assert present == ""
-    assert joined == general(results[0]) + general(results[1])
+    assert isinstance(joined, bytes)
+    first, (plain, plain_doc, plain_member) = read_back(joined)
+    general_first, (general_plain, general_doc, general_member) = read_back(
+        general(results[0]) + general(results[1])
+    )
+    assert first == general_first
+    assert plain == general_plain
+    assert plain_member == general_member
+    assert b'"ended_at"' in general_doc and b'"outcome"' in general_doc
+    assert b'"ended_at"' not in plain_doc and b'"outcome"' not in plain_doc
 
 
 def test_sql_plain_success_is_the_general_row() -> None:

@@ -66,7 +66,8 @@ def test_the_documents_read_back_as_the_entries_recorded_otherwise() -> None:
 
     for (doc, member), res, token in zip(found, results, [7, 9], strict=True):
         run = res.run
-        entry = HistoryEntry.from_bytes(doc, member.rpartition(b"\0")[2].decode())
+        _, end, stored_id = member.split(b"\0")
+        entry = HistoryEntry.from_bytes(doc, stored_id.decode(), int(end))  # as a page reads it
         assert entry.id == entry_id(run.id, run.attempt, entry.outcome, token)
         assert (entry.task_id, entry.run_id, entry.attempt) == (run.task_id, run.id, run.attempt)
         assert (entry.fire_time, entry.started_at, entry.ended_at) == (T0, res.started_at, res.finished_at)

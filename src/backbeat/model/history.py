@@ -134,10 +134,13 @@ class HistoryEntry:
         )
 
     @classmethod
-    def from_document(cls, doc: Mapping[str, JSON], entry_id: str | None = None) -> HistoryEntry:
+    def from_document(
+        cls, doc: Mapping[str, JSON], entry_id: str | None = None, ended_us: int | None = None
+    ) -> HistoryEntry:
         """Rebuild an entry from :meth:`to_document`'s output, or from a stored document and
         the id it is stored under (documents written before :meth:`to_bytes` left the id out
-        hold it, and ISO times).
+        hold it, and ISO times). A stored document may leave out what its store keeps beside
+        it: the end (``ended_us``, from the store's index) and the outcome (the id's last part).
 
         Raises:
             CorruptRecordError: the document is not a valid history entry.
@@ -155,8 +158,8 @@ class HistoryEntry:
                 run_id=run_id,
                 fire_time=_parse(doc["fire_time"]),
                 started_at=_parse(started) if started is not None else None,
-                ended_at=_parse(doc["ended_at"]),
-                outcome=HistoryOutcome(doc["outcome"]),
+                ended_at=_parse(doc["ended_at"] if ended_us is None or "ended_at" in doc else ended_us),
+                outcome=HistoryOutcome(doc["outcome"] if "outcome" in doc else entry_id.rpartition("#")[2]),
                 attempt=int(doc.get("attempt", 1)),
                 error_type=doc.get("error_type"),
                 error=doc.get("error"),
@@ -167,9 +170,12 @@ class HistoryEntry:
             raise CorruptRecordError(f"stored history entry is not valid: {exc!r}") from exc
 
     @classmethod
-    def from_bytes(cls, raw: bytes | str, entry_id: str | None = None) -> HistoryEntry:
+    def from_bytes(
+        cls, raw: bytes | str, entry_id: str | None = None, ended_us: int | None = None
+    ) -> HistoryEntry:
         """Read a stored document, given the id it is stored under (one that holds its id, of
-        the first form, needs none).
+        the first form, needs none) and, for one that leaves its end out, the end its store
+        keeps (:meth:`from_document`).
 
         Raises:
             CorruptRecordError: ``raw`` is not an entry's JSON.
@@ -180,7 +186,7 @@ class HistoryEntry:
             raise CorruptRecordError(f"stored history entry is not valid JSON: {exc}") from exc
         if not isinstance(doc, dict):
             raise CorruptRecordError("stored history entry is not a JSON object")
-        return cls.from_document(doc, entry_id)
+        return cls.from_document(doc, entry_id, ended_us)
 
 
 def stored_document(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 
 from backbeat.errors import CorruptRecordError
@@ -19,12 +19,18 @@ PRUNE_BATCH = 1000
 _Key = tuple[int, str]
 
 
-def decode(raws: Iterable[tuple[str, bytes | str]]) -> list[HistoryEntry]:
-    """Decode stored entries (id, JSON); one that cannot be read is logged and left out."""
+def decode(
+    raws: Iterable[tuple[str, bytes | str]], ends: Mapping[str, int] | None = None
+) -> list[HistoryEntry]:
+    """Decode stored entries (id, JSON), given the ends a store keeps beside the documents
+    (epoch microseconds by id) when its documents may leave theirs out; one that cannot be
+    read is logged and left out."""
     entries = []
     for entry_id, raw in raws:
         try:
-            entries.append(HistoryEntry.from_bytes(raw, entry_id))
+            entries.append(
+                HistoryEntry.from_bytes(raw, entry_id, None if ends is None else ends.get(entry_id))
+            )
         except CorruptRecordError as exc:
             log.error("history entry %r cannot be read (kept in the store as it is): %s", entry_id, exc)
     return entries

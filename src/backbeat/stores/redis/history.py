@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from backbeat.model.completed_history import SUCCESS_DOC, completed_entry, owner_member, plain_success
+from backbeat.model.completed_history import completed_entry, owner_member, plain_success
 from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings, to_us
 from backbeat.model.records import RunResult
 from backbeat.stores._history import PRUNE_BATCH, decode, page
@@ -53,8 +53,11 @@ def _entry_of(task_id: str, member: bytes) -> tuple[int, str] | None:
     return int(end), rest[_END_DIGITS + 1 :].decode()
 
 
-_PLAIN_SUCCESS = SUCCESS_DOC + b"\0%b\0%018d\0%b#1.%d#success\0"
-"""A plain success's entry (:data:`.SUCCESS_DOC`, then its per-task member) in one formatting."""
+_PLAIN_SUCCESS = b'{"task_name":%b,"fire_time":%d%b,"started_at":%d}\0%b\0%018d\0%b#1.%d#success\0'
+"""A plain success's entry in one formatting: its document, then its per-task member. The
+document is :data:`.SUCCESS_DOC` without the end and the outcome, which the indexes and the id
+keep (:meth:`.HistoryEntry.from_bytes` takes the end from them): 48 bytes of about 160 less
+to send, to cut out in ``complete.lua`` and to keep."""
 
 
 def pack(entries: Sequence[HistoryEntry]) -> tuple[str, bytes]:
@@ -97,7 +100,6 @@ def completion_args(
                 % (
                     name,
                     fire_us,
-                    ended,
                     owner_json,
                     start_us,
                     run.task_id.encode(),
@@ -155,7 +157,7 @@ class History:
                 docs = await client.hmget(keys.history_docs, list(ends))
                 stored = [(i, doc) for i, doc in zip(ends, docs, strict=True) if doc is not None]
                 members.update(
-                    task_member(e.task_id, ends[e.id], e.id) for e in decode(stored) if e.id in ends
+                    task_member(e.task_id, ends[e.id], e.id) for e in decode(stored, ends) if e.id in ends
                 )
                 # an entry that cannot be read keeps its per-task member (its task is unknown):
                 # a page leaves out an id whose document is gone
@@ -185,12 +187,12 @@ class History:
                     self._keys.history, high, low, start=offset, num=READ_BATCH, withscores=True
                 )
                 offset += len(batch)
-                ids = [
-                    text(member)
+                ends = {
+                    text(member): round(score)
                     for member, score in batch
                     if after is None or (round(score), text(member)) < after
-                ]
-                found += await self._read(client, ids, query)
+                }
+                found += await self._read(client, ends, query)
                 if len(batch) < READ_BATCH:
                     break
         return page(found, query.limit)
@@ -212,19 +214,25 @@ class History:
                     self._keys.history_by_task, high, low, start=offset, num=READ_BATCH
                 )
                 offset += len(batch)
-                ids = [entry[1] for member in batch if (entry := _entry_of(task_id, member)) is not None]
-                found += await self._read(client, ids, query)
+                ends = {
+                    entry[1]: entry[0]
+                    for member in batch
+                    if (entry := _entry_of(task_id, member)) is not None
+                }
+                found += await self._read(client, ends, query)
                 if len(batch) < READ_BATCH:
                     break
         return page(found, query.limit)
 
-    async def _read(self, client: Any, ids: list[str], query: HistoryQuery) -> list[HistoryEntry]:
-        """The entries of ``ids`` that match ``query``, in that order (gone or unreadable ones left out)."""
-        if not ids:
+    async def _read(self, client: Any, ends: dict[str, int], query: HistoryQuery) -> list[HistoryEntry]:
+        """The entries of ``ends`` (id -> end, as the index keeps it) that match ``query``, in
+        that order (gone or unreadable ones left out)."""
+        if not ends:
             return []
+        ids = list(ends)
         docs = await client.hmget(self._keys.history_docs, ids)
         stored = [(i, doc) for i, doc in zip(ids, docs, strict=True) if doc is not None]
-        return [entry for entry in decode(stored) if query.matches(entry)]
+        return [entry for entry in decode(stored, ends) if query.matches(entry)]
 
     async def clear(self) -> None:
         keys = self._keys

@@ -169,10 +169,12 @@ end
 -- measured no gain, so the cause (the Lua collector walking the tables of what is pending,
 -- argument arrays of thousands) is not pinned down.
 local HISTORY_CHUNK = 200 -- items: a field and a value, a score and a member
-local function write_history(docs, ends, members)
-  redis.call('HSET', P .. 'history_docs', unpack(docs))
-  redis.call('ZADD', P .. 'history', unpack(ends))
-  redis.call('ZADD', P .. 'history_by_task', unpack(members))
+-- The three arrays are filled again after each write (their first k items), not made anew: a
+-- new table grows by doubling, rehashing what it holds each time.
+local function write_history(docs, ends, members, k)
+  redis.call('HSET', P .. 'history_docs', unpack(docs, 1, k))
+  redis.call('ZADD', P .. 'history', unpack(ends, 1, k))
+  redis.call('ZADD', P .. 'history_by_task', unpack(members, 1, k))
 end
 
 local function record_history(present, all)
@@ -197,15 +199,15 @@ local function record_history(present, all)
         members[k + 1], members[k + 2] = '0', sub(all, doc_end + 1, id_end - 1)
         k = k + 2
         if k == HISTORY_CHUNK then
-          write_history(docs, ends, members)
-          docs, ends, members, k = {}, {}, {}, 0
+          write_history(docs, ends, members, k)
+          k = 0
         end
       end
       pos = id_end + 1
     end
   end
   if k > 0 then
-    write_history(docs, ends, members)
+    write_history(docs, ends, members, k)
   end
 end
 

@@ -1,0 +1,73 @@
+"""The Redis store keeps a plain success's history document without its end and outcome (the
+indexes and the entry id keep them), and reads it back whole beside entries that hold them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import orjson
+import pytest
+import redis.asyncio
+
+from backbeat.model.history import HistoryOutcome, HistoryQuery, HistorySettings
+from backbeat.model.records import RunOutcome, RunResult
+from backbeat.stores.redis import RedisStore
+from tests.contract.helpers import T0, start_run, task
+from tests.integration.test_redis_store import delete_keys
+from tests.redis_server import usable_redis_url
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[RedisStore]:
+    prefix = f"test-history-docs-{uuid.uuid4().hex[:8]}"
+    store = RedisStore(usable_redis_url(), prefix=prefix)
+    await store.open()
+    yield store
+    await store.close()
+    await delete_keys(usable_redis_url(), prefix)
+
+
+async def test_a_plain_success_is_kept_without_its_end_and_outcome_and_read_back_whole(
+    store: RedisStore,
+) -> None:
+    name = f"plain-{uuid.uuid4().hex}"  # not yet encoded: the first entry takes the general way
+    tasks = {t.id: t for t in (task("a", name=name), task("b", name=name))}
+    await store.add(list(tasks.values()))
+    runs = sorted(await start_run(store, "w"), key=lambda run: run.task_id)
+    ends = {"a": T0 + timedelta(seconds=2), "b": T0 + timedelta(seconds=3)}
+    for run in runs:
+        run.task = tasks[run.task_id]
+        result = RunResult(
+            run=run,
+            outcome=RunOutcome.SUCCESS,
+            finished_at=ends[run.task_id],
+            started_at=T0 + timedelta(seconds=1),
+        )
+        assert not await store.complete("w", [result], history=HistorySettings())
+
+    client = redis.asyncio.from_url(usable_redis_url())
+    try:
+        stored: dict[bytes, bytes] = await client.hgetall(store.keys.history_docs)  # type: ignore[assignment]
+        docs = {entry_id.decode().partition("@")[0]: orjson.loads(doc) for entry_id, doc in stored.items()}
+    finally:
+        await client.aclose()
+    assert {"ended_at", "outcome"} <= docs["a"].keys()
+    assert not {"ended_at", "outcome"} & docs["b"].keys()
+
+    for query in (
+        HistoryQuery(limit=10),
+        HistoryQuery(limit=10, outcomes=frozenset({HistoryOutcome.SUCCESS})),
+        HistoryQuery(limit=10, since=T0 + timedelta(seconds=2)),
+    ):
+        entries, _ = await store.run_history(query)
+        assert [(e.task_id, e.ended_at, e.outcome, e.task_name) for e in entries] == [
+            ("b", ends["b"], HistoryOutcome.SUCCESS, name),
+            ("a", ends["a"], HistoryOutcome.SUCCESS, name),
+        ]
+    for task_id in ("a", "b"):
+        entries, _ = await store.run_history(HistoryQuery(limit=10, task_id=task_id))
+        assert [(e.ended_at, e.started_at, e.fire_time) for e in entries] == [
+            (ends[task_id], T0 + timedelta(seconds=1), T0)
+        ]
