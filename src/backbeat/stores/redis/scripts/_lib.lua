@@ -384,6 +384,24 @@ local function group_by_bounds(sorted)
   return groups, order
 end
 
+-- ids sorted (Lua's order must be the bytes', BYTE_ORDER) and grouped by bucket: {ids} per group,
+-- and the groups' boundaries. Reading every boundary costs about 1,100 instructions each. A
+-- look-up of one id's bucket walks a listpack of boundaries (up to 128, zset-max-listpack-entries)
+-- from its end making a string of each, about 300 a boundary: reading them all pays from 4 ids on;
+-- in a skiplist a look-up costs what reading about 6 boundaries does.
+local function sorted_groups(ids)
+  local sorted = {}
+  for i, id in ipairs(ids) do
+    sorted[i] = id
+  end
+  table.sort(sorted)
+  local bounds = #sorted > 1 and redis.call('ZCARD', K_IDX)
+  if bounds and ((bounds <= 128 and #sorted >= 4) or #sorted * 6 >= bounds) then
+    return group_by_bounds(sorted)
+  end
+  return walk_buckets(sorted)
+end
+
 -- ZADD of ids (score 0) to key. The score is the string '0': a Lua number passed to
 -- redis.call is formatted by snprintf first, each time.
 local function add_members(key, ids)
@@ -454,22 +472,7 @@ end
 -- Add ids to the index bucket by bucket: a bucket that would grow past BUCKET is split at once
 -- (never turned into a skiplist and split after).
 local function index_add_sorted(ids)
-  local sorted = {}
-  for i, id in ipairs(ids) do
-    sorted[i] = id
-  end
-  table.sort(sorted)
-  -- Reading every boundary costs about 1,100 instructions each. A look-up of one id's bucket walks
-  -- a listpack of boundaries (up to 128, zset-max-listpack-entries) from its end making a string of
-  -- each, about 300 a boundary: reading them all pays from 4 ids on; in a skiplist a look-up costs
-  -- what reading about 6 boundaries does.
-  local groups, order
-  local bounds = #sorted > 1 and redis.call('ZCARD', K_IDX)
-  if bounds and ((bounds <= 128 and #sorted >= 4) or #sorted * 6 >= bounds) then
-    groups, order = group_by_bounds(sorted)
-  else
-    groups, order = walk_buckets(sorted)
-  end
+  local groups, order = sorted_groups(ids)
   for g, boundary in ipairs(order) do
     local group = groups[g]
     if redis.call('ZCARD', bucket_key(boundary)) + #group <= BUCKET then
@@ -565,14 +568,8 @@ end
 -- every boundary read at once (as index_add_sorted does), not by a ZREVRANGEBYLEX each.
 local function index_remove(ids)
   local groups, order
-  local bounds = BYTE_ORDER and #ids > 1 and redis.call('ZCARD', K_IDX)
-  if bounds and ((bounds <= 128 and #ids >= 4) or #ids * 6 >= bounds) then
-    local sorted = {}
-    for i, id in ipairs(ids) do
-      sorted[i] = id
-    end
-    table.sort(sorted)
-    groups, order = group_by_bounds(sorted)
+  if BYTE_ORDER then
+    groups, order = sorted_groups(ids)
   else
     local by
     by, order = by_bucket(ids)

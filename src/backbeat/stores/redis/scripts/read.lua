@@ -1,6 +1,6 @@
 -- ARGV: prefix, then either 'ids', task_id... or 'scan', index ('ids': the id index, else the key
 -- suffix of a sorted set of ids, scores 0), after (lex), count.
--- Returns {sizes, parts, more}: the tasks (see snapshots in _lib.lua); more is 1 when the
+-- Returns {tasks, more}: the tasks flat (see snapshots in _lib.lua); more is 1 when the
 -- index holds ids after the last one returned.
 local ids
 local more = 0

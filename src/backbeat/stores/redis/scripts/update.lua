@@ -1,6 +1,6 @@
 -- ARGV: prefix, task_id, expected_version, doc, set_nrt ('1'|'0'), nrt, flags, max, tags.
--- Returns {'missing'}, {'conflict'} (changed since it was read) or {'ok', sizes, parts}
--- (see snapshots in _lib.lua).
+-- Returns {'missing'}, {'conflict'} (changed since it was read) or {'ok', task}
+-- (task: its id, live fields and document, see snapshots in _lib.lua).
 local id, expected, doc = ARGV[2], ARGV[3], ARGV[4]
 local raw = redis.call('HGET', K_TASKS, id)
 if not raw then
