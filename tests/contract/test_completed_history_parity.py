@@ -10,7 +10,7 @@ import pytest
 
 from backbeat.abc import Store
 from backbeat.engine.history import HistoryRecorder
-from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings
+from backbeat.model.history import HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings
 from backbeat.model.records import Run, RunOutcome, RunResult
 from tests.contract.helpers import T0, start_run, task
 
@@ -164,3 +164,28 @@ async def test_each_entry_of_a_mixed_batch_equals_the_recorded_one(store: Store,
     recorder.completed([*early, batch[0], *batch[4:]], set())
     entries, _ = await store.run_history(HistoryQuery(limit=100))
     assert sorted(entries, key=lambda e: e.id) == sorted(recorder._pending, key=lambda e: e.id)
+
+
+async def test_a_run_set_aside_is_recorded_as_a_failure_and_a_deferral_set_aside_not_at_all(
+    store: Store,
+) -> None:
+    # a deferral is a run kept unrun (its task quarantined, its circuit breaker open): before,
+    # one whose completion the store refused was recorded as a failure each time it was set aside
+    await store.add([task(f"{ODD_ID}-ran", name=ODD_NAME), task(f"{ODD_ID}-kept", name=ODD_NAME)])
+    ran, kept = sorted(await start_run(store, OWNER), key=lambda run: run.task_id, reverse=True)
+    recorder = HistoryRecorder(store, HistorySettings(), owner=OWNER, clock=lambda: T0)
+    finished = T0 + SECOND
+    deferral = RunResult(
+        run=kept, outcome=RunOutcome.DEFERRED, finished_at=finished, retry_at=T0 + 30 * SECOND, started_at=T0
+    )
+
+    recorder.set_aside(
+        RunResult(run=ran, outcome=RunOutcome.SUCCESS, finished_at=finished, started_at=T0), "refused"
+    )
+    recorder.set_aside(deferral, "refused")
+    await recorder.flush(force=True)
+
+    entries, _ = await store.run_history(HistoryQuery())
+    assert [(e.run_id, e.outcome, e.error_type, e.error) for e in entries] == [
+        (ran.id, HistoryOutcome.FAILURE, "backbeat.errors.StoreError", "refused")
+    ]

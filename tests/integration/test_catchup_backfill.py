@@ -103,6 +103,32 @@ async def test_caught_up_fire_times_run_no_more_at_once_than_max_concurrency(
     assert most == 2  # before, all five at once
 
 
+async def test_caught_up_fire_times_max_instances_refuses_are_skipped_on_a_worker_of_one_run(
+    make_scheduler: SchedulerFactory, store_url: str, record_file: Path
+) -> None:
+    start = datetime.now(UTC) - timedelta(seconds=2405)  # five fire times, the last 5 s ago
+    producer = make_scheduler(store_url, role="producer", clock=lambda: start)
+    once = await producer.add_task(
+        jobs.slow,
+        "interval",
+        minutes=10,
+        start_date=start,
+        args=[str(record_file), 0.1],
+        options={"catchup_window": None, "coalesce": False, "max_instances": 1},
+    )
+    times = [start + timedelta(minutes=10 * k) for k in range(5)]
+    config = SchedulerConfig(lease_seconds=2.0, poll_interval=0.2, max_concurrency=1)
+    worker = make_scheduler(store_url, config=config)
+    await worker.start_async()
+
+    # before, the four left due ran one after another instead
+    await eventually(lambda: _has(worker, once, "skipped", 4), timeout=20)
+    await eventually(lambda: _has(worker, once, "success", 1), timeout=20)
+    assert await fire_times(worker, once, "skipped") == times[1:]
+    assert await fire_times(worker, once, "success") == times[:1]
+    assert [record["event"] for record in jobs.read_records(record_file)] == ["start", "end"]
+
+
 async def _has(scheduler: BackgroundTaskScheduler, task_id: str, outcome: str, count: int) -> bool:
     return len(await fire_times(scheduler, task_id, outcome)) == count
 

@@ -209,3 +209,20 @@ async def test_caught_up_fire_times_start_no_more_runs_than_max_concurrency_the_
     assert claims == [(2, at(20)), (2, at(40)), (1, at(50))]
     assert await world.history(HistoryOutcome.SUCCESS) == [at(0), at(10), at(20), at(30), at(40)]
     assert await world.history(HistoryOutcome.MISSED) == []
+
+
+async def test_fire_times_max_instances_refuses_are_skipped_at_once_whatever_max_concurrency() -> None:
+    # max_instances=1 starts one of them on any worker: the others were left due on a worker
+    # allowed one run, and ran one after another instead of being skipped
+    world = World(max_concurrency=1)
+    task = await world.add(catchup_window=None, coalesce=False, max_instances=1)
+    world.clock.advance(45.5)
+
+    await world.after_downtime(0)
+
+    stored = await world.store.get(task.id)
+    assert stored is not None
+    assert (len(world.started), stored.next_run_time) == (1, at(50))
+    assert await world.history(HistoryOutcome.SUCCESS) == [at(0)]
+    assert await world.history(HistoryOutcome.SKIPPED) == [at(10), at(20), at(30), at(40)]
+    assert world.fired(EventKind.MAX_INSTANCES) == [at(10), at(20), at(30), at(40)]

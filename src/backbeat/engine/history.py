@@ -121,8 +121,9 @@ class HistoryRecorder:
     def set_aside(self, result: RunResult, why: str) -> None:
         """``result``'s run ran, but the store refused its completion with any result and it was
         set aside: recorded as a failure whose error is ``why``, by the history's own write
-        (no completion will record it)."""
-        if not self.enabled:
+        (no completion will record it). A deferral set aside records nothing: its run did not
+        run (it is kept for later, as a deferral's completion would have kept it)."""
+        if not self.enabled or outcome_of(result) is None:
             return
         run = result.run
         error = why[: self.settings.message_limit]

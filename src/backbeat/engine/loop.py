@@ -472,7 +472,7 @@ class Engine:
                 decided = _no_fire(task), None
             decision, reports[task.id] = decided
             if len(decision.fire_times) > 1 and decision.overlap == Overlap.ALLOW_ALL:
-                room = _within(decision, room)
+                room = _within(decision, room, admits=task.options.max_instances)
             decisions.append(decision)
         # the runs' leases count from now, not from the claim: a fire held up (by a lock, a
         # slow store) must not create runs whose lease already ended, for another owner to take
@@ -856,13 +856,16 @@ class _Claimed:
         return self.taken >= self.limit
 
 
-def _within(decision: FireDecision, room: int) -> int:
+def _within(decision: FireDecision, room: int, *, admits: int) -> int:
     """Keep the fire times of ``decision`` beyond its first that ``room`` holds; the task's next
-    run time becomes the first left out (it stays due). The room left."""
-    more = len(decision.fire_times) - 1
+    run time becomes the first left out (it stays due). The room left. The store starts at most
+    ``admits`` (``max_instances``) of them and skips the rest: when those fit, all are kept, for
+    the rest to be skipped now as on a worker with room for all of them."""
+    room = max(room, 0)
+    more = min(len(decision.fire_times), admits) - 1
     if more <= room:
-        return room - more
-    kept = 1 + max(room, 0)
+        return room - max(more, 0)
+    kept = 1 + room
     decision.next_run_time = decision.fire_times[kept]
     decision.fire_times = decision.fire_times[:kept]
     return 0
