@@ -116,7 +116,7 @@ def peers_table(
     ]
     for name in names:
         cells = [_number(_median(r[system].get(name) for r in rounds)) for system in systems]
-        ratios = [r for r in (_versus_best(measured, name, name in lower) for measured in rounds) if r]
+        ratios = [r for r in (_versus_best(m, name, name in lower) for m in rounds) if r is not None]
         versus = "-"
         if ratios:
             factor = statistics.median(ratios)
@@ -131,9 +131,10 @@ def _versus_best(measured: dict[str, dict[str, float]], name: str, lower: bool) 
     """The first system's figure against the best of the others in one round (above 1: better)."""
     ours, *others = (figures.get(name) for figures in measured.values())
     peers = [value for value in others if value is not None]
-    if not ours or not peers:
+    best = (min(peers) if lower else max(peers)) if peers else None
+    if not ours or not best:  # nothing to compare (a figure of 0 has no ratio)
         return None
-    return min(peers) / ours if lower else ours / max(peers)
+    return best / ours if lower else ours / best
 
 
 def _median(values: Iterable[float | None]) -> float | None:
