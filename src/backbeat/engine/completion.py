@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from backbeat.abc import Store
 from backbeat.engine.fencing import LeaseDeadlines
-from backbeat.engine.history import HistoryRecorder
+from backbeat.engine.history import STORE_ERROR_TYPE, HistoryRecorder
 from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 from backbeat.model.records import Run, RunOutcome, RunResult
@@ -344,7 +344,7 @@ def stripped(result: RunResult, exc: Exception) -> RunResult:
         outcome=RunOutcome.FAILURE,
         finished_at=result.finished_at,
         error=f"StoreError: the store refused this run's {result.outcome.value} result ({_said(exc)})",
-        error_type="backbeat.errors.StoreError",
+        error_type=STORE_ERROR_TYPE,
         dead_letter=result.dead_letter or result.retry_at is not None,
         started_at=result.started_at,
     )

@@ -8,6 +8,7 @@ times, lost leases, runs the completion found no longer theirs, runs set aside) 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -29,6 +30,8 @@ FLUSH_BATCH = 1000
 PRUNE_COUNTS = 10_000
 """Tasks whose entries since their last pruning are counted at most (the counts of the tasks
 that ran least are dropped beyond it: their entries are pruned by age, or later)."""
+STORE_ERROR_TYPE = f"{StoreError.__module__}.{StoreError.__qualname__}"
+"""The error type of a run the store refused to complete with its result."""
 FLUSH_DELAY = 0.5
 """Seconds an entry may wait to be written: fewer, larger writes cost a fire far less."""
 
@@ -126,17 +129,11 @@ class HistoryRecorder:
         if not self.enabled or outcome_of(result) is None:
             return
         run = result.run
-        error = why[: self.settings.message_limit]
-        self._add(
-            run.task_id,
-            run.task,
-            run,
-            HistoryOutcome.FAILURE,
-            result.finished_at,
-            result.started_at,
-            f"{StoreError.__module__}.{StoreError.__qualname__}",
-            error,
+        error_type, error = error_of(
+            dataclasses.replace(result, error=why, error_type=STORE_ERROR_TYPE), self.settings.message_limit
         )
+        outcome, ended, started = HistoryOutcome.FAILURE, result.finished_at, result.started_at
+        self._add(run.task_id, run.task, run, outcome, ended, started, error_type, error)
 
     def lost_lease(self, run: Run, task: Task | None, started: datetime | None) -> None:
         """``run`` (started at ``started``, if it did) ended without completing: its lease was lost."""
