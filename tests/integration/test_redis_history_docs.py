@@ -107,3 +107,19 @@ async def test_a_backbeat_that_reads_the_end_from_the_document_cannot_open_a_sto
     with pytest.raises(StoreError, match=r"key layout version 6, made by a newer backbeat"):
         await older.open()
     await older.close()
+
+
+async def test_pruning_by_age_alone_removes_a_lean_entry_with_its_per_task_member(store: RedisStore) -> None:
+    await complete_plain(store, f"plain-{uuid.uuid4().hex}")
+    assert len(await stored_docs(store)) == 2
+
+    # no task named: the batch of entries older than the cutoff, found by the end-time index
+    assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == 2
+
+    client = redis.asyncio.from_url(usable_redis_url())
+    try:
+        assert await client.zcard(store.keys.history_by_task) == 0
+        assert await client.zcard(store.keys.history) == 0
+    finally:
+        await client.aclose()
+    assert await stored_docs(store) == {}
