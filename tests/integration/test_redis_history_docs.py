@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import orjson
 import pytest
 import redis.asyncio
 
-from backbeat.model.history import HistoryOutcome, HistoryQuery, HistorySettings
+from backbeat.errors import CorruptRecordError, StoreError
+from backbeat.model.history import HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings
 from backbeat.model.records import RunOutcome, RunResult
 from backbeat.stores.redis import RedisStore
+from backbeat.stores.redis.layout import MIGRATIONS
 from tests.contract.helpers import T0, start_run, task
 from tests.integration.test_redis_store import delete_keys
 from tests.redis_server import usable_redis_url
@@ -29,10 +31,15 @@ async def store() -> AsyncIterator[RedisStore]:
     await delete_keys(usable_redis_url(), prefix)
 
 
-async def test_a_plain_success_is_kept_without_its_end_and_outcome_and_read_back_whole(
-    store: RedisStore,
-) -> None:
-    name = f"plain-{uuid.uuid4().hex}"  # not yet encoded: the first entry takes the general way
+class Layout5Store(RedisStore):
+    """The store of a backbeat before lean history documents (key layout 5), which reads an
+    entry's end and outcome from its document alone."""
+
+    layout_migrations = MIGRATIONS[:5]
+
+
+async def complete_plain(store: RedisStore, name: str) -> dict[str, datetime]:
+    """Two tasks named ``name`` run and succeed (a ends at T0 + 2 s, b at T0 + 3 s); their ends."""
     tasks = {t.id: t for t in (task("a", name=name), task("b", name=name))}
     await store.add(list(tasks.values()))
     runs = sorted(await start_run(store, "w"), key=lambda run: run.task_id)
@@ -46,13 +53,27 @@ async def test_a_plain_success_is_kept_without_its_end_and_outcome_and_read_back
             started_at=T0 + timedelta(seconds=1),
         )
         assert not await store.complete("w", [result], history=HistorySettings())
+    return ends
 
+
+async def stored_docs(store: RedisStore) -> dict[str, bytes]:
+    """The history documents by entry id."""
     client = redis.asyncio.from_url(usable_redis_url())
     try:
         stored: dict[bytes, bytes] = await client.hgetall(store.keys.history_docs)  # type: ignore[assignment]
-        docs = {entry_id.decode().partition("@")[0]: orjson.loads(doc) for entry_id, doc in stored.items()}
     finally:
         await client.aclose()
+    return {entry_id.decode(): doc for entry_id, doc in stored.items()}
+
+
+async def test_a_plain_success_is_kept_without_its_end_and_outcome_and_read_back_whole(
+    store: RedisStore,
+) -> None:
+    name = f"plain-{uuid.uuid4().hex}"  # not yet encoded: the first entry takes the general way
+    ends = await complete_plain(store, name)
+
+    stored = await stored_docs(store)
+    docs = {entry_id.partition("@")[0]: orjson.loads(doc) for entry_id, doc in stored.items()}
     assert {"ended_at", "outcome"} <= docs["a"].keys()
     assert not {"ended_at", "outcome"} & docs["b"].keys()
 
@@ -71,3 +92,34 @@ async def test_a_plain_success_is_kept_without_its_end_and_outcome_and_read_back
         assert [(e.ended_at, e.started_at, e.fire_time) for e in entries] == [
             (ends[task_id], T0 + timedelta(seconds=1), T0)
         ]
+
+
+async def test_a_backbeat_that_reads_the_end_from_the_document_cannot_open_a_store_with_lean_ones(
+    store: RedisStore,
+) -> None:
+    await complete_plain(store, f"plain-{uuid.uuid4().hex}")
+    lean = [(i, doc) for i, doc in (await stored_docs(store)).items() if i.startswith("b@")]
+    assert len(lean) == 1
+    with pytest.raises(CorruptRecordError):  # what a backbeat before them makes of one
+        HistoryEntry.from_bytes(lean[0][1], lean[0][0])
+
+    older = Layout5Store(usable_redis_url(), prefix=store.keys.prefix)
+    with pytest.raises(StoreError, match=r"key layout version 6, made by a newer backbeat"):
+        await older.open()
+    await older.close()
+
+
+async def test_pruning_by_age_alone_removes_a_lean_entry_with_its_per_task_member(store: RedisStore) -> None:
+    await complete_plain(store, f"plain-{uuid.uuid4().hex}")
+    assert len(await stored_docs(store)) == 2
+
+    # no task named: the batch of entries older than the cutoff, found by the end-time index
+    assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == 2
+
+    client = redis.asyncio.from_url(usable_redis_url())
+    try:
+        assert await client.zcard(store.keys.history_by_task) == 0
+        assert await client.zcard(store.keys.history) == 0
+    finally:
+        await client.aclose()
+    assert await stored_docs(store) == {}

@@ -91,7 +91,7 @@ async def test_a_new_store_records_the_current_layout(
     store = RedisStore(usable_redis_url(), prefix=prefixes())
     await store.open()
     await store.close()
-    assert await client.get(store.keys.layout) == str(latest(MIGRATIONS)).encode() == b"5"
+    assert await client.get(store.keys.layout) == str(latest(MIGRATIONS)).encode() == b"6"
 
 
 async def test_a_store_written_before_the_layout_version_is_migrated_and_then_behaves_as_a_fresh_one(
@@ -109,7 +109,7 @@ async def test_a_store_written_before_the_layout_version_is_migrated_and_then_be
 
     migrated = await observed(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
 
-    assert await client.get(old.keys.layout) == b"5"
+    assert await client.get(old.keys.layout) == b"6"
     assert await client.exists(old.keys.orphans_indexed)
     assert migrated == await observed(RedisStore(usable_redis_url(), prefix=fresh.keys.prefix))
     assert migrated[0] != ([], None)  # the history's tasks were there to compare
@@ -133,7 +133,7 @@ async def test_full_documents_of_layout_1_read_as_the_lean_ones_of_layout_2(
 
     migrated = await observed(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
 
-    assert await client.get(old.keys.layout) == b"5"
+    assert await client.get(old.keys.layout) == b"6"
     assert migrated == await observed(RedisStore(usable_redis_url(), prefix=fresh.keys.prefix))
     assert migrated[0] != ([], None)
 
@@ -176,7 +176,7 @@ async def test_opening_a_current_layout_takes_no_lock(
     finally:
         await current.close()
         await migrating.close()
-    assert await client.get(current.keys.layout) == b"5"
+    assert await client.get(current.keys.layout) == b"6"
 
 
 async def test_a_newer_layout_is_refused_naming_both_versions_and_left_as_it_was(
@@ -220,7 +220,7 @@ async def test_a_layout_2_store_is_migrated_to_records_a_bucketed_id_index_and_a
 
     migrated = await observed(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
 
-    assert await client.get(old.keys.layout) == b"5"
+    assert await client.get(old.keys.layout) == b"6"
     assert not await client.exists(old.keys.live, old.keys.ids)
     assert await client.zrange(old.keys.waiting, 0, -1) == [waiting_run.encode()]
     assert migrated == await observed(RedisStore(usable_redis_url(), prefix=fresh.keys.prefix))
@@ -276,7 +276,7 @@ async def test_a_layout_3_run_history_is_migrated_to_one_per_task_index_and_read
 
     migrated = await pages(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
 
-    assert await client.get(old.keys.layout) == b"5"
+    assert await client.get(old.keys.layout) == b"6"
     assert not await client.exists(
         old.keys.history_tasks, *(old.keys.task_history(f"task-{i}") for i in range(7))
     )
@@ -309,7 +309,7 @@ async def test_a_layout_4_store_lists_every_task_in_order_and_then_keeps_new_ids
     reopened = RedisStore(usable_redis_url(), prefix=store.keys.prefix)
     await reopened.open()
     try:
-        assert await client.get(store.keys.layout) == b"5"
+        assert await client.get(store.keys.layout) == b"6"
         listed, _ = await reopened.list()
         assert [t.id for t in listed] == expected
         await reopened.add([task("one-03")])

@@ -118,9 +118,11 @@ SUCCESS_DOC = b'{"task_name":%b,"fire_time":%d,"ended_at":%d,"outcome":"success"
 """The document :func:`completed_entry` writes for a *plain success* (most entries): a run that
 succeeded at its first attempt, started, under a fencing token, without an error or recorded
 arguments, whose run id spells its task id; filled with the name's JSON (from :data:`NAMES`),
-the fire time, the end, the :func:`owner_member` and the start (epoch microseconds). The
-stores write such an entry with this template inline, without :func:`completed_entry`'s call
-and branches (about 6k of the 22k instructions an entry cost the client)."""
+the fire time, the end, the :func:`owner_member` and the start (epoch microseconds). The SQL
+stores write such an entry with this template inline, the Redis store with one that leaves out
+the end and the outcome (its indexes and the entry id keep them), both without
+:func:`completed_entry`'s call and branches (about 6k of the 22k instructions an entry cost the
+client)."""
 NAMES = _NAMES
 """Task names already encoded as JSON (a name missing: take :func:`completed_entry`'s way)."""
 

@@ -85,8 +85,9 @@ def completion_args(
     per-task member (:func:`task_member`: task id, end and entry id), each followed by a NUL
     (neither holds one: task ids cannot, JSON escapes it). The script finds the id and end in
     the member. A run has no entry when deferred, or when its members cannot be encoded
-    (:func:`.completed_entry`). A plain success (:data:`.SUCCESS_DOC`) is written in one
-    formatting, without :func:`.completed_entry`'s call."""
+    (:func:`.completed_entry`). A plain success is written in one formatting
+    (:data:`_PLAIN_SUCCESS`: :data:`.SUCCESS_DOC` without the end and the outcome), without
+    :func:`.completed_entry`'s call."""
     owner_json = owner_member(owner)
     entries: list[bytes] = []
     present: list[str] = []

@@ -116,6 +116,12 @@ async def _recent_ids(client: Client, keys: Keys) -> None:
     backbeat that would not list the ids in it (or clear it) from opening the store."""
 
 
+async def _lean_history(client: Client, keys: Keys) -> None:
+    """Nothing to rewrite: history documents that hold their end and outcome stay readable; the
+    version keeps a backbeat that reads them from the document alone (it would leave out every
+    plain success's entry written since, logged as unreadable) from opening the store."""
+
+
 MIGRATIONS: tuple[LayoutMigration, ...] = (
     LayoutMigration(1, "the first release's layout: build the orphaned index it may lack", _index_orphans),
     LayoutMigration(
@@ -136,6 +142,12 @@ MIGRATIONS: tuple[LayoutMigration, ...] = (
         5,
         "ids of single adds wait in a short list before joining the id index's buckets; nothing rewritten",
         _recent_ids,
+    ),
+    LayoutMigration(
+        6,
+        "a plain success's history document leaves out its end and outcome (the indexes and the id "
+        "keep them); nothing rewritten",
+        _lean_history,
     ),
 )
 
