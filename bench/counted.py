@@ -17,6 +17,15 @@ class _Count:
     def expect(self, n: int) -> None:
         self.fired, self.wanted, self.done = 0, n, asyncio.Event()
 
+    async def all_ran(self, timeout: float) -> None:
+        """Wait until the awaited number have run; ``TimeoutError`` naming how many did after
+        ``timeout`` seconds (a run lost would otherwise keep a bench waiting for ever)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.done.wait()
+        except TimeoutError:
+            raise TimeoutError(f"only {self.fired} of {self.wanted} runs within {timeout:g} s") from None
+
 
 COUNT = _Count()
 

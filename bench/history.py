@@ -85,7 +85,7 @@ async def _fires(target: StoreTarget, n: int, *, history: bool, batch: int = 100
     server = await redis_server_cpu(target.url)
     started, cpu = targets._clock(), time.process_time()
     await worker.start()
-    await COUNT.done.wait()
+    await COUNT.all_ran(timeout=600)  # ten minutes: 10,000 runs take seconds
     await worker.shutdown()  # waits for every completion, and the history written after it
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     cpu += await redis_server_cpu(target.url) - server
