@@ -198,3 +198,25 @@ async def test_a_store_whose_close_was_cancelled_adds_again(
         assert admin.hexists(Keys("close").tasks, "after")
     finally:
         await store.close()
+
+
+async def test_a_cancelled_close_gives_the_held_connection_back_once_its_add_ends(
+    server: RedisServerHandle, admin: redis.Redis
+) -> None:
+    store = RedisStore(server.url, prefix="close", max_connections=4)
+    await store.add([task("warm")])
+    try:
+        for turn in range(4):  # a pool of 4: a connection kept each time would fill it
+            with server.paused():
+                first = asyncio.ensure_future(store.add([task(f"first{turn}")]))
+                await started([first])
+                closing = asyncio.ensure_future(store.close())
+                await asyncio.sleep(0.05)  # waiting for the add
+                closing.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await closing
+            await first
+            await store.add([task(f"after{turn}")])
+            assert store_clients(admin) == 1  # the one held connection, given back and held again
+    finally:
+        await store.close()
