@@ -21,6 +21,7 @@ from backbeat.errors import StoreClosedError
 from backbeat.stores.redis import RedisStore, connection
 from backbeat.stores.redis.keys import Keys
 from tests.adds import task
+from tests.integration.test_redis_adds import replica  # noqa: F401 (a fixture)
 from tests.redis_server import RedisServerHandle, private_redis_server
 
 pytestmark = pytest.mark.redis
@@ -220,3 +221,44 @@ async def test_a_cancelled_close_gives_the_held_connection_back_once_its_add_end
             assert store_clients(admin) == 1  # the one held connection, given back and held again
     finally:
         await store.close()
+
+
+@pytest.mark.usefixtures("replica")
+async def test_acknowledged_adds_in_flight_end_before_close_returns_and_nothing_connects_after(
+    server: RedisServerHandle, admin: redis.Redis
+) -> None:
+    others = store_clients(admin)  # the replica's
+    store = RedisStore(server.url, prefix="close", durability="replica")
+    await store.add([task("warm")])
+    with server.paused():
+        adds = [asyncio.ensure_future(store.add([task(f"t{i}")])) for i in range(3)]
+        await started(adds)
+        continue_later(server, 0.2)
+        await store.close()
+        assert all(add.done() for add in adds)  # ended before close() returned
+    await asyncio.gather(*adds)
+    assert store_clients(admin) == others  # none connected again after the client closed
+    assert admin.hlen(Keys("close").tasks) == 4
+
+
+@pytest.mark.usefixtures("replica")
+async def test_acknowledged_adds_left_after_the_bound_fail_as_closed(
+    server: RedisServerHandle, admin: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "CLOSE_TIMEOUT", 0.2)
+    others = store_clients(admin)
+    store = RedisStore(server.url, prefix="close", durability="replica")
+    await store.add([task("warm")])
+    with server.paused():
+        adds = [asyncio.ensure_future(store.add([task(f"t{i}")])) for i in range(3)]
+        await started(adds)
+        closing = asyncio.ensure_future(store.close())
+        await asyncio.sleep(0)
+        with pytest.raises(StoreClosedError):
+            await store.add([task("late")])  # made while the store closes
+        await closing
+        outcomes = await asyncio.gather(*adds, return_exceptions=True)
+    assert all(isinstance(outcome, StoreClosedError) for outcome in outcomes), outcomes
+    await asyncio.sleep(0.1)
+    assert store_clients(admin) == others
+    assert not admin.hexists(Keys("close").tasks, "late")
