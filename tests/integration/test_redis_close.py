@@ -239,6 +239,11 @@ async def test_acknowledged_adds_in_flight_end_before_close_returns_and_nothing_
     await asyncio.gather(*adds)
     assert store_clients(admin) == others  # none connected again after the client closed
     assert admin.hlen(Keys("close").tasks) == 4
+    try:
+        await store.add([task("after")])  # opens the store again: not StoreClosedError
+    finally:
+        await store.close()
+    assert admin.hexists(Keys("close").tasks, "after")
 
 
 @pytest.mark.usefixtures("replica")
