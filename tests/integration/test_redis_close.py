@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+import traceback
 import warnings
 from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ import redis
 
 from backbeat import BackgroundTaskScheduler
 from backbeat.api import routing
+from backbeat.api.coalescing import AddCoalescer
 from backbeat.errors import StoreClosedError
 from backbeat.stores.redis import RedisStore, connection
 from backbeat.stores.redis.keys import Keys
@@ -153,6 +155,35 @@ async def test_a_shutdown_fails_the_coalesced_adds_left_after_its_bound_as_close
     assert all(isinstance(outcome, StoreClosedError) for outcome in outcomes), outcomes
     await asyncio.sleep(0.1)
     assert store_clients(admin) == 0
+
+
+async def test_each_add_refused_while_a_shutdown_closes_the_store_has_a_traceback_of_its_own(
+    server: RedisServerHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "CLOSE_TIMEOUT", 0.2)
+    monkeypatch.setattr(routing, "CLOSE_TIMEOUT", 0.2)
+    producer = BackgroundTaskScheduler(store=f"{server.url}?prefix=close", role="producer")
+    await producer.schedule_delayed_task("warm", noop, delay_minutes=5, args=["x"])
+    refused: list[StoreClosedError] = []
+    with server.paused():
+        adds = coalesced_adds(producer, 1)
+        await started(adds)
+        shutdown = asyncio.ensure_future(producer.shutdown())
+        await asyncio.sleep(0)
+        for i in range(3):
+            with pytest.raises(StoreClosedError) as caught:
+                await producer.schedule_delayed_task(f"late{i}", noop, delay_minutes=5, args=["x"])
+            refused.append(caught.value)
+        await shutdown
+        await asyncio.gather(*adds, return_exceptions=True)
+    assert [adds_raised_through(error) for error in refused] == [1, 1, 1]
+
+
+def adds_raised_through(error: BaseException) -> int:
+    """How many frames of ``AddCoalescer.add`` ``error``'s traceback holds."""
+    return sum(
+        frame.f_code is AddCoalescer.add.__code__ for frame, _ in traceback.walk_tb(error.__traceback__)
+    )
 
 
 def test_a_store_used_on_one_loop_then_another_starts_afresh_on_the_second(
