@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+import traceback
 import warnings
 from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
@@ -17,10 +18,12 @@ import redis
 
 from backbeat import BackgroundTaskScheduler
 from backbeat.api import routing
+from backbeat.api.coalescing import AddCoalescer
 from backbeat.errors import StoreClosedError
 from backbeat.stores.redis import RedisStore, connection
 from backbeat.stores.redis.keys import Keys
 from tests.adds import task
+from tests.integration.test_redis_adds import replica  # noqa: F401 (a fixture)
 from tests.redis_server import RedisServerHandle, private_redis_server
 
 pytestmark = pytest.mark.redis
@@ -154,6 +157,35 @@ async def test_a_shutdown_fails_the_coalesced_adds_left_after_its_bound_as_close
     assert store_clients(admin) == 0
 
 
+async def test_each_add_refused_while_a_shutdown_closes_the_store_has_a_traceback_of_its_own(
+    server: RedisServerHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "CLOSE_TIMEOUT", 0.2)
+    monkeypatch.setattr(routing, "CLOSE_TIMEOUT", 0.2)
+    producer = BackgroundTaskScheduler(store=f"{server.url}?prefix=close", role="producer")
+    await producer.schedule_delayed_task("warm", noop, delay_minutes=5, args=["x"])
+    refused: list[StoreClosedError] = []
+    with server.paused():
+        adds = coalesced_adds(producer, 1)
+        await started(adds)
+        shutdown = asyncio.ensure_future(producer.shutdown())
+        await asyncio.sleep(0)
+        for i in range(3):
+            with pytest.raises(StoreClosedError) as caught:
+                await producer.schedule_delayed_task(f"late{i}", noop, delay_minutes=5, args=["x"])
+            refused.append(caught.value)
+        await shutdown
+        await asyncio.gather(*adds, return_exceptions=True)
+    assert [adds_raised_through(error) for error in refused] == [1, 1, 1]
+
+
+def adds_raised_through(error: BaseException) -> int:
+    """How many frames of ``AddCoalescer.add`` ``error``'s traceback holds."""
+    return sum(
+        frame.f_code is AddCoalescer.add.__code__ for frame, _ in traceback.walk_tb(error.__traceback__)
+    )
+
+
 def test_a_store_used_on_one_loop_then_another_starts_afresh_on_the_second(
     server: RedisServerHandle, admin: redis.Redis
 ) -> None:
@@ -198,3 +230,71 @@ async def test_a_store_whose_close_was_cancelled_adds_again(
         assert admin.hexists(Keys("close").tasks, "after")
     finally:
         await store.close()
+
+
+async def test_a_cancelled_close_gives_the_held_connection_back_once_its_add_ends(
+    server: RedisServerHandle, admin: redis.Redis
+) -> None:
+    store = RedisStore(server.url, prefix="close", max_connections=4)
+    await store.add([task("warm")])
+    try:
+        for turn in range(4):  # a pool of 4: a connection kept each time would fill it
+            with server.paused():
+                first = asyncio.ensure_future(store.add([task(f"first{turn}")]))
+                await started([first])
+                closing = asyncio.ensure_future(store.close())
+                await asyncio.sleep(0.05)  # waiting for the add
+                closing.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await closing
+            await first
+            await store.add([task(f"after{turn}")])
+            assert store_clients(admin) == 1  # the one held connection, given back and held again
+    finally:
+        await store.close()
+
+
+@pytest.mark.usefixtures("replica")
+async def test_acknowledged_adds_in_flight_end_before_close_returns_and_nothing_connects_after(
+    server: RedisServerHandle, admin: redis.Redis
+) -> None:
+    others = store_clients(admin)  # the replica's
+    store = RedisStore(server.url, prefix="close", durability="replica")
+    await store.add([task("warm")])
+    with server.paused():
+        adds = [asyncio.ensure_future(store.add([task(f"t{i}")])) for i in range(3)]
+        await started(adds)
+        continue_later(server, 0.2)
+        await store.close()
+        assert all(add.done() for add in adds)  # ended before close() returned
+    await asyncio.gather(*adds)
+    assert store_clients(admin) == others  # none connected again after the client closed
+    assert admin.hlen(Keys("close").tasks) == 4
+    try:
+        await store.add([task("after")])  # opens the store again: not StoreClosedError
+    finally:
+        await store.close()
+    assert admin.hexists(Keys("close").tasks, "after")
+
+
+@pytest.mark.usefixtures("replica")
+async def test_acknowledged_adds_left_after_the_bound_fail_as_closed(
+    server: RedisServerHandle, admin: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "CLOSE_TIMEOUT", 0.2)
+    others = store_clients(admin)
+    store = RedisStore(server.url, prefix="close", durability="replica")
+    await store.add([task("warm")])
+    with server.paused():
+        adds = [asyncio.ensure_future(store.add([task(f"t{i}")])) for i in range(3)]
+        await started(adds)
+        closing = asyncio.ensure_future(store.close())
+        await asyncio.sleep(0)
+        with pytest.raises(StoreClosedError):
+            await store.add([task("late")])  # made while the store closes
+        await closing
+        outcomes = await asyncio.gather(*adds, return_exceptions=True)
+    assert all(isinstance(outcome, StoreClosedError) for outcome in outcomes), outcomes
+    await asyncio.sleep(0.1)
+    assert store_clients(admin) == others
+    assert not admin.hexists(Keys("close").tasks, "late")

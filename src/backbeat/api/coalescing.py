@@ -84,7 +84,7 @@ class AddCoalescer:
             StoreClosedError: the store is closing (:meth:`closing`).
         """
         if self._refusal is not None:
-            raise self._refusal
+            raise self._refused(self._refusal)
         loop = asyncio.get_running_loop()
         lane = self._lanes.get(replace)
         if lane is not None and lane.loop is loop:
@@ -116,7 +116,13 @@ class AddCoalescer:
     def check_open(self) -> None:
         """Raise the closing store's ``StoreClosedError`` while it closes."""
         if self._refusal is not None:
-            raise self._refusal
+            raise self._refused(self._refusal)
+
+    @staticmethod
+    def _refused(refusal: StoreClosedError) -> StoreClosedError:
+        # a copy for each caller: an exception raised again keeps the frames of every earlier
+        # raise in its traceback, so one shared instance would grow with each add refused
+        return StoreClosedError(*refusal.args)
 
     def closed(self) -> None:
         """After the store closed: adds are taken again (they open it anew)."""

@@ -43,9 +43,9 @@ T = TypeVar("T")
 _ATTEMPTS = 5
 """Tries of an operation that lost a deadlock or a serialization conflict."""
 _MIN_POOL_FOR_ADDS = 4
+"""The fewest connections a pool needs before adds keep one of them."""
 CLOSE_TIMEOUT = 5.0
 """Seconds ``close`` waits for the calls in flight before it closes the pool under them."""
-"""The fewest connections a pool needs before adds keep one of them."""
 
 
 def _server_clock() -> Txn[int]:

@@ -106,6 +106,13 @@ class Connection:
         self._closed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         """The loop the store is open on (``None`` when closed)."""
+        self._client_adds: set[asyncio.Task[Any]] = set()
+        """The tasks whose adds are in flight through the client (Redis Cluster, or writes
+        acknowledged by a replica: no :class:`DirectScript` bounds them)."""
+        self._cut_adds: set[asyncio.Task[Any]] = set()
+        """Those :meth:`close` cancelled."""
+        self._client_adds_ended: asyncio.Future[None] | None = None
+        """Answered when the last of :attr:`_client_adds` ends while the store closes."""
 
     @contextmanager
     def errors(self) -> Iterator[None]:
@@ -191,6 +198,7 @@ class Connection:
             if direct is not None:
                 with self.errors():
                     await direct.close(CLOSE_TIMEOUT)
+            await self._end_client_adds()
         finally:  # (also when the close is cancelled: the next call opens the store again)
             self._scripts = self._direct = self._loop = None
         if self._own_client and self._client is not None:
@@ -208,6 +216,7 @@ class Connection:
             direct.abandon()
         if self._own_client:
             self._client = None
+        self._client_adds, self._cut_adds = set(), set()  # (the old loop's: never to end here)
         self._closed = asyncio.Event()  # (an Event is bound to the first loop that waits on it)
 
     async def _open_on(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -241,9 +250,7 @@ class Connection:
             await self._open_on(loop)
         direct = self._direct
         if direct is None:  # Redis Cluster, or writes acknowledged by a replica
-            assert self._scripts is not None
-            async with self.calls():
-                return await self._scripts.resending("add", args, add_resent)
+            return await self._client_add(args)
         # the driver's errors translated as errors() does, written out: a generator-based context
         # manager costs a lone add about 10,000 instructions (contextlib runs in Python)
         try:
@@ -261,14 +268,59 @@ class Connection:
                 f"Redis at {redact(self.url)} did not answer within {CALL_TIMEOUT:g} s"
             ) from None
         except ClosedError:
-            raise StoreClosedError(
-                f"the Redis store at {redact(self.url)} (prefix {self.keys.prefix!r}) was closed with "
-                f"this add in flight (not ended within {CLOSE_TIMEOUT:g} s), or closing when it began: "
-                "it may or may not have been stored"
-            ) from None
+            raise self._closed_error() from None
         except (RedisError, OSError) as exc:
             raise self._translated(exc) from exc
         return await self.run("add", *args)
+
+    async def _client_add(self, args: Sequence[Any]) -> Any:
+        """The add script sent through the client, bounded by :meth:`close` as the adds of the
+        held connection are: refused while the store closes, cancelled when left after the bound.
+
+        Raises:
+            StoreClosedError: :meth:`close` began before it, or cancelled it.
+        """
+        if self._closed.is_set():
+            raise self._closed_error()
+        caller = asyncio.current_task()
+        assert caller is not None and self._scripts is not None
+        self._client_adds.add(caller)
+        try:
+            async with self.calls():
+                return await self._scripts.resending("add", args, add_resent)
+        except asyncio.CancelledError:
+            if caller in self._cut_adds and caller.uncancel() == 0:  # close()'s cancel alone
+                raise self._closed_error() from None
+            raise
+        finally:
+            self._client_adds.discard(caller)
+            self._cut_adds.discard(caller)
+            ended = self._client_adds_ended
+            if not self._client_adds and ended is not None and not ended.done():
+                ended.set_result(None)
+
+    async def _end_client_adds(self) -> None:
+        """Let the adds in flight through the client end, for :data:`CLOSE_TIMEOUT` at most, then
+        cancel those left (each raises :class:`StoreClosedError`)."""
+        if not self._client_adds:
+            return
+        ended = self._client_adds_ended = asyncio.get_running_loop().create_future()
+        try:
+            done, _ = await asyncio.wait([ended], timeout=CLOSE_TIMEOUT)
+            if not done:
+                for caller in self._client_adds:
+                    self._cut_adds.add(caller)
+                    caller.cancel()
+                await ended
+        finally:
+            self._client_adds_ended = None
+
+    def _closed_error(self) -> StoreClosedError:
+        return StoreClosedError(
+            f"the Redis store at {redact(self.url)} (prefix {self.keys.prefix!r}) was closed with "
+            f"this add in flight (not ended within {CLOSE_TIMEOUT:g} s), or closing when it began: "
+            "it may or may not have been stored"
+        )
 
     def wakeups(self) -> AsyncIterator[None]:
         return wakeups.listen(self._server_client, [self.keys.wakeup], self._closed)

@@ -241,6 +241,9 @@ class DirectScript:
         """Those :meth:`close` cancelled."""
         self._drained: asyncio.Future[None] | None = None
         """Answered when the last call in flight on :meth:`close`'s loop ends."""
+        self._released_by_last_call = False
+        """Whether the last call in flight on the held connection gives it back to the pool (a
+        :meth:`close` cancelled before it could)."""
 
     @property
     def idle(self) -> bool:
@@ -289,6 +292,8 @@ class DirectScript:
             self._timed_out.discard(caller)
             if self._closed:
                 self._left(caller)
+                if self._released_by_last_call and not self._calls:
+                    await self._release()
 
     async def borrowed(self, args: Sequence[Arg]) -> Any:
         """The script's reply, on a connection of the client's pool for this call only (while
@@ -466,18 +471,27 @@ class DirectScript:
         """Let the calls in flight on the running loop end, for ``grace`` seconds at most, then
         cancel those left (each raises :class:`ClosedError`) and give the connection back to the
         pool. From the start no call connects: a new one, or one whose connection fails, raises
-        :class:`ClosedError` (the calls of an ended loop are left as they are)."""
+        :class:`ClosedError` (the calls of an ended loop are left as they are). Cancelled while it
+        waits, it leaves the calls to end and the last of them gives the connection back."""
         self._closed = True
         loop = asyncio.get_running_loop()
-        if self._live(loop):
-            self._drained = loop.create_future()
-            done, _ = await asyncio.wait([self._drained], timeout=grace)
-            if not done:
-                for caller in self._live(loop):
-                    self._shut.add(caller)
-                    caller.cancel()
-                # each cancelled call drops its connection, bounded by the socket's connect timeout
-                await self._drained
+        try:
+            if self._live(loop):
+                self._drained = loop.create_future()
+                done, _ = await asyncio.wait([self._drained], timeout=grace)
+                if not done:
+                    for caller in self._live(loop):
+                        self._shut.add(caller)
+                        caller.cancel()
+                    # each cancelled call drops its connection, bounded by the socket's connect timeout
+                    await self._drained
+        except asyncio.CancelledError:
+            # the store opens again without this script: the pool must get its connection back
+            if self._calls:
+                self._released_by_last_call = True
+            else:
+                await self._release()
+            raise
         await self._release()
 
     def abandon(self) -> None:
