@@ -78,22 +78,40 @@ async def test_a_worker_after_downtime_runs_the_fire_times_inside_the_window_and
     assert ran == sorted(t.timestamp() for t in [*times[4:], times[6]])
 
 
-async def test_caught_up_fire_times_run_no_more_at_once_than_max_concurrency(
-    make_scheduler: SchedulerFactory, store_url: str, record_file: Path
-) -> None:
-    start = datetime.now(UTC) - timedelta(seconds=2405)  # five fire times, the last 5 s ago
+async def _five_missed(
+    make_scheduler: SchedulerFactory,
+    store_url: str,
+    record_file: Path,
+    *,
+    seconds: float,
+    max_instances: int,
+    max_concurrency: int,
+) -> tuple[BackgroundTaskScheduler, str, datetime]:
+    """A task every 10 minutes whose five fire times have passed (the last 5 s ago), each run a
+    ``jobs.slow`` of ``seconds``, caught up without a window or coalescing, and a worker of
+    ``max_concurrency`` runs started: the worker, the task's id and its first fire time."""
+    start = datetime.now(UTC) - timedelta(seconds=2405)
     producer = make_scheduler(store_url, role="producer", clock=lambda: start)
-    each = await producer.add_task(
+    task_id = await producer.add_task(
         jobs.slow,
         "interval",
         minutes=10,
         start_date=start,
-        args=[str(record_file), 0.3],
-        options={"catchup_window": None, "coalesce": False, "max_instances": 10},
+        args=[str(record_file), seconds],
+        options={"catchup_window": None, "coalesce": False, "max_instances": max_instances},
     )
-    config = SchedulerConfig(lease_seconds=2.0, poll_interval=0.2, max_concurrency=2)
+    config = SchedulerConfig(lease_seconds=2.0, poll_interval=0.2, max_concurrency=max_concurrency)
     worker = make_scheduler(store_url, config=config)
     await worker.start_async()
+    return worker, task_id, start
+
+
+async def test_caught_up_fire_times_run_no_more_at_once_than_max_concurrency(
+    make_scheduler: SchedulerFactory, store_url: str, record_file: Path
+) -> None:
+    worker, each, _ = await _five_missed(
+        make_scheduler, store_url, record_file, seconds=0.3, max_instances=10, max_concurrency=2
+    )
 
     await eventually(lambda: _has(worker, each, "success", 5), timeout=20)
     going, most = 0, 0
@@ -106,20 +124,10 @@ async def test_caught_up_fire_times_run_no_more_at_once_than_max_concurrency(
 async def test_caught_up_fire_times_max_instances_refuses_are_skipped_on_a_worker_of_one_run(
     make_scheduler: SchedulerFactory, store_url: str, record_file: Path
 ) -> None:
-    start = datetime.now(UTC) - timedelta(seconds=2405)  # five fire times, the last 5 s ago
-    producer = make_scheduler(store_url, role="producer", clock=lambda: start)
-    once = await producer.add_task(
-        jobs.slow,
-        "interval",
-        minutes=10,
-        start_date=start,
-        args=[str(record_file), 0.1],
-        options={"catchup_window": None, "coalesce": False, "max_instances": 1},
+    worker, once, start = await _five_missed(
+        make_scheduler, store_url, record_file, seconds=0.1, max_instances=1, max_concurrency=1
     )
     times = [start + timedelta(minutes=10 * k) for k in range(5)]
-    config = SchedulerConfig(lease_seconds=2.0, poll_interval=0.2, max_concurrency=1)
-    worker = make_scheduler(store_url, config=config)
-    await worker.start_async()
 
     # before, the four left due ran one after another instead
     await eventually(lambda: _has(worker, once, "skipped", 4), timeout=20)
