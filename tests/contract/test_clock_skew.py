@@ -12,15 +12,19 @@ from backbeat.abc import Store
 from tests.contract.helpers import LEASE, MINUTE, SHORT, T0, decide, finished, task
 from tests.contract.stores import Backend
 
+RENEWED = 4 * SHORT
+"""The lease of the test that renews a run between two waits: each wait has to end well inside
+it, on a loaded machine too (with SHORT the margin was about a tenth of a second)."""
 
-async def _claim_and_fire_one(store: Store) -> tuple[str, int]:
-    """A claims "claimed" and "running" at T0 for SHORT and fires "running" only; its run id
-    and fencing token."""
+
+async def _claim_and_fire_one(store: Store, lease: timedelta = SHORT) -> tuple[str, int]:
+    """A claims "claimed" and "running" at T0 for ``lease`` and fires "running" only; its run
+    id and fencing token."""
     await store.add([task("claimed", at=T0), task("running", at=T0)])
-    claim = await store.claim_due("A", now=T0, lease=SHORT, limit=10)
+    claim = await store.claim_due("A", now=T0, lease=lease, limit=10)
     assert sorted(t.id for t in claim.tasks) == ["claimed", "running"]
     [running] = [t for t in claim.tasks if t.id == "running"]
-    [result] = await store.fire("A", [decide(running, then=None)], now=T0, lease=SHORT)
+    [result] = await store.fire("A", [decide(running, then=None)], now=T0, lease=lease)
     [run] = result.runs
     return run.id, run.fencing_token
 
@@ -28,23 +32,23 @@ async def _claim_and_fire_one(store: Store) -> tuple[str, int]:
 async def test_an_owner_whose_clock_runs_ahead_takes_no_live_claim_or_lease(
     backend: Backend, store: Store, peer: Store
 ) -> None:
-    run_id, token = await _claim_and_fire_one(store)
-    for ahead in (2 * SHORT, 1000 * SHORT, timedelta(days=30)):
+    run_id, token = await _claim_and_fire_one(store, RENEWED)
+    for ahead in (2 * RENEWED, 1000 * RENEWED, timedelta(days=30)):
         stolen = await peer.claim_due("B", now=T0 + ahead, lease=LEASE, limit=10, horizon=T0 + ahead)
         assert (stolen.tasks, stolen.runs) == ([], []), f"B {ahead} ahead took a live lease"
 
     # A renews its run; its claim of "claimed" (never fired) runs out
-    await backend.pass_time(SHORT * 0.6)
-    assert await store.extend("A", {run_id: token}, now=T0, lease=SHORT) == {run_id}
-    await backend.pass_time(SHORT * 0.6)
-    taken = await peer.claim_due("B", now=T0 + 2 * SHORT, lease=LEASE, limit=10)
+    await backend.pass_time(RENEWED * 0.6)
+    assert await store.extend("A", {run_id: token}, now=T0, lease=RENEWED) == {run_id}
+    await backend.pass_time(RENEWED * 0.6)
+    taken = await peer.claim_due("B", now=T0 + 2 * RENEWED, lease=LEASE, limit=10)
     assert ([t.id for t in taken.tasks], taken.runs) == (["claimed"], []), "B took a renewed run"
 
     # A stops renewing: once its lease ends by the store's clock, B takes the run over
-    await backend.pass_time(SHORT)
-    [recovered] = (await peer.claim_due("B", now=T0 + 1000 * SHORT, lease=LEASE, limit=10)).runs
+    await backend.pass_time(RENEWED)
+    [recovered] = (await peer.claim_due("B", now=T0 + 1000 * RENEWED, lease=LEASE, limit=10)).runs
     assert (recovered.id, recovered.owner, recovered.attempt, recovered.recovered) == (run_id, "B", 2, True)
-    assert await store.extend("A", {run_id: token}, now=T0, lease=SHORT) == set()
+    assert await store.extend("A", {run_id: token}, now=T0, lease=RENEWED) == set()
     assert await store.complete("A", [finished(recovered)]) == {run_id}
     assert await peer.complete("B", [finished(recovered)]) == set()
 
