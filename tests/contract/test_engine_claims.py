@@ -72,6 +72,32 @@ async def test_stop_gives_back_what_a_claim_in_flight_took(
     assert sorted(t.id for t in claim.tasks) == sorted(t.id for t in tasks)
 
 
+async def test_stop_waits_for_a_claim_in_flight_no_longer_than_its_timeout(
+    store: Store, peer: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = JobRegistry()
+
+    async def job() -> None:
+        raise AssertionError("nothing runs: the only claim is in flight when the engine stops")
+
+    await _one_shots(store, registry, job)
+    held, replies, taken = _reply_held(store, monkeypatch, claim=1)
+    engine = _engine(store, registry, batch_size=100)
+    await engine.start()
+    try:
+        # a lease is 10 s: the reply that never comes is waited for 0.2 s, the stop's timeout
+        async with asyncio.timeout(LEASE.total_seconds() / 2):
+            await held.wait()
+            await engine.stop(timeout=0.2)
+    finally:
+        replies.set()
+
+    [in_flight] = taken
+    assert len(in_flight) == 8
+    # what that claim took stays claimed until its lease ends (by the store's clock)
+    assert (await peer.claim_due("w2", now=T0 + LEASE, lease=LEASE, limit=10)).tasks == []
+
+
 async def _one_shots(store: Store, registry: JobRegistry, job: Callable[[], Awaitable[None]]) -> list[Task]:
     """Eight one-shots of ``job``, due a second apart from ``T0``, added to ``store``: several,
     so that a sharded store's claim of one finds one whichever shard it starts at."""

@@ -41,6 +41,9 @@ CANCEL_LOOK_DELAY = 0.25
 share one store read. A wake-up does not say what changed, so a process running runs while
 wake-ups keep coming (adds, recurring fires, other processes' commits on SQLite) reads the
 cancel document up to four times a second."""
+CLAIM_GRACE = 1.0
+"""Seconds a stop waits at least for a claim in flight, to give back what it takes (a stop with
+a shorter timeout, ``shutdown(wait=False)`` included, waits this long; a lease at most)."""
 
 
 def default_owner() -> str:
@@ -236,22 +239,27 @@ class Engine:
             ]
 
     async def stop(self, timeout: float | None = None) -> None:
-        """Stop claiming, let running jobs finish up to ``timeout``, then release what is left;
+        """Stop claiming, give back what a claim in flight takes (waited for up to ``timeout``, at
+        least :data:`CLAIM_GRACE`) and let running jobs finish until ``timeout`` (``shutdown_timeout``
+        by default) has passed since the stop began, then release what is left;
         the completions of the runs that ended are stored within a lease, or left to it."""
         if not self._background:
             return
         self._stopping = True
         self._wake.set()
         self._capacity.set()
+        wait_for = self.config.shutdown_timeout if timeout is None else timeout
+        deadline = asyncio.get_running_loop().time() + wait_for
         claim_tasks = [t for t in self._background if t.get_name() in ("backbeat-claim", "backbeat-wakeups")]
         if self._cancel_look is not None:
             claim_tasks.append(self._cancel_look)
         await _cancel_until_done(claim_tasks)
-        await self._give_back_claims()
-        wait_for = self.config.shutdown_timeout if timeout is None else timeout
+        # a healthy store answers a claim in milliseconds: shutdown(wait=False) gives it back too
+        await self._give_back_claims(within=max(wait_for, CLAIM_GRACE))
         pending = [t for _, t in self._active.values()]
         if pending:
-            _, still_running = await asyncio.wait(pending, timeout=wait_for)
+            left = max(deadline - asyncio.get_running_loop().time(), 0.0)
+            _, still_running = await asyncio.wait(pending, timeout=left)
             if still_running:
                 await self._abandon(list(self._active.values()))
         await self.completions.last(within=self.config.lease.total_seconds())
@@ -341,10 +349,11 @@ class Engine:
         self._send_claim(min(self.config.batch_size, capacity))
         await asyncio.sleep(0)  # it sends the claim before this batch is decided and fired
 
-    async def _give_back_claims(self) -> None:
+    async def _give_back_claims(self, within: float) -> None:
         """At shutdown, once the claim loop has ended: give back what it claimed and did not
-        start (the batch it was stopped in, what the claim in flight takes: waited for up to a
-        lease), so that another process can run it at once instead of after its lease."""
+        start (the batch it was stopped in, what the claim in flight takes: waited for up to
+        ``within`` seconds or a lease, whichever is shorter), so that another process can run it
+        at once instead of after its lease."""
         given: list[_Claimed] = []
         unstarted, self._unstarted = self._unstarted, None
         if unstarted is not None:
@@ -352,7 +361,7 @@ class Engine:
         sent, self._claiming = self._claiming, None
         if sent is not None:
             if not sent.done():
-                await asyncio.wait([sent], timeout=self.config.lease.total_seconds())
+                await asyncio.wait([sent], timeout=min(within, self.config.lease.total_seconds()))
             if not sent.done():
                 sent.cancel()  # what the store takes for it, if anything, lapses with its lease
                 sent.add_done_callback(_retrieved)
