@@ -21,7 +21,7 @@ from redis.crc import key_slot
 from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.model.records import FireDecision, Run, RunOutcome, RunResult, Task, TaskOptions
 from backbeat.stores import store_from_url
-from backbeat.stores.redis import RedisStore, codec, lualib
+from backbeat.stores.redis import RedisStore, codec, lualib, scripts
 from tests.redis_proxy import reply_dropping_proxies
 from tests.redis_server import RedisServerHandle, free_port, private_redis_server, usable_redis_url
 
@@ -120,6 +120,28 @@ async def test_scripts_are_reloaded_after_script_flush(store: RedisStore, redis_
         client.close()
     claim = await store.claim_due("w1", now=T0, lease=LEASE, limit=10)
     assert [t.id for t in claim.tasks] == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "refusal"),
+    [
+        # a decision cut short after its count, then a whole one: "1|3|123|0|t1@5|t1"
+        ("fire", ["w1", "10000000", "0", b"1|\xff1|3|123|0|t1@5|t1\xff"], "a decision of a fire"),
+        # one result cut short after two fields, then a whole one, sent as one result
+        ("complete", ["w1", "0", "1", "", b"0|1|\xff0|1||success|0|5|r2\xff"], "result 1 of a completion"),
+    ],
+)
+async def test_an_entry_cut_short_is_refused_not_read_with_the_next_ones_fields(
+    redis_url: str, prefix: str, script: str, args: list[str | bytes], refusal: str
+) -> None:
+    """The fields of fire.lua's decisions and complete.lua's results end at their entry's end
+    byte (0xFF): a malformed entry fails the call instead of taking the next entry's fields."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        with pytest.raises(redis.exceptions.ResponseError, match=f"{refusal} cannot be read"):
+            await client.eval(scripts.source(script), 1, f"{{{prefix}}}:x", f"{{{prefix}}}:", *args)
+    finally:
+        await client.aclose()
 
 
 async def test_a_task_round_trips_unchanged_through_the_scripts(store: RedisStore) -> None:

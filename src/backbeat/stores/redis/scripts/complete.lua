@@ -12,10 +12,11 @@
 local owner, buffered_from, n, history_on = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local run_ids, results, letters = {}, {}, {}
 -- each result matched where it starts in the argument (and the position after it captured), not
--- cut out first: a string made in Lua is hashed whole, about 11 instructions a byte
+-- cut out first: a string made in Lua is hashed whole, about 11 instructions a byte; no field
+-- but the last (a run id may hold '|') runs past the entry's end byte into the next entry
 local packed_all, at = ARGV[6], 1
 for i = 1, n do
-  local result = {string.match(packed_all, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^\255]*)\255()', at)}
+  local result = {string.match(packed_all, '^([^|\255]*)|([^|\255]*)|([^|\255]*)|([^|\255]*)|([^|\255]*)|([^|\255]*)|([^\255]*)\255()', at)}
   at = result[8]
   if not at then
     error('backbeat: result ' .. i .. ' of a completion cannot be read')

@@ -13,8 +13,9 @@ local owner, lease_until, buffered_until = ARGV[2], us_text(server_now() + tonum
 local decisions, ids = {}, {}
 local packed_all, at = ARGV[5], 1
 while at <= #packed_all do
-  -- matched where it starts in the argument, not cut out first (as complete.lua's results)
-  local n, ver, nrt, buffers, rest, after = string.match(packed_all, '^(%d+)|([^|]*)|([^|]*)|(%-?%d+)|([^\255]*)\255()', at)
+  -- matched where it starts in the argument, not cut out first (as complete.lua's results);
+  -- its fields end at the entry's end byte, never in the next entry
+  local n, ver, nrt, buffers, rest, after = string.match(packed_all, '^(%d+)|([^|\255]*)|([^|\255]*)|(%-?%d+)|([^\255]*)\255()', at)
   if not after then
     error('backbeat: a decision of a fire cannot be read')
   end
