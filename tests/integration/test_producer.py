@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from backbeat import BackgroundTaskScheduler, TaskExistsError
+from backbeat.api import taskbuild
 from backbeat.model.records import Task
 from tests.integration import jobs
 from tests.scheduling import SchedulerFactory, wait_for
@@ -83,6 +84,18 @@ async def test_concurrent_adds_are_coalesced_and_a_taken_id_fails_only_its_calle
         ("name", "bad \ud800", "task name 'bad \\ud800' holds a lone surrogate"),
         ("id", "x\x00y", "task id 'x\\x00y' holds a NUL character"),
         ("tags", ["ok", "x\x00"], "tag 'x\\x00' holds a NUL character"),
+        pytest.param(
+            "id",
+            "é" * 513,
+            f"task id {'é' * 40!r}... is 1,026 bytes long in UTF-8, past the 1,024",
+            id="long-id",
+        ),
+        pytest.param(
+            "tags",
+            ["ok", "t" * 1025],
+            f"tag {'t' * 40!r}... is 1,025 bytes long in UTF-8, past the 1,024",
+            id="long-tag",
+        ),
     ],
 )
 async def test_an_id_name_or_tag_no_store_can_write_is_refused_at_call_time_failing_only_its_add(
@@ -107,12 +120,28 @@ async def test_an_id_name_or_tag_no_store_can_write_is_refused_at_call_time_fail
     await producer.shutdown()
 
 
-async def test_an_add_the_store_refuses_fails_only_its_caller_among_concurrent_adds(
+async def test_an_id_name_and_tags_of_the_most_bytes_allowed_are_stored_and_read_on_every_store(
     make_scheduler: SchedulerFactory, store_url: str, record_file: Path
 ) -> None:
-    # An id PostgreSQL cannot index (past the 2,704 bytes of a btree row, even compressed) passes
-    # every call-time check and is refused by the store: the coalescer sends its batch again one
-    # add at a time. SQLite and Redis store it.
+    longest = taskbuild.MAX_TEXT_BYTES
+    task_id, name = secrets.token_hex(longest // 2), "n" * (longest - 2) + "é"
+    tags = ["a" * longest, "b" * longest]
+    producer = make_scheduler(store_url, role="producer")
+    added = await producer.schedule_delayed_task(
+        name, jobs.note, delay_minutes=5, args=[str(record_file)], id=task_id, tags=tags
+    )
+    [info] = (await producer.list_tasks_page(tag=tags[1])).tasks
+    assert (added, info.id, info.name, sorted(info.tags)) == (task_id, task_id, name, tags)
+    await producer.shutdown()
+
+
+async def test_an_add_the_store_refuses_fails_only_its_caller_among_concurrent_adds(
+    make_scheduler: SchedulerFactory, store_url: str, record_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An id PostgreSQL cannot index (past the 2,704 bytes of a btree row, even compressed), let
+    # through the call-time checks here, is refused by the store: the coalescer sends its batch
+    # again one add at a time. SQLite and Redis store it.
+    monkeypatch.setattr(taskbuild, "MAX_TEXT_BYTES", 10**6)
     producer = make_scheduler(store_url, role="producer")
     long_id = secrets.token_urlsafe(6000)
     ids = [f"t{i}" for i in range(20)]
