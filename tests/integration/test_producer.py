@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from backbeat import BackgroundTaskScheduler, TaskExistsError
-from backbeat.api import taskbuild
+from backbeat.model import stored_text
 from backbeat.model.records import Task
 from tests.integration import jobs
 from tests.scheduling import SchedulerFactory, wait_for
@@ -123,7 +123,7 @@ async def test_an_id_name_or_tag_no_store_can_write_is_refused_at_call_time_fail
 async def test_an_id_name_and_tags_of_the_most_bytes_allowed_are_stored_and_read_on_every_store(
     make_scheduler: SchedulerFactory, store_url: str, record_file: Path
 ) -> None:
-    longest = taskbuild.MAX_TEXT_BYTES
+    longest = stored_text.MAX_TEXT_BYTES
     task_id, name = secrets.token_hex(longest // 2), "n" * (longest - 2) + "é"
     tags = ["a" * longest, "b" * longest]
     producer = make_scheduler(store_url, role="producer")
@@ -141,7 +141,7 @@ async def test_an_add_the_store_refuses_fails_only_its_caller_among_concurrent_a
     # An id PostgreSQL cannot index (past the 2,704 bytes of a btree row, even compressed), let
     # through the call-time checks here, is refused by the store: the coalescer sends its batch
     # again one add at a time. SQLite and Redis store it.
-    monkeypatch.setattr(taskbuild, "MAX_TEXT_BYTES", 10**6)
+    monkeypatch.setattr(stored_text, "MAX_TEXT_BYTES", 10**6)
     producer = make_scheduler(store_url, role="producer")
     long_id = secrets.token_urlsafe(6000)
     ids = [f"t{i}" for i in range(20)]

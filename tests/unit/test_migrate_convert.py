@@ -177,8 +177,18 @@ def test_an_instance_method_job_is_refused_naming_the_instance_class(scheduler: 
         ({"id": "another"}, "its state holds another id, 'another'"),
         ({"max_instances": 0}, "max_instances 0 is not a positive integer"),
         ({"next_run_time": datetime(2026, 1, 1)}, "is not a timezone-aware datetime"),
+        ({"name": "n" * 1025}, r"its name 'n+'\.\.\. is 1,025 bytes long in UTF-8, past the 1,024"),
+        ({"name": "a\x00b"}, r"its name 'a\\x00b' holds a NUL character"),
     ],
-    ids=["combining trigger", "non-JSON argument", "id", "max_instances", "naive next run time"],
+    ids=[
+        "combining trigger",
+        "non-JSON argument",
+        "id",
+        "max_instances",
+        "naive next run time",
+        "long name",
+        "NUL",
+    ],
 )
 def test_a_job_that_cannot_be_migrated_is_refused_saying_why(
     scheduler: BackgroundScheduler, change: dict[str, Any], message: str
@@ -188,6 +198,14 @@ def test_a_job_that_cannot_be_migrated_is_refused_saying_why(
 
     with pytest.raises(JobRefusedError, match=message):
         to_task("j1", data, func_map={}, now=NOW)
+
+
+def test_a_job_whose_id_no_store_keeps_is_refused(scheduler: BackgroundScheduler) -> None:
+    long_id = "j" * 1025
+    made = scheduler.add_job(job, "interval", minutes=1, id=long_id)
+
+    with pytest.raises(JobRefusedError, match=r"its id 'j+'\.\.\. is 1,025 bytes long in UTF-8"):
+        to_task(long_id, state(made), func_map={}, now=NOW)
 
 
 def test_a_pickle_that_is_not_a_job_state_is_refused() -> None:

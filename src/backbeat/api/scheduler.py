@@ -30,7 +30,6 @@ from backbeat.api.routing import StoreRouter
 from backbeat.api.run_control import RunControl
 from backbeat.api.task_control import TaskControl
 from backbeat.api.task_writer import TaskWriter
-from backbeat.api.taskbuild import stored_text
 from backbeat.engine.context import pop_default_provider, push_default_provider
 from backbeat.engine.loop import Engine, EngineConfig, default_owner
 from backbeat.errors import (
@@ -43,6 +42,7 @@ from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 from backbeat.model.jobs import BackgroundJob, TaskDescriptor
 from backbeat.model.records import utcnow
 from backbeat.model.registry import JobRegistry
+from backbeat.model.stored_text import stored_text
 from backbeat.policies.handlers import TaskFailureHandler
 
 log = logging.getLogger("backbeat")

@@ -24,6 +24,7 @@ from backbeat.model.jobs import (
 from backbeat.model.overlap import Overlap
 from backbeat.model.records import Task, TaskOptions
 from backbeat.model.registry import JobRegistry
+from backbeat.model.stored_text import stored_text
 from backbeat.observability.tracing import capture_trace_context
 from backbeat.policies.definitions import policies_of
 
@@ -417,36 +418,3 @@ def _tags(tags: Sequence[str]) -> tuple[str, ...]:
 def _id(task_id: str | None) -> str:
     """``task_id`` (see :func:`stored_text`), or a new id when none (``None`` or ``""``) is given."""
     return new_task_id() if task_id is None or task_id == "" else stored_text(task_id, "task id")
-
-
-MAX_TEXT_BYTES = 1024
-"""The most UTF-8 bytes of a task's id, name or tag, and of an owner, on every store: PostgreSQL
-indexes them, and refuses an index entry past 2,704 bytes (two of them share the entries of a
-tag's index); one limit for all stores keeps a task movable from one to another."""
-
-
-def stored_text(value: object, what: str) -> str:
-    """``value``, a task's id, name or tag, or a scheduler's owner: text every store can keep.
-
-    Raises:
-        TypeError: it is not a str.
-        ValueError: it holds a NUL character (PostgreSQL cannot store one, SQLite cuts text at
-            it) or a lone surrogate (no UTF-8, so no store, can write one), or it is longer than
-            :data:`MAX_TEXT_BYTES` in UTF-8.
-    """
-    if not isinstance(value, str):
-        raise TypeError(f"{what} {value!r} is a {type(value).__name__}, not a str")
-    if "\x00" in value:
-        raise ValueError(f"{what} {value!r} holds a NUL character, which stores cannot keep")
-    size = len(value)
-    if not value.isascii():
-        try:
-            size = len(value.encode())
-        except UnicodeEncodeError:
-            raise ValueError(f"{what} {value!r} holds a lone surrogate, which no store can write") from None
-    if size > MAX_TEXT_BYTES:
-        raise ValueError(
-            f"{what} {value[:40]!r}... is {size:,} bytes long in UTF-8, past the {MAX_TEXT_BYTES:,} "
-            "a store keeps"
-        )
-    return value

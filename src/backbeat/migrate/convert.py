@@ -10,6 +10,7 @@ from backbeat.errors import BackbeatError
 from backbeat.migrate.unpickle import loads
 from backbeat.model import codec, triggers
 from backbeat.model.records import Task, TaskOptions
+from backbeat.model.stored_text import stored_text
 
 _REFS = ("func:", "method:", "job:")
 
@@ -63,7 +64,8 @@ def to_task(job_id: str, data: bytes, *, func_map: Mapping[str, str], now: datet
 
     Raises:
         JobRefusedError: the state names a class outside the restricted unpickler's list, an
-            argument cannot be stored as JSON, or the trigger has no backbeat equivalent.
+            argument cannot be stored as JSON, the trigger has no backbeat equivalent, or the id
+            or name is text no store keeps (:func:`~backbeat.model.stored_text.stored_text`).
     """
     try:
         state = loads(data)
@@ -74,6 +76,8 @@ def to_task(job_id: str, data: bytes, *, func_map: Mapping[str, str], now: datet
     if state.get("id", job_id) != job_id:
         raise JobRefusedError(f"its state holds another id, {state.get('id')!r}")
     try:
+        stored_text(job_id, "its id")
+        name = stored_text(str(state.get("name") or state["func"]), "its name")
         spec = triggers.make_trigger_spec(state.get("trigger"), now=now)
         args = codec.encode(list(state.get("args") or ()), path="args")
         kwargs = codec.encode(dict(state.get("kwargs") or {}), path="kwargs")
@@ -90,7 +94,7 @@ def to_task(job_id: str, data: bytes, *, func_map: Mapping[str, str], now: datet
         raise JobRefusedError(f"its next_run_time {next_run!r} is not a timezone-aware datetime")
     return Task(
         id=job_id,
-        name=str(state.get("name") or state["func"]),
+        name=name,
         job=job_ref(state["func"], func_map),
         trigger=spec,
         next_run_time=next_run.astimezone(UTC) if next_run is not None else None,
