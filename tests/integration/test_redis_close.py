@@ -232,6 +232,34 @@ async def test_a_store_whose_close_was_cancelled_adds_again(
         await store.close()
 
 
+def test_a_store_whose_close_was_cancelled_on_one_loop_adds_on_the_next(
+    server: RedisServerHandle, admin: redis.Redis
+) -> None:
+    store = RedisStore(server.url, prefix="close")
+
+    async def cancelled_close() -> None:
+        await store.add([task("warm")])
+        with server.paused():
+            first = asyncio.ensure_future(store.add([task("first")]))
+            await started([first])
+            closing = asyncio.ensure_future(store.close())
+            await asyncio.sleep(0.05)  # waiting for the add
+            closing.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await closing
+        await first
+
+    async def next_loop() -> None:
+        try:
+            await store.add([task("after")])  # not "attached to a different loop"
+        finally:
+            await store.close()
+
+    asyncio.run(cancelled_close())
+    asyncio.run(next_loop())
+    assert admin.hexists(Keys("close").tasks, "after")
+
+
 async def test_a_cancelled_close_gives_the_held_connection_back_once_its_add_ends(
     server: RedisServerHandle, admin: redis.Redis
 ) -> None:

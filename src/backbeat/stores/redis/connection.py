@@ -105,7 +105,7 @@ class Connection:
         """Whether adds keep a connection of the pool (not from a pool of a few connections)."""
         self._closed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        """The loop the store is open on (``None`` when closed)."""
+        """The loop the store is open on, or its client bound to (``None`` when closed)."""
         self._client_adds: set[asyncio.Task[Any]] = set()
         """The tasks whose adds are in flight through the client (Redis Cluster, or writes
         acknowledged by a replica: no :class:`DirectScript` bounds them)."""
@@ -200,11 +200,14 @@ class Connection:
                     await direct.close(CLOSE_TIMEOUT)
             await self._end_client_adds()
         finally:  # (also when the close is cancelled: the next call opens the store again)
-            self._scripts = self._direct = self._loop = None
+            self._scripts = self._direct = None
         if self._own_client and self._client is not None:
             client, self._client = self._client, None
             with self.errors():
                 await client.aclose()
+        # only now: a close cancelled before keeps the loop its client is bound to, so that a
+        # call from another loop drops that client instead of using it there
+        self._loop = None
 
     def _drop(self) -> None:
         """Forget the client (if the store's own), the scripts and the held connection of the
