@@ -18,12 +18,15 @@ import redis
 import redis.asyncio
 from redis.crc import key_slot
 
+from backbeat.api.config import RedisJobStoreConfig
 from backbeat.errors import StoreError, StoreUnavailableError
 from backbeat.model.records import FireDecision, Run, RunOutcome, RunResult, Task, TaskOptions
 from backbeat.stores import store_from_url
 from backbeat.stores.redis import RedisStore, codec, lualib, scripts
+from tests.integration import jobs
 from tests.redis_proxy import reply_dropping_proxies
 from tests.redis_server import RedisServerHandle, free_port, private_redis_server, usable_redis_url
+from tests.scheduling import SchedulerFactory, eventually
 
 pytestmark = pytest.mark.redis
 
@@ -624,3 +627,25 @@ async def test_a_sent_record_is_the_one_join_live_writes_for_every_field_combina
             assert await client.eval(script, 0, "{unused}:", record) == record, t
     finally:
         await client.aclose()
+
+
+async def test_a_worker_with_a_pool_of_two_connections_stores_and_runs_a_burst_of_adds(
+    redis_url: str, prefix: str, make_scheduler: SchedulerFactory, record_file: Path
+) -> None:
+    # its wake-ups hold one connection for good: the claims, completions and coalesced batches
+    # in flight share the other, each waiting its turn (before, one failed: "Too many connections")
+    config = RedisJobStoreConfig(host=redis_url, lock_prefix=prefix, connection_pool_size=2)
+    worker = make_scheduler(config)
+    await worker.start()
+    try:
+        due = datetime.now(UTC)
+        adds = (worker.add_task(jobs.note, "date", run_date=due, args=[str(record_file)]) for _ in range(300))
+        assert len(set(await asyncio.gather(*adds))) == 300
+
+        async def all_ran() -> bool:
+            return len(jobs.read_records(record_file)) == 300
+
+        await eventually(all_ran, timeout=30)
+    finally:
+        await worker.shutdown()
+        await delete_keys(redis_url, prefix)

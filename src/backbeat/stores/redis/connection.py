@@ -146,7 +146,7 @@ class Connection:
         if self._loop is not None and self._loop is not _running_loop():
             self._drop()
         if self._client is None:
-            self._client = redis.asyncio.from_url(self.url, **self._options)
+            self._client = _new_client(self.url, self._options)
         return self._client
 
     async def open(self) -> None:
@@ -333,6 +333,17 @@ class Connection:
         if isinstance(client, RedisCluster):
             raise TypeError("a shard on Redis Cluster has no wake-ups of its own: its sharded store listens")
         return client
+
+
+def _new_client(url: str, options: dict[str, Any]) -> redis.asyncio.Redis:
+    """A client of a pool of its own. A pool of ``max_connections`` makes a call wait for a free
+    connection (up to :data:`CALL_TIMEOUT`) instead of failing with "Too many connections": a
+    worker's wake-ups hold one for good, its claims, renewals and completions come at once, and a
+    burst of adds may take the rest."""
+    if options.get("max_connections") is None:
+        return redis.asyncio.from_url(url, **options)
+    pool = redis.asyncio.BlockingConnectionPool.from_url(url, timeout=CALL_TIMEOUT, **options)
+    return redis.asyncio.Redis.from_pool(pool)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
