@@ -46,8 +46,10 @@ async def test_stop_gives_back_what_the_next_claim_in_flight_took(
     assert in_flight in {t.id for t in claim.tasks}
 
 
+# 0.0 is shutdown(wait=False): a claim answered within CLAIM_GRACE is given back all the same
+@pytest.mark.parametrize("timeout", [None, 0.0], ids=["shutdown_timeout", "no wait"])
 async def test_stop_gives_back_what_a_claim_in_flight_took(
-    store: Store, peer: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, peer: Store, monkeypatch: pytest.MonkeyPatch, timeout: float | None
 ) -> None:
     registry = JobRegistry()
 
@@ -60,7 +62,7 @@ async def test_stop_gives_back_what_a_claim_in_flight_took(
     await engine.start()
     async with asyncio.timeout(10):
         await held.wait()  # the first claim, an ordinary one (no batch before it was full)
-        stopping = asyncio.get_running_loop().create_task(engine.stop())
+        stopping = asyncio.get_running_loop().create_task(engine.stop(timeout))
         await asyncio.sleep(0.05)
         replies.set()
         await stopping
@@ -85,7 +87,8 @@ async def test_stop_waits_for_a_claim_in_flight_no_longer_than_its_timeout(
     engine = _engine(store, registry, batch_size=100)
     await engine.start()
     try:
-        # a lease is 10 s: the reply that never comes is waited for 0.2 s, the stop's timeout
+        # a lease is 10 s: the reply that never comes is waited for CLAIM_GRACE (1 s; the
+        # stop's timeout, 0.2 s, is shorter), not a lease
         async with asyncio.timeout(LEASE.total_seconds() / 2):
             await held.wait()
             await engine.stop(timeout=0.2)

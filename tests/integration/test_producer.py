@@ -135,6 +135,33 @@ async def test_an_id_name_and_tags_of_the_most_bytes_allowed_are_stored_and_read
     await producer.shutdown()
 
 
+async def test_a_task_stored_with_longer_text_before_the_limit_stays_usable_on_every_store(
+    make_scheduler: SchedulerFactory, store_url: str, record_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis and SQLite kept any length before the limit (PostgreSQL up to ~2.7 KB an index entry):
+    # the limit is checked when a task is added, never when a stored one is read or changed
+    longer = stored_text.MAX_TEXT_BYTES + 100
+    task_id, name, tag = "i" * longer, "n" * longer, "t" * longer
+    producer = make_scheduler(store_url, role="producer")
+    with monkeypatch.context() as before_the_limit:
+        before_the_limit.setattr(stored_text, "MAX_TEXT_BYTES", 10**6)
+        await producer.schedule_delayed_task(
+            name, jobs.note, delay_minutes=5, args=[str(record_file)], id=task_id, tags=[tag]
+        )
+
+    [info] = (await producer.list_tasks_page(tag=tag)).tasks
+    assert (info.id, info.name, info.tags) == (task_id, name, (tag,))
+    assert (await producer.pause_task(task_id)).paused
+    assert not (await producer.resume_task(task_id)).paused
+    with pytest.raises(ValueError, match="is 1,124 bytes long in UTF-8, past the 1,024"):
+        await producer.schedule_delayed_task(
+            "n", jobs.note, delay_minutes=5, args=[str(record_file)], id=task_id
+        )
+    assert await producer.remove_task(task_id)
+    assert await producer.get_task_info(task_id) is None
+    await producer.shutdown()
+
+
 async def test_an_add_the_store_refuses_fails_only_its_caller_among_concurrent_adds(
     make_scheduler: SchedulerFactory, store_url: str, record_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -208,6 +208,7 @@ async def test_concurrent_first_calls_of_every_kind_open_the_store_once() -> Non
     [
         ("worker-\ud800", ValueError, "owner 'worker-\\\\ud800' holds a lone surrogate"),
         ("worker\x001", ValueError, "owner 'worker\\\\x001' holds a NUL character"),
+        ("w" * 1025, ValueError, "owner 'w+'\\.\\.\\. is 1,025 bytes long in UTF-8, past the 1,024"),
         (7, TypeError, "owner 7 is a int, not a str"),
     ],
 )
