@@ -171,7 +171,11 @@ class BackgroundTaskScheduler(TaskControl, RunControl, HostedService):
         return _ensure_future(self.start_async(), "start")
 
     def shutdown(self, wait: bool = True) -> asyncio.Future[None]:
-        """Stop; with ``wait`` let running jobs finish (up to ``shutdown_timeout``). Await it to know when."""
+        """Stop; with ``wait`` let running jobs finish (up to ``shutdown_timeout``). Await it to know when.
+
+        Without ``wait`` too, a claim in flight is waited for up to a second
+        (:data:`~backbeat.engine.loop.CLAIM_GRACE`), to give back what it took at once.
+        """
         return _ensure_future(self.stop_async(None if wait else 0.0), "shutdown")
 
     async def start_async(self) -> None:
