@@ -211,21 +211,29 @@ def test_a_store_used_on_one_loop_then_another_starts_afresh_on_the_second(
     assert store_clients(admin) == 0
 
 
+async def cancel_a_close_with_an_add_in_flight(
+    store: RedisStore, server: RedisServerHandle, task_id: str
+) -> None:
+    """Cancel ``store.close()`` while an add of ``task_id`` waits for the paused server; that add
+    ends once the server answers again."""
+    with server.paused():
+        first = asyncio.ensure_future(store.add([task(task_id)]))
+        await started([first])
+        closing = asyncio.ensure_future(store.close())
+        await asyncio.sleep(0.05)  # waiting for the add
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+    await first
+
+
 async def test_a_store_whose_close_was_cancelled_adds_again(
     server: RedisServerHandle, admin: redis.Redis
 ) -> None:
     store = RedisStore(server.url, prefix="close")
     await store.add([task("warm")])
     try:
-        with server.paused():
-            first = asyncio.ensure_future(store.add([task("first")]))
-            await started([first])
-            closing = asyncio.ensure_future(store.close())
-            await asyncio.sleep(0.05)  # waiting for the add
-            closing.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await closing
-        await first
+        await cancel_a_close_with_an_add_in_flight(store, server, "first")
         await store.add([task("after")])  # opens the store again: not StoreClosedError
         assert admin.hexists(Keys("close").tasks, "after")
     finally:
@@ -239,15 +247,7 @@ def test_a_store_whose_close_was_cancelled_on_one_loop_adds_on_the_next(
 
     async def cancelled_close() -> None:
         await store.add([task("warm")])
-        with server.paused():
-            first = asyncio.ensure_future(store.add([task("first")]))
-            await started([first])
-            closing = asyncio.ensure_future(store.close())
-            await asyncio.sleep(0.05)  # waiting for the add
-            closing.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await closing
-        await first
+        await cancel_a_close_with_an_add_in_flight(store, server, "first")
 
     async def next_loop() -> None:
         try:
@@ -267,15 +267,7 @@ async def test_a_cancelled_close_gives_the_held_connection_back_once_its_add_end
     await store.add([task("warm")])
     try:
         for turn in range(4):  # a pool of 4: a connection kept each time would fill it
-            with server.paused():
-                first = asyncio.ensure_future(store.add([task(f"first{turn}")]))
-                await started([first])
-                closing = asyncio.ensure_future(store.close())
-                await asyncio.sleep(0.05)  # waiting for the add
-                closing.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await closing
-            await first
+            await cancel_a_close_with_an_add_in_flight(store, server, f"first{turn}")
             await store.add([task(f"after{turn}")])
             assert store_clients(admin) == 1  # the one held connection, given back and held again
     finally:
