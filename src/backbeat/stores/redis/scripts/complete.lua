@@ -182,32 +182,38 @@ local function write_history(docs, ends, members, k)
   redis.call('ZADD', P .. 'history_by_task', unpack(members, 1, k))
 end
 
--- an end's zeros in front, to 18 digits (the member's fixed width), by the end's length
-local ZEROS = {}
-for digits = 1, 18 do
-  ZEROS[digits] = string.rep('0', 18 - digits)
-end
-
 local function record_history(letters, all, owner_json)
-  local task_at, fire_at = {}, {} -- a completed result's task id and fire time, by its position
-  for j, item in ipairs(finished) do
-    task_at[item[4]], fire_at[item[4]] = task_ids[j], item[2][2]
+  local zeros = {} -- an end's zeros in front, to 18 digits (a member's fixed width), by its length
+  for digits = 1, 18 do
+    zeros[digits] = string.rep('0', 18 - digits)
+  end
+  -- where result i is in `finished` (and `task_ids`): i itself when every result was completed
+  -- here (most batches), else none for those that were not (lost, or waiting under their token)
+  local position
+  if #finished < n then
+    position = {}
+    for j, item in ipairs(finished) do
+      position[item[4]] = j
+    end
   end
   local find, sub = string.find, string.sub
   local docs, ends, members, pos, k = {}, {}, {}, 1, 0
   for i = 1, n do
     local letter = letters == '' and 'p' or sub(letters, i, i)
+    local j = i
+    if position then
+      j = position[i]
+    end
     if letter == 'p' then
       local doc_end = find(all, '\0', pos, true)
-      local task_id = task_at[i]
-      if task_id then
+      if j then
         local result = results[i]
         local finished_at = result[2]
         local id = result[7] .. '#1.' .. result[6] .. '#success'
         docs[k + 1] = id
-        docs[k + 2] = sub(all, pos, doc_end - 1) .. ',"fire_time":"' .. fire_at[i] .. '"' .. owner_json .. '}'
+        docs[k + 2] = sub(all, pos, doc_end - 1) .. ',"fire_time":"' .. finished[j][2][2] .. '"' .. owner_json .. '}'
         ends[k + 1], ends[k + 2] = finished_at, id
-        members[k + 1], members[k + 2] = '0', task_id .. '\0' .. ZEROS[#finished_at] .. finished_at .. '\0' .. id
+        members[k + 1], members[k + 2] = '0', task_ids[j] .. '\0' .. zeros[#finished_at] .. finished_at .. '\0' .. id
         k = k + 2
       end
       pos = doc_end + 1
@@ -215,7 +221,7 @@ local function record_history(letters, all, owner_json)
       local doc_end = find(all, '\0', pos, true)
       local task_end = find(all, '\0', doc_end + 1, true)
       local id_end = find(all, '\0', task_end + 20, true)
-      if task_at[i] then
+      if j then
         local id = sub(all, task_end + 20, id_end - 1)
         docs[k + 1], docs[k + 2] = id, sub(all, pos, doc_end - 1)
         ends[k + 1], ends[k + 2] = sub(all, task_end + 1, task_end + 18), id
