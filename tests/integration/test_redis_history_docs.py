@@ -123,3 +123,44 @@ async def test_pruning_by_age_alone_removes_a_lean_entry_with_its_per_task_membe
     finally:
         await client.aclose()
     assert await stored_docs(store) == {}
+
+
+async def test_a_batch_records_plain_successes_spelled_by_the_script_beside_other_entries(
+    store: RedisStore,
+) -> None:
+    name = f"plain-{uuid.uuid4().hex}"
+    tasks = {t.id: t for t in (task(i, name=name) for i in ("a", "b", "c", "d"))}
+    await store.add(list(tasks.values()))
+    runs = {run.task_id: run for run in await start_run(store, "w")}
+    for run in runs.values():
+        run.task = tasks[run.task_id]
+    started, ended = T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)
+
+    def done(task_id: str, outcome: RunOutcome = RunOutcome.SUCCESS) -> RunResult:
+        error = None if outcome is RunOutcome.SUCCESS else "boom"
+        run = runs[task_id]
+        return RunResult(run=run, outcome=outcome, finished_at=ended, started_at=started, error=error)
+
+    # the name is encoded by the first (general) entry, so "b" and "d" are plain successes;
+    # "c" is no longer held under the token it claims: lost, and no entry
+    assert not await store.complete("w", [done("a")], history=HistorySettings())
+    runs["c"].fencing_token += 100
+    batch = [done("b"), done("c"), done("d", RunOutcome.FAILURE)]
+    assert await store.complete("w", batch, history=HistorySettings()) == {runs["c"].id}
+
+    entries, _ = await store.run_history(HistoryQuery(limit=10))
+    assert sorted((e.task_id, e.outcome) for e in entries) == [
+        ("a", HistoryOutcome.SUCCESS),
+        ("b", HistoryOutcome.SUCCESS),
+        ("d", HistoryOutcome.FAILURE),
+    ]
+    b = next(e for e in entries if e.task_id == "b")
+    assert b.id == f"{runs['b'].id}#1.{runs['b'].fencing_token}#success"
+    assert (b.run_id, b.task_name, b.attempt, b.owner) == (runs["b"].id, name, 1, "w")
+    assert (b.fire_time, b.started_at, b.ended_at) == (T0, started, ended)
+    # the script completes the document with the fire time as the run id spells it
+    assert orjson.loads((await stored_docs(store))[b.id])["fire_time"] == T0.isoformat()
+    page, _ = await store.run_history(HistoryQuery(limit=10, task_id="b"))
+    assert page == [b]
+    assert await store.prune_history(["b"], before=T0, keep=0) == 1
+    assert [e.task_id for e in (await store.run_history(HistoryQuery(limit=10)))[0]] == ["d", "a"]

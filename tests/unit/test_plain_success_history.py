@@ -59,10 +59,10 @@ def test_redis_plain_success_is_the_general_entry_without_what_its_index_keeps()
     ends = [to_us(r.finished_at) for r in results]
 
     # the first finds the name not encoded yet (the general way), the second takes the plain one
-    present, joined = completion_args(results, HistorySettings(), [7, 12], OWNER, ends)
+    present, joined, _ = completion_args(results, HistorySettings(), [7, 12], OWNER, ends)
 
     assert name in NAMES
-    assert present == ""
+    assert present == "11"
     assert isinstance(joined, bytes)
     first, (plain, plain_doc, plain_member) = read_back(joined)
     general_first, (general_plain, general_doc, general_member) = read_back(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from backbeat.model.completed_history import owner_member
 from backbeat.model.history import HistoryEntry, HistoryOutcome, HistorySettings, entry_id, to_us
 from backbeat.model.records import Run, RunOutcome, RunResult
 from backbeat.stores.redis import history
+from backbeat.stores.redis.history import completion_args
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 OWNER = "host:42:ab"
@@ -30,7 +32,7 @@ def result(task_id: str, outcome: RunOutcome = RunOutcome.SUCCESS, *, attempt: i
 def entries(results: list[RunResult], tokens: list[int]) -> tuple[str, list[tuple[bytes, bytes]]]:
     """Which results have an entry, and (document, per-task member) of each entry, cut as
     ``complete.lua`` does."""
-    present, joined = history.completion_args(
+    present, joined, _ = history.completion_args(
         results, HistorySettings(), tokens, OWNER, [to_us(r.finished_at) for r in results]
     )
     assert isinstance(present, str) and isinstance(joined, bytes)
@@ -52,7 +54,7 @@ def test_each_entry_is_its_document_and_per_task_member() -> None:
 
     ids = [entry_id(a.run.id, 1, HistoryOutcome.SUCCESS, 7), entry_id(b.run.id, 3, HistoryOutcome.CANCELLED)]
     end = to_us(a.finished_at)
-    assert present == ""
+    assert present == "11"
     assert [member for _, member in found] == [
         history.task_member("a", end, ids[0]),
         history.task_member("b", end, ids[1]),
@@ -91,3 +93,20 @@ def test_a_run_id_that_does_not_spell_the_task_id_keeps_it_in_the_document() -> 
     _, [(doc, _)] = entries([odd], [1])
 
     assert HistoryEntry.from_bytes(doc, "other@x#1.1#success").task_id == "a"
+
+
+def test_a_plain_success_is_the_start_of_its_document_when_the_ids_spell_the_runs_tokens() -> None:
+    a, b = result("a"), result("b", RunOutcome.CANCELLED, attempt=3)
+    a.run.fencing_token = 7
+    settings = HistorySettings()
+    completion_args([a], settings, [7], OWNER, [0])  # the name is known from now on
+
+    letters, joined, owner = completion_args(
+        [a, b], settings, [7, 0], OWNER, [to_us(r.finished_at) for r in (a, b)], own_tokens=True
+    )
+    only, alone, _ = completion_args([a], settings, [7], OWNER, [to_us(a.finished_at)], own_tokens=True)
+
+    assert isinstance(joined, bytes)
+    start = b'{"task_name":"a","started_at":%d' % to_us(T0 + timedelta(seconds=1))
+    assert (letters, joined.partition(b"\0")[0], owner) == ("p1", start, owner_member(OWNER))
+    assert (only, alone) == ("", start + b"\0")

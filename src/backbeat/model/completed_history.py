@@ -127,9 +127,10 @@ NAMES = _NAMES
 """Task names already encoded as JSON (a name missing: take :func:`completed_entry`'s way)."""
 
 
-def plain_success(result: RunResult, token: int, settings: HistorySettings) -> tuple[bytes, int, int] | None:
-    """What :data:`SUCCESS_DOC` takes of a *plain success* completed under ``token``: the task
-    name's JSON, the fire time and the start (epoch microseconds); ``None`` for any other run, or
+def plain_success(result: RunResult, token: int, settings: HistorySettings) -> tuple[bytes, int] | None:
+    """What :data:`SUCCESS_DOC` takes of a *plain success* completed under ``token``, besides
+    the run's fire time: the task name's JSON and the start (epoch microseconds; the Redis
+    store's script takes the fire time from the run it completes); ``None`` for any other run, or
     for a name not yet in :data:`NAMES` (:func:`completed_entry` then writes the entry). The
     stores' one test of what a plain success is: they write its entry with the template inline."""
     run, started = result.run, result.started_at
@@ -147,7 +148,7 @@ def plain_success(result: RunResult, token: int, settings: HistorySettings) -> t
     name = NAMES.get(task_id if task is None else task.name)
     if name is None or run.id.rpartition("@")[0] != task_id:
         return None
-    return name, (run.fire_time - EPOCH) // US, (started - EPOCH) // US
+    return name, (started - EPOCH) // US
 
 
 def completed_entry(

@@ -13,8 +13,8 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from backbeat.model.completed_history import completed_entry, owner_member, plain_success
-from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings, to_us
+from backbeat.model.completed_history import US, completed_entry, owner_member, plain_success
+from backbeat.model.history import EPOCH, HistoryEntry, HistoryQuery, HistorySettings, to_us
 from backbeat.model.records import RunResult
 from backbeat.stores._history import PRUNE_BATCH, decode, page
 from backbeat.stores.redis.codec import Arg, text
@@ -58,6 +58,12 @@ _PLAIN_SUCCESS = b'{"task_name":%b,"fire_time":%d%b,"started_at":%d}\0%b\0%018d\
 document is :data:`.SUCCESS_DOC` without the end and the outcome, which the indexes and the id
 keep (:meth:`.HistoryEntry.from_bytes` takes the end from them): 48 bytes of about 160 less
 to send, to cut out in ``complete.lua`` and to keep."""
+_PLAIN_START = b'{"task_name":%b,"started_at":%d\0'
+"""The start of a plain success's document, when ``complete.lua`` completes it from the run it
+completes (the fire time, as the run id spells it, and the owner's member) and spells its id
+and per-task member (run id, token and end). An ISO fire time is a form documents have held
+since before layout 6 (:meth:`.HistoryEntry.from_document` reads either): about 10 bytes more
+to keep, and no conversion of the fire time by the client."""
 
 
 def pack(entries: Sequence[HistoryEntry]) -> tuple[str, bytes]:
@@ -78,29 +84,38 @@ def completion_args(
     tokens: Sequence[int],
     owner: str,
     ends: Sequence[int],
+    *,
+    own_tokens: bool = False,
 ) -> list[Arg]:
-    """``complete.lua``'s two history arguments for a batch's results (``ends`` their end
-    times in epoch microseconds): which results have an entry (``''``: every one, else a ``1``
-    or ``0`` per result), and the entries in the results' order, each its document and its
-    per-task member (:func:`task_member`: task id, end and entry id), each followed by a NUL
-    (neither holds one: task ids cannot, JSON escapes it). The script finds the id and end in
-    the member. A run has no entry when deferred, or when its members cannot be encoded
-    (:func:`.completed_entry`). A plain success is written in one formatting
-    (:data:`_PLAIN_SUCCESS`: :data:`.SUCCESS_DOC` without the end and the outcome), without
-    :func:`.completed_entry`'s call."""
+    """``complete.lua``'s three history arguments for a batch's results (``ends`` their end
+    times in epoch microseconds): what each result's entry is (``''``: every one a ``p``, else
+    one letter per result: ``p``, ``1`` or ``0`` for none), the entries in the results' order,
+    and the owner's member of a document (:func:`.owner_member`). A ``1`` is its document and
+    its per-task member (:func:`task_member`: task id, end and entry id), each followed by a
+    NUL (neither holds one: task ids cannot, JSON escapes it); the script finds the id and end
+    in the member. A ``p`` is the start of a plain success's document (:data:`_PLAIN_START`) and
+    a NUL, which the script completes, spelling the id and member from the run it completes:
+    only when the entries' ids spell the tokens the results hold (``own_tokens``), else a plain
+    success is a ``1`` too (:data:`_PLAIN_SUCCESS`). A run has no entry when deferred, or when
+    its members cannot be encoded (:func:`.completed_entry`)."""
     owner_json = owner_member(owner)
     entries: list[bytes] = []
     present: list[str] = []
     for result, token, ended in zip(results, tokens, ends, strict=True):
         run = result.run
         if (plain := plain_success(result, token, settings)) is not None:
-            name, fire_us, start_us = plain
+            name, start_us = plain
+            if own_tokens:
+                # 2 values to format instead of 8, and no fire time to convert
+                present.append("p")
+                entries.append(_PLAIN_START % (name, start_us))
+                continue
             present.append("1")
             entries.append(
                 _PLAIN_SUCCESS
                 % (
                     name,
-                    fire_us,
+                    (run.fire_time - EPOCH) // US,
                     owner_json,
                     start_us,
                     run.task_id.encode(),
@@ -116,7 +131,8 @@ def completion_args(
             continue
         present.append("1")
         entries.append(b"%b\0%b\0%018d\0%b\0" % (found[2], run.task_id.encode(), ended, found[0].encode()))
-    return ["" if "0" not in present else "".join(present), b"".join(entries)]
+    every_plain = "1" not in present and "0" not in present
+    return ["" if every_plain else "".join(present), b"".join(entries), owner_json]
 
 
 class History:

@@ -366,8 +366,10 @@ class RedisStore:
             if result.dead_letter:
                 letters.append(letter_arg(DeadLetter.of(result, None)))
         if history is not None:
-            tokens = entry_tokens or [result.run.fencing_token for result in results]
-            letters += completion_args(results, history, tokens, owner, ends)
+            own = entry_tokens is None
+            if entry_tokens is None:
+                entry_tokens = [result.run.fencing_token for result in results]
+            letters += completion_args(results, history, entry_tokens, owner, ends, own_tokens=own)
         args = (owner, _BUFFERED_US, len(results), "" if history is None else "1", _END.join(packed) + _END)
         return {text(run_id) for run_id in await self._conn.run("complete", *args, *letters)}
 

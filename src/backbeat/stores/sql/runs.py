@@ -7,8 +7,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from backbeat.errors import TaskNotFoundError
-from backbeat.model.completed_history import SUCCESS_DOC, HistoryRow, history_row, owner_member, plain_success
-from backbeat.model.history import HistorySettings
+from backbeat.model.completed_history import (
+    SUCCESS_DOC,
+    US,
+    HistoryRow,
+    history_row,
+    owner_member,
+    plain_success,
+)
+from backbeat.model.history import EPOCH, HistorySettings
 from backbeat.model.overlap import BUFFERED_UNTIL, Admission, admit
 from backbeat.model.records import Claim, FireDecision, FireResult, Run, RunOutcome, RunResult, run_id_for
 from backbeat.stores.sql import dead_letters, tasks
@@ -260,8 +267,8 @@ def _entries(owner: str, held: list[tuple[RunResult, int]], history: HistorySett
         run = result.run
         token = run.fencing_token
         if (plain := plain_success(result, token, history)) is not None:
-            name, fire_us, start_us = plain
-            doc = SUCCESS_DOC % (name, fire_us, ended, owner_json, start_us)
+            name, start_us = plain
+            doc = SUCCESS_DOC % (name, (run.fire_time - EPOCH) // US, ended, owner_json, start_us)
             rows.append((f"{run.id}#1.{token}#success", run.task_id, ended, "success", doc.decode()))
             continue
         if (row := history_row(result, owner, history, ended)) is not None:

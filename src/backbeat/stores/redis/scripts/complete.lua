@@ -3,8 +3,8 @@
 -- "failed|finished_at|retry_at|outcome|dead|token|run_id" followed by the byte 0xFF, which no
 -- UTF-8 text holds (failed and dead '1'|'0'; retry_at '' = none; token the fencing token held;
 -- one argument, not one per result: the client encodes each argument in Python), then one dead
--- letter JSON per result with dead '1', in order, then (history on) the two history arguments
--- of redis/history.py's completion_args (which results have an entry, then the entries). A 'deferred' outcome keeps the attempt and
+-- letter JSON per result with dead '1', in order, then (history on) the three history arguments
+-- of redis/history.py's completion_args (what entry each result has, then the entries). A 'deferred' outcome keeps the attempt and
 -- counts nothing. Returns the run ids not completed: gone (completed by this holder's resent
 -- completion or by another's after a takeover: the engine tells them apart) or held by another
 -- holder; not those waiting under token (re-queued by this holder's completion, as a completion
@@ -159,13 +159,18 @@ if #retries > 0 then
 end
 
 -- The run history of the runs completed here, built by the client (redis/history.py's
--- completion_args: which results have an entry, then each entry's document and per-task member
--- "task id NUL end NUL entry id", each followed by a NUL); the script only cuts them out (building
--- the documents here cost the Lua VM more than the whole entry costs the client). No look for the
--- ids first (history.lua's HMGET): an id spells the fencing token of the lease the run was
--- completed under, and a run is completed once under a token (a completion sent again finds it
--- gone), so an id is only ever written with the same entry. They are written a hundred at a
--- time, not a whole batch's (hundreds of runs a call in a busy worker) at once: about 5-6k
+-- completion_args: what each result's entry is, then the entries, each followed by a NUL, then
+-- the owner's member of a document). A '1' is a document and a per-task member "task id NUL end
+-- NUL entry id", cut out here; a 'p' (a plain success, most entries) is the start of its
+-- document (name and start), completed here with the run's fire time (as its id spells it) and
+-- the owner, and its id and member are spelled here from what the completion holds (run id,
+-- token, end and task id): two values for the client to convert and format instead of eight.
+-- ('' for the letters: every entry a 'p'.)
+-- (Building the documents here cost the Lua VM more than the whole entry costs the client.) No
+-- look for the ids first (history.lua's HMGET): an id spells the fencing token of the lease the
+-- run was completed under, and a run is completed once under a token (a completion sent again
+-- finds it gone), so an id is only ever written with the same entry. They are written a hundred
+-- at a time, not a whole batch's (hundreds of runs a call in a busy worker) at once: about 5-6k
 -- server instructions an entry less in bench.profile_fires under callgrind, twice; 32 at a time
 -- measured no gain, so the cause (the Lua collector walking the tables of what is pending,
 -- argument arrays of thousands) is not pinned down.
@@ -178,33 +183,57 @@ local function write_history(docs, ends, members, k)
   redis.call('ZADD', P .. 'history_by_task', unpack(members, 1, k))
 end
 
-local function record_history(present, all)
-  local completed
-  if #finished < n then -- some not completed here: lost, or waiting under their token (a resend)
-    completed = {}
-    for _, item in ipairs(finished) do
-      completed[item[4]] = true
+local function record_history(letters, all, owner_json)
+  local zeros = {} -- an end's zeros in front, to 18 digits (a member's fixed width), by its length
+  for digits = 1, 18 do
+    zeros[digits] = string.rep('0', 18 - digits)
+  end
+  -- where result i is in `finished` (and `task_ids`): i itself when every result was completed
+  -- here (most batches), else none for those that were not (lost, or waiting under their token)
+  local position
+  if #finished < n then
+    position = {}
+    for j, item in ipairs(finished) do
+      position[item[4]] = j
     end
   end
   local find, sub = string.find, string.sub
   local docs, ends, members, pos, k = {}, {}, {}, 1, 0
   for i = 1, n do
-    if present == '' or sub(present, i, i) == '1' then
+    local letter = letters == '' and 'p' or sub(letters, i, i)
+    local j = i
+    if position then
+      j = position[i]
+    end
+    if letter == 'p' then
+      local doc_end = find(all, '\0', pos, true)
+      if j then
+        local result = results[i]
+        local finished_at = result[2]
+        local id = result[7] .. '#1.' .. result[6] .. '#success'
+        docs[k + 1] = id
+        docs[k + 2] = sub(all, pos, doc_end - 1) .. ',"fire_time":"' .. finished[j][2][2] .. '"' .. owner_json .. '}'
+        ends[k + 1], ends[k + 2] = finished_at, id
+        members[k + 1], members[k + 2] = '0', task_ids[j] .. '\0' .. zeros[#finished_at] .. finished_at .. '\0' .. id
+        k = k + 2
+      end
+      pos = doc_end + 1
+    elseif letter == '1' then
       local doc_end = find(all, '\0', pos, true)
       local task_end = find(all, '\0', doc_end + 1, true)
       local id_end = find(all, '\0', task_end + 20, true)
-      if not completed or completed[i] then
+      if j then
         local id = sub(all, task_end + 20, id_end - 1)
         docs[k + 1], docs[k + 2] = id, sub(all, pos, doc_end - 1)
         ends[k + 1], ends[k + 2] = sub(all, task_end + 1, task_end + 18), id
         members[k + 1], members[k + 2] = '0', sub(all, doc_end + 1, id_end - 1)
         k = k + 2
-        if k == HISTORY_CHUNK then
-          write_history(docs, ends, members, k)
-          k = 0
-        end
       end
       pos = id_end + 1
+    end
+    if k == HISTORY_CHUNK then
+      write_history(docs, ends, members, k)
+      k = 0
     end
   end
   if k > 0 then
@@ -215,7 +244,7 @@ end
 -- history is best effort: an argument that cannot be read costs the batch its entries, never
 -- the completions above
 if history_on ~= '' then
-  local ok, err = pcall(record_history, ARGV[next_letter], ARGV[next_letter + 1])
+  local ok, err = pcall(record_history, ARGV[next_letter], ARGV[next_letter + 1], ARGV[next_letter + 2])
   if not ok then
     redis.log(redis.LOG_WARNING, 'backbeat: run history of a completion not recorded: ' .. tostring(err))
   end
