@@ -129,19 +129,34 @@ async def test_scripts_are_reloaded_after_script_flush(store: RedisStore, redis_
     ("script", "args", "refusal"),
     [
         # a decision cut short after its count, then a whole one: "1|3|123|0|t1@5|t1"
-        ("fire", ["w1", "10000000", "0", b"1|\xff1|3|123|0|t1@5|t1\xff"], "a decision of a fire"),
+        (
+            "fire",
+            ["w1", "10000000", "0", b"1|\xff1|3|123|0|t1@5|t1\xff"],
+            "a decision of a fire cannot be read",
+        ),
         # one result cut short after two fields, then a whole one, sent as one result
-        ("complete", ["w1", "0", "1", "", b"0|1|\xff0|1||success|0|5|r2\xff"], "result 1 of a completion"),
+        (
+            "complete",
+            ["w1", "0", "1", "", b"0|1|\xff0|1||success|0|5|r2\xff"],
+            "result 1 of a completion cannot be read",
+        ),
+        # two whole results under a count of one
+        (
+            "complete",
+            ["w1", "0", "1", "", b"0|1||success|0|5|r1\xff0|1||success|0|5|r2\xff"],
+            "holds more results than its count, 1",
+        ),
     ],
 )
-async def test_an_entry_cut_short_is_refused_not_read_with_the_next_ones_fields(
+async def test_a_malformed_batch_of_entries_is_refused_not_read_silently(
     redis_url: str, prefix: str, script: str, args: list[str | bytes], refusal: str
 ) -> None:
     """The fields of fire.lua's decisions and complete.lua's results end at their entry's end
-    byte (0xFF): a malformed entry fails the call instead of taking the next entry's fields."""
+    byte (0xFF), and a completion's results are as many as its count: a malformed argument fails
+    the call instead of an entry taking the next one's fields, or results being left unread."""
     client = redis.asyncio.Redis.from_url(redis_url)
     try:
-        with pytest.raises(redis.exceptions.ResponseError, match=f"{refusal} cannot be read"):
+        with pytest.raises(redis.exceptions.ResponseError, match=refusal):
             await client.eval(scripts.source(script), 1, f"{{{prefix}}}:x", f"{{{prefix}}}:", *args)
     finally:
         await client.aclose()

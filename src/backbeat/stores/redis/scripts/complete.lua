@@ -24,6 +24,9 @@ for i = 1, n do
   results[#results + 1] = result
   run_ids[#run_ids + 1] = result[7]
 end
+if at <= #packed_all then
+  error('backbeat: a completion holds more results than its count, ' .. n)
+end
 local next_letter = 7
 for i, result in ipairs(results) do
   if result[5] == '1' then
