@@ -25,7 +25,16 @@ from bench.redis_server import private_redis
 from bench.report import Figure, Row
 from bench.stores import KNOWN, StoreTarget, drop_redis_keys
 
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
+"""The redis store's server unless ``--redis-url`` names one."""
 SECTIONS = ("throughput", "lateness", "wakeup", "memory", "history", "peers")
+
+
+def on_private_redis(target_url: str, given: str | None) -> bool:
+    """Whether the history section measures a Redis store on a private server of its own: the
+    ``redis`` store of the default server, not one ``--redis-url`` (``given``) or a store URL
+    named (whose server's CPU then counts every client's commands)."""
+    return given is None and target_url == DEFAULT_REDIS_URL
 
 
 class Bench:
@@ -81,7 +90,7 @@ class Bench:
         for row in self.aps_rows.values():
             row.figures[column] = report.na("no history")
         for target in self.stores:
-            if target.url.startswith("redis"):
+            if on_private_redis(target.url, self.args.redis_url):
                 with private_redis() as url:
                     cost = await history.history_cost(dataclasses.replace(target, url=url), n)
             else:
@@ -91,7 +100,8 @@ class Bench:
             f"history: {n:,} one-shot runs from worker start until its shutdown completed and recorded "
             f"them all, {history.ROUNDS} pairs of rounds off and on back to back (the order swapped "
             "each pair); CPU per fire is this process's (its store thread included) plus the Redis "
-            "server's (a private one, started for this section), medians of each mode, and the share "
+            "server's (a private one, started for this section, unless --redis-url names one: then all "
+            "its clients' commands count), medians of each mode, and the share "
             "is what history adds to it, the median of the pairs' shares with their quartiles and "
             f"range (issue 18: at most {history.TARGET_SHARE:.0%}); "
             "CPU time moves with the machine's load: the instruction counts of bench.profile_fires "
@@ -166,7 +176,7 @@ class Bench:
 
     @property
     def redis(self) -> str:
-        url: str = self.args.redis_url
+        url: str = self.args.redis_url or DEFAULT_REDIS_URL
         return url
 
     async def run(self) -> list[Row]:
@@ -197,7 +207,7 @@ def parse_args() -> argparse.Namespace:
         metavar="STORE",
         help=f"backbeat stores: {', '.join(KNOWN)} or a store URL (postgresql://...)",
     )
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--redis-url", help=f"the Redis of the redis store (default {DEFAULT_REDIS_URL})")
     parser.add_argument("--lateness-tasks", type=int, default=3000, help="fires at 1,000/s (default 3s)")
     parser.add_argument("--wakeups", type=int, default=200, help="sequential add → run in a worker process")
     parser.add_argument("--stored", type=int, default=100_000, help="tasks stored for RSS and claim cost")
@@ -227,7 +237,9 @@ def main() -> None:
         f"{args.wakeups} wake-ups, N = {args.stored:,} stored\n"
     )
     with tempfile.TemporaryDirectory(prefix="backbeat-bench-") as tmp:
-        stores = [StoreTarget.parse(token, Path(tmp), args.redis_url) for token in args.stores]
+        stores = [
+            StoreTarget.parse(token, Path(tmp), args.redis_url or DEFAULT_REDIS_URL) for token in args.stores
+        ]
         bench = Bench(args, stores)
         rows = asyncio.run(bench.run())
     if any(row.figures for row in rows):
