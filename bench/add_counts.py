@@ -1,9 +1,10 @@
 """Server instructions of Redis adds: ``python -m bench.add_counts --store URL --pid PID --n N
-[--producers P]``.
+[--producers P] [--stored M]``.
 
 Against a ``redis-server`` run under callgrind (``valgrind --tool=callgrind redis-server --port
-P``, process id ``PID``): makes 200 single awaited adds (the store opens, its scripts load), zeroes
-the server's counters (``callgrind_control -z``), makes ``N`` more, one after another as a web
+P``, process id ``PID``): makes 200 single awaited adds (the store opens, its scripts load) and
+``M`` more by 100 concurrent loops (a store of that size: the id index's buckets grow with it),
+zeroes the server's counters (``callgrind_control -z``), makes ``N`` more, one after another as a web
 service does (a one-shot in 2100 with one argument, as ``bench.profile_adds``), or by ``P``
 concurrent loops (coalesced adds: the server runs batches), and dumps the counters
 (``callgrind_control -d``). The dump's total at ``2N`` minus the one at ``N``, divided by
@@ -29,19 +30,20 @@ def _callgrind(action: str, pid: int) -> None:
     subprocess.run(["callgrind_control", action, str(pid)], check=True, capture_output=True)
 
 
-async def main(url: str, pid: int, n: int, producers: int = 1) -> None:
+async def main(url: str, pid: int, n: int, producers: int = 1, stored: int = 0) -> None:
     prefix = f"bench-add-counts-{uuid.uuid4().hex[:8]}"
     scheduler = BackgroundTaskScheduler(
         store=RedisJobStoreConfig(host=url, lock_prefix=prefix), config=SchedulerConfig(producer_only=True)
     )
     for _ in range(200):
         await scheduler.add_task(backbeat_job, "date", run_date=FAR, args=[ARG])
-    await asyncio.to_thread(_callgrind, "-z", pid)
 
     async def producer(count: int) -> None:
         for _ in range(count):
             await scheduler.add_task(backbeat_job, "date", run_date=FAR, args=[ARG])
 
+    await asyncio.gather(*(producer(stored // 100) for _ in range(100)))
+    await asyncio.to_thread(_callgrind, "-z", pid)
     await asyncio.gather(*(producer(n // producers) for _ in range(producers)))
     await asyncio.to_thread(_callgrind, "-d", pid)
     await scheduler.shutdown()
@@ -54,5 +56,6 @@ if __name__ == "__main__":
     parser.add_argument("--pid", type=int, required=True, help="the callgrind server's process id")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--producers", type=int, default=1, help="concurrent adding loops (coalesced adds)")
+    parser.add_argument("--stored", type=int, default=0, help="tasks added before the measured ones")
     args = parser.parse_args()
-    asyncio.run(main(args.store, args.pid, args.n, args.producers))
+    asyncio.run(main(args.store, args.pid, args.n, args.producers, args.stored))

@@ -3,6 +3,7 @@ id order, across its buckets, while tasks come and go between pages."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import shutil
 import subprocess
@@ -176,7 +177,7 @@ async def test_buckets_split_without_copy_where_the_server_refuses_it(tmp_path: 
             await admin.aclose()
 
 
-@pytest.mark.parametrize(("stored", "batch"), [(6000, 100), (30000, 150)])
+@pytest.mark.parametrize(("stored", "batch"), [(3000, 100), (30000, 150)])
 async def test_a_batch_finds_its_buckets_in_one_read_of_the_boundaries(
     tmp_path: Path, stored: int, batch: int
 ) -> None:
@@ -192,7 +193,7 @@ async def test_a_batch_finds_its_buckets_in_one_read_of_the_boundaries(
             for start in range(0, stored, 1000):
                 await store.add([task(task_id) for task_id in ids[start : start + 1000]])
             bounds = await admin.zcard(store.keys.id_index)
-            assert (bounds <= 128) == (stored < 10000)
+            assert (bounds <= 128) == (stored < 5000)
             await admin.config_resetstat()
             fresh = new_ids(rng, batch)
             await store.add([task(task_id) for task_id in fresh])
@@ -335,3 +336,123 @@ async def test_an_id_left_in_the_recent_list_and_added_again_in_a_big_batch_is_i
         assert await paged(store, limit) == expected
     assert await store.remove(["m"]) == ["m"]
     assert await paged(store, 1000) == [task_id for task_id in expected if task_id != "m"]
+
+
+def separator(before: bytes, first: bytes) -> bytes:
+    """The boundary a split gives the bucket that starts at ``first`` after ``before``: the shortest
+    start of ``first`` that sorts after ``before``, not cut inside a UTF-8 character."""
+    k = 0
+    while k < len(before) and before[k] == first[k]:
+        k += 1
+    k += 1
+    while k < len(first) and 0x80 <= first[k] < 0xC0:
+        k += 1
+    return first[:k]
+
+
+async def buckets(client: redis.asyncio.Redis, store: RedisStore) -> list[tuple[bytes, list[bytes]]]:
+    """Every bucket of the id index in order: its boundary and its ids."""
+    bounds: list[Any] = await client.zrange(store.keys.id_index, 0, -1)
+    base = store.keys.base.encode()
+    index: list[tuple[bytes, list[bytes]]] = []
+    for bound in bounds:
+        members: list[Any] = await client.zrange(base + b"ids:" + bound, 0, -1)
+        index.append((bound, members))
+    return index
+
+
+def unicode_ids(rng: random.Random, n: int) -> list[str]:
+    """Ids that share starts and differ in characters of 1 to 4 UTF-8 bytes, some a start of another."""
+    chars = ["a", "b", "é", "ê", "ÿ", "Ā", "日", "本", "😀", "😁"]
+    ids = {"".join(rng.choice(chars) for _ in range(rng.randint(1, 6))) for _ in range(n)}
+    return sorted(ids)
+
+
+@pytest.mark.parametrize("family", ["hex", "unicode"])
+async def test_splits_keep_buckets_of_64_listpacks_behind_the_shortest_boundaries(
+    store: RedisStore, family: str
+) -> None:
+    rng = random.Random(8)
+    ids = new_ids(rng, 3000) if family == "hex" else unicode_ids(rng, 3000)
+    rng.shuffle(ids)
+    await store.add([task(task_id) for task_id in ids[: len(ids) // 2]])  # batches of 1,000
+    for start in range(len(ids) // 2, len(ids), 10):
+        await store.add([task(task_id) for task_id in ids[start : start + 10]])
+    for task_id in new_ids(rng, 100):  # single adds: the list merged into the buckets
+        ids.append(task_id)
+        await store.add([task(task_id)])
+
+    client = redis.asyncio.Redis.from_url(usable_redis_url())
+    try:
+        index = await buckets(client, store)
+        assert index[0][0] == b""
+        assert len(index) > len(ids) / 64
+        for (_, previous), (bound, members) in itertools.pairwise(index):
+            assert 0 < len(members) <= 64
+            assert bound == separator(previous[-1], members[0])
+            bound.decode()  # whole characters
+            assert await client.object("encoding", store.keys.base.encode() + b"ids:" + bound) == b"listpack"
+        firsts = sum(len(members[0]) for _, members in index[1:])
+        assert sum(len(bound) for bound, _ in index) < firsts  # not whole ids
+    finally:
+        await client.aclose()
+    expected = sorted(ids)  # a str's order is its UTF-8 bytes'
+    for limit in (7, 100):
+        assert await paged(store, limit) == expected
+    first_bucket_after_one = index[1][1]
+    gone = [member.decode() for member in first_bucket_after_one]
+    assert sorted(await store.remove(gone)) == sorted(gone)
+    assert await paged(store, 100) == [task_id for task_id in expected if task_id not in set(gone)]
+
+
+async def test_buckets_of_up_to_120_an_older_backbeat_wrote_are_paged_and_split_when_they_grow(
+    store: RedisStore,
+) -> None:
+    rng = random.Random(9)
+    ids = sorted(new_ids(rng, 1100))
+    await store.add([task(task_id) for task_id in ids])
+    client = redis.asyncio.Redis.from_url(usable_redis_url())
+    try:
+        # the index as the previous code left it: buckets of up to 120 behind whole-id boundaries
+        base = store.keys.base.encode()
+        await client.delete(
+            store.keys.id_index, *(base + b"ids:" + bound for bound, _ in await buckets(client, store))
+        )
+        old: list[list[str]] = []
+        start = 0
+        while start < len(ids):
+            size = 120 if len(old) % 2 == 0 else 100
+            old.append(ids[start : start + size])
+            start += size
+        for number, members in enumerate(old):
+            bound = "" if number == 0 else members[0]
+            await client.zadd(store.keys.id_index, {bound: 0})
+            await client.zadd(store.keys.id_bucket(bound), dict.fromkeys(members, 0))
+
+        for limit in (7, 100):
+            assert await paged(store, limit) == ids
+        # one new id into the second bucket (100 ids) and one into the third (120), each through the
+        # recent list's merge; the rest of the hundred go after the last old id
+        into = [old[1][0] + "0", old[2][0] + "0"]
+        later = [f"{'f' * 32}{i:03}" for i in range(98)]
+        for task_id in [*into, *later]:
+            await store.add([task(task_id)])
+        assert not await client.exists(store.keys.recent_ids)
+        index = dict(await buckets(client, store))
+        for number in (1, 2):  # grown past 64: split, into pieces of at most 64
+            grown = [
+                bound
+                for bound, members in index.items()
+                if members and old[number][0] <= members[0].decode() <= old[number][-1]
+            ]
+            assert len(grown) >= 2
+            assert all(len(index[bound]) <= 64 for bound in grown)
+        assert len(index[old[4][0].encode()]) == 120  # untouched buckets stay as written
+        emptied = old[4]
+        assert sorted(await store.remove(emptied)) == sorted(emptied)
+        assert old[4][0].encode() not in dict(await buckets(client, store))
+    finally:
+        await client.aclose()
+    expected = sorted(set(ids + into + later) - set(emptied))
+    for limit in (7, 100):
+        assert await paged(store, limit) == expected

@@ -71,7 +71,9 @@ class Keys:
 
     def id_bucket(self, boundary: str) -> str:
         """Sorted set, all scores 0: the task ids from ``boundary`` to the next boundary, at most
-        120 (a listpack), for listing in lexical order."""
+        64 (up to 120 in buckets an older backbeat wrote; a listpack either way), for listing in
+        lexical order. A boundary past the first ('') is the shortest start of its bucket's first
+        id that sorts after the previous bucket's last id (whole ids in older stores)."""
         return f"{self.base}ids:{boundary}"
 
     @property
