@@ -322,3 +322,20 @@ async def test_more_adds_than_a_batch_holds_are_several_store_calls() -> None:
     await asyncio.gather(*(coalescer.add(task(f"t{i}"), replace=False) for i in range(2 * MAX_BATCH + 6)))
     # the first half of what waited, then the rest: MAX_BATCH at most each
     assert [len(batch) for batch in store.batches] == [1, MAX_BATCH, MAX_BATCH, 5]
+
+
+async def test_the_stored_hook_hears_of_each_call_that_stored_its_tasks_before_their_callers() -> None:
+    store = Store(refused="t2")
+    heard: list[list[str]] = []
+    answered: list[str] = []
+    coalescer = AddCoalescer(store.add_many, lambda tasks: heard.append([t.id for t in tasks]))
+
+    async def add(task_id: str) -> None:
+        answered.append(await coalescer.add(task(task_id), replace=False))
+        answered.append(f"heard {len(heard)}")
+
+    results = await asyncio.gather(*(add(f"t{i}") for i in range(4)), return_exceptions=True)
+    assert isinstance(results[2], StoreError)
+    # the lone call, then the refused batch one add at a time: t2's call is not heard of
+    assert heard == [["t0"], ["t1"], ["t3"]]
+    assert answered == ["t0", "heard 1", "t1", "heard 2", "t3", "heard 3"]

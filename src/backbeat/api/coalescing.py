@@ -104,7 +104,10 @@ class AddCoalescer:
             await self._add_many(tasks, replace)
             self._stored(tasks)
         finally:
-            self._hand_over(lane, replace)
+            if lane.waiting or self._idle is not None or self._cut:
+                self._hand_over(lane, replace)
+            elif self._lanes.get(replace) is lane:  # (_hand_over's common case, written out)
+                del self._lanes[replace]
         return task.id
 
     async def closing(self, grace: float, refusal: StoreClosedError) -> None:
