@@ -152,7 +152,7 @@ async def test_an_add_of_an_id_in_flight_waits_for_it_and_fails_once_it_is_store
     await store.let_go(4)
     await first
     results = await again
-    assert isinstance(results[0], TaskExistsError) and results[1] is None
+    assert isinstance(results[0], TaskExistsError) and results[1] == "new"
     assert store.batches[4] == ["t1"]
 
 
@@ -193,7 +193,7 @@ async def test_a_stored_duplicate_fails_only_its_caller() -> None:
     results = await asyncio.gather(
         *(coalescer.add(task(i), replace=False) for i in ids), return_exceptions=True
     )
-    assert [type(r).__name__ for r in results] == ["NoneType", "TaskExistsError", "NoneType", "NoneType"]
+    assert [type(r).__name__ for r in results] == ["str", "TaskExistsError", "str", "str"]
     assert isinstance(results[1], TaskExistsError) and results[1].task_ids == ["taken"]
     assert set(store.tasks) == {"taken", "a", "b", "c"}
 
@@ -205,7 +205,7 @@ async def test_the_same_id_added_again_while_in_flight_stores_the_first_and_fail
     results = await asyncio.gather(
         coalescer.add(first, replace=False), coalescer.add(second, replace=False), return_exceptions=True
     )
-    assert results[0] is None and isinstance(results[1], TaskExistsError)
+    assert results[0] == "same" and isinstance(results[1], TaskExistsError)
     assert store.tasks["same"] is first
 
 
@@ -227,7 +227,7 @@ async def test_the_same_id_twice_in_one_batch_stores_the_first_and_fails_the_sec
         coalescer.add(second, replace=False),
         return_exceptions=True,
     )
-    assert results[0] is None and results[1] is None and isinstance(results[2], TaskExistsError)
+    assert list(results[:2]) == ["lone", "same"] and isinstance(results[2], TaskExistsError)
     assert store.batches == [["lone"], ["same"]]  # the repeat is not sent
     assert store.tasks["same"] is first
 
@@ -248,7 +248,7 @@ async def test_a_task_the_store_refuses_fails_only_its_caller_of_the_batch() -> 
     results = await asyncio.gather(
         *(coalescer.add(task(f"t{i}"), replace=False) for i in range(4)), return_exceptions=True
     )
-    assert results[:2] == [None, None] and results[3] is None
+    assert results[:2] == ["t0", "t1"] and results[3] == "t3"
     assert isinstance(results[2], StoreError) and str(results[2]) == "cannot write t2"
     assert sorted(store.tasks) == ["t0", "t1", "t3"]
     # the refused batch, then its adds one at a time
@@ -273,7 +273,7 @@ async def test_a_cancelled_caller_does_not_stop_the_others() -> None:
     await asyncio.sleep(0)
     calls[0].cancel()
     results = await asyncio.gather(*calls, return_exceptions=True)
-    assert isinstance(results[0], asyncio.CancelledError) and results[1:] == [None, None]
+    assert isinstance(results[0], asyncio.CancelledError) and results[1:] == ["t1", "t2"]
     assert {"t1", "t2"} <= set(store.tasks)  # the cancelled caller's task may be stored or not
 
 
@@ -284,7 +284,7 @@ async def test_a_cancelled_caller_in_a_batch_does_not_stop_the_others() -> None:
     await asyncio.sleep(0)
     calls[1].cancel()
     results = await asyncio.gather(*calls, return_exceptions=True)
-    assert results[0] is None and isinstance(results[1], asyncio.CancelledError) and results[2] is None
+    assert results[0] == "t0" and isinstance(results[1], asyncio.CancelledError) and results[2] == "t2"
     assert {"t0", "t2"} <= set(store.tasks)
 
 
@@ -322,3 +322,20 @@ async def test_more_adds_than_a_batch_holds_are_several_store_calls() -> None:
     await asyncio.gather(*(coalescer.add(task(f"t{i}"), replace=False) for i in range(2 * MAX_BATCH + 6)))
     # the first half of what waited, then the rest: MAX_BATCH at most each
     assert [len(batch) for batch in store.batches] == [1, MAX_BATCH, MAX_BATCH, 5]
+
+
+async def test_the_stored_hook_hears_of_each_call_that_stored_its_tasks_before_their_callers() -> None:
+    store = Store(refused="t2")
+    heard: list[list[str]] = []
+    answered: list[str] = []
+    coalescer = AddCoalescer(store.add_many, lambda tasks: heard.append([t.id for t in tasks]))
+
+    async def add(task_id: str) -> None:
+        answered.append(await coalescer.add(task(task_id), replace=False))
+        answered.append(f"heard {len(heard)}")
+
+    results = await asyncio.gather(*(add(f"t{i}") for i in range(4)), return_exceptions=True)
+    assert isinstance(results[2], StoreError)
+    # the lone call, then the refused batch one add at a time: t2's call is not heard of
+    assert heard == [["t0"], ["t1"], ["t3"]]
+    assert answered == ["t0", "heard 1", "t1", "heard 2", "t3", "heard 3"]

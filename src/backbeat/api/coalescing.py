@@ -13,6 +13,8 @@ from backbeat.model.records import Task
 
 AddMany = Callable[[list[Task], bool], Awaitable[None]]
 """Stores tasks in one call: ``add(tasks, replace)``."""
+Stored = Callable[[list[Task]], None]
+"""Told of the tasks of each call that stored them, before their callers are answered."""
 
 _Entry = tuple[Task, asyncio.Future[None]]
 
@@ -30,6 +32,8 @@ in two groups, which keeps two batches going."""
 class _Lane:
     """The adds of one kind (replacing or not) on one event loop, while a store call of that kind
     is in flight: those that arrived since, sent when it returns."""
+
+    __slots__ = ("loop", "sending", "waiting")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -64,8 +68,9 @@ class AddCoalescer:
     sent until :meth:`closed`.
     """
 
-    def __init__(self, add_many: AddMany) -> None:
+    def __init__(self, add_many: AddMany, stored: Stored = lambda tasks: None) -> None:
         self._add_many = add_many
+        self._stored = stored
         self._lanes: dict[bool, _Lane] = {}
         """A lane per kind of add with a store call in flight."""
         self._flushing: set[asyncio.Task[None]] = set()
@@ -76,9 +81,9 @@ class AddCoalescer:
         self._idle: asyncio.Future[None] | None = None
         """Answered when no lane of :meth:`closing`'s loop is left."""
 
-    async def add(self, task: Task, *, replace: bool) -> None:
+    async def add(self, task: Task, *, replace: bool) -> str:
         """Store ``task`` now, or with the next batch if an add of its kind is in flight; returns
-        once it is stored.
+        its id once it is stored.
 
         Raises:
             StoreClosedError: the store is closing (:meth:`closing`).
@@ -91,13 +96,19 @@ class AddCoalescer:
             done: asyncio.Future[None] = loop.create_future()
             lane.waiting.append((task, done))
             await done
-            return
+            return task.id
         # (a lane of another loop is stale: that loop ended with a call in flight)
         lane = self._lanes[replace] = _Lane(loop)
         try:
-            await self._add_many([task], replace)
+            tasks = [task]
+            await self._add_many(tasks, replace)
+            self._stored(tasks)
         finally:
-            self._hand_over(lane, replace)
+            if lane.waiting or self._idle is not None or self._cut:
+                self._hand_over(lane, replace)
+            elif self._lanes.get(replace) is lane:  # (_hand_over's common case, written out)
+                del self._lanes[replace]
+        return task.id
 
     async def closing(self, grace: float, refusal: StoreClosedError) -> None:
         """Before the store closes: refuse new adds with ``refusal``; let the batches of this
@@ -184,8 +195,9 @@ class AddCoalescer:
 
     async def _store_batch(self, entries: list[_Entry], replace: bool) -> None:
         while entries:
+            tasks = [task for task, _ in entries]
             try:
-                await self._add_many([task for task, _ in entries], replace)
+                await self._add_many(tasks, replace)
             except TaskExistsError as exc:
                 entries = await self._without_taken(entries, replace, exc)
                 continue
@@ -201,6 +213,7 @@ class AddCoalescer:
             except BaseException as exc:
                 raise_into(entries, exc)
                 raise
+            self._stored(tasks)
             for _, done in entries:
                 if not done.done():
                     done.set_result(None)

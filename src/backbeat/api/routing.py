@@ -32,7 +32,7 @@ class StoreRouter:
         self._events = events
         self._open = False
         self._locks: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
-        self._coalescer = AddCoalescer(self._add_durable)
+        self._coalescer = AddCoalescer(self._send, self._stored)
         self.engine: Engine | None = None
         """The durable store's engine while the scheduler runs."""
         self.local_engine: Engine | None = None
@@ -82,7 +82,7 @@ class StoreRouter:
             self._locks = (loop, asyncio.Lock())
         return self._locks[1]
 
-    def add(self, tasks: list[Task], *, local: bool, replace: bool) -> Awaitable[None]:
+    def add(self, tasks: list[Task], *, local: bool, replace: bool) -> Awaitable[object]:
         """Store ``tasks`` in one call, wake the engine that runs them, emit ``TASK_ADDED``.
 
         A single durable task joins the other single adds of this turn of the event loop in
@@ -95,14 +95,28 @@ class StoreRouter:
             return self._coalescer.add(tasks[0], replace=replace)
         return self._add_durable(tasks, replace)
 
+    def add_one(self, task: Task, *, replace: bool) -> Awaitable[str]:
+        """``add`` of one durable task; the awaitable returns its id."""
+        return self._coalescer.add(task, replace=replace)
+
     async def _add_durable(self, tasks: list[Task], replace: bool) -> None:
+        await self._send(tasks, replace)
+        self._stored(tasks)
+
+    def _send(self, tasks: list[Task], replace: bool) -> Awaitable[None]:
+        """The durable store's add of ``tasks``, opening the store first if needed. (A plain
+        function returning the store's own call while it is open: a coroutine frame less.)"""
         if self._open:
-            store = self.durable
-        else:
-            self._coalescer.check_open()  # (a retry of a batch while the store closes: not reopened)
-            store = await self.ready()
+            return self.durable.add(tasks, replace=replace)
+        return self._add_opening(tasks, replace)
+
+    async def _add_opening(self, tasks: list[Task], replace: bool) -> None:
+        self._coalescer.check_open()  # (a retry of a batch while the store closes: not reopened)
+        store = await self.ready()
         await store.add(tasks, replace=replace)
-        self._added(store, tasks)
+
+    def _stored(self, tasks: list[Task]) -> None:
+        self._added(self.durable, tasks)
 
     async def _add_local(self, tasks: list[Task], replace: bool) -> None:
         await self.local.add(tasks, replace=replace)

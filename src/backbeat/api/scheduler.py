@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -434,10 +434,10 @@ class BackgroundTaskScheduler(TaskControl, RunControl, HostedService):
         tags: Sequence[str],
         options: dict[str, Any],
         **trigger_args: Any,
-    ) -> Coroutine[Any, Any, str]:
+    ) -> Awaitable[str]:
         """The add of one task, ``options`` holding ``add_task``'s ``id``, ``durable`` and
         ``replace_existing`` besides the task's options. (A plain function returning the add's
-        coroutine: one coroutine frame less per add.)"""
+        awaitable: two coroutine frames less per add.)"""
         return self._writer.add_one(
             func,
             trigger,
