@@ -4,11 +4,11 @@
 -- UTF-8 text holds (failed and dead '1'|'0'; retry_at '' = none; token the fencing token held;
 -- one argument, not one per result: the client encodes each argument in Python), then one dead
 -- letter JSON per result with dead '1', in order, then (history on) the three history arguments
--- of redis/history.py's completion_args (what entry each result has, then the entries). A 'deferred' outcome keeps the attempt and
--- counts nothing. Returns the run ids not completed: gone (completed by this holder's resent
--- completion or by another's after a takeover: the engine tells them apart) or held by another
--- holder; not those waiting under token (re-queued by this holder's completion, as a completion
--- sent again finds them).
+-- of redis/history.py's completion_args (what entry each result has, the entries, the owner's
+-- member of a document). A 'deferred' outcome keeps the attempt and counts nothing. Returns the
+-- run ids not completed: gone (completed by this holder's resent completion or by another's after
+-- a takeover: the engine tells them apart) or held by another holder; not those waiting under
+-- token (re-queued by this holder's completion, as a completion sent again finds them).
 local owner, buffered_from, n, history_on = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local run_ids, results, letters = {}, {}, {}
 -- each result matched where it starts in the argument (and the position after it captured), not
