@@ -101,17 +101,17 @@ def completion_args(
     its members cannot be encoded (:func:`.completed_entry`)."""
     owner_json = owner_member(owner)
     entries: list[bytes] = []
-    present: list[str] = []
+    kinds: list[str] = []
     for result, token, ended in zip(results, tokens, ends, strict=True):
         run = result.run
         if (plain := plain_success(result, token, settings)) is not None:
             name, start_us = plain
             if own_tokens:
                 # 2 values to format instead of 8, and no fire time to convert
-                present.append("p")
+                kinds.append("p")
                 entries.append(_PLAIN_START % (name, start_us))
                 continue
-            present.append("1")
+            kinds.append("1")
             entries.append(
                 _PLAIN_SUCCESS
                 % (
@@ -128,12 +128,12 @@ def completion_args(
             continue
         found = completed_entry(result, settings, token, owner_json, ended)
         if found is None:
-            present.append("0")
+            kinds.append("0")
             continue
-        present.append("1")
+        kinds.append("1")
         entries.append(b"%b\0%b\0%018d\0%b\0" % (found[2], run.task_id.encode(), ended, found[0].encode()))
-    every_plain = "1" not in present and "0" not in present
-    return ["" if every_plain else "".join(present), b"".join(entries), owner_json]
+    every_plain = "1" not in kinds and "0" not in kinds
+    return ["" if every_plain else "".join(kinds), b"".join(entries), owner_json]
 
 
 class History:

@@ -168,7 +168,7 @@ end
 -- document (name and start), completed here with the run's fire time (as its id spells it) and
 -- the owner, and its id and member are spelled here from what the completion holds (run id,
 -- token, end and task id): two values for the client to convert and format instead of eight.
--- ('' for the letters: every entry a 'p'.)
+-- ('' for the kinds: every entry a 'p'.)
 -- (Building the documents here cost the Lua VM more than the whole entry costs the client.) No
 -- look for the ids first (history.lua's HMGET): an id spells the fencing token of the lease the
 -- run was completed under, and a run is completed once under a token (a completion sent again
@@ -186,7 +186,7 @@ local function write_history(docs, ends, members, k)
   redis.call('ZADD', P .. 'history_by_task', unpack(members, 1, k))
 end
 
-local function record_history(letters, all, owner_json)
+local function record_history(kinds, all, owner_json)
   local zeros = {} -- an end's zeros in front, to 18 digits (a member's fixed width), by its length
   for digits = 1, 18 do
     zeros[digits] = string.rep('0', 18 - digits)
@@ -203,12 +203,12 @@ local function record_history(letters, all, owner_json)
   local find, sub = string.find, string.sub
   local docs, ends, members, pos, k = {}, {}, {}, 1, 0
   for i = 1, n do
-    local letter = letters == '' and 'p' or sub(letters, i, i)
+    local kind = kinds == '' and 'p' or sub(kinds, i, i)
     local j = i
     if position then
       j = position[i]
     end
-    if letter == 'p' then
+    if kind == 'p' then
       local doc_end = find(all, '\0', pos, true)
       if j then
         local result = results[i]
@@ -221,7 +221,7 @@ local function record_history(letters, all, owner_json)
         k = k + 2
       end
       pos = doc_end + 1
-    elseif letter == '1' then
+    elseif kind == '1' then
       local doc_end = find(all, '\0', pos, true)
       local task_end = find(all, '\0', doc_end + 1, true)
       local id_end = find(all, '\0', task_end + 20, true)
