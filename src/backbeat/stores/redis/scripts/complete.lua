@@ -168,9 +168,10 @@ end
 -- document (name and start), completed here with the run's fire time (as its id spells it) and
 -- the owner, and its id and member are spelled here from what the completion holds (run id,
 -- token, end and task id): two values for the client to convert and format instead of eight.
--- ('' for the kinds: every entry a 'p'.)
--- (Building the documents here cost the Lua VM more than the whole entry costs the client.) No
--- look for the ids first (history.lua's HMGET): an id spells the fencing token of the lease the
+-- ('' for the kinds: every entry a 'p'.) The fire time goes in as the run's text (ISO), converted
+-- by neither side. (Building whole documents here, names escaped and times formatted, cost the
+-- Lua VM more than the whole entry costs the client; a 'p' takes a few concatenations.) No look
+-- for the ids first (history.lua's HMGET): an id spells the fencing token of the lease the
 -- run was completed under, and a run is completed once under a token (a completion sent again
 -- finds it gone), so an id is only ever written with the same entry. They are written a hundred
 -- at a time, not a whole batch's (hundreds of runs a call in a busy worker) at once: about 5-6k
