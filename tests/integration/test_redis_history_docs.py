@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -16,7 +17,7 @@ from backbeat.model.history import HistoryEntry, HistoryOutcome, HistoryQuery, H
 from backbeat.model.records import RunOutcome, RunResult
 from backbeat.stores.redis import RedisStore
 from backbeat.stores.redis.layout import MIGRATIONS
-from tests.contract.helpers import T0, start_run, task
+from tests.contract.helpers import LEASE, T0, decide, start_run, task
 from tests.integration.test_redis_store import delete_keys
 from tests.redis_server import usable_redis_url
 
@@ -164,3 +165,106 @@ async def test_a_batch_records_plain_successes_spelled_by_the_script_beside_othe
     assert page == [b]
     assert await store.prune_history(["b"], before=T0, keep=0) == 1
     assert [e.task_id for e in (await store.run_history(HistoryQuery(limit=10)))[0]] == ["d", "a"]
+
+
+ODD_IDS = (
+    "ünï-任务-🎉",
+    "a@b",
+    "x|y",
+    "p|q@r#s",
+    'quote"back\\slash',
+    "#1.5#success",
+    "ctl\x01\x7f",
+    "é" * 500,
+)
+FIRES = (
+    T0,
+    T0.replace(microsecond=0),
+    datetime(1969, 7, 20, 20, 17, 40, 5, tzinfo=UTC),
+    datetime(999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+)
+
+
+async def complete_odd_batch(
+    store: RedisStore, names: list[str], *, spelled_by_client: bool
+) -> dict[str, Any]:
+    """Run a task per name (odd ids, fire times before 1970, without microseconds) and complete
+    them in one batch of successes, failures and runs no longer held; what the store then keeps
+    and reads. ``spelled_by_client``: the entries' tokens are given, so the client spells every
+    entry whole (as a cluster's shards do)."""
+    tasks = [
+        task(f"{ODD_IDS[k % len(ODD_IDS)]}-{k}", at=FIRES[k % len(FIRES)], name=name)
+        for k, name in enumerate(names)
+    ]
+    by_id = {t.id: t for t in tasks}
+    await store.add(tasks)
+    claim = await store.claim_due("w", now=T0, lease=LEASE, limit=len(tasks))
+    fired = await store.fire("w", [decide(t) for t in claim.tasks], now=T0, lease=LEASE)
+    runs = {run.task_id: run for result in fired for run in result.runs}
+    results = []
+    for k, t in enumerate(tasks):
+        run = runs[t.id]
+        run.task = by_id[t.id]
+        if k % 11 == 5:
+            run.fencing_token += 10_000  # no longer held: lost, no entry
+        outcome = RunOutcome.FAILURE if k % 7 == 3 else RunOutcome.SUCCESS
+        results.append(
+            RunResult(
+                run=run,
+                outcome=outcome,
+                finished_at=T0 + timedelta(seconds=k % 3),
+                started_at=T0 - timedelta(seconds=1),
+                error=None if outcome is RunOutcome.SUCCESS else "boom",
+            )
+        )
+    tokens = [result.run.fencing_token for result in results] if spelled_by_client else None
+    lost = await store.complete("w", results, history=HistorySettings(), entry_tokens=tokens)
+
+    client = redis.asyncio.from_url(usable_redis_url())
+    try:
+        by_end = await client.zrange(store.keys.history, 0, -1, withscores=True)
+        by_task = await client.zrange(store.keys.history_by_task, 0, -1)
+    finally:
+        await client.aclose()
+    docs = await stored_docs(store)
+    pages: list[list[HistoryEntry]] = []
+    cursor: str | None = None
+    while not pages or cursor is not None:
+        page, cursor = await store.run_history(HistoryQuery(limit=7, cursor=cursor))
+        pages.append(page)
+    one_task = tasks[1].id
+    mine, _ = await store.run_history(HistoryQuery(limit=10, task_id=one_task))
+    pruned = await store.prune_history([t.id for t in tasks[:40]], before=T0 + timedelta(seconds=1), keep=0)
+    pruned += await store.prune_history([], before=T0 + timedelta(seconds=2), keep=100)
+    left, _ = await store.run_history(HistoryQuery(limit=1000))
+    return {
+        "lost": lost,
+        "by_end": by_end,
+        "by_task": by_task,
+        "ids": sorted(docs),
+        "pages": pages,
+        "one task": mine,
+        "pruned": pruned,
+        "left": left,
+        "iso fire times": sum(isinstance(orjson.loads(doc)["fire_time"], str) for doc in docs.values()),
+    }
+
+
+async def test_the_scripts_plain_successes_are_the_clients_byte_for_byte(store: RedisStore) -> None:
+    # 150 results: past complete.lua's chunk of 100 entries, a third of them of names not yet
+    # encoded (the general way) in the first store
+    fresh = uuid.uuid4().hex
+    names = [f"fresh-{fresh}-{k}" if k % 3 == 0 else "odd-batch" for k in range(150)]
+    peer = RedisStore(usable_redis_url(), prefix=f"{store.keys.prefix}-peer")
+    await peer.open()
+    try:
+        by_script = await complete_odd_batch(store, names, spelled_by_client=False)
+        by_client = await complete_odd_batch(peer, names, spelled_by_client=True)
+    finally:
+        await peer.close()
+        await delete_keys(usable_redis_url(), peer.keys.prefix)
+
+    assert by_script.pop("iso fire times") > 50
+    assert by_client.pop("iso fire times") == 0
+    assert len(by_script["by_task"]) > 100
+    assert by_script == by_client

@@ -4,11 +4,11 @@
 -- UTF-8 text holds (failed and dead '1'|'0'; retry_at '' = none; token the fencing token held;
 -- one argument, not one per result: the client encodes each argument in Python), then one dead
 -- letter JSON per result with dead '1', in order, then (history on) the three history arguments
--- of redis/history.py's completion_args (what entry each result has, then the entries). A 'deferred' outcome keeps the attempt and
--- counts nothing. Returns the run ids not completed: gone (completed by this holder's resent
--- completion or by another's after a takeover: the engine tells them apart) or held by another
--- holder; not those waiting under token (re-queued by this holder's completion, as a completion
--- sent again finds them).
+-- of redis/history.py's completion_args (what entry each result has, the entries, the owner's
+-- member of a document). A 'deferred' outcome keeps the attempt and counts nothing. Returns the
+-- run ids not completed: gone (completed by this holder's resent completion or by another's after
+-- a takeover: the engine tells them apart) or held by another holder; not those waiting under
+-- token (re-queued by this holder's completion, as a completion sent again finds them).
 local owner, buffered_from, n, history_on = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local run_ids, results, letters = {}, {}, {}
 -- each result matched where it starts in the argument (and the position after it captured), not
@@ -168,9 +168,10 @@ end
 -- document (name and start), completed here with the run's fire time (as its id spells it) and
 -- the owner, and its id and member are spelled here from what the completion holds (run id,
 -- token, end and task id): two values for the client to convert and format instead of eight.
--- ('' for the letters: every entry a 'p'.)
--- (Building the documents here cost the Lua VM more than the whole entry costs the client.) No
--- look for the ids first (history.lua's HMGET): an id spells the fencing token of the lease the
+-- ('' for the kinds: every entry a 'p'.) The fire time goes in as the run's text (ISO), converted
+-- by neither side. (Building whole documents here, names escaped and times formatted, cost the
+-- Lua VM more than the whole entry costs the client; a 'p' takes a few concatenations.) No look
+-- for the ids first (history.lua's HMGET): an id spells the fencing token of the lease the
 -- run was completed under, and a run is completed once under a token (a completion sent again
 -- finds it gone), so an id is only ever written with the same entry. They are written a hundred
 -- at a time, not a whole batch's (hundreds of runs a call in a busy worker) at once: about 5-6k
@@ -186,7 +187,7 @@ local function write_history(docs, ends, members, k)
   redis.call('ZADD', P .. 'history_by_task', unpack(members, 1, k))
 end
 
-local function record_history(letters, all, owner_json)
+local function record_history(kinds, all, owner_json)
   local zeros = {} -- an end's zeros in front, to 18 digits (a member's fixed width), by its length
   for digits = 1, 18 do
     zeros[digits] = string.rep('0', 18 - digits)
@@ -203,12 +204,12 @@ local function record_history(letters, all, owner_json)
   local find, sub = string.find, string.sub
   local docs, ends, members, pos, k = {}, {}, {}, 1, 0
   for i = 1, n do
-    local letter = letters == '' and 'p' or sub(letters, i, i)
+    local kind = kinds == '' and 'p' or sub(kinds, i, i)
     local j = i
     if position then
       j = position[i]
     end
-    if letter == 'p' then
+    if kind == 'p' then
       local doc_end = find(all, '\0', pos, true)
       if j then
         local result = results[i]
@@ -221,7 +222,7 @@ local function record_history(letters, all, owner_json)
         k = k + 2
       end
       pos = doc_end + 1
-    elseif letter == '1' then
+    elseif kind == '1' then
       local doc_end = find(all, '\0', pos, true)
       local task_end = find(all, '\0', doc_end + 1, true)
       local id_end = find(all, '\0', task_end + 20, true)
