@@ -456,3 +456,51 @@ async def test_buckets_of_up_to_120_an_older_backbeat_wrote_are_paged_and_split_
     expected = sorted(set(ids + into + later) - set(emptied))
     for limit in (7, 100):
         assert await paged(store, limit) == expected
+
+
+def edge_ids(rng: random.Random, n: int) -> set[str]:
+    """Ids of 1 to 5 characters from an alphabet of each UTF-8 length's first and last (0x01 and
+    0x7F, U+0080 to U+07FF, U+0800 to U+FFFF, U+10000 to U+10FFFF): many are starts of others, and
+    neighbours differ in any byte of a character."""
+    chars = ["\x01", "0", "a", "\x7f", "\x80", "é", "\u07ff", "\u0800", "日", "\uffff", "\U00010000"]
+    chars.append("\U0010ffff")
+    return {"".join(rng.choice(chars) for _ in range(rng.randint(1, 5))) for _ in range(n)}
+
+
+async def assert_index_partitions(client: redis.asyncio.Redis, store: RedisStore, stored: set[str]) -> None:
+    """Every bucket (none empty but the first) holds at most 64 ids, all from its boundary (whole
+    characters) up to the next one; the buckets and the recent list hold each stored id once."""
+    index = await buckets(client, store)
+    assert index[0][0] == b""
+    bounds = [bound for bound, _ in index[1:]]
+    for (bound, members), following in zip(index, [*bounds, None], strict=True):
+        bound.decode()
+        assert members or bound == b""
+        assert len(members) <= 64
+        assert all(bound <= member and (following is None or member < following) for member in members)
+    indexed = [member.decode() for _, members in index for member in members]
+    recent: list[Any] = await client.lrange(store.keys.recent_ids, 0, -1)
+    assert len(indexed) == len(set(indexed))
+    assert set(indexed) <= stored <= set(indexed) | {task_id.decode() for task_id in recent}
+
+
+async def test_buckets_partition_ids_of_every_utf8_length_through_splits_and_removals(
+    store: RedisStore,
+) -> None:
+    rng = random.Random(10)
+    stored: set[str] = set()
+    client = redis.asyncio.Redis.from_url(usable_redis_url())
+    try:
+        for size in [3000, 150, 1, 1, 30, 400, 1, 150, 30, 1] * 3:
+            fresh = sorted(edge_ids(rng, size) - stored)
+            await store.add([task(task_id) for task_id in fresh])
+            stored.update(fresh)
+            ordered = sorted(stored)
+            at = rng.randrange(len(ordered))
+            gone = {*ordered[at : at + rng.choice([5, 70, 150])], *rng.sample(ordered, min(len(ordered), 20))}
+            assert sorted(await store.remove(gone)) == sorted(gone)  # a run of neighbours empties buckets
+            stored -= gone
+            await assert_index_partitions(client, store, stored)
+            assert await paged(store, rng.choice([7, 64, 100])) == sorted(stored)
+    finally:
+        await client.aclose()
