@@ -139,6 +139,8 @@ async def test_the_index_keeps_id_order_on_a_server_whose_lua_orders_strings_oth
 
         listed, _ = await store.list(limit=len(ids) + 1)
         assert [t.id for t in listed] == sorted(ids)  # Python's str order is the bytes' here
+        index = await buckets(client, store)  # split behind the shortest boundaries, as with byte order
+        assert sum(len(bound) for bound, _ in index) < sum(len(members[0]) for _, members in index[1:])
         gone = set(ids[::7])  # a batch removed without byte order: a look-up per id
         assert sorted(await store.remove(list(gone))) == sorted(gone)
         listed, _ = await store.list(limit=len(ids) + 1)
@@ -146,6 +148,7 @@ async def test_the_index_keeps_id_order_on_a_server_whose_lua_orders_strings_oth
         boundaries: list[Any] = await client.zrange(store.keys.id_index, 0, -1)
         for boundary in boundaries:
             assert await client.object("encoding", store.keys.id_bucket(boundary.decode())) == b"listpack"
+        await assert_index_partitions(client, store, set(ids) - gone)
     finally:
         await store.close()
         await client.aclose()
