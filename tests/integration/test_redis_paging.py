@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio
 
 from backbeat import BackgroundTaskScheduler, SchedulerConfig
-from backbeat.stores.redis import RedisStore
+from backbeat.stores.redis import RedisStore, scripts
 from tests.integration.test_redis_store import delete_keys, task
 from tests.redis_server import RedisServerHandle, private_redis_server, usable_redis_url
 
@@ -470,16 +470,18 @@ def edge_ids(rng: random.Random, n: int) -> set[str]:
     return {"".join(rng.choice(chars) for _ in range(rng.randint(1, 5))) for _ in range(n)}
 
 
-async def assert_index_partitions(client: redis.asyncio.Redis, store: RedisStore, stored: set[str]) -> None:
-    """Every bucket (none empty but the first) holds at most 64 ids, all from its boundary (whole
-    characters) up to the next one; the buckets and the recent list hold each stored id once."""
+async def assert_index_partitions(
+    client: redis.asyncio.Redis, store: RedisStore, stored: set[str], most: int = 64
+) -> None:
+    """Every bucket (none empty but the first) holds at most ``most`` ids, all from its boundary
+    (whole characters) up to the next one; the buckets and the recent list hold each stored id once."""
     index = await buckets(client, store)
     assert index[0][0] == b""
     bounds = [bound for bound, _ in index[1:]]
     for (bound, members), following in zip(index, [*bounds, None], strict=True):
         bound.decode()
         assert members or bound == b""
-        assert len(members) <= 64
+        assert len(members) <= most
         assert all(bound <= member and (following is None or member < following) for member in members)
     indexed = [member.decode() for _, members in index for member in members]
     recent: list[Any] = await client.lrange(store.keys.recent_ids, 0, -1)
@@ -507,3 +509,58 @@ async def test_buckets_partition_ids_of_every_utf8_length_through_splits_and_rem
             assert await paged(store, rng.choice([7, 64, 100])) == sorted(stored)
     finally:
         await client.aclose()
+
+
+current_source = scripts.source
+
+
+def older_source(name: str) -> str:
+    """A script as the code before session 13 had it: buckets of up to 120 behind whole ids."""
+    text = current_source(name)
+    older = text.replace("local BUCKET = 64", "local BUCKET = 120")
+    older = older.replace("last and separator(last, id) or id", "id")
+    return older.replace("separator(ids[first - 1], ids[first])", "ids[first]")
+
+
+async def test_an_older_process_beside_this_one_leaves_every_id_in_one_bucket_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rolling upgrade: a process splitting at 120 behind whole ids and this one add to and
+    remove from one store by turns; each reads and splits the other's buckets."""
+    assert "local BUCKET = 120" in older_source("add")
+    assert older_source("add").count("separator(") == 1  # its definition, called nowhere
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setattr(scripts, "source", older_source)
+    older = RedisStore(usable_redis_url(), prefix=prefix)
+    await older.open()
+    monkeypatch.undo()
+    newer = RedisStore(usable_redis_url(), prefix=prefix)
+    await newer.open()
+    client = redis.asyncio.Redis.from_url(usable_redis_url())
+    rng = random.Random(11)
+    stored: set[str] = set()
+    sizes: set[int] = set()
+    bounds = older_splits = 0
+    try:
+        for turn in range(24):
+            writer = older if turn % 2 else newer
+            start = rng.choice(sorted(stored))[:1] if stored else ""  # a burst into a few buckets
+            for size, near in [(150, ""), (1, ""), (30, ""), (250, start), *[(1, "")] * rng.randint(0, 99)]:
+                fresh = sorted({near + task_id for task_id in edge_ids(rng, size)} - stored)
+                await writer.add([task(task_id) for task_id in fresh])
+                stored.update(fresh)
+            gone = set(rng.sample(sorted(stored), 30))
+            assert sorted(await writer.remove(gone)) == sorted(gone)
+            stored -= gone
+            await assert_index_partitions(client, newer, stored, most=120)
+            index = await buckets(client, newer)
+            sizes.update(len(members) for _, members in index)
+            older_splits += writer is older and len(index) > bounds
+            bounds = len(index)
+            assert await paged(writer, rng.choice([7, 100])) == sorted(stored)
+        assert max(sizes) > 64 and older_splits  # each process grew and split the other's buckets
+    finally:
+        await older.close()
+        await newer.close()
+        await client.aclose()
+        await delete_keys(usable_redis_url(), prefix)
