@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio
 
 from backbeat import BackgroundTaskScheduler, SchedulerConfig
-from backbeat.stores.redis import RedisStore
+from backbeat.stores.redis import RedisStore, scripts
 from tests.integration.test_redis_store import delete_keys, task
 from tests.redis_server import RedisServerHandle, private_redis_server, usable_redis_url
 
@@ -139,6 +139,8 @@ async def test_the_index_keeps_id_order_on_a_server_whose_lua_orders_strings_oth
 
         listed, _ = await store.list(limit=len(ids) + 1)
         assert [t.id for t in listed] == sorted(ids)  # Python's str order is the bytes' here
+        index = await buckets(client, store)  # split behind the shortest boundaries, as with byte order
+        assert sum(len(bound) for bound, _ in index) < sum(len(members[0]) for _, members in index[1:])
         gone = set(ids[::7])  # a batch removed without byte order: a look-up per id
         assert sorted(await store.remove(list(gone))) == sorted(gone)
         listed, _ = await store.list(limit=len(ids) + 1)
@@ -146,6 +148,7 @@ async def test_the_index_keeps_id_order_on_a_server_whose_lua_orders_strings_oth
         boundaries: list[Any] = await client.zrange(store.keys.id_index, 0, -1)
         for boundary in boundaries:
             assert await client.object("encoding", store.keys.id_bucket(boundary.decode())) == b"listpack"
+        await assert_index_partitions(client, store, set(ids) - gone)
     finally:
         await store.close()
         await client.aclose()
@@ -456,3 +459,108 @@ async def test_buckets_of_up_to_120_an_older_backbeat_wrote_are_paged_and_split_
     expected = sorted(set(ids + into + later) - set(emptied))
     for limit in (7, 100):
         assert await paged(store, limit) == expected
+
+
+def edge_ids(rng: random.Random, n: int) -> set[str]:
+    """Ids of 1 to 5 characters from an alphabet of each UTF-8 length's first and last (0x01 and
+    0x7F, U+0080 to U+07FF, U+0800 to U+FFFF, U+10000 to U+10FFFF): many are starts of others, and
+    neighbours differ in any byte of a character."""
+    chars = ["\x01", "0", "a", "\x7f", "\x80", "é", "\u07ff", "\u0800", "日", "\uffff", "\U00010000"]
+    chars.append("\U0010ffff")
+    return {"".join(rng.choice(chars) for _ in range(rng.randint(1, 5))) for _ in range(n)}
+
+
+async def assert_index_partitions(
+    client: redis.asyncio.Redis, store: RedisStore, stored: set[str], most: int = 64
+) -> None:
+    """Every bucket (none empty but the first) holds at most ``most`` ids, all from its boundary
+    (whole characters) up to the next one; the buckets and the recent list hold each stored id once."""
+    index = await buckets(client, store)
+    assert index[0][0] == b""
+    bounds = [bound for bound, _ in index[1:]]
+    for (bound, members), following in zip(index, [*bounds, None], strict=True):
+        bound.decode()
+        assert members or bound == b""
+        assert len(members) <= most
+        assert all(bound <= member and (following is None or member < following) for member in members)
+    indexed = [member.decode() for _, members in index for member in members]
+    recent: list[Any] = await client.lrange(store.keys.recent_ids, 0, -1)
+    assert len(indexed) == len(set(indexed))
+    assert set(indexed) <= stored <= set(indexed) | {task_id.decode() for task_id in recent}
+
+
+async def test_buckets_partition_ids_of_every_utf8_length_through_splits_and_removals(
+    store: RedisStore,
+) -> None:
+    rng = random.Random(10)
+    stored: set[str] = set()
+    client = redis.asyncio.Redis.from_url(usable_redis_url())
+    try:
+        for size in [3000, 150, 1, 1, 30, 400, 1, 150, 30, 1] * 3:
+            fresh = sorted(edge_ids(rng, size) - stored)
+            await store.add([task(task_id) for task_id in fresh])
+            stored.update(fresh)
+            ordered = sorted(stored)
+            at = rng.randrange(len(ordered))
+            gone = {*ordered[at : at + rng.choice([5, 70, 150])], *rng.sample(ordered, min(len(ordered), 20))}
+            assert sorted(await store.remove(gone)) == sorted(gone)  # a run of neighbours empties buckets
+            stored -= gone
+            await assert_index_partitions(client, store, stored)
+            assert await paged(store, rng.choice([7, 64, 100])) == sorted(stored)
+    finally:
+        await client.aclose()
+
+
+current_source = scripts.source
+
+
+def older_source(name: str) -> str:
+    """A script as the code before session 13 had it: buckets of up to 120 behind whole ids."""
+    text = current_source(name)
+    older = text.replace("local BUCKET = 64", "local BUCKET = 120")
+    older = older.replace("last and separator(last, id) or id", "id")
+    return older.replace("separator(ids[first - 1], ids[first])", "ids[first]")
+
+
+async def test_an_older_process_beside_this_one_leaves_every_id_in_one_bucket_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rolling upgrade: a process splitting at 120 behind whole ids and this one add to and
+    remove from one store by turns; each reads and splits the other's buckets."""
+    assert "local BUCKET = 120" in older_source("add")
+    assert older_source("add").count("separator(") == 1  # its definition, called nowhere
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setattr(scripts, "source", older_source)
+    older = RedisStore(usable_redis_url(), prefix=prefix)
+    await older.open()
+    monkeypatch.undo()
+    newer = RedisStore(usable_redis_url(), prefix=prefix)
+    await newer.open()
+    client = redis.asyncio.Redis.from_url(usable_redis_url())
+    rng = random.Random(11)
+    stored: set[str] = set()
+    sizes: set[int] = set()
+    bounds = older_splits = 0
+    try:
+        for turn in range(24):
+            writer = older if turn % 2 else newer
+            start = rng.choice(sorted(stored))[:1] if stored else ""  # a burst into a few buckets
+            for size, near in [(150, ""), (1, ""), (30, ""), (250, start), *[(1, "")] * rng.randint(0, 99)]:
+                fresh = sorted({near + task_id for task_id in edge_ids(rng, size)} - stored)
+                await writer.add([task(task_id) for task_id in fresh])
+                stored.update(fresh)
+            gone = set(rng.sample(sorted(stored), 30))
+            assert sorted(await writer.remove(gone)) == sorted(gone)
+            stored -= gone
+            await assert_index_partitions(client, newer, stored, most=120)
+            index = await buckets(client, newer)
+            sizes.update(len(members) for _, members in index)
+            older_splits += writer is older and len(index) > bounds
+            bounds = len(index)
+            assert await paged(writer, rng.choice([7, 100])) == sorted(stored)
+        assert max(sizes) > 64 and older_splits  # each process grew and split the other's buckets
+    finally:
+        await older.close()
+        await newer.close()
+        await client.aclose()
+        await delete_keys(usable_redis_url(), prefix)

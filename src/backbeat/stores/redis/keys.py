@@ -72,8 +72,9 @@ class Keys:
     def id_bucket(self, boundary: str) -> str:
         """Sorted set, all scores 0: the task ids from ``boundary`` to the next boundary, at most
         64 (up to 120 in buckets an older backbeat wrote; a listpack either way), for listing in
-        lexical order. A boundary past the first ('') is the shortest start of its bucket's first
-        id that sorts after the previous bucket's last id (whole ids in older stores)."""
+        lexical order. A boundary past the first ('') is set by a split: the shortest start of
+        its piece's first id that sorts after the previous piece's last id (whole ids in stores an
+        older backbeat wrote); later adds and removals keep it between the two buckets' ids."""
         return f"{self.base}ids:{boundary}"
 
     @property

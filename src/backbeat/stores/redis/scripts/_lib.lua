@@ -315,6 +315,23 @@ local function by_bucket(ids)
   return groups, order
 end
 
+-- The shortest boundary between two sorted ids a < b: the shortest start of b that sorts after a
+-- (any boundary in (a, b] splits the same; a short one keeps K_IDX and the bucket's key name small),
+-- not cut inside a UTF-8 character (continuation bytes 0x80-0xBF): a boundary stays valid text.
+-- It compares bytes, not strings, so it holds whatever Lua's locale (BYTE_ORDER).
+local function separator(a, b)
+  local k = 1
+  while k <= #a and string.byte(a, k) == string.byte(b, k) do
+    k = k + 1
+  end
+  local byte = string.byte(b, k + 1)
+  while byte and byte >= 128 and byte < 192 do
+    k = k + 1
+    byte = string.byte(b, k + 1)
+  end
+  return string.sub(b, 1, k)
+end
+
 -- Cut a bucket grown past BUCKET into buckets about half full, each a new key.
 local function split_bucket(boundary)
   local key = bucket_key(boundary)
@@ -333,7 +350,7 @@ local function split_bucket(boundary)
     end
     local bound = boundary
     if first > 1 then
-      bound = ids[first]
+      bound = separator(ids[first - 1], ids[first])
       redis.call('ZADD', K_IDX, 0, bound)
     end
     redis.call('ZADD', bucket_key(bound), unpack(piece))
@@ -416,22 +433,6 @@ local function add_members(key, ids)
     members[#members + 1] = id
   end
   call_many('ZADD', key, members)
-end
-
--- The shortest boundary between two sorted ids a < b: the shortest start of b that sorts after a
--- (any boundary in (a, b] splits the same; a short one keeps K_IDX and the bucket's key name small),
--- not cut inside a UTF-8 character (continuation bytes 0x80-0xBF): a boundary stays valid text.
-local function separator(a, b)
-  local k = 1
-  while k <= #a and string.byte(a, k) == string.byte(b, k) do
-    k = k + 1
-  end
-  local byte = string.byte(b, k + 1)
-  while byte and byte >= 128 and byte < 192 do
-    k = k + 1
-    byte = string.byte(b, k + 1)
-  end
-  return string.sub(b, 1, k)
 end
 
 -- The sorted old members and new ids of a bucket cut into pieces about half full, in order:
