@@ -208,6 +208,14 @@ def test_a_job_whose_id_no_store_keeps_is_refused(scheduler: BackgroundScheduler
         to_task(long_id, state(made), func_map={}, now=NOW)
 
 
+def test_a_job_whose_id_is_empty_is_refused(scheduler: BackgroundScheduler) -> None:
+    made = scheduler.add_job(job, "interval", minutes=1, id="j1")
+    data = pickle.dumps({**made.__getstate__(), "id": ""})
+
+    with pytest.raises(JobRefusedError, match="its id is empty"):
+        to_task("", data, func_map={}, now=NOW)
+
+
 def test_a_pickle_that_is_not_a_job_state_is_refused() -> None:
     with pytest.raises(JobRefusedError, match="its state is a list, not an APScheduler 3 job state"):
         to_task("j1", pickle.dumps([1, 2]), func_map={}, now=NOW)

@@ -75,6 +75,8 @@ def to_task(job_id: str, data: bytes, *, func_map: Mapping[str, str], now: datet
         raise JobRefusedError(f"its state is a {type(state).__name__}, not an APScheduler 3 job state")
     if state.get("id", job_id) != job_id:
         raise JobRefusedError(f"its state holds another id, {state.get('id')!r}")
+    if job_id == "":
+        raise JobRefusedError("its id is empty (a task's id never is)")
     try:
         stored_text(job_id, "its id")
         name = stored_text(str(state.get("name") or state["func"]), "its name")
