@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from backbeat import BackgroundTaskScheduler, TaskExistsError
+from backbeat import BackgroundTaskScheduler, EventKind, TaskExistsError
 from backbeat.model import stored_text
 from backbeat.model.records import Task
 from tests.integration import jobs
@@ -183,6 +184,61 @@ async def test_an_add_the_store_refuses_fails_only_its_caller_among_concurrent_a
     assert failed == ([7] if store_url.startswith("postgresql") else []), results[7]
     assert len(await producer.list_tasks()) == 20 - len(failed)
     await producer.shutdown()
+
+
+@pytest.mark.parametrize("started", [False, True], ids=["never-started", "started"])
+async def test_each_stored_add_is_announced_and_wakes_the_engine_once_and_no_refused_one_is(
+    make_scheduler: SchedulerFactory, store_url: str, record_file: Path, started: bool
+) -> None:
+    # TASK_ADDED and the engine's wake-up come from the coalescer's 'stored' hook on its lone and
+    # batch paths, and from the router for add_tasks: once per store call that stored its tasks
+    scheduler = make_scheduler(store_url, role="worker" if started else "producer")
+    if started:
+        await scheduler.start_async()
+    announced: list[str | None] = []
+    scheduler.add_listener(lambda event: announced.append(event.task_id), [EventKind.TASK_ADDED])
+    wakes = 0
+    engine = scheduler._router.engine
+    if engine is not None:
+        notify = engine.notify
+
+        def counting_notify(due: datetime | None = None) -> None:
+            nonlocal wakes
+            wakes += 1
+            notify(due)
+
+        engine.notify = counting_notify  # type: ignore[method-assign]  # count the wake-ups
+    stored_calls = 0
+    store_add = scheduler.store.add
+
+    async def counting_add(tasks: Sequence[Task], *, replace: bool = False) -> None:
+        nonlocal stored_calls
+        await store_add(tasks, replace=replace)
+        stored_calls += 1
+
+    scheduler.store.add = counting_add  # type: ignore[method-assign]  # count the calls that stored
+    args = [str(record_file)]
+    # a lone add (opening a never-started store), a lone add refused, then concurrent adds: a lone
+    # one and batches, t5 added twice, the batch holding "first" refused and sent again without it
+    await scheduler.schedule_delayed_task("first", jobs.note, 5, args=args, id="first")
+    with pytest.raises(TaskExistsError):
+        await scheduler.schedule_delayed_task("again", jobs.note, 5, args=args, id="first")
+    ids = [f"t{i}" for i in range(40)] + ["t5", "first"]
+    results = await asyncio.gather(
+        *(scheduler.schedule_delayed_task(i, jobs.note, 5, args=args, id=i) for i in ids),
+        return_exceptions=True,
+    )
+    assert [i for i, result in enumerate(results) if isinstance(result, TaskExistsError)] == [40, 41]
+    when = datetime.now(UTC) + timedelta(minutes=5)
+    requests = [
+        {"func": jobs.note, "trigger": "date", "run_date": when, "args": args, "id": f"b{i}"}
+        for i in range(2)
+    ]
+    await scheduler.add_tasks(requests)
+
+    assert sorted(map(str, announced)) == sorted(["first", *ids[:40], "b0", "b1"])
+    assert wakes == (stored_calls if started else 0) and stored_calls >= 3
+    await scheduler.shutdown()
 
 
 def test_a_producer_serves_one_event_loop_after_another(tmp_path: Path, record_file: Path) -> None:
