@@ -85,9 +85,10 @@ class StoreRouter:
     def add(self, tasks: list[Task], *, local: bool, replace: bool) -> Awaitable[object]:
         """Store ``tasks`` in one call, wake the engine that runs them, emit ``TASK_ADDED``.
 
-        A single durable task joins the other single adds of this turn of the event loop in
-        one store call (:class:`~backbeat.api.coalescing.AddCoalescer`). (A plain function
-        returning the awaitable of the call that does it: one coroutine frame less per add.)
+        A single durable task goes to the store at once when no add of its kind is in flight,
+        else with the others that arrive meanwhile, in one store call
+        (:class:`~backbeat.api.coalescing.AddCoalescer`). (A plain function returning the
+        awaitable of the call that does it: one coroutine frame less per add.)
         """
         if local:
             return self._add_local(tasks, replace)
