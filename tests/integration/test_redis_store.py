@@ -664,3 +664,32 @@ async def test_a_worker_with_a_pool_of_two_connections_stores_and_runs_a_burst_o
     finally:
         await worker.shutdown()
         await delete_keys(redis_url, prefix)
+
+
+async def test_a_store_whose_url_sets_max_connections_waits_for_a_free_connection(
+    redis_url: str, prefix: str
+) -> None:
+    # the URL's ?max_connections= makes the pool as small as the option does: calls wait their
+    # turn there too (before, the third add in flight failed: "Too many connections")
+    separator = "&" if "?" in redis_url else "?"
+    store = RedisStore(f"{redis_url}{separator}max_connections=2", prefix=prefix)
+    await store.open()
+    try:
+        await asyncio.gather(*(store.add([task(f"t{i:02d}")]) for i in range(20)))
+        assert len((await store.list())[0]) == 20
+    finally:
+        await store.close()
+        await delete_keys(redis_url, prefix)
+
+
+async def test_a_store_of_max_connections_takes_the_clients_own_options(redis_url: str, prefix: str) -> None:
+    # single_connection_client is the client's, not its connections' (before, with
+    # max_connections the pool passed it on: "unexpected keyword argument")
+    store = RedisStore(redis_url, prefix=prefix, max_connections=10, single_connection_client=True)
+    await store.open()
+    try:
+        await store.add([task("a")])
+        assert [t.id for t in (await store.list())[0]] == ["a"]
+    finally:
+        await store.close()
+        await delete_keys(redis_url, prefix)

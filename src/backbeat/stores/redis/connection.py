@@ -339,11 +339,20 @@ def _new_client(url: str, options: dict[str, Any]) -> redis.asyncio.Redis:
     """A client of a pool of its own. A pool of ``max_connections`` makes a call wait for a free
     connection (up to :data:`CALL_TIMEOUT`) instead of failing with "Too many connections": a
     worker's wake-ups hold one for good, its claims, renewals and completions come at once, and a
-    burst of adds may take the rest."""
-    if options.get("max_connections") is None:
+    burst of adds may take the rest. (The URL's ``?max_connections=`` sets it too: redis-py reads
+    it, and it wins over the option.)"""
+    in_url = any(key == "max_connections" for key, _ in parse_qsl(urlsplit(url).query))
+    if options.get("max_connections") is None and not in_url:
         return redis.asyncio.from_url(url, **options)
+    # the client's own options taken out as from_url does: its pool would pass them to each
+    # connection, which refuses them
+    options = dict(options)
+    single = bool(options.pop("single_connection_client", False))
+    auto_close = options.pop("auto_close_connection_pool", None) is not False
     pool = redis.asyncio.BlockingConnectionPool.from_url(url, timeout=CALL_TIMEOUT, **options)
-    return redis.asyncio.Redis.from_pool(pool)
+    client = redis.asyncio.Redis(connection_pool=pool, single_connection_client=single)
+    client.auto_close_connection_pool = auto_close
+    return client
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -65,8 +65,9 @@ class RedisStore:
     Every key starts with the ``prefix`` (else the URL's ``?prefix=``, else ``backbeat``).
     :meth:`open` checks the key layout version, and migrates an older layout (:mod:`.layout`).
     ``client_options`` go to :func:`redis.asyncio.from_url` (``max_connections``,
-    ``health_check_interval``, ``socket_timeout``, ...). A ``client`` given is used as is
-    (it must not decode responses) and is not closed by :meth:`close`.
+    ``health_check_interval``, ``socket_timeout``, ...); a pool of ``max_connections`` (the
+    option, or the URL's) is a blocking one: a call waits for a free connection. A ``client``
+    given is used as is (it must not decode responses) and is not closed by :meth:`close`.
 
     :meth:`close` lets the adds in flight end for ``CLOSE_TIMEOUT`` (5 s) at most, then fails
     those left, and the adds made meanwhile, with :class:`~backbeat.errors.StoreClosedError`;
