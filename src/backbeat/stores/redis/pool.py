@@ -16,8 +16,10 @@ class WaitingConnectionPool(redis.asyncio.ConnectionPool):
     ``timeout`` seconds for one to be released instead of failing with "Too many connections".
 
     redis-py's ``BlockingConnectionPool`` does the same but takes an ``asyncio.Condition`` and
-    sets a timeout on every call, full or not (about 26,000 to 59,000 more instructions a call
-    made alone); here a caller that finds a connection pays what the plain pool costs.
+    arms a timeout on every call, full or not; here a caller that finds a connection pays what
+    the plain pool costs and two coroutine frames. A caller fails with "Too many connections"
+    only from the plain pool, inside the pool's lock, without a pause before it waits: a release
+    after that wakes it.
     """
 
     def __init__(self, *, timeout: float, **kwargs: Any) -> None:
