@@ -15,19 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import uuid
 
 from backbeat import BackgroundTaskScheduler, SchedulerConfig
 from backbeat.api.config import RedisJobStoreConfig
+from bench.callgrind import counted
 from bench.peers import ARG, backbeat_job
 from bench.profile_adds import FAR
 from bench.stores import drop_redis_keys
-
-
-def _callgrind(action: str, pid: int) -> None:
-    """``callgrind_control -z`` (zero) or ``-d`` (dump) the server's counters."""
-    subprocess.run(["callgrind_control", action, str(pid)], check=True, capture_output=True)
 
 
 async def main(url: str, pid: int, n: int, producers: int = 1, stored: int = 0) -> None:
@@ -43,9 +38,8 @@ async def main(url: str, pid: int, n: int, producers: int = 1, stored: int = 0) 
             await scheduler.add_task(backbeat_job, "date", run_date=FAR, args=[ARG])
 
     await asyncio.gather(*(producer(stored // 100) for _ in range(100)))
-    await asyncio.to_thread(_callgrind, "-z", pid)
-    await asyncio.gather(*(producer(n // producers) for _ in range(producers)))
-    await asyncio.to_thread(_callgrind, "-d", pid)
+    async with counted(pid):
+        await asyncio.gather(*(producer(n // producers) for _ in range(producers)))
     await scheduler.shutdown()
     await drop_redis_keys(url, prefix)
 

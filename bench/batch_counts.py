@@ -14,20 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import subprocess
 import uuid
 from datetime import UTC, datetime
 
 from backbeat.model.records import Task
 from backbeat.stores.redis import RedisStore
+from bench.callgrind import counted
 from bench.stores import drop_redis_keys
 
 _AT = datetime(2100, 1, 1, tzinfo=UTC)
-
-
-def _callgrind(action: str, pid: int) -> None:
-    """``callgrind_control -z`` (zero) or ``-d`` (dump) the server's counters."""
-    subprocess.run(["callgrind_control", action, str(pid)], check=True, capture_output=True)
 
 
 def _tasks(rng: random.Random, n: int) -> list[Task]:
@@ -54,10 +49,9 @@ async def main(url: str, pid: int, n: int, batch: int, stored: int) -> None:
         for _ in range(stored // 1000):
             await store.add(_tasks(rng, 1000))
         await store.add(_tasks(rng, 100))
-        await asyncio.to_thread(_callgrind, "-z", pid)
-        for _ in range(n // batch):
-            await store.add(_tasks(rng, batch))
-        await asyncio.to_thread(_callgrind, "-d", pid)
+        async with counted(pid):
+            for _ in range(n // batch):
+                await store.add(_tasks(rng, batch))
     finally:
         await store.close()
         await drop_redis_keys(url, prefix)

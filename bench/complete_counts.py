@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 from datetime import UTC, datetime, timedelta
 
 from backbeat.model.history import HistorySettings
 from backbeat.model.records import FireDecision, Run, RunOutcome, RunResult, Task
 from backbeat.stores.redis import RedisStore
+from bench.callgrind import counted
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LEASE = timedelta(seconds=600)
@@ -49,11 +49,6 @@ async def _started(store: RedisStore, n: int, name: str | None = None) -> list[R
     return runs
 
 
-def _callgrind(action: str, pid: int) -> None:
-    """``callgrind_control -z`` (zero) or ``-d`` (dump) the server's counters."""
-    subprocess.run(["callgrind_control", action, str(pid)], check=True, capture_output=True)
-
-
 async def main(
     url: str, prefix: str, pid: int, n: int, batch: int, *, history: bool = True, name: str | None = None
 ) -> None:
@@ -61,15 +56,14 @@ async def main(
     await store.open()
     await store.clear()
     runs = await _started(store, n, name)
-    await asyncio.to_thread(_callgrind, "-z", pid)
-    ended = T0 + timedelta(seconds=1)
-    for first in range(0, n, batch):
-        results = [
-            RunResult(run=run, outcome=RunOutcome.SUCCESS, finished_at=ended, started_at=T0)
-            for run in runs[first : first + batch]
-        ]
-        assert not await store.complete("w", results, history=HistorySettings() if history else None)
-    await asyncio.to_thread(_callgrind, "-d", pid)
+    async with counted(pid):
+        ended = T0 + timedelta(seconds=1)
+        for first in range(0, n, batch):
+            results = [
+                RunResult(run=run, outcome=RunOutcome.SUCCESS, finished_at=ended, started_at=T0)
+                for run in runs[first : first + batch]
+            ]
+            assert not await store.complete("w", results, history=HistorySettings() if history else None)
     await store.clear()
     await store.close()
 
