@@ -1,17 +1,21 @@
-"""Integration fixtures: a fresh store of each kind, by URL; the session's Redis Cluster."""
+"""Integration fixtures: a fresh store of each kind, by URL; the session's Redis Cluster; a
+redis-server of a test's own (``server``, its ``admin`` client, a ``replica`` of it)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+import redis
 
 from tests.integration.test_redis_store import delete_keys
 from tests.postgresql_server import drop_prefixes, fresh_prefix, usable_postgres_url
 from tests.redis_cluster import RedisCluster, session_cluster
-from tests.redis_server import usable_redis_url
+from tests.redis_server import RedisServerHandle, private_redis_server, usable_redis_url
 
 SERVER_STORES = [
     pytest.param("redis", marks=pytest.mark.redis),
@@ -45,3 +49,35 @@ def cluster() -> RedisCluster:
         return session_cluster()
     except (RuntimeError, OSError) as exc:
         pytest.skip(f"no Redis Cluster could be started: {exc}")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServerHandle]:
+    """A redis-server of this test's own, without persistence, which it may pause or stop."""
+    with private_redis_server(tmp_path / "redis", appendonly=False) as handle:
+        yield handle
+
+
+@pytest.fixture
+def admin(server: RedisServerHandle) -> Iterator[redis.Redis]:
+    """A client of ``server`` for the test's own reads."""
+    client = redis.Redis.from_url(server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def replica(server: RedisServerHandle, tmp_path: Path) -> Iterator[RedisServerHandle]:
+    """A replica of ``server``, online (so ``WAIT 1`` is answered at once)."""
+    replica_of = ["--replicaof", "127.0.0.1", str(server.port)]
+    with (
+        private_redis_server(tmp_path / "replica", appendonly=False, extra_args=replica_of) as handle,
+        redis.Redis.from_url(server.url) as master,
+    ):
+        for _ in range(200):
+            if master.info("replication").get("connected_slaves", 0) >= 1:
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the replica did not come online")
+        yield handle

@@ -7,7 +7,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,22 +23,9 @@ from backbeat.stores.redis.direct import DirectScript
 from backbeat.stores.redis.keys import Keys
 from tests.adds import T0, task
 from tests.redis_proxy import ReplyDroppingProxy, reply_dropping_proxies
-from tests.redis_server import RedisServerHandle, private_redis_server
+from tests.redis_server import RedisServerHandle
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServerHandle]:
-    with private_redis_server(tmp_path / "redis", appendonly=False) as handle:
-        yield handle
-
-
-@pytest.fixture
-def admin(server: RedisServerHandle) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(server.url)
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -454,23 +440,6 @@ async def test_an_add_from_a_small_pool_whose_reply_was_lost_is_reported_added(
     finally:
         await store.close()
         await client.aclose()
-
-
-@pytest.fixture
-def replica(server: RedisServerHandle, tmp_path: Path) -> Iterator[RedisServerHandle]:
-    """A replica of ``server``, online (so ``WAIT 1`` is answered at once)."""
-    replica_of = ["--replicaof", "127.0.0.1", str(server.port)]
-    with (
-        private_redis_server(tmp_path / "replica", appendonly=False, extra_args=replica_of) as handle,
-        redis.Redis.from_url(server.url) as master,
-    ):
-        for _ in range(200):
-            if master.info("replication").get("connected_slaves", 0) >= 1:
-                break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("the replica did not come online")
-        yield handle
 
 
 async def test_an_acknowledged_add_whose_reply_was_lost_is_reported_added(

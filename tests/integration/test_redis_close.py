@@ -9,8 +9,7 @@ import gc
 import signal
 import traceback
 import warnings
-from collections.abc import Coroutine, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import pytest
@@ -23,23 +22,9 @@ from backbeat.errors import StoreClosedError
 from backbeat.stores.redis import RedisStore, connection
 from backbeat.stores.redis.keys import Keys
 from tests.adds import task
-from tests.integration.test_redis_adds import replica  # noqa: F401 (a fixture)
-from tests.redis_server import RedisServerHandle, private_redis_server
+from tests.redis_server import RedisServerHandle
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServerHandle]:
-    with private_redis_server(tmp_path / "redis", appendonly=False) as handle:
-        yield handle
-
-
-@pytest.fixture
-def admin(server: RedisServerHandle) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(server.url)
-    yield client
-    client.close()
 
 
 def store_clients(admin: redis.Redis) -> int:
