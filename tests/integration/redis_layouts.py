@@ -1,5 +1,7 @@
 """Older Redis key layouts, made from a current store: what a test opens to see it migrated.
 
+``downgrade_history_to_6`` rewrites the run history as layouts 4-6 kept it: a document per entry
+in a hash by id, the ids in a sorted set by end, per-task members without a batch.
 ``downgrade_to_4`` moves the list of recent ids into the id index's buckets.
 ``downgrade_history_to_3`` rewrites the run history as layout 3 kept it: a sorted set of entry
 ids by end time per task and the set of the tasks that have one.
@@ -11,12 +13,14 @@ objects (or kept as they are).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
 import orjson
 import redis.asyncio
 
+from backbeat.model.history import HistoryEntry
 from backbeat.model.records import Task
 from backbeat.stores.redis import codec, lualib
 from backbeat.stores.redis.keys import Keys
@@ -64,8 +68,41 @@ redis.call('DEL', K_RECENT)
     await client.set(keys.layout, "4")
 
 
+async def downgrade_history_to_6(
+    client: redis.asyncio.Redis, keys: Keys, *, which: Callable[[bytes], bool] | None = None
+) -> None:
+    """Rewrite the run history's entries written in batches (key layout 7) as layouts 4-6 kept
+    them, whole documents in a hash by id: those whose entry ids ``which`` picks, or all (the
+    layout version is left alone when ``which`` is given: a store with entries of both)."""
+    members: list[Any] = await client.zrange(keys.history_at, 0, -1)
+    if which is not None:
+        members = [member for member in members if which(member.split(b"\0")[2])]
+    blobs: dict[bytes, list[bytes]] = {}
+    for member in members:
+        task_id, end, entry_id, ref = member.split(b"\0")
+        batch, _, line = ref.partition(b".")
+        if batch not in blobs:
+            blob: Any = await client.get(keys.history_batch(batch.decode()))
+            blobs[batch] = blob.split(b"\n")
+        lines = blobs[batch]
+        owner = orjson.loads(lines[0]).get("owner")
+        entry = HistoryEntry.from_bytes(lines[int(line)], entry_id.decode(), int(end), owner)
+        await client.hset(keys.history_docs, entry.id, entry.to_bytes())
+        await client.zadd(keys.history, {entry.id: int(end)})
+        await client.zadd(keys.history_by_task, {b"\0".join((task_id, end, entry_id)): 0})
+        await client.zrem(keys.history_by_task, member)
+        await client.zrem(keys.history_at, member)
+        if await client.hincrby(keys.history_live, batch, -1) == 0:
+            await client.hdel(keys.history_live, batch)
+            await client.delete(keys.history_batch(batch.decode()))
+    if which is None:
+        await client.delete(keys.history_at, keys.history_live, keys.history_batch_seq)
+        await client.set(keys.layout, "6")
+
+
 async def downgrade_history_to_3(client: redis.asyncio.Redis, keys: Keys) -> None:
     """Rewrite the run history's per-task index as key layout 3 had it, a key per task."""
+    await downgrade_history_to_6(client, keys)
     members: list[Any] = await client.zrange(keys.history_by_task, 0, -1)
     by_task: dict[str, dict[bytes, int]] = {}
     for member in members:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
@@ -20,7 +21,12 @@ from backbeat.stores.redis.keys import Keys
 from backbeat.stores.redis.layout import MIGRATIONS, LayoutMigration, latest
 from tests.contract.helpers import T0, task
 from tests.contract.test_history import entry
-from tests.integration.redis_layouts import downgrade_history_to_3, downgrade_to_2, downgrade_to_4
+from tests.integration.redis_layouts import (
+    downgrade_history_to_3,
+    downgrade_history_to_6,
+    downgrade_to_2,
+    downgrade_to_4,
+)
 from tests.integration.test_redis_store import delete_keys
 from tests.integration.upgrades import observe, write_history
 from tests.redis_server import usable_redis_url
@@ -91,7 +97,7 @@ async def test_a_new_store_records_the_current_layout(
     store = RedisStore(usable_redis_url(), prefix=prefixes())
     await store.open()
     await store.close()
-    assert await client.get(store.keys.layout) == str(latest(MIGRATIONS)).encode() == b"6"
+    assert await client.get(store.keys.layout) == str(latest(MIGRATIONS)).encode() == b"7"
 
 
 async def test_a_store_written_before_the_layout_version_is_migrated_and_then_behaves_as_a_fresh_one(
@@ -109,7 +115,7 @@ async def test_a_store_written_before_the_layout_version_is_migrated_and_then_be
 
     migrated = await observed(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
 
-    assert await client.get(old.keys.layout) == b"6"
+    assert await client.get(old.keys.layout) == b"7"
     assert await client.exists(old.keys.orphans_indexed)
     assert migrated == await observed(RedisStore(usable_redis_url(), prefix=fresh.keys.prefix))
     assert migrated[0] != ([], None)  # the history's tasks were there to compare
@@ -133,7 +139,7 @@ async def test_full_documents_of_layout_1_read_as_the_lean_ones_of_layout_2(
 
     migrated = await observed(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
 
-    assert await client.get(old.keys.layout) == b"6"
+    assert await client.get(old.keys.layout) == b"7"
     assert migrated == await observed(RedisStore(usable_redis_url(), prefix=fresh.keys.prefix))
     assert migrated[0] != ([], None)
 
@@ -176,7 +182,7 @@ async def test_opening_a_current_layout_takes_no_lock(
     finally:
         await current.close()
         await migrating.close()
-    assert await client.get(current.keys.layout) == b"6"
+    assert await client.get(current.keys.layout) == b"7"
 
 
 async def test_a_newer_layout_is_refused_naming_both_versions_and_left_as_it_was(
@@ -220,7 +226,7 @@ async def test_a_layout_2_store_is_migrated_to_records_a_bucketed_id_index_and_a
 
     migrated = await observed(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
 
-    assert await client.get(old.keys.layout) == b"6"
+    assert await client.get(old.keys.layout) == b"7"
     assert not await client.exists(old.keys.live, old.keys.ids)
     assert await client.zrange(old.keys.waiting, 0, -1) == [waiting_run.encode()]
     assert migrated == await observed(RedisStore(usable_redis_url(), prefix=fresh.keys.prefix))
@@ -276,7 +282,7 @@ async def test_a_layout_3_run_history_is_migrated_to_one_per_task_index_and_read
 
     migrated = await pages(RedisStore(usable_redis_url(), prefix=old.keys.prefix))
 
-    assert await client.get(old.keys.layout) == b"6"
+    assert await client.get(old.keys.layout) == b"7"
     assert not await client.exists(
         old.keys.history_tasks, *(old.keys.task_history(f"task-{i}") for i in range(7))
     )
@@ -309,7 +315,7 @@ async def test_a_layout_4_store_lists_every_task_in_order_and_then_keeps_new_ids
     reopened = RedisStore(usable_redis_url(), prefix=store.keys.prefix)
     await reopened.open()
     try:
-        assert await client.get(store.keys.layout) == b"6"
+        assert await client.get(store.keys.layout) == b"7"
         listed, _ = await reopened.list()
         assert [t.id for t in listed] == expected
         await reopened.add([task("one-03")])
@@ -318,3 +324,80 @@ async def test_a_layout_4_store_lists_every_task_in_order_and_then_keeps_new_ids
         assert [t.id for t in listed] == sorted([*expected, "one-03"])
     finally:
         await reopened.close()
+
+
+async def test_history_entries_of_layout_6_read_page_and_prune_beside_batches_as_a_fresh_stores(
+    client: redis.asyncio.Redis, prefixes: Callable[[], str]
+) -> None:
+    # 450 entries, three to an end time (ties across the two layouts and past a read of 200):
+    # about half of them, all through time, rewritten as layout 6 kept them, as a process of
+    # that layout would have written them while others were upgraded
+    mixed, fresh = (
+        RedisStore(usable_redis_url(), prefix=prefixes()),
+        RedisStore(usable_redis_url(), prefix=prefixes()),
+    )
+    entries = [
+        entry(
+            f"task-{i % 7}",
+            T0 + timedelta(seconds=i // 3),
+            HistoryOutcome.FAILURE if i % 5 else HistoryOutcome.SUCCESS,
+        )
+        for i in range(450)
+    ]
+    for store in (mixed, fresh):
+        await store.open()
+        try:
+            for first in range(0, 450, 50):
+                await store.record_history(entries[first : first + 50])
+        finally:
+            await store.close()
+    await downgrade_history_to_6(client, mixed.keys, which=lambda entry_id: zlib.crc32(entry_id) % 2 == 1)
+    old = await client.zcard(mixed.keys.history)
+    assert 150 < old < 300
+    assert await client.zcard(mixed.keys.history_at) == 450 - old
+
+    async def pages(store: RedisStore) -> list[object]:
+        await store.open()
+        try:
+            seen: list[object] = []
+            for query in (
+                HistoryQuery(limit=1000),
+                HistoryQuery(limit=1000, outcomes=frozenset({HistoryOutcome.SUCCESS})),
+                HistoryQuery(limit=1000, since=T0 + timedelta(seconds=90)),
+                *(HistoryQuery(task_id=f"task-{i}", limit=1000) for i in range(8)),
+            ):
+                seen.append(await store.run_history(query))
+            for task_id in (None, "task-3"):
+                cursor: str | None = None
+                while True:  # small pages, each cursor at an end time shared with others
+                    page, cursor = await store.run_history(
+                        HistoryQuery(task_id=task_id, limit=7, cursor=cursor)
+                    )
+                    seen.append(page)
+                    if cursor is None:
+                        break
+            seen.append(await store.prune_history(["task-1"], before=T0 + timedelta(seconds=60), keep=10))
+            seen.append(await store.prune_history([], before=T0 + timedelta(seconds=130), keep=1000))
+            seen.append(await store.run_history(HistoryQuery(limit=1000)))
+            seen.append(await store.run_history(HistoryQuery(task_id="task-1", limit=1000)))
+            return seen
+        finally:
+            await store.close()
+
+    got, want = await pages(mixed), await pages(fresh)
+    assert got == want
+    assert len(got[0][0]) == 450  # type: ignore[index]
+    assert [e.id for e in got[0][0]] == [  # type: ignore[index]
+        e.id for e in sorted(entries, key=lambda e: (e.ended_at, e.id), reverse=True)
+    ]
+    # every entry older than 60 s (180), and task-1's newer ones but its newest 10 (29); then
+    # those older than 130 s (210, 29 of them gone already), of both layouts
+    assert got[-4] == 180 + 29
+    assert got[-3] == 210 - 29
+    assert len(got[-2][0]) == 60  # type: ignore[index]
+    # the batches of entries all pruned are gone with them; the others keep their count
+    live: dict[bytes, bytes] = await client.hgetall(fresh.keys.history_live)  # type: ignore[assignment]
+    assert live == {b"8": b"10", b"9": b"50"}
+    assert await client.zcard(fresh.keys.history_at) == 60
+    for batch in range(1, 10):
+        assert await client.exists(fresh.keys.history_batch(batch)) == (batch >= 8)

@@ -1,10 +1,12 @@
 """A plain success's history entry (the most common one), which the Redis and SQL completions
-write inline (SQL with :data:`.SUCCESS_DOC`, Redis without the end and outcome its indexes and
-id keep), is the entry :func:`.completed_entry` writes."""
+write inline (SQL with :data:`.SUCCESS_DOC`, Redis as its name and start, the rest kept by its
+batch, indexes and id), is the entry :func:`.completed_entry` writes."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+
+import orjson
 
 from backbeat.model.completed_history import NAMES, completed_entry, history_row, owner_member
 from backbeat.model.history import HistoryEntry, HistorySettings, to_us
@@ -34,45 +36,49 @@ def success(task_id: str, name: str, *, token: int = 7) -> RunResult:
     )
 
 
-def general(result: RunResult) -> bytes:
-    """The entry as :func:`completed_entry` writes it, in ``complete.lua``'s layout."""
+def general(result: RunResult) -> HistoryEntry:
+    """The entry as :func:`completed_entry` writes it, read back."""
     ended = to_us(result.finished_at)
     found = completed_entry(result, HistorySettings(), result.run.fencing_token, owner_member(OWNER), ended)
     assert found is not None
-    return b"%b\0%b\0%018d\0%b\0" % (found[2], result.run.task_id.encode(), ended, found[0].encode())
+    return HistoryEntry.from_bytes(found[2], found[0], ended)
 
 
-def read_back(joined: bytes) -> list[tuple[HistoryEntry, bytes, bytes]]:
-    """Each entry of ``complete.lua``'s argument as a page reads it (its end from the per-task
-    member), with its document and member."""
+def read_back(docs: bytes, ones: bytes) -> list[tuple[HistoryEntry, bytes, bytes]]:
+    """Each entry of ``complete.lua``'s arguments (every one a ``1``) as a page reads it: its
+    line of the batch, its end and id from its member, the owner from the batch's first line;
+    with its document and member."""
+    header, *lines = docs.split(b"\n")
+    owner = orjson.loads(header)["owner"]
+    members = list(zip(*[iter(ones.split(b"\0"))] * 3, strict=False))
     found = []
-    for doc, task_id, end, entry_id in zip(*[iter(joined.split(b"\0"))] * 4, strict=False):
-        entry = HistoryEntry.from_bytes(doc, entry_id.decode(), int(end))
+    for doc, (task_id, end, entry_id) in zip(lines, members, strict=True):
+        entry = HistoryEntry.from_bytes(doc, entry_id.decode(), int(end), owner)
         found.append((entry, doc, b"\0".join((task_id, end, entry_id))))
     return found
 
 
-def test_redis_plain_success_is_the_general_entry_without_what_its_index_keeps() -> None:
+def test_redis_plain_success_is_the_general_entry_without_what_its_batch_and_indexes_keep() -> None:
     name = 'jobs:plain \u00e9 "quoted"'
     NAMES.pop(name, None)
     results = [success("a", name), success("b", name, token=12)]
     ends = [to_us(r.finished_at) for r in results]
 
     # the first finds the name not encoded yet (the general way), the second takes the plain one
-    present, joined, _ = completion_args(results, HistorySettings(), [7, 12], OWNER, ends)
+    present, docs, ones = completion_args(results, HistorySettings(), [7, 12], OWNER, ends)
 
     assert name in NAMES
     assert present == "11"
-    assert isinstance(joined, bytes)
-    first, (plain, plain_doc, plain_member) = read_back(joined)
-    general_first, (general_plain, general_doc, general_member) = read_back(
-        general(results[0]) + general(results[1])
+    assert isinstance(docs, bytes) and isinstance(ones, bytes)
+    (first, first_doc, _), (plain, plain_doc, plain_member) = read_back(docs, ones)
+    assert first == general(results[0])
+    assert plain == general(results[1])
+    assert plain_member == b"b\0%018d\0%b#1.12#success" % (ends[1], results[1].run.id.encode())
+    assert b'"ended_at"' in first_doc and b'"owner"' not in first_doc
+    assert plain_doc == b'{"task_name":%b,"started_at":%d}' % (
+        orjson.dumps(name),
+        to_us(results[1].started_at or T0),
     )
-    assert first == general_first
-    assert plain == general_plain
-    assert plain_member == general_member
-    assert b'"ended_at"' in general_doc and b'"outcome"' in general_doc
-    assert b'"ended_at"' not in plain_doc and b'"outcome"' not in plain_doc
 
 
 def test_sql_plain_success_is_the_general_row() -> None:

@@ -1,4 +1,5 @@
-"""``complete.lua``'s history arguments: each entry's document and per-task member, built here."""
+"""``complete.lua``'s history arguments: the batch's documents (the owner's line, then a line per
+entry) and each spelled entry's per-task member, built here."""
 
 from __future__ import annotations
 
@@ -31,19 +32,21 @@ def result(task_id: str, outcome: RunOutcome = RunOutcome.SUCCESS, *, attempt: i
 
 def entries(results: list[RunResult], tokens: list[int]) -> tuple[str, list[tuple[bytes, bytes]]]:
     """Which results have an entry, and (document, per-task member) of each entry, cut as
-    ``complete.lua`` does."""
-    present, joined, _ = history.completion_args(
+    ``complete.lua`` and a page do; the batch's first line names the owner."""
+    present, docs, ones = history.completion_args(
         results, HistorySettings(), tokens, OWNER, [to_us(r.finished_at) for r in results]
     )
-    assert isinstance(present, str) and isinstance(joined, bytes)
+    assert isinstance(present, str) and isinstance(docs, bytes) and isinstance(ones, bytes)
+    header, *lines = docs.split(b"\n")
+    assert header == b"{" + owner_member(OWNER)[1:] + b"}"
     found: list[tuple[bytes, bytes]] = []
     pos = 0
-    while pos < len(joined):
-        doc_end = joined.index(b"\0", pos)
-        task_end = joined.index(b"\0", doc_end + 1)
-        id_end = joined.index(b"\0", task_end + 20)
-        found.append((joined[pos:doc_end], joined[doc_end + 1 : id_end]))
+    for line in lines:
+        task_end = ones.index(b"\0", pos)
+        id_end = ones.index(b"\0", task_end + 20)
+        found.append((line, ones[pos:id_end]))
         pos = id_end + 1
+    assert pos == len(ones)
     return present, found
 
 
@@ -69,7 +72,7 @@ def test_the_documents_read_back_as_the_entries_recorded_otherwise() -> None:
     for (doc, member), res, token in zip(found, results, [7, 9], strict=True):
         run = res.run
         _, end, stored_id = member.split(b"\0")
-        entry = HistoryEntry.from_bytes(doc, stored_id.decode(), int(end))  # as a page reads it
+        entry = HistoryEntry.from_bytes(doc, stored_id.decode(), int(end), OWNER)  # as a page reads it
         assert entry.id == entry_id(run.id, run.attempt, entry.outcome, token)
         assert (entry.task_id, entry.run_id, entry.attempt) == (run.task_id, run.id, run.attempt)
         assert (entry.fire_time, entry.started_at, entry.ended_at) == (T0, res.started_at, res.finished_at)
@@ -95,18 +98,24 @@ def test_a_run_id_that_does_not_spell_the_task_id_keeps_it_in_the_document() -> 
     assert HistoryEntry.from_bytes(doc, "other@x#1.1#success").task_id == "a"
 
 
-def test_a_plain_success_is_the_start_of_its_document_when_the_ids_spell_the_runs_tokens() -> None:
+def test_a_plain_success_is_its_name_and_start_alone_when_the_ids_spell_the_runs_tokens() -> None:
     a, b = result("a"), result("b", RunOutcome.CANCELLED, attempt=3)
     a.run.fencing_token = 7
     settings = HistorySettings()
     completion_args([a], settings, [7], OWNER, [0])  # the name is known from now on
 
-    letters, joined, owner = completion_args(
+    letters, docs, ones = completion_args(
         [a, b], settings, [7, 0], OWNER, [to_us(r.finished_at) for r in (a, b)], own_tokens=True
     )
-    only, alone, _ = completion_args([a], settings, [7], OWNER, [to_us(a.finished_at)], own_tokens=True)
+    only, alone, none = completion_args([a], settings, [7], OWNER, [to_us(a.finished_at)], own_tokens=True)
 
-    assert isinstance(joined, bytes)
-    start = b'{"task_name":"a","started_at":%d' % to_us(T0 + timedelta(seconds=1))
-    assert (letters, joined.partition(b"\0")[0], owner) == ("p1", start, owner_member(OWNER))
-    assert (only, alone) == ("", start + b"\0")
+    assert isinstance(docs, bytes) and isinstance(ones, bytes)
+    header = b"{" + owner_member(OWNER)[1:] + b"}"
+    plain = b'{"task_name":"a","started_at":%d}' % to_us(T0 + timedelta(seconds=1))
+    assert letters == "p1"
+    assert docs.split(b"\n")[:2] == [header, plain]
+    assert ones.partition(b"\0")[0] == b"b"  # only the '1' sends its member
+    assert (only, alone, none) == ("", header + b"\n" + plain, b"")
+    # a page reads the plain success whole: the fire time from the run id, the owner from the header
+    entry = HistoryEntry.from_bytes(plain, f"{a.run.id}#1.7#success", to_us(a.finished_at), OWNER)
+    assert (entry.fire_time, entry.owner, entry.outcome) == (T0, OWNER, HistoryOutcome.SUCCESS)

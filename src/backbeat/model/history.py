@@ -135,12 +135,18 @@ class HistoryEntry:
 
     @classmethod
     def from_document(
-        cls, doc: Mapping[str, JSON], entry_id: str | None = None, ended_us: int | None = None
+        cls,
+        doc: Mapping[str, JSON],
+        entry_id: str | None = None,
+        ended_us: int | None = None,
+        owner: str | None = None,
     ) -> HistoryEntry:
         """Rebuild an entry from :meth:`to_document`'s output, or from a stored document and
         the id it is stored under (documents written before :meth:`to_bytes` left the id out
         hold it, and ISO times). A stored document may leave out what its store keeps beside
-        it: the end (``ended_us``, from the store's index) and the outcome (the id's last part).
+        it: the end (``ended_us``, from the store's index), the outcome (the id's last part),
+        the fire time (the run id's, ``<task id>@<ISO fire time>``) and the owner (``owner``,
+        one for a batch of entries).
 
         Raises:
             CorruptRecordError: the document is not a valid history entry.
@@ -156,14 +162,14 @@ class HistoryEntry:
                 task_id=run_id.rpartition("@")[0] if task_id is None else str(task_id),
                 task_name=str(doc["task_name"]),
                 run_id=run_id,
-                fire_time=_parse(doc["fire_time"]),
+                fire_time=_parse(doc["fire_time"] if "fire_time" in doc else run_id.rpartition("@")[2]),
                 started_at=_parse(started) if started is not None else None,
                 ended_at=_parse(doc["ended_at"] if ended_us is None or "ended_at" in doc else ended_us),
                 outcome=HistoryOutcome(doc["outcome"] if "outcome" in doc else entry_id.rpartition("#")[2]),
                 attempt=int(doc.get("attempt", 1)),
                 error_type=doc.get("error_type"),
                 error=doc.get("error"),
-                owner=doc.get("owner"),
+                owner=doc.get("owner", owner),
                 args=doc.get("args"),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -171,11 +177,15 @@ class HistoryEntry:
 
     @classmethod
     def from_bytes(
-        cls, raw: bytes | str, entry_id: str | None = None, ended_us: int | None = None
+        cls,
+        raw: bytes | str,
+        entry_id: str | None = None,
+        ended_us: int | None = None,
+        owner: str | None = None,
     ) -> HistoryEntry:
         """Read a stored document, given the id it is stored under (one that holds its id, of
-        the first form, needs none) and, for one that leaves its end out, the end its store
-        keeps (:meth:`from_document`).
+        the first form, needs none) and what a store keeps beside a document that leaves it out:
+        its end and its batch's owner (:meth:`from_document`).
 
         Raises:
             CorruptRecordError: ``raw`` is not an entry's JSON.
@@ -186,7 +196,7 @@ class HistoryEntry:
             raise CorruptRecordError(f"stored history entry is not valid JSON: {exc}") from exc
         if not isinstance(doc, dict):
             raise CorruptRecordError("stored history entry is not a JSON object")
-        return cls.from_document(doc, entry_id, ended_us)
+        return cls.from_document(doc, entry_id, ended_us, owner)
 
 
 def stored_document(

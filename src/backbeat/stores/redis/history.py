@@ -1,9 +1,21 @@
-"""Run history of the Redis store: a sorted set of entry ids by end time, one of every entry in
-(task, end, id) order (:meth:`.Keys.history_by_task`), and a hash of the entries' JSON documents.
+"""Run history of the Redis store (key layout 7): the documents of each batch of entries recorded
+in one call kept as they came, in one string (:meth:`.Keys.history_batch`: a first line of what
+they share, then a line per entry), and each entry as one member, ``task id \\0 end \\0 entry id
+\\0 batch.line``, of two sorted sets: the per-task index (:meth:`.Keys.history_by_task`, scores
+0, one task's entries a lexical range in (end, id) order) and the end-time index
+(:meth:`.Keys.history_at`, scored by the end).
 
-A sorted set orders equal end times by id (bytes), and the per-task members spell the end with a
-fixed width, so pages run by (end, id) descending as in the SQL stores, whole or for one task.
-Pruning reads the ids to drop by rank, score or lexical range, never every key.
+A completion writes two members an entry and one string a batch: nothing is cut out of or put
+together into a document on the server, where the layout before kept each document in a hash
+under its id, the id in a third sorted set (about 24k of a completion's server instructions an
+entry, now about 12k; ``docs/performance.md``). Entries of that layout (:meth:`.Keys.history`,
+:meth:`.Keys.history_docs`, per-task members without the batch) stay where they are, read and
+pruned beside the new ones, as are those a process of that layout goes on writing while others
+are upgraded.
+
+Pages run by (end, id) descending as in the SQL stores, whole or for one task. Pruning reads the
+members to drop by rank, score or lexical range, never every key, and a batch goes with the last
+of its entries.
 """
 
 from __future__ import annotations
@@ -13,8 +25,11 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from backbeat.model.completed_history import US, completed_entry, owner_member, plain_success
-from backbeat.model.history import EPOCH, HistoryEntry, HistoryQuery, HistorySettings, to_us
+import orjson
+
+from backbeat.errors import CorruptRecordError
+from backbeat.model.completed_history import completed_entry, owner_member, plain_success
+from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings, to_us
 from backbeat.model.records import RunResult
 from backbeat.stores._history import PRUNE_BATCH, decode, page
 from backbeat.stores.redis.codec import Arg, text
@@ -25,11 +40,16 @@ log = logging.getLogger("backbeat.stores")
 
 READ_BATCH = 200
 _END_DIGITS = 18
-"""Digits of an end time in a per-task member (epoch microseconds up to the year 9999)."""
+"""Digits of an end time in a member (epoch microseconds up to the year 9999)."""
+
+_Key = tuple[int, str, str | None]
+"""An entry as an index holds it: (end, entry id, ``batch.line`` or ``None`` for one written
+before key layout 7, whose document is in :meth:`.Keys.history_docs`)."""
 
 
 def task_member(task_id: str, end_us: int, entry_id: str) -> bytes:
-    """An entry's member of the per-task index (as ``history.lua`` writes it)."""
+    """An entry's member of the per-task index without its batch: the whole member of an entry
+    written before key layout 7, the start of a later one's."""
     return f"{task_id}\0{end_us:0{_END_DIGITS}d}\0{entry_id}".encode()
 
 
@@ -43,40 +63,47 @@ def _task_range(task_id: str) -> tuple[bytes, bytes]:
     return f"[{task_id}\0".encode(), f"({task_id}\1".encode()
 
 
-def _entry_of(task_id: str, member: bytes) -> tuple[int, str] | None:
-    """(end, entry id) of one of ``task_id``'s members; ``None`` for another task's (an id
-    that starts with ``task_id`` and a NUL)."""
+def _entry_of(task_id: str, member: bytes) -> _Key | None:
+    """(end, entry id, batch reference) of one of ``task_id``'s members; ``None`` for one that
+    is not."""
     rest = member[len(task_id.encode()) + 1 :]
     end, sep = rest[:_END_DIGITS], rest[_END_DIGITS : _END_DIGITS + 1]
     if sep != b"\0" or not end.isdigit():
         return None
-    return int(end), rest[_END_DIGITS + 1 :].decode()
+    entry_id, _, ref = rest[_END_DIGITS + 1 :].partition(b"\0")
+    return int(end), entry_id.decode(), ref.decode() or None
 
 
-_PLAIN_SUCCESS = b'{"task_name":%b,"fire_time":%d%b,"started_at":%d}\0%b\0%018d\0%b#1.%d#success\0'
-"""A plain success's entry in one formatting: its document, then its per-task member. The
-document is :data:`.SUCCESS_DOC` without the end and the outcome, which the indexes and the id
-keep (:meth:`.HistoryEntry.from_bytes` takes the end from them): 48 bytes of about 160 less
-to send, to cut out in ``complete.lua`` and to keep."""
-_PLAIN_START = b'{"task_name":%b,"started_at":%d\0'
-"""The start of a plain success's document, when ``complete.lua`` completes it from the run it
-completes (the fire time, as the run id spells it, and the owner's member) and spells its id
-and per-task member (run id, token and end). An ISO fire time is a form documents have held
-since before layout 6 (:meth:`.HistoryEntry.from_document` reads either), and no conversion of
-the fire time by the client; 11 bytes more to keep (18 with microseconds): ``history_docs``
-takes 16-32 bytes an entry more by ``MEMORY USAGE``."""
+def _key_of(member: bytes) -> _Key | None:
+    """(end, entry id, batch reference) of a member of the end-time index; ``None`` for one
+    that cannot be read."""
+    parts = member.split(b"\0")
+    if len(parts) != 4 or len(parts[1]) != _END_DIGITS or not parts[1].isdigit():
+        return None
+    return int(parts[1]), parts[2].decode(), parts[3].decode()
 
 
-def pack(entries: Sequence[HistoryEntry]) -> tuple[str, bytes]:
-    """``history.lua``'s two arguments: the sizes (id, task id, end, document of each entry)
-    and the parts (id, task id and document of each, back to back)."""
-    sizes: list[str] = []
-    parts: list[bytes] = []
+_PLAIN_DOC = b'{"task_name":%b,"started_at":%d}'
+"""A plain success's document: its name and start. The end and the outcome are kept by the
+indexes and the id, the fire time by the run id the entry id spells (``<task id>@<ISO time>``),
+and the owner by its batch's first line (:meth:`.HistoryEntry.from_document` reads each)."""
+
+
+def _header(owner: str | None) -> bytes:
+    """A batch's first line: what its entries share (the owner of a completion's)."""
+    return b"{}" if owner is None else b"{" + owner_member(owner)[1:] + b"}"
+
+
+def pack(entries: Sequence[HistoryEntry]) -> tuple[bytes, bytes]:
+    """``history.lua``'s two arguments: the batch's documents (a first line, then each entry's
+    document) and each entry's member without its batch (task id, end and id, each followed by
+    a NUL)."""
+    lines = [_header(None)]
+    members: list[bytes] = []
     for entry in entries:
-        entry_id, task_id, doc = entry.id.encode(), entry.task_id.encode(), entry.to_bytes()
-        sizes.append(f"{len(entry_id)},{len(task_id)},{to_us(entry.ended_at)},{len(doc)}")
-        parts += (entry_id, task_id, doc)
-    return ",".join(sizes), b"".join(parts)
+        lines.append(entry.to_bytes())
+        members.append(task_member(entry.task_id, to_us(entry.ended_at), entry.id) + b"\0")
+    return b"\n".join(lines), b"".join(members)
 
 
 def completion_args(
@@ -90,50 +117,81 @@ def completion_args(
 ) -> list[Arg]:
     """``complete.lua``'s three history arguments for a batch's results (``ends`` their end
     times in epoch microseconds): what each result's entry is (``''``: every one a ``p``, else
-    one letter per result: ``p``, ``1`` or ``0`` for none), the entries in the results' order,
-    and the owner's member of a document (:func:`.owner_member`). A ``1`` is its document and
-    its per-task member (:func:`task_member`: task id, end and entry id), each followed by a
-    NUL (neither holds one: task ids cannot, JSON escapes it); the script finds the id and end
-    in the member. A ``p`` is the start of a plain success's document (:data:`_PLAIN_START`) and
-    a NUL, which the script completes, spelling the id and member from the run it completes:
-    only when the entries' ids spell the tokens the results hold (``own_tokens``), else a plain
-    success is a ``1`` too (:data:`_PLAIN_SUCCESS`). A run has no entry when deferred, or when
-    its members cannot be encoded (:func:`.completed_entry`)."""
-    owner_json = owner_member(owner)
-    entries: list[bytes] = []
+    one letter per result: ``p``, ``1`` or ``0`` for none), the batch's documents (the owner's
+    line, then a line per ``p`` or ``1``, in the results' order), and the members of the ``1``
+    entries (:func:`task_member`: task id, end and entry id, each part followed by a NUL). A
+    ``p`` is a plain success (:data:`_PLAIN_DOC`) whose member the script spells from the run it
+    completes (run id, token and end): only when the entries' ids spell the tokens the results
+    hold (``own_tokens``), else a plain success is a ``1`` too. A run has no entry when deferred,
+    or when its members cannot be encoded (:func:`.completed_entry`)."""
+    lines = [_header(owner)]
+    ones: list[bytes] = []
     kinds: list[str] = []
     for result, token, ended in zip(results, tokens, ends, strict=True):
         run = result.run
         if (plain := plain_success(result, token, settings)) is not None:
-            name, start_us = plain
+            lines.append(_PLAIN_DOC % plain)
             if own_tokens:
-                # 2 values to format instead of 8, and no fire time to convert
                 kinds.append("p")
-                entries.append(_PLAIN_START % (name, start_us))
                 continue
             kinds.append("1")
-            entries.append(
-                _PLAIN_SUCCESS
-                % (
-                    name,
-                    (run.fire_time - EPOCH) // US,
-                    owner_json,
-                    start_us,
-                    run.task_id.encode(),
-                    ended,
-                    run.id.encode(),
-                    token,
-                )
+            ones.append(
+                b"%b\0%018d\0%b#1.%d#success\0" % (run.task_id.encode(), ended, run.id.encode(), token)
             )
             continue
-        found = completed_entry(result, settings, token, owner_json, ended)
+        # the owner is the batch's, on its first line
+        found = completed_entry(result, settings, token, b"", ended)
         if found is None:
             kinds.append("0")
             continue
         kinds.append("1")
-        entries.append(b"%b\0%b\0%018d\0%b\0" % (found[2], run.task_id.encode(), ended, found[0].encode()))
+        lines.append(found[2])
+        ones.append(b"%b\0%018d\0%b\0" % (run.task_id.encode(), ended, found[0].encode()))
     every_plain = "1" not in kinds and "0" not in kinds
-    return ["" if every_plain else "".join(kinds), b"".join(entries), owner_json]
+    return ["" if every_plain else "".join(kinds), b"\n".join(lines), b"".join(ones)]
+
+
+class _EndIndex:
+    """One end-time index read downwards in batches: every entry it holds at or above
+    :attr:`floor` is in :attr:`keys` (ties at a batch's lowest end are read whole, so that
+    (end, id) order holds across batches)."""
+
+    def __init__(self, key: str, legacy: bool, high: int | None, low: int | None) -> None:
+        self._key = key
+        self._legacy = legacy
+        self._high: str = "+inf" if high is None else str(high)
+        self._low: str = "-inf" if low is None else str(low)
+        self.keys: list[_Key] = []
+        self.floor: int | None = None
+        """The lowest end read (``None``: everything is read)."""
+        self.done = False
+
+    def _parse(self, items: list[Any]) -> list[_Key]:
+        if self._legacy:
+            return [(round(score), text(member), None) for member, score in items]
+        return [key for member, _ in items if (key := _key_of(member)) is not None]
+
+    async def more(self, client: Any) -> None:
+        items: list[Any] = await client.zrevrangebyscore(
+            self._key, self._high, self._low, start=0, num=READ_BATCH, withscores=True
+        )
+        if len(items) < READ_BATCH:
+            self.keys += self._parse(items)
+            self.done, self.floor = True, None
+            return
+        lowest = round(items[-1][1])
+        ties: list[Any] = await client.zrangebyscore(self._key, lowest, lowest, withscores=True)
+        self.keys += [key for key in self._parse(items) if key[0] > lowest] + self._parse(ties)
+        self.floor, self._high = lowest, f"({lowest}"
+
+    def take(self, floor: int | None) -> list[_Key]:
+        """The keys read at or above ``floor`` (all of them for ``None``), no longer kept."""
+        if floor is None:
+            taken, self.keys = self.keys, []
+        else:
+            taken = [key for key in self.keys if key[0] >= floor]
+            self.keys = [key for key in self.keys if key[0] < floor]
+        return taken
 
 
 class History:
@@ -159,60 +217,61 @@ class History:
                     low, high = _task_range(task_id)
                     pipe.zrangebylex(keys.history_by_task, low, b"(" + _ended(task_id, cutoff_us))
                     pipe.zrevrangebylex(keys.history_by_task, high, low, start=keep, num=-1)
-                old_and_excess: list[Any] = await pipe.execute()
-            members: set[bytes] = set()
-            ids: set[bytes] = set()
-            for index, task_id in enumerate(tasks):
-                for member in (*old_and_excess[2 * index], *old_and_excess[2 * index + 1]):
-                    if (found := _entry_of(task_id, member)) is not None:
-                        members.add(member)
-                        ids.add(found[1].encode())
-            old: list[Any] = await client.zrangebyscore(
-                keys.history, "-inf", f"({cutoff_us}", start=0, num=PRUNE_BATCH, withscores=True
-            )
-            if old:
-                ends = {text(entry_id): round(score) for entry_id, score in old}
-                docs = await client.hmget(keys.history_docs, list(ends))
-                stored = [(i, doc) for i, doc in zip(ends, docs, strict=True) if doc is not None]
-                members.update(
-                    task_member(e.task_id, ends[e.id], e.id) for e in decode(stored, ends) if e.id in ends
+                pipe.zrangebyscore(keys.history_at, "-inf", f"({cutoff_us}", start=0, num=PRUNE_BATCH)
+                pipe.zrangebyscore(
+                    keys.history, "-inf", f"({cutoff_us}", start=0, num=PRUNE_BATCH, withscores=True
                 )
-                # an entry that cannot be read keeps its per-task member (its task is unknown):
-                # a page leaves out an id whose document is gone
-                ids.update(entry_id.encode() for entry_id in ends)
-            if not ids:
+                found: list[Any] = await pipe.execute()
+            members: set[bytes] = set()
+            for index, task_id in enumerate(tasks):
+                for member in (*found[2 * index], *found[2 * index + 1]):
+                    if _entry_of(task_id, member) is not None:
+                        members.add(member)
+            members.update(found[-2])
+            old_ids = await self._old_members(client, found[-1], members)
+            if not members and not old_ids:
                 return 0
-            async with client.pipeline(transaction=True) as pipe:
-                pipe.hdel(keys.history_docs, *sorted(ids))
-                pipe.zrem(keys.history, *sorted(ids))
-                if members:
-                    pipe.zrem(keys.history_by_task, *sorted(members))
-                removed: list[Any] = await pipe.execute()
-            return int(removed[0])
+            removed = await self._conn.run("history_prune", *sorted(members), "", *sorted(old_ids))
+            return int(removed)
+
+    async def _old_members(self, client: Any, old: list[Any], members: set[bytes]) -> set[str]:
+        """Entries written before key layout 7 past their age (``old``: ids and ends): their
+        per-task members put in ``members``; the ids of those whose documents cannot be read
+        (their tasks, so their members, are not known: a page leaves out an id whose document is
+        gone)."""
+        if not old:
+            return set()
+        ends = {text(entry_id): round(score) for entry_id, score in old}
+        docs = await client.hmget(self._keys.history_docs, list(ends))
+        stored = [(i, doc) for i, doc in zip(ends, docs, strict=True) if doc is not None]
+        read = decode(stored, ends)
+        members.update(task_member(e.task_id, ends[e.id], e.id) for e in read if e.id in ends)
+        return set(ends) - {e.id for e in read}
 
     async def query(self, query: HistoryQuery) -> tuple[list[HistoryEntry], str | None]:
         if query.task_id is not None:
             return await self._task_query(query, query.task_id)
         after = query.after()
-        high: int | str = "+inf" if after is None else after[0]
-        low: int | str = "-inf" if query.since is None else to_us(query.since)
+        high = None if after is None else after[0]
+        low = None if query.since is None else to_us(query.since)
+        indexes = [
+            _EndIndex(self._keys.history_at, False, high, low),
+            _EndIndex(self._keys.history, True, high, low),
+        ]
         client = await self._conn.ready()
         found: list[HistoryEntry] = []
-        offset = 0
         with self._conn.errors():
-            while len(found) <= query.limit:
-                batch: list[Any] = await client.zrevrangebyscore(
-                    self._keys.history, high, low, start=offset, num=READ_BATCH, withscores=True
-                )
-                offset += len(batch)
-                ends = {
-                    text(member): round(score)
-                    for member, score in batch
-                    if after is None or (round(score), text(member)) < after
-                }
-                found += await self._read(client, ends, query)
-                if len(batch) < READ_BATCH:
-                    break
+            while len(found) <= query.limit and not all(i.done and not i.keys for i in indexes):
+                for index in indexes:
+                    if not index.done and not index.keys:
+                        await index.more(client)
+                # what every index holds at or above the highest of their floors is read
+                floors = [index.floor for index in indexes if not index.done]
+                floor = max((f for f in floors if f is not None), default=None)
+                taken = sorted((key for index in indexes for key in index.take(floor)), reverse=True)
+                if after is not None:
+                    taken = [key for key in taken if (key[0], key[1]) < after]
+                found += await self._read(client, taken, query)
         return page(found, query.limit)
 
     async def _task_query(self, query: HistoryQuery, task_id: str) -> tuple[list[HistoryEntry], str | None]:
@@ -232,28 +291,68 @@ class History:
                     self._keys.history_by_task, high, low, start=offset, num=READ_BATCH
                 )
                 offset += len(batch)
-                ends = {
-                    entry[1]: entry[0]
-                    for member in batch
-                    if (entry := _entry_of(task_id, member)) is not None
-                }
-                found += await self._read(client, ends, query)
+                keys = [key for member in batch if (key := _entry_of(task_id, member)) is not None]
+                found += await self._read(client, keys, query)
                 if len(batch) < READ_BATCH:
                     break
         return page(found, query.limit)
 
-    async def _read(self, client: Any, ends: dict[str, int], query: HistoryQuery) -> list[HistoryEntry]:
-        """The entries of ``ends`` (id -> end, as the index keeps it) that match ``query``, in
-        that order (gone or unreadable ones left out)."""
-        if not ends:
+    async def _read(self, client: Any, keys: list[_Key], query: HistoryQuery) -> list[HistoryEntry]:
+        """The entries of ``keys`` that match ``query``, in that order (gone or unreadable ones
+        left out)."""
+        if not keys:
             return []
-        ids = list(ends)
-        docs = await client.hmget(self._keys.history_docs, ids)
-        stored = [(i, doc) for i, doc in zip(ids, docs, strict=True) if doc is not None]
-        return [entry for entry in decode(stored, ends) if query.matches(entry)]
+        old = [entry_id for _, entry_id, ref in keys if ref is None]
+        refs = [ref for _, _, ref in keys if ref is not None]
+        old_docs = iter(await client.hmget(self._keys.history_docs, old) if old else [])
+        new_docs = iter(await self._conn.run("history_read", *refs) if refs else [])
+        owners: dict[bytes, str | None] = {}
+        found: list[HistoryEntry] = []
+        for end, entry_id, ref in keys:
+            owner = None
+            if ref is None:
+                doc = next(old_docs)
+            else:
+                header, doc = next(new_docs), next(new_docs)
+                owner = None if header is None else self._owner(header, owners)
+            if doc is None:
+                continue
+            try:
+                entry = HistoryEntry.from_bytes(doc, entry_id, end, owner)
+            except CorruptRecordError as exc:
+                log.error("history entry %r cannot be read (kept in the store as it is): %s", entry_id, exc)
+                continue
+            if query.matches(entry):
+                found.append(entry)
+        return found
+
+    @staticmethod
+    def _owner(header: bytes, owners: dict[bytes, str | None]) -> str | None:
+        """The owner a batch's first line names (``None`` when it names none or cannot be read)."""
+        if header not in owners:
+            try:
+                shared = orjson.loads(header)
+            except orjson.JSONDecodeError:
+                shared = None
+            owner = shared.get("owner") if isinstance(shared, dict) else None
+            owners[header] = owner if isinstance(owner, str) else None
+        return owners[header]
 
     async def clear(self) -> None:
         keys = self._keys
         client = await self._conn.ready()
         with self._conn.errors():
-            await client.delete(keys.history, keys.history_docs, keys.history_by_task)
+            batches: list[Any] = await client.hkeys(keys.history_live)
+            for first in range(0, len(batches), 1000):
+                await client.delete(*(keys.history_batch(text(b)) for b in batches[first : first + 1000]))
+            await client.delete(
+                keys.history,
+                keys.history_docs,
+                keys.history_by_task,
+                keys.history_at,
+                keys.history_live,
+                keys.history_batch_seq,
+            )
+
+
+__all__ = ["History", "completion_args", "pack", "task_member"]

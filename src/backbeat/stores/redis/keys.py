@@ -156,20 +156,43 @@ class Keys:
 
     @property
     def history(self) -> str:
-        """Sorted set: history entry id -> end time; every task's entries."""
+        """Sorted set, entries written before key layout 7: history entry id -> end time."""
         return f"{self.base}history"
 
     @property
     def history_docs(self) -> str:
-        """Hash: history entry id -> its JSON document."""
+        """Hash, entries written before key layout 7: history entry id -> its JSON document."""
         return f"{self.base}history_docs"
 
     @property
     def history_by_task(self) -> str:
         """Sorted set, all scores 0: every entry as ``task id \\0 end \\0 entry id`` (the end in
-        epoch microseconds, 18 digits), so one task's entries are one lexical range, in (end, id)
-        order (key layout 4; layout 3 kept a :meth:`task_history` key per task)."""
+        epoch microseconds, 18 digits), followed since key layout 7 by ``\\0 batch.line`` (where
+        its document is: :meth:`history_batch`), so one task's entries are one lexical range, in
+        (end, id) order (key layout 4; layout 3 kept a :meth:`task_history` key per task)."""
         return f"{self.base}history_by_task"
+
+    @property
+    def history_at(self) -> str:
+        """Sorted set, key layout 7: an entry's :meth:`history_by_task` member -> its end time;
+        every task's entries (those of :meth:`history` written before)."""
+        return f"{self.base}history_at"
+
+    def history_batch(self, batch: int | str) -> str:
+        """String, key layout 7: the documents of a batch of entries recorded in one call, a line
+        each, after a first line of what they share (``{"owner": ...}``)."""
+        return f"{self.base}history_batch:{batch}"
+
+    @property
+    def history_batch_seq(self) -> str:
+        """Counter, key layout 7: the number of the last :meth:`history_batch`."""
+        return f"{self.base}history_batch_seq"
+
+    @property
+    def history_live(self) -> str:
+        """Hash, key layout 7: batch number -> how many of its entries the indexes still hold
+        (the batch is deleted with its last)."""
+        return f"{self.base}history_live"
 
     @property
     def history_tasks(self) -> str:

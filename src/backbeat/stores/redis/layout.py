@@ -122,6 +122,12 @@ async def _lean_history(client: Client, keys: Keys) -> None:
     plain success's entry written since, logged as unreadable) from opening the store."""
 
 
+async def _history_batches(client: Client, keys: Keys) -> None:
+    """Nothing to rewrite: entries written before stay in their keys, read and pruned beside the
+    batches (:mod:`.redis.history`); the version keeps a backbeat that would not see the entries
+    written in batches (nor prune or clear them) from opening the store."""
+
+
 MIGRATIONS: tuple[LayoutMigration, ...] = (
     LayoutMigration(1, "the first release's layout: build the orphaned index it may lack", _index_orphans),
     LayoutMigration(
@@ -148,6 +154,12 @@ MIGRATIONS: tuple[LayoutMigration, ...] = (
         "a plain success's history document leaves out its end and outcome (the indexes and the id "
         "keep them); nothing rewritten",
         _lean_history,
+    ),
+    LayoutMigration(
+        7,
+        "run history written a batch of documents to a key, each entry one member of a per-task and "
+        "an end-time index; entries written before stay where they are, nothing rewritten",
+        _history_batches,
     ),
 )
 

@@ -34,8 +34,10 @@ NAMES = (
     "requeue",
     "put_state",
     "history",
+    "history_read",
+    "history_prune",
 )
-READS = frozenset({"read", "next", "exists"})
+READS = frozenset({"read", "next", "exists", "history_read"})
 """The scripts that write nothing (a replica's acknowledgement is never waited for)."""
 
 

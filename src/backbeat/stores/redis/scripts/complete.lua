@@ -4,8 +4,8 @@
 -- UTF-8 text holds (failed and dead '1'|'0'; retry_at '' = none; token the fencing token held;
 -- one argument, not one per result: the client encodes each argument in Python), then one dead
 -- letter JSON per result with dead '1', in order, then (history on) the three history arguments
--- of redis/history.py's completion_args (what entry each result has, the entries, the owner's
--- member of a document). A 'deferred' outcome keeps the attempt and counts nothing. Returns the
+-- of redis/history.py's completion_args (what entry each result has, the batch's documents, the
+-- members of the entries the client spells). A 'deferred' outcome keeps the attempt and counts nothing. Returns the
 -- run ids not completed: gone (completed by this holder's resent completion or by another's after
 -- a takeover: the engine tells them apart) or held by another holder; not those waiting under
 -- token (re-queued by this holder's completion, as a completion sent again finds them).
@@ -161,33 +161,28 @@ if #retries > 0 then
   wake()
 end
 
--- The run history of the runs completed here, built by the client (redis/history.py's
--- completion_args: what each result's entry is, then the entries, each followed by a NUL, then
--- the owner's member of a document). A '1' is a document and a per-task member "task id NUL end
--- NUL entry id", cut out here; a 'p' (a plain success, most entries) is the start of its
--- document (name and start), completed here with the run's fire time (as its id spells it) and
--- the owner, and its id and member are spelled here from what the completion holds (run id,
--- token, end and task id): two values for the client to convert and format instead of eight.
--- ('' for the kinds: every entry a 'p'.) The fire time goes in as the run's text (ISO), converted
--- by neither side. (Building whole documents here, names escaped and times formatted, cost the
--- Lua VM more than the whole entry costs the client; a 'p' takes a few concatenations.) No look
--- for the ids first (history.lua's HMGET): an id spells the fencing token of the lease the
--- run was completed under, and a run is completed once under a token (a completion sent again
--- finds it gone), so an id is only ever written with the same entry. They are written a hundred
--- at a time, not a whole batch's (hundreds of runs a call in a busy worker) at once: about 5-6k
--- server instructions an entry less in bench.profile_fires under callgrind, twice; 32 at a time
--- measured no gain, so the cause (the Lua collector walking the tables of what is pending,
--- argument arrays of thousands) is not pinned down.
-local HISTORY_CHUNK = 200 -- items: a field and a value, a score and a member
--- The three arrays are filled again after each write (their first k items), not made anew: a
+-- The run history of the runs completed here (redis/history.py's completion_args): what each
+-- result's entry is, the batch's documents (a first line of what they share, then a line per
+-- entry, in the results' order), and the members of the '1' entries. The documents are kept
+-- as they came, one key (Keys.history_batch) for the batch: no document is cut out or put
+-- together here. Each entry has one member, "task id NUL end NUL entry id NUL batch.line", in
+-- two indexes: history_by_task (scores 0, one task's entries a lexical range) and history_at
+-- (scored by the end). A 'p' (a plain success, most entries) has its member spelled here from
+-- what the completion holds (task id, end, run id and token); a '1' has it sent ("task id NUL
+-- end NUL entry id", each part followed by a NUL). ('' for the kinds: every entry a 'p'.) A
+-- run not completed here (lost, or waiting under its token) leaves its line unread in the
+-- batch. No look for the ids first (history.lua's): an id spells the fencing token of the lease
+-- the run was completed under, and a run is completed once under a token (a completion sent
+-- again finds it gone), so an id is only ever written with the same entry.
+local HISTORY_CHUNK = 200 -- items: a score and a member
+-- The two arrays are filled again after each write (their first k items), not made anew: a
 -- new table grows by doubling, rehashing what it holds each time.
-local function write_history(docs, ends, members, k)
-  redis.call('HSET', P .. 'history_docs', unpack(docs, 1, k))
-  redis.call('ZADD', P .. 'history', unpack(ends, 1, k))
+local function write_history(ends, members, k)
+  redis.call('ZADD', P .. 'history_at', unpack(ends, 1, k))
   redis.call('ZADD', P .. 'history_by_task', unpack(members, 1, k))
 end
 
-local function record_history(kinds, all, owner_json)
+local function record_history(kinds, docs, ones)
   local zeros = {} -- an end's zeros in front, to 18 digits (a member's fixed width), by its length
   for digits = 1, 18 do
     zeros[digits] = string.rep('0', 18 - digits)
@@ -202,46 +197,62 @@ local function record_history(kinds, all, owner_json)
     end
   end
   local find, sub = string.find, string.sub
-  local docs, ends, members, pos, k = {}, {}, {}, 1, 0
+  -- the batch and its count of entries first: a '1' that cannot be read stops the loop below
+  -- (its entries recorded so far stay, the count too high: kept until their age, not lost)
+  local count = n
+  if kinds ~= '' or position then
+    count = 0
+    for i = 1, n do
+      if (kinds == '' or sub(kinds, i, i) ~= '0') and (not position or position[i]) then
+        count = count + 1
+      end
+    end
+  end
+  if count == 0 then
+    return
+  end
+  local batch = redis.call('INCR', P .. 'history_batch_seq')
+  redis.call('SET', P .. 'history_batch:' .. batch, docs)
+  redis.call('HSET', P .. 'history_live', batch, count)
+  local ref = '\0' .. batch .. '.'
+  local ends, members, pos, k, line = {}, {}, 1, 0, 0
   for i = 1, n do
     local kind = kinds == '' and 'p' or sub(kinds, i, i)
-    local j = i
-    if position then
-      j = position[i]
-    end
-    if kind == 'p' then
-      local doc_end = find(all, '\0', pos, true)
-      if j then
-        local result = results[i]
-        local finished_at = result[2]
-        local id = result[7] .. '#1.' .. result[6] .. '#success'
-        docs[k + 1] = id
-        docs[k + 2] = sub(all, pos, doc_end - 1) .. ',"fire_time":"' .. finished[j][2][2] .. '"' .. owner_json .. '}'
-        ends[k + 1], ends[k + 2] = finished_at, id
-        members[k + 1], members[k + 2] = '0', task_ids[j] .. '\0' .. zeros[#finished_at] .. finished_at .. '\0' .. id
-        k = k + 2
+    if kind ~= '0' then
+      line = line + 1
+      local j = i
+      if position then
+        j = position[i]
       end
-      pos = doc_end + 1
-    elseif kind == '1' then
-      local doc_end = find(all, '\0', pos, true)
-      local task_end = find(all, '\0', doc_end + 1, true)
-      local id_end = find(all, '\0', task_end + 20, true)
-      if j then
-        local id = sub(all, task_end + 20, id_end - 1)
-        docs[k + 1], docs[k + 2] = id, sub(all, pos, doc_end - 1)
-        ends[k + 1], ends[k + 2] = sub(all, task_end + 1, task_end + 18), id
-        members[k + 1], members[k + 2] = '0', sub(all, doc_end + 1, id_end - 1)
-        k = k + 2
+      if kind == 'p' then
+        if j then
+          local result = results[i]
+          local finished_at = result[2]
+          local member = task_ids[j] .. '\0' .. zeros[#finished_at] .. finished_at .. '\0' .. result[7]
+            .. '#1.' .. result[6] .. '#success' .. ref .. line
+          ends[k + 1], ends[k + 2] = finished_at, member
+          members[k + 1], members[k + 2] = '0', member
+          k = k + 2
+        end
+      else
+        local task_end = find(ones, '\0', pos, true)
+        local id_end = find(ones, '\0', task_end + 20, true)
+        if j then
+          local member = sub(ones, pos, id_end - 1) .. ref .. line
+          ends[k + 1], ends[k + 2] = sub(ones, task_end + 1, task_end + 18), member
+          members[k + 1], members[k + 2] = '0', member
+          k = k + 2
+        end
+        pos = id_end + 1
       end
-      pos = id_end + 1
-    end
-    if k == HISTORY_CHUNK then
-      write_history(docs, ends, members, k)
-      k = 0
+      if k == HISTORY_CHUNK then
+        write_history(ends, members, k)
+        k = 0
+      end
     end
   end
   if k > 0 then
-    write_history(docs, ends, members, k)
+    write_history(ends, members, k)
   end
 end
 

@@ -1,39 +1,43 @@
--- ARGV: prefix, sizes, parts. Entry i is four numbers of sizes (a comma-separated list): the
--- lengths of its id and task id, its end (epoch microseconds) and the length of its JSON
--- document; parts holds id, task id and document of every entry, back to back. Two arguments
--- for any number of entries, read with string.sub: no JSON to decode here, no escaping of the
--- documents by the client. Records history entries; an id recorded already is left as it was.
--- The whole batch is four variadic commands: the documents (HMGET, then HSET of the new ones),
--- the end-time index and the per-task index (ZADD each; see Keys.history_by_task).
-local K_HISTORY, K_DOCS, K_BY_TASK = P .. 'history', P .. 'history_docs', P .. 'history_by_task'
-local sizes, parts, at = ARGV[2], ARGV[3], 1
-local numbers = {}
-for number in string.gmatch(sizes, '%d+') do
-  numbers[#numbers + 1] = number
-end
-local ids, entries = {}, {}
-for i = 1, #numbers, 4 do
-  local id_end = at + tonumber(numbers[i])
-  local task_end = id_end + tonumber(numbers[i + 1])
-  local doc_end = task_end + tonumber(numbers[i + 3])
-  local id = string.sub(parts, at, id_end - 1)
-  ids[#ids + 1] = id
-  entries[#entries + 1] = {id, string.sub(parts, id_end, task_end - 1), numbers[i + 2], string.sub(parts, task_end, doc_end - 1)}
-  at = doc_end
-end
-local stored, seen = get_many(K_DOCS, ids), {}
-local docs, times, members = {}, {}, {}
-for i, entry in ipairs(entries) do
-  local id, score = entry[1], entry[3]
-  if not stored[i] and not seen[id] then
-    seen[id] = true
-    docs[#docs + 1], docs[#docs + 2] = id, entry[4]
-    times[#times + 1], times[#times + 2] = score, id
-    members[#members + 1] = 0
-    members[#members + 1] = entry[2] .. '\0' .. string.rep('0', 18 - #score) .. score .. '\0' .. id
+-- ARGV: prefix, docs, members. Records history entries (redis/history.py's pack): docs is the
+-- batch's documents as it is kept (Keys.history_batch: a first line of what they share, then a
+-- line per entry), members each entry's "task id NUL end NUL entry id NUL" (the end 18 digits),
+-- in the lines' order. Two arguments for any number of entries, no JSON decoded here. An entry
+-- recorded already (a member of its task, end and id in history_by_task, of this key layout or
+-- an older one) is left as it was, its line unread. Each entry recorded gets the member
+-- "task id NUL end NUL entry id NUL batch.line" in history_by_task and history_at.
+local K_BY_TASK = P .. 'history_by_task'
+local docs, packed, at = ARGV[2], ARGV[3], 1
+local find, sub = string.find, string.sub
+local fresh, ends, seen, line = {}, {}, {}, 0
+while at <= #packed do
+  local task_end = find(packed, '\0', at, true)
+  local id_end = task_end and find(packed, '\0', task_end + 20, true)
+  if not id_end or sub(packed, task_end + 19, task_end + 19) ~= '\0' then
+    error('backbeat: history entry ' .. (line + 1) .. ' of a batch cannot be read')
   end
+  line = line + 1
+  local member = sub(packed, at, id_end - 1)
+  if not seen[member] then
+    seen[member] = true
+    if #redis.call('ZRANGEBYLEX', K_BY_TASK, '[' .. member, '(' .. member .. '\1', 'LIMIT', 0, 1) == 0 then
+      fresh[#fresh + 1], fresh[#fresh + 2] = member, line
+      ends[#ends + 1] = sub(packed, task_end + 1, task_end + 18)
+    end
+  end
+  at = id_end + 1
 end
-call_many('HSET', K_DOCS, docs)
-call_many('ZADD', K_HISTORY, times)
-call_many('ZADD', K_BY_TASK, members)
-return 0
+if #fresh == 0 then
+  return 0
+end
+local batch = redis.call('INCR', P .. 'history_batch_seq')
+redis.call('SET', P .. 'history_batch:' .. batch, docs)
+redis.call('HSET', P .. 'history_live', batch, #ends)
+local by_end, by_task = {}, {}
+for i = 1, #fresh, 2 do
+  local member = fresh[i] .. '\0' .. batch .. '.' .. fresh[i + 1]
+  by_end[#by_end + 1], by_end[#by_end + 2] = ends[(i + 1) / 2], member
+  by_task[#by_task + 1], by_task[#by_task + 2] = 0, member
+end
+call_many('ZADD', P .. 'history_at', by_end)
+call_many('ZADD', K_BY_TASK, by_task)
+return #ends
