@@ -29,7 +29,7 @@ from bench import targets
 from bench.counted import COUNT, noop
 from bench.stores import StoreTarget, redis_server_cpu
 
-ROUNDS = 5
+ROUNDS = 7
 """Pairs of rounds (one off, one on) per store."""
 TARGET_SHARE = 0.10
 """Issue 18: history adds at most this much to the cost of a fire."""
@@ -46,6 +46,9 @@ class HistoryCost:
     cpu_on: float
     shares: tuple[float, ...]
     """Each pair's on ÷ off - 1 of the CPU per fire, in the order measured."""
+    server_off: float = 0.0
+    """The Redis server's part of :attr:`cpu_off` (0 for other stores)."""
+    server_on: float = 0.0
 
     @property
     def quartiles(self) -> tuple[float, float]:
@@ -62,16 +65,26 @@ class HistoryCost:
     def describe(self) -> str:
         met = "met" if self.share <= TARGET_SHARE else "missed"
         low, high = self.quartiles
+        split = (
+            f" (this process {(self.cpu_off - self.server_off) * 1e6:.1f} → "
+            f"{(self.cpu_on - self.server_on) * 1e6:.1f}, the server {self.server_off * 1e6:.1f} → "
+            f"{self.server_on * 1e6:.1f})"
+            if self.server_off
+            else ""
+        )
         return (
-            f"{self.cpu_off * 1e6:.1f} → {self.cpu_on * 1e6:.1f} µs CPU/fire ({self.share:+.1%}, "
+            f"{self.cpu_off * 1e6:.1f} → {self.cpu_on * 1e6:.1f} µs CPU/fire{split} ({self.share:+.1%}, "
             f"{len(self.shares)} pairs: quartiles {low:+.1%}..{high:+.1%}, "
             f"range {min(self.shares):+.1%}..{max(self.shares):+.1%}, "
             f"target ≤ +{TARGET_SHARE:.0%}: {met}); {self.rate_off:,.0f} → {self.rate_on:,.0f} fires/s"
         )
 
 
-async def _fires(target: StoreTarget, n: int, *, history: bool, batch: int = 1000) -> tuple[float, float]:
-    """Fires/s and CPU seconds per fire (process and Redis server) of ``n`` stored one-shots."""
+async def _fires(
+    target: StoreTarget, n: int, *, history: bool, batch: int = 1000
+) -> tuple[float, float, float]:
+    """Fires/s, CPU seconds per fire (process and Redis server) and the server's part of them,
+    of ``n`` stored one-shots."""
     producer = target.producer()
     await producer.start()
     await producer.clear_all_jobs()
@@ -88,7 +101,8 @@ async def _fires(target: StoreTarget, n: int, *, history: bool, batch: int = 100
     await COUNT.all_ran(timeout=600)  # ten minutes: 10,000 runs take seconds
     await worker.shutdown()  # waits for every completion, and the history written after it
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-    cpu += await redis_server_cpu(target.url) - server
+    server = await redis_server_cpu(target.url) - server
+    cpu += server
     recorded = await _count(producer)
     if recorded != (n if history else 0):
         raise AssertionError(
@@ -96,7 +110,7 @@ async def _fires(target: StoreTarget, n: int, *, history: bool, batch: int = 100
         )
     await producer.clear_all_jobs()
     await producer.shutdown()
-    return n / elapsed, cpu / n
+    return n / elapsed, cpu / n, server / n
 
 
 async def _count(scheduler: BackgroundTaskScheduler) -> int:
@@ -111,15 +125,17 @@ async def _count(scheduler: BackgroundTaskScheduler) -> int:
 async def history_cost(target: StoreTarget, n: int) -> HistoryCost:
     """Fires/s and CPU per fire with history off and on over :data:`ROUNDS` pairs of rounds
     (off, on, then on, off, ...), and each pair's share."""
-    off: list[tuple[float, float]] = []
-    on: list[tuple[float, float]] = []
+    off: list[tuple[float, float, float]] = []
+    on: list[tuple[float, float, float]] = []
     for pair in range(ROUNDS):
         for history in (False, True) if pair % 2 == 0 else (True, False):
             (on if history else off).append(await _fires(target, n, history=history))
     return HistoryCost(
-        rate_off=statistics.median(rate for rate, _ in off),
-        rate_on=statistics.median(rate for rate, _ in on),
-        cpu_off=statistics.median(cpu for _, cpu in off),
-        cpu_on=statistics.median(cpu for _, cpu in on),
-        shares=tuple(cpu_on / cpu_off - 1 for (_, cpu_off), (_, cpu_on) in zip(off, on, strict=True)),
+        rate_off=statistics.median(rate for rate, _, _ in off),
+        rate_on=statistics.median(rate for rate, _, _ in on),
+        cpu_off=statistics.median(cpu for _, cpu, _ in off),
+        cpu_on=statistics.median(cpu for _, cpu, _ in on),
+        shares=tuple(cpu_on / cpu_off - 1 for (_, cpu_off, _), (_, cpu_on, _) in zip(off, on, strict=True)),
+        server_off=statistics.median(server for _, _, server in off),
+        server_on=statistics.median(server for _, _, server in on),
     )
