@@ -112,6 +112,25 @@ async def test_pages_follow_each_other_without_gaps_or_repeats_across_equal_end_
     assert [e.id for e in per_task] == [e.id for e in expected if e.task_id == "t0"]
 
 
+async def test_pages_and_since_hold_among_entries_microseconds_to_milliseconds_apart(store: Store) -> None:
+    # ends close enough that a store may keep many of them together (Redis: a 10 ms window of a
+    # batch), recorded in two calls whose ends interleave
+    ends = [T0 + timedelta(microseconds=137 * i) for i in range(120)]
+    entries = [entry(f"t{i % 4}", ended, fire=T0 - i * SECOND) for i, ended in enumerate(ends)]
+    await store.record_history(entries[::2])
+    await store.record_history(entries[1::2])
+    expected = sorted(entries, key=lambda e: (e.ended_at, e.id), reverse=True)
+
+    for limit in (1, 7, 50):
+        found = await everything(store, HistoryQuery(limit=limit))
+        assert [e.id for e in found] == [e.id for e in expected]
+    since = ends[61]
+    found = await everything(store, HistoryQuery(limit=5, since=since))
+    assert [e.id for e in found] == [e.id for e in expected if e.ended_at >= since]
+    per_task = await everything(store, HistoryQuery(task_id="t1", limit=3, since=since))
+    assert [e.id for e in per_task] == [e.id for e in expected if e.task_id == "t1" and e.ended_at >= since]
+
+
 async def test_recording_an_entry_again_keeps_one(store: Store, peer: Store) -> None:
     done = entry("pay", T0)
     await store.record_history([done])

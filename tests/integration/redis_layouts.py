@@ -74,27 +74,28 @@ async def downgrade_history_to_6(
     """Rewrite the run history's entries written in batches (key layout 7) as layouts 4-6 kept
     them, whole documents in a hash by id: those whose entry ids ``which`` picks, or all (the
     layout version is left alone when ``which`` is given: a store with entries of both)."""
-    members: list[Any] = await client.zrange(keys.history_at, 0, -1)
+    indexed: list[Any] = await client.zrange(keys.history_by_task, 0, -1)
+    members = [member for member in indexed if member.count(b"\0") == 3]
     if which is not None:
         members = [member for member in members if which(member.split(b"\0")[2])]
-    blobs: dict[bytes, list[bytes]] = {}
     for member in members:
         task_id, end, entry_id, ref = member.split(b"\0")
         batch, _, line = ref.partition(b".")
-        if batch not in blobs:
-            blob: Any = await client.get(keys.history_batch(batch.decode()))
-            blobs[batch] = blob.split(b"\n")
-        lines = blobs[batch]
-        owner = orjson.loads(lines[0]).get("owner")
-        entry = HistoryEntry.from_bytes(lines[int(line)], entry_id.decode(), int(end), owner)
+        batch_key = keys.history_batch(batch.decode())
+        docs: Any = await client.hget(batch_key, "d")
+        header, *lines = docs.split(b"\n")
+        owner = orjson.loads(header).get("owner")
+        entry = HistoryEntry.from_bytes(lines[int(line) - 1], entry_id.decode(), int(end), owner)
         await client.hset(keys.history_docs, entry.id, entry.to_bytes())
         await client.zadd(keys.history, {entry.id: int(end)})
         await client.zadd(keys.history_by_task, {b"\0".join((task_id, end, entry_id)): 0})
         await client.zrem(keys.history_by_task, member)
-        await client.zrem(keys.history_at, member)
         if await client.hincrby(keys.history_live, batch, -1) == 0:
+            listed: Any = await client.hget(batch_key, "m")
+            ends = listed.split(b"\0")[1::4]
+            await client.zrem(keys.history_at, *{b"%b.%d" % (batch, int(e) // 10_000) for e in ends})
             await client.hdel(keys.history_live, batch)
-            await client.delete(keys.history_batch(batch.decode()))
+            await client.delete(batch_key)
     if which is None:
         await client.delete(keys.history_at, keys.history_live, keys.history_batch_seq)
         await client.set(keys.layout, "6")

@@ -1,21 +1,24 @@
-"""Run history of the Redis store (key layout 7): the documents of each batch of entries recorded
-in one call kept as they came, in one string (:meth:`.Keys.history_batch`: a first line of what
-they share, then a line per entry), and each entry as one member, ``task id \\0 end \\0 entry id
-\\0 batch.line``, of two sorted sets: the per-task index (:meth:`.Keys.history_by_task`, scores
-0, one task's entries a lexical range in (end, id) order) and the end-time index
-(:meth:`.Keys.history_at`, scored by the end).
+"""Run history of the Redis store (key layout 7), written a batch at a time: the entries one
+completion (or one ``record_history`` call) records are one hash (:meth:`.Keys.history_batch`):
+their documents as they came (a first line of what they share, then a line per entry) and their
+members. Each entry is one member, ``task id \\0 end \\0 entry id \\0 batch.line``, of the per-task
+index (:meth:`.Keys.history_by_task`, scores 0, one task's entries a lexical range in (end, id)
+order); the end-time index (:meth:`.Keys.history_at`) holds each batch once per window of ends
+(:data:`WINDOW`) it spans, scored by its latest end there.
 
-A completion writes two members an entry and one string a batch: nothing is cut out of or put
-together into a document on the server, where the layout before kept each document in a hash
-under its id, the id in a third sorted set (about 24k of a completion's server instructions an
-entry, now about 12k; ``docs/performance.md``). Entries of that layout (:meth:`.Keys.history`,
-:meth:`.Keys.history_docs`, per-task members without the batch) stay where they are, read and
-pruned beside the new ones, as are those a process of that layout goes on writing while others
-are upgraded.
+A completion thus writes one member an entry, where the layout before wrote a document in a hash
+under the entry's id, the id in a sorted set by end and the per-task member: the server's work
+per entry fell from about 24k instructions to about 10k (``docs/performance.md``), and the
+random-place inserts into a third structure are gone. Entries of that layout
+(:meth:`.Keys.history`, :meth:`.Keys.history_docs`, per-task members without a batch) stay where
+they are, read and pruned beside the new ones, as are those a process of that layout goes on
+writing while others are upgraded.
 
-Pages run by (end, id) descending as in the SQL stores, whole or for one task. Pruning reads the
-members to drop by rank, score or lexical range, never every key, and a batch goes with the last
-of its entries.
+Pages run by (end, id) descending as in the SQL stores, whole or for one task. A page across
+tasks reads the windows of batches downwards from its cursor's, each batch's members of the
+window that are still in the per-task index (one pruned by its task's count leaves its batch's
+document behind until the rest of the batch goes). Pruning finds what to drop by rank, score or
+lexical range, never by reading every key, and a batch goes with the last of its entries.
 """
 
 from __future__ import annotations
@@ -39,6 +42,14 @@ from backbeat.stores.redis.keys import Keys
 log = logging.getLogger("backbeat.stores")
 
 READ_BATCH = 200
+WINDOW = 10_000
+"""Microseconds of ends one entry of the end-time index spans at most (``_lib.lua``'s
+``HISTORY_WINDOW_DIGITS``: an end without its last 4 digits names its window)."""
+WINDOW_BATCH = 20
+"""Entries of the end-time index (a batch's window, up to a few hundred entries) read at once."""
+PRUNE_WINDOWS = PRUNE_BATCH
+"""Windows of batches past their age one prune reads: it removes whole ones until
+:data:`.PRUNE_BATCH` entries are removed (a window holds a batch's entries of 10 ms)."""
 _END_DIGITS = 18
 """Digits of an end time in a member (epoch microseconds up to the year 9999)."""
 
@@ -152,36 +163,48 @@ def completion_args(
 
 
 class _EndIndex:
-    """One end-time index read downwards in batches: every entry it holds at or above
-    :attr:`floor` is in :attr:`keys` (ties at a batch's lowest end are read whole, so that
-    (end, id) order holds across batches)."""
+    """An end-time index read downwards in batches: every entry it holds at or above
+    :attr:`floor` is in :attr:`keys` (ties at a batch's lowest score are read whole, so that
+    (end, id) order holds across batches). Layout 7's (:meth:`.Keys.history_at`) scores windows
+    of batches by their latest end, each holding entries up to :data:`WINDOW` earlier; the older
+    layout's (:meth:`.Keys.history`) scores entry ids by their ends."""
 
-    def __init__(self, key: str, legacy: bool, high: int | None, low: int | None) -> None:
-        self._key = key
+    def __init__(
+        self, conn: Connection, keys: Keys, high: int | None, low: int | None, *, legacy: bool
+    ) -> None:
+        self._conn = conn
+        self._key = keys.history if legacy else keys.history_at
         self._legacy = legacy
+        if high is not None and not legacy:
+            high = (high // WINDOW + 1) * WINDOW - 1  # the cursor's window holds entries past it
         self._high: str = "+inf" if high is None else str(high)
         self._low: str = "-inf" if low is None else str(low)
+        self._lowest = "" if low is None else f"{low:0{_END_DIGITS}d}"
         self.keys: list[_Key] = []
         self.floor: int | None = None
-        """The lowest end read (``None``: everything is read)."""
+        """The lowest score read (``None``: everything is read)."""
         self.done = False
 
-    def _parse(self, items: list[Any]) -> list[_Key]:
+    async def _parse(self, items: list[Any]) -> list[_Key]:
         if self._legacy:
             return [(round(score), text(member), None) for member, score in items]
-        return [key for member, _ in items if (key := _key_of(member)) is not None]
+        if not items:
+            return []
+        members = await self._conn.run("history_windows", self._lowest, *(member for member, _ in items))
+        return [key for member in members if (key := _key_of(member)) is not None]
 
     async def more(self, client: Any) -> None:
+        count = READ_BATCH if self._legacy else WINDOW_BATCH
         items: list[Any] = await client.zrevrangebyscore(
-            self._key, self._high, self._low, start=0, num=READ_BATCH, withscores=True
+            self._key, self._high, self._low, start=0, num=count, withscores=True
         )
-        if len(items) < READ_BATCH:
-            self.keys += self._parse(items)
+        if len(items) < count:
+            self.keys += await self._parse(items)
             self.done, self.floor = True, None
             return
         lowest = round(items[-1][1])
         ties: list[Any] = await client.zrangebyscore(self._key, lowest, lowest, withscores=True)
-        self.keys += [key for key in self._parse(items) if key[0] > lowest] + self._parse(ties)
+        self.keys += await self._parse([item for item in items if round(item[1]) > lowest] + ties)
         self.floor, self._high = lowest, f"({lowest}"
 
     def take(self, floor: int | None) -> list[_Key]:
@@ -217,7 +240,7 @@ class History:
                     low, high = _task_range(task_id)
                     pipe.zrangebylex(keys.history_by_task, low, b"(" + _ended(task_id, cutoff_us))
                     pipe.zrevrangebylex(keys.history_by_task, high, low, start=keep, num=-1)
-                pipe.zrangebyscore(keys.history_at, "-inf", f"({cutoff_us}", start=0, num=PRUNE_BATCH)
+                pipe.zrangebyscore(keys.history_at, "-inf", f"({cutoff_us}", start=0, num=PRUNE_WINDOWS)
                 pipe.zrangebyscore(
                     keys.history, "-inf", f"({cutoff_us}", start=0, num=PRUNE_BATCH, withscores=True
                 )
@@ -227,11 +250,13 @@ class History:
                 for member in (*found[2 * index], *found[2 * index + 1]):
                     if _entry_of(task_id, member) is not None:
                         members.add(member)
-            members.update(found[-2])
             old_ids = await self._old_members(client, found[-1], members)
-            if not members and not old_ids:
+            windows = [text(window) for window in found[-2]]
+            if not members and not old_ids and not windows:
                 return 0
-            removed = await self._conn.run("history_prune", *sorted(members), "", *sorted(old_ids))
+            removed = await self._conn.run(
+                "history_prune", PRUNE_BATCH, *sorted(members), "", *sorted(old_ids), "", *windows
+            )
             return int(removed)
 
     async def _old_members(self, client: Any, old: list[Any], members: set[bytes]) -> set[str]:
@@ -255,8 +280,8 @@ class History:
         high = None if after is None else after[0]
         low = None if query.since is None else to_us(query.since)
         indexes = [
-            _EndIndex(self._keys.history_at, False, high, low),
-            _EndIndex(self._keys.history, True, high, low),
+            _EndIndex(self._conn, self._keys, high, low, legacy=False),
+            _EndIndex(self._conn, self._keys, high, low, legacy=True),
         ]
         client = await self._conn.ready()
         found: list[HistoryEntry] = []

@@ -174,13 +174,15 @@ class Keys:
 
     @property
     def history_at(self) -> str:
-        """Sorted set, key layout 7: an entry's :meth:`history_by_task` member -> its end time;
-        every task's entries (those of :meth:`history` written before)."""
+        """Sorted set, key layout 7: ``batch.window`` -> the latest end of the batch's entries in
+        that window of ends (10 ms: an end without its last 4 digits); every task's entries
+        (those of :meth:`history` written before)."""
         return f"{self.base}history_at"
 
     def history_batch(self, batch: int | str) -> str:
-        """String, key layout 7: the documents of a batch of entries recorded in one call, a line
-        each, after a first line of what they share (``{"owner": ...}``)."""
+        """Hash, key layout 7, of a batch of entries recorded in one call: ``d`` their documents,
+        a line each after a first line of what they share (``{"owner": ...}``), and ``m`` their
+        :meth:`history_by_task` members, joined by NULs."""
         return f"{self.base}history_batch:{batch}"
 
     @property

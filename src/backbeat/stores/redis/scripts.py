@@ -35,9 +35,10 @@ NAMES = (
     "put_state",
     "history",
     "history_read",
+    "history_windows",
     "history_prune",
 )
-READS = frozenset({"read", "next", "exists", "history_read"})
+READS = frozenset({"read", "next", "exists", "history_read", "history_windows"})
 """The scripts that write nothing (a replica's acknowledgement is never waited for)."""
 
 

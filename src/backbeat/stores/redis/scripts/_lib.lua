@@ -798,3 +798,29 @@ local function add_waiting_run(id, rid, fire, now)
   wake()
   return 'ok'
 end
+
+-- Run history's end-time index (Keys.history_at) holds a batch once for each window of ends it
+-- spans: the end (epoch microseconds, decimal) without its last HISTORY_WINDOW_DIGITS digits,
+-- 10 ms wide (redis/history.py's WINDOW); a page past a cursor reads one window's batches more.
+local HISTORY_WINDOW_DIGITS = 4
+
+-- The window (HISTORY_WINDOW_DIGITS) of an end, given as decimal digits, zeros in front or not.
+local function history_window(ended)
+  local window = string.sub(string.match(ended, '^0*(%d-%d)$'), 1, -HISTORY_WINDOW_DIGITS - 1)
+  return window == '' and '0' or window
+end
+
+-- Each member of a history batch's list (members joined by NULs, four parts each: task id, end
+-- in 18 digits, entry id, batch.line), as {member, end}; none for a batch that is gone.
+local function history_listed(batch)
+  local list = redis.call('HGET', P .. 'history_batch:' .. batch, 'm')
+  local found, at, find, sub = {}, 1, string.find, string.sub
+  while list and at <= #list do
+    local task_end = find(list, '\0', at, true)
+    local id_end = find(list, '\0', task_end + 20, true)
+    local ref_end = find(list, '\0', id_end + 1, true) or #list + 1
+    found[#found + 1] = {sub(list, at, ref_end - 1), sub(list, task_end + 1, task_end + 18)}
+    at = ref_end + 1
+  end
+  return found
+end

@@ -163,24 +163,20 @@ end
 
 -- The run history of the runs completed here (redis/history.py's completion_args): what each
 -- result's entry is, the batch's documents (a first line of what they share, then a line per
--- entry, in the results' order), and the members of the '1' entries. The documents are kept
--- as they came, one key (Keys.history_batch) for the batch: no document is cut out or put
--- together here. Each entry has one member, "task id NUL end NUL entry id NUL batch.line", in
--- two indexes: history_by_task (scores 0, one task's entries a lexical range) and history_at
--- (scored by the end). A 'p' (a plain success, most entries) has its member spelled here from
--- what the completion holds (task id, end, run id and token); a '1' has it sent ("task id NUL
--- end NUL entry id", each part followed by a NUL). ('' for the kinds: every entry a 'p'.) A
--- run not completed here (lost, or waiting under its token) leaves its line unread in the
--- batch. No look for the ids first (history.lua's): an id spells the fencing token of the lease
--- the run was completed under, and a run is completed once under a token (a completion sent
--- again finds it gone), so an id is only ever written with the same entry.
+-- entry, in the results' order), and the members of the '1' entries. The batch is one hash
+-- (Keys.history_batch): the documents as they came (no document is cut out or put together
+-- here), and its entries' members. Each entry is one member, "task id NUL end NUL entry id NUL
+-- batch.line", of the per-task index history_by_task (scores 0, one task's entries a lexical
+-- range); the end-time index history_at holds the batch once per window of ends it spans
+-- (HISTORY_WINDOW_DIGITS), scored by its latest end there: a write per batch, not per entry. A 'p' (a
+-- plain success, most entries) has its member spelled here from what the completion holds
+-- (task id, end, run id and token); a '1' has it sent ("task id NUL end NUL entry id", each
+-- part followed by a NUL). ('' for the kinds: every entry a 'p'.) A run not completed here
+-- (lost, or waiting under its token) leaves its line unread in the batch. No look for the ids
+-- first (history.lua's): an id spells the fencing token of the lease the run was completed
+-- under, and a run is completed once under a token (a completion sent again finds it gone), so
+-- an id is only ever written with the same entry.
 local HISTORY_CHUNK = 200 -- items: a score and a member
--- The two arrays are filled again after each write (their first k items), not made anew: a
--- new table grows by doubling, rehashing what it holds each time.
-local function write_history(ends, members, k)
-  redis.call('ZADD', P .. 'history_at', unpack(ends, 1, k))
-  redis.call('ZADD', P .. 'history_by_task', unpack(members, 1, k))
-end
 
 local function record_history(kinds, docs, ones)
   local zeros = {} -- an end's zeros in front, to 18 digits (a member's fixed width), by its length
@@ -212,10 +208,11 @@ local function record_history(kinds, docs, ones)
     return
   end
   local batch = redis.call('INCR', P .. 'history_batch_seq')
-  redis.call('SET', P .. 'history_batch:' .. batch, docs)
   redis.call('HSET', P .. 'history_live', batch, count)
   local ref = '\0' .. batch .. '.'
-  local ends, members, pos, k, line = {}, {}, 1, 0, 0
+  -- members: scores and members for ZADD (its first k items, filled again after each write: a
+  -- new table grows by doubling, rehashing what it holds each time); listed: every member
+  local members, listed, latest, windows, pos, k, line = {}, {}, {}, {}, 1, 0, 0
   for i = 1, n do
     local kind = kinds == '' and 'p' or sub(kinds, i, i)
     if kind ~= '0' then
@@ -224,36 +221,54 @@ local function record_history(kinds, docs, ones)
       if position then
         j = position[i]
       end
+      local member, ended
       if kind == 'p' then
         if j then
           local result = results[i]
-          local finished_at = result[2]
-          local member = task_ids[j] .. '\0' .. zeros[#finished_at] .. finished_at .. '\0' .. result[7]
-            .. '#1.' .. result[6] .. '#success' .. ref .. line
-          ends[k + 1], ends[k + 2] = finished_at, member
-          members[k + 1], members[k + 2] = '0', member
-          k = k + 2
+          ended = result[2]
+          member = task_ids[j] .. '\0' .. zeros[#ended] .. ended .. '\0' .. result[7] .. '#1.' .. result[6]
+            .. '#success' .. ref .. line
         end
       else
         local task_end = find(ones, '\0', pos, true)
         local id_end = find(ones, '\0', task_end + 20, true)
         if j then
-          local member = sub(ones, pos, id_end - 1) .. ref .. line
-          ends[k + 1], ends[k + 2] = sub(ones, task_end + 1, task_end + 18), member
-          members[k + 1], members[k + 2] = '0', member
-          k = k + 2
+          member = sub(ones, pos, id_end - 1) .. ref .. line
+          ended = string.match(sub(ones, task_end + 1, task_end + 18), '^0*(%d-%d)$')
         end
         pos = id_end + 1
       end
+      if member then
+        members[k + 1], members[k + 2] = '0', member
+        k = k + 2
+        listed[#listed + 1] = member
+        local window = sub(ended, 1, -HISTORY_WINDOW_DIGITS - 1)
+        if window == '' then
+          window = '0'
+        end
+        local top = latest[window]
+        if not top then
+          windows[#windows + 1] = window
+          latest[window] = ended
+        elseif #ended > #top or (#ended == #top and ended > top) then
+          latest[window] = ended
+        end
+      end
       if k == HISTORY_CHUNK then
-        write_history(ends, members, k)
+        redis.call('ZADD', P .. 'history_by_task', unpack(members, 1, k))
         k = 0
       end
     end
   end
   if k > 0 then
-    write_history(ends, members, k)
+    redis.call('ZADD', P .. 'history_by_task', unpack(members, 1, k))
   end
+  redis.call('HSET', P .. 'history_batch:' .. batch, 'd', docs, 'm', table.concat(listed, '\0'))
+  local spans = {}
+  for _, window in ipairs(windows) do
+    spans[#spans + 1], spans[#spans + 2] = latest[window], batch .. '.' .. window
+  end
+  redis.call('ZADD', P .. 'history_at', unpack(spans))
 end
 
 -- history is best effort: an argument that cannot be read costs the batch its entries, never

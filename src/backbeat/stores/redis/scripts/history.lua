@@ -1,10 +1,12 @@
 -- ARGV: prefix, docs, members. Records history entries (redis/history.py's pack): docs is the
--- batch's documents as it is kept (Keys.history_batch: a first line of what they share, then a
--- line per entry), members each entry's "task id NUL end NUL entry id NUL" (the end 18 digits),
--- in the lines' order. Two arguments for any number of entries, no JSON decoded here. An entry
--- recorded already (a member of its task, end and id in history_by_task, of this key layout or
--- an older one) is left as it was, its line unread. Each entry recorded gets the member
--- "task id NUL end NUL entry id NUL batch.line" in history_by_task and history_at.
+-- batch's documents as they are kept (a first line of what they share, then a line per entry),
+-- members each entry's "task id NUL end NUL entry id NUL" (the end 18 digits), in the lines'
+-- order. Two arguments for any number of entries, no JSON decoded here. An entry recorded
+-- already (a member of its task, end and id in history_by_task, of this key layout or an older
+-- one) is left as it was, its line unread. The entries recorded make a batch as a completion's
+-- do (complete.lua): each one member "task id NUL end NUL entry id NUL batch.line" of
+-- history_by_task, the batch a hash of the documents and the members, and in history_at once
+-- per window of ends.
 local K_BY_TASK = P .. 'history_by_task'
 local docs, packed, at = ARGV[2], ARGV[3], 1
 local find, sub = string.find, string.sub
@@ -21,7 +23,7 @@ while at <= #packed do
     seen[member] = true
     if #redis.call('ZRANGEBYLEX', K_BY_TASK, '[' .. member, '(' .. member .. '\1', 'LIMIT', 0, 1) == 0 then
       fresh[#fresh + 1], fresh[#fresh + 2] = member, line
-      ends[#ends + 1] = sub(packed, task_end + 1, task_end + 18)
+      ends[#ends + 1] = string.match(sub(packed, task_end + 1, task_end + 18), '^0*(%d-%d)$')
     end
   end
   at = id_end + 1
@@ -30,14 +32,29 @@ if #fresh == 0 then
   return 0
 end
 local batch = redis.call('INCR', P .. 'history_batch_seq')
-redis.call('SET', P .. 'history_batch:' .. batch, docs)
 redis.call('HSET', P .. 'history_live', batch, #ends)
-local by_end, by_task = {}, {}
+local by_task, listed, latest, windows = {}, {}, {}, {}
 for i = 1, #fresh, 2 do
-  local member = fresh[i] .. '\0' .. batch .. '.' .. fresh[i + 1]
-  by_end[#by_end + 1], by_end[#by_end + 2] = ends[(i + 1) / 2], member
+  local member, ended = fresh[i] .. '\0' .. batch .. '.' .. fresh[i + 1], ends[(i + 1) / 2]
   by_task[#by_task + 1], by_task[#by_task + 2] = 0, member
+  listed[#listed + 1] = member
+  local window = sub(ended, 1, -HISTORY_WINDOW_DIGITS - 1)
+  if window == '' then
+    window = '0'
+  end
+  local top = latest[window]
+  if not top then
+    windows[#windows + 1] = window
+    latest[window] = ended
+  elseif #ended > #top or (#ended == #top and ended > top) then
+    latest[window] = ended
+  end
 end
-call_many('ZADD', P .. 'history_at', by_end)
 call_many('ZADD', K_BY_TASK, by_task)
+redis.call('HSET', P .. 'history_batch:' .. batch, 'd', docs, 'm', table.concat(listed, '\0'))
+local spans = {}
+for _, window in ipairs(windows) do
+  spans[#spans + 1], spans[#spans + 2] = latest[window], batch .. '.' .. window
+end
+call_many('ZADD', P .. 'history_at', spans)
 return #ends

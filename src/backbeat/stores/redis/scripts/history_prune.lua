@@ -1,29 +1,54 @@
--- ARGV: prefix, then history_by_task members to remove, then '' and entry ids of entries
--- written before key layout 7 whose members are not known (their documents cannot be read).
--- A member "task id NUL end NUL entry id NUL batch.line" leaves both indexes, and its batch goes
--- with the last of its entries; a member of an older layout, "task id NUL end NUL entry id",
--- leaves the per-task index, and its id the end-time index and the documents. Returns how many
--- entries were removed (one removed already, by another process, is not counted).
+-- ARGV: prefix, a budget, then history_by_task members to remove, then '' and entry ids of
+-- entries written before key layout 7 whose members are not known (their documents cannot be
+-- read), then '' and entries of history_at (batch.window) whose entries are all past their age,
+-- oldest first: whole windows of them until the entries removed reach the budget.
+-- A member "task id NUL end NUL entry id NUL batch.line" leaves the per-task index; a batch goes
+-- when the last of its entries has (with its places in history_at), and an end-time entry once
+-- its window's entries are removed. A member of an older layout, "task id NUL end NUL entry id",
+-- leaves the per-task index, and its id the old end-time index and the documents. Returns how
+-- many entries were removed (one removed already, by another process, is not counted).
 local K_BY_TASK, K_AT, K_LIVE = P .. 'history_by_task', P .. 'history_at', P .. 'history_live'
 local K_OLD, K_DOCS = P .. 'history', P .. 'history_docs'
-local removed, gone, ids, i = 0, {}, {}, 2
+local match = string.match
+local removed, gone, ids = 0, {}, {}
+
+local function drop(member, batch)
+  if redis.call('ZREM', K_BY_TASK, member) == 1 then
+    removed = removed + 1
+    gone[batch] = (gone[batch] or 0) + 1
+  end
+end
+
+local budget, i = tonumber(ARGV[2]), 3
 while i <= #ARGV and ARGV[i] ~= '' do
   local member = ARGV[i]
-  local id, batch = string.match(member, '^[^%z]*%z%d+%z([^%z]*)%z?(%d*)')
+  local id, batch = match(member, '^[^%z]*%z%d+%z([^%z]*)%z?(%d*)')
   if batch and batch ~= '' then
-    redis.call('ZREM', K_BY_TASK, member)
-    if redis.call('ZREM', K_AT, member) == 1 then
-      removed = removed + 1
-      gone[batch] = (gone[batch] or 0) + 1
-    end
+    drop(member, batch)
   elseif id then
     redis.call('ZREM', K_BY_TASK, member)
     ids[#ids + 1] = id
   end
   i = i + 1
 end
+i = i + 1
+while i <= #ARGV and ARGV[i] ~= '' do
+  ids[#ids + 1] = ARGV[i]
+  i = i + 1
+end
 for j = i + 1, #ARGV do
-  ids[#ids + 1] = ARGV[j]
+  if removed >= budget then
+    break
+  end
+  local batch, window = match(ARGV[j], '^(%d+)%.(%d+)$')
+  if batch then
+    for _, item in ipairs(history_listed(batch)) do
+      if history_window(item[2]) == window then
+        drop(item[1], batch)
+      end
+    end
+  end
+  redis.call('ZREM', K_AT, ARGV[j])
 end
 for _, id in ipairs(ids) do
   redis.call('ZREM', K_OLD, id)
@@ -31,6 +56,15 @@ for _, id in ipairs(ids) do
 end
 for batch, count in pairs(gone) do
   if redis.call('HINCRBY', K_LIVE, batch, -count) <= 0 then
+    local spans, seen = {}, {}
+    for _, item in ipairs(history_listed(batch)) do
+      local span = batch .. '.' .. history_window(item[2])
+      if not seen[span] then
+        seen[span] = true
+        spans[#spans + 1] = span
+      end
+    end
+    call_many('ZREM', K_AT, spans)
     redis.call('HDEL', K_LIVE, batch)
     redis.call('DEL', P .. 'history_batch:' .. batch)
   end

@@ -8,7 +8,7 @@ for i = 2, #ARGV do
   local batch, line = string.match(ARGV[i], '^(%d+)%.(%d+)$')
   local blob = batch and blobs[batch]
   if batch and blob == nil then
-    blob = redis.call('GET', P .. 'history_batch:' .. batch)
+    blob = redis.call('HGET', P .. 'history_batch:' .. batch, 'd')
     local at = {1}
     if blob then
       local found = find(blob, '\n', 1, true)
