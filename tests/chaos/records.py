@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,4 +67,24 @@ def overlaps(per_key: Mapping[str, list[Execution]], killed: Mapping[int, float]
                 )
             if after.attempt <= before.attempt:
                 problems.append(f"{key}: attempt {after.attempt} after attempt {before.attempt}")
+    return problems
+
+
+def unaccounted_attempts(
+    per_key: Mapping[str, list[Execution]], spent: Collection[tuple[str, int]]
+) -> list[str]:
+    """The attempts of each key, up to its last execution, that did not run and that ``spent``
+    ((run id, attempt) pairs seen claimed and ended without starting the job) does not account
+    for. A run's attempt grows by one each time a process takes it over from an owner whose
+    lease ended: an attempt is rightly skipped only when its owner died or gave the run up
+    before starting it."""
+    problems: list[str] = []
+    for key, runs in per_key.items():
+        ran = {e.attempt for e in runs}
+        missing = [a for a in range(1, max(ran) + 1) if a not in ran and (key, a) not in spent]
+        if missing:
+            problems.append(
+                f"{key}: attempts {missing} never ran, and nothing shows a claim of them that ended "
+                f"unstarted (ran: {sorted(ran)})"
+            )
     return problems

@@ -15,7 +15,7 @@ from backbeat.api.taskbuild import from_callable
 from backbeat.engine.history import HistoryRecorder
 from backbeat.engine.loop import Engine, EngineConfig
 from backbeat.executors import AsyncIOExecutor
-from backbeat.model.events import EventHub
+from backbeat.model.events import EventHub, EventKind, SchedulerEvent
 from backbeat.model.history import HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings
 from backbeat.model.records import Run, RunOutcome, RunResult, Task, TaskOptions
 from backbeat.model.registry import JobRegistry
@@ -37,14 +37,16 @@ class World:
         self.takes = 0.0
         self.gate: asyncio.Event | None = None
 
-    def engine(self, *, fake_deadlines: bool = False, **config: Any) -> Engine:
+    def engine(
+        self, *, owner: str = "host-a:4242:abcd", fake_deadlines: bool = False, **config: Any
+    ) -> Engine:
         """An engine; with ``fake_deadlines`` its lease deadlines go by the fake clock too."""
         engine = Engine(
             self.store,
             self.registry,
             {"default": AsyncIOExecutor()},
             EventHub(),
-            EngineConfig(owner="host-a:4242:abcd", lease=timedelta(seconds=10), **config),
+            EngineConfig(owner=owner, lease=timedelta(seconds=10), **config),
             clock=self.clock,
             sleep=self.clock.sleep,
             monotonic=(lambda: (self.clock() - T0).total_seconds()) if fake_deadlines else None,
@@ -221,6 +223,35 @@ async def test_a_run_whose_lease_was_lost_is_recorded_as_lost_lease(world: World
     [entry] = await world.history(task_id=task.id)
     assert (entry.outcome, entry.started_at) == (HistoryOutcome.LOST_LEASE, T0)
     assert world.calls == 1
+
+
+async def test_a_run_given_up_unstarted_after_a_slow_claim_is_recorded_as_lost_lease(world: World) -> None:
+    dead, slow, rescuer = (world.engine(owner=f"host-{n}:{n}:abcd") for n in "abc")
+    lost: list[SchedulerEvent] = []
+    slow.events.add_listener(lost.append, [EventKind.RUN_LEASE_LOST])
+    task = await world.add(every=None)
+    world.gate = asyncio.Event()
+    await dead._claim_once(100)  # attempt 1 starts, then its owner stops renewing
+    world.clock.advance(11)
+    claimed = await slow._claim(100)  # takes attempt 2 over ...
+    assert [run.attempt for run in claimed.runs] == [2]
+    world.clock.advance(11)  # ... and hears back only after its lease ended
+    await rescuer._claim_once(100)
+    await settle()
+    await slow._start(claimed)
+    await settle()
+    await slow.history.flush(force=True)
+
+    assert slow.active_runs() == [] and [run.attempt for run in rescuer.active_runs()] == [3]
+    assert world.calls == 2
+    [entry] = await world.history(task_id=task.id)
+    assert (entry.outcome, entry.attempt, entry.started_at, entry.owner) == (
+        HistoryOutcome.LOST_LEASE,
+        2,
+        None,
+        slow.owner,
+    )
+    assert [(event.run_id, event.attempt) for event in lost] == [(entry.run_id, 2)]
 
 
 async def test_a_dead_letter_run_again_is_recorded_again(world: World) -> None:

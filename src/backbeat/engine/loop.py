@@ -413,6 +413,8 @@ class Engine:
 
         Only looked at when the store was slow: if claiming and firing took a third of the
         lease or more, a lease may have ended meanwhile and another owner taken the run over.
+        A run given up so is recorded in the history as ``lost_lease`` without a start: its
+        attempt number was spent here, and the owner that took it over runs the next one.
         """
         if not runs or self.clock() - since < self.config.lease / 3:
             return runs
@@ -423,7 +425,14 @@ class Engine:
         self.deadlines.granted(held, sent)
         for run in runs:
             if run.id not in held:
-                log.warning("run %s not started: its lease ended while the store was slow", run.id)
+                log.warning(
+                    "run %s (attempt %d) not started: its lease ended while the store was slow",
+                    run.id,
+                    run.attempt,
+                )
+                self.history.lost_lease(run, run.task, None)
+                if run.task is not None:
+                    self._emit(EventKind.RUN_LEASE_LOST, run.task, run=run)
         return [run for run in runs if run.id in held]
 
     async def _sleep_until_due(self) -> None:

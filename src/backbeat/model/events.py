@@ -33,7 +33,8 @@ class EventKind(enum.StrEnum):
     """A fire time folded into the run of a later one (``coalesce=True``): not run on its own."""
     RUN_LOST = "run_lost"
     RUN_LEASE_LOST = "run_lease_lost"
-    """A run stopped here because its lease could not be renewed in time (another owner may run it)."""
+    """A run stopped here because its lease could not be renewed in time, or not started because
+    its lease ended while the store was slow to answer the claim (another owner may run it)."""
     RUN_DEFERRED = "run_deferred"
     RUN_SKIPPED = "run_skipped"
     """A fire time the task's overlap policy refused (``skip``, a full buffer): not run."""

@@ -41,7 +41,8 @@ class HistoryOutcome(enum.StrEnum):
     policy refused it: it never ran."""
     CANCELLED = "cancelled"
     LOST_LEASE = "lost_lease"
-    """Stopped here because its lease could not be renewed in time (another owner may run it)."""
+    """Stopped here because its lease could not be renewed in time, or not started because its
+    lease ended while the store was slow to answer the claim (another owner may run it)."""
     LOST = "lost"
     """An at-most-once run whose owner died mid-run: not run again."""
     ORPHANED = "orphaned"
