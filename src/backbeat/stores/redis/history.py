@@ -45,8 +45,11 @@ READ_BATCH = 200
 WINDOW = 10_000
 """Microseconds of ends one entry of the end-time index spans at most (``_lib.lua``'s
 ``HISTORY_WINDOW_DIGITS``: an end without its last 4 digits names its window)."""
-WINDOW_BATCH = 20
-"""Entries of the end-time index (a batch's window, up to a few hundred entries) read at once."""
+WINDOWS_READ = (2, 64)
+"""Entries of the end-time index (a batch's window: one entry to a few hundred) read at once:
+the first read of a page takes the fewest, each next one twice as many, up to the most (a page
+of the newest runs reads a window or two, one far down a sparse history no more calls than
+needed)."""
 PRUNE_WINDOWS = PRUNE_BATCH
 """Windows of batches past their age one prune reads: it removes whole ones until
 :data:`.PRUNE_BATCH` entries are removed (a window holds a batch's entries of 10 ms)."""
@@ -180,6 +183,7 @@ class _EndIndex:
         self._high: str = "+inf" if high is None else str(high)
         self._low: str = "-inf" if low is None else str(low)
         self._lowest = "" if low is None else f"{low:0{_END_DIGITS}d}"
+        self._windows = WINDOWS_READ[0]
         self.keys: list[_Key] = []
         self.floor: int | None = None
         """The lowest score read (``None``: everything is read)."""
@@ -194,7 +198,8 @@ class _EndIndex:
         return [key for member in members if (key := _key_of(member)) is not None]
 
     async def more(self, client: Any) -> None:
-        count = READ_BATCH if self._legacy else WINDOW_BATCH
+        count = READ_BATCH if self._legacy else self._windows
+        self._windows = min(self._windows * 2, WINDOWS_READ[1])
         items: list[Any] = await client.zrevrangebyscore(
             self._key, self._high, self._low, start=0, num=count, withscores=True
         )
@@ -287,9 +292,15 @@ class History:
         found: list[HistoryEntry] = []
         with self._conn.errors():
             while len(found) <= query.limit and not all(i.done and not i.keys for i in indexes):
-                for index in indexes:
-                    if not index.done and not index.keys:
+                # each index not read yet, else the one whose floor holds the others back (what
+                # it read may all lie below its floor: a window's latest entry pruned, or before
+                # since)
+                reading = [index for index in indexes if not index.done]
+                if first := [index for index in reading if index.floor is None]:
+                    for index in first:
                         await index.more(client)
+                elif reading:
+                    await max(reading, key=lambda index: index.floor or 0).more(client)
                 # what every index holds at or above the highest of their floors is read
                 floors = [index.floor for index in indexes if not index.done]
                 floor = max((f for f in floors if f is not None), default=None)
