@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio
+from redis.asyncio.connection import AbstractConnection
 
 from backbeat.errors import StoreUnavailableError
 from backbeat.stores.redis import RedisStore
 from backbeat.stores.redis import connection as redis_connection
 from backbeat.stores.redis.pool import PoolTimeoutError, WaitingConnectionPool
-from tests.integration.test_redis_store import delete_keys
+from tests.integration.test_redis_store import delete_keys, task
 from tests.redis_server import usable_redis_url
 
 pytestmark = pytest.mark.redis
@@ -105,3 +107,36 @@ async def test_a_store_call_finding_its_pool_starved_says_so(starved_store: Redi
         r"\(max_connections, connection_pool_size\) was released within 0\.5 s",
     ):
         await starved_store.get("a")
+
+
+class CountingPool(WaitingConnectionPool):
+    """The pool, counting the connections asked of it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.asked = 0
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        self.asked += 1
+        return await super().get_connection(*args, **kwargs)
+
+
+async def test_an_add_finding_its_pool_starved_does_not_ask_it_again() -> None:
+    # a pool's timeout is no failed connection: before, the add's borrowed connection was asked
+    # for once more as after a failed handshake, waiting the pool's timeout twice
+    url, prefix = usable_redis_url(), f"test-{uuid.uuid4().hex[:12]}"
+    pool = CountingPool.from_url(url, max_connections=1, timeout=0.2)
+    client = redis.asyncio.Redis(connection_pool=pool)
+    store = RedisStore(prefix=prefix, client=client)
+    await store.open()
+    held = await pool.get_connection()
+    try:
+        pool.asked = 0
+        with pytest.raises(StoreUnavailableError, match=r"the client's pool had no free connection"):
+            await store.add([task("a")])
+        assert pool.asked == 1
+    finally:
+        await pool.release(held)
+        await store.close()
+        await client.aclose()
+        await delete_keys(url, prefix)
