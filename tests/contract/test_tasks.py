@@ -50,6 +50,27 @@ async def test_a_single_add_stores_its_tags_and_is_refused_for_an_existing_id(st
     assert (await store.list(TaskFilter(tag="green")))[0] == []
 
 
+@pytest.mark.parametrize(
+    ("batch", "replace"),
+    [
+        pytest.param(1, False, id="lone"),
+        pytest.param(1, True, id="lone-replace"),
+        pytest.param(3, False, id="batch"),
+        pytest.param(3, True, id="batch-replace"),
+        pytest.param(1001, False, id="past-one-redis-script"),  # (the empty one last)
+    ],
+)
+async def test_an_empty_id_is_refused_at_call_time_and_nothing_of_the_batch_is_written(
+    store: Store, batch: int, replace: bool
+) -> None:
+    # before, stores kept a task of id '', which Redis paging reads as "from the start"
+    tasks = [task(f"t{i:04d}") for i in range(batch - 1)]
+    tasks.insert(1 if batch == 3 else batch - 1, task("", name="nameless"))
+    with pytest.raises(ValueError, match=r"task id '' \(of the task named 'nameless'\) is empty"):
+        await store.add(tasks, replace=replace)
+    assert (await store.list())[0] == []
+
+
 async def test_replace_overwrites_but_keeps_running_and_counters(store: Store) -> None:
     await store.add([task("a", max_instances=2)])
     [run] = await start_run(store, "w1", then=T0 + MINUTE)

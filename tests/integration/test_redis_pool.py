@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
+import redis.asyncio
+from redis.asyncio.connection import AbstractConnection
 
-from backbeat.stores.redis.pool import WaitingConnectionPool
+from backbeat.errors import StoreUnavailableError
+from backbeat.stores.redis import RedisStore
+from backbeat.stores.redis import connection as redis_connection
+from backbeat.stores.redis.pool import PoolTimeoutError, WaitingConnectionPool
+from tests.integration.test_redis_store import delete_keys, task
 from tests.redis_server import usable_redis_url
 
 pytestmark = pytest.mark.redis
@@ -45,7 +52,9 @@ async def test_a_caller_waits_no_longer_than_the_pools_timeout(pool: WaitingConn
     held = [await pool.get_connection(), await pool.get_connection()]
 
     with pytest.raises(
-        RedisConnectionError, match=r"no connection of the pool's 2 was released within 0\.1 s"
+        PoolTimeoutError,
+        match=r"no connection of the pool's 2 \(max_connections, connection_pool_size\) "
+        r"was released within 0\.1 s",
     ):
         await pool.get_connection()
     for connection in held:
@@ -69,3 +78,65 @@ async def test_a_connection_released_by_a_cancelled_release_still_reaches_a_wait
     assert await asyncio.wait_for(waiting, 5) is held[0]
     await pool.release(held[0])
     await pool.release(held[1])
+
+
+@pytest.fixture
+async def starved_store(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RedisStore]:
+    """An open store whose pool's only connection is held (by the test), its calls bounded by 1 s."""
+    monkeypatch.setattr(redis_connection, "CALL_TIMEOUT", 1.0)
+    url, prefix = usable_redis_url(), f"test-{uuid.uuid4().hex[:12]}"
+    store = RedisStore(url, prefix=prefix, max_connections=1)
+    await store.open()
+    client = store._conn.client
+    assert isinstance(client, redis.asyncio.Redis)
+    pool = client.connection_pool
+    assert isinstance(pool, WaitingConnectionPool)
+    held = await pool.get_connection()
+    yield store
+    await pool.release(held)
+    await store.close()
+    await delete_keys(url, prefix)
+
+
+async def test_a_store_call_finding_its_pool_starved_says_so(starved_store: RedisStore) -> None:
+    # the pool waits half the call's bound: before, both were the same and the call's ended
+    # first, so the caller read "did not answer within 10 s" of a server that was never asked
+    with pytest.raises(
+        StoreUnavailableError,
+        match=r"the client's pool had no free connection: no connection of the pool's 1 "
+        r"\(max_connections, connection_pool_size\) was released within 0\.5 s",
+    ):
+        await starved_store.get("a")
+
+
+class CountingPool(WaitingConnectionPool):
+    """The pool, counting the connections asked of it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.asked = 0
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        self.asked += 1
+        return await super().get_connection(*args, **kwargs)
+
+
+async def test_an_add_finding_its_pool_starved_does_not_ask_it_again() -> None:
+    # a pool's timeout is no failed connection: before, the add's borrowed connection was asked
+    # for once more as after a failed handshake, waiting the pool's timeout twice
+    url, prefix = usable_redis_url(), f"test-{uuid.uuid4().hex[:12]}"
+    pool = CountingPool.from_url(url, max_connections=1, timeout=0.2)
+    client = redis.asyncio.Redis(connection_pool=pool)
+    store = RedisStore(prefix=prefix, client=client)
+    await store.open()
+    held = await pool.get_connection()
+    try:
+        pool.asked = 0
+        with pytest.raises(StoreUnavailableError, match=r"the client's pool had no free connection"):
+            await store.add([task("a")])
+        assert pool.asked == 1
+    finally:
+        await pool.release(held)
+        await store.close()
+        await client.aclose()
+        await delete_keys(url, prefix)

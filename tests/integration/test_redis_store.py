@@ -128,12 +128,26 @@ async def test_scripts_are_reloaded_after_script_flush(store: RedisStore, redis_
 @pytest.mark.parametrize(
     ("script", "args", "refusal"),
     [
-        # a decision cut short after its count, then a whole one: "1|3|123|0|t1@5|t1"
+        # a decision cut short after its count, then a whole one: "1|3|123|0|t1@5|", 0xFE, "t1"
         (
             "fire",
-            ["w1", "10000000", "0", b"1|\xff1|3|123|0|t1@5|t1\xff"],
+            ["w1", "10000000", "0", b"1|\xff1|3|123|0|t1@5|\xfet1\xff"],
             "a decision of a fire cannot be read",
         ),
+        # a count of fire times below those sent (before, the second was read into the task id:
+        # "t1@6|t1"), then above them
+        (
+            "fire",
+            ["w1", "10000000", "0", b"0|3|123|0|\xfet0\xff1|3|123|0|t1@5|t1@6|\xfet1\xff"],
+            "decision 2 of a fire counts 1 fire times, not the 2 it holds",
+        ),
+        (
+            "fire",
+            ["w1", "10000000", "0", b"3|3|123|0|t1@5|t1@6|\xfet1\xff"],
+            "decision 1 of a fire counts 3 fire times, not the 2 it holds",
+        ),
+        # the task id not set apart from the fire times (as the client sent it before 0xFE did)
+        ("fire", ["w1", "10000000", "0", b"1|3|123|0|t1@5|t1\xff"], "a decision of a fire cannot be read"),
         # one result cut short after two fields, then a whole one, sent as one result
         (
             "complete",
@@ -152,8 +166,9 @@ async def test_a_malformed_batch_of_entries_is_refused_not_read_silently(
     redis_url: str, prefix: str, script: str, args: list[str | bytes], refusal: str
 ) -> None:
     """The fields of fire.lua's decisions and complete.lua's results end at their entry's end
-    byte (0xFF), and a completion's results are as many as its count: a malformed argument fails
-    the call instead of an entry taking the next one's fields, or results being left unread."""
+    byte (0xFF), a decision's fire times at 0xFE and are as many as its count, and a completion's
+    results are as many as its count: a malformed argument fails the call instead of an entry
+    taking the next one's fields, a task id some fire times, or results being left unread."""
     client = redis.asyncio.Redis.from_url(redis_url)
     try:
         with pytest.raises(redis.exceptions.ResponseError, match=refusal):

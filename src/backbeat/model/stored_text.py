@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from backbeat.model.records import Task
+
 MAX_TEXT_BYTES = 1024
 """The most UTF-8 bytes of a task's id, name or tag, and of an owner, on every store: PostgreSQL
 indexes them, and refuses an index entry past 2,704 bytes (two of them share the entries of a
@@ -33,3 +37,17 @@ def stored_text(value: object, what: str) -> str:
             "a store keeps"
         )
     return value
+
+
+def refuse_empty_ids(tasks: Iterable[Task]) -> None:
+    """Refuse a batch of tasks to store if one's id is empty: the scheduler and ``backbeat
+    migrate`` never make one, and the Redis store's paging reads a cursor ``''`` as the start.
+
+    Raises:
+        ValueError: a task's id is ``''`` (the error names the task).
+    """
+    for task in tasks:
+        if not task.id:
+            raise ValueError(
+                f"task id {task.id!r} (of the task named {task.name!r}) is empty: a stored task needs one"
+            )

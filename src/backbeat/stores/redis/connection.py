@@ -21,7 +21,7 @@ from backbeat.stores.redis import wakeups
 from backbeat.stores.redis.direct import ClosedError, DirectScript, ResentNoScriptError
 from backbeat.stores.redis.eviction import warn_if_evicting
 from backbeat.stores.redis.keys import Keys
-from backbeat.stores.redis.pool import WaitingConnectionPool
+from backbeat.stores.redis.pool import PoolTimeoutError, WaitingConnectionPool
 from backbeat.stores.redis.scripts import Scripts
 
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -125,7 +125,10 @@ class Connection:
 
     def _translated(self, exc: RedisError | OSError) -> StoreError:
         """A driver error as the store's: :class:`StoreUnavailableError` when the server cannot be
-        reached (or timed out), else :class:`StoreError`."""
+        reached (or timed out) or its client's pool had no free connection, else :class:`StoreError`."""
+        if isinstance(exc, PoolTimeoutError):
+            url = redact(self.url)
+            return StoreUnavailableError(f"Redis at {url}: the client's pool had no free connection: {exc}")
         if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)):
             return StoreUnavailableError(f"Redis at {redact(self.url)} is unavailable: {exc}")
         return StoreError(f"Redis at {redact(self.url)} failed: {exc}")
@@ -338,7 +341,7 @@ class Connection:
 
 def _new_client(url: str, options: dict[str, Any]) -> redis.asyncio.Redis:
     """A client of a pool of its own. A pool of ``max_connections`` makes a call wait for a free
-    connection (up to :data:`CALL_TIMEOUT`) instead of failing with "Too many connections": a
+    connection (up to half of :data:`CALL_TIMEOUT`) instead of failing with "Too many connections": a
     worker's wake-ups hold one for good, its claims, renewals and completions come at once, and a
     burst of adds may take the rest. (The URL's ``?max_connections=`` sets it too: redis-py reads
     it, and it wins over the option.)"""
@@ -350,7 +353,9 @@ def _new_client(url: str, options: dict[str, Any]) -> redis.asyncio.Redis:
     options = dict(options)
     single = bool(options.pop("single_connection_client", False))
     auto_close = options.pop("auto_close_connection_pool", None) is not False
-    pool = WaitingConnectionPool.from_url(url, timeout=CALL_TIMEOUT, **options)
+    # the wait ends before the call's bound, so that a starved pool says so instead of "did not
+    # answer", and a call that got its connection late still has time for the server
+    pool = WaitingConnectionPool.from_url(url, timeout=CALL_TIMEOUT / 2, **options)
     client = redis.asyncio.Redis(connection_pool=pool, single_connection_client=single)
     client.auto_close_connection_pool = auto_close
     return client

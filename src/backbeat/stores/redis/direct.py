@@ -35,7 +35,7 @@ from typing import Any
 import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, NoScriptError, RedisError
+from redis.exceptions import InvalidResponse, MaxConnectionsError, NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
 
@@ -534,7 +534,9 @@ class DirectScript:
         """A connection of the pool, tried once more on a new one when connecting failed: nothing
         was sent on it. redis-py before 8 does not retry a handshake (``HELLO``, ``CLIENT
         SETINFO``) whose reply was lost, so one lost reply would fail the call; :meth:`_sent_again`
-        connects the same way.
+        connects the same way. A pool with no free connection (``MaxConnectionsError``, a
+        :class:`~backbeat.stores.redis.pool.PoolTimeoutError` after its wait) is not asked again:
+        no connection failed, and a second wait would outlast the call's bound.
 
         Raises:
             ClosedError: :meth:`close` began (before, or while connecting).
@@ -545,6 +547,8 @@ class DirectScript:
             raise ClosedError
         try:
             conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        except MaxConnectionsError:  # every connection in use (waited for, or not): none failed
+            raise
         except (RedisConnectionError, RedisTimeoutError):
             if self._closed:
                 raise ClosedError from None

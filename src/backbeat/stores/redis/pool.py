@@ -7,13 +7,18 @@ from typing import Any
 
 import redis.asyncio
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
+
+
+class PoolTimeoutError(MaxConnectionsError):
+    """Every connection of a :class:`WaitingConnectionPool` stayed in use for the whole of a
+    caller's wait: no connection failed, so this is no reason to connect anew."""
 
 
 class WaitingConnectionPool(redis.asyncio.ConnectionPool):
     """redis-py's pool, except that a caller finding all ``max_connections`` in use waits up to
-    ``timeout`` seconds for one to be released instead of failing with "Too many connections".
+    ``timeout`` seconds for one to be released instead of failing with "Too many connections"
+    (then it fails with :class:`PoolTimeoutError`).
 
     redis-py's ``BlockingConnectionPool`` does the same but takes an ``asyncio.Condition`` and
     arms a timeout on every call, full or not; here a caller that finds a connection pays what
@@ -44,9 +49,10 @@ class WaitingConnectionPool(redis.asyncio.ConnectionPool):
                 async with asyncio.timeout_at(deadline):
                     await released.wait()
             except TimeoutError:
-                raise RedisConnectionError(
-                    f"no connection of the pool's {self.max_connections} was released "
-                    f"within {self.timeout:g} s"
+                raise PoolTimeoutError(
+                    f"no connection of the pool's {self.max_connections} (max_connections, "
+                    f"connection_pool_size) was released within {self.timeout:g} s: the calls "
+                    "in flight held them all (a pool too small for them, or a server slow to answer)"
                 ) from None
             try:
                 connection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]

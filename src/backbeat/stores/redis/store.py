@@ -30,6 +30,7 @@ from backbeat.model.records import (
     Task,
     TaskFilter,
 )
+from backbeat.model.stored_text import refuse_empty_ids
 from backbeat.stores._common import host_clock
 from backbeat.stores.memory import check_changes
 from backbeat.stores.redis import codec, layout
@@ -53,6 +54,10 @@ _OUTCOME_FIELDS = {outcome: field(outcome.value) for outcome in RunOutcome}
 # read per run, as globals: on Python 3.11 reading a member off its enum class costs ten times more
 _SUCCESS = RunOutcome.SUCCESS
 _ALLOW_ALL = Overlap.ALLOW_ALL
+_FIRES_END = b"\xfe"
+"""Ends the fire times of each decision of ``fire.lua``'s argument, before its task id (which may
+hold a ``|``): a byte no UTF-8 text holds, so that a count of fire times that does not match
+them is refused rather than read with some of them in the task id."""
 _END = b"\xff"
 """Ends each decision of ``fire.lua``'s argument and each result of ``complete.lua``'s (a batch's
 in one argument: redis-py encodes each argument in Python): a byte no UTF-8 text holds, so no
@@ -151,14 +156,18 @@ class RedisStore:
         if len(tasks) <= ADD_BATCH:  # one script call, awaited in place: no task, no extra loop turn
             mode = "1" if replace else "0"
             if len(tasks) == 1:  # a lone add (the most common): no comprehension's frame
+                if not tasks[0].id:
+                    refuse_empty_ids(tasks)
                 reply = await self._conn.add(mode, codec.task_arg(tasks[0]))
             else:
+                refuse_empty_ids(tasks)
                 reply = await self._conn.add(mode, *[codec.task_arg(task) for task in tasks])
             if reply:  # (the ids stored already)
                 self._check_added(reply)
             return
         # Batches keep the server responsive; the next one is encoded while the server runs
         # the previous one. Several batches are atomic only in checking every id first.
+        refuse_empty_ids(tasks)
         pending: asyncio.Future[Any] | None = None
         if not replace:
             pending = asyncio.ensure_future(self._conn.run("exists", *(task.id for task in tasks)))
@@ -286,7 +295,8 @@ class RedisStore:
     ) -> builtins.list[FireResult]:
         if not decisions:
             return []
-        packed: list[bytes] = []  # in one argument, each followed by _END (see fire.lua)
+        # in one argument: each decision's head and fire times, _FIRES_END, its task id, _END
+        packed: list[bytes] = []
         times: list[list[str]] = []
         for decision in decisions:
             due = decision.fire_times
@@ -295,11 +305,14 @@ class RedisStore:
             times.append(fire_times)
             room = -1 if decision.overlap == _ALLOW_ALL else buffers(decision.overlap)
             spelled = "|".join(fire_times) + "|" if fire_times else ""
-            packed.append(
+            packed += (
                 f"{len(fire_times)}|{decision.claimed_version}|{opt_us(decision.next_run_time)}|{room}|"
-                f"{spelled}{decision.task_id}".encode()
+                f"{spelled}".encode(),
+                _FIRES_END,
+                decision.task_id.encode(),
+                _END,
             )
-        args = (owner, lease // _US, _BUFFERED_US, _END.join(packed) + _END)
+        args = (owner, lease // _US, _BUFFERED_US, b"".join(packed))
         until_us, reply, token = await self._conn.run("fire", *args)
         until, statuses = from_us(until_us), text(reply).split(",")
         results: list[FireResult] = []

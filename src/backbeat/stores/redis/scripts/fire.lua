@@ -1,9 +1,9 @@
 -- ARGV: prefix, owner, lease (microseconds: runs are leased until the server's now + lease),
 -- a buffered run's lease end (microseconds), then the decisions in one argument, each
--- "n|claimed_version|next_run_time|buffers|fire_time x n|task_id" followed by the byte 0xFF,
--- which no UTF-8 text holds (next_run_time '' = none; buffers as admit() takes it; a run's id is
--- task_id .. '@' .. fire_time, as model.run_id_for makes it). One argument, not one per
--- decision: the client encodes each argument in Python.
+-- "n|claimed_version|next_run_time|buffers|fire_time| x n" then the byte 0xFE, the task_id and
+-- the byte 0xFF, bytes no UTF-8 text holds (next_run_time '' = none; buffers as admit() takes it;
+-- a run's id is task_id .. '@' .. fire_time, as model.run_id_for makes it). One argument, not
+-- one per decision: the client encodes each argument in Python.
 -- Returns {lease_until, statuses, first_token}: statuses is one string: per decision, comma-separated, '' if the task is
 -- no longer claimed by owner, else 'R' (task removed) or '-' then a letter per fire time: c created,
 -- b buffered, s skipped (refused by the overlap policy), x that run exists already (one a removed
@@ -14,8 +14,9 @@ local decisions, ids = {}, {}
 local packed_all, at = ARGV[5], 1
 while at <= #packed_all do
   -- matched where it starts in the argument, not cut out first (as complete.lua's results);
-  -- its fields end at the entry's end byte, never in the next entry
-  local n, ver, nrt, buffers, rest, after = string.match(packed_all, '^(%d+)|([^|\255]*)|([^|\255]*)|(%-?%d+)|([^\255]*)\255()', at)
+  -- its fields end at the entry's end byte, never in the next entry, and its fire times at 0xFE,
+  -- never in its task id (which may hold a '|')
+  local n, ver, nrt, buffers, spelled, id, after = string.match(packed_all, '^(%d+)|([^|\255]*)|([^|\255]*)|(%-?%d+)|([^\254\255]*)\254([^\254\255]*)\255()', at)
   if not after then
     error('backbeat: a decision of a fire cannot be read')
   end
@@ -23,11 +24,18 @@ while at <= #packed_all do
   local fires = {}
   local start = 1
   for j = 1, NUMBER[n] or tonumber(n) do
-    local stop = string.find(rest, '|', start, true)
-    fires[j] = string.sub(rest, start, stop - 1)
+    local stop = string.find(spelled, '|', start, true)
+    if not stop then
+      start = -1 -- fewer fire times than n
+      break
+    end
+    fires[j] = string.sub(spelled, start, stop - 1)
     start = stop + 1
   end
-  local id = string.sub(rest, start)
+  if start ~= #spelled + 1 then
+    error('backbeat: decision ' .. (#decisions + 1) .. ' of a fire counts ' .. n .. ' fire times, not the '
+      .. select(2, string.gsub(spelled, '|', '')) .. ' it holds')
+  end
   decisions[#decisions + 1] = {id, ver, nrt, fires, NUMBER[buffers] or tonumber(buffers)}
   ids[#ids + 1] = id
 end
