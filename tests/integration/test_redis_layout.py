@@ -403,3 +403,24 @@ async def test_history_entries_of_layout_6_read_page_and_prune_beside_batches_as
     assert {window.partition(b".")[0] for window in windows} == {b"8", b"9"}
     for batch in range(1, 10):
         assert await client.exists(fresh.keys.history_batch(batch)) == (batch >= 8)
+
+
+async def test_a_batch_whose_members_a_layout_6_process_pruned_goes_with_its_last_window(
+    client: redis.asyncio.Redis, prefixes: Callable[[], str]
+) -> None:
+    store = RedisStore(usable_redis_url(), prefix=prefixes())
+    await store.open()
+    try:
+        await store.record_history([entry("pay", T0 + timedelta(seconds=i)) for i in range(5)])
+        # a process of layout 6 prunes the per-task index by count: it removes members (three of
+        # the batch's five) and counts nothing down
+        members: list[Any] = await client.zrange(store.keys.history_by_task, 0, -1)
+        await client.zrem(store.keys.history_by_task, *members[:3])
+
+        assert await store.prune_history([], before=T0 + timedelta(days=1), keep=100) == 2
+
+        assert await client.zcard(store.keys.history_by_task) == 0
+        assert await client.zcard(store.keys.history_at) == 0
+        assert not await client.exists(store.keys.history_batch(1), store.keys.history_live)
+    finally:
+        await store.close()

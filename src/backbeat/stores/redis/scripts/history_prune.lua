@@ -36,13 +36,19 @@ while i <= #ARGV and ARGV[i] ~= '' do
   ids[#ids + 1] = ARGV[i]
   i = i + 1
 end
+local lists, aged = {}, {}
+local function list_of(batch)
+  lists[batch] = lists[batch] or history_listed(batch)
+  return lists[batch]
+end
 for j = i + 1, #ARGV do
   if removed >= budget then
     break
   end
   local batch, window = match(ARGV[j], '^(%d+)%.(%d+)$')
   if batch then
-    for _, item in ipairs(history_listed(batch)) do
+    aged[batch] = true
+    for _, item in ipairs(list_of(batch)) do
       if history_window(item[2]) == window then
         drop(item[1], batch)
       end
@@ -54,16 +60,32 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', K_OLD, id)
   removed = removed + redis.call('HDEL', K_DOCS, id)
 end
+-- A batch goes when the count of its entries left reaches 0, or when none of its windows is
+-- left (each of its entries was in one): the count alone would keep for ever a batch whose
+-- members a process of key layout 6 removed (it prunes the per-task index without counting).
+for batch in pairs(aged) do
+  gone[batch] = gone[batch] or 0
+end
 for batch, count in pairs(gone) do
-  if redis.call('HINCRBY', K_LIVE, batch, -count) <= 0 then
-    local spans, seen = {}, {}
-    for _, item in ipairs(history_listed(batch)) do
-      local span = batch .. '.' .. history_window(item[2])
-      if not seen[span] then
-        seen[span] = true
-        spans[#spans + 1] = span
+  local spans, seen = {}, {}
+  for _, item in ipairs(list_of(batch)) do
+    local span = batch .. '.' .. history_window(item[2])
+    if not seen[span] then
+      seen[span] = true
+      spans[#spans + 1] = span
+    end
+  end
+  local empty = count > 0 and redis.call('HINCRBY', K_LIVE, batch, -count) <= 0
+  if not empty and aged[batch] then
+    empty = true
+    for _, span in ipairs(spans) do
+      if redis.call('ZSCORE', K_AT, span) then
+        empty = false
+        break
       end
     end
+  end
+  if empty then
     call_many('ZREM', K_AT, spans)
     redis.call('HDEL', K_LIVE, batch)
     redis.call('DEL', P .. 'history_batch:' .. batch)
