@@ -119,8 +119,8 @@ SUCCESS_DOC = b'{"task_name":%b,"fire_time":%d,"ended_at":%d,"outcome":"success"
 succeeded at its first attempt, started, under a fencing token, without an error or recorded
 arguments, whose run id spells its task id; filled with the name's JSON (from :data:`NAMES`),
 the fire time, the end, the :func:`owner_member` and the start (epoch microseconds). The SQL
-stores write such an entry with this template inline, the Redis store with one that leaves out
-the end and the outcome (its indexes and the entry id keep them), both without
+stores write such an entry with this template inline, the Redis store with its name and start
+alone (its indexes, the entry id and the batch keep the rest), both without
 :func:`completed_entry`'s call and branches (about 6k of the 22k instructions an entry cost the
 client)."""
 NAMES = _NAMES
@@ -130,7 +130,7 @@ NAMES = _NAMES
 def plain_success(result: RunResult, token: int, settings: HistorySettings) -> tuple[bytes, int] | None:
     """What :data:`SUCCESS_DOC` takes of a *plain success* completed under ``token``, besides
     the run's fire time: the task name's JSON and the start (epoch microseconds; the Redis
-    store's script takes the fire time from the run it completes); ``None`` for any other run, or
+    store keeps no more: the fire time is read from the run id); ``None`` for any other run, or
     for a name not yet in :data:`NAMES` (:func:`completed_entry` then writes the entry). The
     stores' one test of what a plain success is: they write its entry with the template inline."""
     run, started = result.run, result.started_at
