@@ -139,6 +139,15 @@ async def test_recording_an_entry_again_keeps_one(store: Store, peer: Store) -> 
     assert [e.id for e in page] == [done.id]
 
 
+async def test_an_entry_given_twice_in_one_call_is_recorded_once(store: Store) -> None:
+    done, other = entry("pay", T0), entry("pay", T0 + SECOND)
+    await store.record_history([done, other, done])
+    assert [e.id for e in await everything(store, HistoryQuery())] == [other.id, done.id]
+    assert [e.id for e in await everything(store, HistoryQuery(task_id="pay"))] == [other.id, done.id]
+    assert await store.prune_history(["pay"], before=T0 + 2 * SECOND, keep=0) == 2
+    assert await store.run_history(HistoryQuery()) == ([], None)
+
+
 async def test_pruning_keeps_each_named_tasks_newest_and_drops_old_entries_of_any_task(store: Store) -> None:
     pay = [entry("pay", T0 + i * SECOND) for i in range(6)]
     quiet = [entry("quiet", T0 - timedelta(days=9) + i * SECOND) for i in range(3)]

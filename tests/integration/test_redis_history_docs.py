@@ -178,6 +178,29 @@ async def test_a_batch_records_plain_successes_spelled_by_the_script_beside_othe
     assert page == [b]
     assert await store.prune_history(["b"], before=T0, keep=0) == 1
     assert [e.task_id for e in (await store.run_history(HistoryQuery(limit=10)))[0]] == ["d", "a"]
+    # the batch of "b" and "d" counted the two (not the lost "c"): it goes with "d"
+    assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == 2
+    client = redis.asyncio.from_url(usable_redis_url())
+    try:
+        assert await client.get(store.keys.history_batch_seq) == b"2"
+        assert not await client.exists(
+            store.keys.history_live, store.keys.history_batch(1), store.keys.history_batch(2)
+        )
+    finally:
+        await client.aclose()
+
+
+async def test_clear_deletes_every_history_key_batches_included(store: RedisStore) -> None:
+    await complete_plain(store, f"plain-{uuid.uuid4().hex}")
+    client = redis.asyncio.from_url(usable_redis_url())
+    try:
+        assert await client.exists(store.keys.history_batch(1), store.keys.history_batch(2)) == 2
+        await store.clear()
+        keys: list[bytes] = await client.keys(f"{store.keys.base}*")  # type: ignore[assignment]
+        names = [key.decode().removeprefix(store.keys.base) for key in keys]
+        assert [name for name in names if name.startswith("history")] == []
+    finally:
+        await client.aclose()
 
 
 ODD_IDS = (

@@ -424,3 +424,31 @@ async def test_a_batch_whose_members_a_layout_6_process_pruned_goes_with_its_las
         assert not await client.exists(store.keys.history_batch(1), store.keys.history_live)
     finally:
         await store.close()
+
+
+async def test_entries_of_layout_6_past_their_age_leave_every_key_even_one_that_cannot_be_read(
+    client: redis.asyncio.Redis, prefixes: Callable[[], str]
+) -> None:
+    store = RedisStore(usable_redis_url(), prefix=prefixes())
+    await store.open()
+    try:
+        old = [
+            entry("pay", T0),
+            entry("mail", T0 + timedelta(seconds=1)),
+            entry("pay", T0 + timedelta(seconds=2)),
+        ]
+        await store.record_history(old)
+        await downgrade_history_to_6(client, store.keys, which=lambda entry_id: True)
+        await client.hset(store.keys.history_docs, old[1].id, b"not json")  # its task is not known
+
+        # by age alone, no task named: each id leaves the end-time index and the documents
+        assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == 3
+        assert await client.zcard(store.keys.history) == 0
+        assert await client.hlen(store.keys.history_docs) == 0
+        # the unreadable one's per-task member stays until its task is pruned (its task was not
+        # known), read as gone
+        assert await store.run_history(HistoryQuery(task_id="mail")) == ([], None)
+        assert await store.prune_history(["mail"], before=T0 + timedelta(seconds=10), keep=100) == 0
+        assert await client.zcard(store.keys.history_by_task) == 0
+    finally:
+        await store.close()
