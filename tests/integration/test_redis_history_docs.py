@@ -3,6 +3,7 @@ the entry id and the batch keep the rest), and reads it back whole beside entrie
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from backbeat.model.records import RunOutcome, RunResult
 from backbeat.stores.redis import RedisStore
 from backbeat.stores.redis.layout import MIGRATIONS
 from tests.contract.helpers import LEASE, T0, decide, start_run, task
+from tests.contract.test_history import entry
 from tests.integration.test_redis_store import delete_keys
 from tests.redis_server import usable_redis_url
 
@@ -190,6 +192,42 @@ async def test_a_batch_records_plain_successes_spelled_by_the_script_beside_othe
         await client.aclose()
 
 
+async def test_clear_beside_a_writer_leaves_no_batch_behind_nor_deletes_a_later_ones(
+    store: RedisStore,
+) -> None:
+    writer = RedisStore(usable_redis_url(), prefix=store.keys.prefix)
+    await writer.open()
+    written = 0
+
+    async def write() -> None:
+        nonlocal written
+        while written < 400:
+            await writer.record_history([entry(f"t{written}", T0 + timedelta(seconds=written))])
+            written += 1
+
+    try:
+        writing = asyncio.create_task(write())
+        while not writing.done():  # a batch may be written between any two of clear's calls
+            await store.clear()
+            await asyncio.sleep(0)
+        await writing
+    finally:
+        await writer.close()
+
+    client = redis.asyncio.from_url(usable_redis_url())
+    try:
+        batches = {key async for key in client.scan_iter(match=f"{store.keys.base}history_batch:*")}
+        live: dict[bytes, bytes] = await client.hgetall(store.keys.history_live)  # type: ignore[assignment]
+        members: list[bytes] = await client.zrange(store.keys.history_at, 0, -1)  # type: ignore[assignment]
+    finally:
+        await client.aclose()
+    # every batch kept is counted, and every entry kept has its batch, readable
+    assert batches == {store.keys.history_batch(batch.decode()).encode() for batch in live}
+    assert sorted(live) == sorted({member.rpartition(b"\0")[2].partition(b".")[0] for member in members})
+    page, _ = await store.run_history(HistoryQuery(limit=1000))
+    assert len(page) == len(members)
+
+
 async def test_clear_deletes_every_history_key_batches_included(store: RedisStore) -> None:
     await complete_plain(store, f"plain-{uuid.uuid4().hex}")
     client = redis.asyncio.from_url(usable_redis_url())
@@ -198,7 +236,7 @@ async def test_clear_deletes_every_history_key_batches_included(store: RedisStor
         await store.clear()
         keys: list[bytes] = await client.keys(f"{store.keys.base}*")  # type: ignore[assignment]
         names = [key.decode().removeprefix(store.keys.base) for key in keys]
-        assert [name for name in names if name.startswith("history")] == []
+        assert [name for name in names if name.startswith("history")] == ["history_batch_seq"]
     finally:
         await client.aclose()
 

@@ -375,20 +375,20 @@ class History:
         return owners[header]
 
     async def clear(self) -> None:
+        """Delete every entry: the indexes and the batches' counts at once, then the batches
+        they counted. A batch written meanwhile keeps its entries, and its number is never
+        given again (the counter stays): one deleted here is never another's."""
         keys = self._keys
         client = await self._conn.ready()
         with self._conn.errors():
-            batches: list[Any] = await client.hkeys(keys.history_live)
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.hkeys(keys.history_live)
+                pipe.delete(
+                    keys.history, keys.history_docs, keys.history_by_task, keys.history_at, keys.history_live
+                )
+                batches: list[Any] = (await pipe.execute())[0]
             for first in range(0, len(batches), 1000):
                 await client.delete(*(keys.history_batch(text(b)) for b in batches[first : first + 1000]))
-            await client.delete(
-                keys.history,
-                keys.history_docs,
-                keys.history_by_task,
-                keys.history_at,
-                keys.history_live,
-                keys.history_batch_seq,
-            )
 
 
 __all__ = ["History", "completion_args", "pack", "task_member"]
