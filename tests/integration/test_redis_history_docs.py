@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,8 +17,10 @@ import redis.asyncio
 from backbeat.errors import CorruptRecordError, StoreError
 from backbeat.model.completed_history import NAMES
 from backbeat.model.history import HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings, to_us
+from backbeat.model.overlap import BUFFERED_UNTIL
 from backbeat.model.records import RunOutcome, RunResult
 from backbeat.stores.redis import RedisStore
+from backbeat.stores.redis.history import completion_args
 from backbeat.stores.redis.layout import MIGRATIONS
 from tests.contract.helpers import LEASE, T0, decide, start_run, task
 from tests.contract.test_history import entry
@@ -237,6 +240,57 @@ async def test_clear_deletes_every_history_key_batches_included(store: RedisStor
         keys: list[bytes] = await client.keys(f"{store.keys.base}*")  # type: ignore[assignment]
         names = [key.decode().removeprefix(store.keys.base) for key in keys]
         assert [name for name in names if name.startswith("history")] == ["history_batch_seq"]
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("n", [2, 130])
+async def test_a_completion_whose_history_cannot_be_read_completes_its_runs_and_counts_what_it_indexed(
+    store: RedisStore, n: int
+) -> None:
+    tasks = {t.id: t for t in (task(f"t{i:03}") for i in range(n))}
+    await store.add(list(tasks.values()))
+    runs = sorted([*await start_run(store, "w"), *await start_run(store, "w")], key=lambda run: run.task_id)
+    assert len(runs) == n
+    ended = to_us(T0 + timedelta(seconds=2))
+    results = [
+        RunResult(
+            run=replace(run, task=tasks[run.task_id]),
+            outcome=RunOutcome.FAILURE,
+            finished_at=T0 + timedelta(seconds=2),
+            started_at=T0 + timedelta(seconds=1),
+            error="boom",
+        )
+        for run in runs
+    ]
+    tokens = [run.fencing_token for run in runs]
+    kinds, docs, ones = completion_args(results, HistorySettings(), tokens, "w", [ended] * n, own_tokens=True)
+    assert kinds == "1" * n and isinstance(ones, bytes)
+    packed = b"".join(
+        b"1|%d||failure|0|%d|%b\xff" % (ended, run.fencing_token, run.id.encode()) for run in runs
+    )
+
+    # what store.complete sends, but for the last entry's member, cut short
+    args = ("w", to_us(BUFFERED_UNTIL), n, "1", packed, kinds, docs, ones[:-8])
+    assert await store._conn.run("complete", *args) == []
+    # the runs completed all the same: sent again, they are gone
+    assert await store.complete("w", results) == {run.id for run in runs}
+
+    # the entries before the bad one stay, and their batch counts them, no more: it goes with
+    # them, nothing kept for ever
+    indexed = n - 1
+    assert len((await store.run_history(HistoryQuery(limit=1000)))[0]) == indexed
+    client = redis.asyncio.from_url(usable_redis_url())
+    try:
+        live: dict[bytes, bytes] = await client.hgetall(store.keys.history_live)  # type: ignore[assignment]
+        assert live == {b"1": b"%d" % indexed}
+        assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == indexed
+        assert not await client.exists(
+            store.keys.history_batch(1),
+            store.keys.history_live,
+            store.keys.history_at,
+            store.keys.history_by_task,
+        )
     finally:
         await client.aclose()
 

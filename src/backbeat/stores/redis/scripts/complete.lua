@@ -193,82 +193,81 @@ local function record_history(kinds, docs, ones)
     end
   end
   local find, sub = string.find, string.sub
-  -- the batch and its count of entries first: a '1' that cannot be read stops the loop below
-  -- (its entries recorded so far stay, the count too high: kept until their age, not lost)
-  local count = n
-  if kinds ~= '' or position then
-    count = 0
-    for i = 1, n do
-      if (kinds == '' or sub(kinds, i, i) ~= '0') and (not position or position[i]) then
-        count = count + 1
-      end
-    end
-  end
-  if count == 0 then
+  if #finished == 0 or (kinds ~= '' and not find(kinds, '[p1]')) then
     return
   end
   local batch = redis.call('INCR', P .. 'history_batch_seq')
-  redis.call('HSET', P .. 'history_live', batch, count)
   local ref = '\0' .. batch .. '.'
   -- members: scores and members for ZADD (its first k items, filled again after each write: a
   -- new table grows by doubling, rehashing what it holds each time); listed: every member
   local members, listed, latest, windows, pos, k, line = {}, {}, {}, {}, 1, 0, 0
-  for i = 1, n do
-    local kind = kinds == '' and 'p' or sub(kinds, i, i)
-    if kind ~= '0' then
-      line = line + 1
-      local j = i
-      if position then
-        j = position[i]
-      end
-      local member, ended
-      if kind == 'p' then
-        if j then
-          local result = results[i]
-          ended = result[2]
-          member = task_ids[j] .. '\0' .. zeros[#ended] .. ended .. '\0' .. result[7] .. '#1.' .. result[6]
-            .. '#success' .. ref .. line
+  local function index()
+    for i = 1, n do
+      local kind = kinds == '' and 'p' or sub(kinds, i, i)
+      if kind ~= '0' then
+        line = line + 1
+        local j = i
+        if position then
+          j = position[i]
         end
-      else
-        local task_end = find(ones, '\0', pos, true)
-        local id_end = find(ones, '\0', task_end + 20, true)
-        if j then
-          member = sub(ones, pos, id_end - 1) .. ref .. line
-          ended = string.match(sub(ones, task_end + 1, task_end + 18), '^0*(%d-%d)$')
+        local member, ended
+        if kind == 'p' then
+          if j then
+            local result = results[i]
+            ended = result[2]
+            member = task_ids[j] .. '\0' .. zeros[#ended] .. ended .. '\0' .. result[7] .. '#1.' .. result[6]
+              .. '#success' .. ref .. line
+          end
+        else
+          local task_end = find(ones, '\0', pos, true)
+          local id_end = find(ones, '\0', task_end + 20, true)
+          if j then
+            member = sub(ones, pos, id_end - 1) .. ref .. line
+            ended = string.match(sub(ones, task_end + 1, task_end + 18), '^0*(%d-%d)$')
+          end
+          pos = id_end + 1
         end
-        pos = id_end + 1
-      end
-      if member then
-        members[k + 1], members[k + 2] = '0', member
-        k = k + 2
-        listed[#listed + 1] = member
-        local window = sub(ended, 1, -HISTORY_WINDOW_DIGITS - 1)
-        if window == '' then
-          window = '0'
+        if member then
+          members[k + 1], members[k + 2] = '0', member
+          k = k + 2
+          listed[#listed + 1] = member
+          local window = sub(ended, 1, -HISTORY_WINDOW_DIGITS - 1)
+          if window == '' then
+            window = '0'
+          end
+          local top = latest[window]
+          if not top then
+            windows[#windows + 1] = window
+            latest[window] = ended
+          elseif #ended > #top or (#ended == #top and ended > top) then
+            latest[window] = ended
+          end
         end
-        local top = latest[window]
-        if not top then
-          windows[#windows + 1] = window
-          latest[window] = ended
-        elseif #ended > #top or (#ended == #top and ended > top) then
-          latest[window] = ended
+        if k == HISTORY_CHUNK then
+          redis.call('ZADD', P .. 'history_by_task', unpack(members, 1, k))
+          k = 0
         end
-      end
-      if k == HISTORY_CHUNK then
-        redis.call('ZADD', P .. 'history_by_task', unpack(members, 1, k))
-        k = 0
       end
     end
   end
+  -- a '1' that cannot be read stops the loop: the entries before it are indexed all the same,
+  -- and their batch counts them (a batch that counted more would be kept for ever)
+  local ok, err = pcall(index)
   if k > 0 then
     redis.call('ZADD', P .. 'history_by_task', unpack(members, 1, k))
   end
-  redis.call('HSET', P .. 'history_batch:' .. batch, 'd', docs, 'm', table.concat(listed, '\0'))
-  local spans = {}
-  for _, window in ipairs(windows) do
-    spans[#spans + 1], spans[#spans + 2] = latest[window], batch .. '.' .. window
+  if #listed > 0 then
+    redis.call('HSET', P .. 'history_batch:' .. batch, 'd', docs, 'm', table.concat(listed, '\0'))
+    redis.call('HSET', P .. 'history_live', batch, #listed)
+    local spans = {}
+    for _, window in ipairs(windows) do
+      spans[#spans + 1], spans[#spans + 2] = latest[window], batch .. '.' .. window
+    end
+    redis.call('ZADD', P .. 'history_at', unpack(spans))
   end
-  redis.call('ZADD', P .. 'history_at', unpack(spans))
+  if not ok then
+    error(err, 0)
+  end
 end
 
 -- history is best effort: an argument that cannot be read costs the batch its entries, never
