@@ -4,8 +4,10 @@ redis-server of a test's own (``server``, its ``admin`` client, a ``replica`` of
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -81,3 +83,13 @@ def replica(server: RedisServerHandle, tmp_path: Path) -> Iterator[RedisServerHa
         else:
             raise RuntimeError("the replica did not come online")
         yield handle
+
+
+@pytest.fixture
+def ended_loops() -> Iterator[None]:
+    """For a test that ends an event loop with connections open: after it, they are collected
+    at once, each warning "loop is closed" (closing it needs that loop), not in a later test."""
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
