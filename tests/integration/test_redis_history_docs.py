@@ -4,7 +4,6 @@ indexes and the entry id keep them), and reads it back whole beside entries that
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,16 +19,6 @@ from backbeat.stores.redis.layout import MIGRATIONS
 from tests.contract.helpers import LEASE, T0, decide, start_run, task
 from tests.integration.test_redis_store import delete_keys
 from tests.redis_server import usable_redis_url
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[RedisStore]:
-    prefix = f"test-history-docs-{uuid.uuid4().hex[:8]}"
-    store = RedisStore(usable_redis_url(), prefix=prefix)
-    await store.open()
-    yield store
-    await store.close()
-    await delete_keys(usable_redis_url(), prefix)
 
 
 class Layout5Store(RedisStore):
