@@ -62,12 +62,20 @@ class ServiceProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
+        self._close_output()
 
     def stop(self) -> int:
         """SIGTERM: a graceful shutdown."""
         if self.process.poll() is None:
             self.process.terminate()
-        return self.process.wait(20)
+        code = self.process.wait(20)
+        self._close_output()
+        return code
+
+    def _close_output(self) -> None:
+        """Close our end of the ended process's output pipe (only its "ready" line is read)."""
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:

@@ -4,7 +4,8 @@ The blocks of one page run in order in one namespace (a module registered in ``s
 functions the blocks define can be stored by reference and resolved), with top-level ``await``
 on one event loop per page, in a fresh working directory: the default SQLite store lands there.
 Blocks marked for Redis or PostgreSQL get fresh prefixes, removed afterwards; a scheduler a page
-leaves running is stopped. See ``tests/docs/blocks.py`` for the markers.
+leaves running is stopped, and one it used without starting it closes its store. See
+``tests/docs/blocks.py`` for the markers.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class Page:
         self.suffix = f"_{os.urandom(4).hex()}"
         self.redis_prefixes: set[str] = set()
         self.postgresql_prefixes: set[str] = set()
+        self.schedulers: dict[int, BackgroundTaskScheduler] = {}
+        """Every scheduler a block bound to a name (a later block may bind that name again)."""
 
     def source_of(self, block: Block) -> str:
         """The block's code, its servers' URLs and prefixes made this run's own."""
@@ -84,14 +87,14 @@ class Page:
                 self.loop.run_until_complete(result)
         except Exception as exc:
             raise AssertionError(f"the block at {block.where} failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            for value in vars(self.module).values():
+                if isinstance(value, BackgroundTaskScheduler):
+                    self.schedulers[id(value)] = value
 
     def close(self) -> None:
-        running = [
-            value
-            for value in vars(self.module).values()
-            if isinstance(value, BackgroundTaskScheduler) and value.running
-        ]
-        for scheduler in running:
+        # running, or never started but its store opened by a call (a fragment's producer)
+        for scheduler in self.schedulers.values():
             self.loop.run_until_complete(scheduler.stop_async(timeout=1.0))
         self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         self.loop.close()

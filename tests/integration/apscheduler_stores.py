@@ -37,13 +37,17 @@ class ApsStore:
     def fill(self, add: Callable[[BackgroundScheduler], object]) -> list[Job]:
         """Run ``add(scheduler)`` on a paused APScheduler scheduler (so next run times are
         computed and stored) over this store; returns the jobs as APScheduler reads them back."""
-        scheduler = BackgroundScheduler(jobstores={"default": self.make_jobstore()}, timezone="Europe/Paris")
+        jobstore = self.make_jobstore()
+        scheduler = BackgroundScheduler(jobstores={"default": jobstore}, timezone="Europe/Paris")
         scheduler.start(paused=True)
         try:
             add(scheduler)
             return list(scheduler.get_jobs())
         finally:
             scheduler.shutdown(wait=False)
+            # APScheduler 3's thread reads its stores once more after shutdown() closed them
+            # (a new connection, left open): closed again now that the thread has ended
+            jobstore.shutdown()
 
 
 @dataclass
@@ -64,7 +68,8 @@ def make(kind: str, tmp_path: Path) -> ApsStore:
     return _mongodb(tmp_path)
 
 
-def _sql_access(url: str, table: sa.TableClause) -> RawAccess:
+def _sql_access(url: str, table: sa.TableClause) -> tuple[RawAccess, Callable[[], None]]:
+    """The raw access to ``table``, and what closes its connections."""
     engine = sa.create_engine(url)
 
     def states() -> dict[str, bytes]:
@@ -75,7 +80,7 @@ def _sql_access(url: str, table: sa.TableClause) -> RawAccess:
         with engine.begin() as conn:
             conn.execute(sa.insert(table).values(id=job_id, next_run_time=0.0, job_state=data))
 
-    return RawAccess(states, put)
+    return RawAccess(states, put), engine.dispose
 
 
 def _table(name: str, schema: str | None = None) -> sa.TableClause:
@@ -84,12 +89,14 @@ def _table(name: str, schema: str | None = None) -> sa.TableClause:
 
 def _sqlite(tmp_path: Path) -> ApsStore:
     url = f"sqlite:///{tmp_path / 'apscheduler.sqlite'}"
+    raw, close_raw = _sql_access(url, _table("legacy_jobs"))
     return ApsStore(
         "sqlite",
         lambda: SQLAlchemyJobStore(url=url, tablename="legacy_jobs"),
         [url, "--table", "legacy_jobs"],
         f"sqlite:///{tmp_path / 'backbeat.db'}",
-        _sql_access(url, _table("legacy_jobs")),
+        raw,
+        [close_raw],
     )
 
 
@@ -138,12 +145,14 @@ def _postgresql() -> ApsStore:
     engine = sa.create_engine(sync_url)
     with engine.begin() as conn:
         conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    raw, close_raw = _sql_access(sync_url, _table("apscheduler_jobs", schema))
     store = ApsStore(
         "postgresql",
         lambda: SQLAlchemyJobStore(url=sync_url, tableschema=schema),
         [url, "--table", f"{schema}.apscheduler_jobs"],  # the plain URL: read with psycopg
         f"{url}?prefix={prefix}",
-        _sql_access(sync_url, _table("apscheduler_jobs", schema)),
+        raw,
+        [close_raw],
     )
 
     def drop() -> None:

@@ -1,17 +1,21 @@
-"""Integration fixtures: a fresh store of each kind, by URL; the session's Redis Cluster; a
-redis-server of a test's own (``server``, its ``admin`` client, a ``replica`` of it)."""
+"""Integration fixtures: a fresh store of each kind, by URL; a Redis store under a fresh ``prefix``
+on the shared server (``store``); the session's Redis Cluster; a redis-server of a test's own
+(``server``, its ``admin`` client, a ``replica`` of it)."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from backbeat.stores.redis import RedisStore
 from tests.integration.test_redis_store import delete_keys
 from tests.postgresql_server import drop_prefixes, fresh_prefix, usable_postgres_url
 from tests.redis_cluster import RedisCluster, session_cluster
@@ -40,6 +44,24 @@ async def store_url(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIte
         # off the event loop: a scheduler of the test may still be finishing a transaction on
         # these tables, which DROP TABLE waits for
         await asyncio.to_thread(drop_prefixes, [(base, prefix)])
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A fresh key prefix on the shared Redis server."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def store(prefix: str) -> AsyncIterator[RedisStore]:
+    """An open Redis store on the shared server (``usable_redis_url()``) under ``prefix``; closed
+    and its keys deleted after the test. (A module that tests another store, or one on a server
+    of its own, defines a ``store`` of its own.)"""
+    store = RedisStore(usable_redis_url(), prefix=prefix)
+    await store.open()
+    yield store
+    await store.close()
+    await delete_keys(usable_redis_url(), prefix)
 
 
 @pytest.fixture
@@ -81,3 +103,13 @@ def replica(server: RedisServerHandle, tmp_path: Path) -> Iterator[RedisServerHa
         else:
             raise RuntimeError("the replica did not come online")
         yield handle
+
+
+@pytest.fixture
+def ended_loops() -> Iterator[None]:
+    """For a test that ends an event loop with connections open: after it, they are collected
+    at once, each warning "loop is closed" (closing it needs that loop), not in a later test."""
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()

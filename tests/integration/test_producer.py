@@ -241,6 +241,36 @@ async def test_each_stored_add_is_announced_and_wakes_the_engine_once_and_no_ref
     await scheduler.shutdown()
 
 
+@pytest.mark.parametrize("plain_first", [True, False], ids=["plain-first", "replacing-first"])
+async def test_overlapping_plain_and_replacing_adds_of_an_id_store_the_replacing_task_in_either_order(
+    make_scheduler: SchedulerFactory, store_url: str, record_file: Path, plain_first: bool
+) -> None:
+    # The add of "x" made first waits behind an add of its kind in flight; the other, made after
+    # it, has a lane of its own and is sent at once: either may be stored first (AddCoalescer's
+    # docstring). The task stored is the replacing add's either way; only whether the plain add
+    # fails as taken depends on the order.
+    producer = make_scheduler(store_url, role="producer")
+    args = [str(record_file)]
+    await producer.schedule_delayed_task("warm", jobs.note, 5, args=args, id="warm")  # (opens the store)
+
+    def add(task_id: str, name: str, replace: bool) -> asyncio.Future[str]:
+        call = producer.schedule_delayed_task(
+            name, jobs.note, 5, args=args, id=task_id, replace_existing=replace
+        )
+        return asyncio.ensure_future(call)
+
+    first, second = ("plain", "replacing") if plain_first else ("replacing", "plain")
+    in_flight = add("other", "other", first == "replacing")
+    outcomes = {name: add("x", name, name == "replacing") for name in (first, second)}
+    await asyncio.gather(in_flight, *outcomes.values(), return_exceptions=True)
+
+    assert in_flight.result() == "other" and outcomes["replacing"].result() == "x"
+    plain = outcomes["plain"].exception()
+    assert plain is None or isinstance(plain, TaskExistsError), plain
+    assert {info.id: info.name for info in await producer.list_tasks()}["x"] == "replacing"
+    await producer.shutdown()
+
+
 def test_a_producer_serves_one_event_loop_after_another(tmp_path: Path, record_file: Path) -> None:
     producer = BackgroundTaskScheduler(store=f"sqlite:///{tmp_path / 'loops.db'}", role="producer")
 

@@ -181,6 +181,7 @@ async def test_an_add_pipelined_behind_a_cancelled_one_is_sent_again_and_stored(
         await store.close()
 
 
+@pytest.mark.usefixtures("ended_loops")
 def test_an_add_on_a_new_event_loop_is_not_pipelined_behind_a_call_left_on_an_ended_one(
     server: RedisServerHandle,
 ) -> None:

@@ -5,11 +5,12 @@ the close, and a store moves to a new loop by starting afresh there."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import signal
 import traceback
 import warnings
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
 
 import pytest
@@ -45,15 +46,26 @@ async def started(adds: Sequence[asyncio.Future[Any]]) -> None:
     assert not any(add.done() for add in adds)
 
 
+@contextlib.asynccontextmanager
+async def adds_in_flight(
+    store: RedisStore, server: RedisServerHandle, count: int
+) -> AsyncIterator[list[asyncio.Task[None]]]:
+    """``count`` adds of ``store`` (``t0``, ``t1``, ...) sent to the paused ``server`` and waiting
+    for its replies, after an add of ``warm`` that opened the store; the server continues on
+    leaving the block (if ``continue_later`` did not continue it before)."""
+    await store.add([task("warm")])
+    with server.paused():
+        adds = [asyncio.ensure_future(store.add([task(f"t{i}")])) for i in range(count)]
+        await started(adds)
+        yield adds
+
+
 async def test_close_waits_for_the_adds_in_flight_and_leaves_no_connection(
     server: RedisServerHandle, admin: redis.Redis
 ) -> None:
     store = RedisStore(server.url, prefix="close")
-    await store.add([task("warm")])
-    with server.paused():
-        # two pipelined on the store's own connection, three on connections of the pool
-        adds = [asyncio.ensure_future(store.add([task(f"t{i}")])) for i in range(5)]
-        await started(adds)
+    # two pipelined on the store's own connection, three on connections of the pool
+    async with adds_in_flight(store, server, 5) as adds:
         continue_later(server, 0.2)
         await store.close()
         assert all(add.done() for add in adds)  # ended before close() returned
@@ -67,10 +79,7 @@ async def test_adds_left_in_flight_after_the_bound_fail_as_closed_and_nothing_co
 ) -> None:
     monkeypatch.setattr(connection, "CLOSE_TIMEOUT", 0.2)
     store = RedisStore(server.url, prefix="close")
-    await store.add([task("warm")])
-    with server.paused():
-        adds = [asyncio.ensure_future(store.add([task(f"t{i}")])) for i in range(5)]
-        await started(adds)
+    async with adds_in_flight(store, server, 5) as adds:
         await store.close()
         outcomes = await asyncio.gather(*adds, return_exceptions=True)
     assert all(isinstance(outcome, StoreClosedError) for outcome in outcomes), outcomes
@@ -83,10 +92,7 @@ async def test_an_add_made_while_the_store_closes_fails_as_closed(
     server: RedisServerHandle, admin: redis.Redis
 ) -> None:
     store = RedisStore(server.url, prefix="close")
-    await store.add([task("warm")])
-    with server.paused():
-        first = asyncio.ensure_future(store.add([task("first")]))
-        await started([first])
+    async with adds_in_flight(store, server, 1) as [first]:
         continue_later(server, 0.2)
         closing = asyncio.ensure_future(store.close())
         await asyncio.sleep(0)
@@ -225,6 +231,7 @@ async def test_a_store_whose_close_was_cancelled_adds_again(
         await store.close()
 
 
+@pytest.mark.usefixtures("ended_loops")
 def test_a_store_whose_close_was_cancelled_on_one_loop_adds_on_the_next(
     server: RedisServerHandle, admin: redis.Redis
 ) -> None:
@@ -265,10 +272,7 @@ async def test_acknowledged_adds_in_flight_end_before_close_returns_and_nothing_
 ) -> None:
     others = store_clients(admin)  # the replica's
     store = RedisStore(server.url, prefix="close", durability="replica")
-    await store.add([task("warm")])
-    with server.paused():
-        adds = [asyncio.ensure_future(store.add([task(f"t{i}")])) for i in range(3)]
-        await started(adds)
+    async with adds_in_flight(store, server, 3) as adds:
         continue_later(server, 0.2)
         await store.close()
         assert all(add.done() for add in adds)  # ended before close() returned
@@ -289,10 +293,7 @@ async def test_acknowledged_adds_left_after_the_bound_fail_as_closed(
     monkeypatch.setattr(connection, "CLOSE_TIMEOUT", 0.2)
     others = store_clients(admin)
     store = RedisStore(server.url, prefix="close", durability="replica")
-    await store.add([task("warm")])
-    with server.paused():
-        adds = [asyncio.ensure_future(store.add([task(f"t{i}")])) for i in range(3)]
-        await started(adds)
+    async with adds_in_flight(store, server, 3) as adds:
         closing = asyncio.ensure_future(store.close())
         await asyncio.sleep(0)
         with pytest.raises(StoreClosedError):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,16 +25,6 @@ from tests.contract.helpers import LEASE, T0, decide, start_run, task
 from tests.contract.test_history import entry
 from tests.integration.test_redis_store import delete_keys
 from tests.redis_server import usable_redis_url
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[RedisStore]:
-    prefix = f"test-history-docs-{uuid.uuid4().hex[:8]}"
-    store = RedisStore(usable_redis_url(), prefix=prefix)
-    await store.open()
-    yield store
-    await store.close()
-    await delete_keys(usable_redis_url(), prefix)
 
 
 class Layout6Store(RedisStore):

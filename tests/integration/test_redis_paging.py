@@ -8,7 +8,7 @@ import random
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +24,6 @@ pytestmark = pytest.mark.redis
 
 N = 5000
 PAGE = 100
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[RedisStore]:
-    prefix = f"test-{uuid.uuid4().hex[:12]}"
-    store = RedisStore(usable_redis_url(), prefix=prefix)
-    await store.open()
-    yield store
-    await store.close()
-    await delete_keys(usable_redis_url(), prefix)
 
 
 def new_ids(rng: random.Random, n: int) -> list[str]:

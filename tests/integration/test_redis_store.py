@@ -7,8 +7,6 @@ import contextlib
 import itertools
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
@@ -37,20 +35,6 @@ LEASE = timedelta(seconds=10)
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return usable_redis_url()
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"test-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-async def store(redis_url: str, prefix: str) -> AsyncIterator[RedisStore]:
-    store = RedisStore(redis_url, prefix=prefix)
-    await store.open()
-    yield store
-    await store.close()
-    await delete_keys(redis_url, prefix)
 
 
 async def delete_keys(url: str, prefix: str) -> None:

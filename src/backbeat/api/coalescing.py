@@ -54,7 +54,18 @@ class AddCoalescer:
     loop turn's adds did, without making the lone add wait for a turn. Up to :data:`IN_FLIGHT`
     batches are in flight at once: a batch is sent while the one before it is still being
     stored, except the adds of an id in flight, which wait for it (a later add of an id is never
-    stored before an earlier one).
+    stored before an earlier one of its kind).
+
+    Adds of one id of the two kinds are not kept in order: each kind has its own lane, so a
+    replacing add may be stored before a plain add of that id made earlier (waiting behind a
+    batch of its kind), or after one made later. Both orders are correct for calls that overlap:
+    neither comes first for their callers (nor would it for two calls on two connections of a
+    pool, or for ``add_tasks``, which does not come here), and either way the task stored after
+    both is the last replacing add's (a replacing add always writes, a plain one only while the
+    id is not stored). The order decides only whether the plain add is stored until the
+    replacing one lands, or fails with ``TaskExistsError``. A caller who needs the plain add
+    first awaits it before making the other. (Within one kind the order decides what is stored,
+    the first plain add or the last replacing one, and is kept.)
 
     A task whose id is already stored fails only its own caller, with ``TaskExistsError``; so
     does a later add of an id while an earlier add of it is in flight or in the same batch, once

@@ -292,12 +292,8 @@ class DirectScript:
             except RedisConnectionError:
                 replies.uninstall()
                 return await self._resent(conn, args)
-            except BaseException:
-                # cancelled (the watchdog, or the caller), or a protocol error: a reply may still
-                # come, so the connection is not used again (as redis-py's own read does); the
-                # calls pipelined behind this one are sent again
-                replies.uninstall()
-                await conn.disconnect(nowait=True)
+            except BaseException as exc:
+                await self._dropped(conn, replies, exc)
                 raise
             if conn.health_check_interval:
                 conn.next_health_check = loop.time() + conn.health_check_interval
@@ -315,6 +311,18 @@ class DirectScript:
             self._timed_out.discard(caller)
             if self._closed:
                 await self._ended_closing(caller)
+
+    async def _dropped(self, conn: AbstractConnection, replies: _Replies, exc: BaseException) -> None:
+        """After a call on the held connection was cancelled (the watchdog, or the caller) or met a
+        protocol error: a reply may still come, so the connection is not used again (as redis-py's
+        own read does); the calls pipelined behind this one are sent again. Not after a
+        ``GeneratorExit``: the call was collected unfinished, its task dropped with the store or
+        left on a loop that ended (whose futures cannot be failed nor transports closed), and no
+        call follows on that connection."""
+        if isinstance(exc, GeneratorExit):
+            return
+        replies.uninstall()
+        await conn.disconnect(nowait=True)
 
     async def _error_reply(
         self, conn: AbstractConnection, args: Sequence[Arg], replies: _Replies, reply: RedisError
