@@ -824,3 +824,27 @@ local function history_listed(batch)
   end
   return found
 end
+
+-- ZADD's scores and items for history_at of a batch's members ("task id NUL end NUL entry id NUL
+-- batch.line", the end 18 digits): the batch once per window of ends, scored by its latest end
+-- there.
+local function history_spans(batch, members)
+  local latest, windows, find, sub = {}, {}, string.find, string.sub
+  for _, member in ipairs(members) do
+    local at = find(member, '\0', 1, true)
+    local ended = string.match(sub(member, at + 1, at + 18), '^0*(%d-%d)$')
+    local window = history_window(ended)
+    local top = latest[window]
+    if not top then
+      windows[#windows + 1] = window
+      latest[window] = ended
+    elseif #ended > #top or (#ended == #top and ended > top) then
+      latest[window] = ended
+    end
+  end
+  local spans = {}
+  for _, window in ipairs(windows) do
+    spans[#spans + 1], spans[#spans + 2] = latest[window], batch .. '.' .. window
+  end
+  return spans
+end

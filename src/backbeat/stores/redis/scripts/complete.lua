@@ -200,7 +200,8 @@ local function record_history(kinds, docs, ones)
   local ref = '\0' .. batch .. '.'
   -- members: scores and members for ZADD (its first k items, filled again after each write: a
   -- new table grows by doubling, rehashing what it holds each time); listed: every member
-  local members, listed, latest, windows, pos, k, line = {}, {}, {}, {}, 1, 0, 0
+  local members, listed, pos, k, line = {}, {}, 1, 0, 0
+  local earliest, latest = '99999999999999999999', ''  -- past any end, before any
   local function index()
     for i = 1, n do
       local kind = kinds == '' and 'p' or sub(kinds, i, i)
@@ -231,16 +232,13 @@ local function record_history(kinds, docs, ones)
           members[k + 1], members[k + 2] = '0', member
           k = k + 2
           listed[#listed + 1] = member
-          local window = sub(ended, 1, -HISTORY_WINDOW_DIGITS - 1)
-          if window == '' then
-            window = '0'
+          -- the earliest and latest end (digits: the longer is the later): most batches lie in
+          -- one window, found from them alone
+          if #ended < #earliest or (#ended == #earliest and ended < earliest) then
+            earliest = ended
           end
-          local top = latest[window]
-          if not top then
-            windows[#windows + 1] = window
-            latest[window] = ended
-          elseif #ended > #top or (#ended == #top and ended > top) then
-            latest[window] = ended
+          if #ended > #latest or (#ended == #latest and ended > latest) then
+            latest = ended
           end
         end
         if k == HISTORY_CHUNK then
@@ -259,11 +257,12 @@ local function record_history(kinds, docs, ones)
   if #listed > 0 then
     redis.call('HSET', P .. 'history_batch:' .. batch, 'd', docs, 'm', table.concat(listed, '\0'))
     redis.call('HSET', P .. 'history_live', batch, #listed)
-    local spans = {}
-    for _, window in ipairs(windows) do
-      spans[#spans + 1], spans[#spans + 2] = latest[window], batch .. '.' .. window
+    local window = history_window(latest)
+    if history_window(earliest) == window then
+      redis.call('ZADD', P .. 'history_at', latest, batch .. '.' .. window)
+    else
+      call_many('ZADD', P .. 'history_at', history_spans(batch, listed))
     end
-    redis.call('ZADD', P .. 'history_at', unpack(spans))
   end
   if not ok then
     error(err, 0)

@@ -10,11 +10,11 @@
 local K_BY_TASK = P .. 'history_by_task'
 local docs, packed, at = ARGV[2], ARGV[3], 1
 local find, sub = string.find, string.sub
-local fresh, ends, seen, line = {}, {}, {}, 0
+local fresh, seen, line = {}, {}, 0
 while at <= #packed do
   local task_end = find(packed, '\0', at, true)
   local id_end = task_end and find(packed, '\0', task_end + 20, true)
-  if not id_end or sub(packed, task_end + 19, task_end + 19) ~= '\0' then
+  if not id_end or not find(sub(packed, task_end + 1, task_end + 19), '^%d+%z$') then
     error('backbeat: history entry ' .. (line + 1) .. ' of a batch cannot be read')
   end
   line = line + 1
@@ -23,7 +23,6 @@ while at <= #packed do
     seen[member] = true
     if #redis.call('ZRANGEBYLEX', K_BY_TASK, '[' .. member, '(' .. member .. '\1', 'LIMIT', 0, 1) == 0 then
       fresh[#fresh + 1], fresh[#fresh + 2] = member, line
-      ends[#ends + 1] = string.match(sub(packed, task_end + 1, task_end + 18), '^0*(%d-%d)$')
     end
   end
   at = id_end + 1
@@ -32,29 +31,14 @@ if #fresh == 0 then
   return 0
 end
 local batch = redis.call('INCR', P .. 'history_batch_seq')
-redis.call('HSET', P .. 'history_live', batch, #ends)
-local by_task, listed, latest, windows = {}, {}, {}, {}
+redis.call('HSET', P .. 'history_live', batch, #fresh / 2)
+local by_task, listed = {}, {}
 for i = 1, #fresh, 2 do
-  local member, ended = fresh[i] .. '\0' .. batch .. '.' .. fresh[i + 1], ends[(i + 1) / 2]
+  local member = fresh[i] .. '\0' .. batch .. '.' .. fresh[i + 1]
   by_task[#by_task + 1], by_task[#by_task + 2] = 0, member
   listed[#listed + 1] = member
-  local window = sub(ended, 1, -HISTORY_WINDOW_DIGITS - 1)
-  if window == '' then
-    window = '0'
-  end
-  local top = latest[window]
-  if not top then
-    windows[#windows + 1] = window
-    latest[window] = ended
-  elseif #ended > #top or (#ended == #top and ended > top) then
-    latest[window] = ended
-  end
 end
 call_many('ZADD', K_BY_TASK, by_task)
 redis.call('HSET', P .. 'history_batch:' .. batch, 'd', docs, 'm', table.concat(listed, '\0'))
-local spans = {}
-for _, window in ipairs(windows) do
-  spans[#spans + 1], spans[#spans + 2] = latest[window], batch .. '.' .. window
-end
-call_many('ZADD', P .. 'history_at', spans)
-return #ends
+call_many('ZADD', P .. 'history_at', history_spans(batch, listed))
+return #listed
