@@ -36,10 +36,27 @@ while i <= #ARGV and ARGV[i] ~= '' do
   ids[#ids + 1] = ARGV[i]
   i = i + 1
 end
-local lists, aged = {}, {}
-local function list_of(batch)
-  lists[batch] = lists[batch] or history_listed(batch)
-  return lists[batch]
+-- each batch read once a call into its members by window and its places in history_at: a window's
+-- entries are not looked for among all of the batch's (a batch of thousands of windows, a
+-- completion after an outage, would hold the server for seconds)
+local batches, aged = {}, {}
+local function batch_of(batch)
+  local found = batches[batch]
+  if not found then
+    found = {windows = {}, spans = {}}
+    for _, item in ipairs(history_listed(batch)) do
+      local window = history_window(item[2])
+      local members = found.windows[window]
+      if not members then
+        members = {}
+        found.windows[window] = members
+        found.spans[#found.spans + 1] = batch .. '.' .. window
+      end
+      members[#members + 1] = item[1]
+    end
+    batches[batch] = found
+  end
+  return found
 end
 for j = i + 1, #ARGV do
   if removed >= budget then
@@ -48,10 +65,8 @@ for j = i + 1, #ARGV do
   local batch, window = match(ARGV[j], '^(%d+)%.(%d+)$')
   if batch then
     aged[batch] = true
-    for _, item in ipairs(list_of(batch)) do
-      if history_window(item[2]) == window then
-        drop(item[1], batch)
-      end
+    for _, member in ipairs(batch_of(batch).windows[window] or {}) do
+      drop(member, batch)
     end
   end
   redis.call('ZREM', K_AT, ARGV[j])
@@ -67,14 +82,7 @@ for batch in pairs(aged) do
   gone[batch] = gone[batch] or 0
 end
 for batch, count in pairs(gone) do
-  local spans, seen = {}, {}
-  for _, item in ipairs(list_of(batch)) do
-    local span = batch .. '.' .. history_window(item[2])
-    if not seen[span] then
-      seen[span] = true
-      spans[#spans + 1] = span
-    end
-  end
+  local spans = batch_of(batch).spans
   local empty = count > 0 and redis.call('HINCRBY', K_LIVE, batch, -count) <= 0
   if not empty and aged[batch] then
     empty = true
