@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from backbeat.abc import Store
-from backbeat.model.history import FAILED, HistoryEntry, HistoryOutcome, HistoryQuery, entry_id
+from backbeat.model.history import EPOCH, FAILED, HistoryEntry, HistoryOutcome, HistoryQuery, entry_id
 from tests.contract.helpers import T0, task
 
 SECOND = timedelta(seconds=1)
@@ -129,6 +129,35 @@ async def test_pages_and_since_hold_among_entries_microseconds_to_milliseconds_a
     assert [e.id for e in found] == [e.id for e in expected if e.ended_at >= since]
     per_task = await everything(store, HistoryQuery(task_id="t1", limit=3, since=since))
     assert [e.id for e in per_task] == [e.id for e in expected if e.task_id == "t1" and e.ended_at >= since]
+
+
+async def test_a_page_across_tasks_passes_entries_kept_below_the_lowest_end_read(store: Store) -> None:
+    # one call's entries 9 ms apart, then twenty calls' entries ending between them: a store that
+    # reads ends in groups (Redis: a call's 10 ms window, scored by its latest end) has read the
+    # first call's earliest entry before the group of its end
+    window = T0 - timedelta(microseconds=T0.microsecond % 10_000)
+    wide = [entry("wide", window + timedelta(microseconds=us)) for us in (1, 9_000)]
+    await store.record_history(wide)
+    singles = [entry(f"t{i}", window + timedelta(microseconds=5_000 + i)) for i in range(1, 21)]
+    for single in singles:
+        await store.record_history([single])
+    expected = sorted([*wide, *singles], key=lambda e: (e.ended_at, e.id), reverse=True)
+
+    for limit in (100, 21, 3):
+        found = await everything(store, HistoryQuery(limit=limit))
+        assert [e.id for e in found] == [e.id for e in expected]
+
+
+async def test_since_holds_among_ends_of_different_lengths_in_the_first_10_ms_of_1970(store: Store) -> None:
+    # 5 us and 40 us: "5" > "40" as text (Redis: the latest end of a batch's window)
+    first = [entry(f"e{us}", EPOCH + timedelta(microseconds=us)) for us in (5, 40)]
+    await store.record_history(first)
+    await store.record_history([entry("e20", EPOCH + timedelta(microseconds=20))])
+    since = EPOCH + timedelta(microseconds=30)
+    found = await everything(store, HistoryQuery(limit=10, since=since))
+    assert [e.task_id for e in found] == ["e40"]
+    found = await everything(store, HistoryQuery(limit=1))
+    assert [e.task_id for e in found] == ["e40", "e20", "e5"]
 
 
 async def test_recording_an_entry_again_keeps_one(store: Store, peer: Store) -> None:

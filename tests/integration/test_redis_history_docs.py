@@ -4,6 +4,8 @@ the entry id and the batch keep the rest), and reads it back whole beside entrie
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -15,7 +17,7 @@ import redis.asyncio
 
 from backbeat.errors import CorruptRecordError, StoreError
 from backbeat.model.completed_history import NAMES
-from backbeat.model.history import HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings, to_us
+from backbeat.model.history import EPOCH, HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings, to_us
 from backbeat.model.overlap import BUFFERED_UNTIL
 from backbeat.model.records import RunOutcome, RunResult
 from backbeat.stores.redis import RedisStore
@@ -396,3 +398,97 @@ async def test_the_scripts_plain_successes_are_the_clients_byte_for_byte(store: 
     assert script_batch[b"d"] != client_batch[b"d"]
     assert len(by_script["by_task"]) > 100
     assert by_script == by_client
+
+
+async def run_many(store: RedisStore, count: int, gap: timedelta) -> list[RunResult]:
+    """``count`` tasks run; their successes, ending ``gap`` apart from T0 on."""
+    tasks = [task(f"many-{k}") for k in range(count)]
+    by_id = {t.id: t for t in tasks}
+    await store.add(tasks)
+    claim = await store.claim_due("w", now=T0, lease=LEASE, limit=count)
+    fired = await store.fire("w", [decide(t) for t in claim.tasks], now=T0, lease=LEASE)
+    runs = sorted((run for result in fired for run in result.runs), key=lambda run: run.task_id)
+    assert len(runs) == count
+    results = []
+    for k, run in enumerate(runs):
+        run.task = by_id[run.task_id]
+        results.append(
+            RunResult(run=run, outcome=RunOutcome.SUCCESS, finished_at=T0 + k * gap, started_at=T0 - gap)
+        )
+    return results
+
+
+async def test_a_completion_whose_entries_span_thousands_of_windows_records_them(store: RedisStore) -> None:
+    # a completion after an outage: ends 10 ms apart, each its own window of the end-time index,
+    # more than one variadic call (Lua's unpack) can take
+    results = await run_many(store, 4_500, timedelta(milliseconds=10))
+    assert not await store.complete("w", results, history=HistorySettings())
+    page, _ = await store.run_history(HistoryQuery(limit=3))
+    assert [e.ended_at for e in page] == [r.finished_at for r in results[:-4:-1]]
+    assert await store.prune_history([], before=T0 + timedelta(seconds=100), keep=10_000) > 0
+
+
+async def test_a_record_that_fails_leaves_nothing_of_its_batch(store: RedisStore) -> None:
+    # an end before 1970 has no 18-digit member: the script stops at it
+    before_1970 = entry("old", datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC))
+    await store.record_history([entry("first", T0)])  # a batch before it
+    with contextlib.suppress(StoreError):
+        await store.record_history([before_1970, entry("new", T0)])
+    client = redis.asyncio.from_url(usable_redis_url())
+    try:
+        keys = store.keys
+        assert await client.hgetall(keys.history_live) == {b"1": b"1"}  # the first batch's alone
+        assert (await client.zcard(keys.history_by_task), await client.zcard(keys.history_at)) == (1, 1)
+    finally:
+        await client.aclose()
+
+
+async def test_pruning_by_age_takes_whole_windows_up_to_its_budget_and_a_batch_goes_with_its_windows(
+    store: RedisStore,
+) -> None:
+    # three calls of 600 entries, each call's ends within one 10 ms window, a second apart
+    for k in range(3):
+        ended = T0 + k * timedelta(seconds=1)
+        await store.record_history(
+            [entry(f"t{i}", ended, fire=T0 - i * timedelta(seconds=1)) for i in range(600)]
+        )
+    # a batch of two windows, one past the cutoff below
+    await store.record_history(
+        [entry("two", T0 + timedelta(seconds=10)), entry("two", T0 + timedelta(seconds=11))]
+    )
+    client = redis.asyncio.from_url(usable_redis_url())
+    try:
+        keys = store.keys
+        # whole windows until 1,000 entries are removed: two of the three
+        assert (
+            await store.prune_history([], before=T0 + timedelta(seconds=10, milliseconds=500), keep=10_000)
+            == 1200
+        )
+        assert (
+            await store.prune_history([], before=T0 + timedelta(seconds=10, milliseconds=500), keep=10_000)
+            == 601
+        )
+        # the batch's window past its age went; the other stays with the batch's last entry
+        windows: list[Any] = await client.zrange(keys.history_at, 0, -1)
+        assert windows == [b"4.%d" % (to_us(T0 + timedelta(seconds=11)) // 10_000)]
+        assert await client.hgetall(keys.history_live) == {b"4": b"1"}
+        # pruned by its task's count, the batch's last entry takes the batch and its window
+        assert await store.prune_history(["two"], before=T0, keep=0) == 1
+        assert await client.exists(keys.history_at, keys.history_live, keys.history_batch(4)) == 0
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("spelled_by_client", [False, True])
+async def test_a_completions_window_is_scored_by_its_latest_end_of_any_length(
+    store: RedisStore, spelled_by_client: bool
+) -> None:
+    # ends 5 us and 40 us after the epoch: "5" > "40" as text
+    results = [
+        dataclasses.replace(result, finished_at=EPOCH + timedelta(microseconds=us))
+        for result, us in zip(await run_many(store, 2, timedelta(seconds=1)), (5, 40), strict=True)
+    ]
+    tokens = [result.run.fencing_token for result in results] if spelled_by_client else None
+    assert not await store.complete("w", results, history=HistorySettings(), entry_tokens=tokens)
+    found, _ = await store.run_history(HistoryQuery(limit=10, since=EPOCH + timedelta(microseconds=30)))
+    assert [e.ended_at for e in found] == [EPOCH + timedelta(microseconds=40)]
