@@ -157,8 +157,9 @@ MIGRATIONS: tuple[LayoutMigration, ...] = (
     ),
     LayoutMigration(
         7,
-        "run history written a batch of documents to a key, each entry one member of a per-task and "
-        "an end-time index; entries written before stay where they are, nothing rewritten",
+        "run history written a batch to a hash (its documents and members), each entry one member of "
+        "the per-task index, the batch in an end-time index once per 10 ms of its ends; entries "
+        "written before stay where they are, nothing rewritten",
         _history_batches,
     ),
 )
