@@ -4,8 +4,8 @@ the entry id and the batch keep the rest), and reads it back whole beside entrie
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
+import re
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -21,7 +21,7 @@ from backbeat.model.history import EPOCH, HistoryEntry, HistoryOutcome, HistoryQ
 from backbeat.model.overlap import BUFFERED_UNTIL
 from backbeat.model.records import RunOutcome, RunResult
 from backbeat.stores.redis import RedisStore
-from backbeat.stores.redis.history import completion_args
+from backbeat.stores.redis.history import completion_args, pack
 from backbeat.stores.redis.layout import MIGRATIONS
 from tests.contract.helpers import LEASE, T0, decide, start_run, task
 from tests.contract.test_history import entry
@@ -429,11 +429,15 @@ async def test_a_completion_whose_entries_span_thousands_of_windows_records_them
 
 
 async def test_a_record_that_fails_leaves_nothing_of_its_batch(store: RedisStore) -> None:
-    # an end before 1970 has no 18-digit member: the script stops at it
+    # an end before 1970 has no 18-digit member: refused at call time, naming the entry
     before_1970 = entry("old", datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC))
     await store.record_history([entry("first", T0)])  # a batch before it
-    with contextlib.suppress(StoreError):
+    with pytest.raises(ValueError, match=rf"history entry {re.escape(repr(before_1970.id))} .* before 1970"):
         await store.record_history([before_1970, entry("new", T0)])
+    # the script refuses it as well, before it writes anything
+    docs, members = pack([entry("new", T0)])
+    with pytest.raises(StoreError, match="cannot be read"):
+        await store._conn.run("history", docs, members.replace(b"\0000", b"\0-00", 1))
     client = redis.asyncio.from_url(usable_redis_url())
     try:
         keys = store.keys

@@ -116,12 +116,22 @@ def _header(owner: str | None) -> bytes:
 def pack(entries: Sequence[HistoryEntry]) -> tuple[bytes, bytes]:
     """``history.lua``'s two arguments: the batch's documents (a first line, then each entry's
     document) and each entry's member without its batch (task id, end and id, each followed by
-    a NUL)."""
+    a NUL).
+
+    Raises:
+        ValueError: an entry ended before 1970 (its member spells the end in 18 digits).
+    """
     lines = [_header(None)]
     members: list[bytes] = []
     for entry in entries:
+        ended = to_us(entry.ended_at)
+        if ended < 0:
+            raise ValueError(
+                f"history entry {entry.id!r} ended at {entry.ended_at.isoformat()}, before 1970: "
+                "the Redis store keeps no entry that ended before 1970"
+            )
         lines.append(entry.to_bytes())
-        members.append(task_member(entry.task_id, to_us(entry.ended_at), entry.id) + b"\0")
+        members.append(task_member(entry.task_id, ended, entry.id) + b"\0")
     return b"\n".join(lines), b"".join(members)
 
 
