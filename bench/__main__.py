@@ -92,13 +92,15 @@ class Bench:
         for target in self.stores:
             if on_private_redis(target.url, self.args.redis_url):
                 with private_redis() as url:
-                    cost = await history.history_cost(dataclasses.replace(target, url=url), n)
+                    cost = await history.history_cost(
+                        dataclasses.replace(target, url=url), n, self.args.history_pairs
+                    )
             else:
-                cost = await history.history_cost(target, n)
+                cost = await history.history_cost(target, n, self.args.history_pairs)
             self.rows[target.name].figures[column] = Figure(cost.describe())
         self.notes.append(
             f"history: {n:,} one-shot runs from worker start until its shutdown completed and recorded "
-            f"them all, {history.ROUNDS} pairs of rounds off and on back to back (the order swapped "
+            f"them all, {self.args.history_pairs} pairs of rounds off and on back to back (the order swapped "
             "each pair); CPU per fire is this process's (its store thread included) plus the Redis "
             "server's (a private one, started for this section, unless --redis-url names one: then all "
             "its clients' commands count), medians of each mode, and the share "
@@ -224,6 +226,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pending", type=int, default=100_000, help="peers: pending jobs for memory/job")
     parser.add_argument("--aps-pending", type=int, default=20_000, help="peers: APScheduler's pending jobs")
     parser.add_argument("--rounds", type=int, default=2, help="peers: rounds (medians are shown)")
+    parser.add_argument(
+        "--history-pairs",
+        type=int,
+        default=history.ROUNDS,
+        help=f"history: pairs of rounds off and on (default {history.ROUNDS}; their shares' median is shown)",
+    )
     return parser.parse_args()
 
 

@@ -122,12 +122,12 @@ async def _count(scheduler: BackgroundTaskScheduler) -> int:
             return count
 
 
-async def history_cost(target: StoreTarget, n: int) -> HistoryCost:
-    """Fires/s and CPU per fire with history off and on over :data:`ROUNDS` pairs of rounds
-    (off, on, then on, off, ...), and each pair's share."""
+async def history_cost(target: StoreTarget, n: int, pairs: int = ROUNDS) -> HistoryCost:
+    """Fires/s and CPU per fire with history off and on over ``pairs`` pairs of rounds (off, on,
+    then on, off, ...), and each pair's share."""
     off: list[tuple[float, float, float]] = []
     on: list[tuple[float, float, float]] = []
-    for pair in range(ROUNDS):
+    for pair in range(pairs):
         for history in (False, True) if pair % 2 == 0 else (True, False):
             (on if history else off).append(await _fires(target, n, history=history))
     return HistoryCost(
