@@ -496,3 +496,41 @@ async def test_a_completions_window_is_scored_by_its_latest_end_of_any_length(
     assert not await store.complete("w", results, history=HistorySettings(), entry_tokens=tokens)
     found, _ = await store.run_history(HistoryQuery(limit=10, since=EPOCH + timedelta(microseconds=30)))
     assert [e.ended_at for e in found] == [EPOCH + timedelta(microseconds=40)]
+
+
+@pytest.mark.parametrize("outcome", [RunOutcome.SUCCESS, RunOutcome.FAILURE])
+async def test_a_completion_that_ended_before_1970_keeps_no_entry_and_leaves_history_readable(
+    store: RedisStore, outcome: RunOutcome
+) -> None:
+    tasks = {t.id: t for t in (task("a"), task("b"))}
+    await store.add(list(tasks.values()))
+    runs = sorted(await start_run(store, "w"), key=lambda run: run.task_id, reverse=True)
+    ends = {"a": EPOCH - timedelta(seconds=1), "b": T0 + timedelta(seconds=2)}
+    results = [
+        RunResult(
+            run=replace(run, task=tasks[run.task_id]),
+            outcome=outcome,
+            finished_at=ends[run.task_id],
+            started_at=ends[run.task_id] - timedelta(seconds=1),
+            error=None if outcome is RunOutcome.SUCCESS else "boom",
+        )
+        for run in runs
+    ]
+    assert not await store.complete("w", results, history=HistorySettings())
+
+    # b's entry is kept; a's (its end has no 18-digit member) is not, and poisons no page
+    for query in (HistoryQuery(limit=10), HistoryQuery(limit=10, task_id="b")):
+        assert [e.task_id for e in (await store.run_history(query))[0]] == ["b"]
+    assert (await store.run_history(HistoryQuery(limit=10, task_id="a")))[0] == []
+    # nothing is kept for ever: pruning by age removes the batch whole
+    assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == 1
+    client = redis.asyncio.from_url(usable_redis_url())
+    try:
+        assert not await client.exists(
+            store.keys.history_batch(1),
+            store.keys.history_live,
+            store.keys.history_at,
+            store.keys.history_by_task,
+        )
+    finally:
+        await client.aclose()
