@@ -504,7 +504,7 @@ async def test_a_completion_that_ended_before_1970_keeps_no_entry_and_leaves_his
 ) -> None:
     tasks = {t.id: t for t in (task("a"), task("b"))}
     await store.add(list(tasks.values()))
-    runs = sorted(await start_run(store, "w"), key=lambda run: run.task_id, reverse=True)
+    runs = sorted(await start_run(store, "w"), key=lambda run: run.task_id)
     ends = {"a": EPOCH - timedelta(seconds=1), "b": T0 + timedelta(seconds=2)}
     results = [
         RunResult(
@@ -518,11 +518,71 @@ async def test_a_completion_that_ended_before_1970_keeps_no_entry_and_leaves_his
     ]
     assert not await store.complete("w", results, history=HistorySettings())
 
-    # b's entry is kept; a's (its end has no 18-digit member) is not, and poisons no page
+    # b's entry is kept, though after a's; a's (its end has no 18-digit member) is not, and
+    # poisons no page
     for query in (HistoryQuery(limit=10), HistoryQuery(limit=10, task_id="b")):
         assert [e.task_id for e in (await store.run_history(query))[0]] == ["b"]
     assert (await store.run_history(HistoryQuery(limit=10, task_id="a")))[0] == []
     # nothing is kept for ever: pruning by age removes the batch whole
+    assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == 1
+    client = redis.asyncio.from_url(usable_redis_url())
+    try:
+        assert not await client.exists(
+            store.keys.history_batch(1),
+            store.keys.history_live,
+            store.keys.history_at,
+            store.keys.history_by_task,
+        )
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("outcome", [RunOutcome.SUCCESS, RunOutcome.FAILURE])
+async def test_complete_lua_stops_the_history_at_an_end_before_1970_before_indexing_it(
+    store: RedisStore, outcome: RunOutcome
+) -> None:
+    tasks = {t.id: t for t in (task("a"), task("b"))}
+    await store.add(list(tasks.values()))
+    runs = sorted(await start_run(store, "w"), key=lambda run: run.task_id, reverse=True)
+    ended = to_us(T0 + timedelta(seconds=2))
+    results = [
+        RunResult(
+            run=replace(run, task=tasks[run.task_id]),
+            outcome=outcome,
+            finished_at=T0 + timedelta(seconds=2),
+            started_at=T0 + timedelta(seconds=1),
+            error=None if outcome is RunOutcome.SUCCESS else "boom",
+        )
+        for run in runs
+    ]
+    tokens = [run.fencing_token for run in runs]
+    for _ in range(2):  # the first call keeps the task name, then a success is a plain one ('p')
+        kinds, docs, ones = completion_args(
+            results, HistorySettings(), tokens, "w", [ended] * 2, own_tokens=True
+        )
+    assert isinstance(ones, bytes)
+    # what store.complete sent before it left out such an entry: a's end (the last) 1 s before 1970
+    early = to_us(EPOCH - timedelta(seconds=1))
+    ones = ones.replace(
+        b"%018d\0%b" % (ended, runs[1].id.encode()), b"%018d\0%b" % (early, runs[1].id.encode())
+    )
+    assert (kinds == "") if outcome is RunOutcome.SUCCESS else (b"%018d" % early in ones)
+    packed = b"".join(
+        b"%d|%d||%b|0|%d|%b\xff"
+        % (
+            outcome is RunOutcome.FAILURE,
+            early if run.task_id == "a" else ended,
+            outcome.value.encode(),
+            run.fencing_token,
+            run.id.encode(),
+        )
+        for run in runs
+    )
+    args = ("w", to_us(BUFFERED_UNTIL), 2, "1", packed, kinds, docs, ones)
+    assert await store._conn.run("complete", *args) == []
+
+    for query in (HistoryQuery(limit=10), HistoryQuery(limit=10, task_id="b")):
+        assert [e.task_id for e in (await store.run_history(query))[0]] == ["b"]
     assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == 1
     client = redis.asyncio.from_url(usable_redis_url())
     try:

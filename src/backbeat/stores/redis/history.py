@@ -152,12 +152,17 @@ def completion_args(
     ``p`` is a plain success (:data:`_PLAIN_DOC`) whose member the script spells from the run it
     completes (run id, token and end): only when the entries' ids spell the tokens the results
     hold (``own_tokens``), else a plain success is a ``1`` too. A run has no entry when deferred,
-    or when its members cannot be encoded (:func:`.completed_entry`)."""
+    when it ended before 1970, or when its members cannot be encoded (:func:`.completed_entry`)."""
     lines = [_header(owner)]
     ones: list[bytes] = []
     kinds: list[str] = []
     for result, token, ended in zip(results, tokens, ends, strict=True):
         run = result.run
+        if ended < 0:
+            # no member spells an end before 1970 (complete.lua would stop at it, and drop the
+            # entries after it too)
+            kinds.append("0")
+            continue
         if (plain := plain_success(result, token, settings)) is not None:
             lines.append(_PLAIN_DOC % plain)
             if own_tokens:
