@@ -498,6 +498,32 @@ async def test_a_completions_window_is_scored_by_its_latest_end_of_any_length(
     assert [e.ended_at for e in found] == [EPOCH + timedelta(microseconds=40)]
 
 
+@pytest.mark.parametrize("spelled_by_client", [False, True])
+async def test_a_completion_across_windows_whose_ends_differ_in_length_indexes_each_window(
+    store: RedisStore, spelled_by_client: bool
+) -> None:
+    # ends 9,999 us and 10,000 us after the epoch, in windows 0 and 1: "10000" < "9999" as text,
+    # so the earliest end taken as text would put both in window 1, leaving 9,999 out of it
+    results = [
+        dataclasses.replace(result, finished_at=EPOCH + timedelta(microseconds=us))
+        for result, us in zip(await run_many(store, 2, timedelta(seconds=1)), (9_999, 10_000), strict=True)
+    ]
+    tokens = [result.run.fencing_token for result in results] if spelled_by_client else None
+    assert not await store.complete("w", results, history=HistorySettings(), entry_tokens=tokens)
+    ends = [EPOCH + timedelta(microseconds=us) for us in (10_000, 9_999)]
+    for limit in (10, 1):
+        found = []
+        query: HistoryQuery | None = HistoryQuery(limit=limit)
+        while query is not None:
+            page, cursor = await store.run_history(query)
+            found += page
+            query = None if cursor is None else HistoryQuery(limit=limit, cursor=cursor)
+        assert [e.ended_at for e in found] == ends
+    # pruned by age, both windows go, and the batch with them
+    assert await store.prune_history([], before=EPOCH + timedelta(seconds=1), keep=100) == 2
+    assert (await store.run_history(HistoryQuery(limit=10, task_id=results[0].run.task_id)))[0] == []
+
+
 @pytest.mark.parametrize("outcome", [RunOutcome.SUCCESS, RunOutcome.FAILURE])
 async def test_a_completion_that_ended_before_1970_keeps_no_entry_and_leaves_history_readable(
     store: RedisStore, outcome: RunOutcome
