@@ -434,10 +434,14 @@ async def test_a_record_that_fails_leaves_nothing_of_its_batch(store: RedisStore
     await store.record_history([entry("first", T0)])  # a batch before it
     with pytest.raises(ValueError, match=rf"history entry {re.escape(repr(before_1970.id))} .* before 1970"):
         await store.record_history([before_1970, entry("new", T0)])
-    # the script refuses it as well, before it writes anything
+    # the script refuses it as well, before it writes anything: the 18 characters pack spelled
+    # it in before it was refused ('-' then 17 digits; b"\0000" is a NUL and one '0', and the
+    # 20 characters that put in its place were refused for the id's missing NUL alone)
     docs, members = pack([entry("new", T0)])
+    spelled = b"%018d" % to_us(datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC))
+    assert len(spelled) == 18 and spelled.startswith(b"-")
     with pytest.raises(StoreError, match="cannot be read"):
-        await store._conn.run("history", docs, members.replace(b"\0000", b"\0-00", 1))
+        await store._conn.run("history", docs, members.replace(b"%018d" % to_us(T0), spelled, 1))
     client = redis.asyncio.from_url(usable_redis_url())
     try:
         keys = store.keys
