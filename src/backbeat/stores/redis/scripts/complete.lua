@@ -257,8 +257,9 @@ local function record_history(kinds, docs, ones)
       end
     end
   end
-  -- a '1' that cannot be read stops the loop: the entries before it are indexed all the same,
-  -- and their batch counts them (a batch that counted more would be kept for ever)
+  -- an entry that cannot be read (a '1' cut short, an end no member spells) stops the loop: the
+  -- entries before it are indexed all the same, and their batch counts them (a batch that
+  -- counted more would be kept for ever)
   local ok, err = pcall(index)
   if k > 0 then
     redis.call('ZADD', P .. 'history_by_task', unpack(members, 1, k))
