@@ -434,10 +434,14 @@ async def test_a_record_that_fails_leaves_nothing_of_its_batch(store: RedisStore
     await store.record_history([entry("first", T0)])  # a batch before it
     with pytest.raises(ValueError, match=rf"history entry {re.escape(repr(before_1970.id))} .* before 1970"):
         await store.record_history([before_1970, entry("new", T0)])
-    # the script refuses it as well, before it writes anything
+    # the script refuses it as well, before it writes anything: the 18 characters pack spelled
+    # it in before it was refused ('-' then 17 digits; b"\0000" is a NUL and one '0', and the
+    # 20 characters that put in its place were refused for the id's missing NUL alone)
     docs, members = pack([entry("new", T0)])
+    spelled = b"%018d" % to_us(datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC))
+    assert len(spelled) == 18 and spelled.startswith(b"-")
     with pytest.raises(StoreError, match="cannot be read"):
-        await store._conn.run("history", docs, members.replace(b"\0000", b"\0-00", 1))
+        await store._conn.run("history", docs, members.replace(b"%018d" % to_us(T0), spelled, 1))
     client = redis.asyncio.from_url(usable_redis_url())
     try:
         keys = store.keys
@@ -496,3 +500,127 @@ async def test_a_completions_window_is_scored_by_its_latest_end_of_any_length(
     assert not await store.complete("w", results, history=HistorySettings(), entry_tokens=tokens)
     found, _ = await store.run_history(HistoryQuery(limit=10, since=EPOCH + timedelta(microseconds=30)))
     assert [e.ended_at for e in found] == [EPOCH + timedelta(microseconds=40)]
+
+
+@pytest.mark.parametrize("spelled_by_client", [False, True])
+async def test_a_completion_across_windows_whose_ends_differ_in_length_indexes_each_window(
+    store: RedisStore, spelled_by_client: bool
+) -> None:
+    # ends 9,999 us and 10,000 us after the epoch, in windows 0 and 1: "10000" < "9999" as text,
+    # so the earliest end taken as text would put both in window 1, leaving 9,999 out of it
+    results = [
+        dataclasses.replace(result, finished_at=EPOCH + timedelta(microseconds=us))
+        for result, us in zip(await run_many(store, 2, timedelta(seconds=1)), (9_999, 10_000), strict=True)
+    ]
+    tokens = [result.run.fencing_token for result in results] if spelled_by_client else None
+    assert not await store.complete("w", results, history=HistorySettings(), entry_tokens=tokens)
+    ends = [EPOCH + timedelta(microseconds=us) for us in (10_000, 9_999)]
+    for limit in (10, 1):
+        found = []
+        query: HistoryQuery | None = HistoryQuery(limit=limit)
+        while query is not None:
+            page, cursor = await store.run_history(query)
+            found += page
+            query = None if cursor is None else HistoryQuery(limit=limit, cursor=cursor)
+        assert [e.ended_at for e in found] == ends
+    # pruned by age, both windows go, and the batch with them
+    assert await store.prune_history([], before=EPOCH + timedelta(seconds=1), keep=100) == 2
+    assert (await store.run_history(HistoryQuery(limit=10, task_id=results[0].run.task_id)))[0] == []
+
+
+@pytest.mark.parametrize("outcome", [RunOutcome.SUCCESS, RunOutcome.FAILURE])
+async def test_a_completion_that_ended_before_1970_keeps_no_entry_and_leaves_history_readable(
+    store: RedisStore, outcome: RunOutcome
+) -> None:
+    tasks = {t.id: t for t in (task("a"), task("b"))}
+    await store.add(list(tasks.values()))
+    runs = sorted(await start_run(store, "w"), key=lambda run: run.task_id)
+    ends = {"a": EPOCH - timedelta(seconds=1), "b": T0 + timedelta(seconds=2)}
+    results = [
+        RunResult(
+            run=replace(run, task=tasks[run.task_id]),
+            outcome=outcome,
+            finished_at=ends[run.task_id],
+            started_at=ends[run.task_id] - timedelta(seconds=1),
+            error=None if outcome is RunOutcome.SUCCESS else "boom",
+        )
+        for run in runs
+    ]
+    assert not await store.complete("w", results, history=HistorySettings())
+
+    # b's entry is kept, though after a's; a's (its end has no 18-digit member) is not, and
+    # poisons no page
+    for query in (HistoryQuery(limit=10), HistoryQuery(limit=10, task_id="b")):
+        assert [e.task_id for e in (await store.run_history(query))[0]] == ["b"]
+    assert (await store.run_history(HistoryQuery(limit=10, task_id="a")))[0] == []
+    # nothing is kept for ever: pruning by age removes the batch whole
+    assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == 1
+    client = redis.asyncio.from_url(usable_redis_url())
+    try:
+        assert not await client.exists(
+            store.keys.history_batch(1),
+            store.keys.history_live,
+            store.keys.history_at,
+            store.keys.history_by_task,
+        )
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("outcome", [RunOutcome.SUCCESS, RunOutcome.FAILURE])
+async def test_complete_lua_stops_the_history_at_an_end_before_1970_before_indexing_it(
+    store: RedisStore, outcome: RunOutcome
+) -> None:
+    tasks = {t.id: t for t in (task("a"), task("b"))}
+    await store.add(list(tasks.values()))
+    runs = sorted(await start_run(store, "w"), key=lambda run: run.task_id, reverse=True)
+    ended = to_us(T0 + timedelta(seconds=2))
+    results = [
+        RunResult(
+            run=replace(run, task=tasks[run.task_id]),
+            outcome=outcome,
+            finished_at=T0 + timedelta(seconds=2),
+            started_at=T0 + timedelta(seconds=1),
+            error=None if outcome is RunOutcome.SUCCESS else "boom",
+        )
+        for run in runs
+    ]
+    tokens = [run.fencing_token for run in runs]
+    for _ in range(2):  # the first call keeps the task name, then a success is a plain one ('p')
+        kinds, docs, ones = completion_args(
+            results, HistorySettings(), tokens, "w", [ended] * 2, own_tokens=True
+        )
+    assert isinstance(ones, bytes)
+    # what store.complete sent before it left out such an entry: a's end (the last) 1 s before 1970
+    early = to_us(EPOCH - timedelta(seconds=1))
+    ones = ones.replace(
+        b"%018d\0%b" % (ended, runs[1].id.encode()), b"%018d\0%b" % (early, runs[1].id.encode())
+    )
+    assert (kinds == "") if outcome is RunOutcome.SUCCESS else (b"%018d" % early in ones)
+    packed = b"".join(
+        b"%d|%d||%b|0|%d|%b\xff"
+        % (
+            outcome is RunOutcome.FAILURE,
+            early if run.task_id == "a" else ended,
+            outcome.value.encode(),
+            run.fencing_token,
+            run.id.encode(),
+        )
+        for run in runs
+    )
+    args = ("w", to_us(BUFFERED_UNTIL), 2, "1", packed, kinds, docs, ones)
+    assert await store._conn.run("complete", *args) == []
+
+    for query in (HistoryQuery(limit=10), HistoryQuery(limit=10, task_id="b")):
+        assert [e.task_id for e in (await store.run_history(query))[0]] == ["b"]
+    assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == 1
+    client = redis.asyncio.from_url(usable_redis_url())
+    try:
+        assert not await client.exists(
+            store.keys.history_batch(1),
+            store.keys.history_live,
+            store.keys.history_at,
+            store.keys.history_by_task,
+        )
+    finally:
+        await client.aclose()

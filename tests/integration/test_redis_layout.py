@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -14,9 +15,10 @@ import pytest
 import redis.asyncio
 
 from backbeat.errors import StoreError
-from backbeat.model.history import HistoryOutcome, HistoryQuery
+from backbeat.model.history import HistoryOutcome, HistoryQuery, to_us
 from backbeat.stores.redis import RedisStore, codec
 from backbeat.stores.redis.connection import Client
+from backbeat.stores.redis.history import task_member
 from backbeat.stores.redis.keys import Keys
 from backbeat.stores.redis.layout import MIGRATIONS, LayoutMigration, latest
 from tests.contract.helpers import T0, task
@@ -450,5 +452,35 @@ async def test_entries_of_layout_6_past_their_age_leave_every_key_even_one_that_
         assert await store.run_history(HistoryQuery(task_id="mail")) == ([], None)
         assert await store.prune_history(["mail"], before=T0 + timedelta(seconds=10), keep=100) == 0
         assert await client.zcard(store.keys.history_by_task) == 0
+    finally:
+        await store.close()
+
+
+async def test_an_entry_a_layout_6_process_records_again_beside_its_batch_is_listed_once(
+    client: redis.asyncio.Redis, prefixes: Callable[[], str]
+) -> None:
+    store = RedisStore(usable_redis_url(), prefix=prefixes())
+    await store.open()
+    try:
+        done, other = entry("pay", T0), entry("pay", T0 + timedelta(seconds=1))
+        await store.record_history([done, other])
+        # a process of layout 6 records it again (a retried call): it looks for the id among its
+        # documents alone, so it writes the entry as layout 6 did beside its batch's member
+        end = to_us(done.ended_at)
+        await client.hset(store.keys.history_docs, done.id, done.to_bytes())
+        await client.zadd(store.keys.history, {done.id: end})
+        await client.zadd(store.keys.history_by_task, {task_member("pay", end, done.id): 0})
+
+        for query in (HistoryQuery(limit=10), HistoryQuery(limit=10, task_id="pay")):
+            for limit in (10, 1):
+                seen: list[str] = []
+                page_query: HistoryQuery | None = dataclasses.replace(query, limit=limit)
+                while page_query is not None:
+                    page, cursor = await store.run_history(page_query)
+                    seen += [e.id for e in page]
+                    page_query = (
+                        None if cursor is None else dataclasses.replace(query, limit=limit, cursor=cursor)
+                    )
+                assert seen == [other.id, done.id], (query, limit)
     finally:
         await store.close()

@@ -102,6 +102,19 @@ def _key_of(member: bytes) -> _Key | None:
     return int(parts[1]), parts[2].decode(), parts[3].decode()
 
 
+def _once(keys: list[_Key], last: _Key | None) -> list[_Key]:
+    """``keys`` (in (end, id) order) without those of the same end and id as the one before
+    them (``last`` before the first): an entry a process of key layout 6 recorded again beside
+    its batch (it looks for the id among its documents alone) is listed once, as every store
+    lists it."""
+    once: list[_Key] = []
+    for key in keys:
+        if last is None or key[:2] != last[:2]:
+            once.append(key)
+        last = key
+    return once
+
+
 _PLAIN_DOC = b'{"task_name":%b,"started_at":%d}'
 """A plain success's document: its name and start. The end and the outcome are kept by the
 indexes and the id, the fire time by the run id the entry id spells (``<task id>@<ISO time>``),
@@ -152,12 +165,17 @@ def completion_args(
     ``p`` is a plain success (:data:`_PLAIN_DOC`) whose member the script spells from the run it
     completes (run id, token and end): only when the entries' ids spell the tokens the results
     hold (``own_tokens``), else a plain success is a ``1`` too. A run has no entry when deferred,
-    or when its members cannot be encoded (:func:`.completed_entry`)."""
+    when it ended before 1970, or when its members cannot be encoded (:func:`.completed_entry`)."""
     lines = [_header(owner)]
     ones: list[bytes] = []
     kinds: list[str] = []
     for result, token, ended in zip(results, tokens, ends, strict=True):
         run = result.run
+        if ended < 0:
+            # no member spells an end before 1970 (complete.lua would stop at it, and drop the
+            # entries after it too)
+            kinds.append("0")
+            continue
         if (plain := plain_success(result, token, settings)) is not None:
             lines.append(_PLAIN_DOC % plain)
             if own_tokens:
@@ -319,10 +337,16 @@ class History:
                 # what every index holds at or above the highest of their floors is read
                 floors = [index.floor for index in indexes if not index.done]
                 floor = max((f for f in floors if f is not None), default=None)
-                taken = sorted((key for index in indexes for key in index.take(floor)), reverse=True)
+                # by (end, id): an entry a layout-6 process recorded again beside its batch is in
+                # both indexes (its references None and a batch's, which do not compare)
+                taken = sorted(
+                    (key for index in indexes for key in index.take(floor)),
+                    key=lambda key: (key[0], key[1]),
+                    reverse=True,
+                )
                 if after is not None:
                     taken = [key for key in taken if (key[0], key[1]) < after]
-                found += await self._read(client, taken, query)
+                found += await self._read(client, _once(taken, None), query)
         return page(found, query.limit)
 
     async def _task_query(self, query: HistoryQuery, task_id: str) -> tuple[list[HistoryEntry], str | None]:
@@ -336,13 +360,17 @@ class History:
         client = await self._conn.ready()
         found: list[HistoryEntry] = []
         offset = 0
+        last: _Key | None = None
         with self._conn.errors():
             while len(found) <= query.limit:
                 batch: list[Any] = await client.zrevrangebylex(
                     self._keys.history_by_task, high, low, start=offset, num=READ_BATCH
                 )
                 offset += len(batch)
-                keys = [key for member in batch if (key := _entry_of(task_id, member)) is not None]
+                keys = _once(
+                    [key for member in batch if (key := _entry_of(task_id, member)) is not None], last
+                )
+                last = keys[-1] if keys else last
                 found += await self._read(client, keys, query)
                 if len(batch) < READ_BATCH:
                     break

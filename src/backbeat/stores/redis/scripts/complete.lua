@@ -216,6 +216,10 @@ local function record_history(kinds, docs, ones)
           if j then
             local result = results[i]
             ended = result[2]
+            -- an end of more than 18 digits, or before 1970 ('-'), fits no member
+            if not find(ended, '^%d+$') or #ended > 18 then
+              error('backbeat: history entry ' .. line .. ' of a completion ends at ' .. ended)
+            end
             member = task_ids[j] .. '\0' .. zeros[#ended] .. ended .. '\0' .. result[7] .. '#1.' .. result[6]
               .. '#success' .. ref .. line
           end
@@ -223,8 +227,13 @@ local function record_history(kinds, docs, ones)
           local task_end = find(ones, '\0', pos, true)
           local id_end = find(ones, '\0', task_end + 20, true)
           if j then
+            -- checked before the member is indexed: an end not of 18 digits (one before 1970
+            -- spelled '-...') would stop every page and prune that reads its batch
+            ended = string.match(sub(ones, task_end + 1, task_end + 19), '^0*(%d-%d)%z$')
+            if not ended then
+              error('backbeat: history entry ' .. line .. ' of a completion cannot be read')
+            end
             member = sub(ones, pos, id_end - 1) .. ref .. line
-            ended = string.match(sub(ones, task_end + 1, task_end + 18), '^0*(%d-%d)$')
           end
           pos = id_end + 1
         end
@@ -248,8 +257,9 @@ local function record_history(kinds, docs, ones)
       end
     end
   end
-  -- a '1' that cannot be read stops the loop: the entries before it are indexed all the same,
-  -- and their batch counts them (a batch that counted more would be kept for ever)
+  -- an entry that cannot be read (a '1' cut short, an end no member spells) stops the loop: the
+  -- entries before it are indexed all the same, and their batch counts them (a batch that
+  -- counted more would be kept for ever)
   local ok, err = pcall(index)
   if k > 0 then
     redis.call('ZADD', P .. 'history_by_task', unpack(members, 1, k))
