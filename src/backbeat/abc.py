@@ -296,9 +296,10 @@ class Store(Protocol):
     async def prune_history(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:
         """Forget old history, incrementally: of each task in ``task_ids``, the entries that
         ended before ``before`` and all but its newest ``keep``; and of any task, a bounded
-        batch of entries that ended before ``before`` (found through an index of end times,
-        never by reading everything). Returns how many entries were removed (a store that
-        expires entries itself, MongoDB's TTL index, may return 0 for those)."""
+        batch of entries that ended before ``before`` (about :data:`.PRUNE_BATCH`, found through
+        an index of end times, never by reading everything). Returns how many entries were
+        removed: as many as the batch when more may be left (a store that expires entries
+        itself, MongoDB's TTL index, may return 0 for those)."""
 
     async def run_history(self, query: HistoryQuery) -> tuple[builtins.list[HistoryEntry], str | None]:
         """History entries matching ``query``, newest first (end time, then id, descending),

@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from backbeat.abc import Store
-from backbeat.model.history import EPOCH, FAILED, HistoryEntry, HistoryOutcome, HistoryQuery, entry_id
+from backbeat.model.history import (
+    EPOCH,
+    FAILED,
+    PRUNE_BATCH,
+    HistoryEntry,
+    HistoryOutcome,
+    HistoryQuery,
+    entry_id,
+)
+from backbeat.stores.redis.cluster import ShardedRedisStore
 from tests.contract.helpers import T0, task
 
 SECOND = timedelta(seconds=1)
@@ -189,6 +198,24 @@ async def test_pruning_keeps_each_named_tasks_newest_and_drops_old_entries_of_an
     left = await everything(store, HistoryQuery())
     assert [e.id for e in left] == [e.id for e in [pay[5], pay[4], pay[3], pay[2], recent]]
     assert await store.prune_history(["pay"], before=T0 - timedelta(days=7), keep=4) == 0
+
+
+async def test_age_pruning_removes_a_bounded_batch_a_call_and_says_when_more_may_be_left(
+    store: Store,
+) -> None:
+    old = [entry(f"once-{i}", T0 - timedelta(days=8, milliseconds=i)) for i in range(2 * PRUNE_BATCH + 500)]
+    await store.record_history([*old, entry("pay", T0)])
+
+    removed = [await store.prune_history((), before=T0 - timedelta(days=7), keep=10)]
+    while removed[-1] >= PRUNE_BATCH:
+        assert len(removed) < 4
+        removed.append(await store.prune_history((), before=T0 - timedelta(days=7), keep=10))
+
+    assert removed[0] >= PRUNE_BATCH  # "more may be left"
+    if not isinstance(store, ShardedRedisStore):  # there: a batch from each shard
+        assert removed[0] < len(old)
+    assert sum(removed) == len(old)
+    assert [e.task_id for e in await everything(store, HistoryQuery())] == ["pay"]
 
 
 async def test_age_pruning_of_a_named_task_uses_the_cutoff(store: Store) -> None:

@@ -12,11 +12,11 @@ import pytest
 from tests.fakes import FakeClock, settle
 
 from backbeat.api.taskbuild import from_callable
-from backbeat.engine.history import HistoryRecorder
+from backbeat.engine.history import AGE_PRUNE_CALLS, HistoryRecorder
 from backbeat.engine.loop import Engine, EngineConfig
 from backbeat.executors import AsyncIOExecutor
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
-from backbeat.model.history import HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings
+from backbeat.model.history import PRUNE_BATCH, HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings
 from backbeat.model.records import Run, RunOutcome, RunResult, Task, TaskOptions
 from backbeat.model.registry import JobRegistry
 from backbeat.model.triggers import make_trigger_spec
@@ -373,3 +373,57 @@ async def test_a_batch_with_several_runs_of_a_task_past_its_pruning_count_prunes
     await recorder.flush(force=True)
 
     assert store.pruned == [["a"]]
+
+
+def _old_entries(n: int) -> list[HistoryEntry]:
+    """``n`` entries of one-shot tasks that ended eight days before T0 (past the default week)."""
+    ended = T0 - timedelta(days=8)
+    return [
+        HistoryEntry(
+            id=f"once-{i}@x#1#success",
+            task_id=f"once-{i}",
+            task_name="once",
+            run_id=f"once-{i}@x",
+            fire_time=ended,
+            started_at=ended,
+            ended_at=ended - timedelta(milliseconds=i),
+            outcome=HistoryOutcome.SUCCESS,
+            attempt=1,
+        )
+        for i in range(n)
+    ]
+
+
+def _success(task_id: str) -> RunResult:
+    run = Run(id=f"{task_id}@{T0.isoformat()}", task_id=task_id, fire_time=T0, lease_until=T0)
+    return RunResult(run=run, outcome=RunOutcome.SUCCESS, finished_at=T0)
+
+
+async def test_old_entries_found_faster_than_a_prune_a_minute_removes_are_pruned_at_each_flush() -> None:
+    store = _PruneSpy()
+    await store.record_history(_old_entries(9 * PRUNE_BATCH + 10))
+    recorder = HistoryRecorder(store, HistorySettings(), owner="o", clock=lambda: T0)  # the clock stands
+
+    left = []
+    for _ in range(3):
+        recorder.completed([_success("pay")], set())  # runs go on ending: the engine flushes
+        await recorder.flush(force=True)
+        left.append(len((await store.run_history(HistoryQuery(limit=10_000)))[0]))
+
+    # a bounded number of calls a flush (each about PRUNE_BATCH), and no minute's wait between
+    assert left == [5 * PRUNE_BATCH + 10, PRUNE_BATCH + 10, 0]
+    assert len(store.pruned) == 2 * AGE_PRUNE_CALLS + 2
+
+
+async def test_a_prune_that_leaves_no_old_entries_waits_a_minute_for_the_next() -> None:
+    store = _PruneSpy()
+    await store.record_history(_old_entries(PRUNE_BATCH - 1))
+    clock = FakeClock(T0)
+    recorder = HistoryRecorder(store, HistorySettings(), owner="o", clock=clock)
+
+    for seconds in (0, 30, 31):
+        clock.advance(seconds)
+        recorder.completed([_success("pay")], set())
+        await recorder.flush(force=True)
+
+    assert len(store.pruned) == 2  # at T0, then at T0 + 61 s, not at T0 + 30 s

@@ -315,6 +315,11 @@ class HistorySettings:
         return max(self.per_task // 10, 1)
 
 
+PRUNE_BATCH = 1000
+"""Entries of any task past their age that one ``Store.prune_history`` call removes, about (the
+Redis store removes whole windows of 10 ms, a few more; a sharded store this many from each
+shard): a call that removes this many may have left more behind."""
+
 CURSOR_PATTERN = r"^[0-9]{1,18}:[^\x00]+$"
 """What a cursor looks like (end time in epoch microseconds, ``:``, the last entry's id)."""
 

@@ -9,12 +9,9 @@ from datetime import datetime
 
 from backbeat.errors import CorruptRecordError
 from backbeat.model.completed_history import HistoryRow
-from backbeat.model.history import HistoryEntry, HistoryQuery, encode_cursor, to_us
+from backbeat.model.history import PRUNE_BATCH, HistoryEntry, HistoryQuery, encode_cursor, to_us
 
 log = logging.getLogger("backbeat.stores")
-
-PRUNE_BATCH = 1000
-"""Entries of any task past their age removed by one ``prune_history`` call, at most."""
 
 _Key = tuple[int, str]
 

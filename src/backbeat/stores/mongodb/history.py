@@ -13,8 +13,8 @@ from typing import Any
 from pymongo.errors import BulkWriteError
 
 from backbeat.model.completed_history import HistoryRow
-from backbeat.model.history import HistoryEntry, HistoryQuery, from_us, to_us
-from backbeat.stores._history import PRUNE_BATCH, decode, page
+from backbeat.model.history import PRUNE_BATCH, HistoryEntry, HistoryQuery, from_us, to_us
+from backbeat.stores._history import decode, page
 from backbeat.stores.mongodb.connection import Connection
 
 _NEWEST = [("ended_us", -1), ("_id", -1)]

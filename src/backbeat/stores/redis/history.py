@@ -37,9 +37,9 @@ import orjson
 
 from backbeat.errors import CorruptRecordError
 from backbeat.model.completed_history import completed_entry, owner_member, plain_success
-from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings, to_us
+from backbeat.model.history import PRUNE_BATCH, HistoryEntry, HistoryQuery, HistorySettings, to_us
 from backbeat.model.records import RunResult
-from backbeat.stores._history import PRUNE_BATCH, decode, page
+from backbeat.stores._history import decode, page
 from backbeat.stores.redis.codec import Arg, text
 from backbeat.stores.redis.connection import Connection
 from backbeat.stores.redis.keys import Keys

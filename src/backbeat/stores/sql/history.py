@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from backbeat.model.history import HistoryEntry, HistoryQuery
-from backbeat.stores._history import PRUNE_BATCH, decode, page
+from backbeat.model.history import PRUNE_BATCH, HistoryEntry, HistoryQuery
+from backbeat.stores._history import decode, page
 from backbeat.stores.sql.steps import Dialect, Txn, execute, execute_many, fetch, to_us
 
 
