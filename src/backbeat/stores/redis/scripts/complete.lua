@@ -179,10 +179,13 @@ end
 local HISTORY_CHUNK = 200 -- items: a score and a member
 
 local function record_history(kinds, docs, ones)
-  local zeros = {} -- an end's zeros in front, to 18 digits (a member's fixed width), by its length
-  for digits = 1, 18 do
-    zeros[digits] = string.rep('0', 18 - digits)
-  end
+  -- an end's zeros in front, to 18 digits (a member's fixed width), by its length: made when a
+  -- length is first seen (ends of one batch have one length or two; all 18 made each call cost
+  -- about 30k instructions, as much as a few entries)
+  local zeros = setmetatable({}, {__index = function(made, digits)
+    made[digits] = string.rep('0', 18 - digits)
+    return made[digits]
+  end})
   -- where result i is in `finished` (and `task_ids`): i itself when every result was completed
   -- here (most batches), else none for those that were not (lost, or waiting under their token)
   local position
@@ -268,7 +271,7 @@ local function record_history(kinds, docs, ones)
     redis.call('HSET', P .. 'history_batch:' .. batch, 'd', docs, 'm', table.concat(listed, '\0'))
     redis.call('HSET', P .. 'history_live', batch, #listed)
     local window = history_window(latest)
-    if history_window(earliest) == window then
+    if earliest == latest or history_window(earliest) == window then
       redis.call('ZADD', P .. 'history_at', latest, batch .. '.' .. window)
     else
       call_many('ZADD', P .. 'history_at', history_spans(batch, listed))
