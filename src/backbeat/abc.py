@@ -202,7 +202,8 @@ class Store(Protocol):
         the same call: in its atomic step or transaction where the store has one. A run not
         completed records nothing, so a completion sent again (after a lost reply) records each
         entry once; a deferred run has none. An entry whose document cannot be built is left
-        out (logged) and its run completes all the same.
+        out (logged) and its run completes all the same, as is an entry that ended before 1970
+        (which ``record_history`` refuses).
         """
 
     async def extend(
@@ -291,7 +292,13 @@ class Store(Protocol):
 
     async def record_history(self, entries: Sequence[HistoryEntry]) -> None:
         """Keep finished runs' history entries. An entry whose id is stored already is left as
-        it was, so recording a batch again (after a timeout) adds nothing twice."""
+        it was, so recording a batch again (after a timeout) adds nothing twice.
+
+        Raises:
+            ValueError: an entry ended before 1970 (see
+                :func:`backbeat.model.history.refuse_ends_before_1970`); nothing of the batch is
+                written.
+        """
 
     async def prune_history(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:
         """Forget old history, incrementally: of each task in ``task_ids``, the entries that

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from backbeat.abc import Store
 from backbeat.model.history import EPOCH, FAILED, HistoryEntry, HistoryOutcome, HistoryQuery, entry_id
@@ -216,3 +219,18 @@ async def test_ids_and_texts_of_any_characters_are_kept_exactly(store: Store) ->
     await store.record_history([odd, plain])
     assert await everything(store, HistoryQuery()) == [plain, odd]
     assert await everything(store, HistoryQuery(task_id=odd.task_id)) == [odd]
+
+
+async def test_an_entry_that_ended_before_1970_is_refused_naming_it_with_its_batch(store: Store) -> None:
+    # Redis members spell an end in 18 digits since 1970: no store keeps an earlier one, so
+    # history moves between stores and reads the same everywhere
+    kept = entry("kept", T0)
+    await store.record_history([kept])
+    before_1970 = entry("old", datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC))
+
+    with pytest.raises(ValueError, match=rf"history entry {re.escape(repr(before_1970.id))} .*before 1970"):
+        await store.record_history([entry("new", T0 + SECOND), before_1970])
+
+    assert [e.id for e in await everything(store, HistoryQuery())] == [kept.id]
+    await store.record_history([entry("at-1970", EPOCH)])  # the epoch itself is kept
+    assert len(await everything(store, HistoryQuery())) == 2

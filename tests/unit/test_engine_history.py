@@ -16,7 +16,7 @@ from backbeat.engine.history import HistoryRecorder
 from backbeat.engine.loop import Engine, EngineConfig
 from backbeat.executors import AsyncIOExecutor
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
-from backbeat.model.history import HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings
+from backbeat.model.history import EPOCH, HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings
 from backbeat.model.records import Run, RunOutcome, RunResult, Task, TaskOptions
 from backbeat.model.registry import JobRegistry
 from backbeat.model.triggers import make_trigger_spec
@@ -373,3 +373,24 @@ async def test_a_batch_with_several_runs_of_a_task_past_its_pruning_count_prunes
     await recorder.flush(force=True)
 
     assert store.pruned == [["a"]]
+
+
+async def test_the_recorder_leaves_out_an_entry_that_ended_before_1970_and_records_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # every store refuses a batch holding one (an injected clock, a wrong system clock): the
+    # recorder leaves that entry out rather than lose the batch with it
+    store = MemoryStore()
+    recorder = HistoryRecorder(store, HistorySettings(), owner="o", clock=lambda: T0, by_completions=False)
+    results = []
+    for task_id, ended in (("old", EPOCH - timedelta(seconds=1)), ("new", T0)):
+        run = Run(id=f"{task_id}@{T0.isoformat()}", task_id=task_id, fire_time=T0, lease_until=T0)
+        results.append(RunResult(run=run, outcome=RunOutcome.SUCCESS, finished_at=ended))
+
+    with caplog.at_level("WARNING", logger="backbeat.engine"):
+        recorder.completed(results, set())
+        await recorder.flush(force=True)
+
+    entries, _ = await store.run_history(HistoryQuery())
+    assert [e.task_id for e in entries] == ["new"]
+    assert any("old@" in r.getMessage() and "before 1970" in r.getMessage() for r in caplog.records)

@@ -22,7 +22,7 @@ from typing import Any
 from backbeat.abc import Store
 from backbeat.errors import TaskExistsError, TaskNotFoundError
 from backbeat.model.completed_history import HistoryRow, history_row
-from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings
+from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings, refuse_ends_before_1970
 from backbeat.model.overlap import BUFFERED_UNTIL, Admission, admit
 from backbeat.model.records import (
     Claim,
@@ -482,6 +482,7 @@ class MemoryStore:
     # -- history ---------------------------------------------------------------------------
 
     async def record_history(self, entries: Sequence[HistoryEntry]) -> None:
+        refuse_ends_before_1970(entries)
         self._history.record([copy.copy(entry) for entry in entries])
 
     async def prune_history(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:

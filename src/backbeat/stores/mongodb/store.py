@@ -37,7 +37,7 @@ from pymongo.errors import BulkWriteError
 from backbeat.abc import Store
 from backbeat.errors import CorruptRecordError, StoreError, TaskExistsError, TaskNotFoundError
 from backbeat.model.completed_history import history_row
-from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings
+from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings, refuse_ends_before_1970
 from backbeat.model.overlap import BUFFERED_UNTIL
 from backbeat.model.records import (
     Claim,
@@ -645,6 +645,7 @@ class MongoStore:
     # -- run history -----------------------------------------------------------------------
 
     async def record_history(self, entries: Sequence[HistoryEntry]) -> None:
+        refuse_ends_before_1970(entries)
         await history.record(self._conn, entries)
 
     async def prune_history(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:

@@ -25,7 +25,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from backbeat.abc import Store
 from backbeat.errors import ConfigurationError, TaskExistsError
-from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings
+from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings, refuse_ends_before_1970
 from backbeat.model.records import (
     Claim,
     DeadLetter,
@@ -418,6 +418,7 @@ class ShardedRedisStore:
     # -- run history ------------------------------------------------------------------------
 
     async def record_history(self, entries: Sequence[HistoryEntry]) -> None:
+        refuse_ends_before_1970(entries)  # (before a batch over several shards writes any of them)
         shards = await self._ready()
         groups = await self._grouped(entries, lambda entry: entry.task_id)
         await asyncio.gather(*(shards[i].record_history(part) for i, part in groups.items()))

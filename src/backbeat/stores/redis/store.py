@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from backbeat.abc import Store
 from backbeat.errors import CorruptRecordError, StoreError, TaskExistsError, TaskNotFoundError
-from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings
+from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings, refuse_ends_before_1970
 from backbeat.model.overlap import BUFFERED_UNTIL, Overlap, buffers
 from backbeat.model.records import (
     Claim,
@@ -504,6 +504,7 @@ class RedisStore:
     # -- run history -----------------------------------------------------------------------
 
     async def record_history(self, entries: Sequence[HistoryEntry]) -> None:
+        refuse_ends_before_1970(entries)
         await self._history.record(entries)
 
     async def prune_history(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:
