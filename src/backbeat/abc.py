@@ -291,8 +291,12 @@ class Store(Protocol):
         a write wakes every scheduler's :meth:`wakeups` (a change they should act on at once)."""
 
     async def record_history(self, entries: Sequence[HistoryEntry]) -> None:
-        """Keep finished runs' history entries. An entry whose id is stored already is left as
-        it was, so recording a batch again (after a timeout) adds nothing twice.
+        """Keep finished runs' history entries. An entry stored already (its id with the same
+        task and end) is left as it was, so recording a batch again (after a timeout) adds
+        nothing twice. An id recorded again with another end is kept once by the memory and
+        MongoDB stores (the first), and beside the first by the SQL and Redis stores, which tell
+        entries apart by (task, end, id) without a look-up of their own in a completion; no flow
+        of the engine sends one (a run's entries all carry its one end), only a call by hand.
 
         Raises:
             ValueError: an entry ended before 1970 (see

@@ -10,6 +10,7 @@ import pytest
 from backbeat.abc import Store
 from backbeat.model.history import EPOCH, FAILED, HistoryEntry, HistoryOutcome, HistoryQuery, entry_id
 from tests.contract.helpers import T0, task
+from tests.contract.stores import Backend
 
 SECOND = timedelta(seconds=1)
 
@@ -234,3 +235,23 @@ async def test_an_entry_that_ended_before_1970_is_refused_naming_it_with_its_bat
     assert [e.id for e in await everything(store, HistoryQuery())] == [kept.id]
     await store.record_history([entry("at-1970", EPOCH)])  # the epoch itself is kept
     assert len(await everything(store, HistoryQuery())) == 2
+
+
+async def test_an_id_recorded_again_with_another_end_is_kept_once_where_ids_key_entries(
+    backend: Backend, store: Store, peer: Store
+) -> None:
+    # no flow of the engine sends one (a completion sent again after a lost reply, and the
+    # engine's recording of a run whose completion found it gone, send the run's one end): only
+    # a record_history call by hand can. The stores keyed by (task, end, id) keep both, each
+    # listed once and pruned as any entry (Backend.history_keyed_by_id says why)
+    first = entry("pay", T0)
+    again = entry("pay", T0 + SECOND, fire=first.fire_time)
+    assert again.id == first.id
+    await store.record_history([first])
+    await peer.record_history([again, first])
+
+    kept = [(first.id, T0)] if backend.history_keyed_by_id else [(first.id, T0 + SECOND), (first.id, T0)]
+    for query in (HistoryQuery(), HistoryQuery(task_id="pay"), HistoryQuery(limit=1)):
+        assert [(e.id, e.ended_at) for e in await everything(peer, query)] == kept
+    assert await peer.prune_history(["pay"], before=T0 + 2 * SECOND, keep=0) == len(kept)
+    assert await peer.run_history(HistoryQuery()) == ([], None)

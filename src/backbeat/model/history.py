@@ -57,7 +57,8 @@ class HistoryEntry:
     """One finished run (or a missed fire time) of one task."""
 
     id: str
-    """Unique and deterministic (see :func:`entry_id`): recording it twice keeps one."""
+    """Unique and deterministic (see :func:`entry_id`): recording it twice with the same end
+    keeps one (with another end, see ``Store.record_history``)."""
     task_id: str
     task_name: str
     run_id: str
