@@ -97,6 +97,8 @@ class Store(Protocol):
 
         Raises:
             TaskExistsError: an id is already stored and ``replace`` is false.
+            ValueError: an id is empty or is not text every store can keep (see
+                :func:`backbeat.model.stored_text.refuse_unstorable_ids`); nothing is written.
         """
 
     async def get(self, task_id: str) -> Task | None:

@@ -38,7 +38,7 @@ from backbeat.model.records import (
     TaskFilter,
     run_id_for,
 )
-from backbeat.model.stored_text import refuse_empty_ids
+from backbeat.model.stored_text import refuse_unstorable_ids
 from backbeat.stores._common import LeaseClock, Signal, check_changes, copy_run, copy_task, host_clock
 from backbeat.stores._heaps import HeapEntry, compact, pop_first, top
 from backbeat.stores._history import MemoryHistory
@@ -104,7 +104,7 @@ class MemoryStore:
     # -- tasks -----------------------------------------------------------------------------
 
     async def add(self, tasks: Sequence[Task], *, replace: bool = False) -> None:
-        refuse_empty_ids(tasks)
+        refuse_unstorable_ids(tasks)
         if not replace:
             ids = Counter(task.id for task in tasks)
             existing = [i for i in ids if i in self._tasks] or [i for i, n in ids.items() if n > 1]

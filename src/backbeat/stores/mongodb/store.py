@@ -53,7 +53,7 @@ from backbeat.model.records import (
     TaskFilter,
     run_id_for,
 )
-from backbeat.model.stored_text import refuse_empty_ids
+from backbeat.model.stored_text import refuse_unstorable_ids
 from backbeat.stores._common import check_changes, host_clock
 from backbeat.stores.mongodb import documents as d
 from backbeat.stores.mongodb import history
@@ -121,7 +121,7 @@ class MongoStore:
     async def add(self, tasks: Sequence[Task], *, replace: bool = False) -> None:
         if not tasks:
             return
-        refuse_empty_ids(tasks)
+        refuse_unstorable_ids(tasks)
         c = await self._conn.collections()
         with self._conn.errors():
             if replace:

@@ -30,7 +30,7 @@ from backbeat.model.records import (
     Task,
     TaskFilter,
 )
-from backbeat.model.stored_text import refuse_empty_ids
+from backbeat.model.stored_text import refuse_unstorable_ids
 from backbeat.stores._common import host_clock
 from backbeat.stores.memory import check_changes
 from backbeat.stores.redis import codec, layout
@@ -155,19 +155,17 @@ class RedisStore:
             return
         if len(tasks) <= ADD_BATCH:  # one script call, awaited in place: no task, no extra loop turn
             mode = "1" if replace else "0"
+            refuse_unstorable_ids(tasks)
             if len(tasks) == 1:  # a lone add (the most common): no comprehension's frame
-                if not tasks[0].id:
-                    refuse_empty_ids(tasks)
                 reply = await self._conn.add(mode, codec.task_arg(tasks[0]))
             else:
-                refuse_empty_ids(tasks)
                 reply = await self._conn.add(mode, *[codec.task_arg(task) for task in tasks])
             if reply:  # (the ids stored already)
                 self._check_added(reply)
             return
         # Batches keep the server responsive; the next one is encoded while the server runs
         # the previous one. Several batches are atomic only in checking every id first.
-        refuse_empty_ids(tasks)
+        refuse_unstorable_ids(tasks)
         pending: asyncio.Future[Any] | None = None
         if not replace:
             pending = asyncio.ensure_future(self._conn.run("exists", *(task.id for task in tasks)))

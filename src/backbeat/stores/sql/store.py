@@ -28,7 +28,7 @@ from backbeat.model.records import (
     Task,
     TaskFilter,
 )
-from backbeat.model.stored_text import refuse_empty_ids
+from backbeat.model.stored_text import refuse_unstorable_ids
 from backbeat.stores._common import Signal, check_changes, host_clock
 from backbeat.stores.sql import dead_letters, history, runs
 from backbeat.stores.sql import tasks as task_ops  # ``add(tasks=...)`` would shadow ``tasks``
@@ -75,7 +75,7 @@ class SqlStore(ABC):
 
     async def add(self, tasks: Sequence[Task], *, replace: bool = False) -> None:
         if tasks:
-            refuse_empty_ids(tasks)
+            refuse_unstorable_ids(tasks)
             await self._write(task_ops.add, list(tasks), replace)
 
     async def get(self, task_id: str) -> Task | None:
