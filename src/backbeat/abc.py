@@ -97,6 +97,8 @@ class Store(Protocol):
 
         Raises:
             TaskExistsError: an id is already stored and ``replace`` is false.
+            ValueError: an id is empty or is not text every store can keep (see
+                :func:`backbeat.model.stored_text.refuse_unstorable_ids`); nothing is written.
         """
 
     async def get(self, task_id: str) -> Task | None:
@@ -202,7 +204,8 @@ class Store(Protocol):
         the same call: in its atomic step or transaction where the store has one. A run not
         completed records nothing, so a completion sent again (after a lost reply) records each
         entry once; a deferred run has none. An entry whose document cannot be built is left
-        out (logged) and its run completes all the same.
+        out (logged) and its run completes all the same, as is an entry that ended before 1970
+        (which ``record_history`` refuses).
         """
 
     async def extend(
@@ -290,8 +293,18 @@ class Store(Protocol):
         a write wakes every scheduler's :meth:`wakeups` (a change they should act on at once)."""
 
     async def record_history(self, entries: Sequence[HistoryEntry]) -> None:
-        """Keep finished runs' history entries. An entry whose id is stored already is left as
-        it was, so recording a batch again (after a timeout) adds nothing twice."""
+        """Keep finished runs' history entries. An entry stored already (its id with the same
+        task and end) is left as it was, so recording a batch again (after a timeout) adds
+        nothing twice. An id recorded again with another end is kept once by the memory and
+        MongoDB stores (the first), and beside the first by the SQL and Redis stores, which tell
+        entries apart by (task, end, id) without a look-up of their own in a completion; no flow
+        of the engine sends one (a run's entries all carry its one end), only a call by hand.
+
+        Raises:
+            ValueError: an entry ended before 1970 (see
+                :func:`backbeat.model.history.refuse_ends_before_1970`); nothing of the batch is
+                written.
+        """
 
     async def prune_history(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:
         """Forget old history, incrementally: of each task in ``task_ids``, the entries that

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
+import pytest
+
 from backbeat.abc import Store
-from backbeat.model.history import HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings, entry_id
+from backbeat.model.history import (
+    EPOCH,
+    HistoryEntry,
+    HistoryOutcome,
+    HistoryQuery,
+    HistorySettings,
+    entry_id,
+)
 from backbeat.model.records import Run, RunOutcome, RunResult
 from tests.contract.helpers import T0, finished, start_run, task
 
@@ -242,3 +252,31 @@ async def test_a_completion_of_hundreds_of_runs_records_each_entry_once(store: S
     assert {(entry.fire_time, entry.started_at, entry.ended_at) for entry in entries} == {
         (T0, T0, T0 + SECOND)
     }
+
+
+@pytest.mark.parametrize("outcome", [RunOutcome.SUCCESS, RunOutcome.FAILURE])
+async def test_a_run_that_ended_before_1970_completes_without_an_entry(
+    store: Store, outcome: RunOutcome, caplog: pytest.LogCaptureFixture
+) -> None:
+    # only with an injected clock, or a system clock set wrong: the run completes, its entry
+    # alone is left out (logged), and the entries beside it are kept
+    runs = await started(store, "a", "b", "c")
+    ends = {"a": T0, "b": EPOCH - SECOND, "c": T0 + SECOND}
+    results = [
+        RunResult(
+            run=run,
+            outcome=outcome,
+            finished_at=ends[run.task_id],
+            started_at=ends[run.task_id] - SECOND,
+            error=None if outcome is RunOutcome.SUCCESS else "boom",
+        )
+        for run in runs
+    ]
+
+    with caplog.at_level(logging.WARNING, logger="backbeat.history"):
+        assert await store.complete(OWNER, results, history=ON) == set()
+
+    assert [x.task_id for x in await history(store)] == ["a", "c"]
+    assert await store.list_runs() == []
+    [warning] = [r for r in caplog.records if r.name == "backbeat.history"]
+    assert "b@" in warning.getMessage() and "before 1970" in warning.getMessage()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from backbeat.abc import Store
 from backbeat.model.history import (
@@ -16,6 +19,7 @@ from backbeat.model.history import (
 )
 from backbeat.stores.redis.cluster import ShardedRedisStore
 from tests.contract.helpers import T0, task
+from tests.contract.stores import Backend
 
 SECOND = timedelta(seconds=1)
 
@@ -243,3 +247,38 @@ async def test_ids_and_texts_of_any_characters_are_kept_exactly(store: Store) ->
     await store.record_history([odd, plain])
     assert await everything(store, HistoryQuery()) == [plain, odd]
     assert await everything(store, HistoryQuery(task_id=odd.task_id)) == [odd]
+
+
+async def test_an_entry_that_ended_before_1970_is_refused_naming_it_with_its_batch(store: Store) -> None:
+    # Redis members spell an end in 18 digits since 1970: no store keeps an earlier one, so
+    # history moves between stores and reads the same everywhere
+    kept = entry("kept", T0)
+    await store.record_history([kept])
+    before_1970 = entry("old", datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC))
+
+    with pytest.raises(ValueError, match=rf"history entry {re.escape(repr(before_1970.id))} .*before 1970"):
+        await store.record_history([entry("new", T0 + SECOND), before_1970])
+
+    assert [e.id for e in await everything(store, HistoryQuery())] == [kept.id]
+    await store.record_history([entry("at-1970", EPOCH)])  # the epoch itself is kept
+    assert len(await everything(store, HistoryQuery())) == 2
+
+
+async def test_an_id_recorded_again_with_another_end_is_kept_once_where_ids_key_entries(
+    backend: Backend, store: Store, peer: Store
+) -> None:
+    # no flow of the engine sends one (a completion sent again after a lost reply, and the
+    # engine's recording of a run whose completion found it gone, send the run's one end): only
+    # a record_history call by hand can. The stores keyed by (task, end, id) keep both, each
+    # listed once and pruned as any entry (Backend.history_keyed_by_id says why)
+    first = entry("pay", T0)
+    again = entry("pay", T0 + SECOND, fire=first.fire_time)
+    assert again.id == first.id
+    await store.record_history([first])
+    await peer.record_history([again, first])
+
+    kept = [(first.id, T0)] if backend.history_keyed_by_id else [(first.id, T0 + SECOND), (first.id, T0)]
+    for query in (HistoryQuery(), HistoryQuery(task_id="pay"), HistoryQuery(limit=1)):
+        assert [(e.id, e.ended_at) for e in await everything(peer, query)] == kept
+    assert await peer.prune_history(["pay"], before=T0 + 2 * SECOND, keep=0) == len(kept)
+    assert await peer.run_history(HistoryQuery()) == ([], None)

@@ -109,6 +109,28 @@ async def test_a_store_call_finding_its_pool_starved_says_so(starved_store: Redi
         await starved_store.get("a")
 
 
+async def test_a_users_plain_pool_found_starved_is_reported_as_full_not_as_unavailable() -> None:
+    # redis-py's plain pool fails at once with "Too many connections" (MaxConnectionsError, a
+    # ConnectionError): the server was never asked, as with our pool's PoolTimeoutError
+    url, prefix = usable_redis_url(), f"test-{uuid.uuid4().hex[:12]}"
+    pool = redis.asyncio.ConnectionPool.from_url(url, max_connections=1)
+    client = redis.asyncio.Redis(connection_pool=pool)
+    store = RedisStore(prefix=prefix, client=client)
+    await store.open()
+    held = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        full = r"the client's pool had no free connection: Too many connections"
+        with pytest.raises(StoreUnavailableError, match=full):
+            await store.get("a")
+        with pytest.raises(StoreUnavailableError, match=r"the client's pool had no free connection"):
+            await store.add([task("a")])
+    finally:
+        await pool.release(held)
+        await store.close()
+        await client.aclose()
+        await delete_keys(url, prefix)
+
+
 class CountingPool(WaitingConnectionPool):
     """The pool, counting the connections asked of it."""
 

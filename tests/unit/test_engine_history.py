@@ -16,7 +16,14 @@ from backbeat.engine.history import AGE_PRUNE_CALLS, HistoryRecorder
 from backbeat.engine.loop import Engine, EngineConfig
 from backbeat.executors import AsyncIOExecutor
 from backbeat.model.events import EventHub, EventKind, SchedulerEvent
-from backbeat.model.history import PRUNE_BATCH, HistoryEntry, HistoryOutcome, HistoryQuery, HistorySettings
+from backbeat.model.history import (
+    EPOCH,
+    PRUNE_BATCH,
+    HistoryEntry,
+    HistoryOutcome,
+    HistoryQuery,
+    HistorySettings,
+)
 from backbeat.model.records import Run, RunOutcome, RunResult, Task, TaskOptions
 from backbeat.model.registry import JobRegistry
 from backbeat.model.triggers import make_trigger_spec
@@ -427,3 +434,24 @@ async def test_a_prune_that_leaves_no_old_entries_waits_a_minute_for_the_next() 
         await recorder.flush(force=True)
 
     assert len(store.pruned) == 2  # at T0, then at T0 + 61 s, not at T0 + 30 s
+
+
+async def test_the_recorder_leaves_out_an_entry_that_ended_before_1970_and_records_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # every store refuses a batch holding one (an injected clock, a wrong system clock): the
+    # recorder leaves that entry out rather than lose the batch with it
+    store = MemoryStore()
+    recorder = HistoryRecorder(store, HistorySettings(), owner="o", clock=lambda: T0, by_completions=False)
+    results = []
+    for task_id, ended in (("old", EPOCH - timedelta(seconds=1)), ("new", T0)):
+        run = Run(id=f"{task_id}@{T0.isoformat()}", task_id=task_id, fire_time=T0, lease_until=T0)
+        results.append(RunResult(run=run, outcome=RunOutcome.SUCCESS, finished_at=ended))
+
+    with caplog.at_level("WARNING", logger="backbeat.engine"):
+        recorder.completed(results, set())
+        await recorder.flush(force=True)
+
+    entries, _ = await store.run_history(HistoryQuery())
+    assert [e.task_id for e in entries] == ["new"]
+    assert any("old@" in r.getMessage() and "before 1970" in r.getMessage() for r in caplog.records)

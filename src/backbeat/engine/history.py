@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from backbeat.abc import Store
 from backbeat.errors import StoreError
 from backbeat.model.completed_history import error_of, outcome_of
-from backbeat.model.history import PRUNE_BATCH, HistoryEntry, HistoryOutcome, HistorySettings, entry_id
+from backbeat.model.history import EPOCH, PRUNE_BATCH, HistoryEntry, HistoryOutcome, HistorySettings, entry_id
 from backbeat.model.records import Run, RunOutcome, RunResult, Task, run_id_for
 
 log = logging.getLogger("backbeat.engine")
@@ -178,6 +178,10 @@ class HistoryRecorder:
         error_type: str | None = None,
         error: str | None = None,
     ) -> None:
+        if ended < EPOCH:
+            # every store refuses a batch holding it (refuse_ends_before_1970): leave it alone out
+            log.warning("history entry of run %r not recorded: it ended at %s, before 1970", run.id, ended)
+            return
         self._arm()
         args = None
         if self.settings.record_args and task is not None:

@@ -127,15 +127,19 @@ NAMES = _NAMES
 """Task names already encoded as JSON (a name missing: take :func:`completed_entry`'s way)."""
 
 
-def plain_success(result: RunResult, token: int, settings: HistorySettings) -> tuple[bytes, int] | None:
-    """What :data:`SUCCESS_DOC` takes of a *plain success* completed under ``token``, besides
-    the run's fire time: the task name's JSON and the start (epoch microseconds; the Redis
-    store keeps no more: the fire time is read from the run id); ``None`` for any other run, or
-    for a name not yet in :data:`NAMES` (:func:`completed_entry` then writes the entry). The
-    stores' one test of what a plain success is: they write its entry with the template inline."""
+def plain_success(
+    result: RunResult, token: int, settings: HistorySettings, ended: int
+) -> tuple[bytes, int] | None:
+    """What :data:`SUCCESS_DOC` takes of a *plain success* completed under ``token`` that ended
+    at ``ended`` (epoch microseconds), besides the run's fire time: the task name's JSON and the
+    start (epoch microseconds; the Redis store keeps no more: the fire time is read from the run
+    id); ``None`` for any other run, for one that ended before 1970, or for a name not yet in
+    :data:`NAMES` (:func:`completed_entry` then writes the entry, or leaves it out). The stores'
+    one test of what a plain success is: they write its entry with the template inline."""
     run, started = result.run, result.started_at
     if (
-        settings.record_args
+        ended < 0
+        or settings.record_args
         or result.outcome is not _SUCCESS
         or not token
         or started is None
@@ -156,8 +160,9 @@ def completed_entry(
 ) -> tuple[str, str, bytes] | None:
     """(entry id, outcome, stored document) of a completed run that ended at ``ended`` (epoch
     microseconds), the id spelling ``token``, ``owner`` the :func:`owner_member` of its engine;
-    ``None`` for a deferred run, and for an entry whose members cannot be encoded (a lone
-    surrogate: logged, the run completes without one). The document is
+    ``None`` for a deferred run, and for an entry that ended before 1970 (no store keeps one:
+    :func:`.refuse_ends_before_1970`) or whose members cannot be encoded (a lone surrogate):
+    both logged, the run completes without an entry. The document is
     :func:`.stored_document`'s, written out rather than built as a dict and encoded: the fixed
     members are digits and known words, only the name, error and arguments need JSON."""
     run = result.run
@@ -168,6 +173,13 @@ def completed_entry(
     else:
         return None
     run_id, task_id, attempt = run.id, run.task_id, run.attempt
+    if ended < 0:
+        log.warning(
+            "history entry of run %r not recorded (the run completes): it ended at %s, before 1970",
+            run_id,
+            result.finished_at.isoformat(),
+        )
+        return None
     try:
         name = _name_json(task_id if run.task is None else run.task.name)
         if result.error is None and result.error_type is None and not settings.record_args:
@@ -199,7 +211,7 @@ def history_row(
 ) -> HistoryRow | None:
     """The stored entry of a completed run (:func:`completed_entry`; ``ended``: its end in epoch
     microseconds, when the caller has it); ``None`` for a deferred run, and for an entry whose
-    document cannot be built (logged, the run completes without one)."""
+    document cannot be built or that ended before 1970 (logged, the run completes without one)."""
     if ended is None:
         ended = to_us(result.finished_at)
     found = completed_entry(result, settings, result.run.fencing_token, owner_member(owner), ended)

@@ -8,7 +8,7 @@ position a page ends at (its last entry's end time and id), the same for every s
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -57,7 +57,8 @@ class HistoryEntry:
     """One finished run (or a missed fire time) of one task."""
 
     id: str
-    """Unique and deterministic (see :func:`entry_id`): recording it twice keeps one."""
+    """Unique and deterministic (see :func:`entry_id`): recording it twice with the same end
+    keeps one (with another end, see ``Store.record_history``)."""
     task_id: str
     task_name: str
     run_id: str
@@ -245,6 +246,24 @@ def stored_document(
     return doc
 
 
+def refuse_ends_before_1970(entries: Iterable[HistoryEntry]) -> None:
+    """Refuse a batch of entries to record if one ended before 1970 (every store's
+    ``record_history`` calls it before writing any): the Redis store's index spells an end in 18
+    digits of microseconds since 1970, and one rule for all stores keeps history movable. Such an
+    end comes only from an injected clock or a system clock set wrong; a completion leaves its
+    entry out instead (:func:`.completed_entry`).
+
+    Raises:
+        ValueError: an entry ended before 1970 (the error names it).
+    """
+    for entry in entries:
+        if entry.ended_at < EPOCH:
+            raise ValueError(
+                f"history entry {entry.id!r} ended at {entry.ended_at.isoformat()}, before 1970: "
+                "no store keeps an entry that ended before 1970"
+            )
+
+
 def entry_id(run_id: str, attempt: int, outcome: HistoryOutcome, token: int = 0) -> str:
     """The id of a history entry: ``<run id>#<attempt>[.<fencing token>]#<outcome>``. The token
     of the lease it ran under tells apart two executions of one fire time with the same attempt
@@ -384,5 +403,6 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "entry_id",
+    "refuse_ends_before_1970",
     "stored_document",
 ]

@@ -39,15 +39,29 @@ def stored_text(value: object, what: str) -> str:
     return value
 
 
-def refuse_empty_ids(tasks: Iterable[Task]) -> None:
-    """Refuse a batch of tasks to store if one's id is empty: the scheduler and ``backbeat
-    migrate`` never make one, and the Redis store's paging reads a cursor ``''`` as the start.
+def refuse_unstorable_ids(tasks: Iterable[Task]) -> None:
+    """Refuse a batch of tasks to store if one's id is empty or breaks :func:`stored_text`'s
+    rules, before any is written (every store's ``add`` calls it): the scheduler and ``backbeat
+    migrate`` never make one, but a store called directly would keep it, or fail half-way (the
+    Redis store's paging reads a cursor ``''`` as the start, and its members separate an id from
+    the rest by a NUL).
 
     Raises:
-        ValueError: a task's id is ``''`` (the error names the task).
+        ValueError: a task's id is ``''`` (the error names the task), or it holds a NUL or a
+            lone surrogate, or it is longer than :data:`MAX_TEXT_BYTES` (the error names it).
+        TypeError: a task's id is not a str.
     """
     for task in tasks:
-        if not task.id:
+        task_id = task.id
+        if not task_id:
             raise ValueError(
-                f"task id {task.id!r} (of the task named {task.name!r}) is empty: a stored task needs one"
+                f"task id {task_id!r} (of the task named {task.name!r}) is empty: a stored task needs one"
             )
+        # an ASCII id without NUL of 1,024 characters at most (most ids) passes without a call
+        if (
+            type(task_id) is not str
+            or "\x00" in task_id
+            or not task_id.isascii()
+            or len(task_id) > MAX_TEXT_BYTES
+        ):
+            stored_text(task_id, "task id")

@@ -22,7 +22,7 @@ from typing import Any
 from backbeat.abc import Store
 from backbeat.errors import TaskExistsError, TaskNotFoundError
 from backbeat.model.completed_history import HistoryRow, history_row
-from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings
+from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings, refuse_ends_before_1970
 from backbeat.model.overlap import BUFFERED_UNTIL, Admission, admit
 from backbeat.model.records import (
     Claim,
@@ -38,7 +38,7 @@ from backbeat.model.records import (
     TaskFilter,
     run_id_for,
 )
-from backbeat.model.stored_text import refuse_empty_ids
+from backbeat.model.stored_text import refuse_unstorable_ids
 from backbeat.stores._common import LeaseClock, Signal, check_changes, copy_run, copy_task, host_clock
 from backbeat.stores._heaps import HeapEntry, compact, pop_first, top
 from backbeat.stores._history import MemoryHistory
@@ -104,7 +104,7 @@ class MemoryStore:
     # -- tasks -----------------------------------------------------------------------------
 
     async def add(self, tasks: Sequence[Task], *, replace: bool = False) -> None:
-        refuse_empty_ids(tasks)
+        refuse_unstorable_ids(tasks)
         if not replace:
             ids = Counter(task.id for task in tasks)
             existing = [i for i in ids if i in self._tasks] or [i for i, n in ids.items() if n > 1]
@@ -482,6 +482,7 @@ class MemoryStore:
     # -- history ---------------------------------------------------------------------------
 
     async def record_history(self, entries: Sequence[HistoryEntry]) -> None:
+        refuse_ends_before_1970(entries)
         self._history.record([copy.copy(entry) for entry in entries])
 
     async def prune_history(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:

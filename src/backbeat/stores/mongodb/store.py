@@ -37,7 +37,7 @@ from pymongo.errors import BulkWriteError
 from backbeat.abc import Store
 from backbeat.errors import CorruptRecordError, StoreError, TaskExistsError, TaskNotFoundError
 from backbeat.model.completed_history import history_row
-from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings
+from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings, refuse_ends_before_1970
 from backbeat.model.overlap import BUFFERED_UNTIL
 from backbeat.model.records import (
     Claim,
@@ -53,7 +53,7 @@ from backbeat.model.records import (
     TaskFilter,
     run_id_for,
 )
-from backbeat.model.stored_text import refuse_empty_ids
+from backbeat.model.stored_text import refuse_unstorable_ids
 from backbeat.stores._common import check_changes, host_clock
 from backbeat.stores.mongodb import documents as d
 from backbeat.stores.mongodb import history
@@ -121,7 +121,7 @@ class MongoStore:
     async def add(self, tasks: Sequence[Task], *, replace: bool = False) -> None:
         if not tasks:
             return
-        refuse_empty_ids(tasks)
+        refuse_unstorable_ids(tasks)
         c = await self._conn.collections()
         with self._conn.errors():
             if replace:
@@ -645,6 +645,7 @@ class MongoStore:
     # -- run history -----------------------------------------------------------------------
 
     async def record_history(self, entries: Sequence[HistoryEntry]) -> None:
+        refuse_ends_before_1970(entries)
         await history.record(self._conn, entries)
 
     async def prune_history(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:

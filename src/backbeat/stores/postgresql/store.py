@@ -22,7 +22,7 @@ import orjson
 from backbeat.abc import Store
 from backbeat.errors import StoreClosedError, StoreError, TaskExistsError
 from backbeat.model.records import Task
-from backbeat.model.stored_text import refuse_empty_ids
+from backbeat.model.stored_text import refuse_unstorable_ids
 from backbeat.stores.postgresql import queries as q
 from backbeat.stores.postgresql.connection import (
     Db,
@@ -182,7 +182,7 @@ class PostgreSQLStore(SqlStore):
         if not tasks or replace:
             await super().add(tasks, replace=replace)
             return
-        refuse_empty_ids(tasks)
+        refuse_unstorable_ids(tasks)
         if len(tasks) == 1:
             task = tasks[0]
             args: tuple[Any, ...] = (*task_row(task), list(task.tags))

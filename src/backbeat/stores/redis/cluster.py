@@ -25,7 +25,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from backbeat.abc import Store
 from backbeat.errors import ConfigurationError, TaskExistsError
-from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings
+from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings, refuse_ends_before_1970
 from backbeat.model.records import (
     Claim,
     DeadLetter,
@@ -38,7 +38,7 @@ from backbeat.model.records import (
     Task,
     TaskFilter,
 )
-from backbeat.model.stored_text import refuse_empty_ids
+from backbeat.model.stored_text import refuse_unstorable_ids
 from backbeat.stores.redis import wakeups
 from backbeat.stores.redis.connection import DEFAULT_OPTIONS, redact
 from backbeat.stores.redis.fanout import claim_by_turns, merge_history_pages, merge_task_pages
@@ -219,7 +219,7 @@ class ShardedRedisStore:
     # -- tasks -----------------------------------------------------------------------------
 
     async def add(self, tasks: Sequence[Task], *, replace: bool = False) -> None:
-        refuse_empty_ids(tasks)  # (before a batch over several shards writes any of them)
+        refuse_unstorable_ids(tasks)  # (before a batch over several shards writes any of them)
         shards = await self._ready()
         groups = {shards[i]: part for i, part in (await self._grouped(tasks, lambda task: task.id)).items()}
         if replace or len(groups) == 1:
@@ -418,6 +418,7 @@ class ShardedRedisStore:
     # -- run history ------------------------------------------------------------------------
 
     async def record_history(self, entries: Sequence[HistoryEntry]) -> None:
+        refuse_ends_before_1970(entries)  # (before a batch over several shards writes any of them)
         shards = await self._ready()
         groups = await self._grouped(entries, lambda entry: entry.task_id)
         await asyncio.gather(*(shards[i].record_history(part) for i, part in groups.items()))

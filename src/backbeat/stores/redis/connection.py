@@ -13,7 +13,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry  # the asyncio client awaits its retry: the sync one never retries
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import MaxConnectionsError, NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from backbeat.errors import ConfigurationError, StoreClosedError, StoreError, StoreUnavailableError
@@ -21,7 +21,7 @@ from backbeat.stores.redis import wakeups
 from backbeat.stores.redis.direct import ClosedError, DirectScript, ResentNoScriptError
 from backbeat.stores.redis.eviction import warn_if_evicting
 from backbeat.stores.redis.keys import Keys
-from backbeat.stores.redis.pool import PoolTimeoutError, WaitingConnectionPool
+from backbeat.stores.redis.pool import WaitingConnectionPool
 from backbeat.stores.redis.scripts import Scripts
 
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -125,8 +125,11 @@ class Connection:
 
     def _translated(self, exc: RedisError | OSError) -> StoreError:
         """A driver error as the store's: :class:`StoreUnavailableError` when the server cannot be
-        reached (or timed out) or its client's pool had no free connection, else :class:`StoreError`."""
-        if isinstance(exc, PoolTimeoutError):
+        reached (or timed out) or its client's pool had no free connection (ours after its wait,
+        or redis-py's plain pool of a client given by the user: both a ``MaxConnectionsError``,
+        which redis-py makes a ``ConnectionError``, though no connection failed), else
+        :class:`StoreError`."""
+        if isinstance(exc, MaxConnectionsError):
             url = redact(self.url)
             return StoreUnavailableError(f"Redis at {url}: the client's pool had no free connection: {exc}")
         if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)):

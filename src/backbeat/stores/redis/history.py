@@ -129,20 +129,12 @@ def _header(owner: str | None) -> bytes:
 def pack(entries: Sequence[HistoryEntry]) -> tuple[bytes, bytes]:
     """``history.lua``'s two arguments: the batch's documents (a first line, then each entry's
     document) and each entry's member without its batch (task id, end and id, each followed by
-    a NUL).
-
-    Raises:
-        ValueError: an entry ended before 1970 (its member spells the end in 18 digits).
-    """
+    a NUL), of entries that ended in 1970 or later (:func:`.refuse_ends_before_1970`: a member
+    spells its end in 18 digits, and ``history.lua`` refuses one that does not)."""
     lines = [_header(None)]
     members: list[bytes] = []
     for entry in entries:
         ended = to_us(entry.ended_at)
-        if ended < 0:
-            raise ValueError(
-                f"history entry {entry.id!r} ended at {entry.ended_at.isoformat()}, before 1970: "
-                "the Redis store keeps no entry that ended before 1970"
-            )
         lines.append(entry.to_bytes())
         members.append(task_member(entry.task_id, ended, entry.id) + b"\0")
     return b"\n".join(lines), b"".join(members)
@@ -171,12 +163,9 @@ def completion_args(
     kinds: list[str] = []
     for result, token, ended in zip(results, tokens, ends, strict=True):
         run = result.run
-        if ended < 0:
-            # no member spells an end before 1970 (complete.lua would stop at it, and drop the
-            # entries after it too)
-            kinds.append("0")
-            continue
-        if (plain := plain_success(result, token, settings)) is not None:
+        # an end before 1970 has neither (no member spells it; complete.lua would stop at it,
+        # and drop the entries after it too): completed_entry leaves it out
+        if (plain := plain_success(result, token, settings, ended)) is not None:
             lines.append(_PLAIN_DOC % plain)
             if own_tokens:
                 kinds.append("p")

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from backbeat.abc import Store
 from backbeat.errors import CorruptRecordError, StoreError, TaskExistsError, TaskNotFoundError
-from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings
+from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings, refuse_ends_before_1970
 from backbeat.model.overlap import BUFFERED_UNTIL, Overlap, buffers
 from backbeat.model.records import (
     Claim,
@@ -30,7 +30,7 @@ from backbeat.model.records import (
     Task,
     TaskFilter,
 )
-from backbeat.model.stored_text import refuse_empty_ids
+from backbeat.model.stored_text import MAX_TEXT_BYTES, refuse_unstorable_ids
 from backbeat.stores._common import host_clock
 from backbeat.stores.memory import check_changes
 from backbeat.stores.redis import codec, layout
@@ -156,18 +156,20 @@ class RedisStore:
         if len(tasks) <= ADD_BATCH:  # one script call, awaited in place: no task, no extra loop turn
             mode = "1" if replace else "0"
             if len(tasks) == 1:  # a lone add (the most common): no comprehension's frame
-                if not tasks[0].id:
-                    refuse_empty_ids(tasks)
+                task_id = tasks[0].id
+                # most ids (ASCII, no NUL, short) pass without the check's call: 1k instructions
+                if not task_id or "\x00" in task_id or not task_id.isascii() or len(task_id) > MAX_TEXT_BYTES:
+                    refuse_unstorable_ids(tasks)
                 reply = await self._conn.add(mode, codec.task_arg(tasks[0]))
             else:
-                refuse_empty_ids(tasks)
+                refuse_unstorable_ids(tasks)
                 reply = await self._conn.add(mode, *[codec.task_arg(task) for task in tasks])
             if reply:  # (the ids stored already)
                 self._check_added(reply)
             return
         # Batches keep the server responsive; the next one is encoded while the server runs
         # the previous one. Several batches are atomic only in checking every id first.
-        refuse_empty_ids(tasks)
+        refuse_unstorable_ids(tasks)
         pending: asyncio.Future[Any] | None = None
         if not replace:
             pending = asyncio.ensure_future(self._conn.run("exists", *(task.id for task in tasks)))
@@ -504,6 +506,7 @@ class RedisStore:
     # -- run history -----------------------------------------------------------------------
 
     async def record_history(self, entries: Sequence[HistoryEntry]) -> None:
+        refuse_ends_before_1970(entries)
         await self._history.record(entries)
 
     async def prune_history(self, task_ids: Collection[str], *, before: datetime, keep: int) -> int:

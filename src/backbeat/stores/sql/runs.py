@@ -266,7 +266,7 @@ def _entries(owner: str, held: list[tuple[RunResult, int]], history: HistorySett
     for result, ended in held:
         run = result.run
         token = run.fencing_token
-        if (plain := plain_success(result, token, history)) is not None:
+        if (plain := plain_success(result, token, history, ended)) is not None:
             name, start_us = plain
             doc = SUCCESS_DOC % (name, (run.fire_time - EPOCH) // US, ended, owner_json, start_us)
             rows.append((f"{run.id}#1.{token}#success", run.task_id, ended, "success", doc.decode()))

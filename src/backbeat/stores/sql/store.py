@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from backbeat.errors import TaskNotFoundError
-from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings
+from backbeat.model.history import HistoryEntry, HistoryQuery, HistorySettings, refuse_ends_before_1970
 from backbeat.model.records import (
     Claim,
     DeadLetter,
@@ -28,7 +28,7 @@ from backbeat.model.records import (
     Task,
     TaskFilter,
 )
-from backbeat.model.stored_text import refuse_empty_ids
+from backbeat.model.stored_text import refuse_unstorable_ids
 from backbeat.stores._common import Signal, check_changes, host_clock
 from backbeat.stores.sql import dead_letters, history, runs
 from backbeat.stores.sql import tasks as task_ops  # ``add(tasks=...)`` would shadow ``tasks``
@@ -75,7 +75,7 @@ class SqlStore(ABC):
 
     async def add(self, tasks: Sequence[Task], *, replace: bool = False) -> None:
         if tasks:
-            refuse_empty_ids(tasks)
+            refuse_unstorable_ids(tasks)
             await self._write(task_ops.add, list(tasks), replace)
 
     async def get(self, task_id: str) -> Task | None:
@@ -182,6 +182,7 @@ class SqlStore(ABC):
     # -- run history -----------------------------------------------------------------------
 
     async def record_history(self, entries: Sequence[HistoryEntry]) -> None:
+        refuse_ends_before_1970(entries)
         if entries:
             await self._write(history.record, builtins.list(entries))
 
