@@ -138,5 +138,6 @@ async def test_an_add_finding_its_pool_starved_does_not_ask_it_again() -> None:
     finally:
         await pool.release(held)
         await store.close()
-        await client.aclose()
+        await client.aclose()  # a client given its pool leaves the pool's connections open
+        await pool.aclose()
         await delete_keys(url, prefix)
