@@ -16,10 +16,9 @@ import pytest
 import redis
 
 from backbeat.stores.redis import RedisStore
-from tests.integration.test_redis_store import delete_keys
 from tests.postgresql_server import drop_prefixes, fresh_prefix, usable_postgres_url
 from tests.redis_cluster import RedisCluster, session_cluster
-from tests.redis_server import RedisServerHandle, private_redis_server, usable_redis_url
+from tests.redis_server import RedisServerHandle, delete_keys, private_redis_server, usable_redis_url
 
 SERVER_STORES = [
     pytest.param("redis", marks=pytest.mark.redis),

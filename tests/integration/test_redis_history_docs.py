@@ -25,8 +25,7 @@ from backbeat.stores.redis.history import completion_args, pack
 from backbeat.stores.redis.layout import MIGRATIONS
 from tests.contract.helpers import LEASE, T0, decide, start_run, task
 from tests.contract.test_history import entry
-from tests.integration.test_redis_store import delete_keys
-from tests.redis_server import usable_redis_url
+from tests.redis_server import delete_keys, usable_redis_url
 
 
 class Layout6Store(RedisStore):

@@ -29,9 +29,8 @@ from tests.integration.redis_layouts import (
     downgrade_to_2,
     downgrade_to_4,
 )
-from tests.integration.test_redis_store import delete_keys
 from tests.integration.upgrades import observe, write_history
-from tests.redis_server import usable_redis_url
+from tests.redis_server import delete_keys, usable_redis_url
 
 pytestmark = pytest.mark.redis
 
