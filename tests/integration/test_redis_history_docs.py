@@ -27,6 +27,8 @@ from tests.contract.helpers import LEASE, T0, decide, start_run, task
 from tests.contract.test_history import entry
 from tests.redis_server import delete_keys, usable_redis_url
 
+pytestmark = pytest.mark.redis
+
 
 class Layout6Store(RedisStore):
     """The store of a backbeat before history batches (key layout 6), which reads an entry's
@@ -68,6 +70,28 @@ async def stored_docs(store: RedisStore) -> dict[str, bytes]:
     finally:
         await client.aclose()
     return docs
+
+
+async def history_keys(store: RedisStore) -> set[str]:
+    """The names (past the store's prefix) of the store's history keys that exist."""
+    client = redis.asyncio.from_url(usable_redis_url())
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{store.keys.base}history*")]
+    finally:
+        await client.aclose()
+    return {key.decode().removeprefix(store.keys.base) for key in keys}
+
+
+async def assert_no_history_left(store: RedisStore, *, batches_made: int | None = None) -> None:
+    """Every history entry, batch, window and index of ``store`` is gone: only the batch
+    counter stays (at ``batches_made``, if given), so no batch number is used twice."""
+    assert await history_keys(store) == {"history_batch_seq"}
+    if batches_made is not None:
+        client = redis.asyncio.from_url(usable_redis_url())
+        try:
+            assert await client.get(store.keys.history_batch_seq) == str(batches_made).encode()
+        finally:
+            await client.aclose()
 
 
 async def test_a_plain_success_is_kept_as_its_name_and_start_and_read_back_whole(
@@ -121,17 +145,8 @@ async def test_pruning_by_age_alone_removes_entries_with_their_members_and_batch
     # no task named: the batch of entries older than the cutoff, found by the end-time index
     assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == 2
 
-    client = redis.asyncio.from_url(usable_redis_url())
-    try:
-        assert await client.zcard(store.keys.history_by_task) == 0
-        assert await client.zcard(store.keys.history_at) == 0
-        # each entry was its own batch: both batches went with their last entries
-        assert await client.get(store.keys.history_batch_seq) == b"2"
-        assert not await client.exists(
-            store.keys.history_live, store.keys.history_batch(1), store.keys.history_batch(2)
-        )
-    finally:
-        await client.aclose()
+    # each entry was its own batch: both batches went with their last entries
+    await assert_no_history_left(store, batches_made=2)
 
 
 async def test_a_batch_records_plain_successes_spelled_by_the_script_beside_other_entries(
@@ -175,14 +190,7 @@ async def test_a_batch_records_plain_successes_spelled_by_the_script_beside_othe
     assert [e.task_id for e in (await store.run_history(HistoryQuery(limit=10)))[0]] == ["d", "a"]
     # the batch of "b" and "d" counted the two (not the lost "c"): it goes with "d"
     assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == 2
-    client = redis.asyncio.from_url(usable_redis_url())
-    try:
-        assert await client.get(store.keys.history_batch_seq) == b"2"
-        assert not await client.exists(
-            store.keys.history_live, store.keys.history_batch(1), store.keys.history_batch(2)
-        )
-    finally:
-        await client.aclose()
+    await assert_no_history_left(store, batches_made=2)
 
 
 async def test_clear_beside_a_writer_leaves_no_batch_behind_nor_deletes_a_later_ones(
@@ -223,15 +231,16 @@ async def test_clear_beside_a_writer_leaves_no_batch_behind_nor_deletes_a_later_
 
 async def test_clear_deletes_every_history_key_batches_included(store: RedisStore) -> None:
     await complete_plain(store, f"plain-{uuid.uuid4().hex}")
-    client = redis.asyncio.from_url(usable_redis_url())
-    try:
-        assert await client.exists(store.keys.history_batch(1), store.keys.history_batch(2)) == 2
-        await store.clear()
-        keys: list[bytes] = await client.keys(f"{store.keys.base}*")  # type: ignore[assignment]
-        names = [key.decode().removeprefix(store.keys.base) for key in keys]
-        assert [name for name in names if name.startswith("history")] == ["history_batch_seq"]
-    finally:
-        await client.aclose()
+    assert await history_keys(store) == {
+        "history_at",
+        "history_batch:1",
+        "history_batch:2",
+        "history_batch_seq",
+        "history_by_task",
+        "history_live",
+    }
+    await store.clear()
+    await assert_no_history_left(store)
 
 
 @pytest.mark.parametrize("n", [2, 130])
@@ -273,16 +282,11 @@ async def test_a_completion_whose_history_cannot_be_read_completes_its_runs_and_
     client = redis.asyncio.from_url(usable_redis_url())
     try:
         live: dict[bytes, bytes] = await client.hgetall(store.keys.history_live)  # type: ignore[assignment]
-        assert live == {b"1": b"%d" % indexed}
-        assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == indexed
-        assert not await client.exists(
-            store.keys.history_batch(1),
-            store.keys.history_live,
-            store.keys.history_at,
-            store.keys.history_by_task,
-        )
     finally:
         await client.aclose()
+    assert live == {b"1": b"%d" % indexed}
+    assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == indexed
+    await assert_no_history_left(store)
 
 
 ODD_IDS = (
@@ -554,16 +558,7 @@ async def test_a_completion_that_ended_before_1970_keeps_no_entry_and_leaves_his
     assert (await store.run_history(HistoryQuery(limit=10, task_id="a")))[0] == []
     # nothing is kept for ever: pruning by age removes the batch whole
     assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == 1
-    client = redis.asyncio.from_url(usable_redis_url())
-    try:
-        assert not await client.exists(
-            store.keys.history_batch(1),
-            store.keys.history_live,
-            store.keys.history_at,
-            store.keys.history_by_task,
-        )
-    finally:
-        await client.aclose()
+    await assert_no_history_left(store)
 
 
 @pytest.mark.parametrize("outcome", [RunOutcome.SUCCESS, RunOutcome.FAILURE])
@@ -613,13 +608,4 @@ async def test_complete_lua_stops_the_history_at_an_end_before_1970_before_index
     for query in (HistoryQuery(limit=10), HistoryQuery(limit=10, task_id="b")):
         assert [e.task_id for e in (await store.run_history(query))[0]] == ["b"]
     assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == 1
-    client = redis.asyncio.from_url(usable_redis_url())
-    try:
-        assert not await client.exists(
-            store.keys.history_batch(1),
-            store.keys.history_live,
-            store.keys.history_at,
-            store.keys.history_by_task,
-        )
-    finally:
-        await client.aclose()
+    await assert_no_history_left(store)
