@@ -21,7 +21,7 @@ from backbeat.model.history import EPOCH, HistoryEntry, HistoryOutcome, HistoryQ
 from backbeat.model.overlap import BUFFERED_UNTIL
 from backbeat.model.records import RunOutcome, RunResult
 from backbeat.stores.redis import RedisStore
-from backbeat.stores.redis.history import completion_args, pack
+from backbeat.stores.redis.history import WINDOW, completion_args, pack
 from backbeat.stores.redis.layout import MIGRATIONS
 from tests.contract.helpers import LEASE, T0, decide, start_run, task
 from tests.contract.test_history import entry
@@ -481,13 +481,32 @@ async def test_pruning_by_age_takes_whole_windows_up_to_its_budget_and_a_batch_g
         )
         # the batch's window past its age went; the other stays with the batch's last entry
         windows: list[Any] = await client.zrange(keys.history_at, 0, -1)
-        assert windows == [b"4.%d" % (to_us(T0 + timedelta(seconds=11)) // 10_000)]
+        assert windows == [b"4.%d" % (to_us(T0 + timedelta(seconds=11)) // WINDOW)]
         assert await client.hgetall(keys.history_live) == {b"4": b"1"}
         # pruned by its task's count, the batch's last entry takes the batch and its window
         assert await store.prune_history(["two"], before=T0, keep=0) == 1
         assert await client.exists(keys.history_at, keys.history_live, keys.history_batch(4)) == 0
     finally:
         await client.aclose()
+
+
+async def test_the_scripts_window_of_an_end_is_the_one_python_reads(store: RedisStore) -> None:
+    # _lib.lua's HISTORY_WINDOW_DIGITS names the windows the scripts index; history.py's WINDOW
+    # the ones a page reads past a cursor: were they apart, pages would skip entries
+    ends = [EPOCH + timedelta(microseconds=us) for us in (7, 9_999, 10_000, 123_456_789)] + [T0]
+    await store.record_history([entry(f"t{i}", end) for i, end in enumerate(ends)])
+
+    latest: dict[bytes, float] = {}
+    for end in map(to_us, ends):
+        window = b"1.%d" % (end // WINDOW)
+        latest[window] = max(latest.get(window, 0), end)
+    client = redis.asyncio.from_url(usable_redis_url())
+    try:
+        indexed: list[Any] = await client.zrange(store.keys.history_at, 0, -1, withscores=True)
+    finally:
+        await client.aclose()
+    assert dict(indexed) == latest
+    assert len(latest) == 4
 
 
 @pytest.mark.parametrize("spelled_by_client", [False, True])
