@@ -107,7 +107,9 @@ def replica(server: RedisServerHandle, tmp_path: Path) -> Iterator[RedisServerHa
 @pytest.fixture
 def ended_loops() -> Iterator[None]:
     """For a test that ends an event loop with connections open: after it, they are collected
-    at once, each warning "loop is closed" (closing it needs that loop), not in a later test."""
+    at once, each warning "loop is closed" (closing it needs that loop), not in a later test.
+    Such a test also ignores ResourceWarning (``pytest.mark.filterwarnings("ignore::ResourceWarning")``):
+    what the store drops of the ended loop in the next one may be collected during the test."""
     yield
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)

@@ -186,6 +186,7 @@ async def test_a_cancelled_add_leaves_the_store_adding(server: RedisServerHandle
 
 
 @pytest.mark.usefixtures("ended_loops")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
 def test_an_add_on_a_new_event_loop_is_not_pipelined_behind_a_call_left_on_an_ended_one(
     server: RedisServerHandle,
 ) -> None:
