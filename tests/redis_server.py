@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 _started: list[RedisServerHandle] = []
@@ -37,6 +38,17 @@ def answers(url: str, timeout: float = 1.0) -> bool:
         return False
     finally:
         client.close()
+
+
+async def delete_keys(url: str, prefix: str) -> None:
+    """Delete every key of the store under ``prefix`` (its keys start ``{prefix}``) at ``url``."""
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{{{prefix}}}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 def free_port() -> int:

@@ -25,11 +25,10 @@ import pytest
 from backbeat import BackgroundTaskScheduler
 from backbeat.model.declared import DECLARED
 from tests.docs.blocks import ROOT, Block, documentation_files, python_blocks
-from tests.integration.test_redis_store import delete_keys
 from tests.postgresql_server import DEFAULT_URL as POSTGRESQL_URL
 from tests.postgresql_server import drop_prefixes, usable_postgres_url
 from tests.redis_server import DEFAULT_URL as REDIS_URL
-from tests.redis_server import usable_redis_url
+from tests.redis_server import delete_keys, usable_redis_url
 
 PREFIX = re.compile(r"""((?:[?&]prefix=)|(?:prefix\s*=\s*["']))([A-Za-z_][A-Za-z0-9_]*)""")
 SERVER_MARKS = {"redis": pytest.mark.redis, "postgresql": pytest.mark.postgresql}

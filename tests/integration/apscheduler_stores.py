@@ -101,9 +101,8 @@ def _sqlite(tmp_path: Path) -> ApsStore:
 
 
 def _redis() -> ApsStore:
-    from tests.integration.test_redis_store import delete_keys
     from tests.postgresql_server import in_thread
-    from tests.redis_server import usable_redis_url
+    from tests.redis_server import delete_keys, usable_redis_url
 
     url = usable_redis_url()
     parts, name = urlsplit(url), f"aps-{os.urandom(4).hex()}"

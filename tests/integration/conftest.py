@@ -16,10 +16,9 @@ import pytest
 import redis
 
 from backbeat.stores.redis import RedisStore
-from tests.integration.test_redis_store import delete_keys
 from tests.postgresql_server import drop_prefixes, fresh_prefix, usable_postgres_url
 from tests.redis_cluster import RedisCluster, session_cluster
-from tests.redis_server import RedisServerHandle, private_redis_server, usable_redis_url
+from tests.redis_server import RedisServerHandle, delete_keys, private_redis_server, usable_redis_url
 
 SERVER_STORES = [
     pytest.param("redis", marks=pytest.mark.redis),
@@ -108,7 +107,9 @@ def replica(server: RedisServerHandle, tmp_path: Path) -> Iterator[RedisServerHa
 @pytest.fixture
 def ended_loops() -> Iterator[None]:
     """For a test that ends an event loop with connections open: after it, they are collected
-    at once, each warning "loop is closed" (closing it needs that loop), not in a later test."""
+    at once, each warning "loop is closed" (closing it needs that loop), not in a later test.
+    Such a test also ignores ResourceWarning (``pytest.mark.filterwarnings("ignore::ResourceWarning")``):
+    what the store drops of the ended loop in the next one may be collected during the test."""
     yield
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)

@@ -23,6 +23,7 @@ import redis.asyncio
 from backbeat.model.history import HistoryEntry
 from backbeat.model.records import Task
 from backbeat.stores.redis import codec, lualib
+from backbeat.stores.redis.history import WINDOW
 from backbeat.stores.redis.keys import Keys
 
 _LIVE_DEFAULTS = ("", "0", "0", "0", "0", "", "1", "", "")
@@ -93,7 +94,7 @@ async def downgrade_history_to_6(
         if await client.hincrby(keys.history_live, batch, -1) == 0:
             listed: Any = await client.hget(batch_key, "m")
             ends = listed.split(b"\0")[1::4]
-            await client.zrem(keys.history_at, *{b"%b.%d" % (batch, int(e) // 10_000) for e in ends})
+            await client.zrem(keys.history_at, *{b"%b.%d" % (batch, int(e) // WINDOW) for e in ends})
             await client.hdel(keys.history_live, batch)
             await client.delete(batch_key)
     if which is None:

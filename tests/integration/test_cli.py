@@ -186,8 +186,7 @@ def test_the_store_comes_from_the_environment(tmp_path: Path) -> None:
 
 @pytest.mark.redis
 async def test_a_redis_store_with_a_prefix(record_file: Path) -> None:
-    from tests.integration.test_redis_store import delete_keys
-    from tests.redis_server import usable_redis_url
+    from tests.redis_server import delete_keys, usable_redis_url
 
     url = usable_redis_url()
     prefix = f"bb-cli-{os.getpid()}"

@@ -15,8 +15,7 @@ import pytest
 from backbeat import BackgroundTaskScheduler
 from tests.integration import jobs
 from tests.integration.test_cli import backbeat
-from tests.integration.test_redis_store import delete_keys
-from tests.redis_server import usable_redis_url
+from tests.redis_server import delete_keys, usable_redis_url
 from tests.scheduling import SchedulerFactory, Worker, wait_for
 
 pytestmark = pytest.mark.redis

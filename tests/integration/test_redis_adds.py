@@ -4,8 +4,9 @@ flushed script cache, a connection the server closed, and a server that went awa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -34,6 +35,19 @@ async def store(server: RedisServerHandle) -> AsyncIterator[RedisStore]:
     await store.open()
     yield store
     await store.close()
+
+
+@contextlib.asynccontextmanager
+async def holding_store(url: str) -> AsyncIterator[RedisStore]:
+    """A store at ``url`` that has added "a" and "b", so that its next add goes on the
+    connection it holds for adds (the first one took it from the pool); closed after."""
+    store = RedisStore(url, prefix="adds")
+    try:
+        await store.add([task("a")])
+        await store.add([task("b")])
+        yield store
+    finally:
+        await store.close()
 
 
 def evalsha_calls(admin: redis.Redis) -> int:
@@ -129,59 +143,50 @@ async def test_two_concurrent_adds_are_pipelined_on_the_stores_own_connection(
 async def test_pipelined_adds_whose_connection_was_dropped_are_each_reported_added(
     proxy: ReplyDroppingProxy,
 ) -> None:
-    store = RedisStore(proxy.url, prefix="adds")
-    try:
-        await store.add([task("a")])
-        await store.add([task("b")])  # on the store's own connection
+    async with holding_store(proxy.url) as store:
         proxy.to_drop = 1  # the pipeline's replies, and the connection, lost after both ran
         await asyncio.gather(store.add([task("c")]), store.add([task("d")]))  # not TaskExistsError
         assert proxy.dropped == 1
         assert sorted(await store.existing(["a", "b", "c", "d"])) == ["a", "b", "c", "d"]
-    finally:
-        await store.close()
 
 
-async def test_pipelined_adds_to_a_server_that_stopped_answering_each_time_out(
-    server: RedisServerHandle, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("in_flight", ["c", "cd"], ids=["one add", "two pipelined adds"])
+async def test_adds_to_a_server_that_stopped_answering_each_fail_as_unavailable_and_the_next_one_works(
+    server: RedisServerHandle, monkeypatch: pytest.MonkeyPatch, in_flight: str
 ) -> None:
     monkeypatch.setattr(connection, "CALL_TIMEOUT", 0.3)
-    store = RedisStore(server.url, prefix="adds")
-    try:
-        await store.add([task("a")])
-        await store.add([task("b")])  # on the store's own connection
-        with server.paused():
+    async with holding_store(server.url) as store:
+        with server.paused():  # it accepts and reads, never answers
             outcomes = await asyncio.gather(
-                store.add([task("c")]), store.add([task("d")]), return_exceptions=True
+                *(store.add([task(i)]) for i in in_flight), return_exceptions=True
             )
-        assert all(isinstance(outcome, StoreUnavailableError) for outcome in outcomes), outcomes
+        for outcome in outcomes:
+            assert isinstance(outcome, StoreUnavailableError), outcomes
+            assert "did not answer within 0.3 s" in str(outcome)
         await store.add([task("e")])
         assert {"a", "b", "e"} <= set(await store.existing(["a", "b", "c", "d", "e"]))
-    finally:
-        await store.close()
 
 
-async def test_an_add_pipelined_behind_a_cancelled_one_is_sent_again_and_stored(
-    server: RedisServerHandle,
-) -> None:
-    store = RedisStore(server.url, prefix="adds")
-    try:
-        await store.add([task("a")])
-        await store.add([task("b")])  # on the store's own connection
+@pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined behind it", "sent after it"])
+async def test_a_cancelled_add_leaves_the_store_adding(server: RedisServerHandle, pipelined: bool) -> None:
+    async with holding_store(server.url) as store:
         with server.paused():
             cancelled = asyncio.ensure_future(store.add([task("c")]))
-            pipelined = asyncio.ensure_future(store.add([task("d")]))
-            for _ in range(3):  # both sent at their first steps, then waiting for their replies
+            behind = asyncio.ensure_future(store.add([task("d")])) if pipelined else None
+            for _ in range(3):  # sent at their first steps, then waiting for their replies
                 await asyncio.sleep(0)
             cancelled.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await cancelled
-        await pipelined  # its connection dropped with the cancelled call's: sent again
-        assert "d" in await store.existing(["c", "d"])
-    finally:
-        await store.close()
+        if behind is not None:
+            await behind  # its connection dropped with the cancelled call's: sent again
+        else:
+            await store.add([task("d")])
+        assert {"a", "b", "d"} <= set(await store.existing(["a", "b", "c", "d"]))
 
 
 @pytest.mark.usefixtures("ended_loops")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
 def test_an_add_on_a_new_event_loop_is_not_pipelined_behind_a_call_left_on_an_ended_one(
     server: RedisServerHandle,
 ) -> None:
@@ -271,23 +276,6 @@ async def test_a_small_pool_is_not_held_from(server: RedisServerHandle) -> None:
         await client.aclose()
 
 
-async def test_an_add_the_server_never_answers_fails_as_unavailable_and_the_next_one_works(
-    server: RedisServerHandle, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(connection, "CALL_TIMEOUT", 0.3)
-    store = RedisStore(server.url, prefix="adds")
-    try:
-        await store.add([task("a")])
-        await store.add([task("b")])  # on the store's own connection
-        # it accepts and reads, never answers
-        with server.paused(), pytest.raises(StoreUnavailableError, match=r"did not answer within 0\.3 s"):
-            await store.add([task("c")])
-        await store.add([task("d")])
-        assert sorted(await store.existing(["a", "b", "c", "d"])) in (["a", "b", "c", "d"], ["a", "b", "d"])
-    finally:
-        await store.close()
-
-
 async def noop(label: str) -> None:
     """The job of the facade's adds (never run: the producer runs nothing)."""
 
@@ -316,24 +304,6 @@ async def test_concurrent_adds_to_a_server_that_stopped_answering_each_raise_and
         await producer.shutdown()
 
 
-async def test_a_cancelled_add_leaves_the_store_adding(server: RedisServerHandle) -> None:
-    store = RedisStore(server.url, prefix="adds")
-    try:
-        await store.add([task("a")])
-        await store.add([task("b")])  # on the store's own connection
-        with server.paused():
-            pending = asyncio.ensure_future(store.add([task("c")]))
-            for _ in range(3):  # it sends at its first step, then waits for the reply
-                await asyncio.sleep(0)
-            pending.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await pending
-        await store.add([task("d")])
-        assert {"a", "b", "d"} <= set(await store.existing(["a", "b", "c", "d"]))
-    finally:
-        await store.close()
-
-
 async def test_a_script_error_on_the_adds_connection_is_a_store_error(
     store: RedisStore, admin: redis.Redis
 ) -> None:
@@ -353,35 +323,37 @@ async def proxy(server: RedisServerHandle) -> AsyncIterator[ReplyDroppingProxy]:
         yield proxies[server.port]
 
 
-async def test_an_add_whose_reply_was_lost_after_it_ran_is_reported_added(proxy: ReplyDroppingProxy) -> None:
-    store = RedisStore(proxy.url, prefix="adds")
-    try:
-        await store.add([task("a")])
-        await store.add([task("b")])  # on the store's own connection
-        proxy.to_drop = 1
-        await store.add([task("c")])  # not TaskExistsError: the resend finds its own write
+def nothing_else(admin: redis.Redis) -> None:
+    """Only the reply was lost."""
+
+
+def script_cache_emptied(admin: redis.Redis) -> None:
+    """The server restarted after running the add: the resend meets NoScriptError, and the add
+    sent once more must still be told it is a resend."""
+    admin.script_flush()
+
+
+def memory_full(admin: redis.Redis) -> None:
+    """The server reached ``maxmemory`` (``noeviction``, the default) before the resend, which
+    only reads (it finds its own write), so it must not fail for memory."""
+    admin.config_set("maxmemory", 1)
+
+
+@pytest.mark.parametrize(
+    "meanwhile", [nothing_else, script_cache_emptied, memory_full], ids=lambda meanwhile: meanwhile.__name__
+)
+async def test_an_add_whose_reply_was_lost_after_it_ran_is_reported_added(
+    proxy: ReplyDroppingProxy, admin: redis.Redis, meanwhile: Callable[[redis.Redis], None]
+) -> None:
+    async with holding_store(proxy.url) as store:
+        proxy.to_drop, proxy.on_drop = 1, lambda: meanwhile(admin)
+        try:
+            await store.add([task("c")])  # not TaskExistsError: the resend finds its own write
+        finally:
+            admin.config_set("maxmemory", 0)
         assert proxy.dropped == 1
         assert sorted(await store.existing(["a", "b", "c"])) == ["a", "b", "c"]
         assert await store.get("c") == task("c")
-    finally:
-        await store.close()
-
-
-async def test_an_add_whose_reply_was_lost_with_the_script_cache_is_reported_added(
-    proxy: ReplyDroppingProxy, admin: redis.Redis
-) -> None:
-    # a server restarted after running the add: its reply lost and its script cache empty, so the
-    # resend meets NoScriptError; the add sent once more must still be told it is a resend
-    store = RedisStore(proxy.url, prefix="adds")
-    try:
-        await store.add([task("a")])
-        await store.add([task("b")])  # on the store's own connection
-        proxy.to_drop, proxy.on_drop = 1, admin.script_flush
-        await store.add([task("c")])
-        assert proxy.dropped == 1
-        assert sorted(await store.existing(["a", "b", "c"])) == ["a", "b", "c"]
-    finally:
-        await store.close()
 
 
 async def test_adds_on_the_pools_connections_whose_replies_were_lost_are_reported_added(
@@ -660,23 +632,6 @@ async def test_a_lone_add_of_a_stored_id_is_refused_as_taken_on_a_server_out_of_
         await store.add([task("b")])  # a new one cannot be written
     admin.config_set("maxmemory", 0)
     assert await store.existing(["a", "b"]) == ["a"]
-
-
-async def test_an_add_whose_reply_was_lost_is_reported_added_though_the_server_is_now_out_of_memory(
-    proxy: ReplyDroppingProxy, admin: redis.Redis, full: None
-) -> None:
-    # the add ran, its reply was lost, and the server reached maxmemory before the resend: the
-    # resend only reads (it finds its own write), so it must not fail for memory
-    store = RedisStore(proxy.url, prefix="adds")
-    try:
-        await store.add([task("a")])  # on the store's own connection
-        proxy.to_drop, proxy.on_drop = 1, lambda: admin.config_set("maxmemory", 1)
-        await store.add([task("b")])
-        assert proxy.dropped == 1
-        admin.config_set("maxmemory", 0)
-        assert sorted(await store.existing(["a", "b"])) == ["a", "b"]
-    finally:
-        await store.close()
 
 
 @pytest.mark.parametrize(

@@ -232,6 +232,7 @@ async def test_a_store_whose_close_was_cancelled_adds_again(
 
 
 @pytest.mark.usefixtures("ended_loops")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
 def test_a_store_whose_close_was_cancelled_on_one_loop_adds_on_the_next(
     server: RedisServerHandle, admin: redis.Redis
 ) -> None:

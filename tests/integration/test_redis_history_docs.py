@@ -21,12 +21,13 @@ from backbeat.model.history import EPOCH, HistoryEntry, HistoryOutcome, HistoryQ
 from backbeat.model.overlap import BUFFERED_UNTIL
 from backbeat.model.records import RunOutcome, RunResult
 from backbeat.stores.redis import RedisStore
-from backbeat.stores.redis.history import completion_args, pack
+from backbeat.stores.redis.history import WINDOW, completion_args, pack
 from backbeat.stores.redis.layout import MIGRATIONS
 from tests.contract.helpers import LEASE, T0, decide, start_run, task
 from tests.contract.test_history import entry
-from tests.integration.test_redis_store import delete_keys
-from tests.redis_server import usable_redis_url
+from tests.redis_server import delete_keys, usable_redis_url
+
+pytestmark = pytest.mark.redis
 
 
 class Layout6Store(RedisStore):
@@ -69,6 +70,28 @@ async def stored_docs(store: RedisStore) -> dict[str, bytes]:
     finally:
         await client.aclose()
     return docs
+
+
+async def history_keys(store: RedisStore) -> set[str]:
+    """The names (past the store's prefix) of the store's history keys that exist."""
+    client = redis.asyncio.from_url(usable_redis_url())
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{store.keys.base}history*")]
+    finally:
+        await client.aclose()
+    return {key.decode().removeprefix(store.keys.base) for key in keys}
+
+
+async def assert_no_history_left(store: RedisStore, *, batches_made: int | None = None) -> None:
+    """Every history entry, batch, window and index of ``store`` is gone: only the batch
+    counter stays (at ``batches_made``, if given), so no batch number is used twice."""
+    assert await history_keys(store) == {"history_batch_seq"}
+    if batches_made is not None:
+        client = redis.asyncio.from_url(usable_redis_url())
+        try:
+            assert await client.get(store.keys.history_batch_seq) == str(batches_made).encode()
+        finally:
+            await client.aclose()
 
 
 async def test_a_plain_success_is_kept_as_its_name_and_start_and_read_back_whole(
@@ -122,17 +145,8 @@ async def test_pruning_by_age_alone_removes_entries_with_their_members_and_batch
     # no task named: the batch of entries older than the cutoff, found by the end-time index
     assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == 2
 
-    client = redis.asyncio.from_url(usable_redis_url())
-    try:
-        assert await client.zcard(store.keys.history_by_task) == 0
-        assert await client.zcard(store.keys.history_at) == 0
-        # each entry was its own batch: both batches went with their last entries
-        assert await client.get(store.keys.history_batch_seq) == b"2"
-        assert not await client.exists(
-            store.keys.history_live, store.keys.history_batch(1), store.keys.history_batch(2)
-        )
-    finally:
-        await client.aclose()
+    # each entry was its own batch: both batches went with their last entries
+    await assert_no_history_left(store, batches_made=2)
 
 
 async def test_a_batch_records_plain_successes_spelled_by_the_script_beside_other_entries(
@@ -176,14 +190,7 @@ async def test_a_batch_records_plain_successes_spelled_by_the_script_beside_othe
     assert [e.task_id for e in (await store.run_history(HistoryQuery(limit=10)))[0]] == ["d", "a"]
     # the batch of "b" and "d" counted the two (not the lost "c"): it goes with "d"
     assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == 2
-    client = redis.asyncio.from_url(usable_redis_url())
-    try:
-        assert await client.get(store.keys.history_batch_seq) == b"2"
-        assert not await client.exists(
-            store.keys.history_live, store.keys.history_batch(1), store.keys.history_batch(2)
-        )
-    finally:
-        await client.aclose()
+    await assert_no_history_left(store, batches_made=2)
 
 
 async def test_clear_beside_a_writer_leaves_no_batch_behind_nor_deletes_a_later_ones(
@@ -224,15 +231,16 @@ async def test_clear_beside_a_writer_leaves_no_batch_behind_nor_deletes_a_later_
 
 async def test_clear_deletes_every_history_key_batches_included(store: RedisStore) -> None:
     await complete_plain(store, f"plain-{uuid.uuid4().hex}")
-    client = redis.asyncio.from_url(usable_redis_url())
-    try:
-        assert await client.exists(store.keys.history_batch(1), store.keys.history_batch(2)) == 2
-        await store.clear()
-        keys: list[bytes] = await client.keys(f"{store.keys.base}*")  # type: ignore[assignment]
-        names = [key.decode().removeprefix(store.keys.base) for key in keys]
-        assert [name for name in names if name.startswith("history")] == ["history_batch_seq"]
-    finally:
-        await client.aclose()
+    assert await history_keys(store) == {
+        "history_at",
+        "history_batch:1",
+        "history_batch:2",
+        "history_batch_seq",
+        "history_by_task",
+        "history_live",
+    }
+    await store.clear()
+    await assert_no_history_left(store)
 
 
 @pytest.mark.parametrize("n", [2, 130])
@@ -274,16 +282,11 @@ async def test_a_completion_whose_history_cannot_be_read_completes_its_runs_and_
     client = redis.asyncio.from_url(usable_redis_url())
     try:
         live: dict[bytes, bytes] = await client.hgetall(store.keys.history_live)  # type: ignore[assignment]
-        assert live == {b"1": b"%d" % indexed}
-        assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == indexed
-        assert not await client.exists(
-            store.keys.history_batch(1),
-            store.keys.history_live,
-            store.keys.history_at,
-            store.keys.history_by_task,
-        )
     finally:
         await client.aclose()
+    assert live == {b"1": b"%d" % indexed}
+    assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == indexed
+    await assert_no_history_left(store)
 
 
 ODD_IDS = (
@@ -478,13 +481,32 @@ async def test_pruning_by_age_takes_whole_windows_up_to_its_budget_and_a_batch_g
         )
         # the batch's window past its age went; the other stays with the batch's last entry
         windows: list[Any] = await client.zrange(keys.history_at, 0, -1)
-        assert windows == [b"4.%d" % (to_us(T0 + timedelta(seconds=11)) // 10_000)]
+        assert windows == [b"4.%d" % (to_us(T0 + timedelta(seconds=11)) // WINDOW)]
         assert await client.hgetall(keys.history_live) == {b"4": b"1"}
         # pruned by its task's count, the batch's last entry takes the batch and its window
         assert await store.prune_history(["two"], before=T0, keep=0) == 1
         assert await client.exists(keys.history_at, keys.history_live, keys.history_batch(4)) == 0
     finally:
         await client.aclose()
+
+
+async def test_the_scripts_window_of_an_end_is_the_one_python_reads(store: RedisStore) -> None:
+    # _lib.lua's HISTORY_WINDOW_DIGITS names the windows the scripts index; history.py's WINDOW
+    # the ones a page reads past a cursor: were they apart, pages would skip entries
+    ends = [EPOCH + timedelta(microseconds=us) for us in (7, 9_999, 10_000, 123_456_789)] + [T0]
+    await store.record_history([entry(f"t{i}", end) for i, end in enumerate(ends)])
+
+    latest: dict[bytes, float] = {}
+    for end in map(to_us, ends):
+        window = b"1.%d" % (end // WINDOW)
+        latest[window] = max(latest.get(window, 0), end)
+    client = redis.asyncio.from_url(usable_redis_url())
+    try:
+        indexed: list[Any] = await client.zrange(store.keys.history_at, 0, -1, withscores=True)
+    finally:
+        await client.aclose()
+    assert dict(indexed) == latest
+    assert len(latest) == 4
 
 
 @pytest.mark.parametrize("spelled_by_client", [False, True])
@@ -555,16 +577,7 @@ async def test_a_completion_that_ended_before_1970_keeps_no_entry_and_leaves_his
     assert (await store.run_history(HistoryQuery(limit=10, task_id="a")))[0] == []
     # nothing is kept for ever: pruning by age removes the batch whole
     assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == 1
-    client = redis.asyncio.from_url(usable_redis_url())
-    try:
-        assert not await client.exists(
-            store.keys.history_batch(1),
-            store.keys.history_live,
-            store.keys.history_at,
-            store.keys.history_by_task,
-        )
-    finally:
-        await client.aclose()
+    await assert_no_history_left(store)
 
 
 @pytest.mark.parametrize("outcome", [RunOutcome.SUCCESS, RunOutcome.FAILURE])
@@ -614,13 +627,4 @@ async def test_complete_lua_stops_the_history_at_an_end_before_1970_before_index
     for query in (HistoryQuery(limit=10), HistoryQuery(limit=10, task_id="b")):
         assert [e.task_id for e in (await store.run_history(query))[0]] == ["b"]
     assert await store.prune_history([], before=T0 + timedelta(seconds=10), keep=100) == 1
-    client = redis.asyncio.from_url(usable_redis_url())
-    try:
-        assert not await client.exists(
-            store.keys.history_batch(1),
-            store.keys.history_live,
-            store.keys.history_at,
-            store.keys.history_by_task,
-        )
-    finally:
-        await client.aclose()
+    await assert_no_history_left(store)

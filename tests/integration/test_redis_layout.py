@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio
 
 from backbeat.errors import StoreError
-from backbeat.model.history import HistoryOutcome, HistoryQuery, to_us
+from backbeat.model.history import HistoryEntry, HistoryOutcome, HistoryQuery, to_us
 from backbeat.stores.redis import RedisStore, codec
 from backbeat.stores.redis.connection import Client
 from backbeat.stores.redis.history import task_member
@@ -29,9 +29,8 @@ from tests.integration.redis_layouts import (
     downgrade_to_2,
     downgrade_to_4,
 )
-from tests.integration.test_redis_store import delete_keys
 from tests.integration.upgrades import observe, write_history
-from tests.redis_server import usable_redis_url
+from tests.redis_server import delete_keys, usable_redis_url
 
 pytestmark = pytest.mark.redis
 
@@ -85,6 +84,31 @@ async def observed(store: RedisStore) -> list[object]:
         return await observe(store)
     finally:
         await store.close()
+
+
+async def recorded_in_two_stores(
+    prefixes: Callable[[], str], count: int, *, per_call: int
+) -> tuple[list[HistoryEntry], RedisStore, RedisStore]:
+    """``count`` history entries of seven tasks, three to an end time (a second apart from T0),
+    four failures in five, recorded ``per_call`` a call in two stores under fresh prefixes (left
+    closed): one for a test to take back to an older layout, one to compare it with."""
+    entries = [
+        entry(
+            f"task-{i % 7}",
+            T0 + timedelta(seconds=i // 3),
+            HistoryOutcome.FAILURE if i % 5 else HistoryOutcome.SUCCESS,
+        )
+        for i in range(count)
+    ]
+    stores = [RedisStore(usable_redis_url(), prefix=prefixes()) for _ in range(2)]
+    for store in stores:
+        await store.open()
+        try:
+            for first in range(0, count, per_call):
+                await store.record_history(entries[first : first + per_call])
+        finally:
+            await store.close()
+    return entries, stores[0], stores[1]
 
 
 async def snapshot(client: redis.asyncio.Redis, prefix: str) -> dict[bytes, bytes | None]:
@@ -242,24 +266,7 @@ async def test_a_layout_2_store_is_migrated_to_records_a_bucketed_id_index_and_a
 async def test_a_layout_3_run_history_is_migrated_to_one_per_task_index_and_reads_as_a_fresh_one(
     client: redis.asyncio.Redis, prefixes: Callable[[], str]
 ) -> None:
-    old, fresh = (
-        RedisStore(usable_redis_url(), prefix=prefixes()),
-        RedisStore(usable_redis_url(), prefix=prefixes()),
-    )
-    entries = [
-        entry(
-            f"task-{i % 7}",
-            T0 + timedelta(seconds=i // 3),
-            HistoryOutcome.FAILURE if i % 5 else HistoryOutcome.SUCCESS,
-        )
-        for i in range(250)
-    ]
-    for store in (old, fresh):
-        await store.open()
-        try:
-            await store.record_history(entries)
-        finally:
-            await store.close()
+    _, old, fresh = await recorded_in_two_stores(prefixes, 250, per_call=250)
     await downgrade_history_to_3(client, old.keys)
     assert await client.scard(old.keys.history_tasks) == 7
     assert await client.zcard(old.keys.task_history("task-3")) > 0
@@ -334,25 +341,7 @@ async def test_history_entries_of_layout_6_read_page_and_prune_beside_batches_as
     # 450 entries, three to an end time (ties across the two layouts and past a read of 200):
     # about half of them, all through time, rewritten as layout 6 kept them, as a process of
     # that layout would have written them while others were upgraded
-    mixed, fresh = (
-        RedisStore(usable_redis_url(), prefix=prefixes()),
-        RedisStore(usable_redis_url(), prefix=prefixes()),
-    )
-    entries = [
-        entry(
-            f"task-{i % 7}",
-            T0 + timedelta(seconds=i // 3),
-            HistoryOutcome.FAILURE if i % 5 else HistoryOutcome.SUCCESS,
-        )
-        for i in range(450)
-    ]
-    for store in (mixed, fresh):
-        await store.open()
-        try:
-            for first in range(0, 450, 50):
-                await store.record_history(entries[first : first + 50])
-        finally:
-            await store.close()
+    entries, mixed, fresh = await recorded_in_two_stores(prefixes, 450, per_call=50)
     await downgrade_history_to_6(client, mixed.keys, which=lambda entry_id: zlib.crc32(entry_id) % 2 == 1)
     old = await client.zcard(mixed.keys.history)
     assert 150 < old < 300

@@ -13,8 +13,7 @@ import redis.asyncio
 from backbeat.model.records import Task, TaskFilter
 from backbeat.stores.redis import RedisStore
 from tests.integration.redis_layouts import downgrade_to_2
-from tests.integration.test_redis_store import delete_keys
-from tests.redis_server import usable_redis_url
+from tests.redis_server import delete_keys, usable_redis_url
 
 pytestmark = pytest.mark.redis
 

@@ -17,8 +17,8 @@ import redis.asyncio
 
 from backbeat import BackgroundTaskScheduler, SchedulerConfig
 from backbeat.stores.redis import RedisStore, scripts
-from tests.integration.test_redis_store import delete_keys, task
-from tests.redis_server import RedisServerHandle, private_redis_server, usable_redis_url
+from tests.integration.test_redis_store import task
+from tests.redis_server import RedisServerHandle, delete_keys, private_redis_server, usable_redis_url
 
 pytestmark = pytest.mark.redis
 

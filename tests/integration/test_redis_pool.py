@@ -15,8 +15,8 @@ from backbeat.errors import StoreUnavailableError
 from backbeat.stores.redis import RedisStore
 from backbeat.stores.redis import connection as redis_connection
 from backbeat.stores.redis.pool import PoolTimeoutError, WaitingConnectionPool
-from tests.integration.test_redis_store import delete_keys, task
-from tests.redis_server import usable_redis_url
+from tests.integration.test_redis_store import task
+from tests.redis_server import delete_keys, usable_redis_url
 
 pytestmark = pytest.mark.redis
 
@@ -160,5 +160,6 @@ async def test_an_add_finding_its_pool_starved_does_not_ask_it_again() -> None:
     finally:
         await pool.release(held)
         await store.close()
-        await client.aclose()
+        await client.aclose()  # a client given its pool leaves the pool's connections open
+        await pool.aclose()
         await delete_keys(url, prefix)

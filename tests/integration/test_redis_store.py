@@ -23,7 +23,13 @@ from backbeat.stores import store_from_url
 from backbeat.stores.redis import RedisStore, codec, lualib, scripts
 from tests.integration import jobs
 from tests.redis_proxy import reply_dropping_proxies
-from tests.redis_server import RedisServerHandle, free_port, private_redis_server, usable_redis_url
+from tests.redis_server import (
+    RedisServerHandle,
+    delete_keys,
+    free_port,
+    private_redis_server,
+    usable_redis_url,
+)
 from tests.scheduling import SchedulerFactory, eventually
 
 pytestmark = pytest.mark.redis
@@ -35,16 +41,6 @@ LEASE = timedelta(seconds=10)
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return usable_redis_url()
-
-
-async def delete_keys(url: str, prefix: str) -> None:
-    client = redis.asyncio.Redis.from_url(url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{{{prefix}}}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 def task(task_id: str, *, at: datetime | None = T0, tags: tuple[str, ...] = (), **fields: object) -> Task:
