@@ -130,7 +130,7 @@ class Bench:
                     history_counts.history_counts, target.name, n, Path(directory)
                 )
             self.rows[target.name].figures[column] = Figure(counted.describe())
-            self.notes.extend(counted.lines())
+            self.notes.append("\n".join(counted.lines()))
         self.notes.append(
             f"counts: instructions per fire under callgrind (PYTHONHASHSEED=0), (count at {2 * n:,} - "
             f"count at {n:,}) / {n:,} (--counts-n), of bench.counted_fires' fire phases in one client "

@@ -90,6 +90,10 @@ class CallgrindServer:
                 "",
                 "--appendonly",
                 "no",
+                # a completion's script runs for seconds under callgrind: past the default 5 s
+                # the server answers other calls BUSY, and their retries would be counted; an hour
+                "--busy-reply-threshold",
+                "3600000",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
