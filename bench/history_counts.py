@@ -2,16 +2,17 @@
 ``python -m bench.history_counts [--stores redis sqlite] [--n 2000]`` (or ``python -m bench
 --sections counts``).
 
-For each store, history off and on, at ``N`` and ``2N`` runs: ``bench.profile_fires --phase add``
-stores the due one-shots, then ``PYTHONHASHSEED=0 valgrind --tool=callgrind python -m
-bench.under_valgrind bench.profile_fires --phase fire --lease 600`` counts the client process's
-instructions (a SQLite store's thread included) from its start until its worker's shutdown has
-completed and recorded every run. A Redis store is measured on a private ``redis-server`` under
-callgrind, zeroed (``callgrind_control -z``) before the fire phase and dumped (``-d``) after it;
-its ``serverCron`` is subtracted, since it runs ten times a second whatever the client does, and
-the client's fifty-fold slowdown under callgrind stretches the phase. Per fire = (count at ``2N``
-- count at ``N``) / ``N``: start-up, imports and set-up cancel out. History's share is on ÷ off
-- 1 of the client's and the server's together.
+For each store, one client process, ``PYTHONHASHSEED=0 valgrind --tool=callgrind python -m
+bench.under_valgrind bench.counted_fires``, runs ``bench.profile_fires``' add and fire phases of
+:data:`WARM_UP` (dropped), ``N`` and ``2N`` runs, history off and on; this driver zeroes its
+counters (``callgrind_control -z``) before each fire phase and dumps them (``-d``) after it, so a
+dump holds one fire phase: a worker from its start until its shutdown has completed and recorded
+every run (a SQLite store's thread included). A Redis store is measured on a private
+``redis-server`` under callgrind, zeroed and dumped around the same phases; its ``serverCron`` is
+subtracted, since it runs ten times a second whatever the client does, and the client's
+fifty-fold slowdown under callgrind stretches the phase. Per fire = (count at ``2N`` - count at
+``N``) / ``N``: what a phase costs whatever its size cancels out. History's share is on ÷ off - 1
+of the client's and the server's together.
 
 After the run of ``2N`` with history on, the Redis history keys' ``MEMORY USAGE`` (``SAMPLES 0``:
 every element) summed, ÷ ``2N``, is the history's memory per entry.
