@@ -1,6 +1,8 @@
 """backbeat vs APScheduler 3.11, side by side in one run: ``python -m bench [--stores ...] [--million]``.
 
-``--sections peers`` measures backbeat beside arq, SAQ and APScheduler on a private Redis
+``--sections counts`` counts history's share of a fire in instructions under callgrind
+(:mod:`bench.history_counts`: the repeatable form of the history section's CPU time; not run
+unless named). ``--sections peers`` measures backbeat beside arq, SAQ and APScheduler on a private Redis
 (:mod:`bench.peers`); ``BACKBEAT_BENCH_NO_HIREDIS=1`` makes redis-py parse replies in Python.
 
 No-op async jobs on this machine: adds/s and fires/s, lateness at a steady 1,000 fires/s,
@@ -20,14 +22,16 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import aps, history, lateness, memory, peers, report, targets, wakeup
+from bench import aps, history, history_counts, lateness, memory, peers, report, targets, wakeup
 from bench.redis_server import private_redis
 from bench.report import Figure, Row
 from bench.stores import KNOWN, StoreTarget, drop_redis_keys
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
 """The redis store's server unless ``--redis-url`` names one."""
-SECTIONS = ("throughput", "lateness", "wakeup", "memory", "history", "peers")
+SECTIONS = ("throughput", "lateness", "wakeup", "memory", "history", "peers", "counts")
+DEFAULT_SECTIONS = SECTIONS[:-1]
+"""Every section but ``counts``, which needs valgrind and takes minutes of callgrind."""
 
 
 def on_private_redis(target_url: str, given: str | None) -> bool:
@@ -86,7 +90,7 @@ class Bench:
 
     async def history(self) -> None:
         n = self.args.tasks
-        column = report.COLUMNS[-1]
+        column = report.HISTORY_CPU
         for row in self.aps_rows.values():
             row.figures[column] = report.na("no history")
         for target in self.stores:
@@ -106,8 +110,32 @@ class Bench:
             "its clients' commands count), medians of each mode, and the share "
             "is what history adds to it, the median of the pairs' shares with their quartiles and "
             f"range (issue 18: at most {history.TARGET_SHARE:.0%}); "
-            "CPU time moves with the machine's load: the instruction counts of bench.profile_fires "
-            "under callgrind are the repeatable figure"
+            "CPU time moves with the machine's load: the counts section (--sections counts) is the "
+            "repeatable figure"
+        )
+
+    async def counts(self) -> None:
+        """History's share in instructions per fire (client and server), of the Redis and SQLite
+        stores among those measured; always on a private ``redis-server`` under callgrind."""
+        n = self.args.counts_n
+        column = report.HISTORY_COUNTS
+        for row in self.aps_rows.values():
+            row.figures[column] = report.na("no history")
+        for target in self.stores:
+            if target.name not in history_counts.STORES:
+                self.rows[target.name].figures[column] = report.na("not counted")
+                continue
+            with tempfile.TemporaryDirectory(prefix="backbeat-counts-") as directory:
+                counted = await asyncio.to_thread(
+                    history_counts.history_counts, target.name, n, Path(directory)
+                )
+            self.rows[target.name].figures[column] = Figure(counted.describe())
+            self.notes.append("\n".join(counted.lines()))
+        self.notes.append(
+            f"counts: instructions per fire under callgrind (PYTHONHASHSEED=0), (count at {2 * n:,} - "
+            f"count at {n:,}) / {n:,} (--counts-n), of bench.counted_fires' fire phases in one client "
+            "process and, for Redis, a private redis-server under callgrind (serverCron left out); "
+            "repeatable whatever the machine's load, unlike the history section's CPU time"
         )
 
     async def memory(self) -> None:
@@ -222,7 +250,13 @@ def parse_args() -> argparse.Namespace:
         default=100_000,
         help="most jobs APScheduler's RedisJobStore gets (it adds ~3,000/s: 1e6 would take 6 min)",
     )
-    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=list(DEFAULT_SECTIONS),
+        choices=SECTIONS,
+        help="sections to run (default: all but counts)",
+    )
     parser.add_argument("--pending", type=int, default=100_000, help="peers: pending jobs for memory/job")
     parser.add_argument("--aps-pending", type=int, default=20_000, help="peers: APScheduler's pending jobs")
     parser.add_argument("--rounds", type=int, default=2, help="peers: rounds (medians are shown)")
@@ -231,6 +265,12 @@ def parse_args() -> argparse.Namespace:
         type=int,
         default=history.ROUNDS,
         help=f"history: pairs of rounds off and on (default {history.ROUNDS}; their shares' median is shown)",
+    )
+    parser.add_argument(
+        "--counts-n",
+        type=int,
+        default=history_counts.N,
+        help=f"counts: runs of the smaller fire phase (default {history_counts.N:,}, then twice that)",
     )
     return parser.parse_args()
 

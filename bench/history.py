@@ -1,7 +1,8 @@
 """The cost of recording run history, the figure issue 18 bounds (at most 10% added to a fire):
 CPU per fire of one-shot no-op tasks with history off and on (this process's, the store's thread
 included, plus the Redis server's), and fires/s, timed from the worker's start until its shutdown
-has completed (and recorded) every run.
+has completed (and recorded) every run; on Redis, the history keys' memory per entry after a
+round with history on (``MEMORY USAGE``, as :mod:`bench.history_counts` reads it).
 
 Rounds alternate off and on in one process, in the order off, on, on, off, off, on, ... (each
 pair of rounds measured back to back, the order swapped from one pair to the next, so a load that
@@ -19,6 +20,7 @@ server (the shared server's ``used_cpu_*`` counts every other user's commands to
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from backbeat import BackgroundTaskScheduler
 from bench import targets
 from bench.counted import COUNT, noop
+from bench.history_counts import history_memory
 from bench.stores import StoreTarget, redis_server_cpu
 
 ROUNDS = 7
@@ -49,6 +52,9 @@ class HistoryCost:
     server_off: float = 0.0
     """The Redis server's part of :attr:`cpu_off` (0 for other stores)."""
     server_on: float = 0.0
+    memory: float | None = None
+    """Bytes of the Redis history keys per entry after a round with history on, their median
+    (None for other stores)."""
 
     @property
     def quartiles(self) -> tuple[float, float]:
@@ -77,14 +83,16 @@ class HistoryCost:
             f"{len(self.shares)} pairs: quartiles {low:+.1%}..{high:+.1%}, "
             f"range {min(self.shares):+.1%}..{max(self.shares):+.1%}, "
             f"target ≤ +{TARGET_SHARE:.0%}: {met}); {self.rate_off:,.0f} → {self.rate_on:,.0f} fires/s"
+            + (f"; {self.memory:,.0f} B of history per entry" if self.memory is not None else "")
         )
 
 
 async def _fires(
     target: StoreTarget, n: int, *, history: bool, batch: int = 1000
-) -> tuple[float, float, float]:
-    """Fires/s, CPU seconds per fire (process and Redis server) and the server's part of them,
-    of ``n`` stored one-shots."""
+) -> tuple[float, float, float, float | None]:
+    """Fires/s, CPU seconds per fire (process and Redis server), the server's part of them and
+    the Redis history's bytes per entry (None: history off or another store), of ``n`` stored
+    one-shots."""
     producer = target.producer()
     await producer.start()
     await producer.clear_all_jobs()
@@ -108,9 +116,13 @@ async def _fires(
         raise AssertionError(
             f"{recorded} history entries for {n} runs (history {'on' if history else 'off'})"
         )
+    memory = None
+    if history and target.prefix:
+        sizes = await asyncio.to_thread(history_memory, target.url, target.prefix)
+        memory = sum(sizes.values()) / n
     await producer.clear_all_jobs()
     await producer.shutdown()
-    return n / elapsed, cpu / n, server / n
+    return n / elapsed, cpu / n, server / n, memory
 
 
 async def _count(scheduler: BackgroundTaskScheduler) -> int:
@@ -125,17 +137,18 @@ async def _count(scheduler: BackgroundTaskScheduler) -> int:
 async def history_cost(target: StoreTarget, n: int, pairs: int = ROUNDS) -> HistoryCost:
     """Fires/s and CPU per fire with history off and on over ``pairs`` pairs of rounds (off, on,
     then on, off, ...), and each pair's share."""
-    off: list[tuple[float, float, float]] = []
-    on: list[tuple[float, float, float]] = []
+    off: list[tuple[float, float, float, float | None]] = []
+    on: list[tuple[float, float, float, float | None]] = []
     for pair in range(pairs):
         for history in (False, True) if pair % 2 == 0 else (True, False):
             (on if history else off).append(await _fires(target, n, history=history))
     return HistoryCost(
-        rate_off=statistics.median(rate for rate, _, _ in off),
-        rate_on=statistics.median(rate for rate, _, _ in on),
-        cpu_off=statistics.median(cpu for _, cpu, _ in off),
-        cpu_on=statistics.median(cpu for _, cpu, _ in on),
-        shares=tuple(cpu_on / cpu_off - 1 for (_, cpu_off, _), (_, cpu_on, _) in zip(off, on, strict=True)),
-        server_off=statistics.median(server for _, _, server in off),
-        server_on=statistics.median(server for _, _, server in on),
+        rate_off=statistics.median(rate for rate, *_ in off),
+        rate_on=statistics.median(rate for rate, *_ in on),
+        cpu_off=statistics.median(cpu for _, cpu, *_ in off),
+        cpu_on=statistics.median(cpu for _, cpu, *_ in on),
+        shares=tuple(cpu_on / cpu_off - 1 for (_, cpu_off, *_), (_, cpu_on, *_) in zip(off, on, strict=True)),
+        server_off=statistics.median(server for _, _, server, _ in off),
+        server_on=statistics.median(server for _, _, server, _ in on),
+        memory=statistics.median(memories) if (memories := [m for *_, m in on if m is not None]) else None,
     )

@@ -6,6 +6,8 @@ import statistics
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
+HISTORY_CPU = "history off → on: CPU per fire (share), fires/s"
+HISTORY_COUNTS = "history off → on: instructions per fire (share)"
 COLUMNS = [
     "adds/s (not started)",
     "adds/s (100 at once)",
@@ -18,7 +20,8 @@ COLUMNS = [
     "claim_due µs, 1k → N",
     "next_wakeup µs, 1k → N",
     "add→run µs, 1k → N",
-    "history off → on: CPU per fire (share), fires/s",
+    HISTORY_CPU,
+    HISTORY_COUNTS,
 ]
 
 
