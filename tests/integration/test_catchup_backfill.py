@@ -16,7 +16,7 @@ import pytest
 from backbeat import BackfillProgress, BackgroundTaskScheduler, SchedulerConfig, TaskNotFoundError
 from tests.integration import jobs
 from tests.integration.conftest import SERVER_STORES
-from tests.integration.test_cli import cli, cli_json
+from tests.integration.test_cli import cli, cli_json, said
 from tests.scheduling import SchedulerFactory, Worker, eventually
 
 DAY = timedelta(days=1)
@@ -264,16 +264,18 @@ async def test_the_cli_backfills_through_a_worker_process_and_lists_a_dry_run(
     assert listed["fire_times"] == [t.isoformat() for t in wanted]
     assert jobs.read_records(record_file) == []
     # no worker yet: the backfill gives up when told, its first run left in the store to run later
-    code, _, err = await cli("tasks", "backfill", task_id, "--store", store_url, *span, "--timeout", "1")
-    assert code == 1 and "gave up after --timeout 1 s (0 of 3 fire times done, 1 running)" in " ".join(
-        err.split()
-    )
+    code, out, err = await cli("tasks", "backfill", task_id, "--store", store_url, *span, "--timeout", "1")
+    gave_up = "gave up after --timeout 1 s (0 of 3 fire times done, 1 running)"
+    assert code == 1 and gave_up in " ".join(err.split()), said(code, out, err)
 
-    workers(store_url, "--lease", "2")
+    workers(store_url, "--lease", "2")  # a failure's report shows its log
     code, out, err = await cli("tasks", "backfill", task_id, "--store", store_url, *span)
-    assert code == 0, err
-    assert f"backfilled {task_id}: 3 of 3 fire times ran (0 failed), 0 skipped" in " ".join(out.split())
-    assert [run_id for run_id, _, _ in spans(record_file)] == [f"{task_id}@{t.isoformat()}" for t in wanted]
+    backfilled = said(code, out, err)
+    assert code == 0, backfilled
+    summary = f"backfilled {task_id}: 3 of 3 fire times ran (0 failed), 0 skipped"
+    assert summary in " ".join(out.split()), backfilled
+    ran = [run_id for run_id, _, _ in spans(record_file)]
+    assert ran == [f"{task_id}@{t.isoformat()}" for t in wanted], backfilled
     # the worker records its runs' history after they end: allow a loaded machine its time
     await eventually(lambda: _has(producer, task_id, "success", 3), timeout=60)
     assert await fire_times(producer, task_id, "success") == wanted
