@@ -237,9 +237,14 @@ async def test_random_kill_9_rounds_lose_nothing_and_never_run_a_key_twice_at_on
                 )
 
         def unfinished() -> set[str]:
-            """One-shots not completed yet, and runs a kill interrupted that did not run again yet."""
+            """One-shots not completed yet, and runs a kill interrupted that did not run again yet
+            (a run fenced off in a live process is cancelled, not completed)."""
             per_key = executions(jobs.read_records(record_file))
-            done = {runs[0].label for runs in per_key.values() if any(e.end is not None for e in runs)}
+            done = {
+                runs[0].label
+                for runs in per_key.values()
+                if any(e.end is not None and not e.cancelled for e in runs)
+            }
             interrupted = {
                 key for key, runs in per_key.items() if runs[-1].end is None and runs[-1].pid in killed
             }
