@@ -40,8 +40,8 @@ async def cli(*args: str) -> tuple[int, str, str]:
     catches it and exits 1, where the console script would have printed it)."""
     result = await asyncio.to_thread(CliRunner().invoke, app, list(args))
     err = result.stderr
-    if result.exc_info is not None and not isinstance(result.exception, SystemExit):
-        err += "".join(traceback.format_exception(*result.exc_info))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        err += "".join(traceback.format_exception(result.exception))
     return result.exit_code, result.stdout, err
 
 
