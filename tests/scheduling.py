@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import sys
@@ -52,16 +51,14 @@ async def make_scheduler() -> AsyncIterator[SchedulerFactory]:
 
 
 class Worker:
-    """A scheduler subprocess (``tests/integration/worker.py``).
+    """A scheduler subprocess (``tests/integration/worker.py``), its stderr (log warnings,
+    tracebacks) appended to the file ``log``: a pipe nobody read could fill and block a worker
+    that logs a lot, and its output would be lost when the test fails."""
 
-    Its stderr (log warnings, tracebacks) goes to ``log`` if given, else to a pipe.
-    """
-
-    def __init__(self, url: str, *args: str, log: Path | None = None) -> None:
+    def __init__(self, url: str, *args: str, log: Path) -> None:
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         self.log = log
-        with contextlib.ExitStack() as files:
-            stderr = files.enter_context(log.open("a")) if log is not None else subprocess.PIPE
+        with log.open("a") as stderr:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tests.integration.worker", url, *args],
                 cwd=ROOT,
@@ -78,39 +75,51 @@ class Worker:
             raise RuntimeError(f"worker did not start: {line!r} {self.errors()}")
 
     def errors(self) -> str:
-        """What it wrote on stderr so far (with a log file), or after it ended (with a pipe)."""
-        if self.log is not None:
-            return self.log.read_text(errors="replace") if self.log.exists() else ""
-        stderr = self.process.stderr
-        if stderr is not None and not stderr.closed and self.process.poll() is not None:
-            return stderr.read()
-        return ""
+        """What it wrote on stderr so far."""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def kill(self) -> None:
-        """SIGKILL it (unless it ended), wait for it, close its pipes."""
+        """SIGKILL it (unless it ended), wait for it, close its stdout."""
         self.process.kill()
         self.process.wait(10)
-        for pipe in (self.process.stdout, self.process.stderr):
-            if pipe is not None:
-                pipe.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
     def stop(self, timeout: float = 20) -> int:
         self.process.terminate()
         return self.process.wait(timeout)
 
 
+STARTED_WORKERS = pytest.StashKey[list[Worker]]()
+"""The workers a test started, whose logs ``tests/conftest.py`` adds to the report of a failure."""
+
+
 @pytest.fixture
-def workers() -> Iterator[Callable[..., Worker]]:
-    started: list[Worker] = []
+def workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """Start worker subprocesses (killed after the test), each logging to ``log`` or else to
+    ``worker-<n>.log`` in ``tmp_path``; a failed test's report shows their logs."""
+    started = request.node.stash.setdefault(STARTED_WORKERS, [])
 
     def start(url: str, *args: str, log: Path | None = None) -> Worker:
-        worker = Worker(url, *args, log=log)
+        worker = Worker(url, *args, log=log or tmp_path / f"worker-{len(started)}.log")
         started.append(worker)
         return worker
 
     yield start
     for worker in started:
-        worker.kill()  # if still running; closes its pipes either way
+        worker.kill()  # if still running; closes its stdout either way
+
+
+def worker_log_sections(workers: list[Worker], lines: int = 200) -> list[tuple[str, str]]:
+    """(title, text) of each worker's log, the last ``lines`` lines of a long one."""
+    sections: list[tuple[str, str]] = []
+    for n, worker in enumerate(workers):
+        text = worker.errors().splitlines()
+        title = f"worker {n} (pid {worker.process.pid}) stderr, {worker.log}"
+        if len(text) > lines:
+            title += f": its last {lines} of {len(text)} lines"
+        sections.append((title, "\n".join(text[-lines:]) or "(empty)"))
+    return sections
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> None:

@@ -21,10 +21,13 @@ class Execution:
     end: float | None = None
     fencing_token: int | None = None
     """The run's fencing token in this execution (recorded by the multi-host jobs)."""
+    cancelled: bool = False
+    """It was cancelled at ``end`` (``jobs.slow`` records ``cancelled`` instead of an end)."""
 
 
 def executions(records: Iterable[dict[str, Any]]) -> dict[str, list[Execution]]:
-    """The executions recorded by ``jobs.slow`` (start/end events), per key, in order of start."""
+    """The executions recorded by ``jobs.slow`` (start, then end or cancelled), per key, in
+    order of start."""
     found: dict[tuple[str, int, int], Execution] = {}
     for record in records:
         ident = (record["run_id"], record["attempt"], record["pid"])
@@ -38,8 +41,9 @@ def executions(records: Iterable[dict[str, Any]]) -> dict[str, list[Execution]]:
                 record["t"],
                 fencing_token=record.get("fencing_token"),
             )
-        elif record["event"] == "end":
+        elif record["event"] in ("end", "cancelled"):
             found[ident].end = record["t"]
+            found[ident].cancelled = record["event"] == "cancelled"
     per_key: dict[str, list[Execution]] = defaultdict(list)
     for execution in found.values():
         per_key[execution.run_id].append(execution)

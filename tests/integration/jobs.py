@@ -60,21 +60,16 @@ async def note(path: str, label: str = "") -> None:
 
 
 async def slow(path: str, seconds: float, label: str = "") -> None:
-    """Record a start, work for ``seconds``, record an end."""
+    """Record a start, work for ``seconds``, record an end; or, cancelled (a timeout, a cancel
+    request, an overlap policy's ``cancel_other``, a shutdown that releases it, a fenced run),
+    record ``cancelled`` with its time instead of the end, so a reader knows when it stopped."""
     record(path, "start", label=label)
-    await asyncio.sleep(seconds)
-    record(path, "end", label=label)
-
-
-async def cancellable(path: str, seconds: float) -> None:
-    """Like :func:`slow`, and records ``cancelled`` (with its time) when it is cancelled."""
-    record(path, "start")
     try:
         await asyncio.sleep(seconds)
     except asyncio.CancelledError:
-        record(path, "cancelled")
+        record(path, "cancelled", label=label)
         raise
-    record(path, "end")
+    record(path, "end", label=label)
 
 
 def sync_note(path: str, label: str = "") -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from pathlib import Path
@@ -54,12 +53,6 @@ async def fails_with_a_lone_surrogate(path: str) -> None:
     """Fails with a message no UTF-8 (so no JSON document) can hold as it is."""
     record(path, "attempt")
     raise PaymentDeclinedError("card \ud800 declined")
-
-
-async def slow(path: str, seconds: float) -> None:
-    record(path, "start")
-    await asyncio.sleep(seconds)
-    record(path, "end")
 
 
 async def outside_service(path: str, outage_file: str) -> str:

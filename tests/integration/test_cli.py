@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,19 @@ def backbeat(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def cli(*args: str) -> tuple[int, str, str]:
-    """Run the command in a thread (it has its own event loop); returns (exit code, stdout, stderr)."""
+    """Run the command in a thread (it has its own event loop); returns (exit code, stdout, stderr),
+    stderr ending with the traceback of an exception the command did not handle (CliRunner
+    catches it and exits 1, where the console script would have printed it)."""
     result = await asyncio.to_thread(CliRunner().invoke, app, list(args))
-    return result.exit_code, result.stdout, result.stderr
+    err = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        err += "".join(traceback.format_exception(result.exception))
+    return result.exit_code, result.stdout, err
+
+
+def said(code: int, out: str, err: str) -> str:
+    """A command's exit code and output, for a failure message."""
+    return f"exit code {code}\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
 
 
 async def cli_json(*args: str) -> Any:

@@ -138,8 +138,9 @@ async def test_graceful_shutdown_finishes_short_runs_and_releases_long_ones(
     await first.schedule_immediate_task("long", jobs.slow, args=[str(record_file), 30, "long"])
     await wait_for(lambda: sum(r["event"] == "start" for r in jobs.read_records(record_file)) == 2)
     await first.stop_async(timeout=1.0)
-    records = jobs.read_records(record_file)
-    assert ("end", "short") in {(r["event"], r["label"]) for r in records}
+    events = {(r["event"], r["label"]) for r in jobs.read_records(record_file)}
+    assert ("end", "short") in events
+    assert ("cancelled", "long") in events, "the long run stopped here, not left going beside the next"
     # The long run was released: another scheduler takes it at once, not after the 30 s lease.
     second = make_scheduler(sqlite_url, lease_seconds=30.0)
     await second.start()

@@ -26,7 +26,7 @@ from backbeat.model.history import HistoryOutcome, HistoryQuery
 from backbeat.stores.redis.keys import Keys
 from tests.integration import resilience_jobs as jobs
 from tests.integration.conftest import SERVER_STORES
-from tests.integration.jobs import read_records
+from tests.integration.jobs import read_records, slow
 from tests.redis_server import RedisServerHandle
 from tests.scheduling import SchedulerFactory, Worker, dead_letters, eventually, wait_for
 
@@ -126,7 +126,7 @@ async def test_a_timeout_fails_the_run_and_a_one_shot_is_dead_lettered(
 ) -> None:
     scheduler = make_scheduler(sqlite_url)
     await scheduler.start_async()
-    await scheduler.schedule_immediate_task("slow", jobs.slow, args=[str(record_file), 5], timeout=0.2)
+    await scheduler.schedule_immediate_task("slow", slow, args=[str(record_file), 5], timeout=0.2)
 
     async def dead() -> bool:
         return bool(await scheduler.list_dead_letters())
@@ -134,7 +134,7 @@ async def test_a_timeout_fails_the_run_and_a_one_shot_is_dead_lettered(
     await eventually(dead)
     [letter] = await scheduler.list_dead_letters()
     assert letter.error_type == "builtins.TimeoutError" and "timed out after 0.2s" in (letter.error or "")
-    assert [r["event"] for r in read_records(record_file)] == ["start"]
+    assert [r["event"] for r in read_records(record_file)] == ["start", "cancelled"]
 
 
 # -- policies from decorators -------------------------------------------------------------------
@@ -374,7 +374,7 @@ async def _poisoned_worker(
     events: list[SchedulerEvent] = []
     scheduler.events.add_listener(events.append)
     await scheduler.start_async()
-    poison = await scheduler.schedule_immediate_task("poison", jobs.slow, args=[str(record_file), 0.5])
+    poison = await scheduler.schedule_immediate_task("poison", slow, args=[str(record_file), 0.5])
     await wait_for(lambda: bool(read_records(record_file)))
     await _corrupt_run_count(store_url, poison)
     return scheduler, events, poison
@@ -454,7 +454,7 @@ async def test_a_lone_completion_refused_while_redis_refuses_writes_is_never_set
     events: list[SchedulerEvent] = []
     scheduler.events.add_listener(events.append)
     await scheduler.start_async()
-    task_id = await scheduler.schedule_immediate_task("lone", jobs.slow, args=[str(record_file), 0.5])
+    task_id = await scheduler.schedule_immediate_task("lone", slow, args=[str(record_file), 0.5])
     await wait_for(lambda: bool(read_records(record_file)))
     redis = Redis.from_url(private_redis.url)
     try:
@@ -478,7 +478,7 @@ async def test_a_scheduler_stops_within_a_lease_when_its_store_is_gone_and_loses
     url = f"{private_redis.url}?prefix=gone"
     scheduler = make_scheduler(url, lease_seconds=2.0)
     await scheduler.start_async()
-    task_id = await scheduler.schedule_immediate_task("slow", jobs.slow, args=[str(record_file), 0.5])
+    task_id = await scheduler.schedule_immediate_task("slow", slow, args=[str(record_file), 0.5])
     await wait_for(lambda: bool(read_records(record_file)))
     private_redis.kill()  # the run ends with no store to take its completion
 
@@ -518,12 +518,12 @@ async def test_a_running_run_is_cancelled_in_this_process(
 ) -> None:
     scheduler = make_scheduler(sqlite_url)
     await scheduler.start_async()
-    task_id = await scheduler.schedule_immediate_task("slow", jobs.slow, args=[str(record_file), 30])
+    task_id = await scheduler.schedule_immediate_task("slow", slow, args=[str(record_file), 30])
     await wait_for(lambda: bool(scheduler.active_runs()))
     [run_id] = scheduler.active_runs()
     assert await scheduler.cancel_run(run_id) is True
     await gone(scheduler, task_id)
-    assert [r["event"] for r in read_records(record_file)] == ["start"]
+    assert [r["event"] for r in read_records(record_file)] == ["start", "cancelled"]
 
 
 async def test_a_run_in_another_process_is_cancelled_on_request(
@@ -533,11 +533,11 @@ async def test_a_run_in_another_process_is_cancelled_on_request(
     # within 10 s is the wake-up the request sent
     workers(store_url, "--lease", "60")
     producer = make_scheduler(store_url, producer_only=True)
-    task_id = await producer.schedule_immediate_task("slow", jobs.slow, args=[str(record_file), 30])
+    task_id = await producer.schedule_immediate_task("slow", slow, args=[str(record_file), 30])
     await wait_for(lambda: bool(read_records(record_file)), timeout=20)
     [started] = read_records(record_file)
     requested = time.monotonic()
     assert await producer.cancel_run(started["run_id"]) is False, "it runs in the worker, not here"
     await gone(producer, task_id)
     assert time.monotonic() - requested < 10, "cancelled on the request's wake-up, not at a lease renewal"
-    assert [r["event"] for r in read_records(record_file)] == ["start"]
+    assert [r["event"] for r in read_records(record_file)] == ["start", "cancelled"]
