@@ -256,8 +256,10 @@ async def test_an_entry_that_ended_before_1970_is_refused_naming_it_with_its_bat
     await store.record_history([kept])
     before_1970 = entry("old", datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC))
 
+    # entries of several tasks: a sharded store's batch spans its shards, none of which writes
+    newer = [entry(f"new-{i}", T0 + SECOND) for i in range(8)]
     with pytest.raises(ValueError, match=rf"history entry {re.escape(repr(before_1970.id))} .*before 1970"):
-        await store.record_history([entry("new", T0 + SECOND), before_1970])
+        await store.record_history([*newer, before_1970])
 
     assert [e.id for e in await everything(store, HistoryQuery())] == [kept.id]
     await store.record_history([entry("at-1970", EPOCH)])  # the epoch itself is kept
