@@ -277,8 +277,8 @@ class MongoBackend(Backend):
     """A fresh database per test on the server named by ``BACKBEAT_MONGODB_URL``, dropped after."""
 
     tolerance = timedelta(milliseconds=50)
-    history_keyed_by_id = True
     """``$$NOW`` has millisecond precision, and the server may be another host."""
+    history_keyed_by_id = True
 
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path)

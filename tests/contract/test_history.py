@@ -222,6 +222,20 @@ async def test_age_pruning_removes_a_bounded_batch_a_call_and_says_when_more_may
     assert [e.task_id for e in await everything(store, HistoryQuery())] == ["pay"]
 
 
+async def test_age_pruning_reaches_old_entries_past_ends_a_count_prune_emptied(store: Store) -> None:
+    # a task's entries its count pruned leave nothing at their ends to remove (on Redis: the
+    # index windows of a batch that lives on); an age prune must reach the old entries past
+    # them, or say that more may be left: else the engine waits a minute, for ever behind
+    old = T0 - timedelta(days=8)
+    pays = [entry("pay", old + timedelta(milliseconds=20 * i)) for i in range(PRUNE_BATCH + 500)]
+    once = entry("once", old + timedelta(minutes=5))
+    await store.record_history([*pays, once])
+    assert await store.prune_history(["pay"], before=EPOCH, keep=0) == len(pays)
+
+    assert await store.prune_history((), before=T0 - timedelta(days=7), keep=10) == 1
+    assert await everything(store, HistoryQuery()) == []
+
+
 async def test_age_pruning_of_a_named_task_uses_the_cutoff(store: Store) -> None:
     old, new = entry("pay", T0 - 10 * SECOND), entry("pay", T0)
     await store.record_history([old, new])
