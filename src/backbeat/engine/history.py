@@ -182,6 +182,14 @@ class HistoryRecorder:
             # every store refuses a batch holding one (refuse_ends_before_1970): only it is left out
             log.warning("history entry of run %r not recorded: it ended at %s, before 1970", run.id, ended)
             return
+        if error is not None and not error.isascii():
+            try:
+                error.encode()
+            except UnicodeEncodeError:
+                # an OSError's file name kept by surrogateescape: no store's encoder takes it, and
+                # a batch holding it would be lost whole (a completion leaves such an entry out too)
+                log.warning("history entry of run %r not recorded: its error holds a lone surrogate", run.id)
+                return
         self._arm()
         args = None
         if self.settings.record_args and task is not None:
