@@ -50,6 +50,9 @@ class Backend:
     claims_in_due_order = True
     """A claim takes the earliest due items of the whole store first (not so for a sharded
     store: the earliest of each shard, shards by turns)."""
+    prunes_a_batch_per_shard = False
+    """An age prune removes about ``PRUNE_BATCH`` from each shard (a sharded store), not from
+    the whole store."""
     history_keyed_by_id = False
     """History entries are told apart by their id alone, so an id recorded again with another
     end keeps the first (memory, MongoDB); the SQL and Redis stores tell them apart by (task,
@@ -177,6 +180,7 @@ class RedisClusterBackend(Backend):
 
     tolerance = timedelta(milliseconds=5)  # three masters' clocks: the same host's here
     claims_in_due_order = False
+    prunes_a_batch_per_shard = True
     shards = 6
 
     def __init__(self, tmp_path: Path) -> None:
@@ -277,8 +281,8 @@ class MongoBackend(Backend):
     """A fresh database per test on the server named by ``BACKBEAT_MONGODB_URL``, dropped after."""
 
     tolerance = timedelta(milliseconds=50)
-    history_keyed_by_id = True
     """``$$NOW`` has millisecond precision, and the server may be another host."""
+    history_keyed_by_id = True
 
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from backbeat.model.registry import JobRegistry
 from backbeat.model.triggers import make_trigger_spec
 from backbeat.policies.definitions import RetryPolicy
 from backbeat.stores.memory import MemoryStore
+from backbeat.stores.sqlite import SQLiteStore
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
@@ -455,3 +457,32 @@ async def test_the_recorder_leaves_out_an_entry_that_ended_before_1970_and_recor
     entries, _ = await store.run_history(HistoryQuery())
     assert [e.task_id for e in entries] == ["new"]
     assert any("old@" in r.getMessage() and "before 1970" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_recorder_leaves_out_an_entry_whose_error_no_store_can_encode_and_records_the_rest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # an OSError's message spells a file name that is not UTF-8 with lone surrogates
+    # (surrogateescape): a store's encoder refuses the batch holding one, which a completion
+    # leaves out too (completed_entry)
+    store = SQLiteStore(tmp_path / "history.db")
+    await store.open()
+    recorder = HistoryRecorder(store, HistorySettings(), owner="o", clock=lambda: T0, by_completions=False)
+    results = []
+    for task_id, name in (("odd", b"\xff".decode(errors="surrogateescape")), ("plain", "x")):
+        run = Run(id=f"{task_id}@{T0.isoformat()}", task_id=task_id, fire_time=T0, lease_until=T0)
+        error, error_type = f"no such file: '/tmp/{name}'", "builtins.FileNotFoundError"
+        results.append(
+            RunResult(run=run, outcome=RunOutcome.FAILURE, finished_at=T0, error=error, error_type=error_type)
+        )
+
+    try:
+        with caplog.at_level("WARNING", logger="backbeat.engine"):
+            recorder.completed(results, set())
+            await recorder.flush(force=True)
+        entries, _ = await store.run_history(HistoryQuery())
+    finally:
+        await store.close()
+
+    assert [e.task_id for e in entries] == ["plain"]
+    assert any("odd@" in r.getMessage() and "surrogate" in r.getMessage() for r in caplog.records)

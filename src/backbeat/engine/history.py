@@ -30,7 +30,7 @@ look finds fewer than :data:`.PRUNE_BATCH` (more: again at the next flush)."""
 AGE_PRUNE_CALLS = 4
 """``prune_history`` calls one flush makes at most while each removes :data:`.PRUNE_BATCH`: an
 engine keeps up with entries reaching their age at up to 8,000 a second (a flush every half
-second under load), where a call a minute kept up with 17."""
+second under load: arithmetic, not measured), where a call a minute kept up with 17."""
 FLUSH_BATCH = 1000
 """Entries collected that are written at once, without waiting for :data:`FLUSH_DELAY`."""
 PRUNE_COUNTS = 10_000
@@ -179,9 +179,17 @@ class HistoryRecorder:
         error: str | None = None,
     ) -> None:
         if ended < EPOCH:
-            # every store refuses a batch holding it (refuse_ends_before_1970): leave it alone out
+            # every store refuses a batch holding one (refuse_ends_before_1970): only it is left out
             log.warning("history entry of run %r not recorded: it ended at %s, before 1970", run.id, ended)
             return
+        if error is not None and not error.isascii():
+            try:
+                error.encode()
+            except UnicodeEncodeError:
+                # an OSError's file name kept by surrogateescape: no store's encoder takes it, and
+                # a batch holding it would be lost whole (a completion leaves such an entry out too)
+                log.warning("history entry of run %r not recorded: its error holds a lone surrogate", run.id)
+                return
         self._arm()
         args = None
         if self.settings.record_args and task is not None:

@@ -56,8 +56,13 @@ the first read of a page takes the fewest, each next one twice as many, up to th
 of the newest runs reads a window or two, one far down a sparse history no more calls than
 needed)."""
 PRUNE_WINDOWS = PRUNE_BATCH
-"""Windows of batches past their age one prune reads: it removes whole ones until
+"""Windows of batches past their age one prune reads at a time: it removes whole ones until
 :data:`.PRUNE_BATCH` entries are removed (a window holds a batch's entries of 10 ms)."""
+PRUNE_WINDOW_READS = 4
+"""Reads of :data:`PRUNE_WINDOWS` one prune makes at most while the windows it removes hold too
+few entries to reach :data:`.PRUNE_BATCH`: a window whose entries their task's count pruned
+already (its batch lives on for others) holds none, and a prune that stopped at a page of them
+would say nothing is left."""
 _END_DIGITS = 18
 """Digits of an end time in a member (epoch microseconds up to the year 9999)."""
 
@@ -281,10 +286,24 @@ class History:
             windows = [text(window) for window in found[-2]]
             if not members and not old_ids and not windows:
                 return 0
-            removed = await self._conn.run(
-                "history_prune", PRUNE_BATCH, *sorted(members), "", *sorted(old_ids), "", *windows
+            removed = int(
+                await self._conn.run(
+                    "history_prune", PRUNE_BATCH, *sorted(members), "", *sorted(old_ids), "", *windows
+                )
             )
-            return int(removed)
+            reads = 1
+            # the script removed every window read without reaching the batch: read on
+            while removed < PRUNE_BATCH and len(windows) == PRUNE_WINDOWS and reads < PRUNE_WINDOW_READS:
+                aged: list[Any] = await client.zrangebyscore(
+                    keys.history_at, "-inf", f"({cutoff_us}", start=0, num=PRUNE_WINDOWS
+                )
+                windows = [text(window) for window in aged]
+                if windows:
+                    removed += int(
+                        await self._conn.run("history_prune", PRUNE_BATCH - removed, "", "", *windows)
+                    )
+                reads += 1
+            return removed
 
     async def _old_members(self, client: Any, old: list[Any], members: set[bytes]) -> set[str]:
         """Entries written before key layout 7 past their age (``old``: ids and ends): their
