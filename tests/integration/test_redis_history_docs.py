@@ -509,17 +509,24 @@ async def test_the_scripts_window_of_an_end_is_the_one_python_reads(store: Redis
     assert len(latest) == 4
 
 
+async def complete_ending_at(store: RedisStore, ends_us: tuple[int, ...], *, spelled_by_client: bool) -> str:
+    """Runs of one task completed in one call, each ending ``ends_us`` microseconds after the
+    epoch, their members spelled by the client or by ``complete.lua``; the task's id."""
+    results = [
+        dataclasses.replace(result, finished_at=EPOCH + timedelta(microseconds=us))
+        for result, us in zip(await run_many(store, len(ends_us), timedelta(seconds=1)), ends_us, strict=True)
+    ]
+    tokens = [result.run.fencing_token for result in results] if spelled_by_client else None
+    assert not await store.complete("w", results, history=HistorySettings(), entry_tokens=tokens)
+    return results[0].run.task_id
+
+
 @pytest.mark.parametrize("spelled_by_client", [False, True])
 async def test_a_completions_window_is_scored_by_its_latest_end_of_any_length(
     store: RedisStore, spelled_by_client: bool
 ) -> None:
     # ends 5 us and 40 us after the epoch: "5" > "40" as text
-    results = [
-        dataclasses.replace(result, finished_at=EPOCH + timedelta(microseconds=us))
-        for result, us in zip(await run_many(store, 2, timedelta(seconds=1)), (5, 40), strict=True)
-    ]
-    tokens = [result.run.fencing_token for result in results] if spelled_by_client else None
-    assert not await store.complete("w", results, history=HistorySettings(), entry_tokens=tokens)
+    await complete_ending_at(store, (5, 40), spelled_by_client=spelled_by_client)
     found, _ = await store.run_history(HistoryQuery(limit=10, since=EPOCH + timedelta(microseconds=30)))
     assert [e.ended_at for e in found] == [EPOCH + timedelta(microseconds=40)]
 
@@ -530,12 +537,7 @@ async def test_a_completion_across_windows_whose_ends_differ_in_length_indexes_e
 ) -> None:
     # ends 9,999 us and 10,000 us after the epoch, in windows 0 and 1: "10000" < "9999" as text,
     # so the earliest end taken as text would put both in window 1, leaving 9,999 out of it
-    results = [
-        dataclasses.replace(result, finished_at=EPOCH + timedelta(microseconds=us))
-        for result, us in zip(await run_many(store, 2, timedelta(seconds=1)), (9_999, 10_000), strict=True)
-    ]
-    tokens = [result.run.fencing_token for result in results] if spelled_by_client else None
-    assert not await store.complete("w", results, history=HistorySettings(), entry_tokens=tokens)
+    task_id = await complete_ending_at(store, (9_999, 10_000), spelled_by_client=spelled_by_client)
     ends = [EPOCH + timedelta(microseconds=us) for us in (10_000, 9_999)]
     for limit in (10, 1):
         found = []
@@ -547,7 +549,7 @@ async def test_a_completion_across_windows_whose_ends_differ_in_length_indexes_e
         assert [e.ended_at for e in found] == ends
     # pruned by age, both windows go, and the batch with them
     assert await store.prune_history([], before=EPOCH + timedelta(seconds=1), keep=100) == 2
-    assert (await store.run_history(HistoryQuery(limit=10, task_id=results[0].run.task_id)))[0] == []
+    assert (await store.run_history(HistoryQuery(limit=10, task_id=task_id)))[0] == []
 
 
 @pytest.mark.parametrize("outcome", [RunOutcome.SUCCESS, RunOutcome.FAILURE])
